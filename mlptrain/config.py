@@ -1,0 +1,327 @@
+"""The experiment config: the schema, its defaults, TOML loading, --set overrides, validation.
+
+Every default lives here, once, with a one-line comment. A config file names only what it
+changes; `resolve` fills in the rest, and a run saves the resolved config so it can be replayed.
+Validation happens at this boundary and names the culprit: file, line, key, value, what was
+expected, and for a typo the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import sys
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+import tomli_w
+
+from mlptrain import nn
+from mlptrain.backend import DEVICES
+from mlptrain.errors import ConfigError
+from mlptrain.optim import OPTIMIZERS, SCHEDULES
+
+DATASETS = ("xor", "mnist", "npz")
+DTYPES = ("float32", "float64")
+MNIST_MIRRORS = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+]
+
+
+def option(default, *, choices=None, low=None, high=None, low_open=False, high_open=False):
+    """A config field with its constraints declared as data (checked by `_check_value`)."""
+    meta = {"choices": choices, "low": low, "high": high,
+            "low_open": low_open, "high_open": high_open}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = option("mnist", choices=DATASETS)  # xor | mnist | npz (a file with X and y)
+    path: str = option("")  # npz: the file; mnist: the IDX folder ("" = vendored data/mnist)
+    val_fraction: float = option(0.1, low=0.0, high=1.0, high_open=True)  # held out for val
+    test_fraction: float = option(0.2, low=0.0, high=1.0, low_open=True, high_open=True)  # npz
+    download: bool = option(True)  # mnist: fetch missing IDX files from the public mirrors
+    mirrors: list[str] = option(MNIST_MIRRORS)  # mnist: base URLs tried in order
+    noise: float = option(0.1, low=0.0)  # xor: inputs are bits + U(-noise, noise)
+    samples: int = option(800, low=2)  # xor: training samples drawn, before the val split
+    test_samples: int = option(1000, low=1)  # xor: size of the fixed test set
+
+
+@dataclass
+class ModelConfig:
+    hidden: list[int] = option([128], low=1)  # hidden layer widths: an int or a list
+    activation: str = option("relu", choices=tuple(nn.ACTIVATIONS))  # between Linear layers
+    leaky_slope: float = option(0.01, low=0.0, high=1.0, low_open=True, high_open=True)
+    loss: str = option("auto", choices=("auto", *nn.LOSSES))  # auto: sigmoid_bce for 2 classes
+    init: str = option("xavier_uniform", choices=tuple(nn.INITIALIZERS))  # weight init
+    weights: str = option("")  # a weights.npz to start from instead of the init
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = option("sgd", choices=OPTIMIZERS)  # sgd | adam | adamw (decoupled decay)
+    lr: float = option(0.1, low=0.0, low_open=True)  # base learning rate
+    momentum: float = option(0.0, low=0.0, high=1.0, high_open=True)  # sgd only
+    nesterov: bool = option(False)  # sgd only, needs momentum > 0
+    beta1: float = option(0.9, low=0.0, high=1.0, high_open=True)  # adam: gradient average
+    beta2: float = option(0.999, low=0.0, high=1.0, high_open=True)  # adam: square average
+    eps: float = option(1e-8, low=0.0, low_open=True)  # adam: keeps the step finite
+    weight_decay: float = option(0.0, low=0.0)  # sgd/adam: L2 on the gradient; adamw: decoupled
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = option("constant", choices=SCHEDULES)  # constant | step | cosine
+    warmup_epochs: float = option(0.0, low=0.0)  # linear warmup from ~0 to lr, in epochs
+    step_epochs: int = option(10, low=1)  # step: multiply by gamma every this many epochs
+    gamma: float = option(0.1, low=0.0, high=1.0, low_open=True)  # step: the decay factor
+    min_lr: float = option(0.0, low=0.0)  # cosine: the rate reached at the last step
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = option(10, low=1)  # passes over the training set
+    batch_size: int = option(128, low=1)  # samples per SGD step
+    seed: int = option(0, low=0)  # seeds init, shuffling, splits and generated data
+    dtype: str = option("float32", choices=DTYPES)  # float64 for checks, float32 for speed
+    device: str = option("cpu", choices=DEVICES)  # where the arrays live
+    eval_batch_size: int = option(8192, low=1)  # evaluation needs no gradients: big batches
+    patience: int = option(0, low=0)  # early stopping: epochs without val-loss gain (0 = off)
+    min_delta: float = option(0.0, low=0.0)  # early stopping: the gain that counts
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "optimizer": OptimizerConfig,
+            "schedule": ScheduleConfig, "train": TrainConfig}
+
+
+@dataclass
+class Config:
+    name: str = ""  # the run's name ("" = the config file's stem)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    source: str = field(default="<defaults>", compare=False)  # where it was read from
+    overrides: list[str] = field(default_factory=list, compare=False)  # --set given
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain TOML-able data (no provenance fields)."""
+        out = {"name": self.name}
+        out.update({section: asdict(getattr(self, section)) for section in SECTIONS})
+        return out
+
+    def to_toml(self) -> str:
+        header = f"# resolved from {self.source}\n"
+        if self.overrides:
+            header += "".join(f"# --set {o}\n" for o in self.overrides)
+        return header + tomli_w.dumps(self.to_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Reads a TOML config, applies `section.key=value` overrides, validates, fills defaults."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist. Pass the path of a TOML "
+                          "experiment config, for example configs/mnist.toml.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read as UTF-8 text: {exc}.") from None
+    return parse_config(text, source=str(path), overrides=overrides, default_name=path.stem)
+
+
+def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] = (),
+                 default_name: str = "run") -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}. Fix the syntax at that "
+                          "line (strings need quotes, tables look like [section]).") from None
+    overridden = {_apply_override(raw, item) for item in overrides}
+    config = _build(raw, _Where(source, text, overridden))
+    config.source, config.overrides = source, list(overrides)
+    config.name = config.name or default_name
+    return config
+
+
+def default_config() -> Config:
+    return Config(name="run")
+
+
+@dataclass
+class _Where:
+    """Names a place in the config text for error messages."""
+
+    source: str
+    text: str
+    overridden: set = field(default_factory=set)  # (section, key) pairs given with --set
+
+    def __call__(self, section: str | None, key: str) -> str:
+        if (section, key) in self.overridden:
+            return f"--set {section}.{key}" if section else f"--set {key}"
+        line = _line_of(self.text, section, key)
+        where = f"{self.source}, line {line}" if line else self.source
+        return f"{where}: " + (f"[{section}] {key}" if section else key)
+
+
+def _line_of(text: str, section: str | None, key: str) -> int | None:
+    """The line where `key` is set inside `[section]` (best effort; TOML has other spellings)."""
+    current = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        header = re.match(r"^\[\s*([A-Za-z0-9_\-]+)\s*\]", stripped)
+        if header:
+            current = header.group(1)
+            if key == current and section is None:
+                return number
+        elif current == section and re.match(rf"^{re.escape(key)}\s*=", stripped):
+            return number
+    return None
+
+
+def _apply_override(raw: dict, item: str) -> tuple[str | None, str]:
+    """Applies one `--set section.key=value` (the value read as TOML, else as a string);
+    returns (section, key)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r} is not of the form section.key=value "
+                          "(for example --set train.epochs=5).")
+    dotted, value_text = (part.strip() for part in item.split("=", 1))
+    parts = dotted.split(".")
+    if len(parts) == 1 and parts[0] == "name":
+        parts = ["name"]
+    elif len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set {item!r}: {dotted!r} must be section.key, one of the sections "
+                          f"{', '.join(SECTIONS)} (for example train.epochs).")
+    try:
+        value = tomllib.loads(f"v = {value_text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = value_text  # a bare word such as relu: take it as a string
+    if len(parts) == 1:
+        raw["name"] = value
+        return None, "name"
+    section = raw.setdefault(parts[0], {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"--set {item!r}: {parts[0]!r} is a value in the config, not a table.")
+    section[parts[1]] = value
+    return parts[0], parts[1]
+
+
+def _build(raw: dict, where: _Where) -> Config:
+    config = Config()
+    for key, value in raw.items():
+        if key == "name":
+            if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]*", value):
+                raise ConfigError(f"{where(None, 'name')} = {value!r}: expected a run name of "
+                                  "letters, digits, '.', '_' or '-'.")
+            config.name = value
+        elif key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where(None, key)} = {value!r}: expected a table [{key}].")
+            setattr(config, key, _build_section(key, value, where))
+        else:
+            raise ConfigError(f"{where(None, key)}: unknown top-level key or section. "
+                              f"Expected name or one of the sections "
+                              f"[{'], ['.join(SECTIONS)}].{_did_you_mean(key, ['name', *SECTIONS])}")
+    return config
+
+
+def _build_section(section: str, values: dict, where: _Where):
+    cls = SECTIONS[section]
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{where(section, key)}: unknown key in [{section}]. Valid keys: "
+                              f"{', '.join(known)}.{_did_you_mean(key, list(known))}")
+        kwargs[key] = _check_value(known[key], value, lambda: where(section, key))
+    return cls(**kwargs)
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" Did you mean `{close[0]}`?" if close else ""
+
+
+def _check_value(f, value, where) -> Any:
+    """Checks one value's type, range and allowed names; returns it normalized."""
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    meta = f.metadata
+    if kind == "list[int]" and isinstance(value, int) and not isinstance(value, bool):
+        value = [value]  # hidden = 128 means one hidden layer
+    expected = {"int": "an integer", "float": "a number", "bool": "true or false",
+                "str": "a string", "list[int]": "an integer or a list of integers",
+                "list[str]": "a list of strings"}[kind]
+    if not _has_type(value, kind):
+        raise ConfigError(f"{where()} = {_show(value)}: expected {expected}.")
+    if kind == "float":
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where()} = {_show(value)}: expected a finite number.")
+    items = value if kind.startswith("list") else [value]
+    if kind == "list[int]" and not items:
+        raise ConfigError(f"{where()} = []: expected at least one hidden layer width.")
+    for item in items:
+        _check_range(item, meta, where)
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{where()} = {_show(value)}: expected one of "
+                          f"{', '.join(meta['choices'])}.{_did_you_mean(str(value), list(meta['choices']))}")
+    return value
+
+
+def _has_type(value, kind: str) -> bool:
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind == "int":
+        return is_int
+    if kind == "float":
+        return is_int or isinstance(value, float)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    inner = int if kind == "list[int]" else str
+    return isinstance(value, list) and all(
+        isinstance(v, inner) and not isinstance(v, bool) for v in value)
+
+
+def _check_range(value, meta, where) -> None:
+    low, high = meta.get("low"), meta.get("high")
+    if not isinstance(value, (int, float)):
+        return
+    too_low = low is not None and (value <= low if meta["low_open"] else value < low)
+    too_high = high is not None and (value >= high if meta["high_open"] else value > high)
+    if too_low or too_high:
+        lo = "" if low is None else f"{'>' if meta['low_open'] else '>='} {low}"
+        hi = "" if high is None else f"{'<' if meta['high_open'] else '<='} {high}"
+        raise ConfigError(f"{where()} = {_show(value)}: expected a value "
+                          f"{' and '.join(p for p in (lo, hi) if p)}.")
+
+
+def _show(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def defaults_of(section: str) -> dict[str, Any]:
+    """The defaults of one section, for documentation and tests."""
+    out = {}
+    for f in fields(SECTIONS[section]):
+        out[f.name] = f.default_factory() if f.default is MISSING else f.default
+    return out

@@ -1,0 +1,88 @@
+"""Datasets as host NumPy arrays: train, validation and test splits, ready for a backend.
+
+`load_dataset` turns a [data] config section into a `Dataset`; the sources themselves live in
+xor.py (the blog's noisy XOR), mnist.py (IDX files with pinned checksums) and npz.py (a user's
+own arrays).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mlptrain.data.mnist import IMAGE_SIDE, load_mnist
+from mlptrain.data.npz import load_npz
+from mlptrain.data.split import split_off
+from mlptrain.data.xor import make_xor, xor_test_set
+from mlptrain.errors import ConfigError
+
+REPO_MNIST_DIR = Path(__file__).resolve().parents[2] / "data" / "mnist"
+
+
+@dataclass
+class Dataset:
+    name: str
+    X_train: np.ndarray  # (N, D) float
+    y_train: np.ndarray  # (N,) int64 class indices
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    input_shape: tuple[int, ...]  # how one sample looks: (28, 28) for MNIST, (2,) for XOR
+    source: str = ""  # where the data came from
+    checksums: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256
+
+    @property
+    def n_features(self) -> int:
+        return self.X_train.shape[1]
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return {"train": (self.X_train, self.y_train), "val": (self.X_val, self.y_val),
+                "test": (self.X_test, self.y_test)}[name]
+
+
+def default_mnist_dir() -> Path:
+    """Where MNIST is read from when data.path is empty: the repository's vendored copy if this
+    package runs from a checkout, else a per-user cache that downloads fill."""
+    if REPO_MNIST_DIR.is_dir():
+        return REPO_MNIST_DIR
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "mlptrain" / "mnist"
+
+
+def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None) -> Dataset:
+    """The dataset a [data] config section names, with its seeded validation split."""
+    if cfg.dataset == "xor":
+        X, y = make_xor(cfg.samples, cfg.noise, rngs["data"])
+        X_test, y_test = xor_test_set(cfg.test_samples, cfg.noise)
+        base = Dataset("xor", X, y, None, None, X_test, y_test, 2, (2,), source="generated")
+    elif cfg.dataset == "mnist":
+        where = Path(cfg.path) if cfg.path else default_mnist_dir()
+        m = load_mnist(where, cfg.mirrors, cfg.download, progress)
+        base = Dataset("mnist", m.train_images, m.train_labels, None, None, m.test_images,
+                       m.test_labels, 10, (IMAGE_SIDE, IMAGE_SIDE), m.source, m.checksums)
+    else:
+        base = _npz_dataset(cfg, rngs["split"])
+    X, y, X_val, y_val = split_off(base.X_train, base.y_train, cfg.val_fraction, rngs["split"])
+    base.X_train, base.y_train, base.X_val, base.y_val = X, y, X_val, y_val
+    if len(base.y_train) == 0:
+        raise ConfigError(f"[data] val_fraction = {cfg.val_fraction} leaves no training "
+                          f"samples out of {len(base.y_val)}; use a smaller fraction.")
+    return base
+
+
+def _npz_dataset(cfg, rng: np.random.Generator) -> Dataset:
+    if not cfg.path:
+        raise ConfigError("[data] dataset = 'npz' needs [data] path, the .npz file holding the "
+                          "arrays X (samples, features) and y (integer labels).")
+    arrays = load_npz(Path(cfg.path))
+    X, y, X_test, y_test = arrays.X, arrays.y, arrays.X_test, arrays.y_test
+    if X_test is None:
+        # no test arrays in the file: hold out test_fraction of it, seeded like the val split
+        X, y, X_test, y_test = split_off(X, y, cfg.test_fraction, rng)
+    return Dataset("npz", X, y, None, None, X_test, y_test, arrays.n_classes,
+                   (X.shape[1],), str(cfg.path), {Path(cfg.path).name: arrays.sha256})

@@ -1,0 +1,168 @@
+"""The multilayer perceptron: Linear layers with an activation between them and a loss on top.
+
+Parameters are a flat dictionary of named arrays, `layers.{i}.weight` (O, I) and
+`layers.{i}.bias` (O,), i counting the Linear layers from 0, which maps one-to-one onto the usual
+frameworks' layout. Activations live in buffers allocated once per batch size (a Workspace).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlptrain import nn
+from mlptrain.errors import ModelError
+
+
+@dataclass
+class Workspace:
+    """Buffers for one batch size B. acts[0] is the input batch, acts[-1] the logits."""
+
+    acts: list  # acts[i] (B, sizes[i]); hidden ones hold post-activation values
+    deltas: list  # deltas[i] (B, sizes[i]) for hidden layers i = 1..L-1, dL/d(acts[i])
+    dlogits: object  # (B, C) dL/dz of the output layer
+    loss_cache: object  # (B, C) what the loss keeps for its backward (e.g. softmax)
+
+    @property
+    def x(self):
+        return self.acts[0]
+
+    @property
+    def batch_size(self) -> int:
+        return self.acts[0].shape[0]
+
+
+class MLP:
+    def __init__(self, ops, sizes: list[int], activation: nn.Activation, loss: nn.Loss, dtype):
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ModelError(f"an MLP needs at least input and output sizes >= 1, got {sizes}.")
+        self.ops, self.sizes, self.dtype = ops, list(sizes), np.dtype(dtype)
+        self.activation, self.loss = activation, loss
+        self.params: dict[str, object] = {}
+        self.grads: dict[str, object] = {}
+        self.layers: list[nn.Linear] = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            shapes = {"weight": (fan_out, fan_in), "bias": (fan_out,)}
+            for kind, shape in shapes.items():
+                self.params[f"layers.{i}.{kind}"] = ops.zeros(shape, self.dtype)
+                self.grads[f"layers.{i}.{kind}"] = ops.zeros(shape, self.dtype)
+            p, g = self.params, self.grads
+            w, b = f"layers.{i}.weight", f"layers.{i}.bias"
+            self.layers.append(nn.Linear(p[w], p[b], g[w], g[b]))
+        self._workspaces: dict[int, Workspace] = {}
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def initialize(self, scheme: str, rng: np.random.Generator) -> None:
+        """Draw every weight from INITIALIZERS[scheme] (on the host, in float64); biases 0."""
+        init = nn.INITIALIZERS[scheme]
+        for layer in self.layers:
+            host = init(rng, layer.out_features, layer.in_features)
+            layer.weight[...] = self.ops.asarray(host, self.dtype)
+            layer.bias[...] = 0
+
+    def workspace(self, batch_size: int) -> Workspace:
+        """The buffers for this batch size, made on first use and kept (one per distinct size)."""
+        ws = self._workspaces.get(batch_size)
+        if ws is None:
+            new = lambda n: self.ops.zeros((batch_size, n), self.dtype)  # noqa: E731
+            ws = Workspace(
+                acts=[new(n) for n in self.sizes],
+                deltas=[None] + [new(n) for n in self.sizes[1:-1]],
+                dlogits=new(self.sizes[-1]),
+                loss_cache=new(self.sizes[-1]),
+            )
+            self._workspaces[batch_size] = ws
+        return ws
+
+    # -- the math -------------------------------------------------------------------------------
+
+    def forward(self, ws: Workspace):
+        """acts[i+1] = f(acts[i] W_i^T + b_i) for hidden layers; the last is left linear."""
+        ops, last = self.ops, len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            z = layer.forward(ops, ws.acts[i], out=ws.acts[i + 1])  # (B, O)
+            if i < last:
+                ops.bias_activation(z, layer.bias, self.activation, out=z)  # in place: z -> y
+            else:
+                ops.add_bias(z, layer.bias)
+        return ws.acts[-1]
+
+    def backward(self, ws: Workspace) -> None:
+        """Fills self.grads from ws.dlogits, walking the layers in reverse."""
+        ops, dz = self.ops, ws.dlogits  # (B, C)
+        for i in reversed(range(len(self.layers))):
+            dx = ws.deltas[i] if i > 0 else None  # (B, sizes[i]) = dL/d acts[i]
+            self.layers[i].backward(ops, ws.acts[i], dz, dx_out=dx)
+            if dx is not None:
+                # dL/dz_{i} = dL/dy_{i} * f'(z_{i}), with f' read from the saved y = acts[i]
+                ops.activation_backward(self.activation, ws.acts[i], dx, out=dx)
+            dz = dx
+
+    def loss_and_grad(self, ws: Workspace, targets, scale: float):
+        """Forward, loss, backward for the batch in ws.x; returns (summed loss, correct).
+
+        `scale` multiplies dL/dlogits: 1/B gives the gradient of the batch-mean loss.
+        """
+        logits = self.forward(ws)
+        loss_sum, correct = self.ops.loss_forward(self.loss, logits, targets, ws.loss_cache)
+        self.ops.loss_backward(self.loss, ws.loss_cache, targets, scale, out=ws.dlogits)
+        self.backward(ws)
+        return loss_sum, correct
+
+    def evaluate_batch(self, ws: Workspace, targets):
+        """(summed loss, correct) for the batch in ws.x, without gradients."""
+        logits = self.forward(ws)
+        return self.ops.loss_forward(self.loss, logits, targets, ws.loss_cache)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(int(np.prod(p.shape)) for p in self.params.values())
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host copies of the parameters, keyed by name."""
+        return {name: np.array(self.ops.to_host(p)) for name, p in self.params.items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray], source: str = "weights") -> None:
+        """Copies `state` into the parameters after checking every name and shape."""
+        missing = [name for name in self.params if name not in state]
+        unexpected = [name for name in state if name not in self.params]
+        if missing or unexpected:
+            raise ModelError(
+                f"{source} does not fit this model ({self.describe_sizes()}): "
+                f"missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}. "
+                "Check model.hidden against the network that wrote the file."
+            )
+        for name, p in self.params.items():
+            value = np.asarray(state[name])
+            if value.shape != tuple(p.shape):
+                raise ModelError(
+                    f"{source}: {name.rsplit('.', 1)[0]} has {name.rsplit('.', 1)[1]} of shape "
+                    f"{value.shape}, but this model ({self.describe_sizes()}) expects "
+                    f"{tuple(p.shape)}. Check model.hidden against the network that wrote it."
+                )
+            p[...] = self.ops.asarray(value, self.dtype)
+
+    def describe_sizes(self) -> str:
+        return "-".join(str(n) for n in self.sizes)
+
+    def describe(self) -> list[str]:
+        """One line per layer, for a user: what it is and how many parameters it has."""
+        lines = []
+        for i, layer in enumerate(self.layers):
+            act = self.activation.name if i < len(self.layers) - 1 else self.loss.name
+            n = layer.in_features * layer.out_features + layer.out_features
+            lines.append(f"layers.{i}: Linear({layer.in_features} -> {layer.out_features}) "
+                         f"+ {act}  [{n:,} parameters]")
+        return lines
+
+
+def build_model(model_cfg, ops, n_features: int, n_classes: int, dtype) -> MLP:
+    """The MLP a [model] config section describes, with zero weights (call initialize)."""
+    loss = nn.make_loss(model_cfg.loss, n_classes)
+    activation = nn.make_activation(model_cfg.activation, model_cfg.leaky_slope)
+    sizes = [n_features, *model_cfg.hidden, loss.outputs(n_classes)]
+    return MLP(ops, sizes, activation, loss, dtype)

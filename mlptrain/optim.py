@@ -1,0 +1,150 @@
+"""Optimizers that update parameters in place, and learning-rate schedules.
+
+Protocol: `step(params, grads, lr)` updates every named array of `params` in place from the
+same-named array of `grads` (which it may overwrite: gradients are scratch, recomputed every
+step); `state_dict()` / `load_state_dict()` move the optimizer state to and from host arrays.
+
+Weight decay: `sgd` and `adam` add the L2 term wd * p to the gradient (the gradient of
+wd/2 |p|^2); `adamw` decays the weights directly, decoupled from the adaptive step
+(Loshchilov & Hutter), which is what AdamW means in the usual frameworks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mlptrain.errors import ConfigError
+
+
+class SGD:
+    """v <- mu v + g;  p <- p - lr v  (Nesterov: p <- p - lr (g + mu v)).
+
+    With mu = 0 this is plain mini-batch SGD, p <- p - lr g, as in the blog.
+    """
+
+    def __init__(self, ops, params: dict, momentum=0.0, nesterov=False, weight_decay=0.0):
+        if not 0.0 <= momentum < 1.0:
+            raise ConfigError(f"SGD momentum must be in [0, 1), got {momentum}.")
+        if nesterov and momentum == 0.0:
+            raise ConfigError("SGD with nesterov = true needs a momentum > 0.")
+        if weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}.")
+        self.ops, self.xp = ops, ops.xp
+        self.momentum, self.nesterov = momentum, nesterov
+        self.weight_decay = weight_decay
+        self.velocity = {name: ops.zeros(p.shape, p.dtype) for name, p in params.items()}
+
+    def step(self, params: dict, grads: dict, lr: float) -> None:
+        xp, mu = self.xp, self.momentum
+        for name, p in params.items():
+            g = grads[name]
+            if self.weight_decay:
+                g += self.weight_decay * p  # L2 penalty's gradient
+            if mu:
+                v = self.velocity[name]
+                v *= mu
+                v += g  # v <- mu v + g
+                if self.nesterov:
+                    g += mu * v  # look-ahead direction g + mu v
+                else:
+                    xp.copyto(g, v)
+            g *= lr
+            p -= g
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {f"velocity.{n}": np.array(self.ops.to_host(v)) for n, v in self.velocity.items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for name, v in self.velocity.items():
+            v[...] = self.xp.asarray(state[f"velocity.{name}"])
+
+
+class Adam:
+    """Adam with bias correction (Kingma & Ba), optionally with decoupled weight decay.
+
+    m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  t <- t + 1
+    p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+    """
+
+    def __init__(self, ops, params: dict, beta1=0.9, beta2=0.999, eps=1e-8,
+                 weight_decay=0.0, decoupled=False):
+        for key, value in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"Adam {key} must be in [0, 1), got {value}.")
+        if eps <= 0 or weight_decay < 0:
+            raise ConfigError(f"Adam needs eps > 0 and weight_decay >= 0, got {eps}, "
+                              f"{weight_decay}.")
+        self.ops, self.xp = ops, ops.xp
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.weight_decay, self.decoupled = weight_decay, decoupled
+        self.t = 0
+        self.m = {name: ops.zeros(p.shape, p.dtype) for name, p in params.items()}
+        self.v = {name: ops.zeros(p.shape, p.dtype) for name, p in params.items()}
+
+    def step(self, params: dict, grads: dict, lr: float) -> None:
+        xp, b1, b2 = self.xp, self.beta1, self.beta2
+        self.t += 1
+        correction1, correction2 = 1 - b1**self.t, 1 - b2**self.t
+        for name, p in params.items():
+            g, m, v = grads[name], self.m[name], self.v[name]
+            if self.weight_decay and self.decoupled:
+                p *= 1 - lr * self.weight_decay  # AdamW: shrink p, apart from the gradient
+            elif self.weight_decay:
+                g += self.weight_decay * p
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * (g * g)
+            p -= lr * (m / correction1) / (xp.sqrt(v / correction2) + self.eps)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {"t": np.array(self.t)}
+        state.update({f"m.{n}": np.array(self.ops.to_host(a)) for n, a in self.m.items()})
+        state.update({f"v.{n}": np.array(self.ops.to_host(a)) for n, a in self.v.items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.t = int(state["t"])
+        for name in self.m:
+            self.m[name][...] = self.xp.asarray(state[f"m.{name}"])
+            self.v[name][...] = self.xp.asarray(state[f"v.{name}"])
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def build_optimizer(cfg, ops, params: dict):
+    """The optimizer an [optimizer] config section describes."""
+    if cfg.name == "sgd":
+        return SGD(ops, params, cfg.momentum, cfg.nesterov, cfg.weight_decay)
+    return Adam(ops, params, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay,
+                decoupled=cfg.name == "adamw")
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning-rate schedules: the rate for a global step, as a pure function of the step count.
+# ---------------------------------------------------------------------------------------------
+
+SCHEDULES = ("constant", "step", "cosine")
+
+
+def learning_rate(cfg, base_lr: float, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """The learning rate for global step `step` (0-based) under the [schedule] config.
+
+    warmup:   lr = base * (step + 1) / warmup_steps          while step < warmup_steps
+    constant: lr = base
+    step:     lr = base * gamma ** floor(epoch / step_epochs)
+    cosine:   lr = min_lr + (base - min_lr) (1 + cos(pi t)) / 2, t going 0 -> 1 after warmup
+    """
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if cfg.name == "step":
+        return base_lr * cfg.gamma ** (step // steps_per_epoch // cfg.step_epochs)
+    if cfg.name == "cosine":
+        total = max(epochs * steps_per_epoch - warmup_steps, 1)
+        t = min((step - warmup_steps) / total, 1.0)
+        return cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+    return base_lr

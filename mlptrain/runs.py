@@ -1,0 +1,180 @@
+"""The run store: one directory per fit under a runs root, every file written atomically.
+
+    runs/<YYYYmmdd-HHMMSS>-<name>-<6 hex>/
+      config.toml     resolved config (+ the overrides, as comments)
+      metrics.jsonl   one JSON object per epoch;  metrics.csv: the same table
+      weights.npz     final parameters, keys layers.{i}.weight / layers.{i}.bias
+      checkpoint.npz  parameters, optimizer state, RNG state and position
+      summary.json    status, final metrics, timings, device, versions, dataset checksums
+
+A file is written to a temporary name in the same directory and renamed over the old one, so a
+reader (or a crash) only ever sees a whole old file or a whole new one. A run directory is
+created with an atomic mkdir and never reused.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlptrain.errors import RunStoreError
+
+STATUSES = ("running", "completed", "interrupted", "failed")
+RUNS_DIR_ENV = "MLPTRAIN_RUNS_DIR"
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+class Run:
+    """One run directory and the files in it."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.metrics: list[dict[str, Any]] = []
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def write_config(self, toml_text: str) -> None:
+        atomic_write_text(self.path / "config.toml", toml_text)
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """Adds one epoch's record and rewrites metrics.jsonl and metrics.csv whole."""
+        self.metrics.append(record)
+        lines = "".join(json.dumps(r) + "\n" for r in self.metrics)
+        atomic_write_text(self.path / "metrics.jsonl", lines)
+        columns = list(dict.fromkeys(k for r in self.metrics for k in r))
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.metrics)
+        atomic_write_text(self.path / "metrics.csv", out.getvalue())
+
+    def write_weights(self, state: dict[str, np.ndarray]) -> None:
+        atomic_write_bytes(self.path / "weights.npz", npz_bytes(state))
+
+    def write_checkpoint(self, arrays: dict[str, np.ndarray]) -> None:
+        atomic_write_bytes(self.path / "checkpoint.npz", npz_bytes(arrays))
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def read_summary(self) -> dict[str, Any]:
+        return json.loads(self._read("summary.json").decode("utf-8"))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        text = self._read("metrics.jsonl").decode("utf-8")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def read_weights(self) -> dict[str, np.ndarray]:
+        return self._read_npz("weights.npz")
+
+    def read_checkpoint(self) -> dict[str, np.ndarray]:
+        return self._read_npz("checkpoint.npz")
+
+    def _read(self, name: str) -> bytes:
+        try:
+            return (self.path / name).read_bytes()
+        except FileNotFoundError:
+            raise RunStoreError(f"run {self.run_id} has no {name} (looked in {self.path}); "
+                                "the run may have failed before writing it.") from None
+
+    def _read_npz(self, name: str) -> dict[str, np.ndarray]:
+        data = self._read(name)
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                return {key: archive[key] for key in archive.files}
+        except (ValueError, OSError, EOFError) as exc:
+            raise RunStoreError(f"{self.path / name} is not a readable .npz file: {exc}.")
+
+
+class RunStore:
+    """The runs root: creates new runs and finds existing ones by id, prefix, path or latest."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_runs_dir()
+
+    def create(self, name: str) -> Run:
+        """A new, empty run directory; the id is unique even for runs started at once."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunStoreError(f"cannot create the runs directory {self.root}: {exc}.") from None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for _ in range(100):
+            path = self.root / f"{stamp}-{name}-{secrets.token_hex(3)}"
+            try:
+                path.mkdir()  # atomic: fails if another process took this id
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise RunStoreError(f"cannot create run directory {path}: {exc}.") from None
+            return Run(path)
+        raise RunStoreError(f"could not find a free run id under {self.root}.")
+
+    def runs(self) -> list[Run]:
+        """Every run under the root, oldest first (ids start with their creation time)."""
+        if not self.root.is_dir():
+            return []
+        return [Run(p) for p in sorted(self.root.iterdir())
+                if p.is_dir() and (p / "config.toml").exists()]
+
+    def find(self, ref: str) -> Run:
+        """A run by id, unique id prefix, directory path, or `latest`."""
+        as_path = Path(ref)
+        if (as_path / "config.toml").exists():
+            return Run(as_path)
+        runs = self.runs()
+        if ref == "latest":
+            if not runs:
+                raise RunStoreError(f"there are no runs in {self.root} yet; start one with "
+                                    "`mlptrain fit CONFIG`.")
+            return runs[-1]
+        matches = [r for r in runs if r.run_id == ref] or \
+                  [r for r in runs if r.run_id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise RunStoreError(f"no run matches {ref!r} in {self.root}. Give a run id, a "
+                                "unique prefix of one, a run directory, or `latest`.")
+        listed = ", ".join(r.run_id for r in matches[:5])
+        raise RunStoreError(f"{ref!r} matches {len(matches)} runs in {self.root} ({listed}"
+                            f"{', ...' if len(matches) > 5 else ''}); give more of the id.")

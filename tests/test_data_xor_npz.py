@@ -1,0 +1,239 @@
+"""Noisy XOR generator, user .npz datasets, and the seeded train/validation split."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlptrain.data.npz import load_npz
+from mlptrain.data.split import split_off
+from mlptrain.data.xor import XOR_TEST_SEED, make_xor, xor_test_set
+from mlptrain.errors import DataError
+
+# ---------------------------------------------------------------- XOR
+
+
+def test_xor_shapes_and_dtypes():
+    X, y = make_xor(50, 0.1, np.random.default_rng(0))
+    assert X.shape == (50, 2)
+    assert X.dtype == np.float64
+    assert y.shape == (50,)
+    assert y.dtype == np.int64
+
+
+def test_xor_labels_without_noise():
+    X, y = make_xor(200, 0.0, np.random.default_rng(1))
+    assert set(np.unique(X)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(y, X[:, 0].astype(int) ^ X[:, 1].astype(int))
+    assert set(np.unique(y)) == {0, 1}
+
+
+def test_xor_noise_bounds():
+    noise = 0.25
+    X, y = make_xor(2000, noise, np.random.default_rng(2))
+    bits = np.round(X)
+    assert np.all(np.abs(X - bits) <= noise)
+    np.testing.assert_array_equal(y, bits[:, 0].astype(int) ^ bits[:, 1].astype(int))
+    assert np.abs(X - bits).max() > noise / 2  # the noise is actually applied
+
+
+def test_xor_deterministic_per_seed():
+    first = make_xor(30, 0.2, np.random.default_rng(7))
+    again = make_xor(30, 0.2, np.random.default_rng(7))
+    other = make_xor(30, 0.2, np.random.default_rng(8))
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_xor_test_set_is_fixed():
+    X1, y1 = xor_test_set(40, 0.1)
+    np.random.default_rng(123).random(10)  # unrelated draws must not matter
+    X2, y2 = xor_test_set(40, 0.1)
+    np.testing.assert_array_equal(X1, X2)
+    np.testing.assert_array_equal(y1, y2)
+    X3, _ = make_xor(40, 0.1, np.random.default_rng(XOR_TEST_SEED))
+    np.testing.assert_array_equal(X1, X3)
+
+
+def test_xor_rejects_negative_arguments():
+    with pytest.raises(ValueError):
+        make_xor(-1, 0.1, np.random.default_rng(0))
+    with pytest.raises(ValueError):
+        make_xor(10, -0.1, np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------- npz
+
+
+def save(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def assert_bad(path: Path, key: str) -> str:
+    with pytest.raises(DataError) as caught:
+        load_npz(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert repr(key) in message
+    return message
+
+
+@pytest.fixture
+def good_X() -> np.ndarray:
+    return np.random.default_rng(0).random((6, 2, 3))
+
+
+def test_npz_without_test_arrays(tmp_path, good_X):
+    path = save(tmp_path / "d.npz", X=good_X, y=np.array([0, 1, 2, 0, 1, 2]))
+    data = load_npz(path)
+    assert data.X.shape == (6, 6)
+    np.testing.assert_array_equal(data.X, good_X.reshape(6, 6))
+    assert data.y.dtype == np.int64
+    assert data.X_test is None and data.y_test is None
+    assert data.n_classes == 3
+    assert data.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_npz_with_test_arrays_and_float_labels(tmp_path, good_X):
+    path = save(
+        tmp_path / "d.npz",
+        X=good_X,
+        y=np.array([0.0, 1.0, 1.0, 0.0, 1.0, 0.0]),
+        X_test=np.ones((2, 6)),
+        y_test=np.array([4, 1], dtype=np.uint8),
+    )
+    data = load_npz(path)
+    assert data.y.dtype == np.int64
+    assert data.X_test.shape == (2, 6)
+    np.testing.assert_array_equal(data.y_test, [4, 1])
+    assert data.n_classes == 5  # the largest label may appear only in the test set
+
+
+def test_npz_single_class_still_two_classes(tmp_path):
+    data = load_npz(save(tmp_path / "d.npz", X=np.zeros((3, 1)), y=np.zeros(3, dtype=int)))
+    assert data.n_classes == 2
+
+
+Y6 = np.array([0, 1, 0, 1, 0, 1])
+
+
+@pytest.mark.parametrize(
+    ("key", "arrays"),
+    [
+        ("X", {"y": Y6}),
+        ("y", {"X": np.zeros((6, 2))}),
+        ("X", {"X": np.zeros(6), "y": Y6}),
+        ("X", {"X": np.zeros((0, 2)), "y": np.zeros(0, dtype=int)}),
+        ("X", {"X": np.zeros((6, 0)), "y": Y6}),
+        ("X", {"X": np.array([[0.0, np.nan]] * 6), "y": Y6}),
+        ("X", {"X": np.array([[0.0, np.inf]] * 6), "y": Y6}),
+        ("X", {"X": np.array([["a", "b"]] * 6), "y": Y6}),
+        ("y", {"X": np.zeros((6, 2)), "y": np.array([0, 1, 0.5, 1, 0, 1])}),
+        ("y", {"X": np.zeros((6, 2)), "y": np.array([0, 1, np.nan, 1, 0, 1])}),
+        ("y", {"X": np.zeros((6, 2)), "y": np.array([0, 1, -1, 1, 0, 1])}),
+        ("y", {"X": np.zeros((6, 2)), "y": Y6[:5]}),
+        ("y", {"X": np.zeros((6, 2)), "y": Y6.reshape(6, 1)}),
+        ("y", {"X": np.zeros((6, 2)), "y": Y6.astype(str)}),
+        ("y_test", {"X": np.zeros((6, 2)), "y": Y6, "X_test": np.zeros((2, 2))}),
+        ("X_test", {"X": np.zeros((6, 2)), "y": Y6, "y_test": np.zeros(2, dtype=int)}),
+        (
+            "X_test",
+            {"X": np.zeros((6, 2)), "y": Y6, "X_test": np.zeros((2, 3)), "y_test": Y6[:2]},
+        ),
+        (
+            "y_test",
+            {"X": np.zeros((6, 2)), "y": Y6, "X_test": np.zeros((2, 2)), "y_test": Y6[:3]},
+        ),
+        (
+            "y_test",
+            {"X": np.zeros((6, 2)), "y": Y6, "X_test": np.zeros((2, 2)), "y_test": [-3, 1]},
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_npz_bad_array_names_key(tmp_path, key, arrays):
+    assert_bad(save(tmp_path / "bad.npz", **arrays), key)
+
+
+def test_npz_object_array_refused(tmp_path):
+    path = tmp_path / "obj.npz"
+    np.savez(path, X=np.array([[1, "a"]] * 2, dtype=object), y=np.array([0, 1]))
+    assert_bad(path, "X")
+
+
+def test_npz_missing_file(tmp_path):
+    path = tmp_path / "nowhere.npz"
+    with pytest.raises(DataError, match="does not exist") as caught:
+        load_npz(path)
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"just some text, not a zip", b"PK\x03\x04truncated zip", b""],
+    ids=["text", "broken-zip", "empty"],
+)
+def test_npz_unreadable_file(tmp_path, content):
+    path = tmp_path / "junk.npz"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="not a .npz") as caught:
+        load_npz(path)
+    assert str(path) in str(caught.value)
+
+
+def test_npz_plain_npy_refused(tmp_path):
+    path = tmp_path / "single.npy"
+    np.save(path, np.zeros((3, 2)))
+    with pytest.raises(DataError, match="single .npy array"):
+        load_npz(path)
+
+
+# ---------------------------------------------------------------- split
+
+
+def labelled(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.arange(n * 3, dtype=np.float64).reshape(n, 3), np.arange(n)
+
+
+@pytest.mark.parametrize(("n", "fraction", "n_split"), [(100, 0.1, 10), (7, 0.5, 4), (10, 1.0, 10)])
+def test_split_sizes_disjoint_and_covering(n, fraction, n_split):
+    X, y = labelled(n)
+    X_keep, y_keep, X_split, y_split = split_off(X, y, fraction, np.random.default_rng(3))
+    assert len(y_split) == len(X_split) == n_split
+    assert len(y_keep) == len(X_keep) == n - n_split
+    assert set(y_keep).isdisjoint(y_split)
+    assert sorted(np.concatenate([y_keep, y_split])) == list(range(n))
+    # Rows stay together: X row i belongs with label i.
+    np.testing.assert_array_equal(X_keep, X[y_keep])
+    np.testing.assert_array_equal(X_split, X[y_split])
+
+
+def test_split_zero_fraction_gives_empty_part():
+    X, y = labelled(5)
+    X_keep, y_keep, X_split, y_split = split_off(X, y, 0.0, np.random.default_rng(0))
+    assert X_split.shape == (0, 3)
+    assert y_split.shape == (0,)
+    assert y_split.dtype == y.dtype
+    np.testing.assert_array_equal(X_keep, X)
+
+
+def test_split_deterministic_per_seed():
+    X, y = labelled(50)
+    first = split_off(X, y, 0.2, np.random.default_rng(11))
+    again = split_off(X, y, 0.2, np.random.default_rng(11))
+    other = split_off(X, y, 0.2, np.random.default_rng(12))
+    np.testing.assert_array_equal(first[3], again[3])
+    assert not np.array_equal(first[3], other[3])
+
+
+def test_split_rejects_bad_arguments():
+    X, y = labelled(4)
+    with pytest.raises(ValueError):
+        split_off(X, y, 1.5, np.random.default_rng(0))
+    with pytest.raises(ValueError):
+        split_off(X, y[:3], 0.5, np.random.default_rng(0))
