@@ -25,15 +25,12 @@ import tomli_w
 
 from mlptrain import nn
 from mlptrain.backend import DEVICES
+from mlptrain.data.mnist import DEFAULT_MIRRORS as MNIST_MIRRORS
 from mlptrain.errors import ConfigError
 from mlptrain.optim import OPTIMIZERS, SCHEDULES
 
 DATASETS = ("xor", "mnist", "npz")
 DTYPES = ("float32", "float64")
-MNIST_MIRRORS = [
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-]
 
 
 def option(default, *, choices=None, low=None, high=None, low_open=False, high_open=False):
@@ -50,9 +47,10 @@ class DataConfig:
     dataset: str = option("mnist", choices=DATASETS)  # xor | mnist | npz (a file with X and y)
     path: str = option("")  # npz: the file; mnist: the IDX folder ("" = vendored data/mnist)
     val_fraction: float = option(0.1, low=0.0, high=1.0, high_open=True)  # held out for val
+    limit: int = option(0, low=0)  # train on at most this many samples (0 = all): quick tries
     test_fraction: float = option(0.2, low=0.0, high=1.0, low_open=True, high_open=True)  # npz
     download: bool = option(True)  # mnist: fetch missing IDX files from the public mirrors
-    mirrors: list[str] = option(MNIST_MIRRORS)  # mnist: base URLs tried in order
+    mirrors: list[str] = option(list(MNIST_MIRRORS))  # mnist: base URLs tried in order
     noise: float = option(0.1, low=0.0)  # xor: inputs are bits + U(-noise, noise)
     samples: int = option(800, low=2)  # xor: training samples drawn, before the val split
     test_samples: int = option(1000, low=1)  # xor: size of the fixed test set

@@ -136,7 +136,7 @@ class MLP:
                 f"missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}. "
                 "Check model.hidden against the network that wrote the file."
             )
-        for name, p in self.params.items():
+        for name, p in self.params.items():  # every shape first: a failed load changes nothing
             value = np.asarray(state[name])
             if value.shape != tuple(p.shape):
                 raise ModelError(
@@ -144,7 +144,8 @@ class MLP:
                     f"{value.shape}, but this model ({self.describe_sizes()}) expects "
                     f"{tuple(p.shape)}. Check model.hidden against the network that wrote it."
                 )
-            p[...] = self.ops.asarray(value, self.dtype)
+        for name, p in self.params.items():
+            p[...] = self.ops.asarray(state[name], self.dtype)
 
     def describe_sizes(self) -> str:
         return "-".join(str(n) for n in self.sizes)

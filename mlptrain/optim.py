@@ -144,7 +144,7 @@ def learning_rate(cfg, base_lr: float, step: int, steps_per_epoch: int, epochs: 
     if cfg.name == "step":
         return base_lr * cfg.gamma ** (step // steps_per_epoch // cfg.step_epochs)
     if cfg.name == "cosine":
-        total = max(epochs * steps_per_epoch - warmup_steps, 1)
-        t = min((step - warmup_steps) / total, 1.0)
+        last = max(epochs * steps_per_epoch - warmup_steps - 1, 1)  # t = 1 at the last step
+        t = min((step - warmup_steps) / last, 1.0)
         return cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
     return base_lr

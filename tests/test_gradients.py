@@ -330,7 +330,7 @@ MODEL_CASES = {
 def pre_activations(model: MLP, x: np.ndarray) -> list[np.ndarray]:
     """The hidden layers' z = a W^T + b, recomputed plainly (to check for kinks)."""
     zs, a = [], x
-    for i, layer in enumerate(model.layers[:-1]):
+    for layer in model.layers[:-1]:
         z = a @ layer.weight.T + layer.bias
         zs.append(z)
         a = act_forward(model.activation, z)

@@ -68,6 +68,8 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None) -> Da
     else:
         base = _npz_dataset(cfg, rngs["split"])
     X, y, X_val, y_val = split_off(base.X_train, base.y_train, cfg.val_fraction, rngs["split"])
+    if cfg.limit:
+        X, y = X[:cfg.limit], y[:cfg.limit]  # the split is random, so a prefix is a sample
     base.X_train, base.y_train, base.X_val, base.y_val = X, y, X_val, y_val
     if len(base.y_train) == 0:
         raise ConfigError(f"[data] val_fraction = {cfg.val_fraction} leaves no training "
