@@ -136,6 +136,7 @@ def test_early_stopping_without_a_validation_split_is_a_config_error(runs_dir):
         fit(CONFIGS / "xor.toml", runs_dir, ["train.patience=2", "data.val_fraction=0"])
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid:RuntimeWarning")
 def test_a_diverging_loss_fails_the_run_with_advice(runs_dir, tmp_path):
     # inputs of 1e30 overflow float32 after one step: the logits become inf, the loss NaN
     X = np.random.default_rng(0).normal(size=(200, 3)) * 1e30

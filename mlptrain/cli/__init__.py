@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 an error the tool explains, 2 a usage error, 130 interr
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -66,6 +67,8 @@ def fit(
     """Train the model a config describes; writes runs/<run-id>/ (config, metrics, weights)."""
     from mlptrain.cli.render import FitRenderer
 
+    # a diverging run overflows before the loop sees a NaN loss and explains it: no numpy noise
+    warnings.filterwarnings("ignore", message="(overflow|invalid value)", category=RuntimeWarning)
     try:
         cfg = load_config(config, set_ or [])
         with FitRenderer(out) as renderer:
