@@ -60,7 +60,7 @@ class DataConfig:
 class ModelConfig:
     hidden: list[int] = option([128], low=1)  # hidden layer widths: an int or a list
     activation: str = option("relu", choices=tuple(nn.ACTIVATIONS))  # between Linear layers
-    leaky_slope: float = option(0.01, low=0.0, high=1.0, low_open=True, high_open=True)
+    leaky_slope: float = option(0.01, low=0, high=1, low_open=True, high_open=True)  # z<0 slope
     loss: str = option("auto", choices=("auto", *nn.LOSSES))  # auto: sigmoid_bce for 2 classes
     init: str = option("xavier_uniform", choices=tuple(nn.INITIALIZERS))  # weight init
     weights: str = option("")  # a weights.npz to start from instead of the init
@@ -182,7 +182,7 @@ class _Where:
 def _line_of(text: str, section: str | None, key: str) -> int | None:
     """The line where `key` is set inside `[section]` (best effort; TOML has other spellings)."""
     current = None
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # TOML's newline only
         stripped = line.strip()
         header = re.match(r"^\[\s*([A-Za-z0-9_\-]+)\s*\]", stripped)
         if header:
@@ -269,9 +269,15 @@ def _check_value(f, value, where) -> Any:
     if not _has_type(value, kind):
         raise ConfigError(f"{where()} = {_show(value)}: expected {expected}.")
     if kind == "float":
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # TOML integers have no size limit; floats do
+            value = math.inf
         if not math.isfinite(value):
             raise ConfigError(f"{where()} = {_show(value)}: expected a finite number.")
+    for item in (value if kind == "list[int]" else [value] if kind == "int" else []):
+        if abs(item) >= 2**63:  # TOML integers are 64-bit; the parser accepts any size
+            raise ConfigError(f"{where()} = {_show(value)}: expected an integer below 2**63.")
     items = value if kind.startswith("list") else [value]
     if kind == "list[int]" and not items:
         raise ConfigError(f"{where()} = []: expected at least one hidden layer width.")

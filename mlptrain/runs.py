@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ def default_runs_dir() -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -98,11 +99,20 @@ class Run:
     # -- reading --------------------------------------------------------------------------------
 
     def read_summary(self) -> dict[str, Any]:
-        return json.loads(self._read("summary.json").decode("utf-8"))
+        return self._read_json_lines("summary.json", whole=True)
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        text = self._read("metrics.jsonl").decode("utf-8")
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return self._read_json_lines("metrics.jsonl", whole=False)
+
+    def _read_json_lines(self, name: str, whole: bool):
+        try:
+            text = self._read(name).decode("utf-8")
+            if whole:
+                return json.loads(text)
+            return [json.loads(line) for line in text.split("\n") if line.strip()]
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunStoreError(f"{self.path / name} is not valid JSON ({exc}); the run's "
+                                "files were changed or damaged after it wrote them.") from None
 
     def read_weights(self) -> dict[str, np.ndarray]:
         return self._read_npz("weights.npz")
@@ -122,8 +132,9 @@ class Run:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as archive:
                 return {key: archive[key] for key in archive.files}
-        except (ValueError, OSError, EOFError) as exc:
-            raise RunStoreError(f"{self.path / name} is not a readable .npz file: {exc}.")
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise RunStoreError(f"{self.path / name} is not a readable .npz file ({exc}); "
+                                "the run's files were changed or damaged after it wrote them.")
 
 
 class RunStore:

@@ -131,8 +131,8 @@ def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng
         state.epoch = epoch
         state.history.append(record)
         stop = _early_stopping(model, state, record, tc)
+        on_epoch_end(state)  # saved before it is announced: what a user saw is on disk
         on_event(EpochEnded(epoch, tc.epochs, record))
-        on_epoch_end(state)
         if stop:
             state.stopped_early = True
             on_event(EarlyStopped(epoch, state.best_epoch))

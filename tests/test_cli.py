@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -143,3 +144,22 @@ def test_python_dash_m_runs_the_tool_in_a_real_subprocess(tmp_path):
     version = subprocess.run([sys.executable, "-m", "mlptrain", "--version"],
                              capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert version.returncode == 0 and version.stdout.startswith("mlptrain ")
+
+
+def test_ctrl_c_exits_130_and_marks_the_run_interrupted(tmp_path):
+    env = {**os.environ, "MLPTRAIN_RUNS_DIR": str(tmp_path / "runs")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlptrain", "fit", str(CONFIGS / "xor.toml"),
+         "--set", "train.epochs=1000000"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:  # wait until training is under way
+        if line.startswith("epoch 3/"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_completed"] >= 3
+    assert int(np.load(run_dir / "checkpoint.npz")["epoch"]) >= 3

@@ -109,15 +109,7 @@ def _field_lines(cls) -> dict[str, str]:
 
 
 _FIELDS = [(section, f.name) for section, cls in SECTIONS.items() for f in fields(cls)]
-_MISSING_COMMENT = {("model", "leaky_slope")}
-
-
-@pytest.mark.parametrize("section,name", [
-    pytest.param(section, name, marks=pytest.mark.xfail(
-        strict=True, reason="BUG: ModelConfig.leaky_slope has no one-line comment in "
-                            "config.py (every other field has one)"))
-    if (section, name) in _MISSING_COMMENT else (section, name)
-    for section, name in _FIELDS], ids=[f"{s}.{n}" for s, n in _FIELDS])
+@pytest.mark.parametrize("section,name", _FIELDS, ids=[f"{s}.{n}" for s, n in _FIELDS])
 def test_every_field_has_a_commented_option_line(section, name):
     lines = _field_lines(SECTIONS[section])
     assert name in lines, f"{section}.{name} is not declared as `{name}: type = option(`"
@@ -382,18 +374,12 @@ def test_line_number_after_a_multiline_comment_block():
     assert "line 7: [train] epochs" in _error(text)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _line_of counts lines with str.splitlines(), which "
-                   "also splits on U+2028/U+2029/U+0085 that TOML allows inside comments and "
-                   "strings, so the reported line number is too large")
 @pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85"])
 def test_line_number_with_unicode_line_separator_in_a_comment(sep):
     text = f"# see{sep}below\n[train]\nepochs = 0\n"
     assert "line 3: [train] epochs" in _error(text)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a float field given an integer too big for a float "
-                   "(TOML parsers accept arbitrary ints) raises OverflowError from float(value) "
-                   "in _check_value instead of ConfigError")
 @pytest.mark.parametrize("where", ["file", "override"])
 def test_huge_int_for_float_field(where):
     big = "9" * 400
