@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -163,3 +167,44 @@ def test_ctrl_c_exits_130_and_marks_the_run_interrupted(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["epochs_completed"] >= 3
     assert int(np.load(run_dir / "checkpoint.npz")["epoch"]) >= 3
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class names it so
+        pass
+
+
+@pytest.fixture
+def local_mirror():
+    """An HTTP server on 127.0.0.1 serving the vendored MNIST files, as a public mirror would."""
+    handler = functools.partial(_QuietHandler, directory=str(ROOT / "data" / "mnist"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_fit_downloads_missing_mnist_files_with_progress(runs_dir, tmp_path, local_mirror):
+    data_dir = tmp_path / "mnist"
+    result = run("fit", CONFIGS / "mnist.toml", "--set", f"data.path='{data_dir}'",
+                 "--set", f"data.mirrors=['{local_mirror}']", "--set", "data.limit=500",
+                 "--set", "model.hidden=8", "--set", "train.epochs=1")
+    assert result.exit_code == 0, result.output
+    for name in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        assert f"downloading {name}" in result.stdout
+        assert (data_dir / f"{name}.gz").is_file()
+    summary = json.loads((only_run(runs_dir) / "summary.json").read_text())
+    assert summary["dataset"]["source"] == str(data_dir)
+
+
+def test_a_failed_download_is_a_clear_error(runs_dir, tmp_path):
+    with socket.socket() as closed:  # bound but not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/"
+        result = run("fit", CONFIGS / "mnist.toml", "--set", f"data.path='{tmp_path}'",
+                     "--set", f"data.mirrors=['{url}']")
+    assert result.exit_code == 1
+    assert url in result.stderr.replace("\n", "") and "Traceback" not in result.output
+    assert not runs_dir.exists()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
+from rich.filesize import decimal
+from rich.progress import (BarColumn, Progress, TaskProgressColumn,
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
@@ -27,7 +28,7 @@ class FitRenderer:
         self.console = console
         self.live = console.is_terminal
         self.progress = Progress(
-            TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.description:>9}"), BarColumn(), TextColumn("{task.fields[count]}"),
             TaskProgressColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
             console=console, transient=False, disable=not self.live)
@@ -44,13 +45,15 @@ class FitRenderer:
     def download(self, p: DownloadProgress) -> None:
         if not self.live:
             if p.done_bytes == 0:
-                self.console.print(f"downloading {p.file}")
+                size = f" ({p.total_bytes:,} bytes)" if p.total_bytes else ""
+                self.console.print(f"downloading {p.file}{size}", highlight=False)
             return
         task = self.download_tasks.get(p.file)
         if task is None:
-            task = self.progress.add_task(p.file[:9], total=p.total_bytes, info="download")
+            task = self.progress.add_task("download", total=p.total_bytes, info=p.file, count="")
             self.download_tasks[p.file] = task
-        self.progress.update(task, completed=p.done_bytes)
+        total = f"/{decimal(p.total_bytes)}" if p.total_bytes else ""
+        self.progress.update(task, completed=p.done_bytes, count=f"{decimal(p.done_bytes)}{total}")
 
     def __call__(self, event) -> None:
         handler = getattr(self, f"_on_{type(event).__name__}", None)
@@ -67,22 +70,26 @@ class FitRenderer:
 
     def _on_EpochStarted(self, e: EpochStarted) -> None:
         if self.epoch_task is None:
-            self.epoch_task = self.progress.add_task("epochs", total=e.epochs, info="")
+            self.epoch_task = self.progress.add_task("epochs", total=e.epochs, info="",
+                                                     count=f"0/{e.epochs}")
         if self.batch_task is not None:
             self.progress.remove_task(self.batch_task)
-        self.batch_task = self.progress.add_task(f"epoch {e.epoch}", total=e.steps, info="")
+        self.batch_task = self.progress.add_task(f"epoch {e.epoch}", total=e.steps, info="",
+                                                 count=f"0/{e.steps}")
 
     def _on_StepsDone(self, e: StepsDone) -> None:
         info = (f"loss {e.loss:.4f} acc {100 * e.accuracy:.2f}% "
                 f"{e.samples_per_second:,.0f} samples/s")
-        self.progress.update(self.batch_task, completed=e.step, info=info)
+        self.progress.update(self.batch_task, completed=e.step, info=info,
+                             count=f"{e.step}/{e.steps}")
 
     def _on_EpochEnded(self, e: EpochEnded) -> None:
         m = e.metrics
         line = (f"epoch {e.epoch}/{e.epochs}  train loss {m['train_loss']:.4f} "
                 f"acc {_pct(m['train_accuracy'])}  val loss {_num(m.get('val_loss'))} "
                 f"acc {_pct(m.get('val_accuracy'))}  lr {m['lr']:.4g}  {m['seconds']:.2f}s")
-        self.progress.update(self.epoch_task, completed=e.epoch, info=line.split("  ", 1)[1])
+        self.progress.update(self.epoch_task, completed=e.epoch, info=line.split("  ", 1)[1],
+                             count=f"{e.epoch}/{e.epochs}")
         if not self.live:
             self.console.print(line, highlight=False, soft_wrap=True)
 

@@ -210,6 +210,8 @@ def _stream(
         length_header = response.headers.get("Content-Length")
         total = int(length_header) if length_header and length_header.isdigit() else None
         done = 0
+        if progress is not None:  # connected: a display can show the file before bytes arrive
+            progress(DownloadProgress(file=name, done_bytes=0, total_bytes=total))
         while chunk := response.read(DOWNLOAD_CHUNK_BYTES):
             sink.write(chunk)
             done += len(chunk)
