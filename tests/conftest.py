@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,3 +25,24 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def xor_config() -> Path:
     return CONFIGS / "xor.toml"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class names it so
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(directory: Path):
+    """An HTTP server on 127.0.0.1 serving `directory`, as a public mirror would; yields its
+    base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

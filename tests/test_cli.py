@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -18,7 +15,7 @@ from typer.testing import CliRunner
 
 from mlptrain.cli import app
 
-from conftest import CONFIGS, ROOT
+from conftest import CONFIGS, ROOT, serve_directory
 
 runner = CliRunner()
 
@@ -169,21 +166,10 @@ def test_ctrl_c_exits_130_and_marks_the_run_interrupted(tmp_path):
     assert int(np.load(run_dir / "checkpoint.npz")["epoch"]) >= 3
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - the base class names it so
-        pass
-
-
 @pytest.fixture
 def local_mirror():
-    """An HTTP server on 127.0.0.1 serving the vendored MNIST files, as a public mirror would."""
-    handler = functools.partial(_QuietHandler, directory=str(ROOT / "data" / "mnist"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with serve_directory(ROOT / "data" / "mnist") as url:
+        yield url
 
 
 def test_fit_downloads_missing_mnist_files_with_progress(runs_dir, tmp_path, local_mirror):

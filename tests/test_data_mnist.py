@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import gzip
-import http.server
 import os
 import shutil
 import socket
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,8 @@ import pytest
 
 from mlptrain.data.mnist import MNIST_FILES, DownloadProgress, load_mnist
 from mlptrain.errors import DataError
+
+from conftest import serve_directory
 
 REPO = Path(__file__).resolve().parent.parent
 VENDORED = REPO / "data" / "mnist"
@@ -36,11 +35,6 @@ def corrupt_labels_gz(source: Path, target: Path) -> None:
     target.write_bytes(gzip.compress(bytes(content)))
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - signature fixed by the base class
-        pass
-
-
 @pytest.fixture(scope="module")
 def mirror_url(tmp_path_factory):
     """Base URL of a local HTTP server: good/ serves the real files, bad/ corrupt labels."""
@@ -52,14 +46,8 @@ def mirror_url(tmp_path_factory):
         shutil.copyfile(VENDORED / f"{name}.gz", good / f"{name}.gz")
     for name in LABEL_FILES:
         corrupt_labels_gz(VENDORED / f"{name}.gz", bad / f"{name}.gz")
-    handler = functools.partial(QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serve_directory(root) as url:
+        yield url
 
 
 @pytest.fixture
