@@ -57,16 +57,13 @@ class Prepared:
 
 
 def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
-    """Resolves device, data and model (initialised, or loaded from model.weights)."""
+    """Resolves device, data and the initialised model."""
     rngs = streams(config.train.seed)
     ops = get_backend(config.train.device)
     dataset = load_dataset(config.data, rngs, data_progress)
     model = build_model(config.model, ops, dataset.n_features, dataset.n_classes,
                         np.dtype(config.train.dtype))
     model.initialize(config.model.init, rngs["init"])
-    if config.model.weights:
-        model.load_state_dict(_read_weights_file(Path(config.model.weights)),
-                              source=config.model.weights)
     return Prepared(config, dataset, model, rngs)
 
 
@@ -76,6 +73,9 @@ def fit_experiment(config: Config, store: RunStore,
     """Trains the configured model into a new run directory and returns its summary."""
     p = prepare(config, data_progress)
     model, dataset, ops = p.model, p.dataset, p.model.ops
+    if config.model.weights:  # start from a saved network instead of the initialisation
+        model.load_state_dict(_read_weights_file(Path(config.model.weights)),
+                              source=config.model.weights)
     optimizer = build_optimizer(config.optimizer, ops, model.params)
     splits = {name: loop.to_device(ops, model, *dataset.split(name)) for name in SPLITS}
     if config.train.patience and not splits["val"].size:

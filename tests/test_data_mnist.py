@@ -170,3 +170,11 @@ def test_all_mirrors_failing_lists_each_url(dir_with_images, mirror_url, dead_mi
     assert "404" in message
     assert "by hand" in message
     assert str(dir_with_images) in message
+
+
+def test_unwritable_data_directory_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(DataError, match="cannot be created") as info:
+        load_mnist(blocker / "mnist", mirrors=["http://127.0.0.1:9/"])
+    assert "data.path" in str(info.value)

@@ -229,3 +229,13 @@ def test_mnist_smoke_on_a_subset(runs_dir):
     assert s["model"]["sizes"] == [784, 32, 10]
     assert s["final"]["test_accuracy"] > 0.80
     assert s["dataset"]["checksums"]["train-images-idx3-ubyte"].startswith("ba891046")
+
+
+def test_eval_does_not_need_the_file_a_run_started_from(runs_dir, tmp_path):
+    first = fit(CONFIGS / "xor.toml", runs_dir, ["train.epochs=1"])
+    start = tmp_path / "start.npz"
+    start.write_bytes((first.path / "weights.npz").read_bytes())
+    second = fit(CONFIGS / "xor.toml", runs_dir, [f"model.weights='{start}'", "train.epochs=1"])
+    start.unlink()  # eval reads the run's own weights.npz, not its starting point
+    result = evaluate_run(RunStore(runs_dir), second.run_id)
+    assert result["accuracy"] == second.summary["final"]["test_accuracy"]

@@ -151,7 +151,14 @@ def _download(
     timeout: float,
     progress: ProgressCallback | None,
 ) -> np.ndarray:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(
+            f"MNIST file {mnist_file.name} is missing and cannot be downloaded: the data "
+            f"directory {data_dir} cannot be created ({error}). Point data.path at a writable "
+            "folder, or at one that already holds the four IDX files."
+        ) from None
     failures: list[str] = []
     for mirror in mirrors:
         url = _file_url(mirror, mnist_file.name)
