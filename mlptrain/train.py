@@ -120,7 +120,8 @@ def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng
     for epoch in range(1, tc.epochs + 1):
         on_event(EpochStarted(epoch, tc.epochs, steps))
         start = time.perf_counter()
-        order = ops_index(model.ops, shuffle_rng.permutation(train.size))
+        # the epoch's shuffle order, drawn on the host and moved to the device once
+        order = model.ops.asarray(shuffle_rng.permutation(train.size), np.int64)
         loss, acc = _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event)
         record = {"epoch": epoch, "lr": learning_rate(cfg.schedule, cfg.optimizer.lr,
                                                       state.step - 1, steps, tc.epochs),
@@ -142,13 +143,9 @@ def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng
     return state
 
 
-def ops_index(ops, order: np.ndarray):
-    return ops.asarray(order, np.int64)  # the epoch's shuffle order, moved once per epoch
-
-
 def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event):
-    ops, n = model.ops, train.size
-    steps = math.ceil(n / batch)
+    ops = model.ops
+    steps = math.ceil(train.size / batch)
     report_every = max(1, steps // REPORTS_PER_EPOCH)
     loss_sum, correct, seen = 0.0, 0, 0
     target_buffers = {}  # batch size -> targets buffer, like the model's workspaces
