@@ -19,7 +19,7 @@ from mlptrain import train as loop
 from mlptrain.backend import get_backend
 from mlptrain.config import Config, load_config
 from mlptrain.data import Dataset, load_dataset
-from mlptrain.errors import ConfigError, DataError, MlptrainError, TrainingError
+from mlptrain.errors import ConfigError, DataError, TrainingError
 from mlptrain.model import MLP, build_model
 from mlptrain.optim import build_optimizer
 from mlptrain.runs import Run, RunStore
@@ -200,5 +200,3 @@ def _finish(run: Run, summary: dict, status: str, start: float, error: str = "")
         summary["timing"] = {"wall_seconds": time.perf_counter() - start}
     run.write_summary(summary)
 
-
-__all__ = ["MlptrainError", "RunFinished", "RunStarted", "evaluate_run", "fit_experiment"]

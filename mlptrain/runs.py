@@ -28,7 +28,6 @@ import numpy as np
 
 from mlptrain.errors import RunStoreError
 
-STATUSES = ("running", "completed", "interrupted", "failed")
 RUNS_DIR_ENV = "MLPTRAIN_RUNS_DIR"
 
 
