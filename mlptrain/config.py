@@ -257,17 +257,19 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
     return f" Did you mean `{close[0]}`?" if close else ""
 
 
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false",
+             "str": "a string", "list[int]": "an integer or a list of integers",
+             "list[str]": "a list of strings"}
+
+
 def _check_value(f, value, where) -> Any:
     """Checks one value's type, range and allowed names; returns it normalized."""
     kind = f.type if isinstance(f.type, str) else f.type.__name__
     meta = f.metadata
     if kind == "list[int]" and isinstance(value, int) and not isinstance(value, bool):
         value = [value]  # hidden = 128 means one hidden layer
-    expected = {"int": "an integer", "float": "a number", "bool": "true or false",
-                "str": "a string", "list[int]": "an integer or a list of integers",
-                "list[str]": "a list of strings"}[kind]
     if not _has_type(value, kind):
-        raise ConfigError(f"{where()} = {_show(value)}: expected {expected}.")
+        raise ConfigError(f"{where()} = {_show(value)}: expected {_EXPECTED[kind]}.")
     if kind == "float":
         try:
             value = float(value)
@@ -275,13 +277,13 @@ def _check_value(f, value, where) -> Any:
             value = math.inf
         if not math.isfinite(value):
             raise ConfigError(f"{where()} = {_show(value)}: expected a finite number.")
-    for item in (value if kind == "list[int]" else [value] if kind == "int" else []):
-        if abs(item) >= 2**63:  # TOML integers are 64-bit; the parser accepts any size
-            raise ConfigError(f"{where()} = {_show(value)}: expected an integer below 2**63.")
     items = value if kind.startswith("list") else [value]
     if kind == "list[int]" and not items:
         raise ConfigError(f"{where()} = []: expected at least one hidden layer width.")
     for item in items:
+        # TOML integers are 64-bit, but the parser accepts any size
+        if kind in ("int", "list[int]") and abs(item) >= 2**63:
+            raise ConfigError(f"{where()} = {_show(value)}: expected an integer below 2**63.")
         _check_range(item, meta, where)
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(f"{where()} = {_show(value)}: expected one of "

@@ -22,7 +22,7 @@ from mlptrain.data import Dataset, load_dataset
 from mlptrain.errors import ConfigError, DataError, TrainingError
 from mlptrain.model import MLP, build_model
 from mlptrain.optim import build_optimizer
-from mlptrain.runs import Run, RunStore
+from mlptrain.runs import Run, RunStore, npz_arrays
 from mlptrain.seeding import streams
 
 SPLITS = ("train", "val", "test")
@@ -149,12 +149,11 @@ def evaluate_run(store: RunStore, ref: str, split: str = "test") -> dict[str, An
 
 def _read_weights_file(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+        return npz_arrays(path.read_bytes())
     except FileNotFoundError:
         raise DataError(f"[model] weights = {str(path)!r}: the file does not exist. Give a "
                         "weights.npz written by a run, or leave it empty to initialise.") from None
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError) as exc:
         raise DataError(f"[model] weights = {str(path)!r} is not a readable .npz file ({exc}).")
 
 

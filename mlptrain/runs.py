@@ -58,6 +58,15 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+def npz_arrays(data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of .npz bytes (the inverse of npz_bytes); ValueError if they are not one."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # what damaged zips raise
+        raise ValueError(str(exc)) from None
+
+
 class Run:
     """One run directory and the files in it."""
 
@@ -127,11 +136,9 @@ class Run:
                                 "the run may have failed before writing it.") from None
 
     def _read_npz(self, name: str) -> dict[str, np.ndarray]:
-        data = self._read(name)
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                return {key: archive[key] for key in archive.files}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            return npz_arrays(self._read(name))
+        except ValueError as exc:
             raise RunStoreError(f"{self.path / name} is not a readable .npz file ({exc}); "
                                 "the run's files were changed or damaged after it wrote them.")
 

@@ -239,3 +239,10 @@ def test_eval_does_not_need_the_file_a_run_started_from(runs_dir, tmp_path):
     start.unlink()  # eval reads the run's own weights.npz, not its starting point
     result = evaluate_run(RunStore(runs_dir), second.run_id)
     assert result["accuracy"] == second.summary["final"]["test_accuracy"]
+
+
+def test_a_damaged_weights_file_to_start_from_is_a_data_error(runs_dir, tmp_path):
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        fit(CONFIGS / "xor.toml", runs_dir, [f"model.weights='{damaged}'"])
