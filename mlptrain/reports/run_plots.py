@@ -1,0 +1,94 @@
+"""Every figure of one saved run, from its files: metrics, summary, config and weights.
+
+The run's data is rebuilt from its resolved config exactly as `eval` does (experiment.prepare),
+so the figures describe the same test set the run scored, and plotting never touches training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mlptrain.config import load_config
+from mlptrain.experiment import prepare
+from mlptrain.reports import arrays, figures
+from mlptrain.reports.style import check_format, save_figure, symmetric_limit
+from mlptrain.runs import Run
+
+MAX_UNITS = 64  # hidden units drawn in the weight grid and the activation heatmap
+MAX_MISCLASSIFIED = 32  # test images in the grid of mistakes
+MAX_POINTS = 2000  # data points drawn over a decision boundary
+
+FILE_NAMES = {
+    "curves": "curves",
+    "boundary": "decision_boundary",
+    "weights": "first_layer_weights",
+    "activations": "mean_activation",
+    "confusion": "confusion_matrix",
+    "mistakes": "misclassified",
+}
+
+
+@dataclass
+class Plots:
+    """What `plot_run` wrote, and what it could not draw and why."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png") -> Plots:
+    """Draws the run's figures into out_dir (default: the run directory)."""
+    check_format(fmt)
+    out_dir = Path(out_dir) if out_dir is not None else run.path
+    summary, result = run.read_summary(), Plots()
+
+    def save(key: str, fig) -> None:
+        result.files.append(save_figure(fig, out_dir / f"{FILE_NAMES[key]}.{fmt}"))
+
+    title = f"{summary.get('name', run.run_id)}: {run.run_id}"
+    save("curves", figures.draw_curves(arrays.curves(run.read_metrics(), summary), title))
+    if not (run.path / "weights.npz").exists():
+        status = summary.get("status", "unknown")
+        result.skipped.append(f"the model's figures: the run has no weights.npz (status {status})")
+        return result
+    config = load_config(run.path / "config.toml")
+    p = prepare(config)
+    p.model.load_state_dict(run.read_weights(), source=str(run.path / "weights.npz"))
+    model, data = p.model, p.dataset
+    X_test, y_test = data.split("test")
+    out = arrays.run_model(model, X_test, config.train.eval_batch_size)
+    save("confusion", figures.draw_confusion(
+        arrays.confusion_matrix(y_test, out.predictions, data.n_classes), title))
+    if data.n_features == 2:
+        X, y = data.split("train")
+        grid = arrays.probability_grid(model, X, batch_size=config.train.eval_batch_size)
+        save("boundary", figures.draw_decision_boundary(grid, X[:MAX_POINTS], y[:MAX_POINTS],
+                                                        f"{title}\ntraining data"))
+    if len(data.input_shape) == 2:
+        _image_figures(model, data, out, title, save)
+    else:
+        result.skipped.append("weight images, activations per class and misclassified images: "
+                              "the inputs are not images")
+    return result
+
+
+def _image_figures(model, data, out: arrays.Outputs, title: str, save) -> None:
+    X_test, y_test = data.split("test")
+    weights = model.state_dict()["layers.0.weight"]  # (H, h*w)
+    units = len(weights)
+    shown = min(units, MAX_UNITS)
+    mosaic = arrays.weight_grid(weights[:shown], data.input_shape, arrays.grid_columns(shown))
+    save("weights", figures.draw_weight_grid(mosaic, symmetric_limit(weights[:shown]), shown,
+                                             units, title))
+    mean = arrays.mean_activation_per_class(out.hidden, y_test, data.n_classes)  # (C, H)
+    save("activations", figures.draw_activation_heatmap(mean[:, :shown], shown, units, title))
+    wrong = arrays.misclassified(y_test, out.predictions, MAX_MISCLASSIFIED)
+    errors = int((y_test != out.predictions).sum())
+    confidence = out.probabilities[wrong, out.predictions[wrong]]
+    images = X_test[wrong].reshape(-1, *data.input_shape)
+    save("mistakes", figures.draw_misclassified(images, y_test[wrong], out.predictions[wrong],
+                                                np.asarray(confidence), errors, len(y_test),
+                                                title))
