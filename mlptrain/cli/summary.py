@@ -105,7 +105,7 @@ def finish_fit(console: Console, config: Config, finished: RunFinished) -> None:
         except MlptrainError as exc:  # the run itself is complete and saved: say so, go on
             note = f"[red]not drawn: {escape(str(exc))}[/red] (retry with `mlptrain plot`)"
     else:
-        note = "[dim]off ([report] plots = false); draw them with `mlptrain plot`[/dim]"
+        note = "[dim]off (\\[report] plots = false); draw them with `mlptrain plot`[/dim]"
     metrics = Run(finished.path).read_metrics()
     console.print(fit_panel(finished, metrics, plots, note, seconds))
     final = finished.summary.get("final") or {}

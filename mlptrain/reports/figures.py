@@ -159,6 +159,4 @@ def _with_blank(name: str):
     """The named colour map, drawing NaN (the gaps between tiles) as white."""
     from matplotlib import colormaps
 
-    cmap = colormaps[name].copy()
-    cmap.set_bad("white")
-    return cmap
+    return colormaps[name].with_extremes(bad="white")

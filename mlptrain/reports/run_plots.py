@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from mlptrain.config import load_config
 from mlptrain.experiment import prepare
@@ -37,6 +38,7 @@ class Plots:
 
     files: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    figures: dict[str, Figure] = field(default_factory=dict)  # key of FILE_NAMES -> figure
 
 
 def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png") -> Plots:
@@ -45,8 +47,9 @@ def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png") -> Plots:
     out_dir = Path(out_dir) if out_dir is not None else run.path
     summary, result = run.read_summary(), Plots()
 
-    def save(key: str, fig) -> None:
+    def save(key: str, fig: Figure) -> None:
         result.files.append(save_figure(fig, out_dir / f"{FILE_NAMES[key]}.{fmt}"))
+        result.figures[key] = fig  # kept for callers (and tests) that inspect what was drawn
 
     title = f"{summary.get('name', run.run_id)}: {run.run_id}"
     save("curves", figures.draw_curves(arrays.curves(run.read_metrics(), summary), title))
