@@ -178,8 +178,16 @@ def test_decision_boundary_contours_the_model_probability(xor_run, xor_plots):
     ax = xor_plots.figures["boundary"].axes[0]
     filled, line = [c for c in ax.collections if hasattr(c, "levels")]
     w = _weights(xor_run)
-    # the filled levels span exactly the probabilities that were drawn
+    # the filled levels span 0..1, and the surface filled is the model's P(class 1) on the grid
     assert filled.levels[0] == 0 and filled.levels[-1] == 1
+    X, y = prepare(load_config(xor_run.path / "config.toml")).dataset.split("train")
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    xs, ys = (np.linspace(a - 0.15 * (b - a) - 1e-3, b + 0.15 * (b - a) + 1e-3, 200)
+              for a, b in zip(lo, hi))
+    gx, gy = np.meshgrid(xs, ys)
+    direct = _xor_probability(w, np.stack([gx.ravel(), gy.ravel()], 1))
+    assert (filled.zmin, filled.zmax) == pytest.approx((direct.min(), direct.max()), abs=1e-5)
+    assert ax.get_xlim() == pytest.approx((xs[0], xs[-1]))
     # the black line is where the model says 0.5: XOR needs it in two pieces
     assert list(line.levels) == [0.5]
     vertices = np.concatenate([path.vertices for path in line.get_paths()])
@@ -187,7 +195,6 @@ def test_decision_boundary_contours_the_model_probability(xor_run, xor_plots):
     np.testing.assert_allclose(_xor_probability(w, vertices), 0.5, atol=0.02)
     # the points on top are the training data, coloured by label
     points = [c for c in ax.collections if not hasattr(c, "levels") and len(c.get_offsets())]
-    X, y = prepare(load_config(xor_run.path / "config.toml")).dataset.split("train")
     np.testing.assert_allclose(points[0].get_offsets(), X)
     np.testing.assert_array_equal(points[0].get_array(), y)
 
