@@ -202,28 +202,43 @@ def test_decision_boundary_contours_the_model_probability(xor_run, xor_plots):
 # -- MNIST images ---------------------------------------------------------------------------------
 
 
+def _tiles(image: AxesImage, n: int) -> list[np.ndarray]:
+    """The n 28 x 28 tiles of a weight mosaic, row by row (tiles are 1 pixel apart)."""
+    mosaic = np.ma.filled(image.get_array(), np.nan)
+    columns = arrays.grid_columns(n)
+    return [mosaic[r * 29:r * 29 + 28, c * 29:c * 29 + 28]
+            for r, c in (divmod(i, columns) for i in range(n))]
+
+
 def test_weight_grid_pixels_are_the_saved_weights_on_one_symmetric_scale(mnist_run, mnist_plots):
     W = _weights(mnist_run)["layers.0.weight"]  # (16, 784)
     image = _image(mnist_plots.figures["weights"])
-    mosaic = np.ma.filled(image.get_array(), np.nan)
-    columns = arrays.grid_columns(16)  # 4 x 4 tiles of 28 x 28, 1 pixel apart (29 = 28 + 1)
-    for unit in range(16):
-        r, c = divmod(unit, columns)
-        tile = mosaic[r * 29:r * 29 + 28, c * 29:c * 29 + 28]
+    for unit, tile in enumerate(_tiles(image, 16)):  # 16 units: all of them, in order
         np.testing.assert_allclose(tile, W[unit].reshape(28, 28), rtol=1e-6)
+    mosaic = np.ma.filled(image.get_array(), np.nan)
     assert np.isnan(mosaic[28, :]).all() and np.isnan(mosaic[:, 28]).all()  # the gaps
     low, high = image.get_clim()
-    assert low == -high and high == pytest.approx(np.abs(W).max())
+    assert low == -high  # symmetric around 0; a few extremes (0.5%) beyond it
+    assert high == pytest.approx(np.percentile(np.abs(W), run_plots.CLIP_PERCENTILE))
+    assert (np.abs(W) > high).mean() == pytest.approx(0.005, abs=0.001)
     assert "all 16 hidden units" in mnist_plots.figures["weights"].axes[0].get_title()
 
 
-def test_weight_grid_caps_the_units_and_says_so(mnist_run, monkeypatch, tmp_path):
+def test_weight_grid_caps_the_units_at_the_strongest_and_says_so(mnist_run, monkeypatch,
+                                                                 tmp_path):
     monkeypatch.setattr(run_plots, "MAX_UNITS", 6)
     drawn = plot_run(mnist_run, tmp_path)
+    W = _weights(mnist_run)["layers.0.weight"]
+    norms = np.linalg.norm(W, axis=1)
+    strongest = sorted(range(16), key=lambda u: -norms[u])[:6]
     weights = drawn.figures["weights"]
-    assert "first 6 of 16" in weights.axes[0].get_title()
+    assert "the 6 of 16 hidden units with the largest weights" in weights.axes[0].get_title()
+    for unit, tile in zip(strongest, _tiles(_image(weights), 6)):
+        np.testing.assert_allclose(tile, W[unit].reshape(28, 28), rtol=1e-6)
     assert np.isfinite(np.ma.filled(_image(weights).get_array(), np.nan)).sum() == 6 * 784
+    heatmap = drawn.figures["activations"].axes[0]
     assert _image(drawn.figures["activations"]).get_array().shape == (10, 6)
+    assert [t.get_text() for t in heatmap.get_xticklabels()] == [str(u) for u in strongest]
 
 
 def test_weight_grid_tiles_row_by_row_with_blank_gaps():
@@ -239,8 +254,10 @@ def test_mean_activation_per_class_is_the_direct_computation(mnist_run, mnist_pl
     X, y = _test_split(mnist_run)
     hidden = np.maximum(X @ w["layers.0.weight"].T + w["layers.0.bias"], 0)  # ReLU, float64
     direct = np.stack([hidden[y == k].mean(axis=0) for k in range(10)])  # (10, 16)
-    drawn = _image(mnist_plots.figures["activations"]).get_array()
-    np.testing.assert_allclose(drawn, direct, rtol=1e-4, atol=1e-5)
+    heatmap = mnist_plots.figures["activations"]
+    np.testing.assert_allclose(_image(heatmap).get_array(), direct, rtol=1e-4, atol=1e-5)
+    assert [t.get_text() for t in heatmap.axes[0].get_xticklabels()] == \
+        [str(u) for u in range(16)]
 
 
 def test_mean_activation_of_a_class_without_samples_is_nan():

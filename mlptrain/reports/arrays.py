@@ -111,6 +111,15 @@ def weight_grid(weights: np.ndarray, image_shape: tuple[int, int], columns: int,
     return mosaic
 
 
+def strongest_units(weights: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of the units (rows of weights (U, D)) to draw: all of them in order if there are
+    at most `limit`, else the `limit` with the largest L2 norm, largest first."""
+    if len(weights) <= limit:
+        return np.arange(len(weights))
+    norms = np.linalg.norm(weights, axis=1)
+    return np.argsort(-norms, kind="stable")[:limit]
+
+
 def grid_columns(n: int) -> int:
     """A near-square grid's width for n tiles."""
     return max(1, int(np.ceil(np.sqrt(n))))

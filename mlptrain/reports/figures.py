@@ -82,34 +82,36 @@ def draw_decision_boundary(grid: ProbabilityGrid, X: np.ndarray, y: np.ndarray,
 
 
 @styled
-def draw_weight_grid(mosaic: np.ndarray, limit: float, shown: int, units: int,
-                     title: str) -> Figure:
-    """The first layer's weights, one tile per hidden unit, on one colour scale [-limit, limit]."""
+def draw_weight_grid(mosaic: np.ndarray, limit: float, which: str, title: str) -> Figure:
+    """First-layer weights, one tile per hidden unit, on one colour scale [-limit, limit]
+    (values beyond it drawn at the ends of the scale)."""
     fig = new_figure(7.5, 7.0)
     ax = fig.subplots()
-    cmap = _with_blank(DIVERGING)
-    image = ax.imshow(mosaic, cmap=cmap, vmin=-limit, vmax=limit, interpolation="nearest")
+    image = ax.imshow(mosaic, cmap=_with_blank(DIVERGING), vmin=-limit, vmax=limit,
+                      interpolation="nearest")
     ax.set_axis_off()
-    fig.colorbar(image, ax=ax, shrink=0.8, label="weight (blue < 0 < red, one scale for all)")
-    which = f"all {units} hidden units" if shown == units else f"the first {shown} of {units} " \
-                                                              "hidden units"
+    clipped = np.nanmax(np.abs(mosaic)) > limit
+    fig.colorbar(image, ax=ax, shrink=0.8, extend="both" if clipped else "neither",
+                 label="weight: blue < 0 < red, one scale for all units")
     ax.set_title(f"{title}\nfirst-layer weights of {which}, row by row")
     return fig
 
 
 @styled
-def draw_activation_heatmap(mean: np.ndarray, shown: int, units: int, title: str) -> Figure:
-    """mean (C, U): the mean activation of each shown hidden unit for the samples of each class."""
+def draw_activation_heatmap(mean: np.ndarray, units: np.ndarray, which: str,
+                            title: str) -> Figure:
+    """mean (C, U): the mean activation of hidden units `units` (U,) over each class's samples."""
     fig = new_figure(max(5.0, min(12.0, 2.0 + 0.16 * mean.shape[1])), 4.0)
     ax = fig.subplots()
     image = ax.imshow(mean, cmap=SEQUENTIAL, aspect="auto", interpolation="nearest")
     fig.colorbar(image, ax=ax, label="mean activation")
     ax.set_yticks(range(mean.shape[0]))
     ax.set_ylabel("class")
+    step = max(1, len(units) // 32)  # at most ~32 unit labels
+    ax.set_xticks(range(0, len(units), step), [str(u) for u in units[::step]],
+                  rotation=90 if len(units) > 16 else 0, fontsize=7)
     ax.set_xlabel("hidden unit")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    which = f"all {units}" if shown == units else f"first {shown} of {units}"
-    ax.set_title(f"{title}\nmean activation per class, test set ({which} hidden units)")
+    ax.set_title(f"{title}\nmean activation per class on the test set, {which}")
     return fig
 
 

@@ -19,6 +19,7 @@ from mlptrain.reports.style import check_format, save_figure, symmetric_limit
 from mlptrain.runs import Run
 
 MAX_UNITS = 64  # hidden units drawn in the weight grid and the activation heatmap
+CLIP_PERCENTILE = 99.5  # the weight colour scale ends at this percentile of |w|: more contrast
 MAX_MISCLASSIFIED = 32  # test images in the grid of mistakes
 MAX_POINTS = 2000  # data points drawn over a decision boundary
 
@@ -81,13 +82,17 @@ def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png") -> Plots:
 def _image_figures(model, data, out: arrays.Outputs, title: str, save) -> None:
     X_test, y_test = data.split("test")
     weights = model.state_dict()["layers.0.weight"]  # (H, h*w)
-    units = len(weights)
-    shown = min(units, MAX_UNITS)
-    mosaic = arrays.weight_grid(weights[:shown], data.input_shape, arrays.grid_columns(shown))
-    save("weights", figures.draw_weight_grid(mosaic, symmetric_limit(weights[:shown]), shown,
-                                             units, title))
+    units = arrays.strongest_units(weights, MAX_UNITS)
+    if len(units) == len(weights):
+        which = f"all {len(units)} hidden units"
+    else:  # the units that learned most stand out from the (random) rest
+        which = (f"the {len(units)} of {len(weights)} hidden units with the largest weights "
+                 "(L2 norm), strongest first")
+    mosaic = arrays.weight_grid(weights[units], data.input_shape, arrays.grid_columns(len(units)))
+    limit = symmetric_limit(weights[units], CLIP_PERCENTILE)
+    save("weights", figures.draw_weight_grid(mosaic, limit, which, title))
     mean = arrays.mean_activation_per_class(out.hidden, y_test, data.n_classes)  # (C, H)
-    save("activations", figures.draw_activation_heatmap(mean[:, :shown], shown, units, title))
+    save("activations", figures.draw_activation_heatmap(mean[:, units], units, which, title))
     wrong = arrays.misclassified(y_test, out.predictions, MAX_MISCLASSIFIED)
     errors = int((y_test != out.predictions).sum())
     confidence = out.probabilities[wrong, out.predictions[wrong]]

@@ -74,8 +74,10 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
-def symmetric_limit(values) -> float:
-    """The bound v of a colour scale [-v, v] centred on 0 that holds every finite value."""
+def symmetric_limit(values, percentile: float = 100.0) -> float:
+    """The bound v of a colour scale [-v, v] centred on 0: the `percentile` of the finite |values|
+    (100: every value fits; a little less keeps a few extremes from washing out the rest)."""
     finite = np.abs(np.asarray(values, dtype=np.float64))
     finite = finite[np.isfinite(finite)]
-    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    limit = float(np.percentile(finite, percentile)) if finite.size else 0.0
+    return limit if limit > 0 else 1.0
