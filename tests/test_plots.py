@@ -232,7 +232,7 @@ def test_weight_grid_caps_the_units_at_the_strongest_and_says_so(mnist_run, monk
     norms = np.linalg.norm(W, axis=1)
     strongest = sorted(range(16), key=lambda u: -norms[u])[:6]
     weights = drawn.figures["weights"]
-    assert "the 6 of 16 hidden units with the largest weights" in weights.axes[0].get_title()
+    assert "6 of 16 hidden units, largest L2 norm first" in weights.axes[0].get_title()
     for unit, tile in zip(strongest, _tiles(_image(weights), 6)):
         np.testing.assert_allclose(tile, W[unit].reshape(28, 28), rtol=1e-6)
     assert np.isfinite(np.ma.filled(_image(weights).get_array(), np.nan)).sum() == 6 * 784

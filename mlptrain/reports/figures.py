@@ -9,7 +9,13 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, MaxNLocator, PercentFormatter
+from matplotlib.ticker import (
+    FormatStrFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+    PercentFormatter,
+)
 
 from mlptrain.reports.arrays import Curves, ProbabilityGrid
 from mlptrain.reports.style import (
@@ -40,8 +46,9 @@ def draw_curves(c: Curves, title: str) -> Figure:
     losses = [v for values in c.loss.values() for v in values] + ([c.test["loss"]] if c.test else [])
     if losses and min(losses) > 0:
         ax_loss.set_yscale("log")  # losses fall over decades; a linear axis hides the late part
-        for set_formatter in (ax_loss.yaxis.set_major_formatter, ax_loss.yaxis.set_minor_formatter):
-            set_formatter(FormatStrFormatter("%g"))  # 0.04, not 4 x 10^-2
+        ax_loss.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax_loss.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.05, not 5 x 10^-2
+        ax_loss.yaxis.set_minor_formatter(NullFormatter())
     ax_loss.set_ylabel("loss (mean per sample)")
     ax_acc.set_ylabel("accuracy")
     ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1))
@@ -93,7 +100,7 @@ def draw_weight_grid(mosaic: np.ndarray, limit: float, which: str, title: str) -
     clipped = np.nanmax(np.abs(mosaic)) > limit
     fig.colorbar(image, ax=ax, shrink=0.8, extend="both" if clipped else "neither",
                  label="weight: blue < 0 < red, one scale for all units")
-    ax.set_title(f"{title}\nfirst-layer weights of {which}, row by row")
+    ax.set_title(f"{title}\nfirst-layer weights, row by row: {which}")
     return fig
 
 
@@ -111,7 +118,7 @@ def draw_activation_heatmap(mean: np.ndarray, units: np.ndarray, which: str,
     ax.set_xticks(range(0, len(units), step), [str(u) for u in units[::step]],
                   rotation=90 if len(units) > 16 else 0, fontsize=7)
     ax.set_xlabel("hidden unit")
-    ax.set_title(f"{title}\nmean activation per class on the test set, {which}")
+    ax.set_title(f"{title}\nmean activation per class on the test set: {which}")
     return fig
 
 
@@ -133,7 +140,7 @@ def draw_confusion(counts: np.ndarray, title: str) -> Figure:
     ax.set_ylabel("true class")
     total, right = counts.sum(), np.trace(counts)
     ax.set_title(f"{title}\ntest set: {right:,} of {total:,} right ({100 * right / total:.2f}%)"
-                 "; colour: log(1 + count)")
+                 "\n(colour: log(1 + count))")
     return fig
 
 

@@ -70,7 +70,7 @@ def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png") -> Plots:
         X, y = data.split("train")
         grid = arrays.probability_grid(model, X, batch_size=config.train.eval_batch_size)
         save("boundary", figures.draw_decision_boundary(grid, X[:MAX_POINTS], y[:MAX_POINTS],
-                                                        f"{title}\ntraining data"))
+                                                        f"{title}\ntraining data; black line: P(class 1) = 0.5"))
     if len(data.input_shape) == 2:
         _image_figures(model, data, out, title, save)
     else:
@@ -86,8 +86,7 @@ def _image_figures(model, data, out: arrays.Outputs, title: str, save) -> None:
     if len(units) == len(weights):
         which = f"all {len(units)} hidden units"
     else:  # the units that learned most stand out from the (random) rest
-        which = (f"the {len(units)} of {len(weights)} hidden units with the largest weights "
-                 "(L2 norm), strongest first")
+        which = f"{len(units)} of {len(weights)} hidden units, largest L2 norm first"
     mosaic = arrays.weight_grid(weights[units], data.input_shape, arrays.grid_columns(len(units)))
     limit = symmetric_limit(weights[units], CLIP_PERCENTILE)
     save("weights", figures.draw_weight_grid(mosaic, limit, which, title))
