@@ -278,3 +278,20 @@ def test_misclassified_grid_shows_test_images_the_model_gets_wrong(mnist_run, mn
         assert ax.get_title().startswith(f"true {y[i]}, pred {predicted[i]}")
     assert f"{(predicted != y).sum():,} of 10,000" in mnist_plots.figures["mistakes"]._suptitle \
         .get_text()
+
+
+def test_three_classes_in_2d_get_a_region_per_predicted_class(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
+    y = rng.integers(0, 3, 600)
+    np.savez(tmp_path / "blobs.npz", X=centres[y] + rng.normal(0, 0.5, (600, 2)), y=y)
+    config = tmp_path / "blobs.toml"
+    config.write_text(f'[data]\ndataset = "npz"\npath = "{tmp_path / "blobs.npz"}"\n'
+                      '[model]\nhidden = [8, 8]\n[train]\nepochs = 5\nbatch_size = 32\n')
+    run = Run(fit_experiment(load_config(config), RunStore(tmp_path / "runs")).path)
+    drawn = plot_run(run)
+    assert sorted(drawn.figures) == ["boundary", "confusion", "curves"]
+    ax = drawn.figures["boundary"].axes[0]
+    (regions,) = [c for c in ax.collections if hasattr(c, "levels")]
+    assert list(regions.levels) == [-0.5, 0.5, 1.5, 2.5]  # one band per class
+    assert _image(drawn.figures["confusion"]).get_array().shape == (3, 3)
