@@ -6,6 +6,7 @@ The CLI calls `fit_experiment` and `evaluate_run` and renders their events; noth
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -136,7 +137,7 @@ def resume_experiment(store: RunStore, ref: str,
     splits = _splits(p)
     run.write_metrics(state.history)  # drops any record written after the checkpoint
     summary.update(status="running", epochs_completed=state.epoch, final=None, timing=None,
-                   resumed=summary.get("resumed", 0) + 1)
+                   resumed=summary.get("resumed", 0) + 1, pid=os.getpid(), host=platform.node())
     summary.pop("error", None)
     run.write_summary(summary)
     return _train(run, summary, p, optimizer, splits, state, on_event, stop)
@@ -247,6 +248,7 @@ def _start_summary(run: Run, p: Prepared) -> dict[str, Any]:
         "name": config.name,
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pid": os.getpid(), "host": platform.node(),  # tells `mlptrain runs` a killed run
         "config_source": config.source,
         "overrides": config.overrides,
         "epochs_planned": config.train.epochs,

@@ -24,6 +24,11 @@ EXIT_CODES_HELP = ("Exit codes: 0 success, 1 an error the tool explains (on stde
 out = Console()
 err = Console(stderr=True)
 
+
+def wide() -> Console:
+    """stdout for a wide table: a pipe or file gets whole lines instead of 80 columns."""
+    return out if out.is_terminal else Console(width=200)
+
 RunsDir = typer.Option(None, "--runs-dir", envvar=RUNS_DIR_ENV, show_envvar=True,
                        help="Root folder of the run directories (default: ./runs).")
 
