@@ -260,6 +260,7 @@ def _start_summary(run: Run, p: Prepared) -> dict[str, Any]:
         "model": {"sizes": model.sizes, "parameters": model.parameter_count,
                   "activation": model.activation.name, "loss": model.loss.name},
         "dataset": {"name": dataset.name, "source": dataset.source,
+                    "input_shape": list(dataset.input_shape),  # predict reshapes images to it
                     "checksums": dataset.checksums,
                     "samples": {k: int(len(dataset.split(k)[1])) for k in SPLITS}},
         "versions": {"mlptrain": mlptrain.__version__, "numpy": np.__version__,
