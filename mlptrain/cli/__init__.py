@@ -135,7 +135,8 @@ def _first_sigint_stops(stop: StopFlag):
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # after a stop, a late second Ctrl-C must not turn the clean exit into a traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN if stop.is_set else previous)
 
 
 @app.command("eval", epilog=EXIT_CODES_HELP)
