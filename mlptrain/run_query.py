@@ -75,7 +75,7 @@ def _alive(pid: int) -> bool:
 def list_runs(store: RunStore, status: str | None = None, name: str | None = None,
               dataset: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Records of the store's runs, newest first, filtered; `name` may be a glob (mnist*)."""
-    records = [run_record(run) for run in reversed(store.runs())]
+    records = [run_record(run) for run in sorted(store.runs(), key=_creation, reverse=True)]
     if status:
         records = [r for r in records if r["status"] == status]
     if name:
@@ -84,6 +84,14 @@ def list_runs(store: RunStore, status: str | None = None, name: str | None = Non
     if dataset:
         records = [r for r in records if r["dataset"] == dataset]
     return records[:limit] if limit else records
+
+
+def _creation(run: Run) -> tuple[str, int]:
+    """Ids start with the second a run was created; config.toml's time orders one second."""
+    try:
+        return run.run_id[:15], (run.path / "config.toml").stat().st_mtime_ns
+    except OSError:
+        return run.run_id[:15], 0
 
 
 def flat_config(run: Run) -> dict[str, Any]:

@@ -140,7 +140,8 @@ def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng
     batch = min(tc.batch_size, train.size)
     steps = math.ceil(train.size / batch)
     for epoch in range(state.epoch + 1, tc.epochs + 1):
-        if stop.is_set:  # asked between epochs: the epoch-end checkpoint is the resume point
+        if stop.is_set:  # asked between epochs (or before the first): resume from here
+            on_checkpoint(state)
             state.interrupted = True
             return state
         on_event(EpochStarted(epoch, tc.epochs, steps))
