@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import CONFIGS, ROOT
 
 # steps of a few hundred ms, so a signal surely lands inside one; 6 steps per epoch

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CONFIGS, ROOT
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -15,8 +16,6 @@ from mlptrain.config import load_config
 from mlptrain.data.mnist import load_mnist
 from mlptrain.experiment import fit_experiment
 from mlptrain.runs import RunStore
-
-from conftest import CONFIGS, ROOT
 
 runner = CliRunner()
 

@@ -18,14 +18,13 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import CONFIGS, ROOT
 
 from mlptrain.config import load_config, parse_config
 from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.experiment import fit_experiment, resume_experiment
 from mlptrain.runs import RunStore, npz_bytes
 from mlptrain.train import StepsDone, StopFlag
-
-from conftest import CONFIGS, ROOT
 
 
 def metrics_without_time(path):

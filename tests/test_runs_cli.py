@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from mlptrain.cli import app
@@ -13,8 +14,6 @@ from mlptrain.config import load_config
 from mlptrain.experiment import fit_experiment
 from mlptrain.runs import RunStore
 from mlptrain.train import StopFlag
-
-from conftest import CONFIGS
 
 runner = CliRunner()
 

@@ -17,8 +17,16 @@ from typing import List, Optional
 import typer
 
 import mlptrain
-from mlptrain.cli.common import (EXIT_CODES_HELP, EXIT_INTERRUPTED, RunsDir, err, fail,
-                                 interrupted, out, usage)
+from mlptrain.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    RunsDir,
+    err,
+    fail,
+    interrupted,
+    out,
+    usage,
+)
 from mlptrain.cli.common import fail as _fail  # noqa: F401 - the name other modules import
 from mlptrain.cli.common import interrupted as _interrupted  # noqa: F401
 from mlptrain.config import load_config

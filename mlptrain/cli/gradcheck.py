@@ -13,7 +13,8 @@ from mlptrain.cli import app
 from mlptrain.cli.common import EXIT_CODES_HELP, EXIT_ERROR, fail, out
 from mlptrain.config import load_config
 from mlptrain.errors import MlptrainError
-from mlptrain.gradcheck import EPS, TOLERANCE, gradcheck as check_gradients
+from mlptrain.gradcheck import EPS, TOLERANCE
+from mlptrain.gradcheck import gradcheck as check_gradients
 
 
 @app.command(epilog=EXIT_CODES_HELP)

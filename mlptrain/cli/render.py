@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.filesize import decimal
-from rich.progress import (BarColumn, Progress, TaskProgressColumn,
-                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from mlptrain.data.mnist import DownloadProgress

@@ -37,7 +37,7 @@ def sparkline(values: list[float], width: int = 50) -> str:
         return ""
     if len(values) > width:
         edges = [round(i * len(values) / width) for i in range(width + 1)]
-        values = [sum(values[a:b]) / (b - a) for a, b in zip(edges, edges[1:])]
+        values = [sum(values[a:b]) / (b - a) for a, b in zip(edges[:-1], edges[1:])]
     low, high = min(values), max(values)
     span = (high - low) or 1.0
     return "".join(SPARK[round((v - low) / span * (len(SPARK) - 1))] for v in values)
@@ -133,7 +133,8 @@ def show(
 
 @runs_app.command("compare", epilog=EXIT_CODES_HELP)
 def compare(
-    refs: List[str] = typer.Argument(..., metavar="RUN...", help="Two or more runs (ids, prefixes, paths)."),
+    refs: List[str] = typer.Argument(..., metavar="RUN...",
+                                     help="Two or more runs (ids, prefixes, paths)."),
     only_diff: bool = typer.Option(False, "--diff", help="Show only the config keys that "
                                    "differ."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
@@ -178,7 +179,8 @@ def compare(
 
 @runs_app.command("rm", epilog=EXIT_CODES_HELP)
 def rm(
-    refs: List[str] = typer.Argument(..., metavar="RUN...", help="Runs to delete (ids, prefixes, paths)."),
+    refs: List[str] = typer.Argument(..., metavar="RUN...",
+                                     help="Runs to delete (ids, prefixes, paths)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking."),
     runs_dir: Optional[Path] = RunsDir,
 ):
