@@ -312,7 +312,7 @@ def test_fit_resume_continues_an_interrupted_run_in_its_own_directory(runs_dir):
                              and stop.set(), stop=stop)
     result = run("fit", "--resume", stopped.run_id[:-2])  # a unique prefix is enough
     assert result.exit_code == 0, result.output
-    assert "resuming after 1 epochs and 5 steps of epoch 2" in result.stdout
+    assert "resuming after 1 epoch and 5 steps of epoch 2" in result.stdout
     assert len(list(runs_dir.iterdir())) == 2
     assert (stopped.path / "weights.npz").read_bytes() == (alone / "weights.npz").read_bytes()
     again = run("fit", "--resume", stopped.run_id)
@@ -370,3 +370,18 @@ def test_no_color_turns_colors_off(tmp_path):
     fit = ["fit", CONFIGS / "xor.toml", "--set", "train.epochs=3"]
     assert COLOR.search(_in_a_terminal(fit, env))  # the check can see colors
     assert not COLOR.search(_in_a_terminal(fit, {**env, "NO_COLOR": "1"}))
+
+
+def test_fits_started_at_once_never_share_a_directory(tmp_path):
+    env = {**os.environ, "MLPTRAIN_RUNS_DIR": str(tmp_path / "runs"), "PYTHONPATH": str(ROOT)}
+    processes = [subprocess.Popen([sys.executable, "-m", "mlptrain", "fit",
+                                   str(CONFIGS / "xor.toml"), "--set", "train.epochs=2", "-q"],
+                                  cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+    outputs = [p.communicate(timeout=120)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 4  # same name, same second: still four directories
+    for path in runs:
+        assert json.loads((path / "summary.json").read_text())["status"] == "completed"
+        assert sum(path.name in out for out in outputs) == 1

@@ -128,6 +128,17 @@ def test_resume_without_a_checkpoint_is_an_error(runs_dir):
         resume_experiment(RunStore(runs_dir), done.run_id)
 
 
+def test_a_checkpoint_this_version_cannot_read_is_a_clear_error(runs_dir):
+    stop = StopFlag()
+    config = load_config(CONFIGS / "xor.toml", ["train.epochs=3"])
+    stopped = fit_experiment(config, RunStore(runs_dir), stop_at(stop, 2, 4), stop=stop)
+    arrays = dict(np.load(stopped.path / "checkpoint.npz"))
+    del arrays["rng.shuffle"]  # as an older version wrote it: one "shuffle_rng" key
+    np.savez(stopped.path / "checkpoint.npz", **arrays)
+    with pytest.raises(RunStoreError, match="not a checkpoint this version can resume from"):
+        resume_experiment(RunStore(runs_dir), stopped.run_id)
+
+
 def test_a_diverging_run_keeps_its_last_good_checkpoint(runs_dir, tmp_path):
     # inputs of scale 1e3 and lr 100: the weights grow for some 17 steps, then overflow
     rng = np.random.default_rng(0)

@@ -79,8 +79,8 @@ class FitRenderer:
         c.print(f"[bold]run[/bold] {e.run_id}  ({e.device}, {e.dtype})")
         if e.resumed_at:
             epochs, steps = e.resumed_at
-            c.print(f"  resuming after {epochs} epochs" + (f" and {steps} steps of epoch "
-                                                          f"{epochs + 1}" if steps else ""))
+            c.print(f"  resuming after {epochs} epoch{'s' * (epochs != 1)}" + (
+                f" and {steps} steps of epoch {epochs + 1}" if steps else ""))
         for line in e.layers:
             c.print(f"  {line}")
         sizes = ", ".join(f"{k} {v:,}" for k, v in e.samples.items())
@@ -88,8 +88,9 @@ class FitRenderer:
 
     def _on_EpochStarted(self, e: EpochStarted) -> None:
         if self.epoch_task is None:
+            done = e.epoch - 1  # a resumed run starts part-way
             self.epoch_task = self.progress.add_task("epochs", total=e.epochs, info="",
-                                                     count=f"0/{e.epochs}")
+                                                     completed=done, count=f"{done}/{e.epochs}")
         if self.batch_task is not None:
             self.progress.remove_task(self.batch_task)
         self.batch_task = self.progress.add_task(f"epoch {e.epoch}", total=e.steps, info="",
