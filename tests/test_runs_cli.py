@@ -118,6 +118,8 @@ def test_runs_rm_asks_first(three_runs, runs_dir):
     a, b, _ = three_runs
     declined = run("runs", "rm", a.run_id, input="n\n")
     assert declined.exit_code == 1 and a.path.exists() and "nothing deleted" in declined.stderr
+    no_answer = run("runs", "rm", a.run_id)  # stdin closed: nothing is deleted on a guess
+    assert no_answer.exit_code == 1 and a.path.exists() and "--yes" in no_answer.stderr
     accepted = run("runs", "rm", a.run_id, input="y\n")
     assert accepted.exit_code == 0 and not a.path.exists()
     assert f"deleted {a.run_id}" in accepted.stdout

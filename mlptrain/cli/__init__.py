@@ -66,7 +66,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version,
 @app.command(epilog=EXIT_CODES_HELP)
 def fit(
     config: Optional[Path] = typer.Argument(
-        None, help="A TOML experiment config, e.g. configs/mnist.toml (not with --resume)."),
+        None, metavar="CONFIG", help="A TOML experiment config, e.g. configs/mnist.toml (not with --resume)."),
     set_: Optional[List[str]] = typer.Option(
         None, "--set", "-s", metavar="SECTION.KEY=VALUE",
         help="Override one config key (repeatable), e.g. --set train.epochs=5."),
@@ -177,7 +177,7 @@ app.add_typer(config_app, name="config")
 
 @config_app.command("check", epilog=EXIT_CODES_HELP)
 def config_check(
-    file: Path = typer.Argument(..., help="The TOML config to validate."),
+    file: Path = typer.Argument(..., metavar="FILE", help="The TOML config to validate."),
     set_: Optional[List[str]] = typer.Option(
         None, "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override one key (repeatable)."),
 ):

@@ -19,7 +19,7 @@ from mlptrain.gradcheck import gradcheck as check_gradients
 
 @app.command(epilog=EXIT_CODES_HELP)
 def gradcheck(
-    config: Path = typer.Argument(..., help="The TOML config whose model and data to check."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="The TOML config whose model and data to check."),
     set_: Optional[List[str]] = typer.Option(
         None, "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override one key (repeatable)."),
     batch: int = typer.Option(8, "--batch", min=1, help="Samples of the training data used."),

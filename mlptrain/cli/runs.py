@@ -133,7 +133,7 @@ def show(
 
 @runs_app.command("compare", epilog=EXIT_CODES_HELP)
 def compare(
-    refs: List[str] = typer.Argument(..., metavar="RUN...",
+    refs: List[str] = typer.Argument(..., metavar="RUN",
                                      help="Two or more runs (ids, prefixes, paths)."),
     only_diff: bool = typer.Option(False, "--diff", help="Show only the config keys that "
                                    "differ."),
@@ -142,7 +142,7 @@ def compare(
 ):
     """Runs side by side: results, then every config key, differences highlighted."""
     if len(refs) < 2:
-        raise typer.BadParameter("give at least two runs to compare", param_hint="RUNS")
+        raise typer.BadParameter("give at least two runs to compare", param_hint="RUN")
     try:
         store = RunStore(runs_dir)
         found = [store.find(ref) for ref in refs]
@@ -179,7 +179,7 @@ def compare(
 
 @runs_app.command("rm", epilog=EXIT_CODES_HELP)
 def rm(
-    refs: List[str] = typer.Argument(..., metavar="RUN...",
+    refs: List[str] = typer.Argument(..., metavar="RUN",
                                      help="Runs to delete (ids, prefixes, paths)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking."),
     runs_dir: Optional[Path] = RunsDir,
@@ -192,9 +192,14 @@ def rm(
         fail(exc)
     for r in found:
         err.print(f"  {r.path}", highlight=False, soft_wrap=True)
-    if not yes and not typer.confirm(f"delete these {len(found)} runs?", default=False,
-                                     err=True):
-        err.print("nothing deleted")
+    try:
+        agreed = yes or typer.confirm(f"delete {'these' if len(found) > 1 else 'this'} "
+                                      f"{len(found)} run{'s' * (len(found) > 1)}?",
+                                      default=False, err=True)
+    except typer.Abort:  # no answer (stdin closed): never delete on a guess
+        agreed = False
+    if not agreed:
+        err.print("nothing deleted (answer y, or pass --yes)")
         raise typer.Exit(1)
     try:
         for r in found:
