@@ -43,7 +43,7 @@ def test_mnist_config_passes_on_sampled_entries():
 
 def test_a_wrong_activation_derivative_fails(monkeypatch):
     # tanh' = 1 - y^2; dropping the square is the kind of slip gradcheck exists to catch
-    def wrong_backward(self, xp, y, dy, out):
+    def wrong_backward(self, xp, y, dy, out, **scratch):
         return xp.multiply(dy, 1 - y, out=out)
 
     monkeypatch.setattr(nn.Tanh, "backward", wrong_backward)
@@ -81,7 +81,7 @@ def test_cli_prints_a_row_per_parameter_and_the_verdict():
 
 def test_cli_exits_1_on_a_failure(monkeypatch):
     monkeypatch.setattr(nn.Tanh, "backward",
-                        lambda self, xp, y, dy, out: xp.multiply(dy, 1.0, out=out))
+                        lambda self, xp, y, dy, out, **scratch: xp.multiply(dy, 1.0, out=out))
     result = run("gradcheck", CONFIGS / "xor.toml")
     assert result.exit_code == 1 and "FAIL" in result.stdout
 
