@@ -222,7 +222,7 @@ def worker(name: str, case: str, epochs: int) -> None:
 
 def run_one(name: str, case: str, epochs: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, "--cases", case, "--epochs", str(epochs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode or not lines:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}

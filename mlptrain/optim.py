@@ -29,10 +29,12 @@ def _state_like(ops, params: dict) -> dict:
     return {name: ops.zeros(p.shape, p.dtype) for name, p in params.items()}
 
 
-def _fused(params: dict, grads: dict, *state: dict) -> bool:
-    """True when every dict is a flat Parameters set of one layout: update the flat buffers."""
-    return all(isinstance(d, Parameters) and d.layout is params.layout
-               for d in (params, grads, *state))
+def _fused(params: dict, grads: dict, state: dict) -> bool:
+    """True when params, grads and the optimizer's state share one flat layout (the state got
+    its layout from the params at construction): then update the flat buffers."""
+    layout = getattr(state, "layout", None)
+    return (layout is not None and getattr(params, "layout", None) is layout
+            and getattr(grads, "layout", None) is layout)
 
 
 class SGD:
@@ -96,7 +98,7 @@ class Adam:
         self.t += 1
         update, m, v = self.ops.adam_update, self.m, self.v
         hyper = (self.t, lr, self.beta1, self.beta2, self.eps, self.weight_decay, self.decoupled)
-        if _fused(params, grads, m, v):  # the whole model in one call
+        if _fused(params, grads, m):  # the whole model in one call (m and v share a layout)
             update(params.flat, grads.flat, m.flat, v.flat, *hyper)
             return
         for name, p in params.items():
