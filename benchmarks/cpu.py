@@ -152,9 +152,9 @@ def run_jax(hidden, batch, epochs, X, y, scan):
         jstep = jax.jit(step)
     for _ in range(epochs):
         start = time.perf_counter()
-        order = jnp.asarray(rng.permutation(n).reshape(-1, batch))
+        order = rng.permutation(n).reshape(-1, batch)  # host indices, like the other loops
         if scan:
-            params = epoch(params, order)
+            params = epoch(params, jnp.asarray(order))
         else:
             for idx in order:
                 params = jstep(params, Xd, yd, idx)
