@@ -57,7 +57,8 @@ class SGD:
 
     def step(self, params: dict, grads: dict, lr: float) -> None:
         update, v = self.ops.sgd_update, self.velocity
-        hyper = (lr, self.momentum, self.nesterov, self.weight_decay)
+        # a Python float: a NumPy float64 scalar would run float32 updates in float64 (NEP 50)
+        hyper = (float(lr), self.momentum, self.nesterov, self.weight_decay)
         if _fused(params, grads, v):  # the whole model in one call
             update(params.flat, grads.flat, v.flat, *hyper)
             return
@@ -97,7 +98,8 @@ class Adam:
     def step(self, params: dict, grads: dict, lr: float) -> None:
         self.t += 1
         update, m, v = self.ops.adam_update, self.m, self.v
-        hyper = (self.t, lr, self.beta1, self.beta2, self.eps, self.weight_decay, self.decoupled)
+        hyper = (self.t, float(lr), self.beta1, self.beta2, self.eps, self.weight_decay,
+                 self.decoupled)  # float(lr): see SGD.step
         if _fused(params, grads, m):  # the whole model in one call (m and v share a layout)
             update(params.flat, grads.flat, m.flat, v.flat, *hyper)
             return
