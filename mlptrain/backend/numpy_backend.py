@@ -118,11 +118,10 @@ class NumpyBackend:
         if momentum:
             velocity *= momentum
             velocity += g  # v <- mu v + g
-            if nesterov:
-                g += np.multiply(velocity, momentum, out=self.scratch(g.shape, g.dtype,
-                                                                      "update"))
-            else:
-                np.copyto(g, velocity)
+            if not nesterov:
+                param -= np.multiply(velocity, lr, out=g)  # p <- p - lr v
+                return
+            g += np.multiply(velocity, momentum, out=self.scratch(g.shape, g.dtype, "update"))
         g *= lr
         param -= g
 
