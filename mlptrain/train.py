@@ -83,9 +83,9 @@ def evaluate(model: MLP, split: Split, batch_size: int) -> tuple[float, float]:
     loss_total, correct_total = 0.0, 0
     for start in range(0, split.size, batch_size):
         stop = min(start + batch_size, split.size)
-        ws = model.workspace(stop - start)
-        ws.x[...] = split.X[start:stop]
-        loss_sum, correct = model.evaluate_batch(ws, split.targets[start:stop])
+        ws = model.workspace(stop - start)  # its input is a view of the split: no copy
+        loss_sum, correct = model.evaluate_batch(ws, split.targets[start:stop],
+                                                 x=split.X[start:stop])
         loss_total += ops.to_float(loss_sum)  # sync point, once per evaluation batch
         correct_total += int(ops.to_float(correct))
     return loss_total / split.size, correct_total / split.size
