@@ -103,5 +103,8 @@ def eval_(
         out.print(eval_table(result))
 
 
+from mlptrain.cli import sweep as _sweep  # noqa: E402,F401 - registers `mlptrain sweep`
+
+
 def main() -> None:
     app()

@@ -1,0 +1,260 @@
+"""Where trials run: in this process, in local worker processes, or on a Dask cluster.
+
+An executor's `run(tasks, report)` runs every task and calls `report` (in the calling thread)
+with each trial's events, ending with one TrialFinished per trial that ran. On Ctrl-C it asks
+the running trials to stop (each marks its run interrupted), reports what came back, and
+re-raises KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from mlptrain.errors import ConfigError, MlptrainError
+from mlptrain.sweep.trial import THREAD_VARIABLES, TrialFinished, TrialTask, run_trial
+
+STOP_TIMEOUT = 30.0  # seconds the running trials get to stop cleanly after Ctrl-C
+DASK_HINT = "pip install 'mlptrain[dask]'"
+
+
+class SweepError(MlptrainError):
+    """The sweep's machinery (worker processes, the Dask scheduler) failed."""
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
+    except AttributeError:  # pragma: no cover - macOS and Windows
+        return os.cpu_count() or 1
+
+
+# -- in this process -------------------------------------------------------------------------------
+
+
+class InlineExecutor:
+    """Runs trials one after another in this process (`--workers 0`): for debugging."""
+
+    workers, threads = 0, None
+
+    def describe(self) -> str:
+        return "in this process"
+
+    def run(self, tasks: list[TrialTask], report: Callable[[Any], None]) -> None:
+        for task in tasks:
+            result = run_trial(task, report)
+            report(result)
+            if result.status == "interrupted":  # only Ctrl-C interrupts a trial here
+                raise KeyboardInterrupt
+
+
+# -- local worker processes ------------------------------------------------------------------------
+
+
+class LocalExecutor:
+    """`workers` spawned processes pull trials from a queue and send events back on another.
+
+    Each worker gets `threads` BLAS threads, set in its environment before it imports NumPy, so
+    that workers x threads never exceeds the cores. Workers ignore SIGINT: Ctrl-C reaches this
+    process only, which tells them to stop through an Event they poll between steps.
+    """
+
+    def __init__(self, workers: int | None = None, cores: int | None = None):
+        cores = cores or available_cores()
+        self.workers = max(1, workers or cores)
+        self.threads = max(1, cores // self.workers)
+
+    def describe(self) -> str:
+        return f"{self.workers} worker process{'es' * (self.workers > 1)} x {self.threads} " \
+               f"BLAS thread{'s' * (self.threads > 1)}"
+
+    def start(self, ctx, target, args, count: int) -> list:
+        """Starts `count` processes running target(*args) with this executor's limits."""
+        with child_environment(self.threads), sigint_ignored():
+            procs = [ctx.Process(target=target, args=args, daemon=True) for _ in range(count)]
+            for p in procs:
+                p.start()
+        return procs
+
+    def run(self, tasks: list[TrialTask], report: Callable[[Any], None]) -> None:
+        if not tasks:
+            return
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: env read at startup
+        task_q, event_q, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+        count = min(self.workers, len(tasks))
+        for task in tasks:
+            task_q.put(task)
+        for _ in range(count):
+            task_q.put(None)  # one "no more work" per worker
+        procs = self.start(ctx, _worker_main, (task_q, event_q, stop), count)
+        pending = {task.index: task for task in tasks}
+        try:
+            _pump(event_q, procs, pending, report, deadline=None)
+            _report_lost(pending, procs, report)
+        except KeyboardInterrupt:
+            stop.set()
+            try:
+                _pump(event_q, procs, pending, report, deadline=time.monotonic() + STOP_TIMEOUT)
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+                pass
+            raise
+        finally:
+            for p in procs:
+                p.join(timeout=1.0)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+
+
+def _pump(event_q, procs, pending: dict, report, deadline: float | None) -> None:
+    """Forwards worker events until every task has finished, the workers are gone, or the
+    deadline passes."""
+    while pending and (deadline is None or time.monotonic() < deadline):
+        try:
+            event = event_q.get(timeout=0.2)
+        except queue.Empty:
+            if not any(p.is_alive() for p in procs):
+                try:  # the last events may still be in the pipe
+                    event = event_q.get(timeout=0.5)
+                except queue.Empty:
+                    return
+            else:
+                continue
+        report(event)
+        if isinstance(event, TrialFinished):
+            pending.pop(event.index, None)
+
+
+def _report_lost(pending: dict, procs, report) -> None:
+    """Trials whose worker died (killed, out of memory) without reporting: failed."""
+    codes = sorted({p.exitcode for p in procs if p.exitcode})
+    for task in list(pending.values()):
+        report(TrialFinished(task.index, task.name, "failed",
+                             error=f"its worker process exited (codes {codes}) before the "
+                                   "trial finished"))
+        pending.pop(task.index)
+
+
+def _worker_main(task_q, event_q, stop) -> None:
+    while not stop.is_set():
+        task = task_q.get()
+        if task is None:
+            break
+        event_q.put(run_trial(task, event_q.put, stop.is_set))
+
+
+@contextlib.contextmanager
+def child_environment(threads: int):
+    """Sets the BLAS thread variables for processes started inside the block (a spawned child
+    copies this environment), and restores ours afterwards."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    os.environ.update({k: str(threads) for k in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def sigint_ignored():
+    """Children started inside inherit SIGINT ignored (Python keeps an inherited SIG_IGN)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# -- a Dask cluster --------------------------------------------------------------------------------
+
+
+def import_distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError(f"--executor dask needs dask.distributed, which is not installed; "
+                          f"install it with: {DASK_HINT}") from None
+    return distributed
+
+
+class DaskExecutor:
+    """Submits each trial to a dask.distributed scheduler; results come back as futures.
+
+    Workers need mlptrain installed, the data reachable at the config's path, and the runs
+    directory on a filesystem they share with this machine (else the run directories stay on
+    the workers; the sweep summary still gets every result).
+    """
+
+    workers, threads = None, None
+
+    def __init__(self, address: str, connect_timeout: float = 10.0):
+        if not address:
+            raise ConfigError("--executor dask needs --scheduler ADDRESS, e.g. "
+                              "--scheduler tcp://10.0.0.5:8786.")
+        self.address, self.connect_timeout = address, connect_timeout
+        self.distributed = import_distributed()
+
+    def describe(self) -> str:
+        return f"Dask scheduler {self.address}"
+
+    def run(self, tasks: list[TrialTask], report: Callable[[Any], None]) -> None:
+        if not tasks:
+            return
+        d = self.distributed
+        try:
+            client = d.Client(self.address, timeout=self.connect_timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise SweepError(f"cannot reach the Dask scheduler at {self.address} ({exc}). Start "
+                             "one with `dask scheduler` and give its tcp:// address.") from None
+        stop_name = f"mlptrain-stop-{uuid.uuid4().hex}"
+        stop = d.Event(stop_name, client=client)
+        futures = {client.submit(_dask_trial, task, stop_name, pure=False,
+                                 key=f"mlptrain-{task.name}-{uuid.uuid4().hex[:8]}"): task
+                   for task in tasks}
+        try:
+            for future in d.as_completed(list(futures)):
+                report(_dask_result(future, futures[future]))
+        except KeyboardInterrupt:
+            stop.set()
+            running = [f for f in futures if not f.done()]
+            with contextlib.suppress(Exception, KeyboardInterrupt):
+                d.wait(running, timeout=STOP_TIMEOUT)
+            for future in running:
+                if future.done():
+                    report(_dask_result(future, futures[future]))
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                client.cancel(list(futures))
+                client.close()
+
+
+def _dask_result(future, task: TrialTask) -> TrialFinished:
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - the worker died or could not run the task
+        return TrialFinished(task.index, task.name, "failed",
+                             error=f"the Dask task failed: {type(exc).__name__}: {exc}")
+
+
+def _dask_trial(task: TrialTask, stop_name: str) -> TrialFinished:
+    """Runs on a Dask worker; stops when the sweep sets its Event."""
+    from distributed import Event
+
+    stop = Event(stop_name)
+    return run_trial(task, should_stop=stop.is_set)
