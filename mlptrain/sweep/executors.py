@@ -227,7 +227,7 @@ class DaskExecutor:
                                  key=f"mlptrain-{task.name}-{uuid.uuid4().hex[:8]}"): task
                    for task in tasks}
         try:
-            for future in d.as_completed(list(futures)):
+            for future in d.as_completed(list(futures), loop=client.loop):
                 report(_dask_result(future, futures[future]))
         except KeyboardInterrupt:
             stop.set()
