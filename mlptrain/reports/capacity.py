@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # files only, never a window; before pyplot is imported
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullLocator
 
 AXIS = "model.hidden"
 FORMATS = ("png", "svg")
@@ -85,6 +86,7 @@ def draw_capacity(series: list[CapacitySeries], stem: Path, formats=("png",),
     ax.set_xscale("log", base=2)
     widths = sorted({int(w) for s in series for w in s.widths})
     ax.set_xticks(widths, [str(w) for w in widths])
+    ax.xaxis.set_minor_locator(NullLocator())  # log axes add unlabelled-looking minor ticks
     ax.set_xlabel("hidden units (log2 scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, alpha=0.3)
@@ -108,6 +110,7 @@ def _parameter_axis(ax, s: CapacitySeries) -> None:
     """The parameter count of each width, on a top axis sharing the width positions."""
     top = ax.secondary_xaxis("top")
     top.set_ticks(s.widths, labels=[_short(p) for p in s.parameters])
+    top.xaxis.set_minor_locator(NullLocator())
     top.set_xlabel("parameters")
     top.tick_params(labelsize=8)
 
