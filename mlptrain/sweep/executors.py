@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from mlptrain.errors import ConfigError, MlptrainError
-from mlptrain.sweep.trial import THREAD_VARIABLES, TrialFinished, TrialTask, run_trial
+from mlptrain.sweep.trial import (THREAD_VARIABLES, TrialFinished, TrialTask, run_trial,
+                                  share_mnist_between_trials)
 
 STOP_TIMEOUT = 30.0  # seconds the running trials get to stop cleanly after Ctrl-C
 DASK_HINT = "pip install 'mlptrain[dask]'"
@@ -143,6 +144,7 @@ def _report_lost(pending: dict, procs, report) -> None:
 
 
 def _worker_main(task_q, event_q, stop) -> None:
+    share_mnist_between_trials()
     while not stop.is_set():
         task = task_q.get()
         if task is None:
@@ -256,5 +258,6 @@ def _dask_trial(task: TrialTask, stop_name: str) -> TrialFinished:
     """Runs on a Dask worker; stops when the sweep sets its Event."""
     from distributed import Event
 
+    share_mnist_between_trials()  # a worker runs many trials: keep the decoded data
     stop = Event(stop_name)
     return run_trial(task, should_stop=stop.is_set)
