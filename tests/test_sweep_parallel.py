@@ -51,21 +51,23 @@ def finished(events):
 # -- local worker processes ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("workers, threads", [(2, "1"), (1, "2")])
-def test_workers_get_blas_threads_so_workers_times_threads_fit_the_cores(sweep_toml, tmp_path,
-                                                                         workers, threads):
-    spec = load_sweep(sweep_toml, grid=["model.hidden=2,4", "train.seed=0"])
+@pytest.mark.parametrize("workers, trials, threads", [(2, "2,4", "1"), (1, "2,4", "2"),
+                                                     (2, "2", "2")])
+def test_workers_get_blas_threads_so_workers_times_threads_fit_the_cores(
+        sweep_toml, tmp_path, workers, trials, threads):
+    spec = load_sweep(sweep_toml, grid=[f"model.hidden={trials}", "train.seed=0"])
     events, before = [], dict(os.environ)
     executor = LocalExecutor(workers=workers, cores=2)
     run_sweep(spec, tmp_path / "runs", executor, events.append, figure_formats=())
     results = finished(events)
-    assert [r.status for r in results] == ["completed", "completed"]
+    assert [r.status for r in results] == ["completed"] * len(spec.trials)
     for r in results:  # what each child process saw, set before it imported numpy
         assert r.worker["pid"] != os.getpid()
         assert r.worker["env"] == {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
                                    "MKL_NUM_THREADS": threads}
         assert r.worker["blas_threads"] == [int(threads)]  # threadpoolctl: what BLAS uses
-    assert len({r.worker["pid"] for r in results}) == workers
+    # a fast worker may take both trials before the other has started: at most one pid each
+    assert len({r.worker["pid"] for r in results}) <= min(workers, len(spec.trials))
     assert dict(os.environ) == before  # the limits were for the children only
 
 

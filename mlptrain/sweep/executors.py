@@ -68,17 +68,20 @@ class LocalExecutor:
     """
 
     def __init__(self, workers: int | None = None, cores: int | None = None):
-        cores = cores or available_cores()
-        self.workers = max(1, workers or cores)
-        self.threads = max(1, cores // self.workers)
+        self.cores = cores or available_cores()
+        self.workers = max(1, workers or self.cores)
+        self.threads = self.threads_for(self.workers)
+
+    def threads_for(self, processes: int) -> int:
+        return max(1, self.cores // processes)
 
     def describe(self) -> str:
         return f"{self.workers} worker process{'es' * (self.workers > 1)} x {self.threads} " \
                f"BLAS thread{'s' * (self.threads > 1)}"
 
     def start(self, ctx, target, args, count: int) -> list:
-        """Starts `count` processes running target(*args) with this executor's limits."""
-        with child_environment(self.threads), sigint_ignored():
+        """Starts `count` processes running target(*args), sharing the cores between them."""
+        with child_environment(self.threads_for(count)), sigint_ignored():
             procs = [ctx.Process(target=target, args=args, daemon=True) for _ in range(count)]
             for p in procs:
                 p.start()
@@ -89,7 +92,7 @@ class LocalExecutor:
             return
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: env read at startup
         task_q, event_q, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-        count = min(self.workers, len(tasks))
+        count = min(self.workers, len(tasks))  # fewer trials than workers: more threads each
         for task in tasks:
             task_q.put(task)
         for _ in range(count):
