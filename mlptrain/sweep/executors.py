@@ -237,8 +237,10 @@ class DaskExecutor:
         except KeyboardInterrupt:
             stop.set()
             running = [f for f in futures if not f.done()]
-            with contextlib.suppress(Exception, KeyboardInterrupt):
-                d.wait(running, timeout=STOP_TIMEOUT)
+            deadline = time.monotonic() + STOP_TIMEOUT
+            with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: stop waiting
+                while time.monotonic() < deadline and not all(f.done() for f in running):
+                    time.sleep(0.2)  # the futures resolve on the client's own thread
             for future in running:
                 if future.done():
                     report(_dask_result(future, futures[future]))
