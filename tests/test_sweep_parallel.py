@@ -146,7 +146,9 @@ def test_cli_dry_run_lists_the_trials(sweep_toml, runs_dir):
 
 def test_ctrl_c_stops_the_workers_and_marks_trials_interrupted(tmp_path):
     config = tmp_path / "long.toml"
-    config.write_text(XOR_SWEEP.replace('"model.hidden" = [2, 4, 8]', '"train.epochs" = [3000]'))
+    # 100 trials (~1 kB pickled each) overfill the task pipe: exiting must not wait to flush it
+    config.write_text(XOR_SWEEP.replace('"model.hidden" = [2, 4, 8]', '"train.epochs" = [3000]')
+                      .replace('"train.seed" = [0, 1]', f'"train.seed" = {list(range(100))}'))
     runs = tmp_path / "runs"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "mlptrain", "sweep", str(config),
@@ -160,18 +162,22 @@ def test_ctrl_c_stops_the_workers_and_marks_trials_interrupted(tmp_path):
         if found:
             trials_json = found[0]
             trials = json.loads(trials_json.read_text())["trials"]  # written atomically
-            if sum(t["status"] == "running" for t in trials) == 2:
+            if sum(t["status"] == "running" for t in trials[:2]) == 2:
                 break
         time.sleep(0.1)
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # hung: leave nothing behind
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted" in stderr
     assert "run the same command again to resume" in stdout
     trials = json.loads(trials_json.read_text())["trials"]
-    assert [t["status"] for t in trials] == ["interrupted", "interrupted"]
-    for t in trials:
+    assert [t["status"] for t in trials] == ["interrupted"] * 2 + ["pending"] * 98
+    for t in trials[:2]:
         run = RunStore(runs).find(t["run_id"])
         assert run.read_summary()["status"] == "interrupted"
         with pytest.raises(ProcessLookupError):  # the worker is gone

@@ -97,6 +97,8 @@ class LocalExecutor:
             task_q.put(task)
         for _ in range(count):
             task_q.put(None)  # one "no more work" per worker
+        # after Ctrl-C the unstarted tasks stay in the pipe; exiting must not wait to flush them
+        task_q.cancel_join_thread()
         procs = self.start(ctx, _worker_main, (task_q, event_q, stop), count)
         pending = {task.index: task for task in tasks}
         try:
