@@ -97,6 +97,8 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
                              epochs=started.get("epochs", 0),
                              seconds=time.perf_counter() - start, worker=worker_info(), **extra)
 
+    if should_stop():  # queued before the sweep was stopped: leave no run behind
+        return finished("interrupted")
     try:
         result = fit_experiment(task.config, RunStore(Path(task.runs_root)), on_event)
     except KeyboardInterrupt:
