@@ -222,6 +222,8 @@ def test_a_sweep_writes_runs_trials_and_summary(sweep_file, tmp_path):
         run = store.find(t["run_id"])
         assert t["name"] in run.run_id
         assert run.read_summary()["final"]["test_accuracy"] == t["final"]["test_accuracy"]
+        mark = json.loads((run.path / "sweep.json").read_text())
+        assert mark["sweep_id"] == spec.sweep_id and mark["point"] == t["point"]
     summary = json.loads((result.path / "summary.json").read_text())
     assert summary == json.loads(json.dumps(result.summary))
     assert [g["n"] for g in summary["groups"]] == [2, 2, 2]

@@ -13,6 +13,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+from mlptrain.runs import atomic_write_text
 from mlptrain.sweep.grid import SweepSpec
 from mlptrain.sweep.store import SweepDir
 from mlptrain.sweep.summary import group_rows, summary_csv, trial_rows
@@ -93,15 +94,27 @@ def _record(sweep: SweepDir, event) -> None:
             record["previous_runs"].append(record["run_id"])
         record.update(status="running", run_id=event.run_id, parameters=event.parameters,
                       final=None, error="")
+        _mark_run(sweep, record)
     elif isinstance(event, TrialFinished):
         record = sweep.records[event.index]
         if event.run_id and record["run_id"] not in (None, event.run_id):
             record["previous_runs"].append(record["run_id"])
         record.update({k: v for k, v in asdict(event).items() if k not in ("index", "name")})
         record["run_id"] = event.run_id or record["run_id"]
+        if event.run_id and event.status == "completed":
+            _mark_run(sweep, record)  # Dask reports no start: mark the run at its end
     else:
         return
     sweep.write_trials()
+
+
+def _mark_run(sweep: SweepDir, record: dict[str, Any]) -> None:
+    """Writes sweep.json into the trial's run, so the run names the sweep it belongs to."""
+    run_dir = sweep.runs_root / record["run_id"]
+    if run_dir.is_dir():  # a Dask worker may have written it on another machine
+        mark = {"sweep_id": sweep.spec.sweep_id, "sweep_path": str(sweep.path),
+                "index": record["index"], "point": record["point"]}
+        atomic_write_text(run_dir / "sweep.json", json.dumps(mark, indent=2) + "\n")
 
 
 def _counts(sweep: SweepDir) -> dict[str, int]:

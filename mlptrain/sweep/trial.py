@@ -114,7 +114,7 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
 def share_mnist_between_trials() -> None:
     """In a worker process that runs many trials, decode the MNIST files once (about 1 s per
     load here) and hand every later trial the same read-only arrays."""
-    import mlptrain.data as data
+    from mlptrain import data
 
     original = data.load_mnist
     if getattr(original, "shared", False):
