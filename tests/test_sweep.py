@@ -334,3 +334,18 @@ def test_worker_processes_decode_mnist_once_and_share_it_read_only(monkeypatch):
     first = data.load_mnist(folder, download=False)
     assert data.load_mnist(folder, download=False) is first
     assert first.train_images.shape == (60000, 784) and not first.train_images.flags.writeable
+
+
+def test_a_stopped_trial_leaves_its_run_interrupted_never_running(sweep_file, tmp_path,
+                                                                   monkeypatch):
+    from mlptrain.sweep import trial as trial_module
+    from mlptrain.sweep.trial import TrialTask, run_trial
+
+    monkeypatch.setattr(trial_module, "STOP_CHECK_SECONDS", 0.0)  # check at every event
+    answers = iter([False] + [True] * 10_000)  # not stopped when it starts, then stopped
+    first = load_sweep(sweep_file()).trials[0]
+    result = run_trial(TrialTask(0, first.name, first.config, str(tmp_path)),
+                       should_stop=lambda: next(answers))
+    assert result.status == "interrupted" and result.run_id
+    # stopping at RunStarted would leave "running": the loop's events are where a trial stops
+    assert Run(tmp_path / result.run_id).read_summary()["status"] == "interrupted"

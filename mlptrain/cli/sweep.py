@@ -34,7 +34,8 @@ def sweep(
     executor: str = typer.Option("local", "--executor",
                                  help="Where trials run: local (processes here) or dask."),
     scheduler: Optional[str] = typer.Option(
-        None, "--scheduler", help="The Dask scheduler's address for --executor dask, e.g. tcp://10.0.0.5:8786."),
+        None, "--scheduler",
+        help="The Dask scheduler's address for --executor dask, e.g. tcp://10.0.0.5:8786."),
     formats: Optional[List[str]] = typer.Option(
         None, "--format", help="Figure format: png (default) or svg; repeat for both."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the trials and exit."),

@@ -16,9 +16,9 @@ import itertools
 import json
 import re
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from collections.abc import Callable, Sequence
 from typing import Any
 
 if sys.version_info >= (3, 11):

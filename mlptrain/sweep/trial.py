@@ -8,9 +8,9 @@ below, small picklable dataclasses that cross process boundaries through a queue
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from mlptrain.config import Config
@@ -80,16 +80,21 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
         if isinstance(event, RunStarted):
             started.update(run_id=event.run_id, parameters=event.parameters)
             report(TrialStarted(task.index, task.name, event.run_id, event.parameters))
-        elif isinstance(event, StepsDone):
+            return
+        if isinstance(event, StepsDone):
             report(TrialProgress(task.index, event.epoch, task.config.train.epochs, event.step,
                                  event.steps, event.loss, event.accuracy))
         elif isinstance(event, EpochEnded):
             started["epochs"] = event.epoch
+        else:
+            return
+        # only the loop's events may stop a trial: fit_experiment marks its run interrupted
+        # from inside the loop, not before (RunStarted comes before the loop's try)
         now = time.perf_counter()
         if now - last_check[0] >= STOP_CHECK_SECONDS:
             last_check[0] = now
             if should_stop():
-                raise KeyboardInterrupt  # fit_experiment marks the run interrupted
+                raise KeyboardInterrupt
 
     def finished(status: str, **extra) -> TrialFinished:
         return TrialFinished(task.index, task.name, status, started.get("run_id"),
@@ -105,7 +110,7 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
         return finished("interrupted")
     except MlptrainError as exc:
         return finished("failed", error=str(exc))
-    except Exception as exc:  # noqa: BLE001 - a bug, not a bad point: keep the sweep going, keep the evidence
+    except Exception as exc:  # noqa: BLE001 - a bug, not a bad point: keep going, keep the evidence
         return finished("failed", error=f"{type(exc).__name__}: {exc}")
     summary = result.summary
     return finished("completed", final=summary["final"])
