@@ -17,7 +17,8 @@ from mlptrain.cli import app
 from mlptrain.errors import ConfigError
 from mlptrain.runs import RunStore
 from mlptrain.sweep import InlineExecutor, LocalExecutor, load_sweep, run_sweep
-from mlptrain.sweep.executors import child_environment, import_distributed
+from mlptrain.sweep.cluster import import_distributed
+from mlptrain.sweep.executors import child_environment
 
 from conftest import ROOT
 from test_sweep import XOR_SWEEP
@@ -213,6 +214,9 @@ def test_dask_local_cluster_gives_the_same_results_as_local_workers(sweep_toml, 
                        cluster.scheduler_address, "--runs-dir", tmp_path / "cli")
     dask = finished(events)
     assert [r.status for r in dask] == ["completed"] * 4
+    started = [e for e in events if type(e).__name__ == "TrialStarted"]
+    assert sorted(e.index for e in started) == [0, 1, 2, 3]  # through the Dask Queue
+    assert sorted(e.run_id for e in started) == sorted(r.run_id for r in dask)
     assert [r.final for r in dask] == [r.final for r in finished(inline)]
     assert {r.worker["pid"] for r in dask} - {os.getpid()}  # ran in the cluster's workers
     assert all(r.worker["env"]["OMP_NUM_THREADS"] == "1" for r in dask)

@@ -1,4 +1,4 @@
-"""Where trials run: in this process, in local worker processes, or on a Dask cluster.
+"""Where trials run: in this process or in local worker processes (cluster.py: on Dask).
 
 An executor's `run(tasks, report)` runs every task and calls `report` (in the calling thread)
 with each trial's events, ending with one TrialFinished per trial that ran. On Ctrl-C it asks
@@ -14,16 +14,14 @@ import os
 import queue
 import signal
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-from mlptrain.errors import ConfigError, MlptrainError
+from mlptrain.errors import MlptrainError
 from mlptrain.sweep.trial import (THREAD_VARIABLES, TrialFinished, TrialTask, run_trial,
                                   share_mnist_between_trials)
 
 STOP_TIMEOUT = 30.0  # seconds the running trials get to stop cleanly after Ctrl-C
-DASK_HINT = "pip install 'mlptrain[dask]'"
 
 
 class SweepError(MlptrainError):
@@ -185,86 +183,3 @@ def sigint_ignored():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-# -- a Dask cluster --------------------------------------------------------------------------------
-
-
-def import_distributed():
-    try:
-        import distributed
-    except ImportError:
-        raise ConfigError(f"--executor dask needs dask.distributed, which is not installed; "
-                          f"install it with: {DASK_HINT}") from None
-    return distributed
-
-
-class DaskExecutor:
-    """Submits each trial to a dask.distributed scheduler; results come back as futures.
-
-    Workers need mlptrain installed, the data reachable at the config's path, and the runs
-    directory on a filesystem they share with this machine (else the run directories stay on
-    the workers; the sweep summary still gets every result).
-    """
-
-    workers, threads = None, None
-
-    def __init__(self, address: str, connect_timeout: float = 10.0):
-        if not address:
-            raise ConfigError("--executor dask needs --scheduler ADDRESS, e.g. "
-                              "--scheduler tcp://10.0.0.5:8786.")
-        self.address, self.connect_timeout = address, connect_timeout
-        self.distributed = import_distributed()
-
-    def describe(self) -> str:
-        return f"Dask scheduler {self.address}"
-
-    def run(self, tasks: list[TrialTask], report: Callable[[Any], None]) -> None:
-        if not tasks:
-            return
-        d = self.distributed
-        try:
-            client = d.Client(self.address, timeout=self.connect_timeout, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise SweepError(f"cannot reach the Dask scheduler at {self.address} ({exc}). Start "
-                             "one with `dask scheduler` and give its tcp:// address.") from None
-        stop_name = f"mlptrain-stop-{uuid.uuid4().hex}"
-        stop = d.Event(stop_name, client=client)
-        futures = {client.submit(_dask_trial, task, stop_name, pure=False,
-                                 key=f"mlptrain-{task.name}-{uuid.uuid4().hex[:8]}"): task
-                   for task in tasks}
-        try:
-            for future in d.as_completed(list(futures), loop=client.loop):
-                report(_dask_result(future, futures[future]))
-        except KeyboardInterrupt:
-            stop.set()
-            running = [f for f in futures if not f.done()]
-            deadline = time.monotonic() + STOP_TIMEOUT
-            with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: stop waiting
-                while time.monotonic() < deadline and not all(f.done() for f in running):
-                    time.sleep(0.2)  # the futures resolve on the client's own thread
-            for future in running:
-                if future.done():
-                    report(_dask_result(future, futures[future]))
-            raise
-        finally:
-            with contextlib.suppress(Exception):
-                client.cancel(list(futures))
-                client.close()
-
-
-def _dask_result(future, task: TrialTask) -> TrialFinished:
-    try:
-        return future.result()
-    except Exception as exc:  # noqa: BLE001 - the worker died or could not run the task
-        return TrialFinished(task.index, task.name, "failed",
-                             error=f"the Dask task failed: {type(exc).__name__}: {exc}")
-
-
-def _dask_trial(task: TrialTask, stop_name: str) -> TrialFinished:
-    """Runs on a Dask worker; stops when the sweep sets its Event."""
-    from distributed import Event
-
-    share_mnist_between_trials()  # a worker runs many trials: keep the decoded data
-    stop = Event(stop_name)
-    return run_trial(task, should_stop=stop.is_set)
