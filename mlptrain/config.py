@@ -238,6 +238,8 @@ def _build(raw: dict, where: _Where) -> Config:
                 raise ConfigError(f"{where(None, 'name')} = {value!r}: expected a run name of "
                                   "letters, digits, '.', '_' or '-'.")
             config.name = value
+        elif key == "sweep":
+            continue  # a sweep's grid: read by mlptrain.sweep; fit trains the base config
         elif key in SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where(None, key)} = {value!r}: expected a table [{key}].")

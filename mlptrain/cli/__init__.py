@@ -27,8 +27,6 @@ from mlptrain.cli.common import (
     out,
     usage,
 )
-from mlptrain.cli.common import fail as _fail  # noqa: F401 - the name other modules import
-from mlptrain.cli.common import interrupted as _interrupted  # noqa: F401
 from mlptrain.config import load_config
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment import evaluate_run, fit_experiment, plan, resume_experiment
@@ -198,7 +196,7 @@ def config_check(
 
 def _register_commands() -> None:
     """Commands that live in their own modules add themselves to `app` on import."""
-    from mlptrain.cli import gradcheck, predict, runs  # noqa: F401
+    from mlptrain.cli import gradcheck, predict, runs, sweep  # noqa: F401
     from mlptrain.cli.plot import plot
 
     app.command(epilog=EXIT_CODES_HELP)(plot)

@@ -1,0 +1,101 @@
+"""`mlptrain sweep CONFIG`: a grid of runs, side by side, summarized. One library call:
+mlptrain.sweep.run_sweep; this module parses options and renders the sweep's events."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mlptrain.cli import app
+from mlptrain.cli.common import RunsDir, err, fail, interrupted, out
+from mlptrain.errors import MlptrainError
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help="A TOML config with a \\[sweep] table of axes, e.g. "
+                                            "configs/mnist-capacity.toml."),
+    grid: Optional[List[str]] = typer.Option(
+        None, "--grid", "-g", metavar="SECTION.KEY=V1,V2,...",
+        help="Add or replace an axis (repeatable), e.g. --grid train.seed=0,1,2."),
+    set_: Optional[List[str]] = typer.Option(
+        None, "--set", "-s", metavar="SECTION.KEY=VALUE",
+        help="Override one config key in every trial (repeatable), e.g. --set train.epochs=2."),
+    samples: int = typer.Option(0, "--samples", min=0,
+                                help="Run N grid points drawn at random (0: the whole grid)."),
+    sample_seed: int = typer.Option(0, "--sample-seed", min=0,
+                                    help="Seed of the --samples draw."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", "-w", min=0,
+        help="Worker processes (default: the number of cores; 0: run in this process). BLAS "
+             "threads per worker are set so workers x threads <= cores."),
+    executor: str = typer.Option("local", "--executor",
+                                 help="Where trials run: local (processes here) or dask."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler",
+        help="The Dask scheduler's address for --executor dask, e.g. tcp://10.0.0.5:8786."),
+    formats: Optional[List[str]] = typer.Option(
+        None, "--format", help="Figure format: png (default) or svg; repeat for both."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the trials and exit."),
+    runs_dir: Optional[Path] = RunsDir,
+):
+    """Run a grid of trials (each an ordinary run) and write runs/sweeps/<sweep-id>/: the trial
+    list, summary.csv, summary.json and the capacity figure. Running the same sweep again
+    resumes it: completed trials are skipped, failed and interrupted ones run again."""
+    from mlptrain.cli.sweep_render import SweepRenderer, trials_table
+    from mlptrain.runs import RunStore
+    from mlptrain.sweep import load_sweep, run_sweep
+
+    warnings.filterwarnings("ignore", message="(overflow|invalid value)", category=RuntimeWarning)
+    try:
+        spec = load_sweep(config, set_ or [], grid or [], samples, sample_seed)
+        figure_formats = _formats(formats or ["png"])
+        if dry_run:
+            out.print(trials_table(spec))
+            return
+        runner = _executor(executor, workers, scheduler)
+        with SweepRenderer(out) as renderer:
+            result = run_sweep(spec, RunStore(runs_dir).root, runner, renderer, figure_formats)
+    except MlptrainError as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        interrupted()
+    failed = result.summary["counts"].get("failed", 0)
+    if failed:
+        err.print(f"[bold red]error:[/bold red] {failed} of {len(spec.trials)} trials failed "
+                  f"(their errors are in {result.path / 'trials.json'}); run the same command "
+                  "again to retry them.", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _formats(formats: list[str]) -> tuple[str, ...]:
+    from mlptrain.reports.capacity import FORMATS
+
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}.",
+                                     param_hint="--format")
+    return tuple(dict.fromkeys(formats))
+
+
+def _executor(name: str, workers: int | None, scheduler: str | None):
+    from mlptrain.sweep import DaskExecutor, InlineExecutor, LocalExecutor
+
+    if name == "dask":
+        if workers is not None:
+            raise typer.BadParameter("applies to --executor local; a Dask cluster has the "
+                                     "workers its scheduler knows.", param_hint="--workers")
+        if not scheduler:
+            raise typer.BadParameter("--executor dask needs the scheduler's address, e.g. "
+                                     "--scheduler tcp://10.0.0.5:8786.", param_hint="--scheduler")
+        return DaskExecutor(scheduler)
+    if name != "local":
+        raise typer.BadParameter(f"{name!r} is not one of local, dask.",
+                                 param_hint="--executor")
+    if scheduler:
+        raise typer.BadParameter("is for --executor dask; add --executor dask.",
+                                 param_hint="--scheduler")
+    return InlineExecutor() if workers == 0 else LocalExecutor(workers)

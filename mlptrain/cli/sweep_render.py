@@ -1,0 +1,133 @@
+"""Renders a sweep's events: one overall bar plus a line per running trial on a terminal, one
+line per finished trial elsewhere, and a table of mean +- std per grid point at the end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+from mlptrain.sweep import (SweepFinished, SweepInterrupted, SweepSpec, SweepStarted,
+                            TrialFinished, TrialProgress, TrialStarted)
+from mlptrain.sweep.runner import CAPACITY_AXIS
+
+STATUS_STYLE = {"completed": "green", "failed": "bold red", "interrupted": "yellow"}
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _value(v: Any) -> str:
+    return " ".join(str(i) for i in v) if isinstance(v, list) else str(v)
+
+
+class SweepRenderer:
+    """Turns sweep events into output; a context manager around run_sweep."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.live = console.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
+            TimeRemainingColumn(), console=console, disable=not self.live)
+        self.overall = None
+        self.running: dict[int, int] = {}  # trial index -> progress task
+        self.total = self.done = 0
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def __call__(self, event) -> None:
+        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        if handler:
+            handler(event)
+
+    def _on_SweepStarted(self, e: SweepStarted) -> None:
+        skipped = len(e.trials) - len(e.to_run)
+        resumed = f"; {skipped} completed earlier, skipped" if skipped else ""
+        self.console.print(f"[bold]sweep[/bold] {e.sweep_id}: {len(e.trials)} trials"
+                           f"{resumed}; {e.executor}", highlight=False)
+        self.console.print(f"  {e.path}", highlight=False, soft_wrap=True)
+        self.total = len(e.to_run)
+        self.overall = self.progress.add_task("[bold]trials[/bold]", total=self.total or 1,
+                                              info=f"0/{self.total}")
+
+    def _on_TrialStarted(self, e: TrialStarted) -> None:
+        if self.live:
+            self.running[e.index] = self.progress.add_task(f"  {e.name}", total=None,
+                                                           info="starting")
+
+    def _on_TrialProgress(self, e: TrialProgress) -> None:
+        task = self.running.get(e.index)
+        if task is not None:
+            done = (e.epoch - 1) * e.steps + e.step
+            self.progress.update(task, total=e.epochs * e.steps, completed=done,
+                                 info=f"epoch {e.epoch}/{e.epochs} loss {e.loss:.4f} "
+                                      f"acc {100 * e.accuracy:.1f}%")
+
+    def _on_TrialFinished(self, e: TrialFinished) -> None:
+        task = self.running.pop(e.index, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        self.done += 1
+        self.progress.update(self.overall, completed=self.done, info=f"{self.done}/{self.total}")
+        style = STATUS_STYLE.get(e.status, "")
+        test = e.final.get("test_accuracy") if e.final else None
+        detail = f"test {_pct(test)}" if e.status == "completed" else escape(e.error)
+        self.console.print(f"[{self.done}/{self.total}] {e.name}: [{style}]{e.status}[/{style}]"
+                           f"  {detail}  {e.seconds:.1f}s", highlight=False, soft_wrap=True)
+
+    def _on_SweepInterrupted(self, e: SweepInterrupted) -> None:
+        self.progress.stop()
+        counts = ", ".join(f"{n} {status}" for status, n in e.counts.items())
+        self.console.print(f"sweep {e.sweep_id} interrupted ({counts}); run the same command "
+                           "again to resume it", highlight=False, soft_wrap=True)
+
+    def _on_SweepFinished(self, e: SweepFinished) -> None:
+        self.progress.stop()
+        self.console.print(summary_table(e.summary))
+        counts = ", ".join(f"{n} {status}" for status, n in e.summary["counts"].items())
+        self.console.print(f"sweep {e.sweep_id}: {counts}; {e.wall_seconds:.1f}s", highlight=False)
+        for path in e.files:
+            self.console.print(f"  {path}", highlight=False, soft_wrap=True)
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """Mean +- std of the test accuracy per grid point."""
+    groups = summary["groups"]
+    point_axes = list(groups[0]["point"]) if groups else []
+    table = Table(title=f"sweep {summary['sweep_id']}", title_justify="left")
+    for axis in point_axes:
+        table.add_column(axis, justify="right")
+    for col in ("params", "n", "test accuracy", "std", "time/trial"):
+        table.add_column(col, justify="right")
+    for g in groups:
+        mean, std = g["mean"], g["std"]
+        seconds = "-" if mean["seconds"] is None else f"{mean['seconds']:.1f}s"
+        params = "-" if g["parameters"] is None else f"{g['parameters']:,}"
+        table.add_row(*(_value(g["point"][a]) for a in point_axes), params, str(g["n"]),
+                      _pct(mean["test_accuracy"]), _pct(std["test_accuracy"]), seconds)
+    return table
+
+
+def trials_table(spec: SweepSpec) -> Table:
+    """The trials a sweep would run (for --dry-run)."""
+    keys = [a.key for a in spec.axes]
+    sampled = f", {spec.samples} sampled" if spec.samples else ""
+    table = Table(title=f"sweep {spec.sweep_id}: {len(spec.trials)} trials of a "
+                        f"{spec.grid_size}-point grid{sampled}", title_justify="left")
+    for col in ("#", *keys, "run name"):
+        table.add_column(col, justify="left" if col in ("run name", CAPACITY_AXIS) else "right")
+    for t in spec.trials:
+        table.add_row(str(t.index), *(_value(t.point[k]) for k in keys), t.name)
+    return table

@@ -1,0 +1,185 @@
+"""Where trials run: in this process or in local worker processes (cluster.py: on Dask).
+
+An executor's `run(tasks, report)` runs every task and calls `report` (in the calling thread)
+with each trial's events, ending with one TrialFinished per trial that ran. On Ctrl-C it asks
+the running trials to stop (each marks its run interrupted), reports what came back, and
+re-raises KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mlptrain.errors import MlptrainError
+from mlptrain.sweep.trial import (THREAD_VARIABLES, TrialFinished, TrialTask, run_trial,
+                                  share_mnist_between_trials)
+
+STOP_TIMEOUT = 30.0  # seconds the running trials get to stop cleanly after Ctrl-C
+
+
+class SweepError(MlptrainError):
+    """The sweep's machinery (worker processes, the Dask scheduler) failed."""
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
+    except AttributeError:  # pragma: no cover - macOS and Windows
+        return os.cpu_count() or 1
+
+
+# -- in this process -------------------------------------------------------------------------------
+
+
+class InlineExecutor:
+    """Runs trials one after another in this process (`--workers 0`): for debugging."""
+
+    workers, threads = 0, None
+
+    def describe(self) -> str:
+        return "in this process"
+
+    def run(self, tasks: list[TrialTask], report: Callable[[Any], None]) -> None:
+        for task in tasks:
+            result = run_trial(task, report)
+            report(result)
+            if result.status == "interrupted":  # only Ctrl-C interrupts a trial here
+                raise KeyboardInterrupt
+
+
+# -- local worker processes ------------------------------------------------------------------------
+
+
+class LocalExecutor:
+    """`workers` spawned processes pull trials from a queue and send events back on another.
+
+    Each worker gets `threads` BLAS threads, set in its environment before it imports NumPy, so
+    that workers x threads never exceeds the cores. Workers ignore SIGINT: Ctrl-C reaches this
+    process only, which tells them to stop through an Event they poll between steps.
+    """
+
+    def __init__(self, workers: int | None = None, cores: int | None = None):
+        self.cores = cores or available_cores()
+        self.workers = max(1, workers or self.cores)
+        self.threads = self.threads_for(self.workers)
+
+    def threads_for(self, processes: int) -> int:
+        return max(1, self.cores // processes)
+
+    def describe(self) -> str:
+        return f"{self.workers} worker process{'es' * (self.workers > 1)} x {self.threads} " \
+               f"BLAS thread{'s' * (self.threads > 1)}"
+
+    def start(self, ctx, target, args, count: int) -> list:
+        """Starts `count` processes running target(*args), sharing the cores between them."""
+        with child_environment(self.threads_for(count)), sigint_ignored():
+            procs = [ctx.Process(target=target, args=args, daemon=True) for _ in range(count)]
+            for p in procs:
+                p.start()
+        return procs
+
+    def run(self, tasks: list[TrialTask], report: Callable[[Any], None]) -> None:
+        if not tasks:
+            return
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: env read at startup
+        task_q, event_q, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+        count = min(self.workers, len(tasks))  # fewer trials than workers: more threads each
+        for task in tasks:
+            task_q.put(task)
+        for _ in range(count):
+            task_q.put(None)  # one "no more work" per worker
+        # after Ctrl-C the unstarted tasks stay in the pipe; exiting must not wait to flush them
+        task_q.cancel_join_thread()
+        procs = self.start(ctx, _worker_main, (task_q, event_q, stop), count)
+        pending = {task.index: task for task in tasks}
+        try:
+            _pump(event_q, procs, pending, report, deadline=None)
+            _report_lost(pending, procs, report)
+        except KeyboardInterrupt:
+            stop.set()
+            try:
+                _pump(event_q, procs, pending, report, deadline=time.monotonic() + STOP_TIMEOUT)
+            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+                pass
+            raise
+        finally:
+            for p in procs:
+                p.join(timeout=1.0)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+
+
+def _pump(event_q, procs, pending: dict, report, deadline: float | None) -> None:
+    """Forwards worker events until every task has finished, the workers are gone, or the
+    deadline passes."""
+    while pending and (deadline is None or time.monotonic() < deadline):
+        try:
+            event = event_q.get(timeout=0.2)
+        except queue.Empty:
+            if not any(p.is_alive() for p in procs):
+                try:  # the last events may still be in the pipe
+                    event = event_q.get(timeout=0.5)
+                except queue.Empty:
+                    return
+            else:
+                continue
+        report(event)
+        if isinstance(event, TrialFinished):
+            pending.pop(event.index, None)
+
+
+def _report_lost(pending: dict, procs, report) -> None:
+    """Trials whose worker died (killed, out of memory) without reporting: failed."""
+    codes = sorted({p.exitcode for p in procs if p.exitcode})
+    for task in list(pending.values()):
+        report(TrialFinished(task.index, task.name, "failed",
+                             error=f"its worker process exited (codes {codes}) before the "
+                                   "trial finished"))
+        pending.pop(task.index)
+
+
+def _worker_main(task_q, event_q, stop) -> None:
+    share_mnist_between_trials()
+    while not stop.is_set():
+        task = task_q.get()
+        if task is None:
+            break
+        event_q.put(run_trial(task, event_q.put, stop.is_set))
+
+
+@contextlib.contextmanager
+def child_environment(threads: int):
+    """Sets the BLAS thread variables for processes started inside the block (a spawned child
+    copies this environment), and restores ours afterwards."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    os.environ.update({k: str(threads) for k in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def sigint_ignored():
+    """Children started inside inherit SIGINT ignored (Python keeps an inherited SIG_IGN)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

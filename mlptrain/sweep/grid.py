@@ -1,0 +1,266 @@
+"""A sweep's grid: axes over dotted config keys, validated like the config, expanded to trials.
+
+    [sweep]
+    "model.hidden" = [2, 4, 8, 16]      # every value of every axis is one coordinate
+    "train.seed" = [0, 1, 2]            # 4 x 3 = 12 trials
+
+An axis key names a config key as `section.key` (or `name`); each of its values is checked by the
+same rules as that key in a config file, so a bad value names the file, the axis and the value.
+`--grid key=v1,v2,...` adds or replaces an axis; `--samples N` keeps N random grid points.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+import numpy as np
+
+from mlptrain.config import (SECTIONS, Config, _check_value, _did_you_mean, load_config,
+                             parse_config)
+from mlptrain.errors import ConfigError
+
+SWEEP_TABLE = "sweep"
+REPLICATE_AXES = ("train.seed",)  # axes averaged over in the summary: the rest is a grid point
+
+
+@dataclass
+class Axis:
+    key: str  # dotted config key, e.g. model.hidden
+    values: list[Any]
+
+
+@dataclass
+class Trial:
+    """One grid point: its position in the full grid, coordinates and run name."""
+
+    index: int
+    point: dict[str, Any]  # axis key -> value
+    name: str
+    config: Config = field(repr=False)
+
+
+@dataclass
+class SweepSpec:
+    """Everything that defines a sweep; two runs of the same spec are the same sweep."""
+
+    name: str
+    source: str
+    base: Config  # the config with --set applied, before any axis
+    axes: list[Axis]
+    samples: int  # 0 = the whole grid
+    sample_seed: int
+    trials: list[Trial]
+
+    @property
+    def grid_size(self) -> int:
+        return int(np.prod([len(a.values) for a in self.axes]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source,
+                "axes": {a.key: a.values for a in self.axes},
+                "samples": self.samples, "sample_seed": self.sample_seed,
+                "overrides": self.base.overrides, "base": self.base.to_dict()}
+
+    @property
+    def sweep_id(self) -> str:
+        """The sweep's name plus a hash of what it runs: the same spec finds the same sweep."""
+        identity = {k: v for k, v in self.to_dict().items() if k not in ("source", "overrides")}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return f"{self.name}-{digest[:8]}"
+
+
+def load_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[str] = (),
+               samples: int = 0, sample_seed: int = 0) -> SweepSpec:
+    """Reads a sweep config: its [sweep] table, then --grid axes, then the trials."""
+    path = Path(path)
+    base = load_config(path, overrides)  # reports unreadable files and bad base keys first
+    text = path.read_text(encoding="utf-8")
+    table = tomllib.loads(text).get(SWEEP_TABLE, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {SWEEP_TABLE} = {table!r}: expected a table [sweep] of axes "
+                          'such as "model.hidden" = [2, 4, 8].')
+    axes = {}
+    for key, values in _flatten(table).items():
+        where = _file_place(path, text, key)
+        axes[key] = Axis(key, _check_axis(key, values, where))
+    for item in grid:
+        key, values = parse_grid_option(item)
+        axes[key] = Axis(key, _check_axis(key, values, lambda k=key: f"--grid {k}"))
+    if not axes:
+        raise ConfigError(f"{path} has no [sweep] axes and no --grid was given; add for example "
+                          '[sweep] "model.hidden" = [2, 4, 8] or --grid model.hidden=2,4,8.')
+    spec = SweepSpec(base.name, str(path), base, list(axes.values()), samples, sample_seed, [])
+    if samples < 0:
+        raise ConfigError(f"--samples {samples}: expected 0 (the whole grid) or more.")
+    if samples > spec.grid_size:
+        raise ConfigError(f"--samples {samples} is more than the {spec.grid_size} points of the "
+                          "grid; ask for fewer, or leave --samples out to run them all.")
+    spec.trials = [_trial(spec, path, overrides, index, point)
+                   for index, point in sample_points(spec.axes, samples, sample_seed)]
+    return spec
+
+
+# -- axes ----------------------------------------------------------------------------------------
+
+
+def parse_grid_option(item: str) -> tuple[str, list[Any]]:
+    """`key=v1,v2,...` -> (key, values). Values are read as TOML (so `[256,128],[64]` is two
+    lists) or, failing that, split at commas with bare words taken as strings."""
+    if "=" not in item:
+        raise ConfigError(f"--grid {item!r} is not of the form section.key=v1,v2,... (for "
+                          "example --grid model.hidden=2,4,8).")
+    key, text = (part.strip() for part in item.split("=", 1))
+    if not text:
+        raise ConfigError(f"--grid {item!r} gives no values; list them after the =, separated "
+                          "by commas.")
+    try:
+        values = tomllib.loads(f"v = [{text}]")["v"]
+    except tomllib.TOMLDecodeError:
+        values = [_toml_or_word(part.strip()) for part in text.split(",")]
+    return key, values
+
+
+def _toml_or_word(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word such as relu
+
+
+def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
+    """Both `"model.hidden" = [...]` and `[sweep.model] hidden = [...]` name model.hidden."""
+    flat = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_axis(key: str, values: Any, where: Callable[[], str]) -> list[Any]:
+    """The axis's values, each checked against its config key's type and constraints."""
+    f = _config_field(key, where)
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where()} = {values!r}: expected a non-empty list of values, "
+                          "one per grid coordinate.")
+    seen = []
+    for value in values:
+        item = _check_value(f, value, where) if f is not None else _check_name(value, where)
+        if item in seen:
+            raise ConfigError(f"{where()}: the value {value!r} appears twice; each value is one "
+                              "coordinate of the grid.")
+        seen.append(item)
+    return list(values)  # as written (16, not [16]): they name the trials and the summary
+
+
+def _config_field(key: str, where: Callable[[], str]):
+    if key == "name":
+        return None
+    section, _, name = key.partition(".")
+    if section not in SECTIONS or not name:
+        keys = ["name", *SECTIONS]
+        raise ConfigError(f"{where()}: an axis must name a config key as section.key, with a "
+                          f"section among {', '.join(SECTIONS)} (for example model.hidden)."
+                          f"{_did_you_mean(section, keys)}")
+    known = {f.name: f for f in fields(SECTIONS[section])}
+    if name not in known:
+        raise ConfigError(f"{where()}: [{section}] has no key {name!r}. Valid keys: "
+                          f"{', '.join(known)}.{_did_you_mean(name, list(known))}")
+    return known[name]
+
+
+def _check_name(value: Any, where: Callable[[], str]) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", value):
+        raise ConfigError(f"{where()} = {value!r}: expected a run name of letters, digits, '.', "
+                          "'_' or '-'.")
+    return value
+
+
+def _file_place(path: Path, text: str, key: str) -> Callable[[], str]:
+    """Names an axis in the config file, with its line when it can be found."""
+    def where() -> str:
+        line = _axis_line(text, key)
+        return f"{path}{f', line {line}' if line else ''}: [sweep] {json.dumps(key)}"
+    return where
+
+
+def _axis_line(text: str, key: str) -> int | None:
+    current = None
+    last = key.rsplit(".", 1)[-1]
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.strip()
+        header = re.match(r"^\[\s*([A-Za-z0-9_.\-]+)\s*\]", stripped)
+        if header:
+            current = header.group(1)
+            continue
+        if current == SWEEP_TABLE:
+            pattern = rf"^[\"']?{re.escape(key)}[\"']?\s*="
+        elif current and current.startswith(SWEEP_TABLE + "."):  # [sweep.model] hidden = [...]
+            pattern = rf"^{re.escape(last)}\s*="
+        else:
+            continue
+        if re.match(pattern, stripped):
+            return number
+    return None
+
+
+# -- points and trials ---------------------------------------------------------------------------
+
+
+def sample_points(axes: list[Axis], samples: int = 0, seed: int = 0):
+    """(index, point) for every grid point, in grid order (the last axis varies fastest), or for
+    `samples` distinct points drawn uniformly with a seeded generator, still in grid order."""
+    points = [dict(zip([a.key for a in axes], combo))
+              for combo in itertools.product(*(a.values for a in axes))]
+    indices = range(len(points))
+    if samples:
+        rng = np.random.default_rng(seed)
+        indices = sorted(int(i) for i in rng.choice(len(points), size=samples, replace=False))
+    return [(i, points[i]) for i in indices]
+
+
+def toml_value(value: Any) -> str:
+    """One value as an inline TOML value on one line (JSON's spelling is TOML for these)."""
+    return json.dumps(value)
+
+
+def trial_name(base_name: str, point: dict[str, Any]) -> str:
+    """`mnist-capacity_hidden-16_seed-2`: the base name and each coordinate, in the run id."""
+    short = [key.rsplit(".", 1)[-1] for key in point]
+    parts = [base_name]
+    for key, label in zip(point, short):
+        label = key if short.count(label) > 1 else label
+        value = point[key]
+        if isinstance(value, list):
+            shown = "x".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            shown = "true" if value else "false"
+        else:
+            shown = str(value)
+        parts.append(f"{label}-{shown}")
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", "_".join(parts))
+
+
+def _trial(spec: SweepSpec, path: Path, overrides: Sequence[str], index: int,
+           point: dict[str, Any]) -> Trial:
+    """The trial's config: the file, the --set overrides, then the point as more overrides (so
+    the run's saved config.toml lists the coordinates as `# --set` comments)."""
+    text = path.read_text(encoding="utf-8")
+    axis_overrides = [f"{key}={toml_value(value)}" for key, value in point.items()]
+    config = parse_config(text, str(path), [*overrides, *axis_overrides], spec.name)
+    config.name = trial_name(point.get("name", spec.name), point)
+    return Trial(index, point, config.name, config)

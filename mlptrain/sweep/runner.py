@@ -1,0 +1,146 @@
+"""Runs a sweep: skips the trials already completed, runs the rest on an executor, keeps the
+trial list current as events arrive, and writes the summary and the capacity figure.
+
+Nothing here prints: the sweep's own events and the trials' events go to `on_event`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlptrain.runs import atomic_write_text
+from mlptrain.sweep.grid import SweepSpec
+from mlptrain.sweep.store import SweepDir
+from mlptrain.sweep.summary import group_rows, summary_csv, trial_rows
+from mlptrain.sweep.trial import TrialFinished, TrialStarted, TrialTask
+
+CAPACITY_AXIS = "model.hidden"
+
+
+@dataclass
+class SweepStarted:
+    sweep_id: str
+    path: Path
+    trials: list[dict[str, Any]]  # index, name, point of every trial in the sweep
+    to_run: list[int]  # indices about to run; the others completed in an earlier run
+    executor: str
+
+
+@dataclass
+class SweepFinished:
+    sweep_id: str
+    path: Path
+    summary: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+@dataclass
+class SweepInterrupted:
+    sweep_id: str
+    path: Path
+    counts: dict[str, int]  # status -> trials
+
+
+def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
+              on_event: Callable[[Any], None] = lambda e: None,
+              figure_formats: tuple[str, ...] = ("png",)) -> SweepFinished:
+    """Runs every trial of `spec` not yet completed under runs_root/sweeps/<sweep id>/."""
+    root = Path(runs_root).resolve()  # workers may run elsewhere: give them absolute paths
+    sweep = SweepDir(root, spec)
+    sweep.open()
+    try:
+        todo = [t for t in spec.trials if not sweep.is_done(t.index)]
+        on_event(SweepStarted(spec.sweep_id, sweep.path,
+                              [{"index": t.index, "name": t.name, "point": t.point}
+                               for t in spec.trials],
+                              [t.index for t in todo], executor.describe()))
+        tasks = [TrialTask(t.index, t.name, t.config, str(root)) for t in todo]
+        start = time.perf_counter()
+
+        def handle(event) -> None:
+            _record(sweep, event)
+            on_event(event)
+
+        try:
+            executor.run(tasks, handle)
+        except KeyboardInterrupt:
+            for record in sweep.records.values():
+                if record["status"] == "running":
+                    record["status"] = "interrupted"
+            sweep.write_trials()
+            write_summary(sweep, figure_formats)
+            on_event(SweepInterrupted(spec.sweep_id, sweep.path, _counts(sweep)))
+            raise
+        wall = time.perf_counter() - start
+        summary, files = write_summary(sweep, figure_formats, wall)
+    finally:
+        sweep.close()
+    finished = SweepFinished(spec.sweep_id, sweep.path, summary, files, wall)
+    on_event(finished)
+    return finished
+
+
+def _record(sweep: SweepDir, event) -> None:
+    """Keeps trials.json current: a trial is running once its run exists, then its end."""
+    if isinstance(event, TrialStarted):
+        record = sweep.records[event.index]
+        if record["run_id"] and record["run_id"] != event.run_id:
+            record["previous_runs"].append(record["run_id"])
+        record.update(status="running", run_id=event.run_id, parameters=event.parameters,
+                      final=None, error="")
+        _mark_run(sweep, record)
+    elif isinstance(event, TrialFinished):
+        record = sweep.records[event.index]
+        if event.run_id and record["run_id"] not in (None, event.run_id):
+            record["previous_runs"].append(record["run_id"])
+        record.update({k: v for k, v in asdict(event).items() if k not in ("index", "name")})
+        record["run_id"] = event.run_id or record["run_id"]
+        if event.run_id and event.status == "completed":
+            _mark_run(sweep, record)  # Dask reports no start: mark the run at its end
+    else:
+        return
+    sweep.write_trials()
+
+
+def _mark_run(sweep: SweepDir, record: dict[str, Any]) -> None:
+    """Writes sweep.json into the trial's run, so the run names the sweep it belongs to."""
+    run_dir = sweep.runs_root / record["run_id"]
+    if run_dir.is_dir():  # a Dask worker may have written it on another machine
+        mark = {"sweep_id": sweep.spec.sweep_id, "sweep_path": str(sweep.path),
+                "index": record["index"], "point": record["point"]}
+        atomic_write_text(run_dir / "sweep.json", json.dumps(mark, indent=2) + "\n")
+
+
+def _counts(sweep: SweepDir) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in sweep.records.values():
+        counts[record["status"]] = counts.get(record["status"], 0) + 1
+    return counts
+
+
+def write_summary(sweep: SweepDir, figure_formats: tuple[str, ...] = ("png",),
+                  wall_seconds: float | None = None) -> tuple[dict[str, Any], list[Path]]:
+    """summary.json, summary.csv and (with a model.hidden axis) the capacity figure."""
+    axes = [a.key for a in sweep.spec.axes]
+    records = [sweep.records[t.index] for t in sweep.spec.trials]
+    rows = trial_rows(axes, records)
+    groups = group_rows(axes, rows)
+    summary = {"sweep_id": sweep.spec.sweep_id, "name": sweep.spec.name, "axes": axes,
+               "counts": _counts(sweep), "wall_seconds": wall_seconds,
+               "trials": rows, "groups": groups}
+    files = [sweep.write_text("summary.json", json.dumps(summary, indent=2) + "\n"),
+             sweep.write_text("summary.csv", summary_csv(axes, rows, groups))]
+    if CAPACITY_AXIS in axes and figure_formats:
+        from mlptrain.reports.capacity import capacity_series, draw_capacity
+
+        series = capacity_series(summary)
+        if series:
+            files += draw_capacity(series, sweep.path / "capacity", figure_formats,
+                                   title=sweep.spec.name)
+    return summary, files

@@ -1,0 +1,123 @@
+"""A sweep's directory: its spec, the trial list with run ids and status, the summary, figures.
+
+    runs/sweeps/<name>-<spec hash>/
+      spec.json      axes, samples, the base config: what the sweep runs
+      trials.json    one record per trial: coordinates, status, run id, final metrics
+      summary.json   per-trial rows and per-point mean/std; summary.csv: the same, as a table
+      capacity.png   test accuracy against hidden width (when model.hidden is an axis)
+
+The directory name is derived from the spec, so running the same sweep again finds it and
+resumes. A lock file keeps two processes from running one sweep at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from mlptrain.runs import Run, atomic_write_text
+from mlptrain.sweep.executors import SweepError
+from mlptrain.sweep.grid import SweepSpec
+
+SWEEPS_DIR = "sweeps"  # under the runs root; holds no config.toml, so it is not a run
+DONE = "completed"
+
+
+class SweepDir:
+    def __init__(self, runs_root: Path, spec: SweepSpec):
+        self.runs_root = runs_root
+        self.spec = spec
+        self.path = runs_root / SWEEPS_DIR / spec.sweep_id
+        self.records = self._records()
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    def open(self) -> None:
+        """Creates the directory (or finds it), takes the lock and writes spec and trials."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SweepError(f"cannot create the sweep directory {self.path}: {exc}.") from None
+        self._lock()
+        spec = {"sweep_id": self.spec.sweep_id, **self.spec.to_dict()}
+        atomic_write_text(self.path / "spec.json", json.dumps(spec, indent=2) + "\n")
+        self.write_trials()
+
+    def close(self) -> None:
+        self.lock_path.unlink(missing_ok=True)
+
+    def _lock(self) -> None:
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = _read_pid(self.lock_path)
+                if holder and _alive(holder):
+                    raise SweepError(f"sweep {self.spec.sweep_id} is already running in process "
+                                     f"{holder} (lock {self.lock_path}); wait for it or stop "
+                                     "it first.") from None
+                self.lock_path.unlink(missing_ok=True)  # left by a process that died
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return
+        raise SweepError(f"cannot take the lock {self.lock_path}.")
+
+    def _records(self) -> dict[int, dict[str, Any]]:
+        """The trial records: those saved by an earlier run of this sweep, else fresh ones."""
+        saved = {}
+        try:
+            data = json.loads((self.path / "trials.json").read_text(encoding="utf-8"))
+            saved = {r["index"]: r for r in data["trials"]}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SweepError(f"{self.path / 'trials.json'} cannot be read ({exc}); move the "
+                             "sweep directory away to start the sweep afresh.") from None
+        records = {}
+        for trial in self.spec.trials:
+            records[trial.index] = saved.get(trial.index) or {
+                "index": trial.index, "name": trial.name, "point": trial.point,
+                "status": "pending", "run_id": None, "previous_runs": [], "final": None,
+                "parameters": None, "epochs": 0, "seconds": None, "error": ""}
+        return records
+
+    def is_done(self, index: int) -> bool:
+        """Completed, and its run still says so (a deleted run is run again)."""
+        record = self.records[index]
+        if record["status"] != DONE or not record["run_id"]:
+            return False
+        try:
+            return Run(self.runs_root / record["run_id"]).read_summary()["status"] == DONE
+        except Exception:  # noqa: BLE001 - missing or damaged run files: run it again
+            return False
+
+    def write_trials(self) -> None:
+        data = {"sweep_id": self.spec.sweep_id,
+                "trials": [self.records[t.index] for t in self.spec.trials]}
+        atomic_write_text(self.path / "trials.json", json.dumps(data, indent=2) + "\n")
+
+    def write_text(self, name: str, text: str) -> Path:
+        atomic_write_text(self.path / name, text)
+        return self.path / name
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True

@@ -1,0 +1,158 @@
+"""One trial, as a worker runs it: an ordinary fit into the run store, reported as events.
+
+This module is what a worker process (local or on a Dask cluster) imports; it must stay cheap
+to import and must never print. A trial's progress goes to a `report` callback as the events
+below, small picklable dataclasses that cross process boundaries through a queue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlptrain.config import Config
+
+STOP_CHECK_SECONDS = 0.5  # how often a trial asks whether the sweep was stopped
+
+
+@dataclass
+class TrialTask:
+    """What a worker needs to run one trial (picklable)."""
+
+    index: int
+    name: str
+    config: Config
+    runs_root: str  # absolute: a worker's working directory may differ
+
+
+@dataclass
+class TrialStarted:
+    index: int
+    name: str
+    run_id: str
+    parameters: int
+
+
+@dataclass
+class TrialProgress:
+    index: int
+    epoch: int
+    epochs: int
+    step: int  # steps done in this epoch
+    steps: int
+    loss: float  # running training loss of the epoch
+    accuracy: float
+
+
+@dataclass
+class TrialFinished:
+    """The end of a trial, whatever happened: status completed, failed or interrupted."""
+
+    index: int
+    name: str
+    status: str
+    run_id: str | None = None
+    final: dict[str, Any] = field(default_factory=dict)  # the run summary's final metrics
+    parameters: int | None = None
+    epochs: int = 0  # epochs completed
+    seconds: float = 0.0  # wall time of the whole trial, data loading included
+    error: str = ""
+    worker: dict[str, Any] = field(default_factory=dict)  # pid, host, thread limits
+
+
+def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
+              should_stop: Callable[[], bool] = lambda: False) -> TrialFinished:
+    """Fits the trial's config into a new run; returns how it ended (never raises for a trial
+    that fails: a sweep goes on past one bad point)."""
+    from mlptrain.errors import MlptrainError
+    from mlptrain.experiment import RunStarted, fit_experiment
+    from mlptrain.runs import RunStore
+    from mlptrain.train import EpochEnded, StepsDone
+
+    start = time.perf_counter()
+    started: dict[str, Any] = {}
+    last_check = [start]
+
+    def on_event(event) -> None:
+        if isinstance(event, RunStarted):
+            started.update(run_id=event.run_id, parameters=event.parameters)
+            report(TrialStarted(task.index, task.name, event.run_id, event.parameters))
+            return
+        if isinstance(event, StepsDone):
+            report(TrialProgress(task.index, event.epoch, task.config.train.epochs, event.step,
+                                 event.steps, event.loss, event.accuracy))
+        elif isinstance(event, EpochEnded):
+            started["epochs"] = event.epoch
+        else:
+            return
+        # only the loop's events may stop a trial: fit_experiment marks its run interrupted
+        # from inside the loop, not before (RunStarted comes before the loop's try)
+        now = time.perf_counter()
+        if now - last_check[0] >= STOP_CHECK_SECONDS:
+            last_check[0] = now
+            if should_stop():
+                raise KeyboardInterrupt
+
+    def finished(status: str, **extra) -> TrialFinished:
+        return TrialFinished(task.index, task.name, status, started.get("run_id"),
+                             parameters=started.get("parameters"),
+                             epochs=started.get("epochs", 0),
+                             seconds=time.perf_counter() - start, worker=worker_info(), **extra)
+
+    if should_stop():  # queued before the sweep was stopped: leave no run behind
+        return finished("interrupted")
+    try:
+        result = fit_experiment(task.config, RunStore(Path(task.runs_root)), on_event)
+    except KeyboardInterrupt:
+        return finished("interrupted")
+    except MlptrainError as exc:
+        return finished("failed", error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - a bug, not a bad point: keep going, keep the evidence
+        return finished("failed", error=f"{type(exc).__name__}: {exc}")
+    summary = result.summary
+    return finished("completed", final=summary["final"])
+
+
+def share_mnist_between_trials() -> None:
+    """In a worker process that runs many trials, decode the MNIST files once (about 1 s per
+    load here) and hand every later trial the same read-only arrays."""
+    from mlptrain import data
+
+    original = data.load_mnist
+    if getattr(original, "shared", False):
+        return
+    loaded: dict[str, Any] = {}
+
+    def load_mnist(data_dir, *args, **kwargs):
+        key = str(Path(data_dir).resolve())
+        if key not in loaded:
+            arrays = original(data_dir, *args, **kwargs)
+            for name in ("train_images", "train_labels", "test_images", "test_labels"):
+                getattr(arrays, name).flags.writeable = False  # a trial may not change the next
+            loaded[key] = arrays
+        return loaded[key]
+
+    load_mnist.shared = True
+    data.load_mnist = load_mnist
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def worker_info() -> dict[str, Any]:
+    """Which process ran the trial and the BLAS thread limits it ran under."""
+    import os
+    import socket
+
+    info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+    info["env"] = {k: os.environ.get(k) for k in THREAD_VARIABLES[:3]}
+    try:
+        from threadpoolctl import threadpool_info  # optional: what the BLAS really uses
+    except ImportError:
+        return info
+    info["blas_threads"] = sorted({p["num_threads"] for p in threadpool_info()})
+    return info
