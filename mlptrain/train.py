@@ -146,6 +146,15 @@ def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng
 def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event):
     ops = model.ops
     steps = math.ceil(train.size / batch)
+    runner = getattr(ops, "epoch_runner", lambda *args: None)(model, optimizer, train, batch)
+    if runner is not None:  # a device backend replays the whole epoch as one captured graph
+        lrs = [learning_rate(cfg.schedule, cfg.optimizer.lr, state.step + s, steps,
+                             cfg.train.epochs) for s in range(steps)]
+        start = time.perf_counter()
+        loss_sum, correct = runner.run(order, lrs)
+        state.step += steps
+        return _report(ops, loss_sum, correct, train.size, start, epoch, steps, steps, cfg,
+                       on_event)
     report_every = max(1, steps // REPORTS_PER_EPOCH)
     loss_sum, correct, seen = 0.0, 0, 0
     target_buffers = {}  # batch size -> targets buffer, like the model's workspaces
@@ -165,16 +174,23 @@ def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_even
         state.step += 1
         loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(index)
         if (step + 1) % report_every == 0 or step + 1 == steps:
-            mean_loss = ops.to_float(loss_sum) / seen  # sync point, REPORTS_PER_EPOCH per epoch
-            if not math.isfinite(mean_loss):
-                raise TrainingError(
-                    f"the training loss became {mean_loss} in epoch {epoch}, step {step + 1}. "
-                    f"The learning rate ({cfg.optimizer.lr}) is likely too high for this model; "
-                    "lower optimizer.lr, add warmup, or train in float64 (train.dtype).")
-            accuracy = ops.to_float(correct) / seen
-            rate = seen / max(time.perf_counter() - start, 1e-9)
-            on_event(StepsDone(epoch, step + 1, steps, mean_loss, accuracy, rate))
+            _report(ops, loss_sum, correct, seen, start, epoch, step + 1, steps, cfg, on_event)
     return ops.to_float(loss_sum) / seen, ops.to_float(correct) / seen
+
+
+def _report(ops, loss_sum, correct, seen, start, epoch, step, steps, cfg, on_event):
+    """Reads the running sums (a sync point, REPORTS_PER_EPOCH per epoch at most), checks the
+    loss is finite, emits StepsDone; returns (mean loss, accuracy)."""
+    mean_loss = ops.to_float(loss_sum) / seen
+    if not math.isfinite(mean_loss):
+        raise TrainingError(
+            f"the training loss became {mean_loss} in epoch {epoch}, step {step}. "
+            f"The learning rate ({cfg.optimizer.lr}) is likely too high for this model; "
+            "lower optimizer.lr, add warmup, or train in float64 (train.dtype).")
+    accuracy = ops.to_float(correct) / seen
+    rate = seen / max(time.perf_counter() - start, 1e-9)
+    on_event(StepsDone(epoch, step, steps, mean_loss, accuracy, rate))
+    return mean_loss, accuracy
 
 
 def _early_stopping(model, state: TrainState, record, tc) -> bool:

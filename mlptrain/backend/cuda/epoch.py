@@ -1,0 +1,166 @@
+"""A whole epoch of training steps as one CUDA graph, captured once and replayed every epoch.
+
+Each step is the model's math (model.py, nn.py, optim.py) in a handful of fused launches:
+  forward   per layer: z = act(x W^T + b), the product, bias and activation in one kernel;
+            the first layer reads its rows straight from the resident dataset through the
+            epoch's permutation (no gather copy)
+  loss      one kernel: softmax, log-sum-exp loss and correct count (summed on the device), and
+            dL/dz = (softmax - onehot) / B
+  backward  per layer: [dW | db] = dz^T [x | 1] (the ones column gives the bias gradient) and
+            dx = (dz W) * act'(y), the derivative fused into the product
+  update    one kernel over every parameter tensor
+What changes between epochs lives in device buffers that the host refreshes before each replay:
+the permutation (batch s reads rows perm[s B : (s + 1) B]), the learning rate of every step, and
+Adam's step count. The graph never returns to the host; loss and accuracy are read once per
+epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cupy as cp
+import numpy as np
+
+from mlptrain.backend.cuda.gemm import ACT_IDS, EPI_ACT_GRAD, EPI_BIAS_ACT, plan, ptr
+
+
+class EpochGraph:
+    @staticmethod
+    def supports(model, optimizer, train) -> bool:
+        return (model.loss.name == "softmax_cross_entropy"
+                and ACT_IDS.get(model.activation.name) is not None
+                and model.dtype in (np.float32, np.float64)
+                and (hasattr(optimizer, "velocity") or hasattr(optimizer, "m"))
+                and train.X.flags.c_contiguous and train.targets.dtype == np.int64)
+
+    def __init__(self, backend, model, optimizer, train, batch: int, samples: int | None = None):
+        """An epoch is the first `samples` (default all) entries of each epoch's order."""
+        self.backend, self.model, self.optimizer, self.train = backend, model, optimizer, train
+        self.n, self.batch = samples or train.size, batch
+        self.steps = math.ceil(self.n / batch)
+        self.perm = cp.empty(self.n, dtype=np.int64)  # the epoch's order, refreshed each epoch
+        self.lrs = cp.empty(self.steps, dtype=np.float64)  # every step's learning rate
+        self.t0 = cp.zeros(1, dtype=np.int64)  # Adam's step count before the epoch
+        self.acc = cp.zeros(2, dtype=np.float64)  # summed loss, correct predictions
+        sizes = {batch} | ({self.n % batch} if self.n % batch else set())
+        self.buffers = {rows: self._buffers(rows) for rows in sizes}
+        self.workspace = cp.empty(max(self._partials(rows) for rows in sizes), dtype=model.dtype)
+        self.update = _Update(backend, model, optimizer)
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        self.graph = self._capture()
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _buffers(self, rows: int) -> dict:
+        new = lambda n: cp.empty((rows, n), dtype=self.model.dtype)
+        sizes = self.model.sizes
+        return {"acts": [None] + [new(n) for n in sizes[1:]],  # acts[0] is the dataset itself
+                "deltas": [None] + [new(n) for n in sizes[1:-1]]}
+
+    def _products(self, rows: int):
+        """(m, n, k) of each product in a step, n counting the bias gradient's ones column."""
+        for fan_in, fan_out in zip(self.model.sizes[:-1], self.model.sizes[1:]):
+            yield rows, fan_out, fan_in  # forward
+            yield fan_out, fan_in + 1, rows  # weight and bias gradient
+            yield rows, fan_in, fan_out  # input gradient
+
+    def _partials(self, rows: int) -> int:
+        return max(max(plan(m, n, k).splits * m * n for m, n, k in self._products(rows)), 1)
+
+    def _capture(self):
+        zero = self.backend.gemm.function("zero_doubles")
+        with self.stream:
+            self.stream.begin_capture()
+            try:
+                zero((1,), (32,), (self.acc, np.int32(2)))
+                for s in range(self.steps):
+                    self._step(s)
+            finally:
+                graph = self.stream.end_capture()
+        return graph
+
+    # -- one step, as launches ------------------------------------------------------------------
+
+    def _step(self, s: int) -> None:
+        model, gemm, dtype = self.model, self.backend.gemm, self.model.dtype
+        rows = min(self.batch, self.n - s * self.batch)
+        index = ptr(self.perm, s * self.batch)  # this batch's rows of the dataset
+        buf, layers = self.buffers[rows], model.layers
+        act, slope = ACT_IDS[model.activation.name], getattr(model.activation, "slope", 0.0)
+        acts, deltas = [self.train.X, *buf["acts"][1:]], buf["deltas"]
+        last = len(layers) - 1
+        for i, layer in enumerate(layers):  # acts[i+1] (rows, O) = f(acts[i] W^T + b)
+            fan_out, fan_in = layer.weight.shape
+            gemm(acts[i], layer.weight, acts[i + 1], rows, fan_out, fan_in, fan_in, fan_in,
+                 trans_b=True, gather_a=index if i == 0 else None, mode=EPI_BIAS_ACT,
+                 bias=layer.bias, act=act if i < last else 0, slope=slope,
+                 workspace=self.workspace)
+        logits, dz = acts[-1], acts[-1]  # dL/dz overwrites the logits: nothing reads them again
+        classes = logits.shape[1]
+        self.backend.kernel("softmax_xent", dtype)(
+            (1,), (256,),
+            (logits, np.uint64(0), self.train.targets, index, np.uint64(0), dz, np.int32(rows),
+             np.int32(classes), dtype.type(1.0 / rows), self.acc))
+        for i in reversed(range(len(layers))):
+            layer = layers[i]
+            fan_out, fan_in = layer.weight.shape
+            # [dW | db] (O, I + 1) = dz^T (O, rows) @ [acts[i] | 1] (rows, I + 1)
+            gemm(dz, acts[i], layer.grad_weight, fan_out, fan_in, rows, fan_out, fan_in,
+                 trans_a=True, gather_b=index if i == 0 else None, ones_out=layer.grad_bias,
+                 workspace=self.workspace)
+            if i > 0:  # dL/dz_{i-1} (rows, I) = (dz @ W) * f'(acts[i])
+                gemm(dz, layer.weight, deltas[i], rows, fan_in, fan_out, fan_out, fan_in,
+                     mode=EPI_ACT_GRAD, ymask=acts[i], act=act, slope=slope,
+                     workspace=self.workspace)
+                dz = deltas[i]
+        self.update(s, self.lrs, self.t0)
+
+    # -- replay ---------------------------------------------------------------------------------
+
+    def run(self, order, lrs) -> tuple:
+        """Trains one epoch in `order` with per-step rates `lrs`; returns device scalars
+        (summed loss, correct predictions). Nothing here waits for the GPU."""
+        main = cp.cuda.get_current_stream()
+        self.perm[...] = order[:self.n]
+        self.lrs.set(np.asarray(lrs, dtype=np.float64))
+        self.t0.fill(getattr(self.optimizer, "t", 0))
+        self.stream.wait_event(main.record())
+        self.graph.launch(self.stream)
+        main.wait_event(self.stream.record())
+        if hasattr(self.optimizer, "t"):
+            self.optimizer.t += self.steps  # Adam's count, as its step() would have moved it
+        return self.acc[0], self.acc[1]
+
+
+class _Update:
+    """The optimizer's step for every parameter tensor, as one launch reading device buffers."""
+
+    def __init__(self, backend, model, optimizer):
+        self.optimizer, self.dtype = optimizer, model.dtype
+        names = list(model.params)
+        addresses = lambda arrays: cp.asarray(
+            [arrays[name].data.ptr for name in names], dtype=np.int64)
+        self.params, self.grads = addresses(model.params), addresses(model.grads)
+        self.sizes = cp.asarray([model.params[name].size for name in names], dtype=np.int64)
+        self.tensors = len(names)
+        self.blocks = min(max(-(-p.size // 256) for p in model.params.values()), 512)
+        if hasattr(optimizer, "velocity"):
+            self.kernel = backend.kernel("sgd_update", self.dtype)
+            self.state = (addresses(optimizer.velocity),)
+        else:
+            self.kernel = backend.kernel("adam_update", self.dtype)
+            self.state = (addresses(optimizer.m), addresses(optimizer.v))
+
+    def __call__(self, step: int, lrs, t0) -> None:
+        o, t = self.optimizer, self.dtype.type
+        grid = (self.blocks, self.tensors)
+        if len(self.state) == 1:
+            self.kernel(grid, (256,), (self.params, self.grads, *self.state, self.sizes, lrs,
+                                       np.int32(step), t(o.momentum), t(o.weight_decay),
+                                       np.int32(bool(o.nesterov))))
+        else:
+            self.kernel(grid, (256,), (self.params, self.grads, *self.state, self.sizes, lrs, t0,
+                                       np.int32(step), np.float64(o.beta1), np.float64(o.beta2),
+                                       t(o.eps), np.float64(o.weight_decay),
+                                       np.int32(bool(o.decoupled))))

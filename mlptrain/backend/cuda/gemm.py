@@ -1,0 +1,134 @@
+"""Planning and launching mlptrain's own matrix-product kernel (kernels.cu: gemm).
+
+A plan fixes, for one product's shape, the tile configuration and the split of K over thread
+blocks, so the skinny products of a small-batch MLP still occupy the whole GPU: a 64 x 784 x 128
+forward product has 8 tiles of 32 x 32; split 8 ways along K it keeps 64 blocks busy and a
+fixed-order reduction sums the slices. Every launch is a plain kernel, so it can be captured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cupy as cp
+import numpy as np
+
+# (BM, BN, BK, TM, TN): block tile, depth of a K step, register tile per thread
+TILES = {
+    "small": (32, 32, 16, 4, 4),  # 64 threads
+    "medium": (64, 64, 16, 4, 4),  # 256 threads
+    "large": (128, 128, 8, 8, 8),  # 256 threads, 64 outputs each
+}
+TRANSPOSES = ((False, True), (True, False), (False, False))  # x W^T, dz^T x, dz W
+TARGET_BLOCKS = 264  # two waves' worth of blocks on a 132-SM H100
+
+EPI_STORE, EPI_BIAS_ACT, EPI_ACT_GRAD = 0, 1, 2
+ACT_IDS = {None: 0, "identity": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
+
+
+def ctype(dtype) -> str:
+    return {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}[np.dtype(dtype)]
+
+
+def gemm_name(dtype, trans_a: bool, trans_b: bool, tile: str) -> str:
+    bm, bn, bk, tm, tn = TILES[tile]
+    flag = lambda t: "true" if t else "false"
+    return f"gemm<{ctype(dtype)},{flag(trans_a)},{flag(trans_b)},{bm},{bn},{bk},{tm},{tn}>"
+
+
+def kernel_names() -> list[str]:
+    names = []
+    for dtype in (np.float32, np.float64):
+        names += [gemm_name(dtype, ta, tb, t) for ta, tb in TRANSPOSES for t in TILES]
+    return names
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    tile: str
+    splits: int
+    k_chunk: int
+    grid: tuple[int, int, int]
+    threads: int
+
+
+def plan(m: int, n: int, k: int, tile: str | None = None, splits: int | None = None) -> GemmPlan:
+    """The tile and K-split for an (m, n, k) product (n counting a ones column, if any)."""
+    if tile is None:
+        area = m * n
+        tile = "large" if area >= 128 * 128 * 48 else "medium" if area >= 64 * 64 * 40 else "small"
+    bm, bn, bk, tm, tn = TILES[tile]
+    tiles = -(-m // bm) * -(-n // bn)
+    if splits is None:
+        # split K while each slice keeps >= 4 K-steps and the grid is short of TARGET_BLOCKS
+        splits = max(1, min(TARGET_BLOCKS // tiles, k // (4 * bk)))
+    k_chunk = -(-k // splits)
+    k_chunk = -(-k_chunk // bk) * bk  # whole K-steps per slice
+    splits = -(-k // k_chunk)
+    return GemmPlan(tile, splits, k_chunk, (-(-n // bn), -(-m // bm), splits),
+                    (bm // tm) * (bn // tn))
+
+
+NULL = np.uint64(0)
+
+
+def ptr(array, offset_elements: int = 0) -> np.uint64:
+    """A device address as a kernel argument (offset into the array, in elements)."""
+    if array is None:
+        return NULL
+    return np.uint64(array.data.ptr + offset_elements * array.itemsize)
+
+
+class Gemm:
+    """Launches C = op(A) @ op(B) with an optional fused epilogue, from a compiled module."""
+
+    def __init__(self, module):
+        self.module = module
+        self._functions = {}
+        self._workspace = {}  # dtype -> split-K partials buffer, grown on demand
+
+    def function(self, name: str):
+        f = self._functions.get(name)
+        if f is None:
+            f = self._functions[name] = self.module.get_function(name)
+        return f
+
+    def workspace(self, dtype, elements: int):
+        """The split-K scratch of at least `elements`; allocate before a capture, never in it."""
+        buf = self._workspace.get(np.dtype(dtype))
+        if buf is None or buf.size < elements:
+            buf = self._workspace[np.dtype(dtype)] = cp.empty(elements, dtype=dtype)
+        return buf
+
+    def __call__(self, a, b, c, m: int, n: int, k: int, lda: int, ldb: int,
+                 trans_a=False, trans_b=False, gather_a=None, gather_b=None, ones_out=None,
+                 mode=EPI_STORE, bias=None, ymask=None, act=0, slope=0.0, gemm_plan=None,
+                 workspace=None):
+        """`workspace` (or the shared one) holds split-K partials; a captured graph passes its
+        own, so later eager calls that grow the shared one cannot free memory it points at."""
+        dtype = c.dtype
+        n_out = n + (ones_out is not None)
+        p = gemm_plan or plan(m, n_out, k)
+        scalar = dtype.type
+        partial = None
+        if p.splits > 1:
+            partial = workspace if workspace is not None else self.workspace(
+                dtype, p.splits * m * n_out)
+        f = self.function(gemm_name(dtype, trans_a, trans_b, p.tile))
+        f(p.grid, (p.threads,),
+          (a, b, c, gather_a if gather_a is not None else NULL,
+           gather_b if gather_b is not None else NULL,
+           np.int32(m), np.int32(n), np.int32(k), np.int32(lda), np.int32(ldb),
+           np.int32(p.k_chunk), partial if partial is not None else NULL,
+           ones_out if ones_out is not None else NULL, np.int32(mode),
+           bias if bias is not None else NULL, ymask if ymask is not None else NULL,
+           np.int32(act), scalar(slope)))
+        if partial is not None:
+            reduce = self.function(f"splitk_reduce<{ctype(dtype)}>")
+            blocks = min(-(-(m * n_out) // 256), 1024)
+            reduce((blocks,), (256,),
+                   (partial, np.int32(p.splits), np.int32(m), np.int32(n), c,
+                    ones_out if ones_out is not None else NULL, np.int32(mode),
+                    bias if bias is not None else NULL, ymask if ymask is not None else NULL,
+                    np.int32(act), scalar(slope)))
+        return c

@@ -1,0 +1,171 @@
+"""The GPU backend: the NumPy backend's primitives as hand-written CUDA kernels, through CuPy.
+
+Two ways to train. The eager path launches one kernel per primitive from Python (matrix products
+through cuBLAS): simple, and the one to debug with. The graph path (cuda/epoch.py) records a
+whole epoch of steps, with matrix products from our own kernel, as one CUDA graph and replays it
+each epoch: the Python and launch overhead of ~15 kernels per step is paid once. Set
+MLPTRAIN_CUDA_GRAPH=0 to train eagerly.
+
+This module, and the modules under backend/cuda, are the only ones that import CuPy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cupy as cp
+import numpy as np
+
+from mlptrain import nn
+from mlptrain.backend.cuda import gemm as gemm_mod
+from mlptrain.backend.cuda.gemm import ACT_IDS, NULL, Gemm, ctype
+
+KERNELS = Path(__file__).with_name("cuda") / "kernels.cu"
+ELEMENTWISE = ("splitk_reduce", "bias_activation", "activation_backward", "sum_rows",
+               "take_rows", "softmax_xent", "softmax_xent_grad", "sgd_update", "adam_update")
+THREADS = 256
+
+
+def _blocks(total: int) -> int:
+    return max(1, min(-(-total // THREADS), 4096))
+
+
+def _activation_id(activation) -> int | None:
+    """The kernels' id for an nn activation, or None for one they do not know."""
+    return ACT_IDS.get(getattr(activation, "name", None)) if activation is not None else 0
+
+
+class CupyBackend:
+    """Executes the model's primitives on a CUDA GPU; arrays are C-contiguous CuPy arrays."""
+
+    name = "cupy"
+    device = "cuda"
+    xp = cp
+
+    def __init__(self, graph: bool | None = None, gemm: str = "cublas"):
+        if graph is None:
+            graph = os.environ.get("MLPTRAIN_CUDA_GRAPH", "1") != "0"
+        self.graph, self.gemm_kind = graph, gemm
+        names = gemm_mod.kernel_names() + ["zero_doubles"] + [
+            f"{k}<{t}>" for k in ELEMENTWISE for t in ("float", "double")]
+        self.module = cp.RawModule(code=KERNELS.read_text(), options=("--std=c++17",),
+                                   name_expressions=names)
+        self.gemm = Gemm(self.module)
+        for name in names:  # load every kernel now: none may load lazily inside a capture
+            self.gemm.function(name).max_threads_per_block  # noqa: B018 - forces the load
+        self._epochs = {}  # (model, optimizer, data, batch) -> captured epoch
+
+    def kernel(self, name: str, dtype):
+        return self.gemm.function(f"{name}<{ctype(dtype)}>")
+
+    # -- moving data across the host/device boundary --------------------------------------------
+
+    def asarray(self, host, dtype=None):
+        return cp.ascontiguousarray(cp.asarray(host, dtype=dtype))
+
+    def to_host(self, array) -> np.ndarray:
+        return cp.asnumpy(array)
+
+    def to_float(self, scalar) -> float:
+        return float(scalar)  # a sync point
+
+    def empty(self, shape, dtype):
+        return cp.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        return cp.zeros(shape, dtype=dtype)
+
+    # -- the primitives -------------------------------------------------------------------------
+
+    def take_rows(self, source, index, out):
+        """out[i] = source[index[i]]."""
+        if source.dtype not in (np.float32, np.float64) or source.ndim != 2:
+            return cp.take(source, index, axis=0, out=out)
+        rows, cols = out.shape
+        self.kernel("take_rows", source.dtype)(
+            (_blocks(rows * cols),), (THREADS,),
+            (source, cp.ascontiguousarray(index, dtype=np.int64), out, np.int64(rows),
+             np.int32(cols)))
+        return out
+
+    def matmul(self, a, b, out, trans_a: bool = False, trans_b: bool = False):
+        """out = op(a) @ op(b): cuBLAS by default, our kernel with gemm="own"."""
+        if self.gemm_kind == "cublas":
+            return cp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+        m, n = out.shape
+        k = a.shape[0] if trans_a else a.shape[1]
+        return self.gemm(a, b, out, m, n, k, a.shape[1], b.shape[1], trans_a, trans_b)
+
+    def sum_rows(self, a, out):
+        """out[j] = sum_i a[i, j]."""
+        rows, cols = a.shape
+        self.kernel("sum_rows", a.dtype)((-(-cols // 32),), (32, 8),
+                                         (a, out, np.int32(rows), np.int32(cols)))
+        return out
+
+    def bias_activation(self, z, bias, activation, out):
+        """out = activation(z + bias); z is overwritten with z + bias."""
+        act = _activation_id(activation)
+        if act is None:
+            cp.add(z, bias, out=z)
+            return activation.forward(cp, z, out=out)
+        rows, cols = z.shape
+        self.kernel("bias_activation", z.dtype)(
+            (_blocks(rows * cols),), (THREADS,),
+            (z, bias, out, np.int64(rows), np.int32(cols), np.int32(act),
+             z.dtype.type(getattr(activation, "slope", 0.0))))
+        return out
+
+    def add_bias(self, z, bias):
+        return cp.add(z, bias, out=z)
+
+    def activation_backward(self, activation, y, dy, out):
+        """out = dy * activation'(z), read from the saved output y."""
+        act = _activation_id(activation)
+        if act is None:
+            return activation.backward(cp, y, dy, out=out)
+        self.kernel("activation_backward", y.dtype)(
+            (_blocks(y.size),), (THREADS,),
+            (y, dy, out, np.int64(y.size), np.int32(act),
+             y.dtype.type(getattr(activation, "slope", 0.0))))
+        return out
+
+    def loss_forward(self, loss: nn.Loss, logits, targets, cache):
+        """(summed loss, correct predictions) as device scalars; cache gets the softmax."""
+        if loss.name != "softmax_cross_entropy":
+            return loss.forward(cp, logits, targets, cache)
+        acc = cp.zeros(2, dtype=np.float64)
+        rows, classes = logits.shape
+        self.kernel("softmax_xent", logits.dtype)(
+            (1,), (THREADS,),
+            (logits, NULL, targets, NULL, cache, NULL, np.int32(rows), np.int32(classes),
+             logits.dtype.type(0), acc))
+        return acc[0], acc[1]
+
+    def loss_backward(self, loss: nn.Loss, cache, targets, scale: float, out):
+        if loss.name != "softmax_cross_entropy":
+            return loss.backward(cp, cache, targets, scale, out=out)
+        rows, classes = cache.shape
+        self.kernel("softmax_xent_grad", cache.dtype)(
+            (-(-rows // 128),), (128,),
+            (cache, targets, out, np.int32(rows), np.int32(classes), cache.dtype.type(scale)))
+        return out
+
+    # -- the whole-epoch fast path (train.py asks for it) ---------------------------------------
+
+    def epoch_runner(self, model, optimizer, train, batch: int):
+        """A captured epoch for this model, optimizer, data and batch size, or None when this
+        backend trains eagerly or the graph path does not cover the model (then the loop runs
+        the steps through the primitives above)."""
+        if not self.graph:
+            return None
+        from mlptrain.backend.cuda.epoch import EpochGraph
+
+        key = (id(model), id(optimizer), id(train.X), batch)
+        runner = self._epochs.get(key)
+        if runner is None:
+            if not EpochGraph.supports(model, optimizer, train):
+                return None
+            runner = self._epochs[key] = EpochGraph(self, model, optimizer, train, batch)
+        return runner
