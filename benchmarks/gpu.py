@@ -27,6 +27,7 @@ from mlptrain.data.idx import read_idx
 
 LR, CLASSES, FEATURES = 0.1, 10, 784
 CASES = {"128x64": (128, 64), "128x1024": (128, 1024), "1024x1024": (1024, 1024)}
+PROFILES = {}  # (hidden, batch) -> [(launch, microseconds)] of one captured step
 TARGETS_MS = {"128x64": 15.0, "128x1024": 2.0, "1024x1024": 6.0}
 
 
@@ -103,7 +104,10 @@ def bench_mlptrain(X, y, hidden, batch, epochs, graph: bool):
     times = timed_epochs(epoch, cp.cuda.Device().synchronize, epochs)
     ws = model.workspace(len(X))
     ws.x[...] = train.X
-    return times, accuracy(model.forward(ws).get(), y)
+    acc = accuracy(model.forward(ws).get(), y)
+    if graph:  # where a step's time goes (this trains the model on garbage: measure last)
+        PROFILES[hidden, batch] = runner.profile()
+    return times, acc
 
 
 # -- PyTorch ------------------------------------------------------------------------------------
@@ -281,6 +285,12 @@ def main(argv=None) -> None:
                  for c in cases}
     except Exception:  # noqa: BLE001 - without PyTorch there is no measured rate
         rate, floor = None, {}
+    for (hidden, batch), launches in PROFILES.items():
+        total = sum(us for _, us in launches)
+        print(f"\none step of mlptrain's graph, H={hidden} B={batch}: {total:.1f} us "
+              f"({total * (len(X) // batch) / 1e3:.2f} ms per epoch of launches timed apart)")
+        for label, us in launches:
+            print(f"  {label:45s} {us:8.2f} us")
     print_table(results, cases, floor, rate)
 
 

@@ -24,7 +24,9 @@ from mlptrain.backend.cuda.gemm import ACT_IDS, NULL, Gemm, ctype
 KERNELS = Path(__file__).with_name("cuda") / "kernels.cu"
 ELEMENTWISE = ("splitk_reduce", "bias_activation", "activation_backward", "sum_rows",
                "take_rows", "softmax_xent", "softmax_xent_grad", "sgd_update", "adam_update")
+SHARED = ["zero_doubles", "sum_parts"]  # kernels with no element type
 THREADS = 256
+XENT_ROWS = 128  # rows per block of softmax_xent (kernels.cu)
 
 
 def _blocks(total: int) -> int:
@@ -47,17 +49,33 @@ class CupyBackend:
         if graph is None:
             graph = os.environ.get("MLPTRAIN_CUDA_GRAPH", "1") != "0"
         self.graph, self.gemm_kind = graph, gemm
-        names = gemm_mod.kernel_names() + ["zero_doubles"] + [
-            f"{k}<{t}>" for k in ELEMENTWISE for t in ("float", "double")]
-        self.module = cp.RawModule(code=KERNELS.read_text(), options=("--std=c++17",),
-                                   name_expressions=names)
-        self.gemm = Gemm(self.module)
-        for name in names:  # load every kernel now: none may load lazily inside a capture
-            self.gemm.function(name).max_threads_per_block  # noqa: B018 - forces the load
+        self._modules, self._functions = {}, {}
+        self.gemm = Gemm(self.function)
         self._epochs = {}  # (model, optimizer, data, batch) -> captured epoch
 
+    def load(self, dtype) -> None:
+        """Compiles (or reads from CuPy's cache) and loads every kernel for one dtype, so none
+        loads lazily inside a graph capture. A dtype's first use costs a compile, once."""
+        t = ctype(dtype)
+        if t in self._modules:
+            return
+        names = gemm_mod.kernel_names(dtype) + [f"{k}<{t}>" for k in ELEMENTWISE] + SHARED
+        module = cp.RawModule(code=KERNELS.read_text(), options=("--std=c++17",),
+                              name_expressions=names)
+        for name in names:
+            f = self._functions.setdefault(name, module.get_function(name))
+            f.max_threads_per_block  # noqa: B018 - reading an attribute forces the load
+        self._modules[t] = module
+
+    def function(self, name: str):
+        f = self._functions.get(name)
+        if f is None:
+            self.load(np.float64 if "<double" in name else np.float32)
+            f = self._functions[name]
+        return f
+
     def kernel(self, name: str, dtype):
-        return self.gemm.function(f"{name}<{ctype(dtype)}>")
+        return self.function(f"{name}<{ctype(dtype)}>")
 
     # -- moving data across the host/device boundary --------------------------------------------
 
@@ -135,12 +153,14 @@ class CupyBackend:
         """(summed loss, correct predictions) as device scalars; cache gets the softmax."""
         if loss.name != "softmax_cross_entropy":
             return loss.forward(cp, logits, targets, cache)
-        acc = cp.zeros(2, dtype=np.float64)
         rows, classes = logits.shape
+        blocks = -(-rows // XENT_ROWS)
+        parts, acc = cp.empty(2 * blocks, dtype=np.float64), cp.zeros(2, dtype=np.float64)
         self.kernel("softmax_xent", logits.dtype)(
-            (1,), (THREADS,),
+            (blocks,), (XENT_ROWS,),
             (logits, NULL, targets, NULL, cache, NULL, np.int32(rows), np.int32(classes),
-             logits.dtype.type(0), acc))
+             logits.dtype.type(0), parts))
+        self.function("sum_parts")((1,), (2,), (parts, np.int32(blocks), acc))
         return acc[0], acc[1]
 
     def loss_backward(self, loss: nn.Loss, cache, targets, scale: float, out):

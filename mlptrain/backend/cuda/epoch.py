@@ -22,7 +22,15 @@ import math
 import cupy as cp
 import numpy as np
 
-from mlptrain.backend.cuda.gemm import ACT_IDS, EPI_ACT_GRAD, EPI_BIAS_ACT, plan, ptr
+from mlptrain.backend.cuda.gemm import (
+    ACT_IDS,
+    EPI_ACT_GRAD,
+    EPI_BIAS_ACT,
+    NULL,
+    plan,
+    ptr,
+)
+from mlptrain.backend.cupy_backend import XENT_ROWS
 
 
 class EpochGraph:
@@ -43,10 +51,14 @@ class EpochGraph:
         self.lrs = cp.empty(self.steps, dtype=np.float64)  # every step's learning rate
         self.t0 = cp.zeros(1, dtype=np.int64)  # Adam's step count before the epoch
         self.acc = cp.zeros(2, dtype=np.float64)  # summed loss, correct predictions
+        self.blocks = -(-batch // XENT_ROWS)  # loss kernel blocks per step
+        self.parts = cp.zeros(2 * self.blocks * self.steps, dtype=np.float64)  # their sums
         sizes = {batch} | ({self.n % batch} if self.n % batch else set())
         self.buffers = {rows: self._buffers(rows) for rows in sizes}
         self.workspace = cp.empty(max(self._partials(rows) for rows in sizes), dtype=model.dtype)
+        backend.load(model.dtype)
         self.update = _Update(backend, model, optimizer)
+        self._emit = lambda label, launch: launch()  # profile() records instead
         self.stream = cp.cuda.Stream(non_blocking=True)
         self.graph = self._capture()
 
@@ -69,13 +81,14 @@ class EpochGraph:
         return max(max(plan(m, n, k).splits * m * n for m, n, k in self._products(rows)), 1)
 
     def _capture(self):
-        zero = self.backend.gemm.function("zero_doubles")
         with self.stream:
             self.stream.begin_capture()
             try:
-                zero((1,), (32,), (self.acc, np.int32(2)))
                 for s in range(self.steps):
                     self._step(s)
+                # the epoch's loss and correct count: every step's parts, summed in order
+                self.backend.function("sum_parts")(
+                    (1,), (2,), (self.parts, np.int32(self.parts.size // 2), self.acc))
             finally:
                 graph = self.stream.end_capture()
         return graph
@@ -83,38 +96,67 @@ class EpochGraph:
     # -- one step, as launches ------------------------------------------------------------------
 
     def _step(self, s: int) -> None:
-        model, gemm, dtype = self.model, self.backend.gemm, self.model.dtype
+        model, dtype, emit = self.model, self.model.dtype, self._emit
         rows = min(self.batch, self.n - s * self.batch)
         index = ptr(self.perm, s * self.batch)  # this batch's rows of the dataset
         buf, layers = self.buffers[rows], model.layers
         act, slope = ACT_IDS[model.activation.name], getattr(model.activation, "slope", 0.0)
         acts, deltas = [self.train.X, *buf["acts"][1:]], buf["deltas"]
         last = len(layers) - 1
+
+        def gemm(label, m, n, k, *args, **kwargs):
+            p = plan(m, n + ("ones_out" in kwargs), k)
+            emit(f"{label} {m}x{n}x{k} {p.tile}/{p.splits}", lambda: self.backend.gemm(
+                *args[:3], m, n, k, *args[3:], gemm_plan=p, workspace=self.workspace, **kwargs))
+
         for i, layer in enumerate(layers):  # acts[i+1] (rows, O) = f(acts[i] W^T + b)
             fan_out, fan_in = layer.weight.shape
-            gemm(acts[i], layer.weight, acts[i + 1], rows, fan_out, fan_in, fan_in, fan_in,
-                 trans_b=True, gather_a=index if i == 0 else None, mode=EPI_BIAS_ACT,
-                 bias=layer.bias, act=act if i < last else 0, slope=slope,
-                 workspace=self.workspace)
+            gemm(f"forward {i}", rows, fan_out, fan_in, acts[i], layer.weight, acts[i + 1],
+                 fan_in, fan_in, trans_b=True, gather_a=index if i == 0 else None,
+                 mode=EPI_BIAS_ACT, bias=layer.bias, act=act if i < last else 0, slope=slope)
         logits, dz = acts[-1], acts[-1]  # dL/dz overwrites the logits: nothing reads them again
-        classes = logits.shape[1]
-        self.backend.kernel("softmax_xent", dtype)(
-            (1,), (256,),
-            (logits, np.uint64(0), self.train.targets, index, np.uint64(0), dz, np.int32(rows),
-             np.int32(classes), dtype.type(1.0 / rows), self.acc))
+        blocks = -(-rows // XENT_ROWS)
+        emit("softmax cross-entropy", lambda: self.backend.kernel("softmax_xent", dtype)(
+            (blocks,), (XENT_ROWS,),
+            (logits, NULL, self.train.targets, index, NULL, dz, np.int32(rows),
+             np.int32(logits.shape[1]), dtype.type(1.0 / rows),
+             ptr(self.parts, 2 * self.blocks * s))))
         for i in reversed(range(len(layers))):
             layer = layers[i]
             fan_out, fan_in = layer.weight.shape
             # [dW | db] (O, I + 1) = dz^T (O, rows) @ [acts[i] | 1] (rows, I + 1)
-            gemm(dz, acts[i], layer.grad_weight, fan_out, fan_in, rows, fan_out, fan_in,
-                 trans_a=True, gather_b=index if i == 0 else None, ones_out=layer.grad_bias,
-                 workspace=self.workspace)
+            gemm(f"weight grad {i}", fan_out, fan_in, rows, dz, acts[i], layer.grad_weight,
+                 fan_out, fan_in, trans_a=True, gather_b=index if i == 0 else None,
+                 ones_out=layer.grad_bias)
             if i > 0:  # dL/dz_{i-1} (rows, I) = (dz @ W) * f'(acts[i])
-                gemm(dz, layer.weight, deltas[i], rows, fan_in, fan_out, fan_out, fan_in,
-                     mode=EPI_ACT_GRAD, ymask=acts[i], act=act, slope=slope,
-                     workspace=self.workspace)
+                gemm(f"input grad {i}", rows, fan_in, fan_out, dz, layer.weight, deltas[i],
+                     fan_out, fan_in, mode=EPI_ACT_GRAD, ymask=acts[i], act=act, slope=slope)
                 dz = deltas[i]
-        self.update(s, self.lrs, self.t0)
+        emit("optimizer update", lambda: self.update(s, self.lrs, self.t0))
+
+    def profile(self, reps: int = 100) -> list[tuple[str, float]]:
+        """(launch, microseconds) for each launch of one full-batch step, each timed as a graph
+        of `reps` back-to-back copies. For benchmarks: it trains the model on garbage."""
+        launches = []
+        self._emit = lambda label, launch: launches.append((label, launch))
+        self._step(0)
+        self._emit = lambda label, launch: launch()
+        timings = []
+        for label, launch in launches:
+            with self.stream:
+                self.stream.begin_capture()
+                for _ in range(reps):
+                    launch()
+                graph = self.stream.end_capture()
+                graph.launch(self.stream)
+                start, stop = cp.cuda.Event(), cp.cuda.Event()
+                start.record(self.stream)
+                for _ in range(5):
+                    graph.launch(self.stream)
+                stop.record(self.stream)
+                stop.synchronize()
+            timings.append((label, cp.cuda.get_elapsed_time(start, stop) * 1e3 / (5 * reps)))
+        return timings
 
     # -- replay ---------------------------------------------------------------------------------
 
@@ -125,6 +167,7 @@ class EpochGraph:
         self.perm[...] = order[:self.n]
         self.lrs.set(np.asarray(lrs, dtype=np.float64))
         self.t0.fill(getattr(self.optimizer, "t", 0))
+        self.acc.fill(0)
         self.stream.wait_event(main.record())
         self.graph.launch(self.stream)
         main.wait_event(self.stream.record())

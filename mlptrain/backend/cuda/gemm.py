@@ -36,11 +36,8 @@ def gemm_name(dtype, trans_a: bool, trans_b: bool, tile: str) -> str:
     return f"gemm<{ctype(dtype)},{flag(trans_a)},{flag(trans_b)},{bm},{bn},{bk},{tm},{tn}>"
 
 
-def kernel_names() -> list[str]:
-    names = []
-    for dtype in (np.float32, np.float64):
-        names += [gemm_name(dtype, ta, tb, t) for ta, tb in TRANSPOSES for t in TILES]
-    return names
+def kernel_names(dtype) -> list[str]:
+    return [gemm_name(dtype, ta, tb, t) for ta, tb in TRANSPOSES for t in TILES]
 
 
 @dataclass(frozen=True)
@@ -82,16 +79,9 @@ def ptr(array, offset_elements: int = 0) -> np.uint64:
 class Gemm:
     """Launches C = op(A) @ op(B) with an optional fused epilogue, from a compiled module."""
 
-    def __init__(self, module):
-        self.module = module
-        self._functions = {}
+    def __init__(self, function):
+        self.function = function  # kernel name -> compiled function
         self._workspace = {}  # dtype -> split-K partials buffer, grown on demand
-
-    def function(self, name: str):
-        f = self._functions.get(name)
-        if f is None:
-            f = self._functions[name] = self.module.get_function(name)
-        return f
 
     def workspace(self, dtype, elements: int):
         """The split-K scratch of at least `elements`; allocate before a capture, never in it."""

@@ -63,8 +63,10 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
      T* __restrict__ partial, T* __restrict__ ones_out,
      int mode, const T* __restrict__ bias, const T* __restrict__ ymask, int act, T slope) {
     constexpr int DM = BM / TM, DN = BN / TN, THREADS = DM * DN;
-    __shared__ T As[BK][BM + 1];
-    __shared__ T Bs[BK][BN + 1];
+    constexpr int LA = (BM * BK + THREADS - 1) / THREADS, LB = (BN * BK + THREADS - 1) / THREADS;
+    constexpr int PAD = 16 / sizeof(T);  // keeps rows 16-byte aligned for vector reads
+    __shared__ __align__(16) T As[BK][BM + PAD];
+    __shared__ __align__(16) T Bs[BK][BN + PAD];
     const int tid = threadIdx.x, tx = tid % DN, ty = tid / DN;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     const int Np = N + (ones_out != nullptr);
@@ -75,54 +77,84 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
 
-    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
-        // A tile (BM x BK): threads run along the stored-contiguous dimension (coalesced)
-        for (int e = tid; e < BM * BK; e += THREADS) {
-            int mm, kk;
-            if (TA) { mm = e % BM; kk = e / BM; } else { kk = e % BK; mm = e / BK; }
+    // The next tile is fetched into registers while this one is multiplied (latency hiding).
+    // Threads run along each operand's stored-contiguous dimension, so loads coalesce.
+    T ra[LA], rb[LB];
+    auto fetch = [&](int k0) {
+#pragma unroll
+        for (int r = 0; r < LA; ++r) {
+            const int e = tid + r * THREADS;
+            const int mm = TA ? e % BM : e / BK, kk = TA ? e / BM : e % BK;
             const int m = m0 + mm, k = k0 + kk;
             T v = T(0);
-            if (m < M && k < k_end) {
+            if (e < BM * BK && m < M && k < k_end) {
                 if (TA) v = A[(long long)k * lda + m];
                 else v = A[(gather_a ? gather_a[m] : (long long)m) * lda + k];
             }
-            As[kk][mm] = v;
+            ra[r] = v;
         }
-        for (int e = tid; e < BN * BK; e += THREADS) {
-            int nn, kk;
-            if (TB) { kk = e % BK; nn = e / BK; } else { nn = e % BN; kk = e / BN; }
+#pragma unroll
+        for (int r = 0; r < LB; ++r) {
+            const int e = tid + r * THREADS;
+            const int nn = TB ? e / BK : e % BN, kk = TB ? e % BK : e / BN;
             const int n = n0 + nn, k = k0 + kk;
             T v = T(0);
-            if (n < N && k < k_end) {
-                if (TB) v = B[(long long)n * ldb + k];
-                else v = B[(gather_b ? gather_b[k] : (long long)k) * ldb + n];
-            } else if (n == N && n < Np && k < k_end) {
-                v = T(1);  // the ones column
+            if (e < BN * BK && k < k_end) {
+                if (n < N) {
+                    if (TB) v = B[(long long)n * ldb + k];
+                    else v = B[(gather_b ? gather_b[k] : (long long)k) * ldb + n];
+                } else if (n < Np) {
+                    v = T(1);  // the ones column
+                }
             }
-            Bs[kk][nn] = v;
+            rb[r] = v;
         }
-        __syncthreads();
+    };
+    auto stash = [&]() {
+#pragma unroll
+        for (int r = 0; r < LA; ++r) {
+            const int e = tid + r * THREADS;
+            if (e < BM * BK) As[TA ? e / BM : e % BK][TA ? e % BM : e / BK] = ra[r];
+        }
+#pragma unroll
+        for (int r = 0; r < LB; ++r) {
+            const int e = tid + r * THREADS;
+            if (e < BN * BK) Bs[TB ? e % BK : e / BN][TB ? e / BK : e % BN] = rb[r];
+        }
+    };
+    if (k_begin < k_end) {
+        fetch(k_begin);
+        stash();
+    }
+    __syncthreads();
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
+        const bool more = k0 + BK < k_end;
+        if (more) fetch(k0 + BK);
 #pragma unroll
         for (int kk = 0; kk < BK; ++kk) {
-            T a[TM], b[TN];
+            T a[TM], b[TN];  // contiguous register tiles: vector reads from shared memory
 #pragma unroll
-            for (int i = 0; i < TM; ++i) a[i] = As[kk][ty + i * DM];
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][ty * TM + i];
 #pragma unroll
-            for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tx + j * DN];
+            for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tx * TN + j];
 #pragma unroll
             for (int i = 0; i < TM; ++i)
 #pragma unroll
                 for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
         }
         __syncthreads();
+        if (more) {
+            stash();
+            __syncthreads();
+        }
     }
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
-        const int m = m0 + ty + i * DM;
+        const int m = m0 + ty * TM + i;
         if (m >= M) continue;
 #pragma unroll
         for (int j = 0; j < TN; ++j) {
-            const int n = n0 + tx + j * DN;
+            const int n = n0 + tx * TN + j;
             if (n >= Np) continue;
             if (partial) {
                 partial[((long long)blockIdx.z * M + m) * Np + n] = acc[i][j];
@@ -203,22 +235,24 @@ __global__ void take_rows(const T* __restrict__ source, const long long* __restr
 }
 
 // ---------------------------------------------------------------------------------------------
-// Softmax cross-entropy over logits (rows, C), one block: per row the log-sum-exp loss
-// m + log(s) - z[y] and whether argmax(z) == y, summed in double in a fixed order into
-// acc[0] (loss) and acc[1] (correct). Optionally adds the output layer's bias to the logits
-// first, writes the softmax to `probs`, and writes dL/dz = (softmax - onehot) * scale to `grad`.
-// Targets are read as targets[gather[r]] when gather is non-null (straight from the dataset).
+// Softmax cross-entropy over logits (rows, C), one thread per row, XENT_ROWS rows per block: per
+// row the log-sum-exp loss m + log(s) - z[y] and whether argmax(z) == y; each block writes its
+// sums (double) to parts[2 b], parts[2 b + 1], and sum_parts adds all parts in a fixed order, so
+// the totals are deterministic. Optionally adds the output layer's bias to the logits first,
+// writes the softmax to `probs`, and writes dL/dz = (softmax - onehot) * scale to `grad` (which
+// may be the logits). Targets are read as targets[gather[r]] when gather is non-null.
 // ---------------------------------------------------------------------------------------------
+#define XENT_ROWS 128
 template <typename T>
-__global__ void softmax_xent(T* logits, const T* __restrict__ bias,  // grad may be logits
-                             const long long* __restrict__ targets,
-                             const long long* __restrict__ gather, T* __restrict__ probs,
-                             T* grad, int rows, int C, T scale,
-                             double* __restrict__ acc) {
-    __shared__ double loss_part[256];
-    __shared__ double correct_part[256];
+__global__ void __launch_bounds__(XENT_ROWS)
+softmax_xent(T* logits, const T* __restrict__ bias, const long long* __restrict__ targets,
+             const long long* __restrict__ gather, T* __restrict__ probs, T* grad, int rows,
+             int C, T scale, double* __restrict__ parts) {
+    __shared__ double loss_part[XENT_ROWS];
+    __shared__ double correct_part[XENT_ROWS];
     double loss = 0.0, correct = 0.0;
-    for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    const int r = blockIdx.x * XENT_ROWS + threadIdx.x;
+    if (r < rows) {
         T* z = logits + (long long)r * C;
         if (bias)
             for (int c = 0; c < C; ++c) z[c] += bias[c];
@@ -229,8 +263,8 @@ __global__ void softmax_xent(T* logits, const T* __restrict__ bias,  // grad may
             if (z[c] > m) { m = z[c]; best = c; }  // the first maximum, as argmax
         T s = T(0);
         for (int c = 0; c < C; ++c) s += exp(z[c] - m);
-        loss += (double)(m + log(s) - z[y]);
-        correct += (best == y);
+        loss = (double)(m + log(s) - z[y]);
+        correct = (best == y);
         for (int c = 0; c < C; ++c) {
             const T p = exp(z[c] - m) / s;
             if (probs) probs[(long long)r * C + c] = p;
@@ -244,7 +278,7 @@ __global__ void softmax_xent(T* logits, const T* __restrict__ bias,  // grad may
     loss_part[threadIdx.x] = loss;
     correct_part[threadIdx.x] = correct;
     __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    for (int half = XENT_ROWS / 2; half > 0; half /= 2) {
         if (threadIdx.x < half) {
             loss_part[threadIdx.x] += loss_part[threadIdx.x + half];
             correct_part[threadIdx.x] += correct_part[threadIdx.x + half];
@@ -252,9 +286,16 @@ __global__ void softmax_xent(T* logits, const T* __restrict__ bias,  // grad may
         __syncthreads();
     }
     if (threadIdx.x == 0) {
-        acc[0] += loss_part[0];
-        acc[1] += correct_part[0];
+        parts[2 * blockIdx.x] = loss_part[0];
+        parts[2 * blockIdx.x + 1] = correct_part[0];
     }
+}
+
+// acc[0] += sum of parts[2 i], acc[1] += sum of parts[2 i + 1], i < n, in order (one block of 2)
+__global__ void sum_parts(const double* __restrict__ parts, int n, double* __restrict__ acc) {
+    double s = 0.0;
+    for (int i = 0; i < n; ++i) s += parts[2 * i + threadIdx.x];
+    acc[threadIdx.x] += s;
 }
 
 // dL/dz = (probs - onehot(y)) * scale, one thread per row
@@ -272,7 +313,8 @@ __global__ void softmax_xent_grad(const T* __restrict__ probs, const long long* 
 }
 
 __global__ void zero_doubles(double* acc, int n) {
-    if (threadIdx.x < n) acc[threadIdx.x] = 0.0;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        acc[i] = 0.0;
 }
 
 // ---------------------------------------------------------------------------------------------
