@@ -18,6 +18,7 @@ epoch.
 from __future__ import annotations
 
 import math
+import os
 
 import cupy as cp
 import numpy as np
@@ -26,11 +27,16 @@ from mlptrain.backend.cuda.gemm import (
     ACT_IDS,
     EPI_ACT_GRAD,
     EPI_BIAS_ACT,
+    MAX_PARTIALS,
     NULL,
+    GemmPlan,
+    candidates,
     plan,
     ptr,
 )
 from mlptrain.backend.cupy_backend import XENT_ROWS
+
+TUNE_REPS = 10  # launches per timed candidate
 
 
 class EpochGraph:
@@ -42,7 +48,8 @@ class EpochGraph:
                 and (hasattr(optimizer, "velocity") or hasattr(optimizer, "m"))
                 and train.X.flags.c_contiguous and train.targets.dtype == np.int64)
 
-    def __init__(self, backend, model, optimizer, train, batch: int, samples: int | None = None):
+    def __init__(self, backend, model, optimizer, train, batch: int, samples: int | None = None,
+                 tune: bool | None = None):
         """An epoch is the first `samples` (default all) entries of each epoch's order."""
         self.backend, self.model, self.optimizer, self.train = backend, model, optimizer, train
         self.n, self.batch = samples or train.size, batch
@@ -55,11 +62,13 @@ class EpochGraph:
         self.parts = cp.zeros(2 * self.blocks * self.steps, dtype=np.float64)  # their sums
         sizes = {batch} | ({self.n % batch} if self.n % batch else set())
         self.buffers = {rows: self._buffers(rows) for rows in sizes}
-        self.workspace = cp.empty(max(self._partials(rows) for rows in sizes), dtype=model.dtype)
         backend.load(model.dtype)
         self.update = _Update(backend, model, optimizer)
-        self._emit = lambda label, launch: launch()  # profile() records instead
         self.stream = cp.cuda.Stream(non_blocking=True)
+        self.tune = os.environ.get("MLPTRAIN_CUDA_TUNE", "1") != "0" if tune is None else tune
+        self.plans = {}  # (product, m, n, k) -> GemmPlan, timed or from the heuristic
+        self._choose_plans(sizes)
+        self._emit = lambda label, launch: launch()  # profile() records instead
         self.graph = self._capture()
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -70,15 +79,39 @@ class EpochGraph:
         return {"acts": [None] + [new(n) for n in sizes[1:]],  # acts[0] is the dataset itself
                 "deltas": [None] + [new(n) for n in sizes[1:-1]]}
 
-    def _products(self, rows: int):
-        """(m, n, k) of each product in a step, n counting the bias gradient's ones column."""
-        for fan_in, fan_out in zip(self.model.sizes[:-1], self.model.sizes[1:]):
-            yield rows, fan_out, fan_in  # forward
-            yield fan_out, fan_in + 1, rows  # weight and bias gradient
-            yield rows, fan_in, fan_out  # input gradient
+    def _choose_plans(self, sizes) -> None:
+        """Fixes every product's tile and K-split before the capture: by timing each candidate
+        on the real buffers (MLPTRAIN_CUDA_TUNE=0: by the heuristic), then sizes the split-K
+        scratch this graph keeps for itself."""
+        self.perm[...] = cp.arange(self.n)  # products read rows through it: keep them in range
+        self.scratch = (cp.empty(MAX_PARTIALS, dtype=self.model.dtype),
+                        cp.zeros(4096, dtype=np.int32))
+        self._emit = lambda label, launch: None
+        for rows in sizes:
+            self._step(0 if rows == self.batch else self.steps - 1)
+        partials = max(p.partials(m, n) for (_, m, n, _), p in self.plans.items())
+        tiles = max(p.tiles for p in self.plans.values())
+        self.scratch = (cp.empty(max(partials, 1), dtype=self.model.dtype),
+                        cp.zeros(tiles, dtype=np.int32))
 
-    def _partials(self, rows: int) -> int:
-        return max(max(plan(m, n, k).splits * m * n for m, n, k in self._products(rows)), 1)
+    def _fastest(self, m: int, n: int, k: int, launch) -> GemmPlan:
+        """The candidate plan whose launch, repeated in a small graph, takes least time."""
+        best, start, stop = None, cp.cuda.Event(), cp.cuda.Event()
+        for p in candidates(m, n, k):
+            with self.stream:
+                self.stream.begin_capture()
+                for _ in range(TUNE_REPS):
+                    launch(p, self.scratch)
+                graph = self.stream.end_capture()
+                graph.launch(self.stream)  # warm-up
+                start.record(self.stream)
+                graph.launch(self.stream)
+                stop.record(self.stream)
+                stop.synchronize()
+            elapsed = cp.cuda.get_elapsed_time(start, stop)
+            if best is None or elapsed < best[0]:
+                best = (elapsed, p)
+        return best[1]
 
     def _capture(self):
         with self.stream:
@@ -105,9 +138,17 @@ class EpochGraph:
         last = len(layers) - 1
 
         def gemm(label, m, n, k, *args, **kwargs):
-            p = plan(m, n + ("ones_out" in kwargs), k)
-            emit(f"{label} {m}x{n}x{k} {p.tile}/{p.splits}", lambda: self.backend.gemm(
-                *args[:3], m, n, k, *args[3:], gemm_plan=p, workspace=self.workspace, **kwargs))
+            def launch(p, scratch):
+                self.backend.gemm(*args[:3], m, n, k, *args[3:], gemm_plan=p, scratch=scratch,
+                                  **kwargs)
+
+            n_out = n + ("ones_out" in kwargs)  # the bias gradient's ones column
+            key = (label, m, n_out, k)
+            if key not in self.plans:
+                self.plans[key] = (self._fastest(m, n_out, k, launch) if self.tune
+                                   else plan(m, n_out, k))
+            p = self.plans[key]
+            emit(f"{label} {m}x{n}x{k} {p.tile}/{p.splits}", lambda: launch(p, self.scratch))
 
         for i, layer in enumerate(layers):  # acts[i+1] (rows, O) = f(acts[i] W^T + b)
             fan_out, fan_in = layer.weight.shape

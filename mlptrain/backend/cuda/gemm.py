@@ -17,8 +17,11 @@ import numpy as np
 TILES = {
     "small": (32, 32, 16, 4, 4),  # 64 threads
     "medium": (64, 64, 16, 4, 4),  # 256 threads
+    "tall": (128, 64, 8, 8, 4),  # 256 threads
     "large": (128, 128, 8, 8, 8),  # 256 threads, 64 outputs each
 }
+SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # K-splits a tuner tries
+MAX_PARTIALS = 1 << 23  # elements of split-K scratch a plan may use
 TRANSPOSES = ((False, True), (True, False), (False, False))  # x W^T, dz^T x, dz W
 TARGET_BLOCKS = 264  # two waves' worth of blocks on a 132-SM H100
 
@@ -48,9 +51,17 @@ class GemmPlan:
     grid: tuple[int, int, int]
     threads: int
 
+    @property
+    def tiles(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def partials(self, m: int, n: int) -> int:
+        return self.splits * m * n if self.splits > 1 else 0
+
 
 def plan(m: int, n: int, k: int, tile: str | None = None, splits: int | None = None) -> GemmPlan:
-    """The tile and K-split for an (m, n, k) product (n counting a ones column, if any)."""
+    """The tile and K-split for an (m, n, k) product (n counting a ones column, if any): a
+    heuristic; EpochGraph times the candidates instead."""
     if tile is None:
         area = m * n
         tile = "large" if area >= 128 * 128 * 48 else "medium" if area >= 64 * 64 * 40 else "small"
@@ -66,6 +77,17 @@ def plan(m: int, n: int, k: int, tile: str | None = None, splits: int | None = N
                     (bm // tm) * (bn // tn))
 
 
+def candidates(m: int, n: int, k: int) -> list[GemmPlan]:
+    """Every distinct (tile, split) worth timing for an (m, n, k) product."""
+    plans = {}
+    for tile in TILES:
+        for splits in SPLITS:
+            p = plan(m, n, k, tile, splits)
+            if p.splits == splits and p.tiles * splits <= 4096 and p.partials(m, n) <= MAX_PARTIALS:
+                plans[p.tile, p.splits] = p
+    return list(plans.values())
+
+
 NULL = np.uint64(0)
 
 
@@ -77,48 +99,39 @@ def ptr(array, offset_elements: int = 0) -> np.uint64:
 
 
 class Gemm:
-    """Launches C = op(A) @ op(B) with an optional fused epilogue, from a compiled module."""
+    """Launches C = op(A) @ op(B) with an optional fused epilogue."""
 
     def __init__(self, function):
         self.function = function  # kernel name -> compiled function
-        self._workspace = {}  # dtype -> split-K partials buffer, grown on demand
+        self._scratch = {}  # dtype -> (partials, counters), grown on demand
 
-    def workspace(self, dtype, elements: int):
-        """The split-K scratch of at least `elements`; allocate before a capture, never in it."""
-        buf = self._workspace.get(np.dtype(dtype))
-        if buf is None or buf.size < elements:
-            buf = self._workspace[np.dtype(dtype)] = cp.empty(elements, dtype=dtype)
-        return buf
+    def scratch(self, dtype, partials: int, tiles: int):
+        """Split-K partials and tile counters (zeroed) of at least these sizes. Allocate them
+        before a capture, never in it: a graph keeps its own (see __call__)."""
+        have = self._scratch.get(np.dtype(dtype))
+        if have is None or have[0].size < partials or have[1].size < tiles:
+            have = self._scratch[np.dtype(dtype)] = (
+                cp.empty(max(partials, 1), dtype=dtype), cp.zeros(max(tiles, 1), dtype=np.int32))
+        return have
 
     def __call__(self, a, b, c, m: int, n: int, k: int, lda: int, ldb: int,
                  trans_a=False, trans_b=False, gather_a=None, gather_b=None, ones_out=None,
                  mode=EPI_STORE, bias=None, ymask=None, act=0, slope=0.0, gemm_plan=None,
-                 workspace=None):
-        """`workspace` (or the shared one) holds split-K partials; a captured graph passes its
-        own, so later eager calls that grow the shared one cannot free memory it points at."""
+                 scratch=None):
+        """`scratch` (partials, counters), or the shared one, serves split-K; a captured graph
+        passes its own, so later eager calls that grow the shared one cannot free memory it
+        points at."""
         dtype = c.dtype
         n_out = n + (ones_out is not None)
         p = gemm_plan or plan(m, n_out, k)
-        scalar = dtype.type
-        partial = None
+        partial = counters = None
         if p.splits > 1:
-            partial = workspace if workspace is not None else self.workspace(
-                dtype, p.splits * m * n_out)
-        f = self.function(gemm_name(dtype, trans_a, trans_b, p.tile))
-        f(p.grid, (p.threads,),
-          (a, b, c, gather_a if gather_a is not None else NULL,
-           gather_b if gather_b is not None else NULL,
-           np.int32(m), np.int32(n), np.int32(k), np.int32(lda), np.int32(ldb),
-           np.int32(p.k_chunk), partial if partial is not None else NULL,
-           ones_out if ones_out is not None else NULL, np.int32(mode),
-           bias if bias is not None else NULL, ymask if ymask is not None else NULL,
-           np.int32(act), scalar(slope)))
-        if partial is not None:
-            reduce = self.function(f"splitk_reduce<{ctype(dtype)}>")
-            blocks = min(-(-(m * n_out) // 256), 1024)
-            reduce((blocks,), (256,),
-                   (partial, np.int32(p.splits), np.int32(m), np.int32(n), c,
-                    ones_out if ones_out is not None else NULL, np.int32(mode),
-                    bias if bias is not None else NULL, ymask if ymask is not None else NULL,
-                    np.int32(act), scalar(slope)))
+            partial, counters = scratch or self.scratch(dtype, p.partials(m, n_out), p.tiles)
+        opt = lambda v: NULL if v is None else v
+        self.function(gemm_name(dtype, trans_a, trans_b, p.tile))(
+            p.grid, (p.threads,),
+            (a, b, c, opt(gather_a), opt(gather_b), np.int32(m), np.int32(n), np.int32(k),
+             np.int32(lda), np.int32(ldb), np.int32(p.k_chunk), opt(partial), opt(counters),
+             opt(ones_out), np.int32(mode), opt(bias), opt(ymask), np.int32(act),
+             dtype.type(slope)))
         return c

@@ -52,15 +52,16 @@ template <typename T> __device__ __forceinline__ T epilogue(
 // ones_out (or null) adds a column N whose B entries are 1, so C's column sums land in it: the
 // bias gradient falls out of the weight gradient's product.
 // Split-K: blockIdx.z takes K-range [z * k_chunk, (z + 1) * k_chunk); with partial non-null each
-// split writes its own (M, N+1) slice and splitk_reduce sums them in a fixed order (so results
-// are deterministic) and applies the epilogue.
+// split writes its own (M, N+1) slice, and the tile's last block to finish (counted in
+// counters[tile], which it resets) sums the slices in the fixed order z = 0, 1, ... (so results
+// are deterministic) and applies the epilogue: no second launch.
 // ---------------------------------------------------------------------------------------------
 template <typename T, bool TA, bool TB, int BM, int BN, int BK, int TM, int TN>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN))
 gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
      const long long* __restrict__ gather_a, const long long* __restrict__ gather_b,
      int M, int N, int K, int lda, int ldb, int k_chunk,
-     T* __restrict__ partial, T* __restrict__ ones_out,
+     T* __restrict__ partial, int* __restrict__ counters, T* __restrict__ ones_out,
      int mode, const T* __restrict__ bias, const T* __restrict__ ymask, int act, T slope) {
     constexpr int DM = BM / TM, DN = BN / TN, THREADS = DM * DN;
     constexpr int LA = (BM * BK + THREADS - 1) / THREADS, LB = (BN * BK + THREADS - 1) / THREADS;
@@ -148,6 +149,39 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
             __syncthreads();
         }
     }
+    if (partial) {
+#pragma unroll
+        for (int i = 0; i < TM; ++i) {
+            const int m = m0 + ty * TM + i;
+#pragma unroll
+            for (int j = 0; j < TN; ++j) {
+                const int n = n0 + tx * TN + j;
+                if (m < M && n < Np) partial[((long long)blockIdx.z * M + m) * Np + n] = acc[i][j];
+            }
+        }
+        __threadfence();  // this slice is visible before the count says so
+        __syncthreads();
+        __shared__ int is_last;
+        const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+        if (tid == 0) is_last = atomicAdd(&counters[tile], 1) == (int)gridDim.z - 1;
+        __syncthreads();
+        if (!is_last) return;
+        __threadfence();
+#pragma unroll
+        for (int i = 0; i < TM; ++i) {
+            const int m = m0 + ty * TM + i;
+#pragma unroll
+            for (int j = 0; j < TN; ++j) {
+                const int n = n0 + tx * TN + j;
+                if (m >= M || n >= Np) continue;
+                T s = T(0);
+                for (int z = 0; z < (int)gridDim.z; ++z)
+                    s += __ldcg(&partial[((long long)z * M + m) * Np + n]);  // from L2
+                acc[i][j] = s;
+            }
+        }
+        if (tid == 0) counters[tile] = 0;  // ready for the next launch
+    }
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const int m = m0 + ty * TM + i;
@@ -156,32 +190,13 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
         for (int j = 0; j < TN; ++j) {
             const int n = n0 + tx * TN + j;
             if (n >= Np) continue;
-            if (partial) {
-                partial[((long long)blockIdx.z * M + m) * Np + n] = acc[i][j];
-            } else if (n == N) {
+            if (n == N) {
                 ones_out[m] = acc[i][j];
             } else {
                 C[(long long)m * N + n] = epilogue<T>(acc[i][j], m, n, N, mode, bias, ymask, act,
                                                       slope);
             }
         }
-    }
-}
-
-template <typename T>
-__global__ void splitk_reduce(const T* __restrict__ partial, int splits, int M, int N,
-                              T* __restrict__ C, T* __restrict__ ones_out, int mode,
-                              const T* __restrict__ bias, const T* __restrict__ ymask, int act,
-                              T slope) {
-    const int Np = N + (ones_out != nullptr);
-    const long long total = (long long)M * Np;
-    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
-         e += (long long)gridDim.x * blockDim.x) {
-        T s = partial[e];
-        for (int z = 1; z < splits; ++z) s += partial[z * total + e];
-        const int m = (int)(e / Np), n = (int)(e % Np);
-        if (n == N) ones_out[m] = s;
-        else C[(long long)m * N + n] = epilogue<T>(s, m, n, N, mode, bias, ymask, act, slope);
     }
 }
 
