@@ -83,7 +83,8 @@ class EpochGraph:
         """Fixes every product's tile and K-split before the capture: by timing each candidate
         on the real buffers (MLPTRAIN_CUDA_TUNE=0: by the heuristic), then sizes the split-K
         scratch this graph keeps for itself."""
-        self.perm[...] = cp.arange(self.n)  # products read rows through it: keep them in range
+        # products read rows through the permutation: time them on a shuffled one
+        self.perm[...] = cp.random.RandomState(0).permutation(self.train.size)[:self.n]
         self.scratch = (cp.empty(MAX_PARTIALS, dtype=self.model.dtype),
                         cp.zeros(4096, dtype=np.int32))
         self._emit = lambda label, launch: None

@@ -11,6 +11,8 @@
 #define ACT_TANH 3
 #define ACT_SIGMOID 4
 
+#define GATHER_MAX 1024    // gathered B rows a GEMM block stages in shared memory
+
 #define EPI_STORE 0       // C = A @ B
 #define EPI_BIAS_ACT 1    // C = act(A @ B + bias)          (forward: fused bias + activation)
 #define EPI_ACT_GRAD 2    // C = (A @ B) * act'(Y)          (backward: dx times the derivative)
@@ -80,6 +82,21 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
 
     // The next tile is fetched into registers while this one is multiplied (latency hiding).
     // Threads run along each operand's stored-contiguous dimension, so loads coalesce.
+    // Gathered rows are looked up once, not once per K-step: a dependent load in the K loop
+    // would double its latency. A's rows stay with each thread; B's rows of this K-range are
+    // staged in shared memory.
+    long long arow[LA];
+#pragma unroll
+    for (int r = 0; r < LA; ++r) {
+        const int m = m0 + (tid + r * THREADS) / BK;
+        arow[r] = (!TA && gather_a && m < M) ? gather_a[m] * lda : (long long)m * lda;
+    }
+    __shared__ long long brow[GATHER_MAX];
+    const bool staged = !TB && gather_b && k_end - k_begin <= GATHER_MAX;
+    if (staged) {
+        for (int kk = tid; kk < k_end - k_begin; kk += THREADS) brow[kk] = gather_b[k_begin + kk];
+        __syncthreads();
+    }
     T ra[LA], rb[LB];
     auto fetch = [&](int k0) {
 #pragma unroll
@@ -90,7 +107,7 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
             T v = T(0);
             if (e < BM * BK && m < M && k < k_end) {
                 if (TA) v = A[(long long)k * lda + m];
-                else v = A[(gather_a ? gather_a[m] : (long long)m) * lda + k];
+                else v = A[arow[r] + k];
             }
             ra[r] = v;
         }
@@ -103,6 +120,7 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
             if (e < BN * BK && k < k_end) {
                 if (n < N) {
                     if (TB) v = B[(long long)n * ldb + k];
+                    else if (staged) v = B[brow[k - k_begin] * ldb + n];
                     else v = B[(gather_b ? gather_b[k] : (long long)k) * ldb + n];
                 } else if (n < Np) {
                     v = T(1);  // the ones column
@@ -175,6 +193,7 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
                 const int n = n0 + tx * TN + j;
                 if (m >= M || n >= Np) continue;
                 T s = T(0);
+#pragma unroll 8
                 for (int z = 0; z < (int)gridDim.z; ++z)
                     s += __ldcg(&partial[((long long)z * M + m) * Np + n]);  // from L2
                 acc[i][j] = s;
