@@ -59,12 +59,12 @@ def test_gemm_matches_numpy_for_every_transpose_and_ragged_shape(gpu, dtype, tra
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
     want = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
     for tile in G.TILES:
-        for splits in (1, 3, None):
+        for splits, inline in ((1, False), (3, False), (3, True), (None, False), (None, True)):
             out = poisoned((m, n), dtype)
-            p = G.plan(m, n, k, tile=tile, splits=splits)
+            p = G.plan(m, n, k, tile=tile, splits=splits, inline_reduce=inline)
             gpu.gemm(cp.asarray(a), cp.asarray(b), out, m, n, k, a.shape[1], b.shape[1],
                      trans_a, trans_b, gemm_plan=p)
-            assert rel(out.get(), want) < TOL[dtype], (tile, splits)
+            assert rel(out.get(), want) < TOL[dtype], p
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -75,25 +75,26 @@ def test_gemm_gathers_rows_adds_the_ones_column_and_fuses_epilogues(gpu, dtype):
     bias = rng.standard_normal(45).astype(dtype)
     index = rng.permutation(500)[:70]
     dX, dW, dbias, dI = (cp.asarray(v) for v in (X, W, bias, index))
-    for splits in (1, 4):
+    for splits, inline in ((1, False), (4, False), (4, True)):
+        plan = lambda m, n, k: G.plan(m, n, k, splits=splits, inline_reduce=inline)
         # forward: relu(X[index] W^T + b)
         out = poisoned((70, 45), dtype)
         gpu.gemm(dX, dW, out, 70, 45, 97, 97, 97, trans_b=True, gather_a=dI,
-                 mode=G.EPI_BIAS_ACT, bias=dbias, act=1, gemm_plan=G.plan(70, 45, 97, splits=splits))
+                 mode=G.EPI_BIAS_ACT, bias=dbias, act=1, gemm_plan=plan(70, 45, 97))
         want = np.maximum(X[index].astype(np.float64) @ W.T + bias, 0)
         assert rel(out.get(), want) < TOL[dtype]
         # weight and bias gradient: [dW | db] = dz^T [X[index] | 1]
         dz = rng.standard_normal((70, 45)).astype(dtype)
         gw, gb = poisoned((45, 97), dtype), poisoned(45, dtype)
         gpu.gemm(cp.asarray(dz), dX, gw, 45, 97, 70, 45, 97, trans_a=True, gather_b=dI,
-                 ones_out=gb, gemm_plan=G.plan(45, 98, 70, splits=splits))
+                 ones_out=gb, gemm_plan=plan(45, 98, 70))
         assert rel(gw.get(), dz.T.astype(np.float64) @ X[index]) < TOL[dtype]
         assert rel(gb.get(), dz.astype(np.float64).sum(axis=0)) < TOL[dtype]
         # input gradient with the derivative fused: (dz W) * [y > 0]
         y = np.maximum(rng.standard_normal((70, 97)), 0).astype(dtype)
         dx = poisoned((70, 97), dtype)
         gpu.gemm(cp.asarray(dz), dW, dx, 70, 97, 45, 45, 97, mode=G.EPI_ACT_GRAD,
-                 ymask=cp.asarray(y), act=1, gemm_plan=G.plan(70, 97, 45, splits=splits))
+                 ymask=cp.asarray(y), act=1, gemm_plan=plan(70, 97, 45))
         assert rel(dx.get(), (dz.astype(np.float64) @ W) * (y > 0)) < TOL[dtype]
 
 

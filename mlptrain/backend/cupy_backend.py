@@ -22,7 +22,7 @@ from mlptrain.backend.cuda import gemm as gemm_mod
 from mlptrain.backend.cuda.gemm import ACT_IDS, NULL, Gemm, ctype
 
 KERNELS = Path(__file__).with_name("cuda") / "kernels.cu"
-ELEMENTWISE = ("bias_activation", "activation_backward", "sum_rows",
+ELEMENTWISE = ("splitk_reduce", "bias_activation", "activation_backward", "sum_rows",
                "take_rows", "softmax_xent", "softmax_xent_grad", "sgd_update", "adam_update")
 SHARED = ["zero_doubles", "sum_parts"]  # kernels with no element type
 THREADS = 256

@@ -50,6 +50,7 @@ class GemmPlan:
     k_chunk: int
     grid: tuple[int, int, int]
     threads: int
+    inline_reduce: bool = False  # split-K summed by the last block, else by splitk_reduce
 
     @property
     def tiles(self) -> int:
@@ -59,7 +60,8 @@ class GemmPlan:
         return self.splits * m * n if self.splits > 1 else 0
 
 
-def plan(m: int, n: int, k: int, tile: str | None = None, splits: int | None = None) -> GemmPlan:
+def plan(m: int, n: int, k: int, tile: str | None = None, splits: int | None = None,
+         inline_reduce: bool = False) -> GemmPlan:
     """The tile and K-split for an (m, n, k) product (n counting a ones column, if any): a
     heuristic; EpochGraph times the candidates instead."""
     if tile is None:
@@ -74,7 +76,7 @@ def plan(m: int, n: int, k: int, tile: str | None = None, splits: int | None = N
     k_chunk = -(-k_chunk // bk) * bk  # whole K-steps per slice
     splits = -(-k // k_chunk)
     return GemmPlan(tile, splits, k_chunk, (-(-n // bn), -(-m // bm), splits),
-                    (bm // tm) * (bn // tn))
+                    (bm // tm) * (bn // tn), inline_reduce and splits > 1)
 
 
 def candidates(m: int, n: int, k: int) -> list[GemmPlan]:
@@ -82,9 +84,10 @@ def candidates(m: int, n: int, k: int) -> list[GemmPlan]:
     plans = {}
     for tile in TILES:
         for splits in SPLITS:
-            p = plan(m, n, k, tile, splits)
-            if p.splits == splits and p.tiles * splits <= 4096 and p.partials(m, n) <= MAX_PARTIALS:
-                plans[p.tile, p.splits] = p
+            for inline in (False, True):
+                p = plan(m, n, k, tile, splits, inline)
+                if p.tiles * p.splits <= 4096 and p.partials(m, n) <= MAX_PARTIALS:
+                    plans[p.tile, p.splits, p.inline_reduce] = p
     return list(plans.values())
 
 
@@ -127,6 +130,7 @@ class Gemm:
         partial = counters = None
         if p.splits > 1:
             partial, counters = scratch or self.scratch(dtype, p.partials(m, n_out), p.tiles)
+            counters = counters if p.inline_reduce else None
         opt = lambda v: NULL if v is None else v
         self.function(gemm_name(dtype, trans_a, trans_b, p.tile))(
             p.grid, (p.threads,),
@@ -134,4 +138,10 @@ class Gemm:
              np.int32(lda), np.int32(ldb), np.int32(p.k_chunk), opt(partial), opt(counters),
              opt(ones_out), np.int32(mode), opt(bias), opt(ymask), np.int32(act),
              dtype.type(slope)))
+        if partial is not None and not p.inline_reduce:
+            blocks = min(-(-(m * n_out) // 256), 1024)
+            self.function(f"splitk_reduce<{ctype(dtype)}>")(
+                (blocks,), (256,),
+                (partial, np.int32(p.splits), np.int32(m), np.int32(n), c, opt(ones_out),
+                 np.int32(mode), opt(bias), opt(ymask), np.int32(act), dtype.type(slope)))
         return c

@@ -54,9 +54,9 @@ template <typename T> __device__ __forceinline__ T epilogue(
 // ones_out (or null) adds a column N whose B entries are 1, so C's column sums land in it: the
 // bias gradient falls out of the weight gradient's product.
 // Split-K: blockIdx.z takes K-range [z * k_chunk, (z + 1) * k_chunk); with partial non-null each
-// split writes its own (M, N+1) slice, and the tile's last block to finish (counted in
-// counters[tile], which it resets) sums the slices in the fixed order z = 0, 1, ... (so results
-// are deterministic) and applies the epilogue: no second launch.
+// split writes its own (M, N+1) slice, and either the tile's last block to finish (counted in
+// counters[tile], which it resets) or, with counters null, splitk_reduce sums the slices in the
+// fixed order z = 0, 1, ... (so results are deterministic) and applies the epilogue.
 // ---------------------------------------------------------------------------------------------
 template <typename T, bool TA, bool TB, int BM, int BN, int BK, int TM, int TN>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN))
@@ -177,6 +177,7 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
                 if (m < M && n < Np) partial[((long long)blockIdx.z * M + m) * Np + n] = acc[i][j];
             }
         }
+        if (!counters) return;  // splitk_reduce, launched next, sums the slices
         __threadfence();  // this slice is visible before the count says so
         __syncthreads();
         __shared__ int is_last;
@@ -216,6 +217,24 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
                                                       slope);
             }
         }
+    }
+}
+
+// The other way to finish a split-K product: one thread per output sums the slices in order.
+template <typename T>
+__global__ void splitk_reduce(const T* __restrict__ partial, int splits, int M, int N,
+                              T* __restrict__ C, T* __restrict__ ones_out, int mode,
+                              const T* __restrict__ bias, const T* __restrict__ ymask, int act,
+                              T slope) {
+    const int Np = N + (ones_out != nullptr);
+    const long long total = (long long)M * Np;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        T s = partial[e];
+        for (int z = 1; z < splits; ++z) s += partial[z * total + e];
+        const int m = (int)(e / Np), n = (int)(e % Np);
+        if (n == N) ones_out[m] = s;
+        else C[(long long)m * N + n] = epilogue<T>(s, m, n, N, mode, bias, ymask, act, slope);
     }
 }
 
