@@ -76,7 +76,7 @@ def test_gemm_gathers_rows_adds_the_ones_column_and_fuses_epilogues(gpu, dtype):
     index = rng.permutation(500)[:70]
     dX, dW, dbias, dI = (cp.asarray(v) for v in (X, W, bias, index))
     for splits, inline in ((1, False), (4, False), (4, True)):
-        plan = lambda m, n, k: G.plan(m, n, k, splits=splits, inline_reduce=inline)
+        plan = lambda m, n, k, s=splits, i=inline: G.plan(m, n, k, splits=s, inline_reduce=i)
         # forward: relu(X[index] W^T + b)
         out = poisoned((70, 45), dtype)
         gpu.gemm(dX, dW, out, 70, 45, 97, 97, 97, trans_b=True, gather_a=dI,
