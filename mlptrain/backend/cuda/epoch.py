@@ -68,7 +68,9 @@ class EpochGraph:
         self.tune = os.environ.get("MLPTRAIN_CUDA_TUNE", "1") != "0" if tune is None else tune
         self.plans = {}  # (product, m, n, k) -> GemmPlan, timed or from the heuristic
         self._choose_plans(sizes)
-        self._emit = lambda label, launch: launch()  # profile() records instead
+        self.side = cp.cuda.Stream(non_blocking=True)  # a graph branch for weight gradients
+        self._joins = []  # side-branch events the next update must wait for
+        self._emit = self._launch  # profile() records instead
         self.graph = self._capture()
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -87,13 +89,14 @@ class EpochGraph:
         self.perm[...] = cp.random.RandomState(0).permutation(self.train.size)[:self.n]
         self.scratch = (cp.empty(MAX_PARTIALS, dtype=self.model.dtype),
                         cp.zeros(4096, dtype=np.int32))
-        self._emit = lambda label, launch: None
+        self._emit = lambda label, launch, side=False: None
         for rows in sizes:
             self._step(0 if rows == self.batch else self.steps - 1)
         partials = max(p.partials(m, n) for (_, m, n, _), p in self.plans.items())
         tiles = max(p.tiles for p in self.plans.values())
-        self.scratch = (cp.empty(max(partials, 1), dtype=self.model.dtype),
-                        cp.zeros(tiles, dtype=np.int32))
+        new = lambda: (cp.empty(max(partials, 1), dtype=self.model.dtype),
+                       cp.zeros(tiles, dtype=np.int32))
+        self.scratch, self.side_scratch = new(), new()  # one per branch: they run at once
 
     def _fastest(self, m: int, n: int, k: int, launch) -> GemmPlan:
         """The candidate plan whose launch, repeated in a small graph, takes least time; two
@@ -115,6 +118,25 @@ class EpochGraph:
                     stop.synchronize()
                     best[i] = min(best[i], cp.cuda.get_elapsed_time(start, stop))
         return plans[best.index(min(best))]
+
+    def _launch(self, label, launch, side=False) -> None:
+        """Records a launch into the graph being captured: on the main stream, or (side) on a
+        branch that forks here from the main stream and joins it before the next update."""
+        if not side:
+            if label == "optimizer update":
+                for event in self._joins:
+                    self.stream.wait_event(event)
+                self._joins = []
+            launch(self.scratch)
+            return
+        fork = cp.cuda.Event(disable_timing=True)
+        fork.record(self.stream)
+        self.side.wait_event(fork)
+        with self.side:
+            launch(self.side_scratch)
+            join = cp.cuda.Event(disable_timing=True)
+            join.record(self.side)
+        self._joins.append(join)
 
     def _capture(self):
         with self.stream:
@@ -140,7 +162,7 @@ class EpochGraph:
         acts, deltas = [self.train.X, *buf["acts"][1:]], buf["deltas"]
         last = len(layers) - 1
 
-        def gemm(label, m, n, k, *args, **kwargs):
+        def gemm(label, m, n, k, *args, side=False, **kwargs):
             def launch(p, scratch):
                 self.backend.gemm(*args[:3], m, n, k, *args[3:], gemm_plan=p, scratch=scratch,
                                   **kwargs)
@@ -151,7 +173,8 @@ class EpochGraph:
                 self.plans[key] = (self._fastest(m, n_out, k, launch) if self.tune
                                    else plan(m, n_out, k))
             p = self.plans[key]
-            emit(f"{label} {m}x{n}x{k} {p.tile}/{p.splits}{'i' * p.inline_reduce}", lambda: launch(p, self.scratch))
+            name = f"{label} {m}x{n}x{k} {p.tile}/{p.splits}{'i' * p.inline_reduce}"
+            emit(name, lambda scratch: launch(p, scratch), side=side)
 
         for i, layer in enumerate(layers):  # acts[i+1] (rows, O) = f(acts[i] W^T + b)
             fan_out, fan_in = layer.weight.shape
@@ -160,7 +183,7 @@ class EpochGraph:
                  mode=EPI_BIAS_ACT, bias=layer.bias, act=act if i < last else 0, slope=slope)
         logits, dz = acts[-1], acts[-1]  # dL/dz overwrites the logits: nothing reads them again
         blocks = -(-rows // XENT_ROWS)
-        emit("softmax cross-entropy", lambda: self.backend.kernel("softmax_xent", dtype)(
+        emit("softmax cross-entropy", lambda _: self.backend.kernel("softmax_xent", dtype)(
             (blocks,), (XENT_ROWS,),
             (logits, NULL, self.train.targets, index, NULL, dz, np.int32(rows),
              np.int32(logits.shape[1]), dtype.type(1.0 / rows),
@@ -171,26 +194,26 @@ class EpochGraph:
             # [dW | db] (O, I + 1) = dz^T (O, rows) @ [acts[i] | 1] (rows, I + 1)
             gemm(f"weight grad {i}", fan_out, fan_in, rows, dz, acts[i], layer.grad_weight,
                  fan_out, fan_in, trans_a=True, gather_b=index if i == 0 else None,
-                 ones_out=layer.grad_bias)
+                 ones_out=layer.grad_bias, side=i > 0)  # off the critical path, but the first
             if i > 0:  # dL/dz_{i-1} (rows, I) = (dz @ W) * f'(acts[i])
                 gemm(f"input grad {i}", rows, fan_in, fan_out, dz, layer.weight, deltas[i],
                      fan_out, fan_in, mode=EPI_ACT_GRAD, ymask=acts[i], act=act, slope=slope)
                 dz = deltas[i]
-        emit("optimizer update", lambda: self.update(s, self.lrs, self.t0))
+        emit("optimizer update", lambda _: self.update(s, self.lrs, self.t0))
 
     def profile(self, reps: int = 100) -> list[tuple[str, float]]:
         """(launch, microseconds) for each launch of one full-batch step, each timed as a graph
         of `reps` back-to-back copies. For benchmarks: it trains the model on garbage."""
         launches = []
-        self._emit = lambda label, launch: launches.append((label, launch))
+        self._emit = lambda label, launch, side=False: launches.append((label, launch))
         self._step(0)
-        self._emit = lambda label, launch: launch()
+        self._emit = self._launch
         timings = []
         for label, launch in launches:
             with self.stream:
                 self.stream.begin_capture()
                 for _ in range(reps):
-                    launch()
+                    launch(self.scratch)
                 graph = self.stream.end_capture()
                 graph.launch(self.stream)
                 start, stop = cp.cuda.Event(), cp.cuda.Event()
