@@ -83,8 +83,14 @@ def test_gemm_gathers_rows_adds_the_ones_column_and_fuses_epilogues(gpu, dtype):
                  mode=G.EPI_BIAS_ACT, bias=dbias, act=1, gemm_plan=plan(70, 45, 97))
         want = np.maximum(X[index].astype(np.float64) @ W.T + bias, 0)
         assert rel(out.get(), want) < TOL[dtype]
-        # weight and bias gradient: [dW | db] = dz^T [X[index] | 1]
+        # weight and bias gradient as the model stores them: [dW^T ; db] = [X[index] | 1]^T dz
         dz = rng.standard_normal((70, 45)).astype(dtype)
+        gwt, gb = poisoned((97, 45), dtype), poisoned(45, dtype)
+        gpu.gemm(dX, cp.asarray(dz), gwt, 97, 45, 70, 97, 45, trans_a=True, gather_a=dI,
+                 ones_out=gb, ones_row=True, gemm_plan=plan(98, 45, 70))
+        assert rel(gwt.get(), X[index].T.astype(np.float64) @ dz) < TOL[dtype]
+        assert rel(gb.get(), dz.astype(np.float64).sum(axis=0)) < TOL[dtype]
+        # the same with the ones as a column of B: [dW | db] = dz^T [X[index] | 1]
         gw, gb = poisoned((45, 97), dtype), poisoned(45, dtype)
         gpu.gemm(cp.asarray(dz), dX, gw, 45, 97, 70, 45, 97, trans_a=True, gather_b=dI,
                  ones_out=gb, gemm_plan=plan(45, 98, 70))
@@ -132,7 +138,8 @@ def test_sum_rows_take_rows_and_softmax_cross_entropy_match_numpy(gpu, dtype):
     assert np.array_equal(got.get(), a[index])
     logits = (rng.standard_normal((300, 10)) * 20).astype(dtype)  # large: exp must not overflow
     targets = rng.integers(0, 10, 300)
-    cache_cpu, cache_gpu = np.empty_like(logits), poisoned(logits.shape, dtype)
+    cache_cpu, cache_gpu = loss.new_cache(np, 300, 10, dtype), loss.new_cache(cp, 300, 10, dtype)
+    cache_gpu.probs[...] = np.nan
     want_loss, want_correct = cpu.loss_forward(loss, logits, targets, cache_cpu)
     got_loss, got_correct = gpu.loss_forward(loss, cp.asarray(logits), cp.asarray(targets),
                                              cache_gpu)
@@ -217,3 +224,49 @@ def test_float32_training_tracks_numpy_within_float32_rounding(runs_dir, monkeyp
         assert rel(gpu_w[name], w) < 1e-4, name
     acc = lambda run: run.summary["final"]["test_accuracy"]
     assert abs(acc(gpu_run) - acc(cpu_run)) <= 0.002  # at most a couple of the 10,000 flip
+
+
+def test_own_matmul_reads_and_writes_column_major_views():
+    gpu, rng = CupyBackend(graph=False, gemm="own"), np.random.default_rng(5)
+    w = rng.standard_normal((45, 97))  # (O, I), stored column-major as the model does
+    x, dz = rng.standard_normal((70, 97)), rng.standard_normal((70, 45))
+    w_gpu = cp.asfortranarray(cp.asarray(w))
+    out = gpu.matmul(cp.asarray(x), w_gpu, poisoned((70, 45), np.float64), trans_b=True)
+    assert rel(out.get(), x @ w.T) < 1e-12
+    grad = cp.asfortranarray(poisoned((45, 97), np.float64))  # dW written through dW^T
+    gpu.matmul(cp.asarray(x), cp.asarray(dz), grad.T, trans_a=True)
+    assert rel(grad.get(), dz.T @ x) < 1e-12
+    dx = gpu.matmul(cp.asarray(dz), w_gpu, poisoned((70, 97), np.float64))
+    assert rel(dx.get(), dz @ w) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 1e-3),
+                                                  (0.9, True, 1e-2)])
+def test_sgd_update_matches_the_numpy_backend(gpu, dtype, momentum, nesterov, wd):
+    rng, cpu = np.random.default_rng(6), NumpyBackend()
+    p, v = (rng.standard_normal(1000).astype(dtype) for _ in range(2))
+    pg, vg = cp.asarray(p), cp.asarray(v)
+    for lr in (0.1, 0.05, 0.01):
+        g = rng.standard_normal(1000).astype(dtype)
+        cpu.sgd_update(p, g.copy(), v, lr, momentum, nesterov, wd)
+        gpu.sgd_update(pg, cp.asarray(g), vg, lr, momentum, nesterov, wd)
+    tol = 4 * np.finfo(dtype).eps
+    np.testing.assert_allclose(pg.get(), p, rtol=tol, atol=tol)
+    np.testing.assert_allclose(vg.get(), v, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("wd,decoupled", [(0.0, False), (1e-2, False), (1e-2, True)])
+def test_adam_update_matches_the_numpy_backend(gpu, dtype, wd, decoupled):
+    rng, cpu = np.random.default_rng(7), NumpyBackend()
+    p = rng.standard_normal(1000).astype(dtype)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    pg, mg, vg = cp.asarray(p), cp.asarray(m), cp.asarray(v)
+    for step in (1, 2, 3):
+        g = rng.standard_normal(1000).astype(dtype)
+        cpu.adam_update(p, g.copy(), m, v, step, 1e-3, 0.9, 0.999, 1e-8, wd, decoupled)
+        gpu.adam_update(pg, cp.asarray(g), mg, vg, step, 1e-3, 0.9, 0.999, 1e-8, wd, decoupled)
+    tol = 8 * np.finfo(dtype).eps
+    for got, want in ((pg, p), (mg, m), (vg, v)):
+        np.testing.assert_allclose(got.get(), want, rtol=tol, atol=tol)

@@ -11,6 +11,7 @@ This module, and the modules under backend/cuda, are the only ones that import C
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -27,6 +28,39 @@ ELEMENTWISE = ("splitk_reduce", "bias_activation", "activation_backward", "sum_r
 SHARED = ["zero_doubles", "sum_parts"]  # kernels with no element type
 THREADS = 256
 XENT_ROWS = 128  # rows per block of softmax_xent (kernels.cu)
+
+
+_SGD = cp.ElementwiseKernel(
+    "T g, T lr, T mu, T wd, int32 nesterov", "T p, T v",
+    """
+    T gg = g;
+    if (wd != (T)0) gg += p * wd;          // the L2 penalty's gradient
+    if (mu != (T)0) {
+        T ve = v * mu;
+        ve += gg;                          // v <- mu v + g
+        v = ve;
+        if (nesterov) gg += ve * mu; else gg = ve;
+    }
+    gg *= lr;
+    p -= gg;
+    """, "mlptrain_sgd_update")
+_ADAM = cp.ElementwiseKernel(  # mode: 0 no decay, 1 L2 (Adam), 2 decoupled (AdamW)
+    "T g, T step_size, T root_c2, T b1, T b2, T omb1, T omb2, T eps, T wd, T shrink, int32 mode",
+    "T p, T m, T v",
+    """
+    T gg = g, pe = p;
+    if (mode == 2) pe *= shrink; else if (mode == 1) gg += pe * wd;
+    T me = m * b1;
+    me += gg * omb1;
+    T ve = v * b2;
+    ve += (gg * gg) * omb2;
+    m = me;
+    v = ve;
+    T denom = sqrt(ve) * root_c2;
+    denom += eps;
+    pe -= (me / denom) * step_size;
+    p = pe;
+    """, "mlptrain_adam_update")
 
 
 def _blocks(total: int) -> int:
@@ -108,9 +142,17 @@ class CupyBackend:
         return out
 
     def matmul(self, a, b, out, trans_a: bool = False, trans_b: bool = False):
-        """out = op(a) @ op(b): cuBLAS by default, our kernel with gemm="own"."""
+        """out = op(a) @ op(b): cuBLAS by default, our kernel with gemm="own". Operands may be
+        C- or F-ordered (a column-major weight is the C-ordered transpose, read transposed)."""
         if self.gemm_kind == "cublas":
             return cp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+        if not out.flags.c_contiguous:  # out^T = op(b)^T op(a)^T, into the C-ordered out.T
+            self.matmul(b, a, out.T, not trans_b, not trans_a)
+            return out
+        if not a.flags.c_contiguous:
+            a, trans_a = a.T, not trans_a
+        if not b.flags.c_contiguous:
+            b, trans_b = b.T, not trans_b
         m, n = out.shape
         k = a.shape[0] if trans_a else a.shape[1]
         return self.gemm(a, b, out, m, n, k, a.shape[1], b.shape[1], trans_a, trans_b)
@@ -158,7 +200,7 @@ class CupyBackend:
         parts, acc = cp.empty(2 * blocks, dtype=np.float64), cp.zeros(2, dtype=np.float64)
         self.kernel("softmax_xent", logits.dtype)(
             (blocks,), (XENT_ROWS,),
-            (logits, NULL, targets, NULL, cache, NULL, np.int32(rows), np.int32(classes),
+            (logits, NULL, targets, NULL, cache.probs, NULL, np.int32(rows), np.int32(classes),
              logits.dtype.type(0), parts))
         self.function("sum_parts")((1,), (2,), (parts, np.int32(blocks), acc))
         return acc[0], acc[1]
@@ -166,11 +208,28 @@ class CupyBackend:
     def loss_backward(self, loss: nn.Loss, cache, targets, scale: float, out):
         if loss.name != "softmax_cross_entropy":
             return loss.backward(cp, cache, targets, scale, out=out)
-        rows, classes = cache.shape
-        self.kernel("softmax_xent_grad", cache.dtype)(
+        probs = cache.probs
+        rows, classes = probs.shape
+        self.kernel("softmax_xent_grad", probs.dtype)(
             (-(-rows // 128),), (128,),
-            (cache, targets, out, np.int32(rows), np.int32(classes), cache.dtype.type(scale)))
+            (probs, targets, out, np.int32(rows), np.int32(classes), probs.dtype.type(scale)))
         return out
+
+    # -- optimizer updates, in place (the NumPy backend's formulas, operation for operation) ----
+
+    def sgd_update(self, param, grad, velocity, lr: float, momentum: float, nesterov: bool,
+                   weight_decay: float) -> None:
+        t = param.dtype.type
+        _SGD(grad, t(lr), t(momentum), t(weight_decay), np.int32(bool(nesterov)), param,
+             velocity if velocity is not None else grad)  # unused (not written) without momentum
+
+    def adam_update(self, param, grad, m, v, step: int, lr: float, beta1: float, beta2: float,
+                    eps: float, weight_decay: float, decoupled: bool) -> None:
+        t = param.dtype.type
+        mode = 0 if not weight_decay else 2 if decoupled else 1
+        _ADAM(grad, t(lr / (1 - beta1**step)), t(1 / math.sqrt(1 - beta2**step)), t(beta1),
+              t(beta2), t(1 - beta1), t(1 - beta2), t(eps), t(weight_decay),
+              t(1 - lr * weight_decay), np.int32(mode), param, m, v)
 
     # -- the whole-epoch fast path (train.py asks for it) ---------------------------------------
 

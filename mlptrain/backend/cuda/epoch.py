@@ -45,7 +45,8 @@ class EpochGraph:
         return (model.loss.name == "softmax_cross_entropy"
                 and ACT_IDS.get(model.activation.name) is not None
                 and model.dtype in (np.float32, np.float64)
-                and (hasattr(optimizer, "velocity") or hasattr(optimizer, "m"))
+                and hasattr(model.params, "flat")  # one flat buffer: the update is one launch
+                and all(hasattr(state, "flat") for state in _Update.state_of(optimizer))
                 and train.X.flags.c_contiguous and train.targets.dtype == np.int64)
 
     def __init__(self, backend, model, optimizer, train, batch: int, samples: int | None = None,
@@ -167,19 +168,20 @@ class EpochGraph:
                 self.backend.gemm(*args[:3], m, n, k, *args[3:], gemm_plan=p, scratch=scratch,
                                   **kwargs)
 
-            n_out = n + ("ones_out" in kwargs)  # the bias gradient's ones column
-            key = (label, m, n_out, k)
+            m_out = m + kwargs.get("ones_row", False)  # the bias gradient's ones row
+            key = (label, m_out, n, k)
             if key not in self.plans:
-                self.plans[key] = (self._fastest(m, n_out, k, launch) if self.tune
-                                   else plan(m, n_out, k))
+                self.plans[key] = (self._fastest(m_out, n, k, launch) if self.tune
+                                   else plan(m_out, n, k))
             p = self.plans[key]
             name = f"{label} {m}x{n}x{k} {p.tile}/{p.splits}{'i' * p.inline_reduce}"
             emit(name, lambda scratch: launch(p, scratch), side=side)
 
+        # Weights are stored column-major: layer.weight.T, W^T (I, O), is the C-ordered array.
         for i, layer in enumerate(layers):  # acts[i+1] (rows, O) = f(acts[i] W^T + b)
             fan_out, fan_in = layer.weight.shape
-            gemm(f"forward {i}", rows, fan_out, fan_in, acts[i], layer.weight, acts[i + 1],
-                 fan_in, fan_in, trans_b=True, gather_a=index if i == 0 else None,
+            gemm(f"forward {i}", rows, fan_out, fan_in, acts[i], layer.weight.T, acts[i + 1],
+                 fan_in, fan_out, gather_a=index if i == 0 else None,
                  mode=EPI_BIAS_ACT, bias=layer.bias, act=act if i < last else 0, slope=slope)
         logits, dz = acts[-1], acts[-1]  # dL/dz overwrites the logits: nothing reads them again
         blocks = -(-rows // XENT_ROWS)
@@ -191,13 +193,14 @@ class EpochGraph:
         for i in reversed(range(len(layers))):
             layer = layers[i]
             fan_out, fan_in = layer.weight.shape
-            # [dW | db] (O, I + 1) = dz^T (O, rows) @ [acts[i] | 1] (rows, I + 1)
-            gemm(f"weight grad {i}", fan_out, fan_in, rows, dz, acts[i], layer.grad_weight,
-                 fan_out, fan_in, trans_a=True, gather_b=index if i == 0 else None,
-                 ones_out=layer.grad_bias, side=i > 0)  # off the critical path, but the first
+            # [dW^T ; db] (I + 1, O) = [acts[i] | 1]^T (I + 1, rows) @ dz (rows, O)
+            gemm(f"weight grad {i}", fan_in, fan_out, rows, acts[i], dz, layer.grad_weight.T,
+                 fan_in, fan_out, trans_a=True, gather_a=index if i == 0 else None,
+                 ones_out=layer.grad_bias, ones_row=True,
+                 side=i > 0)  # off the critical path, but for the first layer's
             if i > 0:  # dL/dz_{i-1} (rows, I) = (dz @ W) * f'(acts[i])
-                gemm(f"input grad {i}", rows, fan_in, fan_out, dz, layer.weight, deltas[i],
-                     fan_out, fan_in, mode=EPI_ACT_GRAD, ymask=acts[i], act=act, slope=slope)
+                gemm(f"input grad {i}", rows, fan_in, fan_out, dz, layer.weight.T, deltas[i],
+                     fan_out, fan_out, trans_b=True, mode=EPI_ACT_GRAD, ymask=acts[i], act=act, slope=slope)
                 dz = deltas[i]
         emit("optimizer update", lambda _: self.update(s, self.lrs, self.t0))
 
@@ -244,27 +247,28 @@ class EpochGraph:
 
 
 class _Update:
-    """The optimizer's step for every parameter tensor, as one launch reading device buffers."""
+    """The optimizer's step over the model's flat parameter buffer, as one launch reading the
+    learning rate (and Adam's count) from device buffers."""
+
+    @staticmethod
+    def state_of(optimizer) -> tuple:
+        if hasattr(optimizer, "velocity"):
+            return (optimizer.velocity,)
+        return (optimizer.m, optimizer.v) if hasattr(optimizer, "m") else (None,)
 
     def __init__(self, backend, model, optimizer):
         self.optimizer, self.dtype = optimizer, model.dtype
-        names = list(model.params)
-        addresses = lambda arrays: cp.asarray(
-            [arrays[name].data.ptr for name in names], dtype=np.int64)
-        self.params, self.grads = addresses(model.params), addresses(model.grads)
-        self.sizes = cp.asarray([model.params[name].size for name in names], dtype=np.int64)
-        self.tensors = len(names)
-        self.blocks = min(max(-(-p.size // 256) for p in model.params.values()), 512)
-        if hasattr(optimizer, "velocity"):
-            self.kernel = backend.kernel("sgd_update", self.dtype)
-            self.state = (addresses(optimizer.velocity),)
-        else:
-            self.kernel = backend.kernel("adam_update", self.dtype)
-            self.state = (addresses(optimizer.m), addresses(optimizer.v))
+        address = lambda flat: cp.asarray([flat.data.ptr], dtype=np.int64)
+        self.params, self.grads = address(model.params.flat), address(model.grads.flat)
+        self.sizes = cp.asarray([model.params.flat.size], dtype=np.int64)
+        self.blocks = min(-(-model.params.flat.size // 256), 1024)
+        name = "sgd_update" if hasattr(optimizer, "velocity") else "adam_update"
+        self.kernel = backend.kernel(name, self.dtype)
+        self.state = tuple(address(state.flat) for state in self.state_of(optimizer))
 
     def __call__(self, step: int, lrs, t0) -> None:
         o, t = self.optimizer, self.dtype.type
-        grid = (self.blocks, self.tensors)
+        grid = (self.blocks, 1)
         if len(self.state) == 1:
             self.kernel(grid, (256,), (self.params, self.grads, *self.state, self.sizes, lrs,
                                        np.int32(step), t(o.momentum), t(o.weight_decay),

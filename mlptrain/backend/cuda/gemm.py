@@ -119,29 +119,30 @@ class Gemm:
 
     def __call__(self, a, b, c, m: int, n: int, k: int, lda: int, ldb: int,
                  trans_a=False, trans_b=False, gather_a=None, gather_b=None, ones_out=None,
-                 mode=EPI_STORE, bias=None, ymask=None, act=0, slope=0.0, gemm_plan=None,
+                 ones_row=False, mode=EPI_STORE, bias=None, ymask=None, act=0, slope=0.0, gemm_plan=None,
                  scratch=None):
         """`scratch` (partials, counters), or the shared one, serves split-K; a captured graph
         passes its own, so later eager calls that grow the shared one cannot free memory it
         points at."""
         dtype = c.dtype
-        n_out = n + (ones_out is not None)
-        p = gemm_plan or plan(m, n_out, k)
+        m_out = m + (ones_out is not None and ones_row)  # counting the ones row or column
+        n_out = n + (ones_out is not None and not ones_row)
+        p = gemm_plan or plan(m_out, n_out, k)
         partial = counters = None
         if p.splits > 1:
-            partial, counters = scratch or self.scratch(dtype, p.partials(m, n_out), p.tiles)
+            partial, counters = scratch or self.scratch(dtype, p.partials(m_out, n_out), p.tiles)
             counters = counters if p.inline_reduce else None
         opt = lambda v: NULL if v is None else v
         self.function(gemm_name(dtype, trans_a, trans_b, p.tile))(
             p.grid, (p.threads,),
             (a, b, c, opt(gather_a), opt(gather_b), np.int32(m), np.int32(n), np.int32(k),
              np.int32(lda), np.int32(ldb), np.int32(p.k_chunk), opt(partial), opt(counters),
-             opt(ones_out), np.int32(mode), opt(bias), opt(ymask), np.int32(act),
+             opt(ones_out), np.int32(ones_row), np.int32(mode), opt(bias), opt(ymask), np.int32(act),
              dtype.type(slope)))
         if partial is not None and not p.inline_reduce:
-            blocks = min(-(-(m * n_out) // 256), 1024)
+            blocks = min(-(-(m_out * n_out) // 256), 1024)
             self.function(f"splitk_reduce<{ctype(dtype)}>")(
                 (blocks,), (256,),
                 (partial, np.int32(p.splits), np.int32(m), np.int32(n), c, opt(ones_out),
-                 np.int32(mode), opt(bias), opt(ymask), np.int32(act), dtype.type(slope)))
+                 np.int32(ones_row), np.int32(mode), opt(bias), opt(ymask), np.int32(act), dtype.type(slope)))
         return c

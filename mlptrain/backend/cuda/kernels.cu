@@ -49,10 +49,12 @@ template <typename T> __device__ __forceinline__ T epilogue(
 // Matrix product C (M, N) = op(A) (M, K) @ op(B) (K, N), tiled in shared memory with a TM x TN
 // register tile per thread. op(A)(m, k) is A[m * lda + k], or A[k * lda + m] when TA (stored
 // transposed); op(B)(k, n) is B[k * ldb + n], or B[n * ldb + k] when TB.
-// gather_a / gather_b (or null) pick the stored rows of an untransposed A / B: the mini-batch
-// is read straight from the resident dataset through the epoch's permutation, with no copy.
-// ones_out (or null) adds a column N whose B entries are 1, so C's column sums land in it: the
-// bias gradient falls out of the weight gradient's product.
+// gather_a / gather_b (or null) pick the stored rows of A / B (rows m of A, or k when TA; rows k
+// of B, untransposed only): the mini-batch is read straight from the resident dataset through
+// the epoch's permutation, with no copy.
+// ones_out (or null) adds a column N of ones to B (ones_row = 0), whose products, C's row sums,
+// land in ones_out[m]; or a row M of ones to A (ones_row = 1), C's column sums landing in
+// ones_out[n]: the bias gradient falls out of the weight gradient's product.
 // Split-K: blockIdx.z takes K-range [z * k_chunk, (z + 1) * k_chunk); with partial non-null each
 // split writes its own (M, N+1) slice, and either the tile's last block to finish (counted in
 // counters[tile], which it resets) or, with counters null, splitk_reduce sums the slices in the
@@ -63,7 +65,7 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
 gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
      const long long* __restrict__ gather_a, const long long* __restrict__ gather_b,
      int M, int N, int K, int lda, int ldb, int k_chunk,
-     T* __restrict__ partial, int* __restrict__ counters, T* __restrict__ ones_out,
+     T* __restrict__ partial, int* __restrict__ counters, T* __restrict__ ones_out, int ones_row,
      int mode, const T* __restrict__ bias, const T* __restrict__ ymask, int act, T slope) {
     constexpr int DM = BM / TM, DN = BN / TN, THREADS = DM * DN;
     constexpr int LA = (BM * BK + THREADS - 1) / THREADS, LB = (BN * BK + THREADS - 1) / THREADS;
@@ -72,7 +74,8 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
     __shared__ __align__(16) T Bs[BK][BN + PAD];
     const int tid = threadIdx.x, tx = tid % DN, ty = tid / DN;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    const int Np = N + (ones_out != nullptr);
+    const int Mp = M + (ones_out != nullptr && ones_row);
+    const int Np = N + (ones_out != nullptr && !ones_row);
     const int k_begin = blockIdx.z * k_chunk, k_end = min(K, k_begin + k_chunk);
     T acc[TM][TN];
 #pragma unroll
@@ -91,10 +94,11 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
         const int m = m0 + (tid + r * THREADS) / BK;
         arow[r] = (!TA && gather_a && m < M) ? gather_a[m] * lda : (long long)m * lda;
     }
-    __shared__ long long brow[GATHER_MAX];
-    const bool staged = !TB && gather_b && k_end - k_begin <= GATHER_MAX;
+    __shared__ long long krow[GATHER_MAX];  // gathered rows indexed by k (TA's A, or B)
+    const long long* gather_k = TA ? gather_a : (!TB ? gather_b : nullptr);
+    const bool staged = gather_k && k_end - k_begin <= GATHER_MAX;
     if (staged) {
-        for (int kk = tid; kk < k_end - k_begin; kk += THREADS) brow[kk] = gather_b[k_begin + kk];
+        for (int kk = tid; kk < k_end - k_begin; kk += THREADS) krow[kk] = gather_k[k_begin + kk];
         __syncthreads();
     }
     T ra[LA], rb[LB];
@@ -106,8 +110,11 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
             const int m = m0 + mm, k = k0 + kk;
             T v = T(0);
             if (e < BM * BK && m < M && k < k_end) {
-                if (TA) v = A[(long long)k * lda + m];
-                else v = A[arow[r] + k];
+                if (!TA) v = A[arow[r] + k];
+                else if (staged) v = A[krow[k - k_begin] * lda + m];
+                else v = A[(gather_a ? gather_a[k] : (long long)k) * lda + m];
+            } else if (e < BM * BK && m < Mp && k < k_end) {
+                v = T(1);  // the ones row
             }
             ra[r] = v;
         }
@@ -120,7 +127,7 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
             if (e < BN * BK && k < k_end) {
                 if (n < N) {
                     if (TB) v = B[(long long)n * ldb + k];
-                    else if (staged) v = B[brow[k - k_begin] * ldb + n];
+                    else if (staged) v = B[krow[k - k_begin] * ldb + n];
                     else v = B[(gather_b ? gather_b[k] : (long long)k) * ldb + n];
                 } else if (n < Np) {
                     v = T(1);  // the ones column
@@ -174,7 +181,7 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
 #pragma unroll
             for (int j = 0; j < TN; ++j) {
                 const int n = n0 + tx * TN + j;
-                if (m < M && n < Np) partial[((long long)blockIdx.z * M + m) * Np + n] = acc[i][j];
+                if (m < Mp && n < Np) partial[((long long)blockIdx.z * Mp + m) * Np + n] = acc[i][j];
             }
         }
         if (!counters) return;  // splitk_reduce, launched next, sums the slices
@@ -192,11 +199,11 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
 #pragma unroll
             for (int j = 0; j < TN; ++j) {
                 const int n = n0 + tx * TN + j;
-                if (m >= M || n >= Np) continue;
+                if (m >= Mp || n >= Np) continue;
                 T s = T(0);
 #pragma unroll 8
                 for (int z = 0; z < (int)gridDim.z; ++z)
-                    s += __ldcg(&partial[((long long)z * M + m) * Np + n]);  // from L2
+                    s += __ldcg(&partial[((long long)z * Mp + m) * Np + n]);  // from L2
                 acc[i][j] = s;
             }
         }
@@ -205,12 +212,14 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const int m = m0 + ty * TM + i;
-        if (m >= M) continue;
+        if (m >= Mp) continue;
 #pragma unroll
         for (int j = 0; j < TN; ++j) {
             const int n = n0 + tx * TN + j;
             if (n >= Np) continue;
-            if (n == N) {
+            if (m == M) {
+                ones_out[n] = acc[i][j];
+            } else if (n == N) {
                 ones_out[m] = acc[i][j];
             } else {
                 C[(long long)m * N + n] = epilogue<T>(acc[i][j], m, n, N, mode, bias, ymask, act,
@@ -223,17 +232,19 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
 // The other way to finish a split-K product: one thread per output sums the slices in order.
 template <typename T>
 __global__ void splitk_reduce(const T* __restrict__ partial, int splits, int M, int N,
-                              T* __restrict__ C, T* __restrict__ ones_out, int mode,
-                              const T* __restrict__ bias, const T* __restrict__ ymask, int act,
-                              T slope) {
-    const int Np = N + (ones_out != nullptr);
-    const long long total = (long long)M * Np;
+                              T* __restrict__ C, T* __restrict__ ones_out, int ones_row,
+                              int mode, const T* __restrict__ bias, const T* __restrict__ ymask,
+                              int act, T slope) {
+    const int Mp = M + (ones_out != nullptr && ones_row);
+    const int Np = N + (ones_out != nullptr && !ones_row);
+    const long long total = (long long)Mp * Np;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
         T s = partial[e];
         for (int z = 1; z < splits; ++z) s += partial[z * total + e];
         const int m = (int)(e / Np), n = (int)(e % Np);
-        if (n == N) ones_out[m] = s;
+        if (m == M) ones_out[n] = s;
+        else if (n == N) ones_out[m] = s;
         else C[(long long)m * N + n] = epilogue<T>(s, m, n, N, mode, bias, ymask, act, slope);
     }
 }
@@ -414,8 +425,10 @@ __global__ void adam_update(const long long* __restrict__ params, const long lon
     const long long n = sizes[blockIdx.y];
     const double lr_d = lrs[step];
     const double t = (double)(t0[0] + step + 1);
-    const T c1 = (T)(1.0 - pow(beta1, t)), c2 = (T)(1.0 - pow(beta2, t));
-    const T lr = (T)lr_d, b1 = (T)beta1, b2 = (T)beta2;
+    // lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), as the NumPy backend computes it
+    const T step_size = (T)(lr_d / (1.0 - pow(beta1, t)));
+    const T root_c2 = (T)(1.0 / sqrt(1.0 - pow(beta2, t)));
+    const T b1 = (T)beta1, b2 = (T)beta2;
     const T omb1 = (T)(1.0 - beta1), omb2 = (T)(1.0 - beta2);
     const T shrink = (T)(1.0 - lr_d * weight_decay), wd = (T)weight_decay;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
@@ -424,12 +437,14 @@ __global__ void adam_update(const long long* __restrict__ params, const long lon
         if (weight_decay != 0.0 && decoupled) pe *= shrink;  // AdamW: shrink p apart from g
         else if (weight_decay != 0.0) g += wd * pe;
         T me = m[e] * b1;
-        me += omb1 * g;
+        me += g * omb1;
         T ve = v[e] * b2;
-        ve += omb2 * (g * g);
+        ve += (g * g) * omb2;
         m[e] = me;
         v[e] = ve;
-        pe -= lr * (me / c1) / (sqrt(ve / c2) + eps);
+        T denom = sqrt(ve) * root_c2;
+        denom += eps;
+        pe -= (me / denom) * step_size;
         p[e] = pe;
     }
 }
