@@ -111,7 +111,7 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
             T v = T(0);
             if (e < BM * BK && m < M && k < k_end) {
                 if (!TA) v = A[arow[r] + k];
-                else if (staged) v = A[krow[k - k_begin] * lda + m];
+                else if (staged && gather_k == gather_a) v = A[krow[k - k_begin] * lda + m];
                 else v = A[(gather_a ? gather_a[k] : (long long)k) * lda + m];
             } else if (e < BM * BK && m < Mp && k < k_end) {
                 v = T(1);  // the ones row
@@ -127,7 +127,7 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
             if (e < BN * BK && k < k_end) {
                 if (n < N) {
                     if (TB) v = B[(long long)n * ldb + k];
-                    else if (staged) v = B[krow[k - k_begin] * ldb + n];
+                    else if (staged && gather_k == gather_b) v = B[krow[k - k_begin] * ldb + n];
                     else v = B[(gather_b ? gather_b[k] : (long long)k) * ldb + n];
                 } else if (n < Np) {
                     v = T(1);  // the ones column
