@@ -62,6 +62,8 @@ def fit(
     set_: Optional[List[str]] = typer.Option(
         None, "--set", "-s", metavar="SECTION.KEY=VALUE",
         help="Override one config key (repeatable), e.g. --set train.epochs=5."),
+    device: Optional[str] = typer.Option(
+        None, "--device", help="cpu, cuda or auto: the same as --set train.device=..."),
     runs_dir: Optional[Path] = RunsDir,
 ):
     """Train the model a config describes; writes runs/<run-id>/ (config, metrics, weights)."""
@@ -71,7 +73,8 @@ def fit(
     # a diverging run overflows before the loop sees a NaN loss and explains it: no numpy noise
     warnings.filterwarnings("ignore", message="(overflow|invalid value)", category=RuntimeWarning)
     try:
-        cfg = load_config(config, set_ or [])
+        device_set = [f"train.device={device}"] if device else []  # --device is a --set
+        cfg = load_config(config, [*(set_ or []), *device_set])
         with FitRenderer(out) as renderer:
             finished = fit_experiment(cfg, RunStore(runs_dir), renderer, renderer.download)
         finish_fit(out, cfg, finished)  # plots, then the summary panel (cli/summary.py)
