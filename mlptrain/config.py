@@ -98,6 +98,7 @@ class TrainConfig:
     eval_batch_size: int = option(8192, low=1)  # evaluation needs no gradients: big batches
     patience: int = option(0, low=0)  # early stopping: epochs without val-loss gain (0 = off)
     min_delta: float = option(0.0, low=0.0)  # early stopping: the gain that counts
+    checkpoint_every: int = option(0, low=0)  # steps between checkpoints (0 = at epoch ends)
 
 
 @dataclass

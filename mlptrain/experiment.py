@@ -5,7 +5,8 @@ The CLI calls `fit_experiment` and `evaluate_run` and renders their events; noth
 
 from __future__ import annotations
 
-import json
+import math
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from mlptrain import train as loop
 from mlptrain.backend import get_backend
 from mlptrain.config import Config, load_config
 from mlptrain.data import Dataset, load_dataset
-from mlptrain.errors import ConfigError, DataError, TrainingError
+from mlptrain.checkpoint import checkpoint_arrays, restore
+from mlptrain.errors import ConfigError, DataError, RunStoreError, TrainingError
 from mlptrain.model import MLP, build_model
 from mlptrain.optim import build_optimizer
 from mlptrain.runs import Run, RunStore, npz_arrays
@@ -37,6 +39,7 @@ class RunStarted:
     samples: dict[str, int]  # split -> size
     device: str
     dtype: str
+    resumed_at: tuple[int, int] | None = None  # (epochs completed, steps into the next)
 
 
 @dataclass
@@ -67,37 +70,109 @@ def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
     return Prepared(config, dataset, model, rngs)
 
 
+@dataclass
+class Plan:
+    """What `fit` would do, resolved but not run (fit --dry-run)."""
+
+    layers: list[str]
+    parameters: int
+    samples: dict[str, int]
+    device: str
+    dtype: str
+    steps_per_epoch: int
+    epochs: int
+    checkpoint_every: int
+    dataset: str
+    source: str
+
+
+def plan(config: Config, data_progress: Callable | None = None) -> Plan:
+    """Resolves device, data and model as `fit` would, without creating a run."""
+    p = prepare(config, data_progress)
+    samples = {name: int(len(p.dataset.split(name)[1])) for name in SPLITS}
+    batch = min(config.train.batch_size, samples["train"])
+    return Plan(p.model.describe(), p.model.parameter_count, samples, p.model.ops.device,
+                config.train.dtype, math.ceil(samples["train"] / batch), config.train.epochs,
+                config.train.checkpoint_every, p.dataset.name, p.dataset.source)
+
+
 def fit_experiment(config: Config, store: RunStore,
                    on_event: Callable[[Any], None] = lambda e: None,
-                   data_progress: Callable | None = None) -> RunFinished:
-    """Trains the configured model into a new run directory and returns its summary."""
+                   data_progress: Callable | None = None,
+                   stop: loop.StopFlag | None = None) -> RunFinished:
+    """Trains the configured model into a new run directory and returns its summary.
+
+    Setting `stop` ends training after the current batch with a checkpoint; the summary's
+    status is then `interrupted` and `resume_experiment` continues the run.
+    """
     p = prepare(config, data_progress)
-    model, dataset, ops = p.model, p.dataset, p.model.ops
     if config.model.weights:  # start from a saved network instead of the initialisation
-        model.load_state_dict(_read_weights_file(Path(config.model.weights)),
-                              source=config.model.weights)
-    optimizer = build_optimizer(config.optimizer, ops, model.params)
-    splits = {name: loop.to_device(ops, model, *dataset.split(name)) for name in SPLITS}
-    if config.train.patience and not splits["val"].size:
-        raise ConfigError("[train] patience > 0 (early stopping) needs a validation split, but "
-                          "[data] val_fraction = 0; set one or turn early stopping off.")
+        p.model.load_state_dict(_read_weights_file(Path(config.model.weights)),
+                                source=config.model.weights)
+    optimizer = build_optimizer(config.optimizer, p.model.ops, p.model.params)
+    splits = _splits(p)
     run = store.create(config.name)
     run.write_config(config.to_toml())
     summary = _start_summary(run, p)
     run.write_summary(summary)
-    on_event(RunStarted(run.run_id, run.path, model.describe(), model.parameter_count,
-                        {k: s.size for k, s in splits.items()}, ops.device, config.train.dtype))
+    return _train(run, summary, p, optimizer, splits, loop.TrainState(), on_event, stop)
 
-    def save_epoch(state: loop.TrainState) -> None:
-        run.append_metrics(state.history[-1])
-        run.write_checkpoint(_checkpoint(model, optimizer, p.rngs["shuffle"], state))
-        summary["epochs_completed"] = state.epoch
+
+def resume_experiment(store: RunStore, ref: str,
+                      on_event: Callable[[Any], None] = lambda e: None,
+                      data_progress: Callable | None = None,
+                      stop: loop.StopFlag | None = None) -> RunFinished:
+    """Continues a run from its checkpoint.npz, in its own directory, to the same weights an
+    uninterrupted run would have reached."""
+    run = store.find(ref)
+    summary = run.read_summary()
+    if summary.get("status") == "completed":
+        raise RunStoreError(f"run {run.run_id} has already completed; there is nothing to "
+                            "resume. Start a new run with `mlptrain fit`.")
+    checkpoint = run.read_checkpoint()  # before any work: a run without one cannot resume
+    config = load_config(run.path / "config.toml")
+    p = prepare(config, data_progress)
+    optimizer = build_optimizer(config.optimizer, p.model.ops, p.model.params)
+    state = restore(checkpoint, p.model, optimizer, p.rngs, str(run.path / "checkpoint.npz"))
+    splits = _splits(p)
+    run.write_metrics(state.history)  # drops any record written after the checkpoint
+    summary.update(status="running", epochs_completed=state.epoch, final=None, timing=None,
+                   resumed=summary.get("resumed", 0) + 1, pid=os.getpid(), host=platform.node())
+    summary.pop("error", None)
+    run.write_summary(summary)
+    return _train(run, summary, p, optimizer, splits, state, on_event, stop)
+
+
+def _splits(p: Prepared) -> dict[str, loop.Split]:
+    splits = {name: loop.to_device(p.model.ops, p.model, *p.dataset.split(name))
+              for name in SPLITS}
+    if p.config.train.patience and not splits["val"].size:
+        raise ConfigError("[train] patience > 0 (early stopping) needs a validation split, but "
+                          "[data] val_fraction = 0; set one or turn early stopping off.")
+    return splits
+
+
+def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.TrainState,
+           on_event, stop) -> RunFinished:
+    config, model = p.config, p.model
+    on_event(RunStarted(run.run_id, run.path, model.describe(), model.parameter_count,
+                        {k: s.size for k, s in splits.items()}, model.ops.device,
+                        config.train.dtype, resumed_at=(state.epoch, state.position)
+                        if state.step else None))
+
+    def save_checkpoint(s: loop.TrainState) -> None:
+        run.write_checkpoint(checkpoint_arrays(model, optimizer, p.rngs, s))
+
+    def save_epoch(s: loop.TrainState) -> None:
+        save_checkpoint(s)  # first: it holds the history too, so metrics never run ahead of it
+        run.append_metrics(s.history[-1])
+        summary["epochs_completed"] = s.epoch
         run.write_summary(summary)
 
-    start = time.perf_counter()
+    start, epochs_before = time.perf_counter(), len(state.history)
     try:
         state = loop.fit(model, optimizer, splits["train"], splits["val"], config,
-                         p.rngs["shuffle"], on_event, save_epoch)
+                         p.rngs["shuffle"], on_event, save_epoch, state, stop, save_checkpoint)
     except KeyboardInterrupt:
         _finish(run, summary, "interrupted", start)
         raise
@@ -105,13 +180,22 @@ def fit_experiment(config: Config, store: RunStore,
         _finish(run, summary, "failed", start, error=str(exc))
         raise
     seconds = time.perf_counter() - start
+    if state.interrupted:
+        summary["position"] = {"epoch": state.epoch + 1 if state.position else state.epoch,
+                               "step": state.step}
+        _finish(run, summary, "interrupted", start)
+        finished = RunFinished(run.run_id, run.path, summary)
+        on_event(finished)
+        return finished
     run.write_weights(model.state_dict())
     summary["final"] = final_metrics(model, splits, config.train.eval_batch_size)
     summary["stopped_early"], summary["best_epoch"] = state.stopped_early, state.best_epoch
+    summary.pop("position", None)
+    epochs_here = max(len(state.history) - epochs_before, 1)  # this session's, if resumed
     summary["timing"] = {
         "wall_seconds": seconds,
-        "seconds_per_epoch": seconds / max(state.epoch, 1),
-        "samples_per_second": splits["train"].size * state.epoch / seconds,
+        "seconds_per_epoch": seconds / epochs_here,
+        "samples_per_second": splits["train"].size * epochs_here / seconds,
     }
     _finish(run, summary, "completed", start)
     finished = RunFinished(run.run_id, run.path, summary)
@@ -157,14 +241,6 @@ def _read_weights_file(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"[model] weights = {str(path)!r} is not a readable .npz file ({exc}).")
 
 
-def _checkpoint(model, optimizer, shuffle_rng, state: loop.TrainState) -> dict[str, np.ndarray]:
-    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
-    arrays.update({f"optimizer.{k}": v for k, v in optimizer.state_dict().items()})
-    arrays["shuffle_rng"] = np.array(json.dumps(shuffle_rng.bit_generator.state))
-    arrays["epoch"], arrays["step"] = np.array(state.epoch), np.array(state.step)
-    return arrays
-
-
 def _start_summary(run: Run, p: Prepared) -> dict[str, Any]:
     config, dataset, model = p.config, p.dataset, p.model
     return {
@@ -172,6 +248,7 @@ def _start_summary(run: Run, p: Prepared) -> dict[str, Any]:
         "name": config.name,
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pid": os.getpid(), "host": platform.node(),  # tells `mlptrain runs` a killed run
         "config_source": config.source,
         "overrides": config.overrides,
         "epochs_planned": config.train.epochs,
@@ -183,6 +260,7 @@ def _start_summary(run: Run, p: Prepared) -> dict[str, Any]:
         "model": {"sizes": model.sizes, "parameters": model.parameter_count,
                   "activation": model.activation.name, "loss": model.loss.name},
         "dataset": {"name": dataset.name, "source": dataset.source,
+                    "input_shape": list(dataset.input_shape),  # predict reshapes images to it
                     "checksums": dataset.checksums,
                     "samples": {k: int(len(dataset.split(k)[1])) for k in SPLITS}},
         "versions": {"mlptrain": mlptrain.__version__, "numpy": np.__version__,

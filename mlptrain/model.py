@@ -115,11 +115,16 @@ class MLP:
 
     # -- the math -------------------------------------------------------------------------------
 
-    def forward(self, ws: Workspace):
-        """acts[i+1] = f(acts[i] W_i^T + b_i) for hidden layers; the last is left linear."""
+    def forward(self, ws: Workspace, x=None):
+        """acts[i+1] = f(acts[i] W_i^T + b_i) for hidden layers; the last is left linear.
+
+        The input is ws.x, or `x` (B, I) when given: evaluation passes a view of the data,
+        so nothing is copied.
+        """
         ops, last = self.ops, len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            z = layer.forward(ops, ws.acts[i], out=ws.acts[i + 1])  # (B, O)
+            inputs = x if i == 0 and x is not None else ws.acts[i]
+            z = layer.forward(ops, inputs, out=ws.acts[i + 1])  # (B, O)
             if i < last:
                 ops.bias_activation(z, layer.bias, self.activation, out=z)  # in place: z -> y
             else:
@@ -148,9 +153,9 @@ class MLP:
         self.backward(ws)
         return loss_sum, correct
 
-    def evaluate_batch(self, ws: Workspace, targets):
-        """(summed loss, correct) for the batch in ws.x, without gradients."""
-        logits = self.forward(ws)
+    def evaluate_batch(self, ws: Workspace, targets, x=None):
+        """(summed loss, correct) for the batch in ws.x (or `x`), without gradients."""
+        logits = self.forward(ws, x)
         return self.ops.loss_forward(self.loss, logits, targets, ws.loss_cache)
 
     # -- state ----------------------------------------------------------------------------------

@@ -152,6 +152,8 @@ class SoftmaxCrossEntropy:
             probs=xp.empty((batch, c), dtype=dtype),  # softmax(z), kept for backward
             m=xp.empty((batch, 1), dtype=dtype),  # max_c z_bc
             s=xp.empty((batch, 1), dtype=dtype),  # sum_c exp(z_bc - m_b)
+            transposed=xp.empty((c, batch), dtype=dtype),  # z^T, for the row max
+            ones=xp.ones(c, dtype=dtype),  # sums rows as a product
             picked=xp.empty(batch, dtype=dtype),  # z_b[y_b], then reused by backward
             row_starts=xp.arange(batch, dtype=xp.int64) * c,  # where row b starts, flattened
             index=xp.empty(batch, dtype=xp.int64),  # b C + y_b: the flat index of z_b[y_b]
@@ -162,30 +164,34 @@ class SoftmaxCrossEntropy:
     def forward(self, xp, logits, targets, cache):
         # logits (B, C), targets (B,); cache.probs (B, C) receives softmax(logits) for backward
         m, s, p = cache.m, cache.s, cache.probs
-        xp.max(logits, axis=1, keepdims=True, out=m)  # (B, 1); subtracting it keeps exp() <= 1
+        # Row reductions over C ~ 10 columns are slow in NumPy (a short loop per row), so the
+        # max runs down the columns of a transposed copy and the sum is a product with ones:
+        # 3-10x faster. (ndarray methods and ufunc.reduce also skip np.max's wrappers.)
+        xp.copyto(cache.transposed, logits.T)
+        xp.maximum.reduce(cache.transposed, axis=0, out=m[:, 0])  # (B, 1); keeps exp() <= 1
         xp.subtract(logits, m, out=p)
         xp.exp(p, out=p)
-        xp.sum(p, axis=1, keepdims=True, out=s)  # (B, 1), >= 1
+        xp.matmul(p, cache.ones, out=s[:, 0])  # (B, 1): sum_c exp(z_bc - m_b) >= 1
         xp.divide(p, s, out=p)  # softmax
         # loss_b = logsumexp(z_b) - z_b[y_b] = m_b + log s_b - z_b[y_b]
         xp.add(cache.row_starts, targets, out=cache.index)
         # z_b[y_b], from the flattened logits; mode="clip" spares NumPy a defensive copy of out
-        xp.take(logits, cache.index, out=cache.picked, mode="clip")
+        logits.take(cache.index, out=cache.picked, mode="clip")
         row_loss = xp.log(s, out=s)[:, 0]
         xp.add(row_loss, m[:, 0], out=row_loss)
         xp.subtract(row_loss, cache.picked, out=row_loss)
         loss_sum = xp.add.reduce(row_loss, dtype=xp.float64)
-        xp.argmax(logits, axis=1, out=cache.predicted)
+        logits.argmax(axis=1, out=cache.predicted)
         correct = xp.count_nonzero(xp.equal(cache.predicted, targets, out=cache.hits))
         return loss_sum, correct
 
     def backward(self, xp, cache, targets, scale, out):
         # dL/dz (B, C) = (softmax(z) - onehot(y)) * scale; the one-hot only touches z_b[y_b]
-        picked = xp.take(cache.probs, cache.index, out=cache.picked, mode="clip")  # p_b[y_b]
+        picked = cache.probs.take(cache.index, out=cache.picked, mode="clip")  # p_b[y_b]
         xp.subtract(picked, 1, out=picked)
         xp.multiply(picked, scale, out=picked)
         xp.multiply(cache.probs, scale, out=out)
-        xp.put(out, cache.index, picked)
+        out.put(cache.index, picked, mode="clip")
         return out
 
     def probabilities(self, xp, logits):

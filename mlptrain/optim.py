@@ -29,10 +29,12 @@ def _state_like(ops, params: dict) -> dict:
     return {name: ops.zeros(p.shape, p.dtype) for name, p in params.items()}
 
 
-def _fused(params: dict, grads: dict, *state: dict) -> bool:
-    """True when every dict is a flat Parameters set of one layout: update the flat buffers."""
-    return all(isinstance(d, Parameters) and d.layout is params.layout
-               for d in (params, grads, *state))
+def _fused(params: dict, grads: dict, state: dict) -> bool:
+    """True when params, grads and the optimizer's state share one flat layout (the state got
+    its layout from the params at construction): then update the flat buffers."""
+    layout = getattr(state, "layout", None)
+    return (layout is not None and getattr(params, "layout", None) is layout
+            and getattr(grads, "layout", None) is layout)
 
 
 class SGD:
@@ -55,7 +57,8 @@ class SGD:
 
     def step(self, params: dict, grads: dict, lr: float) -> None:
         update, v = self.ops.sgd_update, self.velocity
-        hyper = (lr, self.momentum, self.nesterov, self.weight_decay)
+        # a Python float: a NumPy float64 scalar would run float32 updates in float64 (NEP 50)
+        hyper = (float(lr), self.momentum, self.nesterov, self.weight_decay)
         if _fused(params, grads, v):  # the whole model in one call
             update(params.flat, grads.flat, v.flat, *hyper)
             return
@@ -95,8 +98,9 @@ class Adam:
     def step(self, params: dict, grads: dict, lr: float) -> None:
         self.t += 1
         update, m, v = self.ops.adam_update, self.m, self.v
-        hyper = (self.t, lr, self.beta1, self.beta2, self.eps, self.weight_decay, self.decoupled)
-        if _fused(params, grads, m, v):  # the whole model in one call
+        hyper = (self.t, float(lr), self.beta1, self.beta2, self.eps, self.weight_decay,
+                 self.decoupled)  # float(lr): see SGD.step
+        if _fused(params, grads, m):  # the whole model in one call (m and v share a layout)
             update(params.flat, grads.flat, m.flat, v.flat, *hyper)
             return
         for name, p in params.items():

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import secrets
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 from mlptrain.errors import RunStoreError
 
 RUNS_DIR_ENV = "MLPTRAIN_RUNS_DIR"
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
 
 
 def default_runs_dir() -> Path:
@@ -53,8 +55,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """The bytes np.savez would write, minus its clock: every zip entry is dated 1980-01-01, so
+    the same arrays always give the same bytes (a resumed run's weights match byte for byte)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for key, value in arrays.items():
+            entry = io.BytesIO()
+            np.lib.format.write_array(entry, np.asanyarray(value), allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=ZIP_EPOCH), entry.getvalue())
     return buffer.getvalue()
 
 
@@ -85,7 +93,11 @@ class Run:
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Adds one epoch's record and rewrites metrics.jsonl and metrics.csv whole."""
-        self.metrics.append(record)
+        self.write_metrics([*self.metrics, record])
+
+    def write_metrics(self, records: list[dict[str, Any]]) -> None:
+        """Replaces the metrics with `records` (a resumed run restores its checkpoint's)."""
+        self.metrics = list(records)
         lines = "".join(json.dumps(r) + "\n" for r in self.metrics)
         atomic_write_text(self.path / "metrics.jsonl", lines)
         columns = list(dict.fromkeys(k for r in self.metrics for k in r))
@@ -103,6 +115,15 @@ class Run:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+    def remove(self) -> None:
+        """Deletes the run directory: renamed aside first, so a half-deleted run is never listed."""
+        doomed = self.path.with_name(f".deleting-{self.path.name}-{secrets.token_hex(3)}")
+        try:
+            os.replace(self.path, doomed)
+            shutil.rmtree(doomed)
+        except OSError as exc:
+            raise RunStoreError(f"cannot delete run {self.path}: {exc}.") from None
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -172,7 +193,7 @@ class RunStore:
         if not self.root.is_dir():
             return []
         return [Run(p) for p in sorted(self.root.iterdir())
-                if p.is_dir() and (p / "config.toml").exists()]
+                if p.is_dir() and not p.name.startswith(".") and (p / "config.toml").exists()]
 
     def find(self, ref: str) -> Run:
         """A run by id, unique id prefix, directory path, or `latest`."""

@@ -83,9 +83,9 @@ def evaluate(model: MLP, split: Split, batch_size: int) -> tuple[float, float]:
     loss_total, correct_total = 0.0, 0
     for start in range(0, split.size, batch_size):
         stop = min(start + batch_size, split.size)
-        ws = model.workspace(stop - start)
-        ws.x[...] = split.X[start:stop]
-        loss_sum, correct = model.evaluate_batch(ws, split.targets[start:stop])
+        ws = model.workspace(stop - start)  # its input is a view of the split: no copy
+        loss_sum, correct = model.evaluate_batch(ws, split.targets[start:stop],
+                                                 x=split.X[start:stop])
         loss_total += ops.to_float(loss_sum)  # sync point, once per evaluation batch
         correct_total += int(ops.to_float(correct))
     return loss_total / split.size, correct_total / split.size
@@ -96,7 +96,8 @@ def evaluate(model: MLP, split: Split, batch_size: int) -> tuple[float, float]:
 
 @dataclass
 class TrainState:
-    """Where training stands; enough, with the model and optimizer, to resume."""
+    """Where training stands; with the model, optimizer and RNG states, enough to resume
+    exactly, even from the middle of an epoch."""
 
     epoch: int = 0  # epochs completed
     step: int = 0  # global optimizer steps taken
@@ -105,36 +106,67 @@ class TrainState:
     best_params: dict[str, np.ndarray] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+    interrupted: bool = False  # a stop was requested; the state is a valid checkpoint
+    # inside the current epoch (set while one is under way, reset when it ends)
+    order: np.ndarray | None = None  # (N,) the epoch's shuffle order, on the host
+    position: int = 0  # steps of this epoch done
+    running: tuple = (0.0, 0, 0)  # the epoch's (loss sum, correct, samples seen) so far
+
+
+class StopFlag:
+    """Set (by a signal handler, another thread, ...) to ask the loop to stop after the current
+    batch; the loop checks it once per step, which costs one attribute read."""
+
+    def __init__(self):
+        self.is_set = False
+
+    def set(self) -> None:
+        self.is_set = True
 
 
 def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng,
         on_event: Callable[[Event], None] = lambda e: None,
-        on_epoch_end: Callable[[TrainState], None] = lambda s: None) -> TrainState:
+        on_epoch_end: Callable[[TrainState], None] = lambda s: None,
+        state: TrainState | None = None, stop: StopFlag | None = None,
+        on_checkpoint: Callable[[TrainState], None] = lambda s: None) -> TrainState:
     """Trains for cfg.train.epochs (or until early stopping) and returns the final state.
 
-    With early stopping on, the model ends with the weights of the best validation epoch.
+    `state` continues a checkpointed run (None starts afresh). Every cfg.train.checkpoint_every
+    steps, and when `stop` is set, the loop hands its state to `on_checkpoint` between two
+    batches; after a stop it returns with state.interrupted set. With early stopping on, the
+    model ends with the weights of the best validation epoch.
     """
-    tc, state = cfg.train, TrainState()
+    tc, state, stop = cfg.train, state or TrainState(), stop or StopFlag()
     batch = min(tc.batch_size, train.size)
     steps = math.ceil(train.size / batch)
-    for epoch in range(1, tc.epochs + 1):
+    for epoch in range(state.epoch + 1, tc.epochs + 1):
+        if stop.is_set:  # asked between epochs (or before the first): resume from here
+            on_checkpoint(state)
+            state.interrupted = True
+            return state
         on_event(EpochStarted(epoch, tc.epochs, steps))
         start = time.perf_counter()
-        # the epoch's shuffle order, drawn on the host and moved to the device once
-        order = model.ops.asarray(shuffle_rng.permutation(train.size), np.int64)
-        loss, acc = _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event)
+        if state.order is None:  # a fresh epoch; a resumed one keeps its order
+            state.order = shuffle_rng.permutation(train.size)
+        order = model.ops.asarray(state.order, np.int64)  # moved to the device once
+        done = _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event,
+                          stop, on_checkpoint)
+        if done is None:
+            state.interrupted = True
+            return state
+        loss, acc = done
         record = {"epoch": epoch, "lr": learning_rate(cfg.schedule, cfg.optimizer.lr,
                                                       state.step - 1, steps, tc.epochs),
                   "train_loss": loss, "train_accuracy": acc}
         if val is not None and val.size:
             record["val_loss"], record["val_accuracy"] = evaluate(model, val, tc.eval_batch_size)
         record["seconds"] = time.perf_counter() - start
-        state.epoch = epoch
+        state.epoch, state.order, state.position, state.running = epoch, None, 0, (0.0, 0, 0)
         state.history.append(record)
-        stop = _early_stopping(model, state, record, tc)
+        stop_early = _early_stopping(model, state, record, tc)
         on_epoch_end(state)  # saved before it is announced: what a user saw is on disk
         on_event(EpochEnded(epoch, tc.epochs, record))
-        if stop:
+        if stop_early:
             state.stopped_early = True
             on_event(EarlyStopped(epoch, state.best_epoch))
             break
@@ -143,23 +175,21 @@ def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng
     return state
 
 
-def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event):
+def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event, stop,
+               on_checkpoint):
+    """The epoch's steps from state.position on; (mean loss, accuracy), or None if stopped."""
     ops = model.ops
     steps = math.ceil(train.size / batch)
     runner = getattr(ops, "epoch_runner", lambda *args: None)(model, optimizer, train, batch)
-    if runner is not None:  # a device backend replays the whole epoch as one captured graph
-        lrs = [learning_rate(cfg.schedule, cfg.optimizer.lr, state.step + s, steps,
-                             cfg.train.epochs) for s in range(steps)]
-        start = time.perf_counter()
-        loss_sum, correct = runner.run(order, lrs)
-        state.step += steps
-        return _report(ops, loss_sum, correct, train.size, start, epoch, steps, steps, cfg,
-                       on_event)
+    if runner is not None and state.position == 0 and not cfg.train.checkpoint_every:
+        return _replay_epoch(runner, ops, train, order, steps, cfg, state, epoch, on_event)
     report_every = max(1, steps // REPORTS_PER_EPOCH)
-    loss_sum, correct, seen = 0.0, 0, 0
+    # 0 = only at the end of the epoch; otherwise every N global steps, so resumes agree
+    checkpoint_every = cfg.train.checkpoint_every or math.inf
+    loss_sum, correct, seen = state.running
     target_buffers = {}  # batch size -> targets buffer, like the model's workspaces
     start = time.perf_counter()
-    for step in range(steps):
+    for step in range(state.position, steps):
         index = order[step * batch:(step + 1) * batch]
         ws = model.workspace(len(index))
         ops.take_rows(train.X, index, out=ws.x)
@@ -174,23 +204,43 @@ def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_even
         state.step += 1
         loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(index)
         if (step + 1) % report_every == 0 or step + 1 == steps:
-            _report(ops, loss_sum, correct, seen, start, epoch, step + 1, steps, cfg, on_event)
+            mean_loss = _finite_mean_loss(ops, loss_sum, seen, cfg, epoch, step)
+            accuracy = ops.to_float(correct) / seen
+            rate = seen / max(time.perf_counter() - start, 1e-9)
+            on_event(StepsDone(epoch, step + 1, steps, mean_loss, accuracy, rate))
+        if (stop.is_set or state.step % checkpoint_every == 0) and step + 1 < steps:
+            _finite_mean_loss(ops, loss_sum, seen, cfg, epoch, step)  # never save a NaN
+            state.position, state.running = step + 1, (loss_sum, correct, seen)
+            on_checkpoint(state)
+            if stop.is_set:
+                return None
     return ops.to_float(loss_sum) / seen, ops.to_float(correct) / seen
 
 
-def _report(ops, loss_sum, correct, seen, start, epoch, step, steps, cfg, on_event):
-    """Reads the running sums (a sync point, REPORTS_PER_EPOCH per epoch at most), checks the
-    loss is finite, emits StepsDone; returns (mean loss, accuracy)."""
-    mean_loss = ops.to_float(loss_sum) / seen
+def _replay_epoch(runner, ops, train, order, steps, cfg, state, epoch, on_event):
+    """A device backend's whole epoch as one captured graph: the steps run on the device with
+    no host in between, so progress is reported once, at the end (one sync)."""
+    lrs = [learning_rate(cfg.schedule, cfg.optimizer.lr, state.step + s, steps, cfg.train.epochs)
+           for s in range(steps)]
+    start = time.perf_counter()
+    loss_sum, correct = runner.run(order, lrs)
+    state.step += steps
+    mean_loss = _finite_mean_loss(ops, loss_sum, train.size, cfg, epoch, steps - 1)
+    accuracy = ops.to_float(correct) / train.size
+    rate = train.size / max(time.perf_counter() - start, 1e-9)
+    on_event(StepsDone(epoch, steps, steps, mean_loss, accuracy, rate))
+    return mean_loss, accuracy
+
+
+def _finite_mean_loss(ops, loss_sum, seen, cfg, epoch, step) -> float:
+    mean_loss = ops.to_float(loss_sum) / seen  # sync point, REPORTS_PER_EPOCH per epoch
     if not math.isfinite(mean_loss):
         raise TrainingError(
-            f"the training loss became {mean_loss} in epoch {epoch}, step {step}. "
+            f"the training loss became {mean_loss} in epoch {epoch}, step {step + 1}. "
             f"The learning rate ({cfg.optimizer.lr}) is likely too high for this model; "
-            "lower optimizer.lr, add warmup, or train in float64 (train.dtype).")
-    accuracy = ops.to_float(correct) / seen
-    rate = seen / max(time.perf_counter() - start, 1e-9)
-    on_event(StepsDone(epoch, step, steps, mean_loss, accuracy, rate))
-    return mean_loss, accuracy
+            "lower optimizer.lr, add warmup, or train in float64 (train.dtype). The run's "
+            "last checkpoint holds the last good weights.")
+    return mean_loss
 
 
 def _early_stopping(model, state: TrainState, record, tc) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -194,3 +195,194 @@ def test_a_failed_download_is_a_clear_error(runs_dir, tmp_path):
     assert result.exit_code == 1
     assert url in result.stderr.replace("\n", "") and "Traceback" not in result.output
     assert not runs_dir.exists()
+
+
+# -- config check, dry run, print-config ----------------------------------------------------------
+
+
+def test_config_check_accepts_a_good_config_and_trains_nothing(runs_dir):
+    result = run("config", "check", CONFIGS / "mnist.toml")
+    assert result.exit_code == 0, result.output
+    assert "valid config" in result.stdout and result.stderr == ""
+    assert not runs_dir.exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[model]\nhiden = 4\n', "line 2: [model] hiden: unknown key in [model]"),
+    ('[optimizer]\nlr = -1\n', "[optimizer] lr = -1.0: expected a value > 0.0"),
+    ('[data]\nval_fraction = 1.0\n', "val_fraction = 1.0: expected a value >= 0.0 and < 1.0"),
+    ('[train]\nepochs = "ten"\n', "[train] epochs = 'ten': expected an integer"),
+    ('[model]\nactivation = "relu6"\n', "expected one of relu, tanh, sigmoid, leaky_relu"),
+    ('[trian]\nepochs = 1\n', "Did you mean `train`?"),
+    ('[train\n', "is not valid TOML"),
+    ('[train]\ncheckpoint_every = -5\n', "checkpoint_every = -5: expected a value >= 0"),
+])
+def test_config_check_names_file_line_key_and_expectation(tmp_path, text, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    result = run("config", "check", config)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert str(config) in result.stderr.replace("\n", "")
+    assert message in result.stderr.replace("\n", " ") and "Traceback" not in result.output
+
+
+def test_dry_run_prints_model_and_plan_and_writes_nothing(runs_dir):
+    result = run("fit", CONFIGS / "mnist.toml", "--dry-run", "--set", "train.checkpoint_every=100")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "Linear(784 -> 512) + relu" in text and "Linear(512 -> 10)" in text
+    assert "407,050 parameters" in text
+    assert "samples train 54,000, val 6,000, test 10,000" in text
+    assert "15 epochs x 422 steps of batch 128 = 6,330 steps" in text
+    assert "checkpoint every 100 steps" in text and "device cpu, dtype float32" in text
+    assert not runs_dir.exists()
+
+
+def test_dry_run_reports_missing_data_as_an_error(runs_dir, tmp_path):
+    result = run("fit", CONFIGS / "mnist.toml", "--dry-run", "--set", f"data.path='{tmp_path}'",
+                 "--set", "data.download=false")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert str(tmp_path) in result.stderr.replace("\n", "")
+
+
+def test_print_config_is_the_resolved_toml_and_reloads_to_the_same_config(tmp_path):
+    result = run("fit", CONFIGS / "xor.toml", "--print-config", "--set", "train.epochs=7")
+    assert result.exit_code == 0 and result.stderr == ""
+    saved = tmp_path / "resolved.toml"
+    saved.write_text(result.stdout)
+    from mlptrain.config import load_config
+    assert load_config(saved) == load_config(CONFIGS / "xor.toml", ["train.epochs=7"])
+    assert "checkpoint_every = 0" in result.stdout  # every default is filled in
+
+
+# -- exit codes, streams, output modes ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [[], ["fit"], ["runs"], ["predict"], ["gradcheck"]])
+def test_help_documents_the_exit_codes(command):
+    result = run(*command, "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "0 success, 1 an error" in text and "2 a usage error, 130 interrupted" in text
+
+
+@pytest.mark.parametrize("args", [
+    ["fit"],  # neither a config nor --resume
+    ["fit", CONFIGS / "xor.toml", "--resume", "latest"],
+    ["fit", "--resume", "latest", "--set", "train.epochs=2"],
+    ["fit", CONFIGS / "xor.toml", "--progress", "sometimes"],
+    ["runs", "--status", "finished"],
+    ["runs", "compare", "latest"],
+    ["predict", "latest"],
+])
+def test_usage_errors_exit_2_without_a_traceback(runs_dir, args):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.stdout == ""
+
+
+def test_fit_json_puts_one_json_object_on_stdout_and_progress_on_stderr(runs_dir):
+    result = run("fit", CONFIGS / "xor.toml", "--set", "train.epochs=3", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)  # nothing else on stdout
+    assert summary["status"] == "completed" and summary["run_id"] == only_run(runs_dir).name
+    assert "epoch 3/3" in result.stderr
+
+
+def test_quiet_prints_only_the_result(runs_dir):
+    result = run("fit", CONFIGS / "xor.toml", "--set", "train.epochs=3", "--quiet")
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.strip().splitlines()
+    assert line.startswith(f"run {only_run(runs_dir).name}: completed, test accuracy")
+    assert result.stderr == ""
+
+
+def test_fit_resume_continues_an_interrupted_run_in_its_own_directory(runs_dir):
+    from mlptrain.config import load_config
+    from mlptrain.experiment import fit_experiment
+    from mlptrain.runs import RunStore
+    from mlptrain.train import StepsDone, StopFlag
+
+    overrides = ["train.epochs=4"]
+    assert run("fit", CONFIGS / "xor.toml", "--set", "train.epochs=4").exit_code == 0
+    (alone,) = runs_dir.iterdir()
+    stop = StopFlag()
+    stopped = fit_experiment(load_config(CONFIGS / "xor.toml", overrides), RunStore(runs_dir),
+                             lambda e: isinstance(e, StepsDone) and e.epoch == 2 and e.step == 5
+                             and stop.set(), stop=stop)
+    result = run("fit", "--resume", stopped.run_id[:-2])  # a unique prefix is enough
+    assert result.exit_code == 0, result.output
+    assert "resuming after 1 epoch and 5 steps of epoch 2" in result.stdout
+    assert len(list(runs_dir.iterdir())) == 2
+    assert (stopped.path / "weights.npz").read_bytes() == (alone / "weights.npz").read_bytes()
+    again = run("fit", "--resume", stopped.run_id)
+    assert again.exit_code == 1 and "already completed" in again.stderr
+
+
+def _in_a_terminal(args, env_extra):
+    """Runs mlptrain with stdout on a pseudo-terminal; returns everything it wrote there."""
+    import pty
+    main, child = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color", "COLUMNS": "120",
+           **env_extra}
+    env.pop("NO_COLOR", None) if "NO_COLOR" not in env_extra else None
+    process = subprocess.Popen([sys.executable, "-m", "mlptrain", *map(str, args)], cwd=ROOT,
+                               env=env, stdout=child, stderr=subprocess.PIPE)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=120)
+    os.close(main)
+    assert process.returncode == 0, process.stderr.read()
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+HIDE_CURSOR = "\x1b[?25l"  # what rich's live display writes first
+COLOR = re.compile(r"\x1b\[[0-9;]*(3[0-7]|9[0-7]|38;[25];)[0-9;]*m")
+
+
+def test_progress_auto_is_live_on_a_terminal_and_never_gives_plain_lines(tmp_path):
+    env = {"MLPTRAIN_RUNS_DIR": str(tmp_path / "runs")}
+    fit = ["fit", CONFIGS / "xor.toml", "--set", "train.epochs=3"]
+    live = _in_a_terminal(fit, env)
+    assert HIDE_CURSOR in live
+    plain = _in_a_terminal([*fit, "--progress", "never"], env)
+    training = plain.split("epoch 3/3  train loss")[0]  # (after it, other output may animate)
+    assert HIDE_CURSOR not in training and "epoch 1/3  train loss" in training
+
+
+def test_progress_always_is_live_even_in_a_pipe(tmp_path):
+    env = {**os.environ, "MLPTRAIN_RUNS_DIR": str(tmp_path / "runs"), "TERM": "xterm-256color"}
+    done = subprocess.run([sys.executable, "-m", "mlptrain", "fit", str(CONFIGS / "xor.toml"),
+                           "--set", "train.epochs=3", "--progress", "always"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and HIDE_CURSOR in done.stdout
+
+
+def test_no_color_turns_colors_off(tmp_path):
+    env = {"MLPTRAIN_RUNS_DIR": str(tmp_path / "runs")}
+    fit = ["fit", CONFIGS / "xor.toml", "--set", "train.epochs=3"]
+    assert COLOR.search(_in_a_terminal(fit, env))  # the check can see colors
+    assert not COLOR.search(_in_a_terminal(fit, {**env, "NO_COLOR": "1"}))
+
+
+def test_fits_started_at_once_never_share_a_directory(tmp_path):
+    env = {**os.environ, "MLPTRAIN_RUNS_DIR": str(tmp_path / "runs"), "PYTHONPATH": str(ROOT)}
+    processes = [subprocess.Popen([sys.executable, "-m", "mlptrain", "fit",
+                                   str(CONFIGS / "xor.toml"), "--set", "train.epochs=2", "-q"],
+                                  cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+    outputs = [p.communicate(timeout=120)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 4  # same name, same second: still four directories
+    for path in runs:
+        assert json.loads((path / "summary.json").read_text())["status"] == "completed"
+        assert sum(path.name in out for out in outputs) == 1

@@ -385,3 +385,17 @@ def test_float32_loss_and_grad_matches_float64(activation, loss, n_classes):
         assert m32.grads[name].dtype == np.float32
         err = np.linalg.norm(g32[name] - g64[name]) / max(np.linalg.norm(g64[name]), 1e-30)
         assert err < 1e-4, f"{name}: float32 vs float64 relative error {err:.1e}"
+
+
+def test_evaluate_batch_reads_a_given_input_without_copying_it():
+    model = make(activation="tanh")
+    rng = np.random.default_rng(7)
+    x, labels = _batch(model, rng, 8, 4)
+    targets = model.loss.targets(np, labels, model.dtype)
+    ws = model.workspace(8)
+    ws.x[...] = x
+    expected = model.evaluate_batch(ws, targets)
+    ws.x[...] = 0.0  # a view of the data is read instead of the workspace's input buffer
+    got = model.evaluate_batch(ws, targets, x=x)
+    assert float(got[0]) == float(expected[0]) and int(got[1]) == int(expected[1])
+    assert not np.any(ws.x)

@@ -23,6 +23,7 @@ class NumpyBackend:
 
     def __init__(self):
         self._scratch: dict[tuple, np.ndarray] = {}
+        self._ones: dict[tuple, np.ndarray] = {}  # (n, dtype) -> ones(n), never written
 
     def scratch(self, shape: tuple[int, ...], dtype, tag: str = "") -> np.ndarray:
         """A buffer of this shape and dtype, made on first use and reused: its contents are
@@ -58,7 +59,7 @@ class NumpyBackend:
         mode="clip" because the default ("raise") makes np.take buffer `out` (a copy per call);
         the indices come from a permutation, so clipping never changes them.
         """
-        return np.take(source, index, axis=0, out=out, mode="clip")
+        return source.take(index, axis=0, out=out, mode="clip")
 
     def matmul(
         self, a: np.ndarray, b: np.ndarray, out: np.ndarray,
@@ -73,13 +74,10 @@ class NumpyBackend:
         Computed as the product 1^T a (a GEMV): about twice as fast as np.sum's pairwise
         reduction over axis 0, and no less accurate for the batch sizes used here.
         """
-        ones = self._ones(a.shape[0], a.dtype)
+        ones = self._ones.get((a.shape[0], a.dtype))
+        if ones is None:
+            ones = self._ones[a.shape[0], a.dtype] = np.ones(a.shape[0], a.dtype)
         return np.matmul(ones, a, out=out)
-
-    def _ones(self, n: int, dtype) -> np.ndarray:
-        ones = self.scratch((n,), dtype, tag="ones")
-        ones.fill(1)  # cheap (n values); refilled in case a caller wrote into it
-        return ones
 
     def bias_activation(
         self, z: np.ndarray, bias: np.ndarray, activation: nn.Activation, out: np.ndarray
@@ -120,11 +118,10 @@ class NumpyBackend:
         if momentum:
             velocity *= momentum
             velocity += g  # v <- mu v + g
-            if nesterov:
-                g += np.multiply(velocity, momentum, out=self.scratch(g.shape, g.dtype,
-                                                                      "update"))
-            else:
-                np.copyto(g, velocity)
+            if not nesterov:
+                param -= np.multiply(velocity, lr, out=g)  # p <- p - lr v
+                return
+            g += np.multiply(velocity, momentum, out=self.scratch(g.shape, g.dtype, "update"))
         g *= lr
         param -= g
 

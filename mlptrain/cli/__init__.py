@@ -6,42 +6,49 @@ Exit codes: 0 success, 1 an error the tool explains, 2 a usage error, 130 interr
 from __future__ import annotations
 
 import json
+import signal
+import sys
 import warnings
+from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 import mlptrain
+from mlptrain.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    RunsDir,
+    err,
+    fail,
+    interrupted,
+    out,
+    usage,
+)
+from mlptrain.cli.common import fail as _fail  # noqa: F401 - the name other modules import
+from mlptrain.cli.common import interrupted as _interrupted  # noqa: F401
 from mlptrain.config import load_config
 from mlptrain.errors import MlptrainError
-from mlptrain.experiment import evaluate_run, fit_experiment
-from mlptrain.runs import RUNS_DIR_ENV, RunStore
+from mlptrain.experiment import evaluate_run, fit_experiment, plan, resume_experiment
+from mlptrain.runs import RunStore
+from mlptrain.train import StopFlag
 
 app = typer.Typer(
     name="mlptrain",
-    help="Train multilayer perceptrons whose every line of math is written by hand.",
+    help="Train multilayer perceptrons whose every line of math is written by hand.\n\n"
+         + EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
-
-RunsDir = typer.Option(None, "--runs-dir", envvar=RUNS_DIR_ENV, show_envvar=True,
-                       help="Root folder of the run directories (default: ./runs).")
 
 
-def _fail(exc: MlptrainError) -> None:
-    err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
-def _interrupted() -> None:
-    err.print("interrupted", highlight=False)
-    raise typer.Exit(130)
+class ProgressMode(str, Enum):
+    auto = "auto"  # a live display on a terminal, plain lines otherwise
+    always = "always"
+    never = "never"
 
 
 def _version(value: bool) -> None:
@@ -56,35 +63,99 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version,
     """Train multilayer perceptrons whose every line of math is written by hand."""
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES_HELP)
 def fit(
-    config: Path = typer.Argument(..., help="A TOML experiment config, e.g. configs/mnist.toml."),
+    config: Optional[Path] = typer.Argument(
+        None, metavar="CONFIG", help="A TOML experiment config, e.g. configs/mnist.toml (not with --resume)."),
     set_: Optional[List[str]] = typer.Option(
         None, "--set", "-s", metavar="SECTION.KEY=VALUE",
         help="Override one config key (repeatable), e.g. --set train.epochs=5."),
     device: Optional[str] = typer.Option(
         None, "--device", help="cpu, cuda or auto: the same as --set train.device=..."),
+    resume: Optional[str] = typer.Option(
+        None, "--resume", metavar="RUN",
+        help="Continue an interrupted run from its checkpoint, in its own directory."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Resolve config, device and data, "
+                                 "print the model and the plan, and train nothing."),
+    print_config: bool = typer.Option(False, "--print-config",
+                                      help="Print the resolved config as TOML and exit."),
+    progress: ProgressMode = typer.Option(
+        ProgressMode.auto, "--progress", case_sensitive=False,
+        help="auto: a live display on a terminal, one line per epoch otherwise."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; only the result."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run's summary as one JSON "
+                                 "object on stdout; progress goes to stderr."),
     runs_dir: Optional[Path] = RunsDir,
 ):
-    """Train the model a config describes; writes runs/<run-id>/ (config, metrics, weights)."""
-    from mlptrain.cli.render import FitRenderer
+    """Train the model a config describes; writes runs/<run-id>/ (config, metrics, weights).
+
+    Ctrl-C once finishes the current batch, saves a checkpoint and exits 130 with the command
+    that resumes the run; Ctrl-C twice stops at once (the last checkpoint stays valid).
+    """
+    from mlptrain.cli.render import FitRenderer, plan_text
     from mlptrain.cli.summary import finish_fit
 
+    if (config is None) == (resume is None):
+        usage("give a CONFIG to start a run, or --resume RUN to continue one (not both)")
+    if resume is not None and (set_ or device or dry_run or print_config):
+        usage("--resume continues a run with its saved config; --set, --device, --dry-run "
+              "and --print-config apply to a CONFIG")
     # a diverging run overflows before the loop sees a NaN loss and explains it: no numpy noise
     warnings.filterwarnings("ignore", message="(overflow|invalid value)", category=RuntimeWarning)
+    store = RunStore(runs_dir)
     try:
         device_set = [f"train.device={device}"] if device else []  # --device is a --set
-        cfg = load_config(config, [*(set_ or []), *device_set])
-        with FitRenderer(out) as renderer:
-            finished = fit_experiment(cfg, RunStore(runs_dir), renderer, renderer.download)
-        finish_fit(out, cfg, finished)  # plots, then the summary panel (cli/summary.py)
+        cfg = load_config(config, [*(set_ or []), *device_set]) if config is not None else None
+        if print_config:
+            sys.stdout.write(cfg.to_toml())
+            return
+        if dry_run:
+            out.print(plan_text(cfg, plan(cfg), store.root), highlight=False, soft_wrap=True)
+            return
+        stop = StopFlag()
+        renderer = FitRenderer.for_options(progress.value, quiet, as_json)
+        with renderer, _first_sigint_stops(stop):
+            if cfg is not None:
+                finished = fit_experiment(cfg, store, renderer, renderer.download, stop)
+            else:
+                finished = resume_experiment(store, resume, renderer, renderer.download, stop)
+        if finished.summary["status"] == "completed":
+            # plots after training, never slowing it; then the closing panel
+            finish_fit(renderer.console, cfg or load_config(finished.path / "config.toml"),
+                       finished, quiet=quiet)
     except MlptrainError as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
-        _interrupted()
+        interrupted()
+    if as_json:
+        print(json.dumps(finished.summary))
+    if finished.summary["status"] == "interrupted":
+        err.print(f"interrupted: checkpoint saved. Resume with\n  mlptrain fit --resume "
+                  f"{finished.path}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
-@app.command("eval")
+@contextmanager
+def _first_sigint_stops(stop: StopFlag):
+    """The first Ctrl-C asks the loop to stop after this batch; the second aborts at once."""
+    def on_sigint(signum, frame):
+        if stop.is_set:
+            signal.signal(signal.SIGINT, previous)
+            sys.stderr.write("\nsecond Ctrl-C: stopping at once; the last checkpoint is kept\n")
+            raise KeyboardInterrupt
+        stop.set()
+        sys.stderr.write("\nCtrl-C: finishing this batch and saving a checkpoint "
+                         "(press again to stop at once)\n")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        # after a stop, a late second Ctrl-C must not turn the clean exit into a traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN if stop.is_set else previous)
+
+
+@app.command("eval", epilog=EXIT_CODES_HELP)
 def eval_(
     run: str = typer.Argument("latest", help="A run id, a unique prefix of one, a run "
                                              "directory, or `latest`."),
@@ -99,18 +170,44 @@ def eval_(
     try:
         result = evaluate_run(RunStore(runs_dir), run, split)
     except MlptrainError as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
-        _interrupted()
+        interrupted()
     if as_json:
         print(json.dumps(result))
     else:
         out.print(eval_table(result))
 
 
-from mlptrain.cli.plot import plot  # noqa: E402 - after app, _fail and out exist
+config_app = typer.Typer(help="Work with config files without training.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
-app.command()(plot)
+
+@config_app.command("check", epilog=EXIT_CODES_HELP)
+def config_check(
+    file: Path = typer.Argument(..., metavar="FILE", help="The TOML config to validate."),
+    set_: Optional[List[str]] = typer.Option(
+        None, "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override one key (repeatable)."),
+):
+    """Validate a config (keys, types, ranges, names) without loading data or training."""
+    try:
+        cfg = load_config(file, set_ or [])
+    except MlptrainError as exc:
+        fail(exc)
+    out.print(f"{file}: valid config for run {cfg.name!r} ({cfg.data.dataset}, hidden "
+              f"{cfg.model.hidden}, {cfg.optimizer.name}, {cfg.train.epochs} epochs)",
+              highlight=False, soft_wrap=True)
+
+
+def _register_commands() -> None:
+    """Commands that live in their own modules add themselves to `app` on import."""
+    from mlptrain.cli import gradcheck, predict, runs  # noqa: F401
+    from mlptrain.cli.plot import plot
+
+    app.command(epilog=EXIT_CODES_HELP)(plot)
+
+
+_register_commands()
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from mlptrain.errors import MlptrainError
-from mlptrain.runs import RUNS_DIR_ENV, RunStore
+from mlptrain.cli.common import RunsDir, err, fail, interrupted
+from mlptrain.runs import RunStore
 
 FORMATS = ("png", "svg")  # the same as reports.style.FORMATS, without importing matplotlib
 
@@ -19,14 +20,10 @@ def plot(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for the figures "
                                                                "(default: the run directory)."),
     fmt: str = typer.Option("png", "--format", help="Image format: png or svg."),
-    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", envvar=RUNS_DIR_ENV,
-                                            show_envvar=True, help="Root folder of the run "
-                                                                   "directories (default: ./runs)."),
+    runs_dir: Optional[Path] = RunsDir,
 ):
     """Draw a run's figures: loss and accuracy curves, the confusion matrix; the decision
     boundary for 2-D inputs; weight images, activations per class and mistakes for images."""
-    from mlptrain.cli import _fail, _interrupted, err
-
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}.",
                                  param_hint="--format")
@@ -35,9 +32,9 @@ def plot(
 
         drawn = plot_run(RunStore(runs_dir).find(run), out_dir, fmt)
     except MlptrainError as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
-        _interrupted()
+        interrupted()
     for path in drawn.files:
         print(path)  # one file a line on stdout, for scripts
     for note in drawn.skipped:

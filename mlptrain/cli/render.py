@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.filesize import decimal
-from rich.progress import (BarColumn, Progress, TaskProgressColumn,
-                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from mlptrain.data.mnist import DownloadProgress
@@ -24,9 +30,9 @@ def _num(x) -> str:
 class FitRenderer:
     """Turns fit events into output. Use as a context manager around the fit call."""
 
-    def __init__(self, console: Console):
-        self.console = console
-        self.live = console.is_terminal
+    def __init__(self, console: Console, live: bool | None = None, quiet: bool = False):
+        self.console, self.quiet = console, quiet
+        self.live = console.is_terminal if live is None else live
         self.progress = Progress(
             TextColumn("{task.description:>9}"), BarColumn(), TextColumn("{task.fields[count]}"),
             TaskProgressColumn(), TextColumn("{task.fields[info]}"),
@@ -34,6 +40,14 @@ class FitRenderer:
             console=console, transient=False, disable=not self.live)
         self.epoch_task = self.batch_task = None
         self.download_tasks: dict[str, int] = {}
+
+    @classmethod
+    def for_options(cls, progress: str, quiet: bool, as_json: bool) -> FitRenderer:
+        """progress auto|always|never, --quiet, --json: with --json, stdout holds the JSON
+        alone, so anything for a person goes to stderr."""
+        console = Console(stderr=as_json, force_terminal=True if progress == "always" else None)
+        live = {"auto": None, "always": True, "never": False}[progress]
+        return cls(console, live=False if quiet else live, quiet=quiet)
 
     def __enter__(self):
         self.progress.start()
@@ -57,12 +71,16 @@ class FitRenderer:
 
     def __call__(self, event) -> None:
         handler = getattr(self, f"_on_{type(event).__name__}", None)
-        if handler:
+        if handler and not (self.quiet and type(event).__name__ != "RunFinished"):
             handler(event)
 
     def _on_RunStarted(self, e: RunStarted) -> None:
         c = self.console
         c.print(f"[bold]run[/bold] {e.run_id}  ({e.device}, {e.dtype})")
+        if e.resumed_at:
+            epochs, steps = e.resumed_at
+            c.print(f"  resuming after {epochs} epoch{'s' * (epochs != 1)}" + (
+                f" and {steps} steps of epoch {epochs + 1}" if steps else ""))
         for line in e.layers:
             c.print(f"  {line}")
         sizes = ", ".join(f"{k} {v:,}" for k, v in e.samples.items())
@@ -70,8 +88,9 @@ class FitRenderer:
 
     def _on_EpochStarted(self, e: EpochStarted) -> None:
         if self.epoch_task is None:
+            done = e.epoch - 1  # a resumed run starts part-way
             self.epoch_task = self.progress.add_task("epochs", total=e.epochs, info="",
-                                                     count=f"0/{e.epochs}")
+                                                     completed=done, count=f"{done}/{e.epochs}")
         if self.batch_task is not None:
             self.progress.remove_task(self.batch_task)
         self.batch_task = self.progress.add_task(f"epoch {e.epoch}", total=e.steps, info="",
@@ -98,7 +117,16 @@ class FitRenderer:
                            f"improved since epoch {e.best_epoch}; keeping that epoch's weights")
 
     def _on_RunFinished(self, e: RunFinished) -> None:
-        self.progress.stop()  # the closing summary panel follows (cli/summary.py, finish_fit)
+        self.progress.stop()
+        s = e.summary
+        if s["status"] != "completed":
+            return  # the CLI says how to resume
+        if self.quiet:
+            self.console.print(f"run {e.run_id}: completed, test accuracy "
+                               f"{_pct(s['final']['test_accuracy'])}; saved in {e.path}",
+                               highlight=False, soft_wrap=True)
+            return
+        # otherwise the closing summary panel follows (cli/summary.py, finish_fit)
 
 
 def eval_table(result: dict) -> Table:
@@ -108,3 +136,25 @@ def eval_table(result: dict) -> Table:
     table.add_row(result["split"], _num(result["loss"]), _pct(result["accuracy"]),
                   f"{result['samples']:,}")
     return table
+
+
+def plan_text(config, plan, runs_root) -> str:
+    """fit --dry-run: the model, the data and what a run would do, as plain lines."""
+    t, o = config.train, config.optimizer
+    lines = [f"dry run of {config.source} (name {config.name!r}): nothing is trained or "
+             "written",
+             f"device {plan.device}, dtype {plan.dtype}",
+             f"data: {plan.dataset} from {plan.source or 'generated'}; samples "
+             + ", ".join(f"{k} {v:,}" for k, v in plan.samples.items()),
+             "model:", *(f"  {line}" for line in plan.layers),
+             f"  {plan.parameters:,} parameters",
+             f"plan: {plan.epochs} epochs x {plan.steps_per_epoch:,} steps of batch "
+             f"{min(t.batch_size, plan.samples['train'])} = "
+             f"{plan.epochs * plan.steps_per_epoch:,} steps",
+             f"  optimizer {o.name}, lr {o.lr:g}, schedule {config.schedule.name}"
+             + (f", early stopping after {t.patience} epochs without gain" if t.patience
+                else ""),
+             "  checkpoint " + (f"every {plan.checkpoint_every} steps and " if
+                                plan.checkpoint_every else "") + "at every epoch end",
+             f"  run directory: a new one under {runs_root}"]
+    return "\n".join(lines)

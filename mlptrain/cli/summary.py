@@ -6,6 +6,7 @@ it took, a sparkline of the loss per epoch, where the run and its plots are.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -90,8 +91,10 @@ def fit_panel(finished: RunFinished, metrics: list[dict], plots: list[Path],
                  title_align="left", border_style=colour, expand=False)
 
 
-def finish_fit(console: Console, config: Config, finished: RunFinished) -> None:
-    """Draws the run's figures (after training, so they never slow it) and prints the panel."""
+def finish_fit(console: Console, config: Config, finished: RunFinished,
+               quiet: bool = False) -> None:
+    """Draws the run's figures (after training, so they never slow it) and prints the panel;
+    with `quiet` the figures are still drawn but nothing is printed."""
     plots, note, seconds = [], "", None
     if config.report.plots:
         # imported here: matplotlib loads only when plots are drawn
@@ -99,13 +102,17 @@ def finish_fit(console: Console, config: Config, finished: RunFinished) -> None:
 
         start = time.perf_counter()
         try:
-            with console.status("drawing plots"):
+            spinner = console.status("drawing plots") if console.is_terminal and not quiet \
+                else contextlib.nullcontext()
+            with spinner:
                 drawn = plot_run(Run(finished.path), fmt=config.report.format)
             plots, seconds = drawn.files, time.perf_counter() - start
         except MlptrainError as exc:  # the run itself is complete and saved: say so, go on
             note = f"[red]not drawn: {escape(str(exc))}[/red] (retry with `mlptrain plot`)"
     else:
         note = "[dim]off (\\[report] plots = false); draw them with `mlptrain plot`[/dim]"
+    if quiet:
+        return
     metrics = Run(finished.path).read_metrics()
     console.print(fit_panel(finished, metrics, plots, note, seconds))
     final = finished.summary.get("final") or {}

@@ -1,0 +1,54 @@
+"""What every command shares: the consoles, the runs-dir option, errors turned into exit codes.
+
+Exit codes: 0 success, 1 an error the tool explains, 2 a usage error, 130 interrupted.
+Results go to stdout, everything else (errors, progress next to --json) to stderr. rich
+honours NO_COLOR (and FORCE_COLOR) from the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from mlptrain.errors import MlptrainError
+from mlptrain.runs import RUNS_DIR_ENV, RunStore
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+EXIT_CODES_HELP = ("Exit codes: 0 success, 1 an error the tool explains (on stderr), "
+                   "2 a usage error, 130 interrupted.")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def wide() -> Console:
+    """stdout for a wide table: a pipe or file gets whole lines instead of 80 columns."""
+    return out if out.is_terminal else Console(width=200)
+
+RunsDir = typer.Option(None, "--runs-dir", envvar=RUNS_DIR_ENV, show_envvar=True,
+                       help="Root folder of the run directories (default: ./runs).")
+
+
+def fail(exc: MlptrainError) -> None:
+    err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
+def usage(message: str) -> None:
+    """A usage error: exit 2, as click does for a bad option."""
+    err.print(f"[bold red]usage error:[/bold red] {escape(message)} (see --help)",
+              highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def interrupted() -> None:
+    err.print("interrupted", highlight=False)
+    raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def store(runs_dir: Path | None) -> RunStore:
+    return RunStore(runs_dir)

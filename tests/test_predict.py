@@ -1,0 +1,142 @@
+"""`mlptrain predict`: a trained MNIST run reads images and arrays the way it was trained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, ROOT
+from PIL import Image
+from typer.testing import CliRunner
+
+from mlptrain.cli import app
+from mlptrain.config import load_config
+from mlptrain.data.mnist import load_mnist
+from mlptrain.experiment import fit_experiment
+from mlptrain.runs import RunStore
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    """A small MNIST network (about 94% test accuracy) and the first 20 test digits."""
+    runs = tmp_path_factory.mktemp("runs")
+    config = load_config(CONFIGS / "mnist.toml", ["data.limit=10000", "model.hidden=64",
+                                                  "train.epochs=2"])
+    finished = fit_experiment(config, RunStore(runs))
+    mnist = load_mnist(ROOT / "data" / "mnist", [], False, None)
+    images = mnist.test_images[:20].reshape(-1, 28, 28)
+    return finished.path, images, mnist.test_labels[:20]
+
+
+def predicted(result) -> list[int]:
+    assert result.exit_code == 0, result.output
+    return [sample[0]["class"] for sample in json.loads(result.stdout)["predictions"]]
+
+
+def save_image(pixels: np.ndarray, path: Path, ink_on_paper: bool, scale: int = 4) -> Path:
+    """An MNIST digit as a photo-like file: upscaled, optionally dark ink on white paper."""
+    values = (1 - pixels) if ink_on_paper else pixels
+    image = Image.fromarray(np.uint8(values * 255)).resize((28 * scale, 28 * scale),
+                                                           Image.Resampling.BILINEAR)
+    image.save(path)
+    return path
+
+
+def test_batch_arrays_give_the_labels(mnist_run, tmp_path):
+    path, images, labels = mnist_run
+    np.save(tmp_path / "batch.npy", images)  # (20, 28, 28) floats in [0, 1]
+    got = predicted(run("predict", path, tmp_path / "batch.npy", "--json"))
+    assert np.mean(np.array(got) == labels) >= 0.85
+    np.save(tmp_path / "flat.npy", images.reshape(20, -1))
+    assert predicted(run("predict", path, tmp_path / "flat.npy", "--json")) == got
+    np.savez(tmp_path / "bytes.npz", X=np.uint8(np.rint(images * 255)))
+    result = run("predict", path, tmp_path / "bytes.npz", "--json")
+    assert predicted(result) == got
+    assert any("divided by 255" in note for note in json.loads(result.stdout)["notes"])
+
+
+def test_drawn_digits_on_paper_are_inverted_and_recognised(mnist_run, tmp_path):
+    path, images, labels = mnist_run
+    hits = 0
+    for i in range(10):
+        image = save_image(images[i], tmp_path / f"digit{i}.png", ink_on_paper=True)
+        result = run("predict", path, image, "--json")
+        hits += predicted(result)[0] == labels[i]
+        assert any("inverted" in note for note in json.loads(result.stdout)["notes"])
+    assert hits >= 8
+
+
+def test_light_on_dark_jpeg_is_not_inverted(mnist_run, tmp_path):
+    path, images, labels = mnist_run
+    image = save_image(images[0], tmp_path / "seven.jpg", ink_on_paper=False)
+    result = run("predict", path, image, "--json")
+    assert predicted(result) == [labels[0]]
+    assert not any("inverted" in note for note in json.loads(result.stdout)["notes"])
+
+
+def test_transparent_png_counts_as_paper(mnist_run, tmp_path):
+    path, images, labels = mnist_run
+    alpha = np.uint8(images[0] * 255)  # black ink where the digit is, transparent elsewhere
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[..., 3] = alpha
+    Image.fromarray(rgba, "RGBA").resize((84, 84)).save(tmp_path / "ink.png")
+    result = run("predict", path, tmp_path / "ink.png", "--json")
+    assert predicted(result) == [labels[0]]
+
+
+def test_output_lists_top_k_with_a_preview(mnist_run, tmp_path):
+    path, images, labels = mnist_run
+    image = save_image(images[0], tmp_path / "seven.png", ink_on_paper=True)
+    result = run("predict", path, image, "--top", "4")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    preview, answer = lines[:14], lines[14]
+    assert all(len(line) == 28 for line in preview) and any("█" in line for line in preview)
+    assert answer.startswith(f"{labels[0]} (") and answer.count("%") == 4
+    assert "inverted" in result.stderr  # what was done goes beside the result, not into it
+    as_json = json.loads(run("predict", path, image, "--top", "10", "--json").stdout)
+    probabilities = [p["probability"] for p in as_json["predictions"][0]]
+    assert sum(probabilities) == pytest.approx(1.0) and probabilities == sorted(
+        probabilities, reverse=True)
+    assert sorted(p["class"] for p in as_json["predictions"][0]) == list(range(10))
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("missing.png", None, "does not exist"),
+    ("notes.txt", b"hello", "unknown file type '.txt'"),
+    ("broken.png", b"\x89PNG not really", "is not a readable image"),
+    ("wrong.npy", np.zeros((3, 5)), "shape (3, 5), which is not one or more samples of 784"),
+    ("nan.npy", np.full(784, np.nan), "NaN or infinite"),
+    ("text.npy", np.array(["a"] * 784), "expected numbers"),
+    ("two.npz", {"a": np.zeros(784), "b": np.zeros(784)}, "name the samples X"),
+])
+def test_bad_inputs_are_clear_errors(mnist_run, tmp_path, name, content, message):
+    path, _, _ = mnist_run
+    target = tmp_path / name
+    if isinstance(content, bytes):
+        target.write_bytes(content)
+    elif isinstance(content, dict):
+        np.savez(target, **content)
+    elif content is not None:
+        np.save(target, content)
+    result = run("predict", path, target)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert message in result.stderr.replace("\n", " ")
+
+
+def test_an_image_for_a_network_without_image_inputs_is_refused(runs_dir, tmp_path):
+    xor = fit_experiment(load_config(CONFIGS / "xor.toml", ["train.epochs=30", "optimizer.lr=1"]),
+                         RunStore(runs_dir))
+    Image.new("L", (10, 10)).save(tmp_path / "x.png")
+    result = run("predict", xor.path, tmp_path / "x.png")
+    assert result.exit_code == 1 and "not an image" in result.stderr
+    np.save(tmp_path / "points.npy", np.array([[0.0, 1.0], [1.0, 1.0]]))
+    assert predicted(run("predict", xor.path, tmp_path / "points.npy", "--json")) == [1, 0]

@@ -1,0 +1,239 @@
+"""Runs that survive: exact resume from checkpoint.npz, mid-epoch, in the same directory.
+
+The strongest check is byte equality of weights.npz between a resumed run and the same run left
+alone: parameters, optimizer state, every RNG, the shuffle order and the position in it must all
+come back, and the file itself must not depend on the clock.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, ROOT
+
+from mlptrain.config import load_config, parse_config
+from mlptrain.errors import RunStoreError, TrainingError
+from mlptrain.experiment import fit_experiment, resume_experiment
+from mlptrain.runs import RunStore, npz_bytes
+from mlptrain.train import StepsDone, StopFlag
+
+
+def metrics_without_time(path):
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def stop_at(stop: StopFlag, epoch: int, step: int):
+    """An event callback that asks the loop to stop once it reports (epoch, step)."""
+    def on_event(event):
+        if isinstance(event, StepsDone) and (event.epoch, event.step) == (epoch, step):
+            stop.set()
+    return on_event
+
+
+XOR = ["train.epochs=6"]  # 640 samples in batches of 64: 10 steps per epoch, each reported
+
+
+def test_npz_bytes_do_not_depend_on_the_clock(monkeypatch):
+    arrays = {"a": np.arange(6.0).reshape(2, 3), "b": np.array(3)}
+    first = npz_bytes(arrays)
+    monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)  # what zipfile dates entries by
+    assert npz_bytes(arrays) == first
+    with zipfile.ZipFile(__import__("io").BytesIO(first)) as archive:
+        assert {i.date_time for i in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+@pytest.mark.parametrize("epoch, step", [(1, 3), (3, 7), (4, 1)])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_stopped_run_resumes_to_the_same_bytes(runs_dir, epoch, step, optimizer):
+    overrides = [*XOR, f"optimizer.name={optimizer}", "optimizer.momentum=0.9" if optimizer ==
+                 "sgd" else "optimizer.beta1=0.8", "schedule.name=cosine"]
+    config = load_config(CONFIGS / "xor.toml", overrides)
+    alone = fit_experiment(config, RunStore(runs_dir))
+    stop = StopFlag()
+    stopped = fit_experiment(config, RunStore(runs_dir), stop_at(stop, epoch, step), stop=stop)
+    assert stopped.summary["status"] == "interrupted"
+    assert not (stopped.path / "weights.npz").exists()
+    checkpoint = np.load(stopped.path / "checkpoint.npz")
+    assert (int(checkpoint["epoch"]), int(checkpoint["position"])) == (epoch - 1, step)
+    resumed = resume_experiment(RunStore(runs_dir), stopped.run_id)
+    assert resumed.path == stopped.path and len(list(runs_dir.iterdir())) == 2
+    assert resumed.summary["status"] == "completed" and resumed.summary["resumed"] == 1
+    assert (resumed.path / "weights.npz").read_bytes() == (alone.path / "weights.npz").read_bytes()
+    assert metrics_without_time(resumed.path) == metrics_without_time(alone.path)
+    assert resumed.summary["final"] == alone.summary["final"]
+
+
+def test_resume_restores_early_stopping_state(runs_dir):
+    overrides = ["train.epochs=200", "train.patience=3", "train.min_delta=0.01",
+                 "optimizer.lr=3.0"]
+    config = load_config(CONFIGS / "xor.toml", overrides)
+    alone = fit_experiment(config, RunStore(runs_dir))
+    assert alone.summary["stopped_early"]
+    best = alone.summary["best_epoch"]
+    stop = StopFlag()
+    stopped = fit_experiment(config, RunStore(runs_dir), stop_at(stop, best + 1, 5), stop=stop)
+    resumed = resume_experiment(RunStore(runs_dir), stopped.run_id)
+    assert resumed.summary["best_epoch"] == best
+    assert (resumed.path / "weights.npz").read_bytes() == (alone.path / "weights.npz").read_bytes()
+
+
+def test_checkpoint_every_n_steps_writes_mid_epoch_checkpoints(runs_dir):
+    config = load_config(CONFIGS / "xor.toml", ["train.epochs=2", "train.checkpoint_every=3"])
+    seen = []
+    run = RunStore(runs_dir)
+    original = type(run).create
+
+    def spy_create(store, name):
+        created = original(store, name)
+        write = created.write_checkpoint
+        created.write_checkpoint = lambda arrays: (seen.append(
+            (int(arrays["epoch"]), int(arrays["position"]), int(arrays["step"]))), write(arrays))
+        return created
+
+    type(run).create = spy_create
+    try:
+        fit_experiment(config, run)
+    finally:
+        type(run).create = original
+    # every 3 global steps inside an epoch, and at each epoch end (position 0)
+    assert seen == [(0, 3, 3), (0, 6, 6), (0, 9, 9), (1, 0, 10), (1, 2, 12), (1, 5, 15),
+                    (1, 8, 18), (2, 0, 20)]
+
+
+def test_resume_of_a_completed_run_is_an_error(runs_dir):
+    done = fit_experiment(load_config(CONFIGS / "xor.toml", ["train.epochs=1"]),
+                          RunStore(runs_dir))
+    with pytest.raises(RunStoreError, match="already completed"):
+        resume_experiment(RunStore(runs_dir), done.run_id)
+
+
+def test_resume_without_a_checkpoint_is_an_error(runs_dir):
+    done = fit_experiment(load_config(CONFIGS / "xor.toml", ["train.epochs=1"]),
+                          RunStore(runs_dir))
+    summary = json.loads((done.path / "summary.json").read_text())
+    summary["status"] = "failed"
+    (done.path / "summary.json").write_text(json.dumps(summary))
+    (done.path / "checkpoint.npz").unlink()
+    with pytest.raises(RunStoreError, match="no checkpoint.npz"):
+        resume_experiment(RunStore(runs_dir), done.run_id)
+
+
+def test_a_checkpoint_this_version_cannot_read_is_a_clear_error(runs_dir):
+    stop = StopFlag()
+    config = load_config(CONFIGS / "xor.toml", ["train.epochs=3"])
+    stopped = fit_experiment(config, RunStore(runs_dir), stop_at(stop, 2, 4), stop=stop)
+    arrays = dict(np.load(stopped.path / "checkpoint.npz"))
+    del arrays["rng.shuffle"]  # as an older version wrote it: one "shuffle_rng" key
+    np.savez(stopped.path / "checkpoint.npz", **arrays)
+    with pytest.raises(RunStoreError, match="not a checkpoint this version can resume from"):
+        resume_experiment(RunStore(runs_dir), stopped.run_id)
+
+
+def test_a_diverging_run_keeps_its_last_good_checkpoint(runs_dir, tmp_path):
+    # inputs of scale 1e3 and lr 100: the weights grow for some 17 steps, then overflow
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 8)) * 1e3
+    np.savez(tmp_path / "wide.npz", X=X, y=(X[:, 0] > 0).astype(int))
+    config = parse_config(f'''
+        [data]
+        dataset = "npz"
+        path = "{tmp_path / 'wide.npz'}"
+        [model]
+        hidden = [64, 64]
+        loss = "softmax_cross_entropy"
+        [optimizer]
+        lr = 100
+        momentum = 0.9
+        [train]
+        batch_size = 32
+        checkpoint_every = 1
+        ''')
+    with pytest.warns(RuntimeWarning), pytest.raises(TrainingError, match="optimizer.lr"):
+        fit_experiment(config, RunStore(runs_dir))
+    (path,) = runs_dir.iterdir()
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["status"] == "failed" and "optimizer.lr" in summary["error"]
+    checkpoint = np.load(path / "checkpoint.npz")
+    assert int(checkpoint["step"]) > 5  # good checkpoints were written before it diverged
+    for key in checkpoint.files:
+        if key.startswith("model."):
+            assert np.isfinite(checkpoint[key]).all(), key
+
+
+# -- a real process killed with SIGKILL in the middle of an epoch ---------------------------------
+
+KILL_ARGS = ["--set", "data.limit=6000", "--set", "model.hidden=32", "--set", "train.epochs=3",
+             "--set", "train.batch_size=32", "--set", "train.checkpoint_every=5",
+             "--progress", "never"]
+
+
+def _mlptrain(*args, runs, **kwargs):
+    env = {**os.environ, "MLPTRAIN_RUNS_DIR": str(runs), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "mlptrain", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _kill_mid_epoch(process, runs) -> tuple[int, int]:
+    """SIGKILLs the process once its checkpoint sits inside an epoch after the first; returns
+    that checkpoint's (epoch, position). SIGSTOP first, so the checkpoint read is the last."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for path in glob.glob(str(runs / "*" / "checkpoint.npz")):
+            try:
+                before = np.load(path)
+                if int(before["epoch"]) < 1 or int(before["position"]) == 0:
+                    continue
+                os.kill(process.pid, signal.SIGSTOP)
+                after = np.load(path)
+                where = int(after["epoch"]), int(after["position"])
+                if where[1] == 0:  # it reached an epoch end meanwhile: let it go on
+                    os.kill(process.pid, signal.SIGCONT)
+                    continue
+                os.kill(process.pid, signal.SIGKILL)
+                process.communicate(timeout=30)
+                return where
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                continue
+        if process.poll() is not None:
+            pytest.fail("the run finished before it could be killed mid-epoch")
+        time.sleep(0.001)
+    pytest.fail("no mid-epoch checkpoint appeared")
+
+
+@pytest.mark.slow  # three processes on MNIST: about 10 s
+def test_a_run_killed_mid_epoch_resumes_to_byte_identical_weights(tmp_path):
+    runs = tmp_path / "runs"
+    killed = _mlptrain("fit", CONFIGS / "mnist.toml", *KILL_ARGS, runs=runs)
+    epoch, position = _kill_mid_epoch(killed, runs)
+    assert killed.returncode == -signal.SIGKILL and epoch >= 1 and position > 0
+    (run_dir,) = runs.iterdir()
+    assert not (run_dir / "weights.npz").exists()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
+    listed = subprocess.run([sys.executable, "-m", "mlptrain", "runs", "--json"], cwd=ROOT,
+                            env={**os.environ, "MLPTRAIN_RUNS_DIR": str(runs)},
+                            capture_output=True, text=True, timeout=60)
+    assert json.loads(listed.stdout)[0]["status"] == "stale"  # running, but its process is gone
+
+    resumed = _mlptrain("fit", "--resume", run_dir.name, "--progress", "never", runs=runs)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"resuming after {epoch} epoch" in out
+    assert f"{position} steps of epoch {epoch + 1}" in out
+
+    alone_runs = tmp_path / "alone"
+    alone = _mlptrain("fit", CONFIGS / "mnist.toml", *KILL_ARGS, runs=alone_runs)
+    assert alone.wait(timeout=300) == 0
+    (alone_dir,) = alone_runs.iterdir()
+    assert (run_dir / "weights.npz").read_bytes() == (alone_dir / "weights.npz").read_bytes()
+    assert metrics_without_time(run_dir) == metrics_without_time(alone_dir)
+    assert len(metrics_without_time(run_dir)) == 3
