@@ -180,6 +180,9 @@ def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_even
     """The epoch's steps from state.position on; (mean loss, accuracy), or None if stopped."""
     ops = model.ops
     steps = math.ceil(train.size / batch)
+    runner = getattr(ops, "epoch_runner", lambda *args: None)(model, optimizer, train, batch)
+    if runner is not None and state.position == 0 and not cfg.train.checkpoint_every:
+        return _replay_epoch(runner, ops, train, order, steps, cfg, state, epoch, on_event)
     report_every = max(1, steps // REPORTS_PER_EPOCH)
     # 0 = only at the end of the epoch; otherwise every N global steps, so resumes agree
     checkpoint_every = cfg.train.checkpoint_every or math.inf
@@ -212,6 +215,21 @@ def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_even
             if stop.is_set:
                 return None
     return ops.to_float(loss_sum) / seen, ops.to_float(correct) / seen
+
+
+def _replay_epoch(runner, ops, train, order, steps, cfg, state, epoch, on_event):
+    """A device backend's whole epoch as one captured graph: the steps run on the device with
+    no host in between, so progress is reported once, at the end (one sync)."""
+    lrs = [learning_rate(cfg.schedule, cfg.optimizer.lr, state.step + s, steps, cfg.train.epochs)
+           for s in range(steps)]
+    start = time.perf_counter()
+    loss_sum, correct = runner.run(order, lrs)
+    state.step += steps
+    mean_loss = _finite_mean_loss(ops, loss_sum, train.size, cfg, epoch, steps - 1)
+    accuracy = ops.to_float(correct) / train.size
+    rate = train.size / max(time.perf_counter() - start, 1e-9)
+    on_event(StepsDone(epoch, steps, steps, mean_loss, accuracy, rate))
+    return mean_loss, accuracy
 
 
 def _finite_mean_loss(ops, loss_sum, seen, cfg, epoch, step) -> float:

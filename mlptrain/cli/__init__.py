@@ -68,6 +68,8 @@ def fit(
     set_: Optional[List[str]] = typer.Option(
         None, "--set", "-s", metavar="SECTION.KEY=VALUE",
         help="Override one config key (repeatable), e.g. --set train.epochs=5."),
+    device: Optional[str] = typer.Option(
+        None, "--device", help="cpu, cuda or auto: the same as --set train.device=..."),
     resume: Optional[str] = typer.Option(
         None, "--resume", metavar="RUN",
         help="Continue an interrupted run from its checkpoint, in its own directory."),
@@ -93,14 +95,15 @@ def fit(
 
     if (config is None) == (resume is None):
         usage("give a CONFIG to start a run, or --resume RUN to continue one (not both)")
-    if resume is not None and (set_ or dry_run or print_config):
-        usage("--resume continues a run with its saved config; --set, --dry-run and "
-              "--print-config apply to a CONFIG")
+    if resume is not None and (set_ or device or dry_run or print_config):
+        usage("--resume continues a run with its saved config; --set, --device, --dry-run "
+              "and --print-config apply to a CONFIG")
     # a diverging run overflows before the loop sees a NaN loss and explains it: no numpy noise
     warnings.filterwarnings("ignore", message="(overflow|invalid value)", category=RuntimeWarning)
     store = RunStore(runs_dir)
     try:
-        cfg = load_config(config, set_ or []) if config is not None else None
+        device_set = [f"train.device={device}"] if device else []  # --device is a --set
+        cfg = load_config(config, [*(set_ or []), *device_set]) if config is not None else None
         if print_config:
             sys.stdout.write(cfg.to_toml())
             return

@@ -1,0 +1,148 @@
+"""Planning and launching mlptrain's own matrix-product kernel (kernels.cu: gemm).
+
+A plan fixes, for one product's shape, the tile configuration and the split of K over thread
+blocks, so the skinny products of a small-batch MLP still occupy the whole GPU: a 64 x 784 x 128
+forward product has 8 tiles of 32 x 32; split 8 ways along K it keeps 64 blocks busy and a
+fixed-order reduction sums the slices. Every launch is a plain kernel, so it can be captured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cupy as cp
+import numpy as np
+
+# (BM, BN, BK, TM, TN): block tile, depth of a K step, register tile per thread
+TILES = {
+    "small": (32, 32, 16, 4, 4),  # 64 threads
+    "medium": (64, 64, 16, 4, 4),  # 256 threads
+    "tall": (128, 64, 8, 8, 4),  # 256 threads
+    "large": (128, 128, 8, 8, 8),  # 256 threads, 64 outputs each
+}
+SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # K-splits a tuner tries
+MAX_PARTIALS = 1 << 23  # elements of split-K scratch a plan may use
+TRANSPOSES = ((False, True), (True, False), (False, False))  # x W^T, dz^T x, dz W
+TARGET_BLOCKS = 264  # two waves' worth of blocks on a 132-SM H100
+
+EPI_STORE, EPI_BIAS_ACT, EPI_ACT_GRAD = 0, 1, 2
+ACT_IDS = {None: 0, "identity": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
+
+
+def ctype(dtype) -> str:
+    return {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}[np.dtype(dtype)]
+
+
+def gemm_name(dtype, trans_a: bool, trans_b: bool, tile: str) -> str:
+    bm, bn, bk, tm, tn = TILES[tile]
+    flag = lambda t: "true" if t else "false"
+    return f"gemm<{ctype(dtype)},{flag(trans_a)},{flag(trans_b)},{bm},{bn},{bk},{tm},{tn}>"
+
+
+def kernel_names(dtype) -> list[str]:
+    return [gemm_name(dtype, ta, tb, t) for ta, tb in TRANSPOSES for t in TILES]
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    tile: str
+    splits: int
+    k_chunk: int
+    grid: tuple[int, int, int]
+    threads: int
+    inline_reduce: bool = False  # split-K summed by the last block, else by splitk_reduce
+
+    @property
+    def tiles(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def partials(self, m: int, n: int) -> int:
+        return self.splits * m * n if self.splits > 1 else 0
+
+
+def plan(m: int, n: int, k: int, tile: str | None = None, splits: int | None = None,
+         inline_reduce: bool = False) -> GemmPlan:
+    """The tile and K-split for an (m, n, k) product (n counting a ones column, if any): a
+    heuristic; EpochGraph times the candidates instead."""
+    if tile is None:
+        area = m * n
+        tile = "large" if area >= 128 * 128 * 48 else "medium" if area >= 64 * 64 * 40 else "small"
+    bm, bn, bk, tm, tn = TILES[tile]
+    tiles = -(-m // bm) * -(-n // bn)
+    if splits is None:
+        # split K while each slice keeps >= 4 K-steps and the grid is short of TARGET_BLOCKS
+        splits = max(1, min(TARGET_BLOCKS // tiles, k // (4 * bk)))
+    k_chunk = -(-k // splits)
+    k_chunk = -(-k_chunk // bk) * bk  # whole K-steps per slice
+    splits = -(-k // k_chunk)
+    return GemmPlan(tile, splits, k_chunk, (-(-n // bn), -(-m // bm), splits),
+                    (bm // tm) * (bn // tn), inline_reduce and splits > 1)
+
+
+def candidates(m: int, n: int, k: int) -> list[GemmPlan]:
+    """Every distinct (tile, split) worth timing for an (m, n, k) product."""
+    plans = {}
+    for tile in TILES:
+        for splits in SPLITS:
+            for inline in (False, True):
+                p = plan(m, n, k, tile, splits, inline)
+                if p.tiles * p.splits <= 4096 and p.partials(m, n) <= MAX_PARTIALS:
+                    plans[p.tile, p.splits, p.inline_reduce] = p
+    return list(plans.values())
+
+
+NULL = np.uint64(0)
+
+
+def ptr(array, offset_elements: int = 0) -> np.uint64:
+    """A device address as a kernel argument (offset into the array, in elements)."""
+    if array is None:
+        return NULL
+    return np.uint64(array.data.ptr + offset_elements * array.itemsize)
+
+
+class Gemm:
+    """Launches C = op(A) @ op(B) with an optional fused epilogue."""
+
+    def __init__(self, function):
+        self.function = function  # kernel name -> compiled function
+        self._scratch = {}  # dtype -> (partials, counters), grown on demand
+
+    def scratch(self, dtype, partials: int, tiles: int):
+        """Split-K partials and tile counters (zeroed) of at least these sizes. Allocate them
+        before a capture, never in it: a graph keeps its own (see __call__)."""
+        have = self._scratch.get(np.dtype(dtype))
+        if have is None or have[0].size < partials or have[1].size < tiles:
+            have = self._scratch[np.dtype(dtype)] = (
+                cp.empty(max(partials, 1), dtype=dtype), cp.zeros(max(tiles, 1), dtype=np.int32))
+        return have
+
+    def __call__(self, a, b, c, m: int, n: int, k: int, lda: int, ldb: int,
+                 trans_a=False, trans_b=False, gather_a=None, gather_b=None, ones_out=None,
+                 ones_row=False, mode=EPI_STORE, bias=None, ymask=None, act=0, slope=0.0, gemm_plan=None,
+                 scratch=None):
+        """`scratch` (partials, counters), or the shared one, serves split-K; a captured graph
+        passes its own, so later eager calls that grow the shared one cannot free memory it
+        points at."""
+        dtype = c.dtype
+        m_out = m + (ones_out is not None and ones_row)  # counting the ones row or column
+        n_out = n + (ones_out is not None and not ones_row)
+        p = gemm_plan or plan(m_out, n_out, k)
+        partial = counters = None
+        if p.splits > 1:
+            partial, counters = scratch or self.scratch(dtype, p.partials(m_out, n_out), p.tiles)
+            counters = counters if p.inline_reduce else None
+        opt = lambda v: NULL if v is None else v
+        self.function(gemm_name(dtype, trans_a, trans_b, p.tile))(
+            p.grid, (p.threads,),
+            (a, b, c, opt(gather_a), opt(gather_b), np.int32(m), np.int32(n), np.int32(k),
+             np.int32(lda), np.int32(ldb), np.int32(p.k_chunk), opt(partial), opt(counters),
+             opt(ones_out), np.int32(ones_row), np.int32(mode), opt(bias), opt(ymask), np.int32(act),
+             dtype.type(slope)))
+        if partial is not None and not p.inline_reduce:
+            blocks = min(-(-(m_out * n_out) // 256), 1024)
+            self.function(f"splitk_reduce<{ctype(dtype)}>")(
+                (blocks,), (256,),
+                (partial, np.int32(p.splits), np.int32(m), np.int32(n), c, opt(ones_out),
+                 np.int32(ones_row), np.int32(mode), opt(bias), opt(ymask), np.int32(act), dtype.type(slope)))
+        return c

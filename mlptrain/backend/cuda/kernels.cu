@@ -1,0 +1,450 @@
+// mlptrain's CUDA kernels (compiled at run time by CuPy's NVRTC; T is float or double).
+//
+// Each kernel computes one of the model's primitives with the same formula, in the same order of
+// roundings where that matters, as the NumPy backend (nn.py, optim.py), so float64 results agree
+// to rounding. Nothing here calls cuBLAS: every kernel can be captured in a CUDA graph.
+// Shapes: B the batch, I a layer's inputs, O its outputs, C the classes.
+
+#define ACT_IDENTITY 0
+#define ACT_RELU 1
+#define ACT_LEAKY 2
+#define ACT_TANH 3
+#define ACT_SIGMOID 4
+
+#define GATHER_MAX 1024    // gathered B rows a GEMM block stages in shared memory
+
+#define EPI_STORE 0       // C = A @ B
+#define EPI_BIAS_ACT 1    // C = act(A @ B + bias)          (forward: fused bias + activation)
+#define EPI_ACT_GRAD 2    // C = (A @ B) * act'(Y)          (backward: dx times the derivative)
+
+template <typename T> __device__ __forceinline__ T act_forward(T z, int act, T slope) {
+    switch (act) {
+    case ACT_RELU: return z > T(0) ? z : T(0);                   // max(z, 0)
+    case ACT_LEAKY: { T s = slope * z; return z > s ? z : s; }   // max(z, slope z)
+    case ACT_TANH: return tanh(z);
+    case ACT_SIGMOID: return (tanh(z * T(0.5)) + T(1)) * T(0.5);  // stable: (1 + tanh(z/2)) / 2
+    default: return z;
+    }
+}
+
+// dz = dy * f'(z), the derivative read from the saved output y = f(z)
+template <typename T> __device__ __forceinline__ T act_backward(T y, T dy, int act, T slope) {
+    switch (act) {
+    case ACT_RELU: return y > T(0) ? dy : dy * T(0);  // dy * [y > 0] (keeps NaN and -0 as NumPy)
+    case ACT_LEAKY: return dy * (y > T(0) ? T(1) : slope);
+    case ACT_TANH: return dy * (T(1) - y * y);
+    case ACT_SIGMOID: return dy * (y * (T(1) - y));
+    default: return dy;
+    }
+}
+
+template <typename T> __device__ __forceinline__ T epilogue(
+        T acc, int m, int n, int N, int mode, const T* bias, const T* ymask, int act, T slope) {
+    if (mode == EPI_BIAS_ACT) return act_forward<T>(acc + bias[n], act, slope);
+    if (mode == EPI_ACT_GRAD) return act_backward<T>(ymask[(long long)m * N + n], acc, act, slope);
+    return acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix product C (M, N) = op(A) (M, K) @ op(B) (K, N), tiled in shared memory with a TM x TN
+// register tile per thread. op(A)(m, k) is A[m * lda + k], or A[k * lda + m] when TA (stored
+// transposed); op(B)(k, n) is B[k * ldb + n], or B[n * ldb + k] when TB.
+// gather_a / gather_b (or null) pick the stored rows of A / B (rows m of A, or k when TA; rows k
+// of B, untransposed only): the mini-batch is read straight from the resident dataset through
+// the epoch's permutation, with no copy.
+// ones_out (or null) adds a column N of ones to B (ones_row = 0), whose products, C's row sums,
+// land in ones_out[m]; or a row M of ones to A (ones_row = 1), C's column sums landing in
+// ones_out[n]: the bias gradient falls out of the weight gradient's product.
+// Split-K: blockIdx.z takes K-range [z * k_chunk, (z + 1) * k_chunk); with partial non-null each
+// split writes its own (M, N+1) slice, and either the tile's last block to finish (counted in
+// counters[tile], which it resets) or, with counters null, splitk_reduce sums the slices in the
+// fixed order z = 0, 1, ... (so results are deterministic) and applies the epilogue.
+// ---------------------------------------------------------------------------------------------
+template <typename T, bool TA, bool TB, int BM, int BN, int BK, int TM, int TN>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN))
+gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
+     const long long* __restrict__ gather_a, const long long* __restrict__ gather_b,
+     int M, int N, int K, int lda, int ldb, int k_chunk,
+     T* __restrict__ partial, int* __restrict__ counters, T* __restrict__ ones_out, int ones_row,
+     int mode, const T* __restrict__ bias, const T* __restrict__ ymask, int act, T slope) {
+    constexpr int DM = BM / TM, DN = BN / TN, THREADS = DM * DN;
+    constexpr int LA = (BM * BK + THREADS - 1) / THREADS, LB = (BN * BK + THREADS - 1) / THREADS;
+    constexpr int PAD = 16 / sizeof(T);  // keeps rows 16-byte aligned for vector reads
+    __shared__ __align__(16) T As[BK][BM + PAD];
+    __shared__ __align__(16) T Bs[BK][BN + PAD];
+    const int tid = threadIdx.x, tx = tid % DN, ty = tid / DN;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int Mp = M + (ones_out != nullptr && ones_row);
+    const int Np = N + (ones_out != nullptr && !ones_row);
+    const int k_begin = blockIdx.z * k_chunk, k_end = min(K, k_begin + k_chunk);
+    T acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+
+    // The next tile is fetched into registers while this one is multiplied (latency hiding).
+    // Threads run along each operand's stored-contiguous dimension, so loads coalesce.
+    // Gathered rows are looked up once, not once per K-step: a dependent load in the K loop
+    // would double its latency. A's rows stay with each thread; B's rows of this K-range are
+    // staged in shared memory.
+    long long arow[LA];
+#pragma unroll
+    for (int r = 0; r < LA; ++r) {
+        const int m = m0 + (tid + r * THREADS) / BK;
+        arow[r] = (!TA && gather_a && m < M) ? gather_a[m] * lda : (long long)m * lda;
+    }
+    __shared__ long long krow[GATHER_MAX];  // gathered rows indexed by k (TA's A, or B)
+    const long long* gather_k = TA ? gather_a : (!TB ? gather_b : nullptr);
+    const bool staged = gather_k && k_end - k_begin <= GATHER_MAX;
+    if (staged) {
+        for (int kk = tid; kk < k_end - k_begin; kk += THREADS) krow[kk] = gather_k[k_begin + kk];
+        __syncthreads();
+    }
+    T ra[LA], rb[LB];
+    auto fetch = [&](int k0) {
+#pragma unroll
+        for (int r = 0; r < LA; ++r) {
+            const int e = tid + r * THREADS;
+            const int mm = TA ? e % BM : e / BK, kk = TA ? e / BM : e % BK;
+            const int m = m0 + mm, k = k0 + kk;
+            T v = T(0);
+            if (e < BM * BK && m < M && k < k_end) {
+                if (!TA) v = A[arow[r] + k];
+                else if (staged && gather_k == gather_a) v = A[krow[k - k_begin] * lda + m];
+                else v = A[(gather_a ? gather_a[k] : (long long)k) * lda + m];
+            } else if (e < BM * BK && m < Mp && k < k_end) {
+                v = T(1);  // the ones row
+            }
+            ra[r] = v;
+        }
+#pragma unroll
+        for (int r = 0; r < LB; ++r) {
+            const int e = tid + r * THREADS;
+            const int nn = TB ? e / BK : e % BN, kk = TB ? e % BK : e / BN;
+            const int n = n0 + nn, k = k0 + kk;
+            T v = T(0);
+            if (e < BN * BK && k < k_end) {
+                if (n < N) {
+                    if (TB) v = B[(long long)n * ldb + k];
+                    else if (staged && gather_k == gather_b) v = B[krow[k - k_begin] * ldb + n];
+                    else v = B[(gather_b ? gather_b[k] : (long long)k) * ldb + n];
+                } else if (n < Np) {
+                    v = T(1);  // the ones column
+                }
+            }
+            rb[r] = v;
+        }
+    };
+    auto stash = [&]() {
+#pragma unroll
+        for (int r = 0; r < LA; ++r) {
+            const int e = tid + r * THREADS;
+            if (e < BM * BK) As[TA ? e / BM : e % BK][TA ? e % BM : e / BK] = ra[r];
+        }
+#pragma unroll
+        for (int r = 0; r < LB; ++r) {
+            const int e = tid + r * THREADS;
+            if (e < BN * BK) Bs[TB ? e % BK : e / BN][TB ? e / BK : e % BN] = rb[r];
+        }
+    };
+    if (k_begin < k_end) {
+        fetch(k_begin);
+        stash();
+    }
+    __syncthreads();
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
+        const bool more = k0 + BK < k_end;
+        if (more) fetch(k0 + BK);
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            T a[TM], b[TN];  // contiguous register tiles: vector reads from shared memory
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][ty * TM + i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tx * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+        }
+        __syncthreads();
+        if (more) {
+            stash();
+            __syncthreads();
+        }
+    }
+    if (partial) {
+#pragma unroll
+        for (int i = 0; i < TM; ++i) {
+            const int m = m0 + ty * TM + i;
+#pragma unroll
+            for (int j = 0; j < TN; ++j) {
+                const int n = n0 + tx * TN + j;
+                if (m < Mp && n < Np) partial[((long long)blockIdx.z * Mp + m) * Np + n] = acc[i][j];
+            }
+        }
+        if (!counters) return;  // splitk_reduce, launched next, sums the slices
+        __threadfence();  // this slice is visible before the count says so
+        __syncthreads();
+        __shared__ int is_last;
+        const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+        if (tid == 0) is_last = atomicAdd(&counters[tile], 1) == (int)gridDim.z - 1;
+        __syncthreads();
+        if (!is_last) return;
+        __threadfence();
+#pragma unroll
+        for (int i = 0; i < TM; ++i) {
+            const int m = m0 + ty * TM + i;
+#pragma unroll
+            for (int j = 0; j < TN; ++j) {
+                const int n = n0 + tx * TN + j;
+                if (m >= Mp || n >= Np) continue;
+                T s = T(0);
+#pragma unroll 8
+                for (int z = 0; z < (int)gridDim.z; ++z)
+                    s += __ldcg(&partial[((long long)z * Mp + m) * Np + n]);  // from L2
+                acc[i][j] = s;
+            }
+        }
+        if (tid == 0) counters[tile] = 0;  // ready for the next launch
+    }
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = m0 + ty * TM + i;
+        if (m >= Mp) continue;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int n = n0 + tx * TN + j;
+            if (n >= Np) continue;
+            if (m == M) {
+                ones_out[n] = acc[i][j];
+            } else if (n == N) {
+                ones_out[m] = acc[i][j];
+            } else {
+                C[(long long)m * N + n] = epilogue<T>(acc[i][j], m, n, N, mode, bias, ymask, act,
+                                                      slope);
+            }
+        }
+    }
+}
+
+// The other way to finish a split-K product: one thread per output sums the slices in order.
+template <typename T>
+__global__ void splitk_reduce(const T* __restrict__ partial, int splits, int M, int N,
+                              T* __restrict__ C, T* __restrict__ ones_out, int ones_row,
+                              int mode, const T* __restrict__ bias, const T* __restrict__ ymask,
+                              int act, T slope) {
+    const int Mp = M + (ones_out != nullptr && ones_row);
+    const int Np = N + (ones_out != nullptr && !ones_row);
+    const long long total = (long long)Mp * Np;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        T s = partial[e];
+        for (int z = 1; z < splits; ++z) s += partial[z * total + e];
+        const int m = (int)(e / Np), n = (int)(e % Np);
+        if (m == M) ones_out[n] = s;
+        else if (n == N) ones_out[m] = s;
+        else C[(long long)m * N + n] = epilogue<T>(s, m, n, N, mode, bias, ymask, act, slope);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise work of the eager path.
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+__global__ void bias_activation(T* z, const T* __restrict__ bias, T* out,  // out may be z
+                                long long rows, int cols, int act, T slope) {
+    const long long total = rows * cols;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        const T v = z[e] + bias[e % cols];
+        z[e] = v;  // z + bias, as the NumPy backend leaves it
+        out[e] = act_forward<T>(v, act, slope);
+    }
+}
+
+template <typename T>
+__global__ void activation_backward(const T* __restrict__ y, const T* dy, T* out,  // out may be dy
+                                    long long total, int act, T slope) {
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x)
+        out[e] = act_backward<T>(y[e], dy[e], act, slope);
+}
+
+// out[j] = sum_i a[i, j]: a (rows, cols); block (32, 8), each column summed in a fixed order
+template <typename T>
+__global__ void sum_rows(const T* __restrict__ a, T* __restrict__ out, int rows, int cols) {
+    __shared__ T part[8][33];
+    const int j = blockIdx.x * 32 + threadIdx.x;
+    T s = T(0);
+    if (j < cols)
+        for (int i = threadIdx.y; i < rows; i += 8) s += a[(long long)i * cols + j];
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && j < cols) {
+        for (int r = 1; r < 8; ++r) s += part[r][threadIdx.x];
+        out[j] = s;
+    }
+}
+
+// out[i] = source[index[i]] for rows of `cols` elements
+template <typename T>
+__global__ void take_rows(const T* __restrict__ source, const long long* __restrict__ index,
+                          T* __restrict__ out, long long rows, int cols) {
+    const long long total = rows * cols;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x)
+        out[e] = source[index[e / cols] * cols + e % cols];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Softmax cross-entropy over logits (rows, C), one thread per row, XENT_ROWS rows per block: per
+// row the log-sum-exp loss m + log(s) - z[y] and whether argmax(z) == y; each block writes its
+// sums (double) to parts[2 b], parts[2 b + 1], and sum_parts adds all parts in a fixed order, so
+// the totals are deterministic. Optionally adds the output layer's bias to the logits first,
+// writes the softmax to `probs`, and writes dL/dz = (softmax - onehot) * scale to `grad` (which
+// may be the logits). Targets are read as targets[gather[r]] when gather is non-null.
+// ---------------------------------------------------------------------------------------------
+#define XENT_ROWS 128
+template <typename T>
+__global__ void __launch_bounds__(XENT_ROWS)
+softmax_xent(T* logits, const T* __restrict__ bias, const long long* __restrict__ targets,
+             const long long* __restrict__ gather, T* __restrict__ probs, T* grad, int rows,
+             int C, T scale, double* __restrict__ parts) {
+    __shared__ double loss_part[XENT_ROWS];
+    __shared__ double correct_part[XENT_ROWS];
+    double loss = 0.0, correct = 0.0;
+    const int r = blockIdx.x * XENT_ROWS + threadIdx.x;
+    if (r < rows) {
+        T* z = logits + (long long)r * C;
+        if (bias)
+            for (int c = 0; c < C; ++c) z[c] += bias[c];
+        const long long y = targets[gather ? gather[r] : r];
+        T m = z[0];
+        int best = 0;
+        for (int c = 1; c < C; ++c)
+            if (z[c] > m) { m = z[c]; best = c; }  // the first maximum, as argmax
+        T s = T(0);
+        for (int c = 0; c < C; ++c) s += exp(z[c] - m);
+        loss = (double)(m + log(s) - z[y]);
+        correct = (best == y);
+        for (int c = 0; c < C; ++c) {
+            const T p = exp(z[c] - m) / s;
+            if (probs) probs[(long long)r * C + c] = p;
+            if (grad) {
+                T g = p * scale;
+                if (c == y) g -= scale;
+                grad[(long long)r * C + c] = g;
+            }
+        }
+    }
+    loss_part[threadIdx.x] = loss;
+    correct_part[threadIdx.x] = correct;
+    __syncthreads();
+    for (int half = XENT_ROWS / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) {
+            loss_part[threadIdx.x] += loss_part[threadIdx.x + half];
+            correct_part[threadIdx.x] += correct_part[threadIdx.x + half];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        parts[2 * blockIdx.x] = loss_part[0];
+        parts[2 * blockIdx.x + 1] = correct_part[0];
+    }
+}
+
+// acc[0] += sum of parts[2 i], acc[1] += sum of parts[2 i + 1], i < n, in order (one block of 2)
+__global__ void sum_parts(const double* __restrict__ parts, int n, double* __restrict__ acc) {
+    double s = 0.0;
+    for (int i = 0; i < n; ++i) s += parts[2 * i + threadIdx.x];
+    acc[threadIdx.x] += s;
+}
+
+// dL/dz = (probs - onehot(y)) * scale, one thread per row
+template <typename T>
+__global__ void softmax_xent_grad(const T* __restrict__ probs, const long long* __restrict__ targets,
+                                  T* __restrict__ grad, int rows, int C, T scale) {
+    const int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    const long long y = targets[r];
+    for (int c = 0; c < C; ++c) {
+        T g = probs[(long long)r * C + c] * scale;
+        if (c == y) g -= scale;
+        grad[(long long)r * C + c] = g;
+    }
+}
+
+__global__ void zero_doubles(double* acc, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        acc[i] = 0.0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optimizer updates over every parameter tensor in one launch: blockIdx.y picks the tensor,
+// whose addresses come from device arrays. The learning rate is lrs[step] and Adam's count is
+// t[0] + step + 1, both read from device buffers that the host refreshes before each replay.
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+__global__ void sgd_update(const long long* __restrict__ params, const long long* __restrict__ grads,
+                           const long long* __restrict__ velocities,
+                           const long long* __restrict__ sizes, const double* __restrict__ lrs,
+                           int step, T mu, T weight_decay, int nesterov) {
+    T* p = (T*)params[blockIdx.y];
+    const T* gp = (const T*)grads[blockIdx.y];
+    T* v = (T*)velocities[blockIdx.y];
+    const long long n = sizes[blockIdx.y];
+    const T lr = (T)lrs[step];
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
+         e += (long long)gridDim.x * blockDim.x) {
+        T g = gp[e];
+        if (weight_decay != T(0)) g += weight_decay * p[e];  // the L2 penalty's gradient
+        if (mu != T(0)) {
+            T ve = v[e] * mu;
+            ve += g;  // v <- mu v + g
+            v[e] = ve;
+            if (nesterov) g += mu * ve;  // look-ahead g + mu v
+            else g = ve;
+        }
+        g *= lr;
+        p[e] -= g;
+    }
+}
+
+template <typename T>
+__global__ void adam_update(const long long* __restrict__ params, const long long* __restrict__ grads,
+                            const long long* __restrict__ firsts, const long long* __restrict__ seconds,
+                            const long long* __restrict__ sizes, const double* __restrict__ lrs,
+                            const long long* __restrict__ t0, int step, double beta1, double beta2,
+                            T eps, double weight_decay, int decoupled) {
+    T* p = (T*)params[blockIdx.y];
+    const T* gp = (const T*)grads[blockIdx.y];
+    T* m = (T*)firsts[blockIdx.y];
+    T* v = (T*)seconds[blockIdx.y];
+    const long long n = sizes[blockIdx.y];
+    const double lr_d = lrs[step];
+    const double t = (double)(t0[0] + step + 1);
+    // lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), as the NumPy backend computes it
+    const T step_size = (T)(lr_d / (1.0 - pow(beta1, t)));
+    const T root_c2 = (T)(1.0 / sqrt(1.0 - pow(beta2, t)));
+    const T b1 = (T)beta1, b2 = (T)beta2;
+    const T omb1 = (T)(1.0 - beta1), omb2 = (T)(1.0 - beta2);
+    const T shrink = (T)(1.0 - lr_d * weight_decay), wd = (T)weight_decay;
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
+         e += (long long)gridDim.x * blockDim.x) {
+        T g = gp[e], pe = p[e];
+        if (weight_decay != 0.0 && decoupled) pe *= shrink;  // AdamW: shrink p apart from g
+        else if (weight_decay != 0.0) g += wd * pe;
+        T me = m[e] * b1;
+        me += g * omb1;
+        T ve = v[e] * b2;
+        ve += (g * g) * omb2;
+        m[e] = me;
+        v[e] = ve;
+        T denom = sqrt(ve) * root_c2;
+        denom += eps;
+        pe -= (me / denom) * step_size;
+        p[e] = pe;
+    }
+}

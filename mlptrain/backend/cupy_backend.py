@@ -1,0 +1,250 @@
+"""The GPU backend: the NumPy backend's primitives as hand-written CUDA kernels, through CuPy.
+
+Two ways to train. The eager path launches one kernel per primitive from Python (matrix products
+through cuBLAS): simple, and the one to debug with. The graph path (cuda/epoch.py) records a
+whole epoch of steps, with matrix products from our own kernel, as one CUDA graph and replays it
+each epoch: the Python and launch overhead of ~15 kernels per step is paid once. Set
+MLPTRAIN_CUDA_GRAPH=0 to train eagerly.
+
+This module, and the modules under backend/cuda, are the only ones that import CuPy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import cupy as cp
+import numpy as np
+
+from mlptrain import nn
+from mlptrain.backend.cuda import gemm as gemm_mod
+from mlptrain.backend.cuda.gemm import ACT_IDS, NULL, Gemm, ctype
+
+KERNELS = Path(__file__).with_name("cuda") / "kernels.cu"
+ELEMENTWISE = ("splitk_reduce", "bias_activation", "activation_backward", "sum_rows",
+               "take_rows", "softmax_xent", "softmax_xent_grad", "sgd_update", "adam_update")
+SHARED = ["zero_doubles", "sum_parts"]  # kernels with no element type
+THREADS = 256
+XENT_ROWS = 128  # rows per block of softmax_xent (kernels.cu)
+
+
+_SGD = cp.ElementwiseKernel(
+    "T g, T lr, T mu, T wd, int32 nesterov", "T p, T v",
+    """
+    T gg = g;
+    if (wd != (T)0) gg += p * wd;          // the L2 penalty's gradient
+    if (mu != (T)0) {
+        T ve = v * mu;
+        ve += gg;                          // v <- mu v + g
+        v = ve;
+        if (nesterov) gg += ve * mu; else gg = ve;
+    }
+    gg *= lr;
+    p -= gg;
+    """, "mlptrain_sgd_update")
+_ADAM = cp.ElementwiseKernel(  # mode: 0 no decay, 1 L2 (Adam), 2 decoupled (AdamW)
+    "T g, T step_size, T root_c2, T b1, T b2, T omb1, T omb2, T eps, T wd, T shrink, int32 mode",
+    "T p, T m, T v",
+    """
+    T gg = g, pe = p;
+    if (mode == 2) pe *= shrink; else if (mode == 1) gg += pe * wd;
+    T me = m * b1;
+    me += gg * omb1;
+    T ve = v * b2;
+    ve += (gg * gg) * omb2;
+    m = me;
+    v = ve;
+    T denom = sqrt(ve) * root_c2;
+    denom += eps;
+    pe -= (me / denom) * step_size;
+    p = pe;
+    """, "mlptrain_adam_update")
+
+
+def _blocks(total: int) -> int:
+    return max(1, min(-(-total // THREADS), 4096))
+
+
+def _activation_id(activation) -> int | None:
+    """The kernels' id for an nn activation, or None for one they do not know."""
+    return ACT_IDS.get(getattr(activation, "name", None)) if activation is not None else 0
+
+
+class CupyBackend:
+    """Executes the model's primitives on a CUDA GPU; arrays are C-contiguous CuPy arrays."""
+
+    name = "cupy"
+    device = "cuda"
+    xp = cp
+
+    def __init__(self, graph: bool | None = None, gemm: str = "cublas"):
+        if graph is None:
+            graph = os.environ.get("MLPTRAIN_CUDA_GRAPH", "1") != "0"
+        self.graph, self.gemm_kind = graph, gemm
+        self._modules, self._functions = {}, {}
+        self.gemm = Gemm(self.function)
+        self._epochs = {}  # (model, optimizer, data, batch) -> captured epoch
+
+    def load(self, dtype) -> None:
+        """Compiles (or reads from CuPy's cache) and loads every kernel for one dtype, so none
+        loads lazily inside a graph capture. A dtype's first use costs a compile, once."""
+        t = ctype(dtype)
+        if t in self._modules:
+            return
+        names = gemm_mod.kernel_names(dtype) + [f"{k}<{t}>" for k in ELEMENTWISE] + SHARED
+        module = cp.RawModule(code=KERNELS.read_text(), options=("--std=c++17",),
+                              name_expressions=names)
+        for name in names:
+            f = self._functions.setdefault(name, module.get_function(name))
+            f.max_threads_per_block  # noqa: B018 - reading an attribute forces the load
+        self._modules[t] = module
+
+    def function(self, name: str):
+        f = self._functions.get(name)
+        if f is None:
+            self.load(np.float64 if "<double" in name else np.float32)
+            f = self._functions[name]
+        return f
+
+    def kernel(self, name: str, dtype):
+        return self.function(f"{name}<{ctype(dtype)}>")
+
+    # -- moving data across the host/device boundary --------------------------------------------
+
+    def asarray(self, host, dtype=None):
+        return cp.ascontiguousarray(cp.asarray(host, dtype=dtype))
+
+    def to_host(self, array) -> np.ndarray:
+        return cp.asnumpy(array)
+
+    def to_float(self, scalar) -> float:
+        return float(scalar)  # a sync point
+
+    def empty(self, shape, dtype):
+        return cp.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        return cp.zeros(shape, dtype=dtype)
+
+    # -- the primitives -------------------------------------------------------------------------
+
+    def take_rows(self, source, index, out):
+        """out[i] = source[index[i]]."""
+        if source.dtype not in (np.float32, np.float64) or source.ndim != 2:
+            return cp.take(source, index, axis=0, out=out)
+        rows, cols = out.shape
+        self.kernel("take_rows", source.dtype)(
+            (_blocks(rows * cols),), (THREADS,),
+            (source, cp.ascontiguousarray(index, dtype=np.int64), out, np.int64(rows),
+             np.int32(cols)))
+        return out
+
+    def matmul(self, a, b, out, trans_a: bool = False, trans_b: bool = False):
+        """out = op(a) @ op(b): cuBLAS by default, our kernel with gemm="own". Operands may be
+        C- or F-ordered (a column-major weight is the C-ordered transpose, read transposed)."""
+        if self.gemm_kind == "cublas":
+            return cp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+        if not out.flags.c_contiguous:  # out^T = op(b)^T op(a)^T, into the C-ordered out.T
+            self.matmul(b, a, out.T, not trans_b, not trans_a)
+            return out
+        if not a.flags.c_contiguous:
+            a, trans_a = a.T, not trans_a
+        if not b.flags.c_contiguous:
+            b, trans_b = b.T, not trans_b
+        m, n = out.shape
+        k = a.shape[0] if trans_a else a.shape[1]
+        return self.gemm(a, b, out, m, n, k, a.shape[1], b.shape[1], trans_a, trans_b)
+
+    def sum_rows(self, a, out):
+        """out[j] = sum_i a[i, j]."""
+        rows, cols = a.shape
+        self.kernel("sum_rows", a.dtype)((-(-cols // 32),), (32, 8),
+                                         (a, out, np.int32(rows), np.int32(cols)))
+        return out
+
+    def bias_activation(self, z, bias, activation, out):
+        """out = activation(z + bias); z is overwritten with z + bias."""
+        act = _activation_id(activation)
+        if act is None:
+            cp.add(z, bias, out=z)
+            return activation.forward(cp, z, out=out)
+        rows, cols = z.shape
+        self.kernel("bias_activation", z.dtype)(
+            (_blocks(rows * cols),), (THREADS,),
+            (z, bias, out, np.int64(rows), np.int32(cols), np.int32(act),
+             z.dtype.type(getattr(activation, "slope", 0.0))))
+        return out
+
+    def add_bias(self, z, bias):
+        return cp.add(z, bias, out=z)
+
+    def activation_backward(self, activation, y, dy, out):
+        """out = dy * activation'(z), read from the saved output y."""
+        act = _activation_id(activation)
+        if act is None:
+            return activation.backward(cp, y, dy, out=out)
+        self.kernel("activation_backward", y.dtype)(
+            (_blocks(y.size),), (THREADS,),
+            (y, dy, out, np.int64(y.size), np.int32(act),
+             y.dtype.type(getattr(activation, "slope", 0.0))))
+        return out
+
+    def loss_forward(self, loss: nn.Loss, logits, targets, cache):
+        """(summed loss, correct predictions) as device scalars; cache gets the softmax."""
+        if loss.name != "softmax_cross_entropy":
+            return loss.forward(cp, logits, targets, cache)
+        rows, classes = logits.shape
+        blocks = -(-rows // XENT_ROWS)
+        parts, acc = cp.empty(2 * blocks, dtype=np.float64), cp.zeros(2, dtype=np.float64)
+        self.kernel("softmax_xent", logits.dtype)(
+            (blocks,), (XENT_ROWS,),
+            (logits, NULL, targets, NULL, cache.probs, NULL, np.int32(rows), np.int32(classes),
+             logits.dtype.type(0), parts))
+        self.function("sum_parts")((1,), (2,), (parts, np.int32(blocks), acc))
+        return acc[0], acc[1]
+
+    def loss_backward(self, loss: nn.Loss, cache, targets, scale: float, out):
+        if loss.name != "softmax_cross_entropy":
+            return loss.backward(cp, cache, targets, scale, out=out)
+        probs = cache.probs
+        rows, classes = probs.shape
+        self.kernel("softmax_xent_grad", probs.dtype)(
+            (-(-rows // 128),), (128,),
+            (probs, targets, out, np.int32(rows), np.int32(classes), probs.dtype.type(scale)))
+        return out
+
+    # -- optimizer updates, in place (the NumPy backend's formulas, operation for operation) ----
+
+    def sgd_update(self, param, grad, velocity, lr: float, momentum: float, nesterov: bool,
+                   weight_decay: float) -> None:
+        t = param.dtype.type
+        _SGD(grad, t(lr), t(momentum), t(weight_decay), np.int32(bool(nesterov)), param,
+             velocity if velocity is not None else grad)  # unused (not written) without momentum
+
+    def adam_update(self, param, grad, m, v, step: int, lr: float, beta1: float, beta2: float,
+                    eps: float, weight_decay: float, decoupled: bool) -> None:
+        t = param.dtype.type
+        mode = 0 if not weight_decay else 2 if decoupled else 1
+        _ADAM(grad, t(lr / (1 - beta1**step)), t(1 / math.sqrt(1 - beta2**step)), t(beta1),
+              t(beta2), t(1 - beta1), t(1 - beta2), t(eps), t(weight_decay),
+              t(1 - lr * weight_decay), np.int32(mode), param, m, v)
+
+    # -- the whole-epoch fast path (train.py asks for it) ---------------------------------------
+
+    def epoch_runner(self, model, optimizer, train, batch: int):
+        """A captured epoch for this model, optimizer, data and batch size, or None when this
+        backend trains eagerly or the graph path does not cover the model (then the loop runs
+        the steps through the primitives above)."""
+        if not self.graph:
+            return None
+        from mlptrain.backend.cuda.epoch import EpochGraph
+
+        key = (id(model), id(optimizer), id(train.X), batch)
+        runner = self._epochs.get(key)
+        if runner is None:
+            if not EpochGraph.supports(model, optimizer, train):
+                return None
+            runner = self._epochs[key] = EpochGraph(self, model, optimizer, train, batch)
+        return runner
