@@ -19,9 +19,11 @@ from mlptrain import train as loop
 from mlptrain.backend import get_backend
 from mlptrain.config import Config, load_config
 from mlptrain.data import Dataset, load_dataset
+from mlptrain.data.augment import build_augmenter
 from mlptrain.errors import ConfigError, DataError, TrainingError
 from mlptrain.model import MLP, build_model
 from mlptrain.optim import build_optimizer
+from mlptrain.regularize import build_dropout
 from mlptrain.runs import Run, RunStore, npz_arrays
 from mlptrain.seeding import streams
 
@@ -64,6 +66,7 @@ def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
     model = build_model(config.model, ops, dataset.n_features, dataset.n_classes,
                         np.dtype(config.train.dtype))
     model.initialize(config.model.init, rngs["init"])
+    model.dropout = build_dropout(config.model, model.sizes, ops, rngs["dropout"], model.dtype)
     return Prepared(config, dataset, model, rngs)
 
 
@@ -81,6 +84,7 @@ def fit_experiment(config: Config, store: RunStore,
     if config.train.patience and not splits["val"].size:
         raise ConfigError("[train] patience > 0 (early stopping) needs a validation split, but "
                           "[data] val_fraction = 0; set one or turn early stopping off.")
+    augment = build_augmenter(config.data, dataset.input_shape, p.rngs["augment"])
     run = store.create(config.name)
     run.write_config(config.to_toml())
     summary = _start_summary(run, p)
@@ -97,7 +101,7 @@ def fit_experiment(config: Config, store: RunStore,
     start = time.perf_counter()
     try:
         state = loop.fit(model, optimizer, splits["train"], splits["val"], config,
-                         p.rngs["shuffle"], on_event, save_epoch)
+                         p.rngs["shuffle"], on_event, save_epoch, augment)
     except KeyboardInterrupt:
         _finish(run, summary, "interrupted", start)
         raise

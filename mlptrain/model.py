@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlptrain import nn
-from mlptrain.errors import ModelError
+from mlptrain.errors import ConfigError, ModelError
 
 
 @dataclass
@@ -51,6 +51,7 @@ class MLP:
             w, b = f"layers.{i}.weight", f"layers.{i}.bias"
             self.layers.append(nn.Linear(p[w], p[b], g[w], g[b]))
         self._workspaces: dict[int, Workspace] = {}
+        self.dropout = None  # a regularize.Dropout, applied in training steps only
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -78,11 +79,16 @@ class MLP:
 
     # -- the math -------------------------------------------------------------------------------
 
-    def forward(self, ws: Workspace):
-        """acts[i+1] = f(acts[i] W_i^T + b_i) for hidden layers; the last is left linear."""
+    def forward(self, ws: Workspace, training: bool = False):
+        """acts[i+1] = f(acts[i] W_i^T + b_i) for hidden layers; the last is left linear.
+
+        training: each layer's input passes through dropout (if any) first.
+        """
         ops, last = self.ops, len(self.layers) - 1
+        drop = self.dropout if training else None
         for i, layer in enumerate(self.layers):
-            z = layer.forward(ops, ws.acts[i], out=ws.acts[i + 1])  # (B, O)
+            x = ws.acts[i] if drop is None else drop.forward(i, ws.acts[i])  # (B, I)
+            z = layer.forward(ops, x, out=ws.acts[i + 1])  # (B, O)
             if i < last:
                 ops.bias_activation(z, layer.bias, self.activation, out=z)  # in place: z -> y
             else:
@@ -94,8 +100,11 @@ class MLP:
         ops, dz = self.ops, ws.dlogits  # (B, C)
         for i in reversed(range(len(self.layers))):
             dx = ws.deltas[i] if i > 0 else None  # (B, sizes[i]) = dL/d acts[i]
-            self.layers[i].backward(ops, ws.acts[i], dz, dx_out=dx)
+            x = ws.acts[i] if self.dropout is None else self.dropout.dropped_input(i, ws.acts[i])
+            self.layers[i].backward(ops, x, dz, dx_out=dx)
             if dx is not None:
+                if self.dropout is not None:
+                    self.dropout.backward(i, dx)  # dL/dy = dL/dy~ * mask
                 # dL/dz_{i} = dL/dy_{i} * f'(z_{i}), with f' read from the saved y = acts[i]
                 ops.activation_backward(self.activation, ws.acts[i], dx, out=dx)
             dz = dx
@@ -105,7 +114,9 @@ class MLP:
 
         `scale` multiplies dL/dlogits: 1/B gives the gradient of the batch-mean loss.
         """
-        logits = self.forward(ws)
+        if self.dropout is not None:
+            self.dropout.draw(self.sizes[:-1], ws.batch_size)  # new masks for this batch
+        logits = self.forward(ws, training=True)
         loss_sum, correct = self.ops.loss_forward(self.loss, logits, targets, ws.loss_cache)
         self.ops.loss_backward(self.loss, ws.loss_cache, targets, scale, out=ws.dlogits)
         self.backward(ws)
@@ -164,6 +175,11 @@ class MLP:
 def build_model(model_cfg, ops, n_features: int, n_classes: int, dtype) -> MLP:
     """The MLP a [model] config section describes, with zero weights (call initialize)."""
     loss = nn.make_loss(model_cfg.loss, n_classes)
+    if model_cfg.label_smoothing:
+        if not hasattr(loss, "smoothing"):
+            raise ConfigError(f"[model] label_smoothing = {model_cfg.label_smoothing} needs "
+                              f"the softmax_cross_entropy loss, but this model uses {loss.name}.")
+        loss.smoothing = model_cfg.label_smoothing
     activation = nn.make_activation(model_cfg.activation, model_cfg.leaky_slope)
     sizes = [n_features, *model_cfg.hidden, loss.outputs(n_classes)]
     return MLP(ops, sizes, activation, loss, dtype)

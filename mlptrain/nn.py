@@ -111,9 +111,14 @@ class Loss(Protocol):
 
 
 class SoftmaxCrossEntropy:
-    """-log softmax(z)[y] for C >= 2 classes, with the log-sum-exp trick."""
+    """-log softmax(z)[y] for C >= 2 classes, with the log-sum-exp trick.
+
+    Label smoothing e (Szegedy et al.) trains against q = (1 - e) onehot(y) + e / C instead:
+    loss = -sum_j q_j log p_j = logsumexp(z) - (1 - e) z_y - (e / C) sum_j z_j.
+    """
 
     name = "softmax_cross_entropy"
+    smoothing = 0.0  # e above; set per model from [model] label_smoothing
 
     def outputs(self, n_classes: int) -> int:
         return n_classes
@@ -131,13 +136,20 @@ class SoftmaxCrossEntropy:
         xp.divide(cache, s, out=cache)  # softmax
         # loss_b = logsumexp(z_b) - z_b[y_b] = m_b + log s_b - z_b[y_b]
         loss_sum = (m[:, 0] + xp.log(s[:, 0]) - logits[rows, targets]).sum(dtype=xp.float64)
+        if self.smoothing:  # the sums over z_j and z_y are linear: move e of the weight across
+            e = self.smoothing
+            loss_sum += e * (logits[rows, targets].sum(dtype=xp.float64)
+                             - logits.sum(dtype=xp.float64) / logits.shape[1])
         correct = (logits.argmax(axis=1) == targets).sum()
         return loss_sum, correct
 
     def backward(self, xp, cache, targets, scale, out):
-        # dL/dz (B, C) = (softmax(z) - onehot(y)) * scale
+        # dL/dz (B, C) = (softmax(z) - q) * scale, q = (1 - e) onehot(y) + e / C
+        e = self.smoothing
         xp.multiply(cache, scale, out=out)
-        out[xp.arange(out.shape[0]), targets] -= scale
+        if e:
+            out -= e / out.shape[1] * scale
+        out[xp.arange(out.shape[0]), targets] -= (1 - e) * scale
         return out
 
     def probabilities(self, xp, logits):

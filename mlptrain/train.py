@@ -16,7 +16,8 @@ import numpy as np
 
 from mlptrain.errors import TrainingError
 from mlptrain.model import MLP
-from mlptrain.optim import learning_rate
+from mlptrain.optim import learning_rate, momentum
+from mlptrain.regularize import build_max_norm
 
 REPORTS_PER_EPOCH = 20  # progress updates per epoch; each one reads the device's running loss
 
@@ -109,12 +110,15 @@ class TrainState:
 
 def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng,
         on_event: Callable[[Event], None] = lambda e: None,
-        on_epoch_end: Callable[[TrainState], None] = lambda s: None) -> TrainState:
+        on_epoch_end: Callable[[TrainState], None] = lambda s: None,
+        augment: Callable | None = None) -> TrainState:
     """Trains for cfg.train.epochs (or until early stopping) and returns the final state.
 
     With early stopping on, the model ends with the weights of the best validation epoch.
+    `augment`, if given, distorts each training batch (B, D) in place on the host.
     """
     tc, state = cfg.train, TrainState()
+    aids = (augment, build_max_norm(cfg.model, model))
     batch = min(tc.batch_size, train.size)
     steps = math.ceil(train.size / batch)
     for epoch in range(1, tc.epochs + 1):
@@ -122,7 +126,8 @@ def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng
         start = time.perf_counter()
         # the epoch's shuffle order, drawn on the host and moved to the device once
         order = model.ops.asarray(shuffle_rng.permutation(train.size), np.int64)
-        loss, acc = _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event)
+        loss, acc = _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event,
+                               *aids)
         record = {"epoch": epoch, "lr": learning_rate(cfg.schedule, cfg.optimizer.lr,
                                                       state.step - 1, steps, tc.epochs),
                   "train_loss": loss, "train_accuracy": acc}
@@ -143,7 +148,8 @@ def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng
     return state
 
 
-def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event):
+def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event,
+               augment=None, max_norm=None):
     ops = model.ops
     steps = math.ceil(train.size / batch)
     report_every = max(1, steps // REPORTS_PER_EPOCH)
@@ -154,6 +160,8 @@ def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_even
         index = order[step * batch:(step + 1) * batch]
         ws = model.workspace(len(index))
         ops.take_rows(train.X, index, out=ws.x)
+        if augment is not None:
+            augment(ws.x)  # in place, on the host (NumPy backend: ws.x is a host array)
         targets = target_buffers.get(len(index))
         if targets is None:
             shape = (len(index), *train.targets.shape[1:])
@@ -161,7 +169,12 @@ def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_even
         ops.take_rows(train.targets, index, out=targets)
         lr = learning_rate(cfg.schedule, cfg.optimizer.lr, state.step, steps, cfg.train.epochs)
         batch_loss, batch_correct = model.loss_and_grad(ws, targets, 1.0 / len(index))
+        if cfg.optimizer.name == "sgd":  # onecycle may move the momentum against the rate
+            optimizer.momentum = momentum(cfg.schedule, cfg.optimizer.momentum, state.step,
+                                          steps, cfg.train.epochs)
         optimizer.step(model.params, model.grads, lr)
+        if max_norm is not None:
+            max_norm.apply()
         state.step += 1
         loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(index)
         if (step + 1) % report_every == 0 or step + 1 == steps:
