@@ -93,7 +93,7 @@ class ScheduleConfig:
     step_epochs: int = option(10, low=1)  # step: multiply by gamma every this many epochs
     gamma: float = option(0.1, low=0.0, high=1.0, low_open=True)  # step: the decay factor
     min_lr: float = option(0.0, low=0.0)  # cosine, onecycle: the rate at the last step
-    start_factor: float = option(0.04, low=0.0, high=1.0, low_open=True)  # onecycle: starts at lr*this
+    start_factor: float = option(0.04, low=0.0, high=1.0, low_open=True)  # onecycle: lr*this first
     momentum_low: float = option(0.0, low=0.0, high=1.0, high_open=True)  # onecycle: 0 = fixed
 
 
