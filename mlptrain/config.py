@@ -58,6 +58,8 @@ class DataConfig:
     augment_rotate: float = option(0.0, low=0.0, high=90.0)  # images: rotate up to +-degrees
     augment_scale: float = option(0.0, low=0.0, high=1.0, high_open=True)  # images: zoom +-frac
     augment_shear: float = option(0.0, low=0.0, high=60.0)  # images: shear up to +-degrees
+    augment_elastic: float = option(0.0, low=0.0)  # images: elastic field strength, pixels
+    augment_elastic_sigma: float = option(4.0, low=0.0, low_open=True)  # its smoothness, pixels
 
 
 @dataclass

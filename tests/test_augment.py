@@ -136,3 +136,38 @@ def test_build_augmenter_is_opt_in_and_only_for_images():
     assert aug.shift == 2 and aug.affine
     with pytest.raises(ConfigError, match=r"\[data\] augment_shift = 2: augmentation needs image"):
         build_augmenter(DataConfig(dataset="xor", augment_shift=2), (2,), rng)
+
+
+def test_elastic_with_a_constant_field_is_a_whole_pixel_shift():
+    x = images(4, dtype=np.float64)
+    aug = Augmenter((H, W), np.random.default_rng(0), elastic=5.0)
+    field = np.ones((4, H * W))  # every pixel's source moves by (+1, -2): content by (-1, +2)
+    aug._draw_elastic = lambda B, dtype, buf: (field * 1.0, field * -2.0)
+    out = aug(x.copy()).reshape(-1, H, W)
+    for b in range(4):
+        np.testing.assert_allclose(out[b], shifted(x[b].reshape(H, W), -1, 2), atol=1e-12)
+
+
+def test_elastic_field_is_the_blurred_uniform_noise_scaled_by_alpha():
+    from mlptrain.data.augment import gaussian_blur_matrix
+
+    aug = Augmenter((H, W), np.random.default_rng(6), elastic=34.0, elastic_sigma=4.0)
+    buf = aug._buffers_for(5, np.float64)
+    du_r, du_c = (f.copy() for f in aug._draw_elastic(5, np.float64, buf))
+    rng = np.random.default_rng(6)
+    G = gaussian_blur_matrix(H, 4.0, np.float64)
+    for got in (du_r, du_c):
+        u = rng.random((5, H, W)) * 2 - 1
+        np.testing.assert_allclose(got.reshape(5, H, W), 34.0 * G @ u @ G.T, atol=1e-12)
+    # the kernel sums to one (less its tail beyond 3.5 sigma) mid-image; neighbours move together
+    assert G[H // 2].sum() == pytest.approx(1.0, abs=1e-3)
+    field = du_r.reshape(5, H, W)
+    assert np.abs(np.diff(field, axis=2)).mean() < 0.2 * np.abs(field).mean()
+
+
+def test_elastic_is_reproducible_and_keeps_pixels_in_range():
+    x = images(8)
+    a = Augmenter((H, W), np.random.default_rng(2), elastic=34.0)(x.copy())
+    b = Augmenter((H, W), np.random.default_rng(2), elastic=34.0)(x.copy())
+    assert np.array_equal(a, b) and not np.array_equal(a, x)
+    assert a.min() >= 0 and a.max() <= 1 + 1e-6
