@@ -2,17 +2,55 @@
 
 Parameters are a flat dictionary of named arrays, `layers.{i}.weight` (O, I) and
 `layers.{i}.bias` (O,), i counting the Linear layers from 0, which maps one-to-one onto the usual
-frameworks' layout. Activations live in buffers allocated once per batch size (a Workspace).
+frameworks' layout. Every one of them is a view into a single flat buffer (`Parameters.flat`),
+and so are the gradients, so an optimizer updates the whole model in one call. Weights are
+stored column-major (see nn.Linear for why); saved weights are plain C-ordered (O, I) arrays.
+Activations live in buffers allocated once per batch size (a Workspace).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from mlptrain import nn
 from mlptrain.errors import ConfigError, ModelError
+
+ALIGN = 16  # elements: each parameter starts at a multiple of 16 from the flat buffer's start
+
+
+class Parameters(dict):
+    """Named arrays that are views into one flat buffer, `flat`, in the order of `layout`.
+
+    layout: (name, start, shape) per array; weights (O, I) are column-major views of the
+    segment [start, start + O*I), i.e. the segment holds W^T (I, O) row by row. The gaps
+    between aligned segments are zeros and stay zero under every optimizer.
+    """
+
+    def __init__(self, flat, layout: list[tuple[str, int, tuple[int, ...]]]):
+        super().__init__()
+        self.flat, self.layout = flat, layout
+        for name, start, shape in layout:
+            segment = flat[start:start + math.prod(shape)]
+            if len(shape) == 2:  # a weight (O, I): stored as W^T (I, O), C-contiguous
+                self[name] = segment.reshape(shape[::-1]).T
+            else:
+                self[name] = segment.reshape(shape)
+
+    @classmethod
+    def zeros(cls, ops, shapes: dict[str, tuple[int, ...]], dtype) -> Parameters:
+        layout, size = [], 0
+        for name, shape in shapes.items():
+            layout.append((name, size, tuple(shape)))
+            size += -(-math.prod(shape) // ALIGN) * ALIGN  # rounded up to ALIGN
+        return cls(ops.zeros((size,), dtype), layout)
+
+    def zeros_like(self, ops) -> Parameters:
+        """A zeroed set with the same names, shapes and layout (gradients, optimizer state)."""
+        return Parameters(ops.zeros(self.flat.shape, self.flat.dtype), self.layout)
 
 
 @dataclass
@@ -22,7 +60,7 @@ class Workspace:
     acts: list  # acts[i] (B, sizes[i]); hidden ones hold post-activation values
     deltas: list  # deltas[i] (B, sizes[i]) for hidden layers i = 1..L-1, dL/d(acts[i])
     dlogits: object  # (B, C) dL/dz of the output layer
-    loss_cache: object  # (B, C) what the loss keeps for its backward (e.g. softmax)
+    loss_cache: object  # the loss's buffers (loss.new_cache), e.g. .probs (B, C) the softmax
 
     @property
     def x(self):
@@ -39,17 +77,15 @@ class MLP:
             raise ModelError(f"an MLP needs at least input and output sizes >= 1, got {sizes}.")
         self.ops, self.sizes, self.dtype = ops, list(sizes), np.dtype(dtype)
         self.activation, self.loss = activation, loss
-        self.params: dict[str, object] = {}
-        self.grads: dict[str, object] = {}
-        self.layers: list[nn.Linear] = []
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            shapes = {"weight": (fan_out, fan_in), "bias": (fan_out,)}
-            for kind, shape in shapes.items():
-                self.params[f"layers.{i}.{kind}"] = ops.zeros(shape, self.dtype)
-                self.grads[f"layers.{i}.{kind}"] = ops.zeros(shape, self.dtype)
-            p, g = self.params, self.grads
-            w, b = f"layers.{i}.weight", f"layers.{i}.bias"
-            self.layers.append(nn.Linear(p[w], p[b], g[w], g[b]))
+        shapes = {}
+        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+            shapes[f"layers.{i}.weight"], shapes[f"layers.{i}.bias"] = (fan_out, fan_in), (fan_out,)
+        self.params = Parameters.zeros(ops, shapes, self.dtype)
+        self.grads = self.params.zeros_like(ops)
+        p, g = self.params, self.grads
+        self.layers = [nn.Linear(p[f"layers.{i}.weight"], p[f"layers.{i}.bias"],
+                                 g[f"layers.{i}.weight"], g[f"layers.{i}.bias"])
+                       for i in range(len(sizes) - 1)]
         self._workspaces: dict[int, Workspace] = {}
         self.dropout = None  # a regularize.Dropout, applied in training steps only
 
@@ -72,7 +108,8 @@ class MLP:
                 acts=[new(n) for n in self.sizes],
                 deltas=[None] + [new(n) for n in self.sizes[1:-1]],
                 dlogits=new(self.sizes[-1]),
-                loss_cache=new(self.sizes[-1]),
+                loss_cache=self.loss.new_cache(self.ops.xp, batch_size, self.sizes[-1],
+                                               self.dtype),
             )
             self._workspaces[batch_size] = ws
         return ws
@@ -134,8 +171,8 @@ class MLP:
         return sum(int(np.prod(p.shape)) for p in self.params.values())
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Host copies of the parameters, keyed by name."""
-        return {name: np.array(self.ops.to_host(p)) for name, p in self.params.items()}
+        """Host copies of the parameters, keyed by name, each C-ordered."""
+        return {name: np.array(self.ops.to_host(p), order="C") for name, p in self.params.items()}
 
     def load_state_dict(self, state: dict[str, np.ndarray], source: str = "weights") -> None:
         """Copies `state` into the parameters after checking every name and shape."""

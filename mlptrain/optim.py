@@ -3,6 +3,9 @@
 Protocol: `step(params, grads, lr)` updates every named array of `params` in place from the
 same-named array of `grads` (which it may overwrite: gradients are scratch, recomputed every
 step); `state_dict()` / `load_state_dict()` move the optimizer state to and from host arrays.
+The arithmetic is the backend's (`ops.sgd_update`, `ops.adam_update`), in place. When params and
+grads are a model's flat `Parameters`, the optimizer keeps its state in the same layout and
+updates the whole model with one call on the flat buffers; plain dicts go name by name.
 
 Weight decay: `sgd` and `adam` add the L2 term wd * p to the gradient (the gradient of
 wd/2 |p|^2); `adamw` decays the weights directly, decoupled from the adaptive step
@@ -16,6 +19,20 @@ import math
 import numpy as np
 
 from mlptrain.errors import ConfigError
+from mlptrain.model import Parameters
+
+
+def _state_like(ops, params: dict) -> dict:
+    """Zeroed optimizer state shaped like `params`; in the same flat layout when it has one."""
+    if isinstance(params, Parameters):
+        return params.zeros_like(ops)
+    return {name: ops.zeros(p.shape, p.dtype) for name, p in params.items()}
+
+
+def _fused(params: dict, grads: dict, *state: dict) -> bool:
+    """True when every dict is a flat Parameters set of one layout: update the flat buffers."""
+    return all(isinstance(d, Parameters) and d.layout is params.layout
+               for d in (params, grads, *state))
 
 
 class SGD:
@@ -34,27 +51,19 @@ class SGD:
         self.ops, self.xp = ops, ops.xp
         self.momentum, self.nesterov = momentum, nesterov
         self.weight_decay = weight_decay
-        self.velocity = {name: ops.zeros(p.shape, p.dtype) for name, p in params.items()}
+        self.velocity = _state_like(ops, params)
 
     def step(self, params: dict, grads: dict, lr: float) -> None:
-        xp, mu = self.xp, self.momentum
+        update, v = self.ops.sgd_update, self.velocity
+        hyper = (lr, self.momentum, self.nesterov, self.weight_decay)
+        if _fused(params, grads, v):  # the whole model in one call
+            update(params.flat, grads.flat, v.flat, *hyper)
+            return
         for name, p in params.items():
-            g = grads[name]
-            if self.weight_decay:
-                g += self.weight_decay * p  # L2 penalty's gradient
-            if mu:
-                v = self.velocity[name]
-                v *= mu
-                v += g  # v <- mu v + g
-                if self.nesterov:
-                    g += mu * v  # look-ahead direction g + mu v
-                else:
-                    xp.copyto(g, v)
-            g *= lr
-            p -= g
+            update(p, grads[name], v[name], *hyper)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {f"velocity.{n}": np.array(self.ops.to_host(v)) for n, v in self.velocity.items()}
+        return {f"velocity.{n}": _host(self.ops, v) for n, v in self.velocity.items()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         for name, v in self.velocity.items():
@@ -80,29 +89,23 @@ class Adam:
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.weight_decay, self.decoupled = weight_decay, decoupled
         self.t = 0
-        self.m = {name: ops.zeros(p.shape, p.dtype) for name, p in params.items()}
-        self.v = {name: ops.zeros(p.shape, p.dtype) for name, p in params.items()}
+        self.m = _state_like(ops, params)
+        self.v = _state_like(ops, params)
 
     def step(self, params: dict, grads: dict, lr: float) -> None:
-        xp, b1, b2 = self.xp, self.beta1, self.beta2
         self.t += 1
-        correction1, correction2 = 1 - b1**self.t, 1 - b2**self.t
+        update, m, v = self.ops.adam_update, self.m, self.v
+        hyper = (self.t, lr, self.beta1, self.beta2, self.eps, self.weight_decay, self.decoupled)
+        if _fused(params, grads, m, v):  # the whole model in one call
+            update(params.flat, grads.flat, m.flat, v.flat, *hyper)
+            return
         for name, p in params.items():
-            g, m, v = grads[name], self.m[name], self.v[name]
-            if self.weight_decay and self.decoupled:
-                p *= 1 - lr * self.weight_decay  # AdamW: shrink p, apart from the gradient
-            elif self.weight_decay:
-                g += self.weight_decay * p
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * (g * g)
-            p -= lr * (m / correction1) / (xp.sqrt(v / correction2) + self.eps)
+            update(p, grads[name], m[name], v[name], *hyper)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {"t": np.array(self.t)}
-        state.update({f"m.{n}": np.array(self.ops.to_host(a)) for n, a in self.m.items()})
-        state.update({f"v.{n}": np.array(self.ops.to_host(a)) for n, a in self.v.items()})
+        state.update({f"m.{n}": _host(self.ops, a) for n, a in self.m.items()})
+        state.update({f"v.{n}": _host(self.ops, a) for n, a in self.v.items()})
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -110,6 +113,10 @@ class Adam:
         for name in self.m:
             self.m[name][...] = self.xp.asarray(state[f"m.{name}"])
             self.v[name][...] = self.xp.asarray(state[f"v.{name}"])
+
+
+def _host(ops, array) -> np.ndarray:
+    return np.array(ops.to_host(array), order="C")
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")

@@ -47,6 +47,32 @@ def test_parameter_names_and_shapes():
         assert layer.grad_bias is model.grads[f"layers.{i}.bias"]
 
 
+def test_parameters_are_views_of_one_flat_buffer():
+    model = make(hidden=(7, 6), n_features=5, n_classes=4)
+    for params in (model.params, model.grads):
+        assert params.flat.ndim == 1
+        for name, p in params.items():
+            assert np.shares_memory(p, params.flat), name
+            if name.endswith("weight"):  # stored column-major: W^T (I, O) is C-contiguous
+                assert p.T.flags.c_contiguous
+    model.params.flat[...] = 0.0  # writing the buffer writes every parameter
+    assert all(not np.any(p) for p in model.params.values())
+
+
+def test_state_dict_is_c_ordered_and_matches_the_layout():
+    model = make(hidden=(7,), n_features=5, n_classes=4)
+    state = model.state_dict()
+    for name, value in state.items():
+        assert value.flags.c_contiguous and value.shape == model.params[name].shape
+        np.testing.assert_array_equal(value, model.params[name])
+    w = state["layers.0.weight"]  # z = x W^T + b, with W (O, I) as the frameworks save it
+    x = np.random.default_rng(3).normal(size=(2, 5))
+    ws = model.workspace(2)
+    ws.x[...] = x
+    model.forward(ws)
+    np.testing.assert_allclose(ws.acts[1], np.maximum(x @ w.T + state["layers.0.bias"], 0))
+
+
 def test_parameter_count():
     model = make(hidden=(7, 6), n_features=5, n_classes=4)
     assert model.parameter_count == 5 * 7 + 7 + 7 * 6 + 6 + 6 * 4 + 4 == 118
@@ -303,7 +329,7 @@ def test_workspace_is_reused_per_batch_size():
     assert ws.batch_size == 8 and other.batch_size == 3
     assert [a.shape for a in ws.acts] == [(8, 5), (8, 7), (8, 6), (8, 4)]
     assert ws.x is ws.acts[0]
-    assert ws.dlogits.shape == ws.loss_cache.shape == (8, 4)
+    assert ws.dlogits.shape == ws.loss_cache.probs.shape == (8, 4)
     assert ws.deltas[0] is None
     assert [d.shape for d in ws.deltas[1:]] == [(8, 7), (8, 6)]
 

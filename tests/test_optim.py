@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from mlptrain.backend import get_backend
 from mlptrain.config import OptimizerConfig, ScheduleConfig
 from mlptrain.errors import ConfigError
+from mlptrain.model import Parameters
 from mlptrain.optim import SGD, Adam, build_optimizer, learning_rate
 
 ops = get_backend("cpu")
@@ -393,3 +395,52 @@ def test_schedules_are_pure_functions_of_the_step():
     first = schedule(cfg, 6, 3)
     backwards = [learning_rate(cfg, BASE, s, 6, 3) for s in reversed(range(18))][::-1]
     assert first == backwards
+
+
+# -- the fused path: a model's flat Parameters updated in one call ------------------------------
+
+
+def flat_params(rng):
+    """A Parameters set shaped like SHAPES (views of one flat buffer), filled with normals."""
+    params = Parameters.zeros(ops, SHAPES, np.float64)
+    for p in params.values():
+        p[...] = rng.normal(size=p.shape)
+    return params
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda p: SGD(ops, p),
+    lambda p: SGD(ops, p, momentum=0.9, weight_decay=0.01),
+    lambda p: SGD(ops, p, momentum=0.8, nesterov=True),
+    lambda p: Adam(ops, p, weight_decay=0.01),
+    lambda p: Adam(ops, p, weight_decay=0.01, decoupled=True),
+], ids=["sgd", "momentum+wd", "nesterov", "adam+l2", "adamw"])
+def test_flat_update_equals_name_by_name(make_opt):
+    rng = np.random.default_rng(30)
+    params = flat_params(rng)
+    plain = {k: np.array(v) for k, v in params.items()}
+    fused_opt, plain_opt = make_opt(params), make_opt(plain)
+    assert isinstance(fused_opt.state_dict(), dict)
+    for grads in gradient_sequence(rng):
+        flat_grads = params.zeros_like(ops)
+        for k, g in grads.items():
+            flat_grads[k][...] = g
+        fused_opt.step(params, flat_grads, LR)
+        plain_opt.step(plain, {k: g.copy() for k, g in grads.items()}, LR)
+    for k in SHAPES:
+        np.testing.assert_allclose(params[k], plain[k], rtol=1e-14, atol=1e-15, err_msg=k)
+    for k, v in fused_opt.state_dict().items():
+        np.testing.assert_allclose(v, plain_opt.state_dict()[k], rtol=1e-14, atol=1e-15)
+    # the padding between aligned parameters stays zero
+    used = np.zeros(params.flat.shape, bool)
+    for _, start, shape in params.layout:
+        used[start:start + math.prod(shape)] = True
+    assert not np.any(params.flat[~used])
+
+
+def test_optimizer_state_shares_the_model_layout():
+    params = flat_params(np.random.default_rng(31))
+    opt = Adam(ops, params)
+    assert opt.m.layout is params.layout and opt.m.flat.shape == params.flat.shape
+    for name, p in params.items():
+        assert opt.m[name].shape == p.shape and opt.m[name].strides == p.strides

@@ -4,6 +4,32 @@ The model states its math once, in terms of these primitives over buffers alloca
 batch shape; each backend executes them its own way. The NumPy backend runs them on the CPU
 with `out=` arguments; a CuPy backend (GPU issue) implements the same methods with fused
 kernels. Only a backend module may import an accelerator library.
+
+The protocol (every backend; B batch, I inputs, O outputs, C classes; arrays in the model's
+dtype unless said; `out` is written and returned; nothing allocates in steady state):
+
+    asarray(host, dtype) / to_host(a) / to_float(scalar)   cross the host/device boundary
+    empty(shape, dtype) / zeros(shape, dtype)              allocate (set-up only)
+    take_rows(source (N, ...), index (B,) int64, out (B, ...))   out[i] = source[index[i]]
+    matmul(a, b, out, trans_a=False, trans_b=False)        out = op(a) @ op(b), op = .T if asked;
+        operands may be C- or F-ordered views (weights (O, I) are column-major)
+    sum_rows(a (B, O), out (O,))                           out[j] = sum_i a[i, j]
+    bias_activation(z (B, O), bias (O,), activation, out)  z += bias; out = f(z) (out may be z)
+    add_bias(z (B, O), bias (O,))                          z += bias, in place
+    activation_backward(activation, y, dy, out)            out = dy * f'(z), read from y = f(z)
+        (out may be dy); activation.name says which f
+    loss_forward(loss, logits (B, C), targets, cache) -> (loss_sum, correct)
+        device scalars: the summed (not mean) loss in float64, and the correct predictions;
+        cache = loss.new_cache(xp, B, C, dtype) keeps what backward needs (e.g. .probs)
+    loss_backward(loss, cache, targets, scale, out (B, C)) out = dL_sum/dlogits * scale
+    sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
+        in place on same-shaped arrays (the optimizer passes a model's whole flat buffer):
+        g' = g + wd p;  v <- mu v + g';  p <- p - lr (mu v + g' if nesterov else v)
+        (mu = 0: p <- p - lr g', velocity untouched); grad is scratch and is overwritten
+    adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+        step t is 1-based; g' = g + wd p unless decoupled (then p <- p (1 - lr wd) first);
+        m <- b1 m + (1-b1) g';  v <- b2 v + (1-b2) g'^2;
+        p <- p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps); grad is overwritten
 """
 
 from __future__ import annotations
