@@ -31,6 +31,7 @@ from mlptrain.optim import OPTIMIZERS, SCHEDULES
 
 DATASETS = ("xor", "mnist", "npz")
 DTYPES = ("float32", "float64")
+PLOT_FORMATS = ("png", "svg")
 
 
 def option(default, *, choices=None, low=None, high=None, low_open=False, high_open=False):
@@ -111,8 +112,14 @@ class TrainConfig:
     min_delta: float = option(0.0, low=0.0)  # early stopping: the gain that counts
 
 
+@dataclass
+class ReportConfig:
+    plots: bool = option(True)  # draw the run's figures into its directory when fit ends
+    format: str = option("png", choices=PLOT_FORMATS)  # png | svg
+
+
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optimizer": OptimizerConfig,
-            "schedule": ScheduleConfig, "train": TrainConfig}
+            "schedule": ScheduleConfig, "train": TrainConfig, "report": ReportConfig}
 
 
 @dataclass
@@ -123,6 +130,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     source: str = field(default="<defaults>", compare=False)  # where it was read from
     overrides: list[str] = field(default_factory=list, compare=False)  # --set given
 

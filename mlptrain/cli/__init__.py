@@ -66,13 +66,15 @@ def fit(
 ):
     """Train the model a config describes; writes runs/<run-id>/ (config, metrics, weights)."""
     from mlptrain.cli.render import FitRenderer
+    from mlptrain.cli.summary import finish_fit
 
     # a diverging run overflows before the loop sees a NaN loss and explains it: no numpy noise
     warnings.filterwarnings("ignore", message="(overflow|invalid value)", category=RuntimeWarning)
     try:
         cfg = load_config(config, set_ or [])
         with FitRenderer(out) as renderer:
-            fit_experiment(cfg, RunStore(runs_dir), renderer, renderer.download)
+            finished = fit_experiment(cfg, RunStore(runs_dir), renderer, renderer.download)
+        finish_fit(out, cfg, finished)  # plots, then the summary panel (cli/summary.py)
     except MlptrainError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -101,6 +103,11 @@ def eval_(
         print(json.dumps(result))
     else:
         out.print(eval_table(result))
+
+
+from mlptrain.cli.plot import plot  # noqa: E402 - after app, _fail and out exist
+
+app.command()(plot)
 
 
 def main() -> None:

@@ -98,22 +98,7 @@ class FitRenderer:
                            f"improved since epoch {e.best_epoch}; keeping that epoch's weights")
 
     def _on_RunFinished(self, e: RunFinished) -> None:
-        self.progress.stop()
-        s = e.summary
-        f, t = s["final"], s["timing"]
-        self.console.print(f"[bold]run {e.run_id}: {s['status']}[/bold]", highlight=False)
-        table = Table()
-        for col in ("split", "loss", "accuracy", "samples"):
-            table.add_column(col, justify="right" if col != "split" else "left")
-        for split in ("train", "val", "test"):
-            table.add_row(split, _num(f[f"{split}_loss"]), _pct(f[f"{split}_accuracy"]),
-                          f"{s['dataset']['samples'][split]:,}")
-        self.console.print(table)
-        self.console.print(
-            f"trained {s['epochs_completed']} epochs in {t['wall_seconds']:.1f}s "
-            f"({t['seconds_per_epoch']:.2f}s/epoch, {t['samples_per_second']:,.0f} samples/s)")
-        self.console.print(f"test accuracy {_pct(f['test_accuracy'])}; run saved in {e.path}",
-                           highlight=False)
+        self.progress.stop()  # the closing summary panel follows (cli/summary.py, finish_fit)
 
 
 def eval_table(result: dict) -> Table:

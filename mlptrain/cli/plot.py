@@ -1,0 +1,44 @@
+"""`mlptrain plot RUN`: draws a saved run's figures; the drawing itself is mlptrain.reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mlptrain.errors import MlptrainError
+from mlptrain.runs import RUNS_DIR_ENV, RunStore
+
+FORMATS = ("png", "svg")  # the same as reports.style.FORMATS, without importing matplotlib
+
+
+def plot(
+    run: str = typer.Argument("latest", help="A run id, a unique prefix of one, a run "
+                                             "directory, or `latest`."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for the figures "
+                                                               "(default: the run directory)."),
+    fmt: str = typer.Option("png", "--format", help="Image format: png or svg."),
+    runs_dir: Optional[Path] = typer.Option(None, "--runs-dir", envvar=RUNS_DIR_ENV,
+                                            show_envvar=True, help="Root folder of the run "
+                                                                   "directories (default: ./runs)."),
+):
+    """Draw a run's figures: loss and accuracy curves, the confusion matrix; the decision
+    boundary for 2-D inputs; weight images, activations per class and mistakes for images."""
+    from mlptrain.cli import _fail, _interrupted, err
+
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}.",
+                                 param_hint="--format")
+    try:
+        from mlptrain.reports.run_plots import plot_run
+
+        drawn = plot_run(RunStore(runs_dir).find(run), out_dir, fmt)
+    except MlptrainError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted()
+    for path in drawn.files:
+        print(path)  # one file a line on stdout, for scripts
+    for note in drawn.skipped:
+        err.print(f"[dim]not drawn: {note}[/dim]", highlight=False, soft_wrap=True)

@@ -1,0 +1,145 @@
+"""The data of each figure as plain NumPy arrays, so a test can check what a figure shows.
+
+Nothing here draws: figures.py turns these arrays into pictures. The model functions run the
+saved network forward in the same batches as `train.evaluate`, so predictions agree with the
+accuracy a run recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlptrain.model import MLP
+
+# -- curves -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Curves:
+    """Per-epoch series from metrics.jsonl and the final test point from summary.json."""
+
+    epochs: list[int]
+    loss: dict[str, list[float]]  # split -> one value per epoch (train, and val if recorded)
+    accuracy: dict[str, list[float]]
+    test_epoch: int | None = None  # the epoch whose weights the test scores belong to
+    test: dict[str, float] = field(default_factory=dict)  # loss, accuracy (empty if none)
+
+
+def curves(metrics: list[dict[str, Any]], summary: dict[str, Any]) -> Curves:
+    """The loss and accuracy per epoch of each split that recorded them."""
+    c = Curves([int(r["epoch"]) for r in metrics], {}, {})
+    for split in ("train", "val"):
+        if metrics and all(r.get(f"{split}_loss") is not None for r in metrics):
+            c.loss[split] = [float(r[f"{split}_loss"]) for r in metrics]
+            c.accuracy[split] = [float(r[f"{split}_accuracy"]) for r in metrics]
+    final = summary.get("final") or {}
+    if final.get("test_loss") is not None and c.epochs:
+        # early stopping keeps the best epoch's weights: that is what the test set scored
+        c.test_epoch = summary.get("best_epoch") or c.epochs[-1]
+        c.test = {"loss": final["test_loss"], "accuracy": final["test_accuracy"]}
+    return c
+
+
+# -- the model on data --------------------------------------------------------------------------
+
+
+@dataclass
+class Outputs:
+    """What the network computes for N inputs, on the host."""
+
+    probabilities: np.ndarray  # (N, C) class probabilities
+    predictions: np.ndarray  # (N,) predicted class, decided from the logits as the loss does
+    hidden: np.ndarray  # (N, H) post-activation values of the first hidden layer
+
+
+def run_model(model: MLP, X: np.ndarray, batch_size: int) -> Outputs:
+    """Forward passes over X (N, D) in batches of `batch_size`."""
+    ops, xp = model.ops, model.ops.xp
+    probs, preds, hidden = [], [], []
+    for start in range(0, len(X), batch_size):
+        chunk = X[start:start + batch_size]
+        ws = model.workspace(len(chunk))
+        ws.x[...] = ops.asarray(chunk, model.dtype)
+        logits = model.forward(ws)  # (B, C), or (B, 1) for a sigmoid output
+        # the loss's own rule, so predictions match the recorded accuracy bit for bit
+        pred = logits[:, 0] > 0 if logits.shape[1] == 1 else logits.argmax(axis=1)
+        probs.append(ops.to_host(model.loss.probabilities(xp, logits)))
+        preds.append(ops.to_host(pred).astype(np.int64))
+        hidden.append(np.array(ops.to_host(ws.acts[1])))  # copied: the workspace is reused
+    return Outputs(np.concatenate(probs), np.concatenate(preds), np.concatenate(hidden))
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, C) counts: row = true class, column = predicted class."""
+    flat = np.asarray(y_true, np.int64) * n_classes + np.asarray(y_pred, np.int64)
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def mean_activation_per_class(hidden: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, H): the mean activation of each hidden unit over the samples of each class
+    (NaN for a class with no samples)."""
+    sums = np.zeros((n_classes, hidden.shape[1]))
+    np.add.at(sums, np.asarray(y, np.int64), hidden.astype(np.float64))
+    counts = np.bincount(y, minlength=n_classes)[:, None]  # (C, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts
+
+
+def misclassified(y_true: np.ndarray, y_pred: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of the first `limit` samples the model gets wrong, in data order."""
+    return np.flatnonzero(y_true != y_pred)[:limit]
+
+
+# -- images and grids ---------------------------------------------------------------------------
+
+
+def weight_grid(weights: np.ndarray, image_shape: tuple[int, int], columns: int,
+                pad: int = 1) -> np.ndarray:
+    """Tiles the rows of `weights` (U, h*w), each reshaped to an h x w image, into one mosaic,
+    row by row, `columns` tiles wide; the `pad`-pixel gaps and empty tiles are NaN."""
+    h, w = image_shape
+    units = len(weights)
+    rows = max(1, -(-units // columns))
+    mosaic = np.full((rows * (h + pad) - pad, columns * (w + pad) - pad), np.nan)
+    for i, row in enumerate(np.asarray(weights, np.float64)):
+        r, c = divmod(i, columns)
+        top, left = r * (h + pad), c * (w + pad)
+        mosaic[top:top + h, left:left + w] = row.reshape(h, w)
+    return mosaic
+
+
+def strongest_units(weights: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of the units (rows of weights (U, D)) to draw: all of them in order if there are
+    at most `limit`, else the `limit` with the largest L2 norm, largest first."""
+    if len(weights) <= limit:
+        return np.arange(len(weights))
+    norms = np.linalg.norm(weights, axis=1)
+    return np.argsort(-norms, kind="stable")[:limit]
+
+
+def grid_columns(n: int) -> int:
+    """A near-square grid's width for n tiles."""
+    return max(1, int(np.ceil(np.sqrt(n))))
+
+
+@dataclass
+class ProbabilityGrid:
+    xs: np.ndarray  # (S,) first input's values
+    ys: np.ndarray  # (S,) second input's values
+    probabilities: np.ndarray  # (S, S, C): [i, j] is the input (xs[j], ys[i])
+
+
+def probability_grid(model: MLP, X: np.ndarray, steps: int = 200,
+                     batch_size: int = 8192) -> ProbabilityGrid:
+    """The model's class probabilities on a steps x steps grid around 2-D data X (N, 2)."""
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    margin = 0.15 * (hi - lo) + 1e-3
+    xs = np.linspace(lo[0] - margin[0], hi[0] + margin[0], steps)
+    ys = np.linspace(lo[1] - margin[1], hi[1] + margin[1], steps)
+    gx, gy = np.meshgrid(xs, ys)  # (S, S) each
+    points = np.stack([gx.ravel(), gy.ravel()], axis=1)  # (S*S, 2)
+    probs = run_model(model, points, batch_size).probabilities
+    return ProbabilityGrid(xs, ys, probs.reshape(steps, steps, -1))

@@ -1,0 +1,101 @@
+"""Every figure of one saved run, from its files: metrics, summary, config and weights.
+
+The run's data is rebuilt from its resolved config exactly as `eval` does (experiment.prepare),
+so the figures describe the same test set the run scored, and plotting never touches training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from mlptrain.config import load_config
+from mlptrain.experiment import prepare
+from mlptrain.reports import arrays, figures
+from mlptrain.reports.style import check_format, save_figure, symmetric_limit
+from mlptrain.runs import Run
+
+MAX_UNITS = 64  # hidden units drawn in the weight grid and the activation heatmap
+CLIP_PERCENTILE = 99.5  # the weight colour scale ends at this percentile of |w|: more contrast
+MAX_MISCLASSIFIED = 32  # test images in the grid of mistakes
+MAX_POINTS = 2000  # data points drawn over a decision boundary
+
+FILE_NAMES = {
+    "curves": "curves",
+    "boundary": "decision_boundary",
+    "weights": "first_layer_weights",
+    "activations": "mean_activation",
+    "confusion": "confusion_matrix",
+    "mistakes": "misclassified",
+}
+
+
+@dataclass
+class Plots:
+    """What `plot_run` wrote, and what it could not draw and why."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    figures: dict[str, Figure] = field(default_factory=dict)  # key of FILE_NAMES -> figure
+
+
+def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png") -> Plots:
+    """Draws the run's figures into out_dir (default: the run directory)."""
+    check_format(fmt)
+    out_dir = Path(out_dir) if out_dir is not None else run.path
+    summary, result = run.read_summary(), Plots()
+
+    def save(key: str, fig: Figure) -> None:
+        result.files.append(save_figure(fig, out_dir / f"{FILE_NAMES[key]}.{fmt}"))
+        result.figures[key] = fig  # kept for callers (and tests) that inspect what was drawn
+
+    title = f"{summary.get('name', run.run_id)}: {run.run_id}"
+    save("curves", figures.draw_curves(arrays.curves(run.read_metrics(), summary), title))
+    if not (run.path / "weights.npz").exists():
+        status = summary.get("status", "unknown")
+        result.skipped.append(f"the model's figures: the run has no weights.npz (status {status})")
+        return result
+    config = load_config(run.path / "config.toml")
+    p = prepare(config)
+    p.model.load_state_dict(run.read_weights(), source=str(run.path / "weights.npz"))
+    model, data = p.model, p.dataset
+    X_test, y_test = data.split("test")
+    out = arrays.run_model(model, X_test, config.train.eval_batch_size)
+    save("confusion", figures.draw_confusion(
+        arrays.confusion_matrix(y_test, out.predictions, data.n_classes), title))
+    if data.n_features == 2:
+        X, y = data.split("train")
+        grid = arrays.probability_grid(model, X, batch_size=config.train.eval_batch_size)
+        save("boundary", figures.draw_decision_boundary(grid, X[:MAX_POINTS], y[:MAX_POINTS],
+                                                        f"{title}\ntraining data; black line: P(class 1) = 0.5"))
+    if len(data.input_shape) == 2:
+        _image_figures(model, data, out, title, save)
+    else:
+        result.skipped.append("weight images, activations per class and misclassified images: "
+                              "the inputs are not images")
+    return result
+
+
+def _image_figures(model, data, out: arrays.Outputs, title: str, save) -> None:
+    X_test, y_test = data.split("test")
+    weights = model.state_dict()["layers.0.weight"]  # (H, h*w)
+    units = arrays.strongest_units(weights, MAX_UNITS)
+    if len(units) == len(weights):
+        which = f"all {len(units)} hidden units"
+    else:  # the units that learned most stand out from the (random) rest
+        which = f"{len(units)} of {len(weights)} hidden units, largest L2 norm first"
+    mosaic = arrays.weight_grid(weights[units], data.input_shape, arrays.grid_columns(len(units)))
+    limit = symmetric_limit(weights[units], CLIP_PERCENTILE)
+    save("weights", figures.draw_weight_grid(mosaic, limit, which, title))
+    mean = arrays.mean_activation_per_class(out.hidden, y_test, data.n_classes)  # (C, H)
+    save("activations", figures.draw_activation_heatmap(mean[:, units], units, which, title))
+    wrong = arrays.misclassified(y_test, out.predictions, MAX_MISCLASSIFIED)
+    errors = int((y_test != out.predictions).sum())
+    confidence = out.probabilities[wrong, out.predictions[wrong]]
+    images = X_test[wrong].reshape(-1, *data.input_shape)
+    save("mistakes", figures.draw_misclassified(images, y_test[wrong], out.predictions[wrong],
+                                                np.asarray(confidence), errors, len(y_test),
+                                                title))

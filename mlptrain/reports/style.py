@@ -1,0 +1,83 @@
+"""How every figure looks and how it reaches a file: matplotlib's Agg renderer, no window, ever.
+
+Figures are built as `matplotlib.figure.Figure` objects on an Agg canvas, never through pyplot, so
+no GUI backend is ever loaded and no global figure list grows; the Agg backend is still selected
+on import for any code that reaches pyplot later. Figure modules (figures.py, capacity.py, ...)
+take `new_figure`, `save_figure` and the colours below from here, so all of them look alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # before anything imports pyplot: files only, never a window
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from mlptrain.errors import ConfigError, RunStoreError
+from mlptrain.runs import atomic_write_bytes
+
+FORMATS = ("png", "svg")
+DPI = 120
+
+# one colour per split, the same in every figure
+SPLIT_COLOURS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#d62728"}
+DIVERGING = "RdBu_r"  # signed values around 0 (weights): blue < 0 < red
+SEQUENTIAL = "viridis"  # magnitudes (activations)
+COUNTS = "Blues"  # counts (confusion matrix)
+RC = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
+      "axes.spines.right": False, "axes.grid": False}
+
+
+def styled(draw):
+    """Decorates a drawing function so everything it creates follows RC (and nothing else does:
+    the settings are not changed globally)."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(RC):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure of width x height inches on an Agg canvas, laid out automatically."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ConfigError(f"plot format {fmt!r} is not one of {', '.join(FORMATS)}.")
+    return fmt
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Renders `fig` in the format its suffix names and writes it atomically; returns the path."""
+    fmt = check_format(path.suffix.lstrip("."))
+    buffer = io.BytesIO()
+    # svg keeps text as text and metadata off, so the same figure gives the same bytes
+    fig.savefig(buffer, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as exc:
+        raise RunStoreError(f"cannot write the figure {path}: {exc}.") from None
+    return path
+
+
+def symmetric_limit(values, percentile: float = 100.0) -> float:
+    """The bound v of a colour scale [-v, v] centred on 0: the `percentile` of the finite |values|
+    (100: every value fits; a little less keeps a few extremes from washing out the rest)."""
+    finite = np.abs(np.asarray(values, dtype=np.float64))
+    finite = finite[np.isfinite(finite)]
+    limit = float(np.percentile(finite, percentile)) if finite.size else 0.0
+    return limit if limit > 0 else 1.0
