@@ -55,6 +55,12 @@ class DataConfig:
     noise: float = option(0.1, low=0.0)  # xor: inputs are bits + U(-noise, noise)
     samples: int = option(800, low=2)  # xor: training samples drawn, before the val split
     test_samples: int = option(1000, low=1)  # xor: size of the fixed test set
+    augment_shift: int = option(0, low=0)  # images: random shift of up to this many pixels
+    augment_rotate: float = option(0.0, low=0.0, high=90.0)  # images: rotate up to +-degrees
+    augment_scale: float = option(0.0, low=0.0, high=1.0, high_open=True)  # images: zoom +-frac
+    augment_shear: float = option(0.0, low=0.0, high=60.0)  # images: shear up to +-degrees
+    augment_elastic: float = option(0.0, low=0.0)  # images: elastic field strength, pixels
+    augment_elastic_sigma: float = option(4.0, low=0.0, low_open=True)  # its smoothness, pixels
 
 
 @dataclass
@@ -65,6 +71,10 @@ class ModelConfig:
     loss: str = option("auto", choices=("auto", *nn.LOSSES))  # auto: sigmoid_bce for 2 classes
     init: str = option("xavier_uniform", choices=tuple(nn.INITIALIZERS))  # weight init
     weights: str = option("")  # a weights.npz to start from instead of the init
+    dropout_input: float = option(0.0, low=0.0, high=1.0, high_open=True)  # drop input pixels
+    dropout_hidden: float = option(0.0, low=0.0, high=1.0, high_open=True)  # drop hidden units
+    max_norm: float = option(0.0, low=0.0)  # cap each unit's incoming weight norm (0 = off)
+    label_smoothing: float = option(0.0, low=0.0, high=1.0, high_open=True)  # softmax targets
 
 
 @dataclass
@@ -81,11 +91,13 @@ class OptimizerConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: str = option("constant", choices=SCHEDULES)  # constant | step | cosine
-    warmup_epochs: float = option(0.0, low=0.0)  # linear warmup from ~0 to lr, in epochs
+    name: str = option("constant", choices=SCHEDULES)  # constant | step | cosine | onecycle
+    warmup_epochs: float = option(0.0, low=0.0)  # ramp from ~0 to lr, in epochs (onecycle: rise)
     step_epochs: int = option(10, low=1)  # step: multiply by gamma every this many epochs
     gamma: float = option(0.1, low=0.0, high=1.0, low_open=True)  # step: the decay factor
-    min_lr: float = option(0.0, low=0.0)  # cosine: the rate reached at the last step
+    min_lr: float = option(0.0, low=0.0)  # cosine, onecycle: the rate at the last step
+    start_factor: float = option(0.04, low=0.0, high=1.0, low_open=True)  # onecycle: lr*this first
+    momentum_low: float = option(0.0, low=0.0, high=1.0, high_open=True)  # onecycle: 0 = fixed
 
 
 @dataclass

@@ -22,8 +22,10 @@ from mlptrain.config import Config, load_config
 from mlptrain.data import Dataset, load_dataset
 from mlptrain.checkpoint import checkpoint_arrays, restore
 from mlptrain.errors import ConfigError, DataError, RunStoreError, TrainingError
+from mlptrain.data.augment import build_augmenter
 from mlptrain.model import MLP, build_model
 from mlptrain.optim import build_optimizer
+from mlptrain.regularize import build_dropout
 from mlptrain.runs import Run, RunStore, npz_arrays
 from mlptrain.seeding import streams
 
@@ -57,6 +59,7 @@ class Prepared:
     dataset: Dataset
     model: MLP
     rngs: dict[str, np.random.Generator]
+    augment: Callable | None = None  # distorts a training batch in place (images only)
 
 
 def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
@@ -67,7 +70,9 @@ def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
     model = build_model(config.model, ops, dataset.n_features, dataset.n_classes,
                         np.dtype(config.train.dtype))
     model.initialize(config.model.init, rngs["init"])
-    return Prepared(config, dataset, model, rngs)
+    model.dropout = build_dropout(config.model, model.sizes, ops, rngs["dropout"], model.dtype)
+    augment = build_augmenter(config.data, dataset.input_shape, rngs["augment"])
+    return Prepared(config, dataset, model, rngs, augment)
 
 
 @dataclass
@@ -172,7 +177,8 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
     start, epochs_before = time.perf_counter(), len(state.history)
     try:
         state = loop.fit(model, optimizer, splits["train"], splits["val"], config,
-                         p.rngs["shuffle"], on_event, save_epoch, state, stop, save_checkpoint)
+                         p.rngs["shuffle"], on_event, save_epoch, state, stop, save_checkpoint,
+                         p.augment)
     except KeyboardInterrupt:
         _finish(run, summary, "interrupted", start)
         raise

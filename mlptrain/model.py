@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlptrain import nn
-from mlptrain.errors import ModelError
+from mlptrain.errors import ConfigError, ModelError
 
 ALIGN = 16  # elements: each parameter starts at a multiple of 16 from the flat buffer's start
 
@@ -87,6 +87,7 @@ class MLP:
                                  g[f"layers.{i}.weight"], g[f"layers.{i}.bias"])
                        for i in range(len(sizes) - 1)]
         self._workspaces: dict[int, Workspace] = {}
+        self.dropout = None  # a regularize.Dropout, applied in training steps only
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -115,15 +116,18 @@ class MLP:
 
     # -- the math -------------------------------------------------------------------------------
 
-    def forward(self, ws: Workspace, x=None):
+    def forward(self, ws: Workspace, x=None, training: bool = False):
         """acts[i+1] = f(acts[i] W_i^T + b_i) for hidden layers; the last is left linear.
 
         The input is ws.x, or `x` (B, I) when given: evaluation passes a view of the data,
-        so nothing is copied.
+        so nothing is copied. training: each layer's input passes through dropout (if any).
         """
         ops, last = self.ops, len(self.layers) - 1
+        drop = self.dropout if training else None
         for i, layer in enumerate(self.layers):
-            inputs = x if i == 0 and x is not None else ws.acts[i]
+            inputs = x if i == 0 and x is not None else ws.acts[i]  # (B, I)
+            if drop is not None:
+                inputs = drop.forward(i, inputs)
             z = layer.forward(ops, inputs, out=ws.acts[i + 1])  # (B, O)
             if i < last:
                 ops.bias_activation(z, layer.bias, self.activation, out=z)  # in place: z -> y
@@ -136,8 +140,11 @@ class MLP:
         ops, dz = self.ops, ws.dlogits  # (B, C)
         for i in reversed(range(len(self.layers))):
             dx = ws.deltas[i] if i > 0 else None  # (B, sizes[i]) = dL/d acts[i]
-            self.layers[i].backward(ops, ws.acts[i], dz, dx_out=dx)
+            x = ws.acts[i] if self.dropout is None else self.dropout.dropped_input(i, ws.acts[i])
+            self.layers[i].backward(ops, x, dz, dx_out=dx)
             if dx is not None:
+                if self.dropout is not None:
+                    self.dropout.backward(i, dx)  # dL/dy = dL/dy~ * mask
                 # dL/dz_{i} = dL/dy_{i} * f'(z_{i}), with f' read from the saved y = acts[i]
                 ops.activation_backward(self.activation, ws.acts[i], dx, out=dx)
             dz = dx
@@ -147,7 +154,9 @@ class MLP:
 
         `scale` multiplies dL/dlogits: 1/B gives the gradient of the batch-mean loss.
         """
-        logits = self.forward(ws)
+        if self.dropout is not None:
+            self.dropout.draw(self.sizes[:-1], ws.batch_size)  # new masks for this batch
+        logits = self.forward(ws, training=True)
         loss_sum, correct = self.ops.loss_forward(self.loss, logits, targets, ws.loss_cache)
         self.ops.loss_backward(self.loss, ws.loss_cache, targets, scale, out=ws.dlogits)
         self.backward(ws)
@@ -206,6 +215,11 @@ class MLP:
 def build_model(model_cfg, ops, n_features: int, n_classes: int, dtype) -> MLP:
     """The MLP a [model] config section describes, with zero weights (call initialize)."""
     loss = nn.make_loss(model_cfg.loss, n_classes)
+    if model_cfg.label_smoothing:
+        if not hasattr(loss, "smoothing"):
+            raise ConfigError(f"[model] label_smoothing = {model_cfg.label_smoothing} needs "
+                              f"the softmax_cross_entropy loss, but this model uses {loss.name}.")
+        loss.smoothing = model_cfg.label_smoothing
     activation = nn.make_activation(model_cfg.activation, model_cfg.leaky_slope)
     sizes = [n_features, *model_cfg.hidden, loss.outputs(n_classes)]
     return MLP(ops, sizes, activation, loss, dtype)

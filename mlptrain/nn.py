@@ -136,9 +136,14 @@ class Loss(Protocol):
 
 
 class SoftmaxCrossEntropy:
-    """-log softmax(z)[y] for C >= 2 classes, with the log-sum-exp trick."""
+    """-log softmax(z)[y] for C >= 2 classes, with the log-sum-exp trick.
+
+    Label smoothing e (Szegedy et al.) trains against q = (1 - e) onehot(y) + e / C instead:
+    loss = -sum_j q_j log p_j = logsumexp(z) - (1 - e) z_y - (e / C) sum_j z_j.
+    """
 
     name = "softmax_cross_entropy"
+    smoothing = 0.0  # e above; set per model from [model] label_smoothing
 
     def outputs(self, n_classes: int) -> int:
         return n_classes
@@ -181,16 +186,24 @@ class SoftmaxCrossEntropy:
         xp.add(row_loss, m[:, 0], out=row_loss)
         xp.subtract(row_loss, cache.picked, out=row_loss)
         loss_sum = xp.add.reduce(row_loss, dtype=xp.float64)
+        if self.smoothing:  # the sums over z_j and z_y are linear: move e of the weight across
+            e, C = self.smoothing, logits.shape[1]
+            loss_sum += e * (xp.add.reduce(cache.picked, dtype=xp.float64)
+                             - logits.sum(dtype=xp.float64) / C)
         logits.argmax(axis=1, out=cache.predicted)
         correct = xp.count_nonzero(xp.equal(cache.predicted, targets, out=cache.hits))
         return loss_sum, correct
 
     def backward(self, xp, cache, targets, scale, out):
-        # dL/dz (B, C) = (softmax(z) - onehot(y)) * scale; the one-hot only touches z_b[y_b]
+        # dL/dz (B, C) = (softmax(z) - q) * scale, q = (1 - e) onehot(y) + e / C; the one-hot
+        # only touches z_b[y_b], the e / C term every entry
+        e, C = self.smoothing, out.shape[1]
         picked = cache.probs.take(cache.index, out=cache.picked, mode="clip")  # p_b[y_b]
-        xp.subtract(picked, 1, out=picked)
+        xp.subtract(picked, 1 - e + e / C, out=picked)
         xp.multiply(picked, scale, out=picked)
         xp.multiply(cache.probs, scale, out=out)
+        if e:
+            xp.subtract(out, e / C * scale, out=out)
         out.put(cache.index, picked, mode="clip")
         return out
 

@@ -138,7 +138,7 @@ def build_optimizer(cfg, ops, params: dict):
 # Learning-rate schedules: the rate for a global step, as a pure function of the step count.
 # ---------------------------------------------------------------------------------------------
 
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
 def learning_rate(cfg, base_lr: float, step: int, steps_per_epoch: int, epochs: int) -> float:
@@ -148,8 +148,13 @@ def learning_rate(cfg, base_lr: float, step: int, steps_per_epoch: int, epochs: 
     constant: lr = base
     step:     lr = base * gamma ** floor(epoch / step_epochs)
     cosine:   lr = min_lr + (base - min_lr) (1 + cos(pi t)) / 2, t going 0 -> 1 after warmup
+    onecycle: lr = base * one_cycle(step), rising from base * start_factor to base over the
+              warmup, then falling to min_lr (see _one_cycle)
     """
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.name == "onecycle":
+        return base_lr * _one_cycle(step, warmup_steps, epochs * steps_per_epoch,
+                                    cfg.start_factor, cfg.min_lr / base_lr)
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     if cfg.name == "step":
@@ -159,3 +164,31 @@ def learning_rate(cfg, base_lr: float, step: int, steps_per_epoch: int, epochs: 
         t = min((step - warmup_steps) / last, 1.0)
         return cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
     return base_lr
+
+
+def momentum(cfg, base_momentum: float, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """SGD momentum for global step `step`: fixed, except under onecycle with momentum_low > 0,
+    where it mirrors the rate (Smith & Topal): base -> momentum_low while the rate rises, back
+    to base while it falls, so the effective step lr / (1 - mu) grows more gently."""
+    if cfg.name != "onecycle" or not cfg.momentum_low or not base_momentum:
+        return base_momentum
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    # one_cycle goes 0 -> 1 -> 0 between its ends here; mu follows base -> low -> base
+    rise = _one_cycle(step, warmup_steps, epochs * steps_per_epoch, 0.0, 0.0)
+    return base_momentum - (base_momentum - cfg.momentum_low) * rise
+
+
+def _one_cycle(step: int, warmup_steps: int, total_steps: int, start: float,
+               end: float) -> float:
+    """A factor that follows half a cosine from `start` up to 1 over the first warmup_steps,
+    then half a cosine from 1 down to `end` at the last step (Smith's one-cycle policy):
+
+    rising:  f = start + (1 - start) (1 - cos(pi t)) / 2,  t = step / warmup_steps
+    falling: f = end + (1 - end) (1 + cos(pi t)) / 2,      t = (step - warmup) / (last - warmup)
+    """
+    if step < warmup_steps:
+        t = step / warmup_steps
+        return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * t))
+    last = max(total_steps - warmup_steps - 1, 1)
+    t = min((step - warmup_steps) / last, 1.0)
+    return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-STREAMS = ("data", "split", "init", "shuffle")
+STREAMS = ("data", "split", "init", "shuffle", "dropout", "augment")  # append only: keeps seeds
 
 
 def streams(seed: int) -> dict[str, np.random.Generator]:

@@ -16,7 +16,8 @@ import numpy as np
 
 from mlptrain.errors import TrainingError
 from mlptrain.model import MLP
-from mlptrain.optim import learning_rate
+from mlptrain.optim import learning_rate, momentum
+from mlptrain.regularize import build_max_norm
 
 REPORTS_PER_EPOCH = 20  # progress updates per epoch; each one reads the device's running loss
 
@@ -128,15 +129,18 @@ def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng
         on_event: Callable[[Event], None] = lambda e: None,
         on_epoch_end: Callable[[TrainState], None] = lambda s: None,
         state: TrainState | None = None, stop: StopFlag | None = None,
-        on_checkpoint: Callable[[TrainState], None] = lambda s: None) -> TrainState:
+        on_checkpoint: Callable[[TrainState], None] = lambda s: None,
+        augment: Callable | None = None) -> TrainState:
     """Trains for cfg.train.epochs (or until early stopping) and returns the final state.
 
     `state` continues a checkpointed run (None starts afresh). Every cfg.train.checkpoint_every
     steps, and when `stop` is set, the loop hands its state to `on_checkpoint` between two
     batches; after a stop it returns with state.interrupted set. With early stopping on, the
-    model ends with the weights of the best validation epoch.
+    model ends with the weights of the best validation epoch. `augment`, if given, distorts
+    each training batch (B, D) in place on the host.
     """
     tc, state, stop = cfg.train, state or TrainState(), stop or StopFlag()
+    aids = (augment, build_max_norm(cfg.model, model))
     batch = min(tc.batch_size, train.size)
     steps = math.ceil(train.size / batch)
     for epoch in range(state.epoch + 1, tc.epochs + 1):
@@ -150,7 +154,7 @@ def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng
             state.order = shuffle_rng.permutation(train.size)
         order = model.ops.asarray(state.order, np.int64)  # moved to the device once
         done = _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event,
-                          stop, on_checkpoint)
+                          stop, on_checkpoint, *aids)
         if done is None:
             state.interrupted = True
             return state
@@ -176,12 +180,17 @@ def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng
 
 
 def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event, stop,
-               on_checkpoint):
+               on_checkpoint, augment=None, max_norm=None):
     """The epoch's steps from state.position on; (mean loss, accuracy), or None if stopped."""
     ops = model.ops
     steps = math.ceil(train.size / batch)
-    runner = getattr(ops, "epoch_runner", lambda *args: None)(model, optimizer, train, batch)
-    if runner is not None and state.position == 0 and not cfg.train.checkpoint_every:
+    # a device's captured whole-epoch graph runs the plain step only: no per-step host work
+    plain = augment is None and max_norm is None and model.dropout is None \
+        and not getattr(model.loss, "smoothing", 0) \
+        and momentum(cfg.schedule, 1.0, 0, 1, 1) == 1.0 and not cfg.train.checkpoint_every
+    runner = getattr(ops, "epoch_runner", lambda *args: None)(model, optimizer, train, batch) \
+        if plain else None
+    if runner is not None and state.position == 0:
         return _replay_epoch(runner, ops, train, order, steps, cfg, state, epoch, on_event)
     report_every = max(1, steps // REPORTS_PER_EPOCH)
     # 0 = only at the end of the epoch; otherwise every N global steps, so resumes agree
@@ -193,6 +202,8 @@ def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_even
         index = order[step * batch:(step + 1) * batch]
         ws = model.workspace(len(index))
         ops.take_rows(train.X, index, out=ws.x)
+        if augment is not None:
+            _augment_on_host(ops, augment, ws.x)
         targets = target_buffers.get(len(index))
         if targets is None:
             shape = (len(index), *train.targets.shape[1:])
@@ -200,7 +211,12 @@ def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_even
         ops.take_rows(train.targets, index, out=targets)
         lr = learning_rate(cfg.schedule, cfg.optimizer.lr, state.step, steps, cfg.train.epochs)
         batch_loss, batch_correct = model.loss_and_grad(ws, targets, 1.0 / len(index))
+        if cfg.optimizer.name == "sgd":  # onecycle may move the momentum against the rate
+            optimizer.momentum = momentum(cfg.schedule, cfg.optimizer.momentum, state.step,
+                                          steps, cfg.train.epochs)
         optimizer.step(model.params, model.grads, lr)
+        if max_norm is not None:
+            max_norm.apply()
         state.step += 1
         loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(index)
         if (step + 1) % report_every == 0 or step + 1 == steps:
@@ -215,6 +231,16 @@ def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_even
             if stop.is_set:
                 return None
     return ops.to_float(loss_sum) / seen, ops.to_float(correct) / seen
+
+
+def _augment_on_host(ops, augment, x) -> None:
+    """Distorts the batch x (B, D) in place; a device batch makes a round trip to the host."""
+    if ops.device == "cpu":
+        augment(x)
+        return
+    host = ops.to_host(x)
+    augment(host)
+    x[...] = ops.asarray(host, x.dtype)
 
 
 def _replay_epoch(runner, ops, train, order, steps, cfg, state, epoch, on_event):

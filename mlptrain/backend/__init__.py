@@ -15,6 +15,7 @@ dtype unless said; `out` is written and returned; nothing allocates in steady st
     matmul(a, b, out, trans_a=False, trans_b=False)        out = op(a) @ op(b), op = .T if asked;
         operands may be C- or F-ordered views (weights (O, I) are column-major)
     sum_rows(a (B, O), out (O,))                           out[j] = sum_i a[i, j]
+    row_norms_squared(w (O, I), out (O,))                  out[j] = sum_i w[j, i]^2
     bias_activation(z (B, O), bias (O,), activation, out)  z += bias; out = f(z) (out may be z)
     add_bias(z (B, O), bias (O,))                          z += bias, in place
     activation_backward(activation, y, dy, out)            out = dy * f'(z), read from y = f(z)

@@ -157,6 +157,11 @@ class CupyBackend:
         k = a.shape[0] if trans_a else a.shape[1]
         return self.gemm(a, b, out, m, n, k, a.shape[1], b.shape[1], trans_a, trans_b)
 
+    def row_norms_squared(self, w, out):
+        """out[j] = sum_i w[j, i]^2 (max-norm; once per step, so a fused reduction will do)."""
+        out[...] = cp.einsum("oi,oi->o", w, w)
+        return out
+
     def sum_rows(self, a, out):
         """out[j] = sum_i a[i, j]."""
         rows, cols = a.shape
@@ -203,6 +208,10 @@ class CupyBackend:
             (logits, NULL, targets, NULL, cache.probs, NULL, np.int32(rows), np.int32(classes),
              logits.dtype.type(0), parts))
         self.function("sum_parts")((1,), (2,), (parts, np.int32(blocks), acc))
+        if loss.smoothing:  # targets q = (1 - e) onehot + e / C: the sums over z are linear
+            e = loss.smoothing
+            picked = cp.take_along_axis(logits, targets[:, None], axis=1)  # z_b[y_b]
+            acc[0] += e * (picked.sum(dtype=np.float64) - logits.sum(dtype=np.float64) / classes)
         return acc[0], acc[1]
 
     def loss_backward(self, loss: nn.Loss, cache, targets, scale: float, out):
@@ -213,6 +222,10 @@ class CupyBackend:
         self.kernel("softmax_xent_grad", probs.dtype)(
             (-(-rows // 128),), (128,),
             (probs, targets, out, np.int32(rows), np.int32(classes), probs.dtype.type(scale)))
+        if loss.smoothing:  # (p - onehot) s  ->  (p - (1 - e) onehot - e / C) s
+            e = loss.smoothing
+            out -= probs.dtype.type(e / classes * scale)
+            out[cp.arange(rows), targets] += probs.dtype.type(e * scale)
         return out
 
     # -- optimizer updates, in place (the NumPy backend's formulas, operation for operation) ----

@@ -68,6 +68,10 @@ class NumpyBackend:
         """out = op(a) @ op(b), op transposing when asked (a view, no copy: BLAS's trans flag)."""
         return np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
 
+    def row_norms_squared(self, w: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """out[j] = sum_i w[j, i]^2, without a (O, I) temporary (max-norm)."""
+        return np.einsum("oi,oi->o", w, w, out=out)
+
     def sum_rows(self, a: np.ndarray, out: np.ndarray) -> np.ndarray:
         """out[j] = sum_i a[i, j]: the bias gradient, summed over the batch.
 

@@ -1,0 +1,182 @@
+"""Image augmentation for training batches: random shifts, small affine and elastic distortions.
+
+Applied on the host, in place, to each training batch of flattened images (B, H*W) after it is
+gathered; evaluation never sees it. Everything is vectorised over the batch: one gather of
+precomputed flat indices for integer shifts, or four gathers plus a bilinear blend for the affine
+case, all into buffers allocated once per batch size. Pixels that come from outside the image
+are 0 (MNIST's background).
+
+The sampling map sends each output pixel p (row, col, relative to the image centre c) to the
+source point  s = M (p - c) + c - t,  with  M = R(theta) Z(1 + k) H(phi):  a rotation by theta,
+a zoom by 1 + k and a shear by phi, each drawn uniformly from +-the configured limit per image,
+and t an integer shift drawn from {-shift, ..., shift} per axis. An elastic distortion
+(Simard et al. 2003) adds alpha * (G u G^T) to s, per axis: u is uniform noise in [-1, 1] per
+pixel and G (H, H) a Gaussian blur of width sigma, so neighbouring pixels move together. With no
+rotation, zoom, shear or elastic field the map is an exact shift and takes the cheaper
+one-gather path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mlptrain.errors import ConfigError
+
+
+class Augmenter:
+    def __init__(self, shape: tuple[int, int], rng: np.random.Generator, shift: int = 0,
+                 rotate: float = 0.0, scale: float = 0.0, shear: float = 0.0,
+                 elastic: float = 0.0, elastic_sigma: float = 4.0):
+        self.height, self.width = shape
+        self.rng, self.shift = rng, int(shift)
+        self.rotate, self.scale, self.shear = math.radians(rotate), scale, math.radians(shear)
+        self.elastic, self.elastic_sigma = elastic, elastic_sigma
+        self.affine = bool(rotate or scale or shear or elastic)
+        # padding: the shift path reads up to `shift` pixels outside; the affine path clips its
+        # source points to one pixel outside and reads the bilinear neighbour one further
+        self.pad = 2 if self.affine else self.shift
+        rows, cols = np.indices(shape)
+        self._rows, self._cols = rows.ravel(), cols.ravel()  # (H*W,) output pixel coordinates
+        self._buffers: dict[int, dict[str, np.ndarray]] = {}
+
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        return self.height + 2 * self.pad, self.width + 2 * self.pad
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Distorts the batch x (B, H*W) in place and returns it."""
+        if not (self.shift or self.affine):
+            return x
+        buf = self._buffers_for(x.shape[0], x.dtype)
+        padded, (hp, wp) = buf["padded"], self.padded_shape
+        p = self.pad
+        padded[:, p:p + self.height, p:p + self.width] = x.reshape(-1, self.height, self.width)
+        shifts = self.rng.integers(-self.shift, self.shift + 1, size=(x.shape[0], 2))  # (B, 2)
+        if self.affine:
+            return self._affine(x, buf, shifts)
+        # out[b, r, c] = image[b, r - dy_b, c - dx_b]: one flat gather from the padded batch
+        offset = (np.arange(x.shape[0]) * (hp * wp)
+                  + (p - shifts[:, 0]) * wp + (p - shifts[:, 1]))  # (B,)
+        np.add(buf["base"], offset[:, None], out=buf["index"])  # (B, H*W) flat source indices
+        return np.take(padded.ravel(), buf["index"], out=x)
+
+    def _affine(self, x, buf, shifts):
+        B, (hp, wp), p = x.shape[0], self.padded_shape, self.pad
+        theta, zoom, phi = self._draw_affine(B)
+        cos, sin, tan = np.cos(theta) * zoom, np.sin(theta) * zoom, np.tan(phi)  # (B,) each
+        # M = zoom R(theta) H(phi) on (row, col) offsets, H = [[1, tan phi], [0, 1]]
+        m = np.stack([cos, cos * tan - sin, sin, sin * tan + cos], axis=1).astype(x.dtype)
+        centre = np.array([(self.height - 1) / 2, (self.width - 1) / 2])
+        origin = (centre - shifts).astype(x.dtype)  # (B, 2): c - t
+        dr, dc = buf["dr"], buf["dc"]  # (H*W,) output offsets from the centre
+        fr, fc, low, a, b = (buf[k] for k in ("frac_r", "frac_c", "floor", "a", "b"))
+        for out, row, col in ((fr, 0, 1), (fc, 2, 3)):  # s = M (p - c) + c - t, (B, H*W)
+            np.multiply(m[:, row:row + 1], dr, out=out)
+            np.multiply(m[:, col:col + 1], dc, out=a)
+            out += a
+            out += origin[:, row // 2:row // 2 + 1]
+        if self.elastic:
+            du_r, du_c = self._draw_elastic(B, x.dtype, buf)  # (B, H*W) each, in pixels
+            fr += du_r
+            fc += du_c
+        # beyond one pixel outside the image only padding is read: clip to keep indices valid
+        np.clip(fr, -1, self.height, out=fr)
+        np.clip(fc, -1, self.width, out=fc)
+        index = buf["index"]  # flat index of each source point's top-left neighbour
+        np.floor(fr, out=low)
+        fr -= low  # fractional row
+        np.multiply(low, wp, out=a)
+        np.floor(fc, out=low)
+        fc -= low  # fractional column
+        a += low
+        np.copyto(index, a, casting="unsafe")  # r0 wp + c0: small whole numbers, exact
+        index += (np.arange(B) * (hp * wp) + p * wp + p)[:, None]
+        flat = buf["padded"].ravel()
+        # bilinear: top = g00 + fc (g01 - g00), bottom = g10 + fc (g11 - g10),
+        #           out = top + fr (bottom - top)
+        np.take(flat, index, out=a)  # g00
+        index += 1
+        np.take(flat, index, out=b)  # g01
+        b -= a
+        b *= fc
+        a += b  # top
+        index += wp
+        np.take(flat, index, out=b)  # g11
+        index -= 1
+        np.take(flat, index, out=x)  # g10
+        b -= x
+        b *= fc
+        x += b  # bottom
+        x -= a
+        x *= fr
+        x += a
+        return x
+
+    def _draw_affine(self, B: int):
+        theta = self.rng.uniform(-self.rotate, self.rotate, B)
+        zoom = 1.0 + self.rng.uniform(-self.scale, self.scale, B)
+        phi = self.rng.uniform(-self.shear, self.shear, B)
+        return theta, zoom, phi
+
+    def _draw_elastic(self, B: int, dtype, buf):
+        """alpha * G u G^T for u ~ U[-1, 1] of shape (B, H, W), once per axis."""
+        fields = []
+        for name in ("elastic_r", "elastic_c"):
+            u, smooth = buf[name], buf["blurred"]  # (B, H, W) each
+            self.rng.random(out=u, dtype=u.dtype)
+            u *= 2
+            u -= 1
+            np.matmul(buf["blur_rows"], u, out=smooth)  # G u: blur along the rows
+            np.matmul(smooth, buf["blur_cols"], out=u)  # (G u) G^T: and along the columns
+            u *= self.elastic
+            fields.append(u.reshape(B, -1))
+        return fields
+
+    def _buffers_for(self, batch: int, dtype) -> dict[str, np.ndarray]:
+        key = (batch, np.dtype(dtype).str)
+        if key not in self._buffers:
+            hp, wp = self.padded_shape
+            n = self.height * self.width
+            buf = {"padded": np.zeros((batch, hp, wp), dtype),  # the border stays 0
+                   "index": np.empty((batch, n), np.intp),
+                   "base": self._rows * wp + self._cols}  # (H*W,) r W' + c
+            if self.affine:
+                buf["dr"] = (self._rows - (self.height - 1) / 2).astype(dtype)
+                buf["dc"] = (self._cols - (self.width - 1) / 2).astype(dtype)
+                for name in ("frac_r", "frac_c", "floor", "a", "b"):
+                    buf[name] = np.empty((batch, n), dtype)
+            if self.elastic:
+                for name in ("elastic_r", "elastic_c", "blurred"):
+                    buf[name] = np.empty((batch, self.height, self.width), dtype)
+                buf["blur_rows"] = gaussian_blur_matrix(self.height, self.elastic_sigma, dtype)
+                buf["blur_cols"] = gaussian_blur_matrix(self.width, self.elastic_sigma, dtype).T
+            self._buffers[key] = buf
+        return self._buffers[key]
+
+
+def gaussian_blur_matrix(n: int, sigma: float, dtype) -> np.ndarray:
+    """G (n, n) with (G v)_i = sum_j g(i - j) v_j: a Gaussian kernel of width sigma that sums to
+    one, zero beyond the edges (as a convolution with zero padding)."""
+    offsets = np.arange(n)[:, None] - np.arange(n)[None, :]
+    g = np.exp(-0.5 * (offsets / sigma) ** 2)
+    full = np.exp(-0.5 * (np.arange(-3 * n, 3 * n + 1) / sigma) ** 2).sum()  # whole kernel
+    return (g / full).astype(dtype)
+
+
+def build_augmenter(data_cfg, input_shape: tuple[int, ...], rng: np.random.Generator):
+    """The Augmenter a [data] section asks for, or None when every augment_* key is 0."""
+    keys = ("augment_shift", "augment_rotate", "augment_scale", "augment_shear",
+            "augment_elastic")
+    asked = {k: getattr(data_cfg, k) for k in keys if getattr(data_cfg, k)}
+    if not asked:
+        return None
+    if len(input_shape) != 2:
+        first = next(iter(asked))
+        raise ConfigError(f"[data] {first} = {asked[first]}: augmentation needs image data, "
+                          f"but the {data_cfg.dataset} dataset has samples of shape "
+                          f"{input_shape}; set the augment_* keys to 0 for it.")
+    return Augmenter(input_shape, rng, data_cfg.augment_shift, data_cfg.augment_rotate,
+                     data_cfg.augment_scale, data_cfg.augment_shear, data_cfg.augment_elastic,
+                     data_cfg.augment_elastic_sigma)

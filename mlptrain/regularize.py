@@ -1,0 +1,108 @@
+"""Regularisers written by hand: inverted dropout and the max-norm weight constraint.
+
+Dropout (Srivastava et al. 2014) zeroes each input of a Linear layer with probability p while
+training and scales the survivors by 1 / (1 - p), so the expected input is unchanged and
+evaluation needs no rescaling: evaluation never calls it. Max-norm caps the L2 norm of each
+unit's incoming weight vector (a row of W) after every optimizer step, which lets dropout nets
+train with large learning rates without the weights blowing up.
+
+Both work on buffers allocated once (per batch size for the masks), in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Dropout:
+    """Inverted dropout on the inputs of Linear layers, masks drawn from a seeded stream.
+
+    rates[i] is the drop probability for the input of Linear layer i: rates[0] drops input
+    features, rates[1:] drop hidden units. A rate of 0 leaves that layer's input alone.
+
+    forward:  x~ = x * m,  m_j = [u_j < 1 - p] / (1 - p),  u ~ U[0, 1)   (x, m, x~: (B, I))
+    backward: dL/dx = dL/dx~ * m
+    """
+
+    def __init__(self, ops, rates: list[float], rng: np.random.Generator, dtype):
+        self.ops, self.rates, self.rng, self.dtype = ops, list(rates), rng, np.dtype(dtype)
+        self.frozen = False  # keep the current masks (gradient checks); False: new per batch
+        self._buffers: dict[int, tuple[list, list]] = {}  # batch size -> (masks, dropped)
+        self._masks: list = []
+        self._dropped: list = []
+
+    def active(self, i: int) -> bool:
+        return i < len(self.rates) and self.rates[i] > 0
+
+    def draw(self, sizes: list[int], batch_size: int) -> None:
+        """New masks for a batch of `batch_size` rows; sizes[i] is Linear i's input width."""
+        if self.frozen and self._masks:
+            return
+        self._masks, self._dropped = self._buffers_for(sizes, batch_size)
+        for i, mask in enumerate(self._masks):
+            if mask is None:
+                continue
+            keep = 1.0 - self.rates[i]
+            self.rng.random(out=mask, dtype=self.dtype)  # u ~ U[0, 1), no new array
+            np.less(mask, keep, out=mask)  # 1.0 where kept, 0.0 where dropped
+            mask *= 1.0 / keep  # inverted scaling: E[m] = 1
+
+    def forward(self, i: int, x):
+        """x~ (B, I) = x * m for Linear i's input; x itself when that input is not dropped."""
+        if not self.active(i):
+            return x
+        return self.ops.xp.multiply(x, self._masks[i], out=self._dropped[i])
+
+    def dropped_input(self, i: int, x):
+        """What Linear i saw in the last forward: its weight gradient needs it."""
+        return self._dropped[i] if self.active(i) else x
+
+    def backward(self, i: int, dx) -> None:
+        """dL/dx = dL/dx~ * m, in place on dx (B, I)."""
+        if self.active(i):
+            self.ops.xp.multiply(dx, self._masks[i], out=dx)
+
+    def _buffers_for(self, sizes: list[int], batch_size: int):
+        if batch_size not in self._buffers:
+            # masks are drawn on the host from the seeded stream (a device backend copies them)
+            masks = [np.empty((batch_size, n), self.dtype) if self.active(i) else None
+                     for i, n in enumerate(sizes)]
+            dropped = [self.ops.zeros((batch_size, n), self.dtype) if self.active(i) else None
+                       for i, n in enumerate(sizes)]
+            self._buffers[batch_size] = (masks, dropped)
+        masks, dropped = self._buffers[batch_size]
+        return [m if m is None else self.ops.asarray(m) for m in masks], dropped
+
+
+def build_dropout(model_cfg, sizes: list[int], ops, rng: np.random.Generator, dtype):
+    """The Dropout a [model] section asks for (input rate, then one rate per hidden layer),
+    or None when both rates are 0."""
+    if not (model_cfg.dropout_input or model_cfg.dropout_hidden):
+        return None
+    rates = [model_cfg.dropout_input] + [model_cfg.dropout_hidden] * (len(sizes) - 2)
+    return Dropout(ops, rates, rng, dtype)
+
+
+class MaxNorm:
+    """W_j <- W_j * min(1, c / |W_j|) for every row j (one unit's incoming weights) of every
+    hidden layer's W (O, I); the output layer is left free, as in Srivastava et al."""
+
+    def __init__(self, ops, weights: list, limit: float):
+        self.ops, self.weights, self.limit = ops, weights, float(limit)
+        self._norms = [ops.zeros((w.shape[0],), w.dtype) for w in weights]  # (O,) each
+
+    def apply(self) -> None:
+        ops, xp = self.ops, self.ops.xp
+        for w, norms in zip(self.weights, self._norms):
+            ops.row_norms_squared(w, out=norms)  # |W_j|^2
+            xp.sqrt(norms, out=norms)
+            xp.maximum(norms, self.limit, out=norms)  # rows inside the ball keep factor 1
+            xp.divide(self.limit, norms, out=norms)  # min(1, c / |W_j|)
+            w *= norms[:, None]
+
+
+def build_max_norm(model_cfg, model) -> MaxNorm | None:
+    if not model_cfg.max_norm:
+        return None
+    hidden = [layer.weight for layer in model.layers[:-1]]
+    return MaxNorm(model.ops, hidden, model_cfg.max_norm) if hidden else None
