@@ -73,6 +73,25 @@ def test_a_stopped_run_resumes_to_the_same_bytes(runs_dir, epoch, step, optimize
     assert resumed.summary["final"] == alone.summary["final"]
 
 
+def test_a_run_with_every_training_aid_resumes_to_the_same_bytes(runs_dir):
+    # dropout masks and augmentations come from their own RNG streams: the checkpoint must
+    # carry them, or the resumed epoch would see other masks and other distortions
+    overrides = ["data.limit=600", "model.hidden=[32, 16]", "train.epochs=2",
+                 "train.batch_size=50", "model.dropout_input=0.1", "model.dropout_hidden=0.3",
+                 "model.max_norm=1.5", "model.label_smoothing=0.1", "data.augment_shift=2",
+                 "data.augment_rotate=8", "data.augment_elastic=8", "schedule.name=onecycle",
+                 "schedule.warmup_epochs=1", "schedule.momentum_low=0.8",
+                 "optimizer.momentum=0.9", "report.plots=false"]
+    config = load_config(CONFIGS / "mnist.toml", overrides)
+    alone = fit_experiment(config, RunStore(runs_dir))
+    stop = StopFlag()
+    stopped = fit_experiment(config, RunStore(runs_dir), stop_at(stop, 2, 5), stop=stop)
+    assert stopped.summary["status"] == "interrupted"
+    resumed = resume_experiment(RunStore(runs_dir), stopped.run_id)
+    assert (resumed.path / "weights.npz").read_bytes() == (alone.path / "weights.npz").read_bytes()
+    assert metrics_without_time(resumed.path) == metrics_without_time(alone.path)
+
+
 def test_resume_restores_early_stopping_state(runs_dir):
     overrides = ["train.epochs=200", "train.patience=3", "train.min_delta=0.01",
                  "optimizer.lr=3.0"]
