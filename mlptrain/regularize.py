@@ -38,14 +38,17 @@ class Dropout:
         """New masks for a batch of `batch_size` rows; sizes[i] is Linear i's input width."""
         if self.frozen and self._masks:
             return
-        self._masks, self._dropped = self._buffers_for(sizes, batch_size)
-        for i, mask in enumerate(self._masks):
+        host_masks, self._dropped = self._buffers_for(sizes, batch_size)
+        for i, mask in enumerate(host_masks):
             if mask is None:
                 continue
             keep = 1.0 - self.rates[i]
             self.rng.random(out=mask, dtype=self.dtype)  # u ~ U[0, 1), no new array
             np.less(mask, keep, out=mask)  # 1.0 where kept, 0.0 where dropped
             mask *= 1.0 / keep  # inverted scaling: E[m] = 1
+        # drawn on the host from the seeded stream; a device backend copies them over (on the
+        # CPU asarray returns the same buffers)
+        self._masks = [m if m is None else self.ops.asarray(m) for m in host_masks]
 
     def forward(self, i: int, x):
         """x~ (B, I) = x * m for Linear i's input; x itself when that input is not dropped."""
@@ -64,14 +67,12 @@ class Dropout:
 
     def _buffers_for(self, sizes: list[int], batch_size: int):
         if batch_size not in self._buffers:
-            # masks are drawn on the host from the seeded stream (a device backend copies them)
             masks = [np.empty((batch_size, n), self.dtype) if self.active(i) else None
                      for i, n in enumerate(sizes)]
             dropped = [self.ops.zeros((batch_size, n), self.dtype) if self.active(i) else None
                        for i, n in enumerate(sizes)]
             self._buffers[batch_size] = (masks, dropped)
-        masks, dropped = self._buffers[batch_size]
-        return [m if m is None else self.ops.asarray(m) for m in masks], dropped
+        return self._buffers[batch_size]
 
 
 def build_dropout(model_cfg, sizes: list[int], ops, rng: np.random.Generator, dtype):

@@ -270,3 +270,28 @@ def test_adam_update_matches_the_numpy_backend(gpu, dtype, wd, decoupled):
     tol = 8 * np.finfo(dtype).eps
     for got, want in ((pg, p), (mg, m), (vg, v)):
         np.testing.assert_allclose(got.get(), want, rtol=tol, atol=tol)
+
+
+AIDS = ["model.dropout_input=0.1", "model.dropout_hidden=0.3", "model.max_norm=1.0",
+        "model.label_smoothing=0.1", "data.augment_shift=2", "data.augment_rotate=8",
+        "schedule.name=onecycle", "schedule.momentum_low=0.85", "train.epochs=2"]
+
+
+def test_training_aids_match_numpy_to_1e_9_in_float64(runs_dir):
+    # dropout masks and distortions are drawn on the host from the same seeded streams, so
+    # the device must reach the same weights: max-norm, smoothing and the round trip included
+    def run(device):
+        text = MNIST_SMALL.format(device=device, dtype="float64", optimizer=SGD,
+                                  activation="relu", hidden="64, 32")
+        done = fit_experiment(parse_config(text, overrides=AIDS), RunStore(runs_dir))
+        metrics = [json.loads(line)
+                   for line in (done.path / "metrics.jsonl").read_text().splitlines()]
+        return metrics, dict(np.load(done.path / "weights.npz"))
+
+    cpu_metrics, cpu_w = run("cpu")
+    gpu_metrics, gpu_w = run("cuda")
+    for mine, ref in zip(gpu_metrics, cpu_metrics):
+        for key in ("train_loss", "val_loss"):
+            assert mine[key] == pytest.approx(ref[key], rel=1e-9), (mine["epoch"], key)
+    for name, w in cpu_w.items():
+        assert rel(gpu_w[name], w) < 1e-9, name
