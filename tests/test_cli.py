@@ -386,3 +386,22 @@ def test_fits_started_at_once_never_share_a_directory(tmp_path):
     for path in runs:
         assert json.loads((path / "summary.json").read_text())["status"] == "completed"
         assert sum(path.name in out for out in outputs) == 1
+
+
+def test_a_stopped_fit_leaves_sigint_deliverable_to_later_processes():
+    # SIG_IGN would be inherited by every child started afterwards (they could never be
+    # interrupted); a Python-level handler is reset in children
+    import signal
+
+    from mlptrain.cli import _first_sigint_stops
+    from mlptrain.train import StopFlag
+
+    before = signal.getsignal(signal.SIGINT)
+    stop = StopFlag()
+    try:
+        with _first_sigint_stops(stop):
+            stop.set()
+        assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        assert callable(signal.getsignal(signal.SIGINT))
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -149,8 +149,14 @@ def _first_sigint_stops(stop: StopFlag):
     try:
         yield
     finally:
-        # after a stop, a late second Ctrl-C must not turn the clean exit into a traceback
-        signal.signal(signal.SIGINT, signal.SIG_IGN if stop.is_set else previous)
+        # after a stop, a late second Ctrl-C must not turn the clean exit into a traceback. A
+        # Python no-op, not SIG_IGN: an ignored SIGINT is inherited by every process started
+        # later (a CliRunner test's, say), which could then never be interrupted
+        signal.signal(signal.SIGINT, _ignore_sigint if stop.is_set else previous)
+
+
+def _ignore_sigint(signum, frame) -> None:
+    """SIGINT after a clean stop: nothing left to interrupt."""
 
 
 @app.command("eval", epilog=EXIT_CODES_HELP)
