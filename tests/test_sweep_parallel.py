@@ -145,6 +145,12 @@ def test_cli_dry_run_lists_the_trials(sweep_toml, runs_dir):
     assert "2 trials of a 6-point grid" in result.output and not runs_dir.exists()
 
 
+def _sigint_as_in_a_terminal() -> None:
+    # a shell starts background jobs with SIGINT ignored, and an ignored signal is inherited:
+    # give the sweep the default disposition a terminal's foreground command has
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_workers_and_marks_trials_interrupted(tmp_path):
     config = tmp_path / "long.toml"
     # 100 trials (~1 kB pickled each) overfill the task pipe: exiting must not wait to flush it
@@ -155,7 +161,7 @@ def test_ctrl_c_stops_the_workers_and_marks_trials_interrupted(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "mlptrain", "sweep", str(config),
                              "--workers", "2", "--runs-dir", str(runs)], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_sigint_as_in_a_terminal)
     trials_json = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until both trials are training
