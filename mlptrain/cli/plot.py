@@ -22,8 +22,11 @@ def plot(
     fmt: str = typer.Option("png", "--format", help="Image format: png or svg."),
     runs_dir: Optional[Path] = RunsDir,
 ):
-    """Draw a run's figures: loss and accuracy curves, the confusion matrix; the decision
-    boundary for 2-D inputs; weight images, activations per class and mistakes for images."""
+    """Draw a saved run's figures into its directory (or --out).
+
+    Loss and accuracy curves and the confusion matrix for every run; the decision boundary for
+    2-D inputs; weight images, activations per class and mistakes for images.
+    """
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}.",
                                  param_hint="--format")

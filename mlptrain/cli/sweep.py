@@ -42,9 +42,12 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the trials and exit."),
     runs_dir: Optional[Path] = RunsDir,
 ):
-    """Run a grid of trials (each an ordinary run) and write runs/sweeps/<sweep-id>/: the trial
-    list, summary.csv, summary.json and the capacity figure. Running the same sweep again
-    resumes it: completed trials are skipped, failed and interrupted ones run again."""
+    """Run a grid of trials, each an ordinary run, and summarise them.
+
+    Writes runs/sweeps/<sweep-id>/: the trial list, summary.csv, summary.json and the capacity
+    figure. Running the same sweep again resumes it: completed trials are skipped, failed and
+    interrupted ones run again.
+    """
     from mlptrain.cli.sweep_render import SweepRenderer, trials_table
     from mlptrain.runs import RunStore
     from mlptrain.sweep import load_sweep, run_sweep
