@@ -184,10 +184,13 @@ def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_even
     """The epoch's steps from state.position on; (mean loss, accuracy), or None if stopped."""
     ops = model.ops
     steps = math.ceil(train.size / batch)
+    # onecycle with momentum_low moves SGD's momentum against the rate, step by step
+    cycle_momentum = cfg.optimizer.name == "sgd" and cfg.optimizer.momentum > 0 \
+        and cfg.schedule.name == "onecycle" and cfg.schedule.momentum_low > 0
     # a device's captured whole-epoch graph runs the plain step only: no per-step host work
     plain = augment is None and max_norm is None and model.dropout is None \
-        and not getattr(model.loss, "smoothing", 0) \
-        and momentum(cfg.schedule, 1.0, 0, 1, 1) == 1.0 and not cfg.train.checkpoint_every
+        and not getattr(model.loss, "smoothing", 0) and not cycle_momentum \
+        and not cfg.train.checkpoint_every
     runner = getattr(ops, "epoch_runner", lambda *args: None)(model, optimizer, train, batch) \
         if plain else None
     if runner is not None and state.position == 0:
@@ -211,7 +214,7 @@ def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_even
         ops.take_rows(train.targets, index, out=targets)
         lr = learning_rate(cfg.schedule, cfg.optimizer.lr, state.step, steps, cfg.train.epochs)
         batch_loss, batch_correct = model.loss_and_grad(ws, targets, 1.0 / len(index))
-        if cfg.optimizer.name == "sgd":  # onecycle may move the momentum against the rate
+        if cycle_momentum:
             optimizer.momentum = momentum(cfg.schedule, cfg.optimizer.momentum, state.step,
                                           steps, cfg.train.epochs)
         optimizer.step(model.params, model.grads, lr)
