@@ -107,10 +107,11 @@ def test_eval_of_an_unknown_run_is_a_clear_error(runs_dir):
     assert "Traceback" not in result.output
 
 
-def test_eval_of_an_unknown_split_is_a_clear_error(runs_dir):
+def test_eval_of_an_unknown_split_is_a_usage_error(runs_dir):
     assert run("fit", CONFIGS / "xor.toml", "--set", "train.epochs=1").exit_code == 0
     result = run("eval", "latest", "--split", "dev")
-    assert result.exit_code == 1 and "split 'dev'" in result.stderr
+    assert result.exit_code == 2 and "'dev'" in result.stderr and "test" in result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_usage_errors_exit_2(runs_dir):

@@ -43,6 +43,12 @@ app = typer.Typer(
 )
 
 
+class EvalSplit(str, Enum):
+    test = "test"
+    val = "val"
+    train = "train"
+
+
 class ProgressMode(str, Enum):
     auto = "auto"  # a live display on a terminal, plain lines otherwise
     always = "always"
@@ -163,8 +169,8 @@ def _ignore_sigint(signum, frame) -> None:
 def eval_(
     run: str = typer.Argument("latest", help="A run id, a unique prefix of one, a run "
                                              "directory, or `latest`."),
-    split: str = typer.Option("test", "--split", help="Which split to evaluate: test, val "
-                                                      "or train."),
+    split: EvalSplit = typer.Option(EvalSplit.test, "--split", case_sensitive=False,
+                                    help="Which split to evaluate."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     runs_dir: Optional[Path] = RunsDir,
 ):
@@ -172,7 +178,7 @@ def eval_(
     from mlptrain.cli.render import eval_table
 
     try:
-        result = evaluate_run(RunStore(runs_dir), run, split)
+        result = evaluate_run(RunStore(runs_dir), run, split.value)
     except MlptrainError as exc:
         fail(exc)
     except KeyboardInterrupt:
