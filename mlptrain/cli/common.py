@@ -7,14 +7,12 @@ honours NO_COLOR (and FORCE_COLOR) from the environment.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from mlptrain.errors import MlptrainError
-from mlptrain.runs import RUNS_DIR_ENV, RunStore
+from mlptrain.runs import RUNS_DIR_ENV
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -23,6 +21,16 @@ EXIT_CODES_HELP = ("Exit codes: 0 success, 1 an error the tool explains (on stde
 
 out = Console()
 err = Console(stderr=True)
+
+
+def pct(x) -> str:
+    """An accuracy for people: 0.98321 -> '98.32%', None -> '-'."""
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def num(x) -> str:
+    """A loss for people: four decimals, None -> '-'."""
+    return "-" if x is None else f"{x:.4f}"
 
 
 def wide() -> Console:
@@ -48,7 +56,3 @@ def usage(message: str) -> None:
 def interrupted() -> None:
     err.print("interrupted", highlight=False)
     raise typer.Exit(EXIT_INTERRUPTED)
-
-
-def store(runs_dir: Path | None) -> RunStore:
-    return RunStore(runs_dir)

@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from mlptrain.errors import MlptrainError
 from mlptrain.cli.common import RunsDir, err, fail, interrupted
+from mlptrain.errors import MlptrainError
 from mlptrain.runs import RunStore
 
 FORMATS = ("png", "svg")  # the same as reports.style.FORMATS, without importing matplotlib

@@ -14,17 +14,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from mlptrain.cli.common import num, pct
 from mlptrain.data.mnist import DownloadProgress
 from mlptrain.experiment import RunFinished, RunStarted
 from mlptrain.train import EarlyStopped, EpochEnded, EpochStarted, StepsDone
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
-
-
-def _num(x) -> str:
-    return "-" if x is None else f"{x:.4f}"
 
 
 class FitRenderer:
@@ -105,8 +98,8 @@ class FitRenderer:
     def _on_EpochEnded(self, e: EpochEnded) -> None:
         m = e.metrics
         line = (f"epoch {e.epoch}/{e.epochs}  train loss {m['train_loss']:.4f} "
-                f"acc {_pct(m['train_accuracy'])}  val loss {_num(m.get('val_loss'))} "
-                f"acc {_pct(m.get('val_accuracy'))}  lr {m['lr']:.4g}  {m['seconds']:.2f}s")
+                f"acc {pct(m['train_accuracy'])}  val loss {num(m.get('val_loss'))} "
+                f"acc {pct(m.get('val_accuracy'))}  lr {m['lr']:.4g}  {m['seconds']:.2f}s")
         self.progress.update(self.epoch_task, completed=e.epoch, info=line.split("  ", 1)[1],
                              count=f"{e.epoch}/{e.epochs}")
         if not self.live:
@@ -123,7 +116,7 @@ class FitRenderer:
             return  # the CLI says how to resume
         if self.quiet:
             self.console.print(f"run {e.run_id}: completed, test accuracy "
-                               f"{_pct(s['final']['test_accuracy'])}; saved in {e.path}",
+                               f"{pct(s['final']['test_accuracy'])}; saved in {e.path}",
                                highlight=False, soft_wrap=True)
             return
         # otherwise the closing summary panel follows (cli/summary.py, finish_fit)
@@ -133,7 +126,7 @@ def eval_table(result: dict) -> Table:
     table = Table(title=f"run {result['run_id']}", title_justify="left", min_width=60)
     for col in ("split", "loss", "accuracy", "samples"):
         table.add_column(col)
-    table.add_row(result["split"], _num(result["loss"]), _pct(result["accuracy"]),
+    table.add_row(result["split"], num(result["loss"]), pct(result["accuracy"]),
                   f"{result['samples']:,}")
     return table
 

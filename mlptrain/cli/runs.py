@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mlptrain.cli import app
-from mlptrain.cli.common import EXIT_CODES_HELP, RunsDir, err, fail, out, wide
+from mlptrain.cli.common import EXIT_CODES_HELP, RunsDir, err, fail, out, pct, wide
 from mlptrain.errors import MlptrainError
 from mlptrain.run_query import STATUSES, config_table, list_runs, run_record
 from mlptrain.runs import RunStore
@@ -20,10 +20,6 @@ runs_app = typer.Typer(help="List, show, compare and remove runs.", epilog=EXIT_
 app.add_typer(runs_app, name="runs")
 
 SPARK = "▁▂▃▄▅▆▇█"
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def _secs(x) -> str:
@@ -78,8 +74,8 @@ def runs(
                          no_wrap=col == "id")
     for r in records:
         table.add_row(r["id"], r["name"] or "-", r["dataset"] or "-", r["model"] or "-",
-                      _styled_status(r["status"]), _pct(r["best_val_accuracy"]),
-                      _pct(r["test_accuracy"]), _secs(r["seconds"]))
+                      _styled_status(r["status"]), pct(r["best_val_accuracy"]),
+                      pct(r["test_accuracy"]), _secs(r["seconds"]))
     wide().print(table)
 
 
@@ -122,7 +118,7 @@ def show(
         for split in ("train", "val", "test"):
             loss = final.get(f"{split}_loss")
             table.add_row(split, "-" if loss is None else f"{loss:.4f}",
-                          _pct(final.get(f"{split}_accuracy")))
+                          pct(final.get(f"{split}_accuracy")))
         out.print(table)
     for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
         series = [m[key] for m in metrics if m.get(key) is not None]
@@ -157,8 +153,8 @@ def compare(
     table.add_column("")
     for r in records:
         table.add_column(r["id"], overflow="fold")
-    for label, key, show_ in (("status", "status", str), ("best val", "best_val_accuracy", _pct),
-                              ("test", "test_accuracy", _pct), ("epochs", "epochs", str),
+    for label, key, show_ in (("status", "status", str), ("best val", "best_val_accuracy", pct),
+                              ("test", "test_accuracy", pct), ("epochs", "epochs", str),
                               ("time", "seconds", _secs)):
         table.add_row(label, *(show_(r[key]) for r in records))
     table.add_section()

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from mlptrain.cli.common import num, pct
 from mlptrain.config import Config
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment import RunFinished
@@ -44,14 +45,6 @@ def sparkline(values: Sequence[float], width: int = SPARK_WIDTH, log: bool = Fal
     return "".join(BLOCKS[i] for i in levels)
 
 
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
-
-
-def _num(x) -> str:
-    return "-" if x is None else f"{x:.4f}"
-
-
 def fit_panel(finished: RunFinished, metrics: list[dict], plots: list[Path],
               plot_note: str = "", plot_seconds: float | None = None) -> Panel:
     """The closing panel of a fit: metrics, loss sparkline, time, run directory, plot files."""
@@ -61,7 +54,7 @@ def fit_panel(finished: RunFinished, metrics: list[dict], plots: list[Path],
     for col in ("split", "loss", "accuracy", "samples"):
         table.add_column(col, justify="left" if col == "split" else "right")
     for split in ("train", "val", "test"):
-        table.add_row(split, _num(final.get(f"{split}_loss")), _pct(final.get(f"{split}_accuracy")),
+        table.add_row(split, num(final.get(f"{split}_loss")), pct(final.get(f"{split}_accuracy")),
                       f"{s['dataset']['samples'][split]:,}")
 
     facts = Table.grid(padding=(0, 2))
@@ -116,5 +109,5 @@ def finish_fit(console: Console, config: Config, finished: RunFinished,
     metrics = Run(finished.path).read_metrics()
     console.print(fit_panel(finished, metrics, plots, note, seconds))
     final = finished.summary.get("final") or {}
-    console.print(f"test accuracy {_pct(final.get('test_accuracy'))}; run saved in "
+    console.print(f"test accuracy {pct(final.get('test_accuracy'))}; run saved in "
                   f"{finished.path}", highlight=False, soft_wrap=True)

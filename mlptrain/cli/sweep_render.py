@@ -11,15 +11,12 @@ from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
+from mlptrain.cli.common import pct
 from mlptrain.sweep import (SweepFinished, SweepInterrupted, SweepSpec, SweepStarted,
                             TrialFinished, TrialProgress, TrialStarted)
 from mlptrain.sweep.runner import CAPACITY_AXIS
 
 STATUS_STYLE = {"completed": "green", "failed": "bold red", "interrupted": "yellow"}
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def _value(v: Any) -> str:
@@ -83,7 +80,7 @@ class SweepRenderer:
         self.progress.update(self.overall, completed=self.done, info=f"{self.done}/{self.total}")
         style = STATUS_STYLE.get(e.status, "")
         test = e.final.get("test_accuracy") if e.final else None
-        detail = f"test {_pct(test)}" if e.status == "completed" else escape(e.error)
+        detail = f"test {pct(test)}" if e.status == "completed" else escape(e.error)
         self.console.print(f"[{self.done}/{self.total}] {e.name}: [{style}]{e.status}[/{style}]"
                            f"  {detail}  {e.seconds:.1f}s", highlight=False, soft_wrap=True)
 
@@ -116,7 +113,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         seconds = "-" if mean["seconds"] is None else f"{mean['seconds']:.1f}s"
         params = "-" if g["parameters"] is None else f"{g['parameters']:,}"
         table.add_row(*(_value(g["point"][a]) for a in point_axes), params, str(g["n"]),
-                      _pct(mean["test_accuracy"]), _pct(std["test_accuracy"]), seconds)
+                      pct(mean["test_accuracy"]), pct(std["test_accuracy"]), seconds)
     return table
 
 
