@@ -70,7 +70,8 @@ def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
     model = build_model(config.model, ops, dataset.n_features, dataset.n_classes,
                         np.dtype(config.train.dtype))
     model.initialize(config.model.init, rngs["init"])
-    model.dropout = build_dropout(config.model, model.sizes, ops, rngs["dropout"], model.dtype)
+    model.dropout = build_dropout(config.model, model.sizes, ops, config.train.seed,
+                                  model.dtype)
     augment = build_augmenter(config.data, dataset.input_shape, rngs["augment"])
     return Prepared(config, dataset, model, rngs, augment)
 

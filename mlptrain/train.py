@@ -213,7 +213,8 @@ def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_even
             targets = target_buffers[len(index)] = ops.empty(shape, train.targets.dtype)
         ops.take_rows(train.targets, index, out=targets)
         lr = learning_rate(cfg.schedule, cfg.optimizer.lr, state.step, steps, cfg.train.epochs)
-        batch_loss, batch_correct = model.loss_and_grad(ws, targets, 1.0 / len(index))
+        batch_loss, batch_correct = model.loss_and_grad(ws, targets, 1.0 / len(index),
+                                                        state.step)
         if cycle_momentum:
             optimizer.momentum = momentum(cfg.schedule, cfg.optimizer.momentum, state.step,
                                           steps, cfg.train.epochs)
