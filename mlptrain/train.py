@@ -206,7 +206,7 @@ def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_even
         ws = model.workspace(len(index))
         ops.take_rows(train.X, index, out=ws.x)
         if augment is not None:
-            _augment_on_host(ops, augment, ws.x)
+            _augment_on_host(ops, augment, ws.x, state.step)
         targets = target_buffers.get(len(index))
         if targets is None:
             shape = (len(index), *train.targets.shape[1:])
@@ -237,13 +237,13 @@ def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_even
     return ops.to_float(loss_sum) / seen, ops.to_float(correct) / seen
 
 
-def _augment_on_host(ops, augment, x) -> None:
+def _augment_on_host(ops, augment, x, step) -> None:
     """Distorts the batch x (B, D) in place; a device batch makes a round trip to the host."""
     if ops.device == "cpu":
-        augment(x)
+        augment(x, step)
         return
     host = ops.to_host(x)
-    augment(host)
+    augment(host, step)
     x[...] = ops.asarray(host, x.dtype)
 
 

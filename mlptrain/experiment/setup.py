@@ -44,7 +44,7 @@ def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
     model.initialize(config.model.init, rngs["init"])
     model.dropout = build_dropout(config.model, model.sizes, ops, config.train.seed,
                                   model.dtype)
-    augment = build_augmenter(config.data, dataset.input_shape, rngs["augment"])
+    augment = build_augmenter(config.data, dataset.input_shape, config.train.seed)
     return Prepared(config, dataset, model, rngs, augment)
 
 
