@@ -60,7 +60,7 @@ def load_data(batch: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_mlptrain(hidden, batch, epochs, X, y):
-    from mlptrain import train as loop
+    from mlptrain import loop
     from mlptrain.backend import get_backend
     from mlptrain.config import Config
     from mlptrain.model import build_model

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from mlptrain import train as loop
+from mlptrain import loop
 from mlptrain.config import ScheduleConfig, parse_config
 from mlptrain.experiment import prepare
 from mlptrain.optim import SGD, build_optimizer, learning_rate, momentum

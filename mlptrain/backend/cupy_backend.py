@@ -21,6 +21,7 @@ import numpy as np
 from mlptrain import nn
 from mlptrain.backend.cuda import gemm as gemm_mod
 from mlptrain.backend.cuda.gemm import ACT_IDS, NULL, Gemm, ctype
+from mlptrain.backend.protocol import Backend
 
 KERNELS = Path(__file__).with_name("cuda") / "kernels.cu"
 ELEMENTWISE = ("splitk_reduce", "bias_activation", "activation_backward", "sum_rows",
@@ -72,7 +73,7 @@ def _activation_id(activation) -> int | None:
     return ACT_IDS.get(getattr(activation, "name", None)) if activation is not None else 0
 
 
-class CupyBackend:
+class CupyBackend(Backend):
     """Executes the model's primitives on a CUDA GPU; arrays are C-contiguous CuPy arrays."""
 
     name = "cupy"
@@ -244,14 +245,22 @@ class CupyBackend:
               t(beta2), t(1 - beta1), t(1 - beta2), t(eps), t(weight_decay),
               t(1 - lr * weight_decay), np.int32(mode), param, m, v)
 
-    # -- the whole-epoch fast path (train.py asks for it) ---------------------------------------
+    # -- the whole-epoch fast path (loop.py asks for it when epoch_path finds no reason against)
+
+    def graph_blockers(self, step) -> list[str]:
+        """Why the epoch graph cannot run this step (empty: it can): what it does not cover."""
+        reasons = [] if self.graph else ["MLPTRAIN_CUDA_GRAPH=0"]
+        if step.loss != "softmax_cross_entropy":
+            reasons.append(f"{step.loss} loss")
+        if ACT_IDS.get(step.activation) is None:
+            reasons.append(f"{step.activation} activation")
+        reasons += [f"{aid} not in the graph yet" for aid in step.aids()]
+        return reasons
 
     def epoch_runner(self, model, optimizer, train, batch: int):
         """A captured epoch for this model, optimizer, data and batch size, or None when this
         backend trains eagerly or the graph path does not cover the model (then the loop runs
         the steps through the primitives above)."""
-        if not self.graph:
-            return None
         from mlptrain.backend.cuda.epoch import EpochGraph
 
         key = (id(model), id(optimizer), id(train.X), batch)

@@ -1,4 +1,9 @@
-"""The training loop: epochs of seeded mini-batch steps, validation, early stopping, events.
+"""The training loop: epochs of declared steps, validation, early stopping, events.
+
+What a step does is the Step's (step.py); the loop only orders the batches, runs each epoch
+(eagerly, step by step through `EagerStep`, or as a device backend's replayed epoch graph when
+`backend.epoch_path` finds nothing in the way), checkpoints, evaluates and stops early. It takes
+the Step and its few own settings (`LoopSettings`), never the whole config.
 
 The loop never prints. It reports what happens as events (dataclasses below) to a callback,
 which the CLI renders as progress; it hands checkpoints and per-epoch metrics to callbacks too,
@@ -14,10 +19,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mlptrain.backend import epoch_path
+from mlptrain.data.augment import Augmenter
 from mlptrain.errors import TrainingError
 from mlptrain.model import MLP
-from mlptrain.optim import learning_rate, momentum
-from mlptrain.regularize import build_max_norm
+from mlptrain.regularize import Dropout, MaxNorm
+from mlptrain.step import Step
 
 REPORTS_PER_EPOCH = 20  # progress updates per epoch; each one reads the device's running loss
 
@@ -92,7 +99,67 @@ def evaluate(model: MLP, split: Split, batch_size: int) -> tuple[float, float]:
     return loss_total / split.size, correct_total / split.size
 
 
+# -- the declared step, executed eagerly --------------------------------------------------------
+
+
+class EagerStep:
+    """Executes a Step with the backend's primitives, one batch at a time: augment the batch,
+    forward with dropout, loss (with its smoothing), backward, update with the schedule's rate
+    and momentum, max-norm. Builds the step's aids for the model once."""
+
+    def __init__(self, step: Step, model: MLP, optimizer, rngs: dict[str, np.random.Generator]):
+        ops = model.ops
+        self.step, self.model, self.optimizer = step, model, optimizer
+        model.dropout = Dropout(ops, step.dropout_rates(len(model.layers)), rngs["dropout"],
+                                model.dtype) if step.has_dropout else None
+        hidden = [layer.weight for layer in model.layers[:-1]]  # the output layer stays free
+        self.max_norm = MaxNorm(ops, hidden, step.max_norm) if step.max_norm and hidden \
+            else None
+        a = step.augment
+        self.augment = None if a is None else Augmenter(
+            a.shape, rngs["augment"], a.shift, a.rotate, a.scale, a.shear, a.elastic,
+            a.elastic_sigma)
+
+    def __call__(self, ws, targets, index: int):
+        """One step on the batch in ws.x (targets alike) as global step `index` (0-based);
+        returns the batch's (summed loss, correct) as device scalars."""
+        model, schedule = self.model, self.step.schedule
+        if self.augment is not None:
+            _augment_on_host(model.ops, self.augment, ws.x)
+        loss_sum, correct = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size)
+        if self.step.cycles_momentum:
+            self.optimizer.momentum = schedule.momentum(index)
+        self.optimizer.step(model.params, model.grads, schedule.lr(index))
+        if self.max_norm is not None:
+            self.max_norm.apply()
+        return loss_sum, correct
+
+
+def _augment_on_host(ops, augment, x) -> None:
+    """Distorts the batch x (B, D) in place; a device batch makes a round trip to the host."""
+    if ops.device == "cpu":
+        augment(x)
+        return
+    host = ops.to_host(x)
+    augment(host)
+    x[...] = ops.asarray(host, x.dtype)
+
+
 # -- the loop -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the loop needs beyond the step: evaluation and early stopping."""
+
+    eval_batch_size: int = 8192
+    patience: int = 0  # epochs without a validation gain before stopping (0 = never)
+    min_delta: float = 0.0  # the gain that counts
+
+    @classmethod
+    def from_config(cls, train_cfg) -> LoopSettings:
+        """From a [train] config section."""
+        return cls(train_cfg.eval_batch_size, train_cfg.patience, train_cfg.min_delta)
 
 
 @dataclass
@@ -125,51 +192,50 @@ class StopFlag:
         self.is_set = True
 
 
-def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng,
-        on_event: Callable[[Event], None] = lambda e: None,
+def fit(eager: EagerStep, train: Split, val: Split | None, settings: LoopSettings,
+        shuffle_rng, on_event: Callable[[Event], None] = lambda e: None,
         on_epoch_end: Callable[[TrainState], None] = lambda s: None,
         state: TrainState | None = None, stop: StopFlag | None = None,
-        on_checkpoint: Callable[[TrainState], None] = lambda s: None,
-        augment: Callable | None = None) -> TrainState:
-    """Trains for cfg.train.epochs (or until early stopping) and returns the final state.
+        on_checkpoint: Callable[[TrainState], None] = lambda s: None) -> TrainState:
+    """Trains for step.epochs (or until early stopping) and returns the final state.
 
-    `state` continues a checkpointed run (None starts afresh). Every cfg.train.checkpoint_every
+    `state` continues a checkpointed run (None starts afresh). Every step.checkpoint_every
     steps, and when `stop` is set, the loop hands its state to `on_checkpoint` between two
     batches; after a stop it returns with state.interrupted set. With early stopping on, the
-    model ends with the weights of the best validation epoch. `augment`, if given, distorts
-    each training batch (B, D) in place on the host.
+    model ends with the weights of the best validation epoch.
     """
-    tc, state, stop = cfg.train, state or TrainState(), stop or StopFlag()
-    aids = (augment, build_max_norm(cfg.model, model))
-    batch = min(tc.batch_size, train.size)
-    steps = math.ceil(train.size / batch)
-    for epoch in range(state.epoch + 1, tc.epochs + 1):
+    step, model = eager.step, eager.model
+    state, stop = state or TrainState(), stop or StopFlag()
+    graph = _epoch_graph(eager, train)
+    for epoch in range(state.epoch + 1, step.epochs + 1):
         if stop.is_set:  # asked between epochs (or before the first): resume from here
             on_checkpoint(state)
             state.interrupted = True
             return state
-        on_event(EpochStarted(epoch, tc.epochs, steps))
+        on_event(EpochStarted(epoch, step.epochs, step.steps_per_epoch))
         start = time.perf_counter()
         if state.order is None:  # a fresh epoch; a resumed one keeps its order
             state.order = shuffle_rng.permutation(train.size)
         order = model.ops.asarray(state.order, np.int64)  # moved to the device once
-        done = _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event,
-                          stop, on_checkpoint, *aids)
+        if graph is not None and state.position == 0:
+            done = _replay_epoch(graph, eager, train, order, state, epoch, on_event)
+        else:
+            done = _run_epoch(eager, train, order, state, epoch, on_event, stop, on_checkpoint)
         if done is None:
             state.interrupted = True
             return state
         loss, acc = done
-        record = {"epoch": epoch, "lr": learning_rate(cfg.schedule, cfg.optimizer.lr,
-                                                      state.step - 1, steps, tc.epochs),
+        record = {"epoch": epoch, "lr": step.schedule.lr(state.step - 1),
                   "train_loss": loss, "train_accuracy": acc}
         if val is not None and val.size:
-            record["val_loss"], record["val_accuracy"] = evaluate(model, val, tc.eval_batch_size)
+            record["val_loss"], record["val_accuracy"] = evaluate(model, val,
+                                                                  settings.eval_batch_size)
         record["seconds"] = time.perf_counter() - start
         state.epoch, state.order, state.position, state.running = epoch, None, 0, (0.0, 0, 0)
         state.history.append(record)
-        stop_early = _early_stopping(model, state, record, tc)
+        stop_early = _early_stopping(model, state, record, settings)
         on_epoch_end(state)  # saved before it is announced: what a user saw is on disk
-        on_event(EpochEnded(epoch, tc.epochs, record))
+        on_event(EpochEnded(epoch, step.epochs, record))
         if stop_early:
             state.stopped_early = True
             on_event(EarlyStopped(epoch, state.best_epoch))
@@ -179,105 +245,82 @@ def fit(model: MLP, optimizer, train: Split, val: Split | None, cfg, shuffle_rng
     return state
 
 
-def _run_epoch(model, optimizer, train, order, batch, cfg, state, epoch, on_event, stop,
-               on_checkpoint, augment=None, max_norm=None):
+def _epoch_graph(eager: EagerStep, train: Split):
+    """The device's captured epoch for this step, or None when `epoch_path` gives reasons
+    against it (then every epoch runs eagerly)."""
+    ops = eager.model.ops
+    if epoch_path(eager.step, ops):
+        return None
+    return ops.epoch_runner(eager.model, eager.optimizer, train, eager.step.batch_size)
+
+
+def _run_epoch(eager: EagerStep, train, order, state, epoch, on_event, stop, on_checkpoint):
     """The epoch's steps from state.position on; (mean loss, accuracy), or None if stopped."""
-    ops = model.ops
-    steps = math.ceil(train.size / batch)
-    # onecycle with momentum_low moves SGD's momentum against the rate, step by step
-    cycle_momentum = cfg.optimizer.name == "sgd" and cfg.optimizer.momentum > 0 \
-        and cfg.schedule.name == "onecycle" and cfg.schedule.momentum_low > 0
-    # a device's captured whole-epoch graph runs the plain step only: no per-step host work
-    plain = augment is None and max_norm is None and model.dropout is None \
-        and not getattr(model.loss, "smoothing", 0) and not cycle_momentum \
-        and not cfg.train.checkpoint_every
-    runner = getattr(ops, "epoch_runner", lambda *args: None)(model, optimizer, train, batch) \
-        if plain else None
-    if runner is not None and state.position == 0:
-        return _replay_epoch(runner, ops, train, order, steps, cfg, state, epoch, on_event)
+    step, model = eager.step, eager.model
+    ops, batch, steps = model.ops, step.batch_size, step.steps_per_epoch
     report_every = max(1, steps // REPORTS_PER_EPOCH)
     # 0 = only at the end of the epoch; otherwise every N global steps, so resumes agree
-    checkpoint_every = cfg.train.checkpoint_every or math.inf
+    checkpoint_every = step.checkpoint_every or math.inf
     loss_sum, correct, seen = state.running
     target_buffers = {}  # batch size -> targets buffer, like the model's workspaces
     start = time.perf_counter()
-    for step in range(state.position, steps):
-        index = order[step * batch:(step + 1) * batch]
+    for s in range(state.position, steps):
+        index = order[s * batch:(s + 1) * batch]
         ws = model.workspace(len(index))
         ops.take_rows(train.X, index, out=ws.x)
-        if augment is not None:
-            _augment_on_host(ops, augment, ws.x)
         targets = target_buffers.get(len(index))
         if targets is None:
             shape = (len(index), *train.targets.shape[1:])
             targets = target_buffers[len(index)] = ops.empty(shape, train.targets.dtype)
         ops.take_rows(train.targets, index, out=targets)
-        lr = learning_rate(cfg.schedule, cfg.optimizer.lr, state.step, steps, cfg.train.epochs)
-        batch_loss, batch_correct = model.loss_and_grad(ws, targets, 1.0 / len(index))
-        if cycle_momentum:
-            optimizer.momentum = momentum(cfg.schedule, cfg.optimizer.momentum, state.step,
-                                          steps, cfg.train.epochs)
-        optimizer.step(model.params, model.grads, lr)
-        if max_norm is not None:
-            max_norm.apply()
+        batch_loss, batch_correct = eager(ws, targets, state.step)
         state.step += 1
         loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(index)
-        if (step + 1) % report_every == 0 or step + 1 == steps:
-            mean_loss = _finite_mean_loss(ops, loss_sum, seen, cfg, epoch, step)
+        if (s + 1) % report_every == 0 or s + 1 == steps:
+            mean_loss = _finite_mean_loss(ops, loss_sum, seen, step, epoch, s)
             accuracy = ops.to_float(correct) / seen
             rate = seen / max(time.perf_counter() - start, 1e-9)
-            on_event(StepsDone(epoch, step + 1, steps, mean_loss, accuracy, rate))
-        if (stop.is_set or state.step % checkpoint_every == 0) and step + 1 < steps:
-            _finite_mean_loss(ops, loss_sum, seen, cfg, epoch, step)  # never save a NaN
-            state.position, state.running = step + 1, (loss_sum, correct, seen)
+            on_event(StepsDone(epoch, s + 1, steps, mean_loss, accuracy, rate))
+        if (stop.is_set or state.step % checkpoint_every == 0) and s + 1 < steps:
+            _finite_mean_loss(ops, loss_sum, seen, step, epoch, s)  # never save a NaN
+            state.position, state.running = s + 1, (loss_sum, correct, seen)
             on_checkpoint(state)
             if stop.is_set:
                 return None
     return ops.to_float(loss_sum) / seen, ops.to_float(correct) / seen
 
 
-def _augment_on_host(ops, augment, x) -> None:
-    """Distorts the batch x (B, D) in place; a device batch makes a round trip to the host."""
-    if ops.device == "cpu":
-        augment(x)
-        return
-    host = ops.to_host(x)
-    augment(host)
-    x[...] = ops.asarray(host, x.dtype)
-
-
-def _replay_epoch(runner, ops, train, order, steps, cfg, state, epoch, on_event):
+def _replay_epoch(graph, eager: EagerStep, train, order, state, epoch, on_event):
     """A device backend's whole epoch as one captured graph: the steps run on the device with
     no host in between, so progress is reported once, at the end (one sync)."""
-    lrs = [learning_rate(cfg.schedule, cfg.optimizer.lr, state.step + s, steps, cfg.train.epochs)
-           for s in range(steps)]
+    step, ops, steps = eager.step, eager.model.ops, eager.step.steps_per_epoch
     start = time.perf_counter()
-    loss_sum, correct = runner.run(order, lrs)
+    loss_sum, correct = graph.run(order, step.schedule.lrs(state.step, steps))
     state.step += steps
-    mean_loss = _finite_mean_loss(ops, loss_sum, train.size, cfg, epoch, steps - 1)
+    mean_loss = _finite_mean_loss(ops, loss_sum, train.size, step, epoch, steps - 1)
     accuracy = ops.to_float(correct) / train.size
     rate = train.size / max(time.perf_counter() - start, 1e-9)
     on_event(StepsDone(epoch, steps, steps, mean_loss, accuracy, rate))
     return mean_loss, accuracy
 
 
-def _finite_mean_loss(ops, loss_sum, seen, cfg, epoch, step) -> float:
+def _finite_mean_loss(ops, loss_sum, seen, step: Step, epoch, s) -> float:
     mean_loss = ops.to_float(loss_sum) / seen  # sync point, REPORTS_PER_EPOCH per epoch
     if not math.isfinite(mean_loss):
         raise TrainingError(
-            f"the training loss became {mean_loss} in epoch {epoch}, step {step + 1}. "
-            f"The learning rate ({cfg.optimizer.lr}) is likely too high for this model; "
+            f"the training loss became {mean_loss} in epoch {epoch}, step {s + 1}. "
+            f"The learning rate ({step.schedule.base_lr}) is likely too high for this model; "
             "lower optimizer.lr, add warmup, or train in float64 (train.dtype). The run's "
             "last checkpoint holds the last good weights.")
     return mean_loss
 
 
-def _early_stopping(model, state: TrainState, record, tc) -> bool:
+def _early_stopping(model, state: TrainState, record, settings: LoopSettings) -> bool:
     """Tracks the best validation loss; True when patience has run out."""
-    if tc.patience <= 0 or "val_loss" not in record:
+    if settings.patience <= 0 or "val_loss" not in record:
         return False
-    if record["val_loss"] < state.best_val_loss - tc.min_delta:
+    if record["val_loss"] < state.best_val_loss - settings.min_delta:
         state.best_val_loss, state.best_epoch = record["val_loss"], record["epoch"]
         state.best_params = model.state_dict()
         return False
-    return record["epoch"] - state.best_epoch >= tc.patience
+    return record["epoch"] - state.best_epoch >= settings.patience
