@@ -110,7 +110,7 @@ class EagerStep:
     def __init__(self, step: Step, model: MLP, optimizer, rngs: dict[str, np.random.Generator]):
         ops = model.ops
         self.step, self.model, self.optimizer = step, model, optimizer
-        model.dropout = Dropout(ops, step.dropout_rates(len(model.layers)), rngs["dropout"],
+        model.dropout = Dropout(ops, step.dropout_rates(len(model.layers)), step.seed,
                                 model.dtype) if step.has_dropout else None
         hidden = [layer.weight for layer in model.layers[:-1]]  # the output layer stays free
         self.max_norm = MaxNorm(ops, hidden, step.max_norm) if step.max_norm and hidden \
@@ -126,7 +126,7 @@ class EagerStep:
         model, schedule = self.model, self.step.schedule
         if self.augment is not None:
             _augment_on_host(model.ops, self.augment, ws.x)
-        loss_sum, correct = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size)
+        loss_sum, correct = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index)
         if self.step.cycles_momentum:
             self.optimizer.momentum = schedule.momentum(index)
         self.optimizer.step(model.params, model.grads, schedule.lr(index))

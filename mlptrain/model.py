@@ -149,13 +149,14 @@ class MLP:
                 ops.activation_backward(self.activation, ws.acts[i], dx, out=dx)
             dz = dx
 
-    def loss_and_grad(self, ws: Workspace, targets, scale: float):
+    def loss_and_grad(self, ws: Workspace, targets, scale: float, step: int = 0):
         """Forward, loss, backward for the batch in ws.x; returns (summed loss, correct).
 
-        `scale` multiplies dL/dlogits: 1/B gives the gradient of the batch-mean loss.
+        `scale` multiplies dL/dlogits: 1/B gives the gradient of the batch-mean loss. `step`,
+        the global optimizer step, picks the dropout masks (a pure function of it).
         """
         if self.dropout is not None:
-            self.dropout.draw(self.sizes[:-1], ws.batch_size)  # new masks for this batch
+            self.dropout.draw(self.sizes[:-1], ws.batch_size, step)  # this step's masks
         logits = self.forward(ws, training=True)
         loss_sum, correct = self.ops.loss_forward(self.loss, logits, targets, ws.loss_cache)
         self.ops.loss_backward(self.loss, ws.loss_cache, targets, scale, out=ws.dlogits)

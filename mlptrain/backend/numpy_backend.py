@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from mlptrain import nn
+from mlptrain import nn, seeding
 from mlptrain.backend.protocol import Backend
 
 
@@ -108,6 +108,11 @@ class NumpyBackend(Backend):
 
     def loss_backward(self, loss: nn.Loss, cache, targets, scale: float, out):
         return loss.backward(np, cache, targets, scale, out=out)
+
+    def dropout_mask(self, seed: int, slot: int, step: int, rate: float, out: np.ndarray):
+        """out (B, I) = keep / (1 - rate), keep from seeding.dropout_keep (the kernels' bits)."""
+        keep = seeding.dropout_keep(seed, slot, step, out.size, rate).reshape(out.shape)
+        return np.multiply(keep, out.dtype.type(1.0 / (1.0 - rate)), out=out)
 
     # -- optimizer updates, in place; `grad` is scratch and is overwritten ---------------------
 
