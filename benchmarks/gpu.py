@@ -72,7 +72,7 @@ def bench_mlptrain(X, y, hidden, batch, epochs, graph: bool):
     from mlptrain.backend.cupy_backend import CupyBackend
     from mlptrain.model import MLP
     from mlptrain.optim import SGD
-    from mlptrain.train import Split
+    from mlptrain.loop import Split
 
     ops = CupyBackend(graph=graph)
     model = MLP(ops, [FEATURES, hidden, CLASSES], nn.ReLU(), nn.SoftmaxCrossEntropy(), np.float32)

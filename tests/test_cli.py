@@ -302,7 +302,7 @@ def test_fit_resume_continues_an_interrupted_run_in_its_own_directory(runs_dir):
     from mlptrain.config import load_config
     from mlptrain.experiment import fit_experiment
     from mlptrain.runs import RunStore
-    from mlptrain.train import StepsDone, StopFlag
+    from mlptrain.loop import StepsDone, StopFlag
 
     overrides = ["train.epochs=4"]
     assert run("fit", CONFIGS / "xor.toml", "--set", "train.epochs=4").exit_code == 0
@@ -395,7 +395,7 @@ def test_a_stopped_fit_leaves_sigint_deliverable_to_later_processes():
     import signal
 
     from mlptrain.cli.fit import _first_sigint_stops
-    from mlptrain.train import StopFlag
+    from mlptrain.loop import StopFlag
 
     before = signal.getsignal(signal.SIGINT)
     stop = StopFlag()

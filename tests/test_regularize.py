@@ -10,9 +10,10 @@ from mlptrain import nn
 from mlptrain.backend import get_backend
 from mlptrain.config import ModelConfig
 from mlptrain.errors import ConfigError
-from mlptrain.model import MLP, build_model
+from mlptrain.model import MLP
 from mlptrain.regularize import Dropout, MaxNorm, build_dropout, build_max_norm
 from tests.test_gradients import MLP_EPS, MLP_TINY, TOL, numeric_grad, rel_error
+from tests.test_model import build_model
 
 ops = get_backend("cpu")
 
@@ -206,7 +207,7 @@ def test_label_smoothing_gradient_matches_finite_differences_and_formula(e):
     np.testing.assert_allclose(grad, (p - q) * scale, rtol=1e-12, atol=1e-15)  # dL/dz = p - q
 
 
-def test_label_smoothing_is_per_model_and_needs_softmax():
+def test_label_smoothing_is_the_steps_and_needs_softmax():
     smooth = build_model(ModelConfig(label_smoothing=0.1), ops, 4, 3, np.float64)
     plain = build_model(ModelConfig(), ops, 4, 3, np.float64)
     assert smooth.loss.smoothing == 0.1 and plain.loss.smoothing == 0.0

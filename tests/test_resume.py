@@ -24,7 +24,7 @@ from mlptrain.config import load_config, parse_config
 from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.experiment import fit_experiment, resume_experiment
 from mlptrain.runs import RunStore, npz_bytes
-from mlptrain.train import StepsDone, StopFlag
+from mlptrain.loop import StepsDone, StopFlag
 
 
 def metrics_without_time(path):

@@ -12,7 +12,7 @@ from mlptrain.config import load_config, parse_config
 from mlptrain.errors import ConfigError, DataError, ModelError, TrainingError
 from mlptrain.experiment import evaluate_run, fit_experiment
 from mlptrain.runs import RunStore
-from mlptrain.train import EarlyStopped, EpochEnded, EpochStarted, StepsDone
+from mlptrain.loop import EarlyStopped, EpochEnded, EpochStarted, StepsDone
 
 from conftest import CONFIGS
 

@@ -21,6 +21,7 @@ from mlptrain import nn
 from mlptrain.backend.cuda import gemm as gemm_mod
 from mlptrain.backend.cuda.gemm import NULL, Gemm
 from mlptrain.backend.cuda.kernels import ACT_IDS, THREADS, XENT_ROWS, Kernels
+from mlptrain.backend.protocol import Backend
 from mlptrain.seeding import dropout_threshold
 
 
@@ -66,7 +67,7 @@ def _activation_id(activation) -> int | None:
     return ACT_IDS.get(getattr(activation, "name", None)) if activation is not None else 0
 
 
-class CupyBackend:
+class CupyBackend(Backend):
     """Executes the model's primitives on a CUDA GPU; arrays are C-contiguous CuPy arrays."""
 
     name = "cupy"

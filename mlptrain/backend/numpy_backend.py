@@ -7,9 +7,10 @@ import math
 import numpy as np
 
 from mlptrain import nn, seeding
+from mlptrain.backend.protocol import Backend
 
 
-class NumpyBackend:
+class NumpyBackend(Backend):
     """Executes the model's primitives with NumPy on the host.
 
     Every primitive writes into an `out` buffer that the caller allocated once per batch

@@ -21,7 +21,7 @@ import json
 import numpy as np
 
 from mlptrain.errors import RunStoreError, TrainingError
-from mlptrain.train import TrainState
+from mlptrain.loop import TrainState
 
 
 def checkpoint_arrays(model, optimizer, rngs: dict[str, np.random.Generator],
