@@ -18,7 +18,6 @@ import cupy as cp
 import numpy as np
 
 from mlptrain import nn
-from mlptrain.backend.cuda import gemm as gemm_mod
 from mlptrain.backend.cuda.gemm import NULL, Gemm
 from mlptrain.backend.cuda.kernels import ACT_IDS, THREADS, XENT_ROWS, Kernels
 from mlptrain.backend.protocol import Backend
@@ -89,10 +88,10 @@ class CupyBackend(Backend):
     def kernel(self, name: str, dtype):
         return self.kernels.kernel(name, dtype)
 
-    def prepare_kernels(self, dtype, names) -> None:
-        """Loads (compiling on first use) the products of every tile and the named kernels, so
-        none loads lazily inside a graph capture."""
-        self.kernels.prepare(gemm_mod.kernel_names(dtype) + list(names))
+    def prepare_kernels(self, names) -> None:
+        """Loads (compiling on first use) the named kernels together, so none loads lazily
+        inside a graph capture and first-use compiles run side by side."""
+        self.kernels.prepare(list(names))
 
     # -- moving data across the host/device boundary --------------------------------------------
 

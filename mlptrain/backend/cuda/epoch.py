@@ -31,7 +31,8 @@ import os
 import cupy as cp
 import numpy as np
 
-from mlptrain.backend.cuda.gemm import MAX_PARTIALS, NULL, GemmPlan, candidates, plan, ptr
+from mlptrain.backend.cuda.gemm import (MAX_PARTIALS, NULL, GemmPlan, candidates, gemm_name,
+                                        plan, ptr, tiles_for)
 from mlptrain.backend.cuda.kernels import (ACT_IDS, AUG_MAX_PIXELS, EPI_ACT_GRAD, EPI_BIAS_ACT,
                                            THREADS, XENT_ROWS, typed)
 from mlptrain.seeding import dropout_threshold
@@ -98,11 +99,11 @@ class EpochGraph:
                          cp.asarray(gaussian_blur_matrix(w, sigma, dtype)))
         sizes = {self.batch} | ({self.n % self.batch} if self.n % self.batch else set())
         self.buffers = {rows: self._buffers(rows) for rows in sizes}
-        backend.prepare_kernels(dtype, kernel_names(step, dtype))
+        self.tune = os.environ.get("MLPTRAIN_CUDA_TUNE", "1") != "0" if tune is None else tune
+        backend.prepare_kernels(kernel_names(step, dtype) + self._gemm_names(sizes))
         self.update = _Update(backend, step, model, optimizer)
         self.max_norm = [layer.weight for layer in model.layers[:-1]] if step.max_norm else []
         self.stream = cp.cuda.Stream(non_blocking=True)
-        self.tune = os.environ.get("MLPTRAIN_CUDA_TUNE", "1") != "0" if tune is None else tune
         self.plans = {}  # (product, m, n, k) -> GemmPlan, timed or from the heuristic
         self._choose_plans(sizes)
         self.side = cp.cuda.Stream(non_blocking=True)  # a graph branch for weight gradients
@@ -125,6 +126,22 @@ class EpochGraph:
             buf["field"] = (cp.zeros((rows, 2, sizes[0]), dtype=self.dtype)
                             if self.augment.elastic else None)
         return buf
+
+    def _gemm_names(self, sizes) -> list[str]:
+        """The product kernels this graph may launch: each product's transposes with the tiles
+        the tuner tries for its output (or the heuristic's one tile, untuned)."""
+        names = set()
+        for rows in sizes:
+            for i, layer in enumerate(self.model.layers):
+                fan_out, fan_in = layer.weight.shape
+                products = [(rows, fan_out, fan_in, False, True),  # forward: x W^T
+                            (fan_in + 1, fan_out, rows, True, False)]  # [dW^T ; db]
+                if i > 0:
+                    products.append((rows, fan_in, fan_out, False, False))  # dz W
+                for m, n, k, ta, tb in products:
+                    tiles = tiles_for(m, n) if self.tune else [plan(m, n, k).tile]
+                    names.update(gemm_name(self.dtype, ta, tb, t) for t in tiles)
+        return sorted(names)
 
     def _choose_plans(self, sizes) -> None:
         """Fixes every product's tile and K-split before the capture: by timing each candidate

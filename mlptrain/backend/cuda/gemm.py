@@ -27,6 +27,7 @@ SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # K-splits a tuner tries
 MAX_PARTIALS = 1 << 23  # elements of split-K scratch a plan may use
 TRANSPOSES = ((False, True), (True, False), (False, False))  # x W^T, dz^T x, dz W
 TARGET_BLOCKS = 264  # two waves' worth of blocks on a 132-SM H100
+LARGE_AREA = 128 * 128 * 48  # outputs from which the large tile is worth trying (and compiling)
 
 def gemm_name(dtype, trans_a: bool, trans_b: bool, tile: str) -> str:
     bm, bn, bk, tm, tn = TILES[tile]
@@ -36,6 +37,12 @@ def gemm_name(dtype, trans_a: bool, trans_b: bool, tile: str) -> str:
 
 def kernel_names(dtype, tiles=TILES) -> list[str]:
     return [gemm_name(dtype, ta, tb, t) for ta, tb in TRANSPOSES for t in tiles]
+
+
+def tiles_for(m: int, n: int) -> list[str]:
+    """The tiles worth trying for an (m, n) output: the large one only for large outputs (its
+    kernel is also the slowest to compile, so small runs never compile it)."""
+    return [t for t in TILES if t != "large" or m * n >= LARGE_AREA]
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ def plan(m: int, n: int, k: int, tile: str | None = None, splits: int | None = N
     heuristic; EpochGraph times the candidates instead."""
     if tile is None:
         area = m * n
-        tile = "large" if area >= 128 * 128 * 48 else "medium" if area >= 64 * 64 * 40 else "small"
+        tile = "large" if area >= LARGE_AREA else "medium" if area >= 64 * 64 * 40 else "small"
     bm, bn, bk, tm, tn = TILES[tile]
     tiles = -(-m // bm) * -(-n // bn)
     if splits is None:
@@ -77,7 +84,7 @@ def plan(m: int, n: int, k: int, tile: str | None = None, splits: int | None = N
 def candidates(m: int, n: int, k: int) -> list[GemmPlan]:
     """Every distinct (tile, split) worth timing for an (m, n, k) product."""
     plans = {}
-    for tile in TILES:
+    for tile in tiles_for(m, n):
         for splits in SPLITS:
             for inline in (False, True):
                 p = plan(m, n, k, tile, splits, inline)
