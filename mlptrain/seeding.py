@@ -65,11 +65,19 @@ def philox(counter: np.ndarray, key) -> np.ndarray:
 def random_bits(stream: int, seed: int, slot: int, step: int, n: int) -> np.ndarray:
     """n uint32 words for (stream, seed, slot, global step): element i is word i % 4 of the
     Philox block whose counter is (i // 4, slot, step mod 2^32, step >> 32)."""
+    return random_bits_of_slots(stream, seed, [slot], step, n)[0]
+
+
+def random_bits_of_slots(stream: int, seed: int, slots, step: int, n: int) -> np.ndarray:
+    """(len(slots), n): random_bits of each slot, in one vectorised Philox call (a call costs
+    ~100 NumPy operations whatever its size, so small draws are batched)."""
     blocks = -(-n // 4)
-    counter = np.empty((4, blocks), dtype=np.uint32)
+    counter = np.empty((4, len(slots), blocks), dtype=np.uint32)
     counter[0] = np.arange(blocks, dtype=np.uint32)
-    counter[1], counter[2], counter[3] = slot, step & 0xFFFFFFFF, (step >> 32) & 0xFFFFFFFF
-    return philox(counter, (seed & 0xFFFFFFFF, stream)).T.reshape(-1)[:n]
+    counter[1] = np.asarray(slots, dtype=np.uint32)[:, None]
+    counter[2], counter[3] = step & 0xFFFFFFFF, (step >> 32) & 0xFFFFFFFF
+    words = philox(counter.reshape(4, -1), (seed & 0xFFFFFFFF, stream))  # (4, slots * blocks)
+    return words.reshape(4, len(slots), blocks).transpose(1, 2, 0).reshape(len(slots), -1)[:, :n]
 
 
 def dropout_threshold(rate: float) -> int:

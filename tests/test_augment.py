@@ -80,7 +80,7 @@ def test_affine_with_integer_shift_only_equals_the_shift_path():
     x = images(32, dtype=np.float64)
     exact = Augmenter((H, W), 9, shift=2)(x.copy(), 0)
     affine = Augmenter((H, W), 9, shift=2, rotate=1e-12)
-    affine._draw_affine = lambda B, step: (np.zeros(B), np.ones(B), np.zeros(B))  # M = I
+    affine._draw_affine = lambda bits: (np.zeros(32), np.ones(32), np.zeros(32))  # M = I
     np.testing.assert_allclose(affine(x.copy(), 0), exact, atol=1e-12)
 
 

@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from mlptrain.errors import ConfigError
-from mlptrain.seeding import AUGMENT, random_bits, uniform
+from mlptrain.seeding import AUGMENT, random_bits, random_bits_of_slots, uniform
 
 # counter slots of the AUGMENT stream (kernels.cu: AUG_SHIFT_R ... AUG_ELASTIC_C)
 AUG_SLOTS = {"shift_r": 0, "shift_c": 1, "rotate": 2, "zoom": 3, "shear": 4, "elastic_r": 5,
@@ -67,9 +67,10 @@ class Augmenter:
         padded, (hp, wp) = buf["padded"], self.padded_shape
         p = self.pad
         padded[:, p:p + self.height, p:p + self.width] = x.reshape(-1, self.height, self.width)
-        shifts = self._draw_shifts(x.shape[0], step)  # (B, 2)
+        bits = self._draw(x.shape[0], step)
+        shifts = self._draw_shifts(bits)  # (B, 2)
         if self.affine:
-            return self._affine(x, buf, shifts, step)
+            return self._affine(x, buf, shifts, step, bits)
         # out[b, r, c] = image[b, r - dy_b, c - dx_b]: one flat gather from the padded batch
         offset = (np.arange(x.shape[0]) * (hp * wp)
                   + (p - shifts[:, 0]) * wp + (p - shifts[:, 1]))  # (B,)
@@ -77,15 +78,19 @@ class Augmenter:
         # mode="clip": the default ("raise") makes np.take buffer `out`; indices are in range
         return np.take(padded.ravel(), buf["index"], out=x, mode="clip")
 
-    def _draw_shifts(self, B: int, step: int) -> np.ndarray:
+    def _draw(self, B: int, step: int) -> np.ndarray:
+        """(5, B) uint32: the bits of the shift, rotate, zoom and shear slots, in one call."""
+        return random_bits_of_slots(AUGMENT, self.seed, range(5), step, B)
+
+    def _draw_shifts(self, bits: np.ndarray) -> np.ndarray:
         """(B, 2) integer shifts (rows, cols) in [-shift, shift]: (bits (2 s + 1)) >> 32 - s."""
         span = np.uint64(2 * self.shift + 1)
-        return np.stack([(self._bits(k, step, B).astype(np.uint64) * span >> np.uint64(32))
-                         .astype(np.int64) - self.shift for k in ("shift_r", "shift_c")], axis=1)
+        rows_cols = bits[[AUG_SLOTS["shift_r"], AUG_SLOTS["shift_c"]]].astype(np.uint64)
+        return ((rows_cols * span >> np.uint64(32)).astype(np.int64) - self.shift).T
 
-    def _affine(self, x, buf, shifts, step):
+    def _affine(self, x, buf, shifts, step, bits):
         B, (hp, wp), p = x.shape[0], self.padded_shape, self.pad
-        theta, zoom, phi = self._draw_affine(B, step)
+        theta, zoom, phi = self._draw_affine(bits)
         cos, sin, tan = np.cos(theta) * zoom, np.sin(theta) * zoom, np.tan(phi)  # (B,) each
         # M = zoom R(theta) H(phi) on (row, col) offsets, H = [[1, tan phi], [0, 1]]
         m = np.stack([cos, cos * tan - sin, sin, sin * tan + cos], axis=1).astype(x.dtype)
@@ -136,9 +141,9 @@ class Augmenter:
         x += a
         return x
 
-    def _draw_affine(self, B: int, step: int):
+    def _draw_affine(self, bits: np.ndarray):
         """(B,) each, float64: theta, zoom, phi = limit (2u - 1) (+ 1 for the zoom)."""
-        signed = lambda slot: 2.0 * uniform(self._bits(slot, step, B)) - 1.0  # noqa: E731
+        signed = lambda slot: 2.0 * uniform(bits[AUG_SLOTS[slot]]) - 1.0  # noqa: E731
         return (self.rotate * signed("rotate"), 1.0 + self.scale * signed("zoom"),
                 self.shear * signed("shear"))
 
