@@ -82,7 +82,8 @@ def resume_experiment(store: RunStore, ref: str,
     config = load_config(run.path / "config.toml")
     p = prepare(config, data_progress)
     optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
-    state = restore(checkpoint, p.model, optimizer, p.rngs, str(run.path / "checkpoint.npz"))
+    state = restore(checkpoint, p.model, optimizer, p.rngs, str(run.path / "checkpoint.npz"),
+                    p.step)
     splits = _splits(p)
     run.write_metrics(state.history)  # drops any record written after the checkpoint
     summary.update(status="running", epochs_completed=state.epoch, final=None, timing=None,
