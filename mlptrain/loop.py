@@ -105,9 +105,10 @@ def evaluate(model: MLP, split: Split, batch_size: int) -> tuple[float, float]:
 class EagerStep:
     """Executes a Step with the backend's primitives, one batch at a time: augment the batch,
     forward with dropout, loss (with its smoothing), backward, update with the schedule's rate
-    and momentum, max-norm. Builds the step's aids for the model once."""
+    and momentum, max-norm. Builds the step's aids for the model once. Its random draws (dropout
+    masks, distortions) are keyed by (seed, global step): no generator state to carry."""
 
-    def __init__(self, step: Step, model: MLP, optimizer, rngs: dict[str, np.random.Generator]):
+    def __init__(self, step: Step, model: MLP, optimizer):
         ops = model.ops
         self.step, self.model, self.optimizer = step, model, optimizer
         model.dropout = Dropout(ops, step.dropout_rates(len(model.layers)), step.seed,
@@ -117,15 +118,14 @@ class EagerStep:
             else None
         a = step.augment
         self.augment = None if a is None else Augmenter(
-            a.shape, rngs["augment"], a.shift, a.rotate, a.scale, a.shear, a.elastic,
-            a.elastic_sigma)
+            a.shape, step.seed, a.shift, a.rotate, a.scale, a.shear, a.elastic, a.elastic_sigma)
 
     def __call__(self, ws, targets, index: int):
         """One step on the batch in ws.x (targets alike) as global step `index` (0-based);
         returns the batch's (summed loss, correct) as device scalars."""
         model, schedule = self.model, self.step.schedule
         if self.augment is not None:
-            _augment_on_host(model.ops, self.augment, ws.x)
+            _augment_on_host(model.ops, self.augment, ws.x, index)
         loss_sum, correct = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index)
         if self.step.cycles_momentum:
             self.optimizer.momentum = schedule.momentum(index)
@@ -135,13 +135,14 @@ class EagerStep:
         return loss_sum, correct
 
 
-def _augment_on_host(ops, augment, x) -> None:
-    """Distorts the batch x (B, D) in place; a device batch makes a round trip to the host."""
+def _augment_on_host(ops, augment, x, index: int) -> None:
+    """Distorts the batch x (B, D) of global step `index` in place; a device batch makes a
+    round trip to the host (the graph path distorts on the device instead)."""
     if ops.device == "cpu":
-        augment(x)
+        augment(x, index)
         return
     host = ops.to_host(x)
-    augment(host)
+    augment(host, index)
     x[...] = ops.asarray(host, x.dtype)
 
 
@@ -217,8 +218,9 @@ def fit(eager: EagerStep, train: Split, val: Split | None, settings: LoopSetting
         if state.order is None:  # a fresh epoch; a resumed one keeps its order
             state.order = shuffle_rng.permutation(train.size)
         order = model.ops.asarray(state.order, np.int64)  # moved to the device once
-        if graph is not None and state.position == 0:
-            done = _replay_epoch(graph, eager, train, order, state, epoch, on_event)
+        if graph is not None:
+            done = _replay_epoch(graph, eager, train, order, state, epoch, on_event, stop,
+                                 on_checkpoint)
         else:
             done = _run_epoch(eager, train, order, state, epoch, on_event, stop, on_checkpoint)
         if done is None:
@@ -251,7 +253,7 @@ def _epoch_graph(eager: EagerStep, train: Split):
     ops = eager.model.ops
     if epoch_path(eager.step, ops):
         return None
-    return ops.epoch_runner(eager.model, eager.optimizer, train, eager.step.batch_size)
+    return ops.epoch_runner(eager.step, eager.model, eager.optimizer, train)
 
 
 def _run_epoch(eager: EagerStep, train, order, state, epoch, on_event, stop, on_checkpoint):
@@ -290,18 +292,38 @@ def _run_epoch(eager: EagerStep, train, order, state, epoch, on_event, stop, on_
     return ops.to_float(loss_sum) / seen, ops.to_float(correct) / seen
 
 
-def _replay_epoch(graph, eager: EagerStep, train, order, state, epoch, on_event):
-    """A device backend's whole epoch as one captured graph: the steps run on the device with
-    no host in between, so progress is reported once, at the end (one sync)."""
-    step, ops, steps = eager.step, eager.model.ops, eager.step.steps_per_epoch
+def _replay_epoch(graph, eager: EagerStep, train, order, state, epoch, on_event, stop,
+                  on_checkpoint):
+    """The epoch from state.position on as a device backend's captured graph segments: the
+    steps run on the device with no host in between. A segment ends where a checkpoint is due
+    (every step.checkpoint_every global steps, as on the eager path) or at the epoch's end; a
+    stop request is honoured at the next segment end. Progress is reported once per segment
+    (one sync each). (mean loss, accuracy), or None if stopped."""
+    step, ops = eager.step, eager.model.ops
+    steps, batch = step.steps_per_epoch, step.batch_size
+    first = state.step - state.position  # the global step of this epoch's step 0
+    loss_sum, correct, seen = state.running
     start = time.perf_counter()
-    loss_sum, correct = graph.run(order, step.schedule.lrs(state.step, steps))
-    state.step += steps
-    mean_loss = _finite_mean_loss(ops, loss_sum, train.size, step, epoch, steps - 1)
-    accuracy = ops.to_float(correct) / train.size
-    rate = train.size / max(time.perf_counter() - start, 1e-9)
-    on_event(StepsDone(epoch, steps, steps, mean_loss, accuracy, rate))
-    return mean_loss, accuracy
+    s = state.position
+    while s < steps:
+        end = steps
+        if step.checkpoint_every:  # up to the next global step that is a multiple of it
+            end = min(steps, s + step.checkpoint_every - state.step % step.checkpoint_every)
+        part_loss, part_correct = graph.run(order, first, s, end)
+        rows = min(end * batch, train.size) - s * batch
+        state.step += end - s
+        loss_sum, correct, seen = loss_sum + part_loss, correct + part_correct, seen + rows
+        s = end
+        mean_loss = _finite_mean_loss(ops, loss_sum, seen, step, epoch, s - 1)
+        rate = seen / max(time.perf_counter() - start, 1e-9)
+        on_event(StepsDone(epoch, s, steps, mean_loss, ops.to_float(correct) / seen, rate))
+        if s < steps and (stop.is_set or (step.checkpoint_every
+                                          and state.step % step.checkpoint_every == 0)):
+            state.position, state.running = s, (loss_sum, correct, seen)
+            on_checkpoint(state)
+            if stop.is_set:
+                return None
+    return ops.to_float(loss_sum) / seen, ops.to_float(correct) / seen
 
 
 def _finite_mean_loss(ops, loss_sum, seen, step: Step, epoch, s) -> float:

@@ -82,13 +82,13 @@ def test_the_eager_step_builds_the_aids_the_step_declares():
     p = prepare(config)
     assert p.model.dropout is None  # nothing drops until a step runs the model
     eager = loop.EagerStep(p.step, p.model, build_optimizer(p.step.optimizer, p.model.ops,
-                                                            p.model.params), p.rngs)
+                                                            p.model.params))
     assert p.model.dropout.rates == [0.1, 0.3, 0.3]
     assert len(eager.max_norm.weights) == 2 and eager.max_norm.limit == 3.5
     assert eager.augment is not None and eager.augment.shift == 2
     plain = prepare(load_config(CONFIGS / "mnist.toml", ["data.limit=256"]))
     eager = loop.EagerStep(plain.step, plain.model, build_optimizer(
-        plain.step.optimizer, plain.model.ops, plain.model.params), plain.rngs)
+        plain.step.optimizer, plain.model.ops, plain.model.params))
     assert (plain.model.dropout, eager.max_norm, eager.augment) == (None, None, None)
 
 

@@ -106,7 +106,7 @@ def _splits(p: Prepared) -> dict[str, loop.Split]:
 def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.TrainState,
            on_event, stop) -> RunFinished:
     config, model = p.config, p.model
-    eager = loop.EagerStep(p.step, model, optimizer, p.rngs)
+    eager = loop.EagerStep(p.step, model, optimizer)
     on_event(RunStarted(run.run_id, run.path, model.describe(), model.parameter_count,
                         {k: s.size for k, s in splits.items()}, model.ops.device,
                         config.train.dtype, resumed_at=(state.epoch, state.position)

@@ -45,10 +45,17 @@ template <typename T> __device__ __forceinline__ T act_backward(T y, T dy, int a
     }
 }
 
+// EPI_ACT_GRAD with a dropout mask (dmask non-null): (A @ B) * mask first, then * act'(Y), the
+// eager path's order (Dropout.backward, then activation_backward).
 template <typename T> __device__ __forceinline__ T epilogue(
-        T acc, int m, int n, int N, int mode, const T* bias, const T* ymask, int act, T slope) {
+        T acc, int m, int n, int N, int mode, const T* bias, const T* ymask, const T* dmask,
+        int act, T slope) {
     if (mode == EPI_BIAS_ACT) return act_forward<T>(acc + bias[n], act, slope);
-    if (mode == EPI_ACT_GRAD) return act_backward<T>(ymask[(long long)m * N + n], acc, act, slope);
+    if (mode == EPI_ACT_GRAD) {
+        const long long e = (long long)m * N + n;
+        if (dmask) acc *= dmask[e];
+        return act_backward<T>(ymask[e], acc, act, slope);
+    }
     return acc;
 }
 
@@ -73,7 +80,8 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
      const long long* __restrict__ gather_a, const long long* __restrict__ gather_b,
      int M, int N, int K, int lda, int ldb, int k_chunk,
      T* __restrict__ partial, int* __restrict__ counters, T* __restrict__ ones_out, int ones_row,
-     int mode, const T* __restrict__ bias, const T* __restrict__ ymask, int act, T slope) {
+     int mode, const T* __restrict__ bias, const T* __restrict__ ymask,
+     const T* __restrict__ dmask, int act, T slope) {
     constexpr int DM = BM / TM, DN = BN / TN, THREADS = DM * DN;
     constexpr int LA = (BM * BK + THREADS - 1) / THREADS, LB = (BN * BK + THREADS - 1) / THREADS;
     constexpr int PAD = 16 / sizeof(T);  // keeps rows 16-byte aligned for vector reads
@@ -229,8 +237,8 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
             } else if (n == N) {
                 ones_out[m] = acc[i][j];
             } else {
-                C[(long long)m * N + n] = epilogue<T>(acc[i][j], m, n, N, mode, bias, ymask, act,
-                                                      slope);
+                C[(long long)m * N + n] = epilogue<T>(acc[i][j], m, n, N, mode, bias, ymask,
+                                                      dmask, act, slope);
             }
         }
     }
@@ -241,7 +249,7 @@ template <typename T>
 __global__ void splitk_reduce(const T* __restrict__ partial, int splits, int M, int N,
                               T* __restrict__ C, T* __restrict__ ones_out, int ones_row,
                               int mode, const T* __restrict__ bias, const T* __restrict__ ymask,
-                              int act, T slope) {
+                              const T* __restrict__ dmask, int act, T slope) {
     const int Mp = M + (ones_out != nullptr && ones_row);
     const int Np = N + (ones_out != nullptr && !ones_row);
     const long long total = (long long)Mp * Np;
@@ -252,7 +260,8 @@ __global__ void splitk_reduce(const T* __restrict__ partial, int splits, int M, 
         const int m = (int)(e / Np), n = (int)(e % Np);
         if (m == M) ones_out[n] = s;
         else if (n == N) ones_out[m] = s;
-        else C[(long long)m * N + n] = epilogue<T>(s, m, n, N, mode, bias, ymask, act, slope);
+        else C[(long long)m * N + n] = epilogue<T>(s, m, n, N, mode, bias, ymask, dmask, act,
+                                                   slope);
     }
 }
 
