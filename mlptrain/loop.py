@@ -135,14 +135,14 @@ class EagerStep:
         return loss_sum, correct
 
 
-def _augment_on_host(ops, augment, x, index: int) -> None:
-    """Distorts the batch x (B, D) of global step `index` in place; a device batch makes a
-    round trip to the host (the graph path distorts on the device instead)."""
+def _augment_on_host(ops, augment, x, step: int) -> None:
+    """Distorts the batch x (B, D) of global step `step` in place; a device batch makes a round
+    trip to the host (the eager GPU path only: the epoch graph distorts on the device)."""
     if ops.device == "cpu":
-        augment(x, index)
+        augment(x, step)
         return
     host = ops.to_host(x)
-    augment(host, index)
+    augment(host, step)
     x[...] = ops.asarray(host, x.dtype)
 
 
@@ -207,7 +207,7 @@ def fit(eager: EagerStep, train: Split, val: Split | None, settings: LoopSetting
     """
     step, model = eager.step, eager.model
     state, stop = state or TrainState(), stop or StopFlag()
-    graph = _epoch_graph(eager, train)
+    graph = _epoch_graph(eager, train, on_event)
     for epoch in range(state.epoch + 1, step.epochs + 1):
         if stop.is_set:  # asked between epochs (or before the first): resume from here
             on_checkpoint(state)
@@ -247,12 +247,14 @@ def fit(eager: EagerStep, train: Split, val: Split | None, settings: LoopSetting
     return state
 
 
-def _epoch_graph(eager: EagerStep, train: Split):
+def _epoch_graph(eager: EagerStep, train: Split, on_event):
     """The device's captured epoch for this step, or None when `epoch_path` gives reasons
-    against it (then every epoch runs eagerly)."""
+    against it (then every epoch runs eagerly). Building it may compile kernels on first use:
+    the backend reports that through on_event."""
     ops = eager.model.ops
     if epoch_path(eager.step, ops):
         return None
+    ops.on_event = on_event
     return ops.epoch_runner(eager.step, eager.model, eager.optimizer, train)
 
 

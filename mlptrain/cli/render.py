@@ -17,6 +17,7 @@ from rich.table import Table
 from mlptrain.cli.common import num, pct
 from mlptrain.data.mnist import DownloadProgress
 from mlptrain.experiment import RunFinished, RunStarted
+from mlptrain.backend.events import KernelsCompiled, KernelsCompiling
 from mlptrain.loop import EarlyStopped, EpochEnded, EpochStarted, StepsDone
 
 
@@ -80,6 +81,14 @@ class FitRenderer:
             c.print(f"  {line}")
         sizes = ", ".join(f"{k} {v:,}" for k, v in e.samples.items())
         c.print(f"  {e.parameters:,} parameters; samples: {sizes}")
+
+    def _on_KernelsCompiling(self, e: KernelsCompiling) -> None:
+        self.console.print(f"  compiling CUDA kernels (first use): {e.kernels} kernels ...",
+                           highlight=False)
+
+    def _on_KernelsCompiled(self, e: KernelsCompiled) -> None:
+        self.console.print(f"  compiled {e.kernels} CUDA kernels in {e.seconds:.1f} s "
+                           "(cached for later runs)", highlight=False)
 
     def _on_EpochStarted(self, e: EpochStarted) -> None:
         if self.epoch_task is None:

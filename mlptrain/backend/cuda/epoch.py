@@ -270,11 +270,11 @@ class EpochGraph:
                      dmask=masks[i], act=act, slope=slope)
                 dz = deltas[i]
         emit("optimizer update", lambda _: self.update(s, self.lrs, self.mus, self.t0))
-        for i, weight in enumerate(self.max_norm):  # W^T (I, O): one thread per unit
+        for i, weight in enumerate(self.max_norm):  # W^T (I, O): 32 units per block
             fan_out, fan_in = weight.shape
             emit(f"max-norm {i}", lambda _, w=weight, o=fan_out, n=fan_in: kernel("max_norm")(
-                (-(-o // 128),), (128,), (w.T, np.int32(n), np.int32(o),
-                                          dtype.type(step.max_norm))))
+                (-(-o // 32),), (32, 32), (w.T, np.int32(n), np.int32(o),
+                                           dtype.type(step.max_norm))))
 
     def _augment(self, s, rows, buf, index):
         """Launches this step's distortion of the gathered images into buf["x0"]."""

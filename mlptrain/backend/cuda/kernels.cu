@@ -619,21 +619,33 @@ __global__ void multiply(const T* a, const T* __restrict__ b, T* out, long long 
 // ---------------------------------------------------------------------------------------------
 // Max-norm on one weight matrix, stored as W^T (I, O): every row j of W (column j here) is
 // scaled by c / max(|W_j|, c), the NumPy backend's sqrt, maximum and divide in that order.
-// One thread per unit j; neighbouring threads read neighbouring columns (coalesced).
+// Block (32, 32): 32 units per block, neighbouring threads on neighbouring columns (coalesced),
+// the I rows split over threadIdx.y and the partial sums added in a fixed order.
 // ---------------------------------------------------------------------------------------------
 template <typename T>
 __global__ void max_norm(T* __restrict__ wt, int I, int O, T limit) {
-    const int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= O) return;
+    __shared__ T part[32][33];
+    __shared__ T factor[32];
+    const int j = blockIdx.x * 32 + threadIdx.x;
     T s = T(0);
-    for (int i = 0; i < I; ++i) {
-        const T w = wt[(long long)i * O + j];
-        s += w * w;
+    if (j < O)
+        for (int i = threadIdx.y; i < I; i += 32) {
+            const T w = wt[(long long)i * O + j];
+            s += w * w;
+        }
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0) {
+        for (int r = 1; r < 32; ++r) s += part[r][threadIdx.x];
+        T norm = sqrt(s);
+        norm = norm > limit ? norm : limit;
+        factor[threadIdx.x] = limit / norm;
     }
-    T norm = sqrt(s);
-    norm = norm > limit ? norm : limit;
-    const T factor = limit / norm;
-    for (int i = 0; i < I; ++i) wt[(long long)i * O + j] *= factor;
+    __syncthreads();
+    if (j < O) {
+        const T f = factor[threadIdx.x];
+        for (int i = threadIdx.y; i < I; i += 32) wt[(long long)i * O + j] *= f;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Constants the kernels define with `#define` (rows per loss block, activation and
 stream ids, ...) are read from the source here, so each is written once, in kernels.cu.
 
 Kernels compile on first use, each template instantiation as its own small module, only those a
-run asks for, several at once (NVRTC runs outside the GIL). CuPy caches every compiled module on
+run asks for, several at once in worker processes. CuPy caches every compiled module on
 disk (CUPY_CACHE_DIR, by default ~/.cupy/kernel_cache), so a second run only loads them. A marker
 file beside CuPy's cache says whether a kernel was compiled before; when some were not, the
 caller's `on_event` hears KernelsCompiling before and KernelsCompiled (with the seconds) after,
@@ -17,7 +17,8 @@ import hashlib
 import os
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cupy as cp
@@ -96,14 +97,22 @@ class Kernels:
         if fresh:
             self.on_event(KernelsCompiling(len(fresh)))
         start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
-            for name, f in zip(missing, pool.map(_load, missing)):
-                self._functions[name] = f
+        if len(fresh) > 1:  # compile in fresh processes, one per kernel, side by side
+            workers = min(len(fresh), os.cpu_count() or 1)
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                list(pool.map(_compile, fresh))  # each lands in CuPy's disk cache
+        for name in missing:
+            self._functions[name] = _load(name)  # from the cache when compiled above
         if fresh:
             for name in fresh:
                 _marker(name).parent.mkdir(parents=True, exist_ok=True)
                 _marker(name).touch()
             self.on_event(KernelsCompiled(len(fresh), time.perf_counter() - start))
+
+
+def _compile(name: str) -> None:
+    """Compiles one kernel into CuPy's disk cache (run in a worker process)."""
+    cp.RawModule(code=_TEXT, options=OPTIONS, name_expressions=[name]).get_function(name)
 
 
 def _load(name: str):
