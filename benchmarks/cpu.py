@@ -76,7 +76,7 @@ def run_mlptrain(hidden, batch, epochs, X, y):
     model.initialize(cfg.model.init, np.random.default_rng(0))
     optimizer = build_optimizer(step.optimizer, ops, model.params)
     train = loop.to_device(ops, model, X, y)
-    eager = loop.EagerStep(step, model, optimizer, {})  # a plain step draws nothing
+    eager = loop.EagerStep(step, model, optimizer)
     state = loop.fit(eager, train, None, loop.LoopSettings(), np.random.default_rng(1))
     return [r["seconds"] for r in state.history], state.history[-1]["train_accuracy"]
 

@@ -105,9 +105,10 @@ def evaluate(model: MLP, split: Split, batch_size: int) -> tuple[float, float]:
 class EagerStep:
     """Executes a Step with the backend's primitives, one batch at a time: augment the batch,
     forward with dropout, loss (with its smoothing), backward, update with the schedule's rate
-    and momentum, max-norm. Builds the step's aids for the model once."""
+    and momentum, max-norm. Builds the step's aids for the model once. Its random draws (dropout
+    masks, distortions) are keyed by (seed, global step): no generator state to carry."""
 
-    def __init__(self, step: Step, model: MLP, optimizer, rngs: dict[str, np.random.Generator]):
+    def __init__(self, step: Step, model: MLP, optimizer):
         ops = model.ops
         self.step, self.model, self.optimizer = step, model, optimizer
         model.dropout = Dropout(ops, step.dropout_rates(len(model.layers)), step.seed,
@@ -117,8 +118,7 @@ class EagerStep:
             else None
         a = step.augment
         self.augment = None if a is None else Augmenter(
-            a.shape, step.seed, a.shift, a.rotate, a.scale, a.shear, a.elastic,
-            a.elastic_sigma)
+            a.shape, step.seed, a.shift, a.rotate, a.scale, a.shear, a.elastic, a.elastic_sigma)
 
     def __call__(self, ws, targets, index: int):
         """One step on the batch in ws.x (targets alike) as global step `index` (0-based);
@@ -296,33 +296,36 @@ def _run_epoch(eager: EagerStep, train, order, state, epoch, on_event, stop, on_
 
 def _replay_epoch(graph, eager: EagerStep, train, order, state, epoch, on_event, stop,
                   on_checkpoint):
-    """A device backend's epoch as captured graphs: the steps run on the device with no host
-    in between. From state.position (a resumed epoch) to the end, in segments that end where
-    the eager loop would checkpoint (global step % checkpoint_every == 0), checkpointing
-    between them; a stop is honoured there too. Progress is reported once, at the end."""
+    """The epoch from state.position on as a device backend's captured graph segments: the
+    steps run on the device with no host in between. A segment ends where a checkpoint is due
+    (every step.checkpoint_every global steps, as on the eager path) or at the epoch's end; a
+    stop request is honoured at the next segment end. Progress is reported once per segment
+    (one sync each). (mean loss, accuracy), or None if stopped."""
     step, ops = eager.step, eager.model.ops
-    steps, batch, every = step.steps_per_epoch, step.batch_size, step.checkpoint_every
-    first = state.step - state.position  # the global step of the epoch's step 0
+    steps, batch = step.steps_per_epoch, step.batch_size
+    first = state.step - state.position  # the global step of this epoch's step 0
     loss_sum, correct, seen = state.running
-    start, s = time.perf_counter(), state.position
+    start = time.perf_counter()
+    s = state.position
     while s < steps:
-        end = min(steps, s + every - (first + s) % every) if every else steps
+        end = steps
+        if step.checkpoint_every:  # up to the next global step that is a multiple of it
+            end = min(steps, s + step.checkpoint_every - state.step % step.checkpoint_every)
         part_loss, part_correct = graph.run(order, first, s, end)
+        rows = min(end * batch, train.size) - s * batch
         state.step += end - s
-        loss_sum, correct = loss_sum + part_loss, correct + part_correct
-        seen += min(end * batch, train.size) - s * batch
+        loss_sum, correct, seen = loss_sum + part_loss, correct + part_correct, seen + rows
         s = end
-        if s < steps:  # a checkpoint step, as in _run_epoch
-            _finite_mean_loss(ops, loss_sum, seen, step, epoch, s - 1)  # never save a NaN
+        mean_loss = _finite_mean_loss(ops, loss_sum, seen, step, epoch, s - 1)
+        rate = seen / max(time.perf_counter() - start, 1e-9)
+        on_event(StepsDone(epoch, s, steps, mean_loss, ops.to_float(correct) / seen, rate))
+        if s < steps and (stop.is_set or (step.checkpoint_every
+                                          and state.step % step.checkpoint_every == 0)):
             state.position, state.running = s, (loss_sum, correct, seen)
             on_checkpoint(state)
             if stop.is_set:
                 return None
-    mean_loss = _finite_mean_loss(ops, loss_sum, seen, step, epoch, steps - 1)
-    accuracy = ops.to_float(correct) / seen
-    rate = seen / max(time.perf_counter() - start, 1e-9)
-    on_event(StepsDone(epoch, steps, steps, mean_loss, accuracy, rate))
-    return mean_loss, accuracy
+    return ops.to_float(loss_sum) / seen, ops.to_float(correct) / seen
 
 
 def _finite_mean_loss(ops, loss_sum, seen, step: Step, epoch, s) -> float:

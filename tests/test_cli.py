@@ -236,6 +236,8 @@ def test_dry_run_prints_model_and_plan_and_writes_nothing(runs_dir):
     assert "samples train 54,000, val 6,000, test 10,000" in text
     assert "15 epochs x 422 steps of batch 128 = 6,330 steps" in text
     assert "checkpoint every 100 steps" in text and "device cpu, dtype float32" in text
+    assert "path: eager: cpu" in text  # backend.epoch_path: NumPy always steps eagerly
+    assert "step: mid-epoch checkpoints" in text  # the declared step's aids
     assert not runs_dir.exists()
 
 

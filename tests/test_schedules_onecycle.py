@@ -102,7 +102,7 @@ def test_the_loop_moves_sgd_momentum_step_by_step(monkeypatch):
 
     monkeypatch.setattr(SGD, "step", recording_step)
     train = loop.to_device(p.model.ops, p.model, *p.dataset.split("train"))
-    eager = loop.EagerStep(p.step, p.model, opt, p.rngs)
+    eager = loop.EagerStep(p.step, p.model, opt)
     loop.fit(eager, train, None, loop.LoopSettings(), np.random.default_rng(0))
     steps = math.ceil(train.size / 16)
     assert len(seen) == 3 * steps

@@ -82,7 +82,8 @@ def resume_experiment(store: RunStore, ref: str,
     config = load_config(run.path / "config.toml")
     p = prepare(config, data_progress)
     optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
-    state = restore(checkpoint, p.model, optimizer, p.rngs, str(run.path / "checkpoint.npz"))
+    state = restore(checkpoint, p.model, optimizer, p.rngs, str(run.path / "checkpoint.npz"),
+                    p.step)
     splits = _splits(p)
     run.write_metrics(state.history)  # drops any record written after the checkpoint
     summary.update(status="running", epochs_completed=state.epoch, final=None, timing=None,
@@ -105,7 +106,7 @@ def _splits(p: Prepared) -> dict[str, loop.Split]:
 def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.TrainState,
            on_event, stop) -> RunFinished:
     config, model = p.config, p.model
-    eager = loop.EagerStep(p.step, model, optimizer, p.rngs)
+    eager = loop.EagerStep(p.step, model, optimizer)
     on_event(RunStarted(run.run_id, run.path, model.describe(), model.parameter_count,
                         {k: s.size for k, s in splits.items()}, model.ops.device,
                         config.train.dtype, resumed_at=(state.epoch, state.position)
