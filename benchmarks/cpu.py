@@ -68,7 +68,10 @@ def load_data(batch: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_mlptrain(hidden, batch, epochs, X, y):
-    from mlptrain import train as loop
+    try:
+        from mlptrain import loop
+    except ImportError:  # before the loop's move out of train.py
+        from mlptrain import train as loop
     from mlptrain.backend import get_backend
     from mlptrain.config import Config
     from mlptrain.model import build_model
@@ -235,9 +238,15 @@ def worker(name: str, case: str, epochs: int) -> None:
     print(json.dumps({"times": times, "accuracy": accuracy}))
 
 
-def run_one(name: str, case: str, epochs: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, "--cases", case, "--epochs", str(epochs)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
+def run_one(name: str, case: str, epochs: int, compare: str | None = None) -> dict:
+    """One contender on one case in a fresh process. name "mlptrain@DIR" runs the mlptrain
+    found in DIR (another checkout: the same work, side by side with this one)."""
+    worker_name, env = name, None
+    if name.startswith("mlptrain@"):
+        worker_name, env = "mlptrain", {**os.environ, "PYTHONPATH": compare}
+    cmd = [sys.executable, __file__, "--worker", worker_name, "--cases", case,
+           "--epochs", str(epochs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode or not lines:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -265,19 +274,22 @@ def case_label(case: str) -> str:
 
 def table(results: dict, cases: list[str], floor: dict) -> str:
     """One row per case: every contender's seconds per epoch, mlptrain against the best peer
-    (> 1: mlptrain is ahead) and against the floor."""
-    peers = [n for n in results if n != "mlptrain"]
-    rows = [["case", LABELS["mlptrain"], *[LABELS[n] for n in peers], "best peer / mlptrain",
-             "floor", "mlptrain / floor"]]
+    (> 1: mlptrain is ahead), against another checkout's mlptrain if any, and the floor."""
+    others = [n for n in results if n != "mlptrain"]
+    peers = [n for n in others if not n.startswith("mlptrain@")]
+    compared = [n for n in others if n.startswith("mlptrain@")]
+    rows = [["case", LABELS["mlptrain"], *[LABELS[n] for n in others], "best peer / mlptrain",
+             *[f"{n} / mlptrain" for n in compared], "floor", "mlptrain / floor"]]
     for c in cases:
         mine = results["mlptrain"][c].get("median")
         cells = [case_label(c)]
-        for name in ["mlptrain", *peers]:
+        for name in ["mlptrain", *others]:
             r = results[name][c]
             cells.append(f"{r['median']:.3f}" if "median" in r else r.get("error", "-")[:30])
         best = min((results[n][c]["median"] for n in peers if "median" in results[n][c]),
                    default=None)
-        cells.append(f"{best / mine:.2f}x" if best and mine else "-")
+        for theirs in [best, *[results[n][c].get("median") for n in compared]]:
+            cells.append(f"{theirs / mine:.2f}x" if theirs and mine else "-")
         cells.append(f"{floor[c]:.3f}")
         cells.append(f"{mine / floor[c]:.2f}x" if mine else "-")
         rows.append(cells)
@@ -312,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", metavar="PATH",
                         help="where to save the table (default: benchmarks/results/"
                              "cpu-<date>-<time>.md; 'none' saves nothing)")
+    parser.add_argument("--compare", metavar="DIR",
+                        help="also run the mlptrain of another checkout (e.g. main's), "
+                             "round-robin with this one; shown as a peer-like row")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -332,12 +347,16 @@ def main(argv: list[str] | None = None) -> int:
     rate = gemm_rate()
     print(f"float32 GEMM (1024x784 @ 784x1024): {rate:.0f} GFLOP/s", flush=True)
     names = ["mlptrain", *peers]
+    if args.compare:
+        other = f"mlptrain@{Path(args.compare).name}"
+        LABELS[other] = other
+        names.insert(1, other)
     runs: dict[str, dict[str, list]] = {n: {c: [] for c in cases} for n in names}
     for repeat in range(args.repeats):
         for case in cases:
             epochs = args.recipe_epochs if cpu_recipes.is_recipe(case) else args.epochs
             for name in names:
-                r = run_one(name, case, epochs)
+                r = run_one(name, case, epochs, args.compare)
                 if r.get("error") == "-":  # this peer does not run this case
                     continue
                 runs[name][case].append(r)
