@@ -68,24 +68,24 @@ def load_data(batch: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_mlptrain(hidden, batch, epochs, X, y):
-    try:
-        from mlptrain import loop
-    except ImportError:  # before the loop's move out of train.py
-        from mlptrain import train as loop
+    from mlptrain import loop
     from mlptrain.backend import get_backend
     from mlptrain.config import Config
     from mlptrain.model import build_model
     from mlptrain.optim import build_optimizer
+    from mlptrain.step import build_step
 
     cfg = Config()
     cfg.model.hidden, cfg.model.init = [hidden], "he_uniform"
     cfg.optimizer.lr, cfg.train.batch_size, cfg.train.epochs = LR, batch, epochs
     ops = get_backend("cpu")
-    model = build_model(cfg.model, ops, N_IN, N_OUT, np.float32)
+    step = build_step(cfg, (N_IN,), N_OUT, len(y))
+    model = build_model(step, cfg.model.hidden, ops, N_IN)
     model.initialize(cfg.model.init, np.random.default_rng(0))
-    optimizer = build_optimizer(cfg.optimizer, ops, model.params)
+    optimizer = build_optimizer(step.optimizer, ops, model.params)
     train = loop.to_device(ops, model, X, y)
-    state = loop.fit(model, optimizer, train, None, cfg, np.random.default_rng(1))
+    eager = loop.EagerStep(step, model, optimizer)
+    state = loop.fit(eager, train, None, loop.LoopSettings(), np.random.default_rng(1))
     return [r["seconds"] for r in state.history], state.history[-1]["train_accuracy"]
 
 

@@ -2,4 +2,5 @@
 
 from mlptrain.cli import main
 
-main()
+if __name__ == "__main__":  # not in worker processes that import this module (spawn)
+    main()

@@ -27,7 +27,8 @@ from mlptrain import nn
 from mlptrain.backend import DEVICES
 from mlptrain.data.mnist import DEFAULT_MIRRORS as MNIST_MIRRORS
 from mlptrain.errors import ConfigError
-from mlptrain.optim import OPTIMIZERS, SCHEDULES
+from mlptrain.optim import OPTIMIZERS
+from mlptrain.schedules import SCHEDULES
 
 DATASETS = ("xor", "mnist", "npz")
 DTYPES = ("float32", "float64")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlptrain import nn
-from mlptrain.errors import ConfigError, ModelError
+from mlptrain.errors import ModelError
 
 ALIGN = 16  # elements: each parameter starts at a multiple of 16 from the flat buffer's start
 
@@ -149,13 +149,14 @@ class MLP:
                 ops.activation_backward(self.activation, ws.acts[i], dx, out=dx)
             dz = dx
 
-    def loss_and_grad(self, ws: Workspace, targets, scale: float):
+    def loss_and_grad(self, ws: Workspace, targets, scale: float, step: int = 0):
         """Forward, loss, backward for the batch in ws.x; returns (summed loss, correct).
 
-        `scale` multiplies dL/dlogits: 1/B gives the gradient of the batch-mean loss.
+        `scale` multiplies dL/dlogits: 1/B gives the gradient of the batch-mean loss. `step`,
+        the global optimizer step, picks the dropout masks (a pure function of it).
         """
         if self.dropout is not None:
-            self.dropout.draw(self.sizes[:-1], ws.batch_size)  # new masks for this batch
+            self.dropout.draw(self.sizes[:-1], ws.batch_size, step)  # this step's masks
         logits = self.forward(ws, training=True)
         loss_sum, correct = self.ops.loss_forward(self.loss, logits, targets, ws.loss_cache)
         self.ops.loss_backward(self.loss, ws.loss_cache, targets, scale, out=ws.dlogits)
@@ -212,14 +213,8 @@ class MLP:
         return lines
 
 
-def build_model(model_cfg, ops, n_features: int, n_classes: int, dtype) -> MLP:
-    """The MLP a [model] config section describes, with zero weights (call initialize)."""
-    loss = nn.make_loss(model_cfg.loss, n_classes)
-    if model_cfg.label_smoothing:
-        if not hasattr(loss, "smoothing"):
-            raise ConfigError(f"[model] label_smoothing = {model_cfg.label_smoothing} needs "
-                              f"the softmax_cross_entropy loss, but this model uses {loss.name}.")
-        loss.smoothing = model_cfg.label_smoothing
-    activation = nn.make_activation(model_cfg.activation, model_cfg.leaky_slope)
-    sizes = [n_features, *model_cfg.hidden, loss.outputs(n_classes)]
-    return MLP(ops, sizes, activation, loss, dtype)
+def build_model(step, hidden: list[int], ops, n_features: int) -> MLP:
+    """The MLP of a declared step (its activation, loss and dtype) with these hidden widths,
+    with zero weights (call initialize)."""
+    return MLP(ops, [n_features, *hidden, step.outputs], step.activation_fn(), step.loss_fn(),
+               np.dtype(step.dtype))

@@ -120,6 +120,8 @@ def make_activation(name: str, leaky_slope: float = 0.01) -> Activation:
 
 class Loss(Protocol):
     name: str
+    smooths: bool  # whether it takes a label smoothing
+    smoothing: float  # the label smoothing it trains with (0 = none)
 
     def outputs(self, n_classes: int) -> int: ...
 
@@ -143,7 +145,10 @@ class SoftmaxCrossEntropy:
     """
 
     name = "softmax_cross_entropy"
-    smoothing = 0.0  # e above; set per model from [model] label_smoothing
+    smooths = True  # takes a label smoothing e
+
+    def __init__(self, smoothing: float = 0.0):
+        self.smoothing = smoothing  # e above; the declared step's (step.py)
 
     def outputs(self, n_classes: int) -> int:
         return n_classes
@@ -216,6 +221,8 @@ class SigmoidBinaryCrossEntropy:
     """Binary cross-entropy of sigma(z) against t in {0, 1}, computed from the logit z."""
 
     name = "sigmoid_bce"
+    smooths = False
+    smoothing = 0.0  # always: one logit has no classes to spread a target over
 
     def outputs(self, n_classes: int) -> int:
         return 1
@@ -262,11 +269,17 @@ class SigmoidBinaryCrossEntropy:
 LOSSES = {cls.name: cls for cls in (SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy)}
 
 
-def make_loss(name: str, n_classes: int) -> Loss:
+def resolve_loss(name: str, n_classes: int) -> str:
     """`auto` picks sigmoid + BCE for two classes (one output), softmax otherwise."""
     if name == "auto":
-        name = "sigmoid_bce" if n_classes == 2 else "softmax_cross_entropy"
-    return LOSSES[name]()
+        return "sigmoid_bce" if n_classes == 2 else "softmax_cross_entropy"
+    return name
+
+
+def make_loss(name: str, n_classes: int, smoothing: float = 0.0) -> Loss:
+    """The loss `name` (or auto's pick); `smoothing` only for a loss that `smooths`."""
+    loss = LOSSES[resolve_loss(name, n_classes)]
+    return loss(smoothing) if smoothing else loss()
 
 
 # ---------------------------------------------------------------------------------------------

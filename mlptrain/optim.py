@@ -1,6 +1,8 @@
-"""Optimizers that update parameters in place, and learning-rate schedules.
+"""Optimizers that update parameters in place (schedules are in schedules.py).
 
-Protocol: `step(params, grads, lr)` updates every named array of `params` in place from the
+Protocol: `kind` (an OptimizerKind: what a device graph compiles the update from, instead of
+recognising an optimizer by its attributes); `buffers()` (its state sets, in the update's argument
+order); `step(params, grads, lr)` updates every named array of `params` in place from the
 same-named array of `grads` (which it may overwrite: gradients are scratch, recomputed every
 step); `state_dict()` / `load_state_dict()` move the optimizer state to and from host arrays.
 The arithmetic is the backend's (`ops.sgd_update`, `ops.adam_update`), in place. When params and
@@ -14,12 +16,43 @@ wd/2 |p|^2); `adamw` decays the weights directly, decoupled from the adaptive st
 
 from __future__ import annotations
 
-import math
+import enum
+from dataclasses import dataclass
 
 import numpy as np
 
 from mlptrain.errors import ConfigError
 from mlptrain.model import Parameters
+
+
+class OptimizerKind(enum.Enum):
+    """Which update an optimizer runs; the [optimizer] name keys it."""
+
+    SGD = "sgd"
+    ADAM = "adam"
+    ADAMW = "adamw"  # Adam with decoupled weight decay
+
+
+OPTIMIZERS = tuple(kind.value for kind in OptimizerKind)
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimizer's kind and hyper-parameters (the learning rate is the schedule's)."""
+
+    kind: OptimizerKind
+    momentum: float = 0.0  # sgd
+    nesterov: bool = False  # sgd
+    beta1: float = 0.9  # adam, adamw
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg) -> OptimizerSpec:
+        """From an [optimizer] config section."""
+        return cls(OptimizerKind(cfg.name), cfg.momentum, cfg.nesterov, cfg.beta1, cfg.beta2,
+                   cfg.eps, cfg.weight_decay)
 
 
 def _state_like(ops, params: dict) -> dict:
@@ -32,9 +65,9 @@ def _state_like(ops, params: dict) -> dict:
 def _fused(params: dict, grads: dict, state: dict) -> bool:
     """True when params, grads and the optimizer's state share one flat layout (the state got
     its layout from the params at construction): then update the flat buffers."""
-    layout = getattr(state, "layout", None)
-    return (layout is not None and getattr(params, "layout", None) is layout
-            and getattr(grads, "layout", None) is layout)
+    sets = (params, grads, state)
+    return (all(isinstance(s, Parameters) for s in sets)
+            and params.layout is state.layout and grads.layout is state.layout)
 
 
 class SGD:
@@ -42,6 +75,8 @@ class SGD:
 
     With mu = 0 this is plain mini-batch SGD, p <- p - lr g, as in the blog.
     """
+
+    kind = OptimizerKind.SGD
 
     def __init__(self, ops, params: dict, momentum=0.0, nesterov=False, weight_decay=0.0):
         if not 0.0 <= momentum < 1.0:
@@ -54,6 +89,10 @@ class SGD:
         self.momentum, self.nesterov = momentum, nesterov
         self.weight_decay = weight_decay
         self.velocity = _state_like(ops, params)
+
+    def buffers(self) -> tuple:
+        """The state sets the update reads and writes: (velocity,)."""
+        return (self.velocity,)
 
     def step(self, params: dict, grads: dict, lr: float) -> None:
         update, v = self.ops.sgd_update, self.velocity
@@ -91,9 +130,14 @@ class Adam:
         self.ops, self.xp = ops, ops.xp
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.weight_decay, self.decoupled = weight_decay, decoupled
-        self.t = 0
+        self.kind = OptimizerKind.ADAMW if decoupled else OptimizerKind.ADAM
+        self.t = 0  # steps taken: the bias correction's exponent
         self.m = _state_like(ops, params)
         self.v = _state_like(ops, params)
+
+    def buffers(self) -> tuple:
+        """The state sets the update reads and writes: (m, v)."""
+        return (self.m, self.v)
 
     def step(self, params: dict, grads: dict, lr: float) -> None:
         self.t += 1
@@ -123,72 +167,9 @@ def _host(ops, array) -> np.ndarray:
     return np.array(ops.to_host(array), order="C")
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-
-
-def build_optimizer(cfg, ops, params: dict):
-    """The optimizer an [optimizer] config section describes."""
-    if cfg.name == "sgd":
-        return SGD(ops, params, cfg.momentum, cfg.nesterov, cfg.weight_decay)
-    return Adam(ops, params, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay,
-                decoupled=cfg.name == "adamw")
-
-
-# ---------------------------------------------------------------------------------------------
-# Learning-rate schedules: the rate for a global step, as a pure function of the step count.
-# ---------------------------------------------------------------------------------------------
-
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
-
-
-def learning_rate(cfg, base_lr: float, step: int, steps_per_epoch: int, epochs: int) -> float:
-    """The learning rate for global step `step` (0-based) under the [schedule] config.
-
-    warmup:   lr = base * (step + 1) / warmup_steps          while step < warmup_steps
-    constant: lr = base
-    step:     lr = base * gamma ** floor(epoch / step_epochs)
-    cosine:   lr = min_lr + (base - min_lr) (1 + cos(pi t)) / 2, t going 0 -> 1 after warmup
-    onecycle: lr = base * one_cycle(step), rising from base * start_factor to base over the
-              warmup, then falling to min_lr (see _one_cycle)
-    """
-    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    if cfg.name == "onecycle":
-        return base_lr * _one_cycle(step, warmup_steps, epochs * steps_per_epoch,
-                                    cfg.start_factor, cfg.min_lr / base_lr)
-    if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    if cfg.name == "step":
-        return base_lr * cfg.gamma ** (step // steps_per_epoch // cfg.step_epochs)
-    if cfg.name == "cosine":
-        last = max(epochs * steps_per_epoch - warmup_steps - 1, 1)  # t = 1 at the last step
-        t = min((step - warmup_steps) / last, 1.0)
-        return cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
-    return base_lr
-
-
-def momentum(cfg, base_momentum: float, step: int, steps_per_epoch: int, epochs: int) -> float:
-    """SGD momentum for global step `step`: fixed, except under onecycle with momentum_low > 0,
-    where it mirrors the rate (Smith & Topal): base -> momentum_low while the rate rises, back
-    to base while it falls, so the effective step lr / (1 - mu) grows more gently."""
-    if cfg.name != "onecycle" or not cfg.momentum_low or not base_momentum:
-        return base_momentum
-    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    # one_cycle goes 0 -> 1 -> 0 between its ends here; mu follows base -> low -> base
-    rise = _one_cycle(step, warmup_steps, epochs * steps_per_epoch, 0.0, 0.0)
-    return base_momentum - (base_momentum - cfg.momentum_low) * rise
-
-
-def _one_cycle(step: int, warmup_steps: int, total_steps: int, start: float,
-               end: float) -> float:
-    """A factor that follows half a cosine from `start` up to 1 over the first warmup_steps,
-    then half a cosine from 1 down to `end` at the last step (Smith's one-cycle policy):
-
-    rising:  f = start + (1 - start) (1 - cos(pi t)) / 2,  t = step / warmup_steps
-    falling: f = end + (1 - end) (1 + cos(pi t)) / 2,      t = (step - warmup) / (last - warmup)
-    """
-    if step < warmup_steps:
-        t = step / warmup_steps
-        return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * t))
-    last = max(total_steps - warmup_steps - 1, 1)
-    t = min((step - warmup_steps) / last, 1.0)
-    return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))
+def build_optimizer(spec: OptimizerSpec, ops, params: dict):
+    """The optimizer a step declares (step.optimizer), over `params`."""
+    if spec.kind is OptimizerKind.SGD:
+        return SGD(ops, params, spec.momentum, spec.nesterov, spec.weight_decay)
+    return Adam(ops, params, spec.beta1, spec.beta2, spec.eps, spec.weight_decay,
+                decoupled=spec.kind is OptimizerKind.ADAMW)

@@ -15,17 +15,21 @@ import numpy as np
 
 
 class Dropout:
-    """Inverted dropout on the inputs of Linear layers, masks drawn from a seeded stream.
+    """Inverted dropout on the inputs of Linear layers, masks drawn from the counter-based
+    generator (seeding.dropout_keep), so every backend draws the same masks for a step.
 
     rates[i] is the drop probability for the input of Linear layer i: rates[0] drops input
     features, rates[1:] drop hidden units. A rate of 0 leaves that layer's input alone.
 
-    forward:  x~ = x * m,  m_j = [u_j < 1 - p] / (1 - p),  u ~ U[0, 1)   (x, m, x~: (B, I))
+    forward:  x~ = x * m,  m_j = [bits16_j >= round(p 2^16)] / (1 - p)   (x, m, x~: (B, I))
     backward: dL/dx = dL/dx~ * m
+    The bits of element (b, j) of layer i's mask at global step t are Philox's for
+    (seed, DROPOUT) at counter slot i, step t, element b I + j: a pure function of the step,
+    so an exact resume needs no generator state.
     """
 
-    def __init__(self, ops, rates: list[float], rng: np.random.Generator, dtype):
-        self.ops, self.rates, self.rng, self.dtype = ops, list(rates), rng, np.dtype(dtype)
+    def __init__(self, ops, rates: list[float], seed: int, dtype):
+        self.ops, self.rates, self.seed, self.dtype = ops, list(rates), int(seed), np.dtype(dtype)
         self.frozen = False  # keep the current masks (gradient checks); False: new per batch
         self._buffers: dict[int, tuple[list, list]] = {}  # batch size -> (masks, dropped)
         self._masks: list = []
@@ -34,21 +38,15 @@ class Dropout:
     def active(self, i: int) -> bool:
         return i < len(self.rates) and self.rates[i] > 0
 
-    def draw(self, sizes: list[int], batch_size: int) -> None:
-        """New masks for a batch of `batch_size` rows; sizes[i] is Linear i's input width."""
+    def draw(self, sizes: list[int], batch_size: int, step: int) -> None:
+        """The masks of global step `step` for a batch of `batch_size` rows; sizes[i] is
+        Linear i's input width. Drawn on the backend's device (no host round trip)."""
         if self.frozen and self._masks:
             return
-        host_masks, self._dropped = self._buffers_for(sizes, batch_size)
-        for i, mask in enumerate(host_masks):
-            if mask is None:
-                continue
-            keep = 1.0 - self.rates[i]
-            self.rng.random(out=mask, dtype=self.dtype)  # u ~ U[0, 1), no new array
-            np.less(mask, keep, out=mask)  # 1.0 where kept, 0.0 where dropped
-            mask *= 1.0 / keep  # inverted scaling: E[m] = 1
-        # drawn on the host from the seeded stream; a device backend copies them over (on the
-        # CPU asarray returns the same buffers)
-        self._masks = [m if m is None else self.ops.asarray(m) for m in host_masks]
+        self._masks, self._dropped = self._buffers_for(sizes, batch_size)
+        for i, mask in enumerate(self._masks):
+            if mask is not None:
+                self.ops.dropout_mask(self.seed, i, step, self.rates[i], out=mask)
 
     def forward(self, i: int, x):
         """x~ (B, I) = x * m for Linear i's input; x itself when that input is not dropped."""
@@ -67,21 +65,20 @@ class Dropout:
 
     def _buffers_for(self, sizes: list[int], batch_size: int):
         if batch_size not in self._buffers:
-            masks = [np.empty((batch_size, n), self.dtype) if self.active(i) else None
-                     for i, n in enumerate(sizes)]
-            dropped = [self.ops.zeros((batch_size, n), self.dtype) if self.active(i) else None
-                       for i, n in enumerate(sizes)]
-            self._buffers[batch_size] = (masks, dropped)
+            new = lambda i, n: (self.ops.zeros((batch_size, n), self.dtype)  # noqa: E731
+                                if self.active(i) else None)
+            self._buffers[batch_size] = ([new(i, n) for i, n in enumerate(sizes)],
+                                         [new(i, n) for i, n in enumerate(sizes)])
         return self._buffers[batch_size]
 
 
-def build_dropout(model_cfg, sizes: list[int], ops, rng: np.random.Generator, dtype):
+def build_dropout(model_cfg, sizes: list[int], ops, seed: int, dtype):
     """The Dropout a [model] section asks for (input rate, then one rate per hidden layer),
-    or None when both rates are 0."""
+    or None when both rates are 0. `seed` keys its counter-based stream (train.seed)."""
     if not (model_cfg.dropout_input or model_cfg.dropout_hidden):
         return None
     rates = [model_cfg.dropout_input] + [model_cfg.dropout_hidden] * (len(sizes) - 2)
-    return Dropout(ops, rates, rng, dtype)
+    return Dropout(ops, rates, seed, dtype)
 
 
 class MaxNorm:

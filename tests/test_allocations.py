@@ -23,7 +23,7 @@ from mlptrain import nn
 from mlptrain.backend import get_backend
 from mlptrain.model import MLP
 from mlptrain.optim import SGD, Adam
-from mlptrain.train import Split, to_device
+from mlptrain.loop import Split, to_device
 
 ops = get_backend("cpu")
 

@@ -10,6 +10,7 @@ import pytest
 
 from mlptrain.config import DataConfig
 from mlptrain.data.augment import Augmenter, build_augmenter
+from mlptrain.seeding import AUGMENT, random_bits
 from mlptrain.errors import ConfigError
 
 H = W = 28
@@ -27,11 +28,24 @@ def shifted(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
+def drawn_shifts(seed, step, B, limit):
+    """The documented draw: slot 0 (rows) and 1 (cols) of the AUGMENT stream, element b,
+    (bits (2 limit + 1)) >> 32 - limit, in Python integers."""
+    return np.array([[(int(random_bits(AUGMENT, seed, slot, step, B)[b]) * (2 * limit + 1) >> 32)
+                      - limit for slot in (0, 1)] for b in range(B)])
+
+
+def drawn_affine(seed, step, B, rotate, scale, shear):
+    u = lambda slot: random_bits(AUGMENT, seed, slot, step, B).astype(np.float64) / 2**32
+    return (math.radians(rotate) * (2 * u(2) - 1), 1 + scale * (2 * u(3) - 1),
+            math.radians(shear) * (2 * u(4) - 1))
+
+
 def test_shift_moves_every_pixel_exactly_by_the_drawn_offset():
     x = images(64)
-    aug = Augmenter((H, W), np.random.default_rng(5), shift=3)
-    drawn = np.random.default_rng(5).integers(-3, 4, size=(64, 2))  # the same stream's draw
-    out = aug(x.copy()).reshape(-1, H, W)
+    aug = Augmenter((H, W), 5, shift=3)
+    drawn = drawn_shifts(5, 0, 64, 3)  # the same stream's draw
+    out = aug(x.copy(), 0).reshape(-1, H, W)
     for b, (dy, dx) in enumerate(drawn):
         np.testing.assert_array_equal(out[b], shifted(x[b].reshape(H, W), dy, dx))
     assert {tuple(d) for d in drawn} >= {(3, 3), (-3, -3), (0, 0)}  # the range is covered
@@ -40,34 +54,34 @@ def test_shift_moves_every_pixel_exactly_by_the_drawn_offset():
 def test_shift_one_bright_pixel_lands_where_expected():
     x = np.zeros((1, H * W), np.float64)
     x[0, 10 * W + 12] = 1.0
-    aug = Augmenter((H, W), np.random.default_rng(0), shift=2)
-    dy, dx = np.random.default_rng(0).integers(-2, 3, size=(1, 2))[0]
-    out = aug(x).reshape(H, W)
+    aug = Augmenter((H, W), 0, shift=2)
+    dy, dx = drawn_shifts(0, 0, 1, 2)[0]
+    out = aug(x, 0).reshape(H, W)
     assert out[10 + dy, 12 + dx] == 1.0 and out.sum() == 1.0
 
 
 def test_augmentation_works_in_place_on_the_batch_and_keeps_dtype():
     x = images(8, dtype=np.float64)
-    for aug in (Augmenter((H, W), np.random.default_rng(0), shift=2),
-                Augmenter((H, W), np.random.default_rng(0), shift=2, rotate=10, scale=0.1)):
+    for aug in (Augmenter((H, W), 0, shift=2),
+                Augmenter((H, W), 0, shift=2, rotate=10, scale=0.1)):
         y = x.copy()
-        assert aug(y) is y and y.dtype == np.float64 and y.shape == x.shape
+        assert aug(y, 0) is y and y.dtype == np.float64 and y.shape == x.shape
 
 
 def test_zero_settings_are_the_identity():
     x = images(16)
-    assert np.array_equal(Augmenter((H, W), np.random.default_rng(0))(x.copy()), x)
+    assert np.array_equal(Augmenter((H, W), 0)(x.copy(), 0), x)
     # every limit tiny: the affine path with M = I and t = 0 samples each pixel at itself
-    aug = Augmenter((H, W), np.random.default_rng(0), rotate=1e-12, scale=1e-12, shear=1e-12)
-    np.testing.assert_allclose(aug(x.copy()), x, atol=1e-6)
+    aug = Augmenter((H, W), 0, rotate=1e-12, scale=1e-12, shear=1e-12)
+    np.testing.assert_allclose(aug(x.copy(), 0), x, atol=1e-6)
 
 
 def test_affine_with_integer_shift_only_equals_the_shift_path():
     x = images(32, dtype=np.float64)
-    exact = Augmenter((H, W), np.random.default_rng(9), shift=2)(x.copy())
-    affine = Augmenter((H, W), np.random.default_rng(9), shift=2, rotate=1e-12)
-    affine._draw_affine = lambda B: (np.zeros(B), np.ones(B), np.zeros(B))  # M = I
-    np.testing.assert_allclose(affine(x.copy()), exact, atol=1e-12)
+    exact = Augmenter((H, W), 9, shift=2)(x.copy(), 0)
+    affine = Augmenter((H, W), 9, shift=2, rotate=1e-12)
+    affine._draw_affine = lambda B, step: (np.zeros(B), np.ones(B), np.zeros(B))  # M = I
+    np.testing.assert_allclose(affine(x.copy(), 0), exact, atol=1e-12)
 
 
 def bilinear_reference(img, theta, zoom, phi, dy, dx):
@@ -94,13 +108,10 @@ def bilinear_reference(img, theta, zoom, phi, dy, dx):
 
 def test_affine_matches_a_per_pixel_bilinear_reference():
     x = images(3, seed=2, dtype=np.float64)
-    aug = Augmenter((H, W), np.random.default_rng(4), shift=2, rotate=20, scale=0.2, shear=15)
-    rng = np.random.default_rng(4)  # replay the stream: shifts first, then the affine draws
-    shifts = rng.integers(-2, 3, size=(3, 2))
-    theta = rng.uniform(-math.radians(20), math.radians(20), 3)
-    zoom = 1 + rng.uniform(-0.2, 0.2, 3)
-    phi = rng.uniform(-math.radians(15), math.radians(15), 3)
-    out = aug(x.copy()).reshape(-1, H, W)
+    aug = Augmenter((H, W), 4, shift=2, rotate=20, scale=0.2, shear=15)
+    shifts = drawn_shifts(4, 7, 3, 2)  # replay the counter-based draws of step 7
+    theta, zoom, phi = drawn_affine(4, 7, 3, 20, 0.2, 15)
+    out = aug(x.copy(), 7).reshape(-1, H, W)
     for b in range(3):
         expected = bilinear_reference(x[b].reshape(H, W), theta[b], zoom[b], phi[b], *shifts[b])
         np.testing.assert_allclose(out[b], expected, atol=1e-12)
@@ -109,7 +120,7 @@ def test_affine_matches_a_per_pixel_bilinear_reference():
 def test_rotation_keeps_a_centred_digit_s_mass_roughly():
     x = np.zeros((16, H * W))
     x.reshape(-1, H, W)[:, 8:20, 12:16] = 1.0  # a centred bar, well inside the frame
-    out = Augmenter((H, W), np.random.default_rng(0), rotate=15, scale=0.1)(x.copy())
+    out = Augmenter((H, W), 0, rotate=15, scale=0.1)(x.copy(), 0)
     # bilinear sampling preserves mass up to the zoom's area factor 1 / (1 + k)^2
     ratio = out.sum(axis=1) / x.sum(axis=1)
     assert np.all((ratio > 1 / 1.1**2 - 0.05) & (ratio < 1 / 0.9**2 + 0.05))
@@ -120,8 +131,8 @@ def test_reproducible_with_a_seed_and_different_across_seeds_and_batches():
     x = images(16)
 
     def run(seed):
-        aug = Augmenter((H, W), np.random.default_rng(seed), shift=2, rotate=10, shear=5)
-        return aug(x.copy()), aug(x.copy())
+        aug = Augmenter((H, W), seed, shift=2, rotate=10, shear=5)
+        return aug(x.copy(), 0), aug(x.copy(), 1)
 
     (a1, a2), (b1, _), (c1, _) = run(3), run(3), run(4)
     assert np.array_equal(a1, b1)
@@ -130,7 +141,7 @@ def test_reproducible_with_a_seed_and_different_across_seeds_and_batches():
 
 
 def test_build_augmenter_is_opt_in_and_only_for_images():
-    rng = np.random.default_rng(0)
+    rng = 0  # the seed
     assert build_augmenter(DataConfig(), (28, 28), rng) is None
     aug = build_augmenter(DataConfig(augment_shift=2, augment_rotate=5.0), (28, 28), rng)
     assert aug.shift == 2 and aug.affine
@@ -140,10 +151,10 @@ def test_build_augmenter_is_opt_in_and_only_for_images():
 
 def test_elastic_with_a_constant_field_is_a_whole_pixel_shift():
     x = images(4, dtype=np.float64)
-    aug = Augmenter((H, W), np.random.default_rng(0), elastic=5.0)
+    aug = Augmenter((H, W), 0, elastic=5.0)
     field = np.ones((4, H * W))  # every pixel's source moves by (+1, -2): content by (-1, +2)
-    aug._draw_elastic = lambda B, dtype, buf: (field * 1.0, field * -2.0)
-    out = aug(x.copy()).reshape(-1, H, W)
+    aug._draw_elastic = lambda B, step, buf: (field * 1.0, field * -2.0)
+    out = aug(x.copy(), 0).reshape(-1, H, W)
     for b in range(4):
         np.testing.assert_allclose(out[b], shifted(x[b].reshape(H, W), -1, 2), atol=1e-12)
 
@@ -151,23 +162,23 @@ def test_elastic_with_a_constant_field_is_a_whole_pixel_shift():
 def test_elastic_field_is_the_blurred_uniform_noise_scaled_by_alpha():
     from mlptrain.data.augment import gaussian_blur_matrix
 
-    aug = Augmenter((H, W), np.random.default_rng(6), elastic=34.0, elastic_sigma=4.0)
+    aug = Augmenter((H, W), 6, elastic=34.0, elastic_sigma=4.0)
     buf = aug._buffers_for(5, np.float64)
-    du_r, du_c = (f.copy() for f in aug._draw_elastic(5, np.float64, buf))
-    rng = np.random.default_rng(6)
+    du_r, du_c = (f.copy() for f in aug._draw_elastic(5, 0, buf))
     G = gaussian_blur_matrix(H, 4.0, np.float64)
-    for got in (du_r, du_c):
-        u = rng.random((5, H, W)) * 2 - 1
+    for slot, got in ((5, du_r), (6, du_c)):  # element b H W + p of the axis's slot
+        u = random_bits(AUGMENT, 6, slot, 0, 5 * H * W).reshape(5, H, W) / 2**32 * 2 - 1
         np.testing.assert_allclose(got.reshape(5, H, W), 34.0 * G @ u @ G.T, atol=1e-12)
     # the kernel sums to one (less its tail beyond 3.5 sigma) mid-image; neighbours move together
     assert G[H // 2].sum() == pytest.approx(1.0, abs=1e-3)
     field = du_r.reshape(5, H, W)
-    assert np.abs(np.diff(field, axis=2)).mean() < 0.2 * np.abs(field).mean()
+    # (white noise gives a ratio above 1; a field blurred with sigma = 4 about 0.2)
+    assert np.abs(np.diff(field, axis=2)).mean() < 0.3 * np.abs(field).mean()
 
 
 def test_elastic_is_reproducible_and_keeps_pixels_in_range():
     x = images(8)
-    a = Augmenter((H, W), np.random.default_rng(2), elastic=34.0)(x.copy())
-    b = Augmenter((H, W), np.random.default_rng(2), elastic=34.0)(x.copy())
+    a = Augmenter((H, W), 2, elastic=34.0)(x.copy(), 0)
+    b = Augmenter((H, W), 2, elastic=34.0)(x.copy(), 0)
     assert np.array_equal(a, b) and not np.array_equal(a, x)
     assert a.min() >= 0 and a.max() <= 1 + 1e-6

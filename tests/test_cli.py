@@ -236,6 +236,8 @@ def test_dry_run_prints_model_and_plan_and_writes_nothing(runs_dir):
     assert "samples train 54,000, val 6,000, test 10,000" in text
     assert "15 epochs x 422 steps of batch 128 = 6,330 steps" in text
     assert "checkpoint every 100 steps" in text and "device cpu, dtype float32" in text
+    assert "path: eager: cpu" in text  # backend.epoch_path: NumPy always steps eagerly
+    assert "step: mid-epoch checkpoints" in text  # the declared step's aids
     assert not runs_dir.exists()
 
 
@@ -302,7 +304,7 @@ def test_fit_resume_continues_an_interrupted_run_in_its_own_directory(runs_dir):
     from mlptrain.config import load_config
     from mlptrain.experiment import fit_experiment
     from mlptrain.runs import RunStore
-    from mlptrain.train import StepsDone, StopFlag
+    from mlptrain.loop import StepsDone, StopFlag
 
     overrides = ["train.epochs=4"]
     assert run("fit", CONFIGS / "xor.toml", "--set", "train.epochs=4").exit_code == 0
@@ -395,7 +397,7 @@ def test_a_stopped_fit_leaves_sigint_deliverable_to_later_processes():
     import signal
 
     from mlptrain.cli.fit import _first_sigint_stops
-    from mlptrain.train import StopFlag
+    from mlptrain.loop import StopFlag
 
     before = signal.getsignal(signal.SIGINT)
     stop = StopFlag()

@@ -9,11 +9,20 @@ import pytest
 
 from mlptrain import nn
 from mlptrain.backend import get_backend
-from mlptrain.config import ModelConfig, default_config
+from mlptrain.config import Config, ModelConfig, TrainConfig, default_config
 from mlptrain.errors import ModelError
-from mlptrain.model import MLP, build_model
+from mlptrain.model import MLP
+from mlptrain.model import build_model as build_from_step
+from mlptrain.step import build_step
 
 ops = get_backend("cpu")
+
+
+def build_model(model_cfg, ops, n_features, n_classes, dtype) -> MLP:
+    """The model a [model] section and a dtype declare, through the step (as prepare does)."""
+    config = Config(model=model_cfg, train=TrainConfig(dtype=str(np.dtype(dtype))))
+    step = build_step(config, (n_features,), n_classes, train_size=1)
+    return build_from_step(step, model_cfg.hidden, ops, n_features)
 
 
 def make(hidden=(7, 6), n_features=5, n_classes=4, dtype=np.float64, seed=0, **model_kw):

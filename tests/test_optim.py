@@ -12,7 +12,8 @@ from mlptrain.backend import get_backend
 from mlptrain.config import OptimizerConfig, ScheduleConfig
 from mlptrain.errors import ConfigError
 from mlptrain.model import Parameters
-from mlptrain.optim import SGD, Adam, build_optimizer, learning_rate
+from mlptrain.optim import SGD, Adam, OptimizerKind, OptimizerSpec, build_optimizer
+from mlptrain.schedules import learning_rate
 
 ops = get_backend("cpu")
 
@@ -192,11 +193,11 @@ def test_adamw_from_config_and_adam_from_config():
     rng = np.random.default_rng(7)
     params0, grad_seq = random_params(rng), gradient_sequence(rng)
     cfg = OptimizerConfig(name="adamw", beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.1)
-    got = run_library(lambda p: build_optimizer(cfg, ops, p), params0, grad_seq)
+    got = run_library(lambda p: build_optimizer(OptimizerSpec.from_config(cfg), ops, p), params0, grad_seq)
     assert_histories_close(got, ref_adam(params0, grad_seq, beta1=0.8, beta2=0.99, eps=1e-6,
                                          weight_decay=0.1, decoupled=True))
     cfg = OptimizerConfig(name="adam", weight_decay=0.1)
-    got = run_library(lambda p: build_optimizer(cfg, ops, p), params0, grad_seq)
+    got = run_library(lambda p: build_optimizer(OptimizerSpec.from_config(cfg), ops, p), params0, grad_seq)
     assert_histories_close(got, ref_adam(params0, grad_seq, weight_decay=0.1))
 
 
@@ -204,7 +205,7 @@ def test_sgd_from_config():
     rng = np.random.default_rng(8)
     params0, grad_seq = random_params(rng), gradient_sequence(rng)
     cfg = OptimizerConfig(name="sgd", momentum=0.5, nesterov=True, weight_decay=0.01)
-    got = run_library(lambda p: build_optimizer(cfg, ops, p), params0, grad_seq)
+    got = run_library(lambda p: build_optimizer(OptimizerSpec.from_config(cfg), ops, p), params0, grad_seq)
     assert_histories_close(got, ref_sgd(params0, grad_seq, momentum=0.5, nesterov=True,
                                         weight_decay=0.01))
 
@@ -293,7 +294,7 @@ BAD_CONFIGS = {
 def test_bad_hyperparameters_raise_config_error(case):
     params = random_params(np.random.default_rng(12))
     with pytest.raises(ConfigError):
-        build_optimizer(BAD_CONFIGS[case], ops, params)
+        build_optimizer(OptimizerSpec.from_config(BAD_CONFIGS[case]), ops, params)
 
 
 def test_bad_hyperparameter_messages_name_the_parameter():
@@ -304,6 +305,22 @@ def test_bad_hyperparameter_messages_name_the_parameter():
         SGD(ops, params, nesterov=True)
     with pytest.raises(ConfigError, match="beta1"):
         Adam(ops, params, beta1=1.0)
+
+
+def test_optimizers_declare_their_kind_and_state_buffers():
+    """A device graph picks the update kernel from `kind` and its arguments from `buffers()`,
+    never by probing attributes."""
+    from mlptrain.model import Parameters as P
+
+    flat = P.zeros(ops, SHAPES, np.float64)
+    sgd = build_optimizer(OptimizerSpec(OptimizerKind.SGD, momentum=0.9), ops, flat)
+    assert sgd.kind is OptimizerKind.SGD and sgd.buffers() == (sgd.velocity,)
+    for kind in (OptimizerKind.ADAM, OptimizerKind.ADAMW):
+        adam = build_optimizer(OptimizerSpec(kind), ops, flat)
+        assert adam.kind is kind and adam.decoupled == (kind is OptimizerKind.ADAMW)
+        assert adam.buffers() == (adam.m, adam.v)
+        assert all(b.layout is flat.layout for b in adam.buffers())  # the fused update's layout
+    assert {k.value for k in OptimizerKind} == {"sgd", "adam", "adamw"}
 
 
 # -- learning-rate schedules ----------------------------------------------------------------------

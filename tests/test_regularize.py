@@ -10,9 +10,10 @@ from mlptrain import nn
 from mlptrain.backend import get_backend
 from mlptrain.config import ModelConfig
 from mlptrain.errors import ConfigError
-from mlptrain.model import MLP, build_model
+from mlptrain.model import MLP
 from mlptrain.regularize import Dropout, MaxNorm, build_dropout, build_max_norm
 from tests.test_gradients import MLP_EPS, MLP_TINY, TOL, numeric_grad, rel_error
+from tests.test_model import build_model
 
 ops = get_backend("cpu")
 
@@ -33,7 +34,7 @@ def small_mlp(rng, sizes=(6, 8, 7, 4), activation="tanh", dtype=np.float64) -> M
 def test_dropout_gradients_match_finite_differences_with_a_fixed_mask(activation):
     rng = np.random.default_rng(7)
     model = small_mlp(rng, activation=activation)
-    model.dropout = Dropout(ops, [0.3, 0.5, 0.4], np.random.default_rng(1), np.float64)
+    model.dropout = Dropout(ops, [0.3, 0.5, 0.4], 1, np.float64)
     batch = 5
     ws = model.workspace(batch)
     ws.x[...] = rng.normal(size=ws.x.shape)
@@ -46,7 +47,7 @@ def test_dropout_gradients_match_finite_differences_with_a_fixed_mask(activation
     assert all((m == 0).any() for m in masks), "each mask should drop something here"
 
     def mean_loss() -> float:
-        model.dropout.draw(model.sizes[:-1], batch)  # a no-op while frozen
+        model.dropout.draw(model.sizes[:-1], batch, 1)  # a no-op while frozen
         logits = model.forward(ws, training=True)
         total, _ = model.loss.forward(np, logits, targets, ws.loss_cache)
         return float(total) / batch
@@ -60,8 +61,8 @@ def test_dropout_gradients_match_finite_differences_with_a_fixed_mask(activation
 
 def test_dropout_forward_is_x_times_scaled_bernoulli_mask():
     p, shape = 0.25, (400, 300)
-    drop = Dropout(ops, [p], np.random.default_rng(3), np.float64)
-    drop.draw([shape[1]], shape[0])
+    drop = Dropout(ops, [p], 3, np.float64)
+    drop.draw([shape[1]], shape[0], 0)
     x = np.random.default_rng(4).uniform(1, 2, size=shape)
     out = np.array(drop.forward(0, x))
     kept = out != 0
@@ -74,8 +75,8 @@ def test_dropout_forward_is_x_times_scaled_bernoulli_mask():
 
 
 def test_dropout_backward_multiplies_by_the_same_mask():
-    drop = Dropout(ops, [0.5], np.random.default_rng(0), np.float32)
-    drop.draw([10], 6)
+    drop = Dropout(ops, [0.5], 0, np.float32)
+    drop.draw([10], 6, 0)
     x = np.ones((6, 10), np.float32)
     out = np.array(drop.forward(0, x))
     dx = np.full((6, 10), 3.0, np.float32)
@@ -84,19 +85,35 @@ def test_dropout_backward_multiplies_by_the_same_mask():
     assert dx.dtype == np.float32
 
 
-def test_dropout_is_reproducible_from_its_seed_and_new_per_batch():
-    def masks(seed):
-        drop = Dropout(ops, [0.5], np.random.default_rng(seed), np.float32)
+def test_dropout_is_a_pure_function_of_seed_layer_and_step():
+    def masks(seed, steps=(0, 1), rates=(0.5,)):
+        drop = Dropout(ops, list(rates), seed, np.float32)
         out = []
-        for _ in range(2):
-            drop.draw([50], 8)
-            out.append(np.array(drop.forward(0, np.ones((8, 50), np.float32))))
+        for step in steps:
+            drop.draw([50] * len(rates), 8, step)
+            out.append([np.array(drop.forward(i, np.ones((8, 50), np.float32)))
+                        for i in range(len(rates))])
         return out
 
     a, b, c = masks(11), masks(11), masks(12)
-    assert all(np.array_equal(u, v) for u, v in zip(a, b))
-    assert not np.array_equal(a[0], a[1])  # a new mask for every batch
-    assert not np.array_equal(a[0], c[0])
+    assert all(np.array_equal(u[0], v[0]) for u, v in zip(a, b))
+    assert not np.array_equal(a[0][0], a[1][0])  # a new mask for every step
+    assert not np.array_equal(a[0][0], c[0][0])  # and for every seed
+    # step 1 drawn alone (as after a resume) is step 1 of the sequence: no hidden state
+    assert np.array_equal(masks(11, steps=(1,))[0][0], a[1][0])
+    two = masks(11, steps=(0,), rates=(0.5, 0.5))[0]
+    assert not np.array_equal(two[0], two[1])  # each layer has its own slot
+
+
+def test_dropout_mask_bits_are_philox_halves_against_the_threshold():
+    from mlptrain.seeding import DROPOUT, dropout_threshold, random_bits
+
+    out = np.empty((3, 7), np.float64)
+    ops.dropout_mask(5, 2, 2**32 + 9, 0.3, out=out)
+    words = random_bits(DROPOUT, 5, 2, 2**32 + 9, 11)  # 21 elements: 11 words
+    halves = [(int(w) >> (16 * h)) & 0xFFFF for w in words for h in (0, 1)][:21]
+    want = np.array([h >= dropout_threshold(0.3) for h in halves]) / 0.7
+    np.testing.assert_array_equal(out.ravel(), want)
 
 
 def test_dropout_is_off_at_evaluation():
@@ -106,18 +123,18 @@ def test_dropout_is_off_at_evaluation():
     ws.x[...] = rng.normal(size=ws.x.shape)
     targets = model.loss.targets(np, np.array([0, 1, 2, 3]), np.float64)
     plain = model.evaluate_batch(ws, targets)
-    model.dropout = Dropout(ops, [0.5, 0.5, 0.5], np.random.default_rng(0), np.float64)
+    model.dropout = Dropout(ops, [0.5, 0.5, 0.5], 0, np.float64)
     model.loss_and_grad(ws, targets, 0.25)  # a training step draws masks
     assert model.evaluate_batch(ws, targets) == plain
 
 
 def test_dropout_rate_zero_leaves_a_layer_alone_and_build_reads_the_config():
     sizes = [784, 100, 50, 10]
-    assert build_dropout(ModelConfig(), sizes, ops, np.random.default_rng(0), np.float32) is None
+    assert build_dropout(ModelConfig(), sizes, ops, 0, np.float32) is None
     cfg = ModelConfig(dropout_input=0.0, dropout_hidden=0.5)
-    drop = build_dropout(cfg, sizes, ops, np.random.default_rng(0), np.float32)
+    drop = build_dropout(cfg, sizes, ops, 0, np.float32)
     assert drop.rates == [0.0, 0.5, 0.5]
-    drop.draw(sizes[:-1], 3)
+    drop.draw(sizes[:-1], 3, 0)
     x = np.ones((3, 784), np.float32)
     assert drop.forward(0, x) is x and drop.dropped_input(0, x) is x
 
@@ -190,7 +207,7 @@ def test_label_smoothing_gradient_matches_finite_differences_and_formula(e):
     np.testing.assert_allclose(grad, (p - q) * scale, rtol=1e-12, atol=1e-15)  # dL/dz = p - q
 
 
-def test_label_smoothing_is_per_model_and_needs_softmax():
+def test_label_smoothing_is_the_steps_and_needs_softmax():
     smooth = build_model(ModelConfig(label_smoothing=0.1), ops, 4, 3, np.float64)
     plain = build_model(ModelConfig(), ops, 4, 3, np.float64)
     assert smooth.loss.smoothing == 0.1 and plain.loss.smoothing == 0.0

@@ -24,7 +24,7 @@ from mlptrain.config import load_config, parse_config
 from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.experiment import fit_experiment, resume_experiment
 from mlptrain.runs import RunStore, npz_bytes
-from mlptrain.train import StepsDone, StopFlag
+from mlptrain.loop import StepsDone, StopFlag
 
 
 def metrics_without_time(path):
@@ -74,8 +74,8 @@ def test_a_stopped_run_resumes_to_the_same_bytes(runs_dir, epoch, step, optimize
 
 
 def test_a_run_with_every_training_aid_resumes_to_the_same_bytes(runs_dir):
-    # dropout masks and augmentations come from their own RNG streams: the checkpoint must
-    # carry them, or the resumed epoch would see other masks and other distortions
+    # dropout masks are keyed by (seed, step) and augmentations come from their own stream: the
+    # resumed epoch must see the same masks and distortions as the run left alone
     overrides = ["data.limit=600", "model.hidden=[32, 16]", "train.epochs=2",
                  "train.batch_size=50", "model.dropout_input=0.1", "model.dropout_hidden=0.3",
                  "model.max_norm=1.5", "model.label_smoothing=0.1", "data.augment_shift=2",
@@ -155,6 +155,37 @@ def test_a_checkpoint_this_version_cannot_read_is_a_clear_error(runs_dir):
     del arrays["rng.shuffle"]  # as an older version wrote it: one "shuffle_rng" key
     np.savez(stopped.path / "checkpoint.npz", **arrays)
     with pytest.raises(RunStoreError, match="not a checkpoint this version can resume from"):
+        resume_experiment(RunStore(runs_dir), stopped.run_id)
+
+
+def _stopped_xor(runs_dir, *overrides):
+    stop = StopFlag()
+    config = load_config(CONFIGS / "xor.toml", ["train.epochs=3", *overrides])
+    return config, fit_experiment(config, RunStore(runs_dir), stop_at(stop, 2, 4), stop=stop)
+
+
+def test_an_older_checkpoint_without_dropout_or_augmentation_still_resumes_exactly(runs_dir):
+    config, stopped = _stopped_xor(runs_dir, "optimizer.momentum=0.9")
+    arrays = dict(np.load(stopped.path / "checkpoint.npz"))
+    assert int(arrays.pop("format")) == 2  # format 1 had no such key
+    np.savez(stopped.path / "checkpoint.npz", **arrays)
+    resumed = resume_experiment(RunStore(runs_dir), stopped.run_id)
+    alone = fit_experiment(config, RunStore(runs_dir))
+    assert (resumed.path / "weights.npz").read_bytes() == (alone.path / "weights.npz").read_bytes()
+
+
+def test_an_older_checkpoint_with_dropout_is_refused_with_a_clear_error(runs_dir):
+    # format 1 drew dropout masks from a sequential stream; the step-keyed masks after a resume
+    # would continue neither that run nor a new one
+    _, stopped = _stopped_xor(runs_dir, "model.dropout_hidden=0.2")
+    arrays = dict(np.load(stopped.path / "checkpoint.npz"))
+    del arrays["format"]
+    np.savez(stopped.path / "checkpoint.npz", **arrays)
+    with pytest.raises(RunStoreError, match="older mlptrain .checkpoint format 1.*dropout"):
+        resume_experiment(RunStore(runs_dir), stopped.run_id)
+    arrays["format"] = np.array(99)
+    np.savez(stopped.path / "checkpoint.npz", **arrays)
+    with pytest.raises(RunStoreError, match="format 99, newer than"):
         resume_experiment(RunStore(runs_dir), stopped.run_id)
 
 

@@ -13,7 +13,7 @@ from mlptrain.cli.runs import sparkline
 from mlptrain.config import load_config
 from mlptrain.experiment import fit_experiment
 from mlptrain.runs import RunStore
-from mlptrain.train import StopFlag
+from mlptrain.loop import StopFlag
 
 runner = CliRunner()
 

@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from mlptrain import train as loop
+from mlptrain import loop
 from mlptrain.config import ScheduleConfig, parse_config
 from mlptrain.experiment import prepare
-from mlptrain.optim import SGD, build_optimizer, learning_rate, momentum
+from mlptrain.optim import SGD, build_optimizer
+from mlptrain.schedules import learning_rate, momentum
 
 BASE = 0.4
 SPE, EPOCHS = 10, 6  # steps per epoch, epochs: 60 steps
@@ -91,7 +92,7 @@ def test_the_loop_moves_sgd_momentum_step_by_step(monkeypatch):
     """
     config = parse_config(text.replace("\n    ", "\n"))
     p = prepare(config)
-    opt = build_optimizer(config.optimizer, p.model.ops, p.model.params)
+    opt = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
     seen = []
     step = SGD.step
 
@@ -101,7 +102,8 @@ def test_the_loop_moves_sgd_momentum_step_by_step(monkeypatch):
 
     monkeypatch.setattr(SGD, "step", recording_step)
     train = loop.to_device(p.model.ops, p.model, *p.dataset.split("train"))
-    loop.fit(p.model, opt, train, None, config, np.random.default_rng(0))
+    eager = loop.EagerStep(p.step, p.model, opt)
+    loop.fit(eager, train, None, loop.LoopSettings(), np.random.default_rng(0))
     steps = math.ceil(train.size / 16)
     assert len(seen) == 3 * steps
     for s, (mu, lr) in enumerate(seen):

@@ -12,7 +12,7 @@ from mlptrain.config import load_config, parse_config
 from mlptrain.errors import ConfigError, DataError, ModelError, TrainingError
 from mlptrain.experiment import evaluate_run, fit_experiment
 from mlptrain.runs import RunStore
-from mlptrain.train import EarlyStopped, EpochEnded, EpochStarted, StepsDone
+from mlptrain.loop import EarlyStopped, EpochEnded, EpochStarted, StepsDone
 
 from conftest import CONFIGS
 
@@ -32,6 +32,7 @@ def test_xor_config_reaches_full_test_accuracy(runs_dir):
     assert run.summary["status"] == "completed"
     assert run.summary["final"]["test_accuracy"] == 1.0
     assert run.summary["dataset"]["samples"] == {"train": 640, "val": 160, "test": 1000}
+    assert run.summary["path"] == "eager: cpu"  # which path trained it (backend.epoch_path)
 
 
 def test_xor_loss_trajectory_matches_the_recording(runs_dir):

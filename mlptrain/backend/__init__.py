@@ -32,11 +32,21 @@ dtype unless said; `out` is written and returned; nothing allocates in steady st
         step t is 1-based; g' = g + wd p unless decoupled (then p <- p (1 - lr wd) first);
         m <- b1 m + (1-b1) g';  v <- b2 v + (1-b2) g'^2;
         p <- p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps); grad is overwritten
+
+and, for the choice of path (`epoch_path` below is the one place it is made):
+
+    graph_blockers(step) -> list[str]   why this backend cannot replay the declared step's
+        epochs as one captured graph (empty: it can); NumPy: ["cpu"]
+    epoch_runner(model, optimizer, train, batch)   the captured epoch (asked only when
+        graph_blockers gave nothing): .run(order, lrs) trains one epoch
+
+A backend subclasses protocol.Backend, so a primitive it lacks raises BackendError.
 """
 
 from __future__ import annotations
 
 from mlptrain.backend.numpy_backend import NumpyBackend
+from mlptrain.backend.protocol import Backend
 from mlptrain.errors import BackendError
 
 DEVICES = ("cpu", "cuda", "auto")  # devices a config may name; auto = cuda when usable, else cpu
@@ -84,4 +94,17 @@ def cuda_backend():
         raise BackendError(f"the CUDA backend could not start on this GPU: {exc}") from None
 
 
-__all__ = ["DEVICES", "NumpyBackend", "cuda_backend", "get_backend"]
+def epoch_path(step, ops) -> list[str]:
+    """THE decision of which path trains `step` on `ops`: the reasons against replaying whole
+    epochs as one captured graph, or [] when the graph runs them. The loop, `fit --dry-run` and
+    summary.json all ask here."""
+    return list(ops.graph_blockers(step))
+
+
+def describe_path(reasons: list[str]) -> str:
+    """The path, for a person and for summary.json: `cuda graph` or `eager: <reasons>`."""
+    return "cuda graph" if not reasons else "eager: " + "; ".join(reasons)
+
+
+__all__ = ["DEVICES", "Backend", "NumpyBackend", "cuda_backend", "describe_path", "epoch_path",
+           "get_backend"]

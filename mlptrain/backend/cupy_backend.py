@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import cupy as cp
 import numpy as np
 
 from mlptrain import nn
 from mlptrain.backend.cuda import gemm as gemm_mod
-from mlptrain.backend.cuda.gemm import ACT_IDS, NULL, Gemm, ctype
-
-KERNELS = Path(__file__).with_name("cuda") / "kernels.cu"
-ELEMENTWISE = ("splitk_reduce", "bias_activation", "activation_backward", "sum_rows",
-               "take_rows", "softmax_xent", "softmax_xent_grad", "sgd_update", "adam_update")
-SHARED = ["zero_doubles", "sum_parts"]  # kernels with no element type
-THREADS = 256
-XENT_ROWS = 128  # rows per block of softmax_xent (kernels.cu)
+from mlptrain.backend.cuda.gemm import NULL, Gemm
+from mlptrain.backend.cuda.kernels import ACT_IDS, THREADS, XENT_ROWS, Kernels
+from mlptrain.backend.protocol import Backend
+from mlptrain.seeding import dropout_threshold
 
 
 _SGD = cp.ElementwiseKernel(
@@ -72,7 +67,7 @@ def _activation_id(activation) -> int | None:
     return ACT_IDS.get(getattr(activation, "name", None)) if activation is not None else 0
 
 
-class CupyBackend:
+class CupyBackend(Backend):
     """Executes the model's primitives on a CUDA GPU; arrays are C-contiguous CuPy arrays."""
 
     name = "cupy"
@@ -83,33 +78,21 @@ class CupyBackend:
         if graph is None:
             graph = os.environ.get("MLPTRAIN_CUDA_GRAPH", "1") != "0"
         self.graph, self.gemm_kind = graph, gemm
-        self._modules, self._functions = {}, {}
-        self.gemm = Gemm(self.function)
-        self._epochs = {}  # (model, optimizer, data, batch) -> captured epoch
-
-    def load(self, dtype) -> None:
-        """Compiles (or reads from CuPy's cache) and loads every kernel for one dtype, so none
-        loads lazily inside a graph capture. A dtype's first use costs a compile, once."""
-        t = ctype(dtype)
-        if t in self._modules:
-            return
-        names = gemm_mod.kernel_names(dtype) + [f"{k}<{t}>" for k in ELEMENTWISE] + SHARED
-        module = cp.RawModule(code=KERNELS.read_text(), options=("--std=c++17",),
-                              name_expressions=names)
-        for name in names:
-            f = self._functions.setdefault(name, module.get_function(name))
-            f.max_threads_per_block  # noqa: B018 - reading an attribute forces the load
-        self._modules[t] = module
+        self.kernels = Kernels(lambda event: self.on_event(event))  # compiled on first use
+        self.on_event = lambda event: None  # the loop sets it: hears first-use compiles
+        self.gemm = Gemm(self.kernels)
+        self._epochs = {}  # (step, model, optimizer, data) -> captured epoch
 
     def function(self, name: str):
-        f = self._functions.get(name)
-        if f is None:
-            self.load(np.float64 if "<double" in name else np.float32)
-            f = self._functions[name]
-        return f
+        return self.kernels(name)
 
     def kernel(self, name: str, dtype):
-        return self.function(f"{name}<{ctype(dtype)}>")
+        return self.kernels.kernel(name, dtype)
+
+    def prepare_kernels(self, dtype, names) -> None:
+        """Loads (compiling on first use) the products of every tile and the named kernels, so
+        none loads lazily inside a graph capture."""
+        self.kernels.prepare(gemm_mod.kernel_names(dtype) + list(names))
 
     # -- moving data across the host/device boundary --------------------------------------------
 
@@ -206,12 +189,8 @@ class CupyBackend:
         self.kernel("softmax_xent", logits.dtype)(
             (blocks,), (XENT_ROWS,),
             (logits, NULL, targets, NULL, cache.probs, NULL, np.int32(rows), np.int32(classes),
-             logits.dtype.type(0), parts))
+             logits.dtype.type(0), np.float64(loss.smoothing), parts))
         self.function("sum_parts")((1,), (2,), (parts, np.int32(blocks), acc))
-        if loss.smoothing:  # targets q = (1 - e) onehot + e / C: the sums over z are linear
-            e = loss.smoothing
-            picked = cp.take_along_axis(logits, targets[:, None], axis=1)  # z_b[y_b]
-            acc[0] += e * (picked.sum(dtype=np.float64) - logits.sum(dtype=np.float64) / classes)
         return acc[0], acc[1]
 
     def loss_backward(self, loss: nn.Loss, cache, targets, scale: float, out):
@@ -226,6 +205,16 @@ class CupyBackend:
             e = loss.smoothing
             out -= probs.dtype.type(e / classes * scale)
             out[cp.arange(rows), targets] += probs.dtype.type(e * scale)
+        return out
+
+    def dropout_mask(self, seed: int, slot: int, step: int, rate: float, out):
+        """out (B, I) = keep / (1 - rate): the dropout kernel's bits (seeding.dropout_keep)."""
+        rows, cols = out.shape
+        self.kernel("dropout", out.dtype)(
+            (max(1, min(-(-out.size // (8 * THREADS)), 4096)),), (THREADS,),
+            (NULL, NULL, NULL, out, np.int64(rows), np.int32(cols), np.uint32(seed & 0xFFFFFFFF),
+             np.int32(slot), cp.asarray([step], dtype=np.int64), np.int32(0),
+             np.uint32(dropout_threshold(rate)), out.dtype.type(1.0 / (1.0 - rate))))
         return out
 
     # -- optimizer updates, in place (the NumPy backend's formulas, operation for operation) ----
@@ -244,20 +233,21 @@ class CupyBackend:
               t(beta2), t(1 - beta1), t(1 - beta2), t(eps), t(weight_decay),
               t(1 - lr * weight_decay), np.int32(mode), param, m, v)
 
-    # -- the whole-epoch fast path (train.py asks for it) ---------------------------------------
+    # -- the whole-epoch fast path (the loop asks for it when graph_blockers finds nothing) ----
 
-    def epoch_runner(self, model, optimizer, train, batch: int):
-        """A captured epoch for this model, optimizer, data and batch size, or None when this
-        backend trains eagerly or the graph path does not cover the model (then the loop runs
-        the steps through the primitives above)."""
-        if not self.graph:
-            return None
+    def graph_blockers(self, step) -> list[str]:
+        """Why the epoch graph cannot run this declared step (empty: it can)."""
+        from mlptrain.backend.cuda.epoch import graph_blockers
+
+        return graph_blockers(step, self.graph)
+
+    def epoch_runner(self, step, model, optimizer, train):
+        """The captured epoch (cuda/epoch.py) for this step, model, optimizer and data, built on
+        first use (its kernels compiled, its products tuned); ask graph_blockers first."""
         from mlptrain.backend.cuda.epoch import EpochGraph
 
-        key = (id(model), id(optimizer), id(train.X), batch)
+        key = (id(step), id(model), id(optimizer), id(train.X))
         runner = self._epochs.get(key)
         if runner is None:
-            if not EpochGraph.supports(model, optimizer, train):
-                return None
-            runner = self._epochs[key] = EpochGraph(self, model, optimizer, train, batch)
+            runner = self._epochs[key] = EpochGraph(self, step, model, optimizer, train)
         return runner

@@ -8,7 +8,8 @@ import os
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from mlptrain import nn
+from mlptrain import nn, seeding
+from mlptrain.backend.protocol import Backend
 
 
 def _import_blas_single_threaded():
@@ -69,7 +70,7 @@ def scal(a: float, x: np.ndarray) -> None:
     _SCAL[x.dtype](a, _flat(x, _order(x), written=True))
 
 
-class NumpyBackend:
+class NumpyBackend(Backend):
     """Executes the model's primitives with NumPy on the host.
 
     Every primitive writes into an `out` buffer that the caller allocated once per batch
@@ -167,6 +168,11 @@ class NumpyBackend:
 
     def loss_backward(self, loss: nn.Loss, cache, targets, scale: float, out):
         return loss.backward(np, cache, targets, scale, out=out)
+
+    def dropout_mask(self, seed: int, slot: int, step: int, rate: float, out: np.ndarray):
+        """out (B, I) = keep / (1 - rate), keep from seeding.dropout_keep (the kernels' bits)."""
+        keep = seeding.dropout_keep(seed, slot, step, out.size, rate).reshape(out.shape)
+        return np.multiply(keep, out.dtype.type(1.0 / (1.0 - rate)), out=out)
 
     # -- optimizer updates, in place; `grad` is scratch and is overwritten ---------------------
 

@@ -18,7 +18,7 @@ from mlptrain.config import load_config
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment import fit_experiment, plan, resume_experiment
 from mlptrain.runs import RunStore
-from mlptrain.train import StopFlag
+from mlptrain.loop import StopFlag
 
 
 class ProgressMode(str, Enum):

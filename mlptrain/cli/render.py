@@ -17,7 +17,8 @@ from rich.table import Table
 from mlptrain.cli.common import num, pct
 from mlptrain.data.mnist import DownloadProgress
 from mlptrain.experiment import RunFinished, RunStarted
-from mlptrain.train import EarlyStopped, EpochEnded, EpochStarted, StepsDone
+from mlptrain.backend.events import KernelsCompiled, KernelsCompiling
+from mlptrain.loop import EarlyStopped, EpochEnded, EpochStarted, StepsDone
 
 
 class FitRenderer:
@@ -70,6 +71,8 @@ class FitRenderer:
     def _on_RunStarted(self, e: RunStarted) -> None:
         c = self.console
         c.print(f"[bold]run[/bold] {e.run_id}  ({e.device}, {e.dtype})")
+        if e.train_path:
+            c.print(f"  path: {e.train_path}", highlight=False)
         if e.resumed_at:
             epochs, steps = e.resumed_at
             c.print(f"  resuming after {epochs} epoch{'s' * (epochs != 1)}" + (
@@ -78,6 +81,14 @@ class FitRenderer:
             c.print(f"  {line}")
         sizes = ", ".join(f"{k} {v:,}" for k, v in e.samples.items())
         c.print(f"  {e.parameters:,} parameters; samples: {sizes}")
+
+    def _on_KernelsCompiling(self, e: KernelsCompiling) -> None:
+        self.console.print(f"  compiling CUDA kernels (first use): {e.kernels} kernels ...",
+                           highlight=False)
+
+    def _on_KernelsCompiled(self, e: KernelsCompiled) -> None:
+        self.console.print(f"  compiled {e.kernels} CUDA kernels in {e.seconds:.1f} s "
+                           "(cached for later runs)", highlight=False)
 
     def _on_EpochStarted(self, e: EpochStarted) -> None:
         if self.epoch_task is None:
@@ -137,6 +148,7 @@ def plan_text(config, plan, runs_root) -> str:
     lines = [f"dry run of {config.source} (name {config.name!r}): nothing is trained or "
              "written",
              f"device {plan.device}, dtype {plan.dtype}",
+             f"path: {plan.path}",
              f"data: {plan.dataset} from {plan.source or 'generated'}; samples "
              + ", ".join(f"{k} {v:,}" for k, v in plan.samples.items()),
              "model:", *(f"  {line}" for line in plan.layers),
@@ -147,6 +159,7 @@ def plan_text(config, plan, runs_root) -> str:
              f"  optimizer {o.name}, lr {o.lr:g}, schedule {config.schedule.name}"
              + (f", early stopping after {t.patience} epochs without gain" if t.patience
                 else ""),
+             "  step: " + (", ".join(plan.aids) if plan.aids else "plain (no training aids)"),
              "  checkpoint " + (f"every {plan.checkpoint_every} steps and " if
                                 plan.checkpoint_every else "") + "at every epoch end",
              f"  run directory: a new one under {runs_root}"]

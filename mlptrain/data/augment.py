@@ -1,7 +1,11 @@
 """Image augmentation for training batches: random shifts, small affine and elastic distortions.
 
 Applied on the host, in place, to each training batch of flattened images (B, H*W) after it is
-gathered; evaluation never sees it. Everything is vectorised over the batch: one gather of
+gathered; evaluation never sees it. This is the NumPy reference of the CUDA kernels `augment`
+and `elastic_field` (backend/cuda/kernels.cu), which compute the same formulas on batches
+gathered on the device: every random draw comes from the counter-based generator
+(seeding.random_bits, stream AUGMENT, keyed by the seed and the global step), so both backends
+distort a step's batch alike, to rounding, and a resumed run needs no generator state. Everything is vectorised over the batch: one gather of
 precomputed flat indices for integer shifts, or four gathers plus a bilinear blend for the affine
 case, all into buffers allocated once per batch size. Pixels that come from outside the image
 are 0 (MNIST's background).
@@ -9,7 +13,9 @@ are 0 (MNIST's background).
 The sampling map sends each output pixel p (row, col, relative to the image centre c) to the
 source point  s = M (p - c) + c - t,  with  M = R(theta) Z(1 + k) H(phi):  a rotation by theta,
 a zoom by 1 + k and a shear by phi, each drawn uniformly from +-the configured limit per image,
-and t an integer shift drawn from {-shift, ..., shift} per axis. An elastic distortion
+and t an integer shift drawn from {-shift, ..., shift} per axis. Image b of a step reads
+element b of each slot: AUG_SLOTS below (a shift is (bits (2 shift + 1)) >> 32 - shift, exact
+integers; an angle or zoom is limit (2u - 1) with u = bits 2^-32, in float64). An elastic distortion
 (Simard et al. 2003) adds alpha * (G u G^T) to s, per axis: u is uniform noise in [-1, 1] per
 pixel and G (H, H) a Gaussian blur of width sigma, so neighbouring pixels move together. With no
 rotation, zoom, shear or elastic field the map is an exact shift and takes the cheaper
@@ -23,14 +29,19 @@ import math
 import numpy as np
 
 from mlptrain.errors import ConfigError
+from mlptrain.seeding import AUGMENT, random_bits, uniform
+
+# counter slots of the AUGMENT stream (kernels.cu: AUG_SHIFT_R ... AUG_ELASTIC_C)
+AUG_SLOTS = {"shift_r": 0, "shift_c": 1, "rotate": 2, "zoom": 3, "shear": 4, "elastic_r": 5,
+             "elastic_c": 6}
 
 
 class Augmenter:
-    def __init__(self, shape: tuple[int, int], rng: np.random.Generator, shift: int = 0,
+    def __init__(self, shape: tuple[int, int], seed: int, shift: int = 0,
                  rotate: float = 0.0, scale: float = 0.0, shear: float = 0.0,
                  elastic: float = 0.0, elastic_sigma: float = 4.0):
         self.height, self.width = shape
-        self.rng, self.shift = rng, int(shift)
+        self.seed, self.shift = int(seed), int(shift)
         self.rotate, self.scale, self.shear = math.radians(rotate), scale, math.radians(shear)
         self.elastic, self.elastic_sigma = elastic, elastic_sigma
         self.affine = bool(rotate or scale or shear or elastic)
@@ -45,26 +56,36 @@ class Augmenter:
     def padded_shape(self) -> tuple[int, int]:
         return self.height + 2 * self.pad, self.width + 2 * self.pad
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Distorts the batch x (B, H*W) in place and returns it."""
+    def _bits(self, slot: str, step: int, n: int) -> np.ndarray:
+        return random_bits(AUGMENT, self.seed, AUG_SLOTS[slot], step, n)
+
+    def __call__(self, x: np.ndarray, step: int) -> np.ndarray:
+        """Distorts the batch x (B, H*W) of global step `step` in place and returns it."""
         if not (self.shift or self.affine):
             return x
         buf = self._buffers_for(x.shape[0], x.dtype)
         padded, (hp, wp) = buf["padded"], self.padded_shape
         p = self.pad
         padded[:, p:p + self.height, p:p + self.width] = x.reshape(-1, self.height, self.width)
-        shifts = self.rng.integers(-self.shift, self.shift + 1, size=(x.shape[0], 2))  # (B, 2)
+        shifts = self._draw_shifts(x.shape[0], step)  # (B, 2)
         if self.affine:
-            return self._affine(x, buf, shifts)
+            return self._affine(x, buf, shifts, step)
         # out[b, r, c] = image[b, r - dy_b, c - dx_b]: one flat gather from the padded batch
         offset = (np.arange(x.shape[0]) * (hp * wp)
                   + (p - shifts[:, 0]) * wp + (p - shifts[:, 1]))  # (B,)
         np.add(buf["base"], offset[:, None], out=buf["index"])  # (B, H*W) flat source indices
-        return np.take(padded.ravel(), buf["index"], out=x)
+        # mode="clip": the default ("raise") makes np.take buffer `out`; indices are in range
+        return np.take(padded.ravel(), buf["index"], out=x, mode="clip")
 
-    def _affine(self, x, buf, shifts):
+    def _draw_shifts(self, B: int, step: int) -> np.ndarray:
+        """(B, 2) integer shifts (rows, cols) in [-shift, shift]: (bits (2 s + 1)) >> 32 - s."""
+        span = np.uint64(2 * self.shift + 1)
+        return np.stack([(self._bits(k, step, B).astype(np.uint64) * span >> np.uint64(32))
+                         .astype(np.int64) - self.shift for k in ("shift_r", "shift_c")], axis=1)
+
+    def _affine(self, x, buf, shifts, step):
         B, (hp, wp), p = x.shape[0], self.padded_shape, self.pad
-        theta, zoom, phi = self._draw_affine(B)
+        theta, zoom, phi = self._draw_affine(B, step)
         cos, sin, tan = np.cos(theta) * zoom, np.sin(theta) * zoom, np.tan(phi)  # (B,) each
         # M = zoom R(theta) H(phi) on (row, col) offsets, H = [[1, tan phi], [0, 1]]
         m = np.stack([cos, cos * tan - sin, sin, sin * tan + cos], axis=1).astype(x.dtype)
@@ -78,7 +99,7 @@ class Augmenter:
             out += a
             out += origin[:, row // 2:row // 2 + 1]
         if self.elastic:
-            du_r, du_c = self._draw_elastic(B, x.dtype, buf)  # (B, H*W) each, in pixels
+            du_r, du_c = self._draw_elastic(B, step, buf)  # (B, H*W) each, in pixels
             fr += du_r
             fc += du_c
         # beyond one pixel outside the image only padding is read: clip to keep indices valid
@@ -96,16 +117,17 @@ class Augmenter:
         flat = buf["padded"].ravel()
         # bilinear: top = g00 + fc (g01 - g00), bottom = g10 + fc (g11 - g10),
         #           out = top + fr (bottom - top)
-        np.take(flat, index, out=a)  # g00
+        take = lambda out: np.take(flat, index, out=out, mode="clip")  # noqa: E731 (see above)
+        take(a)  # g00
         index += 1
-        np.take(flat, index, out=b)  # g01
+        take(b)  # g01
         b -= a
         b *= fc
         a += b  # top
         index += wp
-        np.take(flat, index, out=b)  # g11
+        take(b)  # g11
         index -= 1
-        np.take(flat, index, out=x)  # g10
+        take(x)  # g10
         b -= x
         b *= fc
         x += b  # bottom
@@ -114,20 +136,20 @@ class Augmenter:
         x += a
         return x
 
-    def _draw_affine(self, B: int):
-        theta = self.rng.uniform(-self.rotate, self.rotate, B)
-        zoom = 1.0 + self.rng.uniform(-self.scale, self.scale, B)
-        phi = self.rng.uniform(-self.shear, self.shear, B)
-        return theta, zoom, phi
+    def _draw_affine(self, B: int, step: int):
+        """(B,) each, float64: theta, zoom, phi = limit (2u - 1) (+ 1 for the zoom)."""
+        signed = lambda slot: 2.0 * uniform(self._bits(slot, step, B)) - 1.0  # noqa: E731
+        return (self.rotate * signed("rotate"), 1.0 + self.scale * signed("zoom"),
+                self.shear * signed("shear"))
 
-    def _draw_elastic(self, B: int, dtype, buf):
-        """alpha * G u G^T for u ~ U[-1, 1] of shape (B, H, W), once per axis."""
+    def _draw_elastic(self, B: int, step: int, buf):
+        """alpha * G u G^T for u = 2 U - 1 of shape (B, H, W), once per axis; pixel p of image
+        b is element b H W + p of the axis's slot."""
         fields = []
         for name in ("elastic_r", "elastic_c"):
             u, smooth = buf[name], buf["blurred"]  # (B, H, W) each
-            self.rng.random(out=u, dtype=u.dtype)
-            u *= 2
-            u -= 1
+            noise = 2.0 * uniform(self._bits(name, step, u.size)) - 1.0
+            u[...] = noise.reshape(u.shape)  # rounded to the batch's dtype, as the kernel does
             np.matmul(buf["blur_rows"], u, out=smooth)  # G u: blur along the rows
             np.matmul(smooth, buf["blur_cols"], out=u)  # (G u) G^T: and along the columns
             u *= self.elastic
@@ -165,7 +187,7 @@ def gaussian_blur_matrix(n: int, sigma: float, dtype) -> np.ndarray:
     return (g / full).astype(dtype)
 
 
-def build_augmenter(data_cfg, input_shape: tuple[int, ...], rng: np.random.Generator):
+def build_augmenter(data_cfg, input_shape: tuple[int, ...], seed: int):
     """The Augmenter a [data] section asks for, or None when every augment_* key is 0."""
     keys = ("augment_shift", "augment_rotate", "augment_scale", "augment_shear",
             "augment_elastic")
@@ -177,6 +199,6 @@ def build_augmenter(data_cfg, input_shape: tuple[int, ...], rng: np.random.Gener
         raise ConfigError(f"[data] {first} = {asked[first]}: augmentation needs image data, "
                           f"but the {data_cfg.dataset} dataset has samples of shape "
                           f"{input_shape}; set the augment_* keys to 0 for it.")
-    return Augmenter(input_shape, rng, data_cfg.augment_shift, data_cfg.augment_rotate,
+    return Augmenter(input_shape, seed, data_cfg.augment_shift, data_cfg.augment_rotate,
                      data_cfg.augment_scale, data_cfg.augment_shear, data_cfg.augment_elastic,
                      data_cfg.augment_elastic_sigma)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlptrain import train as loop
+from mlptrain import loop
 from mlptrain.config import load_config
 from mlptrain.errors import ConfigError
 from mlptrain.experiment.setup import SPLITS, prepare

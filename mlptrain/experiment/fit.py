@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 import mlptrain
-from mlptrain import train as loop
+from mlptrain import loop
 from mlptrain.config import Config, load_config
 from mlptrain.errors import ConfigError, DataError, RunStoreError, TrainingError
 from mlptrain.experiment.setup import SPLITS, Prepared, prepare
@@ -35,6 +35,7 @@ class RunStarted:
     device: str
     dtype: str
     resumed_at: tuple[int, int] | None = None  # (epochs completed, steps into the next)
+    train_path: str = ""  # `cuda graph` or `eager: <reasons>` (backend.epoch_path)
 
 
 @dataclass
@@ -57,7 +58,7 @@ def fit_experiment(config: Config, store: RunStore,
     if config.model.weights:  # start from a saved network instead of the initialisation
         p.model.load_state_dict(_read_weights_file(Path(config.model.weights)),
                                 source=config.model.weights)
-    optimizer = build_optimizer(config.optimizer, p.model.ops, p.model.params)
+    optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
     splits = _splits(p)
     run = store.create(config.name)
     run.write_config(config.to_toml())
@@ -80,12 +81,14 @@ def resume_experiment(store: RunStore, ref: str,
     checkpoint = run.read_checkpoint()  # before any work: a run without one cannot resume
     config = load_config(run.path / "config.toml")
     p = prepare(config, data_progress)
-    optimizer = build_optimizer(config.optimizer, p.model.ops, p.model.params)
-    state = restore(checkpoint, p.model, optimizer, p.rngs, str(run.path / "checkpoint.npz"))
+    optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
+    state = restore(checkpoint, p.model, optimizer, p.rngs, str(run.path / "checkpoint.npz"),
+                    p.step)
     splits = _splits(p)
     run.write_metrics(state.history)  # drops any record written after the checkpoint
     summary.update(status="running", epochs_completed=state.epoch, final=None, timing=None,
-                   resumed=summary.get("resumed", 0) + 1, pid=os.getpid(), host=platform.node())
+                   resumed=summary.get("resumed", 0) + 1, pid=os.getpid(), host=platform.node(),
+                   path=p.path)
     summary.pop("error", None)
     run.write_summary(summary)
     return _train(run, summary, p, optimizer, splits, state, on_event, stop)
@@ -103,10 +106,11 @@ def _splits(p: Prepared) -> dict[str, loop.Split]:
 def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.TrainState,
            on_event, stop) -> RunFinished:
     config, model = p.config, p.model
+    eager = loop.EagerStep(p.step, model, optimizer)
     on_event(RunStarted(run.run_id, run.path, model.describe(), model.parameter_count,
                         {k: s.size for k, s in splits.items()}, model.ops.device,
                         config.train.dtype, resumed_at=(state.epoch, state.position)
-                        if state.step else None))
+                        if state.step else None, train_path=summary["path"]))
 
     def save_checkpoint(s: loop.TrainState) -> None:
         run.write_checkpoint(checkpoint_arrays(model, optimizer, p.rngs, s))
@@ -119,9 +123,9 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
 
     start, epochs_before = time.perf_counter(), len(state.history)
     try:
-        state = loop.fit(model, optimizer, splits["train"], splits["val"], config,
-                         p.rngs["shuffle"], on_event, save_epoch, state, stop, save_checkpoint,
-                         p.augment)
+        state = loop.fit(eager, splits["train"], splits["val"],
+                         loop.LoopSettings.from_config(config.train), p.rngs["shuffle"],
+                         on_event, save_epoch, state, stop, save_checkpoint)
     except KeyboardInterrupt:
         _finish(run, summary, "interrupted", start)
         raise
@@ -190,6 +194,7 @@ def _start_summary(run: Run, p: Prepared) -> dict[str, Any]:
         "timing": None,
         "device": model.ops.device,
         "dtype": config.train.dtype,
+        "path": p.path,  # how the steps run: `cuda graph` or `eager: <reasons>`
         "model": {"sizes": model.sizes, "parameters": model.parameter_count,
                   "activation": model.activation.name, "loss": model.loss.name},
         "dataset": {"name": dataset.name, "source": dataset.source,

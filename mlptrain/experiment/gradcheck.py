@@ -17,7 +17,7 @@ import numpy as np
 
 from mlptrain.config import Config
 from mlptrain.experiment.setup import prepare
-from mlptrain.train import to_device
+from mlptrain.loop import to_device
 
 EPS = 1e-6  # central-difference step, in float64
 FLOOR = 1e-7  # relative-error denominator floor

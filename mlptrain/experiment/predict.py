@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mlptrain import nn
 from mlptrain.backend import get_backend
 from mlptrain.config import load_config
 from mlptrain.errors import DataError
-from mlptrain.model import MLP, build_model
+from mlptrain.model import MLP
 from mlptrain.runs import RunStore, npz_arrays
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -59,8 +60,9 @@ def predict(store: RunStore, ref: str, input_path: Path) -> Prediction:
 
 def _load_model(config, sizes: list[int], weights: dict, source: str) -> MLP:
     n_classes = 2 if sizes[-1] == 1 else sizes[-1]  # one output: sigmoid over two classes
-    model = build_model(config.model, get_backend("cpu"), sizes[0], n_classes,
-                        np.dtype(config.train.dtype))
+    m = config.model  # inference only: no training step, so no label smoothing or dropout
+    model = MLP(get_backend("cpu"), sizes, nn.make_activation(m.activation, m.leaky_slope),
+                nn.make_loss(m.loss, n_classes), np.dtype(config.train.dtype))
     model.load_state_dict(weights, source=source)
     return model
 

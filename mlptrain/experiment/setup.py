@@ -1,24 +1,23 @@
 """Setting a run up from a config: device, data, the initialised model, and the plan.
 
-`prepare` is the one place a config becomes the objects a run trains; `plan` is what
-`fit --dry-run` shows of it.
+`prepare` is the one place a config becomes the objects a run trains: the data, the declared
+step (step.py: what every training step does) and the model it shapes; `plan` is what
+`fit --dry-run` shows of it, including which path the step will take on the device.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from mlptrain.backend import get_backend
+from mlptrain.backend import describe_path, epoch_path, get_backend
 from mlptrain.config import Config
 from mlptrain.data import Dataset, load_dataset
-from mlptrain.data.augment import build_augmenter
 from mlptrain.model import MLP, build_model
-from mlptrain.regularize import build_dropout
 from mlptrain.seeding import streams
+from mlptrain.step import Step, build_step
 
 SPLITS = ("train", "val", "test")
 
@@ -29,22 +28,26 @@ class Prepared:
 
     config: Config
     dataset: Dataset
+    step: Step
     model: MLP
     rngs: dict[str, np.random.Generator]
-    augment: Callable | None = None  # distorts a training batch in place (images only)
+
+    @property
+    def path(self) -> str:
+        """Which path the step takes on this device: `cuda graph` or `eager: <reasons>`."""
+        return describe_path(epoch_path(self.step, self.model.ops))
 
 
 def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
-    """Resolves device, data and the initialised model."""
+    """Resolves device, data, the declared step and the initialised model."""
     rngs = streams(config.train.seed)
     ops = get_backend(config.train.device)
     dataset = load_dataset(config.data, rngs, data_progress)
-    model = build_model(config.model, ops, dataset.n_features, dataset.n_classes,
-                        np.dtype(config.train.dtype))
+    step = build_step(config, dataset.input_shape, dataset.n_classes,
+                      len(dataset.split("train")[1]))
+    model = build_model(step, config.model.hidden, ops, dataset.n_features)
     model.initialize(config.model.init, rngs["init"])
-    model.dropout = build_dropout(config.model, model.sizes, ops, rngs["dropout"], model.dtype)
-    augment = build_augmenter(config.data, dataset.input_shape, rngs["augment"])
-    return Prepared(config, dataset, model, rngs, augment)
+    return Prepared(config, dataset, step, model, rngs)
 
 
 @dataclass
@@ -61,13 +64,15 @@ class Plan:
     checkpoint_every: int
     dataset: str
     source: str
+    path: str  # `cuda graph` or `eager: <reasons>` (backend.epoch_path)
+    aids: list[str]  # what the step does beyond the plain one (step.aids)
 
 
 def plan(config: Config, data_progress: Callable | None = None) -> Plan:
     """Resolves device, data and model as `fit` would, without creating a run."""
     p = prepare(config, data_progress)
     samples = {name: int(len(p.dataset.split(name)[1])) for name in SPLITS}
-    batch = min(config.train.batch_size, samples["train"])
     return Plan(p.model.describe(), p.model.parameter_count, samples, p.model.ops.device,
-                config.train.dtype, math.ceil(samples["train"] / batch), config.train.epochs,
-                config.train.checkpoint_every, p.dataset.name, p.dataset.source)
+                config.train.dtype, p.step.steps_per_epoch, p.step.epochs,
+                p.step.checkpoint_every, p.dataset.name, p.dataset.source, p.path,
+                p.step.aids())

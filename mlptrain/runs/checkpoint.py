@@ -9,6 +9,13 @@
                        resumed epoch reports the same metrics as an uninterrupted one
     best.*             early stopping: the best epoch, its validation loss and weights
     history            the per-epoch metric records written so far, as JSON
+    format             FORMAT below; absent in checkpoints of format 1
+
+Format 2: dropout masks (and augmentation parameters) are drawn from the counter-based generator
+keyed by (seed, global step), so the step counter alone restores them. Format 1 drew them from
+sequential streams saved as rng.dropout / rng.augment: its runs without dropout or augmentation
+resume exactly as before; with either, a resume is refused (the draws after it would be neither
+the old run's nor a new one's).
 
 The history lives here, not only in metrics.jsonl, so a resume restores metrics that agree
 with the checkpoint even if the process died between writing the two files.
@@ -21,7 +28,9 @@ import json
 import numpy as np
 
 from mlptrain.errors import RunStoreError, TrainingError
-from mlptrain.train import TrainState
+from mlptrain.loop import TrainState
+
+FORMAT = 2
 
 
 def checkpoint_arrays(model, optimizer, rngs: dict[str, np.random.Generator],
@@ -47,6 +56,7 @@ def checkpoint_arrays(model, optimizer, rngs: dict[str, np.random.Generator],
         "running.loss_sum": loss_sum, "running.correct": correct, "running.seen": seen,
         "best.epoch": np.array(state.best_epoch), "best.val_loss": np.array(state.best_val_loss),
         "history": np.array(json.dumps(state.history)),
+        "format": np.array(FORMAT),
     })
     if state.best_params is not None:
         arrays.update({f"best.model.{k}": v for k, v in state.best_params.items()})
@@ -54,8 +64,21 @@ def checkpoint_arrays(model, optimizer, rngs: dict[str, np.random.Generator],
 
 
 def restore(arrays: dict[str, np.ndarray], model, optimizer,
-            rngs: dict[str, np.random.Generator], source: str) -> TrainState:
-    """Loads a checkpoint into the model, optimizer and RNGs; returns the state to go on from."""
+            rngs: dict[str, np.random.Generator], source: str, step=None) -> TrainState:
+    """Loads a checkpoint into the model, optimizer and RNGs; returns the state to go on from.
+    `step`, the run's declared Step, tells whether an older format can still resume exactly."""
+    version = int(arrays["format"]) if "format" in arrays else 1
+    if version > FORMAT:
+        raise RunStoreError(f"{source} has checkpoint format {version}, newer than this "
+                            f"mlptrain reads ({FORMAT}); resume it with the version that "
+                            "wrote it.")
+    if version < 2 and step is not None and (step.has_dropout or step.augment is not None):
+        raise RunStoreError(
+            f"{source} was written by an older mlptrain (checkpoint format {version}) that "
+            "drew dropout masks and augmentations from sequential random streams; this one "
+            "draws them by (seed, step), so resuming would not continue the same run. Start "
+            "a new run from its config with `mlptrain fit`, or resume it with the older "
+            "version.")
     try:
         model.load_state_dict(_prefixed(arrays, "model."), source=source)
         optimizer.load_state_dict(_prefixed(arrays, "optimizer."))

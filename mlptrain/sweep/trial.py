@@ -70,7 +70,7 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
     from mlptrain.errors import MlptrainError
     from mlptrain.experiment import RunStarted, fit_experiment
     from mlptrain.runs import RunStore
-    from mlptrain.train import EpochEnded, StepsDone
+    from mlptrain.loop import EpochEnded, StepsDone
 
     start = time.perf_counter()
     started: dict[str, Any] = {}

@@ -1,18 +1,26 @@
-"""A whole epoch of training steps as one CUDA graph, captured once and replayed every epoch.
+"""A whole epoch of declared training steps (step.py) as CUDA graphs, captured once, replayed.
 
-Each step is the model's math (model.py, nn.py, optim.py) in a handful of fused launches:
+Each step is the model's math (model.py, nn.py, optim.py, regularize.py, data/augment.py) in a
+handful of fused launches:
+  input     the batch's rows read straight from the resident dataset through the epoch's
+            permutation; with augmentation, an elastic-field kernel (if asked) and one kernel
+            that distorts the gathered images into a batch buffer; with input dropout, one
+            kernel that draws the mask (Philox, keyed by seed and global step) and applies it
   forward   per layer: z = act(x W^T + b), the product, bias and activation in one kernel;
-            the first layer reads its rows straight from the resident dataset through the
-            epoch's permutation (no gather copy)
-  loss      one kernel: softmax, log-sum-exp loss and correct count (summed on the device), and
-            dL/dz = (softmax - onehot) / B
+            a dropped hidden layer adds one kernel drawing and applying its mask
+  loss      one kernel: softmax (with label smoothing) or sigmoid BCE, loss and correct count
+            (summed on the device) and dL/dz
   backward  per layer: [dW | db] = dz^T [x | 1] (the ones column gives the bias gradient) and
-            dx = (dz W) * act'(y), the derivative fused into the product
-  update    one kernel over every parameter tensor
-What changes between epochs lives in device buffers that the host refreshes before each replay:
-the permutation (batch s reads rows perm[s B : (s + 1) B]), the learning rate of every step, and
-Adam's step count. The graph never returns to the host; loss and accuracy are read once per
-epoch.
+            dx = (dz W) * mask * act'(y), mask and derivative fused into the product
+  update    one kernel over every parameter tensor (learning rate and SGD momentum read per
+            step from device arrays), then max-norm, one kernel per hidden layer
+What changes between replays lives in device buffers that the host refreshes first: the
+permutation, every step's learning rate and momentum, the global step of the epoch's first
+step (random numbers are keyed by it), and Adam's count. A graph covers a segment of the epoch,
+[start, stop): the whole epoch, or the steps between two mid-epoch checkpoints; each segment
+shape is captured once and kept.
+
+`graph_blockers` is the one place that decides whether a step can be compiled at all.
 """
 
 from __future__ import annotations
@@ -23,48 +31,76 @@ import os
 import cupy as cp
 import numpy as np
 
-from mlptrain.backend.cuda.gemm import (
-    ACT_IDS,
-    EPI_ACT_GRAD,
-    EPI_BIAS_ACT,
-    MAX_PARTIALS,
-    NULL,
-    GemmPlan,
-    candidates,
-    plan,
-    ptr,
-)
-from mlptrain.backend.cupy_backend import XENT_ROWS
+from mlptrain.backend.cuda.gemm import MAX_PARTIALS, NULL, GemmPlan, candidates, plan, ptr
+from mlptrain.backend.cuda.kernels import (ACT_IDS, AUG_MAX_PIXELS, EPI_ACT_GRAD, EPI_BIAS_ACT,
+                                           THREADS, XENT_ROWS, typed)
+from mlptrain.seeding import dropout_threshold
 
 TUNE_REPS = 20  # launches per timed candidate
+LOSSES = ("softmax_cross_entropy", "sigmoid_bce")  # losses with a kernel
+MAX_SEGMENTS = 8  # captured segment graphs kept per epoch shape
+
+
+def graph_blockers(step, graph_enabled: bool = True) -> list[str]:
+    """Why the epoch graph cannot run this declared step: short reasons, [] when it can."""
+    reasons = [] if graph_enabled else ["MLPTRAIN_CUDA_GRAPH=0"]
+    if step.loss not in LOSSES:
+        reasons.append(f"no kernel for the {step.loss} loss")
+    if ACT_IDS.get(step.activation) is None:
+        reasons.append(f"no kernel for the {step.activation} activation")
+    if np.dtype(step.dtype) not in (np.float32, np.float64):
+        reasons.append(f"{step.dtype} (kernels are float32 and float64)")
+    if step.augment is not None and math.prod(step.augment.shape) > AUG_MAX_PIXELS:
+        reasons.append(f"images of {math.prod(step.augment.shape)} pixels are too large for "
+                       f"the elastic kernel ({AUG_MAX_PIXELS})")
+    return reasons
+
+
+def kernel_names(step, dtype) -> list[str]:
+    """The element-wise kernels a graph for this step launches (the products are gemm.py's)."""
+    names = [typed(k, dtype) for k in ("splitk_reduce", "sgd_update", "adam_update")]
+    names.append(typed("softmax_xent" if step.loss == "softmax_cross_entropy" else "sigmoid_bce",
+                       dtype))
+    if step.dropout_input or step.dropout_hidden:
+        names.append(typed("dropout", dtype))
+    if step.max_norm:
+        names.append(typed("max_norm", dtype))
+    if step.augment is not None:
+        names.append(typed("augment", dtype))
+        if step.augment.elastic:
+            names.append(typed("elastic_field", dtype))
+    return names + ["sum_parts"]
 
 
 class EpochGraph:
-    @staticmethod
-    def supports(model, optimizer, train) -> bool:
-        return (model.loss.name == "softmax_cross_entropy"
-                and ACT_IDS.get(model.activation.name) is not None
-                and model.dtype in (np.float32, np.float64)
-                and hasattr(model.params, "flat")  # one flat buffer: the update is one launch
-                and all(hasattr(state, "flat") for state in _Update.state_of(optimizer))
-                and train.X.flags.c_contiguous and train.targets.dtype == np.int64)
-
-    def __init__(self, backend, model, optimizer, train, batch: int, samples: int | None = None,
-                 tune: bool | None = None):
-        """An epoch is the first `samples` (default all) entries of each epoch's order."""
-        self.backend, self.model, self.optimizer, self.train = backend, model, optimizer, train
-        self.n, self.batch = samples or train.size, batch
-        self.steps = math.ceil(self.n / batch)
+    def __init__(self, backend, step, model, optimizer, train, tune: bool | None = None):
+        self.backend, self.step, self.model, self.optimizer, self.train = (
+            backend, step, model, optimizer, train)
+        self.n, self.batch = train.size, step.batch_size
+        self.steps = math.ceil(self.n / self.batch)
+        dtype = self.dtype = model.dtype
         self.perm = cp.empty(self.n, dtype=np.int64)  # the epoch's order, refreshed each epoch
         self.lrs = cp.empty(self.steps, dtype=np.float64)  # every step's learning rate
-        self.t0 = cp.zeros(1, dtype=np.int64)  # Adam's step count before the epoch
+        self.mus = cp.empty(self.steps, dtype=np.float64) if step.cycles_momentum else None
+        self.step_base = cp.zeros(1, dtype=np.int64)  # global step of the epoch's step 0
+        self.t0 = cp.zeros(1, dtype=np.int64)  # Adam's count before the segment's step 0
         self.acc = cp.zeros(2, dtype=np.float64)  # summed loss, correct predictions
-        self.blocks = -(-batch // XENT_ROWS)  # loss kernel blocks per step
+        self.blocks = -(-self.batch // XENT_ROWS)  # loss kernel blocks per step
         self.parts = cp.zeros(2 * self.blocks * self.steps, dtype=np.float64)  # their sums
-        sizes = {batch} | ({self.n % batch} if self.n % batch else set())
+        layers = len(model.layers)
+        self.rates = [step.dropout_input] + [step.dropout_hidden] * (layers - 1)
+        self.augment = step.augment
+        if self.augment is not None:
+            from mlptrain.data.augment import gaussian_blur_matrix
+
+            (h, w), sigma = self.augment.shape, self.augment.elastic_sigma
+            self.blur = (cp.asarray(gaussian_blur_matrix(h, sigma, dtype)),
+                         cp.asarray(gaussian_blur_matrix(w, sigma, dtype)))
+        sizes = {self.batch} | ({self.n % self.batch} if self.n % self.batch else set())
         self.buffers = {rows: self._buffers(rows) for rows in sizes}
-        backend.load(model.dtype)
-        self.update = _Update(backend, model, optimizer)
+        backend.prepare_kernels(dtype, kernel_names(step, dtype))
+        self.update = _Update(backend, step, model, optimizer)
+        self.max_norm = [layer.weight for layer in model.layers[:-1]] if step.max_norm else []
         self.stream = cp.cuda.Stream(non_blocking=True)
         self.tune = os.environ.get("MLPTRAIN_CUDA_TUNE", "1") != "0" if tune is None else tune
         self.plans = {}  # (product, m, n, k) -> GemmPlan, timed or from the heuristic
@@ -72,15 +108,23 @@ class EpochGraph:
         self.side = cp.cuda.Stream(non_blocking=True)  # a graph branch for weight gradients
         self._joins = []  # side-branch events the next update must wait for
         self._emit = self._launch  # profile() records instead
-        self.graph = self._capture()
+        self.graphs = {}  # (start, stop) -> captured segment
 
     # -- set-up ---------------------------------------------------------------------------------
 
     def _buffers(self, rows: int) -> dict:
-        new = lambda n: cp.empty((rows, n), dtype=self.model.dtype)
+        new = lambda n: cp.zeros((rows, n), dtype=self.dtype)  # noqa: E731
         sizes = self.model.sizes
-        return {"acts": [None] + [new(n) for n in sizes[1:]],  # acts[0] is the dataset itself
-                "deltas": [None] + [new(n) for n in sizes[1:-1]]}
+        buf = {"acts": [None] + [new(n) for n in sizes[1:]],  # acts[0] is the dataset itself
+               "deltas": [None] + [new(n) for n in sizes[1:-1]],
+               "dropped": [new(n) if r > 0 else None for r, n in zip(self.rates, sizes)],
+               "masks": [new(n) if r > 0 and i > 0 else None  # the input's needs no backward
+                         for i, (r, n) in enumerate(zip(self.rates, sizes))]}
+        if self.augment is not None:
+            buf["x0"] = new(sizes[0])
+            buf["field"] = (cp.zeros((rows, 2, sizes[0]), dtype=self.dtype)
+                            if self.augment.elastic else None)
+        return buf
 
     def _choose_plans(self, sizes) -> None:
         """Fixes every product's tile and K-split before the capture: by timing each candidate
@@ -88,14 +132,14 @@ class EpochGraph:
         scratch this graph keeps for itself."""
         # products read rows through the permutation: time them on a shuffled one
         self.perm[...] = cp.random.RandomState(0).permutation(self.train.size)[:self.n]
-        self.scratch = (cp.empty(MAX_PARTIALS, dtype=self.model.dtype),
+        self.scratch = (cp.empty(MAX_PARTIALS, dtype=self.dtype),
                         cp.zeros(4096, dtype=np.int32))
         self._emit = lambda label, launch, side=False: None
         for rows in sizes:
             self._step(0 if rows == self.batch else self.steps - 1)
         partials = max(p.partials(m, n) for (_, m, n, _), p in self.plans.items())
         tiles = max(p.tiles for p in self.plans.values())
-        new = lambda: (cp.empty(max(partials, 1), dtype=self.model.dtype),
+        new = lambda: (cp.empty(max(partials, 1), dtype=self.dtype),  # noqa: E731
                        cp.zeros(tiles, dtype=np.int32))
         self.scratch, self.side_scratch = new(), new()  # one per branch: they run at once
 
@@ -139,15 +183,17 @@ class EpochGraph:
             join.record(self.side)
         self._joins.append(join)
 
-    def _capture(self):
+    def _capture(self, start: int, stop: int):
+        """Steps [start, stop) and the sum of their loss parts into acc, as one graph."""
+        parts = ptr(self.parts, 2 * self.blocks * start)
         with self.stream:
             self.stream.begin_capture()
             try:
-                for s in range(self.steps):
+                for s in range(start, stop):
                     self._step(s)
-                # the epoch's loss and correct count: every step's parts, summed in order
-                self.backend.function("sum_parts")(
-                    (1,), (2,), (self.parts, np.int32(self.parts.size // 2), self.acc))
+                # the segment's loss and correct count: its steps' parts, summed in order
+                self.backend.kernels("sum_parts")(
+                    (1,), (2,), (parts, np.int32(self.blocks * (stop - start)), self.acc))
             finally:
                 graph = self.stream.end_capture()
         return graph
@@ -155,13 +201,15 @@ class EpochGraph:
     # -- one step, as launches ------------------------------------------------------------------
 
     def _step(self, s: int) -> None:
-        model, dtype, emit = self.model, self.model.dtype, self._emit
+        model, dtype, emit, step = self.model, self.dtype, self._emit, self.step
+        kernel = lambda name: self.backend.kernels.kernel(name, dtype)  # noqa: E731
         rows = min(self.batch, self.n - s * self.batch)
         index = ptr(self.perm, s * self.batch)  # this batch's rows of the dataset
         buf, layers = self.buffers[rows], model.layers
-        act, slope = ACT_IDS[model.activation.name], getattr(model.activation, "slope", 0.0)
-        acts, deltas = [self.train.X, *buf["acts"][1:]], buf["deltas"]
-        last = len(layers) - 1
+        act, slope = ACT_IDS[step.activation], step.leaky_slope
+        acts, deltas, dropped, masks = buf["acts"], buf["deltas"], buf["dropped"], buf["masks"]
+        last, seed = len(layers) - 1, np.uint32(step.seed & 0xFFFFFFFF)
+        elementwise = lambda total: (min(-(-total // THREADS), 4096),)  # noqa: E731
 
         def gemm(label, m, n, k, *args, side=False, **kwargs):
             def launch(p, scratch):
@@ -177,32 +225,90 @@ class EpochGraph:
             name = f"{label} {m}x{n}x{k} {p.tile}/{p.splits}{'i' * p.inline_reduce}"
             emit(name, lambda scratch: launch(p, scratch), side=side)
 
+        def drop(i, src, gather):  # dropped[i] = src[gather] * mask_i (Philox, this step)
+            rate, cols = self.rates[i], model.sizes[i]
+            emit(f"dropout {i}", lambda _: kernel("dropout")(
+                (min(-(-(rows * cols) // (8 * THREADS)), 4096),), (THREADS,),
+                (src, gather, dropped[i], masks[i] if masks[i] is not None else NULL,
+                 np.int64(rows), np.int32(cols), seed, np.int32(i), self.step_base,
+                 np.int32(s), np.uint32(dropout_threshold(rate)),
+                 dtype.type(1.0 / (1.0 - rate)))))
+
+        # the input: the dataset's rows (through the permutation), distorted, dropped
+        x, gather = self.train.X, index
+        if self.augment is not None:
+            x = self._augment(s, rows, buf, index)
+            gather = NULL
+        inputs = [x] + acts[1:-1]  # what Linear i reads, before dropout
+        if self.rates[0] > 0:
+            drop(0, x, gather)
+            inputs[0], gather = dropped[0], NULL
+        gathered = lambda i: gather if i == 0 and gather is not NULL else None  # noqa: E731
+
         # Weights are stored column-major: layer.weight.T, W^T (I, O), is the C-ordered array.
-        for i, layer in enumerate(layers):  # acts[i+1] (rows, O) = f(acts[i] W^T + b)
+        for i, layer in enumerate(layers):  # acts[i+1] (rows, O) = f(inputs[i] W^T + b)
             fan_out, fan_in = layer.weight.shape
-            gemm(f"forward {i}", rows, fan_out, fan_in, acts[i], layer.weight.T, acts[i + 1],
-                 fan_in, fan_out, gather_a=index if i == 0 else None,
+            gemm(f"forward {i}", rows, fan_out, fan_in, inputs[i], layer.weight.T, acts[i + 1],
+                 fan_in, fan_out, gather_a=gathered(i),
                  mode=EPI_BIAS_ACT, bias=layer.bias, act=act if i < last else 0, slope=slope)
-        logits, dz = acts[-1], acts[-1]  # dL/dz overwrites the logits: nothing reads them again
-        blocks = -(-rows // XENT_ROWS)
-        emit("softmax cross-entropy", lambda _: self.backend.kernel("softmax_xent", dtype)(
-            (blocks,), (XENT_ROWS,),
-            (logits, NULL, self.train.targets, index, NULL, dz, np.int32(rows),
-             np.int32(logits.shape[1]), dtype.type(1.0 / rows),
-             ptr(self.parts, 2 * self.blocks * s))))
+            if i < last and self.rates[i + 1] > 0:
+                drop(i + 1, acts[i + 1], NULL)
+                inputs[i + 1] = dropped[i + 1]
+        self._loss(s, rows, acts[-1], index)
+        dz = acts[-1]  # dL/dz overwrote the logits: nothing reads them again
         for i in reversed(range(len(layers))):
             layer = layers[i]
             fan_out, fan_in = layer.weight.shape
-            # [dW^T ; db] (I + 1, O) = [acts[i] | 1]^T (I + 1, rows) @ dz (rows, O)
-            gemm(f"weight grad {i}", fan_in, fan_out, rows, acts[i], dz, layer.grad_weight.T,
-                 fan_in, fan_out, trans_a=True, gather_a=index if i == 0 else None,
+            # [dW^T ; db] (I + 1, O) = [inputs[i] | 1]^T (I + 1, rows) @ dz (rows, O)
+            gemm(f"weight grad {i}", fan_in, fan_out, rows, inputs[i], dz, layer.grad_weight.T,
+                 fan_in, fan_out, trans_a=True, gather_a=gathered(i),
                  ones_out=layer.grad_bias, ones_row=True,
                  side=i > 0)  # off the critical path, but for the first layer's
-            if i > 0:  # dL/dz_{i-1} (rows, I) = (dz @ W) * f'(acts[i])
+            if i > 0:  # dL/dz_{i-1} (rows, I) = (dz @ W) * mask_i * f'(acts[i])
                 gemm(f"input grad {i}", rows, fan_in, fan_out, dz, layer.weight.T, deltas[i],
-                     fan_out, fan_out, trans_b=True, mode=EPI_ACT_GRAD, ymask=acts[i], act=act, slope=slope)
+                     fan_out, fan_out, trans_b=True, mode=EPI_ACT_GRAD, ymask=acts[i],
+                     dmask=masks[i], act=act, slope=slope)
                 dz = deltas[i]
-        emit("optimizer update", lambda _: self.update(s, self.lrs, self.t0))
+        emit("optimizer update", lambda _: self.update(s, self.lrs, self.mus, self.t0))
+        for i, weight in enumerate(self.max_norm):  # W^T (I, O): 32 units per block
+            fan_out, fan_in = weight.shape
+            emit(f"max-norm {i}", lambda _, w=weight, o=fan_out, n=fan_in: kernel("max_norm")(
+                (-(-o // 32),), (32, 32), (w.T, np.int32(n), np.int32(o),
+                                           dtype.type(step.max_norm))))
+
+    def _augment(self, s, rows, buf, index):
+        """Launches this step's distortion of the gathered images into buf["x0"]."""
+        a, dtype, kernel = self.augment, self.dtype, self.backend.kernels.kernel
+        (h, w), seed = a.shape, np.uint32(self.step.seed & 0xFFFFFFFF)
+        field = buf["field"]
+        if field is not None:
+            self._emit("elastic field", lambda _: kernel("elastic_field", dtype)(
+                (rows, 2), (256,), (field, np.int32(h), np.int32(w), *self.blur,
+                                    dtype.type(a.elastic), seed, self.step_base, np.int32(s))))
+        self._emit("augment", lambda _: kernel("augment", dtype)(
+            (rows,), (256,),
+            (self.train.X, index, buf["x0"], np.int32(h), np.int32(w), np.int32(a.shift),
+             np.float64(math.radians(a.rotate)), np.float64(a.scale),
+             np.float64(math.radians(a.shear)), np.int32(a.affine),
+             field if field is not None else NULL, seed, self.step_base, np.int32(s))))
+        return buf["x0"]
+
+    def _loss(self, s, rows, logits, index) -> None:
+        """The loss kernel: summed loss and correct count into this step's parts, and dL/dz
+        (scaled by 1/rows: the batch mean's gradient) over the logits."""
+        dtype, parts = self.dtype, ptr(self.parts, 2 * self.blocks * s)
+        blocks, scale = -(-rows // XENT_ROWS), dtype.type(1.0 / rows)
+        kernel = self.backend.kernels.kernel
+        if self.step.loss == "softmax_cross_entropy":
+            self._emit("softmax cross-entropy", lambda _: kernel("softmax_xent", dtype)(
+                (blocks,), (XENT_ROWS,),
+                (logits, NULL, self.train.targets, index, NULL, logits, np.int32(rows),
+                 np.int32(logits.shape[1]), scale, np.float64(self.step.label_smoothing),
+                 parts)))
+        else:
+            self._emit("sigmoid BCE", lambda _: kernel("sigmoid_bce", dtype)(
+                (blocks,), (XENT_ROWS,),
+                (logits, NULL, self.train.targets, index, logits, np.int32(rows), scale, parts)))
 
     def profile(self, reps: int = 100) -> list[tuple[str, float]]:
         """(launch, microseconds) for each launch of one full-batch step, each timed as a graph
@@ -230,51 +336,61 @@ class EpochGraph:
 
     # -- replay ---------------------------------------------------------------------------------
 
-    def run(self, order, lrs) -> tuple:
-        """Trains one epoch in `order` with per-step rates `lrs`; returns device scalars
-        (summed loss, correct predictions). Nothing here waits for the GPU."""
+    def run(self, order, first_step: int, start: int = 0, stop: int | None = None) -> tuple:
+        """Trains steps [start, stop) of the epoch in `order` whose step 0 is global step
+        `first_step`; returns device scalars (summed loss, correct predictions) of those
+        steps. Nothing here waits for the GPU."""
+        stop = self.steps if stop is None else stop
+        graph = self.graphs.get((start, stop))
+        if graph is None:
+            if len(self.graphs) >= MAX_SEGMENTS:  # odd segment shapes: keep the epoch's
+                self.graphs = {k: g for k, g in self.graphs.items() if k == (0, self.steps)}
+            graph = self.graphs[start, stop] = self._capture(start, stop)
         main = cp.cuda.get_current_stream()
-        self.perm[...] = order[:self.n]
-        self.lrs.set(np.asarray(lrs, dtype=np.float64))
-        self.t0.fill(getattr(self.optimizer, "t", 0))
+        self.perm[...] = cp.asarray(order[:self.n], dtype=np.int64)
+        schedule = self.step.schedule
+        self.lrs.set(schedule.lrs(first_step, self.steps))
+        if self.mus is not None:
+            self.mus.set(schedule.momenta(first_step, self.steps))
+        self.step_base.fill(first_step)
+        t = getattr(self.optimizer, "t", 0)  # Adam's count (SGD has none)
+        self.t0.fill(t - start)  # the kernel counts t0 + s + 1 for the segment's step s
         self.acc.fill(0)
         self.stream.wait_event(main.record())
-        self.graph.launch(self.stream)
+        graph.launch(self.stream)
         main.wait_event(self.stream.record())
-        if hasattr(self.optimizer, "t"):
-            self.optimizer.t += self.steps  # Adam's count, as its step() would have moved it
-        return self.acc[0], self.acc[1]
+        if self.update.adam:
+            self.optimizer.t = t + stop - start  # as its step() would have moved it
+        done = self.acc.copy()  # the next segment refills acc
+        return done[0], done[1]
 
 
 class _Update:
     """The optimizer's step over the model's flat parameter buffer, as one launch reading the
-    learning rate (and Adam's count) from device buffers."""
+    learning rate, SGD's momentum and Adam's count from device buffers."""
 
-    @staticmethod
-    def state_of(optimizer) -> tuple:
-        if hasattr(optimizer, "velocity"):
-            return (optimizer.velocity,)
-        return (optimizer.m, optimizer.v) if hasattr(optimizer, "m") else (None,)
-
-    def __init__(self, backend, model, optimizer):
-        self.optimizer, self.dtype = optimizer, model.dtype
-        address = lambda flat: cp.asarray([flat.data.ptr], dtype=np.int64)
+    def __init__(self, backend, step, model, optimizer):
+        self.spec, self.optimizer, self.dtype = step.optimizer, optimizer, model.dtype
+        self.adam = step.optimizer.kind.value != "sgd"
+        address = lambda flat: cp.asarray([flat.data.ptr], dtype=np.int64)  # noqa: E731
         self.params, self.grads = address(model.params.flat), address(model.grads.flat)
         self.sizes = cp.asarray([model.params.flat.size], dtype=np.int64)
         self.blocks = min(-(-model.params.flat.size // 256), 1024)
-        name = "sgd_update" if hasattr(optimizer, "velocity") else "adam_update"
-        self.kernel = backend.kernel(name, self.dtype)
-        self.state = tuple(address(state.flat) for state in self.state_of(optimizer))
+        self.kernel = backend.kernels.kernel("adam_update" if self.adam else "sgd_update",
+                                             self.dtype)
+        self.state = tuple(address(state.flat) for state in optimizer.buffers())
 
-    def __call__(self, step: int, lrs, t0) -> None:
-        o, t = self.optimizer, self.dtype.type
+    def __call__(self, s: int, lrs, mus, t0) -> None:
+        o, t = self.spec, self.dtype.type
         grid = (self.blocks, 1)
-        if len(self.state) == 1:
-            self.kernel(grid, (256,), (self.params, self.grads, *self.state, self.sizes, lrs,
-                                       np.int32(step), t(o.momentum), t(o.weight_decay),
+        if not self.adam:
+            velocity = self.state[0] if self.state else self.params  # unused without momentum
+            self.kernel(grid, (256,), (self.params, self.grads, velocity, self.sizes, lrs,
+                                       mus if mus is not None else NULL, np.int32(s),
+                                       t(o.momentum), t(o.weight_decay),
                                        np.int32(bool(o.nesterov))))
         else:
             self.kernel(grid, (256,), (self.params, self.grads, *self.state, self.sizes, lrs, t0,
-                                       np.int32(step), np.float64(o.beta1), np.float64(o.beta2),
+                                       np.int32(s), np.float64(o.beta1), np.float64(o.beta2),
                                        t(o.eps), np.float64(o.weight_decay),
-                                       np.int32(bool(o.decoupled))))
+                                       np.int32(self.spec.kind.value == "adamw")))

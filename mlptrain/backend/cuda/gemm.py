@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import cupy as cp
 import numpy as np
 
+from mlptrain.backend.cuda.kernels import (  # noqa: F401 - re-exported for callers
+    ACT_IDS, EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_STORE, ctype)
+
 # (BM, BN, BK, TM, TN): block tile, depth of a K step, register tile per thread
 TILES = {
     "small": (32, 32, 16, 4, 4),  # 64 threads
@@ -25,22 +28,14 @@ MAX_PARTIALS = 1 << 23  # elements of split-K scratch a plan may use
 TRANSPOSES = ((False, True), (True, False), (False, False))  # x W^T, dz^T x, dz W
 TARGET_BLOCKS = 264  # two waves' worth of blocks on a 132-SM H100
 
-EPI_STORE, EPI_BIAS_ACT, EPI_ACT_GRAD = 0, 1, 2
-ACT_IDS = {None: 0, "identity": 0, "relu": 1, "leaky_relu": 2, "tanh": 3, "sigmoid": 4}
-
-
-def ctype(dtype) -> str:
-    return {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}[np.dtype(dtype)]
-
-
 def gemm_name(dtype, trans_a: bool, trans_b: bool, tile: str) -> str:
     bm, bn, bk, tm, tn = TILES[tile]
     flag = lambda t: "true" if t else "false"
     return f"gemm<{ctype(dtype)},{flag(trans_a)},{flag(trans_b)},{bm},{bn},{bk},{tm},{tn}>"
 
 
-def kernel_names(dtype) -> list[str]:
-    return [gemm_name(dtype, ta, tb, t) for ta, tb in TRANSPOSES for t in TILES]
+def kernel_names(dtype, tiles=TILES) -> list[str]:
+    return [gemm_name(dtype, ta, tb, t) for ta, tb in TRANSPOSES for t in tiles]
 
 
 @dataclass(frozen=True)
@@ -120,7 +115,7 @@ class Gemm:
     def __call__(self, a, b, c, m: int, n: int, k: int, lda: int, ldb: int,
                  trans_a=False, trans_b=False, gather_a=None, gather_b=None, ones_out=None,
                  ones_row=False, mode=EPI_STORE, bias=None, ymask=None, act=0, slope=0.0, gemm_plan=None,
-                 scratch=None):
+                 scratch=None, dmask=None):
         """`scratch` (partials, counters), or the shared one, serves split-K; a captured graph
         passes its own, so later eager calls that grow the shared one cannot free memory it
         points at."""
@@ -137,12 +132,13 @@ class Gemm:
             p.grid, (p.threads,),
             (a, b, c, opt(gather_a), opt(gather_b), np.int32(m), np.int32(n), np.int32(k),
              np.int32(lda), np.int32(ldb), np.int32(p.k_chunk), opt(partial), opt(counters),
-             opt(ones_out), np.int32(ones_row), np.int32(mode), opt(bias), opt(ymask), np.int32(act),
-             dtype.type(slope)))
+             opt(ones_out), np.int32(ones_row), np.int32(mode), opt(bias), opt(ymask), opt(dmask),
+             np.int32(act), dtype.type(slope)))
         if partial is not None and not p.inline_reduce:
             blocks = min(-(-(m_out * n_out) // 256), 1024)
             self.function(f"splitk_reduce<{ctype(dtype)}>")(
                 (blocks,), (256,),
                 (partial, np.int32(p.splits), np.int32(m), np.int32(n), c, opt(ones_out),
-                 np.int32(ones_row), np.int32(mode), opt(bias), opt(ymask), np.int32(act), dtype.type(slope)))
+                 np.int32(ones_row), np.int32(mode), opt(bias), opt(ymask), opt(dmask), np.int32(act),
+                 dtype.type(slope)))
         return c

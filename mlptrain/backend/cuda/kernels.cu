@@ -17,6 +17,13 @@
 #define EPI_BIAS_ACT 1    // C = act(A @ B + bias)          (forward: fused bias + activation)
 #define EPI_ACT_GRAD 2    // C = (A @ B) * act'(Y)          (backward: dx times the derivative)
 
+// Products and sums rounded one at a time (no fused multiply-add), where a kernel must round as
+// NumPy does: float and double overloads of the correctly rounded intrinsics.
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+
 template <typename T> __device__ __forceinline__ T act_forward(T z, int act, T slope) {
     switch (act) {
     case ACT_RELU: return z > T(0) ? z : T(0);                   // max(z, 0)
@@ -38,10 +45,17 @@ template <typename T> __device__ __forceinline__ T act_backward(T y, T dy, int a
     }
 }
 
+// EPI_ACT_GRAD with a dropout mask (dmask non-null): (A @ B) * mask first, then * act'(Y), the
+// eager path's order (Dropout.backward, then activation_backward).
 template <typename T> __device__ __forceinline__ T epilogue(
-        T acc, int m, int n, int N, int mode, const T* bias, const T* ymask, int act, T slope) {
+        T acc, int m, int n, int N, int mode, const T* bias, const T* ymask, const T* dmask,
+        int act, T slope) {
     if (mode == EPI_BIAS_ACT) return act_forward<T>(acc + bias[n], act, slope);
-    if (mode == EPI_ACT_GRAD) return act_backward<T>(ymask[(long long)m * N + n], acc, act, slope);
+    if (mode == EPI_ACT_GRAD) {
+        const long long e = (long long)m * N + n;
+        if (dmask) acc *= dmask[e];
+        return act_backward<T>(ymask[e], acc, act, slope);
+    }
     return acc;
 }
 
@@ -66,7 +80,8 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
      const long long* __restrict__ gather_a, const long long* __restrict__ gather_b,
      int M, int N, int K, int lda, int ldb, int k_chunk,
      T* __restrict__ partial, int* __restrict__ counters, T* __restrict__ ones_out, int ones_row,
-     int mode, const T* __restrict__ bias, const T* __restrict__ ymask, int act, T slope) {
+     int mode, const T* __restrict__ bias, const T* __restrict__ ymask,
+     const T* __restrict__ dmask, int act, T slope) {
     constexpr int DM = BM / TM, DN = BN / TN, THREADS = DM * DN;
     constexpr int LA = (BM * BK + THREADS - 1) / THREADS, LB = (BN * BK + THREADS - 1) / THREADS;
     constexpr int PAD = 16 / sizeof(T);  // keeps rows 16-byte aligned for vector reads
@@ -222,8 +237,8 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
             } else if (n == N) {
                 ones_out[m] = acc[i][j];
             } else {
-                C[(long long)m * N + n] = epilogue<T>(acc[i][j], m, n, N, mode, bias, ymask, act,
-                                                      slope);
+                C[(long long)m * N + n] = epilogue<T>(acc[i][j], m, n, N, mode, bias, ymask,
+                                                      dmask, act, slope);
             }
         }
     }
@@ -234,7 +249,7 @@ template <typename T>
 __global__ void splitk_reduce(const T* __restrict__ partial, int splits, int M, int N,
                               T* __restrict__ C, T* __restrict__ ones_out, int ones_row,
                               int mode, const T* __restrict__ bias, const T* __restrict__ ymask,
-                              int act, T slope) {
+                              const T* __restrict__ dmask, int act, T slope) {
     const int Mp = M + (ones_out != nullptr && ones_row);
     const int Np = N + (ones_out != nullptr && !ones_row);
     const long long total = (long long)Mp * Np;
@@ -245,7 +260,8 @@ __global__ void splitk_reduce(const T* __restrict__ partial, int splits, int M, 
         const int m = (int)(e / Np), n = (int)(e % Np);
         if (m == M) ones_out[n] = s;
         else if (n == N) ones_out[m] = s;
-        else C[(long long)m * N + n] = epilogue<T>(s, m, n, N, mode, bias, ymask, act, slope);
+        else C[(long long)m * N + n] = epilogue<T>(s, m, n, N, mode, bias, ymask, dmask, act,
+                                                   slope);
     }
 }
 
@@ -311,7 +327,7 @@ template <typename T>
 __global__ void __launch_bounds__(XENT_ROWS)
 softmax_xent(T* logits, const T* __restrict__ bias, const long long* __restrict__ targets,
              const long long* __restrict__ gather, T* __restrict__ probs, T* grad, int rows,
-             int C, T scale, double* __restrict__ parts) {
+             int C, T scale, double smoothing, double* __restrict__ parts) {
     __shared__ double loss_part[XENT_ROWS];
     __shared__ double correct_part[XENT_ROWS];
     double loss = 0.0, correct = 0.0;
@@ -328,13 +344,23 @@ softmax_xent(T* logits, const T* __restrict__ bias, const long long* __restrict_
         T s = T(0);
         for (int c = 0; c < C; ++c) s += exp(z[c] - m);
         loss = (double)(m + log(s) - z[y]);
+        if (smoothing != 0.0) {  // q = (1 - e) onehot + e / C: + e (z_y - sum_c z_c / C)
+            double zsum = 0.0;
+            for (int c = 0; c < C; ++c) zsum += (double)z[c];
+            loss += smoothing * ((double)z[y] - zsum / C);
+        }
         correct = (best == y);
+        // dL/dz = (p - q) scale, as nn.SoftmaxCrossEntropy.backward rounds it
+        const T off = (T)(smoothing / C * (double)scale);  // e / C * scale
+        const T on = (T)(1.0 - smoothing + smoothing / C);  // q_y
         for (int c = 0; c < C; ++c) {
             const T p = exp(z[c] - m) / s;
             if (probs) probs[(long long)r * C + c] = p;
             if (grad) {
-                T g = p * scale;
-                if (c == y) g -= scale;
+                T g;
+                if (c == y) g = (p - on) * scale;
+                else if (smoothing != 0.0) g = p * scale - off;
+                else g = p * scale;
                 grad[(long long)r * C + c] = g;
             }
         }
@@ -390,12 +416,14 @@ template <typename T>
 __global__ void sgd_update(const long long* __restrict__ params, const long long* __restrict__ grads,
                            const long long* __restrict__ velocities,
                            const long long* __restrict__ sizes, const double* __restrict__ lrs,
-                           int step, T mu, T weight_decay, int nesterov) {
+                           const double* __restrict__ mus, int step, T mu, T weight_decay,
+                           int nesterov) {
     T* p = (T*)params[blockIdx.y];
     const T* gp = (const T*)grads[blockIdx.y];
     T* v = (T*)velocities[blockIdx.y];
     const long long n = sizes[blockIdx.y];
     const T lr = (T)lrs[step];
+    if (mus) mu = (T)mus[step];  // momentum cycling: this step's mu
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
          e += (long long)gridDim.x * blockDim.x) {
         T g = gp[e];
@@ -446,5 +474,293 @@ __global__ void adam_update(const long long* __restrict__ params, const long lon
         denom += eps;
         pe -= (me / denom) * step_size;
         p[e] = pe;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sigmoid + binary cross-entropy over logits (rows, 1) against targets t in {0, 1} (type T),
+// computed from the logit as nn.SigmoidBinaryCrossEntropy does:
+//   loss = max(z, 0) - z t + log(1 + e^-|z|),  correct = [z > 0] == [t > 0.5],
+//   dL/dz = (sigma(z) - t) * scale, sigma(z) = (1 + tanh(z/2)) / 2.
+// Adds bias[0] first when bias is non-null; sums go to parts as softmax_xent's do.
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+__global__ void __launch_bounds__(XENT_ROWS)
+sigmoid_bce(T* logits, const T* __restrict__ bias, const T* __restrict__ targets,
+            const long long* __restrict__ gather, T* grad, int rows, T scale,
+            double* __restrict__ parts) {
+    __shared__ double loss_part[XENT_ROWS];
+    __shared__ double correct_part[XENT_ROWS];
+    double loss = 0.0, correct = 0.0;
+    const int r = blockIdx.x * XENT_ROWS + threadIdx.x;
+    if (r < rows) {
+        T z = logits[r];
+        if (bias) z += bias[0];
+        const T t = targets[gather ? gather[r] : r];
+        const T a = log1p(exp(-fabs(z)));
+        T term = a - z * t;
+        term += z > T(0) ? z : T(0);
+        loss = (double)term;
+        correct = ((z > T(0)) == (t > T(0.5)));
+        if (grad) {
+            T g = act_forward<T>(z, ACT_SIGMOID, T(0)) - t;
+            grad[r] = g * scale;
+        }
+    }
+    loss_part[threadIdx.x] = loss;
+    correct_part[threadIdx.x] = correct;
+    __syncthreads();
+    for (int half = XENT_ROWS / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) {
+            loss_part[threadIdx.x] += loss_part[threadIdx.x + half];
+            correct_part[threadIdx.x] += correct_part[threadIdx.x + half];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        parts[2 * blockIdx.x] = loss_part[0];
+        parts[2 * blockIdx.x + 1] = correct_part[0];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counter-based random numbers: Philox4x32-10 (Salmon et al. 2011; Random123), the same bits as
+// seeding.philox. Key (seed, stream); counter (block, slot, step & 0xffffffff, step >> 32).
+// ---------------------------------------------------------------------------------------------
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+#define STREAM_DROPOUT 0x44524F50u  // seeding.DROPOUT
+#define STREAM_AUGMENT 0x41554753u  // seeding.AUGMENT
+
+__device__ __forceinline__ uint4 philox4x32(uint4 c, unsigned k0, unsigned k1) {
+#pragma unroll
+    for (int r = 0; r < 10; ++r) {
+        if (r) { k0 += PHILOX_W0; k1 += PHILOX_W1; }
+        const unsigned hi0 = __umulhi(PHILOX_M0, c.x), lo0 = PHILOX_M0 * c.x;
+        const unsigned hi1 = __umulhi(PHILOX_M1, c.z), lo1 = PHILOX_M1 * c.z;
+        c = make_uint4(hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0);
+    }
+    return c;
+}
+
+__device__ __forceinline__ uint4 philox_block(unsigned seed, unsigned stream, unsigned slot,
+                                              unsigned long long step, unsigned long long block) {
+    return philox4x32(make_uint4((unsigned)block, slot, (unsigned)step, (unsigned)(step >> 32)),
+                      seed, stream);
+}
+
+__device__ __forceinline__ unsigned word_of(uint4 b, int w) {
+    return w == 0 ? b.x : w == 1 ? b.y : w == 2 ? b.z : b.w;
+}
+
+// word i % 4 of block i / 4: element i of seeding.random_bits
+__device__ __forceinline__ unsigned philox_word(unsigned seed, unsigned stream, unsigned slot,
+                                                unsigned long long step, unsigned long long i) {
+    return word_of(philox_block(seed, stream, slot, step, i / 4), (int)(i % 4));
+}
+
+// out (4, n) = philox(counters (4, n), key): the known-answer test's view of the device function
+__global__ void philox_kat(const unsigned* __restrict__ counters, unsigned k0, unsigned k1,
+                           unsigned* __restrict__ out, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const uint4 c = philox4x32(
+        make_uint4(counters[i], counters[n + i], counters[2 * n + i], counters[3 * n + i]), k0, k1);
+    out[i] = c.x; out[n + i] = c.y; out[2 * n + i] = c.z; out[3 * n + i] = c.w;
+}
+
+// The global step of a launch: step_base[0] (a device buffer the host sets before a graph
+// replay; null: 0) plus the step's place in the graph.
+__device__ __forceinline__ unsigned long long global_step(const long long* step_base, int offset) {
+    return (unsigned long long)((step_base ? step_base[0] : 0) + offset);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dropout on Linear layer `slot`'s input (rows, cols): m = [bits16 >= threshold] * scale, with
+// element e = r cols + c reading half e % 2 (low first) of word e / 2 of the DROPOUT stream
+// (seeding.dropout_keep). out = src[gather[r] or r] * m when src is non-null; mask (or null)
+// keeps m for the backward pass. One thread per Philox block: 8 elements.
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+__global__ void dropout(const T* __restrict__ src, const long long* __restrict__ gather,
+                        T* __restrict__ out, T* __restrict__ mask, long long rows, int cols,
+                        unsigned seed, int slot, const long long* __restrict__ step_base,
+                        int step_offset, unsigned threshold, T scale) {
+    const long long total = rows * cols, blocks = (total + 7) / 8;
+    const unsigned long long step = global_step(step_base, step_offset);
+    for (long long b = blockIdx.x * (long long)blockDim.x + threadIdx.x; b < blocks;
+         b += (long long)gridDim.x * blockDim.x) {
+        const uint4 bits = philox_block(seed, STREAM_DROPOUT, slot, step, b);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            const long long e = b * 8 + k;
+            if (e >= total) break;
+            const unsigned half = (word_of(bits, k / 2) >> (16 * (k % 2))) & 0xFFFFu;
+            const T m = half >= threshold ? scale : T(0);
+            if (mask) mask[e] = m;
+            if (src) {
+                const long long r = e / cols, c = e % cols;
+                out[e] = src[(gather ? gather[r] : r) * cols + c] * m;
+            }
+        }
+    }
+}
+
+// out = a * b element-wise (out may be a): the dropped activations x~ = y * m of a hidden layer
+template <typename T>
+__global__ void multiply(const T* a, const T* __restrict__ b, T* out, long long total) {
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x)
+        out[e] = a[e] * b[e];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Max-norm on one weight matrix, stored as W^T (I, O): every row j of W (column j here) is
+// scaled by c / max(|W_j|, c), the NumPy backend's sqrt, maximum and divide in that order.
+// Block (32, 32): 32 units per block, neighbouring threads on neighbouring columns (coalesced),
+// the I rows split over threadIdx.y and the partial sums added in a fixed order.
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+__global__ void max_norm(T* __restrict__ wt, int I, int O, T limit) {
+    __shared__ T part[32][33];
+    __shared__ T factor[32];
+    const int j = blockIdx.x * 32 + threadIdx.x;
+    T s = T(0);
+    if (j < O)
+        for (int i = threadIdx.y; i < I; i += 32) {
+            const T w = wt[(long long)i * O + j];
+            s += w * w;
+        }
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0) {
+        for (int r = 1; r < 32; ++r) s += part[r][threadIdx.x];
+        T norm = sqrt(s);
+        norm = norm > limit ? norm : limit;
+        factor[threadIdx.x] = limit / norm;
+    }
+    __syncthreads();
+    if (j < O) {
+        const T f = factor[threadIdx.x];
+        for (int i = threadIdx.y; i < I; i += 32) wt[(long long)i * O + j] *= f;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Augmentation (data/augment.py states the same formulas for the NumPy backend). Per image b of
+// a batch at global step t, from the AUGMENT stream, element b of each slot:
+//   slot 0, 1: integer shifts dy, dx = (bits (2 S + 1)) >> 32 - S
+//   slot 2, 3, 4: theta = rot (2u - 1), zoom = 1 + scl (2u - 1), phi = shr (2u - 1), u = bits 2^-32
+//   slot 5, 6: elastic noise, element b H W + p: u (2u - 1) per pixel and axis
+// The map sends output pixel p (row, col) to s = M (p - c) + c - t (+ elastic), M = zoom R H as
+// in augment.py, then samples bilinearly with zeros outside the image.
+// ---------------------------------------------------------------------------------------------
+#define AUG_SHIFT_R 0
+#define AUG_SHIFT_C 1
+#define AUG_ROTATE 2
+#define AUG_ZOOM 3
+#define AUG_SHEAR 4
+#define AUG_ELASTIC_R 5
+#define AUG_ELASTIC_C 6
+#define AUG_MAX_PIXELS 2048  // images up to 2048 pixels (45 x 45) (the elastic blur stages one in shared memory)
+
+__device__ __forceinline__ double aug_uniform(unsigned seed, int slot, unsigned long long step,
+                                              unsigned long long i) {
+    return (double)philox_word(seed, STREAM_AUGMENT, slot, step, i) * 0x1p-32;
+}
+
+// Elastic displacement fields, one block per (image, axis): field (B, 2, H W) =
+// alpha * G u G^T with u = 2 U - 1, G (H, H) and (W, W) Gaussian blur matrices (augment.py).
+template <typename T>
+__global__ void elastic_field(T* __restrict__ field, int H, int W, const T* __restrict__ blur_h,
+                              const T* __restrict__ blur_w, T alpha, unsigned seed,
+                              const long long* __restrict__ step_base, int step_offset) {
+    __shared__ T u[AUG_MAX_PIXELS];
+    __shared__ T g[AUG_MAX_PIXELS];
+    const int b = blockIdx.x, axis = blockIdx.y, n = H * W;
+    const unsigned long long step = global_step(step_base, step_offset);
+    for (int p = threadIdx.x; p < n; p += blockDim.x)
+        u[p] = (T)(2.0 * aug_uniform(seed, AUG_ELASTIC_R + axis, step, (unsigned long long)b * n + p)
+                   - 1.0);
+    __syncthreads();
+    for (int p = threadIdx.x; p < n; p += blockDim.x) {  // (G u)[r, c] = sum_k G[r, k] u[k, c]
+        const int r = p / W, c = p % W;
+        T s = T(0);
+        for (int k = 0; k < H; ++k) s += blur_h[r * H + k] * u[k * W + c];
+        g[p] = s;
+    }
+    __syncthreads();
+    T* out = field + ((long long)b * 2 + axis) * n;
+    for (int p = threadIdx.x; p < n; p += blockDim.x) {  // ((G u) G^T)[r, c]
+        const int r = p / W, c = p % W;
+        T s = T(0);
+        for (int k = 0; k < W; ++k) s += g[r * W + k] * blur_w[c * W + k];
+        out[p] = s * alpha;
+    }
+}
+
+// out (B, H W) = the batch's images X[gather[b]], distorted. One block per image; thread 0
+// draws its parameters. field: elastic displacements (B, 2, H W) or null. affine = 0: the
+// exact integer shift only.
+template <typename T>
+__global__ void augment(const T* __restrict__ X, const long long* __restrict__ gather,
+                        T* __restrict__ out, int H, int W, int shift, double rotate, double scale,
+                        double shear, int affine, const T* __restrict__ field, unsigned seed,
+                        const long long* __restrict__ step_base, int step_offset) {
+    __shared__ T m[4];
+    __shared__ T origin[2];
+    __shared__ int offs[2];
+    const int b = blockIdx.x, n = H * W;
+    const unsigned long long step = global_step(step_base, step_offset);
+    if (threadIdx.x == 0) {
+        const unsigned long long span = 2ull * shift + 1;
+        const int dy = (int)((philox_word(seed, STREAM_AUGMENT, AUG_SHIFT_R, step, b) * span) >> 32) - shift;
+        const int dx = (int)((philox_word(seed, STREAM_AUGMENT, AUG_SHIFT_C, step, b) * span) >> 32) - shift;
+        offs[0] = dy; offs[1] = dx;
+        const double theta = rotate * (2.0 * aug_uniform(seed, AUG_ROTATE, step, b) - 1.0);
+        const double zoom = 1.0 + scale * (2.0 * aug_uniform(seed, AUG_ZOOM, step, b) - 1.0);
+        const double phi = shear * (2.0 * aug_uniform(seed, AUG_SHEAR, step, b) - 1.0);
+        const double cs = cos(theta) * zoom, sn = sin(theta) * zoom, tn = tan(phi);
+        m[0] = (T)cs; m[1] = (T)(cs * tn - sn); m[2] = (T)sn; m[3] = (T)(sn * tn + cs);
+        origin[0] = (T)((H - 1) / 2.0 - dy);
+        origin[1] = (T)((W - 1) / 2.0 - dx);
+    }
+    __syncthreads();
+    const T* img = X + (gather ? gather[b] : b) * (long long)n;
+    T* dst = out + (long long)b * n;
+    auto pixel = [&](int r, int c) -> T {  // zero outside the image
+        return (r >= 0 && r < H && c >= 0 && c < W) ? img[r * W + c] : T(0);
+    };
+    for (int p = threadIdx.x; p < n; p += blockDim.x) {
+        const int r = p / W, c = p % W;
+        if (!affine) {
+            dst[p] = pixel(r - offs[0], c - offs[1]);
+            continue;
+        }
+        const T dr = (T)(r - (H - 1) / 2.0), dc = (T)(c - (W - 1) / 2.0);
+        // s = M (p - c) + c - t, each product rounded before the sum (as NumPy does)
+        T fr = mul_rn(m[0], dr);
+        fr = add_rn(fr, mul_rn(m[1], dc));
+        fr = add_rn(fr, origin[0]);
+        T fc = mul_rn(m[2], dr);
+        fc = add_rn(fc, mul_rn(m[3], dc));
+        fc = add_rn(fc, origin[1]);
+        if (field) {
+            fr = add_rn(fr, field[((long long)b * 2) * n + p]);
+            fc = add_rn(fc, field[((long long)b * 2 + 1) * n + p]);
+        }
+        fr = fr < T(-1) ? T(-1) : (fr > T(H) ? T(H) : fr);
+        fc = fc < T(-1) ? T(-1) : (fc > T(W) ? T(W) : fc);
+        const T r0 = floor(fr), c0 = floor(fc);
+        const T tr = fr - r0, tc = fc - c0;
+        const int ri = (int)r0, ci = (int)c0;
+        const T g00 = pixel(ri, ci), g01 = pixel(ri, ci + 1);
+        const T g10 = pixel(ri + 1, ci), g11 = pixel(ri + 1, ci + 1);
+        // top = g00 + tc (g01 - g00); bottom = g10 + tc (g11 - g10); top + tr (bottom - top)
+        const T top = add_rn(g00, mul_rn(g01 - g00, tc));
+        const T bottom = add_rn(g10, mul_rn(g11 - g10, tc));
+        dst[p] = add_rn(top, mul_rn(bottom - top, tr));
     }
 }

@@ -1,0 +1,122 @@
+"""The one Python face of kernels.cu: its constants, and compiling and loading its kernels.
+
+Constants the kernels define with `#define` (rows per loss block, activation and epilogue ids,
+stream ids, ...) are read from the source here, so each is written once, in kernels.cu.
+
+Kernels compile on first use, each template instantiation as its own small module, only those a
+run asks for, several at once in worker processes. CuPy caches every compiled module on
+disk (CUPY_CACHE_DIR, by default ~/.cupy/kernel_cache), so a second run only loads them. A marker
+file beside CuPy's cache says whether a kernel was compiled before; when some were not, the
+caller's `on_event` hears KernelsCompiling before and KernelsCompiled (with the seconds) after,
+so the user sees why the first epoch waits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cupy as cp
+import numpy as np
+
+from mlptrain.backend.events import KernelsCompiled, KernelsCompiling
+
+SOURCE = Path(__file__).with_name("kernels.cu")
+OPTIONS = ("--std=c++17",)
+
+
+def _defines(text: str) -> dict[str, int]:
+    """Every `#define NAME <integer>` of the source: the constants Python shares with it."""
+    found = re.findall(r"^#define\s+(\w+)\s+(0x[0-9A-Fa-f]+|\d+)u?\b", text, flags=re.M)
+    return {name: int(value, 0) for name, value in found}
+
+
+_TEXT = SOURCE.read_text()
+CONSTANTS = _defines(_TEXT)
+XENT_ROWS = CONSTANTS["XENT_ROWS"]  # rows per block of the loss kernels
+GATHER_MAX = CONSTANTS["GATHER_MAX"]
+AUG_MAX_PIXELS = CONSTANTS["AUG_MAX_PIXELS"]  # largest image the elastic kernel stages
+EPI_STORE, EPI_BIAS_ACT, EPI_ACT_GRAD = (CONSTANTS[k] for k in ("EPI_STORE", "EPI_BIAS_ACT",
+                                                                 "EPI_ACT_GRAD"))
+ACT_IDS = {None: CONSTANTS["ACT_IDENTITY"], "identity": CONSTANTS["ACT_IDENTITY"],
+           "relu": CONSTANTS["ACT_RELU"], "leaky_relu": CONSTANTS["ACT_LEAKY"],
+           "tanh": CONSTANTS["ACT_TANH"], "sigmoid": CONSTANTS["ACT_SIGMOID"]}
+THREADS = 256  # threads per block of the element-wise kernels
+
+
+def ctype(dtype) -> str:
+    return {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}[np.dtype(dtype)]
+
+
+def typed(name: str, dtype) -> str:
+    """The instantiation's name for a template kernel: `dropout<float>`."""
+    return f"{name}<{ctype(dtype)}>"
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("CUPY_CACHE_DIR", Path.home() / ".cupy" / "kernel_cache"))
+
+
+def _marker(name: str) -> Path:
+    """A file that exists once `name` was compiled here for this source, CuPy and device."""
+    arch = cp.cuda.Device().compute_capability
+    key = "\0".join((_TEXT, name, cp.__version__, arch, *OPTIONS))
+    return _cache_dir() / f"mlptrain-{hashlib.sha1(key.encode()).hexdigest()}"
+
+
+class Kernels:
+    """Compiled kernel functions by instantiation name, compiled (or loaded) on demand."""
+
+    def __init__(self, on_event=None):
+        self.on_event = on_event or (lambda event: None)
+        self._functions: dict[str, object] = {}
+
+    def __call__(self, name: str):
+        """The function for one instantiation (`gemm<float,...>`, `sum_parts`), loaded now."""
+        f = self._functions.get(name)
+        if f is None:
+            self.prepare([name])
+            f = self._functions[name]
+        return f
+
+    def kernel(self, name: str, dtype):
+        return self(typed(name, dtype))
+
+    def prepare(self, names) -> None:
+        """Loads every named kernel, compiling in parallel those never compiled here; call it
+        before a graph capture, so nothing loads lazily inside one."""
+        missing = [n for n in dict.fromkeys(names) if n not in self._functions]
+        if not missing:
+            return
+        fresh = [n for n in missing if not _marker(n).exists()]
+        if fresh:
+            self.on_event(KernelsCompiling(len(fresh)))
+        start = time.perf_counter()
+        if len(fresh) > 1:  # compile in fresh processes, one per kernel, side by side
+            workers = min(len(fresh), os.cpu_count() or 1)
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                list(pool.map(_compile, fresh))  # each lands in CuPy's disk cache
+        for name in missing:
+            self._functions[name] = _load(name)  # from the cache when compiled above
+        if fresh:
+            for name in fresh:
+                _marker(name).parent.mkdir(parents=True, exist_ok=True)
+                _marker(name).touch()
+            self.on_event(KernelsCompiled(len(fresh), time.perf_counter() - start))
+
+
+def _compile(name: str) -> None:
+    """Compiles one kernel into CuPy's disk cache (run in a worker process)."""
+    cp.RawModule(code=_TEXT, options=OPTIONS, name_expressions=[name]).get_function(name)
+
+
+def _load(name: str):
+    module = cp.RawModule(code=_TEXT, options=OPTIONS, name_expressions=[name])
+    f = module.get_function(name)
+    f.max_threads_per_block  # noqa: B018 - reading an attribute forces the load
+    return f

@@ -1,0 +1,138 @@
+"""The declared training step: everything one optimizer step does, decided once from the config.
+
+A `Step` says what a step computes, not how: the activation, the loss with its label smoothing,
+the dropout rates, the augmentation, max-norm, the optimizer's kind and hyper-parameters, and the
+schedule (every step's learning rate and momentum), with the batch size, checkpoint interval and
+seed. It is built once (`build_step`), frozen, and then only read: the eager loop (loop.py)
+executes it with the backend's primitives, and a device backend compiles it into an epoch graph
+when it can (`backend.epoch_path` says whether, and if not, why). Nothing else decides what a
+step contains, so the two paths cannot drift apart.
+
+Random draws inside a step (dropout masks, augmentation parameters) are keyed by (seed, global
+step), so a step is a pure function of the weights, the batch and its step number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlptrain import nn
+from mlptrain.errors import ConfigError
+from mlptrain.optim import OptimizerKind, OptimizerSpec
+from mlptrain.schedules import Schedule, build_schedule
+
+AUGMENT_KEYS = ("augment_shift", "augment_rotate", "augment_scale", "augment_shear",
+                "augment_elastic")  # the [data] keys that switch augmentation on
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Random distortions of each training image (data/augment.py has the math). Limits: each
+    image draws uniformly from +-the limit; 0 turns that distortion off."""
+
+    shape: tuple[int, int]  # (H, W) of one image; a sample is its H*W pixels, row by row
+    shift: int = 0  # pixels per axis (an integer draw)
+    rotate: float = 0.0  # degrees
+    scale: float = 0.0  # zoom by 1 +- this fraction
+    shear: float = 0.0  # degrees
+    elastic: float = 0.0  # elastic field strength, pixels (0 = off)
+    elastic_sigma: float = 4.0  # the field's smoothness, pixels
+
+    @property
+    def affine(self) -> bool:
+        """True when more than an integer shift is asked (the bilinear path)."""
+        return bool(self.rotate or self.scale or self.shear or self.elastic)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One training step, declared. Rates and limits of 0 mean "off"."""
+
+    activation: str  # a key of nn.ACTIVATIONS
+    leaky_slope: float  # leaky_relu only
+    loss: str  # a key of nn.LOSSES (auto resolved)
+    label_smoothing: float  # softmax_cross_entropy only
+    outputs: int  # logits per sample: classes, or 1 for sigmoid_bce
+    dropout_input: float  # drop probability of each input feature
+    dropout_hidden: float  # drop probability of each hidden unit
+    max_norm: float  # cap on each hidden unit's incoming weight norm, after every update
+    augment: AugmentSpec | None
+    optimizer: OptimizerSpec
+    schedule: Schedule  # lr(step), momentum(step); lrs/momenta for a whole epoch
+    batch_size: int  # rows per step: the config's, capped at the training set's size
+    steps_per_epoch: int  # the last batch of an epoch may be smaller
+    epochs: int
+    checkpoint_every: int  # global steps between mid-epoch checkpoints (0 = epoch ends only)
+    seed: int  # keys the step's random draws, with the step number
+    dtype: str  # float32 | float64
+
+    # -- what the step's parts are, as the model's objects --------------------------------------
+
+    def activation_fn(self) -> nn.Activation:
+        return nn.make_activation(self.activation, self.leaky_slope)
+
+    def loss_fn(self) -> nn.Loss:
+        return nn.make_loss(self.loss, self.outputs, self.label_smoothing)
+
+    def dropout_rates(self, linear_layers: int) -> tuple[float, ...]:
+        """The drop probability of each Linear layer's input: the features, then hidden units."""
+        return (self.dropout_input,) + (self.dropout_hidden,) * (linear_layers - 1)
+
+    @property
+    def has_dropout(self) -> bool:
+        return bool(self.dropout_input or self.dropout_hidden)
+
+    @property
+    def cycles_momentum(self) -> bool:
+        return self.schedule.cycles_momentum
+
+    def aids(self) -> list[str]:
+        """What this step does beyond the plain forward, loss, backward and update, by name
+        (dry runs and a backend's reasons name them this way)."""
+        named = [("dropout", self.has_dropout), ("augmentation", self.augment is not None),
+                 ("max-norm", bool(self.max_norm)),
+                 ("label smoothing", bool(self.label_smoothing)),
+                 ("momentum cycling", self.cycles_momentum),
+                 ("mid-epoch checkpoints", bool(self.checkpoint_every))]
+        return [name for name, on in named if on]
+
+
+def build_step(config, input_shape: tuple[int, ...], n_classes: int, train_size: int) -> Step:
+    """The step a config declares for a dataset of `input_shape` samples, `n_classes` classes
+    and `train_size` training samples; ConfigError when its parts do not fit together."""
+    m, t, o = config.model, config.train, config.optimizer
+    loss = nn.resolve_loss(m.loss, n_classes)
+    if m.label_smoothing and not nn.LOSSES[loss].smooths:
+        raise ConfigError(f"[model] label_smoothing = {m.label_smoothing} needs the "
+                          f"softmax_cross_entropy loss, but this model uses {loss}.")
+    batch = max(1, min(t.batch_size, train_size))
+    steps = max(1, math.ceil(train_size / batch))
+    spec = OptimizerSpec.from_config(o)
+    momentum = spec.momentum if spec.kind is OptimizerKind.SGD else 0.0
+    return Step(
+        activation=m.activation, leaky_slope=m.leaky_slope, loss=loss,
+        label_smoothing=m.label_smoothing, outputs=nn.LOSSES[loss]().outputs(n_classes),
+        dropout_input=m.dropout_input, dropout_hidden=m.dropout_hidden, max_norm=m.max_norm,
+        augment=build_augment_spec(config.data, input_shape), optimizer=spec,
+        schedule=build_schedule(config.schedule, o.lr, momentum, steps, t.epochs),
+        batch_size=batch, steps_per_epoch=steps, epochs=t.epochs,
+        checkpoint_every=t.checkpoint_every, seed=t.seed, dtype=str(np.dtype(t.dtype)))
+
+
+def build_augment_spec(data_cfg, input_shape: tuple[int, ...]) -> AugmentSpec | None:
+    """The augmentation a [data] section asks for, or None when every augment_* key is 0."""
+    asked = {k: getattr(data_cfg, k) for k in AUGMENT_KEYS if getattr(data_cfg, k)}
+    if not asked:
+        return None
+    if len(input_shape) != 2:
+        first = next(iter(asked))
+        raise ConfigError(f"[data] {first} = {asked[first]}: augmentation needs image data, "
+                          f"but the {data_cfg.dataset} dataset has samples of shape "
+                          f"{tuple(input_shape)}; set the augment_* keys to 0 for it.")
+    d = data_cfg
+    return AugmentSpec((int(input_shape[0]), int(input_shape[1])), d.augment_shift,
+                       d.augment_rotate, d.augment_scale, d.augment_shear, d.augment_elastic,
+                       d.augment_elastic_sigma)

@@ -1,0 +1,179 @@
+"""Every training aid inside the CUDA epoch graph: the same random numbers as the NumPy backend
+(Philox bit for bit), each augmentation kernel against augment.py, float64 training with every
+aid on against the CPU to 1e-9, a byte-identical resume from a mid-epoch checkpoint, and the
+graph path for each shipped config.
+
+Marked `gpu`: skipped where CuPy or a GPU is missing (CI), run on the device machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import CONFIGS
+
+from mlptrain.config import load_config, parse_config
+from mlptrain.data.augment import Augmenter
+from mlptrain.experiment import fit_experiment, plan, resume_experiment
+from mlptrain.loop import EpochStarted, StopFlag
+from mlptrain.runs import RunStore
+from mlptrain.seeding import philox
+
+cp = pytest.importorskip("cupy")
+try:
+    HAVE_GPU = cp.cuda.runtime.getDeviceCount() > 0
+except Exception:  # noqa: BLE001 - no driver, no device
+    HAVE_GPU = False
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="no CUDA GPU")]
+
+from mlptrain.backend.cuda.gemm import NULL  # noqa: E402
+from mlptrain.backend.cupy_backend import CupyBackend  # noqa: E402
+from mlptrain.backend.numpy_backend import NumpyBackend  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    return CupyBackend(graph=False, gemm="own")
+
+
+def rel(got, want) -> float:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-300))
+
+
+def test_philox_kernel_gives_the_numpy_bits(gpu):
+    rng = np.random.default_rng(0)
+    counters = rng.integers(0, 2**32, size=(4, 10_000), dtype=np.uint64).astype(np.uint32)
+    counters[:, 0] = [0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344]  # a Random123 answer
+    key = (0xA4093822, 0x299F31D0)
+    out = cp.empty((4, 10_000), dtype=np.uint32)
+    gpu.function("philox_kat")((40,), (256,), (cp.asarray(counters), np.uint32(key[0]),
+                                               np.uint32(key[1]), out, np.int32(10_000)))
+    assert np.array_equal(out.get(), philox(counters, key))
+    assert [int(w) for w in out.get()[:, 0]] == [0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_masks_are_identical_on_both_backends(gpu, dtype):
+    cpu = NumpyBackend()
+    for rows, cols, slot, step, rate in ((128, 784, 0, 0, 0.1), (37, 1023, 2, 2**33 + 5, 0.5)):
+        want = np.empty((rows, cols), dtype)
+        cpu.dropout_mask(11, slot, step, rate, out=want)
+        got = gpu.dropout_mask(11, slot, step, rate, out=cp.empty((rows, cols), dtype))
+        assert np.array_equal(got.get(), want)
+
+
+KINDS = {"shift": dict(shift=2), "rotate": dict(rotate=15.0), "scale": dict(scale=0.15),
+         "shear": dict(shear=12.0), "elastic": dict(elastic=34.0, elastic_sigma=4.0),
+         "all": dict(shift=2, rotate=8.0, scale=0.08, shear=8.0, elastic=8.0)}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_augment_kernels_match_augment_py_in_float64(gpu, kind):
+    from mlptrain.data.augment import gaussian_blur_matrix
+
+    H = W = 28
+    spec = KINDS[kind]
+    rng = np.random.default_rng(3)
+    X = rng.random((300, H * W))
+    index = rng.permutation(300)[:96]
+    step, seed = 12345, 7
+    want = Augmenter((H, W), seed, **spec)(X[index].copy(), step)
+    dX, out = cp.asarray(X), cp.zeros((96, H * W))
+    affine = any(spec.get(k) for k in ("rotate", "scale", "shear", "elastic"))
+    field, sigma = NULL, spec.get("elastic_sigma", 4.0)
+    base = cp.asarray([step], dtype=np.int64)
+    if spec.get("elastic"):
+        field = cp.zeros((96, 2, H * W))
+        gpu.kernel("elastic_field", np.float64)(
+            (96, 2), (256,), (field, np.int32(H), np.int32(W),
+                              cp.asarray(gaussian_blur_matrix(H, sigma, np.float64)),
+                              cp.asarray(gaussian_blur_matrix(W, sigma, np.float64)),
+                              np.float64(spec["elastic"]), np.uint32(seed), base, np.int32(0)))
+    gpu.kernel("augment", np.float64)(
+        (96,), (256,), (dX, cp.asarray(index, dtype=np.int64), out, np.int32(H), np.int32(W),
+                        np.int32(spec.get("shift", 0)), np.float64(math.radians(spec.get("rotate", 0))),
+                        np.float64(spec.get("scale", 0)), np.float64(math.radians(spec.get("shear", 0))),
+                        np.int32(affine), field, np.uint32(seed), base, np.int32(0)))
+    assert rel(out.get(), want) < 1e-9
+    assert not np.allclose(want, X[index])  # it did distort
+
+
+MNIST_SMALL = """
+name = "gpu-aids"
+[data]
+dataset = "mnist"
+val_fraction = 0.1
+limit = 3000
+[model]
+hidden = [64, 32]
+activation = "relu"
+init = "he_uniform"
+dropout_input = 0.1
+dropout_hidden = 0.3
+max_norm = 1.0
+label_smoothing = 0.1
+[optimizer]
+name = "sgd"
+lr = 0.1
+momentum = 0.9
+nesterov = true
+[schedule]
+name = "onecycle"
+momentum_low = 0.85
+warmup_epochs = 0.5
+[train]
+batch_size = 128
+epochs = 2
+checkpoint_every = 7
+dtype = "float64"
+"""
+AUGMENTS = {"affine": ["data.augment_shift=2", "data.augment_rotate=8",
+                       "data.augment_scale=0.08", "data.augment_shear=8"],
+            "elastic": ["data.augment_elastic=8", "data.augment_elastic_sigma=4"]}
+
+
+def run_aids(runs_dir, device, overrides, stop=None, **kw):
+    config = parse_config(MNIST_SMALL, overrides=[f"train.device={device}", *overrides])
+    return fit_experiment(config, RunStore(runs_dir), stop=stop, **kw)
+
+
+def metrics(run):
+    return [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("augment", AUGMENTS)
+def test_every_aid_in_the_graph_matches_numpy_to_1e_9_in_float64(runs_dir, augment):
+    cpu = run_aids(runs_dir, "cpu", AUGMENTS[augment])
+    gpu_run = run_aids(runs_dir, "cuda", AUGMENTS[augment])
+    assert gpu_run.summary["path"] == "cuda graph"
+    for mine, ref in zip(metrics(gpu_run), metrics(cpu), strict=True):
+        for key in ("train_loss", "val_loss", "lr"):
+            assert mine[key] == pytest.approx(ref[key], rel=1e-9), (mine["epoch"], key)
+    want, got = (dict(np.load(r.path / "weights.npz")) for r in (cpu, gpu_run))
+    for name, w in want.items():
+        assert rel(got[name], w) < 1e-9, name
+
+
+def test_resume_from_a_mid_epoch_checkpoint_is_byte_identical_on_the_gpu(runs_dir, monkeypatch):
+    monkeypatch.setenv("MLPTRAIN_CUDA_TUNE", "0")  # the same products in both processes' plans
+    whole = run_aids(runs_dir, "cuda", AUGMENTS["affine"])
+    stop = StopFlag()
+    stopped = run_aids(runs_dir, "cuda", AUGMENTS["affine"], stop=stop,
+                       on_event=lambda e: isinstance(e, EpochStarted) and e.epoch == 2 and stop.set())
+    assert stopped.summary["status"] == "interrupted"
+    checkpoint = np.load(stopped.path / "checkpoint.npz")
+    steps = math.ceil(int(checkpoint["order"].size) / 128)
+    assert int(checkpoint["position"]) == 7 - steps % 7  # epoch 2's first checkpoint
+    done = resume_experiment(RunStore(runs_dir), stopped.path.name)
+    assert (done.path / "weights.npz").read_bytes() == (whole.path / "weights.npz").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["mnist.toml", "mnist-best.toml", "xor.toml",
+                                  "mnist-capacity.toml"])
+def test_every_shipped_config_takes_the_graph(name):
+    config = load_config(CONFIGS / name, overrides=["train.device=cuda"])
+    assert plan(config).path == "cuda graph"
