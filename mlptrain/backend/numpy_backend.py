@@ -61,13 +61,20 @@ def _flat(a: np.ndarray, order: str, written: bool) -> np.ndarray:
 
 def axpy(a: float, x: np.ndarray, y: np.ndarray) -> None:
     """y <- y + a x, in place, one pass."""
+    if x.ndim == y.ndim == 1 and x.dtype == y.dtype and x.flags.c_contiguous \
+            and y.flags.c_contiguous:  # a model's flat buffers: no checks beyond these
+        _AXPY[y.dtype](x, y, a=a)
+        return
     order = _order(y)
-    _AXPY[y.dtype](_flat(x, order, written=False), _flat(y, order, written=True), a=a)
+    x_view, y_view = _flat(x, order, written=False), _flat(y, order, written=True)
+    _AXPY[y.dtype](x_view, y_view, a=a)
 
 
 def scal(a: float, x: np.ndarray) -> None:
     """x <- a x, in place, one pass."""
-    _SCAL[x.dtype](a, _flat(x, _order(x), written=True))
+    view = x if x.ndim == 1 and x.flags.c_contiguous and x.dtype in _SCAL \
+        else _flat(x, _order(x), written=True)
+    _SCAL[x.dtype](a, view)
 
 
 class NumpyBackend(Backend):
