@@ -66,7 +66,9 @@ def test_workers_get_blas_threads_so_workers_times_threads_fit_the_cores(
         assert r.worker["pid"] != os.getpid()
         assert r.worker["env"] == {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
                                    "MKL_NUM_THREADS": threads}
-        assert r.worker["blas_threads"] == [int(threads)]  # threadpoolctl: what BLAS uses
+        # threadpoolctl: what each BLAS uses; none above the limit (SciPy's own BLAS, which
+        # the NumPy backend runs its updates on, is held to 1 thread and may be listed too)
+        assert max(r.worker["blas_threads"]) == int(threads)
     # a fast worker may take both trials before the other has started: at most one pid each
     assert len({r.worker["pid"] for r in results}) <= min(workers, len(spec.trials))
     assert dict(os.environ) == before  # the limits were for the children only

@@ -3,11 +3,98 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from mlptrain import nn, seeding
 from mlptrain.backend.protocol import Backend
+
+
+def _import_blas_single_threaded():
+    """scipy.linalg.blas, with its BLAS held to one thread when it is not NumPy's own.
+
+    SciPy's wheels carry a second OpenBLAS with its own thread pool. The updates it runs here
+    are memory-bound passes that one core streams; a second pool's threads would spin beside
+    NumPy's GEMM threads on the same cores (measured on 2 loaded cores: a 128x64 epoch went
+    from 2.7 s to 59 s). A build whose SciPy shares NumPy's BLAS adds no library: left alone.
+    """
+    before = {c.filepath for c in ThreadpoolController().lib_controllers}
+    import scipy
+    from scipy.linalg import blas
+
+    scipy_dir = os.path.dirname(scipy.__file__)  # its wheels' own libraries sit beside it
+    for controller in ThreadpoolController().lib_controllers:
+        own = controller.filepath.startswith((scipy_dir + ".libs", scipy_dir + os.sep))
+        if controller.user_api == "blas" and (own or controller.filepath not in before):
+            controller.set_num_threads(1)
+    return blas
+
+
+blas = _import_blas_single_threaded()
+
+# BLAS level 1, in place on 1-D views: y <- y + a x (axpy) and x <- a x (scal) each stream
+# their arrays once, where NumPy needs a scaled copy and a second pass (p - lr g: two passes
+# and a scratch buffer). The optimizer updates are memory-bound, so passes are what they cost.
+_AXPY = {np.dtype(np.float32): blas.saxpy, np.dtype(np.float64): blas.daxpy}
+_SCAL = {np.dtype(np.float32): blas.sscal, np.dtype(np.float64): blas.dscal}
+
+
+def _order(a: np.ndarray) -> str:
+    """The memory order of an updated array (a weight's view of the flat buffer is "F")."""
+    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+
+
+def _flat(a: np.ndarray, order: str, written: bool) -> np.ndarray:
+    """A 1-D view of `a` in `order` (element i of every operand is the same array element).
+
+    An array that is written must be contiguous in that order, so BLAS writes through the
+    view in place; one that is only read may be copied (mixed layouts; never on the flat
+    buffers a model's optimizer passes)."""
+    contiguous = a.flags.f_contiguous if order == "F" else a.flags.c_contiguous
+    if a.dtype not in _AXPY or (written and not contiguous):
+        raise ValueError(f"an in-place update needs {order}-contiguous float32/float64 arrays, "
+                         f"got {a.dtype} with strides {a.strides}")
+    return a.ravel(order=order)
+
+
+def axpy(a: float, x: np.ndarray, y: np.ndarray) -> None:
+    """y <- y + a x, in place, one pass."""
+    if x.ndim == y.ndim == 1 and x.dtype == y.dtype and x.flags.c_contiguous \
+            and y.flags.c_contiguous:  # a model's flat buffers: no checks beyond these
+        _AXPY[y.dtype](x, y, a=a)
+        return
+    order = _order(y)
+    x_view, y_view = _flat(x, order, written=False), _flat(y, order, written=True)
+    _AXPY[y.dtype](x_view, y_view, a=a)
+
+
+def scal(a: float, x: np.ndarray) -> None:
+    """x <- a x, in place, one pass."""
+    view = x if x.ndim == 1 and x.flags.c_contiguous and x.dtype in _SCAL \
+        else _flat(x, _order(x), written=True)
+    _SCAL[x.dtype](a, view)
+
+
+UPDATE_BLOCK_BYTES = 256 * 1024  # per array: p, g and v blocks fit a core's L2 together
+
+
+def _sgd_passes(p, g, v, lr: float, momentum: float, nesterov: bool, weight_decay: float):
+    """The SGD update of sgd_update on same-shaped arrays, one in-place BLAS pass per line:
+    1 pass for plain SGD, 3 with momentum, 4 with Nesterov, +1 for weight decay."""
+    if weight_decay:
+        axpy(weight_decay, p, g)  # g' = g + wd p, in the gradient (scratch)
+    if not momentum:
+        axpy(-lr, g, p)  # p <- p - lr g'
+        return
+    scal(momentum, v)
+    axpy(1.0, g, v)  # v <- mu v + g'
+    if nesterov:
+        axpy(-lr, g, p)
+        axpy(-lr * momentum, v, p)  # p <- p - lr g' - lr mu v
+    else:
+        axpy(-lr, v, p)  # p <- p - lr v
 
 
 class NumpyBackend(Backend):
@@ -118,22 +205,22 @@ class NumpyBackend(Backend):
 
     def sgd_update(self, param, grad, velocity, lr: float, momentum: float, nesterov: bool,
                    weight_decay: float) -> None:
-        """v <- mu v + (g + wd p);  p <- p - lr v   (Nesterov: p <- p - lr (g + wd p + mu v)).
+        """g' = g + wd p;  v <- mu v + g';  p <- p - lr v   (Nesterov: p <- p - lr (g' + mu v)).
 
-        With mu = 0 the velocity is unused (may be None): p <- p - lr (g + wd p).
+        With mu = 0 the velocity is unused (may be None): p <- p - lr g'. A model's flat
+        buffers go through in blocks of UPDATE_BLOCK_BYTES: every pass of the update runs on a
+        block while it is in the core's cache, so each array streams from memory about once
+        instead of once per pass (measured: 1.4-1.6x faster for 0.4-1.9 M parameters).
         """
-        g = grad
-        if weight_decay:
-            g += np.multiply(param, weight_decay, out=self.scratch(g.shape, g.dtype, "update"))
-        if momentum:
-            velocity *= momentum
-            velocity += g  # v <- mu v + g
-            if not nesterov:
-                param -= np.multiply(velocity, lr, out=g)  # p <- p - lr v
-                return
-            g += np.multiply(velocity, momentum, out=self.scratch(g.shape, g.dtype, "update"))
-        g *= lr
-        param -= g
+        hyper = (lr, momentum, nesterov, weight_decay)
+        if not all(a is None or (a.ndim == 1 and a.flags.c_contiguous)
+                   for a in (param, grad, velocity)):  # named arrays: one call each
+            _sgd_passes(param, grad, velocity, *hyper)
+            return
+        block = UPDATE_BLOCK_BYTES // param.itemsize
+        for start in range(0, param.size, block):
+            s = slice(start, start + block)
+            _sgd_passes(param[s], grad[s], None if velocity is None else velocity[s], *hyper)
 
     def adam_update(self, param, grad, m, v, step: int, lr: float, beta1: float, beta2: float,
                     eps: float, weight_decay: float, decoupled: bool) -> None:
