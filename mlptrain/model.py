@@ -215,6 +215,11 @@ class MLP:
 def build_model(model_cfg, ops, n_features: int, n_classes: int, dtype) -> MLP:
     """The MLP a [model] config section describes, with zero weights (call initialize)."""
     loss = nn.make_loss(model_cfg.loss, n_classes)
+    if loss.outputs(n_classes) == 1 and n_classes > 2:  # one output scores labels 0 and 1 only
+        raise ConfigError(f"[model] loss = {model_cfg.loss!r} uses {loss.name}, which scores two "
+                          f"classes (labels 0 and 1), but the data's labels go up to "
+                          f"{n_classes - 1}. Use loss = 'softmax_cross_entropy' (or 'auto'), "
+                          "or relabel the data to 0 and 1.")
     if model_cfg.label_smoothing:
         if not hasattr(loss, "smoothing"):
             raise ConfigError(f"[model] label_smoothing = {model_cfg.label_smoothing} needs "
