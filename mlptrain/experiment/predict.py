@@ -8,9 +8,8 @@ box fitted into 20x20 pixels and centred by its centre of mass in 28x28). A dark
 
 from __future__ import annotations
 
-import warnings
-
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
