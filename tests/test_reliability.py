@@ -144,7 +144,7 @@ DAMAGE = {
     "summary null": ("summary.json", "null"),
     "summary list": ("summary.json", "[]"),
     "status a number": ("summary.json", '{"status": 5, "model": {"sizes": [2, 1]}}'),
-    "no model": ("summary.json", '{"status": "completed"}'),
+    "model null": ("summary.json", '{"status": "completed", "model": null}'),
     "final a string": ("summary.json",
                        '{"status": "completed", "model": {"sizes": [2, 1]}, "final": "x"}'),
     "metrics null line": ("metrics.jsonl", '{"epoch": 1, "train_loss": 0.5}\nnull\n'),
@@ -321,6 +321,7 @@ def test_stale_temporaries_are_removed_when_a_run_is_resumed(tmp_path):
     assert not stale.exists() and live.exists()
 
 
+@pytest.mark.slow
 def test_sigkill_during_writes_leaves_no_temporaries_after_resume(tmp_path):
     """A real SIGKILL at moments inside a run that checkpoints every step, then a resume."""
     runs = tmp_path / "runs"

@@ -76,7 +76,7 @@ SUMMARY_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
                 and _optional(_dict_of(_is_str))(v.get("checksums"))
                 and _optional(_dict_of(_count))(v.get("samples"))),
 }
-REQUIRED = ("status", "model")  # every version of fit wrote these
+REQUIRED = ("status",)  # the rest is checked where present (a reader defaults it)
 
 
 def check_summary(summary: Any) -> str | None:
