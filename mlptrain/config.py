@@ -30,6 +30,11 @@ from mlptrain.errors import ConfigError
 from mlptrain.optim import OPTIMIZERS
 from mlptrain.schedules import SCHEDULES
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]*")  # a run name becomes part of a directory name
+MAX_NAME = 100  # characters: a run id adds 23, and a file name may hold 255 bytes
+MAX_STRING = 4096  # characters in any string value: the longest path Linux accepts
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no newline, tab or NUL in a name, path or URL
+
 DATASETS = ("xor", "mnist", "npz")
 DTYPES = ("float32", "float64")
 PLOT_FORMATS = ("png", "svg")
@@ -143,10 +148,33 @@ class Config:
         return out
 
     def to_toml(self) -> str:
-        header = f"# resolved from {self.source}\n"
+        """The resolved config as TOML that `load_config` reads back to an equal Config; the
+        provenance goes in comments, escaped (a newline in a path must not end a comment)."""
+        header = f"# resolved from {_comment(self.source)}\n"
         if self.overrides:
-            header += "".join(f"# --set {o}\n" for o in self.overrides)
+            header += "".join(f"# --set {_comment(o)}\n" for o in self.overrides)
         return header + tomli_w.dumps(self.to_dict())
+
+
+def _comment(text: str) -> str:
+    """`text` safe inside a one-line TOML comment: control characters shown as escapes."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def name_from_stem(stem: str) -> str:
+    """A valid run name from a config file's stem: `my experiment` -> `my-experiment` (runs of
+    other characters become one '-'), clipped to MAX_NAME; `run` if nothing is left."""
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "-", stem).strip("-")[:MAX_NAME].rstrip("-")
+    return name or "run"
+
+
+def check_name(value: Any, where: str) -> str:
+    """A run name: letters, digits, '.', '_' or '-', at most MAX_NAME characters."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) \
+            or len(value) > MAX_NAME:
+        raise ConfigError(f"{where} = {_show(value)}: expected a run name of at most {MAX_NAME} "
+                          "letters, digits, '.', '_' or '-'.")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,14 +192,15 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
                           "experiment config, for example configs/mnist.toml.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} cannot be read as UTF-8 text: {exc}.") from None
-    return parse_config(text, source=str(path), overrides=overrides, default_name=path.stem)
+    return parse_config(text, source=str(path), overrides=overrides,
+                        default_name=name_from_stem(path.stem))
 
 
 def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] = (),
                  default_name: str = "run") -> Config:
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
         raise ConfigError(f"{source} is not valid TOML: {exc}. Fix the syntax at that "
                           "line (strings need quotes, tables look like [section]).") from None
     overridden = {_apply_override(raw, item) for item in overrides}
@@ -194,6 +223,8 @@ class _Where:
     overridden: set = field(default_factory=set)  # (section, key) pairs given with --set
 
     def __call__(self, section: str | None, key: str) -> str:
+        if len(key) > 60:  # an unknown key can be any length: keep the message short
+            return f"{self.source}: " + (f"[{section}] " if section else "") + _show(key)
         if (section, key) in self.overridden:
             return f"--set {section}.{key}" if section else f"--set {key}"
         line = _line_of(self.text, section, key)
@@ -220,25 +251,26 @@ def _apply_override(raw: dict, item: str) -> tuple[str | None, str]:
     """Applies one `--set section.key=value` (the value read as TOML, else as a string);
     returns (section, key)."""
     if "=" not in item:
-        raise ConfigError(f"--set {item!r} is not of the form section.key=value "
+        raise ConfigError(f"--set {_show(item)} is not of the form section.key=value "
                           "(for example --set train.epochs=5).")
     dotted, value_text = (part.strip() for part in item.split("=", 1))
     parts = dotted.split(".")
     if len(parts) == 1 and parts[0] == "name":
         parts = ["name"]
     elif len(parts) != 2 or not all(parts):
-        raise ConfigError(f"--set {item!r}: {dotted!r} must be section.key, one of the sections "
+        raise ConfigError(f"--set {_show(item)}: {_show(dotted)} must be section.key, one of the sections "
                           f"{', '.join(SECTIONS)} (for example train.epochs).")
     try:
         value = tomllib.loads(f"v = {value_text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except ValueError:  # TOMLDecodeError (or an integer too long to read)
         value = value_text  # a bare word such as relu: take it as a string
     if len(parts) == 1:
         raw["name"] = value
         return None, "name"
     section = raw.setdefault(parts[0], {})
     if not isinstance(section, dict):
-        raise ConfigError(f"--set {item!r}: {parts[0]!r} is a value in the config, not a table.")
+        raise ConfigError(f"--set {_show(item)}: {_show(parts[0])} is a value in the config, "
+                          "not a table.")
     section[parts[1]] = value
     return parts[0], parts[1]
 
@@ -247,10 +279,7 @@ def _build(raw: dict, where: _Where) -> Config:
     config = Config()
     for key, value in raw.items():
         if key == "name":
-            if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]*", value):
-                raise ConfigError(f"{where(None, 'name')} = {value!r}: expected a run name of "
-                                  "letters, digits, '.', '_' or '-'.")
-            config.name = value
+            config.name = check_name(value, where(None, "name"))
         elif key == "sweep":
             continue  # a sweep's grid: read by mlptrain.sweep; fit trains the base config
         elif key in SECTIONS:
@@ -309,10 +338,24 @@ def _check_value(f, value, where) -> Any:
         if kind in ("int", "list[int]") and abs(item) >= 2**63:
             raise ConfigError(f"{where()} = {_show(value)}: expected an integer below 2**63.")
         _check_range(item, meta, where)
+    if kind in ("str", "list[str]"):
+        for item in items:
+            _check_string(item, where)
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(f"{where()} = {_show(value)}: expected one of "
                           f"{', '.join(meta['choices'])}.{_did_you_mean(str(value), list(meta['choices']))}")
     return value
+
+
+def _check_string(value: str, where) -> None:
+    """Every string value is a path, a URL or a name: no control characters, no novel."""
+    if len(value) > MAX_STRING:
+        raise ConfigError(f"{where()} = {_show(value)}: expected at most {MAX_STRING} "
+                          f"characters, found {len(value)}.")
+    bad = CONTROL.search(value)
+    if bad:
+        raise ConfigError(f"{where()} = {_show(value)}: control character "
+                          f"{bad.group()!r} at position {bad.start()}; expected plain text.")
 
 
 def _has_type(value, kind: str) -> bool:
@@ -344,9 +387,13 @@ def _check_range(value, meta, where) -> None:
 
 
 def _show(value) -> str:
+    """A value for an error message, clipped: a 10 MB string must not make a 20 MB message."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return repr(value) if isinstance(value, str) else str(value)
+    if isinstance(value, int) and value.bit_length() > 200:  # str() refuses > 4300 digits
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 def defaults_of(section: str) -> dict[str, Any]:

@@ -105,6 +105,11 @@ def build_step(config, input_shape: tuple[int, ...], n_classes: int, train_size:
     and `train_size` training samples; ConfigError when its parts do not fit together."""
     m, t, o = config.model, config.train, config.optimizer
     loss = nn.resolve_loss(m.loss, n_classes)
+    if nn.LOSSES[loss]().outputs(n_classes) == 1 and n_classes > 2:  # scores labels 0, 1 only
+        raise ConfigError(f"[model] loss = {m.loss!r} uses {loss}, which scores two classes "
+                          f"(labels 0 and 1), but the data's labels go up to {n_classes - 1}. "
+                          "Use loss = 'softmax_cross_entropy' (or 'auto'), or relabel the data "
+                          "to 0 and 1.")
     if m.label_smoothing and not nn.LOSSES[loss].smooths:
         raise ConfigError(f"[model] label_smoothing = {m.label_smoothing} needs the "
                           f"softmax_cross_entropy loss, but this model uses {loss}.")

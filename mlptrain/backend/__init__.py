@@ -11,6 +11,8 @@ dtype unless said; `out` is written and returned; nothing allocates in steady st
 
     asarray(host, dtype) / to_host(a) / to_float(scalar)   cross the host/device boundary
     empty(shape, dtype) / zeros(shape, dtype)              allocate (set-up only)
+    free_bytes()                                           bytes a GPU can still allocate
+        (device backends only: the CPU's is the host's MemAvailable, read by memory.py)
     take_rows(source (N, ...), index (B,) int64, out (B, ...))   out[i] = source[index[i]]
     matmul(a, b, out, trans_a=False, trans_b=False)        out = op(a) @ op(b), op = .T if asked;
         operands may be C- or F-ordered views (weights (O, I) are column-major)

@@ -101,6 +101,12 @@ class CupyBackend(Backend):
     def to_host(self, array) -> np.ndarray:
         return cp.asnumpy(array)
 
+    def free_bytes(self) -> int:
+        """What this device can still allocate: the driver's free memory plus the blocks CuPy's
+        pool holds but does not use (memory.py compares a config's estimate with it)."""
+        free, _ = cp.cuda.Device().mem_info
+        return int(free) + int(cp.get_default_memory_pool().free_bytes())
+
     def to_float(self, scalar) -> float:
         return float(scalar)  # a sync point
 

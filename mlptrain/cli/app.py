@@ -8,11 +8,12 @@ Exit codes: 0 success, 1 an error the tool explains, 2 a usage error, 130 interr
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 import mlptrain
 from mlptrain.cli import config as config_cmd
 from mlptrain.cli import evaluate, fit, gradcheck, plot, predict, runs, sweep
-from mlptrain.cli.common import EXIT_CODES_HELP, out
+from mlptrain.cli.common import EXIT_CODES_HELP, EXIT_ERROR, EXIT_INTERRUPTED, err, out
 
 app = typer.Typer(
     name="mlptrain",
@@ -56,4 +57,23 @@ app.add_typer(runs_app, name="runs")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if _silent_interrupt(exc):  # Ctrl-C no command caught: say so, as the others do
+            err.print("interrupted", highlight=False)
+        raise
+    except OSError as exc:  # the last resort: an OSError no command turned into an error
+        where = f" {exc.filename}:" if exc.filename else ""
+        err.print(f"[bold red]error:[/bold red]{escape(where)} {escape(exc.strerror or str(exc))}"
+                  f" ({type(exc).__name__}); nothing after it was done.", highlight=False,
+                  soft_wrap=True)
+        raise SystemExit(EXIT_ERROR) from None
+
+
+def _silent_interrupt(exc: SystemExit) -> bool:
+    """Typer turns a KeyboardInterrupt that escapes a command into exit code 130 without a
+    word (raise Exit(130) from the interrupt); tell that apart from our own exits."""
+    exit_ = exc.__context__
+    return exc.code == EXIT_INTERRUPTED and exit_ is not None \
+        and isinstance(exit_.__cause__, KeyboardInterrupt)

@@ -48,6 +48,9 @@ def fit(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; only the result."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's summary as one JSON "
                                  "object on stdout; progress goes to stderr."),
+    allow_data_change: bool = typer.Option(
+        False, "--allow-data-change", help="With --resume: continue even though a dataset "
+        "file changed since the run started (its SHA-256 differs)."),
     runs_dir: Optional[Path] = RunsDir,
 ):
     """Train the model a config describes; writes runs/<run-id>/ (config, metrics, weights).
@@ -63,6 +66,8 @@ def fit(
     if resume is not None and (set_ or device or dry_run or print_config):
         usage("--resume continues a run with its saved config; --set, --device, --dry-run "
               "and --print-config apply to a CONFIG")
+    if allow_data_change and resume is None:
+        usage("--allow-data-change applies to --resume RUN")
     # a diverging run overflows before the loop sees a NaN loss and explains it: no numpy noise
     warnings.filterwarnings("ignore", message="(overflow|invalid value)", category=RuntimeWarning)
     store = RunStore(runs_dir)
@@ -81,7 +86,8 @@ def fit(
             if cfg is not None:
                 finished = fit_experiment(cfg, store, renderer, renderer.download, stop)
             else:
-                finished = resume_experiment(store, resume, renderer, renderer.download, stop)
+                finished = resume_experiment(store, resume, renderer, renderer.download, stop,
+                                             allow_data_change)
         if finished.summary["status"] == "completed":
             # plots after training, never slowing it; then the closing panel
             finish_fit(renderer.console, cfg or load_config(finished.path / "config.toml"),

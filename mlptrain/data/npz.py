@@ -19,6 +19,7 @@ import numpy as np
 from mlptrain.errors import DataError
 
 MIN_CLASSES = 2
+MAX_LABEL = 2**31 - 1  # a class index; the output layer has max(label) + 1 units
 # Array kinds that hold real numbers: bool, signed int, unsigned int, float.
 NUMERIC_KINDS = "biuf"
 
@@ -177,4 +178,9 @@ def _labels(path: Path, key: str, y: np.ndarray, n_samples: int) -> np.ndarray:
     if (y < 0).any():
         index = int(np.argmax(y < 0))
         raise _bad(path, key, expected, f"label {index} is negative ({y[index].item()})")
+    # before the int64 cast: uint64 2**64-1 would wrap to -1, a float 1e300 to garbage
+    if y.size and y.max() > MAX_LABEL:
+        index = int(np.argmax(y > MAX_LABEL))
+        raise _bad(path, key, expected, f"label {index} is {y[index].item()}, above the "
+                   f"largest class index {MAX_LABEL} (each class is one output unit)")
     return y.astype(np.int64)

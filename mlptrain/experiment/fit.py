@@ -5,9 +5,11 @@ The CLI calls `fit_experiment` / `resume_experiment` and renders their events; n
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import time
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -61,18 +63,21 @@ def fit_experiment(config: Config, store: RunStore,
     optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
     splits = _splits(p)
     run = store.create(config.name)
-    run.write_config(config.to_toml())
     summary = _start_summary(run, p)
-    run.write_summary(summary)
-    return _train(run, summary, p, optimizer, splits, loop.TrainState(), on_event, stop)
+    with _os_errors_fail(run, summary):
+        run.write_config(config.to_toml())
+        run.write_summary(summary)
+        return _train(run, summary, p, optimizer, splits, loop.TrainState(), on_event, stop)
 
 
 def resume_experiment(store: RunStore, ref: str,
                       on_event: Callable[[Any], None] = lambda e: None,
                       data_progress: Callable | None = None,
-                      stop: loop.StopFlag | None = None) -> RunFinished:
+                      stop: loop.StopFlag | None = None,
+                      allow_data_change: bool = False) -> RunFinished:
     """Continues a run from its checkpoint.npz, in its own directory, to the same weights an
-    uninterrupted run would have reached."""
+    uninterrupted run would have reached. A dataset file whose SHA-256 differs from the one
+    the run recorded is refused unless `allow_data_change` (then the change is recorded)."""
     run = store.find(ref)
     summary = run.read_summary()
     if summary.get("status") == "completed":
@@ -81,17 +86,20 @@ def resume_experiment(store: RunStore, ref: str,
     checkpoint = run.read_checkpoint()  # before any work: a run without one cannot resume
     config = load_config(run.path / "config.toml")
     p = prepare(config, data_progress)
+    _check_same_data(run, summary, p.dataset.checksums, allow_data_change)
     optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
     state = restore(checkpoint, p.model, optimizer, p.rngs, str(run.path / "checkpoint.npz"),
                     p.step)
     splits = _splits(p)
-    run.write_metrics(state.history)  # drops any record written after the checkpoint
-    summary.update(status="running", epochs_completed=state.epoch, final=None, timing=None,
-                   resumed=summary.get("resumed", 0) + 1, pid=os.getpid(), host=platform.node(),
-                   path=p.path)
-    summary.pop("error", None)
-    run.write_summary(summary)
-    return _train(run, summary, p, optimizer, splits, state, on_event, stop)
+    with _os_errors_fail(run, summary):
+        run.open_for_writing()  # removes the temporaries a killed writer left
+        run.write_metrics(state.history)  # drops any record written after the checkpoint
+        summary.update(status="running", epochs_completed=state.epoch, final=None,
+                       timing=None, resumed=summary.get("resumed", 0) + 1, pid=os.getpid(),
+                       host=platform.node(), path=p.path)
+        summary.pop("error", None)
+        run.write_summary(summary)
+        return _train(run, summary, p, optimizer, splits, state, on_event, stop)
 
 
 def _splits(p: Prepared) -> dict[str, loop.Split]:
@@ -163,6 +171,61 @@ def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int) -> dict
         loss, acc = loop.evaluate(model, split, batch) if split.size else (None, None)
         final[f"{name}_loss"], final[f"{name}_accuracy"] = loss, acc
     return final
+
+
+# -- failure modes ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _os_errors_fail(run: Run, summary: dict):
+    """Any OSError while a run is written (a full disk, a read-only or vanished directory)
+    becomes a RunStoreError naming the file and the cause; the run is marked failed if the
+    summary can still be written. Every file written before stays whole (writes are atomic),
+    so the run resumes from its last checkpoint once the cause is fixed."""
+    start = time.perf_counter()
+    try:
+        yield
+    except OSError as exc:
+        marked = False
+        with suppress(OSError):
+            summary.setdefault("timing", None)
+            _finish(run, summary, "failed", start, error=_os_error_text(exc))
+            marked = True
+        state = "marked failed" if marked else "left as it was (its summary cannot be written)"
+        raise RunStoreError(
+            f"{_os_error_text(exc)} The run {run.run_id} is {state}; the files it wrote before "
+            f"are kept. Fix the cause, then continue it with `mlptrain fit --resume "
+            f"{run.run_id}`.") from None
+
+
+def _os_error_text(exc: OSError) -> str:
+    code = errno.errorcode.get(exc.errno or 0, "")
+    what = f"{exc.strerror or exc}{f' ({code})' if code else ''}"
+    hint = {errno.ENOSPC: " The disk is full.", errno.EDQUOT: " The disk quota is used up.",
+            errno.EROFS: " The file system is mounted read-only.",
+            errno.EACCES: " No permission to write there."}.get(exc.errno, "")
+    return f"cannot write {exc.filename or 'a run file'}: {what}.{hint}"
+
+
+def _check_same_data(run: Run, summary: dict, checksums: dict[str, str], allow: bool) -> None:
+    """The data a run resumes on must be the data it started on (its files' SHA-256)."""
+    recorded = (summary.get("dataset") or {}).get("checksums") or {}
+    changed = sorted(name for name in set(recorded) | set(checksums)
+                     if recorded.get(name) != checksums.get(name))
+    if not changed:
+        return
+    if not allow:
+        name = changed[0]
+        raise DataError(
+            f"the dataset changed since run {run.run_id} started: {name} had SHA-256 "
+            f"{str(recorded.get(name, 'none'))[:16]}..., now {str(checksums.get(name, 'none'))[:16]}"
+            f"...{f' (and {len(changed) - 1} more file(s))' if len(changed) > 1 else ''}. "
+            "Resuming would train the rest of the run on other data. Restore the original "
+            "file, or pass --allow-data-change to continue on the new data anyway.")
+    summary.setdefault("data_changes", []).append(
+        {"resumed": summary.get("resumed", 0) + 1, "files": changed,
+         "before": {k: recorded.get(k) for k in changed}})
+    summary.setdefault("dataset", {})["checksums"] = dict(checksums)
 
 
 # -- helpers --------------------------------------------------------------------------------------

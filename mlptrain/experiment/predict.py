@@ -9,6 +9,7 @@ box fitted into 20x20 pixels and centred by its centre of mass in 28x28). A dark
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,9 +108,14 @@ def _read_image(path: Path, n_features: int, input_shape, dataset) -> Inputs:
         raise DataError(f"input {path} is an image, but this run's network takes "
                         f"{n_features} features that are not an image; give a .npy array.")
     try:
-        with Image.open(path) as image:
-            image.load()
-            gray = _flatten_alpha(image).convert("L")
+        with warnings.catch_warnings():  # a decompression bomb: Pillow warns, then refuses
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                gray = _flatten_alpha(image).convert("L")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"input {path} is too large to read safely ({exc}); give an image of "
+                        "a few megapixels at most.") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"input {path} is not a readable image ({exc}).") from None
     pixels = np.asarray(gray, np.float64) / 255.0  # (H, W) in [0, 1], as training scaled them

@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from mlptrain import memory
 from mlptrain.backend import describe_path, epoch_path, get_backend
 from mlptrain.config import Config
 from mlptrain.data import Dataset, load_dataset
@@ -42,7 +43,10 @@ def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
     """Resolves device, data, the declared step and the initialised model."""
     rngs = streams(config.train.seed)
     ops = get_backend(config.train.device)
+    memory.check_data_fits(config, ops)  # before anything is allocated: refuse what cannot fit
     dataset = load_dataset(config.data, rngs, data_progress)
+    memory.check_fits(config, ops, sum(len(dataset.split(s)[1]) for s in SPLITS),
+                      dataset.n_features, dataset.n_classes)  # now with the data's classes
     step = build_step(config, dataset.input_shape, dataset.n_classes,
                       len(dataset.split("train")[1]))
     model = build_model(step, config.model.hidden, ops, dataset.n_features)

@@ -29,6 +29,7 @@ import numpy as np
 
 from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.loop import TrainState
+from mlptrain.runs.schema import check_metrics_record
 
 FORMAT = 2
 
@@ -85,16 +86,33 @@ def restore(arrays: dict[str, np.ndarray], model, optimizer,
         for name, rng in rngs.items():
             rng.bit_generator.state = json.loads(str(arrays[f"rng.{name}"]))
         best = _prefixed(arrays, "best.model.") or None
-        position = int(arrays["position"])
+        epoch, step, position = (_count(arrays, k) for k in ("epoch", "step", "position"))
+        order = np.array(arrays["order"]) if position else None
+        if order is not None and (order.ndim != 1 or order.dtype.kind not in "iu"
+                                  or position > len(order)):
+            raise ValueError(f"'order' is {order.dtype} {order.shape}, expected integer "
+                             f"indices with at least position = {position} of them")
+        history = json.loads(str(arrays["history"]))
+        problem = "history is not a list" if not isinstance(history, list) else next(
+            (p for p in map(check_metrics_record, history) if p), None)
+        if problem or len(history) != epoch:
+            raise ValueError(problem or f"history holds {len(history)} epochs, expected {epoch}")
         return TrainState(
-            epoch=int(arrays["epoch"]), step=int(arrays["step"]),
+            epoch=epoch, step=step,
             best_val_loss=float(arrays["best.val_loss"]), best_epoch=int(arrays["best.epoch"]),
-            best_params=best, history=json.loads(str(arrays["history"])),
-            order=np.array(arrays["order"]) if position else None, position=position,
+            best_params=best, history=history, order=order, position=position,
             running=tuple(arrays[f"running.{k}"][()] for k in ("loss_sum", "correct", "seen")))
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise RunStoreError(f"{source} is not a checkpoint this version can resume from "
                             f"({type(exc).__name__}: {exc}).") from None
+
+
+def _count(arrays: dict[str, np.ndarray], key: str) -> int:
+    """A non-negative integer scalar (ValueError otherwise)."""
+    value = np.asarray(arrays[key])
+    if value.shape != () or value.dtype.kind not in "iu" or int(value) < 0:
+        raise ValueError(f"{key!r} is {value.dtype} {value.shape}, expected a count")
+    return int(value)
 
 
 def _prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

@@ -46,10 +46,10 @@ def run_record(run: Run) -> dict[str, Any]:
 
 
 def _metrics_or_none(run: Run):
-    try:
-        return run.read_metrics()
-    except RunStoreError:  # no epoch finished yet
+    """The run's metrics; None before its first epoch ended (a damaged file still raises)."""
+    if not (run.path / "metrics.jsonl").exists():
         return None
+    return run.read_metrics()
 
 
 def _status(summary: dict) -> str:

@@ -14,10 +14,12 @@ created with an atomic mkdir and never reused.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -28,8 +30,11 @@ from typing import Any
 import numpy as np
 
 from mlptrain.errors import RunStoreError
+from mlptrain.runs.schema import check_metrics_record, check_summary
 
 RUNS_DIR_ENV = "MLPTRAIN_RUNS_DIR"
+TMP_SUFFIX = ".tmp"
+TMP_NAME = re.compile(r"\..+\.(\d+)-[0-9a-f]{8}\.tmp")  # .<file>.<pid>-<8 hex>.tmp
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
 
 
@@ -38,16 +43,52 @@ def default_runs_dir() -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    """Writes `data` to a hidden temporary beside `path` and renames it over `path`.
+
+    An OSError (a full disk, a read-only directory) names `path`, not the temporary, and the
+    temporary is removed: on a full disk that gives back the space a later, smaller write (the
+    summary that marks the run failed) needs."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     finally:
-        if tmp.exists():
+        with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Deletes the hidden temporaries in `directory` that a killed writer left behind (their
+    process is gone); a live writer's are kept. Returns what was removed."""
+    removed = []
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = TMP_NAME.fullmatch(entry.name)
+        if match and not _process_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # ours, from an earlier write of this process: it no longer writes it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -87,6 +128,11 @@ class Run:
         return self.path.name
 
     # -- writing --------------------------------------------------------------------------------
+
+    def open_for_writing(self) -> None:
+        """Before an existing run is written again (a resume): remove what a writer killed
+        mid-write left behind."""
+        remove_stale_temporaries(self.path)
 
     def write_config(self, toml_text: str) -> None:
         atomic_write_text(self.path / "config.toml", toml_text)
@@ -128,10 +174,24 @@ class Run:
     # -- reading --------------------------------------------------------------------------------
 
     def read_summary(self) -> dict[str, Any]:
-        return self._read_json_lines("summary.json", whole=True)
+        """summary.json, checked to have the shape this tool writes (schema.py)."""
+        summary = self._read_json_lines("summary.json", whole=True)
+        self._checked("summary.json", check_summary, summary)
+        return summary
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        return self._read_json_lines("metrics.jsonl", whole=False)
+        """metrics.jsonl: one record per epoch, each checked like the loop writes them."""
+        records = self._read_json_lines("metrics.jsonl", whole=False)
+        for number, record in enumerate(records, start=1):
+            self._checked("metrics.jsonl", check_metrics_record, record, f"line {number}: ")
+        return records
+
+    def _checked(self, name: str, check, value, where: str = "") -> None:
+        problem = check(value)
+        if problem:
+            raise RunStoreError(f"{self.path / name} is damaged: {where}{problem}. The run's "
+                                "files were changed after it wrote them; move the run away "
+                                "or delete it with `mlptrain runs rm`.")
 
     def _read_json_lines(self, name: str, whole: bool):
         try:
@@ -139,7 +199,7 @@ class Run:
             if whole:
                 return json.loads(text)
             return [json.loads(line) for line in text.split("\n") if line.strip()]
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise RunStoreError(f"{self.path / name} is not valid JSON ({exc}); the run's "
                                 "files were changed or damaged after it wrote them.") from None
 
@@ -155,6 +215,9 @@ class Run:
         except FileNotFoundError:
             raise RunStoreError(f"run {self.run_id} has no {name} (looked in {self.path}); "
                                 "the run may have failed before writing it.") from None
+        except OSError as exc:  # a directory in its place, no permission, an I/O error
+            raise RunStoreError(f"{self.path / name} cannot be read ({exc.strerror or exc})."
+                                ) from None
 
     def _read_npz(self, name: str) -> dict[str, np.ndarray]:
         try:

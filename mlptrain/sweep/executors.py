@@ -9,10 +9,13 @@ re-raises KeyboardInterrupt.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import queue
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +25,9 @@ from mlptrain.sweep.trial import (THREAD_VARIABLES, TrialFinished, TrialTask, ru
                                   share_mnist_between_trials)
 
 STOP_TIMEOUT = 30.0  # seconds the running trials get to stop cleanly after Ctrl-C
+PARENT_POLL_SECONDS = 0.2  # how often a worker checks that the sweep process still lives
+ORPHAN_GRACE_SECONDS = 10.0  # an orphaned worker's time to mark its run interrupted
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>: signal this process when its parent dies
 
 
 class SweepError(MlptrainError):
@@ -97,7 +103,7 @@ class LocalExecutor:
             task_q.put(None)  # one "no more work" per worker
         # after Ctrl-C the unstarted tasks stay in the pipe; exiting must not wait to flush them
         task_q.cancel_join_thread()
-        procs = self.start(ctx, _worker_main, (task_q, event_q, stop), count)
+        procs = self.start(ctx, _worker_main, (task_q, event_q, stop, os.getpid()), count)
         pending = {task.index: task for task in tasks}
         try:
             _pump(event_q, procs, pending, report, deadline=None)
@@ -146,13 +152,55 @@ def _report_lost(pending: dict, procs, report) -> None:
         pending.pop(task.index)
 
 
-def _worker_main(task_q, event_q, stop) -> None:
+def _worker_main(task_q, event_q, stop, parent_pid: int) -> None:
+    orphaned = watch_parent(parent_pid)
     share_mnist_between_trials()
-    while not stop.is_set():
+
+    def should_stop() -> bool:
+        return stop.is_set() or orphaned.is_set()
+
+    while not should_stop():
         task = task_q.get()
         if task is None:
             break
-        event_q.put(run_trial(task, event_q.put, stop.is_set))
+        result = run_trial(task, lambda e: orphaned.is_set() or event_q.put(e), should_stop)
+        if orphaned.is_set():
+            break  # the trial marked its run interrupted; a rerun of the sweep takes it up
+        event_q.put(result)
+    if orphaned.is_set():
+        # skip the queues' exit handlers: flushing events nobody reads could block for ever
+        # (a normal exit must flush: the last TrialFinished may still be in the feeder)
+        os._exit(0)
+
+
+def watch_parent(parent_pid: int, poll: float = PARENT_POLL_SECONDS,
+                 grace: float = ORPHAN_GRACE_SECONDS) -> threading.Event:
+    """An Event set once the sweep process that started this worker is gone, however it died
+    (SIGKILL included): the running trial then stops at its next check and marks its run
+    interrupted. A worker that has not exited `grace` seconds later (blocked waiting for a
+    task, say) is ended from here.
+
+    Two mechanisms: on Linux the kernel sends SIGTERM when the parent dies (PR_SET_PDEATHSIG),
+    which only sets the Event; everywhere a daemon thread polls the parent pid (a dead parent's
+    children are adopted by another process, so the pid changes)."""
+    orphaned = threading.Event()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            signal.signal(signal.SIGTERM, lambda signum, frame: orphaned.set())
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    def watch() -> None:
+        while not orphaned.wait(poll):
+            if os.getppid() != parent_pid:
+                orphaned.set()
+        time.sleep(grace)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:  # died before the death signal was armed
+        orphaned.set()
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+    return orphaned
 
 
 @contextlib.contextmanager

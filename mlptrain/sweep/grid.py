@@ -28,8 +28,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 import numpy as np
 
-from mlptrain.config import (SECTIONS, Config, _check_value, _did_you_mean, load_config,
-                             parse_config)
+from mlptrain.config import (MAX_NAME, SECTIONS, Config, _check_value, _did_you_mean,
+                             load_config, parse_config)
 from mlptrain.errors import ConfigError
 
 SWEEP_TABLE = "sweep"
@@ -252,7 +252,11 @@ def trial_name(base_name: str, point: dict[str, Any]) -> str:
         else:
             shown = str(value)
         parts.append(f"{label}-{shown}")
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", "_".join(parts))
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "_", "_".join(parts))
+    if len(name) > MAX_NAME:  # many or long coordinates: keep it a valid, distinct name
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = f"{name[:MAX_NAME - 9]}-{digest}"
+    return name
 
 
 def _trial(spec: SweepSpec, path: Path, overrides: Sequence[str], index: int,

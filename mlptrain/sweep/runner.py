@@ -60,7 +60,8 @@ def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
                               [{"index": t.index, "name": t.name, "point": t.point}
                                for t in spec.trials],
                               [t.index for t in todo], executor.describe()))
-        tasks = [TrialTask(t.index, t.name, t.config, str(root)) for t in todo]
+        tasks = [TrialTask(t.index, t.name, t.config, str(root), sweep.mark(t.index))
+                 for t in todo]
         start = time.perf_counter()
 
         def handle(event) -> None:
@@ -112,9 +113,8 @@ def _mark_run(sweep: SweepDir, record: dict[str, Any]) -> None:
     """Writes sweep.json into the trial's run, so the run names the sweep it belongs to."""
     run_dir = sweep.runs_root / record["run_id"]
     if run_dir.is_dir():  # a Dask worker may have written it on another machine
-        mark = {"sweep_id": sweep.spec.sweep_id, "sweep_path": str(sweep.path),
-                "index": record["index"], "point": record["point"]}
-        atomic_write_text(run_dir / "sweep.json", json.dumps(mark, indent=2) + "\n")
+        atomic_write_text(run_dir / "sweep.json",
+                          json.dumps(sweep.mark(record["index"]), indent=2) + "\n")
 
 
 def _counts(sweep: SweepDir) -> dict[str, int]:

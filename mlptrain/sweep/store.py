@@ -17,12 +17,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mlptrain.errors import MlptrainError
 from mlptrain.runs import Run, atomic_write_text
+from mlptrain.runs.store import remove_stale_temporaries
 from mlptrain.sweep.executors import SweepError
 from mlptrain.sweep.grid import SweepSpec
 
 SWEEPS_DIR = "sweeps"  # under the runs root; holds no config.toml, so it is not a run
 DONE = "completed"
+ORPHANED = ("pending", "running")  # what a killed sweep process leaves in trials.json
 
 
 class SweepDir:
@@ -43,6 +46,8 @@ class SweepDir:
         except OSError as exc:
             raise SweepError(f"cannot create the sweep directory {self.path}: {exc}.") from None
         self._lock()
+        remove_stale_temporaries(self.path)  # left by a sweep process killed mid-write
+        self.adopt_finished_runs()
         spec = {"sweep_id": self.spec.sweep_id, **self.spec.to_dict()}
         atomic_write_text(self.path / "spec.json", json.dumps(spec, indent=2) + "\n")
         self.write_trials()
@@ -86,6 +91,42 @@ class SweepDir:
                 "parameters": None, "epochs": 0, "seconds": None, "error": ""}
         return records
 
+    def mark(self, index: int) -> dict[str, Any]:
+        """What a trial's run records of the sweep it belongs to (its sweep.json)."""
+        record = self.records[index]
+        return {"sweep_id": self.spec.sweep_id, "sweep_path": str(self.path),
+                "index": index, "point": record["point"]}
+
+    def adopt_finished_runs(self) -> list[int]:
+        """Takes up what a killed sweep's workers did after trials.json was last written: a
+        trial still pending or running there whose run (found by the sweep.json a worker writes into it) completed is
+        recorded completed, so a rerun does not train it again; its other runs are listed in
+        previous_runs, never left outside the summary. Returns the adopted indices."""
+        found: dict[int, list[Run]] = {}
+        for run in _runs_with_marks(self.runs_root, self.spec.sweep_id):
+            found.setdefault(run[1], []).append(run[0])
+        adopted = []
+        for index, record in self.records.items():
+            if record["status"] not in ORPHANED:
+                continue
+            runs = {r.run_id: r for r in found.get(index, [])}
+            if record["run_id"]:
+                runs.setdefault(record["run_id"], Run(self.runs_root / record["run_id"]))
+            summaries = {rid: _summary_or_none(run) for rid, run in sorted(runs.items())}
+            done = [rid for rid, s in summaries.items() if s and s["status"] == DONE]
+            keep = done[-1] if done else record["run_id"]
+            for rid in summaries:
+                if rid != keep and rid not in record["previous_runs"]:
+                    record["previous_runs"].append(rid)
+            if done:
+                s = summaries[keep]
+                record.update(status=DONE, run_id=keep, final=s.get("final"), error="",
+                              epochs=s.get("epochs_completed", 0),
+                              parameters=(s.get("model") or {}).get("parameters"),
+                              seconds=(s.get("timing") or {}).get("wall_seconds"))
+                adopted.append(index)
+        return adopted
+
     def is_done(self, index: int) -> bool:
         """Completed, and its run still says so (a deleted run is run again)."""
         record = self.records[index]
@@ -104,6 +145,29 @@ class SweepDir:
     def write_text(self, name: str, text: str) -> Path:
         atomic_write_text(self.path / name, text)
         return self.path / name
+
+
+def _runs_with_marks(runs_root: Path, sweep_id: str):
+    """(run, trial index) of every run under runs_root whose sweep.json names this sweep."""
+    try:
+        entries = sorted(runs_root.iterdir())
+    except OSError:
+        return
+    for path in entries:
+        try:
+            mark = json.loads((path / "sweep.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(mark, dict) and mark.get("sweep_id") == sweep_id \
+                and isinstance(mark.get("index"), int):
+            yield Run(path), mark["index"]
+
+
+def _summary_or_none(run: Run) -> dict[str, Any] | None:
+    try:
+        return run.read_summary()
+    except MlptrainError:
+        return None
 
 
 def _read_pid(path: Path) -> int | None:

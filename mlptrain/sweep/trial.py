@@ -7,6 +7,7 @@ below, small picklable dataclasses that cross process boundaries through a queue
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class TrialTask:
     name: str
     config: Config
     runs_root: str  # absolute: a worker's working directory may differ
+    mark: dict[str, Any] | None = None  # written into the run as sweep.json when it starts
 
 
 @dataclass
@@ -69,7 +71,7 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
     that fails: a sweep goes on past one bad point)."""
     from mlptrain.errors import MlptrainError
     from mlptrain.experiment import RunStarted, fit_experiment
-    from mlptrain.runs import RunStore
+    from mlptrain.runs import RunStore, atomic_write_text
     from mlptrain.loop import EpochEnded, StepsDone
 
     start = time.perf_counter()
@@ -79,6 +81,9 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
     def on_event(event) -> None:
         if isinstance(event, RunStarted):
             started.update(run_id=event.run_id, parameters=event.parameters)
+            if task.mark:  # written here, not by the sweep process: if that is killed, a
+                # rerun still finds (and adopts) the runs its workers completed
+                atomic_write_text(event.path / "sweep.json", json.dumps(task.mark, indent=2))
             report(TrialStarted(task.index, task.name, event.run_id, event.parameters))
             return
         if isinstance(event, StepsDone):

@@ -226,7 +226,6 @@ class EpochGraph:
         act, slope = ACT_IDS[step.activation], step.leaky_slope
         acts, deltas, dropped, masks = buf["acts"], buf["deltas"], buf["dropped"], buf["masks"]
         last, seed = len(layers) - 1, np.uint32(step.seed & 0xFFFFFFFF)
-        elementwise = lambda total: (min(-(-total // THREADS), 4096),)  # noqa: E731
 
         def gemm(label, m, n, k, *args, side=False, **kwargs):
             def launch(p, scratch):

@@ -1,0 +1,113 @@
+"""The shapes of the JSON files a run writes, checked when they are read back.
+
+Valid JSON is not enough: `null`, `[]` or `{"status": 5}` in summary.json parse, and then fail
+somewhere far away (`None.get`, a number compared with a string). Each reader checks the shape
+here once, so every caller may rely on it. A check returns None when the value is fine, else a
+short description of the first problem (the reader turns it into a RunStoreError).
+
+Only the keys a reader uses are checked; other keys are left alone, so a newer version's extra
+keys do not make a run unreadable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+RUN_STATUSES = ("running", "completed", "interrupted", "failed")  # what fit writes
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return _is_int(v) or isinstance(v, float)
+
+
+def _is_str(v) -> bool:
+    return isinstance(v, str)
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and all(check(x) for x in v)
+
+
+def _dict_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, dict) and all(_is_str(k) and check(x) for k, x in v.items())
+
+
+_count = lambda v: _is_int(v) and v >= 0  # noqa: E731
+_metrics = _dict_of(_optional(_is_number))  # split_loss / split_accuracy -> value or None
+
+# key -> (what it must be, in words; the check). Present keys only, except REQUIRED.
+SUMMARY_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "status": (f"one of {', '.join(RUN_STATUSES)}", lambda v: v in RUN_STATUSES),
+    "run_id": ("a string", _is_str),
+    "name": ("a string", _is_str),
+    "started": ("a string", _is_str),
+    "finished": ("a string", _is_str),
+    "error": ("a string", _is_str),
+    "host": ("a string or null", _optional(_is_str)),
+    "pid": ("an integer or null", _optional(_is_int)),
+    "device": ("a string", _is_str),
+    "dtype": ("a string", _is_str),
+    "overrides": ("a list of strings", _list_of(_is_str)),
+    "epochs_planned": ("a count", _count),
+    "epochs_completed": ("a count", _count),
+    "resumed": ("a count", _count),
+    "best_epoch": ("an integer", _is_int),
+    "stopped_early": ("true or false", lambda v: isinstance(v, bool)),
+    "final": ("null or a table of numbers", _optional(_metrics)),
+    "timing": ("null or a table of numbers", _optional(_metrics)),
+    "position": ("a table of counts", _dict_of(_count)),
+    "model": ("a table with sizes (a list of positive integers)",
+              lambda v: isinstance(v, dict) and _list_of(lambda n: _is_int(n) and n > 0)(
+                  v.get("sizes")) and len(v["sizes"]) >= 2
+              and all(_is_str(v.get(k, "")) for k in ("activation", "loss"))
+              and _is_int(v.get("parameters", 0))),
+    "dataset": ("a table (name, source, input_shape, checksums, samples)",
+                lambda v: isinstance(v, dict)
+                and all(_optional(_is_str)(v.get(k)) for k in ("name", "source"))
+                and _optional(_list_of(lambda n: _is_int(n) and n > 0))(v.get("input_shape"))
+                and _optional(_dict_of(_is_str))(v.get("checksums"))
+                and _optional(_dict_of(_count))(v.get("samples"))),
+}
+REQUIRED = ("status",)  # the rest is checked where present (a reader defaults it)
+
+
+def check_summary(summary: Any) -> str | None:
+    if not isinstance(summary, dict):
+        return f"expected a JSON object, found {_kind(summary)}"
+    for key in REQUIRED:
+        if key not in summary:
+            return f"the key {key!r} is missing"
+    for key, (expected, check) in SUMMARY_KEYS.items():
+        if key in summary and not check(summary[key]):
+            return f"{key!r} should be {expected}, found {_brief(summary[key])}"
+    return None
+
+
+def check_metrics_record(record: Any) -> str | None:
+    """One epoch's record: {"epoch": n >= 1, "<metric>": number or null, ...}."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, found {_kind(record)}"
+    if not (_is_int(record.get("epoch")) and record["epoch"] >= 1):
+        return f"'epoch' should be an integer >= 1, found {_brief(record.get('epoch'))}"
+    for key, value in record.items():
+        if not _optional(_is_number)(value):
+            return f"{key!r} should be a number or null, found {_brief(value)}"
+    return None
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
