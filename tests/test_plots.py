@@ -296,3 +296,33 @@ def test_three_classes_in_2d_get_a_region_per_predicted_class(tmp_path):
     (regions,) = [c for c in ax.collections if hasattr(c, "levels")]
     assert list(regions.levels) == [-0.5, 0.5, 1.5, 2.5]  # one band per class
     assert _image(drawn.figures["confusion"]).get_array().shape == (3, 3)
+
+
+@pytest.mark.parametrize("counts", [
+    [[950, 3, 0], [1, 980, 12], [0, 7, 1010]],  # a full diagonal, small errors
+    [[900, 850], [820, 1000]],  # every count large: the scale starts far above 0
+    [[0, 0], [0, 0]],  # nothing at all: one flat colour
+])
+def test_confusion_text_contrasts_with_its_cell(counts):
+    from matplotlib.colors import to_rgba
+
+    from mlptrain.reports import figures
+    from mlptrain.reports.style import contrast_ratio
+
+    counts = np.array(counts)
+    fig = figures.draw_confusion(counts, "t")
+    image = _image(fig)
+    for text, count in zip(fig.axes[0].texts, counts.ravel()):
+        assert int(text.get_text()) == count
+        cell = image.cmap(image.norm(np.log1p(count)))  # what the cell is drawn in
+        # black or white on any colour reaches at least 4.58:1 (WCAG AA for text is 4.5)
+        assert contrast_ratio(to_rgba(text.get_color()), cell) >= 4.5, (count, text.get_color())
+
+
+def test_contrast_ratio_is_wcag():
+    from mlptrain.reports.style import contrast_ratio, text_colour_on
+
+    assert contrast_ratio((0, 0, 0), (1, 1, 1)) == pytest.approx(21.0)
+    assert contrast_ratio((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) == pytest.approx(1.0)
+    assert text_colour_on((0.03, 0.19, 0.42, 1.0)) == "white"  # Blues' darkest
+    assert text_colour_on((0.97, 0.98, 1.0, 1.0)) == "black"  # Blues' lightest

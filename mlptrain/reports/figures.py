@@ -25,6 +25,7 @@ from mlptrain.reports.style import (
     SPLIT_COLOURS,
     new_figure,
     styled,
+    text_colour_on,
 )
 
 
@@ -130,16 +131,17 @@ def draw_confusion(counts: np.ndarray, title: str) -> Figure:
     ax = fig.subplots()
     # log-like scale by count so the off-diagonal errors stay visible beside a full diagonal
     image = ax.imshow(np.log1p(counts), cmap=COUNTS, interpolation="nearest")
-    threshold = image.norm.vmax * 0.6
     for (i, j), count in np.ndenumerate(counts):
+        # the cell's own colour, through the image's norm and map, decides the text's
+        cell = image.cmap(image.norm(np.log1p(count)))
         ax.text(j, i, f"{count}", ha="center", va="center", fontsize=8 if n > 5 else 10,
-                color="white" if np.log1p(count) > threshold else "black")
+                color=text_colour_on(cell))
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     total, right = counts.sum(), np.trace(counts)
-    ax.set_title(f"{title}\ntest set: {right:,} of {total:,} right ({100 * right / total:.2f}%)"
+    ax.set_title(f"{title}\ntest set: {right:,} of {total:,} right ({100 * right / max(total, 1):.2f}%)"
                  "\n(colour: log(1 + count))")
     return fig
 
