@@ -326,3 +326,38 @@ def test_contrast_ratio_is_wcag():
     assert contrast_ratio((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) == pytest.approx(1.0)
     assert text_colour_on((0.03, 0.19, 0.42, 1.0)) == "white"  # Blues' darkest
     assert text_colour_on((0.97, 0.98, 1.0, 1.0)) == "black"  # Blues' lightest
+
+
+def test_one_epoch_of_curves_shows_its_points_on_sensible_axes():
+    from mlptrain.reports import figures
+
+    one = [{"epoch": 1, "train_loss": 0.31, "train_accuracy": 0.91, "val_loss": 0.18,
+            "val_accuracy": 0.947}]
+    c = arrays.curves(one, {"final": {"test_loss": 0.17, "test_accuracy": 0.95}})
+    fig = figures.draw_curves(c, "one epoch")
+    ax_loss, ax_acc = fig.axes[:2]
+    for ax in (ax_loss, ax_acc):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        for split in ("train", "val"):  # a single point must be drawn as a marker
+            assert lines[split].get_marker() not in (None, "", "None", " ")
+            assert lines[split].get_markersize() > 0
+        left, right = ax.get_xlim()
+        assert left <= 0.5 and right >= 1.5 and right - left <= 2  # not 0.945-1.050
+        visible = [t for t in ax.get_xticks() if left <= t <= right]
+        assert visible == [1]  # whole epochs only
+    lo, hi = ax_acc.get_ylim()
+    assert 0 <= lo <= 0.91 and 0.95 <= hi <= 1.01 and hi - lo >= 0.05
+    lo, hi = ax_loss.get_ylim()
+    assert lo <= 0.17 and hi >= 0.31 and hi / lo >= 4  # room around the points on the log axis
+
+
+def test_many_epochs_are_drawn_as_lines():
+    from mlptrain.reports import figures
+
+    many = [{"epoch": e, "train_loss": 1 / e, "train_accuracy": 1 - 1 / (e + 1)}
+            for e in range(1, 101)]
+    fig = figures.draw_curves(arrays.curves(many, {}), "long")
+    (train,) = [line for line in fig.axes[0].get_lines() if line.get_label() == "train"]
+    assert train.get_marker() in (None, "", "None") and list(train.get_xdata()) == list(
+        range(1, 101))
+    assert fig.axes[0].get_xlim() == (0.5, 100.5)
