@@ -79,8 +79,13 @@ def fit_panel(finished: RunFinished, metrics: list[dict], plots: list[Path],
     if plots or plot_note:
         names = escape(", ".join(p.name for p in plots))
         facts.add_row("plots", f"{names}  {plot_note}" if names and plot_note else names or plot_note)
-    colour = "green" if s.get("status") == "completed" else "yellow"
-    return Panel(Group(table, "", facts), title=f"run {escape(finished.run_id)}: {s['status']}",
+    for warning in s.get("warnings") or []:
+        facts.add_row("[yellow]warning[/yellow]", f"[yellow]{escape(warning)}[/yellow]")
+    warned = f", {len(s['warnings'])} warning{'s' if len(s['warnings']) > 1 else ''}" \
+        if s.get("warnings") else ""
+    colour = "green" if s.get("status") == "completed" and not warned else "yellow"
+    return Panel(Group(table, "", facts), title=f"run {escape(finished.run_id)}: {s['status']}"
+                 f"{warned}",
                  title_align="left", border_style=colour, expand=False)
 
 
@@ -105,6 +110,8 @@ def finish_fit(console: Console, config: Config, finished: RunFinished,
     else:
         note = "[dim]off (\\[report] plots = false); draw them with `mlptrain plot`[/dim]"
     if quiet:
+        for warning in finished.summary.get("warnings") or []:
+            console.print(f"[yellow]warning: {escape(warning)}[/yellow]", soft_wrap=True)
         return
     metrics = Run(finished.path).read_metrics()
     console.print(fit_panel(finished, metrics, plots, note, seconds))

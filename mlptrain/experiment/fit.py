@@ -17,6 +17,7 @@ import numpy as np
 import mlptrain
 from mlptrain import train as loop
 from mlptrain.config import Config, load_config
+from mlptrain.experiment.diagnose import training_warnings
 from mlptrain.errors import ConfigError, DataError, RunStoreError, TrainingError
 from mlptrain.experiment.setup import SPLITS, Prepared, prepare
 from mlptrain.model import MLP
@@ -139,6 +140,7 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
     run.write_weights(model.state_dict())
     summary["final"] = final_metrics(model, splits, config.train.eval_batch_size)
     summary["stopped_early"], summary["best_epoch"] = state.stopped_early, state.best_epoch
+    summary["warnings"] = training_warnings(state.history, p.dataset.n_classes)
     summary.pop("position", None)
     epochs_here = max(len(state.history) - epochs_before, 1)  # this session's, if resumed
     summary["timing"] = {
