@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -38,13 +39,19 @@ def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
     """Resolves device, data and the initialised model."""
     rngs = streams(config.train.seed)
     ops = get_backend(config.train.device)
-    dataset = load_dataset(config.data, rngs, data_progress)
+    dataset = load_dataset(config.data, rngs, data_progress, _config_folder(config))
     model = build_model(config.model, ops, dataset.n_features, dataset.n_classes,
                         np.dtype(config.train.dtype))
     model.initialize(config.model.init, rngs["init"])
     model.dropout = build_dropout(config.model, model.sizes, ops, rngs["dropout"], model.dtype)
     augment = build_augmenter(config.data, dataset.input_shape, rngs["augment"])
     return Prepared(config, dataset, model, rngs, augment)
+
+
+def _config_folder(config: Config) -> list[Path]:
+    """The folder of the config file (a vendored data/mnist is looked for beside it)."""
+    source = Path(config.source)
+    return [source.parent] if source.is_file() else []
 
 
 @dataclass
