@@ -361,3 +361,44 @@ def test_many_epochs_are_drawn_as_lines():
     assert train.get_marker() in (None, "", "None") and list(train.get_xdata()) == list(
         range(1, 101))
     assert fig.axes[0].get_xlim() == (0.5, 100.5)
+
+
+# -- a fit draws its own figures (the library, not the CLI) ---------------------------------------
+
+
+def test_the_library_fit_draws_the_figures_when_the_config_says_so(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    on = fit_experiment(load_config(CONFIGS / "xor.toml", ["train.epochs=3"]), store)
+    names = sorted(p.name for p in on.figures.files)
+    assert names == ["confusion_matrix.png", "curves.png", "decision_boundary.png"]
+    assert all((on.path / name).is_file() for name in names)
+    assert Run(on.path).read_summary()["figures"]["files"] == [p.name for p in on.figures.files]
+    off = fit_experiment(load_config(CONFIGS / "xor.toml", ["train.epochs=3",
+                                                            "report.plots=false"]), store)
+    assert off.figures is None and list(off.path.glob("*.png")) == []
+    assert "figures" not in Run(off.path).read_summary()
+
+
+def test_sweep_trials_get_their_figures(tmp_path):
+    from mlptrain.sweep.trial import TrialTask, run_trial
+
+    config = load_config(CONFIGS / "xor.toml", ["train.epochs=3", "report.format=svg"])
+    result = run_trial(TrialTask(0, "t0", config, str(tmp_path / "runs")))
+    assert result.status == "completed", result.error
+    (path,) = (tmp_path / "runs").iterdir()
+    assert sorted(p.name for p in path.glob("*.svg")) == [
+        "confusion_matrix.svg", "curves.svg", "decision_boundary.svg"]
+
+
+def test_a_drawing_error_is_recorded_and_the_run_still_completes(tmp_path, monkeypatch):
+    from mlptrain.errors import RunStoreError
+
+    def broken(*args, **kwargs):
+        raise RunStoreError("cannot write the figure x.png: disk full.")
+
+    monkeypatch.setattr(run_plots, "plot_run", broken)
+    finished = fit_experiment(load_config(CONFIGS / "xor.toml", ["train.epochs=2"]),
+                              RunStore(tmp_path))
+    assert finished.summary["status"] == "completed"
+    assert "disk full" in finished.figures.error
+    assert "disk full" in Run(finished.path).read_summary()["figures"]["error"]

@@ -39,10 +39,19 @@ class RunStarted:
 
 
 @dataclass
+class DrawingFigures:
+    """A completed fit is drawing its figures ([report] plots = true): a display may say so."""
+
+    run_id: str
+    path: Path
+
+
+@dataclass
 class RunFinished:
     run_id: str
     path: Path
     summary: dict[str, Any]
+    figures: Any = None  # experiment.plot.FiguresDrawn when the fit drew them, else None
 
 
 def fit_experiment(config: Config, store: RunStore,
@@ -149,9 +158,21 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
         "samples_per_second": splits["train"].size * epochs_here / seconds,
     }
     _finish(run, summary, "completed", start)
-    finished = RunFinished(run.run_id, run.path, summary)
+    figures = _draw_figures(run, summary, p, on_event) if config.report.plots else None
+    finished = RunFinished(run.run_id, run.path, summary, figures)
     on_event(finished)
     return finished
+
+
+def _draw_figures(run: Run, summary: dict, p: Prepared, on_event):
+    """The run's figures, drawn here so that every fit (a sweep's trials too) gets them."""
+    from mlptrain.experiment.plot import draw_fit_figures  # matplotlib loads only when drawing
+
+    on_event(DrawingFigures(run.run_id, run.path))
+    figures = draw_fit_figures(run, p, p.config.report.format)
+    summary["figures"] = figures.to_summary()
+    run.write_summary(summary)
+    return figures
 
 
 def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int) -> dict[str, Any]:
