@@ -29,7 +29,7 @@ def mnist_run(tmp_path_factory):
     """A small MNIST network (about 94% test accuracy) and the first 20 test digits."""
     runs = tmp_path_factory.mktemp("runs")
     config = load_config(CONFIGS / "mnist.toml", ["data.limit=10000", "model.hidden=64",
-                                                  "train.epochs=2"])
+                                                  "train.epochs=2", "report.plots=false"])
     finished = fit_experiment(config, RunStore(runs))
     mnist = load_mnist(ROOT / "data" / "mnist", [], False, None)
     images = mnist.test_images[:20].reshape(-1, 28, 28)

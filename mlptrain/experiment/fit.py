@@ -102,12 +102,9 @@ def resume_experiment(store: RunStore, ref: str,
 
 
 def _splits(p: Prepared) -> dict[str, loop.Split]:
-    splits = {name: loop.to_device(p.model.ops, p.model, *p.dataset.split(name))
-              for name in SPLITS}
-    if p.config.train.patience and not splits["val"].size:
-        raise ConfigError("[train] patience > 0 (early stopping) needs a validation split, but "
-                          "[data] val_fraction = 0; set one or turn early stopping off.")
-    return splits
+    # (early stopping without a val split is refused by config validation, before any data)
+    return {name: loop.to_device(p.model.ops, p.model, *p.dataset.split(name))
+            for name in SPLITS}
 
 
 def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.TrainState,
