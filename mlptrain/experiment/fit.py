@@ -147,6 +147,7 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
     summary["final"] = final_metrics(model, splits, config.train.eval_batch_size)
     summary["stopped_early"], summary["best_epoch"] = state.stopped_early, state.best_epoch
     summary["warnings"] = training_warnings(state.history, p.dataset.n_classes)
+    summary["reference"] = _reference(p, config.train.eval_batch_size)
     summary.pop("position", None)
     epochs_here = max(len(state.history) - epochs_before, 1)  # this session's, if resumed
     summary["timing"] = {
@@ -170,6 +171,15 @@ def _draw_figures(run: Run, summary: dict, p: Prepared, on_event):
     summary["figures"] = figures.to_summary()
     run.write_summary(summary)
     return figures
+
+
+def _reference(p: Prepared, batch: int) -> dict[str, Any]:
+    """What predict compares a user's input with: statistics of this run's own data."""
+    from mlptrain.experiment.predict import probabilities, reference_statistics
+
+    X_val = p.dataset.split("val")[0]
+    top = probabilities(p.model, X_val, batch).max(axis=1) if len(X_val) else np.zeros(0)
+    return reference_statistics(p.dataset.split("train")[0], top, p.dataset.input_shape)
 
 
 def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int) -> dict[str, Any]:
