@@ -190,6 +190,8 @@ def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
     """Rules between keys that need no data, as (section, key to blame, broken?, why).
 
     Rules that need the data (a 2-class .npz with loss = auto, say) stay where the data is.
+    Keys another setting merely ignores (min_delta with patience 0, momentum_low outside
+    onecycle) are no error: a sweep may vary the setting that uses them.
     """
     o, m, d, s, t = c.optimizer, c.model, c.data, c.schedule, c.train
     augment = [k for k in AUGMENT_KEYS if getattr(d, k)]
@@ -207,8 +209,6 @@ def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
         ("train", "patience", t.patience > 0 and d.val_fraction == 0,
          "early stopping needs a validation split, but [data] val_fraction = 0; set one (e.g. "
          "0.1) or patience = 0"),
-        ("train", "min_delta", t.min_delta > 0 and t.patience == 0,
-         "min_delta is early stopping's threshold, but early stopping is off (patience = 0)"),
         ("data", "path", d.dataset == "npz" and not d.path,
          "dataset = 'npz' needs [data] path, the .npz file holding the arrays X (samples, "
          "features) and y (integer labels)"),
@@ -219,8 +219,6 @@ def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
          f"the warm-up must end before the last epoch ([train] epochs = {t.epochs})"),
         ("schedule", "min_lr", s.name in ("cosine", "onecycle") and s.min_lr > o.lr,
          f"the schedule would end above [optimizer] lr = {o.lr:g}; min_lr must not exceed it"),
-        ("schedule", "momentum_low", s.momentum_low > 0 and s.name != "onecycle",
-         f"momentum_low is onecycle's; the {s.name} schedule ignores it. Set it to 0"),
         ("schedule", "momentum_low", s.momentum_low > 0 and s.name == "onecycle" and
          (o.name != "sgd" or s.momentum_low >= o.momentum),
          "onecycle cycles SGD's momentum down to momentum_low, which must be below "
