@@ -219,10 +219,10 @@ def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
          f"the warm-up must end before the last epoch ([train] epochs = {t.epochs})"),
         ("schedule", "min_lr", s.name in ("cosine", "onecycle") and s.min_lr > o.lr,
          f"the schedule would end above [optimizer] lr = {o.lr:g}; min_lr must not exceed it"),
-        ("schedule", "momentum_low", s.momentum_low > 0 and s.name == "onecycle" and
-         (o.name != "sgd" or s.momentum_low >= o.momentum),
+        ("schedule", "momentum_low", s.name == "onecycle" and o.name == "sgd" and
+         0 < o.momentum <= s.momentum_low,
          "onecycle cycles SGD's momentum down to momentum_low, which must be below "
-         f"[optimizer] momentum = {o.momentum:g} (and the optimizer sgd)"),
+         f"[optimizer] momentum = {o.momentum:g}"),
     ]
 
 
