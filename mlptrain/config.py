@@ -204,10 +204,63 @@ def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] =
         raise ConfigError(f"{source} is not valid TOML: {exc}. Fix the syntax at that "
                           "line (strings need quotes, tables look like [section]).") from None
     overridden = {_apply_override(raw, item) for item in overrides}
-    config = _build(raw, _Where(source, text, overridden))
+    where = _Where(source, text, overridden)
+    config = _build(raw, where)
+    _check_across(config, where)
     config.source, config.overrides = source, list(overrides)
     config.name = config.name or default_name
     return config
+
+
+AUGMENT_KEYS = ("augment_shift", "augment_rotate", "augment_scale", "augment_shear",
+                "augment_elastic")
+
+
+def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
+    """Rules between keys that need no data, as (section, key to blame, broken?, why).
+
+    Rules that need the data (a 2-class .npz with loss = auto, say) stay where the data is.
+    Keys another setting merely ignores (min_delta with patience 0, momentum_low outside
+    onecycle) are no error: a sweep may vary the setting that uses them.
+    """
+    o, m, d, s, t = c.optimizer, c.model, c.data, c.schedule, c.train
+    augment = [k for k in AUGMENT_KEYS if getattr(d, k)]
+    two_classes = m.loss == "sigmoid_bce" or (m.loss == "auto" and d.dataset == "xor")
+    return [
+        ("optimizer", "nesterov", o.nesterov and o.name == "sgd" and not o.momentum,
+         "Nesterov momentum needs [optimizer] momentum > 0 (it is 0); set a momentum such as "
+         "0.9, or nesterov = false"),
+        ("optimizer", "nesterov", o.nesterov and o.name != "sgd",
+         f"nesterov belongs to sgd; {o.name} has no Nesterov variant. Set it to false"),
+        ("model", "label_smoothing", m.label_smoothing > 0 and two_classes,
+         "label smoothing needs the softmax_cross_entropy loss, but this model uses "
+         "sigmoid_bce" + (" (loss = auto with the 2-class xor data)" if m.loss == "auto" else "")
+         + ". Set model.loss = \"softmax_cross_entropy\" or label_smoothing = 0"),
+        ("train", "patience", t.patience > 0 and d.val_fraction == 0,
+         "early stopping needs a validation split, but [data] val_fraction = 0; set one (e.g. "
+         "0.1) or patience = 0"),
+        ("data", "path", d.dataset == "npz" and not d.path,
+         "dataset = 'npz' needs [data] path, the .npz file holding the arrays X (samples, "
+         "features) and y (integer labels)"),
+        ("data", augment[0] if augment else "", bool(augment) and d.dataset != "mnist",
+         f"augmentation distorts images, but the {d.dataset} dataset's samples are flat "
+         "vectors; set the augment_* keys to 0"),
+        ("schedule", "warmup_epochs", s.warmup_epochs > 0 and s.warmup_epochs >= t.epochs,
+         f"the warm-up must end before the last epoch ([train] epochs = {t.epochs})"),
+        ("schedule", "min_lr", s.name in ("cosine", "onecycle") and s.min_lr > o.lr,
+         f"the schedule would end above [optimizer] lr = {o.lr:g}; min_lr must not exceed it"),
+        ("schedule", "momentum_low", s.name == "onecycle" and o.name == "sgd" and
+         0 < o.momentum <= s.momentum_low,
+         "onecycle cycles SGD's momentum down to momentum_low, which must be below "
+         f"[optimizer] momentum = {o.momentum:g}"),
+    ]
+
+
+def _check_across(config: Config, where: _Where) -> None:
+    for section, key, broken, why in _cross_field_rules(config):
+        if broken:
+            value = _show(getattr(getattr(config, section), key))
+            raise ConfigError(f"{where(section, key)} = {value}: {why}.")
 
 
 def default_config() -> Config:

@@ -89,11 +89,9 @@ def evaluate(model: MLP, split: Split, batch_size: int) -> tuple[float, float]:
     """(mean loss, accuracy) of the model on a whole split, in large batches."""
     ops = model.ops
     loss_total, correct_total = 0.0, 0
-    for start in range(0, split.size, batch_size):
-        stop = min(start + batch_size, split.size)
-        ws = model.workspace(stop - start)  # its input is a view of the split: no copy
-        loss_sum, correct = model.evaluate_batch(ws, split.targets[start:stop],
-                                                 x=split.X[start:stop])
+    for start, stop, ws, logits in model.forward_batches(split.X, batch_size):
+        loss_sum, correct = ops.loss_forward(model.loss, logits, split.targets[start:stop],
+                                             ws.loss_cache)
         loss_total += ops.to_float(loss_sum)  # sync point, once per evaluation batch
         correct_total += int(ops.to_float(correct))
     return loss_total / split.size, correct_total / split.size

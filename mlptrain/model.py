@@ -163,6 +163,16 @@ class MLP:
         self.backward(ws)
         return loss_sum, correct
 
+    def forward_batches(self, X, batch_size: int):
+        """Yields (start, stop, ws, logits (b, C)) for X (N, D) in batches of `batch_size`: the
+        one batched evaluation pass (metrics, figures, predictions all use it). X may live on
+        the host or the device; a batch already there in the model's dtype is used as a view,
+        nothing copied. The workspace is reused by the next batch: take what you need first."""
+        for start in range(0, X.shape[0], batch_size):
+            stop = min(start + batch_size, X.shape[0])
+            ws = self.workspace(stop - start)
+            yield start, stop, ws, self.forward(ws, self.ops.asarray(X[start:stop], self.dtype))
+
     def evaluate_batch(self, ws: Workspace, targets, x=None):
         """(summed loss, correct) for the batch in ws.x (or `x`), without gradients."""
         logits = self.forward(ws, x)

@@ -40,7 +40,7 @@ def test_augmenting_non_image_data_is_a_config_error(tmp_path):
     result = mlptrain("fit", CONFIGS / "xor.toml", "--set", "data.augment_shift=2",
                       runs_dir=tmp_path / "runs")
     assert result.returncode == 1
-    assert "augment_shift = 2: augmentation needs image data" in result.stderr
+    assert "augment_shift = 2: augmentation distorts images" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
@@ -49,7 +49,8 @@ def test_label_smoothing_with_a_sigmoid_loss_is_a_config_error(tmp_path):
     result = mlptrain("fit", CONFIGS / "xor.toml", "--set", "model.label_smoothing=0.1",
                       runs_dir=tmp_path / "runs")
     assert result.returncode == 1
-    assert "label_smoothing = 0.1 needs the softmax_cross_entropy loss" in result.stderr
+    assert "label_smoothing = 0.1: label smoothing needs the softmax_cross_entropy loss" in \
+        result.stderr
     assert "Traceback" not in result.stderr
 
 

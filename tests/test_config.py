@@ -154,7 +154,7 @@ def test_bad_hidden(value, expect):
 def test_overrides_parse_values():
     cfg = parse_config("", overrides=[
         "train.epochs=5", "optimizer.lr=1e-3", "optimizer.nesterov=true",
-        "model.activation=tanh", "model.hidden=[64, 32]", "name=foo"])
+        "model.activation=tanh", "model.hidden=[64, 32]", "name=foo", "optimizer.momentum=0.9"])
     assert cfg.train.epochs == 5 and type(cfg.train.epochs) is int
     assert cfg.optimizer.lr == 1e-3 and type(cfg.optimizer.lr) is float
     assert cfg.optimizer.nesterov is True
@@ -162,7 +162,8 @@ def test_overrides_parse_values():
     assert cfg.model.hidden == [64, 32]
     assert cfg.name == "foo"
     assert cfg.overrides == ["train.epochs=5", "optimizer.lr=1e-3", "optimizer.nesterov=true",
-                             "model.activation=tanh", "model.hidden=[64, 32]", "name=foo"]
+                             "model.activation=tanh", "model.hidden=[64, 32]", "name=foo",
+                             "optimizer.momentum=0.9"]
 
 
 def test_overrides_beat_the_file():
@@ -548,3 +549,53 @@ def test_random_overrides_give_config_or_config_error(items, which):
         assert str(exc)
     else:
         assert cfg.overrides == items
+
+
+# ----------------------------------------------------------------------------- across keys
+
+
+@pytest.mark.parametrize("overrides, blamed, message", [
+    (["optimizer.nesterov=true"], "--set optimizer.nesterov = true", "needs [optimizer] momentum > 0"),
+    (["optimizer.name=adam", "optimizer.nesterov=true", "optimizer.momentum=0.9"],
+     "--set optimizer.nesterov", "nesterov belongs to sgd"),
+    (["model.loss=sigmoid_bce", "model.label_smoothing=0.1"], "--set model.label_smoothing",
+     "needs the softmax_cross_entropy loss"),
+    (["data.dataset=xor", "model.label_smoothing=0.1"], "--set model.label_smoothing",
+     "loss = auto with the 2-class xor data"),
+    (["train.patience=3", "data.val_fraction=0"], "--set train.patience", "val_fraction = 0"),
+    (["data.dataset=npz"], "[data] path", "needs [data] path"),
+    (["data.dataset=xor", "data.augment_rotate=5"], "--set data.augment_rotate",
+     "samples are flat vectors"),
+    (["schedule.warmup_epochs=10", "train.epochs=10"], "--set schedule.warmup_epochs",
+     "must end before the last epoch"),
+    (["schedule.name=cosine", "schedule.min_lr=0.5", "optimizer.lr=0.1"],
+     "--set schedule.min_lr", "would end above [optimizer] lr = 0.1"),
+    (["schedule.name=onecycle", "schedule.momentum_low=0.95", "optimizer.momentum=0.9"],
+     "--set schedule.momentum_low", "must be below [optimizer] momentum = 0.9"),
+])
+def test_rules_across_keys_are_config_errors(overrides, blamed, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config("", overrides=overrides)
+    assert blamed in str(caught.value) and message in str(caught.value)
+
+
+def test_a_rule_across_keys_names_the_line_in_the_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[optimizer]\nname = "sgd"\nnesterov = true\n')
+    with pytest.raises(ConfigError, match=r"bad.toml, line 3: \[optimizer\] nesterov = true"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.toml")))
+def test_every_shipped_config_keeps_the_rules(config):
+    load_config(ROOT / "configs" / config)
+
+
+def test_config_check_catches_a_rule_across_keys():
+    from typer.testing import CliRunner
+
+    from mlptrain.cli import app
+
+    result = CliRunner().invoke(app, ["config", "check", str(ROOT / "configs" / "mnist.toml"),
+                                      "--set", "optimizer.momentum=0"])
+    assert result.exit_code == 1 and "Nesterov momentum needs" in result.stderr

@@ -91,3 +91,41 @@ def test_cli_reports_a_bad_config_as_an_error(tmp_path):
     config.write_text('[model]\nactivation = "gelu"\n')
     result = run("gradcheck", config)
     assert result.exit_code == 1 and "expected one of relu" in result.stderr
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.toml")))
+def test_every_shipped_config_passes(config):
+    # mnist-best has input and hidden dropout: the check must hold its masks fixed, or the
+    # analytic gradient (masked) and the differences (unmasked) disagree by ~100%
+    report = gradcheck(load_config(CONFIGS / config), batch=4, entries=5)
+    assert report.passed, [(c.name, c.max_rel_error) for c in report.checks]
+
+
+DROPOUT = ["model.hidden=[6, 5]", "model.dropout_input=0.3", "model.dropout_hidden=0.5"]
+
+
+def test_dropout_passes_on_every_entry_with_the_masks_held_fixed():
+    report = gradcheck(load_config(CONFIGS / "xor.toml", DROPOUT), batch=16, entries=0)
+    assert report.passed, [(c.name, c.max_rel_error) for c in report.checks]
+    assert report.dropout == [0.3, 0.5, 0.5]
+
+
+def test_a_wrong_dropout_derivative_fails(monkeypatch):
+    # forgetting the mask in dropout's backward: the frozen masks must not hide it
+    from mlptrain.regularize import Dropout
+
+    monkeypatch.setattr(Dropout, "backward", lambda self, i, dx: None)
+    report = gradcheck(load_config(CONFIGS / "xor.toml", DROPOUT), batch=16, entries=0)
+    failed = {c.name for c in report.checks if not c.passed}
+    assert {"layers.0.weight", "layers.1.weight"} <= failed
+    assert "layers.2.weight" not in failed  # the output layer's gradient is still right
+
+
+def test_the_check_leaves_dropout_unfrozen_for_training():
+    from mlptrain.experiment.gradcheck import frozen_dropout
+    from mlptrain.experiment.setup import prepare
+
+    model = prepare(load_config(CONFIGS / "xor.toml", DROPOUT)).model
+    with frozen_dropout(model):
+        assert model.dropout.frozen
+    assert not model.dropout.frozen

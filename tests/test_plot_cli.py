@@ -35,7 +35,7 @@ def only_run(runs_dir):
 @pytest.fixture(scope="module")
 def xor_run(tmp_path_factory) -> Run:
     store = RunStore(tmp_path_factory.mktemp("runs"))
-    cfg = load_config(CONFIGS / "xor.toml", ["train.epochs=20"])
+    cfg = load_config(CONFIGS / "xor.toml", ["train.epochs=20", "report.plots=false"])
     return Run(fit_experiment(cfg, store).path)
 
 

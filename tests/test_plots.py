@@ -20,7 +20,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _fit(store: RunStore, config: str, *overrides: str) -> Run:
-    cfg = load_config(CONFIGS / config, list(overrides))
+    cfg = load_config(CONFIGS / config, [*overrides, "report.plots=false"])  # drawn by the tests
     return Run(fit_experiment(cfg, store).path)
 
 
@@ -296,3 +296,109 @@ def test_three_classes_in_2d_get_a_region_per_predicted_class(tmp_path):
     (regions,) = [c for c in ax.collections if hasattr(c, "levels")]
     assert list(regions.levels) == [-0.5, 0.5, 1.5, 2.5]  # one band per class
     assert _image(drawn.figures["confusion"]).get_array().shape == (3, 3)
+
+
+@pytest.mark.parametrize("counts", [
+    [[950, 3, 0], [1, 980, 12], [0, 7, 1010]],  # a full diagonal, small errors
+    [[900, 850], [820, 1000]],  # every count large: the scale starts far above 0
+    [[0, 0], [0, 0]],  # nothing at all: one flat colour
+])
+def test_confusion_text_contrasts_with_its_cell(counts):
+    from matplotlib.colors import to_rgba
+
+    from mlptrain.reports import figures
+    from mlptrain.reports.style import contrast_ratio
+
+    counts = np.array(counts)
+    fig = figures.draw_confusion(counts, "t")
+    image = _image(fig)
+    for text, count in zip(fig.axes[0].texts, counts.ravel()):
+        assert int(text.get_text()) == count
+        cell = image.cmap(image.norm(np.log1p(count)))  # what the cell is drawn in
+        # black or white on any colour reaches at least 4.58:1 (WCAG AA for text is 4.5)
+        assert contrast_ratio(to_rgba(text.get_color()), cell) >= 4.5, (count, text.get_color())
+
+
+def test_contrast_ratio_is_wcag():
+    from mlptrain.reports.style import contrast_ratio, text_colour_on
+
+    assert contrast_ratio((0, 0, 0), (1, 1, 1)) == pytest.approx(21.0)
+    assert contrast_ratio((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) == pytest.approx(1.0)
+    assert text_colour_on((0.03, 0.19, 0.42, 1.0)) == "white"  # Blues' darkest
+    assert text_colour_on((0.97, 0.98, 1.0, 1.0)) == "black"  # Blues' lightest
+
+
+def test_one_epoch_of_curves_shows_its_points_on_sensible_axes():
+    from mlptrain.reports import figures
+
+    one = [{"epoch": 1, "train_loss": 0.31, "train_accuracy": 0.91, "val_loss": 0.18,
+            "val_accuracy": 0.947}]
+    c = arrays.curves(one, {"final": {"test_loss": 0.17, "test_accuracy": 0.95}})
+    fig = figures.draw_curves(c, "one epoch")
+    ax_loss, ax_acc = fig.axes[:2]
+    for ax in (ax_loss, ax_acc):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        for split in ("train", "val"):  # a single point must be drawn as a marker
+            assert lines[split].get_marker() not in (None, "", "None", " ")
+            assert lines[split].get_markersize() > 0
+        left, right = ax.get_xlim()
+        assert left <= 0.5 and right >= 1.5 and right - left <= 2  # not 0.945-1.050
+        visible = [t for t in ax.get_xticks() if left <= t <= right]
+        assert visible == [1]  # whole epochs only
+    lo, hi = ax_acc.get_ylim()
+    assert 0 <= lo <= 0.91 and 0.95 <= hi <= 1.01 and hi - lo >= 0.05
+    lo, hi = ax_loss.get_ylim()
+    assert lo <= 0.17 and hi >= 0.31 and hi / lo >= 4  # room around the points on the log axis
+
+
+def test_many_epochs_are_drawn_as_lines():
+    from mlptrain.reports import figures
+
+    many = [{"epoch": e, "train_loss": 1 / e, "train_accuracy": 1 - 1 / (e + 1)}
+            for e in range(1, 101)]
+    fig = figures.draw_curves(arrays.curves(many, {}), "long")
+    (train,) = [line for line in fig.axes[0].get_lines() if line.get_label() == "train"]
+    assert train.get_marker() in (None, "", "None") and list(train.get_xdata()) == list(
+        range(1, 101))
+    assert fig.axes[0].get_xlim() == (0.5, 100.5)
+
+
+# -- a fit draws its own figures (the library, not the CLI) ---------------------------------------
+
+
+def test_the_library_fit_draws_the_figures_when_the_config_says_so(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    on = fit_experiment(load_config(CONFIGS / "xor.toml", ["train.epochs=3"]), store)
+    names = sorted(p.name for p in on.figures.files)
+    assert names == ["confusion_matrix.png", "curves.png", "decision_boundary.png"]
+    assert all((on.path / name).is_file() for name in names)
+    assert Run(on.path).read_summary()["figures"]["files"] == [p.name for p in on.figures.files]
+    off = fit_experiment(load_config(CONFIGS / "xor.toml", ["train.epochs=3",
+                                                            "report.plots=false"]), store)
+    assert off.figures is None and list(off.path.glob("*.png")) == []
+    assert "figures" not in Run(off.path).read_summary()
+
+
+def test_sweep_trials_get_their_figures(tmp_path):
+    from mlptrain.sweep.trial import TrialTask, run_trial
+
+    config = load_config(CONFIGS / "xor.toml", ["train.epochs=3", "report.format=svg"])
+    result = run_trial(TrialTask(0, "t0", config, str(tmp_path / "runs")))
+    assert result.status == "completed", result.error
+    (path,) = (tmp_path / "runs").iterdir()
+    assert sorted(p.name for p in path.glob("*.svg")) == [
+        "confusion_matrix.svg", "curves.svg", "decision_boundary.svg"]
+
+
+def test_a_drawing_error_is_recorded_and_the_run_still_completes(tmp_path, monkeypatch):
+    from mlptrain.errors import RunStoreError
+
+    def broken(*args, **kwargs):
+        raise RunStoreError("cannot write the figure x.png: disk full.")
+
+    monkeypatch.setattr(run_plots, "plot_run", broken)
+    finished = fit_experiment(load_config(CONFIGS / "xor.toml", ["train.epochs=2"]),
+                              RunStore(tmp_path))
+    assert finished.summary["status"] == "completed"
+    assert "disk full" in finished.figures.error
+    assert "disk full" in Run(finished.path).read_summary()["figures"]["error"]

@@ -40,7 +40,8 @@ def stop_at(stop: StopFlag, epoch: int, step: int):
     return on_event
 
 
-XOR = ["train.epochs=6"]  # 640 samples in batches of 64: 10 steps per epoch, each reported
+# 640 samples in batches of 64: 10 steps per epoch, each reported; figures are test_plots.py's
+XOR = ["train.epochs=6", "report.plots=false"]
 
 
 def test_npz_bytes_do_not_depend_on_the_clock(monkeypatch):
@@ -94,7 +95,7 @@ def test_a_run_with_every_training_aid_resumes_to_the_same_bytes(runs_dir):
 
 def test_resume_restores_early_stopping_state(runs_dir):
     overrides = ["train.epochs=200", "train.patience=3", "train.min_delta=0.01",
-                 "optimizer.lr=3.0"]
+                 "optimizer.lr=3.0", "report.plots=false"]
     config = load_config(CONFIGS / "xor.toml", overrides)
     alone = fit_experiment(config, RunStore(runs_dir))
     assert alone.summary["stopped_early"]

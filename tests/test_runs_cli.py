@@ -22,12 +22,15 @@ def run(*args, **kwargs):
     return runner.invoke(app, [str(a) for a in args], **kwargs)
 
 
+NO_PLOTS = "report.plots=false"  # figures are test_plots.py's
+
+
 @pytest.fixture
 def three_runs(runs_dir):
     """An XOR run, a second XOR run with other settings, and an interrupted one; oldest first."""
     store = RunStore(runs_dir)
-    a = fit_experiment(load_config(CONFIGS / "xor.toml", ["train.epochs=3"]), store)
-    b = fit_experiment(load_config(CONFIGS / "xor.toml", ["train.epochs=4", "name=xor-wide",
+    a = fit_experiment(load_config(CONFIGS / "xor.toml", ["train.epochs=3", NO_PLOTS]), store)
+    b = fit_experiment(load_config(CONFIGS / "xor.toml", ["train.epochs=4", "name=xor-wide", NO_PLOTS,
                                                           "model.hidden=[8]"]), store)
     stop = StopFlag()
     stop.set()  # stops after the first batch

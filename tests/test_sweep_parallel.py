@@ -134,8 +134,8 @@ def test_cli_errors_and_their_exit_codes(sweep_toml, runs_dir, args, code, messa
 def test_cli_missing_config_and_failed_trials_exit_1(sweep_toml, runs_dir, tmp_path):
     missing = runner.invoke(app, ["sweep", str(tmp_path / "nope.toml")])
     assert missing.exit_code == 1 and "does not exist" in missing.output
-    failing = runner.invoke(app, ["sweep", str(sweep_toml), "--workers", "0", "--set",
-                                  "optimizer.momentum=0", "--grid", "optimizer.nesterov=true",
+    failing = runner.invoke(app, ["sweep", str(sweep_toml), "--workers", "0",
+                                  "--grid", "model.weights=missing-weights.npz",
                                   "--grid", "model.hidden=2", "--grid", "train.seed=0"])
     assert failing.exit_code == 1
     assert "1 of 1 trials failed" in flat(failing.output)

@@ -19,7 +19,8 @@ from conftest import CONFIGS
 GOLDEN = Path(__file__).resolve().parent / "golden" / "xor_trajectory.json"
 
 
-def fit(text_or_path, runs_dir, overrides=(), events=None):
+def fit(text_or_path, runs_dir, overrides=(), events=None, plots=False):
+    overrides = [*overrides] + ([] if plots else ["report.plots=false"])  # test_plots.py's
     if isinstance(text_or_path, Path):
         config = load_config(text_or_path, overrides)
     else:
@@ -65,10 +66,11 @@ def test_a_different_seed_gives_different_weights(runs_dir):
 
 
 def test_run_directory_holds_every_file_with_the_documented_content(runs_dir):
-    run = fit(CONFIGS / "xor.toml", runs_dir, ["train.epochs=3", "optimizer.lr=0.1"])
+    run = fit(CONFIGS / "xor.toml", runs_dir, ["train.epochs=3", "optimizer.lr=0.1"], plots=True)
     names = sorted(p.name for p in run.path.iterdir())
-    assert names == ["checkpoint.npz", "config.toml", "metrics.csv", "metrics.jsonl",
-                     "summary.json", "weights.npz"]
+    assert names == ["checkpoint.npz", "config.toml", "confusion_matrix.png", "curves.png",
+                     "decision_boundary.png", "metrics.csv", "metrics.jsonl", "summary.json",
+                     "weights.npz"]  # the library draws the figures ([report] plots = true)
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["run_id"] == run.run_id and summary["status"] == "completed"
     assert summary["epochs_completed"] == 3

@@ -37,11 +37,13 @@ def gradcheck(
     if as_json:
         print(json.dumps({"passed": report.passed, "activation": report.activation,
                           "loss": report.loss, "sizes": report.sizes, "batch": report.batch,
+                          "dropout": report.dropout,
                           "tolerance": TOLERANCE, "checks": [
                               {**c.__dict__, "passed": c.passed} for c in report.checks]}))
     else:
         out.print(f"gradcheck of {'-'.join(map(str, report.sizes))} {report.activation} + "
-                  f"{report.loss}, float64, batch of {report.batch}, step {EPS:g}",
+                  f"{report.loss}, float64, batch of {report.batch}, step {EPS:g}"
+                  + (", dropout masks held fixed" if report.dropout else ""),
                   highlight=False)
         table = Table(show_edge=False)
         for col in ("parameter", "shape", "checked", "max |grad|", "max rel error", ""):

@@ -1,54 +1,72 @@
-"""`mlptrain predict RUN INPUT`: the top classes for an image or an array, with a preview."""
+"""`mlptrain predict RUN INPUT...`: the top classes for images or arrays, with a preview."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import typer
+from rich.markup import escape
 
 from mlptrain.cli.common import RunsDir, err, fail, out
 from mlptrain.errors import MlptrainError
-from mlptrain.experiment.predict import predict as predict_input
+from mlptrain.experiment.predict import predict as predict_inputs
 from mlptrain.runs import RunStore
 
 SHADES = " ░▒▓█"  # dark to light; each character stands for two rows of pixels
-MAX_PREVIEW_SAMPLES = 5  # a batch lists this many samples on a terminal (all with --json)
+MAX_PREVIEW_SAMPLES = 5  # an array batch lists this many samples on a terminal (all with --json)
 
 
 def predict(
     run: str = typer.Argument(..., help="A run id, unique prefix, directory or `latest`."),
-    input_path: Path = typer.Argument(..., metavar="INPUT", help="A PNG/JPEG image, or a "
-                                      ".npy/.npz array of one sample or a batch."),
+    input_paths: List[Path] = typer.Argument(..., metavar="INPUT...", help="PNG/JPEG images, "
+                                             ".npy/.npz arrays (one sample or a batch), or "
+                                             "folders of them."),
     top: int = typer.Option(3, "--top", "-k", min=1, help="How many classes to list."),
+    invert: Optional[bool] = typer.Option(None, "--invert/--no-invert", help="Dark ink on "
+                                          "light paper / light ink on dark (default: decided "
+                                          "per image from its border)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     runs_dir: Optional[Path] = RunsDir,
 ):
-    """Predict classes for your own input with a trained run's network."""
+    """Predict classes for your own inputs with a trained run's network."""
     try:
-        result = predict_input(RunStore(runs_dir), run, input_path)
+        result = predict_inputs(RunStore(runs_dir), run, input_paths, invert)
     except MlptrainError as exc:
         fail(exc)
-    tops, inputs = result.top(top), result.inputs
+    tops = result.top(top)
     if as_json:
         print(json.dumps({
-            "run_id": result.run_id, "input": str(input_path), "kind": inputs.kind,
-            "notes": inputs.notes, "predictions": [
-                [{"class": c, "probability": p} for c, p in sample] for sample in tops]}))
+            "run_id": result.run_id,
+            "inputs": [{"input": str(i.path), "kind": i.kind, "notes": i.notes,
+                        "samples": len(i.X)} for i in result.inputs],
+            "predictions": [[{"class": c, "probability": p} for c, p in sample]
+                            for sample in tops],
+            "warnings": result.warnings}))
         return
-    for note in inputs.notes:
-        err.print(f"{note}", highlight=False, soft_wrap=True)
-    if inputs.kind == "image" and inputs.image is not None:
-        out.print(preview(inputs.image), highlight=False)
-    for i, sample in enumerate(tops[:MAX_PREVIEW_SAMPLES]):
-        label = f"sample {i}: " if len(tops) > 1 else ""
+    single = len(result.inputs) == 1
+    if single:
+        for note in result.inputs[0].notes:
+            err.print(note, highlight=False, soft_wrap=True)
+        if result.inputs[0].kind == "image" and result.inputs[0].image is not None:
+            out.print(preview(result.inputs[0].image), highlight=False)
+    shown = 0
+    for (inputs, index), sample, warnings in zip(result.sources(), tops, result.warnings):
+        if single and len(tops) > MAX_PREVIEW_SAMPLES and shown == MAX_PREVIEW_SAMPLES:
+            out.print(f"... {len(tops) - MAX_PREVIEW_SAMPLES} more samples (all with --json)")
+            break
+        shown += 1
+        label = (f"sample {index}: " if single and len(tops) > 1 else
+                 "" if single else f"{escape(inputs.path.name)}"
+                 f"{f'[{index}]' if len(inputs.X) > 1 else ''}: ")
         best, p = sample[0]
         out.print(f"{label}[bold]{best}[/bold] ({100 * p:.1f}%)   " + "  ".join(
             f"{c}: {100 * q:.1f}%" for c, q in sample[1:]), highlight=False)
-    if len(tops) > MAX_PREVIEW_SAMPLES:
-        out.print(f"... {len(tops) - MAX_PREVIEW_SAMPLES} more samples (all with --json)")
+        for warning in warnings:
+            out.print(f"  [yellow]warning: {escape(warning)}[/yellow]", highlight=False,
+                      soft_wrap=True)
 
 
 def preview(pixels: np.ndarray) -> str:

@@ -1,4 +1,4 @@
-"""The end of `fit`: draw the run's figures (if [report] plots), then one summary panel.
+"""The end of `fit`: one summary panel, listing the figures the fit drew (if [report] plots).
 
 The panel gathers what a person wants after training: the final metrics of every split, the time
 it took, a sparkline of the loss per epoch, where the run and its plots are.
@@ -6,9 +6,7 @@ it took, a sparkline of the loss per epoch, where the run and its plots are.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +18,6 @@ from rich.table import Table
 
 from mlptrain.cli.common import num, pct
 from mlptrain.config import Config
-from mlptrain.errors import MlptrainError
 from mlptrain.experiment import RunFinished
 from mlptrain.runs import Run
 
@@ -79,32 +76,30 @@ def fit_panel(finished: RunFinished, metrics: list[dict], plots: list[Path],
     if plots or plot_note:
         names = escape(", ".join(p.name for p in plots))
         facts.add_row("plots", f"{names}  {plot_note}" if names and plot_note else names or plot_note)
-    colour = "green" if s.get("status") == "completed" else "yellow"
-    return Panel(Group(table, "", facts), title=f"run {escape(finished.run_id)}: {s['status']}",
+    for warning in s.get("warnings") or []:
+        facts.add_row("[yellow]warning[/yellow]", f"[yellow]{escape(warning)}[/yellow]")
+    warned = f", {len(s['warnings'])} warning{'s' if len(s['warnings']) > 1 else ''}" \
+        if s.get("warnings") else ""
+    colour = "green" if s.get("status") == "completed" and not warned else "yellow"
+    return Panel(Group(table, "", facts), title=f"run {escape(finished.run_id)}: {s['status']}"
+                 f"{warned}",
                  title_align="left", border_style=colour, expand=False)
 
 
 def finish_fit(console: Console, config: Config, finished: RunFinished,
                quiet: bool = False) -> None:
-    """Draws the run's figures (after training, so they never slow it) and prints the panel;
-    with `quiet` the figures are still drawn but nothing is printed."""
+    """Prints the closing panel, with the figures the fit drew ([report] plots)."""
     plots, note, seconds = [], "", None
-    if config.report.plots:
-        # imported here: matplotlib loads only when plots are drawn
-        from mlptrain.experiment.plot import plot_run
-
-        start = time.perf_counter()
-        try:
-            spinner = console.status("drawing plots") if console.is_terminal and not quiet \
-                else contextlib.nullcontext()
-            with spinner:
-                drawn = plot_run(Run(finished.path), fmt=config.report.format)
-            plots, seconds = drawn.files, time.perf_counter() - start
-        except MlptrainError as exc:  # the run itself is complete and saved: say so, go on
-            note = f"[red]not drawn: {escape(str(exc))}[/red] (retry with `mlptrain plot`)"
+    drawn = finished.figures
+    if drawn is not None and drawn.error:  # the run itself is complete and saved: say so
+        note = f"[red]not drawn: {escape(drawn.error)}[/red] (retry with `mlptrain plot`)"
+    elif drawn is not None:
+        plots, seconds = drawn.files, drawn.seconds
     else:
         note = "[dim]off (\\[report] plots = false); draw them with `mlptrain plot`[/dim]"
     if quiet:
+        for warning in finished.summary.get("warnings") or []:
+            console.print(f"[yellow]warning: {escape(warning)}[/yellow]", soft_wrap=True)
         return
     metrics = Run(finished.path).read_metrics()
     console.print(fit_panel(finished, metrics, plots, note, seconds))

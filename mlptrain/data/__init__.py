@@ -8,12 +8,13 @@ own arrays).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mlptrain.data.mnist import IMAGE_SIDE, load_mnist
+from mlptrain.data.mnist import IMAGE_SIDE, find_vendored_mnist, load_mnist
 from mlptrain.data.npz import load_npz
 from mlptrain.data.split import split_off
 from mlptrain.data.xor import make_xor, xor_test_set
@@ -45,23 +46,28 @@ class Dataset:
                 "test": (self.X_test, self.y_test)}[name]
 
 
-def default_mnist_dir() -> Path:
-    """Where MNIST is read from when data.path is empty: the repository's vendored copy if this
-    package runs from a checkout, else a per-user cache that downloads fill."""
-    if REPO_MNIST_DIR.is_dir():
-        return REPO_MNIST_DIR
+def default_mnist_dir(near: Sequence[Path] = ()) -> Path:
+    """Where MNIST is read from when data.path is empty: a vendored copy if one is found (the
+    checkout this package runs from, else data/mnist beside `near`, the config file's folder,
+    or the working directory, or any of their parents), else a per-user cache that downloads
+    fill."""
+    found = find_vendored_mnist(REPO_MNIST_DIR, [*near, Path.cwd()])
+    if found is not None:
+        return found
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "mlptrain" / "mnist"
 
 
-def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None) -> Dataset:
-    """The dataset a [data] config section names, with its seeded validation split."""
+def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
+                 near: Sequence[Path] = ()) -> Dataset:
+    """The dataset a [data] config section names, with its seeded validation split. `near`:
+    folders (the config file's) beside which a vendored data/mnist is looked for."""
     if cfg.dataset == "xor":
         X, y = make_xor(cfg.samples, cfg.noise, rngs["data"])
         X_test, y_test = xor_test_set(cfg.test_samples, cfg.noise)
         base = Dataset("xor", X, y, None, None, X_test, y_test, 2, (2,), source="generated")
     elif cfg.dataset == "mnist":
-        where = Path(cfg.path) if cfg.path else default_mnist_dir()
+        where = Path(cfg.path) if cfg.path else default_mnist_dir(near)
         m = load_mnist(where, cfg.mirrors, cfg.download, progress)
         base = Dataset("mnist", m.train_images, m.train_labels, None, None, m.test_images,
                        m.test_labels, 10, (IMAGE_SIDE, IMAGE_SIDE), m.source, m.checksums)

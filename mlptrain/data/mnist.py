@@ -125,6 +125,32 @@ def load_mnist(
     )
 
 
+VENDORED = Path("data") / "mnist"  # where a clone of the repository keeps the four files
+
+
+def find_vendored_mnist(package_copy: Path, near: Sequence[Path] = ()) -> Path | None:
+    """The first folder that holds all four MNIST files, looking in this order: `package_copy`
+    (the repository's data/mnist when the package runs from a checkout), then data/mnist in
+    each folder of `near` and every parent of it (the config file's folder, the working
+    directory: a clone that `pip install .` copied the package out of), or None.
+    """
+    candidates = [Path(package_copy)]
+    for start in near:
+        start = Path(start).resolve()
+        candidates += [folder / VENDORED for folder in (start, *start.parents)]
+    seen: set[Path] = set()
+    for folder in candidates:
+        if folder not in seen and has_mnist(folder):
+            return folder
+        seen.add(folder)
+    return None
+
+
+def has_mnist(folder: Path) -> bool:
+    """Whether all four files (gzipped or not) are in `folder`; checksums are checked on load."""
+    return all(_find_local(Path(folder), f.name) for f in MNIST_FILES.values())
+
+
 def _find_local(data_dir: Path, name: str) -> Path | None:
     for candidate in (data_dir / f"{name}.gz", data_dir / name):
         if candidate.is_file():

@@ -19,7 +19,8 @@ import numpy as np
 import mlptrain
 from mlptrain import loop
 from mlptrain.config import Config, load_config
-from mlptrain.errors import ConfigError, DataError, RunStoreError, TrainingError
+from mlptrain.experiment.diagnose import training_warnings
+from mlptrain.errors import DataError, RunStoreError, TrainingError
 from mlptrain.experiment.setup import SPLITS, Prepared, prepare
 from mlptrain.model import MLP
 from mlptrain.optim import build_optimizer
@@ -41,10 +42,19 @@ class RunStarted:
 
 
 @dataclass
+class DrawingFigures:
+    """A completed fit is drawing its figures ([report] plots = true): a display may say so."""
+
+    run_id: str
+    path: Path
+
+
+@dataclass
 class RunFinished:
     run_id: str
     path: Path
     summary: dict[str, Any]
+    figures: Any = None  # experiment.plot.FiguresDrawn when the fit drew them, else None
 
 
 def fit_experiment(config: Config, store: RunStore,
@@ -103,12 +113,9 @@ def resume_experiment(store: RunStore, ref: str,
 
 
 def _splits(p: Prepared) -> dict[str, loop.Split]:
-    splits = {name: loop.to_device(p.model.ops, p.model, *p.dataset.split(name))
-              for name in SPLITS}
-    if p.config.train.patience and not splits["val"].size:
-        raise ConfigError("[train] patience > 0 (early stopping) needs a validation split, but "
-                          "[data] val_fraction = 0; set one or turn early stopping off.")
-    return splits
+    # (early stopping without a val split is refused by config validation, before any data)
+    return {name: loop.to_device(p.model.ops, p.model, *p.dataset.split(name))
+            for name in SPLITS}
 
 
 def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.TrainState,
@@ -151,6 +158,8 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
     run.write_weights(model.state_dict())
     summary["final"] = final_metrics(model, splits, config.train.eval_batch_size)
     summary["stopped_early"], summary["best_epoch"] = state.stopped_early, state.best_epoch
+    summary["warnings"] = training_warnings(state.history, p.dataset.n_classes)
+    summary["reference"] = _reference(p, config.train.eval_batch_size)
     summary.pop("position", None)
     epochs_here = max(len(state.history) - epochs_before, 1)  # this session's, if resumed
     summary["timing"] = {
@@ -159,9 +168,30 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
         "samples_per_second": splits["train"].size * epochs_here / seconds,
     }
     _finish(run, summary, "completed", start)
-    finished = RunFinished(run.run_id, run.path, summary)
+    figures = _draw_figures(run, summary, p, on_event) if config.report.plots else None
+    finished = RunFinished(run.run_id, run.path, summary, figures)
     on_event(finished)
     return finished
+
+
+def _draw_figures(run: Run, summary: dict, p: Prepared, on_event):
+    """The run's figures, drawn here so that every fit (a sweep's trials too) gets them."""
+    from mlptrain.experiment.plot import draw_fit_figures  # matplotlib loads only when drawing
+
+    on_event(DrawingFigures(run.run_id, run.path))
+    figures = draw_fit_figures(run, p, p.config.report.format)
+    summary["figures"] = figures.to_summary()
+    run.write_summary(summary)
+    return figures
+
+
+def _reference(p: Prepared, batch: int) -> dict[str, Any]:
+    """What predict compares a user's input with: statistics of this run's own data."""
+    from mlptrain.experiment.predict import probabilities, reference_statistics
+
+    X_val = p.dataset.split("val")[0]
+    top = probabilities(p.model, X_val, batch).max(axis=1) if len(X_val) else np.zeros(0)
+    return reference_statistics(p.dataset.split("train")[0], top, p.dataset.input_shape)
 
 
 def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int) -> dict[str, Any]:

@@ -6,11 +6,16 @@ max |a - n| / max(|a| + |n|, FLOOR) over the entries checked; the floor keeps en
 gradient is (nearly) zero from turning round-off into a large ratio. ReLU-like activations have
 a kink at 0; a difference step that crosses one would fail an entry for a reason that is no bug,
 which the tiny step and the float64 inputs make very unlikely.
+
+Dropout is random, so the check freezes it: the masks are drawn once, by the analytic pass, and
+every forward of the finite differences reuses them. Both sides then differentiate the same
+function, the network under those masks, and a wrong dropout backward still fails.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +50,7 @@ class GradcheckReport:
     sizes: list[int]
     batch: int
     checks: list[ParameterCheck]
+    dropout: list[float] = dataclasses.field(default_factory=list)  # rates, masks held fixed
 
     @property
     def passed(self) -> bool:
@@ -67,25 +73,50 @@ def gradcheck(config: Config, batch: int = 8, entries: int = 30, seed: int = 0,
     ws = model.workspace(data.size)
     ws.x[...] = data.X
 
-    def mean_loss() -> float:
-        loss_sum, _ = model.evaluate_batch(ws, data.targets)
+    def mean_loss() -> float:  # the training forward: under the frozen dropout masks
+        logits = model.forward(ws, training=True)
+        loss_sum, _ = ops.loss_forward(model.loss, logits, data.targets, ws.loss_cache)
         return ops.to_float(loss_sum) / data.size
 
-    model.loss_and_grad(ws, data.targets, 1.0 / data.size)
-    analytic = {name: np.array(ops.to_host(g)) for name, g in model.grads.items()}
-    checks = []
-    for name, param in model.params.items():
-        size = int(np.prod(param.shape))
-        flat = rng.choice(size, size=min(entries, size), replace=False) if entries else \
-            np.arange(size)
-        numeric = np.array([_central_difference(param, np.unravel_index(i, param.shape),
-                                                mean_loss) for i in flat])
-        a = analytic[name].reshape(-1)[flat]
-        err = np.abs(a - numeric) / np.maximum(np.abs(a) + np.abs(numeric), FLOOR)
-        checks.append(ParameterCheck(name, tuple(param.shape), len(flat), size,
-                                     float(err.max()), float(np.abs(a).max())))
+    with frozen_dropout(model):
+        model.loss_and_grad(ws, data.targets, 1.0 / data.size)  # draws the masks, once
+        analytic = {name: np.array(ops.to_host(g)) for name, g in model.grads.items()}
+        checks = [_check(name, param, analytic[name], entries, rng, mean_loss)
+                  for name, param in model.params.items()]
+    rates = list(model.dropout.rates) if model.dropout is not None else []
     return GradcheckReport(model.activation.name, model.loss.name, model.sizes, data.size,
-                           checks)
+                           checks, rates)
+
+
+@contextmanager
+def frozen_dropout(model):
+    """Within the block the model's dropout keeps the first masks it draws (none: no-op).
+
+    Needs from regularize.Dropout only its `frozen` switch: while set, a draw keeps the masks
+    it already holds, and forward(training=True) applies them.
+    """
+    drop = model.dropout
+    if drop is None:
+        yield
+        return
+    before = drop.frozen
+    drop.frozen = True
+    try:
+        yield
+    finally:
+        drop.frozen = before
+
+
+def _check(name: str, param, analytic: np.ndarray, entries: int, rng, loss) -> ParameterCheck:
+    size = int(np.prod(param.shape))
+    flat = rng.choice(size, size=min(entries, size), replace=False) if entries else \
+        np.arange(size)
+    numeric = np.array([_central_difference(param, np.unravel_index(i, param.shape), loss)
+                        for i in flat])
+    a = analytic.reshape(-1)[flat]
+    err = np.abs(a - numeric) / np.maximum(np.abs(a) + np.abs(numeric), FLOOR)
+    return ParameterCheck(name, tuple(param.shape), len(flat), size, float(err.max()),
+                          float(np.abs(a).max()))
 
 
 def _central_difference(param, index, loss) -> float:

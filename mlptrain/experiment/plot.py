@@ -2,10 +2,12 @@
 
 The run's data is rebuilt from its resolved config exactly as `eval` does (experiment.prepare),
 so the figures describe the same test set the run scored, and plotting never touches training.
+A fit that has just finished passes what it prepared instead, so the data is not read twice.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mlptrain.config import load_config
-from mlptrain.experiment import prepare
+from mlptrain.errors import MlptrainError
+from mlptrain.experiment.setup import Prepared, prepare
 from mlptrain.reports import arrays, figures
 from mlptrain.reports.style import check_format, save_figure, symmetric_limit
 from mlptrain.runs import Run
@@ -42,8 +45,36 @@ class Plots:
     figures: dict[str, Figure] = field(default_factory=dict)  # key of FILE_NAMES -> figure
 
 
-def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png") -> Plots:
-    """Draws the run's figures into out_dir (default: the run directory)."""
+@dataclass
+class FiguresDrawn:
+    """What a fit drew at its end ([report] plots = true); the CLI only shows it."""
+
+    files: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str = ""  # why drawing failed (the run itself is complete and saved)
+
+    def to_summary(self) -> dict:
+        """The summary.json record: file names, seconds, and the error if any."""
+        record = {"files": [p.name for p in self.files], "seconds": round(self.seconds, 3)}
+        return {**record, "error": self.error} if self.error else record
+
+
+def draw_fit_figures(run: Run, prepared: Prepared, fmt: str) -> FiguresDrawn:
+    """A completed fit's figures, from the model and data it trained (weights already final);
+    a drawing error is recorded, not raised: the run is complete whatever happens here."""
+    start = time.perf_counter()
+    try:
+        files = plot_run(run, fmt=fmt, prepared=prepared).files
+    except MlptrainError as exc:
+        return FiguresDrawn([], time.perf_counter() - start, str(exc))
+    return FiguresDrawn(files, time.perf_counter() - start)
+
+
+def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png",
+             prepared: Prepared | None = None) -> Plots:
+    """Draws the run's figures into out_dir (default: the run directory). `prepared`: the
+    model (holding the run's final weights) and data of a fit that just ended; else both are
+    rebuilt from the run's files."""
     check_format(fmt)
     out_dir = Path(out_dir) if out_dir is not None else run.path
     summary, result = run.read_summary(), Plots()
@@ -58,10 +89,10 @@ def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png") -> Plots:
         status = summary.get("status", "unknown")
         result.skipped.append(f"the model's figures: the run has no weights.npz (status {status})")
         return result
-    config = load_config(run.path / "config.toml")
-    p = prepare(config)
-    p.model.load_state_dict(run.read_weights(), source=str(run.path / "weights.npz"))
-    model, data = p.model, p.dataset
+    if prepared is None:
+        prepared = prepare(load_config(run.path / "config.toml"))
+        prepared.model.load_state_dict(run.read_weights(), source=str(run.path / "weights.npz"))
+    config, model, data = prepared.config, prepared.model, prepared.dataset
     X_test, y_test = data.split("test")
     out = arrays.run_model(model, X_test, config.train.eval_batch_size)
     save("confusion", figures.draw_confusion(

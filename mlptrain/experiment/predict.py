@@ -1,9 +1,11 @@
 """Predictions from a saved run on a user's own input: an image file or a .npy/.npz array.
 
 Images are turned into what the network saw in training: grayscale, scaled to [0, 1], and, for
-MNIST, a light digit on a dark background framed as the MNIST images are (the digit's bounding
-box fitted into 20x20 pixels and centred by its centre of mass in 28x28). A dark-on-light image
-(ink on paper) is inverted, and the result says so.
+MNIST, cleaned into a light digit on black framed as MNIST's are (experiment/digits.py: uneven
+light removed, polarity decided from the border, contrast stretched, the digit centred by mass).
+Every sample is then compared with statistics of the run's own data, recorded at the end of
+its fit (`reference_statistics`): an input far outside them gets an `out of distribution`
+warning rather than only a confident answer.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from mlptrain import nn
 from mlptrain.backend import get_backend
 from mlptrain.config import load_config
 from mlptrain.errors import DataError
+from mlptrain.experiment.digits import clean_digit
 from mlptrain.model import MLP
 from mlptrain.runs import RunStore, npz_arrays
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-MNIST_BOX = 20  # MNIST digits fill a 20x20 box inside the 28x28 image
 
 
 @dataclass
@@ -32,22 +34,31 @@ class Inputs:
     kind: str  # "image" or "array"
     image: np.ndarray | None = None  # (H, W) in [0, 1]: what the network sees, for a preview
     notes: list[str] = field(default_factory=list)  # what was done to the input, for the user
+    path: Path | None = None  # the file it came from
 
 
 @dataclass
 class Prediction:
     run_id: str
-    inputs: Inputs
-    probabilities: np.ndarray  # (N, C)
+    inputs: list[Inputs]  # one per file, in the order given (a folder's files sorted by name)
+    probabilities: np.ndarray  # (N, C): every file's samples, in order
+    warnings: list[list[str]]  # per sample: why its answer may be unreliable ([] = none)
 
     def top(self, k: int) -> list[list[tuple[int, float]]]:
         """Per sample, the k most probable classes as (class, probability), best first."""
         order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
         return [[(int(c), float(p[c])) for c in row] for row, p in zip(order, self.probabilities)]
 
+    def sources(self) -> list[tuple[Inputs, int]]:
+        """Per sample, the input it came from and its index within that input."""
+        return [(inputs, i) for inputs in self.inputs for i in range(len(inputs.X))]
 
-def predict(store: RunStore, ref: str, input_path: Path) -> Prediction:
-    """Loads a run's network (no training data needed) and scores the input with it."""
+
+def predict(store: RunStore, ref: str, input_paths: Path | list[Path],
+            invert: bool | None = None) -> Prediction:
+    """Loads a run's network (no training data needed) and scores each input with it: files,
+    or folders (their image and array files). invert: None decides each image's polarity from
+    its border; True/False forces dark ink on paper / light ink on dark."""
     run = store.find(ref)
     summary = run.read_summary()
     config = load_config(run.path / "config.toml")
@@ -55,8 +66,30 @@ def predict(store: RunStore, ref: str, input_path: Path) -> Prediction:
     dataset = summary.get("dataset") or {}
     input_shape = tuple(dataset.get("input_shape") or _square_or_flat(sizes[0]))
     model = _load_model(config, sizes, run.read_weights(), str(run.path / "weights.npz"))
-    inputs = read_inputs(Path(input_path), sizes[0], input_shape, dataset.get("name"))
-    return Prediction(run.run_id, inputs, probabilities(model, inputs.X))
+    paths = expand_inputs([input_paths] if isinstance(input_paths, (str, Path)) else input_paths)
+    inputs = [read_inputs(path, sizes[0], input_shape, dataset.get("name"), invert)
+              for path in paths]
+    X = np.concatenate([i.X for i in inputs])
+    probs = probabilities(model, X)
+    reference = summary.get("reference")
+    warnings = [out_of_distribution(x, p, reference, input_shape) for x, p in zip(X, probs)]
+    return Prediction(run.run_id, inputs, probs, warnings)
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder becomes its image and array files, sorted by name."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in
+                            (*IMAGE_SUFFIXES, ".npy", ".npz"))
+            if not inside:
+                raise DataError(f"folder {path} holds no image ({', '.join(IMAGE_SUFFIXES)}) "
+                                "or array (.npy, .npz) files to predict.")
+            found += inside
+        else:
+            found.append(path)
+    return found
 
 
 def _load_model(config, sizes: list[int], weights: dict, source: str) -> MLP:
@@ -68,13 +101,58 @@ def _load_model(config, sizes: list[int], weights: dict, source: str) -> MLP:
     return model
 
 
-def probabilities(model: MLP, X: np.ndarray) -> np.ndarray:
-    """(N, C) class probabilities of a batch."""
-    ws = model.workspace(X.shape[0])
-    ws.x[...] = model.ops.asarray(X, model.dtype)
-    logits = model.forward(ws)
-    return np.asarray(model.ops.to_host(model.loss.probabilities(model.ops.xp, logits)),
-                      np.float64)
+def probabilities(model: MLP, X: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """(N, C) class probabilities, through the one batched evaluation pass."""
+    ops = model.ops
+    return np.concatenate([
+        np.asarray(ops.to_host(model.loss.probabilities(ops.xp, logits)), np.float64)
+        for _, _, _, logits in model.forward_batches(X, batch_size)])
+
+
+# -- how far an input is from the training data --------------------------------------------------
+
+INK_LEVEL = 0.5  # an image pixel above this (of 1) counts as ink
+TAILS = (0.1, 99.9)  # percentiles of the training images bounding "like the training data"
+UNCERTAIN = 1.0  # percentile of the validation set's top probabilities below which to warn
+
+
+def reference_statistics(X_train: np.ndarray, top_val: np.ndarray,
+                         input_shape: tuple[int, ...]) -> dict:
+    """What predict compares an input with, from a finished run's own data: for images the
+    range of the ink fraction and of the mean intensity over the training images, and for
+    every run the validation set's low percentile of the top class probability."""
+    ref: dict = {}
+    if len(input_shape) == 2 and len(X_train):
+        ink = (X_train > INK_LEVEL).mean(axis=1)
+        mean = X_train.mean(axis=1)
+        ref["ink_fraction"] = [float(v) for v in np.percentile(ink, TAILS)]
+        ref["mean_intensity"] = [float(v) for v in np.percentile(mean, TAILS)]
+    if len(top_val):
+        ref["top_probability"] = float(np.percentile(top_val, UNCERTAIN))
+    ref["percentiles"] = list(TAILS)
+    return ref
+
+
+def out_of_distribution(x: np.ndarray, probs: np.ndarray, reference: dict | None,
+                        input_shape: tuple[int, ...]) -> list[str]:
+    """Why one sample (D,) with class probabilities (C,) looks unlike the run's data; []."""
+    if not reference:
+        return []
+    warnings = []
+    lo_p, hi_p = reference.get("percentiles", TAILS)
+    for key, value, what in (("ink_fraction", (x > INK_LEVEL).mean(), "of its pixels are ink"),
+                             ("mean_intensity", x.mean(), "is its mean intensity")):
+        if key in reference and len(input_shape) == 2:
+            lo, hi = reference[key]
+            if not lo <= value <= hi:
+                warnings.append(f"out of distribution: {100 * value:.1f}% {what}; the training "
+                                f"images have {100 * lo:.1f}%-{100 * hi:.1f}% ({lo_p:g}th-"
+                                f"{hi_p:g}th percentile), so the answer is unreliable")
+    top = reference.get("top_probability")
+    if top is not None and probs.max() < top:
+        warnings.append(f"uncertain: the top probability {100 * probs.max():.1f}% is below that "
+                        f"of {100 - UNCERTAIN:g}% of the validation images ({100 * top:.1f}%)")
+    return warnings
 
 
 def _square_or_flat(n_features: int) -> tuple[int, ...]:
@@ -86,20 +164,24 @@ def _square_or_flat(n_features: int) -> tuple[int, ...]:
 
 
 def read_inputs(path: Path, n_features: int, input_shape: tuple[int, ...],
-                dataset: str | None) -> Inputs:
+                dataset: str | None, invert: bool | None = None) -> Inputs:
     if not path.is_file():
         raise DataError(f"input {path} does not exist (or is not a file). Give a PNG/JPEG "
                         "image or a .npy/.npz array.")
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        return _read_image(path, n_features, input_shape, dataset)
-    if suffix in (".npy", ".npz"):
-        return _read_array(path, n_features, input_shape, dataset)
-    raise DataError(f"input {path}: unknown file type {suffix or '(none)'!r}; expected an "
-                    f"image ({', '.join(IMAGE_SUFFIXES)}) or an array (.npy, .npz).")
+        inputs = _read_image(path, n_features, input_shape, dataset, invert)
+    elif suffix in (".npy", ".npz"):
+        inputs = _read_array(path, n_features, input_shape, dataset)
+    else:
+        raise DataError(f"input {path}: unknown file type {suffix or '(none)'!r}; expected an "
+                        f"image ({', '.join(IMAGE_SUFFIXES)}) or an array (.npy, .npz).")
+    inputs.path = path
+    return inputs
 
 
-def _read_image(path: Path, n_features: int, input_shape, dataset) -> Inputs:
+def _read_image(path: Path, n_features: int, input_shape, dataset,
+                invert: bool | None = None) -> Inputs:
     try:
         from PIL import Image, UnidentifiedImageError  # only predict needs Pillow
     except ImportError:
@@ -120,13 +202,14 @@ def _read_image(path: Path, n_features: int, input_shape, dataset) -> Inputs:
         raise DataError(f"input {path} is not a readable image ({exc}).") from None
     pixels = np.asarray(gray, np.float64) / 255.0  # (H, W) in [0, 1], as training scaled them
     notes = [f"read {gray.width}x{gray.height} image as grayscale"]
-    if _border(pixels).mean() > 0.5:  # a light background: ink on paper, unlike MNIST
-        pixels = 1.0 - pixels
-        notes.append("inverted it: the training digits are light on a dark background")
     if dataset == "mnist" and tuple(input_shape) == (28, 28):
-        pixels = _frame_like_mnist(pixels, Image)
-        notes.append("fitted the digit into 20x20 and centred it in 28x28, as MNIST is")
+        cleaned = clean_digit(pixels, invert)
+        pixels = cleaned.pixels
+        notes += cleaned.notes
     else:
+        if invert or (invert is None and _border(pixels).mean() > 0.5):  # ink on paper
+            pixels = 1.0 - pixels
+            notes.append("inverted it: the training images are light on a dark background")
         pixels = _resize(pixels, input_shape, Image)
         notes.append(f"resized it to {input_shape[1]}x{input_shape[0]}")
     return Inputs(pixels.reshape(1, -1), "image", pixels, notes)
@@ -150,28 +233,6 @@ def _resize(pixels: np.ndarray, shape, Image) -> np.ndarray:
     image = Image.fromarray(np.uint8(np.clip(pixels, 0, 1) * 255 + 0.5))
     resized = image.resize((shape[1], shape[0]), Image.Resampling.LANCZOS)
     return np.asarray(resized, np.float64) / 255.0
-
-
-def _frame_like_mnist(pixels: np.ndarray, Image) -> np.ndarray:
-    ink = pixels > 0.2 * pixels.max() if pixels.max() > 0 else np.zeros_like(pixels, bool)
-    if not ink.any():
-        return _resize(pixels, (28, 28), Image)
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    box = pixels[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    scale = MNIST_BOX / max(box.shape)
-    h, w = max(1, round(box.shape[0] * scale)), max(1, round(box.shape[1] * scale))
-    digit = _resize(box, (h, w), Image)
-    framed = np.zeros((28, 28))
-    top, left = (28 - h) // 2, (28 - w) // 2
-    framed[top:top + h, left:left + w] = digit
-    # shift so the centre of mass sits at the centre, as LeCun et al. framed the digits
-    mass = framed.sum()
-    cy = (framed.sum(axis=1) @ np.arange(28)) / mass
-    cx = (framed.sum(axis=0) @ np.arange(28)) / mass
-    dy, dx = round(13.5 - cy), round(13.5 - cx)
-    dy = int(np.clip(dy, -top, 28 - top - h))
-    dx = int(np.clip(dx, -left, 28 - left - w))
-    return np.roll(framed, (dy, dx), axis=(0, 1))
 
 
 def _read_array(path: Path, n_features: int, input_shape, dataset) -> Inputs:

@@ -8,6 +8,7 @@ step (step.py: what every training step does) and the model it shapes; `plan` is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -44,7 +45,7 @@ def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
     rngs = streams(config.train.seed)
     ops = get_backend(config.train.device)
     memory.check_data_fits(config, ops)  # before anything is allocated: refuse what cannot fit
-    dataset = load_dataset(config.data, rngs, data_progress)
+    dataset = load_dataset(config.data, rngs, data_progress, _config_folder(config))
     memory.check_fits(config, ops, sum(len(dataset.split(s)[1]) for s in SPLITS),
                       dataset.n_features, dataset.n_classes)  # now with the data's classes
     step = build_step(config, dataset.input_shape, dataset.n_classes,
@@ -52,6 +53,12 @@ def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
     model = build_model(step, config.model.hidden, ops, dataset.n_features)
     model.initialize(config.model.init, rngs["init"])
     return Prepared(config, dataset, step, model, rngs)
+
+
+def _config_folder(config: Config) -> list[Path]:
+    """The folder of the config file (a vendored data/mnist is looked for beside it)."""
+    source = Path(config.source)
+    return [source.parent] if source.is_file() else []
 
 
 @dataclass

@@ -59,11 +59,7 @@ def run_model(model: MLP, X: np.ndarray, batch_size: int) -> Outputs:
     """Forward passes over X (N, D) in batches of `batch_size`."""
     ops, xp = model.ops, model.ops.xp
     probs, preds, hidden = [], [], []
-    for start in range(0, len(X), batch_size):
-        chunk = X[start:start + batch_size]
-        ws = model.workspace(len(chunk))
-        ws.x[...] = ops.asarray(chunk, model.dtype)
-        logits = model.forward(ws)  # (B, C), or (B, 1) for a sigmoid output
+    for _, _, ws, logits in model.forward_batches(X, batch_size):  # (B, C), or (B, 1): sigmoid
         # the loss's own rule, so predictions match the recorded accuracy bit for bit
         pred = logits[:, 0] > 0 if logits.shape[1] == 1 else logits.argmax(axis=1)
         probs.append(ops.to_host(model.loss.probabilities(xp, logits)))

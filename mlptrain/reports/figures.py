@@ -25,7 +25,11 @@ from mlptrain.reports.style import (
     SPLIT_COLOURS,
     new_figure,
     styled,
+    text_colour_on,
 )
+
+
+MARKED_EPOCHS = 30  # up to this many epochs each point gets a marker (one alone is no line)
 
 
 @styled
@@ -33,25 +37,40 @@ def draw_curves(c: Curves, title: str) -> Figure:
     """Loss (left) and accuracy (right) per epoch; the test score is a star at its epoch."""
     fig = new_figure(9, 3.6)
     ax_loss, ax_acc = fig.subplots(1, 2)
+    marker = "o" if len(c.epochs) <= MARKED_EPOCHS else None
     for ax, series, key in ((ax_loss, c.loss, "loss"), (ax_acc, c.accuracy, "accuracy")):
         for split, values in series.items():
-            ax.plot(c.epochs, values, label=split, color=SPLIT_COLOURS[split], lw=1.5)
+            ax.plot(c.epochs, values, label=split, color=SPLIT_COLOURS[split], lw=1.5,
+                    marker=marker, ms=4)
         if c.test:
             ax.plot([c.test_epoch], [c.test[key]], "*", ms=12, color=SPLIT_COLOURS["test"],
                     label=f"test (epoch {c.test_epoch})", zorder=3)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if c.epochs:  # whole epochs, half an epoch of room each side (one epoch: 0.5 to 1.5)
+            ax.set_xlim(min(c.epochs) - 0.5, max(c.epochs) + 0.5)
         ax.legend(frameon=False)
         ax.grid(alpha=0.3)
     losses = [v for values in c.loss.values() for v in values] + ([c.test["loss"]] if c.test else [])
+    losses = [v for v in losses if np.isfinite(v)]
     if losses and min(losses) > 0:
         ax_loss.set_yscale("log")  # losses fall over decades; a linear axis hides the late part
         ax_loss.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax_loss.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 0.05, not 5 x 10^-2
         ax_loss.yaxis.set_minor_formatter(NullFormatter())
+        lo, hi = min(losses), max(losses)
+        if hi < 2 * lo:  # one epoch, or a flat history: at least a factor 4 around it
+            middle = np.sqrt(lo * hi)
+            ax_loss.set_ylim(min(lo, middle / 2) / 1.1, max(hi, middle * 2) * 1.1)
     ax_loss.set_ylabel("loss (mean per sample)")
     ax_acc.set_ylabel("accuracy")
     ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+    accuracies = [v for values in c.accuracy.values() for v in values] + \
+        ([c.test["accuracy"]] if c.test else [])
+    if accuracies:  # never beyond 0-100%, at least 10 points tall
+        lo, hi = min(accuracies), max(accuracies)
+        pad = max(0.1 * (hi - lo), 0.05 - (hi - lo) / 2, 0.005)
+        ax_acc.set_ylim(max(0.0, lo - pad), min(1.0 + 0.01, hi + pad))
     fig.suptitle(title)
     return fig
 
@@ -130,16 +149,17 @@ def draw_confusion(counts: np.ndarray, title: str) -> Figure:
     ax = fig.subplots()
     # log-like scale by count so the off-diagonal errors stay visible beside a full diagonal
     image = ax.imshow(np.log1p(counts), cmap=COUNTS, interpolation="nearest")
-    threshold = image.norm.vmax * 0.6
     for (i, j), count in np.ndenumerate(counts):
+        # the cell's own colour, through the image's norm and map, decides the text's
+        cell = image.cmap(image.norm(np.log1p(count)))
         ax.text(j, i, f"{count}", ha="center", va="center", fontsize=8 if n > 5 else 10,
-                color="white" if np.log1p(count) > threshold else "black")
+                color=text_colour_on(cell))
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     total, right = counts.sum(), np.trace(counts)
-    ax.set_title(f"{title}\ntest set: {right:,} of {total:,} right ({100 * right / total:.2f}%)"
+    ax.set_title(f"{title}\ntest set: {right:,} of {total:,} right ({100 * right / max(total, 1):.2f}%)"
                  "\n(colour: log(1 + count))")
     return fig
 

@@ -74,6 +74,26 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
+def relative_luminance(rgb) -> float:
+    """WCAG 2's relative luminance of an sRGB colour (components in [0, 1])."""
+    c = np.asarray(rgb, np.float64)[:3]
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return float(linear @ [0.2126, 0.7152, 0.0722])
+
+
+def contrast_ratio(a, b) -> float:
+    """WCAG 2's contrast ratio of two colours: 1 (none) to 21 (black on white)."""
+    la, lb = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def text_colour_on(background) -> str:
+    """Black or white, whichever contrasts more with the background colour (RGB(A))."""
+    white = contrast_ratio(background, (1.0, 1.0, 1.0))
+    black = contrast_ratio(background, (0.0, 0.0, 0.0))
+    return "white" if white > black else "black"
+
+
 def symmetric_limit(values, percentile: float = 100.0) -> float:
     """The bound v of a colour scale [-v, v] centred on 0: the `percentile` of the finite |values|
     (100: every value fits; a little less keeps a few extremes from washing out the rest)."""
