@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.constrain import Constrain
 from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
@@ -12,12 +13,40 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from mlptrain.cli.common import num, pct
 from mlptrain.data.mnist import DownloadProgress
 from mlptrain.experiment import RunFinished, RunStarted
 from mlptrain.train import EarlyStopped, EpochEnded, EpochStarted, StepsDone
+
+
+# The terminal echoes ^C where the cursor is, after the live display's last line. A line that
+# fills the width leaves the cursor in the last column, so the echo wraps onto a new line and
+# rich, which moves up as many lines as it drew, erases one too few: the top bar stays on the
+# screen twice. Drawing a few columns short of the width leaves room for the echo.
+ECHO_ROOM = 3
+
+
+class LiveProgress(Progress):
+    """rich's Progress laid out for 80 columns and up: the bars, counts, elapsed time and ETA
+    keep their width, and the free text (`info`) and long descriptions give way, cut with an
+    ellipsis; drawn ECHO_ROOM columns short of the terminal's width."""
+
+    def __init__(self, console: Console, description_width: int, disable: bool = False):
+        self.screen = console  # set before Progress.__init__, which renders once
+        super().__init__(
+            TextColumn("{task.description}", table_column=Column(
+                no_wrap=True, overflow="ellipsis", max_width=description_width)),
+            BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=10, max_width=40)),
+            TextColumn("{task.fields[count]}", table_column=Column(no_wrap=True)),
+            TaskProgressColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}", table_column=Column(
+                ratio=2, no_wrap=True, overflow="ellipsis", min_width=0)),
+            console=console, transient=False, expand=True, disable=disable)
+
+    def get_renderable(self) -> RenderableType:
+        return Constrain(super().get_renderable(), width=max(20, self.screen.width - ECHO_ROOM))
 
 
 class FitRenderer:
@@ -26,11 +55,7 @@ class FitRenderer:
     def __init__(self, console: Console, live: bool | None = None, quiet: bool = False):
         self.console, self.quiet = console, quiet
         self.live = console.is_terminal if live is None else live
-        self.progress = Progress(
-            TextColumn("{task.description:>9}"), BarColumn(), TextColumn("{task.fields[count]}"),
-            TaskProgressColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=console, transient=False, disable=not self.live)
+        self.progress = LiveProgress(console, description_width=9, disable=not self.live)
         self.epoch_task = self.batch_task = None
         self.download_tasks: dict[str, int] = {}
 
@@ -100,10 +125,12 @@ class FitRenderer:
         line = (f"epoch {e.epoch}/{e.epochs}  train loss {m['train_loss']:.4f} "
                 f"acc {pct(m['train_accuracy'])}  val loss {num(m.get('val_loss'))} "
                 f"acc {pct(m.get('val_accuracy'))}  lr {m['lr']:.4g}  {m['seconds']:.2f}s")
-        self.progress.update(self.epoch_task, completed=e.epoch, info=line.split("  ", 1)[1],
-                             count=f"{e.epoch}/{e.epochs}")
-        if not self.live:
-            self.console.print(line, highlight=False, soft_wrap=True)
+        split = "val" if m.get("val_accuracy") is not None else "train"
+        self.progress.update(self.epoch_task, completed=e.epoch, count=f"{e.epoch}/{e.epochs}",
+                             info=f"{split} acc {pct(m[f'{split}_accuracy'])}")
+        # every epoch's line, above the bars when live: the history stays on the screen, and
+        # the bars' row need not hold it at 80 columns
+        self.console.print(line, highlight=False, soft_wrap=True)
 
     def _on_EarlyStopped(self, e: EarlyStopped) -> None:
         self.console.print(f"early stopping after epoch {e.epoch}: validation loss has not "
