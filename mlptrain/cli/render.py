@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.constrain import Constrain
 from rich.filesize import decimal
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -18,6 +19,7 @@ from rich.table import Column, Table
 from mlptrain.cli.common import num, pct
 from mlptrain.data.mnist import DownloadProgress
 from mlptrain.experiment import RunFinished, RunStarted
+from mlptrain.text import plural
 from mlptrain.train import EarlyStopped, EpochEnded, EpochStarted, StepsDone
 
 
@@ -149,13 +151,26 @@ class FitRenderer:
         # otherwise the closing summary panel follows (cli/summary.py, finish_fit)
 
 
-def eval_table(result: dict) -> Table:
-    table = Table(title=f"run {result['run_id']}", title_justify="left", min_width=60)
-    for col in ("split", "loss", "accuracy", "samples"):
-        table.add_column(col)
-    table.add_row(result["split"], num(result["loss"]), pct(result["accuracy"]),
-                  f"{result['samples']:,}")
-    return table
+def eval_report(result: dict) -> Group:
+    """eval: the overall scores, then precision, recall, F1 and support per class."""
+    scored = escape(result["data"]) if result["data"] else f"its {result['split']} split"
+    head = (f"[bold]run {escape(result['run_id'])}[/bold] on {scored} "
+            f"({plural(result['samples'], 'sample')})\n"
+            f"loss {num(result['loss'])}  accuracy [bold]{pct(result['accuracy'])}[/bold]\n")
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="right")
+    report = result["classes"]
+    for row in report["per_class"]:
+        table.add_row(str(row["class"]), *_prf(row))
+    table.add_section()
+    for label, key in (("macro avg", "macro_avg"), ("weighted avg", "weighted_avg")):
+        table.add_row(label, *_prf(report[key]))
+    return Group(head, table)
+
+
+def _prf(row: dict) -> list[str]:
+    return [pct(row["precision"]), pct(row["recall"]), pct(row["f1"]), f"{row['support']:,}"]
 
 
 def plan_text(config, plan, runs_root) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from mlptrain.errors import MlptrainError, RunStoreError
 from mlptrain.runs import Run, RunStore
+from mlptrain.text import plural
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,6 +71,42 @@ def _alive(pid: int) -> bool:
     except OSError:  # exists, owned by someone else
         return True
     return True
+
+
+def read_final_weights(run: Run) -> dict[str, Any]:
+    """The weights a finished run saved (see require_weights)."""
+    require_weights(run)
+    return run.read_weights()
+
+
+def require_weights(run: Run) -> None:
+    """Raises, for a run that has no weights.npz yet, an error that says why (interrupted: how
+    to resume it; failed: its error) instead of naming a missing file."""
+    if not (run.path / "weights.npz").exists():
+        raise RunStoreError(_why_no_weights(run))
+
+
+def _why_no_weights(run: Run) -> str:
+    try:
+        summary = run.read_summary()
+    except MlptrainError:
+        summary = {}
+    status, position = _status(summary), summary.get("position") or {}
+    if position.get("step"):
+        where = f"at epoch {position['epoch']}, step {position['step']}"
+    else:
+        where = f"after {plural(summary.get('epochs_completed') or 0, 'epoch')}"
+    resume = f"resume it with `mlptrain fit --resume {run.run_id}`"
+    if status == "interrupted":
+        return f"run {run.run_id} was interrupted {where}: {resume}."
+    if status == "stale":
+        return f"run {run.run_id} stopped {where} without finishing (its process is gone): " \
+               f"{resume}."
+    if status == "running":
+        return f"run {run.run_id} is still training; it has no weights.npz until it finishes."
+    if status == "failed":
+        return f"run {run.run_id} failed and saved no weights: {summary.get('error', '?')}"
+    return f"run {run.run_id} has no weights.npz (looked in {run.path})."
 
 
 def list_runs(store: RunStore, status: str | None = None, name: str | None = None,
