@@ -38,7 +38,7 @@ def wide() -> Console:
     """stdout for a wide table: a pipe or file gets whole lines instead of 80 columns."""
     return out if out.is_terminal else Console(width=200)
 
-RunsDir = typer.Option(None, "--runs-dir", envvar=RUNS_DIR_ENV, show_envvar=True,
+RunsDir = typer.Option(None, "--runs-dir", metavar="DIR", envvar=RUNS_DIR_ENV, show_envvar=True,
                        help="Root folder of the run directories (default: ./runs).")
 
 

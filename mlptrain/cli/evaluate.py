@@ -9,8 +9,16 @@ from typing import Optional
 
 import typer
 
-from mlptrain.cli.common import (RUN_HELP, RunsDir, err, fail, find_run, interrupted, out,
-                                 usage)
+from mlptrain.cli.common import (
+    RUN_HELP,
+    RunsDir,
+    err,
+    fail,
+    find_run,
+    interrupted,
+    out,
+    usage,
+)
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment import evaluate_run
 from mlptrain.runs import RunStore
@@ -33,8 +41,11 @@ def eval_(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     runs_dir: Optional[Path] = RunsDir,
 ):
-    """Score a saved run's weights on its test split (or --split, or --data FILE.npz), with a
-    per-class report: precision, recall, F1 and support."""
+    """Score a saved run's weights on its test split, with precision, recall and F1 per class.
+
+    --split scores another split of the run's data; --data FILE.npz scores the arrays X and y
+    of a file of yours.
+    """
     from mlptrain.cli.render import eval_report
 
     if split is not None and data is not None:

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from mlptrain.cli.common import RunsDir, err, fail, out
+from mlptrain.cli.common import RUN_HELP, RunsDir, err, fail, find_run, out
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment.predict import predict as predict_input
 from mlptrain.runs import RunStore
@@ -19,16 +19,17 @@ MAX_PREVIEW_SAMPLES = 5  # a batch lists this many samples on a terminal (all wi
 
 
 def predict(
-    run: str = typer.Argument(..., help="A run id, unique prefix, directory or `latest`."),
+    run: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
     input_path: Path = typer.Argument(..., metavar="INPUT", help="A PNG/JPEG image, or a "
                                       ".npy/.npz array of one sample or a batch."),
-    top: int = typer.Option(3, "--top", "-k", min=1, help="How many classes to list."),
+    top: int = typer.Option(3, "--top", "-k", min=1, metavar="K", help="How many classes to list."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     runs_dir: Optional[Path] = RunsDir,
 ):
     """Predict classes for your own input with a trained run's network."""
     try:
-        result = predict_input(RunStore(runs_dir), run, input_path)
+        found = find_run(RunStore(runs_dir), run, weights=True)
+        result = predict_input(RunStore(runs_dir), str(found.path), input_path)
     except MlptrainError as exc:
         fail(exc)
     tops, inputs = result.top(top), result.inputs

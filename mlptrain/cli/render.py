@@ -22,7 +22,6 @@ from mlptrain.experiment import RunFinished, RunStarted
 from mlptrain.text import plural
 from mlptrain.train import EarlyStopped, EpochEnded, EpochStarted, StepsDone
 
-
 # The terminal echoes ^C where the cursor is, after the live display's last line. A line that
 # fills the width leaves the cursor in the last column, so the echo wraps onto a new line and
 # rich, which moves up as many lines as it drew, erases one too few: the top bar stays on the

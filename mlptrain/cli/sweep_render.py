@@ -11,8 +11,15 @@ from rich.table import Table
 
 from mlptrain.cli.common import pct
 from mlptrain.cli.render import LiveProgress
-from mlptrain.sweep import (SweepFinished, SweepInterrupted, SweepSpec, SweepStarted,
-                            TrialFinished, TrialProgress, TrialStarted)
+from mlptrain.sweep import (
+    SweepFinished,
+    SweepInterrupted,
+    SweepSpec,
+    SweepStarted,
+    TrialFinished,
+    TrialProgress,
+    TrialStarted,
+)
 from mlptrain.sweep.runner import CAPACITY_AXIS
 
 STATUS_STYLE = {"completed": "green", "failed": "bold red", "interrupted": "yellow"}

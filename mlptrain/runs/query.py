@@ -9,17 +9,12 @@ from __future__ import annotations
 import fnmatch
 import os
 import platform
-import sys
 from typing import Any
 
+from mlptrain.config import Config, applies_to, tomllib
 from mlptrain.errors import MlptrainError, RunStoreError
 from mlptrain.runs import Run, RunStore
 from mlptrain.text import plural
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 STATUSES = ("running", "completed", "interrupted", "failed", "stale", "damaged")
 
@@ -131,19 +126,42 @@ def _creation(run: Run) -> tuple[str, int]:
         return run.run_id[:15], 0
 
 
-def flat_config(run: Run) -> dict[str, Any]:
-    """The run's resolved config as {"section.key": value}."""
+def read_config(run: Run) -> dict[str, Any]:
+    """The run's resolved config, as the tables of its config.toml."""
     try:
-        raw = tomllib.loads((run.path / "config.toml").read_text(encoding="utf-8"))
+        return tomllib.loads((run.path / "config.toml").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise RunStoreError(f"{run.path / 'config.toml'} cannot be read ({exc}).") from None
+
+
+def flat_config(run: Run) -> dict[str, Any]:
+    """The run's resolved config as {"section.key": value}."""
+    return _flatten(read_config(run))
+
+
+def _flatten(config: dict[str, Any]) -> dict[str, Any]:
+    """{"section": {"key": v}} -> {"section.key": v}."""
     flat = {}
-    for key, value in raw.items():
+    for key, value in config.items():
         if isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         else:
             flat[key] = value
     return flat
+
+
+def config_changes(run: Run) -> dict[str, Any]:
+    """The run's config keys whose value differs from the default, leaving out the keys its
+    dataset does not read; data.dataset always comes first."""
+    flat = flat_config(run)
+    defaults = _flatten(Config(name=flat.get("name", "")).to_dict())
+    dataset = flat.get("data.dataset", defaults["data.dataset"])
+    changed = {"data.dataset": dataset}
+    for key, value in flat.items():
+        section, _, name = key.rpartition(".")
+        if key != "name" and value != defaults.get(key) and applies_to(section, name, dataset):
+            changed[key] = value
+    return changed
 
 
 def config_table(runs: list[Run]) -> list[tuple[str, list[Any], bool]]:

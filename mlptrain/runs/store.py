@@ -207,8 +207,9 @@ class RunStore:
             return Run(as_path)
         runs = self.runs()
         if not runs:
-            raise RunStoreError(f"there are no runs in {self.root} yet; start one with "
-                                "`mlptrain fit CONFIG`.")
+            no_match = "" if ref == "latest" else f"no run matches {ref!r}: "
+            raise RunStoreError(f"{no_match}there are no runs in {self.root} yet; start one "
+                                "with `mlptrain fit CONFIG`.")
         if ref == "latest":
             return runs[-1]
         for how, matches in _candidates(runs, ref):
