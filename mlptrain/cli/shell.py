@@ -110,9 +110,11 @@ def _set_hint(option: str, args: list[str]) -> str:
     keys = _config_keys(name)
     if not keys:
         return ""
-    if not value and name in args:
-        i = args.index(name)
-        value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else ""
+    for i, token in enumerate(args):
+        if token.startswith(f"{name}="):  # click names the option without its value
+            value = token.partition("=")[2]
+        elif token == name and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            value = args[i + 1]
     sets = " or ".join(f"--set {key}={value or 'VALUE'}" for key in keys)
     return f"No such option: {name}. Config keys are set with --set: {sets}"
 

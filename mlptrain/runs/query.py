@@ -14,7 +14,7 @@ from typing import Any
 from mlptrain.config import Config, applies_to, tomllib
 from mlptrain.errors import MlptrainError, RunStoreError
 from mlptrain.runs import Run, RunStore
-from mlptrain.text import plural
+from mlptrain.runs.store import creation_order
 
 STATUSES = ("running", "completed", "interrupted", "failed", "stale", "damaged")
 
@@ -87,10 +87,11 @@ def _why_no_weights(run: Run) -> str:
     except MlptrainError:
         summary = {}
     status, position = _status(summary), summary.get("position") or {}
-    if position.get("step"):
-        where = f"at epoch {position['epoch']}, step {position['step']}"
-    else:
-        where = f"after {plural(summary.get('epochs_completed') or 0, 'epoch')}"
+    epoch, step = position.get("epoch", summary.get("epochs_completed") or 0), position.get("step")
+    if step:  # in the middle of `epoch` (1-based)
+        where = f"at epoch {epoch}, step {step}"
+    else:  # at the end of `epoch`
+        where = f"after epoch {epoch}" if epoch else "before its first step"
     resume = f"resume it with `mlptrain fit --resume {run.run_id}`"
     if status == "interrupted":
         return f"run {run.run_id} was interrupted {where}: {resume}."
@@ -107,7 +108,7 @@ def _why_no_weights(run: Run) -> str:
 def list_runs(store: RunStore, status: str | None = None, name: str | None = None,
               dataset: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Records of the store's runs, newest first, filtered; `name` may be a glob (mnist*)."""
-    records = [run_record(run) for run in sorted(store.runs(), key=_creation, reverse=True)]
+    records = [run_record(run) for run in sorted(store.runs(), key=creation_order, reverse=True)]
     if status:
         records = [r for r in records if r["status"] == status]
     if name:
@@ -116,14 +117,6 @@ def list_runs(store: RunStore, status: str | None = None, name: str | None = Non
     if dataset:
         records = [r for r in records if r["dataset"] == dataset]
     return records[:limit] if limit else records
-
-
-def _creation(run: Run) -> tuple[str, int]:
-    """Ids start with the second a run was created; config.toml's time orders one second."""
-    try:
-        return run.run_id[:15], (run.path / "config.toml").stat().st_mtime_ns
-    except OSError:
-        return run.run_id[:15], 0
 
 
 def read_config(run: Run) -> dict[str, Any]:

@@ -205,7 +205,7 @@ class RunStore:
         as_path = Path(ref)
         if (as_path / "config.toml").exists():
             return Run(as_path)
-        runs = self.runs()
+        runs = sorted(self.runs(), key=creation_order)
         if not runs:
             no_match = "" if ref == "latest" else f"no run matches {ref!r}: "
             raise RunStoreError(f"{no_match}there are no runs in {self.root} yet; start one "
@@ -225,6 +225,14 @@ class RunStore:
         raise RunStoreError(f"no run matches {ref!r} in {self.root}. Give a run id, a unique "
                             "prefix of one, the 6-character hash that ends one, a run name, a "
                             f"run directory, or `latest`.{_did_you_mean(runs, ref)}")
+
+
+def creation_order(run: Run) -> tuple[str, int]:
+    """Ids start with the second a run was created; config.toml's time orders one second."""
+    try:
+        return run.run_id[:15], (run.path / "config.toml").stat().st_mtime_ns
+    except OSError:
+        return run.run_id[:15], 0
 
 
 RUN_ID = re.compile(r"^\d{8}-\d{6}-(?P<name>.+)-(?P<hash>[0-9a-f]{6})$")  # stamp-name-hash
