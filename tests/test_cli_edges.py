@@ -295,3 +295,25 @@ def test_config_init_comments_out_what_the_dataset_does_not_read(tmp_path):
 def test_a_run_dir_is_still_a_run_ref(runs):
     a, _, _ = runs
     assert RunStore(a.path.parent).find(str(a.path)).path == Run(a.path).path
+
+
+# -- counts and their nouns ----------------------------------------------------------------------
+
+
+def test_plural_agrees_with_its_count():
+    from mlptrain.text import plural
+
+    assert plural(1, "epoch") == "1 epoch" and plural(3, "epoch") == "3 epochs"
+    assert plural(0, "run") == "0 runs" and plural(1_000, "sample") == "1,000 samples"
+    assert plural(2, "process", "processes") == "2 processes"
+
+
+def test_one_of_a_thing_reads_as_one(runs):
+    checked = run("config", "check", CONFIGS / "xor.toml", "--set", "train.epochs=1")
+    assert "1 epoch)" in checked.stdout
+    a, b, _ = runs  # epochs 2 and 3: one key differs
+    compared = run("runs", "compare", a.run_id, b.run_id)
+    assert "1 config key differs" in compared.stdout
+    fitted = run("fit", CONFIGS / "xor.toml", "--set", "train.epochs=1",
+                 "--set", "report.plots=false")
+    assert "for 1 epoch " in one_line(fitted.stdout) and "1 epochs" not in fitted.stdout

@@ -11,6 +11,7 @@ import typer
 from mlptrain.cli.common import err, fail, out
 from mlptrain.config import commented_defaults, load_config
 from mlptrain.errors import ConfigError, MlptrainError
+from mlptrain.text import plural
 
 
 class Dataset(str, Enum):
@@ -30,7 +31,7 @@ def config_check(
     except MlptrainError as exc:
         fail(exc)
     out.print(f"{file}: valid config for run {cfg.name!r} ({cfg.data.dataset}, hidden "
-              f"{cfg.model.hidden}, {cfg.optimizer.name}, {cfg.train.epochs} epochs)",
+              f"{cfg.model.hidden}, {cfg.optimizer.name}, {plural(cfg.train.epochs, 'epoch')})",
               highlight=False, soft_wrap=True)
 
 

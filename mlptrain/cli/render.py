@@ -98,8 +98,8 @@ class FitRenderer:
         c.print(f"[bold]run[/bold] {e.run_id}  ({e.device}, {e.dtype})")
         if e.resumed_at:
             epochs, steps = e.resumed_at
-            c.print(f"  resuming after {epochs} epoch{'s' * (epochs != 1)}" + (
-                f" and {steps} steps of epoch {epochs + 1}" if steps else ""))
+            c.print(f"  resuming after {plural(epochs, 'epoch')}" + (
+                f" and {plural(steps, 'step')} of epoch {epochs + 1}" if steps else ""))
         for line in e.layers:
             c.print(f"  {line}")
         sizes = ", ".join(f"{k} {v:,}" for k, v in e.samples.items())
@@ -182,13 +182,14 @@ def plan_text(config, plan, runs_root) -> str:
              + ", ".join(f"{k} {v:,}" for k, v in plan.samples.items()),
              "model:", *(f"  {line}" for line in plan.layers),
              f"  {plan.parameters:,} parameters",
-             f"plan: {plan.epochs} epochs x {plan.steps_per_epoch:,} steps of batch "
+             f"plan: {plural(plan.epochs, 'epoch')} x {plural(plan.steps_per_epoch, 'step')} "
+             f"of batch "
              f"{min(t.batch_size, plan.samples['train'])} = "
-             f"{plan.epochs * plan.steps_per_epoch:,} steps",
+             f"{plural(plan.epochs * plan.steps_per_epoch, 'step')}",
              f"  optimizer {o.name}, lr {o.lr:g}, schedule {config.schedule.name}"
-             + (f", early stopping after {t.patience} epochs without gain" if t.patience
+             + (f", early stopping after {plural(t.patience, 'epoch')} without gain" if t.patience
                 else ""),
-             "  checkpoint " + (f"every {plan.checkpoint_every} steps and " if
+             "  checkpoint " + (f"every {plural(plan.checkpoint_every, 'step')} and " if
                                 plan.checkpoint_every else "") + "at every epoch end",
              f"  run directory: a new one under {runs_root}"]
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import typer
 
 from mlptrain.cli.common import RunsDir, err, fail, interrupted, out
 from mlptrain.errors import MlptrainError
+from mlptrain.text import plural
 
 
 def sweep(
@@ -66,7 +67,7 @@ def sweep(
         interrupted()
     failed = result.summary["counts"].get("failed", 0)
     if failed:
-        err.print(f"[bold red]error:[/bold red] {failed} of {len(spec.trials)} trials failed "
+        err.print(f"[bold red]error:[/bold red] {failed} of {plural(len(spec.trials), 'trial')} failed "
                   f"(their errors are in {result.path / 'trials.json'}); run the same command "
                   "again to retry them.", highlight=False, soft_wrap=True)
         raise typer.Exit(1)

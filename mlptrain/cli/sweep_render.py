@@ -11,6 +11,7 @@ from rich.table import Table
 
 from mlptrain.cli.common import pct
 from mlptrain.cli.render import LiveProgress
+from mlptrain.text import plural
 from mlptrain.sweep import (
     SweepFinished,
     SweepInterrupted,
@@ -56,7 +57,7 @@ class SweepRenderer:
     def _on_SweepStarted(self, e: SweepStarted) -> None:
         skipped = len(e.trials) - len(e.to_run)
         resumed = f"; {skipped} completed earlier, skipped" if skipped else ""
-        self.console.print(f"[bold]sweep[/bold] {e.sweep_id}: {len(e.trials)} trials"
+        self.console.print(f"[bold]sweep[/bold] {e.sweep_id}: {plural(len(e.trials), 'trial')}"
                            f"{resumed}; {e.executor}", highlight=False)
         self.console.print(f"  {e.path}", highlight=False, soft_wrap=True)
         self.total = len(e.to_run)
@@ -125,7 +126,7 @@ def trials_table(spec: SweepSpec) -> Table:
     """The trials a sweep would run (for --dry-run)."""
     keys = [a.key for a in spec.axes]
     sampled = f", {spec.samples} sampled" if spec.samples else ""
-    table = Table(title=f"sweep {spec.sweep_id}: {len(spec.trials)} trials of a "
+    table = Table(title=f"sweep {spec.sweep_id}: {plural(len(spec.trials), 'trial')} of a "
                         f"{spec.grid_size}-point grid{sampled}", title_justify="left")
     for col in ("#", *keys, "run name"):
         table.add_column(col, justify="left" if col in ("run name", CAPACITY_AXIS) else "right")
