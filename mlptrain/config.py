@@ -16,6 +16,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+# the one TOML reader shim: other modules import `tomllib` from here
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -66,7 +67,7 @@ class DataConfig:
     augment_scale: float = option(0.0, low=0.0, high=1.0, high_open=True)  # images: zoom +-frac
     augment_shear: float = option(0.0, low=0.0, high=60.0)  # images: shear up to +-degrees
     augment_elastic: float = option(0.0, low=0.0)  # images: elastic field strength, pixels
-    augment_elastic_sigma: float = option(4.0, low=0.0, low_open=True)  # its smoothness, pixels
+    augment_elastic_sigma: float = option(4.0, low=0.0, low_open=True)  # images: its smoothness, pixels
 
 
 @dataclass
@@ -455,3 +456,94 @@ def defaults_of(section: str) -> dict[str, Any]:
     for f in fields(SECTIONS[section]):
         out[f.name] = f.default_factory() if f.default is MISSING else f.default
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# A commented config with every default (`mlptrain config init`)
+# ---------------------------------------------------------------------------------------------
+
+# a key whose comment starts with a dataset's name (or `images`) applies to the datasets its
+# comment names, as in `npz: the file; mnist: the IDX folder`
+_FOR = re.compile(r"^(xor|mnist|npz|images)(:|$)")
+_NAMED = re.compile(r"\b(xor|mnist|npz|images)\b(?=:)")
+_IMAGE_DATASETS = ("mnist",)
+
+
+def commented_defaults(dataset: str = "mnist") -> str:
+    """Every key with its default value and its comment from this file, as a TOML config for
+    `dataset`; keys that only another dataset reads are written commented out. The comments
+    are read from this module's source, so the file can never drift from the defaults."""
+    if dataset not in DATASETS:
+        raise ConfigError(f"dataset {dataset!r} is not one of {', '.join(DATASETS)}.")
+    comments = field_comments()
+    lines = [f"# An mlptrain config for the {dataset} dataset with every key at its default "
+             f"(written by `mlptrain config init --dataset {dataset}`).",
+             "# A config needs only the keys it changes: delete the others, or keep them as a "
+             "record.",
+             "# Check it with `mlptrain config check FILE`; train with `mlptrain fit FILE`.",
+             "", _key_line("name", "", comments.get(("Config", "name"), ""), True)]
+    for section, cls in SECTIONS.items():
+        lines += ["", f"[{section}]"]
+        for f in fields(cls):
+            value = dataset if (section, f.name) == ("data", "dataset") else \
+                defaults_of(section)[f.name]
+            comment = comments.get((cls.__name__, f.name), "")
+            lines.append(_key_line(f.name, value, comment, _applies(comment, dataset)))
+    return "\n".join(lines) + "\n"
+
+
+def applies_to(section: str, key: str, dataset: str) -> bool:
+    """Whether a run on `dataset` reads [section] key (by the key's comment, as above)."""
+    cls = SECTIONS.get(section)
+    comment = field_comments().get((cls.__name__, key), "") if cls else ""
+    return _applies(comment, dataset)
+
+
+def _applies(comment: str, dataset: str) -> bool:
+    first = _FOR.match(comment)
+    if not first:
+        return True
+    named = {first.group(1), *_NAMED.findall(comment)}
+    return dataset in named or ("images" in named and dataset in _IMAGE_DATASETS)
+
+
+def _key_line(key: str, value: Any, comment: str, active: bool) -> str:
+    line = f"{key} = {_toml_value(value)}" if active else f"# {key} = {_toml_value(value)}"
+    return f"{line}  # {comment}" if comment else line
+
+
+def _toml_value(value: Any) -> str:
+    """One value as TOML, lists on one line."""
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_toml_value, value)) + "]"
+    return tomli_w.dumps({"v": value}).strip()[len("v = "):]
+
+
+def field_comments() -> dict[tuple[str, str], str]:
+    """(class name, field name) -> the comment at the end of the field's line in this file."""
+    import inspect
+    import io
+    import tokenize
+
+    found = {}
+    for cls in (Config, *SECTIONS.values()):
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):  # no source shipped: no comments, the values stay right
+            continue
+        current, line_start = None, True
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type in (tokenize.NEWLINE, tokenize.NL):
+                if tok.type == tokenize.NEWLINE:
+                    current = None
+                line_start = True
+            elif tok.type in (tokenize.INDENT, tokenize.DEDENT):
+                continue
+            elif tok.type == tokenize.COMMENT:
+                if current:
+                    found[(cls.__name__, current)] = tok.string.lstrip("#").strip()
+            else:
+                if line_start and tok.type == tokenize.NAME and tok.start[1] == 4:
+                    current = tok.string  # a field: `    name: type = default  # comment`
+                line_start = False
+    return found

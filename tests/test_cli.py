@@ -42,7 +42,8 @@ def test_fit_xor_end_to_end_then_eval_agrees(runs_dir):
     evaluated = run("eval", path.name, "--json")
     assert evaluated.exit_code == 0, evaluated.output
     report = json.loads(evaluated.stdout)
-    assert set(report) == {"run_id", "split", "loss", "accuracy", "samples"}
+    assert set(report) == {"run_id", "split", "data", "loss", "accuracy", "samples", "notes",
+                           "classes"}
     assert report["accuracy"] == summary["final"]["test_accuracy"] == 1.0
     assert report["run_id"] == path.name and report["split"] == "test"
 

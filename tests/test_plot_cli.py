@@ -12,7 +12,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from mlptrain.cli import app
-from mlptrain.cli.summary import BLOCKS, fit_panel, sparkline
+from mlptrain.cli.parts import BLOCKS, sparkline
+from mlptrain.cli.summary import fit_panel
 from mlptrain.config import load_config
 from mlptrain.experiment import RunFinished, fit_experiment
 from mlptrain.runs import Run, RunStore

@@ -9,7 +9,7 @@ from conftest import CONFIGS
 from typer.testing import CliRunner
 
 from mlptrain.cli import app
-from mlptrain.cli.runs import sparkline
+from mlptrain.cli.parts import BLOCKS, sparkline
 from mlptrain.config import load_config
 from mlptrain.experiment import fit_experiment
 from mlptrain.runs import RunStore
@@ -95,7 +95,7 @@ def test_runs_show_prints_config_final_metrics_and_sparklines(three_runs):
 
 def test_sparkline_scales_and_buckets():
     assert sparkline([1, 2, 3, 4, 5, 6, 7, 8]) == "▁▂▃▄▅▆▇█"
-    assert sparkline([3, 3, 3]) == "▁▁▁"
+    assert sparkline([3, 3, 3]) == BLOCKS[4] * 3  # flat: mid height (one sparkline for all)
     # 1000 values averaged into 10 buckets of 100: means 49.5 ... 949.5, i.e. 0, 7/9 ... 7 marks
     assert sparkline(list(range(1000)), width=10) == "▁▂▃▃▄▅▆▆▇█"
     assert sparkline([]) == ""

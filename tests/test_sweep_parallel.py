@@ -138,7 +138,7 @@ def test_cli_missing_config_and_failed_trials_exit_1(sweep_toml, runs_dir, tmp_p
                                   "--grid", "model.weights=missing-weights.npz",
                                   "--grid", "model.hidden=2", "--grid", "train.seed=0"])
     assert failing.exit_code == 1
-    assert "1 of 1 trials failed" in flat(failing.output)
+    assert "1 of 1 trial failed" in flat(failing.output)  # plural() agrees with 1
 
 
 def test_cli_dry_run_lists_the_trials(sweep_toml, runs_dir):

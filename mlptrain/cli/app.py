@@ -14,13 +14,14 @@ import mlptrain
 from mlptrain.cli import config as config_cmd
 from mlptrain.cli import evaluate, fit, gradcheck, plot, predict, runs, sweep
 from mlptrain.cli.common import EXIT_CODES_HELP, EXIT_ERROR, EXIT_INTERRUPTED, err, out
+from mlptrain.cli.shell import Command, Group, reflow
 
 app = typer.Typer(
     name="mlptrain",
+    cls=Group,
     help="Train multilayer perceptrons whose every line of math is written by hand.\n\n"
          + EXIT_CODES_HELP,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 
@@ -37,22 +38,33 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version,
     """Train multilayer perceptrons whose every line of math is written by hand."""
 
 
-app.command(epilog=EXIT_CODES_HELP)(fit.fit)
-app.command("eval", epilog=EXIT_CODES_HELP)(evaluate.eval_)
-app.command(epilog=EXIT_CODES_HELP)(predict.predict)
-app.command(epilog=EXIT_CODES_HELP)(plot.plot)
-app.command(epilog=EXIT_CODES_HELP)(gradcheck.gradcheck)
-app.command()(sweep.sweep)
+def command(group: typer.Typer, function, name: str | None = None, **options) -> None:
+    """Registers one command, built with the shell's Command class (plain help and errors)."""
+    options.setdefault("help", reflow(function.__doc__))
+    group.command(name, cls=Command, epilog=EXIT_CODES_HELP, **options)(function)
 
-config_app = typer.Typer(help="Work with config files without training.", no_args_is_help=True)
-config_app.command("check", epilog=EXIT_CODES_HELP)(config_cmd.config_check)
+
+command(app, fit.fit)
+command(app, fit.fit, "train", hidden=True)  # what other tools call it: the same command
+command(app, evaluate.eval_, "eval")
+command(app, predict.predict)
+command(app, plot.plot)
+command(app, gradcheck.gradcheck)
+command(app, sweep.sweep)
+
+config_app = typer.Typer(cls=Group, help="Work with config files without training.",
+                         no_args_is_help=True)
+command(config_app, config_cmd.config_check, "check")
+command(config_app, config_cmd.config_init, "init")
 app.add_typer(config_app, name="config")
 
-runs_app = typer.Typer(help="List, show, compare and remove runs.", epilog=EXIT_CODES_HELP)
+runs_app = typer.Typer(cls=Group, help="List, show, compare and remove runs.",
+                       epilog=EXIT_CODES_HELP)
 runs_app.callback(invoke_without_command=True)(runs.runs)
-runs_app.command("show", epilog=EXIT_CODES_HELP)(runs.show)
-runs_app.command("compare", epilog=EXIT_CODES_HELP)(runs.compare)
-runs_app.command("rm", epilog=EXIT_CODES_HELP)(runs.rm)
+command(runs_app, runs.runs, "ls", help="List runs (the same as `mlptrain runs`).")
+command(runs_app, runs.show, "show")
+command(runs_app, runs.compare, "compare")
+command(runs_app, runs.rm, "rm")
 app.add_typer(runs_app, name="runs")
 
 

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from mlptrain.errors import MlptrainError
-from mlptrain.runs import RUNS_DIR_ENV
+from mlptrain.runs import RUNS_DIR_ENV, Run, RunStore
+from mlptrain.runs.query import require_weights
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -37,8 +38,23 @@ def wide() -> Console:
     """stdout for a wide table: a pipe or file gets whole lines instead of 80 columns."""
     return out if out.is_terminal else Console(width=200)
 
-RunsDir = typer.Option(None, "--runs-dir", envvar=RUNS_DIR_ENV, show_envvar=True,
+RunsDir = typer.Option(None, "--runs-dir", metavar="DIR", envvar=RUNS_DIR_ENV, show_envvar=True,
                        help="Root folder of the run directories (default: ./runs).")
+
+
+RUN_HELP = ("A run id, a unique prefix of one, the hash that ends one (77d460), a run name "
+            "(its newest run), a run directory, or `latest`.")
+
+
+def find_run(store: RunStore, ref: str, weights: bool = False) -> Run:
+    """The run `ref` names; says on stderr when a name picked it (the newest of that name).
+    With `weights`, a run that has none (interrupted, failed) is an error that says why."""
+    run = store.find(ref)
+    if run.found_as:
+        err.print(escape(run.found_as), highlight=False, soft_wrap=True)
+    if weights:
+        require_weights(run)
+    return run
 
 
 def fail(exc: MlptrainError) -> None:

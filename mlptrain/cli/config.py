@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from mlptrain.cli.common import fail, out
-from mlptrain.config import load_config
-from mlptrain.errors import MlptrainError
+from mlptrain.cli.common import err, fail, out
+from mlptrain.config import commented_defaults, load_config
+from mlptrain.errors import ConfigError, MlptrainError
+from mlptrain.text import plural
+
+
+class Dataset(str, Enum):
+    xor = "xor"
+    mnist = "mnist"
+    npz = "npz"
 
 
 def config_check(
-    file: Path = typer.Argument(..., metavar="FILE", help="The TOML config to validate."),
+    file: Path = typer.Argument(..., metavar="CONFIG", help="The TOML config to validate."),
     set_: Optional[List[str]] = typer.Option(
         None, "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override one key (repeatable)."),
 ):
@@ -23,5 +31,31 @@ def config_check(
     except MlptrainError as exc:
         fail(exc)
     out.print(f"{file}: valid config for run {cfg.name!r} ({cfg.data.dataset}, hidden "
-              f"{cfg.model.hidden}, {cfg.optimizer.name}, {cfg.train.epochs} epochs)",
+              f"{cfg.model.hidden}, {cfg.optimizer.name}, {plural(cfg.train.epochs, 'epoch')})",
               highlight=False, soft_wrap=True)
+
+
+def config_init(
+    dataset: Dataset = typer.Option(Dataset.mnist, "--dataset", case_sensitive=False,
+                                    help="The dataset the config trains on."),
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE",
+                                            help="Write the config here (default: print it)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite FILE if it exists."),
+):
+    """Start a config: every key at its default, each with the comment that explains it."""
+    text = commented_defaults(dataset.value)
+    if out_file is None:
+        print(text, end="")
+        return
+    try:
+        if out_file.exists() and not force:
+            raise ConfigError(f"{out_file} exists; pass --force to overwrite it, or choose "
+                              "another --out.")
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(ConfigError(f"cannot write {out_file}: {exc}."))
+    except MlptrainError as exc:
+        fail(exc)
+    err.print(f"wrote {out_file}; train with `mlptrain fit {out_file}`", highlight=False,
+              soft_wrap=True)

@@ -1,4 +1,4 @@
-"""`mlptrain eval RUN`: re-score a saved run's weights on one split of its data."""
+"""`mlptrain eval RUN`: re-score a saved run's weights on one split of its data, or on a file."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ from typing import Optional
 
 import typer
 
-from mlptrain.cli.common import RunsDir, fail, interrupted, out
+from mlptrain.cli.common import (
+    RUN_HELP,
+    RunsDir,
+    err,
+    fail,
+    find_run,
+    interrupted,
+    out,
+    usage,
+)
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment import evaluate_run
 from mlptrain.runs import RunStore
@@ -22,23 +31,37 @@ class EvalSplit(str, Enum):
 
 
 def eval_(
-    run: str = typer.Argument("latest", help="A run id, a unique prefix of one, a run "
-                                             "directory, or `latest`."),
-    split: EvalSplit = typer.Option(EvalSplit.test, "--split", case_sensitive=False,
-                                    help="Which split to evaluate."),
+    run: str = typer.Argument("latest", metavar="RUN", help=RUN_HELP),
+    split: Optional[EvalSplit] = typer.Option(None, "--split", case_sensitive=False,
+                                              help="Which split of the run's data to score "
+                                                   "(default: test)."),
+    data: Optional[Path] = typer.Option(None, "--data", metavar="FILE",
+                                        help="Score the arrays X and y of this .npz file "
+                                             "instead of the run's own data."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     runs_dir: Optional[Path] = RunsDir,
 ):
-    """Evaluate a saved run's weights on its test split (or --split val|train)."""
-    from mlptrain.cli.render import eval_table
+    """Score a saved run's weights on its test split, with precision, recall and F1 per class.
 
+    --split scores another split of the run's data; --data FILE.npz scores the arrays X and y
+    of a file of yours.
+    """
+    from mlptrain.cli.render import eval_report
+
+    if split is not None and data is not None:
+        usage("--split picks a split of the run's own data; --data scores a file instead "
+              "(give one of them)")
     try:
-        result = evaluate_run(RunStore(runs_dir), run, split.value)
+        found = find_run(RunStore(runs_dir), run, weights=True)
+        result = evaluate_run(RunStore(runs_dir), str(found.path),
+                              (split or EvalSplit.test).value, data)
     except MlptrainError as exc:
         fail(exc)
     except KeyboardInterrupt:
         interrupted()
+    for note in result["notes"]:
+        err.print(note, highlight=False, soft_wrap=True)
     if as_json:
         print(json.dumps(result))
     else:
-        out.print(eval_table(result))
+        out.print(eval_report(result))

@@ -13,7 +13,15 @@ from typing import List, Optional
 
 import typer
 
-from mlptrain.cli.common import EXIT_INTERRUPTED, RunsDir, err, fail, interrupted, out, usage
+from mlptrain.cli.common import (
+    EXIT_INTERRUPTED,
+    RunsDir,
+    err,
+    fail,
+    interrupted,
+    out,
+    usage,
+)
 from mlptrain.config import load_config
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment import fit_experiment, plan, resume_experiment
@@ -34,7 +42,8 @@ def fit(
         None, "--set", "-s", metavar="SECTION.KEY=VALUE",
         help="Override one config key (repeatable), e.g. --set train.epochs=5."),
     device: Optional[str] = typer.Option(
-        None, "--device", help="cpu, cuda or auto: the same as --set train.device=..."),
+        None, "--device", metavar="cpu|cuda|auto",
+        help="Where to train: the same as --set train.device=..."),
     resume: Optional[str] = typer.Option(
         None, "--resume", metavar="RUN",
         help="Continue an interrupted run from its checkpoint, in its own directory."),
@@ -57,6 +66,8 @@ def fit(
 
     Ctrl-C once finishes the current batch, saves a checkpoint and exits 130 with the command
     that resumes the run; Ctrl-C twice stops at once (the last checkpoint stays valid).
+
+    `mlptrain train` is the same command.
     """
     from mlptrain.cli.render import FitRenderer, plan_text
     from mlptrain.cli.summary import finish_fit

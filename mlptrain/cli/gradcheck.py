@@ -20,10 +20,10 @@ def gradcheck(
     config: Path = typer.Argument(..., metavar="CONFIG", help="The TOML config whose model and data to check."),
     set_: Optional[List[str]] = typer.Option(
         None, "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override one key (repeatable)."),
-    batch: int = typer.Option(8, "--batch", min=1, help="Samples of the training data used."),
-    entries: int = typer.Option(30, "--entries", min=0, help="Entries checked per parameter "
+    batch: int = typer.Option(8, "--batch", min=1, metavar="N", help="Samples of the training data used."),
+    entries: int = typer.Option(30, "--entries", min=0, metavar="N", help="Entries checked per parameter "
                                 "array, picked at random (0 = all: slow for big layers)."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Picks the batch and the entries."),
+    seed: int = typer.Option(0, "--seed", min=0, metavar="N", help="Picks the batch and the entries."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
     """Check the configured model's gradients against central finite differences in float64.

@@ -7,19 +7,17 @@ from typing import Optional
 
 import typer
 
-from mlptrain.cli.common import RunsDir, err, fail, interrupted
+from mlptrain.cli.common import RUN_HELP, RunsDir, err, fail, find_run, interrupted
+from mlptrain.config import PLOT_FORMATS
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RunStore
 
-FORMATS = ("png", "svg")  # the same as reports.style.FORMATS, without importing matplotlib
-
 
 def plot(
-    run: str = typer.Argument("latest", help="A run id, a unique prefix of one, a run "
-                                             "directory, or `latest`."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for the figures "
+    run: str = typer.Argument("latest", metavar="RUN", help=RUN_HELP),
+    out_dir: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Folder for the figures "
                                                                "(default: the run directory)."),
-    fmt: str = typer.Option("png", "--format", help="Image format: png or svg."),
+    fmt: str = typer.Option("png", "--format", metavar="png|svg", help="Image format: png or svg."),
     runs_dir: Optional[Path] = RunsDir,
 ):
     """Draw a saved run's figures into its directory (or --out).
@@ -27,13 +25,13 @@ def plot(
     Loss and accuracy curves and the confusion matrix for every run; the decision boundary for
     2-D inputs; weight images, activations per class and mistakes for images.
     """
-    if fmt not in FORMATS:
-        raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}.",
+    if fmt not in PLOT_FORMATS:
+        raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(PLOT_FORMATS)}.",
                                  param_hint="--format")
     try:
         from mlptrain.experiment.plot import plot_run
 
-        drawn = plot_run(RunStore(runs_dir).find(run), out_dir, fmt)
+        drawn = plot_run(find_run(RunStore(runs_dir), run, weights=True), out_dir, fmt)
     except MlptrainError as exc:
         fail(exc)
     except KeyboardInterrupt:

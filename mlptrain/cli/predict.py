@@ -10,7 +10,7 @@ import numpy as np
 import typer
 from rich.markup import escape
 
-from mlptrain.cli.common import RunsDir, err, fail, out
+from mlptrain.cli.common import RUN_HELP, RunsDir, err, fail, find_run, out
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment.predict import predict as predict_inputs
 from mlptrain.runs import RunStore
@@ -20,11 +20,11 @@ MAX_PREVIEW_SAMPLES = 5  # an array batch lists this many samples on a terminal 
 
 
 def predict(
-    run: str = typer.Argument(..., help="A run id, unique prefix, directory or `latest`."),
+    run: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
     input_paths: List[Path] = typer.Argument(..., metavar="INPUT...", help="PNG/JPEG images, "
                                              ".npy/.npz arrays (one sample or a batch), or "
                                              "folders of them."),
-    top: int = typer.Option(3, "--top", "-k", min=1, help="How many classes to list."),
+    top: int = typer.Option(3, "--top", "-k", min=1, metavar="K", help="How many classes to list."),
     invert: Optional[bool] = typer.Option(None, "--invert/--no-invert", help="Dark ink on "
                                           "light paper / light ink on dark (default: decided "
                                           "per image from its border)."),
@@ -33,7 +33,9 @@ def predict(
 ):
     """Predict classes for your own inputs with a trained run's network."""
     try:
-        result = predict_inputs(RunStore(runs_dir), run, input_paths, invert)
+        store = RunStore(runs_dir)
+        found = find_run(store, run, weights=True)
+        result = predict_inputs(store, str(found.path), input_paths, invert)
     except MlptrainError as exc:
         fail(exc)
     tops = result.top(top)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.constrain import Constrain
 from rich.filesize import decimal
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -12,13 +14,41 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from mlptrain.cli.common import num, pct
 from mlptrain.data.mnist import DownloadProgress
 from mlptrain.experiment import RunFinished, RunStarted
 from mlptrain.backend.events import KernelsCompiled, KernelsCompiling
 from mlptrain.loop import EarlyStopped, EpochEnded, EpochStarted, StepsDone
+from mlptrain.text import plural
+
+# The terminal echoes ^C where the cursor is, after the live display's last line. A line that
+# fills the width leaves the cursor in the last column, so the echo wraps onto a new line and
+# rich, which moves up as many lines as it drew, erases one too few: the top bar stays on the
+# screen twice. Drawing a few columns short of the width leaves room for the echo.
+ECHO_ROOM = 3
+
+
+class LiveProgress(Progress):
+    """rich's Progress laid out for 80 columns and up: the bars, counts, elapsed time and ETA
+    keep their width, and the free text (`info`) and long descriptions give way, cut with an
+    ellipsis; drawn ECHO_ROOM columns short of the terminal's width."""
+
+    def __init__(self, console: Console, description_width: int, disable: bool = False):
+        self.screen = console  # set before Progress.__init__, which renders once
+        super().__init__(
+            TextColumn("{task.description}", table_column=Column(
+                no_wrap=True, overflow="ellipsis", max_width=description_width)),
+            BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=10, max_width=40)),
+            TextColumn("{task.fields[count]}", table_column=Column(no_wrap=True)),
+            TaskProgressColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}", table_column=Column(
+                ratio=2, no_wrap=True, overflow="ellipsis", min_width=0)),
+            console=console, transient=False, expand=True, disable=disable)
+
+    def get_renderable(self) -> RenderableType:
+        return Constrain(super().get_renderable(), width=max(20, self.screen.width - ECHO_ROOM))
 
 
 class FitRenderer:
@@ -27,11 +57,7 @@ class FitRenderer:
     def __init__(self, console: Console, live: bool | None = None, quiet: bool = False):
         self.console, self.quiet = console, quiet
         self.live = console.is_terminal if live is None else live
-        self.progress = Progress(
-            TextColumn("{task.description:>9}"), BarColumn(), TextColumn("{task.fields[count]}"),
-            TaskProgressColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=console, transient=False, disable=not self.live)
+        self.progress = LiveProgress(console, description_width=9, disable=not self.live)
         self.epoch_task = self.batch_task = None
         self.download_tasks: dict[str, int] = {}
 
@@ -75,8 +101,8 @@ class FitRenderer:
             c.print(f"  path: {e.train_path}", highlight=False)
         if e.resumed_at:
             epochs, steps = e.resumed_at
-            c.print(f"  resuming after {epochs} epoch{'s' * (epochs != 1)}" + (
-                f" and {steps} steps of epoch {epochs + 1}" if steps else ""))
+            c.print(f"  resuming after {plural(epochs, 'epoch')}" + (
+                f" and {plural(steps, 'step')} of epoch {epochs + 1}" if steps else ""))
         for line in e.layers:
             c.print(f"  {line}")
         sizes = ", ".join(f"{k} {v:,}" for k, v in e.samples.items())
@@ -111,10 +137,12 @@ class FitRenderer:
         line = (f"epoch {e.epoch}/{e.epochs}  train loss {m['train_loss']:.4f} "
                 f"acc {pct(m['train_accuracy'])}  val loss {num(m.get('val_loss'))} "
                 f"acc {pct(m.get('val_accuracy'))}  lr {m['lr']:.4g}  {m['seconds']:.2f}s")
-        self.progress.update(self.epoch_task, completed=e.epoch, info=line.split("  ", 1)[1],
-                             count=f"{e.epoch}/{e.epochs}")
-        if not self.live:
-            self.console.print(line, highlight=False, soft_wrap=True)
+        split = "val" if m.get("val_accuracy") is not None else "train"
+        self.progress.update(self.epoch_task, completed=e.epoch, count=f"{e.epoch}/{e.epochs}",
+                             info=f"{split} acc {pct(m[f'{split}_accuracy'])}")
+        # every epoch's line, above the bars when live: the history stays on the screen, and
+        # the bars' row need not hold it at 80 columns
+        self.console.print(line, highlight=False, soft_wrap=True)
 
     def _on_EarlyStopped(self, e: EarlyStopped) -> None:
         self.console.print(f"early stopping after epoch {e.epoch}: validation loss has not "
@@ -133,13 +161,26 @@ class FitRenderer:
         # otherwise the closing summary panel follows (cli/summary.py, finish_fit)
 
 
-def eval_table(result: dict) -> Table:
-    table = Table(title=f"run {result['run_id']}", title_justify="left", min_width=60)
-    for col in ("split", "loss", "accuracy", "samples"):
-        table.add_column(col)
-    table.add_row(result["split"], num(result["loss"]), pct(result["accuracy"]),
-                  f"{result['samples']:,}")
-    return table
+def eval_report(result: dict) -> Group:
+    """eval: the overall scores, then precision, recall, F1 and support per class."""
+    scored = escape(result["data"]) if result["data"] else f"its {result['split']} split"
+    head = (f"[bold]run {escape(result['run_id'])}[/bold] on {scored} "
+            f"({plural(result['samples'], 'sample')})\n"
+            f"loss {num(result['loss'])}  accuracy [bold]{pct(result['accuracy'])}[/bold]\n")
+    table = Table(show_edge=False, header_style="bold")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="right")
+    report = result["classes"]
+    for row in report["per_class"]:
+        table.add_row(str(row["class"]), *_prf(row))
+    table.add_section()
+    for label, key in (("macro avg", "macro_avg"), ("weighted avg", "weighted_avg")):
+        table.add_row(label, *_prf(report[key]))
+    return Group(head, table)
+
+
+def _prf(row: dict) -> list[str]:
+    return [pct(row["precision"]), pct(row["recall"]), pct(row["f1"]), f"{row['support']:,}"]
 
 
 def plan_text(config, plan, runs_root) -> str:
@@ -153,14 +194,15 @@ def plan_text(config, plan, runs_root) -> str:
              + ", ".join(f"{k} {v:,}" for k, v in plan.samples.items()),
              "model:", *(f"  {line}" for line in plan.layers),
              f"  {plan.parameters:,} parameters",
-             f"plan: {plan.epochs} epochs x {plan.steps_per_epoch:,} steps of batch "
+             f"plan: {plural(plan.epochs, 'epoch')} x {plural(plan.steps_per_epoch, 'step')} "
+             f"of batch "
              f"{min(t.batch_size, plan.samples['train'])} = "
-             f"{plan.epochs * plan.steps_per_epoch:,} steps",
+             f"{plural(plan.epochs * plan.steps_per_epoch, 'step')}",
              f"  optimizer {o.name}, lr {o.lr:g}, schedule {config.schedule.name}"
-             + (f", early stopping after {t.patience} epochs without gain" if t.patience
+             + (f", early stopping after {plural(t.patience, 'epoch')} without gain" if t.patience
                 else ""),
              "  step: " + (", ".join(plan.aids) if plan.aids else "plain (no training aids)"),
-             "  checkpoint " + (f"every {plan.checkpoint_every} steps and " if
+             "  checkpoint " + (f"every {plural(plan.checkpoint_every, 'step')} and " if
                                 plan.checkpoint_every else "") + "at every epoch end",
              f"  run directory: a new one under {runs_root}"]
     return "\n".join(lines)

@@ -10,40 +10,43 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mlptrain.cli.common import RunsDir, err, fail, out, pct, wide
+from mlptrain.cli.common import (
+    RUN_HELP,
+    RunsDir,
+    err,
+    fail,
+    find_run,
+    num,
+    out,
+    pct,
+    wide,
+)
+from mlptrain.cli.parts import final_table, sparkline
 from mlptrain.errors import MlptrainError
-from mlptrain.runs.query import STATUSES, config_table, list_runs, run_record
 from mlptrain.runs import RunStore
-
-
-SPARK = "▁▂▃▄▅▆▇█"
+from mlptrain.runs.query import (
+    STATUSES,
+    config_changes,
+    config_table,
+    list_runs,
+    read_config,
+    run_record,
+)
+from mlptrain.text import plural
 
 
 def _secs(x) -> str:
     return "-" if x is None else f"{x:.1f}s"
 
 
-def sparkline(values: list[float], width: int = 50) -> str:
-    """Block characters scaled between the series' min and max; a long series is averaged
-    down to `width` buckets."""
-    if not values:
-        return ""
-    if len(values) > width:
-        edges = [round(i * len(values) / width) for i in range(width + 1)]
-        values = [sum(values[a:b]) / (b - a) for a, b in zip(edges[:-1], edges[1:])]
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
-    return "".join(SPARK[round((v - low) / span * (len(SPARK) - 1))] for v in values)
-
-
 def runs(
     ctx: typer.Context,
-    status: Optional[str] = typer.Option(None, "--status", help=f"Only runs with this "
+    status: Optional[str] = typer.Option(None, "--status", metavar="STATUS", help=f"Only runs with this "
                                          f"status: {', '.join(STATUSES)}."),
     name: Optional[str] = typer.Option(None, "--name", help="Only runs whose name contains "
                                        "this, or matches it as a glob (mnist*)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Only runs on this dataset."),
-    limit: int = typer.Option(0, "--limit", "-n", min=0, help="At most this many (0 = all)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", metavar="xor|mnist|npz", help="Only runs on this dataset."),
+    limit: int = typer.Option(0, "--limit", "-n", min=0, metavar="N", help="At most this many (0 = all)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list on stdout."),
     runs_dir: Optional[Path] = RunsDir,
 ):
@@ -82,44 +85,41 @@ def _styled_status(status: str) -> str:
 
 
 def show(
-    run: str = typer.Argument("latest", help="A run id, unique prefix, directory or `latest`."),
+    run: str = typer.Argument("latest", metavar="RUN", help=RUN_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print summary, metrics and config "
-                                 "as one JSON object."),
+                                 "(as an object) in one JSON object."),
     runs_dir: Optional[Path] = RunsDir,
 ):
-    """One run: its config, final metrics and loss/accuracy curves as sparklines."""
+    """One run: its final metrics, its curves as sparklines, and the config keys it changed."""
     try:
-        found = RunStore(runs_dir).find(run)
+        found = find_run(RunStore(runs_dir), run)
         summary, record = found.read_summary(), run_record(found)
         metrics = found.read_metrics() if (found.path / "metrics.jsonl").exists() else []
-        config_text = (found.path / "config.toml").read_text(encoding="utf-8")
+        config = read_config(found) if as_json else config_changes(found)
     except MlptrainError as exc:
         fail(exc)
     if as_json:
-        print(json.dumps({"summary": summary, "metrics": metrics, "config": config_text}))
+        print(json.dumps({"summary": summary, "metrics": metrics, "config": config}))
         return
+    planned = summary.get("epochs_planned")
     out.print(f"[bold]run {found.run_id}[/bold]: {_styled_status(record['status'])}, "
-              f"{record['epochs']} of {summary.get('epochs_planned')} epochs, "
+              f"{record['epochs']} of {plural(planned, 'epoch') if planned else '?'}, "
               f"{_secs(record['seconds'])}", highlight=False)
     out.print(f"  {found.path}", highlight=False, soft_wrap=True)
     if summary.get("error"):
         out.print(f"  error: {escape(summary['error'])}", highlight=False, soft_wrap=True)
-    out.print(escape(config_text.rstrip()), highlight=False)
-    final = summary.get("final")
-    if final:
-        table = Table(title="final", title_justify="left")
-        for col in ("split", "loss", "accuracy"):
-            table.add_column(col)
-        for split in ("train", "val", "test"):
-            loss = final.get(f"{split}_loss")
-            table.add_row(split, "-" if loss is None else f"{loss:.4f}",
-                          pct(final.get(f"{split}_accuracy")))
-        out.print(table)
+    if summary.get("final"):
+        out.print(final_table(summary["final"], (summary.get("dataset") or {}).get("samples")))
     for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
         series = [m[key] for m in metrics if m.get(key) is not None]
         if series:
-            out.print(f"{key:>15} {sparkline(series)}  {series[0]:.4g} -> {series[-1]:.4g}",
-                      highlight=False)
+            shown = pct if key.endswith("accuracy") else num
+            out.print(f"{key:>15} {sparkline(series, log=key.endswith('loss'))}  "
+                      f"{shown(series[0])} -> {shown(series[-1])}", highlight=False)
+    out.print("config: the keys that differ from the defaults (every key: config.toml, or "
+              "--json)", highlight=False)
+    for key, value in config.items():
+        out.print(f"  {key} = {escape(json.dumps(value))}", highlight=False, soft_wrap=True)
 
 
 def compare(
@@ -135,7 +135,7 @@ def compare(
         raise typer.BadParameter("give at least two runs to compare", param_hint="RUN")
     try:
         store = RunStore(runs_dir)
-        found = [store.find(ref) for ref in refs]
+        found = [find_run(store, ref) for ref in refs]
         records, rows = [run_record(r) for r in found], config_table(found)
     except MlptrainError as exc:
         fail(exc)
@@ -164,7 +164,8 @@ def compare(
         else:
             table.add_row(f"  {key}", *cells)
     wide().print(table)
-    out.print(f"{differing} config keys differ (marked *)", highlight=False)
+    out.print(f"{plural(differing, 'config key')} differ{'s' * (differing == 1)} (marked *)",
+              highlight=False)
 
 
 def rm(
@@ -176,14 +177,14 @@ def rm(
     """Delete runs and everything in their directories, after asking (or with --yes)."""
     try:
         store = RunStore(runs_dir)
-        found = list({r.path: r for r in (store.find(ref) for ref in refs)}.values())
+        found = list({r.path: r for r in (find_run(store, ref) for ref in refs)}.values())
     except MlptrainError as exc:
         fail(exc)
     for r in found:
         err.print(f"  {r.path}", highlight=False, soft_wrap=True)
     try:
         agreed = yes or typer.confirm(f"delete {'these' if len(found) > 1 else 'this'} "
-                                      f"{len(found)} run{'s' * (len(found) > 1)}?",
+                                      f"{plural(len(found), 'run')}?",
                                       default=False, err=True)
     except typer.Abort:  # no answer (stdin closed): never delete on a guess
         agreed = False

@@ -6,40 +6,19 @@ it took, a sparkline of the loss per epoch, where the run and its plots are.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from mlptrain.cli.common import num, pct
+from mlptrain.cli.common import pct
+from mlptrain.cli.parts import final_table, sparkline
 from mlptrain.config import Config
 from mlptrain.experiment import RunFinished
 from mlptrain.runs import Run
-
-BLOCKS = "▁▂▃▄▅▆▇█"  # eight heights, lowest first
-SPARK_WIDTH = 40  # characters; longer histories are averaged into this many buckets
-
-
-def sparkline(values: Sequence[float], width: int = SPARK_WIDTH, log: bool = False) -> str:
-    """The values as unicode block heights, min -> '▁' and max -> '█' (buckets of consecutive
-    values averaged when there are more than `width`); '' when there are none."""
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    if not v.size:
-        return ""
-    if log and (v > 0).all():
-        v = np.log(v)  # a falling loss spans decades: heights follow its log
-    if v.size > width:
-        v = np.array([chunk.mean() for chunk in np.array_split(v, width)])
-    lo, hi = v.min(), v.max()
-    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
-        return BLOCKS[len(BLOCKS) // 2] * v.size
-    levels = np.rint((v - lo) / (hi - lo) * (len(BLOCKS) - 1)).astype(int)
-    return "".join(BLOCKS[i] for i in levels)
+from mlptrain.text import plural
 
 
 def fit_panel(finished: RunFinished, metrics: list[dict], plots: list[Path],
@@ -47,12 +26,7 @@ def fit_panel(finished: RunFinished, metrics: list[dict], plots: list[Path],
     """The closing panel of a fit: metrics, loss sparkline, time, run directory, plot files."""
     s = finished.summary
     final, timing = s.get("final") or {}, s.get("timing") or {}
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("split", "loss", "accuracy", "samples"):
-        table.add_column(col, justify="left" if col == "split" else "right")
-    for split in ("train", "val", "test"):
-        table.add_row(split, num(final.get(f"{split}_loss")), pct(final.get(f"{split}_accuracy")),
-                      f"{s['dataset']['samples'][split]:,}")
+    table = final_table(final, s["dataset"]["samples"])
 
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
@@ -63,7 +37,7 @@ def fit_panel(finished: RunFinished, metrics: list[dict], plots: list[Path],
                               f"{losses[0]:.3g} -> {losses[-1]:.3g}")
         facts.add_row("", "[dim]train loss per epoch, log scale[/dim]")
     epochs = s.get("epochs_completed", len(metrics))
-    time_line = f"{timing.get('wall_seconds', 0):.1f} s for {epochs} epochs"
+    time_line = f"{timing.get('wall_seconds', 0):.1f} s for {plural(epochs, 'epoch')}"
     if timing.get("samples_per_second"):
         time_line += (f" ({timing['seconds_per_epoch']:.2f} s/epoch, "
                       f"{timing['samples_per_second']:,.0f} samples/s)")

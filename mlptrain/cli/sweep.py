@@ -11,10 +11,11 @@ import typer
 
 from mlptrain.cli.common import RunsDir, err, fail, interrupted, out
 from mlptrain.errors import MlptrainError
+from mlptrain.text import plural
 
 
 def sweep(
-    config: Path = typer.Argument(..., help="A TOML config with a \\[sweep] table of axes, e.g. "
+    config: Path = typer.Argument(..., metavar="CONFIG", help="A TOML config with a \\[sweep] table of axes, e.g. "
                                             "configs/mnist-capacity.toml."),
     grid: Optional[List[str]] = typer.Option(
         None, "--grid", "-g", metavar="SECTION.KEY=V1,V2,...",
@@ -22,21 +23,21 @@ def sweep(
     set_: Optional[List[str]] = typer.Option(
         None, "--set", "-s", metavar="SECTION.KEY=VALUE",
         help="Override one config key in every trial (repeatable), e.g. --set train.epochs=2."),
-    samples: int = typer.Option(0, "--samples", min=0,
+    samples: int = typer.Option(0, "--samples", min=0, metavar="N",
                                 help="Run N grid points drawn at random (0: the whole grid)."),
-    sample_seed: int = typer.Option(0, "--sample-seed", min=0,
+    sample_seed: int = typer.Option(0, "--sample-seed", min=0, metavar="N",
                                     help="Seed of the --samples draw."),
     workers: Optional[int] = typer.Option(
-        None, "--workers", "-w", min=0,
+        None, "--workers", "-w", min=0, metavar="N",
         help="Worker processes (default: the number of cores; 0: run in this process). BLAS "
              "threads per worker are set so workers x threads <= cores."),
-    executor: str = typer.Option("local", "--executor",
+    executor: str = typer.Option("local", "--executor", metavar="local|dask",
                                  help="Where trials run: local (processes here) or dask."),
     scheduler: Optional[str] = typer.Option(
-        None, "--scheduler",
+        None, "--scheduler", metavar="ADDRESS",
         help="The Dask scheduler's address for --executor dask, e.g. tcp://10.0.0.5:8786."),
     formats: Optional[List[str]] = typer.Option(
-        None, "--format", help="Figure format: png (default) or svg; repeat for both."),
+        None, "--format", metavar="png|svg", help="Figure format: png (default) or svg; repeat for both."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the trials and exit."),
     runs_dir: Optional[Path] = RunsDir,
 ):
@@ -66,18 +67,18 @@ def sweep(
         interrupted()
     failed = result.summary["counts"].get("failed", 0)
     if failed:
-        err.print(f"[bold red]error:[/bold red] {failed} of {len(spec.trials)} trials failed "
+        err.print(f"[bold red]error:[/bold red] {failed} of {plural(len(spec.trials), 'trial')} failed "
                   f"(their errors are in {result.path / 'trials.json'}); run the same command "
                   "again to retry them.", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
 def _formats(formats: list[str]) -> tuple[str, ...]:
-    from mlptrain.reports.capacity import FORMATS
+    from mlptrain.config import PLOT_FORMATS
 
     for fmt in formats:
-        if fmt not in FORMATS:
-            raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}.",
+        if fmt not in PLOT_FORMATS:
+            raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(PLOT_FORMATS)}.",
                                      param_hint="--format")
     return tuple(dict.fromkeys(formats))
 

@@ -7,13 +7,20 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
 from mlptrain.cli.common import pct
-from mlptrain.sweep import (SweepFinished, SweepInterrupted, SweepSpec, SweepStarted,
-                            TrialFinished, TrialProgress, TrialStarted)
+from mlptrain.cli.render import LiveProgress
+from mlptrain.text import plural
+from mlptrain.sweep import (
+    SweepFinished,
+    SweepInterrupted,
+    SweepSpec,
+    SweepStarted,
+    TrialFinished,
+    TrialProgress,
+    TrialStarted,
+)
 from mlptrain.sweep.runner import CAPACITY_AXIS
 
 STATUS_STYLE = {"completed": "green", "failed": "bold red", "interrupted": "yellow"}
@@ -29,10 +36,8 @@ class SweepRenderer:
     def __init__(self, console: Console):
         self.console = console
         self.live = console.is_terminal
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
-            TimeRemainingColumn(), console=console, disable=not self.live)
+        # trial names are long (mnist-capacity_hidden-256_seed-2): cut them before the bars
+        self.progress = LiveProgress(console, description_width=26, disable=not self.live)
         self.overall = None
         self.running: dict[int, int] = {}  # trial index -> progress task
         self.total = self.done = 0
@@ -52,32 +57,32 @@ class SweepRenderer:
     def _on_SweepStarted(self, e: SweepStarted) -> None:
         skipped = len(e.trials) - len(e.to_run)
         resumed = f"; {skipped} completed earlier, skipped" if skipped else ""
-        self.console.print(f"[bold]sweep[/bold] {e.sweep_id}: {len(e.trials)} trials"
+        self.console.print(f"[bold]sweep[/bold] {e.sweep_id}: {plural(len(e.trials), 'trial')}"
                            f"{resumed}; {e.executor}", highlight=False)
         self.console.print(f"  {e.path}", highlight=False, soft_wrap=True)
         self.total = len(e.to_run)
         self.overall = self.progress.add_task("[bold]trials[/bold]", total=self.total or 1,
-                                              info=f"0/{self.total}")
+                                              count=f"0/{self.total}", info="")
 
     def _on_TrialStarted(self, e: TrialStarted) -> None:
         if self.live:
-            self.running[e.index] = self.progress.add_task(f"  {e.name}", total=None,
-                                                           info="starting")
+            self.running[e.index] = self.progress.add_task(f"  {escape(e.name)}", total=None,
+                                                           count="", info="starting")
 
     def _on_TrialProgress(self, e: TrialProgress) -> None:
         task = self.running.get(e.index)
         if task is not None:
             done = (e.epoch - 1) * e.steps + e.step
             self.progress.update(task, total=e.epochs * e.steps, completed=done,
-                                 info=f"epoch {e.epoch}/{e.epochs} loss {e.loss:.4f} "
-                                      f"acc {100 * e.accuracy:.1f}%")
+                                 count=f"epoch {e.epoch}/{e.epochs}",
+                                 info=f"loss {e.loss:.4f} acc {100 * e.accuracy:.1f}%")
 
     def _on_TrialFinished(self, e: TrialFinished) -> None:
         task = self.running.pop(e.index, None)
         if task is not None:
             self.progress.remove_task(task)
         self.done += 1
-        self.progress.update(self.overall, completed=self.done, info=f"{self.done}/{self.total}")
+        self.progress.update(self.overall, completed=self.done, count=f"{self.done}/{self.total}")
         style = STATUS_STYLE.get(e.status, "")
         test = e.final.get("test_accuracy") if e.final else None
         detail = f"test {pct(test)}" if e.status == "completed" else escape(e.error)
@@ -121,7 +126,7 @@ def trials_table(spec: SweepSpec) -> Table:
     """The trials a sweep would run (for --dry-run)."""
     keys = [a.key for a in spec.axes]
     sampled = f", {spec.samples} sampled" if spec.samples else ""
-    table = Table(title=f"sweep {spec.sweep_id}: {len(spec.trials)} trials of a "
+    table = Table(title=f"sweep {spec.sweep_id}: {plural(len(spec.trials), 'trial')} of a "
                         f"{spec.grid_size}-point grid{sampled}", title_justify="left")
     for col in ("#", *keys, "run name"):
         table.add_column(col, justify="left" if col in ("run name", CAPACITY_AXIS) else "right")

@@ -9,16 +9,12 @@ from __future__ import annotations
 import fnmatch
 import os
 import platform
-import sys
 from typing import Any
 
+from mlptrain.config import Config, applies_to, tomllib
 from mlptrain.errors import MlptrainError, RunStoreError
 from mlptrain.runs import Run, RunStore
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+from mlptrain.runs.store import creation_order
 
 STATUSES = ("running", "completed", "interrupted", "failed", "stale", "damaged")
 
@@ -72,10 +68,47 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def read_final_weights(run: Run) -> dict[str, Any]:
+    """The weights a finished run saved (see require_weights)."""
+    require_weights(run)
+    return run.read_weights()
+
+
+def require_weights(run: Run) -> None:
+    """Raises, for a run that has no weights.npz yet, an error that says why (interrupted: how
+    to resume it; failed: its error) instead of naming a missing file."""
+    if not (run.path / "weights.npz").exists():
+        raise RunStoreError(_why_no_weights(run))
+
+
+def _why_no_weights(run: Run) -> str:
+    try:
+        summary = run.read_summary()
+    except MlptrainError:
+        summary = {}
+    status, position = _status(summary), summary.get("position") or {}
+    epoch, step = position.get("epoch", summary.get("epochs_completed") or 0), position.get("step")
+    if step:  # in the middle of `epoch` (1-based)
+        where = f"at epoch {epoch}, step {step}"
+    else:  # at the end of `epoch`
+        where = f"after epoch {epoch}" if epoch else "before its first step"
+    resume = f"resume it with `mlptrain fit --resume {run.run_id}`"
+    if status == "interrupted":
+        return f"run {run.run_id} was interrupted {where}: {resume}."
+    if status == "stale":
+        return f"run {run.run_id} stopped {where} without finishing (its process is gone): " \
+               f"{resume}."
+    if status == "running":
+        return f"run {run.run_id} is still training; it has no weights.npz until it finishes."
+    if status == "failed":
+        return f"run {run.run_id} failed and saved no weights: {summary.get('error', '?')}"
+    return f"run {run.run_id} has no weights.npz (looked in {run.path})."
+
+
 def list_runs(store: RunStore, status: str | None = None, name: str | None = None,
               dataset: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Records of the store's runs, newest first, filtered; `name` may be a glob (mnist*)."""
-    records = [run_record(run) for run in sorted(store.runs(), key=_creation, reverse=True)]
+    records = [run_record(run) for run in sorted(store.runs(), key=creation_order, reverse=True)]
     if status:
         records = [r for r in records if r["status"] == status]
     if name:
@@ -86,27 +119,42 @@ def list_runs(store: RunStore, status: str | None = None, name: str | None = Non
     return records[:limit] if limit else records
 
 
-def _creation(run: Run) -> tuple[str, int]:
-    """Ids start with the second a run was created; config.toml's time orders one second."""
+def read_config(run: Run) -> dict[str, Any]:
+    """The run's resolved config, as the tables of its config.toml."""
     try:
-        return run.run_id[:15], (run.path / "config.toml").stat().st_mtime_ns
-    except OSError:
-        return run.run_id[:15], 0
+        return tomllib.loads((run.path / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RunStoreError(f"{run.path / 'config.toml'} cannot be read ({exc}).") from None
 
 
 def flat_config(run: Run) -> dict[str, Any]:
     """The run's resolved config as {"section.key": value}."""
-    try:
-        raw = tomllib.loads((run.path / "config.toml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise RunStoreError(f"{run.path / 'config.toml'} cannot be read ({exc}).") from None
+    return _flatten(read_config(run))
+
+
+def _flatten(config: dict[str, Any]) -> dict[str, Any]:
+    """{"section": {"key": v}} -> {"section.key": v}."""
     flat = {}
-    for key, value in raw.items():
+    for key, value in config.items():
         if isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         else:
             flat[key] = value
     return flat
+
+
+def config_changes(run: Run) -> dict[str, Any]:
+    """The run's config keys whose value differs from the default, leaving out the keys its
+    dataset does not read; data.dataset always comes first."""
+    flat = flat_config(run)
+    defaults = _flatten(Config(name=flat.get("name", "")).to_dict())
+    dataset = flat.get("data.dataset", defaults["data.dataset"])
+    changed = {"data.dataset": dataset}
+    for key, value in flat.items():
+        section, _, name = key.rpartition(".")
+        if key != "name" and value != defaults.get(key) and applies_to(section, name, dataset):
+            changed[key] = value
+    return changed
 
 
 def config_table(runs: list[Run]) -> list[tuple[str, list[Any], bool]]:

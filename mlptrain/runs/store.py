@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import difflib
 import io
 import json
 import os
@@ -122,6 +123,7 @@ class Run:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.metrics: list[dict[str, Any]] = []
+        self.found_as: str | None = None  # how RunStore.find matched a name, for the CLI
 
     @property
     def run_id(self) -> str:
@@ -259,23 +261,75 @@ class RunStore:
                 if p.is_dir() and not p.name.startswith(".") and (p / "config.toml").exists()]
 
     def find(self, ref: str) -> Run:
-        """A run by id, unique id prefix, directory path, or `latest`."""
+        """A run by directory path, `latest`, id, unique id prefix, the hash that ends its id
+        (77d460), or its name (the newest run of that name). When `ref` named the run other
+        than by id, path or `latest`, the returned Run's `found_as` says how (for the CLI)."""
         as_path = Path(ref)
         if (as_path / "config.toml").exists():
             return Run(as_path)
-        runs = self.runs()
+        runs = sorted(self.runs(), key=creation_order)
+        if not runs:
+            no_match = "" if ref == "latest" else f"no run matches {ref!r}: "
+            raise RunStoreError(f"{no_match}there are no runs in {self.root} yet; start one "
+                                "with `mlptrain fit CONFIG`.")
         if ref == "latest":
-            if not runs:
-                raise RunStoreError(f"there are no runs in {self.root} yet; start one with "
-                                    "`mlptrain fit CONFIG`.")
             return runs[-1]
-        matches = [r for r in runs if r.run_id == ref] or \
-                  [r for r in runs if r.run_id.startswith(ref)]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            raise RunStoreError(f"no run matches {ref!r} in {self.root}. Give a run id, a "
-                                "unique prefix of one, a run directory, or `latest`.")
-        listed = ", ".join(r.run_id for r in matches[:5])
-        raise RunStoreError(f"{ref!r} matches {len(matches)} runs in {self.root} ({listed}"
-                            f"{', ...' if len(matches) > 5 else ''}); give more of the id.")
+        for how, matches in _candidates(runs, ref):
+            if len(matches) == 1 or (matches and how == "name"):
+                run = matches[-1]  # a name: the newest of its runs
+                run.found_as = _found_note(how, ref, run, len(matches))
+                return run
+            if matches:
+                listed = ", ".join(r.run_id for r in matches[:5])
+                raise RunStoreError(f"{ref!r} matches {len(matches)} runs in {self.root} "
+                                    f"({listed}{', ...' if len(matches) > 5 else ''}); give "
+                                    "more of the id.")
+        raise RunStoreError(f"no run matches {ref!r} in {self.root}. Give a run id, a unique "
+                            "prefix of one, the 6-character hash that ends one, a run name, a "
+                            f"run directory, or `latest`.{_did_you_mean(runs, ref)}")
+
+
+def creation_order(run: Run) -> tuple[str, int]:
+    """Ids start with the second a run was created; config.toml's time orders one second."""
+    try:
+        return run.run_id[:15], (run.path / "config.toml").stat().st_mtime_ns
+    except OSError:
+        return run.run_id[:15], 0
+
+
+RUN_ID = re.compile(r"^\d{8}-\d{6}-(?P<name>.+)-(?P<hash>[0-9a-f]{6})$")  # stamp-name-hash
+
+
+def _id_parts(run: Run) -> tuple[str | None, str | None]:
+    """(name, hash) of a run id, or (None, None) for a directory named otherwise."""
+    m = RUN_ID.match(run.run_id)
+    return (m["name"], m["hash"]) if m else (None, None)
+
+
+def _candidates(runs: list[Run], ref: str):
+    """(how, runs matching) for each way of naming a run, most specific first; oldest first."""
+    yield "id", [r for r in runs if r.run_id == ref]
+    yield "prefix", [r for r in runs if r.run_id.startswith(ref)]
+    is_hash = re.fullmatch(r"[0-9a-f]{3,6}", ref) is not None
+    yield "hash", [r for r in runs if is_hash and (_id_parts(r)[1] or "").startswith(ref)]
+    yield "name", [r for r in runs if _id_parts(r)[0] == ref]
+
+
+def _found_note(how: str, ref: str, run: Run, count: int) -> str | None:
+    if how != "name":
+        return None
+    newest = f"the newest of its {count} runs" if count > 1 else "its only run"
+    return f"{ref!r} is a run name: using {newest}, {run.run_id}"
+
+
+def _did_you_mean(runs: list[Run], ref: str) -> str:
+    """A close id, name or hash for a typo, as ' Did you mean ...?', or ''."""
+    names = {p[0] for p in map(_id_parts, runs) if p[0]}
+    hashes = {p[1] for p in map(_id_parts, runs) if p[1]}
+    ids = [r.run_id for r in runs]
+    for label, words in (("a run name", sorted(names)), ("a run id", ids),
+                         ("the hash of a run id", sorted(hashes))):
+        close = difflib.get_close_matches(ref, words, n=1, cutoff=0.7)
+        if close:
+            return f" Did you mean `{close[0]}` ({label})?"
+    return ""

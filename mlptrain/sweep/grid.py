@@ -15,21 +15,15 @@ import hashlib
 import itertools
 import json
 import re
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
 import numpy as np
 
 from mlptrain.config import (MAX_NAME, SECTIONS, Config, _check_value, _did_you_mean,
-                             load_config, parse_config)
+                             load_config, parse_config, tomllib)
 from mlptrain.errors import ConfigError
 
 SWEEP_TABLE = "sweep"

@@ -1,0 +1,45 @@
+"""Pieces more than one command prints: sparklines and the final-metrics table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from rich.table import Table
+
+from mlptrain.cli.common import num, pct
+
+BLOCKS = "▁▂▃▄▅▆▇█"  # eight heights, lowest first
+SPARK_WIDTH = 40  # characters; longer histories are averaged into this many buckets
+SPLITS = ("train", "val", "test")
+
+
+def sparkline(values: Sequence[float], width: int = SPARK_WIDTH, log: bool = False) -> str:
+    """The values as unicode block heights, min -> '▁' and max -> '█' (buckets of consecutive
+    values averaged when there are more than `width`); a flat series sits at mid height; ''
+    when there are no finite values."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if not v.size:
+        return ""
+    if log and (v > 0).all():
+        v = np.log(v)  # a falling loss spans decades: heights follow its log
+    if v.size > width:
+        v = np.array([chunk.mean() for chunk in np.array_split(v, width)])
+    lo, hi = v.min(), v.max()
+    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+        return BLOCKS[len(BLOCKS) // 2] * v.size
+    levels = np.rint((v - lo) / (hi - lo) * (len(BLOCKS) - 1)).astype(int)
+    return "".join(BLOCKS[i] for i in levels)
+
+
+def final_table(final: dict, samples: dict | None = None) -> Table:
+    """Loss and accuracy of every split a run scored at its end (and their sizes, if known)."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    columns = ("split", "loss", "accuracy", *(("samples",) if samples else ()))
+    for col in columns:
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for split in SPLITS:
+        row = [split, num(final.get(f"{split}_loss")), pct(final.get(f"{split}_accuracy"))]
+        table.add_row(*row, *((f"{samples.get(split, 0):,}",) if samples else ()))
+    return table
