@@ -394,7 +394,7 @@ def test_a_stopped_fit_leaves_sigint_deliverable_to_later_processes():
     # interrupted); a Python-level handler is reset in children
     import signal
 
-    from mlptrain.cli import _first_sigint_stops
+    from mlptrain.cli.fit import _first_sigint_stops
     from mlptrain.train import StopFlag
 
     before = signal.getsignal(signal.SIGINT)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mlptrain import nn
 from mlptrain.cli import app
 from mlptrain.config import load_config
-from mlptrain.gradcheck import TOLERANCE, gradcheck
+from mlptrain.experiment.gradcheck import TOLERANCE, gradcheck
 
 runner = CliRunner()
 

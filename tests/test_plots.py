@@ -9,8 +9,9 @@ from matplotlib.image import AxesImage
 
 from mlptrain.config import load_config
 from mlptrain.experiment import evaluate_run, fit_experiment, prepare
-from mlptrain.reports import arrays, run_plots
-from mlptrain.reports.run_plots import plot_run
+from mlptrain.experiment import plot as run_plots
+from mlptrain.reports import arrays
+from mlptrain.experiment.plot import plot_run
 from mlptrain.runs import Run, RunStore
 
 from conftest import CONFIGS

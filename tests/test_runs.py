@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import mlptrain.runs as runs_module
+import mlptrain.runs.store as runs_module
 from mlptrain.errors import RunStoreError
 from mlptrain.runs import Run, RunStore
 

@@ -9,15 +9,13 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from mlptrain.cli import app
-from mlptrain.cli.common import EXIT_CODES_HELP, EXIT_ERROR, fail, out
+from mlptrain.cli.common import EXIT_ERROR, fail, out
 from mlptrain.config import load_config
 from mlptrain.errors import MlptrainError
-from mlptrain.gradcheck import EPS, TOLERANCE
-from mlptrain.gradcheck import gradcheck as check_gradients
+from mlptrain.experiment.gradcheck import EPS, TOLERANCE
+from mlptrain.experiment.gradcheck import gradcheck as check_gradients
 
 
-@app.command(epilog=EXIT_CODES_HELP)
 def gradcheck(
     config: Path = typer.Argument(..., metavar="CONFIG", help="The TOML config whose model and data to check."),
     set_: Optional[List[str]] = typer.Option(

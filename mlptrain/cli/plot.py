@@ -31,7 +31,7 @@ def plot(
         raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}.",
                                  param_hint="--format")
     try:
-        from mlptrain.reports.run_plots import plot_run
+        from mlptrain.experiment.plot import plot_run
 
         drawn = plot_run(RunStore(runs_dir).find(run), out_dir, fmt)
     except MlptrainError as exc:

@@ -9,17 +9,15 @@ from typing import Optional
 import numpy as np
 import typer
 
-from mlptrain.cli import app
-from mlptrain.cli.common import EXIT_CODES_HELP, RunsDir, err, fail, out
+from mlptrain.cli.common import RunsDir, err, fail, out
 from mlptrain.errors import MlptrainError
-from mlptrain.predict import predict as predict_input
+from mlptrain.experiment.predict import predict as predict_input
 from mlptrain.runs import RunStore
 
 SHADES = " ░▒▓█"  # dark to light; each character stands for two rows of pixels
 MAX_PREVIEW_SAMPLES = 5  # a batch lists this many samples on a terminal (all with --json)
 
 
-@app.command(epilog=EXIT_CODES_HELP)
 def predict(
     run: str = typer.Argument(..., help="A run id, unique prefix, directory or `latest`."),
     input_path: Path = typer.Argument(..., metavar="INPUT", help="A PNG/JPEG image, or a "

@@ -10,14 +10,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mlptrain.cli import app
-from mlptrain.cli.common import EXIT_CODES_HELP, RunsDir, err, fail, out, pct, wide
+from mlptrain.cli.common import RunsDir, err, fail, out, pct, wide
 from mlptrain.errors import MlptrainError
-from mlptrain.run_query import STATUSES, config_table, list_runs, run_record
+from mlptrain.runs.query import STATUSES, config_table, list_runs, run_record
 from mlptrain.runs import RunStore
 
-runs_app = typer.Typer(help="List, show, compare and remove runs.", epilog=EXIT_CODES_HELP)
-app.add_typer(runs_app, name="runs")
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -39,7 +36,6 @@ def sparkline(values: list[float], width: int = 50) -> str:
     return "".join(SPARK[round((v - low) / span * (len(SPARK) - 1))] for v in values)
 
 
-@runs_app.callback(invoke_without_command=True)
 def runs(
     ctx: typer.Context,
     status: Optional[str] = typer.Option(None, "--status", help=f"Only runs with this "
@@ -85,7 +81,6 @@ def _styled_status(status: str) -> str:
     return f"[{color}]{status}[/{color}]" if color else status
 
 
-@runs_app.command("show", epilog=EXIT_CODES_HELP)
 def show(
     run: str = typer.Argument("latest", help="A run id, unique prefix, directory or `latest`."),
     as_json: bool = typer.Option(False, "--json", help="Print summary, metrics and config "
@@ -127,7 +122,6 @@ def show(
                       highlight=False)
 
 
-@runs_app.command("compare", epilog=EXIT_CODES_HELP)
 def compare(
     refs: List[str] = typer.Argument(..., metavar="RUN",
                                      help="Two or more runs (ids, prefixes, paths)."),
@@ -173,7 +167,6 @@ def compare(
     out.print(f"{differing} config keys differ (marked *)", highlight=False)
 
 
-@runs_app.command("rm", epilog=EXIT_CODES_HELP)
 def rm(
     refs: List[str] = typer.Argument(..., metavar="RUN",
                                      help="Runs to delete (ids, prefixes, paths)."),

@@ -91,7 +91,7 @@ def finish_fit(console: Console, config: Config, finished: RunFinished,
     plots, note, seconds = [], "", None
     if config.report.plots:
         # imported here: matplotlib loads only when plots are drawn
-        from mlptrain.reports.run_plots import plot_run
+        from mlptrain.experiment.plot import plot_run
 
         start = time.perf_counter()
         try:

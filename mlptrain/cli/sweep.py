@@ -9,12 +9,10 @@ from typing import List, Optional
 
 import typer
 
-from mlptrain.cli import app
 from mlptrain.cli.common import RunsDir, err, fail, interrupted, out
 from mlptrain.errors import MlptrainError
 
 
-@app.command()
 def sweep(
     config: Path = typer.Argument(..., help="A TOML config with a \\[sweep] table of axes, e.g. "
                                             "configs/mnist-capacity.toml."),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlptrain.config import Config
-from mlptrain.experiment import prepare
+from mlptrain.experiment.setup import prepare
 from mlptrain.train import to_device
 
 EPS = 1e-6  # central-difference step, in float64

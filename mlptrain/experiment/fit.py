@@ -1,11 +1,10 @@
-"""What `fit` and `eval` do, as library calls: config -> data -> model -> loop -> run store.
+"""Training a run: a new one from a config, or an interrupted one from its checkpoint.
 
-The CLI calls `fit_experiment` and `evaluate_run` and renders their events; nothing here prints.
+The CLI calls `fit_experiment` / `resume_experiment` and renders their events; nothing here prints.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import time
@@ -17,19 +16,13 @@ import numpy as np
 
 import mlptrain
 from mlptrain import train as loop
-from mlptrain.backend import get_backend
 from mlptrain.config import Config, load_config
-from mlptrain.data import Dataset, load_dataset
-from mlptrain.checkpoint import checkpoint_arrays, restore
 from mlptrain.errors import ConfigError, DataError, RunStoreError, TrainingError
-from mlptrain.data.augment import build_augmenter
-from mlptrain.model import MLP, build_model
+from mlptrain.experiment.setup import SPLITS, Prepared, prepare
+from mlptrain.model import MLP
 from mlptrain.optim import build_optimizer
-from mlptrain.regularize import build_dropout
 from mlptrain.runs import Run, RunStore, npz_arrays
-from mlptrain.seeding import streams
-
-SPLITS = ("train", "val", "test")
+from mlptrain.runs.checkpoint import checkpoint_arrays, restore
 
 
 @dataclass
@@ -49,56 +42,6 @@ class RunFinished:
     run_id: str
     path: Path
     summary: dict[str, Any]
-
-
-@dataclass
-class Prepared:
-    """Everything a run needs, built from a config but not yet trained."""
-
-    config: Config
-    dataset: Dataset
-    model: MLP
-    rngs: dict[str, np.random.Generator]
-    augment: Callable | None = None  # distorts a training batch in place (images only)
-
-
-def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
-    """Resolves device, data and the initialised model."""
-    rngs = streams(config.train.seed)
-    ops = get_backend(config.train.device)
-    dataset = load_dataset(config.data, rngs, data_progress)
-    model = build_model(config.model, ops, dataset.n_features, dataset.n_classes,
-                        np.dtype(config.train.dtype))
-    model.initialize(config.model.init, rngs["init"])
-    model.dropout = build_dropout(config.model, model.sizes, ops, rngs["dropout"], model.dtype)
-    augment = build_augmenter(config.data, dataset.input_shape, rngs["augment"])
-    return Prepared(config, dataset, model, rngs, augment)
-
-
-@dataclass
-class Plan:
-    """What `fit` would do, resolved but not run (fit --dry-run)."""
-
-    layers: list[str]
-    parameters: int
-    samples: dict[str, int]
-    device: str
-    dtype: str
-    steps_per_epoch: int
-    epochs: int
-    checkpoint_every: int
-    dataset: str
-    source: str
-
-
-def plan(config: Config, data_progress: Callable | None = None) -> Plan:
-    """Resolves device, data and model as `fit` would, without creating a run."""
-    p = prepare(config, data_progress)
-    samples = {name: int(len(p.dataset.split(name)[1])) for name in SPLITS}
-    batch = min(config.train.batch_size, samples["train"])
-    return Plan(p.model.describe(), p.model.parameter_count, samples, p.model.ops.device,
-                config.train.dtype, math.ceil(samples["train"] / batch), config.train.epochs,
-                config.train.checkpoint_every, p.dataset.name, p.dataset.source)
 
 
 def fit_experiment(config: Config, store: RunStore,
@@ -216,22 +159,6 @@ def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int) -> dict
         loss, acc = loop.evaluate(model, split, batch) if split.size else (None, None)
         final[f"{name}_loss"], final[f"{name}_accuracy"] = loss, acc
     return final
-
-
-def evaluate_run(store: RunStore, ref: str, split: str = "test") -> dict[str, Any]:
-    """Re-evaluates a saved run's weights on one split of its own data."""
-    if split not in SPLITS:
-        raise ConfigError(f"split {split!r} is not one of {', '.join(SPLITS)}.")
-    run = store.find(ref)
-    config = load_config(run.path / "config.toml")
-    p = prepare(config)
-    p.model.load_state_dict(run.read_weights(), source=str(run.path / "weights.npz"))
-    data = loop.to_device(p.model.ops, p.model, *p.dataset.split(split))
-    if not data.size:
-        raise ConfigError(f"run {run.run_id} has an empty {split} split (val_fraction = 0?).")
-    loss, accuracy = loop.evaluate(p.model, data, config.train.eval_batch_size)
-    return {"run_id": run.run_id, "split": split, "loss": loss, "accuracy": accuracy,
-            "samples": data.size}
 
 
 # -- helpers --------------------------------------------------------------------------------------
