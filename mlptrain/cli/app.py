@@ -11,7 +11,7 @@ import typer
 
 import mlptrain
 from mlptrain.cli import config as config_cmd
-from mlptrain.cli import evaluate, fit, gradcheck, plot, predict, runs, sweep
+from mlptrain.cli import evaluate, export, fit, gradcheck, plot, predict, runs, sweep
 from mlptrain.cli.common import EXIT_CODES_HELP, out
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ app.command("eval", epilog=EXIT_CODES_HELP)(evaluate.eval_)
 app.command(epilog=EXIT_CODES_HELP)(predict.predict)
 app.command(epilog=EXIT_CODES_HELP)(plot.plot)
 app.command(epilog=EXIT_CODES_HELP)(gradcheck.gradcheck)
+app.command(epilog=EXIT_CODES_HELP)(export.export)
 app.command()(sweep.sweep)
 
 config_app = typer.Typer(help="Work with config files without training.", no_args_is_help=True)

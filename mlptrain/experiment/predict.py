@@ -52,15 +52,16 @@ def predict(store: RunStore, ref: str, input_path: Path) -> Prediction:
     sizes = summary["model"]["sizes"]
     dataset = summary.get("dataset") or {}
     input_shape = tuple(dataset.get("input_shape") or _square_or_flat(sizes[0]))
-    model = _load_model(config, sizes, run.read_weights(), str(run.path / "weights.npz"))
+    model = load_network(config, sizes, run.read_weights(), str(run.path / "weights.npz"))
     inputs = read_inputs(Path(input_path), sizes[0], input_shape, dataset.get("name"))
     return Prediction(run.run_id, inputs, probabilities(model, inputs.X))
 
 
-def _load_model(config, sizes: list[int], weights: dict, source: str) -> MLP:
+def load_network(config, sizes: list[int], weights: dict, source: str, dtype=None) -> MLP:
+    """A saved run's network on the CPU, in `dtype` (default: the run's), without dropout."""
     n_classes = 2 if sizes[-1] == 1 else sizes[-1]  # one output: sigmoid over two classes
     model = build_model(config.model, get_backend("cpu"), sizes[0], n_classes,
-                        np.dtype(config.train.dtype))
+                        np.dtype(dtype or config.train.dtype))
     model.load_state_dict(weights, source=source)
     return model
 

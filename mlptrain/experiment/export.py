@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 import mlptrain
-from mlptrain.backend import get_backend
 from mlptrain.config import Config, load_config
 from mlptrain.data import load_dataset
 from mlptrain.errors import ConfigError, ExportError
-from mlptrain.model import MLP, build_model
+from mlptrain.experiment.predict import load_network
+from mlptrain.model import MLP
 from mlptrain.runs import Run, RunStore, atomic_write_bytes, atomic_write_text, npz_bytes
 from mlptrain.seeding import streams
 
@@ -108,11 +108,8 @@ class RunSource:
 
     def network(self, dtype) -> MLP:
         """The run's network on the CPU in `dtype`, without dropout (inference semantics)."""
-        n_classes = 2 if self.sizes[-1] == 1 else self.sizes[-1]  # one output: two classes
-        model = build_model(self.config.model, get_backend("cpu"), self.sizes[0], n_classes,
-                            np.dtype(dtype))
-        model.load_state_dict(self.weights, source=str(self.run.path / "weights.npz"))
-        return model
+        return load_network(self.config, self.sizes, self.weights,
+                            str(self.run.path / "weights.npz"), dtype)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """One split of the run's own data, drawn as the run drew it (same seed)."""
