@@ -112,7 +112,7 @@ def test_onnx_batch_dimension_is_dynamic(xor_runs, tmp_path):
     logits, probs = session.run(None, {"x": X})
     assert logits.shape == probs.shape == (7, 2)
     for i in range(7):  # one sample at a time gives the same rows
-        one_logits, one = session.run(None, {"x": X[i:i + 1]})
+        _, one = session.run(None, {"x": X[i:i + 1]})
         np.testing.assert_allclose(one[0], probs[i], atol=1e-6)
     source = RunSource.open(RunStore(path.parent), str(path))
     want = output_probabilities(source.network("float64"), X.astype(np.float64), 4)
@@ -252,7 +252,7 @@ def test_golden_arrays_follow_the_math(xor_runs, tmp_path, activation, loss):
 
 def test_golden_on_mnist_with_a_chosen_batch(mnist_runs, tmp_path):
     path = mnist_runs["relu"]
-    g, description = golden_of(path, tmp_path, batch=5)
+    g, _ = golden_of(path, tmp_path, batch=5)
     assert g["x"].shape == (5, 784) and g["probabilities"].shape == (5, 10)
     assert g["grad.layers.0.weight"].shape == (32, 784)
     source = RunSource.open(RunStore(path.parent), str(path))
@@ -335,3 +335,12 @@ def test_the_readme_onnxruntime_example_runs(mnist_runs, tmp_path):
     result = run("predict", path, tmp_path / "digits.npy", "--json")
     want = [s[0]["class"] for s in json.loads(result.stdout)["predictions"]]
     assert re.findall(r"\d", done.stdout) == [str(c) for c in want]  # "[7 2 1 0 4 ...]"
+
+
+@pytest.mark.slow
+def test_the_mnist_config_exports_to_onnx_that_agrees(tmp_path):
+    """The README's MNIST run, as configured (15 epochs), on all 10,000 test images."""
+    path = train(tmp_path / "runs", "mnist.toml")
+    c = export_run(RunStore(path.parent), str(path), "onnx").check
+    assert c["passed"] and c["classes_agree"] == c["samples"] == 10_000
+    assert c["max_abs_difference"] <= ONNX_TOLERANCE

@@ -182,6 +182,7 @@ def onnx_model(source: RunSource, opset: int = DEFAULT_OPSET):
     """The run's forward pass as a checked onnx.ModelProto: input `x` (batch, features),
     outputs `logits` and `probabilities`, every weight float32 under its weights.npz name."""
     onnx = _require("onnx")
+    _require("onnx.numpy_helper")
     helper, TensorProto = onnx.helper, onnx.TensorProto
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
@@ -193,10 +194,9 @@ def onnx_model(source: RunSource, opset: int = DEFAULT_OPSET):
     nodes, initializers, value = [], [], "x"
     for i in range(last + 1):
         weight, bias = f"layers.{i}.weight", f"layers.{i}.bias"
-        for name in (weight, bias):
-            initializers.append(helper.make_tensor(
-                name, TensorProto.FLOAT, source.weights[name].shape,
-                np.ascontiguousarray(source.weights[name], np.float32).reshape(-1).tolist()))
+        for name in (weight, bias):  # raw float32 bytes, under the weights.npz name
+            initializers.append(onnx.numpy_helper.from_array(
+                np.ascontiguousarray(source.weights[name], np.float32), name))
         z = "logits" if i == last else f"layers.{i}.pre_activation"
         nodes.append(helper.make_node(
             "Gemm", [value, weight, bias], [z], name=f"layers.{i}.linear", transB=1,
@@ -375,10 +375,11 @@ def golden_description(source: RunSource, arrays: dict[str, np.ndarray]) -> dict
         "mlptrain_version": mlptrain.__version__, "sizes": source.sizes,
         "activation": model["activation"], "leaky_slope": source.config.model.leaky_slope,
         "loss": model["loss"], "label_smoothing": source.config.model.label_smoothing,
-        "batch": int(len(arrays["y"])), "dtype": "float64",
+        "batch": len(arrays["y"]), "dtype": "float64",
         "notes": "One forward and backward pass in float64 with the run's final weights, "
-                 "without dropout. Gradients are of the batch-mean loss. layers.{i} counts "
-                 "the Linear layers from 0; the last one's output is the logits.",
+                 "without dropout. Gradients are of the batch-mean loss (with the run's label "
+                 "smoothing, if any). layers.{i} counts the Linear layers from 0; the last "
+                 "one's output is the logits.",
         "arrays": [{"name": name, "shape": list(a.shape), "dtype": str(a.dtype),
                     "meaning": meanings[name]} for name, a in arrays.items()],
     }
@@ -394,8 +395,15 @@ def export_golden(source: RunSource, path: Path, batch: int = GOLDEN_BATCH) -> E
     json_path = path.with_suffix(".json")
     try:
         atomic_write_bytes(path, npz_bytes(arrays))
-        atomic_write_text(json_path, json.dumps(description, indent=1) + "\n")
+        atomic_write_text(json_path, _short_json(description))
     except OSError as exc:
         raise ExportError(f"cannot write {path}: {exc}.") from None
     return Exported(source.run.run_id, "golden", [path, json_path], {
         "batch": description["batch"], "arrays": len(arrays), "loss": float(arrays["loss"])})
+
+
+def _short_json(description: dict[str, Any]) -> str:
+    """Indented JSON with one line per key and per array: short enough to read at a glance."""
+    head = [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in description.items() if k != "arrays"]
+    arrays = ",\n".join(f"  {json.dumps(a)}" for a in description["arrays"])
+    return "{\n" + ",\n".join(head) + ',\n "arrays": [\n' + arrays + "\n ]\n}\n"
