@@ -120,7 +120,8 @@ class RunSource:
         final, dataset = self.summary.get("final") or {}, self.summary.get("dataset") or {}
         model = self.summary["model"]
         return {
-            "mlptrain_version": mlptrain.__version__,
+            "mlptrain_version": mlptrain.__version__,  # the exporter's
+            "trained_with": str((self.summary.get("versions") or {}).get("mlptrain")),
             "run_id": self.run.run_id,
             "sizes": json.dumps(self.sizes),
             "activation": model["activation"],
@@ -129,6 +130,7 @@ class RunSource:
             "test_accuracy": repr(final.get("test_accuracy")),
             "test_loss": repr(final.get("test_loss")),
             "dataset": str(dataset.get("name")),
+            "dataset_source": str(dataset.get("source")),
             "input_shape": json.dumps(dataset.get("input_shape")),
             "dataset_checksums": json.dumps(dataset.get("checksums") or {}, sort_keys=True),
             "config_toml": self.config_text,
