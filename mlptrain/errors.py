@@ -33,3 +33,7 @@ class RunStoreError(MlptrainError):
 
 class TrainingError(MlptrainError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class ExportError(MlptrainError):
+    """An export cannot be made (a missing optional library) or failed its verification."""

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 import mlptrain
 from mlptrain.cli import config as config_cmd
-from mlptrain.cli import evaluate, fit, gradcheck, plot, predict, runs, sweep
+from mlptrain.cli import evaluate, export, fit, gradcheck, plot, predict, runs, sweep
 from mlptrain.cli.common import EXIT_CODES_HELP, EXIT_ERROR, EXIT_INTERRUPTED, err, out
 from mlptrain.cli.shell import Command, Group, reflow
 
@@ -50,6 +50,7 @@ command(app, evaluate.eval_, "eval")
 command(app, predict.predict)
 command(app, plot.plot)
 command(app, gradcheck.gradcheck)
+command(app, export.export)
 command(app, sweep.sweep)
 
 config_app = typer.Typer(cls=Group, help="Work with config files without training.",

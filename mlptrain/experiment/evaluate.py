@@ -17,7 +17,7 @@ from mlptrain.config import Config, load_config
 from mlptrain.data.npz import load_npz
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.experiment.setup import SPLITS, prepare
-from mlptrain.experiment.predict import _load_model as load_network
+from mlptrain.experiment.predict import load_network
 from mlptrain.model import MLP
 from mlptrain.reports.arrays import run_model
 from mlptrain.runs import Run, RunStore

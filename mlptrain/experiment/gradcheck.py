@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,7 +50,8 @@ class GradcheckReport:
     sizes: list[int]
     batch: int
     checks: list[ParameterCheck]
-    dropout: list[float] = dataclasses.field(default_factory=list)  # rates, masks held fixed
+    dropout: list[float] = field(default_factory=list)  # rates, masks held fixed
+    analytic: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # name -> grad
 
     @property
     def passed(self) -> bool:
@@ -64,12 +65,19 @@ def gradcheck(config: Config, batch: int = 8, entries: int = 30, seed: int = 0,
     config = dataclasses.replace(config, train=dataclasses.replace(config.train,
                                                                    dtype="float64"))
     p = prepare(config, data_progress)
-    model, ops = p.model, p.model.ops
-    _perturb_biases(model, np.random.default_rng(seed))
+    _perturb_biases(p.model, np.random.default_rng(seed))
     X, y = p.dataset.split("train")
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(y), size=min(batch, len(y)), replace=False)
-    data = to_device(ops, model, X[pick], y[pick])
+    return check_model(p.model, X[pick], y[pick], entries, rng)
+
+
+def check_model(model, X: np.ndarray, y: np.ndarray, entries: int = 30,
+                rng: np.random.Generator | None = None) -> GradcheckReport:
+    """Checks a float64 model's gradients of the mean loss over the batch (X, y) as it stands
+    (its weights, no perturbation); `rng` picks the entries (0 = every entry)."""
+    ops, rng = model.ops, rng or np.random.default_rng(0)
+    data = to_device(ops, model, X, y)
     ws = model.workspace(data.size)
     ws.x[...] = data.X
 
@@ -85,7 +93,7 @@ def gradcheck(config: Config, batch: int = 8, entries: int = 30, seed: int = 0,
                   for name, param in model.params.items()]
     rates = list(model.dropout.rates) if model.dropout is not None else []
     return GradcheckReport(model.activation.name, model.loss.name, model.sizes, data.size,
-                           checks, rates)
+                           checks, rates, analytic)
 
 
 @contextmanager

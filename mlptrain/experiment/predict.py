@@ -65,7 +65,7 @@ def predict(store: RunStore, ref: str, input_paths: Path | list[Path],
     sizes = summary["model"]["sizes"]
     dataset = summary.get("dataset") or {}
     input_shape = tuple(dataset.get("input_shape") or _square_or_flat(sizes[0]))
-    model = _load_model(config, sizes, run.read_weights(), str(run.path / "weights.npz"))
+    model = load_network(config, sizes, run.read_weights(), str(run.path / "weights.npz"))
     paths = expand_inputs([input_paths] if isinstance(input_paths, (str, Path)) else input_paths)
     inputs = [read_inputs(path, sizes[0], input_shape, dataset.get("name"), invert)
               for path in paths]
@@ -92,11 +92,12 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _load_model(config, sizes: list[int], weights: dict, source: str) -> MLP:
+def load_network(config, sizes: list[int], weights: dict, source: str, dtype=None) -> MLP:
+    """A saved run's network on the CPU, in `dtype` (default: the run's), without dropout."""
     n_classes = 2 if sizes[-1] == 1 else sizes[-1]  # one output: sigmoid over two classes
     m = config.model  # inference only: no training step, so no label smoothing or dropout
     model = MLP(get_backend("cpu"), sizes, nn.make_activation(m.activation, m.leaky_slope),
-                nn.make_loss(m.loss, n_classes), np.dtype(config.train.dtype))
+                nn.make_loss(m.loss, n_classes), np.dtype(dtype or config.train.dtype))
     model.load_state_dict(weights, source=source)
     return model
 

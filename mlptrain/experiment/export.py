@@ -1,0 +1,411 @@
+"""A trained run's network in formats other tools read, each checked before it is handed out.
+
+- onnx: the forward pass as an ONNX graph (Gemm + activation per layer, then the loss's
+  probabilities), float32, written with the `onnx` package and then run by onnxruntime over
+  the run's whole test set against mlptrain's own forward pass. A file that disagrees (largest
+  |p_onnx - p_mlptrain| above ONNX_TOLERANCE, or any predicted class different) is never left
+  behind.
+- safetensors: weights.npz's arrays under the same names, with the run's metadata; read back
+  and compared byte for byte.
+- golden: reference arrays for a port: one fixed batch of the run's data, every layer's
+  pre-activation and activation, the logits, the loss and every gradient, computed in float64
+  by this project's own forward and backward passes; a JSON file beside it names and shapes
+  them.
+
+The libraries are the optional extra `mlptrain[export]`, imported only here and only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import mlptrain
+from mlptrain.config import Config, load_config
+from mlptrain.data import load_dataset
+from mlptrain.errors import ConfigError, ExportError
+from mlptrain.experiment.predict import load_network
+from mlptrain.model import MLP
+from mlptrain.runs import Run, RunStore, atomic_write_bytes, atomic_write_text, npz_bytes
+from mlptrain.seeding import streams
+
+FORMATS = ("onnx", "safetensors", "golden")
+DEFAULT_FILES = {"onnx": "model.onnx", "safetensors": "model.safetensors", "golden": "golden.npz"}
+EXTRA_HINT = "pip install 'mlptrain[export]'"
+
+ONNX_TOLERANCE = 1e-5  # largest |p_onnx - p_mlptrain| accepted; float32 round-off is ~1e-7
+DEFAULT_OPSET = 17  # old enough for most runtimes (onnxruntime >= 1.11, onnxruntime-web)
+MIN_OPSET = 13  # Softmax over one axis (not the flattened tail) from opset 13 on
+GOLDEN_BATCH = 8  # samples in a golden file: small enough to print, big enough to catch a bug
+
+# ONNX operator per activation, keyed by the config names of nn.ACTIVATIONS
+ONNX_ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid",
+                    "leaky_relu": "LeakyRelu"}
+# ONNX operator that turns logits into the `probabilities` output, keyed by nn.LOSSES names
+ONNX_PROBABILITIES = {
+    "softmax_cross_entropy": ("Softmax", {"axis": -1},
+                              "(batch, classes): softmax of the logits over the classes"),
+    "sigmoid_bce": ("Sigmoid", {}, "(batch, 1): sigmoid of the logit, P(class 1)"),
+}
+
+
+@dataclass
+class Exported:
+    run_id: str
+    format: str
+    files: list[Path]
+    check: dict[str, Any] = field(default_factory=dict)  # what was verified, and the figures
+
+
+def export_run(store: RunStore, ref: str, fmt: str, out: Path | None = None,
+               opset: int = DEFAULT_OPSET, batch: int = GOLDEN_BATCH) -> Exported:
+    """Writes a completed run's network as `fmt` to `out` (default: in the run directory)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}.")
+    source = RunSource.open(store, ref)
+    path = Path(out) if out is not None else source.run.path / DEFAULT_FILES[fmt]
+    if fmt == "onnx":
+        return export_onnx(source, path, opset)
+    if fmt == "safetensors":
+        return export_safetensors(source, path)
+    return export_golden(source, path, batch)
+
+
+# -- the run being exported -----------------------------------------------------------------------
+
+
+@dataclass
+class RunSource:
+    """A completed run's weights, config and summary: everything an export reads."""
+
+    run: Run
+    config: Config
+    config_text: str
+    summary: dict[str, Any]
+    weights: dict[str, np.ndarray]
+
+    @classmethod
+    def open(cls, store: RunStore, ref: str) -> RunSource:
+        run = store.find(ref)
+        summary = run.read_summary()
+        if summary.get("status") != "completed":
+            raise ExportError(f"run {run.run_id} is {summary.get('status', 'unknown')}, not "
+                              "completed: only a finished run has final weights to export.")
+        config_path = run.path / "config.toml"
+        return cls(run, load_config(config_path), config_path.read_text(encoding="utf-8"),
+                   summary, run.read_weights())
+
+    @property
+    def sizes(self) -> list[int]:
+        return self.summary["model"]["sizes"]
+
+    def network(self, dtype) -> MLP:
+        """The run's network on the CPU in `dtype`, without dropout (inference semantics)."""
+        return load_network(self.config, self.sizes, self.weights,
+                            str(self.run.path / "weights.npz"), dtype)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """One split of the run's own data, drawn as the run drew it (same seed)."""
+        return load_dataset(self.config.data, streams(self.config.train.seed)).split(name)
+
+    def metadata(self) -> dict[str, str]:
+        """What a user of an exported file may want to know about where it came from."""
+        final, dataset = self.summary.get("final") or {}, self.summary.get("dataset") or {}
+        model = self.summary["model"]
+        return {
+            "mlptrain_version": mlptrain.__version__,  # the exporter's
+            "trained_with": str((self.summary.get("versions") or {}).get("mlptrain")),
+            "run_id": self.run.run_id,
+            "sizes": json.dumps(self.sizes),
+            "activation": model["activation"],
+            "leaky_slope": repr(self.config.model.leaky_slope),
+            "loss": model["loss"],
+            "test_accuracy": repr(final.get("test_accuracy")),
+            "test_loss": repr(final.get("test_loss")),
+            "dataset": str(dataset.get("name")),
+            "dataset_source": str(dataset.get("source")),
+            "input_shape": json.dumps(dataset.get("input_shape")),
+            "dataset_checksums": json.dumps(dataset.get("checksums") or {}, sort_keys=True),
+            "config_toml": self.config_text,
+        }
+
+
+def output_probabilities(model: MLP, X: np.ndarray, batch_size: int) -> np.ndarray:
+    """mlptrain's probabilities in the ONNX output's form: softmax (N, C), or sigmoid (N, 1)
+    for a one-output model, in float64."""
+    parts = []
+    for start in range(0, len(X), batch_size):
+        ws = model.workspace(min(batch_size, len(X) - start))
+        ws.x[...] = X[start:start + ws.batch_size]
+        logits = model.forward(ws)
+        p = model.loss.probabilities(np, logits)  # (B, C); (B, 2) for one output
+        parts.append(np.asarray(p[:, 1:] if model.sizes[-1] == 1 else p, np.float64))
+    return np.concatenate(parts)
+
+
+def predicted_classes(p: np.ndarray) -> np.ndarray:
+    """The class each row of probabilities names; one column is P(class 1)."""
+    return (p[:, 0] > 0.5).astype(np.int64) if p.shape[1] == 1 else p.argmax(axis=1)
+
+
+def _require(module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ExportError(f"exporting needs the Python package {module!r}, which is not "
+                          f"installed; install the export extra with: {EXTRA_HINT}") from None
+
+
+def _temporary(path: Path) -> Path:
+    """A name beside `path` to write and check a file under before it takes `path`."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def _prepare_folder(path: Path) -> None:
+    if path.is_dir():
+        raise ExportError(f"--out {path} is a directory; give the file to write.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create the folder for {path}: {exc}.") from None
+
+
+# -- onnx -----------------------------------------------------------------------------------------
+
+
+def onnx_model(source: RunSource, opset: int = DEFAULT_OPSET):
+    """The run's forward pass as a checked onnx.ModelProto: input `x` (batch, features),
+    outputs `logits` and `probabilities`, every weight float32 under its weights.npz name."""
+    onnx = _require("onnx")
+    _require("onnx.numpy_helper")
+    helper, TensorProto = onnx.helper, onnx.TensorProto
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise ConfigError(f"--opset {opset} is outside what this export supports: "
+                          f"{MIN_OPSET} to {newest} (the installed onnx {onnx.__version__}).")
+    model_cfg, sizes = source.config.model, source.sizes
+    activation, loss = source.summary["model"]["activation"], source.summary["model"]["loss"]
+    last = len(sizes) - 2
+    nodes, initializers, value = [], [], "x"
+    for i in range(last + 1):
+        weight, bias = f"layers.{i}.weight", f"layers.{i}.bias"
+        for name in (weight, bias):  # raw float32 bytes, under the weights.npz name
+            initializers.append(onnx.numpy_helper.from_array(
+                np.ascontiguousarray(source.weights[name], np.float32), name))
+        z = "logits" if i == last else f"layers.{i}.pre_activation"
+        nodes.append(helper.make_node(
+            "Gemm", [value, weight, bias], [z], name=f"layers.{i}.linear", transB=1,
+            doc_string=f"{z} = input @ {weight}^T + {bias}; {weight} is (out, in) = "
+                       f"({sizes[i + 1]}, {sizes[i]})"))
+        if i < last:
+            y = f"layers.{i}.activation"
+            attrs = {"alpha": float(model_cfg.leaky_slope)} if activation == "leaky_relu" else {}
+            nodes.append(helper.make_node(ONNX_ACTIVATIONS[activation], [z], [y],
+                                          name=f"layers.{i}.{activation}",
+                                          doc_string=f"{activation} of layer {i}", **attrs))
+            value = y
+    op, attrs, meaning = ONNX_PROBABILITIES[loss]
+    nodes.append(helper.make_node(op, ["logits"], ["probabilities"], name="probabilities",
+                                  doc_string=meaning, **attrs))
+    graph = helper.make_graph(
+        nodes, "mlptrain_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", sizes[0]],
+                                       f"(batch, {sizes[0]}) float32 samples, scaled as in "
+                                       "training (MNIST: pixels in [0, 1], row by row)")],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", sizes[-1]],
+                                       f"(batch, {sizes[-1]}) the output layer before "
+                                       f"{op.lower()}"),
+         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
+                                       ["batch", sizes[-1]], meaning)],
+        initializers,
+        doc_string=f"{'-'.join(map(str, sizes))} MLP ({activation}, {loss}) trained by "
+                   f"mlptrain, run {source.run.run_id}")
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(
+        graph, opset_imports=opsets, producer_name="mlptrain",
+        producer_version=mlptrain.__version__,
+        ir_version=helper.find_min_ir_version_for(opsets),  # the oldest runtime that can
+        doc_string="A multilayer perceptron exported by `mlptrain export`; metadata_props "
+                   "hold its config, test accuracy and dataset checksums.")
+    helper.set_model_props(model, source.metadata())
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def verify_onnx(path: Path, source: RunSource) -> dict[str, Any]:
+    """Runs the ONNX file with onnxruntime on the run's whole test set and compares its
+    probabilities with mlptrain's forward pass in the run's own dtype."""
+    ort = _require("onnxruntime")
+    X, _ = source.split("test")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (got,) = session.run(["probabilities"], {"x": np.asarray(X, np.float32)})
+    except Exception as exc:  # onnxruntime's errors share no base class worth naming
+        raise ExportError(f"onnxruntime {ort.__version__} could not run the exported graph "
+                          f"({exc}); try a lower --opset.") from None
+    model = source.network(source.config.train.dtype)
+    want = output_probabilities(model, X, source.config.train.eval_batch_size)
+    agree = int(np.sum(predicted_classes(got) == predicted_classes(want)))
+    worst = float(np.max(np.abs(got.astype(np.float64) - want))) if len(X) else 0.0
+    return {"runtime": f"onnxruntime {ort.__version__}", "samples": len(X),
+            "max_abs_difference": worst, "classes_agree": agree, "tolerance": ONNX_TOLERANCE,
+            "passed": worst <= ONNX_TOLERANCE and agree == len(X)}
+
+
+def export_onnx(source: RunSource, path: Path, opset: int = DEFAULT_OPSET) -> Exported:
+    data = onnx_model(source, opset).SerializeToString()
+    _prepare_folder(path)
+    tmp = _temporary(path)
+    try:  # checked under a temporary name: a refused file never takes `path`
+        tmp.write_bytes(data)
+        check = verify_onnx(tmp, source)
+        if not check["passed"]:
+            raise ExportError(
+                f"the exported ONNX graph disagrees with mlptrain on run "
+                f"{source.run.run_id}'s {check['samples']:,} test samples: largest "
+                f"|p_onnx - p_mlptrain| = {check['max_abs_difference']:.3g} (allowed "
+                f"{ONNX_TOLERANCE:g}), predicted classes agree on {check['classes_agree']:,}. "
+                f"No file was written to {path}.")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {exc}.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Exported(source.run.run_id, "onnx", [path], {"opset": opset, **check})
+
+
+# -- safetensors ----------------------------------------------------------------------------------
+
+
+def export_safetensors(source: RunSource, path: Path) -> Exported:
+    """weights.npz as safetensors (same names, dtypes and bytes), read back and compared."""
+    _require("safetensors")
+    st = _require("safetensors.numpy")
+    metadata = {"format": "np", **source.metadata()}
+    _prepare_folder(path)
+    try:
+        atomic_write_bytes(path, st.save(source.weights, metadata=metadata))
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {exc}.") from None
+    back, back_meta = read_safetensors(path)
+    mismatched = [name for name, w in source.weights.items() if name not in back
+                  or back[name].dtype != w.dtype or back[name].shape != w.shape
+                  or back[name].tobytes() != w.tobytes()]
+    if mismatched or set(back) != set(source.weights) or back_meta != metadata:
+        path.unlink(missing_ok=True)
+        raise ExportError(f"{path} did not read back as written (tensors differing: "
+                          f"{mismatched or 'none'}; metadata equal: {back_meta == metadata}); "
+                          "the file was removed.")
+    return Exported(source.run.run_id, "safetensors", [path], {
+        "tensors": len(back), "bytes": sum(w.nbytes for w in back.values()),
+        "identical": True})
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A safetensors file's arrays and its metadata string map."""
+    safetensors = _require("safetensors")
+    with safetensors.safe_open(str(path), framework="np") as f:
+        return {name: f.get_tensor(name) for name in f.keys()}, dict(f.metadata() or {})
+
+
+# -- golden ---------------------------------------------------------------------------------------
+
+
+def golden_batch(source: RunSource, batch: int = GOLDEN_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """The first `batch` samples of the run's training split (as the run split its data)."""
+    X, y = source.split("train")
+    return X[:batch], y[:batch]
+
+
+def golden_arrays(model: MLP, X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Every array a port can be checked against, from this project's own passes over (X, y).
+
+    Activations, logits, the loss and the gradients come straight from the model's forward and
+    backward; a hidden layer's pre-activation z = input W^T + b, which the forward pass
+    overwrites in place, is recomputed with the same primitives.
+    """
+    ops, B = model.ops, len(y)
+    ws = model.workspace(B)
+    ws.x[...] = X
+    targets = model.loss.targets(np, y, model.dtype)
+    loss_sum, _ = model.loss_and_grad(ws, targets, 1.0 / B)  # gradients of the batch mean
+    arrays: dict[str, np.ndarray] = {"x": np.array(X, model.dtype), "y": np.array(y, np.int64)}
+    arrays.update(model.state_dict())
+    for i, layer in enumerate(model.layers[:-1]):
+        z = layer.forward(ops, ws.acts[i], out=np.empty_like(ws.acts[i + 1]))  # (B, O)
+        arrays[f"layers.{i}.pre_activation"] = ops.add_bias(z, layer.bias)
+        arrays[f"layers.{i}.activation"] = ws.acts[i + 1].copy()
+    arrays["logits"] = ws.acts[-1].copy()
+    p = model.loss.probabilities(np, ws.acts[-1])
+    arrays["probabilities"] = np.array(p[:, 1:] if model.sizes[-1] == 1 else p)
+    arrays["loss"] = np.array(float(loss_sum) / B)
+    arrays["grad.logits"] = ws.dlogits.copy()
+    for i in range(len(model.layers) - 1):  # backward leaves dL/dz in deltas, in place
+        arrays[f"grad.layers.{i}.pre_activation"] = ws.deltas[i + 1].copy()
+    arrays.update({f"grad.{name}": np.array(g, order="C") for name, g in model.grads.items()})
+    return arrays
+
+
+def golden_description(source: RunSource, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """golden.json: how the arrays were made and what each one is."""
+    model = source.summary["model"]
+    meanings = {
+        "x": "inputs, the first samples of the run's training split",
+        "y": "class labels (int64)",
+        "logits": "output layer: input @ weight^T + bias",
+        "probabilities": ONNX_PROBABILITIES[model["loss"]][2],
+        "loss": "mean loss over the batch (0-d)",
+        "grad.logits": "d loss / d logits",
+    }
+    for name in arrays:
+        if name.startswith(("layers.", "grad.layers.")) and name not in meanings:
+            what = name.removeprefix("grad.")
+            meanings[name] = (f"d loss / d {what}" if name.startswith("grad.") else
+                              {"weight": "(out, in) weight", "bias": "(out,) bias",
+                               "pre_activation": "input @ weight^T + bias",
+                               "activation": f"{model['activation']}(pre_activation)"}
+                              [what.rsplit(".", 1)[1]])
+    return {
+        "format": "mlptrain golden vectors", "version": 1, "run_id": source.run.run_id,
+        "mlptrain_version": mlptrain.__version__, "sizes": source.sizes,
+        "activation": model["activation"], "leaky_slope": source.config.model.leaky_slope,
+        "loss": model["loss"], "label_smoothing": source.config.model.label_smoothing,
+        "batch": len(arrays["y"]), "dtype": "float64",
+        "notes": "One forward and backward pass in float64 with the run's final weights, "
+                 "without dropout. Gradients are of the batch-mean loss (with the run's label "
+                 "smoothing, if any). layers.{i} counts the Linear layers from 0; the last "
+                 "one's output is the logits.",
+        "arrays": [{"name": name, "shape": list(a.shape), "dtype": str(a.dtype),
+                    "meaning": meanings[name]} for name, a in arrays.items()],
+    }
+
+
+def export_golden(source: RunSource, path: Path, batch: int = GOLDEN_BATCH) -> Exported:
+    if batch < 1:
+        raise ConfigError(f"--batch {batch}: a golden batch needs at least one sample.")
+    X, y = golden_batch(source, batch)
+    arrays = golden_arrays(source.network("float64"), X, y)
+    description = golden_description(source, arrays)
+    _prepare_folder(path)
+    json_path = path.with_suffix(".json")
+    try:
+        atomic_write_bytes(path, npz_bytes(arrays))
+        atomic_write_text(json_path, _short_json(description))
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {exc}.") from None
+    return Exported(source.run.run_id, "golden", [path, json_path], {
+        "batch": description["batch"], "arrays": len(arrays), "loss": float(arrays["loss"])})
+
+
+def _short_json(description: dict[str, Any]) -> str:
+    """Indented JSON with one line per key and per array: short enough to read at a glance."""
+    head = [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in description.items() if k != "arrays"]
+    arrays = ",\n".join(f"  {json.dumps(a)}" for a in description["arrays"])
+    return "{\n" + ",\n".join(head) + ',\n "arrays": [\n' + arrays + "\n ]\n}\n"
