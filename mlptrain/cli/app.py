@@ -11,7 +11,7 @@ import typer
 
 import mlptrain
 from mlptrain.cli import config as config_cmd
-from mlptrain.cli import evaluate, fit, gradcheck, plot, predict, runs, sweep
+from mlptrain.cli import ensemble, evaluate, fit, gradcheck, plot, predict, runs, sweep
 from mlptrain.cli.common import EXIT_CODES_HELP, out
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version,
 
 app.command(epilog=EXIT_CODES_HELP)(fit.fit)
 app.command("eval", epilog=EXIT_CODES_HELP)(evaluate.eval_)
+app.command(epilog=EXIT_CODES_HELP)(ensemble.ensemble)
 app.command(epilog=EXIT_CODES_HELP)(predict.predict)
 app.command(epilog=EXIT_CODES_HELP)(plot.plot)
 app.command(epilog=EXIT_CODES_HELP)(gradcheck.gradcheck)

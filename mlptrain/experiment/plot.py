@@ -1,6 +1,6 @@
 """Every figure of one saved run, from its files: metrics, summary, config and weights.
 
-The run's data is rebuilt from its resolved config exactly as `eval` does (experiment.prepare),
+The run's data is rebuilt from its resolved config exactly as `eval` does (prepare_run),
 so the figures describe the same test set the run scored, and plotting never touches training.
 """
 
@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from mlptrain.config import load_config
-from mlptrain.experiment import prepare
+from mlptrain.experiment.setup import prepare_run
 from mlptrain.reports import arrays, figures
 from mlptrain.reports.style import check_format, save_figure, symmetric_limit
 from mlptrain.runs import Run
@@ -58,10 +57,8 @@ def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png") -> Plots:
         status = summary.get("status", "unknown")
         result.skipped.append(f"the model's figures: the run has no weights.npz (status {status})")
         return result
-    config = load_config(run.path / "config.toml")
-    p = prepare(config)
-    p.model.load_state_dict(run.read_weights(), source=str(run.path / "weights.npz"))
-    model, data = p.model, p.dataset
+    p = prepare_run(run)
+    config, model, data = p.config, p.model, p.dataset
     X_test, y_test = data.split("test")
     out = arrays.run_model(model, X_test, config.train.eval_batch_size)
     save("confusion", figures.draw_confusion(

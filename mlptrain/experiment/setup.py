@@ -1,7 +1,7 @@
 """Setting a run up from a config: device, data, the initialised model, and the plan.
 
-`prepare` is the one place a config becomes the objects a run trains; `plan` is what
-`fit --dry-run` shows of it.
+`prepare` is the one place a config becomes the objects a run trains; `prepare_run` rebuilds a
+saved run the same way, with its weights; `plan` is what `fit --dry-run` shows of it.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from typing import Callable
 import numpy as np
 
 from mlptrain.backend import get_backend
-from mlptrain.config import Config
+from mlptrain.config import Config, load_config
 from mlptrain.data import Dataset, load_dataset
 from mlptrain.data.augment import build_augmenter
 from mlptrain.model import MLP, build_model
 from mlptrain.regularize import build_dropout
+from mlptrain.runs import Run
 from mlptrain.seeding import streams
 
 SPLITS = ("train", "val", "test")
@@ -25,7 +26,7 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Prepared:
-    """Everything a run needs, built from a config but not yet trained."""
+    """Everything a run needs, built from a config (and, for a saved run, its weights)."""
 
     config: Config
     dataset: Dataset
@@ -45,6 +46,14 @@ def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
     model.dropout = build_dropout(config.model, model.sizes, ops, rngs["dropout"], model.dtype)
     augment = build_augmenter(config.data, dataset.input_shape, rngs["augment"])
     return Prepared(config, dataset, model, rngs, augment)
+
+
+def prepare_run(run: Run) -> Prepared:
+    """A saved run rebuilt from its resolved config, with its saved weights loaded: the data and
+    network that `eval`, `plot` and `ensemble` score."""
+    p = prepare(load_config(run.path / "config.toml"))
+    p.model.load_state_dict(run.read_weights(), source=str(run.path / "weights.npz"))
+    return p
 
 
 @dataclass
