@@ -162,3 +162,26 @@ def test_the_command_in_a_real_process(store, xor_members):
                              timeout=120)
     assert missing.returncode == 1 and "no-such-run" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+@pytest.mark.slow
+def test_the_shipped_committee_config_trains_members_that_ensemble_scores(tmp_path):
+    """configs/mnist-deep.toml's [sweep] over seeds, shrunk to two tiny members, through the real
+    command line: `sweep` trains them, `ensemble` scores their committee."""
+    env = {**os.environ, "MLPTRAIN_RUNS_DIR": str(tmp_path / "runs")}
+
+    def mlptrain(*args):
+        return subprocess.run([sys.executable, "-m", "mlptrain", *map(str, args)], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    swept = mlptrain("sweep", CONFIGS / "mnist-deep.toml", "--grid", "train.seed=0,1",
+                     "--set", "data.limit=1000", "--set", "model.hidden=[32,16]",
+                     "--set", "train.epochs=1", "--set", NO_PLOTS, "--workers", "0")
+    assert swept.returncode == 0, swept.stderr
+    (trials,) = (tmp_path / "runs" / "sweeps").glob("*/trials.json")
+    run_ids = [t["run_id"] for t in json.loads(trials.read_text())["trials"]]
+    assert len(run_ids) == 2
+    scored = mlptrain("ensemble", *run_ids, "--json")
+    assert scored.returncode == 0, scored.stderr
+    result = json.loads(scored.stdout)
+    assert [m["run_id"] for m in result["members"]] == run_ids and result["samples"] == 10_000
