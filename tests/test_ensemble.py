@@ -17,7 +17,7 @@ from mlptrain.cli import app
 from mlptrain.config import load_config
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.experiment import evaluate_run, fit_experiment, prepare
-from mlptrain.experiment.ensemble import Committee, Member, committee
+from mlptrain.experiment.ensemble import Committee, Member, committee, mistakes_figure
 from mlptrain.experiment.predict import predict
 from mlptrain.runs import RunStore
 
@@ -43,6 +43,11 @@ def mnist_members(store) -> list[str]:
     return [_fit(store, "mnist.toml", "data.limit=1500", "train.seed=0", *tiny),
             _fit(store, "mnist.toml", "data.limit=1500", "train.seed=1", *tiny),
             _fit(store, "mnist.toml", "data.limit=800", "train.seed=2", *tiny)]
+
+
+@pytest.fixture(scope="module")
+def mnist_committee(store, mnist_members) -> Committee:
+    return committee(store, mnist_members)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +79,9 @@ def test_a_hand_worked_committee_averages_probabilities_not_votes():
     assert [c["samples"] for c in result["per_class"]] == [1, 1, 2]
 
 
-def test_mnist_committee_matches_eval_and_predict(store, mnist_members, tmp_path):
-    result = committee(store, mnist_members)
+def test_mnist_committee_matches_eval_and_predict(store, mnist_members, mnist_committee,
+                                                  tmp_path):
+    result = mnist_committee
     assert len(result.labels) == 10_000 and result.input_shape == (28, 28)
     accuracies = result.member_accuracies()
     for run_id, accuracy in zip(mnist_members, accuracies):  # each member scored as eval does
@@ -185,3 +191,35 @@ def test_the_shipped_committee_config_trains_members_that_ensemble_scores(tmp_pa
     assert scored.returncode == 0, scored.stderr
     result = json.loads(scored.stdout)
     assert [m["run_id"] for m in result["members"]] == run_ids and result["samples"] == 10_000
+
+
+def test_figure_of_the_committee_mistakes_shows_every_members_vote(mnist_committee):
+    c = mnist_committee
+    fig = mistakes_figure(c)
+    wrong = np.flatnonzero(c.predictions != c.labels)[:32]
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == len(wrong) == 32
+    for ax, i in zip(panels, wrong):
+        assert ax.get_title().startswith(f"true {c.labels[i]}, pred {c.predictions[i]} ")
+        votes = [t.get_text() for t in ax.texts]
+        assert votes == ["votes " + " ".join(str(m.predictions[i]) for m in c.members)]
+        np.testing.assert_array_equal(ax.images[0].get_array(),
+                                      c.samples[i].reshape(28, 28))
+
+
+def test_ensemble_draws_the_figure_file(store, mnist_members, tmp_path):
+    done = runner.invoke(app, ["ensemble", *mnist_members[:2], "--figure", tmp_path / "m.png",
+                               "--json", "--runs-dir", str(store.root)])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["figure"] == str(tmp_path / "m.png")
+    assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figure_needs_an_image_format_and_image_data(store, xor_members, tmp_path):
+    wrong_suffix = runner.invoke(app, ["ensemble", *xor_members, "--figure", tmp_path / "m.jpg",
+                                       "--runs-dir", str(store.root)])
+    assert wrong_suffix.exit_code == 1 and ".png or .svg" in wrong_suffix.stderr
+    not_images = runner.invoke(app, ["ensemble", *xor_members, "--figure", tmp_path / "m.png",
+                                      "--runs-dir", str(store.root)])
+    assert not_images.exit_code == 1 and "not images" in not_images.stderr
+    assert not (tmp_path / "m.png").exists()

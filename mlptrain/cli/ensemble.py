@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mlptrain.cli.common import RunsDir, fail, interrupted, out, pct
 from mlptrain.errors import MlptrainError
-from mlptrain.experiment.ensemble import committee
+from mlptrain.experiment.ensemble import check_figure_path, committee, draw_mistakes
 from mlptrain.runs import RunStore
 
 
@@ -28,21 +28,32 @@ def ensemble(
                                          help="Which split the committee scores (val only for "
                                               "runs of one seed: the split is drawn with it)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    figure: Optional[Path] = typer.Option(
+        None, "--figure", metavar="FILE", help="Also draw the committee's misclassified images "
+        "with each member's vote into FILE (.png or .svg)."),
     runs_dir: Optional[Path] = RunsDir,
 ):
     """Average several runs' class probabilities and score the committee on their test split."""
     try:
-        result = committee(RunStore(runs_dir), runs, split.value).to_dict()
+        if figure is not None:
+            check_figure_path(figure)  # before the members load: they may take minutes
+        members = committee(RunStore(runs_dir), runs, split.value)
+        drawn = draw_mistakes(members, figure) if figure is not None else None
     except MlptrainError as exc:
         fail(exc)
     except KeyboardInterrupt:
         interrupted()
+    result = members.to_dict()
+    if drawn is not None:
+        result["figure"] = str(drawn)
     if as_json:
         print(json.dumps(result))
         return
     out.print(members_table(result))
     out.print(per_class_table(result))
     out.print(verdict(result), highlight=False)
+    if drawn is not None:
+        out.print(f"figure of its mistakes: {drawn}", highlight=False, soft_wrap=True)
 
 
 def members_table(r: dict) -> Table:
@@ -64,8 +75,8 @@ def per_class_table(r: dict) -> Table:
     table.add_column("class")
     for c in r["per_class"]:
         table.add_column(str(c["class"]), justify="right")
-    table.add_row("errors", *(str(c["errors"]) for c in r["per_class"]))
-    table.add_row("samples", *(f"{c['samples']:,}" for c in r["per_class"]))
+    table.add_row("wrong", *(str(c["errors"]) for c in r["per_class"]))
+    table.add_row("of", *(f"{c['samples']:,}" for c in r["per_class"]))
     return table
 
 

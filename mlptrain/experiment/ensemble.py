@@ -13,16 +13,21 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.experiment.setup import prepare_run
-from mlptrain.reports.arrays import run_model
+from mlptrain.reports import figures
+from mlptrain.reports.arrays import misclassified, run_model
+from mlptrain.reports.style import FORMATS, save_figure
 from mlptrain.runs import Run, RunStore
 
 COMMITTEE_SPLITS = ("test", "val")  # a committee of the training split would score memory
+MAX_MISTAKES = 32  # samples in the figure of the committee's mistakes
 
 
 @dataclass
@@ -192,3 +197,33 @@ def _split_mismatch(a: Run, b: Run, split: str) -> str:
            "their data settings differ (for generated data: samples, noise, test_samples)")
     return (f"runs {a.run_id} and {b.run_id} do not score the same {split} samples ({why}). "
             "A committee averages its members' outputs sample by sample.")
+
+
+def check_figure_path(path: Path) -> None:
+    """Raises unless the file name ends in a figure format (.png, .svg)."""
+    if Path(path).suffix.lstrip(".") not in FORMATS:
+        raise ConfigError(f"figure {path}: the file name must end in "
+                          f"{' or '.join('.' + f for f in FORMATS)}.")
+
+
+def mistakes_figure(c: Committee, limit: int = MAX_MISTAKES) -> Figure:
+    """The first `limit` samples the committee gets wrong, with each member's vote; the samples
+    must be images."""
+    if len(c.input_shape) != 2 or c.samples is None:
+        raise ConfigError(f"the committee's samples are not images (input shape "
+                          f"{c.input_shape}); there is no figure of its mistakes to draw.")
+    predictions = c.predictions
+    wrong = misclassified(c.labels, predictions, limit)
+    errors = int(np.sum(predictions != c.labels))
+    confidence = c.probabilities[wrong, predictions[wrong]]
+    images = np.asarray(c.samples[wrong]).reshape(-1, *c.input_shape)
+    title = f"committee of {len(c.members)} runs, {c.split} split: {100 * c.accuracy:.2f}%"
+    return figures.draw_committee_mistakes(images, c.labels[wrong], predictions[wrong],
+                                           confidence, c.votes[:, wrong].T, errors,
+                                           len(c.labels), title)
+
+
+def draw_mistakes(c: Committee, path: Path, limit: int = MAX_MISTAKES) -> Path:
+    """Draws `mistakes_figure` into `path` (.png or .svg) and returns the path."""
+    check_figure_path(path)
+    return save_figure(mistakes_figure(c, limit), Path(path))
