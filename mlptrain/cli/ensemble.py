@@ -1,4 +1,4 @@
-"""`mlptrain ensemble RUN RUN ...`: a committee of saved runs, their class probabilities averaged."""
+"""`mlptrain ensemble RUN RUN ...`: a committee of saved runs, class probabilities averaged."""
 
 from __future__ import annotations
 
