@@ -19,7 +19,7 @@ from mlptrain.config import Config, default_config, load_config
 from mlptrain.experiment import fit_experiment
 from mlptrain.experiment.evaluate import classification_report
 from mlptrain.runs import Run, RunStore
-from mlptrain.train import StopFlag
+from mlptrain.loop import StopFlag
 
 runner = CliRunner()
 

@@ -14,7 +14,7 @@ from mlptrain.cli.render import FitRenderer
 from mlptrain.cli.sweep_render import SweepRenderer
 from mlptrain.experiment import RunFinished, RunStarted
 from mlptrain.sweep import SweepStarted, TrialProgress, TrialStarted
-from mlptrain.train import EpochEnded, EpochStarted, StepsDone
+from mlptrain.loop import EpochEnded, EpochStarted, StepsDone
 from terminal import screen
 
 ETA = re.compile(r"eta (-:--:--|\d+:\d\d:\d\d)")

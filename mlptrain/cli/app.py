@@ -12,7 +12,7 @@ from rich.markup import escape
 
 import mlptrain
 from mlptrain.cli import config as config_cmd
-from mlptrain.cli import evaluate, export, fit, gradcheck, plot, predict, runs, sweep
+from mlptrain.cli import ensemble, evaluate, export, fit, gradcheck, plot, predict, runs, sweep
 from mlptrain.cli.common import EXIT_CODES_HELP, EXIT_ERROR, EXIT_INTERRUPTED, err, out
 from mlptrain.cli.shell import Command, Group, reflow
 
@@ -47,6 +47,7 @@ def command(group: typer.Typer, function, name: str | None = None, **options) ->
 command(app, fit.fit)
 command(app, fit.fit, "train", hidden=True)  # what other tools call it: the same command
 command(app, evaluate.eval_, "eval")
+command(app, ensemble.ensemble)
 command(app, predict.predict)
 command(app, plot.plot)
 command(app, gradcheck.gradcheck)

@@ -1,6 +1,6 @@
 """Every figure of one saved run, from its files: metrics, summary, config and weights.
 
-The run's data is rebuilt from its resolved config exactly as `eval` does (experiment.prepare),
+The run's data is rebuilt from its resolved config exactly as `eval` does (prepare_run),
 so the figures describe the same test set the run scored, and plotting never touches training.
 A fit that has just finished passes what it prepared instead, so the data is not read twice.
 """
@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from mlptrain.config import load_config
 from mlptrain.errors import MlptrainError
-from mlptrain.experiment.setup import Prepared, prepare
+from mlptrain.experiment.setup import Prepared, prepare_run
 from mlptrain.reports import arrays, figures
 from mlptrain.reports.style import check_format, save_figure, symmetric_limit
 from mlptrain.runs import Run
@@ -90,8 +89,7 @@ def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png",
         result.skipped.append(f"the model's figures: the run has no weights.npz (status {status})")
         return result
     if prepared is None:
-        prepared = prepare(load_config(run.path / "config.toml"))
-        prepared.model.load_state_dict(run.read_weights(), source=str(run.path / "weights.npz"))
+        prepared = prepare_run(run)
     config, model, data = prepared.config, prepared.model, prepared.dataset
     X_test, y_test = data.split("test")
     out = arrays.run_model(model, X_test, config.train.eval_batch_size)

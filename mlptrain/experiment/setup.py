@@ -1,8 +1,9 @@
 """Setting a run up from a config: device, data, the initialised model, and the plan.
 
 `prepare` is the one place a config becomes the objects a run trains: the data, the declared
-step (step.py: what every training step does) and the model it shapes; `plan` is what
-`fit --dry-run` shows of it, including which path the step will take on the device.
+step (step.py: what every training step does) and the model it shapes. `prepare_run` rebuilds
+a saved run the same way, with its weights; `plan` is what `fit --dry-run` shows, including
+which path the step will take on the device.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import numpy as np
 
 from mlptrain import memory
 from mlptrain.backend import describe_path, epoch_path, get_backend
-from mlptrain.config import Config
+from mlptrain.config import Config, load_config
 from mlptrain.data import Dataset, load_dataset
 from mlptrain.model import MLP, build_model
+from mlptrain.runs import Run
 from mlptrain.seeding import streams
 from mlptrain.step import Step, build_step
 
@@ -26,7 +28,7 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Prepared:
-    """Everything a run needs, built from a config but not yet trained."""
+    """Everything a run needs, built from a config (and, for a saved run, its weights)."""
 
     config: Config
     dataset: Dataset
@@ -59,6 +61,14 @@ def _config_folder(config: Config) -> list[Path]:
     """The folder of the config file (a vendored data/mnist is looked for beside it)."""
     source = Path(config.source)
     return [source.parent] if source.is_file() else []
+
+
+def prepare_run(run: Run) -> Prepared:
+    """A saved run rebuilt from its resolved config, with its saved weights loaded: the data and
+    network that `eval`, `plot` and `ensemble` score."""
+    p = prepare(load_config(run.path / "config.toml"))
+    p.model.load_state_dict(run.read_weights(), source=str(run.path / "weights.npz"))
+    return p
 
 
 @dataclass

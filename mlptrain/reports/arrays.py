@@ -52,20 +52,24 @@ class Outputs:
 
     probabilities: np.ndarray  # (N, C) class probabilities
     predictions: np.ndarray  # (N,) predicted class, decided from the logits as the loss does
-    hidden: np.ndarray  # (N, H) post-activation values of the first hidden layer
+    hidden: np.ndarray | None  # (N, H) post-activation values of the first hidden layer
 
 
-def run_model(model: MLP, X: np.ndarray, batch_size: int) -> Outputs:
-    """Forward passes over X (N, D) in batches of `batch_size`."""
+def run_model(model: MLP, X: np.ndarray, batch_size: int, hidden: bool = True) -> Outputs:
+    """Forward passes over X (N, D) in batches of `batch_size`; with hidden=False the first
+    hidden layer's values are not copied out (N x 2500 floats for a wide net, unused by a
+    caller that wants only the outputs)."""
     ops, xp = model.ops, model.ops.xp
-    probs, preds, hidden = [], [], []
+    probs, preds, first = [], [], []
     for _, _, ws, logits in model.forward_batches(X, batch_size):  # (B, C), or (B, 1): sigmoid
         # the loss's own rule, so predictions match the recorded accuracy bit for bit
         pred = logits[:, 0] > 0 if logits.shape[1] == 1 else logits.argmax(axis=1)
         probs.append(ops.to_host(model.loss.probabilities(xp, logits)))
         preds.append(ops.to_host(pred).astype(np.int64))
-        hidden.append(np.array(ops.to_host(ws.acts[1])))  # copied: the workspace is reused
-    return Outputs(np.concatenate(probs), np.concatenate(preds), np.concatenate(hidden))
+        if hidden:
+            first.append(np.array(ops.to_host(ws.acts[1])))  # copied: the workspace is reused
+    return Outputs(np.concatenate(probs), np.concatenate(preds),
+                   np.concatenate(first) if hidden else None)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:

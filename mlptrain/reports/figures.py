@@ -184,6 +184,32 @@ def draw_misclassified(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarra
     return fig
 
 
+
+@styled
+def draw_committee_mistakes(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
+                            confidence: np.ndarray, votes: np.ndarray, errors: int, total: int,
+                            title: str) -> Figure:
+    """images (K, h, w): samples a committee got wrong, each titled true -> predicted (with the
+    averaged probability) and, below, the class each of the M members voted (votes (K, M))."""
+    k = len(images)
+    columns = min(8, max(k, 1))
+    rows = max(1, -(-k // columns))
+    fig = new_figure(1.3 * columns + 0.4, 1.75 * rows + 0.8)
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, image, t, p, conf, vote in zip(axes, images, y_true, y_pred, confidence, votes):
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"true {t}, pred {p} ({100 * conf:.0f}%)", fontsize=7.5)
+        ax.text(0.5, -0.04, "votes " + " ".join(str(v) for v in vote), fontsize=7,
+                ha="center", va="top", transform=ax.transAxes)
+    shown = f"the first {k}" if k < errors else "all"
+    fig.suptitle(f"{title}\n{errors:,} of {total:,} samples misclassified by the committee; "
+                 f"{shown} shown\n(pred: the class of the averaged probabilities, and that "
+                 "probability; votes: each member's class, in the order given)")
+    return fig
+
+
 def _with_blank(name: str):
     """The named colour map, drawing NaN (the gaps between tiles) as white."""
     from matplotlib import colormaps

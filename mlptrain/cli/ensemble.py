@@ -1,0 +1,89 @@
+"""`mlptrain ensemble RUN RUN ...`: a committee of saved runs, class probabilities averaged."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from mlptrain.cli.common import RunsDir, fail, interrupted, out, pct
+from mlptrain.errors import MlptrainError
+from mlptrain.experiment.ensemble import check_figure_path, committee, draw_mistakes
+from mlptrain.runs import RunStore
+
+
+class CommitteeSplit(str, Enum):
+    test = "test"
+    val = "val"
+
+
+def ensemble(
+    runs: List[str] = typer.Argument(..., metavar="RUNS", help="Two or more runs of one "
+                                     "dataset: run ids, unique prefixes, run directories."),
+    split: CommitteeSplit = typer.Option(CommitteeSplit.test, "--split", case_sensitive=False,
+                                         help="Which split the committee scores (val only for "
+                                              "runs of one seed: the split is drawn with it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    figure: Optional[Path] = typer.Option(
+        None, "--figure", metavar="FILE", help="Also draw the committee's misclassified images "
+        "with each member's vote into FILE (.png or .svg)."),
+    runs_dir: Optional[Path] = RunsDir,
+):
+    """Average several runs' class probabilities and score the committee on their test split."""
+    try:
+        if figure is not None:
+            check_figure_path(figure)  # before the members load: they may take minutes
+        members = committee(RunStore(runs_dir), runs, split.value)
+        drawn = draw_mistakes(members, figure) if figure is not None else None
+    except MlptrainError as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        interrupted()
+    result = members.to_dict()
+    if drawn is not None:
+        result["figure"] = str(drawn)
+    if as_json:
+        print(json.dumps(result))
+        return
+    out.print(members_table(result))
+    out.print(per_class_table(result))
+    out.print(verdict(result), highlight=False)
+    if drawn is not None:
+        out.print(f"figure of its mistakes: {drawn}", highlight=False, soft_wrap=True)
+
+
+def members_table(r: dict) -> Table:
+    table = Table(title=f"committee of {r['size']} on the {r['split']} split "
+                        f"({r['samples']:,} samples)", title_justify="left", min_width=60)
+    for col, justify in (("member", "left"), ("name", "left"), ("accuracy", "right"),
+                         ("errors", "right")):
+        table.add_column(col, justify=justify)
+    for m in r["members"]:
+        table.add_row(m["run_id"], m["name"], pct(m["accuracy"]), f"{m['errors']:,}")
+    table.add_section()
+    table.add_row("[bold]committee[/bold]", "mean of probabilities",
+                  f"[bold]{pct(r['accuracy'])}[/bold]", f"{r['errors']:,}")
+    return table
+
+
+def per_class_table(r: dict) -> Table:
+    table = Table(title="committee errors per true class", title_justify="left", min_width=60)
+    table.add_column("class")
+    for c in r["per_class"]:
+        table.add_column(str(c["class"]), justify="right")
+    table.add_row("wrong", *(str(c["errors"]) for c in r["per_class"]))
+    table.add_row("of", *(f"{c['samples']:,}" for c in r["per_class"]))
+    return table
+
+
+def verdict(r: dict) -> str:
+    gain = 100 * (r["accuracy"] - r["best_member"]["accuracy"])
+    best = r["best_member"]
+    return (f"members disagree on {r['disagreements']:,} of {r['samples']:,} samples\n"
+            f"best member {pct(best['accuracy'])} ({best['run_id']}), mean member "
+            f"{pct(r['mean_member_accuracy'])}\n"
+            f"committee {pct(r['accuracy'])}: {gain:+.2f} points over the best member")

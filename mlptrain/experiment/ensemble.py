@@ -1,0 +1,230 @@
+"""A committee of saved runs: the mean of their class probabilities on one split of their data.
+
+As Ciresan et al. did for MNIST (one deep MLP: 0.35% test error, arXiv 1003.0358; a committee
+of seven: 0.31%, arXiv 1103.4487), the committee averages the outputs of independently trained
+nets and takes the most probable class. Averaging probabilities (not votes) lets a confident
+member outweigh two unsure ones. Every member must score the very same samples: the runs are
+checked for one dataset (name, file checksums, input shape, class count) before anything
+loads, and for identical split contents after, since a validation split is drawn with the
+run's own seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from mlptrain.errors import ConfigError, DataError
+from mlptrain.experiment.setup import prepare_run
+from mlptrain.reports import figures
+from mlptrain.reports.arrays import misclassified, run_model
+from mlptrain.reports.style import FORMATS, save_figure
+from mlptrain.runs import Run, RunStore
+
+COMMITTEE_SPLITS = ("test", "val")  # a committee of the training split would score memory
+MAX_MISTAKES = 32  # samples in the figure of the committee's mistakes
+
+
+@dataclass
+class Member:
+    """One run's outputs on the committee's samples."""
+
+    run_id: str
+    name: str
+    probabilities: np.ndarray  # (N, C) float64
+    predictions: np.ndarray  # (N,) the member's own decision rule, as `eval` scores it
+
+
+@dataclass
+class Committee:
+    """Members' outputs on the same N labelled samples, and what their average decides."""
+
+    split: str
+    labels: np.ndarray  # (N,) true classes
+    members: list[Member]
+    samples: np.ndarray | None = None  # (N, D) the inputs, for figures of the mistakes
+    input_shape: tuple[int, ...] = ()  # how one sample looks, (28, 28) for MNIST
+
+    @property
+    def n_classes(self) -> int:
+        return self.members[0].probabilities.shape[1]
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """(N, C): the members' class probabilities, averaged with equal weight."""
+        return np.mean([m.probabilities for m in self.members], axis=0)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """(N,) the most probable class of the average (the lowest index on a tie)."""
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def votes(self) -> np.ndarray:
+        """(M, N): each member's predicted class for each sample."""
+        return np.stack([m.predictions for m in self.members])
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.predictions == self.labels))
+
+    def member_accuracies(self) -> list[float]:
+        return [float(np.mean(m.predictions == self.labels)) for m in self.members]
+
+    def errors_per_class(self) -> np.ndarray:
+        """(C,) how many samples of each true class the committee gets wrong."""
+        wrong = self.labels[self.predictions != self.labels]
+        return np.bincount(wrong, minlength=self.n_classes)
+
+    def disagreements(self) -> int:
+        """How many samples the members do not all give the same class."""
+        votes = self.votes
+        return int((votes != votes[0]).any(axis=0).sum())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything `ensemble --json` reports, as plain JSON-able values."""
+        accuracies = self.member_accuracies()
+        best = int(np.argmax(accuracies))  # the first listed on a tie
+        per_class = np.bincount(self.labels, minlength=self.n_classes)
+        return {
+            "split": self.split,
+            "samples": len(self.labels),
+            "size": len(self.members),
+            "accuracy": self.accuracy,
+            "errors": int(np.sum(self.predictions != self.labels)),
+            "members": [{"run_id": m.run_id, "name": m.name, "accuracy": a,
+                         "errors": int(np.sum(m.predictions != self.labels))}
+                        for m, a in zip(self.members, accuracies)],
+            "best_member": {"run_id": self.members[best].run_id, "accuracy": accuracies[best]},
+            "mean_member_accuracy": float(np.mean(accuracies)),
+            "disagreements": self.disagreements(),
+            "per_class": [{"class": c, "samples": int(per_class[c]), "errors": int(e)}
+                          for c, e in enumerate(self.errors_per_class())],
+        }
+
+
+def committee(store: RunStore, refs: Sequence[str], split: str = "test") -> Committee:
+    """Loads each run (a run id, unique prefix, directory or `latest`) and scores it on `split`
+    of its own data; raises if the runs do not share that split's samples."""
+    if split not in COMMITTEE_SPLITS:
+        raise ConfigError(f"split {split!r} is not one of {', '.join(COMMITTEE_SPLITS)}.")
+    runs = _distinct_runs(store, refs)
+    _check_same_dataset(runs)
+    members: list[Member] = []
+    first: tuple[Run, str] | None = None
+    labels = samples = None
+    input_shape: tuple[int, ...] = ()
+    for run in runs:
+        p = prepare_run(run)
+        X, y = p.dataset.split(split)
+        if not len(y):
+            raise ConfigError(f"run {run.run_id} has an empty {split} split (val_fraction = "
+                              "0?); a committee needs samples to score.")
+        digest = _fingerprint(X, y)
+        if first is None:
+            first, labels, samples, input_shape = (run, digest), y, X, p.dataset.input_shape
+        elif digest != first[1]:
+            raise DataError(_split_mismatch(first[0], run, split))
+        out = run_model(p.model, X, p.config.train.eval_batch_size, hidden=False)
+        members.append(Member(run.run_id, p.config.name, out.probabilities.astype(np.float64),
+                              out.predictions))
+        del p  # one member's data and network at a time: members may be 12 M weights each
+    return Committee(split, labels, members, samples, tuple(input_shape))
+
+
+def _distinct_runs(store: RunStore, refs: Sequence[str]) -> list[Run]:
+    if len(refs) < 2:
+        raise ConfigError(f"a committee needs at least two runs; got {len(refs)}.")
+    runs, seen = [], {}
+    for ref in refs:
+        run = store.find(ref)
+        key = run.path.resolve()
+        if key in seen:
+            raise ConfigError(f"run {run.run_id} is listed twice ({seen[key]!r} and {ref!r}); "
+                              "each member counts once in the average.")
+        seen[key] = ref
+        runs.append(run)
+    return runs
+
+
+def _data_signature(run: Run) -> tuple:
+    """What the run's summary says about its data: (name, checksums, input shape, classes)."""
+    summary = run.read_summary()
+    dataset = summary.get("dataset") or {}
+    outputs = (summary.get("model") or {}).get("sizes", [0])[-1]
+    n_classes = 2 if outputs == 1 else outputs  # one sigmoid output scores two classes
+    checksums = tuple(sorted((dataset.get("checksums") or {}).items()))
+    return (dataset.get("name"), checksums, tuple(dataset.get("input_shape") or ()), n_classes)
+
+
+def _check_same_dataset(runs: list[Run]) -> None:
+    groups: dict[tuple, list[str]] = {}
+    for run in runs:
+        groups.setdefault(_data_signature(run), []).append(run.run_id)
+    if len(groups) == 1:
+        return
+    described = "; ".join(f"{', '.join(ids)}: {_describe(sig)}" for sig, ids in groups.items())
+    raise DataError(f"these runs were trained on different data, so their outputs cannot be "
+                    f"averaged ({described}). A committee's members must share one dataset: the "
+                    "same files (checksums), input shape and number of classes.")
+
+
+def _describe(signature: tuple) -> str:
+    name, checksums, shape, n_classes = signature
+    files = ", ".join(f"{f} {digest[:12]}" for f, digest in checksums) or "no files"
+    return f"{name} ({files}), input {'x'.join(map(str, shape))}, {n_classes} classes"
+
+
+def _fingerprint(X: np.ndarray, y: np.ndarray) -> str:
+    """A digest of a split's contents: equal digests mean the same samples in the same order."""
+    h = hashlib.sha256()
+    for a in (X, y):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def _split_mismatch(a: Run, b: Run, split: str) -> str:
+    why = ("the validation split is drawn with train.seed, so runs with different seeds hold "
+           "out different samples; score the test split (--split test) instead"
+           if split == "val" else
+           "their data settings differ (for generated data: samples, noise, test_samples)")
+    return (f"runs {a.run_id} and {b.run_id} do not score the same {split} samples ({why}). "
+            "A committee averages its members' outputs sample by sample.")
+
+
+def check_figure_path(path: Path) -> None:
+    """Raises unless the file name ends in a figure format (.png, .svg)."""
+    if Path(path).suffix.lstrip(".") not in FORMATS:
+        raise ConfigError(f"figure {path}: the file name must end in "
+                          f"{' or '.join('.' + f for f in FORMATS)}.")
+
+
+def mistakes_figure(c: Committee, limit: int = MAX_MISTAKES) -> Figure:
+    """The first `limit` samples the committee gets wrong, with each member's vote; the samples
+    must be images."""
+    if len(c.input_shape) != 2 or c.samples is None:
+        raise ConfigError(f"the committee's samples are not images (input shape "
+                          f"{c.input_shape}); there is no figure of its mistakes to draw.")
+    predictions = c.predictions
+    wrong = misclassified(c.labels, predictions, limit)
+    errors = int(np.sum(predictions != c.labels))
+    confidence = c.probabilities[wrong, predictions[wrong]]
+    images = np.asarray(c.samples[wrong]).reshape(-1, *c.input_shape)
+    title = f"committee of {len(c.members)} runs, {c.split} split: {100 * c.accuracy:.2f}%"
+    return figures.draw_committee_mistakes(images, c.labels[wrong], predictions[wrong],
+                                           confidence, c.votes[:, wrong].T, errors,
+                                           len(c.labels), title)
+
+
+def draw_mistakes(c: Committee, path: Path, limit: int = MAX_MISTAKES) -> Path:
+    """Draws `mistakes_figure` into `path` (.png or .svg) and returns the path."""
+    check_figure_path(path)
+    return save_figure(mistakes_figure(c, limit), Path(path))
