@@ -469,6 +469,10 @@ _NAMED = re.compile(r"\b(xor|mnist|npz|images)\b(?=:)")
 _IMAGE_DATASETS = ("mnist",)
 
 
+# what `config init` writes where a default cannot stand (an npz run must name its file)
+STARTER_VALUES = {("npz", "data", "path"): "my-data.npz"}
+
+
 def commented_defaults(dataset: str = "mnist") -> str:
     """Every key with its default value and its comment from this file, as a TOML config for
     `dataset`; keys that only another dataset reads are written commented out. The comments
@@ -486,7 +490,7 @@ def commented_defaults(dataset: str = "mnist") -> str:
         lines += ["", f"[{section}]"]
         for f in fields(cls):
             value = dataset if (section, f.name) == ("data", "dataset") else \
-                defaults_of(section)[f.name]
+                STARTER_VALUES.get((dataset, section, f.name), defaults_of(section)[f.name])
             comment = comments.get((cls.__name__, f.name), "")
             lines.append(_key_line(f.name, value, comment, _applies(comment, dataset)))
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from mlptrain.backend import epoch_path
 from mlptrain.data.augment import Augmenter
 from mlptrain.errors import TrainingError
 from mlptrain.model import MLP
-from mlptrain.regularize import Dropout, MaxNorm
+from mlptrain.regularize import MaxNorm, dropout_of
 from mlptrain.step import Step
 
 REPORTS_PER_EPOCH = 20  # progress updates per epoch; each one reads the device's running loss
@@ -109,8 +109,7 @@ class EagerStep:
     def __init__(self, step: Step, model: MLP, optimizer):
         ops = model.ops
         self.step, self.model, self.optimizer = step, model, optimizer
-        model.dropout = Dropout(ops, step.dropout_rates(len(model.layers)), step.seed,
-                                model.dtype) if step.has_dropout else None
+        model.dropout = dropout_of(step, model)
         hidden = [layer.weight for layer in model.layers[:-1]]  # the output layer stays free
         self.max_norm = MaxNorm(ops, hidden, step.max_norm) if step.max_norm and hidden \
             else None

@@ -72,6 +72,13 @@ class Dropout:
         return self._buffers[batch_size]
 
 
+def dropout_of(step, model) -> "Dropout | None":
+    """The dropout a declared step applies to this model's layer inputs (None: no dropout)."""
+    if not step.has_dropout:
+        return None
+    return Dropout(model.ops, step.dropout_rates(len(model.layers)), step.seed, model.dtype)
+
+
 def build_dropout(model_cfg, sizes: list[int], ops, seed: int, dtype):
     """The Dropout a [model] section asks for (input rate, then one rate per hidden layer),
     or None when both rates are 0. `seed` keys its counter-based stream (train.seed)."""

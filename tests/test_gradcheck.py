@@ -124,8 +124,11 @@ def test_a_wrong_dropout_derivative_fails(monkeypatch):
 def test_the_check_leaves_dropout_unfrozen_for_training():
     from mlptrain.experiment.gradcheck import frozen_dropout
     from mlptrain.experiment.setup import prepare
+    from mlptrain.regularize import dropout_of
 
-    model = prepare(load_config(CONFIGS / "xor.toml", DROPOUT)).model
+    p = prepare(load_config(CONFIGS / "xor.toml", DROPOUT))
+    model = p.model
+    model.dropout = dropout_of(p.step, model)
     with frozen_dropout(model):
         assert model.dropout.frozen
     assert not model.dropout.frozen

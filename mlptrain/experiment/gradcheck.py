@@ -22,6 +22,7 @@ import numpy as np
 
 from mlptrain.config import Config
 from mlptrain.experiment.setup import prepare
+from mlptrain.regularize import dropout_of
 from mlptrain.loop import to_device
 
 EPS = 1e-6  # central-difference step, in float64
@@ -65,6 +66,7 @@ def gradcheck(config: Config, batch: int = 8, entries: int = 30, seed: int = 0,
     config = dataclasses.replace(config, train=dataclasses.replace(config.train,
                                                                    dtype="float64"))
     p = prepare(config, data_progress)
+    p.model.dropout = dropout_of(p.step, p.model)  # the training forward's masks, held fixed
     _perturb_biases(p.model, np.random.default_rng(seed))
     X, y = p.dataset.split("train")
     rng = np.random.default_rng(seed)

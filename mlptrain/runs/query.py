@@ -82,10 +82,12 @@ def require_weights(run: Run) -> None:
 
 
 def _why_no_weights(run: Run) -> str:
-    try:
-        summary = run.read_summary()
-    except MlptrainError:
+    if not (run.path / "summary.json").exists():
         summary = {}
+    else:  # a damaged summary or metrics file is the first thing to say (RunStoreError)
+        summary = run.read_summary()
+        if (run.path / "metrics.jsonl").exists():
+            run.read_metrics()
     status, position = _status(summary), summary.get("position") or {}
     epoch, step = position.get("epoch", summary.get("epochs_completed") or 0), position.get("step")
     if step:  # in the middle of `epoch` (1-based)
