@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 
@@ -195,8 +196,11 @@ def test_bad_values_read_plainly(args, noise):
 
 def test_shell_completion_is_on():
     assert "--install-completion" in run("--help").stdout
-    shown = subprocess.run([sys.executable, "-m", "mlptrain", "--show-completion", "bash"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # typer detects the shell from the parent process: run it from bash (`; true` keeps bash
+    # from exec-ing the command, which would make pytest the parent), as a user's shell would
+    command = f"{shlex.quote(sys.executable)} -m mlptrain --show-completion; true"
+    shown = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60)
     assert shown.returncode == 0 and "complete" in shown.stdout
 
 

@@ -59,7 +59,7 @@ def test_first_ctrl_c_checkpoints_and_prints_how_to_resume(tmp_path):
     line = wait_for(again.stdout, "  resuming after")
     position = int(checkpoint["position"])
     assert line.strip() == f"resuming after {epochs} epoch{'s' * (epochs != 1)}" + (
-        f" and {position} steps of epoch {epochs + 1}" if position else "")
+        f" and {position} step{'s' * (position != 1)} of epoch {epochs + 1}" if position else "")
     wait_for(again.stdout, f"epoch {epochs + 1}/")
     again.send_signal(signal.SIGINT)
     _, err = again.communicate(timeout=120)
