@@ -79,15 +79,6 @@ def dropout_of(step, model) -> "Dropout | None":
     return Dropout(model.ops, step.dropout_rates(len(model.layers)), step.seed, model.dtype)
 
 
-def build_dropout(model_cfg, sizes: list[int], ops, seed: int, dtype):
-    """The Dropout a [model] section asks for (input rate, then one rate per hidden layer),
-    or None when both rates are 0. `seed` keys its counter-based stream (train.seed)."""
-    if not (model_cfg.dropout_input or model_cfg.dropout_hidden):
-        return None
-    rates = [model_cfg.dropout_input] + [model_cfg.dropout_hidden] * (len(sizes) - 2)
-    return Dropout(ops, rates, seed, dtype)
-
-
 class MaxNorm:
     """W_j <- W_j * min(1, c / |W_j|) for every row j (one unit's incoming weights) of every
     hidden layer's W (O, I); the output layer is left free, as in Srivastava et al."""

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mlptrain.config import DataConfig
-from mlptrain.data.augment import Augmenter, build_augmenter
+from mlptrain.data.augment import Augmenter
+from mlptrain.step import build_augment_spec
 from mlptrain.seeding import AUGMENT, random_bits
 from mlptrain.errors import ConfigError
 
@@ -140,13 +141,12 @@ def test_reproducible_with_a_seed_and_different_across_seeds_and_batches():
     assert not np.array_equal(a1, a2)  # a fresh distortion for every batch
 
 
-def test_build_augmenter_is_opt_in_and_only_for_images():
-    rng = 0  # the seed
-    assert build_augmenter(DataConfig(), (28, 28), rng) is None
-    aug = build_augmenter(DataConfig(augment_shift=2, augment_rotate=5.0), (28, 28), rng)
-    assert aug.shift == 2 and aug.affine
+def test_augmentation_is_opt_in_and_only_for_images():
+    assert build_augment_spec(DataConfig(), (28, 28)) is None
+    spec = build_augment_spec(DataConfig(augment_shift=2, augment_rotate=5.0), (28, 28))
+    assert spec.shift == 2 and spec.affine
     with pytest.raises(ConfigError, match=r"\[data\] augment_shift = 2: augmentation needs image"):
-        build_augmenter(DataConfig(dataset="xor", augment_shift=2), (2,), rng)
+        build_augment_spec(DataConfig(dataset="xor", augment_shift=2), (2,))
 
 
 def test_elastic_with_a_constant_field_is_a_whole_pixel_shift():

@@ -11,7 +11,10 @@ from mlptrain.backend import get_backend
 from mlptrain.config import ModelConfig
 from mlptrain.errors import ConfigError
 from mlptrain.model import MLP
-from mlptrain.regularize import Dropout, MaxNorm, build_dropout, build_max_norm
+from mlptrain.config import parse_config
+from mlptrain.model import build_model as model_of_step
+from mlptrain.step import build_step
+from mlptrain.regularize import Dropout, MaxNorm, build_max_norm, dropout_of
 from tests.test_gradients import MLP_EPS, MLP_TINY, TOL, numeric_grad, rel_error
 from tests.test_model import build_model
 
@@ -128,11 +131,14 @@ def test_dropout_is_off_at_evaluation():
     assert model.evaluate_batch(ws, targets) == plain
 
 
-def test_dropout_rate_zero_leaves_a_layer_alone_and_build_reads_the_config():
+def test_dropout_rate_zero_leaves_a_layer_alone_and_the_step_decides_the_rates():
     sizes = [784, 100, 50, 10]
-    assert build_dropout(ModelConfig(), sizes, ops, 0, np.float32) is None
-    cfg = ModelConfig(dropout_input=0.0, dropout_hidden=0.5)
-    drop = build_dropout(cfg, sizes, ops, 0, np.float32)
+    plain = build_step(parse_config("[model]\nhidden = [100, 50]\n"), (784,), 10, 100)
+    model = model_of_step(plain, [100, 50], ops, 784)
+    assert dropout_of(plain, model) is None
+    step = build_step(parse_config("[model]\nhidden = [100, 50]\ndropout_hidden = 0.5\n"),
+                      (784,), 10, 100)
+    drop = dropout_of(step, model)
     assert drop.rates == [0.0, 0.5, 0.5]
     drop.draw(sizes[:-1], 3, 0)
     x = np.ones((3, 784), np.float32)

@@ -28,7 +28,6 @@ import math
 
 import numpy as np
 
-from mlptrain.errors import ConfigError
 from mlptrain.seeding import AUGMENT, random_bits, random_bits_of_slots, uniform
 
 # counter slots of the AUGMENT stream (kernels.cu: AUG_SHIFT_R ... AUG_ELASTIC_C)
@@ -190,20 +189,3 @@ def gaussian_blur_matrix(n: int, sigma: float, dtype) -> np.ndarray:
     g = np.exp(-0.5 * (offsets / sigma) ** 2)
     full = np.exp(-0.5 * (np.arange(-3 * n, 3 * n + 1) / sigma) ** 2).sum()  # whole kernel
     return (g / full).astype(dtype)
-
-
-def build_augmenter(data_cfg, input_shape: tuple[int, ...], seed: int):
-    """The Augmenter a [data] section asks for, or None when every augment_* key is 0."""
-    keys = ("augment_shift", "augment_rotate", "augment_scale", "augment_shear",
-            "augment_elastic")
-    asked = {k: getattr(data_cfg, k) for k in keys if getattr(data_cfg, k)}
-    if not asked:
-        return None
-    if len(input_shape) != 2:
-        first = next(iter(asked))
-        raise ConfigError(f"[data] {first} = {asked[first]}: augmentation needs image data, "
-                          f"but the {data_cfg.dataset} dataset has samples of shape "
-                          f"{input_shape}; set the augment_* keys to 0 for it.")
-    return Augmenter(input_shape, seed, data_cfg.augment_shift, data_cfg.augment_rotate,
-                     data_cfg.augment_scale, data_cfg.augment_shear, data_cfg.augment_elastic,
-                     data_cfg.augment_elastic_sigma)
