@@ -122,7 +122,9 @@ def _kill_and_check_orphans(proc: subprocess.Popen, delay: float) -> list[int]:
     started |= _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    gone_by = time.monotonic() + 20
+    # a worker may still be starting (a fresh clone compiles its .pyc first), then finishes
+    # its step and marks its run interrupted within the grace period
+    gone_by = time.monotonic() + 45
     while any(_alive(p) for p in started) and time.monotonic() < gone_by:
         time.sleep(0.1)
     left = [p for p in started if _alive(p)]

@@ -160,7 +160,10 @@ def _worker_main(task_q, event_q, stop, parent_pid: int) -> None:
         return stop.is_set() or orphaned.is_set()
 
     while not should_stop():
-        task = task_q.get()
+        try:  # a timeout, so an idle worker whose sweep died leaves at once, not after grace
+            task = task_q.get(timeout=PARENT_POLL_SECONDS)
+        except queue.Empty:
+            continue
         if task is None:
             break
         result = run_trial(task, lambda e: orphaned.is_set() or event_q.put(e), should_stop)
