@@ -7,14 +7,13 @@ whose files are damaged is still listed, with status `damaged`, rather than hidi
 from __future__ import annotations
 
 import fnmatch
-import os
 import platform
 from typing import Any
 
 from mlptrain.config import Config, applies_to, tomllib
 from mlptrain.errors import MlptrainError, RunStoreError
 from mlptrain.runs import Run, RunStore
-from mlptrain.runs.store import creation_order
+from mlptrain.runs.store import creation_order, process_alive
 
 STATUSES = ("running", "completed", "interrupted", "failed", "stale", "damaged")
 
@@ -53,19 +52,11 @@ def _status(summary: dict) -> str:
     or the machine went down): it can be resumed."""
     status = summary.get("status", "damaged")
     pid, host = summary.get("pid"), summary.get("host")
-    if status == "running" and pid and host == platform.node() and not _alive(pid):
+    if status == "running" and pid and host == platform.node() and not process_alive(pid):
         return "stale"
     return status
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def read_final_weights(run: Run) -> dict[str, Any]:

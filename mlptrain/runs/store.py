@@ -73,16 +73,17 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
         return removed
     for entry in entries:
         match = TMP_NAME.fullmatch(entry.name)
-        if match and not _process_alive(int(match.group(1))):
+        # a pid of ours is an earlier write of this process: it no longer writes that file
+        pid = int(match.group(1)) if match else None
+        if match and (pid == os.getpid() or not process_alive(pid)):
             with contextlib.suppress(OSError):
                 entry.unlink()
                 removed.append(entry)
     return removed
 
 
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # ours, from an earlier write of this process: it no longer writes it
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (someone else's counts too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -19,7 +19,7 @@ from typing import Any
 
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import Run, atomic_write_text
-from mlptrain.runs.store import remove_stale_temporaries
+from mlptrain.runs.store import process_alive, remove_stale_temporaries
 from mlptrain.sweep.executors import SweepError
 from mlptrain.sweep.grid import SweepSpec
 
@@ -61,7 +61,7 @@ class SweepDir:
                 fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 holder = _read_pid(self.lock_path)
-                if holder and _alive(holder):
+                if holder and process_alive(holder):
                     raise SweepError(f"sweep {self.spec.sweep_id} is already running in process "
                                      f"{holder} (lock {self.lock_path}); wait for it or stop "
                                      "it first.") from None
@@ -176,12 +176,3 @@ def _read_pid(path: Path) -> int | None:
     except (OSError, ValueError):
         return None
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True

@@ -323,6 +323,27 @@ __global__ void take_rows(const T* __restrict__ source, const long long* __restr
 // may be the logits). Targets are read as targets[gather[r]] when gather is non-null.
 // ---------------------------------------------------------------------------------------------
 #define XENT_ROWS 128
+
+// The block's rows' loss and correct counts, summed in shared memory in a fixed order, written
+// as parts[2 block] and parts[2 block + 1] (sum_parts adds the blocks, also in order).
+__device__ void block_loss_parts(double loss, double correct, double* loss_part,
+                                 double* correct_part, double* parts) {
+    loss_part[threadIdx.x] = loss;
+    correct_part[threadIdx.x] = correct;
+    __syncthreads();
+    for (int half = XENT_ROWS / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) {
+            loss_part[threadIdx.x] += loss_part[threadIdx.x + half];
+            correct_part[threadIdx.x] += correct_part[threadIdx.x + half];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        parts[2 * blockIdx.x] = loss_part[0];
+        parts[2 * blockIdx.x + 1] = correct_part[0];
+    }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(XENT_ROWS)
 softmax_xent(T* logits, const T* __restrict__ bias, const long long* __restrict__ targets,
@@ -365,20 +386,7 @@ softmax_xent(T* logits, const T* __restrict__ bias, const long long* __restrict_
             }
         }
     }
-    loss_part[threadIdx.x] = loss;
-    correct_part[threadIdx.x] = correct;
-    __syncthreads();
-    for (int half = XENT_ROWS / 2; half > 0; half /= 2) {
-        if (threadIdx.x < half) {
-            loss_part[threadIdx.x] += loss_part[threadIdx.x + half];
-            correct_part[threadIdx.x] += correct_part[threadIdx.x + half];
-        }
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) {
-        parts[2 * blockIdx.x] = loss_part[0];
-        parts[2 * blockIdx.x + 1] = correct_part[0];
-    }
+    block_loss_parts(loss, correct, loss_part, correct_part, parts);
 }
 
 // acc[0] += sum of parts[2 i], acc[1] += sum of parts[2 i + 1], i < n, in order (one block of 2)
@@ -507,20 +515,7 @@ sigmoid_bce(T* logits, const T* __restrict__ bias, const T* __restrict__ targets
             grad[r] = g * scale;
         }
     }
-    loss_part[threadIdx.x] = loss;
-    correct_part[threadIdx.x] = correct;
-    __syncthreads();
-    for (int half = XENT_ROWS / 2; half > 0; half /= 2) {
-        if (threadIdx.x < half) {
-            loss_part[threadIdx.x] += loss_part[threadIdx.x + half];
-            correct_part[threadIdx.x] += correct_part[threadIdx.x + half];
-        }
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) {
-        parts[2 * blockIdx.x] = loss_part[0];
-        parts[2 * blockIdx.x + 1] = correct_part[0];
-    }
+    block_loss_parts(loss, correct, loss_part, correct_part, parts);
 }
 
 // ---------------------------------------------------------------------------------------------
