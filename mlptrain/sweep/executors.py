@@ -153,11 +153,11 @@ def _report_lost(pending: dict, procs, report) -> None:
 
 
 def _worker_main(task_q, event_q, stop, parent_pid: int) -> None:
-    orphaned = watch_parent(parent_pid)
+    lifeline = Lifeline(parent_pid)
     share_mnist_between_trials()
 
     def should_stop() -> bool:
-        return stop.is_set() or orphaned.is_set()
+        return lifeline.lost or stop.is_set()
 
     while not should_stop():
         try:  # a timeout, so an idle worker whose sweep died leaves at once, not after grace
@@ -166,44 +166,54 @@ def _worker_main(task_q, event_q, stop, parent_pid: int) -> None:
             continue
         if task is None:
             break
-        result = run_trial(task, lambda e: orphaned.is_set() or event_q.put(e), should_stop)
-        if orphaned.is_set():
+        result = run_trial(task, lambda e: lifeline.lost or event_q.put(e), should_stop)
+        if lifeline.lost:
             break  # the trial marked its run interrupted; a rerun of the sweep takes it up
         event_q.put(result)
-    if orphaned.is_set():
+    if lifeline.lost:
         # skip the queues' exit handlers: flushing events nobody reads could block for ever
         # (a normal exit must flush: the last TrialFinished may still be in the feeder)
         os._exit(0)
 
 
-def watch_parent(parent_pid: int, poll: float = PARENT_POLL_SECONDS,
-                 grace: float = ORPHAN_GRACE_SECONDS) -> threading.Event:
-    """An Event set once the sweep process that started this worker is gone, however it died
-    (SIGKILL included): the running trial then stops at its next check and marks its run
-    interrupted. A worker that has not exited `grace` seconds later (blocked waiting for a
-    task, say) is ended from here.
+class Lifeline:
+    """Tells a worker that the sweep process that started it is gone, however it died (SIGKILL
+    included): `lost` turns true, the running trial stops at its next check and marks its run
+    interrupted. A worker that has not exited `grace` seconds later (blocked waiting for a task,
+    say) is ended from here.
 
-    Two mechanisms: on Linux the kernel sends SIGTERM when the parent dies (PR_SET_PDEATHSIG),
-    which only sets the Event; everywhere a daemon thread polls the parent pid (a dead parent's
-    children are adopted by another process, so the pid changes)."""
-    orphaned = threading.Event()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError, ValueError):
-            signal.signal(signal.SIGTERM, lambda signum, frame: orphaned.set())
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    Two mechanisms: on Linux the kernel sends SIGTERM when the parent dies (PR_SET_PDEATHSIG);
+    everywhere a daemon thread polls the parent pid (a dead parent's children are adopted by
+    another process, so the pid changes). `lost` is a plain attribute, not a threading.Event,
+    on purpose: the signal handler runs between any two bytecodes of the main thread, possibly
+    inside Event.set holding the Event's lock, and a second set() from the handler would then
+    wait on that lock for ever."""
 
-    def watch() -> None:
-        while not orphaned.wait(poll):
-            if os.getppid() != parent_pid:
-                orphaned.set()
-        time.sleep(grace)
+    def __init__(self, parent_pid: int, poll: float = PARENT_POLL_SECONDS,
+                 grace: float = ORPHAN_GRACE_SECONDS):
+        self.parent_pid, self.poll, self.grace = parent_pid, poll, grace
+        self.lost = False
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError, AttributeError, ValueError):
+                signal.signal(signal.SIGTERM, self._on_parent_death)
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        self._check()  # the parent may have died before the death signal was armed
+        threading.Thread(target=self._watch, name="watch-parent", daemon=True).start()
+
+    def _on_parent_death(self, signum, frame) -> None:
+        self.lost = True
+
+    def _check(self) -> None:
+        if os.getppid() != self.parent_pid:
+            self.lost = True
+
+    def _watch(self) -> None:
+        while not self.lost:
+            time.sleep(self.poll)
+            self._check()
+        time.sleep(self.grace)
         os._exit(1)
-
-    if os.getppid() != parent_pid:  # died before the death signal was armed
-        orphaned.set()
-    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
-    return orphaned
 
 
 @contextlib.contextmanager
