@@ -20,6 +20,13 @@ integers; an angle or zoom is limit (2u - 1) with u = bits 2^-32, in float64). A
 pixel and G (H, H) a Gaussian blur of width sigma, so neighbouring pixels move together. With no
 rotation, zoom, shear or elastic field the map is an exact shift and takes the cheaper
 one-gather path.
+
+Three refinements after Ciresan et al. (2010), each drawing nothing new unless asked, so a config
+without them distorts exactly as before: per-class limits (images whose label is in
+narrow_classes get rotation and shear limits times narrow_factor: a sheared 1 must not become a
+7), per-axis zoom (Z = diag(1 + k_r, 1 + k_c) with k_r from the zoom slot and k_c from its own
+slot, so M = R(theta) Z H(phi)), and an elastic strength drawn per image uniformly from
+[alpha_lo, alpha_hi] (its own slot).
 """
 
 from __future__ import annotations
@@ -31,19 +38,38 @@ import numpy as np
 from mlptrain.seeding import AUGMENT, random_bits, random_bits_of_slots, uniform
 
 # counter slots of the AUGMENT stream (kernels.cu: AUG_SHIFT_R ... AUG_ELASTIC_C)
+# (append only: a slot's numbers never change when another is added)
 AUG_SLOTS = {"shift_r": 0, "shift_c": 1, "rotate": 2, "zoom": 3, "shear": 4, "elastic_r": 5,
-             "elastic_c": 6}
+             "elastic_c": 6, "zoom_c": 7, "elastic_alpha": 8}
+
+
+def alpha_range(elastic) -> tuple[float, float]:
+    """(lo, hi) of the elastic strength: a number x is (x, x), a list [lo, hi] is itself."""
+    if isinstance(elastic, (list, tuple)):
+        return float(elastic[0]), float(elastic[1])
+    return float(elastic), float(elastic)
 
 
 class Augmenter:
     def __init__(self, shape: tuple[int, int], seed: int, shift: int = 0,
                  rotate: float = 0.0, scale: float = 0.0, shear: float = 0.0,
-                 elastic: float = 0.0, elastic_sigma: float = 4.0):
+                 elastic=0.0, elastic_sigma: float = 4.0, scale_x: float = 0.0,
+                 scale_y: float = 0.0, narrow_classes=(), narrow_factor: float = 0.5):
+        """elastic: a number, or [lo, hi] for a strength drawn per image. scale_x / scale_y
+        (either set) replace `scale` per axis. narrow_classes: labels whose rotation and shear
+        limits are multiplied by narrow_factor (the call then needs the batch's labels)."""
         self.height, self.width = shape
         self.seed, self.shift = int(seed), int(shift)
         self.rotate, self.scale, self.shear = math.radians(rotate), scale, math.radians(shear)
-        self.elastic, self.elastic_sigma = elastic, elastic_sigma
-        self.affine = bool(rotate or scale or shear or elastic)
+        self.per_axis = bool(scale_x or scale_y)
+        # zoom limits (rows, cols): one factor for both axes unless per-axis limits are given
+        self.scale_r, self.scale_c = (scale_y, scale_x) if self.per_axis else (scale, scale)
+        lo, hi = alpha_range(elastic)
+        self.elastic = lo if lo == hi else (lo, hi)  # a number keeps today's arithmetic exactly
+        self.elastic_sigma = elastic_sigma
+        self.narrow_classes = np.asarray(sorted(set(narrow_classes)), dtype=np.int64)
+        self.narrow_factor = float(narrow_factor)
+        self.affine = bool(rotate or scale or shear or scale_x or scale_y or hi)
         # padding: the shift path reads up to `shift` pixels outside; the affine path clips its
         # source points to one pixel outside and reads the bilinear neighbour one further
         self.pad = 2 if self.affine else self.shift
@@ -58,8 +84,9 @@ class Augmenter:
     def _bits(self, slot: str, step: int, n: int) -> np.ndarray:
         return random_bits(AUGMENT, self.seed, AUG_SLOTS[slot], step, n)
 
-    def __call__(self, x: np.ndarray, step: int) -> np.ndarray:
-        """Distorts the batch x (B, H*W) of global step `step` in place and returns it."""
+    def __call__(self, x: np.ndarray, step: int, labels=None) -> np.ndarray:
+        """Distorts the batch x (B, H*W) of global step `step` in place and returns it.
+        labels (B,): the batch's classes, needed only with narrow_classes."""
         if not (self.shift or self.affine):
             return x
         buf = self._buffers_for(x.shape[0], x.dtype)
@@ -69,7 +96,7 @@ class Augmenter:
         bits = self._draw(x.shape[0], step)
         shifts = self._draw_shifts(bits)  # (B, 2)
         if self.affine:
-            return self._affine(x, buf, shifts, step, bits)
+            return self._affine(x, buf, shifts, step, bits, labels)
         # out[b, r, c] = image[b, r - dy_b, c - dx_b]: one flat gather from the padded batch
         offset = (np.arange(x.shape[0]) * (hp * wp)
                   + (p - shifts[:, 0]) * wp + (p - shifts[:, 1]))  # (B,)
@@ -78,8 +105,14 @@ class Augmenter:
         return np.take(padded.ravel(), buf["index"], out=x, mode="clip")
 
     def _draw(self, B: int, step: int) -> np.ndarray:
-        """(5, B) uint32: the bits of the shift, rotate, zoom and shear slots, in one call."""
-        return random_bits_of_slots(AUGMENT, self.seed, range(5), step, B)
+        """(slots, B) uint32: the bits of the shift, rotate, zoom and shear slots (and the
+        per-axis zoom's and the elastic strength's when asked), in one call; row i is slot i."""
+        slots = 5
+        if self.per_axis:
+            slots = AUG_SLOTS["zoom_c"] + 1
+        if isinstance(self.elastic, tuple):
+            slots = AUG_SLOTS["elastic_alpha"] + 1
+        return random_bits_of_slots(AUGMENT, self.seed, range(slots), step, B)
 
     def _draw_shifts(self, bits: np.ndarray) -> np.ndarray:
         """(B, 2) integer shifts (rows, cols) in [-shift, shift]: (bits (2 s + 1)) >> 32 - s."""
@@ -87,12 +120,14 @@ class Augmenter:
         rows_cols = bits[[AUG_SLOTS["shift_r"], AUG_SLOTS["shift_c"]]].astype(np.uint64)
         return ((rows_cols * span >> np.uint64(32)).astype(np.int64) - self.shift).T
 
-    def _affine(self, x, buf, shifts, step, bits):
+    def _affine(self, x, buf, shifts, step, bits, labels):
         B, (hp, wp), p = x.shape[0], self.padded_shape, self.pad
-        theta, zoom, phi = self._draw_affine(bits)
-        cos, sin, tan = np.cos(theta) * zoom, np.sin(theta) * zoom, np.tan(phi)  # (B,) each
-        # M = zoom R(theta) H(phi) on (row, col) offsets, H = [[1, tan phi], [0, 1]]
-        m = np.stack([cos, cos * tan - sin, sin, sin * tan + cos], axis=1).astype(x.dtype)
+        theta, (zoom_r, zoom_c), phi = self._draw_affine(bits, labels)
+        cos, sin, tan = np.cos(theta), np.sin(theta), np.tan(phi)  # (B,) each
+        # M = R(theta) diag(zoom_r, zoom_c) H(phi) on (row, col) offsets, H = [[1, tan phi],
+        # [0, 1]]; with zoom_r = zoom_c this is exactly the single-zoom product it always was
+        cr, sr, cc, sc = cos * zoom_r, sin * zoom_r, cos * zoom_c, sin * zoom_c
+        m = np.stack([cr, cr * tan - sc, sr, sr * tan + cc], axis=1).astype(x.dtype)
         centre = np.array([(self.height - 1) / 2, (self.width - 1) / 2])
         origin = (centre - shifts).astype(x.dtype)  # (B, 2): c - t
         dr, dc = buf["dr"], buf["dc"]  # (H*W,) output offsets from the centre
@@ -103,7 +138,7 @@ class Augmenter:
             out += a
             out += origin[:, row // 2:row // 2 + 1]
         if self.elastic:
-            du_r, du_c = self._draw_elastic(B, step, buf)  # (B, H*W) each, in pixels
+            du_r, du_c = self._draw_elastic(B, step, buf, bits)  # (B, H*W) each, pixels
             fr += du_r
             fc += du_c
         # beyond one pixel outside the image only padding is read: clip to keep indices valid
@@ -140,13 +175,31 @@ class Augmenter:
         x += a
         return x
 
-    def _draw_affine(self, bits: np.ndarray):
-        """(B,) each, float64: theta, zoom, phi = limit (2u - 1) (+ 1 for the zoom)."""
+    def _draw_affine(self, bits: np.ndarray, labels=None):
+        """theta, (zoom_r, zoom_c), phi: (B,) each, float64, = limit (2u - 1) (+ 1 for a zoom);
+        the rotation and shear limits of a narrowed class are times narrow_factor."""
         signed = lambda slot: 2.0 * uniform(bits[AUG_SLOTS[slot]]) - 1.0  # noqa: E731
-        return (self.rotate * signed("rotate"), 1.0 + self.scale * signed("zoom"),
-                self.shear * signed("shear"))
+        rotate, shear = self._limits(labels, bits.shape[1])
+        zoom_r = 1.0 + self.scale_r * signed("zoom")
+        zoom_c = 1.0 + self.scale_c * signed("zoom_c") if self.per_axis else zoom_r
+        return rotate * signed("rotate"), (zoom_r, zoom_c), shear * signed("shear")
 
-    def _draw_elastic(self, B: int, step: int, buf):
+    def _limits(self, labels, B: int):
+        """(rotate, shear) limits in radians: numbers, or (B,) arrays with narrowed classes."""
+        if not self.narrow_classes.size:
+            return self.rotate, self.shear
+        if labels is None or len(labels) != B:
+            raise ValueError(f"narrow_classes needs the batch's {B} labels")
+        narrow = np.isin(np.asarray(labels).reshape(-1), self.narrow_classes)  # (B,)
+        return (np.where(narrow, self.rotate * self.narrow_factor, self.rotate),
+                np.where(narrow, self.shear * self.narrow_factor, self.shear))
+
+    def alphas(self, bits: np.ndarray) -> np.ndarray:
+        """(B,) float64 elastic strengths lo + (hi - lo) u, u from the elastic_alpha slot."""
+        lo, hi = self.elastic
+        return lo + (hi - lo) * uniform(bits[AUG_SLOTS["elastic_alpha"]])
+
+    def _draw_elastic(self, B: int, step: int, buf, bits):
         """alpha * G u G^T for u = 2 U - 1 of shape (B, H, W), once per axis; pixel p of image
         b is element b H W + p of the axis's slot."""
         fields = []
@@ -156,7 +209,10 @@ class Augmenter:
             u[...] = noise.reshape(u.shape)  # rounded to the batch's dtype, as the kernel does
             np.matmul(buf["blur_rows"], u, out=smooth)  # G u: blur along the rows
             np.matmul(smooth, buf["blur_cols"], out=u)  # (G u) G^T: and along the columns
-            u *= self.elastic
+            if isinstance(self.elastic, tuple):  # one strength per image
+                u *= self.alphas(bits).astype(u.dtype)[:, None, None]
+            else:
+                u *= self.elastic
             fields.append(u.reshape(B, -1))
         return fields
 
