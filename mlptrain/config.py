@@ -66,7 +66,11 @@ class DataConfig:
     augment_rotate: float = option(0.0, low=0.0, high=90.0)  # images: rotate up to +-degrees
     augment_scale: float = option(0.0, low=0.0, high=1.0, high_open=True)  # images: zoom +-frac
     augment_shear: float = option(0.0, low=0.0, high=60.0)  # images: shear up to +-degrees
-    augment_elastic: float = option(0.0, low=0.0)  # images: elastic field strength, pixels
+    augment_scale_x: float = option(0.0, low=0.0, high=1.0, high_open=True)  # images: width +-frac
+    augment_scale_y: float = option(0.0, low=0.0, high=1.0, high_open=True)  # images: height +-frac
+    augment_narrow_classes: list[int] = option([], low=0, high=9)  # images: labels with narrower limits
+    augment_narrow_factor: float = option(0.5, low=0.0, high=1.0, low_open=True)  # images: their rotate, shear x this
+    augment_elastic: float | list[float] = option(0.0, low=0.0)  # images: elastic strength, pixels, or [lo, hi] per image
     augment_elastic_sigma: float = option(4.0, low=0.0, low_open=True)  # images: its smoothness, pixels
 
 
@@ -214,7 +218,7 @@ def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] =
 
 
 AUGMENT_KEYS = ("augment_shift", "augment_rotate", "augment_scale", "augment_shear",
-                "augment_elastic")
+                "augment_elastic", "augment_scale_x", "augment_scale_y")
 
 
 def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
@@ -246,6 +250,11 @@ def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
         ("data", augment[0] if augment else "", bool(augment) and d.dataset != "mnist",
          f"augmentation distorts images, but the {d.dataset} dataset's samples are flat "
          "vectors; set the augment_* keys to 0"),
+        ("data", "augment_scale", d.augment_scale > 0 and bool(d.augment_scale_x or
+                                                              d.augment_scale_y),
+         "one zoom factor for both axes and per-axis factors (augment_scale_x / "
+         "augment_scale_y) cannot both be set; use augment_scale = 0 with the per-axis keys, or "
+         "drop them"),
         ("schedule", "warmup_epochs", s.warmup_epochs > 0 and s.warmup_epochs >= t.epochs,
          f"the warm-up must end before the last epoch ([train] epochs = {t.epochs})"),
         ("schedule", "min_lr", s.name in ("cosine", "onecycle") and s.min_lr > o.lr,
@@ -366,7 +375,8 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
 
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false",
              "str": "a string", "list[int]": "an integer or a list of integers",
-             "list[str]": "a list of strings"}
+             "list[str]": "a list of strings",
+             "float | list[float]": "a number or a two-number range [low, high]"}
 
 
 def _check_value(f, value, where) -> Any:
@@ -377,15 +387,14 @@ def _check_value(f, value, where) -> Any:
         value = [value]  # hidden = 128 means one hidden layer
     if not _has_type(value, kind):
         raise ConfigError(f"{where()} = {_show(value)}: expected {_EXPECTED[kind]}.")
-    if kind == "float":
-        try:
-            value = float(value)
-        except OverflowError:  # TOML integers have no size limit; floats do
-            value = math.inf
-        if not math.isfinite(value):
-            raise ConfigError(f"{where()} = {_show(value)}: expected a finite number.")
+    if kind == "float | list[float]" and isinstance(value, list):
+        value = [_finite(v, where) for v in value]
+    elif kind in ("float", "float | list[float]"):
+        value = _finite(value, where)
     items = value if kind.startswith("list") else [value]
-    if kind == "list[int]" and not items:
+    if kind == "float | list[float]":
+        return _check_range_pair(value, meta, where)
+    if kind == "list[int]" and not items and f.name == "hidden":
         raise ConfigError(f"{where()} = []: expected at least one hidden layer width.")
     for item in items:
         # TOML integers are 64-bit, but the parser accepts any size
@@ -401,6 +410,24 @@ def _check_value(f, value, where) -> Any:
     return value
 
 
+def _check_range_pair(value, meta, where):
+    """A number, or [low, high] (low <= high, each in the field's range): a value drawn
+    uniformly per image. [x, x] is the number x (one place decides that it is no range)."""
+    if not isinstance(value, list):
+        _check_range(value, meta, where)
+        return value
+    if len(value) != 2:
+        raise ConfigError(f"{where()} = {_show(value)}: a range is two numbers [low, high], "
+                          f"found {len(value)}.")
+    low, high = value
+    for item in value:
+        _check_range(item, meta, where)
+    if low > high:
+        raise ConfigError(f"{where()} = {_show(value)}: the range's low end exceeds its high "
+                          "end; write [low, high].")
+    return low if low == high else [low, high]
+
+
 def _check_string(value: str, where) -> None:
     """Every string value is a path, a URL or a name: no control characters, no novel."""
     if len(value) > MAX_STRING:
@@ -412,8 +439,22 @@ def _check_string(value: str, where) -> None:
                           f"{bad.group()!r} at position {bad.start()}; expected plain text.")
 
 
+def _finite(value, where) -> float:
+    try:
+        value = float(value)
+    except OverflowError:  # TOML integers have no size limit; floats do
+        value = math.inf
+    if not math.isfinite(value):
+        raise ConfigError(f"{where()} = {_show(value)}: expected a finite number.")
+    return value
+
+
 def _has_type(value, kind: str) -> bool:
     is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float | list[float]":
+        number = lambda v: (isinstance(v, (int, float))  # noqa: E731
+                            and not isinstance(v, bool))
+        return number(value) or (isinstance(value, list) and all(map(number, value)))
     if kind == "int":
         return is_int
     if kind == "float":

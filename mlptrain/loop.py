@@ -114,15 +114,14 @@ class EagerStep:
         self.max_norm = MaxNorm(ops, hidden, step.max_norm) if step.max_norm and hidden \
             else None
         a = step.augment
-        self.augment = None if a is None else Augmenter(
-            a.shape, step.seed, a.shift, a.rotate, a.scale, a.shear, a.elastic, a.elastic_sigma)
+        self.augment = None if a is None else Augmenter(a.shape, step.seed, **a.augmenter_args())
 
     def __call__(self, ws, targets, index: int):
         """One step on the batch in ws.x (targets alike) as global step `index` (0-based);
         returns the batch's (summed loss, correct) as device scalars."""
         model, schedule = self.model, self.step.schedule
         if self.augment is not None:
-            _augment_on_host(model.ops, self.augment, ws.x, index)
+            _augment_on_host(model.ops, self.augment, ws.x, index, targets)
         loss_sum, correct = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index)
         if self.step.cycles_momentum:
             self.optimizer.momentum = schedule.momentum(index)
@@ -132,14 +131,16 @@ class EagerStep:
         return loss_sum, correct
 
 
-def _augment_on_host(ops, augment, x, step: int) -> None:
+def _augment_on_host(ops, augment, x, step: int, targets) -> None:
     """Distorts the batch x (B, D) of global step `step` in place; a device batch makes a round
-    trip to the host (the eager GPU path only: the epoch graph distorts on the device)."""
+    trip to the host (the eager GPU path only: the epoch graph distorts on the device). The
+    batch's labels (targets: class indices) matter only to per-class limits."""
+    labels = ops.to_host(targets) if augment.narrow_classes.size else None
     if ops.device == "cpu":
-        augment(x, step)
+        augment(x, step, labels)
         return
     host = ops.to_host(x)
-    augment(host, step)
+    augment(host, step, labels)
     x[...] = ops.asarray(host, x.dtype)
 
 

@@ -25,7 +25,7 @@ from mlptrain.optim import OptimizerKind, OptimizerSpec
 from mlptrain.schedules import Schedule, build_schedule
 
 AUGMENT_KEYS = ("augment_shift", "augment_rotate", "augment_scale", "augment_shear",
-                "augment_elastic")  # the [data] keys that switch augmentation on
+                "augment_elastic", "augment_scale_x", "augment_scale_y")  # the [data] keys that switch augmentation on
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,25 @@ class AugmentSpec:
     rotate: float = 0.0  # degrees
     scale: float = 0.0  # zoom by 1 +- this fraction
     shear: float = 0.0  # degrees
-    elastic: float = 0.0  # elastic field strength, pixels (0 = off)
+    elastic: float | tuple[float, float] = 0.0  # field strength, pixels (0 = off), or (lo, hi)
     elastic_sigma: float = 4.0  # the field's smoothness, pixels
+    scale_x: float = 0.0  # per-axis zoom limits (either set: they replace `scale`)
+    scale_y: float = 0.0
+    narrow_classes: tuple[int, ...] = ()  # labels whose rotate and shear limits are narrowed
+    narrow_factor: float = 0.5  # ... by this factor
 
     @property
     def affine(self) -> bool:
         """True when more than an integer shift is asked (the bilinear path)."""
-        return bool(self.rotate or self.scale or self.shear or self.elastic)
+        return bool(self.rotate or self.scale or self.shear or self.elastic or self.scale_x
+                    or self.scale_y)
+
+    def augmenter_args(self) -> dict:
+        """The keyword arguments of data.augment.Augmenter besides shape and seed."""
+        return dict(shift=self.shift, rotate=self.rotate, scale=self.scale, shear=self.shear,
+                    elastic=self.elastic, elastic_sigma=self.elastic_sigma,
+                    scale_x=self.scale_x, scale_y=self.scale_y,
+                    narrow_classes=self.narrow_classes, narrow_factor=self.narrow_factor)
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,8 @@ def build_augment_spec(data_cfg, input_shape: tuple[int, ...]) -> AugmentSpec | 
                           f"but the {data_cfg.dataset} dataset has samples of shape "
                           f"{tuple(input_shape)}; set the augment_* keys to 0 for it.")
     d = data_cfg
+    elastic = tuple(d.augment_elastic) if isinstance(d.augment_elastic, list) else d.augment_elastic
     return AugmentSpec((int(input_shape[0]), int(input_shape[1])), d.augment_shift,
-                       d.augment_rotate, d.augment_scale, d.augment_shear, d.augment_elastic,
-                       d.augment_elastic_sigma)
+                       d.augment_rotate, d.augment_scale, d.augment_shear, elastic,
+                       d.augment_elastic_sigma, d.augment_scale_x, d.augment_scale_y,
+                       tuple(sorted(set(d.augment_narrow_classes))), d.augment_narrow_factor)

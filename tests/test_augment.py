@@ -81,17 +81,20 @@ def test_affine_with_integer_shift_only_equals_the_shift_path():
     x = images(32, dtype=np.float64)
     exact = Augmenter((H, W), 9, shift=2)(x.copy(), 0)
     affine = Augmenter((H, W), 9, shift=2, rotate=1e-12)
-    affine._draw_affine = lambda bits: (np.zeros(32), np.ones(32), np.zeros(32))  # M = I
+    affine._draw_affine = lambda bits, labels: (np.zeros(32), (np.ones(32),) * 2,  # M = I
+                                                np.zeros(32))
     np.testing.assert_allclose(affine(x.copy(), 0), exact, atol=1e-12)
 
 
-def bilinear_reference(img, theta, zoom, phi, dy, dx):
-    """The documented map s = M (p - c) + c - t, sampled pixel by pixel with plain floats."""
+def bilinear_reference(img, theta, zoom, phi, dy, dx, zoom_c=None):
+    """The documented map s = M (p - c) + c - t, sampled pixel by pixel with plain floats;
+    M = R(theta) diag(zoom, zoom_c) H(phi) (zoom_c = zoom unless given)."""
     c = (H - 1) / 2
     out = np.zeros_like(img)
-    tan = math.tan(phi)
-    m = [[zoom * math.cos(theta), zoom * (math.cos(theta) * tan - math.sin(theta))],
-         [zoom * math.sin(theta), zoom * (math.sin(theta) * tan + math.cos(theta))]]
+    tan, zr = math.tan(phi), zoom
+    zc = zoom if zoom_c is None else zoom_c
+    cos, sin = math.cos(theta), math.sin(theta)
+    m = [[zr * cos, zr * cos * tan - zc * sin], [zr * sin, zr * sin * tan + zc * cos]]
 
     def pixel(r, q):
         return img[r, q] if 0 <= r < H and 0 <= q < W else 0.0
@@ -153,7 +156,7 @@ def test_elastic_with_a_constant_field_is_a_whole_pixel_shift():
     x = images(4, dtype=np.float64)
     aug = Augmenter((H, W), 0, elastic=5.0)
     field = np.ones((4, H * W))  # every pixel's source moves by (+1, -2): content by (-1, +2)
-    aug._draw_elastic = lambda B, step, buf: (field * 1.0, field * -2.0)
+    aug._draw_elastic = lambda B, step, buf, bits: (field * 1.0, field * -2.0)
     out = aug(x.copy(), 0).reshape(-1, H, W)
     for b in range(4):
         np.testing.assert_allclose(out[b], shifted(x[b].reshape(H, W), -1, 2), atol=1e-12)

@@ -199,7 +199,7 @@ class Augmenter:
         lo, hi = self.elastic
         return lo + (hi - lo) * uniform(bits[AUG_SLOTS["elastic_alpha"]])
 
-    def _draw_elastic(self, B: int, step: int, buf, bits):
+    def _draw_elastic(self, B: int, step: int, buf, bits=None):
         """alpha * G u G^T for u = 2 U - 1 of shape (B, H, W), once per axis; pixel p of image
         b is element b H W + p of the axis's slot."""
         fields = []
