@@ -71,7 +71,7 @@ class DataConfig:
     augment_narrow_classes: list[int] = option([], low=0, high=9)  # images: labels with narrower limits
     augment_narrow_factor: float = option(0.5, low=0.0, high=1.0, low_open=True)  # images: their rotate, shear x this
     augment_elastic: float | list[float] = option(0.0, low=0.0)  # images: elastic strength, pixels, or [lo, hi] per image
-    augment_elastic_sigma: float = option(4.0, low=0.0, low_open=True)  # images: its smoothness, pixels
+    augment_elastic_sigma: float | list[float] = option(4.0, low=0.0, low_open=True)  # images: its smoothness, pixels, or [lo, hi]
 
 
 @dataclass

@@ -39,7 +39,7 @@ class AugmentSpec:
     scale: float = 0.0  # zoom by 1 +- this fraction
     shear: float = 0.0  # degrees
     elastic: float | tuple[float, float] = 0.0  # field strength, pixels (0 = off), or (lo, hi)
-    elastic_sigma: float = 4.0  # the field's smoothness, pixels
+    elastic_sigma: float | tuple[float, float] = 4.0  # the field's smoothness, pixels, or (lo, hi)
     scale_x: float = 0.0  # per-axis zoom limits (either set: they replace `scale`)
     scale_y: float = 0.0
     narrow_classes: tuple[int, ...] = ()  # labels whose rotate and shear limits are narrowed
@@ -150,8 +150,9 @@ def build_augment_spec(data_cfg, input_shape: tuple[int, ...]) -> AugmentSpec | 
                           f"but the {data_cfg.dataset} dataset has samples of shape "
                           f"{tuple(input_shape)}; set the augment_* keys to 0 for it.")
     d = data_cfg
-    elastic = tuple(d.augment_elastic) if isinstance(d.augment_elastic, list) else d.augment_elastic
+    ranged = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731 (frozen: hashable)
     return AugmentSpec((int(input_shape[0]), int(input_shape[1])), d.augment_shift,
-                       d.augment_rotate, d.augment_scale, d.augment_shear, elastic,
-                       d.augment_elastic_sigma, d.augment_scale_x, d.augment_scale_y,
+                       d.augment_rotate, d.augment_scale, d.augment_shear,
+                       ranged(d.augment_elastic), ranged(d.augment_elastic_sigma),
+                       d.augment_scale_x, d.augment_scale_y,
                        tuple(sorted(set(d.augment_narrow_classes))), d.augment_narrow_factor)

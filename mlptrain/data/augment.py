@@ -26,7 +26,8 @@ without them distorts exactly as before: per-class limits (images whose label is
 narrow_classes get rotation and shear limits times narrow_factor: a sheared 1 must not become a
 7), per-axis zoom (Z = diag(1 + k_r, 1 + k_c) with k_r from the zoom slot and k_c from its own
 slot, so M = R(theta) Z H(phi)), and an elastic strength drawn per image uniformly from
-[alpha_lo, alpha_hi] (its own slot).
+[alpha_lo, alpha_hi] and a width from [sigma_lo, sigma_hi] (a slot each; a per-image width
+builds each image's blur matrices).
 """
 
 from __future__ import annotations
@@ -40,14 +41,14 @@ from mlptrain.seeding import AUGMENT, random_bits, random_bits_of_slots, uniform
 # counter slots of the AUGMENT stream (kernels.cu: AUG_SHIFT_R ... AUG_ELASTIC_C)
 # (append only: a slot's numbers never change when another is added)
 AUG_SLOTS = {"shift_r": 0, "shift_c": 1, "rotate": 2, "zoom": 3, "shear": 4, "elastic_r": 5,
-             "elastic_c": 6, "zoom_c": 7, "elastic_alpha": 8}
+             "elastic_c": 6, "zoom_c": 7, "elastic_alpha": 8, "elastic_sigma": 9}
 
 
-def alpha_range(elastic) -> tuple[float, float]:
-    """(lo, hi) of the elastic strength: a number x is (x, x), a list [lo, hi] is itself."""
-    if isinstance(elastic, (list, tuple)):
-        return float(elastic[0]), float(elastic[1])
-    return float(elastic), float(elastic)
+def value_range(value) -> tuple[float, float]:
+    """(lo, hi) of a per-image range: a number x is (x, x), a list [lo, hi] is itself."""
+    if isinstance(value, (list, tuple)):
+        return float(value[0]), float(value[1])
+    return float(value), float(value)
 
 
 class Augmenter:
@@ -55,7 +56,7 @@ class Augmenter:
                  rotate: float = 0.0, scale: float = 0.0, shear: float = 0.0,
                  elastic=0.0, elastic_sigma: float = 4.0, scale_x: float = 0.0,
                  scale_y: float = 0.0, narrow_classes=(), narrow_factor: float = 0.5):
-        """elastic: a number, or [lo, hi] for a strength drawn per image. scale_x / scale_y
+        """elastic, elastic_sigma: a number, or [lo, hi] for a value drawn per image. scale_x / scale_y
         (either set) replace `scale` per axis. narrow_classes: labels whose rotation and shear
         limits are multiplied by narrow_factor (the call then needs the batch's labels)."""
         self.height, self.width = shape
@@ -64,9 +65,10 @@ class Augmenter:
         self.per_axis = bool(scale_x or scale_y)
         # zoom limits (rows, cols): one factor for both axes unless per-axis limits are given
         self.scale_r, self.scale_c = (scale_y, scale_x) if self.per_axis else (scale, scale)
-        lo, hi = alpha_range(elastic)
+        lo, hi = value_range(elastic)
         self.elastic = lo if lo == hi else (lo, hi)  # a number keeps today's arithmetic exactly
-        self.elastic_sigma = elastic_sigma
+        lo, hi = value_range(elastic_sigma)
+        self.elastic_sigma = lo if lo == hi else (lo, hi)
         self.narrow_classes = np.asarray(sorted(set(narrow_classes)), dtype=np.int64)
         self.narrow_factor = float(narrow_factor)
         self.affine = bool(rotate or scale or shear or scale_x or scale_y or hi)
@@ -112,6 +114,8 @@ class Augmenter:
             slots = AUG_SLOTS["zoom_c"] + 1
         if isinstance(self.elastic, tuple):
             slots = AUG_SLOTS["elastic_alpha"] + 1
+        if self.elastic and isinstance(self.elastic_sigma, tuple):
+            slots = AUG_SLOTS["elastic_sigma"] + 1
         return random_bits_of_slots(AUGMENT, self.seed, range(slots), step, B)
 
     def _draw_shifts(self, bits: np.ndarray) -> np.ndarray:
@@ -199,16 +203,26 @@ class Augmenter:
         lo, hi = self.elastic
         return lo + (hi - lo) * uniform(bits[AUG_SLOTS["elastic_alpha"]])
 
+    def sigmas(self, bits: np.ndarray) -> np.ndarray:
+        """(B,) float64 elastic widths lo + (hi - lo) u, u from the elastic_sigma slot."""
+        lo, hi = self.elastic_sigma
+        return lo + (hi - lo) * uniform(bits[AUG_SLOTS["elastic_sigma"]])
+
     def _draw_elastic(self, B: int, step: int, buf, bits=None):
         """alpha * G u G^T for u = 2 U - 1 of shape (B, H, W), once per axis; pixel p of image
         b is element b H W + p of the axis's slot."""
         fields = []
+        blur_rows, blur_cols = buf.get("blur_rows"), buf.get("blur_cols")  # (H, H), (W, W)
+        if isinstance(self.elastic_sigma, tuple):  # each image its own: (B, H, H), (B, W, W)
+            sigma, dtype = self.sigmas(bits), buf["blurred"].dtype
+            blur_rows = gaussian_blur_matrix(self.height, sigma, dtype)
+            blur_cols = gaussian_blur_matrix(self.width, sigma, dtype).transpose(0, 2, 1)
         for name in ("elastic_r", "elastic_c"):
             u, smooth = buf[name], buf["blurred"]  # (B, H, W) each
             noise = 2.0 * uniform(self._bits(name, step, u.size)) - 1.0
             u[...] = noise.reshape(u.shape)  # rounded to the batch's dtype, as the kernel does
-            np.matmul(buf["blur_rows"], u, out=smooth)  # G u: blur along the rows
-            np.matmul(smooth, buf["blur_cols"], out=u)  # (G u) G^T: and along the columns
+            np.matmul(blur_rows, u, out=smooth)  # G u: blur along the rows
+            np.matmul(smooth, blur_cols, out=u)  # (G u) G^T: and along the columns
             if isinstance(self.elastic, tuple):  # one strength per image
                 u *= self.alphas(bits).astype(u.dtype)[:, None, None]
             else:
@@ -232,15 +246,24 @@ class Augmenter:
             if self.elastic:
                 for name in ("elastic_r", "elastic_c", "blurred"):
                     buf[name] = np.empty((batch, self.height, self.width), dtype)
-                buf["blur_rows"] = gaussian_blur_matrix(self.height, self.elastic_sigma, dtype)
-                buf["blur_cols"] = gaussian_blur_matrix(self.width, self.elastic_sigma, dtype).T
+                if not isinstance(self.elastic_sigma, tuple):  # one blur for every image
+                    buf["blur_rows"] = gaussian_blur_matrix(self.height, self.elastic_sigma, dtype)
+                    buf["blur_cols"] = gaussian_blur_matrix(self.width, self.elastic_sigma,
+                                                            dtype).T
             self._buffers[key] = buf
         return self._buffers[key]
 
 
-def gaussian_blur_matrix(n: int, sigma: float, dtype) -> np.ndarray:
+def gaussian_blur_matrix(n: int, sigma, dtype) -> np.ndarray:
     """G (n, n) with (G v)_i = sum_j g(i - j) v_j: a Gaussian kernel of width sigma that sums to
-    one, zero beyond the edges (as a convolution with zero padding)."""
+    one, zero beyond the edges (as a convolution with zero padding). sigma (B,): one G per
+    width, (B, n, n) (kernels.cu: gauss_weight computes the same element by element)."""
+    if np.ndim(sigma):
+        sigma = np.asarray(sigma, dtype=np.float64)[:, None, None]  # (B, 1, 1)
+        offsets = np.arange(n)[:, None] - np.arange(n)[None, :]
+        g = np.exp(-0.5 * (offsets / sigma) ** 2)  # (B, n, n)
+        full = np.exp(-0.5 * (np.arange(-3 * n, 3 * n + 1) / sigma[:, 0]) ** 2).sum(axis=1)
+        return (g / full[:, None, None]).astype(dtype)
     offsets = np.arange(n)[:, None] - np.arange(n)[None, :]
     g = np.exp(-0.5 * (offsets / sigma) ** 2)
     full = np.exp(-0.5 * (np.arange(-3 * n, 3 * n + 1) / sigma) ** 2).sum()  # whole kernel

@@ -54,6 +54,10 @@ def graph_blockers(step, graph_enabled: bool = True) -> list[str]:
     if step.augment is not None and math.prod(step.augment.shape) > AUG_MAX_PIXELS:
         reasons.append(f"images of {math.prod(step.augment.shape)} pixels are too large for "
                        f"the elastic kernel ({AUG_MAX_PIXELS})")
+    if step.augment is not None and step.augment.narrow_classes and \
+            step.loss != "softmax_cross_entropy":
+        reasons.append("per-class augmentation limits read class labels, which only the "
+                       "softmax loss keeps")
     return reasons
 
 
@@ -71,6 +75,13 @@ def kernel_names(step, dtype) -> list[str]:
         if step.augment.elastic:
             names.append(typed("elastic_field", dtype))
     return names + ["sum_parts"]
+
+
+def _span(value) -> tuple[float, float]:
+    """(lo, hi - lo) of an augmentation range (lo, hi), or (x, 0) for a number x."""
+    if isinstance(value, (tuple, list)):
+        return float(value[0]), float(value[1]) - float(value[0])
+    return float(value), 0.0
 
 
 class EpochGraph:
@@ -94,7 +105,7 @@ class EpochGraph:
         if self.augment is not None:
             from mlptrain.data.augment import gaussian_blur_matrix
 
-            (h, w), sigma = self.augment.shape, self.augment.elastic_sigma
+            (h, w), (sigma, _) = self.augment.shape, _span(self.augment.elastic_sigma)
             self.blur = (cp.asarray(gaussian_blur_matrix(h, sigma, dtype)),
                          cp.asarray(gaussian_blur_matrix(w, sigma, dtype)))
         sizes = {self.batch} | ({self.n % self.batch} if self.n % self.batch else set())
@@ -298,14 +309,20 @@ class EpochGraph:
         (h, w), seed = a.shape, np.uint32(self.step.seed & 0xFFFFFFFF)
         field = buf["field"]
         if field is not None:
+            (alpha, alpha_span), (sigma, sigma_span) = _span(a.elastic), _span(a.elastic_sigma)
             self._emit("elastic field", lambda _: kernel("elastic_field", dtype)(
                 (rows, 2), (256,), (field, np.int32(h), np.int32(w), *self.blur,
-                                    dtype.type(a.elastic), seed, self.step_base, np.int32(s))))
+                                    np.float64(alpha), np.float64(alpha_span), np.float64(sigma),
+                                    np.float64(sigma_span), seed, self.step_base, np.int32(s))))
+        per_axis = bool(a.scale_x or a.scale_y)
+        narrow = sum(1 << c for c in a.narrow_classes)  # bit y: label y is narrowed
         self._emit("augment", lambda _: kernel("augment", dtype)(
             (rows,), (256,),
             (self.train.X, index, buf["x0"], np.int32(h), np.int32(w), np.int32(a.shift),
-             np.float64(math.radians(a.rotate)), np.float64(a.scale),
-             np.float64(math.radians(a.shear)), np.int32(a.affine),
+             np.float64(math.radians(a.rotate)), np.float64(a.scale_y if per_axis else a.scale),
+             np.float64(math.radians(a.shear)), np.float64(a.scale_x), np.int32(per_axis),
+             self.train.targets if narrow else NULL, np.uint32(narrow),
+             np.float64(a.narrow_factor), np.int32(a.affine),
              field if field is not None else NULL, seed, self.step_base, np.int32(s))))
         return buf["x0"]
 

@@ -649,6 +649,10 @@ __global__ void max_norm(T* __restrict__ wt, int I, int O, T limit) {
 //   slot 0, 1: integer shifts dy, dx = (bits (2 S + 1)) >> 32 - S
 //   slot 2, 3, 4: theta = rot (2u - 1), zoom = 1 + scl (2u - 1), phi = shr (2u - 1), u = bits 2^-32
 //   slot 5, 6: elastic noise, element b H W + p: u (2u - 1) per pixel and axis
+//   slot 7: the column zoom 1 + scl_c (2u - 1), only with per-axis zoom (slot 3 is the rows')
+//   slot 8, 9: the elastic strength and width lo + span u, only when given as ranges
+// Images whose label is in the narrow mask (bit y for label y) have rotation and shear limits
+// times narrow_factor.
 // The map sends output pixel p (row, col) to s = M (p - c) + c - t (+ elastic), M = zoom R H as
 // in augment.py, then samples bilinearly with zeros outside the image.
 // ---------------------------------------------------------------------------------------------
@@ -659,6 +663,9 @@ __global__ void max_norm(T* __restrict__ wt, int I, int O, T limit) {
 #define AUG_SHEAR 4
 #define AUG_ELASTIC_R 5
 #define AUG_ELASTIC_C 6
+#define AUG_ZOOM_C 7
+#define AUG_ELASTIC_ALPHA 8
+#define AUG_ELASTIC_SIGMA 9
 #define AUG_MAX_PIXELS 2048  // images up to 2048 pixels (45 x 45) (the elastic blur stages one in shared memory)
 
 __device__ __forceinline__ double aug_uniform(unsigned seed, int slot, unsigned long long step,
@@ -666,16 +673,51 @@ __device__ __forceinline__ double aug_uniform(unsigned seed, int slot, unsigned 
     return (double)philox_word(seed, STREAM_AUGMENT, slot, step, i) * 0x1p-32;
 }
 
+// lo + span u (u from the slot, element b), each operation rounded (no fused multiply-add:
+// augment.py computes it in two NumPy operations)
+__device__ __forceinline__ double aug_range(double lo, double span, unsigned seed, int slot,
+                                            unsigned long long step, int b) {
+    return __dadd_rn(lo, __dmul_rn(span, aug_uniform(seed, slot, step, b)));
+}
+
+// The sums of the whole Gaussian kernel exp(-(k / sigma)^2 / 2), k = -3n ... 3n, for n = H and
+// n = W: the normalisers of augment.gaussian_blur_matrix
+__device__ __forceinline__ double gauss_total(int n, double sigma) {
+    double total = 0.0;
+    for (int k = -3 * n; k <= 3 * n; ++k) {
+        const double z = (double)k / sigma;
+        total += exp(-0.5 * (z * z));
+    }
+    return total;
+}
+
+// G[i, j] of augment.gaussian_blur_matrix(n, sigma) given its normaliser, rounded to T
+template <typename T>
+__device__ __forceinline__ T gauss_weight(int i, int j, double sigma, double total) {
+    const double z = (double)(i - j) / sigma;
+    return (T)(exp(-0.5 * (z * z)) / total);
+}
+
 // Elastic displacement fields, one block per (image, axis): field (B, 2, H W) =
-// alpha * G u G^T with u = 2 U - 1, G (H, H) and (W, W) Gaussian blur matrices (augment.py).
+// alpha * G u G^T with u = 2 U - 1, G (H, H) and (W, W) Gaussian blur matrices (augment.py):
+// precomputed (blur_h, blur_w) for one sigma, or built per image when sigma_span > 0. alpha
+// (and sigma) are lo + span u per image when their span is > 0.
 template <typename T>
 __global__ void elastic_field(T* __restrict__ field, int H, int W, const T* __restrict__ blur_h,
-                              const T* __restrict__ blur_w, T alpha, unsigned seed,
+                              const T* __restrict__ blur_w, double alpha, double alpha_span,
+                              double sigma, double sigma_span, unsigned seed,
                               const long long* __restrict__ step_base, int step_offset) {
     __shared__ T u[AUG_MAX_PIXELS];
     __shared__ T g[AUG_MAX_PIXELS];
+    __shared__ double totals[2];  // normalisers of the per-image G (H) and G (W)
     const int b = blockIdx.x, axis = blockIdx.y, n = H * W;
     const unsigned long long step = global_step(step_base, step_offset);
+    const T strength = alpha_span > 0.0
+        ? (T)aug_range(alpha, alpha_span, seed, AUG_ELASTIC_ALPHA, step, b) : (T)alpha;
+    const bool own_blur = sigma_span > 0.0;
+    const double sg = own_blur ? aug_range(sigma, sigma_span, seed, AUG_ELASTIC_SIGMA, step, b)
+                               : sigma;
+    if (own_blur && threadIdx.x < 2) totals[threadIdx.x] = gauss_total(threadIdx.x ? W : H, sg);
     for (int p = threadIdx.x; p < n; p += blockDim.x)
         u[p] = (T)(2.0 * aug_uniform(seed, AUG_ELASTIC_R + axis, step, (unsigned long long)b * n + p)
                    - 1.0);
@@ -683,7 +725,10 @@ __global__ void elastic_field(T* __restrict__ field, int H, int W, const T* __re
     for (int p = threadIdx.x; p < n; p += blockDim.x) {  // (G u)[r, c] = sum_k G[r, k] u[k, c]
         const int r = p / W, c = p % W;
         T s = T(0);
-        for (int k = 0; k < H; ++k) s += blur_h[r * H + k] * u[k * W + c];
+        if (own_blur)
+            for (int k = 0; k < H; ++k) s += gauss_weight<T>(r, k, sg, totals[0]) * u[k * W + c];
+        else
+            for (int k = 0; k < H; ++k) s += blur_h[r * H + k] * u[k * W + c];
         g[p] = s;
     }
     __syncthreads();
@@ -691,19 +736,26 @@ __global__ void elastic_field(T* __restrict__ field, int H, int W, const T* __re
     for (int p = threadIdx.x; p < n; p += blockDim.x) {  // ((G u) G^T)[r, c]
         const int r = p / W, c = p % W;
         T s = T(0);
-        for (int k = 0; k < W; ++k) s += g[r * W + k] * blur_w[c * W + k];
-        out[p] = s * alpha;
+        if (own_blur)
+            for (int k = 0; k < W; ++k) s += g[r * W + k] * gauss_weight<T>(c, k, sg, totals[1]);
+        else
+            for (int k = 0; k < W; ++k) s += g[r * W + k] * blur_w[c * W + k];
+        out[p] = s * strength;
     }
 }
 
 // out (B, H W) = the batch's images X[gather[b]], distorted. One block per image; thread 0
 // draws its parameters. field: elastic displacements (B, 2, H W) or null. affine = 0: the
-// exact integer shift only.
+// exact integer shift only. scale is the rows' zoom limit (both axes' unless per_axis; then
+// scale_c is the columns'). labels (N,) class indices read through gather, or null: images
+// whose label y has bit y of narrow_mask set get rotate and shear times narrow_factor.
 template <typename T>
 __global__ void augment(const T* __restrict__ X, const long long* __restrict__ gather,
                         T* __restrict__ out, int H, int W, int shift, double rotate, double scale,
-                        double shear, int affine, const T* __restrict__ field, unsigned seed,
-                        const long long* __restrict__ step_base, int step_offset) {
+                        double shear, double scale_c, int per_axis,
+                        const long long* __restrict__ labels, unsigned narrow_mask,
+                        double narrow_factor, int affine, const T* __restrict__ field,
+                        unsigned seed, const long long* __restrict__ step_base, int step_offset) {
     __shared__ T m[4];
     __shared__ T origin[2];
     __shared__ int offs[2];
@@ -714,11 +766,23 @@ __global__ void augment(const T* __restrict__ X, const long long* __restrict__ g
         const int dy = (int)((philox_word(seed, STREAM_AUGMENT, AUG_SHIFT_R, step, b) * span) >> 32) - shift;
         const int dx = (int)((philox_word(seed, STREAM_AUGMENT, AUG_SHIFT_C, step, b) * span) >> 32) - shift;
         offs[0] = dy; offs[1] = dx;
-        const double theta = rotate * (2.0 * aug_uniform(seed, AUG_ROTATE, step, b) - 1.0);
+        double rot = rotate, shr = shear;
+        if (labels) {
+            const long long y = labels[gather ? gather[b] : b];
+            if (y >= 0 && y < 32 && ((narrow_mask >> y) & 1u)) {
+                rot = rotate * narrow_factor;
+                shr = shear * narrow_factor;
+            }
+        }
+        const double theta = rot * (2.0 * aug_uniform(seed, AUG_ROTATE, step, b) - 1.0);
         const double zoom = 1.0 + scale * (2.0 * aug_uniform(seed, AUG_ZOOM, step, b) - 1.0);
-        const double phi = shear * (2.0 * aug_uniform(seed, AUG_SHEAR, step, b) - 1.0);
+        const double zoom_c = per_axis
+            ? 1.0 + scale_c * (2.0 * aug_uniform(seed, AUG_ZOOM_C, step, b) - 1.0) : zoom;
+        const double phi = shr * (2.0 * aug_uniform(seed, AUG_SHEAR, step, b) - 1.0);
+        // M = R(theta) diag(zoom, zoom_c) H(phi), as augment.py
         const double cs = cos(theta) * zoom, sn = sin(theta) * zoom, tn = tan(phi);
-        m[0] = (T)cs; m[1] = (T)(cs * tn - sn); m[2] = (T)sn; m[3] = (T)(sn * tn + cs);
+        const double cc = cos(theta) * zoom_c, sc = sin(theta) * zoom_c;
+        m[0] = (T)cs; m[1] = (T)(cs * tn - sc); m[2] = (T)sn; m[3] = (T)(sn * tn + cc);
         origin[0] = (T)((H - 1) / 2.0 - dy);
         origin[1] = (T)((W - 1) / 2.0 - dx);
     }
