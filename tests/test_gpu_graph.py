@@ -68,7 +68,20 @@ def test_dropout_masks_are_identical_on_both_backends(gpu, dtype):
 
 KINDS = {"shift": dict(shift=2), "rotate": dict(rotate=15.0), "scale": dict(scale=0.15),
          "shear": dict(shear=12.0), "elastic": dict(elastic=34.0, elastic_sigma=4.0),
-         "all": dict(shift=2, rotate=8.0, scale=0.08, shear=8.0, elastic=8.0)}
+         "all": dict(shift=2, rotate=8.0, scale=0.08, shear=8.0, elastic=8.0),
+         # Ciresan et al. (2010)'s refinements: per-class limits, per-axis zoom, per-image
+         # elastic strength and width
+         "narrow": dict(rotate=15.0, shear=15.0, narrow_classes=(1, 7), narrow_factor=0.5),
+         "scale_xy": dict(scale_x=0.15, scale_y=0.2), "scale_x": dict(scale_x=0.15),
+         "alpha_range": dict(elastic=(30.0, 38.0), elastic_sigma=4.0),
+         "sigma_range": dict(elastic=34.0, elastic_sigma=(4.0, 6.0)),
+         "paper": dict(shift=1, rotate=15.0, shear=15.0, narrow_classes=(1, 7), scale_x=0.15,
+                       scale_y=0.2, elastic=(36.0, 38.0), elastic_sigma=(5.0, 6.0))}
+
+
+def span(value):
+    """(lo, hi - lo) of a range, (x, 0) of a number: the kernels' arguments."""
+    return (value[0], value[1] - value[0]) if isinstance(value, tuple) else (value, 0.0)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -80,11 +93,15 @@ def test_augment_kernels_match_augment_py_in_float64(gpu, kind):
     rng = np.random.default_rng(3)
     X = rng.random((300, H * W))
     index = rng.permutation(300)[:96]
+    labels = rng.integers(0, 10, 300)
     step, seed = 12345, 7
-    want = Augmenter((H, W), seed, **spec)(X[index].copy(), step)
+    want = Augmenter((H, W), seed, **spec)(X[index].copy(), step, labels[index])
     dX, out = cp.asarray(X), cp.zeros((96, H * W))
-    affine = any(spec.get(k) for k in ("rotate", "scale", "shear", "elastic"))
-    field, sigma = NULL, spec.get("elastic_sigma", 4.0)
+    affine = any(spec.get(k) for k in ("rotate", "scale", "shear", "elastic", "scale_x",
+                                       "scale_y"))
+    field = NULL
+    (alpha, alpha_span), (sigma, sigma_span) = (span(spec.get(k, d)) for k, d in
+                                                (("elastic", 0.0), ("elastic_sigma", 4.0)))
     base = cp.asarray([step], dtype=np.int64)
     if spec.get("elastic"):
         field = cp.zeros((96, 2, H * W))
@@ -92,11 +109,18 @@ def test_augment_kernels_match_augment_py_in_float64(gpu, kind):
             (96, 2), (256,), (field, np.int32(H), np.int32(W),
                               cp.asarray(gaussian_blur_matrix(H, sigma, np.float64)),
                               cp.asarray(gaussian_blur_matrix(W, sigma, np.float64)),
-                              np.float64(spec["elastic"]), np.uint32(seed), base, np.int32(0)))
+                              np.float64(alpha), np.float64(alpha_span), np.float64(sigma),
+                              np.float64(sigma_span), np.uint32(seed), base, np.int32(0)))
+    per_axis = bool(spec.get("scale_x") or spec.get("scale_y"))
+    narrow = sum(1 << c for c in spec.get("narrow_classes", ()))
     gpu.kernel("augment", np.float64)(
         (96,), (256,), (dX, cp.asarray(index, dtype=np.int64), out, np.int32(H), np.int32(W),
                         np.int32(spec.get("shift", 0)), np.float64(math.radians(spec.get("rotate", 0))),
-                        np.float64(spec.get("scale", 0)), np.float64(math.radians(spec.get("shear", 0))),
+                        np.float64(spec.get("scale_y", 0) if per_axis else spec.get("scale", 0)),
+                        np.float64(math.radians(spec.get("shear", 0))),
+                        np.float64(spec.get("scale_x", 0)), np.int32(per_axis),
+                        cp.asarray(labels, dtype=np.int64) if narrow else NULL,
+                        np.uint32(narrow), np.float64(spec.get("narrow_factor", 0.5)),
                         np.int32(affine), field, np.uint32(seed), base, np.int32(0)))
     assert rel(out.get(), want) < 1e-9
     assert not np.allclose(want, X[index])  # it did distort
@@ -133,7 +157,11 @@ dtype = "float64"
 """
 AUGMENTS = {"affine": ["data.augment_shift=2", "data.augment_rotate=8",
                        "data.augment_scale=0.08", "data.augment_shear=8"],
-            "elastic": ["data.augment_elastic=8", "data.augment_elastic_sigma=4"]}
+            "elastic": ["data.augment_elastic=8", "data.augment_elastic_sigma=4"],
+            "ciresan": ["data.augment_rotate=15", "data.augment_shear=15",
+                        "data.augment_narrow_classes=[1, 7]", "data.augment_scale_x=0.15",
+                        "data.augment_scale_y=0.2", "data.augment_elastic=[8, 10]",
+                        "data.augment_elastic_sigma=[4, 5]"]}
 
 
 def run_aids(runs_dir, device, overrides, stop=None, **kw):
