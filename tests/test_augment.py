@@ -185,3 +185,149 @@ def test_elastic_is_reproducible_and_keeps_pixels_in_range():
     b = Augmenter((H, W), 2, elastic=34.0)(x.copy(), 0)
     assert np.array_equal(a, b) and not np.array_equal(a, x)
     assert a.min() >= 0 and a.max() <= 1 + 1e-6
+
+
+# -- Ciresan et al. (2010)'s refinements: per-class limits, per-axis zoom, per-image ranges ----
+
+# sha256 (first 16 hex digits) of Augmenter((28, 28), 5, **case)(x, 3) for the batch below,
+# computed with the code on main before these keys existed: configs without them must distort
+# bit for bit as before
+BEFORE = {("shift", "float32"): "71acfd6828703d87", ("shift", "float64"): "f7dbe59be4853365",
+          ("affine", "float32"): "84070f68cafbc61a", ("affine", "float64"): "4b7ef8eaea1e7f6f",
+          ("elastic", "float32"): "3e059dd6954abaa4", ("elastic", "float64"): "28926675c9ac033f"}
+BEFORE_CASES = {"shift": dict(shift=2), "affine": dict(shift=2, rotate=8.0, scale=0.08, shear=8.0),
+                "elastic": dict(rotate=15.0, scale=0.15, shear=15.0, elastic=36.0,
+                                elastic_sigma=6.0)}
+
+
+@pytest.mark.parametrize("case, dtype", BEFORE)
+def test_configs_without_the_new_keys_distort_bit_for_bit_as_before(case, dtype):
+    import hashlib
+
+    x = np.random.default_rng(18).random((6, H * W)).astype(dtype)
+    spec = build_augment_spec(DataConfig(**{f"augment_{k}": v
+                                            for k, v in BEFORE_CASES[case].items()}), (H, W))
+    out = Augmenter((H, W), 5, **spec.augmenter_args())(x, 3)
+    assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == BEFORE[(case, dtype)]
+
+
+def test_narrowed_classes_never_exceed_the_narrowed_limits():
+    B, seed, step = 400, 3, 11
+    labels = np.arange(B) % 10
+    aug = Augmenter((H, W), seed, rotate=15, shear=15, narrow_classes=[1, 7], narrow_factor=0.5)
+    theta, _, phi = aug._draw_affine(aug._draw(B, step), labels)
+    wide_theta, _, wide_phi = drawn_affine(seed, step, B, 15, 0, 15)
+    narrow = np.isin(labels, [1, 7])
+    for got, wide in ((theta, wide_theta), (phi, wide_phi)):
+        assert np.abs(got[narrow]).max() <= math.radians(7.5)
+        assert np.abs(got[narrow]).max() > math.radians(7.0)  # the whole narrowed range is used
+        np.testing.assert_array_equal(got[narrow], 0.5 * wide[narrow])  # same draws, halved
+        np.testing.assert_array_equal(got[~narrow], wide[~narrow])  # others untouched
+        assert np.abs(got[~narrow]).max() > math.radians(14.0)
+    with pytest.raises(ValueError, match="labels"):
+        aug(images(4), 0)  # per-class limits cannot guess the classes
+
+
+def test_narrowed_images_are_sampled_with_the_narrowed_map():
+    x = images(4, seed=5, dtype=np.float64)
+    labels = np.array([1, 3, 7, 0])
+    aug = Augmenter((H, W), 8, shift=1, rotate=15, shear=15, narrow_classes=[1, 7],
+                    narrow_factor=0.5)
+    out = aug(x.copy(), 2, labels).reshape(-1, H, W)
+    theta, zoom, phi = drawn_affine(8, 2, 4, 15, 0, 15)
+    shifts = drawn_shifts(8, 2, 4, 1)
+    for b in range(4):
+        f = 0.5 if labels[b] in (1, 7) else 1.0
+        expected = bilinear_reference(x[b].reshape(H, W), f * theta[b], zoom[b], f * phi[b],
+                                      *shifts[b])
+        np.testing.assert_allclose(out[b], expected, atol=1e-12)
+
+
+def test_per_axis_zoom_draws_each_axis_from_its_own_slot_and_limit():
+    x = images(3, seed=4, dtype=np.float64)
+    aug = Augmenter((H, W), 4, shift=2, rotate=10, shear=5, scale_x=0.15, scale_y=0.2)
+    out = aug(x.copy(), 7).reshape(-1, H, W)
+    theta, zoom_r, phi = drawn_affine(4, 7, 3, 10, 0.2, 5)  # rows: the zoom slot, scale_y
+    u7 = random_bits(AUGMENT, 4, 7, 7, 3).astype(np.float64) / 2**32
+    zoom_c = 1 + 0.15 * (2 * u7 - 1)  # columns: slot 7, scale_x
+    assert not np.allclose(zoom_r, zoom_c)
+    shifts = drawn_shifts(4, 7, 3, 2)
+    for b in range(3):
+        expected = bilinear_reference(x[b].reshape(H, W), theta[b], zoom_r[b], phi[b],
+                                      *shifts[b], zoom_c=zoom_c[b])
+        np.testing.assert_allclose(out[b], expected, atol=1e-12)
+
+
+def test_horizontal_zoom_alone_keeps_every_row_where_it_was():
+    x = np.zeros((8, H * W))
+    x.reshape(-1, H, W)[:, 10:18, 13:15] = 1.0  # a centred vertical bar
+    aug = Augmenter((H, W), 1, scale_x=0.3)
+    _, (zoom_r, zoom_c), _ = aug._draw_affine(aug._draw(8, 0))
+    assert np.all(zoom_r == 1.0) and np.all(np.abs(zoom_c - 1) <= 0.3) and np.std(zoom_c) > 0
+    out = aug(x.copy(), 0).reshape(-1, H, W)
+    rows = out.sum(axis=2) > 1e-12  # which rows hold ink: exactly those of the bar
+    assert np.array_equal(rows, np.broadcast_to(x.reshape(-1, H, W)[0].sum(axis=1) > 0, rows.shape))
+
+
+def test_elastic_strength_and_width_ranges_are_drawn_per_image():
+    from mlptrain.data.augment import gaussian_blur_matrix
+
+    B, seed, step = 6, 6, 4
+    aug = Augmenter((H, W), seed, elastic=[30.0, 38.0], elastic_sigma=[4.0, 6.0])
+    buf = aug._buffers_for(B, np.float64)
+    du_r, du_c = (f.copy() for f in aug._draw_elastic(B, step, buf, aug._draw(B, step)))
+    u = lambda slot: random_bits(AUGMENT, seed, slot, step, B) / 2**32  # noqa: E731
+    alpha, sigma = 30.0 + 8.0 * u(8), 4.0 + 2.0 * u(9)
+    assert np.ptp(alpha) > 1.0 and np.ptp(sigma) > 0.3  # they do vary across images
+    for slot, got in ((5, du_r), (6, du_c)):
+        noise = random_bits(AUGMENT, seed, slot, step, B * H * W).reshape(B, H, W) / 2**32 * 2 - 1
+        for b in range(B):  # each image with its own scalar-width blur
+            G = gaussian_blur_matrix(H, sigma[b], np.float64)
+            np.testing.assert_allclose(got.reshape(B, H, W)[b], alpha[b] * G @ noise[b] @ G.T,
+                                       atol=1e-12)
+
+
+def test_a_range_with_equal_ends_is_the_number():
+    x = images(4, dtype=np.float64)
+    a = Augmenter((H, W), 2, elastic=[34.0, 34.0], elastic_sigma=[4.0, 4.0])(x.copy(), 1)
+    b = Augmenter((H, W), 2, elastic=34.0, elastic_sigma=4.0)(x.copy(), 1)
+    assert np.array_equal(a, b)
+
+
+def test_the_new_keys_are_validated_and_reach_the_augmenter():
+    from mlptrain.config import parse_config
+
+    def data(text):
+        return parse_config(f'[data]\ndataset = "mnist"\n{text}\n', "c.toml").data
+
+    for text, match in [
+            ("augment_elastic = [38, 36]", r"augment_elastic = \[38.0, 36.0\]: the range's low end"),
+            ("augment_elastic_sigma = [4, 5, 6]", "a range is two numbers"),
+            ("augment_elastic_sigma = [0, 5]", "expected a value > 0"),
+            ("augment_elastic = 'wide'", "expected a number or a two-number range"),
+            ("augment_narrow_classes = [1, 10]", r"augment_narrow_classes = 10: expected a value"),
+            ("augment_narrow_factor = 0", "augment_narrow_factor = 0.0: expected a value > 0"),
+            ("augment_scale = 0.1\naugment_scale_y = 0.2",
+             r"line 3: \[data\] augment_scale = 0.1: one zoom factor for both axes and per-axis")]:
+        with pytest.raises(ConfigError, match=match):
+            data(text)
+    d = data("augment_narrow_classes = [7, 1, 7]\naugment_scale_x = 0.15\n"
+             "augment_elastic = [36, 38]\naugment_elastic_sigma = [5, 5]")
+    assert d.augment_elastic == [36.0, 38.0] and d.augment_elastic_sigma == 5.0
+    spec = build_augment_spec(d, (H, W))
+    assert spec.affine and spec.narrow_classes == (1, 7) and spec.elastic == (36.0, 38.0)
+    aug = Augmenter((H, W), 0, **spec.augmenter_args())
+    assert aug.per_axis and (aug.scale_r, aug.scale_c) == (0.0, 0.15)
+    assert build_augment_spec(data("augment_scale_y = 0.1"), (H, W)).affine
+
+
+def test_the_eager_step_hands_the_batch_labels_to_the_augmenter():
+    from mlptrain.backend.numpy_backend import NumpyBackend
+    from mlptrain.loop import _augment_on_host
+
+    x, labels = images(40, dtype=np.float64), np.arange(40) % 10
+    aug = Augmenter((H, W), 3, rotate=15, narrow_classes=[1, 7], narrow_factor=0.5)
+    got = x.copy()
+    _augment_on_host(NumpyBackend(), aug, got, 5, labels)
+    np.testing.assert_array_equal(got, aug(x.copy(), 5, labels))
+    assert not np.array_equal(got, aug(x.copy(), 5, np.zeros(40, np.int64)))  # labels matter
