@@ -301,7 +301,8 @@ def test_the_new_keys_are_validated_and_reach_the_augmenter():
         return parse_config(f'[data]\ndataset = "mnist"\n{text}\n', "c.toml").data
 
     for text, match in [
-            ("augment_elastic = [38, 36]", r"augment_elastic = \[38.0, 36.0\]: the range's low end"),
+            ("augment_elastic = [38, 36]",
+             r"augment_elastic = \[38.0, 36.0\]: the range's low end"),
             ("augment_elastic_sigma = [4, 5, 6]", "a range is two numbers"),
             ("augment_elastic_sigma = [0, 5]", "expected a value > 0"),
             ("augment_elastic = 'wide'", "expected a number or a two-number range"),

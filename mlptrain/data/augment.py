@@ -56,8 +56,8 @@ class Augmenter:
                  rotate: float = 0.0, scale: float = 0.0, shear: float = 0.0,
                  elastic=0.0, elastic_sigma: float = 4.0, scale_x: float = 0.0,
                  scale_y: float = 0.0, narrow_classes=(), narrow_factor: float = 0.5):
-        """elastic, elastic_sigma: a number, or [lo, hi] for a value drawn per image. scale_x / scale_y
-        (either set) replace `scale` per axis. narrow_classes: labels whose rotation and shear
+        """elastic, elastic_sigma: a number, or [lo, hi] for a value drawn per image.
+        scale_x / scale_y (either set) replace `scale` per axis. narrow_classes: labels whose rotation and shear
         limits are multiplied by narrow_factor (the call then needs the batch's labels)."""
         self.height, self.width = shape
         self.seed, self.shift = int(seed), int(shift)
