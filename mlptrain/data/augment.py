@@ -57,8 +57,9 @@ class Augmenter:
                  elastic=0.0, elastic_sigma: float = 4.0, scale_x: float = 0.0,
                  scale_y: float = 0.0, narrow_classes=(), narrow_factor: float = 0.5):
         """elastic, elastic_sigma: a number, or [lo, hi] for a value drawn per image.
-        scale_x / scale_y (either set) replace `scale` per axis. narrow_classes: labels whose rotation and shear
-        limits are multiplied by narrow_factor (the call then needs the batch's labels)."""
+        scale_x / scale_y (either set) replace `scale` per axis. narrow_classes: labels whose
+        rotation and shear limits are multiplied by narrow_factor (the call then needs the
+        batch's labels)."""
         self.height, self.width = shape
         self.seed, self.shift = int(seed), int(shift)
         self.rotate, self.scale, self.shear = math.radians(rotate), scale, math.radians(shear)
