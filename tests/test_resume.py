@@ -24,7 +24,7 @@ from mlptrain.config import load_config, parse_config
 from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.experiment import fit_experiment, resume_experiment
 from mlptrain.runs import RunStore, npz_bytes
-from mlptrain.loop import StepsDone, StopFlag
+from mlptrain.loop import EpochEnded, StepsDone, StopFlag
 
 
 def metrics_without_time(path):
@@ -128,6 +128,46 @@ def test_checkpoint_every_n_steps_writes_mid_epoch_checkpoints(runs_dir):
     # every 3 global steps inside an epoch, and at each epoch end (position 0)
     assert seen == [(0, 3, 3), (0, 6, 6), (0, 9, 9), (1, 0, 10), (1, 2, 12), (1, 5, 15),
                     (1, 8, 18), (2, 0, 20)]
+
+
+def test_checkpoint_epochs_skips_epoch_ends_but_always_saves_the_last(runs_dir):
+    config = load_config(CONFIGS / "xor.toml", [*XOR, "train.epochs=5",
+                                                "train.checkpoint_epochs=2"])
+    store, seen = RunStore(runs_dir), []
+    original = type(store).create
+
+    def spy_create(s, name):
+        created = original(s, name)
+        write = created.write_checkpoint
+        created.write_checkpoint = lambda arrays: (seen.append(int(arrays["epoch"])),
+                                                   write(arrays))
+        return created
+
+    type(store).create = spy_create
+    try:
+        fit_experiment(config, store)
+    finally:
+        type(store).create = original
+    assert seen == [2, 4, 5]
+
+
+def test_a_run_killed_between_checkpoint_epochs_resumes_to_the_same_bytes(runs_dir):
+    """Metrics run ahead of a checkpoint saved every 2 epochs; the resume drops the epoch the
+    checkpoint lacks, trains it again, and ends where the run left alone ends."""
+    config = load_config(CONFIGS / "xor.toml", [*XOR, "train.checkpoint_epochs=2"])
+    alone = fit_experiment(config, RunStore(runs_dir))
+
+    def die_after_epoch_3(event):
+        if isinstance(event, EpochEnded) and event.epoch == 3:
+            raise KeyboardInterrupt  # after epoch 3's metrics, before its (skipped) checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_experiment(config, RunStore(runs_dir), die_after_epoch_3)
+    killed = next(p for p in runs_dir.iterdir() if p != alone.path)
+    assert len(metrics_without_time(killed)) == 3
+    resumed = resume_experiment(RunStore(runs_dir), killed.name)
+    assert metrics_without_time(resumed.path) == metrics_without_time(alone.path)
+    assert (resumed.path / "weights.npz").read_bytes() == (alone.path / "weights.npz").read_bytes()
 
 
 def test_resume_of_a_completed_run_is_an_error(runs_dir):
