@@ -242,6 +242,13 @@ def test_dry_run_prints_model_and_plan_and_writes_nothing(runs_dir):
     assert not runs_dir.exists()
 
 
+def test_dry_run_names_the_epoch_ends_that_checkpoint(runs_dir):
+    every = run("fit", CONFIGS / "xor.toml", "--dry-run")
+    sparse = run("fit", CONFIGS / "xor.toml", "--dry-run", "--set", "train.checkpoint_epochs=10")
+    assert "checkpoint at every epoch end" in every.stdout
+    assert "checkpoint at the end of every 10 epochs and of the last" in sparse.stdout
+
+
 def test_dry_run_reports_missing_data_as_an_error(runs_dir, tmp_path):
     result = run("fit", CONFIGS / "mnist.toml", "--dry-run", "--set", f"data.path='{tmp_path}'",
                  "--set", "data.download=false")

@@ -203,6 +203,11 @@ def plan_text(config, plan, runs_root) -> str:
                 else ""),
              "  step: " + (", ".join(plan.aids) if plan.aids else "plain (no training aids)"),
              "  checkpoint " + (f"every {plural(plan.checkpoint_every, 'step')} and " if
-                                plan.checkpoint_every else "") + "at every epoch end",
+                                plan.checkpoint_every else "") + _epoch_ends(t.checkpoint_epochs),
              f"  run directory: a new one under {runs_root}"]
     return "\n".join(lines)
+
+
+def _epoch_ends(every: int) -> str:
+    return "at every epoch end" if every == 1 else \
+        f"at the end of every {every} epochs and of the last"
