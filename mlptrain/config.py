@@ -218,6 +218,7 @@ def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] =
     return config
 
 
+# the [data] keys that switch augmentation on (config validation and the step read it)
 AUGMENT_KEYS = ("augment_shift", "augment_rotate", "augment_scale", "augment_shear",
                 "augment_elastic", "augment_scale_x", "augment_scale_y")
 

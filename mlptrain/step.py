@@ -20,13 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlptrain import nn
+from mlptrain.config import AUGMENT_KEYS
 from mlptrain.errors import ConfigError
 from mlptrain.optim import OptimizerKind, OptimizerSpec
 from mlptrain.schedules import Schedule, build_schedule
-
-AUGMENT_KEYS = ("augment_shift", "augment_rotate", "augment_scale", "augment_shear",
-                "augment_elastic", "augment_scale_x",
-                "augment_scale_y")  # the [data] keys that switch augmentation on
 
 
 @dataclass(frozen=True)
