@@ -164,3 +164,17 @@ def test_panel_shows_metrics_time_run_and_plots(xor_run):
     assert f"{s['timing']['wall_seconds']:.1f} s for 20 epochs" in text
     assert str(xor_run.path) in text and "curves.png" in text and "1.2 s" in text
     assert any(ch in text for ch in BLOCKS)
+
+
+@pytest.mark.parametrize("training, shown", [(3.0, "of which training 3.0 s (0.15 s/epoch)"),
+                                             (9.0, None)])
+def test_panel_separates_training_from_wall_time_when_they_differ(xor_run, training, shown):
+    summary = {**xor_run.read_summary()}
+    summary["timing"] = {"wall_seconds": 10.0, "seconds_per_epoch": 0.5,
+                         "samples_per_second": 1.0, "training_seconds": training}
+    console = Console(record=True, width=120)
+    console.print(fit_panel(RunFinished(xor_run.run_id, xor_run.path, summary),
+                            xor_run.read_metrics(), []))
+    text = console.export_text()
+    assert "10.0 s for 20 epochs" in text
+    assert (shown in text) if shown else ("of which training" not in text)

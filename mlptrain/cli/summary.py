@@ -44,6 +44,11 @@ def fit_panel(finished: RunFinished, metrics: list[dict], plots: list[Path],
     if s.get("stopped_early"):
         time_line += f"; stopped early, kept epoch {s.get('best_epoch')}"
     facts.add_row("time", time_line)
+    training, wall = timing.get("training_seconds"), timing.get("wall_seconds") or 0
+    if training is not None and training < 0.8 * wall:  # this session's epochs, if resumed
+        per_epoch = timing["seconds_per_epoch"] * training / wall
+        facts.add_row("", f"[dim]of which training {training:.1f} s ({_per_epoch(per_epoch)}); "
+                          "the rest is compiling, evaluation and checkpoints[/dim]")
     if plot_seconds is not None:
         facts.add_row("", f"plots drawn afterwards in {plot_seconds:.1f} s")
     facts.add_row("run", escape(str(finished.path)))
@@ -80,3 +85,7 @@ def finish_fit(console: Console, config: Config, finished: RunFinished,
     final = finished.summary.get("final") or {}
     console.print(f"test accuracy {pct(final.get('test_accuracy'))}; run saved in "
                   f"{finished.path}", highlight=False, soft_wrap=True)
+
+
+def _per_epoch(seconds: float) -> str:
+    return f"{seconds:.2f} s/epoch" if seconds >= 0.1 else f"{seconds * 1000:.1f} ms/epoch"

@@ -171,6 +171,9 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
         "wall_seconds": seconds,
         "seconds_per_epoch": seconds / epochs_here,
         "samples_per_second": splits["train"].size * epochs_here / seconds,
+        # the epochs alone (their metrics' seconds): wall minus compiling, final scoring and
+        # checkpoint writes, which dominate a big model's short epochs
+        "training_seconds": sum(r["seconds"] for r in state.history[epochs_before:]),
     }
     _finish(run, summary, "completed", start)
     figures = _draw_figures(run, summary, p, on_event) if config.report.plots else None
