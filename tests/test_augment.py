@@ -332,3 +332,11 @@ def test_the_eager_step_hands_the_batch_labels_to_the_augmenter():
     _augment_on_host(NumpyBackend(), aug, got, 5, labels)
     np.testing.assert_array_equal(got, aug(x.copy(), 5, labels))
     assert not np.array_equal(got, aug(x.copy(), 5, np.zeros(40, np.int64)))  # labels matter
+
+
+@pytest.mark.parametrize("keys, affine", [
+    ({"shift": 2}, False), ({"shift": 2, "rotate": 5.0}, True),
+    ({"elastic": [36.0, 38.0]}, True), ({"shift": 1, "elastic_sigma": [5.0, 6.0]}, False)])
+def test_only_a_distortion_beyond_shifts_takes_the_affine_path(keys, affine):
+    """An elastic width alone distorts nothing: a shift-only augmenter keeps the one-gather path."""
+    assert Augmenter((28, 28), 0, **keys).affine is affine

@@ -68,11 +68,12 @@ class Augmenter:
         self.scale_r, self.scale_c = (scale_y, scale_x) if self.per_axis else (scale, scale)
         lo, hi = value_range(elastic)
         self.elastic = lo if lo == hi else (lo, hi)  # a number keeps today's arithmetic exactly
+        elastic_on = bool(hi)
         lo, hi = value_range(elastic_sigma)
         self.elastic_sigma = lo if lo == hi else (lo, hi)
         self.narrow_classes = np.asarray(sorted(set(narrow_classes)), dtype=np.int64)
         self.narrow_factor = float(narrow_factor)
-        self.affine = bool(rotate or scale or shear or scale_x or scale_y or hi)
+        self.affine = bool(rotate or scale or shear or scale_x or scale_y or elastic_on)
         # padding: the shift path reads up to `shift` pixels outside; the affine path clips its
         # source points to one pixel outside and reads the bilinear neighbour one further
         self.pad = 2 if self.affine else self.shift
