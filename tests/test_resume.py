@@ -107,11 +107,9 @@ def test_resume_restores_early_stopping_state(runs_dir):
     assert (resumed.path / "weights.npz").read_bytes() == (alone.path / "weights.npz").read_bytes()
 
 
-def test_checkpoint_every_n_steps_writes_mid_epoch_checkpoints(runs_dir):
-    config = load_config(CONFIGS / "xor.toml", ["train.epochs=2", "train.checkpoint_every=3"])
-    seen = []
-    run = RunStore(runs_dir)
-    original = type(run).create
+def checkpoints_written(config, runs_dir, monkeypatch) -> list[tuple[int, int, int]]:
+    """(epoch, position, step) of every checkpoint a fresh fit of `config` writes."""
+    seen, original = [], RunStore.create
 
     def spy_create(store, name):
         created = original(store, name)
@@ -120,35 +118,24 @@ def test_checkpoint_every_n_steps_writes_mid_epoch_checkpoints(runs_dir):
             (int(arrays["epoch"]), int(arrays["position"]), int(arrays["step"]))), write(arrays))
         return created
 
-    type(run).create = spy_create
-    try:
-        fit_experiment(config, run)
-    finally:
-        type(run).create = original
+    monkeypatch.setattr(RunStore, "create", spy_create)
+    fit_experiment(config, RunStore(runs_dir))
+    return seen
+
+
+def test_checkpoint_every_n_steps_writes_mid_epoch_checkpoints(runs_dir, monkeypatch):
+    config = load_config(CONFIGS / "xor.toml", ["train.epochs=2", "train.checkpoint_every=3"])
+    seen = checkpoints_written(config, runs_dir, monkeypatch)
     # every 3 global steps inside an epoch, and at each epoch end (position 0)
     assert seen == [(0, 3, 3), (0, 6, 6), (0, 9, 9), (1, 0, 10), (1, 2, 12), (1, 5, 15),
                     (1, 8, 18), (2, 0, 20)]
 
 
-def test_checkpoint_epochs_skips_epoch_ends_but_always_saves_the_last(runs_dir):
+def test_checkpoint_epochs_skips_epoch_ends_but_always_saves_the_last(runs_dir, monkeypatch):
     config = load_config(CONFIGS / "xor.toml", [*XOR, "train.epochs=5",
                                                 "train.checkpoint_epochs=2"])
-    store, seen = RunStore(runs_dir), []
-    original = type(store).create
-
-    def spy_create(s, name):
-        created = original(s, name)
-        write = created.write_checkpoint
-        created.write_checkpoint = lambda arrays: (seen.append(int(arrays["epoch"])),
-                                                   write(arrays))
-        return created
-
-    type(store).create = spy_create
-    try:
-        fit_experiment(config, store)
-    finally:
-        type(store).create = original
-    assert seen == [2, 4, 5]
+    seen = checkpoints_written(config, runs_dir, monkeypatch)
+    assert [epoch for epoch, _, _ in seen] == [2, 4, 5]
 
 
 def test_a_run_killed_between_checkpoint_epochs_resumes_to_the_same_bytes(runs_dir):

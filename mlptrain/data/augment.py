@@ -219,16 +219,16 @@ class Augmenter:
             sigma, dtype = self.sigmas(bits), buf["blurred"].dtype
             blur_rows = gaussian_blur_matrix(self.height, sigma, dtype)
             blur_cols = gaussian_blur_matrix(self.width, sigma, dtype).transpose(0, 2, 1)
+        strength = self.elastic  # a number, or one per image (B, 1, 1), both axes alike
+        if isinstance(strength, tuple):
+            strength = self.alphas(bits).astype(buf["blurred"].dtype)[:, None, None]
         for name in ("elastic_r", "elastic_c"):
             u, smooth = buf[name], buf["blurred"]  # (B, H, W) each
             noise = 2.0 * uniform(self._bits(name, step, u.size)) - 1.0
             u[...] = noise.reshape(u.shape)  # rounded to the batch's dtype, as the kernel does
             np.matmul(blur_rows, u, out=smooth)  # G u: blur along the rows
             np.matmul(smooth, blur_cols, out=u)  # (G u) G^T: and along the columns
-            if isinstance(self.elastic, tuple):  # one strength per image
-                u *= self.alphas(bits).astype(u.dtype)[:, None, None]
-            else:
-                u *= self.elastic
+            u *= strength
             fields.append(u.reshape(B, -1))
         return fields
 

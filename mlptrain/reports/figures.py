@@ -169,12 +169,7 @@ def draw_misclassified(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarra
                        confidence: np.ndarray, errors: int, total: int, title: str) -> Figure:
     """images (K, h, w): test images the model got wrong, each titled true -> predicted."""
     k = len(images)
-    columns = min(8, max(k, 1))
-    rows = max(1, -(-k // columns))
-    fig = new_figure(1.15 * columns + 0.4, 1.3 * rows + 0.7)
-    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
-    for ax in axes:
-        ax.set_axis_off()
+    fig, axes = _image_grid(k, cell=(1.15, 1.3), margin=(0.4, 0.7))
     for ax, image, t, p, conf in zip(axes, images, y_true, y_pred, confidence):
         ax.imshow(image, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(f"true {t}, pred {p}\n({100 * conf:.0f}%)", fontsize=8)
@@ -184,7 +179,6 @@ def draw_misclassified(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarra
     return fig
 
 
-
 @styled
 def draw_committee_mistakes(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
                             confidence: np.ndarray, votes: np.ndarray, errors: int, total: int,
@@ -192,12 +186,7 @@ def draw_committee_mistakes(images: np.ndarray, y_true: np.ndarray, y_pred: np.n
     """images (K, h, w): samples a committee got wrong, each titled true -> predicted (with the
     averaged probability) and, below, the class each of the M members voted (votes (K, M))."""
     k = len(images)
-    columns = min(8, max(k, 1))
-    rows = max(1, -(-k // columns))
-    fig = new_figure(1.3 * columns + 0.4, 1.75 * rows + 0.8)
-    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
-    for ax in axes:
-        ax.set_axis_off()
+    fig, axes = _image_grid(k, cell=(1.3, 1.75), margin=(0.4, 0.8))
     for ax, image, t, p, conf, vote in zip(axes, images, y_true, y_pred, confidence, votes):
         ax.imshow(image, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(f"true {t}, pred {p} ({100 * conf:.0f}%)", fontsize=7.5)
@@ -208,6 +197,18 @@ def draw_committee_mistakes(images: np.ndarray, y_true: np.ndarray, y_pred: np.n
                  f"{shown} shown\n(pred: the class of the averaged probabilities, and that "
                  "probability; votes: each member's class, in the order given)")
     return fig
+
+
+def _image_grid(k: int, cell: tuple[float, float], margin: tuple[float, float]):
+    """A figure with k image axes, up to 8 a row, axes off: (figure, flat array of axes).
+    cell: inches per image (width, height); margin: inches added for titles."""
+    columns = min(8, max(k, 1))
+    rows = max(1, -(-k // columns))
+    fig = new_figure(cell[0] * columns + margin[0], cell[1] * rows + margin[1])
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    return fig, axes
 
 
 def _with_blank(name: str):
