@@ -73,8 +73,8 @@ def fit_experiment(config: Config, store: RunStore,
     optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
     splits = _splits(p)
     run = store.create(config.name)
-    summary = _start_summary(run, p)
-    with _os_errors_fail(run, summary):
+    summary = start_summary(run, p)
+    with os_errors_fail(run, summary):
         run.write_config(config.to_toml())
         run.write_summary(summary)
         return _train(run, summary, p, optimizer, splits, loop.TrainState(), on_event, stop)
@@ -101,7 +101,7 @@ def resume_experiment(store: RunStore, ref: str,
     state = restore(checkpoint, p.model, optimizer, p.rngs, str(run.path / "checkpoint.npz"),
                     p.step)
     splits = _splits(p)
-    with _os_errors_fail(run, summary):
+    with os_errors_fail(run, summary):
         run.open_for_writing()  # removes the temporaries a killed writer left
         run.write_metrics(state.history)  # drops any record written after the checkpoint
         summary.update(status="running", epochs_completed=state.epoch, final=None,
@@ -147,16 +147,16 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
                          loop.LoopSettings.from_config(config.train), p.rngs["shuffle"],
                          on_event, save_epoch, state, stop, save_checkpoint)
     except KeyboardInterrupt:
-        _finish(run, summary, "interrupted", start)
+        finish_run(run, summary, "interrupted", start)
         raise
     except TrainingError as exc:
-        _finish(run, summary, "failed", start, error=str(exc))
+        finish_run(run, summary, "failed", start, error=str(exc))
         raise
     seconds = time.perf_counter() - start
     if state.interrupted:
         summary["position"] = {"epoch": state.epoch + 1 if state.position else state.epoch,
                                "step": state.step}
-        _finish(run, summary, "interrupted", start)
+        finish_run(run, summary, "interrupted", start)
         finished = RunFinished(run.run_id, run.path, summary)
         on_event(finished)
         return finished
@@ -164,7 +164,7 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
     summary["final"] = final_metrics(model, splits, config.train.eval_batch_size)
     summary["stopped_early"], summary["best_epoch"] = state.stopped_early, state.best_epoch
     summary["warnings"] = training_warnings(state.history, p.dataset.n_classes)
-    summary["reference"] = _reference(p, config.train.eval_batch_size)
+    summary["reference"] = run_reference(p, config.train.eval_batch_size)
     summary.pop("position", None)
     epochs_here = max(len(state.history) - epochs_before, 1)  # this session's, if resumed
     summary["timing"] = {
@@ -175,14 +175,14 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
         # checkpoint writes, which dominate a big model's short epochs
         "training_seconds": sum(r["seconds"] for r in state.history[epochs_before:]),
     }
-    _finish(run, summary, "completed", start)
-    figures = _draw_figures(run, summary, p, on_event) if config.report.plots else None
+    finish_run(run, summary, "completed", start)
+    figures = draw_figures(run, summary, p, on_event) if config.report.plots else None
     finished = RunFinished(run.run_id, run.path, summary, figures)
     on_event(finished)
     return finished
 
 
-def _draw_figures(run: Run, summary: dict, p: Prepared, on_event):
+def draw_figures(run: Run, summary: dict, p: Prepared, on_event):
     """The run's figures, drawn here so that every fit (a sweep's trials too) gets them."""
     from mlptrain.experiment.plot import draw_fit_figures  # matplotlib loads only when drawing
 
@@ -193,7 +193,7 @@ def _draw_figures(run: Run, summary: dict, p: Prepared, on_event):
     return figures
 
 
-def _reference(p: Prepared, batch: int) -> dict[str, Any]:
+def run_reference(p: Prepared, batch: int) -> dict[str, Any]:
     """What predict compares a user's input with: statistics of this run's own data."""
     from mlptrain.experiment.predict import probabilities, reference_statistics
 
@@ -215,7 +215,7 @@ def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int) -> dict
 
 
 @contextmanager
-def _os_errors_fail(run: Run, summary: dict):
+def os_errors_fail(run: Run, summary: dict):
     """Any OSError while a run is written (a full disk, a read-only or vanished directory)
     becomes a RunStoreError naming the file and the cause; the run is marked failed if the
     summary can still be written. Every file written before stays whole (writes are atomic),
@@ -227,7 +227,7 @@ def _os_errors_fail(run: Run, summary: dict):
         marked = False
         with suppress(OSError):
             summary.setdefault("timing", None)
-            _finish(run, summary, "failed", start, error=_os_error_text(exc))
+            finish_run(run, summary, "failed", start, error=_os_error_text(exc))
             marked = True
         state = "marked failed" if marked else "left as it was (its summary cannot be written)"
         raise RunStoreError(
@@ -279,7 +279,7 @@ def _read_weights_file(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"[model] weights = {str(path)!r} is not a readable .npz file ({exc}).")
 
 
-def _start_summary(run: Run, p: Prepared) -> dict[str, Any]:
+def start_summary(run: Run, p: Prepared) -> dict[str, Any]:
     config, dataset, model = p.config, p.dataset, p.model
     return {
         "run_id": run.run_id,
@@ -307,7 +307,7 @@ def _start_summary(run: Run, p: Prepared) -> dict[str, Any]:
     }
 
 
-def _finish(run: Run, summary: dict, status: str, start: float, error: str = "") -> None:
+def finish_run(run: Run, summary: dict, status: str, start: float, error: str = "") -> None:
     summary["status"] = status
     summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if error:

@@ -1,0 +1,247 @@
+"""Training a group of configs as one batched model (group.py), each into its own ordinary run.
+
+Each member is prepared exactly as `fit` prepares it alone (its data split, its initial
+weights, its shuffle stream), trained in lockstep with the others, and written as a run that
+`eval`, `plot`, `predict` and `ensemble` read like any other: config, per-epoch metrics,
+weights, summary, figures. A member trained in a group reaches the weights it reaches alone,
+up to the rounding of a different summation order (tested to 1e-9 in float64).
+
+Which configs may share a group is the sweep's decision (sweep/grouping.py); this module
+trusts it. Nothing here prints: events go to `on_event`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from mlptrain.config import Config
+from mlptrain.experiment.diagnose import training_warnings
+from mlptrain.experiment.fit import (draw_figures, finish_run, os_errors_fail, run_reference,
+                                     start_summary)
+from mlptrain.experiment.setup import SPLITS, Prepared, prepare
+from mlptrain.group import GroupedMLP
+from mlptrain.loop import REPORTS_PER_EPOCH, StopFlag
+from mlptrain.runs import Run, RunStore
+
+
+@dataclass
+class MemberStarted:
+    member: int  # position in the group
+    run_id: str
+    path: Any
+    parameters: int
+
+
+@dataclass
+class GroupProgress:
+    epoch: int
+    epochs: int
+    step: int  # steps done in this epoch
+    steps: int
+    losses: list[float]  # each member's running training loss of the epoch
+    accuracies: list[float]
+
+
+@dataclass
+class MemberFinished:
+    member: int
+    run_id: str
+    status: str  # completed | failed | interrupted
+    final: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 0
+    error: str = ""
+
+
+@dataclass
+class _Member:
+    p: Prepared
+    run: Run
+    summary: dict
+    history: list = field(default_factory=list)
+    failed: str = ""
+
+
+def fit_group(configs: list[Config], store: RunStore,
+              on_event: Callable[[Any], None] = lambda e: None,
+              stop: StopFlag | None = None) -> list[MemberFinished]:
+    """Trains every config of the group into a new run; returns how each ended. A member
+    whose loss stops being finite fails alone (its rate drops to 0; the others go on). A stop
+    request (or Ctrl-C) marks every member interrupted and raises KeyboardInterrupt; rerunning
+    the sweep trains those members afresh (a group keeps no mid-run checkpoint)."""
+    stop = stop or StopFlag()
+    members = [_start_member(config, store) for config in configs]
+    for g, m in enumerate(members):
+        on_event(MemberStarted(g, m.run.run_id, m.run.path, m.p.model.parameter_count))
+    data = _GroupData(members)
+    first = members[0].p
+    step = first.step
+    group = GroupedMLP(first.model.ops, [m.p.model for m in members],
+                       step.optimizer.momentum, step.optimizer.nesterov,
+                       [m.p.step.optimizer.weight_decay for m in members])
+    start = time.perf_counter()
+    try:
+        for epoch in range(1, step.epochs + 1):
+            if stop.is_set:
+                raise KeyboardInterrupt
+            _train_epoch(group, members, data, epoch, on_event, stop)
+    except KeyboardInterrupt:
+        _interrupt(members, start, on_event)
+        raise
+    wall = time.perf_counter() - start
+    return [_complete(group, g, m, data, wall, on_event) for g, m in enumerate(members)]
+
+
+def _start_member(config: Config, store: RunStore) -> _Member:
+    p = prepare(config)
+    run = store.create(config.name)
+    summary = start_summary(run, p)
+    summary["path"] = "grouped"
+    with os_errors_fail(run, summary):
+        run.write_config(config.to_toml())
+        run.write_summary(summary)
+    return _Member(p, run, summary)
+
+
+class _GroupData:
+    """Every member's splits on the device, once per distinct split: members of one seed share
+    theirs (the split is drawn with train.seed). pick[g] is member g's split in the pools."""
+
+    def __init__(self, members: list[_Member]):
+        first = members[0].p
+        ops, dtype = first.model.ops, first.model.dtype
+        keys = [m.p.config.train.seed for m in members]
+        distinct = sorted(set(keys))
+        owner = {k: next(m for m, key in zip(members, keys) if key == k) for k in distinct}
+        self.pick_host = np.array([distinct.index(k) for k in keys], np.int64)
+        self.pick = ops.asarray(self.pick_host, np.int64)
+        self.pools = {}
+        for name in ("train", "val"):
+            X = np.stack([owner[k].p.dataset.split(name)[0] for k in distinct])
+            y = np.stack([owner[k].p.dataset.split(name)[1] for k in distinct])
+            self.pools[name] = (ops.asarray(X, dtype), ops.asarray(y, np.int64))
+        X, y = first.dataset.split("test")
+        self.test = (ops.asarray(X, dtype), ops.asarray(y, np.int64))
+        X_train, y_train = self.pools["train"]
+        self.n = X_train.shape[1]
+        self.X_flat = X_train.reshape(-1, X_train.shape[2])  # (K N, D): one gather per step
+        self.y_flat = y_train.reshape(-1)
+
+    def split(self, name: str):
+        """(X, y, pick) for GroupedMLP.evaluate."""
+        if name == "test":
+            return (*self.test, None)
+        return (*self.pools[name], self.pick)
+
+
+def _train_epoch(group: GroupedMLP, members: list[_Member], data: _GroupData, epoch: int,
+                 on_event, stop: StopFlag) -> None:
+    ops, xp = group.ops, group.xp
+    step = members[0].p.step
+    steps, B, n = step.steps_per_epoch, step.batch_size, data.n
+    first = (epoch - 1) * steps
+    begin = time.perf_counter()
+    # each member's order from its own shuffle stream, as loop.fit draws it alone
+    order = np.stack([m.p.rngs["shuffle"].permutation(n) for m in members])
+    order += data.pick_host[:, None] * n  # rows of the flattened pools
+    order = ops.asarray(order, np.int64)
+    lrs = np.stack([m.p.step.schedule.lrs(first, steps) for m in members], axis=1)
+    for g, m in enumerate(members):
+        if m.failed:
+            lrs[:, g] = 0.0  # frozen: p <- p - 0 (v) leaves it as it is
+    lrs = ops.asarray(lrs, group.dtype)  # (steps, G)
+    loss = xp.zeros(group.G, xp.float64)
+    correct = xp.zeros(group.G, xp.int64)
+    report_every = max(1, steps // REPORTS_PER_EPOCH)
+    for s in range(steps):
+        rows = order[:, s * B:(s + 1) * B]
+        batch = group.batch(rows.shape[1])
+        batch.flat_index[...] = rows
+        group.lr[:, 0, 0] = lrs[s]
+        part_loss, part_correct = group.train_step(batch, data.X_flat, data.y_flat)
+        loss += part_loss
+        correct += part_correct
+        if (s + 1) % report_every == 0 or s + 1 == steps:
+            seen = min((s + 1) * B, n)
+            on_event(GroupProgress(epoch, step.epochs, s + 1, steps,
+                                   list(ops.to_host(loss) / seen),
+                                   list(ops.to_host(correct) / seen)))
+        if stop.is_set:
+            raise KeyboardInterrupt
+    train_loss, train_acc = ops.to_host(loss) / n, ops.to_host(correct) / n
+    val = _scores(group, data, "val", members[0].p.config.train.eval_batch_size)
+    seconds = time.perf_counter() - begin
+    for g, m in enumerate(members):
+        record = {"epoch": epoch, "lr": m.p.step.schedule.lr(first + steps - 1),
+                  "train_loss": float(train_loss[g]), "train_accuracy": float(train_acc[g])}
+        if val is not None:
+            record["val_loss"], record["val_accuracy"] = val[0][g], val[1][g]
+        record["seconds"] = seconds
+        if m.failed:
+            continue
+        if not math.isfinite(record["train_loss"]):
+            m.failed = (f"the training loss became {record['train_loss']} in epoch {epoch}. "
+                        f"The learning rate ({m.p.step.schedule.base_lr}) is likely too high "
+                        "for this model; lower optimizer.lr, add warmup, or train in float64.")
+            continue
+        m.history.append(record)
+        m.run.append_metrics(record)
+
+
+def _scores(group: GroupedMLP, data: _GroupData, name: str, rows: int):
+    """([loss per member], [accuracy per member]) on a split, or None when it is empty."""
+    X, y, pick = data.split(name)
+    n = X.shape[-2]
+    if not n:
+        return None
+    loss, correct = group.evaluate(X, y, rows, pick)
+    ops = group.ops
+    return ([float(v) / n for v in ops.to_host(loss)],
+            [float(v) / n for v in ops.to_host(correct)])
+
+
+def _complete(group: GroupedMLP, g: int, m: _Member, data: _GroupData, wall: float,
+              on_event) -> MemberFinished:
+    p, run, summary = m.p, m.run, m.summary
+    epochs = len(m.history)
+    if m.failed:
+        finish_run(run, summary, "failed", time.perf_counter() - wall, error=m.failed)
+        finished = MemberFinished(g, run.run_id, "failed", epochs=epochs, error=m.failed)
+        on_event(finished)
+        return finished
+    with os_errors_fail(run, summary):
+        weights = group.state_dict(g)
+        p.model.load_state_dict(weights, source="the group's weights")
+        run.write_weights(weights)
+        rows = p.config.train.eval_batch_size
+        final = {}
+        for name in SPLITS:
+            scores = _scores(group, data, name, rows)
+            final[f"{name}_loss"], final[f"{name}_accuracy"] = \
+                (scores[0][g], scores[1][g]) if scores else (None, None)
+        summary["final"] = final
+        summary["stopped_early"], summary["best_epoch"] = False, 0
+        summary["warnings"] = training_warnings(m.history, p.dataset.n_classes)
+        summary["reference"] = run_reference(p, rows)
+        summary["group"] = {"members": group.G, "position": g}
+        summary["timing"] = {
+            "wall_seconds": wall, "seconds_per_epoch": wall / max(epochs, 1),
+            "samples_per_second": data.n * epochs / wall,
+            "training_seconds": sum(r["seconds"] for r in m.history),
+        }
+        finish_run(run, summary, "completed", time.perf_counter() - wall)
+        if p.config.report.plots:
+            draw_figures(run, summary, p, lambda e: None)
+    finished = MemberFinished(g, run.run_id, "completed", final, epochs)
+    on_event(finished)
+    return finished
+
+
+def _interrupt(members: list[_Member], start: float, on_event) -> None:
+    for g, m in enumerate(members):
+        finish_run(m.run, m.summary, "interrupted", start)
+        on_event(MemberFinished(g, m.run.run_id, "interrupted", epochs=len(m.history)))
