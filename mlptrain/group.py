@@ -172,22 +172,11 @@ class GroupedMLP:
         return found
 
     def update(self) -> None:
-        """Every model's SGD step with its own rate and decay (optim.SGD's formula):
-        g' = g + wd p;  v <- mu v + g';  p <- p - lr v  (Nesterov: p <- p - lr (g' + mu v))."""
-        xp, mu = self.xp, self.momentum
+        """Every model's SGD step with its own rate and decay (optim.SGD's formula, the
+        backend's grouped_sgd_update)."""
         for p, g, v in zip(self.Wt + self.b, self.dWt + self.db, self.vWt + self.vb):
-            if self.weight_decay is not None:
-                g += self.weight_decay * p
-            if not mu:
-                p -= self.lr * g
-                continue
-            v *= mu
-            v += g
-            if self.nesterov:
-                g += mu * v
-                p -= self.lr * g
-            else:
-                p -= self.lr * v
+            self.ops.grouped_sgd_update(p, g, v, self.lr, self.momentum, self.nesterov,
+                                        self.weight_decay)
 
     def train_step(self, batch: GroupBatch, X_flat, y_flat):
         """One step of every model on the rows batch.flat_index names in the data pool

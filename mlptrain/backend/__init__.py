@@ -30,6 +30,9 @@ dtype unless said; `out` is written and returned; nothing allocates in steady st
         in place on same-shaped arrays (the optimizer passes a model's whole flat buffer):
         g' = g + wd p;  v <- mu v + g';  p <- p - lr (mu v + g' if nesterov else v)
         (mu = 0: p <- p - lr g', velocity untouched); grad is scratch and is overwritten
+    grouped_sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
+        sgd_update's formula for a stack of models (G, ...) at once: lr (G, 1, ...) and
+        weight_decay (same, or None for none) hold each model's own (group.py)
     adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
         step t is 1-based; g' = g + wd p unless decoupled (then p <- p (1 - lr wd) first);
         m <- b1 m + (1-b1) g';  v <- b2 v + (1-b2) g'^2;

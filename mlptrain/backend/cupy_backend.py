@@ -230,6 +230,13 @@ class CupyBackend(Backend):
         _SGD(grad, t(lr), t(momentum), t(weight_decay), np.int32(bool(nesterov)), param,
              velocity if velocity is not None else grad)  # unused (not written) without momentum
 
+    def grouped_sgd_update(self, param, grad, velocity, lr, momentum: float, nesterov: bool,
+                           weight_decay) -> None:
+        # the same kernel: its lr and wd broadcast, so per-model (G, 1, 1) arrays work as is
+        t = param.dtype.type
+        _SGD(grad, lr, t(momentum), t(0) if weight_decay is None else weight_decay,
+             np.int32(bool(nesterov)), param, velocity)
+
     def adam_update(self, param, grad, m, v, step: int, lr: float, beta1: float, beta2: float,
                     eps: float, weight_decay: float, decoupled: bool) -> None:
         t = param.dtype.type

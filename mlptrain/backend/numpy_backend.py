@@ -222,6 +222,23 @@ class NumpyBackend(Backend):
             s = slice(start, start + block)
             _sgd_passes(param[s], grad[s], None if velocity is None else velocity[s], *hyper)
 
+    def grouped_sgd_update(self, param, grad, velocity, lr, momentum: float, nesterov: bool,
+                           weight_decay) -> None:
+        """sgd_update's formula with a rate (and decay) per model: lr (G, 1, ...) broadcasts
+        over a stack of G models' arrays (G, ...)."""
+        if weight_decay is not None:
+            grad += weight_decay * param  # g' = g + wd p
+        if not momentum:
+            param -= lr * grad
+            return
+        velocity *= momentum
+        velocity += grad  # v <- mu v + g'
+        if nesterov:
+            grad += momentum * velocity
+            param -= lr * grad  # p <- p - lr (g' + mu v)
+        else:
+            param -= lr * velocity
+
     def adam_update(self, param, grad, m, v, step: int, lr: float, beta1: float, beta2: float,
                     eps: float, weight_decay: float, decoupled: bool) -> None:
         """Adam's step t = `step` (1-based), with bias correction; AdamW if `decoupled`.

@@ -38,6 +38,11 @@ def sweep(
         help="The Dask scheduler's address for --executor dask, e.g. tcp://10.0.0.5:8786."),
     formats: Optional[List[str]] = typer.Option(
         None, "--format", metavar="png|svg", help="Figure format: png (default) or svg; repeat for both."),
+    group: str = typer.Option(
+        "auto", "--group", metavar="auto|on|off",
+        help="Train the trials that can share one step (same depth, recipe and data; any "
+             "widths, seeds, learning rates, weight decay) as one batched model in this "
+             "process. auto: on a GPU. Each trial is still its own run."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the trials and exit."),
     runs_dir: Optional[Path] = RunsDir,
 ):
@@ -59,6 +64,7 @@ def sweep(
             out.print(trials_table(spec))
             return
         runner = _executor(executor, workers, scheduler)
+        runner = _grouped(runner, group, [t.config for t in spec.trials])
         with SweepRenderer(out) as renderer:
             result = run_sweep(spec, RunStore(runs_dir).root, runner, renderer, figure_formats)
     except MlptrainError as exc:
@@ -81,6 +87,15 @@ def _formats(formats: list[str]) -> tuple[str, ...]:
             raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(PLOT_FORMATS)}.",
                                      param_hint="--format")
     return tuple(dict.fromkeys(formats))
+
+
+def _grouped(runner, mode: str, configs: list):
+    from mlptrain.sweep.grouping import GROUP_MODES, GroupingExecutor, wants_groups
+
+    if mode not in GROUP_MODES:
+        raise typer.BadParameter(f"{mode!r} is not one of {', '.join(GROUP_MODES)}.",
+                                 param_hint="--group")
+    return GroupingExecutor(runner) if wants_groups(configs, mode) else runner
 
 
 def _executor(name: str, workers: int | None, scheduler: str | None):

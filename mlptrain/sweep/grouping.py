@@ -1,0 +1,195 @@
+"""Which trials of a sweep train together as one batched model, and the executor that does it.
+
+Trials share a group when one batched step (group.py) can train them all: the same data,
+depth, activation, loss, optimizer kind and momentum, schedule, batch size and epochs;
+they may differ in their widths (`model.hidden`, padded), seeds (`train.seed`: init, split,
+shuffle), learning rates and weight decay. The step must be a plain one: dropout,
+augmentation, max-norm, momentum cycling, early stopping and starting weights keep a trial
+out of groups (it runs alone, as before). This module is the one place that decides it.
+
+On a GPU a capacity sweep's nets are far too small to fill the device one at a time, and each
+process of its own pays for a CUDA context, a data copy and kernel set-up; stacked, the whole
+grid trains in about the time of one trial (issue 17).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mlptrain import memory
+from mlptrain.sweep.trial import (TrialFinished, TrialProgress, TrialStarted, TrialTask,
+                                  share_mnist_between_trials, worker_info)
+
+GROUP_MODES = ("auto", "on", "off")  # --group: auto = on a GPU
+VARYING = (("model", "hidden"), ("train", "seed"), ("optimizer", "lr"),
+           ("optimizer", "weight_decay"))  # what members of a group may differ in
+PROGRESS_SECONDS = 0.25  # a group reports its members' progress at most this often
+MEMORY_SHARE = 0.5  # of the device's free memory a group may plan to use
+
+
+def group_blockers(config) -> list[str]:
+    """Why a trial's config cannot join a group (empty: it can)."""
+    m, d, o, t = config.model, config.data, config.optimizer, config.train
+    named = [("optimizer " + o.name, o.name != "sgd"),
+             ("dropout", bool(m.dropout_input or m.dropout_hidden)),
+             ("augmentation", any(getattr(d, k) for k in vars(d) if k.startswith("augment_"))),
+             ("max-norm", bool(m.max_norm)),
+             ("momentum cycling", config.schedule.name == "onecycle"
+              and bool(config.schedule.momentum_low)),
+             ("early stopping", bool(t.patience)),
+             ("starting weights", bool(m.weights)),
+             ("a loss other than softmax cross-entropy",
+              not (m.loss == "softmax_cross_entropy"
+                   or (m.loss == "auto" and d.dataset == "mnist")))]
+    return [name for name, on in named if on]
+
+
+def group_key(config) -> tuple:
+    """Equal for configs that one batched step can train together."""
+    resolved = config.to_dict()
+    resolved.pop("name", None)
+    for section, key in VARYING:
+        resolved[section].pop(key)
+    hidden = config.model.hidden
+    depth = len(hidden) if isinstance(hidden, list) else 1
+    return depth, repr(sorted(resolved.items()))
+
+
+def plan_groups(tasks: list[TrialTask], limit: Callable[[list[TrialTask]], int]
+                ) -> tuple[list[list[TrialTask]], list[TrialTask]]:
+    """(groups of two or more tasks, tasks that run alone). `limit(tasks)` is how many such
+    tasks fit on the device at once: a larger set is cut into several groups."""
+    by_key: dict[tuple, list[TrialTask]] = {}
+    alone = []
+    for task in tasks:
+        if group_blockers(task.config):
+            alone.append(task)
+        else:
+            by_key.setdefault(group_key(task.config), []).append(task)
+    groups = []
+    for members in by_key.values():
+        size = max(1, limit(members))
+        for start in range(0, len(members), size):
+            part = members[start:start + size]
+            (groups.append(part) if len(part) > 1 else alone.extend(part))
+    return groups, sorted(alone, key=lambda t: t.index)
+
+
+def device_limit(tasks: list[TrialTask]) -> int:
+    """How many of these (groupable, same-key) tasks fit in MEMORY_SHARE of the free memory of
+    their device, each counted at the group's widest model."""
+    from mlptrain.backend import get_backend
+
+    config = tasks[0].config
+    ops = get_backend(config.train.device)
+    free = ops.free_bytes() if ops.device != "cpu" else memory.host_available()
+    if free is None:
+        return len(tasks)
+    widest = copy.deepcopy(config)
+    widths = [_widths(t.config) for t in tasks]
+    widest.model.hidden = [max(w[i] for w in widths) for i in range(len(widths[0]))]
+    samples, features, classes = memory.data_shape(config.data)
+    need = memory.estimate(widest, samples, features, classes)
+    seeds = len({t.config.train.seed for t in tasks})
+    per_model = need.parameters + need.activations
+    room = MEMORY_SHARE * free - seeds * need.data_device
+    return max(1, int(room // per_model))
+
+
+def _widths(config) -> list[int]:
+    hidden = config.model.hidden
+    return list(hidden) if isinstance(hidden, list) else [hidden]
+
+
+def wants_groups(configs: list, mode: str) -> bool:
+    """--group: `on` groups on any device, `off` never, `auto` when the trials train on a GPU
+    (on a CPU a batched product is no faster than its parts, and padding costs)."""
+    if mode != "auto" or not configs:
+        return mode == "on"
+    device = configs[0].train.device
+    if device == "cpu":
+        return False
+    from mlptrain.backend import get_backend
+    from mlptrain.errors import MlptrainError
+
+    try:
+        return get_backend(device).device != "cpu"
+    except MlptrainError:
+        return False  # `cuda` without a GPU: each trial reports that error itself
+
+
+class GroupingExecutor:
+    """Trains the tasks that can share a step as groups, one group at a time, in this process
+    (the GPU's); hands the rest to `rest`, another executor."""
+
+    def __init__(self, rest, limit: Callable[[list[TrialTask]], int] = device_limit):
+        self.rest, self.limit = rest, limit
+        self.workers = getattr(rest, "workers", None)
+        self.threads = getattr(rest, "threads", None)
+
+    def describe(self) -> str:
+        return f"groups of trials in this process; trials that cannot share a step: " \
+               f"{self.rest.describe()}"
+
+    def run(self, tasks: list[TrialTask], report: Callable[[Any], None]) -> None:
+        groups, alone = plan_groups(tasks, self.limit)
+        if groups:
+            share_mnist_between_trials()
+        for group in groups:
+            run_group(group, report)
+        if alone:
+            self.rest.run(alone, report)
+
+
+def run_group(tasks: list[TrialTask], report: Callable[[Any], None]) -> None:
+    """Fits one group; reports each member as a trial (TrialStarted, TrialProgress,
+    TrialFinished), like a worker running it alone. Ctrl-C marks the members interrupted and
+    re-raises."""
+    import json
+
+    from mlptrain.errors import MlptrainError
+    from mlptrain.experiment.group_fit import (GroupProgress, MemberFinished, MemberStarted,
+                                               fit_group)
+    from mlptrain.runs import RunStore, atomic_write_text
+
+    start = time.perf_counter()
+    started: dict[int, tuple[str, int]] = {}  # member -> (run id, parameters)
+    finished: set[int] = set()
+    last = [0.0]
+
+    def on_event(event) -> None:
+        if isinstance(event, MemberStarted):
+            task = tasks[event.member]
+            started[event.member] = (event.run_id, event.parameters)
+            if task.mark:
+                atomic_write_text(event.path / "sweep.json", json.dumps(task.mark, indent=2))
+            report(TrialStarted(task.index, task.name, event.run_id, event.parameters))
+        elif isinstance(event, GroupProgress):
+            now = time.perf_counter()
+            if now - last[0] < PROGRESS_SECONDS and event.step < event.steps:
+                return
+            last[0] = now
+            for task, loss, acc in zip(tasks, event.losses, event.accuracies):
+                report(TrialProgress(task.index, event.epoch, event.epochs, event.step,
+                                     event.steps, loss, acc))
+        elif isinstance(event, MemberFinished):
+            task = tasks[event.member]
+            finished.add(event.member)
+            report(TrialFinished(task.index, task.name, event.status, event.run_id,
+                                 event.final, started[event.member][1], event.epochs,
+                                 time.perf_counter() - start, event.error,
+                                 worker=worker_info() | {"group": len(tasks)}))
+
+    try:
+        fit_group([t.config for t in tasks], RunStore(tasks[0].runs_root), on_event)
+    except MlptrainError as exc:  # set-up failed (data, memory, disk): every member fails
+        for g, task in enumerate(tasks):
+            if g not in finished:
+                run_id, parameters = started.get(g, (None, None))
+                report(TrialFinished(task.index, task.name, "failed", run_id,
+                                     parameters=parameters, error=str(exc),
+                                     seconds=time.perf_counter() - start,
+                                     worker=worker_info()))

@@ -1,0 +1,202 @@
+"""Trials trained as one batched model (group.py, experiment/group_fit.py, sweep/grouping.py):
+each member reaches what it reaches alone, padding changes nothing, and the sweep keeps every
+member an ordinary run. The same equality runs on the GPU where one is present."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import CONFIGS
+
+from mlptrain.config import parse_config
+from mlptrain.experiment import fit_experiment
+from mlptrain.experiment.group_fit import fit_group
+from mlptrain.runs import RunStore
+from mlptrain.sweep import InlineExecutor, load_sweep, run_sweep
+from mlptrain.sweep.grouping import GroupingExecutor, group_blockers, plan_groups
+from mlptrain.sweep.trial import TrialTask
+
+
+def _have_gpu() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001 - no CuPy, no driver, no device
+        return False
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not _have_gpu(), reason="no CUDA GPU")])]
+
+BASE = """
+name = "group"
+[data]
+dataset = "mnist"
+val_fraction = 0.1
+limit = 1500
+[model]
+hidden = 32
+activation = "{activation}"
+init = "he_uniform"
+label_smoothing = {smoothing}
+[optimizer]
+name = "sgd"
+lr = 0.1
+momentum = 0.9
+nesterov = {nesterov}
+[schedule]
+name = "cosine"
+warmup_epochs = 0.5
+[train]
+batch_size = 64
+epochs = 2
+dtype = "float64"
+device = "{device}"
+[report]
+plots = false
+"""
+# widths, seeds (so splits, inits, shuffles), rates and decay all differ; seed 0 twice
+POINTS = [["model.hidden=[16, 8]", "train.seed=0", "optimizer.lr=0.1"],
+          ["model.hidden=[40, 24]", "train.seed=1", "optimizer.lr=0.05",
+           "optimizer.weight_decay=1e-3"],
+          ["model.hidden=[8, 30]", "train.seed=0", "optimizer.lr=0.2"]]
+
+
+def configs(device="cpu", activation="relu", smoothing=0.0, nesterov="true", points=POINTS):
+    text = BASE.format(activation=activation, smoothing=smoothing, nesterov=nesterov,
+                       device=device)
+    return [parse_config(text, overrides=o) for o in points]
+
+
+def rel(a, b) -> float:
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-300))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("activation,smoothing,nesterov", [
+    ("relu", 0.0, "true"), ("sigmoid", 0.1, "false"), ("tanh", 0.0, "true")])
+def test_each_member_of_a_group_reaches_what_it_reaches_alone(runs_dir, device, activation,
+                                                              smoothing, nesterov):
+    store = RunStore(runs_dir)
+    group = configs(device, activation, smoothing, nesterov)
+    results = fit_group(group, store)
+    assert [r.status for r in results] == ["completed"] * 3
+    for config, result in zip(group, results):
+        alone = fit_experiment(config, store)
+        member = store.find(result.run_id)
+        mine, want = member.read_weights(), dict(np.load(alone.path / "weights.npz"))
+        assert sorted(mine) == sorted(want)
+        for name in want:
+            assert mine[name].shape == want[name].shape
+            assert rel(mine[name], want[name]) < 1e-9, name
+        for got, ref in zip(member.read_metrics(), alone.path.joinpath("metrics.jsonl")
+                            .read_text().splitlines(), strict=True):
+            ref = json.loads(ref)
+            for key in ("lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+                assert got[key] == pytest.approx(ref[key], rel=1e-9, abs=1e-300), key
+        summary = member.read_summary()
+        for key, value in alone.summary["final"].items():
+            assert summary["final"][key] == pytest.approx(value, rel=1e-9), key
+        assert summary["status"] == "completed" and summary["group"]["members"] == 3
+
+
+def test_the_padding_stays_zero_and_a_diverging_member_fails_alone(runs_dir):
+    from mlptrain.experiment.setup import prepare
+    from mlptrain.group import GroupedMLP
+
+    points = POINTS[:2] + [["model.hidden=[8, 30]", "train.seed=2", "optimizer.lr=1e300"]]
+    group = configs(points=points)
+    results = fit_group(group, RunStore(runs_dir))
+    assert [r.status for r in results] == ["completed", "completed", "failed"]
+    assert "learning rate" in results[2].error
+    # the stacks: a model narrower than the group has zeros beyond its widths after training
+    preps = [prepare(c) for c in configs()]
+    g = GroupedMLP(preps[0].model.ops, [p.model for p in preps], 0.9, True, [0, 0, 0])
+    assert g.sizes == [784, 40, 30, 10]
+    batch = g.batch(64)
+    rng = np.random.default_rng(0)
+    X = rng.random((100, 784))
+    y = rng.integers(0, 10, 100)
+    for _ in range(3):
+        batch.flat_index[...] = rng.integers(0, 100, (3, 64))
+        g.lr[...] = 0.1
+        g.train_step(batch, X, y)
+    assert not g.Wt[0][0, :, 16:].any() and not g.Wt[1][0, 16:, :].any()  # model 0: 16, 8
+    assert not g.Wt[1][0, :, 8:].any() and not g.Wt[2][0, 8:, :].any()
+    assert not g.Wt[1][2, 8:, :].any() and not g.Wt[1][1, :, 24:].any()  # model 2: 8, 30
+    assert g.Wt[1][1, :, :24].all() and g.Wt[0][1].all()  # model 1 (40, 24) fills its part
+
+
+def test_plans_group_what_shares_a_step_and_run_the_rest_alone(tmp_path):
+    base = configs()
+    other_depth = configs(points=[["model.hidden=[16]"]])[0]
+    dropout = configs(points=[["model.dropout_hidden=0.2"]])[0]
+    adam = configs(points=[["optimizer.name=\"adam\"", "optimizer.nesterov=false"]])[0]
+    assert group_blockers(dropout) == ["dropout"] and group_blockers(adam) == ["optimizer adam"]
+    tasks = [TrialTask(i, f"t{i}", c, str(tmp_path))
+             for i, c in enumerate([*base, other_depth, dropout, adam, *base])]
+    groups, alone = plan_groups(tasks, lambda ts: len(ts))
+    assert [[t.index for t in g] for g in groups] == [[0, 1, 2, 6, 7, 8]]
+    assert [t.index for t in alone] == [3, 4, 5]
+    # a device that holds 4 such models at once: two groups (4 + 2)
+    groups, alone = plan_groups(tasks, lambda ts: 4)
+    assert [[t.index for t in g] for g in groups] == [[0, 1, 2, 6], [7, 8]]
+    # ... and one that holds 5: the sixth would be a group of one, so it runs alone
+    groups, alone = plan_groups(tasks, lambda ts: 5)
+    assert [len(g) for g in groups] == [5] and [t.index for t in alone] == [3, 4, 5, 8]
+
+
+CAPACITY = ["train.epochs=1", "data.limit=1200", "report.plots=false", "train.dtype=float64"]
+
+
+def test_a_grouped_sweep_writes_ordinary_runs_that_match_an_ungrouped_one(tmp_path):
+    grid = ["model.hidden=4,16", "train.seed=0,1"]
+    sweep = load_sweep(CONFIGS / "mnist-capacity.toml", CAPACITY, grid)
+    events = []
+    grouped = run_sweep(sweep, tmp_path / "a", GroupingExecutor(InlineExecutor()), events.append)
+    plain = run_sweep(load_sweep(CONFIGS / "mnist-capacity.toml", CAPACITY, grid),
+                      tmp_path / "b", InlineExecutor())
+    assert grouped.summary["counts"] == {"completed": 4}
+    for a, b in zip(grouped.summary["trials"], plain.summary["trials"], strict=True):
+        assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-12)
+    store = RunStore(tmp_path / "a")
+    for run in store.runs():
+        assert (run.path / "sweep.json").is_file() and (run.path / "weights.npz").is_file()
+        assert len(run.read_metrics()) == 1 and run.read_summary()["path"] == "grouped"
+    assert {type(e).__name__ for e in events} >= {"TrialStarted", "TrialProgress",
+                                                   "TrialFinished"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_interrupts_a_group_and_the_same_command_finishes_it(tmp_path):
+    env = dict(os.environ, MLPTRAIN_RUNS_DIR=str(tmp_path / "runs"), PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-m", "mlptrain", "sweep", str(CONFIGS / "mnist-capacity.toml"),
+               "--group", "on", "--grid", "model.hidden=8,32", "--grid", "train.seed=0,1",
+               "--set", "train.epochs=30", "--set", "data.limit=3000",
+               "--set", "report.plots=false"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    runs = tmp_path / "runs"
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(
+            p.joinpath("metrics.jsonl").is_file() for p in runs.glob("*-mnist-capacity-*")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, output
+    summaries = [json.loads(p.read_text()) for p in runs.glob("*/summary.json")]
+    assert len(summaries) == 4 and {s["status"] for s in summaries} == {"interrupted"}
+    command[command.index("train.epochs=30")] = "train.epochs=30"
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    trials = json.loads(next(runs.glob("sweeps/*/trials.json")).read_text())
+    records = trials["trials"] if isinstance(trials, dict) else trials
+    assert all(r["status"] == "completed" and r["previous_runs"] for r in records)
