@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlptrain import memory
+from mlptrain.config import AUGMENT_KEYS
 from mlptrain.sweep.trial import (TrialFinished, TrialProgress, TrialStarted, TrialTask,
                                   share_mnist_between_trials, worker_info)
 
@@ -35,7 +36,7 @@ def group_blockers(config) -> list[str]:
     m, d, o, t = config.model, config.data, config.optimizer, config.train
     named = [("optimizer " + o.name, o.name != "sgd"),
              ("dropout", bool(m.dropout_input or m.dropout_hidden)),
-             ("augmentation", any(getattr(d, k) for k in vars(d) if k.startswith("augment_"))),
+             ("augmentation", any(getattr(d, k) for k in AUGMENT_KEYS)),
              ("max-norm", bool(m.max_norm)),
              ("momentum cycling", config.schedule.name == "onecycle"
               and bool(config.schedule.momentum_low)),
