@@ -27,16 +27,32 @@ import numpy as np
 
 from mlptrain.model import MLP
 
+EVAL_ELEMENTS = 1 << 24  # activations per evaluation chunk (64 MB in float32), all models
+
 
 @dataclass
 class GroupBatch:
-    """One step's buffers for batch size B (allocated once per size, like model.Workspace)."""
+    """One step's buffers for batch size B, allocated once per size (like model.Workspace): a
+    step allocates nothing, so a device backend can capture it as a graph."""
 
     acts: list  # acts[i] (G, B, sizes[i]); acts[0] the gathered inputs
     deltas: list  # deltas[i] (G, B, sizes[i]) = dL/d acts[i], hidden layers only
+    scratch: object  # (G, B, widest hidden) for the activations' backward
     flat_index: object  # (G, B) rows of the flattened data pool
     targets: object  # (G, B) class indices
     probs: object  # (G, B, C) softmax of the logits, kept for the backward
+    m: object  # (G, B, 1) the row max
+    s: object  # (G, B, 1) sum_c exp(z - m); then the row loss
+    logit_index: object  # (G B,) where z_b[y_b] sits in the flattened logits
+    row_starts: object  # (G B,) b C
+    picked: object  # (G B,) z_b[y_b]
+    predicted: object  # (G, B) argmax_c z
+    hits: object  # (G, B) predicted == y
+    onehot: object  # (G, B, C) y == c
+    onehot_f: object  # (G, B, C) the same in the dtype, scaled
+    loss: object  # (G,) float64: this batch's summed loss per model
+    correct: object  # (G,) int64
+    extra: object  # (G,) float64: label smoothing's sums
 
 
 class GroupedMLP:
@@ -75,101 +91,105 @@ class GroupedMLP:
         self.vb = [xp.zeros_like(b) for b in self.b]
         wd = np.asarray(weight_decay, np.float64).reshape(G, 1, 1)
         self.weight_decay = ops.asarray(wd, self.dtype) if wd.any() else None
-        self.lr = xp.zeros((G, 1, 1), self.dtype)  # this step's rates: set_lr
+        self.lr = xp.zeros((G, 1, 1), self.dtype)  # this step's rates, set before each step
+        self.loss_sum = xp.zeros(G, xp.float64)  # the epoch's running sums, per model
+        self.correct_sum = xp.zeros(G, xp.int64)
+        self._classes = xp.arange(self.sizes[-1])
         self._batches: dict[int, GroupBatch] = {}
-        self._scratch: dict[tuple, object] = {}
 
     # -- buffers ----------------------------------------------------------------------------
 
     def batch(self, rows: int) -> GroupBatch:
         found = self._batches.get(rows)
         if found is None:
-            xp, G = self.xp, self.G
-            new = lambda n: xp.zeros((G, rows, n), self.dtype)  # noqa: E731
+            xp, G, C = self.xp, self.G, self.sizes[-1]
+            new = lambda *shape, dtype=self.dtype: xp.zeros(shape, dtype)  # noqa: E731
+            act = self.activation.scratch_dtype or self.dtype
             found = self._batches[rows] = GroupBatch(
-                acts=[new(n) for n in self.sizes],
-                deltas=[None] + [new(n) for n in self.sizes[1:-1]],
-                flat_index=xp.zeros((G, rows), xp.int64),
-                targets=xp.zeros((G, rows), xp.int64),
-                probs=new(self.sizes[-1]))
-        return found
-
-    def _tmp(self, name: str, shape, dtype=None):
-        key = (name, tuple(shape), dtype)
-        found = self._scratch.get(key)
-        if found is None:
-            found = self._scratch[key] = self.xp.empty(shape, dtype or self.dtype)
+                acts=[new(G, rows, n) for n in self.sizes],
+                deltas=[None] + [new(G, rows, n) for n in self.sizes[1:-1]],
+                scratch=new(G, rows, max(self.sizes[1:-1], default=1), dtype=act),
+                flat_index=new(G, rows, dtype=xp.int64), targets=new(G, rows, dtype=xp.int64),
+                probs=new(G, rows, C), m=new(G, rows, 1), s=new(G, rows, 1),
+                logit_index=new(G * rows, dtype=xp.int64),
+                row_starts=xp.arange(G * rows, dtype=xp.int64) * C,
+                picked=new(G * rows), predicted=new(G, rows, dtype=xp.int64),
+                hits=new(G, rows, dtype=bool), onehot=new(G, rows, C, dtype=bool),
+                onehot_f=new(G, rows, C), loss=new(G, dtype=xp.float64),
+                correct=new(G, dtype=xp.int64), extra=new(G, dtype=xp.float64))
         return found
 
     # -- the math ---------------------------------------------------------------------------
 
     def forward(self, acts: list):
         """acts[i+1] = mask * f(acts[i] @ Wt_i + b_i) for hidden layers; the logits are left
-        linear. acts[0] (G, B, D) holds the inputs."""
+        linear. acts[0] (G, B, D) holds the inputs (or one (B, D) that every model reads)."""
         xp, last = self.xp, self.depth - 1
         for i in range(self.depth):
-            z = xp.matmul(acts[i], self.Wt[i], out=acts[i + 1])  # (G, B, O)
+            z = self.ops.grouped_matmul(acts[i], self.Wt[i], out=acts[i + 1])  # (G, B, O)
             xp.add(z, self.b[i], out=z)
             if i < last:
                 self.activation.forward(xp, z, out=z)
                 xp.multiply(z, self.masks[i], out=z)  # padded units read as 0 downstream
         return acts[-1]
 
-    def backward(self, acts: list, deltas: list, dz) -> None:
+    def backward(self, batch: GroupBatch, dz) -> None:
         """dWt, db from dz = dL/dlogits (G, B, C), walking the layers in reverse."""
-        xp = self.xp
+        xp, acts = self.xp, batch.acts
         for i in reversed(range(self.depth)):
             # dWt (G, I, O) = x^T (G, I, B) @ dz (G, B, O)
-            xp.matmul(acts[i].transpose(0, 2, 1), dz, out=self.dWt[i])
+            self.ops.grouped_matmul(acts[i], dz, out=self.dWt[i], trans_a=True)
             # db (G, 1, O) = sum over the batch of dz
             xp.sum(dz, axis=1, keepdims=True, out=self.db[i])
             if i == 0:
                 break
             # dy (G, B, I) = dz (G, B, O) @ Wt^T (G, O, I); then dz = dy * f'(z), from y
-            dy = xp.matmul(dz, self.Wt[i].transpose(0, 2, 1), out=deltas[i])
-            dz = self.activation.backward(xp, acts[i], dy, out=dy,
-                                          scratch=self._tmp("act", dy.shape,
-                                                            self.activation.scratch_dtype))
+            dy = self.ops.grouped_matmul(dz, self.Wt[i], out=batch.deltas[i], trans_b=True)
+            scratch = batch.scratch[:, :, :dy.shape[2]]
+            dz = self.activation.backward(xp, acts[i], dy, out=dy, scratch=scratch)
 
-    def loss_forward(self, logits, targets, probs):
-        """Per model: (summed loss (G,), correct (G,)) of softmax cross-entropy with label
-        smoothing e, as nn.SoftmaxCrossEntropy: loss = logsumexp(z) - (1 - e) z_y - (e/C) sum z.
-        logits (G, B, C), targets (G, B); probs receives softmax(z) for the backward."""
+    def loss_forward(self, logits, targets, batch: GroupBatch) -> None:
+        """Softmax cross-entropy with label smoothing e per model, as nn.SoftmaxCrossEntropy:
+        loss = logsumexp(z) - (1 - e) z_y - (e / C) sum_j z_j, summed over the batch into
+        batch.loss (G,) (float64), the correct predictions into batch.correct (G,); the
+        softmax stays in batch.probs for the backward. logits (G, B, C), targets (G, B)."""
         xp = self.xp
         G, B, C = logits.shape
-        m = xp.max(logits, axis=2, keepdims=True, out=self._tmp("m", (G, B, 1)))
-        xp.subtract(logits, m, out=probs)
-        xp.exp(probs, out=probs)
-        s = xp.sum(probs, axis=2, keepdims=True, out=self._tmp("s", (G, B, 1)))
-        xp.divide(probs, s, out=probs)
-        picked = xp.take_along_axis(logits, targets[:, :, None], axis=2)  # z_y (G, B, 1)
-        row = xp.log(s, out=s)
+        m, s, p = batch.m, batch.s, batch.probs
+        xp.max(logits, axis=2, keepdims=True, out=m)  # keeps exp() <= 1
+        xp.subtract(logits, m, out=p)
+        xp.exp(p, out=p)
+        xp.sum(p, axis=2, keepdims=True, out=s)
+        xp.divide(p, s, out=p)
+        # z_b[y_b], read from the flattened logits at b C + y_b
+        xp.add(batch.row_starts, targets.reshape(G * B), out=batch.logit_index)
+        xp.take(logits.reshape(G * B * C), batch.logit_index, out=batch.picked)
+        row = xp.log(s, out=s)  # (G, B, 1): log s + m - z_y
         xp.add(row, m, out=row)
-        xp.subtract(row, picked, out=row)
-        loss = row.sum(axis=(1, 2), dtype=xp.float64)
-        if self.smoothing:
+        xp.subtract(row, batch.picked.reshape(G, B, 1), out=row)
+        xp.sum(row, axis=(1, 2), dtype=xp.float64, out=batch.loss)
+        if self.smoothing:  # the sums over z_j and z_y are linear: move e of the weight
             e = self.smoothing
-            loss += e * (picked.sum(axis=(1, 2), dtype=xp.float64)
-                         - logits.sum(axis=(1, 2), dtype=xp.float64) / C)
-        correct = (xp.argmax(logits, axis=2) == targets).sum(axis=1)
-        return loss, correct
+            xp.sum(batch.picked.reshape(G, B), axis=1, dtype=xp.float64, out=batch.extra)
+            xp.multiply(batch.extra, e, out=batch.extra)
+            xp.add(batch.loss, batch.extra, out=batch.loss)
+            xp.sum(logits, axis=(1, 2), dtype=xp.float64, out=batch.extra)
+            xp.multiply(batch.extra, e / C, out=batch.extra)
+            xp.subtract(batch.loss, batch.extra, out=batch.loss)
+        xp.argmax(logits, axis=2, out=batch.predicted)
+        xp.equal(batch.predicted, targets, out=batch.hits)
+        xp.sum(batch.hits, axis=1, out=batch.correct)
 
-    def loss_backward(self, probs, targets, scale: float, out):
+    def loss_backward(self, batch: GroupBatch, targets, scale: float, out):
         """dL/dz (G, B, C) = (softmax(z) - q) * scale, q = (1 - e) onehot(y) + e / C."""
-        xp, e, C = self.xp, self.smoothing, probs.shape[2]
-        xp.multiply(probs, scale, out=out)
+        xp, e, C = self.xp, self.smoothing, out.shape[2]
+        xp.multiply(batch.probs, scale, out=out)
         if e:
             xp.subtract(out, e / C * scale, out=out)
-        onehot = xp.equal(targets[:, :, None], self._classes(C),
-                          out=self._tmp("onehot", out.shape, bool))  # (G, B, C)
-        out -= onehot * ((1 - e) * scale)
+        xp.equal(targets[:, :, None], self._classes, out=batch.onehot)  # (G, B, C)
+        xp.multiply(batch.onehot, (1 - e) * scale, out=batch.onehot_f)
+        xp.subtract(out, batch.onehot_f, out=out)
         return out
-
-    def _classes(self, C: int):
-        found = self._scratch.get(("classes", C))
-        if found is None:
-            found = self._scratch["classes", C] = self.xp.arange(C)
-        return found
 
     def update(self) -> None:
         """Every model's SGD step with its own rate and decay (optim.SGD's formula, the
@@ -178,38 +198,40 @@ class GroupedMLP:
             self.ops.grouped_sgd_update(p, g, v, self.lr, self.momentum, self.nesterov,
                                         self.weight_decay)
 
-    def train_step(self, batch: GroupBatch, X_flat, y_flat):
+    def train_step(self, batch: GroupBatch, X_flat, y_flat) -> None:
         """One step of every model on the rows batch.flat_index names in the data pool
-        X_flat (K N, D); returns (summed loss (G,), correct (G,)) as device arrays."""
+        X_flat (K N, D); adds the batch's summed loss and correct predictions per model to
+        the running sums self.loss_sum (G,) and self.correct_sum (G,)."""
         xp = self.xp
         xp.take(X_flat, batch.flat_index, axis=0, out=batch.acts[0])
         xp.take(y_flat, batch.flat_index, out=batch.targets)
         logits = self.forward(batch.acts)
-        loss, correct = self.loss_forward(logits, batch.targets, batch.probs)
+        self.loss_forward(logits, batch.targets, batch)
+        xp.add(self.loss_sum, batch.loss, out=self.loss_sum)
+        xp.add(self.correct_sum, batch.correct, out=self.correct_sum)
         rows = batch.targets.shape[1]
-        dz = self.loss_backward(batch.probs, batch.targets, 1.0 / rows, out=logits)
-        self.backward(batch.acts, batch.deltas, dz)
+        dz = self.loss_backward(batch, batch.targets, 1.0 / rows, out=logits)
+        self.backward(batch, dz)
         self.update()
-        return loss, correct
 
-    def evaluate(self, X, y, rows_per_batch: int, pick=None):
+    def evaluate(self, X, y, pick=None):
         """(summed loss (G,), correct (G,)) of every model on its own samples: model g scores
         X[pick[g]] (X (K, N, D) a pool of splits, y (K, N)), or, with pick None, all score the
-        same X (N, D), y (N,)."""
+        same X (N, D), y (N,). In chunks of about EVAL_ELEMENTS activations."""
         xp, G = self.xp, self.G
         n = X.shape[-2]
+        rows = max(64, EVAL_ELEMENTS // (G * sum(self.sizes)))
         loss, correct = xp.zeros(G, xp.float64), xp.zeros(G, xp.int64)
-        for start in range(0, n, rows_per_batch):
-            stop = min(start + rows_per_batch, n)
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            batch = self.batch(stop - start)
             if pick is None:  # (b, D) @ (G, D, O) broadcasts over the models
                 x, t = X[start:stop], xp.broadcast_to(y[start:stop], (G, stop - start))
             else:
                 x, t = X[pick, start:stop], y[pick, start:stop]
-            acts = [x] + [xp.empty((G, stop - start, s), self.dtype) for s in self.sizes[1:]]
-            logits = self.forward(acts)
-            part_loss, part_correct = self.loss_forward(logits, t, xp.empty_like(logits))
-            loss += part_loss
-            correct += part_correct
+            self.loss_forward(self.forward([x] + batch.acts[1:]), t, batch)
+            loss += batch.loss
+            correct += batch.correct
         return loss, correct
 
     # -- the models, one by one ---------------------------------------------------------------

@@ -16,6 +16,8 @@ dtype unless said; `out` is written and returned; nothing allocates in steady st
     take_rows(source (N, ...), index (B,) int64, out (B, ...))   out[i] = source[index[i]]
     matmul(a, b, out, trans_a=False, trans_b=False)        out = op(a) @ op(b), op = .T if asked;
         operands may be C- or F-ordered views (weights (O, I) are column-major)
+    grouped_matmul(a, b, out, trans_a=False, trans_b=False)   out[g] = op(a[g]) @ op(b[g]) for a
+        stack of G models (group.py); a may be one (B, I) that every model reads
     sum_rows(a (B, O), out (O,))                           out[j] = sum_i a[i, j]
     row_norms_squared(w (O, I), out (O,))                  out[j] = sum_i w[j, i]^2
     bias_activation(z (B, O), bias (O,), activation, out)  z += bias; out = f(z) (out may be z)

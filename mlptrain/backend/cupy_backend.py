@@ -145,6 +145,11 @@ class CupyBackend(Backend):
         k = a.shape[0] if trans_a else a.shape[1]
         return self.gemm(a, b, out, m, n, k, a.shape[1], b.shape[1], trans_a, trans_b)
 
+    def grouped_matmul(self, a, b, out, trans_a: bool = False, trans_b: bool = False):
+        # one strided-batched cuBLAS product; a (B, I) shared by every model broadcasts
+        t = lambda x: x.swapaxes(-1, -2)  # noqa: E731
+        return cp.matmul(t(a) if trans_a else a, t(b) if trans_b else b, out=out)
+
     def row_norms_squared(self, w, out):
         """out[j] = sum_i w[j, i]^2 (max-norm; once per step, so a fused reduction will do)."""
         out[...] = cp.einsum("oi,oi->o", w, w)
@@ -246,6 +251,26 @@ class CupyBackend(Backend):
               t(1 - lr * weight_decay), np.int32(mode), param, m, v)
 
     # -- the whole-epoch fast path (the loop asks for it when graph_blockers finds nothing) ----
+
+    def capture(self, launch):
+        """launch() captured as one CUDA graph on a stream of its own, replayed on the current
+        stream (so it runs after the uploads before it); None with MLPTRAIN_CUDA_GRAPH=0 or
+        when the capture fails (then `capture_failure` says why and the caller runs eagerly)."""
+        if not self.graph:
+            return None
+        stream = cp.cuda.Stream(non_blocking=True)
+        cp.cuda.get_current_stream().synchronize()
+        try:
+            with stream:
+                stream.begin_capture()
+                try:
+                    launch()
+                finally:
+                    graph = stream.end_capture()
+        except Exception as exc:  # noqa: BLE001 - any failure: the eager path still works
+            self.capture_failure = f"{type(exc).__name__}: {exc}"
+            return None
+        return lambda: graph.launch(cp.cuda.get_current_stream())
 
     def graph_blockers(self, step) -> list[str]:
         """Why the epoch graph cannot run this declared step (empty: it can)."""

@@ -156,6 +156,14 @@ class NumpyBackend(Backend):
         """out = op(a) @ op(b), op transposing when asked (a view, no copy: BLAS's trans flag)."""
         return np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
 
+    def grouped_matmul(self, a, b, out, trans_a: bool = False, trans_b: bool = False):
+        """out[g] = op(a[g]) @ op(b[g]) for a stack of G models (a may be one (B, I) shared
+        by all): one BLAS product per model, since np.matmul on stacks of transposed views
+        takes a slow non-BLAS loop (measured 7x slower)."""
+        for g in range(out.shape[0]):
+            self.matmul(a[g] if a.ndim == 3 else a, b[g], out[g], trans_a, trans_b)
+        return out
+
     def row_norms_squared(self, w: np.ndarray, out: np.ndarray) -> np.ndarray:
         """out[j] = sum_i w[j, i]^2, without a (O, I) temporary (max-norm)."""
         return np.einsum("oi,oi->o", w, w, out=out)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from mlptrain.errors import BackendError
 
 PRIMITIVES = (
-    "asarray", "to_host", "to_float", "empty", "zeros", "take_rows", "matmul", "sum_rows",
-    "row_norms_squared", "bias_activation", "add_bias", "activation_backward", "loss_forward",
+    "asarray", "to_host", "to_float", "empty", "zeros", "take_rows", "matmul", "grouped_matmul",
+    "sum_rows", "row_norms_squared", "bias_activation", "add_bias", "activation_backward", "loss_forward",
     "loss_backward", "sgd_update", "grouped_sgd_update", "adam_update",
 )
 # asked for only when graph_blockers(step) is empty: a backend without a graph never needs it
@@ -27,6 +27,12 @@ class Backend:
         """The reasons this backend cannot replay `step`'s epochs as one captured graph; empty
         when it can. A backend without an epoch graph runs eagerly and says where."""
         return [self.device]
+
+    def capture(self, launch):
+        """A callable that replays what `launch()` enqueues on the device (a captured graph),
+        or None when this backend cannot capture: then the caller runs launch itself. What
+        launch touches must stay allocated, in place, between replays."""
+        return None
 
     def __getattr__(self, name: str):
         # only reached when normal lookup fails: a primitive this backend does not implement

@@ -74,7 +74,8 @@ def fit_group(configs: list[Config], store: RunStore,
     request (or Ctrl-C) marks every member interrupted and raises KeyboardInterrupt; rerunning
     the sweep trains those members afresh (a group keeps no mid-run checkpoint)."""
     stop = stop or StopFlag()
-    members = [_start_member(config, store) for config in configs]
+    datasets: dict[int, Any] = {}  # seed -> its dataset (the split is drawn with the seed)
+    members = [_start_member(config, store, datasets) for config in configs]
     for g, m in enumerate(members):
         on_event(MemberStarted(g, m.run.run_id, m.run.path, m.p.model.parameter_count))
     data = _GroupData(members)
@@ -83,12 +84,13 @@ def fit_group(configs: list[Config], store: RunStore,
     group = GroupedMLP(first.model.ops, [m.p.model for m in members],
                        step.optimizer.momentum, step.optimizer.nesterov,
                        [m.p.step.optimizer.weight_decay for m in members])
+    epochs = _Epochs(group, members, data)
     start = time.perf_counter()
     try:
         for epoch in range(1, step.epochs + 1):
             if stop.is_set:
                 raise KeyboardInterrupt
-            _train_epoch(group, members, data, epoch, on_event, stop)
+            epochs.run(epoch, on_event, stop)
     except KeyboardInterrupt:
         _interrupt(members, start, on_event)
         raise
@@ -96,8 +98,9 @@ def fit_group(configs: list[Config], store: RunStore,
     return [_complete(group, g, m, data, wall, on_event) for g, m in enumerate(members)]
 
 
-def _start_member(config: Config, store: RunStore) -> _Member:
-    p = prepare(config)
+def _start_member(config: Config, store: RunStore, datasets: dict) -> _Member:
+    p = prepare(config, dataset=datasets.get(config.train.seed))
+    datasets[config.train.seed] = p.dataset
     run = store.create(config.name)
     summary = start_summary(run, p)
     summary["path"] = "grouped"
@@ -138,67 +141,98 @@ class _GroupData:
         return (*self.pools[name], self.pick)
 
 
-def _train_epoch(group: GroupedMLP, members: list[_Member], data: _GroupData, epoch: int,
-                 on_event, stop: StopFlag) -> None:
-    ops, xp = group.ops, group.xp
-    step = members[0].p.step
-    steps, B, n = step.steps_per_epoch, step.batch_size, data.n
-    first = (epoch - 1) * steps
-    begin = time.perf_counter()
-    # each member's order from its own shuffle stream, as loop.fit draws it alone
-    order = np.stack([m.p.rngs["shuffle"].permutation(n) for m in members])
-    order += data.pick_host[:, None] * n  # rows of the flattened pools
-    order = ops.asarray(order, np.int64)
-    lrs = np.stack([m.p.step.schedule.lrs(first, steps) for m in members], axis=1)
-    for g, m in enumerate(members):
-        if m.failed:
-            lrs[:, g] = 0.0  # frozen: p <- p - 0 (v) leaves it as it is
-    lrs = ops.asarray(lrs, group.dtype)  # (steps, G)
-    loss = xp.zeros(group.G, xp.float64)
-    correct = xp.zeros(group.G, xp.int64)
-    report_every = max(1, steps // REPORTS_PER_EPOCH)
-    for s in range(steps):
-        rows = order[:, s * B:(s + 1) * B]
-        batch = group.batch(rows.shape[1])
-        batch.flat_index[...] = rows
-        group.lr[:, 0, 0] = lrs[s]
-        part_loss, part_correct = group.train_step(batch, data.X_flat, data.y_flat)
-        loss += part_loss
-        correct += part_correct
-        if (s + 1) % report_every == 0 or s + 1 == steps:
-            seen = min((s + 1) * B, n)
-            on_event(GroupProgress(epoch, step.epochs, s + 1, steps,
-                                   list(ops.to_host(loss) / seen),
-                                   list(ops.to_host(correct) / seen)))
-        if stop.is_set:
-            raise KeyboardInterrupt
-    train_loss, train_acc = ops.to_host(loss) / n, ops.to_host(correct) / n
-    val = _scores(group, data, "val", members[0].p.config.train.eval_batch_size)
-    seconds = time.perf_counter() - begin
-    for g, m in enumerate(members):
-        record = {"epoch": epoch, "lr": m.p.step.schedule.lr(first + steps - 1),
-                  "train_loss": float(train_loss[g]), "train_accuracy": float(train_acc[g])}
-        if val is not None:
-            record["val_loss"], record["val_accuracy"] = val[0][g], val[1][g]
-        record["seconds"] = seconds
-        if m.failed:
-            continue
-        if not math.isfinite(record["train_loss"]):
-            m.failed = (f"the training loss became {record['train_loss']} in epoch {epoch}. "
-                        f"The learning rate ({m.p.step.schedule.base_lr}) is likely too high "
-                        "for this model; lower optimizer.lr, add warmup, or train in float64.")
-            continue
-        m.history.append(record)
-        m.run.append_metrics(record)
+class _Epochs:
+    """Runs the group's epochs: each member's shuffle order and rates uploaded into buffers
+    that stay put, then the epoch's steps, eagerly (with progress every few steps) or, on a
+    device that can capture, as one graph replayed per epoch: captured once the first epoch
+    has run eagerly (so every buffer a step touches exists), then replayed."""
+
+    def __init__(self, group: GroupedMLP, members: list[_Member], data: _GroupData):
+        self.group, self.members, self.data = group, members, data
+        self.step = members[0].p.step
+        xp, G = group.xp, group.G
+        self.order = xp.zeros((G, data.n), xp.int64)  # rows of the flattened pools
+        self.lrs = xp.zeros((self.step.steps_per_epoch, G), group.dtype)
+        self.graph = None
+
+    def run(self, epoch: int, on_event, stop: StopFlag) -> None:
+        group, members, data, step = self.group, self.members, self.data, self.step
+        ops, steps, n = group.ops, step.steps_per_epoch, data.n
+        first = (epoch - 1) * steps
+        begin = time.perf_counter()
+        # each member's order from its own shuffle stream, as loop.fit draws it alone
+        order = np.stack([m.p.rngs["shuffle"].permutation(n) for m in members])
+        self.order[...] = ops.asarray(order + data.pick_host[:, None] * n, np.int64)
+        lrs = np.stack([m.p.step.schedule.lrs(first, steps) for m in members], axis=1)
+        lrs[:, [bool(m.failed) for m in members]] = 0.0  # frozen: p <- p - 0 v stays put
+        self.lrs[...] = ops.asarray(lrs, group.dtype)
+        group.loss_sum.fill(0)
+        group.correct_sum.fill(0)
+        if self.graph is None and epoch > 1:
+            self.graph = ops.capture(lambda: self.steps(0, steps))
+        if self.graph is not None:
+            self.graph()
+            self.progress(epoch, steps, on_event)
+        else:
+            report_every = max(1, steps // REPORTS_PER_EPOCH)
+            for lo in range(0, steps, report_every):
+                hi = min(lo + report_every, steps)
+                self.steps(lo, hi)
+                self.progress(epoch, hi, on_event)
+                if stop.is_set and hi < steps:
+                    raise KeyboardInterrupt
+        self.record(epoch, time.perf_counter() - begin)
+
+    def steps(self, lo: int, hi: int) -> None:
+        """Steps lo..hi-1 of the epoch: every launch reads buffers that stay put (a graph
+        captured from it replays on the next epoch's order and rates)."""
+        group, B = self.group, self.step.batch_size
+        for s in range(lo, hi):
+            rows = self.order[:, s * B:(s + 1) * B]
+            batch = group.batch(rows.shape[1])
+            batch.flat_index[...] = rows
+            group.lr[:, 0, 0] = self.lrs[s]
+            group.train_step(batch, self.data.X_flat, self.data.y_flat)
+
+    def progress(self, epoch: int, done: int, on_event) -> None:
+        seen = min(done * self.step.batch_size, self.data.n)
+        ops = self.group.ops
+        on_event(GroupProgress(epoch, self.step.epochs, done, self.step.steps_per_epoch,
+                               list(ops.to_host(self.group.loss_sum) / seen),
+                               list(ops.to_host(self.group.correct_sum) / seen)))
+
+    def record(self, epoch: int, seconds: float) -> None:
+        """Each member's epoch record, appended to its run; a member whose loss stopped being
+        finite fails here (and trains no more)."""
+        group, n, steps = self.group, self.data.n, self.step.steps_per_epoch
+        train_loss = group.ops.to_host(group.loss_sum) / n
+        train_acc = group.ops.to_host(group.correct_sum) / n
+        val = _scores(group, self.data, "val")
+        for g, m in enumerate(self.members):
+            if m.failed:
+                continue
+            record = {"epoch": epoch, "lr": m.p.step.schedule.lr(epoch * steps - 1),
+                      "train_loss": float(train_loss[g]), "train_accuracy": float(train_acc[g])}
+            if val is not None:
+                record["val_loss"], record["val_accuracy"] = val[0][g], val[1][g]
+            record["seconds"] = seconds
+            if not math.isfinite(record["train_loss"]):
+                m.failed = (f"the training loss became {record['train_loss']} in epoch {epoch}. "
+                            f"The learning rate ({m.p.step.schedule.base_lr}) is likely too "
+                            "high for this model; lower optimizer.lr, add warmup, or train in "
+                            "float64.")
+                continue
+            m.history.append(record)
+            m.run.append_metrics(record)
 
 
-def _scores(group: GroupedMLP, data: _GroupData, name: str, rows: int):
+def _scores(group: GroupedMLP, data: _GroupData, name: str):
     """([loss per member], [accuracy per member]) on a split, or None when it is empty."""
     X, y, pick = data.split(name)
     n = X.shape[-2]
     if not n:
         return None
-    loss, correct = group.evaluate(X, y, rows, pick)
+    loss, correct = group.evaluate(X, y, pick)
     ops = group.ops
     return ([float(v) / n for v in ops.to_host(loss)],
             [float(v) / n for v in ops.to_host(correct)])
@@ -217,16 +251,15 @@ def _complete(group: GroupedMLP, g: int, m: _Member, data: _GroupData, wall: flo
         weights = group.state_dict(g)
         p.model.load_state_dict(weights, source="the group's weights")
         run.write_weights(weights)
-        rows = p.config.train.eval_batch_size
         final = {}
         for name in SPLITS:
-            scores = _scores(group, data, name, rows)
+            scores = _scores(group, data, name)
             final[f"{name}_loss"], final[f"{name}_accuracy"] = \
                 (scores[0][g], scores[1][g]) if scores else (None, None)
         summary["final"] = final
         summary["stopped_early"], summary["best_epoch"] = False, 0
         summary["warnings"] = training_warnings(m.history, p.dataset.n_classes)
-        summary["reference"] = run_reference(p, rows)
+        summary["reference"] = run_reference(p, p.config.train.eval_batch_size)
         summary["group"] = {"members": group.G, "position": g}
         summary["timing"] = {
             "wall_seconds": wall, "seconds_per_epoch": wall / max(epochs, 1),

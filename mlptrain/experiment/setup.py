@@ -42,12 +42,16 @@ class Prepared:
         return describe_path(epoch_path(self.step, self.model.ops))
 
 
-def prepare(config: Config, data_progress: Callable | None = None) -> Prepared:
-    """Resolves device, data, the declared step and the initialised model."""
+def prepare(config: Config, data_progress: Callable | None = None,
+            dataset: Dataset | None = None) -> Prepared:
+    """Resolves device, data, the declared step and the initialised model. `dataset`, when
+    given, is what this config's [data] and train.seed load (a group's members of one seed
+    share it); the init and shuffle streams do not depend on loading it."""
     rngs = streams(config.train.seed)
     ops = get_backend(config.train.device)
     memory.check_data_fits(config, ops)  # before anything is allocated: refuse what cannot fit
-    dataset = load_dataset(config.data, rngs, data_progress, _config_folder(config))
+    if dataset is None:
+        dataset = load_dataset(config.data, rngs, data_progress, _config_folder(config))
     memory.check_fits(config, ops, sum(len(dataset.split(s)[1]) for s in SPLITS),
                       dataset.n_features, dataset.n_classes)  # now with the data's classes
     step = build_step(config, dataset.input_shape, dataset.n_classes,
