@@ -18,6 +18,7 @@ device part is compared with the device's free memory, which the backend reports
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,13 @@ def estimate(config, n_samples: int, n_features: int, n_classes: int) -> Estimat
         parameters=params * item * (buffers + host_copies),
         activations=(2 * batch + eval_batch) * per_row * item,
         what=f"{n_samples:,} samples x {n_features:,} features")
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
+    except AttributeError:  # pragma: no cover - macOS and Windows
+        return os.cpu_count() or 1
 
 
 def host_available() -> int | None:

@@ -21,11 +21,11 @@ import numpy as np
 
 from mlptrain.config import Config
 from mlptrain.experiment.diagnose import training_warnings
-from mlptrain.experiment.fit import (draw_figures, finish_run, os_errors_fail, run_reference,
-                                     start_summary)
+from mlptrain.experiment.fit import finish_run, os_errors_fail, run_reference, start_summary
 from mlptrain.experiment.setup import SPLITS, Prepared, prepare
 from mlptrain.group import GroupedMLP
 from mlptrain.loop import REPORTS_PER_EPOCH, StopFlag
+from mlptrain.memory import available_cores
 from mlptrain.runs import Run, RunStore
 
 
@@ -95,7 +95,11 @@ def fit_group(configs: list[Config], store: RunStore,
         _interrupt(members, start, on_event)
         raise
     wall = time.perf_counter() - start
-    return [_complete(group, g, m, data, wall, on_event) for g, m in enumerate(members)]
+    finished = [_complete(group, g, m, data, wall) for g, m in enumerate(members)]
+    _draw_figures([m for m, f in zip(members, finished) if f.status == "completed"])
+    for f in finished:
+        on_event(f)
+    return finished
 
 
 def _start_member(config: Config, store: RunStore, datasets: dict) -> _Member:
@@ -238,15 +242,13 @@ def _scores(group: GroupedMLP, data: _GroupData, name: str):
             [float(v) / n for v in ops.to_host(correct)])
 
 
-def _complete(group: GroupedMLP, g: int, m: _Member, data: _GroupData, wall: float,
-              on_event) -> MemberFinished:
+def _complete(group: GroupedMLP, g: int, m: _Member, data: _GroupData,
+              wall: float) -> MemberFinished:
     p, run, summary = m.p, m.run, m.summary
     epochs = len(m.history)
     if m.failed:
         finish_run(run, summary, "failed", time.perf_counter() - wall, error=m.failed)
-        finished = MemberFinished(g, run.run_id, "failed", epochs=epochs, error=m.failed)
-        on_event(finished)
-        return finished
+        return MemberFinished(g, run.run_id, "failed", epochs=epochs, error=m.failed)
     with os_errors_fail(run, summary):
         weights = group.state_dict(g)
         p.model.load_state_dict(weights, source="the group's weights")
@@ -267,11 +269,29 @@ def _complete(group: GroupedMLP, g: int, m: _Member, data: _GroupData, wall: flo
             "training_seconds": sum(r["seconds"] for r in m.history),
         }
         finish_run(run, summary, "completed", time.perf_counter() - wall)
-        if p.config.report.plots:
-            draw_figures(run, summary, p, lambda e: None)
-    finished = MemberFinished(g, run.run_id, "completed", final, epochs)
-    on_event(finished)
-    return finished
+    return MemberFinished(g, run.run_id, "completed", final, epochs)
+
+
+def _draw_figures(members: list[_Member]) -> None:
+    """The members' figures ([report] plots), drawn from their saved files by up to one
+    process per core: matplotlib takes about a second per run, a group's training far less."""
+    todo = [m for m in members if m.p.config.report.plots]
+    if not todo:
+        return
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    from mlptrain.experiment.plot import draw_saved_run_figures
+
+    processes = max(1, min(len(todo), available_cores()))
+    args = ([str(m.run.path) for m in todo], [m.p.config.report.format for m in todo])
+    if processes == 1:
+        for path, fmt in zip(*args):
+            draw_saved_run_figures(path, fmt)
+        return
+    with ProcessPoolExecutor(processes, multiprocessing.get_context("spawn")) as pool:
+        for m, figures in zip(todo, pool.map(draw_saved_run_figures, *args)):
+            m.summary["figures"] = figures
 
 
 def _interrupt(members: list[_Member], start: float, on_event) -> None:

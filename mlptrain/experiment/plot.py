@@ -69,6 +69,22 @@ def draw_fit_figures(run: Run, prepared: Prepared, fmt: str) -> FiguresDrawn:
     return FiguresDrawn(files, time.perf_counter() - start)
 
 
+def draw_saved_run_figures(path: str, fmt: str) -> dict:
+    """A completed run's figures drawn from its files on the CPU, recorded in its summary as a
+    fit records them; returns that record. For a process of its own (picklable arguments):
+    a group's members are drawn side by side (experiment/group_fit.py)."""
+    run = Run(Path(path))
+    start = time.perf_counter()
+    try:
+        drawn = draw_fit_figures(run, prepare_run(run, device="cpu"), fmt)
+    except MlptrainError as exc:
+        drawn = FiguresDrawn([], time.perf_counter() - start, str(exc))
+    summary = run.read_summary()
+    summary["figures"] = drawn.to_summary()
+    run.write_summary(summary)
+    return summary["figures"]
+
+
 def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png",
              prepared: Prepared | None = None) -> Plots:
     """Draws the run's figures into out_dir (default: the run directory). `prepared`: the

@@ -67,10 +67,12 @@ def _config_folder(config: Config) -> list[Path]:
     return [source.parent] if source.is_file() else []
 
 
-def prepare_run(run: Run) -> Prepared:
+def prepare_run(run: Run, device: str | None = None) -> Prepared:
     """A saved run rebuilt from its resolved config, with its saved weights loaded: the data and
-    network that `eval`, `plot` and `ensemble` score."""
-    p = prepare(load_config(run.path / "config.toml"))
+    network that `eval`, `plot` and `ensemble` score; on `device` instead of the config's when
+    given (figures drawn in helper processes use the CPU, never a GPU context each)."""
+    overrides = [f"train.device={device}"] if device else []
+    p = prepare(load_config(run.path / "config.toml", overrides))
     p.model.load_state_dict(run.read_weights(), source=str(run.path / "weights.npz"))
     return p
 

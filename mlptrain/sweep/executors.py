@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlptrain.errors import MlptrainError
+from mlptrain.memory import available_cores
 from mlptrain.sweep.trial import (THREAD_VARIABLES, TrialFinished, TrialTask, run_trial,
                                   share_mnist_between_trials)
 
@@ -33,12 +34,6 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>: signal this process when its parent die
 class SweepError(MlptrainError):
     """The sweep's machinery (worker processes, the Dask scheduler) failed."""
 
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
-    except AttributeError:  # pragma: no cover - macOS and Windows
-        return os.cpu_count() or 1
 
 
 # -- in this process -------------------------------------------------------------------------------
