@@ -236,6 +236,14 @@ class GroupedMLP:
 
     # -- the models, one by one ---------------------------------------------------------------
 
+    def load_state_dict(self, g: int, state: dict[str, np.ndarray]) -> None:
+        """Model g's parameters from `state` (state_dict's names and shapes)."""
+        sizes = self.model_sizes[g]
+        for i in range(self.depth):
+            I, O = sizes[i], sizes[i + 1]
+            self.Wt[i][g, :I, :O] = self.ops.asarray(state[f"layers.{i}.weight"].T, self.dtype)
+            self.b[i][g, 0, :O] = self.ops.asarray(state[f"layers.{i}.bias"], self.dtype)
+
     def state_dict(self, g: int) -> dict[str, np.ndarray]:
         """Model g's parameters, unpadded, named and shaped as model.MLP.state_dict's."""
         sizes, state = self.model_sizes[g], {}

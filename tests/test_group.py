@@ -80,16 +80,11 @@ def rel(a, b) -> float:
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-300))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("activation,smoothing,nesterov", [
-    ("relu", 0.0, "true"), ("sigmoid", 0.1, "false"), ("tanh", 0.0, "true")])
-def test_each_member_of_a_group_reaches_what_it_reaches_alone(runs_dir, device, activation,
-                                                              smoothing, nesterov):
-    store = RunStore(runs_dir)
-    group = configs(device, activation, smoothing, nesterov)
-    results = fit_group(group, store)
-    assert [r.status for r in results] == ["completed"] * 3
-    for config, result in zip(group, results):
+def assert_each_member_matches_alone(store: RunStore, group: list, results: list) -> list:
+    """Trains every config of `group` alone and compares it with its member; returns the
+    members' summaries."""
+    summaries = []
+    for config, result in zip(group, results, strict=True):
         alone = fit_experiment(config, store)
         member = store.find(result.run_id)
         mine, want = member.read_weights(), dict(np.load(alone.path / "weights.npz"))
@@ -105,7 +100,34 @@ def test_each_member_of_a_group_reaches_what_it_reaches_alone(runs_dir, device, 
         summary = member.read_summary()
         for key, value in alone.summary["final"].items():
             assert summary["final"][key] == pytest.approx(value, rel=1e-9), key
-        assert summary["status"] == "completed" and summary["group"]["members"] == 3
+        for key in ("stopped_early", "best_epoch", "epochs_completed"):
+            assert summary[key] == alone.summary[key], key
+        assert summary["status"] == "completed" and summary["group"]["members"] == len(group)
+        summaries.append(summary)
+    return summaries
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("activation,smoothing,nesterov", [
+    ("relu", 0.0, "true"), ("sigmoid", 0.1, "false"), ("tanh", 0.0, "true")])
+def test_each_member_of_a_group_reaches_what_it_reaches_alone(runs_dir, device, activation,
+                                                              smoothing, nesterov):
+    store = RunStore(runs_dir)
+    group = configs(device, activation, smoothing, nesterov)
+    results = fit_group(group, store)
+    assert [r.status for r in results] == ["completed"] * 3
+    assert_each_member_matches_alone(store, group, results)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_members_stop_early_on_their_own_and_keep_their_best_epoch(runs_dir, device):
+    # a constant, high rate: validation loss turns up after 2-3 epochs, at different epochs
+    points = [p + ["train.patience=1", "train.epochs=6", "schedule.name=\"constant\"",
+                   "optimizer.lr=0.3"] for p in POINTS]
+    store = RunStore(runs_dir)
+    group = configs(device, points=points)
+    summaries = assert_each_member_matches_alone(store, group, fit_group(group, store))
+    assert all(s["stopped_early"] and s["epochs_completed"] < 6 for s in summaries)
 
 
 def test_the_padding_stays_zero_and_a_diverging_member_fails_alone(runs_dir):

@@ -64,6 +64,16 @@ class _Member:
     summary: dict
     history: list = field(default_factory=list)
     failed: str = ""
+    # early stopping, as loop.fit does it alone: the best validation epoch and its weights
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    best_weights: dict | None = None
+    stopped_early: bool = False
+
+    @property
+    def frozen(self) -> bool:
+        """Trains no more: failed or stopped early (its rate is 0 from here on)."""
+        return bool(self.failed) or self.stopped_early
 
 
 def fit_group(configs: list[Config], store: RunStore,
@@ -91,6 +101,8 @@ def fit_group(configs: list[Config], store: RunStore,
             if stop.is_set:
                 raise KeyboardInterrupt
             epochs.run(epoch, on_event, stop)
+            if all(m.frozen for m in members):
+                break
     except KeyboardInterrupt:
         _interrupt(members, start, on_event)
         raise
@@ -168,7 +180,7 @@ class _Epochs:
         order = np.stack([m.p.rngs["shuffle"].permutation(n) for m in members])
         self.order[...] = ops.asarray(order + data.pick_host[:, None] * n, np.int64)
         lrs = np.stack([m.p.step.schedule.lrs(first, steps) for m in members], axis=1)
-        lrs[:, [bool(m.failed) for m in members]] = 0.0  # frozen: p <- p - 0 v stays put
+        lrs[:, [m.frozen for m in members]] = 0.0  # p <- p - 0 (...) stays put
         self.lrs[...] = ops.asarray(lrs, group.dtype)
         group.loss_sum.fill(0)
         group.correct_sum.fill(0)
@@ -213,7 +225,7 @@ class _Epochs:
         train_acc = group.ops.to_host(group.correct_sum) / n
         val = _scores(group, self.data, "val")
         for g, m in enumerate(self.members):
-            if m.failed:
+            if m.frozen:
                 continue
             record = {"epoch": epoch, "lr": m.p.step.schedule.lr(epoch * steps - 1),
                       "train_loss": float(train_loss[g]), "train_accuracy": float(train_acc[g])}
@@ -228,6 +240,19 @@ class _Epochs:
                 continue
             m.history.append(record)
             m.run.append_metrics(record)
+            self.early_stopping(g, m, record)
+
+    def early_stopping(self, g: int, m: _Member, record: dict) -> None:
+        """loop._early_stopping for member g: keeps its best validation epoch's weights, and
+        stops (freezes) it once `patience` epochs have brought no gain."""
+        train = m.p.config.train
+        if train.patience <= 0 or "val_loss" not in record:
+            return
+        if record["val_loss"] < m.best_val_loss - train.min_delta:
+            m.best_val_loss, m.best_epoch = record["val_loss"], record["epoch"]
+            m.best_weights = self.group.state_dict(g)
+        elif record["epoch"] - m.best_epoch >= train.patience:
+            m.stopped_early = True
 
 
 def _scores(group: GroupedMLP, data: _GroupData, name: str):
@@ -245,11 +270,13 @@ def _scores(group: GroupedMLP, data: _GroupData, name: str):
 def _complete(group: GroupedMLP, g: int, m: _Member, data: _GroupData,
               wall: float) -> MemberFinished:
     p, run, summary = m.p, m.run, m.summary
-    epochs = len(m.history)
+    epochs = summary["epochs_completed"] = len(m.history)
     if m.failed:
         finish_run(run, summary, "failed", time.perf_counter() - wall, error=m.failed)
         return MemberFinished(g, run.run_id, "failed", epochs=epochs, error=m.failed)
     with os_errors_fail(run, summary):
+        if m.best_weights is not None:  # early stopping: the best validation epoch's
+            group.load_state_dict(g, m.best_weights)
         weights = group.state_dict(g)
         p.model.load_state_dict(weights, source="the group's weights")
         run.write_weights(weights)
@@ -259,7 +286,7 @@ def _complete(group: GroupedMLP, g: int, m: _Member, data: _GroupData,
             final[f"{name}_loss"], final[f"{name}_accuracy"] = \
                 (scores[0][g], scores[1][g]) if scores else (None, None)
         summary["final"] = final
-        summary["stopped_early"], summary["best_epoch"] = False, 0
+        summary["stopped_early"], summary["best_epoch"] = m.stopped_early, m.best_epoch
         summary["warnings"] = training_warnings(m.history, p.dataset.n_classes)
         summary["reference"] = run_reference(p, p.config.train.eval_batch_size)
         summary["group"] = {"members": group.G, "position": g}
@@ -296,5 +323,6 @@ def _draw_figures(members: list[_Member]) -> None:
 
 def _interrupt(members: list[_Member], start: float, on_event) -> None:
     for g, m in enumerate(members):
+        m.summary["epochs_completed"] = len(m.history)
         finish_run(m.run, m.summary, "interrupted", start)
         on_event(MemberFinished(g, m.run.run_id, "interrupted", epochs=len(m.history)))

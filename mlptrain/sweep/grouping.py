@@ -4,8 +4,9 @@ Trials share a group when one batched step (group.py) can train them all: the sa
 depth, activation, loss, optimizer kind and momentum, schedule, batch size and epochs;
 they may differ in their widths (`model.hidden`, padded), seeds (`train.seed`: init, split,
 shuffle), learning rates and weight decay. The step must be a plain one: dropout,
-augmentation, max-norm, momentum cycling, early stopping and starting weights keep a trial
-out of groups (it runs alone, as before). This module is the one place that decides it.
+augmentation, max-norm, momentum cycling and starting weights keep a trial out of groups (it
+runs alone, as before). Early stopping is per member (a stopped one freezes). This module is
+the one place that decides it.
 
 On a GPU a capacity sweep's nets are far too small to fill the device one at a time, and each
 process of its own pays for a CUDA context, a data copy and kernel set-up; stacked, the whole
@@ -33,14 +34,13 @@ MEMORY_SHARE = 0.5  # of the device's free memory a group may plan to use
 
 def group_blockers(config) -> list[str]:
     """Why a trial's config cannot join a group (empty: it can)."""
-    m, d, o, t = config.model, config.data, config.optimizer, config.train
+    m, d, o = config.model, config.data, config.optimizer
     named = [("optimizer " + o.name, o.name != "sgd"),
              ("dropout", bool(m.dropout_input or m.dropout_hidden)),
              ("augmentation", any(getattr(d, k) for k in AUGMENT_KEYS)),
              ("max-norm", bool(m.max_norm)),
              ("momentum cycling", config.schedule.name == "onecycle"
               and bool(config.schedule.momentum_low)),
-             ("early stopping", bool(t.patience)),
              ("starting weights", bool(m.weights)),
              ("a loss other than softmax cross-entropy",
               not (m.loss == "softmax_cross_entropy"
