@@ -197,6 +197,41 @@ def test_a_grouped_sweep_writes_ordinary_runs_that_match_an_ungrouped_one(tmp_pa
                                                    "TrialFinished"}
 
 
+def _report_visible_device(queue) -> None:
+    queue.put(os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def test_one_worker_per_gpu_each_pinned_to_its_device():
+    import multiprocessing
+
+    from mlptrain.sweep.executors import LocalExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = LocalExecutor(2).start(ctx, _report_visible_device, (queue,), 2, devices=["3", "5"])
+    seen = sorted(queue.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=10)
+    assert seen == ["3", "5"] and os.environ.get("CUDA_VISIBLE_DEVICES") != "3"
+
+
+def test_groups_spread_over_several_devices_and_report_as_trials(tmp_path):
+    # two groups (depth 1 and depth 2), two fake devices: on a CPU the pinning is only a
+    # variable, but the workers, the queue of groups and the events are the real ones
+    grid = ["model.hidden=[8],[16],[8, 8],[16, 16]"]
+    sweep = load_sweep(CONFIGS / "mnist-capacity.toml", CAPACITY, grid)
+    executor = GroupingExecutor(InlineExecutor(), devices=["0", "1"])
+    assert "2 GPU workers" in executor.describe()
+    events = []
+    result = run_sweep(sweep, tmp_path, executor, events.append)
+    assert result.summary["counts"] == {"completed": 12}  # x the config's 3 seeds
+    finished = {e.index: e for e in events if type(e).__name__ == "TrialFinished"}
+    device = [finished[i].worker["gpus"] for i in range(12)]
+    assert set(device) <= {"0", "1"}
+    assert len(set(device[:6])) == 1 and len(set(device[6:])) == 1  # a group stays on one
+    assert all(e.worker["group"] == 6 for e in finished.values())
+
+
 @pytest.mark.slow
 def test_ctrl_c_interrupts_a_group_and_the_same_command_finishes_it(tmp_path):
     env = dict(os.environ, MLPTRAIN_RUNS_DIR=str(tmp_path / "runs"), PYTHONUNBUFFERED="1")

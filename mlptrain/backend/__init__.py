@@ -76,6 +76,16 @@ def get_backend(device: str):
     )
 
 
+def gpu_count() -> int:
+    """How many CUDA GPUs this process sees (0 without CuPy or a driver)."""
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:  # noqa: BLE001 - no CuPy, no driver, no device: no GPU
+        return 0
+
+
 def cuda_backend():
     """The CuPy backend, or a BackendError saying what is missing (CuPy, or a usable GPU)."""
     try:
@@ -114,4 +124,4 @@ def describe_path(reasons: list[str]) -> str:
 
 
 __all__ = ["DEVICES", "Backend", "NumpyBackend", "cuda_backend", "describe_path", "epoch_path",
-           "get_backend"]
+           "get_backend", "gpu_count"]

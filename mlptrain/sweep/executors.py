@@ -22,8 +22,8 @@ from typing import Any
 
 from mlptrain.errors import MlptrainError
 from mlptrain.memory import available_cores
-from mlptrain.sweep.trial import (THREAD_VARIABLES, TrialFinished, TrialTask, run_trial,
-                                  share_mnist_between_trials)
+from mlptrain.sweep.trial import (THREAD_VARIABLES, GroupTask, TrialFinished, TrialTask,
+                                  run_trial, share_mnist_between_trials)
 
 STOP_TIMEOUT = 30.0  # seconds the running trials get to stop cleanly after Ctrl-C
 PARENT_POLL_SECONDS = 0.2  # how often a worker checks that the sweep process still lives
@@ -78,28 +78,37 @@ class LocalExecutor:
         return f"{self.workers} worker process{'es' * (self.workers > 1)} x {self.threads} " \
                f"BLAS thread{'s' * (self.threads > 1)}"
 
-    def start(self, ctx, target, args, count: int) -> list:
-        """Starts `count` processes running target(*args), sharing the cores between them."""
-        with child_environment(self.threads_for(count)), sigint_ignored():
-            procs = [ctx.Process(target=target, args=args, daemon=True) for _ in range(count)]
-            for p in procs:
-                p.start()
+    def start(self, ctx, target, args, count: int, devices: list[str] | None = None) -> list:
+        """Starts `count` processes running target(*args), sharing the cores between them;
+        with `devices`, process i sees only GPU devices[i] (CUDA_VISIBLE_DEVICES)."""
+        procs = []
+        with sigint_ignored():
+            for i in range(count):
+                pinned = {"CUDA_VISIBLE_DEVICES": devices[i]} if devices else {}
+                with child_environment(self.threads_for(count), pinned):
+                    procs.append(ctx.Process(target=target, args=args, daemon=True))
+                    procs[-1].start()
         return procs
 
-    def run(self, tasks: list[TrialTask], report: Callable[[Any], None]) -> None:
+    def run(self, tasks: list[TrialTask | GroupTask], report: Callable[[Any], None],
+            devices: list[str] | None = None) -> None:
+        """Runs the tasks (trials, or groups of them) in the workers; with `devices`, one
+        worker per GPU, pinned to it, each taking the next task when it is free."""
         if not tasks:
             return
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: env read at startup
         task_q, event_q, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-        count = min(self.workers, len(tasks))  # fewer trials than workers: more threads each
+        count = min(len(devices) if devices else self.workers, len(tasks))
         for task in tasks:
             task_q.put(task)
         for _ in range(count):
             task_q.put(None)  # one "no more work" per worker
         # after Ctrl-C the unstarted tasks stay in the pipe; exiting must not wait to flush them
         task_q.cancel_join_thread()
-        procs = self.start(ctx, _worker_main, (task_q, event_q, stop, os.getpid()), count)
-        pending = {task.index: task for task in tasks}
+        procs = self.start(ctx, _worker_main, (task_q, event_q, stop, os.getpid()), count,
+                           devices)
+        pending = {t.index: t for task in tasks
+                   for t in (task.tasks if isinstance(task, GroupTask) else [task])}
         try:
             _pump(event_q, procs, pending, report, deadline=None)
             _report_lost(pending, procs, report)
@@ -161,6 +170,11 @@ def _worker_main(task_q, event_q, stop, parent_pid: int) -> None:
             continue
         if task is None:
             break
+        if isinstance(task, GroupTask):  # its members report their own TrialFinished
+            _run_group(task, lambda e: lifeline.lost or event_q.put(e), should_stop)
+            if lifeline.lost or stop.is_set():
+                break
+            continue
         result = run_trial(task, lambda e: lifeline.lost or event_q.put(e), should_stop)
         if lifeline.lost:
             break  # the trial marked its run interrupted; a rerun of the sweep takes it up
@@ -169,6 +183,15 @@ def _worker_main(task_q, event_q, stop, parent_pid: int) -> None:
         # skip the queues' exit handlers: flushing events nobody reads could block for ever
         # (a normal exit must flush: the last TrialFinished may still be in the feeder)
         os._exit(0)
+
+
+def _run_group(task: GroupTask, report, should_stop) -> None:
+    from mlptrain.sweep.grouping import run_group
+
+    try:
+        run_group(task.tasks, report, should_stop)
+    except KeyboardInterrupt:  # stopped: its members were reported interrupted
+        pass
 
 
 class Lifeline:
@@ -212,11 +235,12 @@ class Lifeline:
 
 
 @contextlib.contextmanager
-def child_environment(threads: int):
-    """Sets the BLAS thread variables for processes started inside the block (a spawned child
-    copies this environment), and restores ours afterwards."""
-    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
-    os.environ.update({k: str(threads) for k in THREAD_VARIABLES})
+def child_environment(threads: int, extra: dict[str, str] | None = None):
+    """Sets the BLAS thread variables (and `extra`) for processes started inside the block (a
+    spawned child copies this environment), and restores ours afterwards."""
+    variables = {k: str(threads) for k in THREAD_VARIABLES} | (extra or {})
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
     try:
         yield
     finally:

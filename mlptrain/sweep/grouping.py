@@ -22,8 +22,8 @@ from typing import Any
 
 from mlptrain import memory
 from mlptrain.config import AUGMENT_KEYS
-from mlptrain.sweep.trial import (TrialFinished, TrialProgress, TrialStarted, TrialTask,
-                                  share_mnist_between_trials, worker_info)
+from mlptrain.sweep.trial import (GroupTask, TrialFinished, TrialProgress, TrialStarted,
+                                  TrialTask, share_mnist_between_trials, worker_info)
 
 GROUP_MODES = ("auto", "on", "off")  # --group: auto = on a GPU
 VARYING = (("model", "hidden"), ("train", "seed"), ("optimizer", "lr"),
@@ -122,33 +122,65 @@ def wants_groups(configs: list, mode: str) -> bool:
         return False  # `cuda` without a GPU: each trial reports that error itself
 
 
-class GroupingExecutor:
-    """Trains the tasks that can share a step as groups, one group at a time, in this process
-    (the GPU's); hands the rest to `rest`, another executor."""
+def group_cost(group: list[TrialTask]) -> int:
+    """A group's work, roughly: members x the widest member's units x epochs."""
+    widest = max(sum(_widths(t.config)) for t in group)
+    return len(group) * widest * group[0].config.train.epochs
 
-    def __init__(self, rest, limit: Callable[[list[TrialTask]], int] = device_limit):
+
+class GroupingExecutor:
+    """Trains the tasks that can share a step as groups; hands the rest to `rest`, another
+    executor. With one GPU (or none: `--group on` on a CPU) the groups train one after another
+    in this process; with several, one worker process per GPU, pinned to it, takes the next
+    group whenever it is free, the costliest groups first (so the GPUs finish close together).
+    `devices`: the GPUs to use, as CUDA_VISIBLE_DEVICES names them (default: every one)."""
+
+    def __init__(self, rest, limit: Callable[[list[TrialTask]], int] = device_limit,
+                 devices: list[str] | None = None):
         self.rest, self.limit = rest, limit
+        self.devices = visible_gpus() if devices is None else list(devices)
         self.workers = getattr(rest, "workers", None)
         self.threads = getattr(rest, "threads", None)
 
     def describe(self) -> str:
-        return f"groups of trials in this process; trials that cannot share a step: " \
+        where = f"{len(self.devices)} GPU workers" if len(self.devices) > 1 else "this process"
+        return f"groups of trials in {where}; trials that cannot share a step: " \
                f"{self.rest.describe()}"
 
     def run(self, tasks: list[TrialTask], report: Callable[[Any], None]) -> None:
         groups, alone = plan_groups(tasks, self.limit)
-        if groups:
-            share_mnist_between_trials()
-        for group in groups:
-            run_group(group, report)
+        groups.sort(key=group_cost, reverse=True)
+        if len(self.devices) > 1 and len(groups) > 1:
+            from mlptrain.sweep.executors import LocalExecutor
+
+            LocalExecutor(len(self.devices)).run([GroupTask(g) for g in groups], report,
+                                                 devices=self.devices)
+        else:
+            if groups:
+                share_mnist_between_trials()
+            for group in groups:
+                run_group(group, report)
         if alone:
             self.rest.run(alone, report)
 
 
-def run_group(tasks: list[TrialTask], report: Callable[[Any], None]) -> None:
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, by the names CUDA_VISIBLE_DEVICES gives them ([] with
+    none, or without CuPy)."""
+    import os
+
+    from mlptrain.backend import gpu_count
+
+    count = gpu_count()
+    listed = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return listed[:count] if listed else [str(i) for i in range(count)]
+
+
+def run_group(tasks: list[TrialTask], report: Callable[[Any], None],
+              should_stop: Callable[[], bool] = lambda: False) -> None:
     """Fits one group; reports each member as a trial (TrialStarted, TrialProgress,
-    TrialFinished), like a worker running it alone. Ctrl-C marks the members interrupted and
-    re-raises."""
+    TrialFinished), like a worker running it alone. Ctrl-C (or should_stop, asked at each
+    progress report) marks the members interrupted and raises KeyboardInterrupt."""
     import json
 
     from mlptrain.errors import MlptrainError
@@ -169,6 +201,8 @@ def run_group(tasks: list[TrialTask], report: Callable[[Any], None]) -> None:
                 atomic_write_text(event.path / "sweep.json", json.dumps(task.mark, indent=2))
             report(TrialStarted(task.index, task.name, event.run_id, event.parameters))
         elif isinstance(event, GroupProgress):
+            if should_stop():
+                raise KeyboardInterrupt
             now = time.perf_counter()
             if now - last[0] < PROGRESS_SECONDS and event.step < event.steps:
                 return

@@ -31,6 +31,13 @@ class TrialTask:
 
 
 @dataclass
+class GroupTask:
+    """Trials a worker trains together as one batched model (sweep/grouping.py; picklable)."""
+
+    tasks: list[TrialTask]
+
+
+@dataclass
 class TrialStarted:
     index: int
     name: str
@@ -155,6 +162,8 @@ def worker_info() -> dict[str, Any]:
 
     info: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
     info["env"] = {k: os.environ.get(k) for k in THREAD_VARIABLES[:3]}
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:  # a GPU worker pinned to its device
+        info["gpus"] = os.environ["CUDA_VISIBLE_DEVICES"]
     try:
         from threadpoolctl import threadpool_info  # optional: what the BLAS really uses
     except ImportError:
