@@ -255,3 +255,20 @@ def test_ctrl_c_interrupts_a_group_and_the_same_command_finishes_it(tmp_path):
     trials = json.loads(next(runs.glob("sweeps/*/trials.json")).read_text())
     records = trials["trials"] if isinstance(trials, dict) else trials
     assert all(r["status"] == "completed" and r["previous_runs"] for r in records)
+
+
+def test_a_dry_run_shows_the_groups_and_a_bad_group_mode_is_refused():
+    from typer.testing import CliRunner
+
+    from mlptrain.cli import app
+
+    runner = CliRunner()
+    config = str(CONFIGS / "mnist-capacity.toml")
+    shown = runner.invoke(app, ["sweep", config, "--dry-run", "--group", "on",
+                                "--grid", "model.hidden=8,[8, 8]", "--grid", "train.seed=0,1"])
+    assert shown.exit_code == 0, shown.output
+    assert "grouped: 2 groups of 2, 2 trials" in shown.output
+    assert "group 1: trials 0, 1" in shown.output and "group 2: trials 2, 3" in shown.output
+    assert "grouped:" not in runner.invoke(app, ["sweep", config, "--dry-run"]).output  # CPU
+    bad = runner.invoke(app, ["sweep", config, "--dry-run", "--group", "sometimes"])
+    assert bad.exit_code != 0 and "auto, on, off" in bad.output

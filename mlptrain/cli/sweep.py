@@ -62,6 +62,7 @@ def sweep(
         figure_formats = _formats(formats or ["png"])
         if dry_run:
             out.print(trials_table(spec))
+            _print_groups(spec, group)
             return
         runner = _executor(executor, workers, scheduler)
         runner = _grouped(runner, group, [t.config for t in spec.trials])
@@ -87,6 +88,17 @@ def _formats(formats: list[str]) -> tuple[str, ...]:
             raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(PLOT_FORMATS)}.",
                                      param_hint="--format")
     return tuple(dict.fromkeys(formats))
+
+
+def _print_groups(spec, mode: str) -> None:
+    from mlptrain.cli.sweep_render import grouping_text
+    from mlptrain.sweep.grouping import device_limit, plan_groups, wants_groups
+    from mlptrain.sweep.trial import TrialTask
+
+    _grouped(None, mode, [])  # checks the option's value
+    if wants_groups([t.config for t in spec.trials], mode):
+        tasks = [TrialTask(t.index, t.name, t.config, "") for t in spec.trials]
+        out.print(grouping_text(*plan_groups(tasks, device_limit)), highlight=False)
 
 
 def _grouped(runner, mode: str, configs: list):
