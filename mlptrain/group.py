@@ -72,19 +72,15 @@ class GroupedMLP:
         self.model_sizes = [list(m.sizes) for m in models]
         self.momentum, self.nesterov = momentum, nesterov
         xp, G = self.xp, self.G
-        self.Wt, self.b, self.masks = [], [], []
-        for i, (I, O) in enumerate(zip(self.sizes, self.sizes[1:])):
-            wt, b = np.zeros((G, I, O), self.dtype), np.zeros((G, 1, O), self.dtype)
-            mask = np.zeros((G, 1, O), self.dtype)
-            for g, m in enumerate(models):
-                state = m.state_dict()
-                w = state[f"layers.{i}.weight"]  # (O_g, I_g)
-                wt[g, :w.shape[1], :w.shape[0]] = w.T
-                b[g, 0, :w.shape[0]] = state[f"layers.{i}.bias"]
-                mask[g, 0, :w.shape[0]] = 1
-            self.Wt.append(ops.asarray(wt, self.dtype))
-            self.b.append(ops.asarray(b, self.dtype))
-            self.masks.append(ops.asarray(mask, self.dtype))
+        pairs = list(zip(self.sizes, self.sizes[1:]))  # (I, O) of each padded layer
+        self.Wt = [xp.zeros((G, I, O), self.dtype) for I, O in pairs]
+        self.b = [xp.zeros((G, 1, O), self.dtype) for _, O in pairs]
+        masks = [np.zeros((G, 1, O), self.dtype) for _, O in pairs]  # 1 for a model's own units
+        for g, m in enumerate(models):
+            self.load_state_dict(g, m.state_dict())  # the weights it was initialised with alone
+            for i, mask in enumerate(masks):
+                mask[g, 0, :m.sizes[i + 1]] = 1
+        self.masks = [ops.asarray(mask, self.dtype) for mask in masks]
         self.dWt = [xp.zeros_like(w) for w in self.Wt]
         self.db = [xp.zeros_like(b) for b in self.b]
         self.vWt = [xp.zeros_like(w) for w in self.Wt]
