@@ -107,7 +107,11 @@ def fit_group(configs: list[Config], store: RunStore,
         _interrupt(members, start, on_event)
         raise
     wall = time.perf_counter() - start
-    finished = [_complete(group, g, m, data, wall) for g, m in enumerate(members)]
+    for g, m in enumerate(members):
+        if m.best_weights is not None:  # early stopping: the best validation epoch's
+            group.load_state_dict(g, m.best_weights)
+    scores = {name: _scores(group, data, name) for name in SPLITS}  # every member at once
+    finished = [_complete(group, g, m, scores, wall) for g, m in enumerate(members)]
     _draw_figures([m for m, f in zip(members, finished) if f.status == "completed"])
     for f in finished:
         on_event(f)
@@ -267,24 +271,23 @@ def _scores(group: GroupedMLP, data: _GroupData, name: str):
             [float(v) / n for v in ops.to_host(correct)])
 
 
-def _complete(group: GroupedMLP, g: int, m: _Member, data: _GroupData,
+def _complete(group: GroupedMLP, g: int, m: _Member, scores: dict,
               wall: float) -> MemberFinished:
+    """Writes member g's run: weights, final metrics (`scores`: split -> per-member loss and
+    accuracy lists), summary."""
     p, run, summary = m.p, m.run, m.summary
     epochs = summary["epochs_completed"] = len(m.history)
     if m.failed:
         finish_run(run, summary, "failed", time.perf_counter() - wall, error=m.failed)
         return MemberFinished(g, run.run_id, "failed", epochs=epochs, error=m.failed)
     with os_errors_fail(run, summary):
-        if m.best_weights is not None:  # early stopping: the best validation epoch's
-            group.load_state_dict(g, m.best_weights)
         weights = group.state_dict(g)
         p.model.load_state_dict(weights, source="the group's weights")
         run.write_weights(weights)
         final = {}
-        for name in SPLITS:
-            scores = _scores(group, data, name)
+        for name, split in scores.items():
             final[f"{name}_loss"], final[f"{name}_accuracy"] = \
-                (scores[0][g], scores[1][g]) if scores else (None, None)
+                (split[0][g], split[1][g]) if split else (None, None)
         summary["final"] = final
         summary["stopped_early"], summary["best_epoch"] = m.stopped_early, m.best_epoch
         summary["warnings"] = training_warnings(m.history, p.dataset.n_classes)
@@ -292,7 +295,7 @@ def _complete(group: GroupedMLP, g: int, m: _Member, data: _GroupData,
         summary["group"] = {"members": group.G, "position": g}
         summary["timing"] = {
             "wall_seconds": wall, "seconds_per_epoch": wall / max(epochs, 1),
-            "samples_per_second": data.n * epochs / wall,
+            "samples_per_second": len(p.dataset.split("train")[1]) * epochs / wall,
             "training_seconds": sum(r["seconds"] for r in m.history),
         }
         finish_run(run, summary, "completed", time.perf_counter() - wall)
