@@ -157,6 +157,21 @@ def test_the_padding_stays_zero_and_a_diverging_member_fails_alone(runs_dir):
     assert g.Wt[1][1, :, :24].all() and g.Wt[0][1].all()  # model 1 (40, 24) fills its part
 
 
+def test_an_interrupted_member_points_to_the_sweep_not_to_a_resume(runs_dir):
+    from mlptrain.errors import RunStoreError
+    from mlptrain.experiment import resume_experiment
+    from mlptrain.loop import StopFlag
+
+    stop = StopFlag()
+    stop.set()
+    with pytest.raises(KeyboardInterrupt):
+        fit_group(configs(), RunStore(runs_dir), stop=stop)
+    runs = RunStore(runs_dir).runs()
+    assert [r.read_summary()["status"] for r in runs] == ["interrupted"] * 3
+    with pytest.raises(RunStoreError, match="Run the same `mlptrain sweep` command again"):
+        resume_experiment(RunStore(runs_dir), runs[0].run_id)
+
+
 def test_plans_group_what_shares_a_step_and_run_the_rest_alone(tmp_path):
     base = configs()
     other_depth = configs(points=[["model.hidden=[16]"]])[0]
