@@ -12,8 +12,8 @@ from mlptrain.errors import BackendError
 
 PRIMITIVES = (
     "asarray", "to_host", "to_float", "empty", "zeros", "take_rows", "matmul", "grouped_matmul",
-    "sum_rows", "row_norms_squared", "bias_activation", "add_bias", "activation_backward", "loss_forward",
-    "loss_backward", "sgd_update", "grouped_sgd_update", "adam_update",
+    "sum_rows", "row_norms_squared", "bias_activation", "add_bias", "activation_backward",
+    "loss_forward", "loss_backward", "sgd_update", "grouped_sgd_update", "adam_update",
 )
 # asked for only when graph_blockers(step) is empty: a backend without a graph never needs it
 CAPABILITIES = ("epoch_runner",)

@@ -35,7 +35,6 @@ class SweepError(MlptrainError):
     """The sweep's machinery (worker processes, the Dask scheduler) failed."""
 
 
-
 # -- in this process -------------------------------------------------------------------------------
 
 
@@ -98,6 +97,7 @@ class LocalExecutor:
             return
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: env read at startup
         task_q, event_q, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+        # fewer tasks than workers: fewer processes, more threads each
         count = min(len(devices) if devices else self.workers, len(tasks))
         for task in tasks:
             task_q.put(task)
