@@ -248,6 +248,30 @@ def test_groups_spread_over_several_devices_and_report_as_trials(tmp_path):
 
 
 @pytest.mark.slow
+def test_on_dask_each_group_is_one_task_of_one_worker(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from mlptrain.sweep import DaskExecutor
+
+    grid = ["model.hidden=[8],[16],[8, 8]", "train.seed=0,1"]
+    env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": str(CONFIGS.parent)}
+    with distributed.LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
+                                  dashboard_address=None, env=env) as cluster:
+        executor = GroupingExecutor(DaskExecutor(cluster.scheduler_address))
+        assert "each a task of the Dask scheduler" in executor.describe()
+        events = []
+        sweep = load_sweep(CONFIGS / "mnist-capacity.toml", CAPACITY, grid)
+        result = run_sweep(sweep, tmp_path, executor, events.append)
+    assert result.summary["counts"] == {"completed": 6}
+    finished = {e.index: e for e in events if type(e).__name__ == "TrialFinished"}
+    assert sorted(e.worker["group"] for e in finished.values()) == [2, 2, 4, 4, 4, 4]
+    assert {e.worker["pid"] for e in finished.values()} - {os.getpid()}  # on the workers
+    assert len({finished[i].worker["pid"] for i in range(4)}) == 1  # one group, one worker
+    started = [e for e in events if type(e).__name__ == "TrialStarted"]
+    assert sorted(e.index for e in started) == list(range(6))  # through the Dask Queue
+
+
+@pytest.mark.slow
 def test_ctrl_c_interrupts_a_group_and_the_same_command_finishes_it(tmp_path):
     env = dict(os.environ, MLPTRAIN_RUNS_DIR=str(tmp_path / "runs"), PYTHONUNBUFFERED="1")
     command = [sys.executable, "-m", "mlptrain", "sweep", str(CONFIGS / "mnist-capacity.toml"),

@@ -3,6 +3,10 @@
 Results come back as futures; each trial's start and (twice a second) its progress come back
 through a Dask Queue, as plain dicts (the queue carries msgpack-able data only). Ctrl-C sets a
 Dask Event that the running trials poll, so they stop and mark their runs interrupted.
+
+A group of trials (sweep/grouping.py) is one task too: the worker that takes it trains the
+group as one batched model on its GPU (start each worker with its own CUDA_VISIBLE_DEVICES,
+one worker process per GPU), and the future's result is every member's TrialFinished.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from typing import Any
 
 from mlptrain.errors import ConfigError
 from mlptrain.sweep.executors import STOP_TIMEOUT, SweepError
-from mlptrain.sweep.trial import (TrialFinished, TrialProgress, TrialStarted, TrialTask,
-                                  run_trial, share_mnist_between_trials)
+from mlptrain.sweep.trial import (GroupTask, TrialFinished, TrialProgress, TrialStarted,
+                                  TrialTask, run_trial, share_mnist_between_trials)
 
 DASK_HINT = "pip install 'mlptrain[dask]'"
 PROGRESS_SECONDS = 0.5  # at most this often a trial's progress crosses the scheduler
@@ -39,6 +43,7 @@ class DaskExecutor:
     the workers; the sweep summary still gets every result)."""
 
     workers, threads = None, None
+    takes_groups = True  # run() accepts GroupTasks: each goes to one worker (and its GPU)
 
     def __init__(self, address: str, connect_timeout: float = 10.0):
         if not address:
@@ -50,7 +55,7 @@ class DaskExecutor:
     def describe(self) -> str:
         return f"Dask scheduler {self.address}"
 
-    def run(self, tasks: list[TrialTask], report: Callable[[Any], None]) -> None:
+    def run(self, tasks: list[TrialTask | GroupTask], report: Callable[[Any], None]) -> None:
         if not tasks:
             return
         d = self.distributed
@@ -62,8 +67,9 @@ class DaskExecutor:
         tag = uuid.uuid4().hex
         stop = d.Event(f"mlptrain-stop-{tag}", client=client)
         events = d.Queue(f"mlptrain-events-{tag}", client=client)
-        futures = {client.submit(_dask_trial, task, stop.name, events.name, pure=False,
-                                 key=f"mlptrain-{task.name}-{tag[:8]}"): task for task in tasks}
+        futures = {client.submit(_dask_task, task, stop.name, events.name, pure=False,
+                                 key=f"mlptrain-{_task_name(task)}-{tag[:8]}"): task
+                   for task in tasks}
         pending, finished = dict(futures), set()
         try:
             _follow(pending, finished, events, report, deadline=None)
@@ -89,34 +95,53 @@ def _follow(pending: dict, finished: set[int], events, report, deadline: float |
                 report(event)
         done = [f for f in pending if f.done()]
         for future in done:
-            result = _dask_result(future, pending.pop(future))
-            finished.add(result.index)
-            report(result)
+            for result in _dask_results(future, pending.pop(future)):
+                finished.add(result.index)
+                report(result)
         if not done:
             time.sleep(0.1)
 
 
-def _dask_result(future, task: TrialTask) -> TrialFinished:
+def _task_name(task: TrialTask | GroupTask) -> str:
+    return f"group-{task.tasks[0].name}" if isinstance(task, GroupTask) else task.name
+
+
+def _dask_results(future, task: TrialTask | GroupTask) -> list[TrialFinished]:
     try:
-        return future.result()
+        result = future.result()
     except Exception as exc:  # noqa: BLE001 - the worker died or could not run the task
-        return TrialFinished(task.index, task.name, "failed",
-                             error=f"the Dask task failed: {type(exc).__name__}: {exc}")
+        trials = task.tasks if isinstance(task, GroupTask) else [task]
+        return [TrialFinished(t.index, t.name, "failed",
+                              error=f"the Dask task failed: {type(exc).__name__}: {exc}")
+                for t in trials]
+    return result if isinstance(result, list) else [result]
 
 
-def _dask_trial(task: TrialTask, stop_name: str, events_name: str) -> TrialFinished:
-    """Runs on a Dask worker: reports its start and progress, stops when the Event is set."""
+def _dask_task(task: TrialTask | GroupTask, stop_name: str,
+               events_name: str) -> TrialFinished | list[TrialFinished]:
+    """Runs on a Dask worker: reports its start and progress, stops when the Event is set. A
+    group returns its members' TrialFinished."""
     from distributed import Event, Queue
 
     share_mnist_between_trials()  # a worker runs many trials: keep the decoded data
     stop, events = Event(stop_name), Queue(events_name)
     last = [0.0]
+    ended: list[TrialFinished] = []
 
     def report(event) -> None:
+        if isinstance(event, TrialFinished):  # a group member's: returned with the others
+            ended.append(event)
+            return
         now = time.monotonic()
         if isinstance(event, TrialProgress) and now - last[0] < PROGRESS_SECONDS:
             return
         last[0] = now
         events.put({"kind": type(event).__name__, **asdict(event)})
 
+    if isinstance(task, GroupTask):
+        from mlptrain.sweep.grouping import run_group
+
+        with contextlib.suppress(KeyboardInterrupt):  # stopped: members said interrupted
+            run_group(task.tasks, report, stop.is_set)
+        return ended
     return run_trial(task, report, stop.is_set)

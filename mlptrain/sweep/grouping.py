@@ -133,6 +133,7 @@ class GroupingExecutor:
     executor. With one GPU (or none: `--group on` on a CPU) the groups train one after another
     in this process; with several, one worker process per GPU, pinned to it, takes the next
     group whenever it is free, the costliest groups first (so the GPUs finish close together).
+    On Dask (an executor that `takes_groups`) each group is one task for one worker.
     `devices`: the GPUs to use, as CUDA_VISIBLE_DEVICES names them (default: every one)."""
 
     def __init__(self, rest, limit: Callable[[list[TrialTask]], int] = device_limit,
@@ -143,6 +144,8 @@ class GroupingExecutor:
         self.threads = getattr(rest, "threads", None)
 
     def describe(self) -> str:
+        if getattr(self.rest, "takes_groups", False):
+            return f"groups of trials, each a task of the {self.rest.describe()}"
         where = f"{len(self.devices)} GPU workers" if len(self.devices) > 1 else "this process"
         return f"groups of trials in {where}; trials that cannot share a step: " \
                f"{self.rest.describe()}"
@@ -150,6 +153,9 @@ class GroupingExecutor:
     def run(self, tasks: list[TrialTask], report: Callable[[Any], None]) -> None:
         groups, alone = plan_groups(tasks, self.limit)
         groups.sort(key=group_cost, reverse=True)
+        if getattr(self.rest, "takes_groups", False):  # Dask: a group is one worker's task
+            self.rest.run([GroupTask(g) for g in groups] + alone, report)
+            return
         if len(self.devices) > 1 and len(groups) > 1:
             from mlptrain.sweep.executors import LocalExecutor
 
