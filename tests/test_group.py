@@ -234,7 +234,8 @@ def test_groups_spread_over_several_devices_and_report_as_trials(tmp_path):
     # two groups (depth 1 and depth 2), two fake devices: on a CPU the pinning is only a
     # variable, but the workers, the queue of groups and the events are the real ones
     grid = ["model.hidden=[8],[16],[8, 8],[16, 16]"]
-    sweep = load_sweep(CONFIGS / "mnist-capacity.toml", CAPACITY, grid)
+    figures = [o for o in CAPACITY if not o.startswith("report.plots")]  # drawn in a worker
+    sweep = load_sweep(CONFIGS / "mnist-capacity.toml", figures, grid)
     executor = GroupingExecutor(InlineExecutor(), devices=["0", "1"])
     assert "2 GPU workers" in executor.describe()
     events = []
@@ -245,6 +246,8 @@ def test_groups_spread_over_several_devices_and_report_as_trials(tmp_path):
     assert set(device) <= {"0", "1"}
     assert len(set(device[:6])) == 1 and len(set(device[6:])) == 1  # a group stays on one
     assert all(e.worker["group"] == 6 for e in finished.values())
+    assert all(json.loads(p.read_text())["figures"]["files"]
+               for p in tmp_path.glob("*/summary.json"))
 
 
 @pytest.mark.slow

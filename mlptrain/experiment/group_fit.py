@@ -314,6 +314,8 @@ def _draw_figures(members: list[_Member]) -> None:
     from mlptrain.experiment.plot import draw_saved_run_figures
 
     processes = max(1, min(len(todo), available_cores()))
+    if multiprocessing.current_process().daemon:  # a sweep's worker may have no children
+        processes = 1
     args = ([str(m.run.path) for m in todo], [m.p.config.report.format for m in todo])
     if processes == 1:
         for path, fmt in zip(*args):
