@@ -75,7 +75,10 @@ def plan_groups(tasks: list[TrialTask], limit: Callable[[list[TrialTask]], int]
         size = max(1, limit(members))
         for start in range(0, len(members), size):
             part = members[start:start + size]
-            (groups.append(part) if len(part) > 1 else alone.extend(part))
+            if len(part) > 1:
+                groups.append(part)
+            else:  # a group of one gains nothing: it runs as an ordinary trial
+                alone.extend(part)
     return groups, sorted(alone, key=lambda t: t.index)
 
 
