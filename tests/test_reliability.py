@@ -327,18 +327,25 @@ def test_stale_temporaries_are_removed_when_a_run_is_resumed(tmp_path):
 def test_sigkill_during_writes_leaves_no_temporaries_after_resume(tmp_path):
     """A real SIGKILL at moments inside a run that checkpoints every step, then a resume."""
     runs = tmp_path / "runs"
-    for delay in (1.2, 1.6):
+    for delay in (0.3, 0.7):  # after the run's first checkpoint: inside its stream of writes
+        started = set(runs.glob("*/checkpoint.npz"))
         proc = subprocess.Popen([sys.executable, "-m", "mlptrain", "fit", str(XOR), "--set",
                                  "train.checkpoint_every=1", "--set", "model.hidden=[256]",
                                  "--runs-dir", str(runs), "-q"],
                                 env={**os.environ, "PYTHONPATH": str(ROOT)},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60  # start-up time varies with the machine's load
+        while set(runs.glob("*/checkpoint.npz")) == started and time.monotonic() < deadline:
+            time.sleep(0.02)
         time.sleep(delay)
         proc.kill()
         proc.wait()
+    resumed = 0
     for run in runs.iterdir():
         if not (run / "checkpoint.npz").exists():
             continue  # killed before its first checkpoint: nothing to resume
         done = mlptrain("fit", "--resume", run, "-q", timeout=300)
         assert done.returncode == 0, done.stderr
         assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+        resumed += 1
+    assert resumed == 2
