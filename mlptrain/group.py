@@ -45,11 +45,9 @@ class GroupBatch:
     s: object  # (G, B, 1) sum_c exp(z - m); then the row loss
     logit_index: object  # (G B,) where z_b[y_b] sits in the flattened logits
     row_starts: object  # (G B,) b C
-    picked: object  # (G B,) z_b[y_b]
+    picked: object  # (G B,) z_b[y_b]; in the backward, dL/dz_b[y_b]
     predicted: object  # (G, B) argmax_c z
     hits: object  # (G, B) predicted == y
-    onehot: object  # (G, B, C) y == c
-    onehot_f: object  # (G, B, C) the same in the dtype, scaled
     loss: object  # (G,) float64: this batch's summed loss per model
     correct: object  # (G,) int64
     extra: object  # (G,) float64: label smoothing's sums
@@ -90,7 +88,6 @@ class GroupedMLP:
         self.lr = xp.zeros((G, 1, 1), self.dtype)  # this step's rates, set before each step
         self.loss_sum = xp.zeros(G, xp.float64)  # the epoch's running sums, per model
         self.correct_sum = xp.zeros(G, xp.int64)
-        self._classes = xp.arange(self.sizes[-1])
         self._batches: dict[int, GroupBatch] = {}
 
     # -- buffers ----------------------------------------------------------------------------
@@ -110,8 +107,7 @@ class GroupedMLP:
                 logit_index=new(G * rows, dtype=xp.int64),
                 row_starts=xp.arange(G * rows, dtype=xp.int64) * C,
                 picked=new(G * rows), predicted=new(G, rows, dtype=xp.int64),
-                hits=new(G, rows, dtype=bool), onehot=new(G, rows, C, dtype=bool),
-                onehot_f=new(G, rows, C), loss=new(G, dtype=xp.float64),
+                hits=new(G, rows, dtype=bool), loss=new(G, dtype=xp.float64),
                 correct=new(G, dtype=xp.int64), extra=new(G, dtype=xp.float64))
         return found
 
@@ -176,15 +172,17 @@ class GroupedMLP:
         xp.equal(batch.predicted, targets, out=batch.hits)
         xp.sum(batch.hits, axis=1, out=batch.correct)
 
-    def loss_backward(self, batch: GroupBatch, targets, scale: float, out):
-        """dL/dz (G, B, C) = (softmax(z) - q) * scale, q = (1 - e) onehot(y) + e / C."""
+    def loss_backward(self, batch: GroupBatch, scale: float, out):
+        """dL/dz (G, B, C) = (softmax(z) - q) * scale, q = (1 - e) onehot(y) + e / C; the
+        one-hot touches only z_b[y_b], at the flat index loss_forward found."""
         xp, e, C = self.xp, self.smoothing, out.shape[2]
         xp.multiply(batch.probs, scale, out=out)
         if e:
             xp.subtract(out, e / C * scale, out=out)
-        xp.equal(targets[:, :, None], self._classes, out=batch.onehot)  # (G, B, C)
-        xp.multiply(batch.onehot, (1 - e) * scale, out=batch.onehot_f)
-        xp.subtract(out, batch.onehot_f, out=out)
+        flat = out.reshape(-1)
+        xp.take(flat, batch.logit_index, out=batch.picked)
+        xp.subtract(batch.picked, (1 - e) * scale, out=batch.picked)
+        flat.put(batch.logit_index, batch.picked, mode="clip")
         return out
 
     def update(self) -> None:
@@ -206,7 +204,7 @@ class GroupedMLP:
         xp.add(self.loss_sum, batch.loss, out=self.loss_sum)
         xp.add(self.correct_sum, batch.correct, out=self.correct_sum)
         rows = batch.targets.shape[1]
-        dz = self.loss_backward(batch, batch.targets, 1.0 / rows, out=logits)
+        dz = self.loss_backward(batch, 1.0 / rows, out=logits)
         self.backward(batch, dz)
         self.update()
 
