@@ -60,12 +60,17 @@ def sweep(
     try:
         spec = load_sweep(config, set_ or [], grid or [], samples, sample_seed)
         figure_formats = _formats(formats or ["png"])
+        grouped = _wants_groups(group, [t.config for t in spec.trials])
         if dry_run:
             out.print(trials_table(spec))
-            _print_groups(spec, group)
+            if grouped:
+                _print_groups(spec)
             return
         runner = _executor(executor, workers, scheduler)
-        runner = _grouped(runner, group, [t.config for t in spec.trials])
+        if grouped:
+            from mlptrain.sweep.grouping import GroupingExecutor
+
+            runner = GroupingExecutor(runner)
         with SweepRenderer(out) as renderer:
             result = run_sweep(spec, RunStore(runs_dir).root, runner, renderer, figure_formats)
     except MlptrainError as exc:
@@ -90,24 +95,23 @@ def _formats(formats: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(formats))
 
 
-def _print_groups(spec, mode: str) -> None:
-    from mlptrain.cli.sweep_render import grouping_text
-    from mlptrain.sweep.grouping import device_limit, plan_groups, wants_groups
-    from mlptrain.sweep.trial import TrialTask
-
-    _grouped(None, mode, [])  # checks the option's value
-    if wants_groups([t.config for t in spec.trials], mode):
-        tasks = [TrialTask(t.index, t.name, t.config, "") for t in spec.trials]
-        out.print(grouping_text(*plan_groups(tasks, device_limit)), highlight=False)
-
-
-def _grouped(runner, mode: str, configs: list):
-    from mlptrain.sweep.grouping import GROUP_MODES, GroupingExecutor, wants_groups
+def _wants_groups(mode: str, configs: list) -> bool:
+    """Whether the trials train in groups (--group, checked here)."""
+    from mlptrain.sweep.grouping import GROUP_MODES, wants_groups
 
     if mode not in GROUP_MODES:
         raise typer.BadParameter(f"{mode!r} is not one of {', '.join(GROUP_MODES)}.",
                                  param_hint="--group")
-    return GroupingExecutor(runner) if wants_groups(configs, mode) else runner
+    return wants_groups(configs, mode)
+
+
+def _print_groups(spec) -> None:
+    from mlptrain.cli.sweep_render import grouping_text
+    from mlptrain.sweep.grouping import device_limit, plan_groups
+    from mlptrain.sweep.trial import TrialTask
+
+    tasks = [TrialTask(t.index, t.name, t.config, "") for t in spec.trials]
+    out.print(grouping_text(*plan_groups(tasks, device_limit)), highlight=False)
 
 
 def _executor(name: str, workers: int | None, scheduler: str | None):

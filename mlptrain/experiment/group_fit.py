@@ -318,12 +318,12 @@ def _draw_figures(members: list[_Member]) -> None:
         processes = 1
     args = ([str(m.run.path) for m in todo], [m.p.config.report.format for m in todo])
     if processes == 1:
-        for path, fmt in zip(*args):
-            draw_saved_run_figures(path, fmt)
-        return
-    with ProcessPoolExecutor(processes, multiprocessing.get_context("spawn")) as pool:
-        for m, figures in zip(todo, pool.map(draw_saved_run_figures, *args)):
-            m.summary["figures"] = figures
+        records = list(map(draw_saved_run_figures, *args))
+    else:
+        with ProcessPoolExecutor(processes, multiprocessing.get_context("spawn")) as pool:
+            records = list(pool.map(draw_saved_run_figures, *args))
+    for m, figures in zip(todo, records):  # what each run's summary.json now says
+        m.summary["figures"] = figures
 
 
 def _interrupt(members: list[_Member], start: float, on_event) -> None:

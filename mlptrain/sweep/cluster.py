@@ -139,9 +139,8 @@ def _dask_task(task: TrialTask | GroupTask, stop_name: str,
         events.put({"kind": type(event).__name__, **asdict(event)})
 
     if isinstance(task, GroupTask):
-        from mlptrain.sweep.grouping import run_group
+        from mlptrain.sweep.grouping import run_group_task
 
-        with contextlib.suppress(KeyboardInterrupt):  # stopped: members said interrupted
-            run_group(task.tasks, report, stop.is_set)
+        run_group_task(task, report, stop.is_set)
         return ended
     return run_trial(task, report, stop.is_set)

@@ -171,7 +171,9 @@ def _worker_main(task_q, event_q, stop, parent_pid: int) -> None:
         if task is None:
             break
         if isinstance(task, GroupTask):  # its members report their own TrialFinished
-            _run_group(task, lambda e: lifeline.lost or event_q.put(e), should_stop)
+            from mlptrain.sweep.grouping import run_group_task
+
+            run_group_task(task, lambda e: lifeline.lost or event_q.put(e), should_stop)
             if lifeline.lost or stop.is_set():
                 break
             continue
@@ -183,15 +185,6 @@ def _worker_main(task_q, event_q, stop, parent_pid: int) -> None:
         # skip the queues' exit handlers: flushing events nobody reads could block for ever
         # (a normal exit must flush: the last TrialFinished may still be in the feeder)
         os._exit(0)
-
-
-def _run_group(task: GroupTask, report, should_stop) -> None:
-    from mlptrain.sweep.grouping import run_group
-
-    try:
-        run_group(task.tasks, report, should_stop)
-    except KeyboardInterrupt:  # stopped: its members were reported interrupted
-        pass
 
 
 class Lifeline:

@@ -54,9 +54,7 @@ def group_key(config) -> tuple:
     resolved.pop("name", None)
     for section, key in VARYING:
         resolved[section].pop(key)
-    hidden = config.model.hidden
-    depth = len(hidden) if isinstance(hidden, list) else 1
-    return depth, repr(sorted(resolved.items()))
+    return len(config.model.hidden), repr(sorted(resolved.items()))
 
 
 def plan_groups(tasks: list[TrialTask], limit: Callable[[list[TrialTask]], int]
@@ -93,7 +91,7 @@ def device_limit(tasks: list[TrialTask]) -> int:
     if free is None:
         return len(tasks)
     widest = copy.deepcopy(config)
-    widths = [_widths(t.config) for t in tasks]
+    widths = [t.config.model.hidden for t in tasks]
     widest.model.hidden = [max(w[i] for w in widths) for i in range(len(widths[0]))]
     samples, features, classes = memory.data_shape(config.data)
     need = memory.estimate(widest, samples, features, classes)
@@ -101,11 +99,6 @@ def device_limit(tasks: list[TrialTask]) -> int:
     per_model = need.parameters + need.activations
     room = MEMORY_SHARE * free - seeds * need.data_device
     return max(1, int(room // per_model))
-
-
-def _widths(config) -> list[int]:
-    hidden = config.model.hidden
-    return list(hidden) if isinstance(hidden, list) else [hidden]
 
 
 def wants_groups(configs: list, mode: str) -> bool:
@@ -127,7 +120,7 @@ def wants_groups(configs: list, mode: str) -> bool:
 
 def group_cost(group: list[TrialTask]) -> int:
     """A group's work, roughly: members x the widest member's units x epochs."""
-    widest = max(sum(_widths(t.config)) for t in group)
+    widest = max(sum(t.config.model.hidden) for t in group)
     return len(group) * widest * group[0].config.train.epochs
 
 
@@ -143,8 +136,6 @@ class GroupingExecutor:
                  devices: list[str] | None = None):
         self.rest, self.limit = rest, limit
         self.devices = visible_gpus() if devices is None else list(devices)
-        self.workers = getattr(rest, "workers", None)
-        self.threads = getattr(rest, "threads", None)
 
     def describe(self) -> str:
         if getattr(self.rest, "takes_groups", False):
@@ -183,6 +174,16 @@ def visible_gpus() -> list[str]:
     count = gpu_count()
     listed = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     return listed[:count] if listed else [str(i) for i in range(count)]
+
+
+def run_group_task(task: GroupTask, report: Callable[[Any], None],
+                   should_stop: Callable[[], bool]) -> None:
+    """run_group as a worker process runs it: a stop ends it quietly (its members have been
+    reported interrupted; the worker takes no more work)."""
+    try:
+        run_group(task.tasks, report, should_stop)
+    except KeyboardInterrupt:
+        pass
 
 
 def run_group(tasks: list[TrialTask], report: Callable[[Any], None],
