@@ -6,13 +6,14 @@ time, and a batched PyTorch reference (issue 17).
 Cases:
 - `grouped`: `mlptrain sweep configs/mnist-capacity.toml --set train.device=cuda` (the 24 trials,
   widths 2..256 x 3 seeds, 5 epochs), as a user runs it; its trials share one batched model.
-- `alone`: the same with `--group off --workers 0`: every trial trained in turn in one process
-  (no process start or CUDA context per trial: the fairest one-at-a-time).
+- `alone`: the same with `--group off --workers 0` and no figures: every trial trained in turn
+  in one process (no process start or CUDA context per trial: the fairest one-at-a-time).
 - `torch`: the same 24 nets as ONE PyTorch model: every net padded to width 256 with a unit
   mask, its own shuffle per epoch, one `torch.bmm` per layer, Nesterov SGD with each net's
   cosine rate; eager (no CUDA graph), float32, TF32 off.
 - `--big`: 8 widths x 10 seeds x 3 learning rates = 240 models, grouped, to show how the cost
-  grows with the number of models (per-model time against `alone`'s per-trial time).
+  grows with the number of models (per-model time against `alone`'s per-trial time; neither
+  draws figures).
 
 Reported: wall seconds of each command (kernels compiled and cached beforehand by a warm-up),
 the training seconds (the sum of epoch seconds a run records: training plus its validation
@@ -139,6 +140,17 @@ def main() -> None:
     args = parser.parse_args()
     cases = args.only.split(",")
     results = {}
+    # each case's row as soon as it is measured (a long run cut short still shows the rest)
+    print(f"| case | trials | wall s | training s | per trial (wall) | "
+          f"{' | '.join(f'w{w}' for w in WIDTHS)} |")
+    print(f"|---|---|---|---|---|{'---|' * len(WIDTHS)}", flush=True)
+
+    def record(name: str, r: dict) -> None:
+        results[name] = r
+        acc = " | ".join(f"{100 * r['accuracy'].get(w, float('nan')):.1f}" for w in WIDTHS)
+        print(f"| {name} | {r['trials']} | {r['wall']:.2f} | {r['training']:.2f} | "
+              f"{r['wall'] / r['trials']:.3f} | {acc} |", flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # warm-up: compiles and caches the kernels of both paths, so no case pays for it
@@ -147,28 +159,22 @@ def main() -> None:
                   "--grid", "train.seed=0", "--set", "report.plots=false", *path)
         epochs = ["--set", f"train.epochs={args.epochs}"]
         if "grouped" in cases:
-            results["mlptrain grouped"] = sweep(tmp / "grouped", *epochs)
-        if "alone" in cases:
-            results["mlptrain one at a time"] = sweep(tmp / "alone", *epochs, "--group", "off",
-                                                      "--workers", "0")
+            record("mlptrain grouped", sweep(tmp / "grouped", *epochs))
         if "torch" in cases:
             try:
-                results["PyTorch batched (eager)"] = torch_reference(args.epochs)
+                record("PyTorch batched (eager)", torch_reference(args.epochs))
             except ImportError as exc:
                 print(f"PyTorch reference skipped: {exc}")
         if args.big:
-            results["mlptrain grouped, 240 models"] = sweep(
+            record("mlptrain grouped, 240 models", sweep(
                 tmp / "big", *epochs, "--grid", "train.seed=0,1,2,3,4,5,6,7,8,9",
-                "--grid", "optimizer.lr=0.05,0.1,0.2", "--set", "report.plots=false")
-    print(f"\n| case | trials | wall s | training s | per trial (wall) | "
-          f"{' | '.join(f'w{w}' for w in WIDTHS)} |")
-    print(f"|---|---|---|---|---|{'---|' * len(WIDTHS)}")
-    for name, r in results.items():
-        acc = " | ".join(f"{100 * r['accuracy'].get(w, float('nan')):.1f}" for w in WIDTHS)
-        print(f"| {name} | {r['trials']} | {r['wall']:.2f} | {r['training']:.2f} | "
-              f"{r['wall'] / r['trials']:.3f} | {acc} |")
+                "--grid", "optimizer.lr=0.05,0.1,0.2", "--set", "report.plots=false"))
+        if "alone" in cases:
+            # figures off, as in the 240-model case that it is compared with per model
+            record("mlptrain one at a time (no figures)", sweep(
+                tmp / "alone", *epochs, "--group", "off", "--workers", "0",
+                "--set", "report.plots=false"))
     print(json.dumps(results, default=float))
-
 
 if __name__ == "__main__":
     main()

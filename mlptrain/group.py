@@ -7,9 +7,9 @@ sweep's nets are too small to keep a GPU busy one at a time; stacked, they are o
 
 Padding. The stacks are as wide as the group's widest model: model g's layer i is the
 top-left (I_g, O_g) corner of the (I, O) slice g, the rest zero. Padding changes no number:
-a padded unit gets zero weights and bias, so its pre-activation is 0, and its output is
-multiplied by the unit mask (0) before the next layer reads it; the next layer's weights from
-it are zero too. So every gradient of a padded weight is exactly 0 (its input or its delta
+a padded unit gets zero weights and bias, so its pre-activation is 0, and its output is 0
+(f(0) = 0 for relu and tanh; for an f with f(0) != 0, such as sigmoid, it is multiplied by
+the unit mask, 0); the next layer's weights from it are zero too. So every gradient of a padded weight is exactly 0 (its input or its delta
 is), weight decay of a zero weight is 0, and the padding stays zero for the whole run.
 
 Shapes: G models, B the batch, I a layer's (padded) inputs, O its (padded) outputs, C the
@@ -37,7 +37,6 @@ class GroupBatch:
 
     acts: list  # acts[i] (G, B, sizes[i]); acts[0] the gathered inputs
     deltas: list  # deltas[i] (G, B, sizes[i]) = dL/d acts[i], hidden layers only
-    scratch: object  # (G, B, widest hidden) for the activations' backward
     flat_index: object  # (G, B) rows of the flattened data pool
     targets: object  # (G, B) class indices
     probs: object  # (G, B, C) softmax of the logits, kept for the backward
@@ -78,7 +77,11 @@ class GroupedMLP:
             self.load_state_dict(g, m.state_dict())  # the weights it was initialised with alone
             for i, mask in enumerate(masks):
                 mask[g, 0, :m.sizes[i + 1]] = 1
-        self.masks = [ops.asarray(mask, self.dtype) for mask in masks]
+        # Where f(0) = 0 (relu, tanh, ...) a padded unit's output is already 0 and its mask
+        # would multiply by 1 or 0 for nothing; only an f(0) != 0 (sigmoid) needs it.
+        zero_at_zero = not self.activation.forward(np, np.zeros(1, self.dtype),
+                                                   out=np.empty(1, self.dtype)).any()
+        self.masks = None if zero_at_zero else [ops.asarray(m, self.dtype) for m in masks]
         self.dWt = [xp.zeros_like(w) for w in self.Wt]
         self.db = [xp.zeros_like(b) for b in self.b]
         self.vWt = [xp.zeros_like(w) for w in self.Wt]
@@ -86,8 +89,10 @@ class GroupedMLP:
         wd = np.asarray(weight_decay, np.float64).reshape(G, 1, 1)
         self.weight_decay = ops.asarray(wd, self.dtype) if wd.any() else None
         self.lr = xp.zeros((G, 1, 1), self.dtype)  # this step's rates, set before each step
-        self.loss_sum = xp.zeros(G, xp.float64)  # the epoch's running sums, per model
-        self.correct_sum = xp.zeros(G, xp.int64)
+        self.sums = xp.zeros((G, 2), xp.float64)  # the epoch's running sums, per model:
+        self.loss_sum, self.correct_sum = self.sums[:, 0], self.sums[:, 1]  # loss, correct
+        # the loss in one kernel where the backend has one (the same formulas as below)
+        self.fused_loss = ops.grouped_softmax_xent
         self._batches: dict[int, GroupBatch] = {}
 
     # -- buffers ----------------------------------------------------------------------------
@@ -97,11 +102,9 @@ class GroupedMLP:
         if found is None:
             xp, G, C = self.xp, self.G, self.sizes[-1]
             new = lambda *shape, dtype=self.dtype: xp.zeros(shape, dtype)  # noqa: E731
-            act = self.activation.scratch_dtype or self.dtype
             found = self._batches[rows] = GroupBatch(
                 acts=[new(G, rows, n) for n in self.sizes],
                 deltas=[None] + [new(G, rows, n) for n in self.sizes[1:-1]],
-                scratch=new(G, rows, max(self.sizes[1:-1], default=1), dtype=act),
                 flat_index=new(G, rows, dtype=xp.int64), targets=new(G, rows, dtype=xp.int64),
                 probs=new(G, rows, C), m=new(G, rows, 1), s=new(G, rows, 1),
                 logit_index=new(G * rows, dtype=xp.int64),
@@ -119,9 +122,11 @@ class GroupedMLP:
         xp, last = self.xp, self.depth - 1
         for i in range(self.depth):
             z = self.ops.grouped_matmul(acts[i], self.Wt[i], out=acts[i + 1])  # (G, B, O)
-            xp.add(z, self.b[i], out=z)
-            if i < last:
-                self.activation.forward(xp, z, out=z)
+            if i == last:
+                xp.add(z, self.b[i], out=z)
+                break
+            self.ops.bias_activation(z, self.b[i], self.activation, out=z)  # y = f(z + b)
+            if self.masks is not None:
                 xp.multiply(z, self.masks[i], out=z)  # padded units read as 0 downstream
         return acts[-1]
 
@@ -132,13 +137,12 @@ class GroupedMLP:
             # dWt (G, I, O) = x^T (G, I, B) @ dz (G, B, O)
             self.ops.grouped_matmul(acts[i], dz, out=self.dWt[i], trans_a=True)
             # db (G, 1, O) = sum over the batch of dz
-            xp.sum(dz, axis=1, keepdims=True, out=self.db[i])
+            self.ops.sum_rows(dz, out=self.db[i])
             if i == 0:
                 break
             # dy (G, B, I) = dz (G, B, O) @ Wt^T (G, O, I); then dz = dy * f'(z), from y
             dy = self.ops.grouped_matmul(dz, self.Wt[i], out=batch.deltas[i], trans_b=True)
-            scratch = batch.scratch[:, :, :dy.shape[2]]
-            dz = self.activation.backward(xp, acts[i], dy, out=dy, scratch=scratch)
+            dz = self.ops.activation_backward(self.activation, acts[i], dy, out=dy)
 
     def loss_forward(self, logits, targets, batch: GroupBatch) -> None:
         """Softmax cross-entropy with label smoothing e per model, as nn.SoftmaxCrossEntropy:
@@ -200,11 +204,15 @@ class GroupedMLP:
         xp.take(X_flat, batch.flat_index, axis=0, out=batch.acts[0])
         xp.take(y_flat, batch.flat_index, out=batch.targets)
         logits = self.forward(batch.acts)
-        self.loss_forward(logits, batch.targets, batch)
-        xp.add(self.loss_sum, batch.loss, out=self.loss_sum)
-        xp.add(self.correct_sum, batch.correct, out=self.correct_sum)
-        rows = batch.targets.shape[1]
-        dz = self.loss_backward(batch, 1.0 / rows, out=logits)
+        scale = 1.0 / batch.targets.shape[1]  # the mean over the batch
+        if self.fused_loss is not None:  # logits <- dL/dz scale, sums += loss, correct
+            self.fused_loss(logits, batch.targets, self.smoothing, scale, self.sums)
+            dz = logits
+        else:
+            self.loss_forward(logits, batch.targets, batch)
+            xp.add(self.loss_sum, batch.loss, out=self.loss_sum)
+            xp.add(self.correct_sum, batch.correct, out=self.correct_sum)
+            dz = self.loss_backward(batch, scale, out=logits)
         self.backward(batch, dz)
         self.update()
 
@@ -215,7 +223,7 @@ class GroupedMLP:
         xp, G = self.xp, self.G
         n = X.shape[-2]
         rows = max(64, EVAL_ELEMENTS // (G * sum(self.sizes)))
-        loss, correct = xp.zeros(G, xp.float64), xp.zeros(G, xp.int64)
+        sums = xp.zeros((G, 2), xp.float64)  # per model: summed loss, correct
         for start in range(0, n, rows):
             stop = min(start + rows, n)
             batch = self.batch(stop - start)
@@ -223,10 +231,22 @@ class GroupedMLP:
                 x, t = X[start:stop], xp.broadcast_to(y[start:stop], (G, stop - start))
             else:
                 x, t = X[pick, start:stop], y[pick, start:stop]
-            self.loss_forward(self.forward([x] + batch.acts[1:]), t, batch)
-            loss += batch.loss
-            correct += batch.correct
-        return loss, correct
+            logits = self.forward([x] + batch.acts[1:])
+            if self.fused_loss is not None:
+                self.fused_loss(logits, t, self.smoothing, None, sums)
+                continue
+            self.loss_forward(logits, t, batch)
+            sums[:, 0] += batch.loss
+            sums[:, 1] += batch.correct
+        return sums[:, 0], sums[:, 1]
+
+    def snapshot(self) -> list:
+        """Copies of what a step changes for good (parameters and velocities), for restore."""
+        return [x.copy() for x in self.Wt + self.b + self.vWt + self.vb]
+
+    def restore(self, saved: list) -> None:
+        for x, copy in zip(self.Wt + self.b + self.vWt + self.vb, saved):
+            x[...] = copy
 
     # -- the models, one by one ---------------------------------------------------------------
 

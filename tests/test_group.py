@@ -80,11 +80,12 @@ def rel(a, b) -> float:
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-300))
 
 
-def assert_each_member_matches_alone(store: RunStore, group: list, results: list) -> list:
-    """Trains every config of `group` alone and compares it with its member; returns the
-    members' summaries."""
+def assert_each_member_matches_alone(store: RunStore, group: list, results: list,
+                                     alone_configs: list | None = None) -> list:
+    """Trains every config of `group` alone (or its twin in `alone_configs`, e.g. the same on
+    the CPU) and compares it with its member; returns the members' summaries."""
     summaries = []
-    for config, result in zip(group, results, strict=True):
+    for config, result in zip(alone_configs or group, results, strict=True):
         alone = fit_experiment(config, store)
         member = store.find(result.run_id)
         mine, want = member.read_weights(), dict(np.load(alone.path / "weights.npz"))
@@ -116,7 +117,9 @@ def test_each_member_of_a_group_reaches_what_it_reaches_alone(runs_dir, device, 
     group = configs(device, activation, smoothing, nesterov)
     results = fit_group(group, store)
     assert [r.status for r in results] == ["completed"] * 3
-    assert_each_member_matches_alone(store, group, results)
+    # a GPU group against the same trials alone on the CPU: the fused kernels against NumPy
+    assert_each_member_matches_alone(store, group, results,
+                                     configs("cpu", activation, smoothing, nesterov))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -126,7 +129,8 @@ def test_members_stop_early_on_their_own_and_keep_their_best_epoch(runs_dir, dev
                    "optimizer.lr=0.3"] for p in POINTS]
     store = RunStore(runs_dir)
     group = configs(device, points=points)
-    summaries = assert_each_member_matches_alone(store, group, fit_group(group, store))
+    summaries = assert_each_member_matches_alone(store, group, fit_group(group, store),
+                                                 configs("cpu", points=points))
     assert all(s["stopped_early"] and s["epochs_completed"] < 6 for s in summaries)
 
 

@@ -19,8 +19,10 @@ dtype unless said; `out` is written and returned; nothing allocates in steady st
     grouped_matmul(a, b, out, trans_a=False, trans_b=False)   out[g] = op(a[g]) @ op(b[g]) for a
         stack of G models (group.py); a may be one (B, I) that every model reads
     sum_rows(a (B, O), out (O,))                           out[j] = sum_i a[i, j]
+        (a group's stack: a (G, B, O), out (G, 1, O), per model)
     row_norms_squared(w (O, I), out (O,))                  out[j] = sum_i w[j, i]^2
     bias_activation(z (B, O), bias (O,), activation, out)  z += bias; out = f(z) (out may be z)
+        (a group's stack: z (G, B, O), bias (G, 1, O))
     add_bias(z (B, O), bias (O,))                          z += bias, in place
     activation_backward(activation, y, dy, out)            out = dy * f'(z), read from y = f(z)
         (out may be dy); activation.name says which f
@@ -28,6 +30,9 @@ dtype unless said; `out` is written and returned; nothing allocates in steady st
         device scalars: the summed (not mean) loss in float64, and the correct predictions;
         cache = loss.new_cache(xp, B, C, dtype) keeps what backward needs (e.g. .probs)
     loss_backward(loss, cache, targets, scale, out (B, C)) out = dL_sum/dlogits * scale
+    grouped_softmax_xent(logits (G, B, C), targets (G, B), smoothing, scale, sums (G, 2))
+        optional (None where absent): group.py's loss fused; sums[g] += (loss, correct) of
+        model g; with a scale, logits <- dL/dlogits * scale (GroupedMLP's formulas)
     sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
         in place on same-shaped arrays (the optimizer passes a model's whole flat buffer):
         g' = g + wd p;  v <- mu v + g';  p <- p - lr (mu v + g' if nesterov else v)

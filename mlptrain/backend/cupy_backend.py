@@ -81,6 +81,7 @@ class CupyBackend(Backend):
         self.on_event = lambda event: None  # the loop sets it: hears first-use compiles
         self.gemm = Gemm(self.kernels)
         self._epochs = {}  # (step, model, optimizer, data) -> captured epoch
+        self._parts = {}  # (models, blocks) -> grouped_softmax_xent's per-block sums
 
     def function(self, name: str):
         return self.kernels(name)
@@ -156,9 +157,9 @@ class CupyBackend(Backend):
         return out
 
     def sum_rows(self, a, out):
-        """out[j] = sum_i a[i, j]."""
-        rows, cols = a.shape
-        self.kernel("sum_rows", a.dtype)((-(-cols // 32),), (32, 8),
+        """out[j] = sum_i a[i, j]; for a group's stack a (G, B, O), out (G, 1, O) per model."""
+        stack, rows, cols = a.shape if a.ndim == 3 else (1, *a.shape)
+        self.kernel("sum_rows", a.dtype)((-(-cols // 32), stack), (32, 8),
                                          (a, out, np.int32(rows), np.int32(cols)))
         return out
 
@@ -168,10 +169,12 @@ class CupyBackend(Backend):
         if act is None:
             cp.add(z, bias, out=z)
             return activation.forward(cp, z, out=out)
-        rows, cols = z.shape
+        cols = z.shape[-1]
+        rows = z.size // cols
+        per_bias = z.size // (bias.size // cols)  # a group's z (G, B, O) and bias (G, 1, O)
         self.kernel("bias_activation", z.dtype)(
             (_blocks(rows * cols),), (THREADS,),
-            (z, bias, out, np.int64(rows), np.int32(cols), np.int32(act),
+            (z, bias, out, np.int64(rows), np.int32(cols), np.int64(per_bias), np.int32(act),
              z.dtype.type(getattr(activation, "slope", 0.0))))
         return out
 
@@ -202,6 +205,22 @@ class CupyBackend(Backend):
              logits.dtype.type(0), np.float64(loss.smoothing), parts))
         self.function("sum_parts")((1,), (2,), (parts, np.int32(blocks), acc))
         return acc[0], acc[1]
+
+    def grouped_softmax_xent(self, logits, targets, smoothing: float, scale, sums):
+        """group.py's loss in one kernel, the formulas of GroupedMLP.loss_forward and
+        loss_backward: sums (G, 2) float64 += each model's (summed loss, correct) over its rows
+        of logits (G, B, C), targets (G, B); with a scale, logits <- dL/dz * scale in place."""
+        G, rows, classes = logits.shape
+        blocks = -(-rows // XENT_ROWS)
+        parts = self._parts.get((G, blocks))  # kept: a captured step allocates nothing
+        if parts is None:
+            parts = self._parts[G, blocks] = cp.empty(2 * G * blocks, dtype=np.float64)
+        grad = NULL if scale is None else logits
+        self.kernel("softmax_xent", logits.dtype)(
+            (blocks, G), (XENT_ROWS,),
+            (logits, NULL, cp.ascontiguousarray(targets), NULL, NULL, grad, np.int32(rows),
+             np.int32(classes), logits.dtype.type(scale or 0), np.float64(smoothing), parts))
+        self.function("sum_parts")((G,), (2,), (parts, np.int32(blocks), sums))
 
     def loss_backward(self, loss: nn.Loss, cache, targets, scale: float, out):
         if loss.name != "softmax_cross_entropy":
@@ -252,12 +271,14 @@ class CupyBackend(Backend):
 
     # -- the whole-epoch fast path (the loop asks for it when graph_blockers finds nothing) ----
 
-    def capture(self, launch):
+    def capture(self, launch, prepare=None):
         """launch() captured as one CUDA graph on a stream of its own, replayed on the current
         stream (so it runs after the uploads before it); None with MLPTRAIN_CUDA_GRAPH=0 or
         when the capture fails (then `capture_failure` says why and the caller runs eagerly)."""
         if not self.graph:
             return None
+        if prepare is not None:
+            prepare()
         stream = cp.cuda.Stream(non_blocking=True)
         cp.cuda.get_current_stream().synchronize()
         try:

@@ -28,10 +28,16 @@ class Backend:
         when it can. A backend without an epoch graph runs eagerly and says where."""
         return [self.device]
 
-    def capture(self, launch):
+    # Optional: group.py's loss fused into one kernel (the CUDA backend). None here: the
+    # model's own formulas run instead (GroupedMLP.loss_forward and loss_backward).
+    grouped_softmax_xent = None
+
+    def capture(self, launch, prepare=None):
         """A callable that replays what `launch()` enqueues on the device (a captured graph),
         or None when this backend cannot capture: then the caller runs launch itself. What
-        launch touches must stay allocated, in place, between replays."""
+        launch touches must stay allocated, in place, between replays. `prepare()`, called
+        only when a capture will be tried, runs first (and eagerly): it makes what the
+        launches need exist, and undoes what it changed."""
         return None
 
     def __getattr__(self, name: str):

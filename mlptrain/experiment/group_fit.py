@@ -164,8 +164,7 @@ class _GroupData:
 class _Epochs:
     """Runs the group's epochs: each member's shuffle order and rates uploaded into buffers
     that stay put, then the epoch's steps, eagerly (with progress every few steps) or, on a
-    device that can capture, as one graph replayed per epoch: captured once the first epoch
-    has run eagerly (so every buffer a step touches exists), then replayed."""
+    device that can capture, as one graph replayed per epoch, from the first epoch on."""
 
     def __init__(self, group: GroupedMLP, members: list[_Member], data: _GroupData):
         self.group, self.members, self.data = group, members, data
@@ -186,10 +185,9 @@ class _Epochs:
         lrs = np.stack([m.p.step.schedule.lrs(first, steps) for m in members], axis=1)
         lrs[:, [m.frozen for m in members]] = 0.0  # p <- p - 0 (...) stays put
         self.lrs[...] = ops.asarray(lrs, group.dtype)
-        group.loss_sum.fill(0)
-        group.correct_sum.fill(0)
-        if self.graph is None and epoch > 1:
-            self.graph = ops.capture(lambda: self.steps(0, steps))
+        if epoch == 1:
+            self.graph = ops.capture(lambda: self.steps(0, steps), prepare=self.warm_up)
+        group.sums.fill(0)
         if self.graph is not None:
             self.graph()
             self.progress(epoch, steps, on_event)
@@ -213,6 +211,16 @@ class _Epochs:
             batch.flat_index[...] = rows
             group.lr[:, 0, 0] = self.lrs[s]
             group.train_step(batch, self.data.X_flat, self.data.y_flat)
+
+    def warm_up(self) -> None:
+        """Runs the epoch's first and last step once and undoes them: every buffer (both batch
+        sizes) and every kernel a step uses then exists, as a capture needs."""
+        saved = self.group.snapshot()
+        last = self.step.steps_per_epoch - 1
+        self.steps(0, 1)
+        if last:
+            self.steps(last, last + 1)
+        self.group.restore(saved)
 
     def progress(self, epoch: int, done: int, on_event) -> None:
         seen = min(done * self.step.batch_size, self.data.n)

@@ -268,13 +268,15 @@ __global__ void splitk_reduce(const T* __restrict__ partial, int splits, int M, 
 // ---------------------------------------------------------------------------------------------
 // Element-wise work of the eager path.
 // ---------------------------------------------------------------------------------------------
+// A stack of G models (group.py) passes z (G, B, cols) as rows = G B and per_bias = B cols: each
+// model adds its own bias row; a single model passes per_bias = rows cols.
 template <typename T>
 __global__ void bias_activation(T* z, const T* __restrict__ bias, T* out,  // out may be z
-                                long long rows, int cols, int act, T slope) {
+                                long long rows, int cols, long long per_bias, int act, T slope) {
     const long long total = rows * cols;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
          e += (long long)gridDim.x * blockDim.x) {
-        const T v = z[e] + bias[e % cols];
+        const T v = z[e] + bias[(e / per_bias) * cols + e % cols];
         z[e] = v;  // z + bias, as the NumPy backend leaves it
         out[e] = act_forward<T>(v, act, slope);
     }
@@ -288,10 +290,13 @@ __global__ void activation_backward(const T* __restrict__ y, const T* dy, T* out
         out[e] = act_backward<T>(y[e], dy[e], act, slope);
 }
 
-// out[j] = sum_i a[i, j]: a (rows, cols); block (32, 8), each column summed in a fixed order
+// out[j] = sum_i a[i, j]: a (rows, cols); block (32, 8), each column summed in a fixed order.
+// blockIdx.y picks one of a stack of such matrices (group.py's models: a (G, rows, cols)).
 template <typename T>
 __global__ void sum_rows(const T* __restrict__ a, T* __restrict__ out, int rows, int cols) {
     __shared__ T part[8][33];
+    a += (long long)blockIdx.y * rows * cols;
+    out += (long long)blockIdx.y * cols;
     const int j = blockIdx.x * 32 + threadIdx.x;
     T s = T(0);
     if (j < cols)
@@ -339,8 +344,9 @@ __device__ void block_loss_parts(double loss, double correct, double* loss_part,
         __syncthreads();
     }
     if (threadIdx.x == 0) {
-        parts[2 * blockIdx.x] = loss_part[0];
-        parts[2 * blockIdx.x + 1] = correct_part[0];
+        const int block = blockIdx.y * gridDim.x + blockIdx.x;  // a group's models in turn
+        parts[2 * block] = loss_part[0];
+        parts[2 * block + 1] = correct_part[0];
     }
 }
 
@@ -352,6 +358,14 @@ softmax_xent(T* logits, const T* __restrict__ bias, const long long* __restrict_
     __shared__ double loss_part[XENT_ROWS];
     __shared__ double correct_part[XENT_ROWS];
     double loss = 0.0, correct = 0.0;
+    // A stack of G models (group.py): blockIdx.y is the model, `rows` its rows, `bias` (G, C);
+    // its blocks' parts follow the previous model's, and sum_parts adds them per model.
+    const long long model_rows = (long long)blockIdx.y * rows;
+    logits += model_rows * C;
+    if (bias) bias += (long long)blockIdx.y * C;
+    if (!gather) targets += model_rows;
+    if (probs) probs += model_rows * C;
+    if (grad) grad += model_rows * C;
     const int r = blockIdx.x * XENT_ROWS + threadIdx.x;
     if (r < rows) {
         T* z = logits + (long long)r * C;
@@ -389,8 +403,11 @@ softmax_xent(T* logits, const T* __restrict__ bias, const long long* __restrict_
     block_loss_parts(loss, correct, loss_part, correct_part, parts);
 }
 
-// acc[0] += sum of parts[2 i], acc[1] += sum of parts[2 i + 1], i < n, in order (one block of 2)
+// acc[0] += sum of parts[2 i], acc[1] += sum of parts[2 i + 1], i < n, in order (one block of 2
+// threads per model of a group: block g adds model g's n parts into acc[2 g], acc[2 g + 1])
 __global__ void sum_parts(const double* __restrict__ parts, int n, double* __restrict__ acc) {
+    parts += 2LL * n * blockIdx.x;
+    acc += 2 * blockIdx.x;
     double s = 0.0;
     for (int i = 0; i < n; ++i) s += parts[2 * i + threadIdx.x];
     acc[threadIdx.x] += s;
