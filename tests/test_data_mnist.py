@@ -178,3 +178,21 @@ def test_unwritable_data_directory_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="cannot be created") as info:
         load_mnist(blocker / "mnist", mirrors=["http://127.0.0.1:9/"])
     assert "data.path" in str(info.value)
+
+
+def test_the_last_files_loaded_are_reused_read_only_until_one_changes(tmp_path):
+    for f in VENDORED.glob("*.gz"):
+        shutil.copy(f, tmp_path / f.name)
+    first = load_mnist(tmp_path, download=False)
+    assert load_mnist(tmp_path, download=False) is first  # a sweep's trials read them once
+    with pytest.raises(ValueError):
+        first.train_images[0, 0] = 1  # shared by every run: nobody may write into them
+    labels = next(tmp_path.glob("t10k-labels*"))
+    stat = labels.stat()
+    os.utime(labels, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    again = load_mnist(tmp_path, download=False)
+    assert again is not first  # read (and verified) afresh
+    np.testing.assert_array_equal(again.test_labels, first.test_labels)
+    labels.write_bytes(gzip.compress(b"not an idx file"))
+    with pytest.raises(DataError):
+        load_mnist(tmp_path, download=False)

@@ -91,8 +91,13 @@ def load_mnist(
     progress: ProgressCallback | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> MnistArrays:
-    """Load the four MNIST files from data_dir, downloading missing ones if allowed."""
+    """Load the four MNIST files from data_dir, downloading missing ones if allowed. The last
+    files loaded are kept, read-only, and returned again while their size and modification
+    time are unchanged: a sweep's trials in one process read and verify them once."""
     data_dir = Path(data_dir)
+    key = _files_key(data_dir)
+    if key is not None and _last_loaded and _last_loaded[0] == key:
+        return _last_loaded[1]
     raw: dict[str, np.ndarray] = {}
     checksums: dict[str, str] = {}
     for logical_name, mnist_file in MNIST_FILES.items():
@@ -115,7 +120,7 @@ def load_mnist(
     test_images, test_labels = _checked_split(
         raw["test_images"], raw["test_labels"], "test", data_dir
     )
-    return MnistArrays(
+    loaded = MnistArrays(
         train_images=train_images,
         train_labels=train_labels,
         test_images=test_images,
@@ -123,6 +128,27 @@ def load_mnist(
         checksums=checksums,
         source=str(data_dir),
     )
+    for array in (loaded.train_images, loaded.train_labels, loaded.test_images,
+                  loaded.test_labels):
+        array.flags.writeable = False  # shared by every run that gets them
+    _last_loaded[:] = [_files_key(data_dir), loaded]
+    return loaded
+
+
+_last_loaded: list = []  # [files key, MnistArrays] of the last load_mnist
+
+
+def _files_key(data_dir: Path) -> tuple | None:
+    """What identifies the four files on disk (path, size, modification time); None when one
+    is missing."""
+    key = []
+    for mnist_file in MNIST_FILES.values():
+        local = _find_local(data_dir, mnist_file.name)
+        if local is None:
+            return None
+        stat = local.stat()
+        key.append((str(local.absolute()), stat.st_size, stat.st_mtime_ns))
+    return tuple(key)
 
 
 VENDORED = Path("data") / "mnist"  # where a clone of the repository keeps the four files

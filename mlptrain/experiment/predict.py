@@ -117,17 +117,24 @@ TAILS = (0.1, 99.9)  # percentiles of the training images bounding "like the tra
 UNCERTAIN = 1.0  # percentile of the validation set's top probabilities below which to warn
 
 
+def image_ranges(X_train: np.ndarray, input_shape: tuple[int, ...]) -> dict:
+    """For images, the range of the ink fraction and of the mean intensity over the training
+    images ({} otherwise): the part of reference_statistics that depends on the data alone."""
+    if len(input_shape) != 2 or not len(X_train):
+        return {}
+    ink = (X_train > INK_LEVEL).mean(axis=1)
+    mean = X_train.mean(axis=1)
+    return {"ink_fraction": [float(v) for v in np.percentile(ink, TAILS)],
+            "mean_intensity": [float(v) for v in np.percentile(mean, TAILS)]}
+
+
 def reference_statistics(X_train: np.ndarray, top_val: np.ndarray,
-                         input_shape: tuple[int, ...]) -> dict:
+                         input_shape: tuple[int, ...], images: dict | None = None) -> dict:
     """What predict compares an input with, from a finished run's own data: for images the
-    range of the ink fraction and of the mean intensity over the training images, and for
-    every run the validation set's low percentile of the top class probability."""
-    ref: dict = {}
-    if len(input_shape) == 2 and len(X_train):
-        ink = (X_train > INK_LEVEL).mean(axis=1)
-        mean = X_train.mean(axis=1)
-        ref["ink_fraction"] = [float(v) for v in np.percentile(ink, TAILS)]
-        ref["mean_intensity"] = [float(v) for v in np.percentile(mean, TAILS)]
+    range of the ink fraction and of the mean intensity over the training images (`images`,
+    image_ranges's answer when already known), and for every run the validation set's low
+    percentile of the top class probability."""
+    ref: dict = dict(image_ranges(X_train, input_shape) if images is None else images)
     if len(top_val):
         ref["top_probability"] = float(np.percentile(top_val, UNCERTAIN))
     ref["percentiles"] = list(TAILS)
