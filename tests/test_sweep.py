@@ -350,3 +350,25 @@ def test_a_stopped_trial_leaves_its_run_interrupted_never_running(sweep_file, tm
     assert result.status == "interrupted" and result.run_id
     # stopping at RunStarted would leave "running": the loop's events are where a trial stops
     assert Run(tmp_path / result.run_id).read_summary()["status"] == "interrupted"
+
+
+def test_trials_json_coalesces_a_burst_of_events_and_close_writes_the_rest(tmp_path):
+    from mlptrain.sweep.store import SweepDir
+
+    config = tmp_path / "a.toml"
+    config.write_text('name = "a"\n[data]\ndataset = "xor"\n[sweep]\n"train.seed" = [0, 1, 2]\n')
+    sweep = SweepDir(tmp_path / "runs", load_sweep(config))
+    sweep.open()  # writes trials.json: all pending
+    path = sweep.path / "trials.json"
+    for index in range(3):  # a group's members starting together
+        sweep.records[index]["status"] = "running"
+        sweep.write_trials(soon=True)
+    statuses = [t["status"] for t in json.loads(path.read_text())["trials"]]
+    assert statuses == ["pending"] * 3 and sweep.unwritten  # held back: written < 1 s ago
+    sweep.write_trials()  # an explicit write is never held back
+    assert [t["status"] for t in json.loads(path.read_text())["trials"]] == ["running"] * 3
+    sweep.records[0]["status"] = "completed"
+    sweep.write_trials(soon=True)
+    sweep.close()
+    assert json.loads(path.read_text())["trials"][0]["status"] == "completed"
+    assert not sweep.unwritten

@@ -104,9 +104,9 @@ def _record(sweep: SweepDir, event) -> None:
         record["run_id"] = event.run_id or record["run_id"]
         if event.run_id and event.status == "completed":
             _mark_run(sweep, record)  # Dask reports no start: mark the run at its end
-    else:
+    elif not sweep.unwritten:
         return
-    sweep.write_trials()
+    sweep.write_trials(soon=True)  # any event writes what was held back, once due
 
 
 def _mark_run(sweep: SweepDir, record: dict[str, Any]) -> None:

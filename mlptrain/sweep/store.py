@@ -13,7 +13,9 @@ resumes. A lock file keeps two processes from running one sweep at once.
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from mlptrain.runs import Run, atomic_write_text
 from mlptrain.runs.store import process_alive, remove_stale_temporaries
 from mlptrain.sweep.executors import SweepError
 from mlptrain.sweep.grid import SweepSpec
+
+TRIALS_SECONDS = 1.0  # write_trials(soon=True) writes trials.json at most this often
 
 SWEEPS_DIR = "sweeps"  # under the runs root; holds no config.toml, so it is not a run
 DONE = "completed"
@@ -34,6 +38,7 @@ class SweepDir:
         self.spec = spec
         self.path = runs_root / SWEEPS_DIR / spec.sweep_id
         self.records = self._records()
+        self._written_at, self._unwritten = -math.inf, False  # write_trials(soon=True)
 
     @property
     def lock_path(self) -> Path:
@@ -52,7 +57,14 @@ class SweepDir:
         atomic_write_text(self.path / "spec.json", json.dumps(spec, indent=2) + "\n")
         self.write_trials()
 
+    @property
+    def unwritten(self) -> bool:
+        """Records changed since trials.json was last written."""
+        return self._unwritten
+
     def close(self) -> None:
+        if self._unwritten:  # what write_trials(soon=True) held back
+            self.write_trials()
         self.lock_path.unlink(missing_ok=True)
 
     def _lock(self) -> None:
@@ -137,10 +149,19 @@ class SweepDir:
         except Exception:  # noqa: BLE001 - missing or damaged run files: run it again
             return False
 
-    def write_trials(self) -> None:
+    def write_trials(self, soon: bool = False) -> None:
+        """trials.json from the records: now, or with `soon` at most every TRIALS_SECONDS
+        (a group of 240 trials starts and ends in bursts, and each write holds every trial;
+        close() writes what is left). A record a crash keeps from being written costs
+        nothing: the next run adopts a trial whose run completed (is_done reads the run)."""
+        now = time.monotonic()
+        if soon and now - self._written_at < TRIALS_SECONDS:
+            self._unwritten = True
+            return
         data = {"sweep_id": self.spec.sweep_id,
                 "trials": [self.records[t.index] for t in self.spec.trials]}
         atomic_write_text(self.path / "trials.json", json.dumps(data, indent=2) + "\n")
+        self._written_at, self._unwritten = now, False
 
     def write_text(self, name: str, text: str) -> Path:
         atomic_write_text(self.path / name, text)
