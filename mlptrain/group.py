@@ -258,12 +258,14 @@ class GroupedMLP:
             self.Wt[i][g, :I, :O] = self.ops.asarray(state[f"layers.{i}.weight"].T, self.dtype)
             self.b[i][g, 0, :O] = self.ops.asarray(state[f"layers.{i}.bias"], self.dtype)
 
-    def state_dict(self, g: int) -> dict[str, np.ndarray]:
-        """Model g's parameters, unpadded, named and shaped as model.MLP.state_dict's."""
+    def state_dict(self, g: int, velocity: bool = False) -> dict[str, np.ndarray]:
+        """Model g's parameters (or, with `velocity`, their SGD velocities), unpadded, named
+        and shaped as model.MLP.state_dict's."""
+        Wt, b = (self.vWt, self.vb) if velocity else (self.Wt, self.b)
         sizes, state = self.model_sizes[g], {}
         for i in range(self.depth):
             I, O = sizes[i], sizes[i + 1]
-            state[f"layers.{i}.weight"] = np.array(self.ops.to_host(self.Wt[i][g, :I, :O]).T,
+            state[f"layers.{i}.weight"] = np.array(self.ops.to_host(Wt[i][g, :I, :O]).T,
                                                    order="C")
-            state[f"layers.{i}.bias"] = np.array(self.ops.to_host(self.b[i][g, 0, :O]))
+            state[f"layers.{i}.bias"] = np.array(self.ops.to_host(b[i][g, 0, :O]))
         return state

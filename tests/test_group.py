@@ -161,7 +161,41 @@ def test_the_padding_stays_zero_and_a_diverging_member_fails_alone(runs_dir):
     assert g.Wt[1][1, :, :24].all() and g.Wt[0][1].all()  # model 1 (40, 24) fills its part
 
 
-def test_an_interrupted_member_points_to_the_sweep_not_to_a_resume(runs_dir):
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("where", ["between epochs", "inside an epoch"])
+def test_a_stopped_group_leaves_checkpoints_that_fit_resume_finishes_alone(runs_dir, device,
+                                                                          where):
+    """Ctrl-C (a stop request, or a KeyboardInterrupt out of the progress display) writes each
+    member's checkpoint; `fit --resume` then reaches the weights of an uninterrupted run."""
+    from mlptrain.experiment import resume_experiment
+    from mlptrain.experiment.group_fit import GroupProgress, MemberStarted
+    from mlptrain.loop import StopFlag
+
+    points = [p + ["train.epochs=3"] for p in POINTS]
+    store, stop, started = RunStore(runs_dir), StopFlag(), []
+
+    def on_event(event):
+        if isinstance(event, MemberStarted):
+            started.append(event.run_id)
+        elif isinstance(event, GroupProgress) and event.epoch == 2:
+            if where == "between epochs" and event.step == event.steps:
+                stop.set()  # honoured before epoch 3
+            elif where == "inside an epoch":  # at epoch 2's first report (its end on a GPU)
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_group(configs(device, points=points), store, on_event, stop)
+    runs = [store.find(run_id) for run_id in started]
+    for run in runs:
+        summary = run.read_summary()
+        assert summary["status"] == "interrupted" and (run.path / "checkpoint.npz").exists()
+        assert summary["epochs_completed"] == (2 if where == "between epochs" else 1)
+    finished = [resume_experiment(store, run.run_id) for run in runs]
+    assert_each_member_matches_alone(store, configs(device, points=points), finished,
+                                     configs("cpu", points=points))
+
+
+def test_a_member_stopped_without_a_checkpoint_points_to_the_sweep(runs_dir):
     from mlptrain.errors import RunStoreError
     from mlptrain.experiment import resume_experiment
     from mlptrain.loop import StopFlag
@@ -172,6 +206,7 @@ def test_an_interrupted_member_points_to_the_sweep_not_to_a_resume(runs_dir):
         fit_group(configs(), RunStore(runs_dir), stop=stop)
     runs = RunStore(runs_dir).runs()
     assert [r.read_summary()["status"] for r in runs] == ["interrupted"] * 3
+    (runs[0].path / "checkpoint.npz").unlink()  # as when the stop came while steps ran
     with pytest.raises(RunStoreError, match="Run the same `mlptrain sweep` command again"):
         resume_experiment(RunStore(runs_dir), runs[0].run_id)
 

@@ -93,11 +93,11 @@ def resume_experiment(store: RunStore, ref: str,
     if summary.get("status") == "completed":
         raise RunStoreError(f"run {run.run_id} has already completed; there is nothing to "
                             "resume. Start a new run with `mlptrain fit`.")
-    if summary.get("path") == "grouped":
+    if summary.get("path") == "grouped" and not (run.path / "checkpoint.npz").exists():
         raise RunStoreError(f"run {run.run_id} was trained in a group of a sweep (`sweep "
-                            "--group`), which keeps no checkpoint to resume from. Run the same "
-                            "`mlptrain sweep` command again: it trains the interrupted trials "
-                            "afresh.")
+                            "--group`) and stopped while its steps were under way, so it has "
+                            "no checkpoint to resume from. Run the same `mlptrain sweep` "
+                            "command again: it trains the interrupted trials afresh.")
     checkpoint = run.read_checkpoint()  # before any work: a run without one cannot resume
     config = load_config(run.path / "config.toml")
     p = prepare(config, data_progress)

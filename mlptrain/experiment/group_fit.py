@@ -20,12 +20,15 @@ from typing import Any, Callable
 import numpy as np
 
 from mlptrain.config import Config
+from mlptrain.errors import TrainingError
 from mlptrain.experiment.diagnose import training_warnings
 from mlptrain.experiment.fit import finish_run, os_errors_fail, run_reference, start_summary
 from mlptrain.experiment.predict import image_ranges
 from mlptrain.experiment.setup import SPLITS, Prepared, prepare
 from mlptrain.group import GroupedMLP
-from mlptrain.loop import REPORTS_PER_EPOCH, StopFlag
+from mlptrain.loop import REPORTS_PER_EPOCH, StopFlag, TrainState
+from mlptrain.optim import build_optimizer
+from mlptrain.runs.checkpoint import checkpoint_arrays
 from mlptrain.memory import available_cores
 from mlptrain.runs import Run, RunStore
 
@@ -82,12 +85,14 @@ def fit_group(configs: list[Config], store: RunStore,
               stop: StopFlag | None = None) -> list[MemberFinished]:
     """Trains every config of the group into a new run; returns how each ended. A member
     whose loss stops being finite fails alone (its rate drops to 0; the others go on). A stop
-    request (or Ctrl-C) marks every member interrupted and raises KeyboardInterrupt; rerunning
-    the sweep trains those members afresh (a group keeps no mid-run checkpoint)."""
+    request (or Ctrl-C) marks every member interrupted, writes each training member's
+    checkpoint (the format `fit` writes: `mlptrain fit --resume RUN` continues it alone) and
+    raises KeyboardInterrupt."""
     stop = stop or StopFlag()
     datasets: dict[int, Any] = {}  # seed -> its dataset (the split is drawn with the seed)
     members = [_start_member(config, store, datasets) for config in configs]
     for g, m in enumerate(members):
+        m.summary["group"] = {"members": len(members), "position": g}
         on_event(MemberStarted(g, m.run.run_id, m.run.path, m.p.model.parameter_count))
     data = _GroupData(members)
     first = members[0].p
@@ -105,7 +110,7 @@ def fit_group(configs: list[Config], store: RunStore,
             if all(m.frozen for m in members):
                 break
     except KeyboardInterrupt:
-        _interrupt(members, start, on_event)
+        _interrupt(epochs, start, on_event)
         raise
     wall = time.perf_counter() - start
     for g, m in enumerate(members):
@@ -184,6 +189,9 @@ class _Epochs:
         self.order = xp.zeros((G, data.n), xp.int64)  # rows of the flattened pools
         self.lrs = xp.zeros((self.step.steps_per_epoch, G), group.dtype)
         self.graph = None
+        # where training stands, for checkpoints: epochs done, steps done in the next one and
+        # its orders (G, N) on the host; None while steps are under way (no consistent state)
+        self.at: tuple | None = (0, 0, None)
 
     def run(self, epoch: int, on_event, stop: StopFlag) -> None:
         group, members, data, step = self.group, self.members, self.data, self.step
@@ -192,6 +200,7 @@ class _Epochs:
         begin = time.perf_counter()
         # each member's order from its own shuffle stream, as loop.fit draws it alone
         order = np.stack([m.p.rngs["shuffle"].permutation(n) for m in members])
+        self.at = (epoch - 1, 0, order)
         self.order[...] = ops.asarray(order + data.pick_host[:, None] * n, np.int64)
         lrs = np.stack([m.p.step.schedule.lrs(first, steps) for m in members], axis=1)
         lrs[:, [m.frozen for m in members]] = 0.0  # p <- p - 0 (...) stays put
@@ -200,17 +209,23 @@ class _Epochs:
             self.graph = ops.capture(lambda: self.steps(0, steps), prepare=self.warm_up)
         group.sums.fill(0)
         if self.graph is not None:
-            self.graph()
+            self.at = None
+            self.graph()  # whatever reads the state afterwards waits for the whole epoch
+            self.at = (epoch - 1, steps, order)
             self.progress(epoch, steps, on_event)
         else:
             report_every = max(1, steps // REPORTS_PER_EPOCH)
             for lo in range(0, steps, report_every):
                 hi = min(lo + report_every, steps)
+                self.at = None
                 self.steps(lo, hi)
+                self.at = (epoch - 1, hi, order)
                 self.progress(epoch, hi, on_event)
                 if stop.is_set and hi < steps:
                     raise KeyboardInterrupt
+        self.at = None
         self.record(epoch, time.perf_counter() - begin)
+        self.at = (epoch, 0, None)
 
     def steps(self, lo: int, hi: int) -> None:
         """Steps lo..hi-1 of the epoch: every launch reads buffers that stay put (a graph
@@ -226,12 +241,36 @@ class _Epochs:
     def warm_up(self) -> None:
         """Runs the epoch's first and last step once and undoes them: every buffer (both batch
         sizes) and every kernel a step uses then exists, as a capture needs."""
-        saved = self.group.snapshot()
+        saved, at = self.group.snapshot(), self.at
+        self.at = None
         last = self.step.steps_per_epoch - 1
         self.steps(0, 1)
         if last:
             self.steps(last, last + 1)
         self.group.restore(saved)
+        self.group.sums.fill(0)
+        self.at = at
+
+    def checkpoint(self, g: int) -> dict | None:
+        """Member g's checkpoint in the format `fit` writes (runs/checkpoint.py), as if it had
+        trained alone to this point; None while no consistent state exists."""
+        if self.at is None:
+            return None
+        done, position, order = self.at
+        group, m, steps = self.group, self.members[g], self.step.steps_per_epoch
+        p = m.p
+        p.model.load_state_dict(group.state_dict(g), source="the group's weights")
+        optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
+        velocity = group.state_dict(g, velocity=True)
+        optimizer.load_state_dict({f"velocity.{k}": v for k, v in velocity.items()})
+        loss_sum, correct = group.ops.to_host(group.sums[g]) if position else (0.0, 0)
+        seen = min(position * self.step.batch_size, self.data.n)
+        state = TrainState(epoch=done, step=done * steps + position, best_epoch=m.best_epoch,
+                           best_val_loss=m.best_val_loss, best_params=m.best_weights,
+                           history=list(m.history), order=order[g] if position else None,
+                           position=position,
+                           running=(np.float64(loss_sum), np.int64(correct), np.int64(seen)))
+        return checkpoint_arrays(p.model, optimizer, p.rngs, state)
 
     def progress(self, epoch: int, done: int, on_event) -> None:
         seen = min(done * self.step.batch_size, self.data.n)
@@ -314,7 +353,6 @@ def _complete(group: GroupedMLP, g: int, m: _Member, scores: dict, wall: float,
         if seed not in images:
             images[seed] = image_ranges(p.dataset.split("train")[0], p.dataset.input_shape)
         summary["reference"] = run_reference(p, p.config.train.eval_batch_size, images[seed])
-        summary["group"] = {"members": group.G, "position": g}
         summary["timing"] = {
             "wall_seconds": wall, "seconds_per_epoch": wall / max(epochs, 1),
             "samples_per_second": len(p.dataset.split("train")[1]) * epochs / wall,
@@ -348,8 +386,20 @@ def _draw_figures(members: list[_Member]) -> None:
         m.summary["figures"] = figures
 
 
-def _interrupt(members: list[_Member], start: float, on_event) -> None:
-    for g, m in enumerate(members):
+def _interrupt(epochs: _Epochs, start: float, on_event) -> None:
+    """Every member marked interrupted; each one still training gets its checkpoint (none
+    when the stop came while steps were under way: then rerunning trains it afresh)."""
+    for g, m in enumerate(epochs.members):
         m.summary["epochs_completed"] = len(m.history)
+        try:
+            arrays = None if m.frozen else epochs.checkpoint(g)
+        except TrainingError:  # diverged in this very epoch: nothing worth resuming
+            arrays = None
+        if arrays is not None:
+            with os_errors_fail(m.run, m.summary):
+                m.run.write_checkpoint(arrays)
+            done, position = int(arrays["epoch"]), int(arrays["position"])
+            m.summary["position"] = {"epoch": done + 1 if position else done,
+                                     "step": int(arrays["step"])}
         finish_run(m.run, m.summary, "interrupted", start)
         on_event(MemberFinished(g, m.run.run_id, "interrupted", epochs=len(m.history)))
