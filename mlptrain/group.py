@@ -132,7 +132,7 @@ class GroupedMLP:
 
     def backward(self, batch: GroupBatch, dz) -> None:
         """dWt, db from dz = dL/dlogits (G, B, C), walking the layers in reverse."""
-        xp, acts = self.xp, batch.acts
+        acts = batch.acts
         for i in reversed(range(self.depth)):
             # dWt (G, I, O) = x^T (G, I, B) @ dz (G, B, O)
             self.ops.grouped_matmul(acts[i], dz, out=self.dWt[i], trans_a=True)

@@ -324,19 +324,6 @@ def test_capacity_series_are_the_group_means_in_width_order(tmp_path):
     assert "<svg" in files[1].read_text()[:500]
 
 
-def test_worker_processes_decode_mnist_once_and_share_it_read_only(monkeypatch):
-    import mlptrain.data as data
-    from mlptrain.sweep.trial import share_mnist_between_trials
-
-    monkeypatch.setattr(data, "load_mnist", data.load_mnist)  # undone after the test
-    share_mnist_between_trials()
-    share_mnist_between_trials()  # idempotent: one layer of sharing
-    folder = data.default_mnist_dir()
-    first = data.load_mnist(folder, download=False)
-    assert data.load_mnist(folder, download=False) is first
-    assert first.train_images.shape == (60000, 784) and not first.train_images.flags.writeable
-
-
 def test_a_stopped_trial_leaves_its_run_interrupted_never_running(sweep_file, tmp_path,
                                                                    monkeypatch):
     from mlptrain.sweep import trial as trial_module

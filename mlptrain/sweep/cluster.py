@@ -21,7 +21,7 @@ from typing import Any
 from mlptrain.errors import ConfigError
 from mlptrain.sweep.executors import STOP_TIMEOUT, SweepError
 from mlptrain.sweep.trial import (GroupTask, TrialFinished, TrialProgress, TrialStarted,
-                                  TrialTask, run_trial, share_mnist_between_trials)
+                                  TrialTask, run_trial)
 
 DASK_HINT = "pip install 'mlptrain[dask]'"
 PROGRESS_SECONDS = 0.5  # at most this often a trial's progress crosses the scheduler
@@ -123,7 +123,6 @@ def _dask_task(task: TrialTask | GroupTask, stop_name: str,
     group returns its members' TrialFinished."""
     from distributed import Event, Queue
 
-    share_mnist_between_trials()  # a worker runs many trials: keep the decoded data
     stop, events = Event(stop_name), Queue(events_name)
     last = [0.0]
     ended: list[TrialFinished] = []

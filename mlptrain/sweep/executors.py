@@ -23,7 +23,7 @@ from typing import Any
 from mlptrain.errors import MlptrainError
 from mlptrain.memory import available_cores
 from mlptrain.sweep.trial import (THREAD_VARIABLES, GroupTask, TrialFinished, TrialTask,
-                                  run_trial, share_mnist_between_trials)
+                                  run_trial)
 
 STOP_TIMEOUT = 30.0  # seconds the running trials get to stop cleanly after Ctrl-C
 PARENT_POLL_SECONDS = 0.2  # how often a worker checks that the sweep process still lives
@@ -158,7 +158,6 @@ def _report_lost(pending: dict, procs, report) -> None:
 
 def _worker_main(task_q, event_q, stop, parent_pid: int) -> None:
     lifeline = Lifeline(parent_pid)
-    share_mnist_between_trials()
 
     def should_stop() -> bool:
         return lifeline.lost or stop.is_set()

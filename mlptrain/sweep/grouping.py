@@ -23,7 +23,7 @@ from typing import Any
 from mlptrain import memory
 from mlptrain.config import AUGMENT_KEYS
 from mlptrain.sweep.trial import (GroupTask, TrialFinished, TrialProgress, TrialStarted,
-                                  TrialTask, share_mnist_between_trials, worker_info)
+                                  TrialTask, worker_info)
 
 GROUP_MODES = ("auto", "on", "off")  # --group: auto = on a GPU
 VARYING = (("model", "hidden"), ("train", "seed"), ("optimizer", "lr"),
@@ -156,8 +156,6 @@ class GroupingExecutor:
             LocalExecutor(len(self.devices)).run([GroupTask(g) for g in groups], report,
                                                  devices=self.devices)
         else:
-            if groups:
-                share_mnist_between_trials()
             for group in groups:
                 run_group(group, report)
         if alone:

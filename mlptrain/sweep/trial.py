@@ -128,29 +128,6 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
     return finished("completed", final=summary["final"])
 
 
-def share_mnist_between_trials() -> None:
-    """In a worker process that runs many trials, decode the MNIST files once (about 1 s per
-    load here) and hand every later trial the same read-only arrays."""
-    from mlptrain import data
-
-    original = data.load_mnist
-    if getattr(original, "shared", False):
-        return
-    loaded: dict[str, Any] = {}
-
-    def load_mnist(data_dir, *args, **kwargs):
-        key = str(Path(data_dir).resolve())
-        if key not in loaded:
-            arrays = original(data_dir, *args, **kwargs)
-            for name in ("train_images", "train_labels", "test_images", "test_labels"):
-                getattr(arrays, name).flags.writeable = False  # a trial may not change the next
-            loaded[key] = arrays
-        return loaded[key]
-
-    load_mnist.shared = True
-    data.load_mnist = load_mnist
-
-
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
