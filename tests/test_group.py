@@ -195,6 +195,38 @@ def test_a_stopped_group_leaves_checkpoints_that_fit_resume_finishes_alone(runs_
                                      configs("cpu", points=points))
 
 
+def test_rerunning_a_stopped_grouped_sweep_continues_its_trials_from_their_checkpoints(
+        tmp_path):
+    grid = ["model.hidden=4,16", "train.seed=0,1"]
+    options = [o for o in CAPACITY if o != "train.epochs=1"] + ["train.epochs=3"]
+    raised = []
+
+    def ctrl_c_in_epoch_2(event):
+        if type(event).__name__ == "TrialProgress" and event.epoch == 2 and not raised:
+            raised.append(event)
+            raise KeyboardInterrupt
+
+    def sweep():
+        return load_sweep(CONFIGS / "mnist-capacity.toml", options, grid)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep(), tmp_path / "a", GroupingExecutor(InlineExecutor()), ctrl_c_in_epoch_2)
+    store = RunStore(tmp_path / "a")
+    stopped = {r.run_id: r.read_summary() for r in store.runs()}
+    assert [s["status"] for s in stopped.values()] == ["interrupted"] * 4
+    assert all(s["epochs_completed"] == 1 for s in stopped.values())
+    resumed = run_sweep(sweep(), tmp_path / "a", GroupingExecutor(InlineExecutor()))
+    plain = run_sweep(sweep(), tmp_path / "b", InlineExecutor())  # never stopped, alone
+    assert resumed.summary["counts"] == {"completed": 4}
+    assert {r.run_id for r in store.runs()} == set(stopped)  # continued in the same runs
+    for run in store.runs():
+        summary = run.read_summary()
+        assert summary["resumed"] == 1 and len(run.read_metrics()) == 3
+    for a, b in zip(resumed.summary["trials"], plain.summary["trials"], strict=True):
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-9)
+        assert a["test_accuracy"] == b["test_accuracy"]
+
+
 def test_a_member_stopped_without_a_checkpoint_points_to_the_sweep(runs_dir):
     from mlptrain.errors import RunStoreError
     from mlptrain.experiment import resume_experiment

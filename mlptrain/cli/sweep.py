@@ -49,8 +49,9 @@ def sweep(
     """Run a grid of trials, each an ordinary run, and summarise them.
 
     Writes runs/sweeps/<sweep-id>/: the trial list, summary.csv, summary.json and the capacity
-    figure. Running the same sweep again resumes it: completed trials are skipped, failed and
-    interrupted ones run again.
+    figure. Running the same sweep again resumes it: completed trials are skipped, interrupted
+    ones continue from their checkpoints (alone, also if they trained in a group), failed ones
+    run again.
     """
     from mlptrain.cli.sweep_render import SweepRenderer, trials_table
     from mlptrain.runs import RunStore

@@ -64,7 +64,7 @@ def plan_groups(tasks: list[TrialTask], limit: Callable[[list[TrialTask]], int]
     by_key: dict[tuple, list[TrialTask]] = {}
     alone = []
     for task in tasks:
-        if group_blockers(task.config):
+        if task.resume or group_blockers(task.config):  # a resume continues its own run
             alone.append(task)
         else:
             by_key.setdefault(group_key(task.config), []).append(task)

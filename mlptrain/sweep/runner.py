@@ -60,8 +60,8 @@ def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
                               [{"index": t.index, "name": t.name, "point": t.point}
                                for t in spec.trials],
                               [t.index for t in todo], executor.describe()))
-        tasks = [TrialTask(t.index, t.name, t.config, str(root), sweep.mark(t.index))
-                 for t in todo]
+        tasks = [TrialTask(t.index, t.name, t.config, str(root), sweep.mark(t.index),
+                           sweep.resumable(t.index)) for t in todo]
         start = time.perf_counter()
 
         def handle(event) -> None:

@@ -149,6 +149,19 @@ class SweepDir:
         except Exception:  # noqa: BLE001 - missing or damaged run files: run it again
             return False
 
+    def resumable(self, index: int) -> str | None:
+        """The run id an unfinished trial continues from: its run was interrupted (Ctrl-C) and
+        left a checkpoint (grouped members write theirs in the same format); else None."""
+        run_id = self.records[index]["run_id"]
+        if not run_id or self.records[index]["status"] == DONE:
+            return None
+        run = Run(self.runs_root / run_id)
+        summary = _summary_or_none(run)
+        if summary and summary.get("status") == "interrupted" and \
+                (run.path / "checkpoint.npz").is_file():
+            return run_id
+        return None
+
     def write_trials(self, soon: bool = False) -> None:
         """trials.json from the records: now, or with `soon` at most every TRIALS_SECONDS
         (a group of 240 trials starts and ends in bursts, and each write holds every trial;

@@ -28,6 +28,7 @@ class TrialTask:
     config: Config
     runs_root: str  # absolute: a worker's working directory may differ
     mark: dict[str, Any] | None = None  # written into the run as sweep.json when it starts
+    resume: str | None = None  # an interrupted run of this trial to continue (its run id)
 
 
 @dataclass
@@ -74,10 +75,11 @@ class TrialFinished:
 
 def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
               should_stop: Callable[[], bool] = lambda: False) -> TrialFinished:
-    """Fits the trial's config into a new run; returns how it ended (never raises for a trial
-    that fails: a sweep goes on past one bad point)."""
+    """Fits the trial's config into a new run (or continues task.resume from its checkpoint);
+    returns how it ended (never raises for a trial that fails: a sweep goes on past one bad
+    point)."""
     from mlptrain.errors import MlptrainError
-    from mlptrain.experiment import RunStarted, fit_experiment
+    from mlptrain.experiment import RunStarted, fit_experiment, resume_experiment
     from mlptrain.runs import RunStore, atomic_write_text
     from mlptrain.loop import EpochEnded, StepsDone
 
@@ -117,7 +119,9 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
     if should_stop():  # queued before the sweep was stopped: leave no run behind
         return finished("interrupted")
     try:
-        result = fit_experiment(task.config, RunStore(Path(task.runs_root)), on_event)
+        store = RunStore(Path(task.runs_root))
+        result = (resume_experiment(store, task.resume, on_event) if task.resume
+                  else fit_experiment(task.config, store, on_event))
     except KeyboardInterrupt:
         return finished("interrupted")
     except MlptrainError as exc:
