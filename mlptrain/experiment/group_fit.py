@@ -27,10 +27,10 @@ from mlptrain.experiment.predict import image_ranges
 from mlptrain.experiment.setup import SPLITS, Prepared, prepare
 from mlptrain.group import GroupedMLP
 from mlptrain.loop import REPORTS_PER_EPOCH, StopFlag, TrainState
-from mlptrain.optim import build_optimizer
-from mlptrain.runs.checkpoint import checkpoint_arrays
 from mlptrain.memory import available_cores
+from mlptrain.optim import build_optimizer
 from mlptrain.runs import Run, RunStore
+from mlptrain.runs.checkpoint import checkpoint_arrays
 
 
 @dataclass
@@ -199,8 +199,8 @@ class _Epochs:
         first = (epoch - 1) * steps
         begin = time.perf_counter()
         # each member's order from its own shuffle stream, as loop.fit draws it alone
+        self.at = None  # the shuffle streams move on: no checkpoint until steps are done
         order = np.stack([m.p.rngs["shuffle"].permutation(n) for m in members])
-        self.at = (epoch - 1, 0, order)
         self.order[...] = ops.asarray(order + data.pick_host[:, None] * n, np.int64)
         lrs = np.stack([m.p.step.schedule.lrs(first, steps) for m in members], axis=1)
         lrs[:, [m.frozen for m in members]] = 0.0  # p <- p - 0 (...) stays put
@@ -209,7 +209,6 @@ class _Epochs:
             self.graph = ops.capture(lambda: self.steps(0, steps), prepare=self.warm_up)
         group.sums.fill(0)
         if self.graph is not None:
-            self.at = None
             self.graph()  # whatever reads the state afterwards waits for the whole epoch
             self.at = (epoch - 1, steps, order)
             self.progress(epoch, steps, on_event)
