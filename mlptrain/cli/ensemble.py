@@ -12,7 +12,6 @@ from rich.table import Table
 
 from mlptrain.cli.common import RunsDir, fail, interrupted, out, pct
 from mlptrain.errors import MlptrainError
-from mlptrain.experiment.ensemble import check_figure_path, committee, draw_mistakes
 from mlptrain.runs import RunStore
 
 
@@ -34,6 +33,9 @@ def ensemble(
     runs_dir: Optional[Path] = RunsDir,
 ):
     """Average several runs' class probabilities and score the committee on their test split."""
+    # here, not at the top: matplotlib would slow every other command's start by a third
+    from mlptrain.experiment.ensemble import check_figure_path, committee, draw_mistakes
+
     try:
         if figure is not None:
             check_figure_path(figure)  # before the members load: they may take minutes
