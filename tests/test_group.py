@@ -215,7 +215,10 @@ def test_rerunning_a_stopped_grouped_sweep_continues_its_trials_from_their_check
     stopped = {r.run_id: r.read_summary() for r in store.runs()}
     assert [s["status"] for s in stopped.values()] == ["interrupted"] * 4
     assert all(s["epochs_completed"] == 1 for s in stopped.values())
-    resumed = run_sweep(sweep(), tmp_path / "a", GroupingExecutor(InlineExecutor()))
+    events = []
+    resumed = run_sweep(sweep(), tmp_path / "a", GroupingExecutor(InlineExecutor()),
+                        events.append)
+    assert events[0].continued == [0, 1, 2, 3]  # what the display announces
     plain = run_sweep(sweep(), tmp_path / "b", InlineExecutor())  # never stopped, alone
     assert resumed.summary["counts"] == {"completed": 4}
     assert {r.run_id for r in store.runs()} == set(stopped)  # continued in the same runs

@@ -57,6 +57,8 @@ class SweepRenderer:
     def _on_SweepStarted(self, e: SweepStarted) -> None:
         skipped = len(e.trials) - len(e.to_run)
         resumed = f"; {skipped} completed earlier, skipped" if skipped else ""
+        if e.continued:
+            resumed += f"; {len(e.continued)} continue from their checkpoints"
         self.console.print(f"[bold]sweep[/bold] {e.sweep_id}: {plural(len(e.trials), 'trial')}"
                            f"{resumed}; {e.executor}", highlight=False)
         self.console.print(f"  {e.path}", highlight=False, soft_wrap=True)

@@ -29,6 +29,7 @@ class SweepStarted:
     trials: list[dict[str, Any]]  # index, name, point of every trial in the sweep
     to_run: list[int]  # indices about to run; the others completed in an earlier run
     executor: str
+    continued: list[int] = field(default_factory=list)  # of to_run: from their checkpoints
 
 
 @dataclass
@@ -56,12 +57,13 @@ def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
     sweep.open()
     try:
         todo = [t for t in spec.trials if not sweep.is_done(t.index)]
+        tasks = [TrialTask(t.index, t.name, t.config, str(root), sweep.mark(t.index),
+                           sweep.resumable(t.index)) for t in todo]
         on_event(SweepStarted(spec.sweep_id, sweep.path,
                               [{"index": t.index, "name": t.name, "point": t.point}
                                for t in spec.trials],
-                              [t.index for t in todo], executor.describe()))
-        tasks = [TrialTask(t.index, t.name, t.config, str(root), sweep.mark(t.index),
-                           sweep.resumable(t.index)) for t in todo]
+                              [t.index for t in todo], executor.describe(),
+                              [t.index for t in tasks if t.resume]))
         start = time.perf_counter()
 
         def handle(event) -> None:
