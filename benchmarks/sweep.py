@@ -1,7 +1,7 @@
 """A capacity sweep on the GPU three ways, in one run: mlptrain grouped, mlptrain one trial at a
 time, and a batched PyTorch reference (issue 17).
 
-    python benchmarks/sweep.py [--epochs 5] [--big] [--only grouped,alone,torch]
+    python benchmarks/sweep.py [--epochs 5] [--big] [--only grouped,alone,torch] [--profile F]
 
 Cases:
 - `grouped`: `mlptrain sweep configs/mnist-capacity.toml --set train.device=cuda` (the 24 trials,
@@ -40,11 +40,12 @@ CONFIG = ROOT / "configs" / "mnist-capacity.toml"
 WIDTHS = [2, 4, 8, 16, 32, 64, 128, 256]
 
 
-def sweep(runs: Path, *extra: str) -> dict:
+def sweep(runs: Path, *extra: str, profile: Path | None = None) -> dict:
     """Runs `mlptrain sweep` as a user would; returns wall seconds, training seconds, accuracy
-    per width, trials."""
+    per width, trials. With `profile`, under cProfile, its statistics saved there."""
     env = dict(os.environ, MLPTRAIN_RUNS_DIR=str(runs))
-    command = [sys.executable, "-m", "mlptrain", "sweep", str(CONFIG),
+    python = [sys.executable] + (["-m", "cProfile", "-o", str(profile)] if profile else [])
+    command = [*python, "-m", "mlptrain", "sweep", str(CONFIG),
                "--set", "train.device=cuda", *extra]
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -137,6 +138,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--big", action="store_true", help="also the 240-model grid")
     parser.add_argument("--only", default="grouped,alone,torch")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="also run the grouped case under cProfile, save its statistics "
+                             "to FILE and print where the wall time went (the timed case runs "
+                             "without it)")
     args = parser.parse_args()
     cases = args.only.split(",")
     results = {}
@@ -160,6 +165,11 @@ def main() -> None:
         epochs = ["--set", f"train.epochs={args.epochs}"]
         if "grouped" in cases:
             record("mlptrain grouped", sweep(tmp / "grouped", *epochs))
+            if args.profile:
+                sweep(tmp / "profiled", *epochs, profile=args.profile)
+                import pstats
+
+                pstats.Stats(str(args.profile)).sort_stats("cumulative").print_stats(40)
         if "torch" in cases:
             try:
                 record("PyTorch batched (eager)", torch_reference(args.epochs))
