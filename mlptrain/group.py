@@ -250,13 +250,16 @@ class GroupedMLP:
 
     # -- the models, one by one ---------------------------------------------------------------
 
-    def load_state_dict(self, g: int, state: dict[str, np.ndarray]) -> None:
-        """Model g's parameters from `state` (state_dict's names and shapes)."""
+    def load_state_dict(self, g: int, state: dict[str, np.ndarray],
+                        velocity: bool = False) -> None:
+        """Model g's parameters (or, with `velocity`, their SGD velocities) from `state`
+        (state_dict's names and shapes)."""
+        Wt, b = (self.vWt, self.vb) if velocity else (self.Wt, self.b)
         sizes = self.model_sizes[g]
         for i in range(self.depth):
             I, O = sizes[i], sizes[i + 1]
-            self.Wt[i][g, :I, :O] = self.ops.asarray(state[f"layers.{i}.weight"].T, self.dtype)
-            self.b[i][g, 0, :O] = self.ops.asarray(state[f"layers.{i}.bias"], self.dtype)
+            Wt[i][g, :I, :O] = self.ops.asarray(state[f"layers.{i}.weight"].T, self.dtype)
+            b[i][g, 0, :O] = self.ops.asarray(state[f"layers.{i}.bias"], self.dtype)
 
     def state_dict(self, g: int, velocity: bool = False) -> dict[str, np.ndarray]:
         """Model g's parameters (or, with `velocity`, their SGD velocities), unpadded, named

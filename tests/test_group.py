@@ -190,9 +190,17 @@ def test_a_stopped_group_leaves_checkpoints_that_fit_resume_finishes_alone(runs_
         summary = run.read_summary()
         assert summary["status"] == "interrupted" and (run.path / "checkpoint.npz").exists()
         assert summary["epochs_completed"] == (2 if where == "between epochs" else 1)
-    finished = [resume_experiment(store, run.run_id) for run in runs]
-    assert_each_member_matches_alone(store, configs(device, points=points), finished,
-                                     configs("cpu", points=points))
+    if where == "between epochs":  # checkpoints that end an epoch: on as a group again
+        finished = fit_group(configs(device, points=points), store,
+                             resume=[run.run_id for run in runs])
+        assert [f.run_id for f in finished] == started
+    else:  # inside an epoch: each member on alone, as `mlptrain fit --resume RUN`
+        finished = [resume_experiment(store, run.run_id) for run in runs]
+    summaries = assert_each_member_matches_alone(store, configs(device, points=points),
+                                                 finished, configs("cpu", points=points))
+    assert all(s["resumed"] == 1 for s in summaries)
+    grouped = where == "between epochs"
+    assert all((s["path"] == "grouped") == grouped for s in summaries)
 
 
 def test_rerunning_a_stopped_grouped_sweep_continues_its_trials_from_their_checkpoints(
@@ -228,6 +236,54 @@ def test_rerunning_a_stopped_grouped_sweep_continues_its_trials_from_their_check
     for a, b in zip(resumed.summary["trials"], plain.summary["trials"], strict=True):
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-9)
         assert a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_a_group_stopped_by_its_sweep_ends_the_epoch_and_resumes_as_a_group(tmp_path,
+                                                                          monkeypatch):
+    """should_stop (a sweep's Ctrl-C, on a worker) lets the epoch end, as a GPU's captured
+    epoch does; the checkpoints then end an epoch, and the members go on as one group."""
+    from mlptrain.experiment import group_fit
+    from mlptrain.runs.checkpoint import epoch_end
+    from mlptrain.sweep.grouping import run_group
+
+    monkeypatch.setattr(group_fit, "REPORTS_PER_EPOCH", 1)  # one report, at the epoch's end
+    options = [o for o in CAPACITY if o != "train.epochs=1"] + ["train.epochs=3"]
+    trials = load_sweep(CONFIGS / "mnist-capacity.toml", options,
+                        ["model.hidden=4,16", "train.seed=0,1"]).trials
+    tasks = [TrialTask(t.index, t.name, t.config, str(tmp_path / "a")) for t in trials]
+    events = []
+    seen_epoch_1 = lambda: any(type(e).__name__ == "TrialProgress" for e in events)  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        run_group(tasks, events.append, should_stop=seen_epoch_1)  # asked again in epoch 2
+    runs = {e.index: e.run_id for e in events if type(e).__name__ == "TrialStarted"}
+    ends = [epoch_end(tmp_path / "a" / runs[t.index] / "checkpoint.npz") for t in tasks]
+    assert ends == [2, 2, 2, 2]
+    resumed = [TrialTask(t.index, t.name, t.config, t.runs_root, resume=runs[t.index],
+                         resume_epoch=2) for t in tasks]
+    groups, alone = plan_groups(resumed, lambda ts: len(ts))
+    assert len(groups) == 1 and not alone
+    events.clear()
+    run_group(groups[0], events.append)
+    done = [e for e in events if type(e).__name__ == "TrialFinished"]
+    assert [(e.status, e.run_id) for e in done] == [("completed", runs[t.index]) for t in tasks]
+    plain = run_sweep(load_sweep(CONFIGS / "mnist-capacity.toml", options,
+                                 ["model.hidden=4,16", "train.seed=0,1"]),
+                      tmp_path / "b", InlineExecutor())
+    for e, b in zip(done, plain.summary["trials"], strict=True):
+        assert e.final["test_loss"] == pytest.approx(b["test_loss"], rel=1e-9)
+
+
+def test_plans_resume_members_together_only_from_the_same_epoch_end(tmp_path):
+    base = configs()
+    tasks = [TrialTask(0, "a", base[0], str(tmp_path), resume="r0", resume_epoch=2),
+             TrialTask(1, "b", base[1], str(tmp_path), resume="r1", resume_epoch=2),
+             TrialTask(2, "c", base[2], str(tmp_path), resume="r2", resume_epoch=1),
+             TrialTask(3, "d", base[0], str(tmp_path), resume="r3", resume_epoch=None),
+             TrialTask(4, "e", base[1], str(tmp_path)),
+             TrialTask(5, "f", base[2], str(tmp_path), resume="r5", resume_epoch=0)]
+    groups, alone = plan_groups(tasks, lambda ts: len(ts))
+    assert [[t.index for t in g] for g in groups] == [[0, 1], [4, 5]]
+    assert [t.index for t in alone] == [2, 3]  # a group of one; a checkpoint inside an epoch
 
 
 def test_a_member_stopped_without_a_checkpoint_points_to_the_sweep(runs_dir):

@@ -50,8 +50,8 @@ def sweep(
 
     Writes runs/sweeps/<sweep-id>/: the trial list, summary.csv, summary.json and the capacity
     figure. Running the same sweep again resumes it: completed trials are skipped, interrupted
-    ones continue from their checkpoints (alone, also if they trained in a group), failed ones
-    run again.
+    ones continue from their checkpoints (a group's members together again where theirs end the
+    same epoch), failed ones run again.
     """
     from mlptrain.cli.sweep_render import SweepRenderer, trials_table
     from mlptrain.runs import RunStore

@@ -101,20 +101,31 @@ def resume_experiment(store: RunStore, ref: str,
     checkpoint = run.read_checkpoint()  # before any work: a run without one cannot resume
     config = load_config(run.path / "config.toml")
     p = prepare(config, data_progress)
+    optimizer, state = reopen_run(run, summary, p, checkpoint, allow_data_change)
+    summary["path"] = p.path
+    splits = _splits(p)
+    with os_errors_fail(run, summary):
+        run.write_summary(summary)
+        return _train(run, summary, p, optimizer, splits, state, on_event, stop)
+
+
+def reopen_run(run: Run, summary: dict, p: Prepared, checkpoint: dict,
+               allow_data_change: bool = False) -> tuple[Any, loop.TrainState]:
+    """An interrupted run made ready to go on (resume_experiment; a group's resumed members):
+    its checkpoint restored into p's model, a new optimizer and p's random streams, its
+    metrics cut back to the checkpoint's history, its summary (not yet written) running
+    again. Returns (optimizer, state)."""
     _check_same_data(run, summary, p.dataset.checksums, allow_data_change)
     optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
     state = restore(checkpoint, p.model, optimizer, p.rngs, str(run.path / "checkpoint.npz"),
                     p.step)
-    splits = _splits(p)
     with os_errors_fail(run, summary):
         run.open_for_writing()  # removes the temporaries a killed writer left
         run.write_metrics(state.history)  # drops any record written after the checkpoint
-        summary.update(status="running", epochs_completed=state.epoch, final=None,
-                       timing=None, resumed=summary.get("resumed", 0) + 1, pid=os.getpid(),
-                       host=platform.node(), path=p.path)
-        summary.pop("error", None)
-        run.write_summary(summary)
-        return _train(run, summary, p, optimizer, splits, state, on_event, stop)
+    summary.update(status="running", epochs_completed=state.epoch, final=None, timing=None,
+                   resumed=summary.get("resumed", 0) + 1, pid=os.getpid(), host=platform.node())
+    summary.pop("error", None)
+    return optimizer, state
 
 
 def _splits(p: Prepared) -> dict[str, loop.Split]:

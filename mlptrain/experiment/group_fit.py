@@ -20,9 +20,10 @@ from typing import Any, Callable
 import numpy as np
 
 from mlptrain.config import Config
-from mlptrain.errors import TrainingError
+from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.experiment.diagnose import training_warnings
-from mlptrain.experiment.fit import finish_run, os_errors_fail, run_reference, start_summary
+from mlptrain.experiment.fit import (finish_run, os_errors_fail, reopen_run, run_reference,
+                                     start_summary)
 from mlptrain.experiment.predict import image_ranges
 from mlptrain.experiment.setup import SPLITS, Prepared, prepare
 from mlptrain.group import GroupedMLP
@@ -73,6 +74,8 @@ class _Member:
     best_epoch: int = 0
     best_weights: dict | None = None
     stopped_early: bool = False
+    epochs_done: int = 0  # > 0 when resumed from a checkpoint at this epoch's end
+    velocity: dict | None = None  # the resumed checkpoint's SGD velocities, by parameter
 
     @property
     def frozen(self) -> bool:
@@ -82,15 +85,23 @@ class _Member:
 
 def fit_group(configs: list[Config], store: RunStore,
               on_event: Callable[[Any], None] = lambda e: None,
-              stop: StopFlag | None = None) -> list[MemberFinished]:
-    """Trains every config of the group into a new run; returns how each ended. A member
+              stop: StopFlag | None = None,
+              resume: list[str | None] | None = None) -> list[MemberFinished]:
+    """Trains every config of the group into a new run, or, where `resume` names one, on in
+    that interrupted run from its checkpoint (every such checkpoint at the end of the same
+    epoch, and the new members only where that epoch is 0); returns how each ended. A member
     whose loss stops being finite fails alone (its rate drops to 0; the others go on). A stop
     request (or Ctrl-C) marks every member interrupted, writes each training member's
     checkpoint (the format `fit` writes: `mlptrain fit --resume RUN` continues it alone) and
     raises KeyboardInterrupt."""
     stop = stop or StopFlag()
     datasets: dict[int, Any] = {}  # seed -> its dataset (the split is drawn with the seed)
-    members = [_start_member(config, store, datasets) for config in configs]
+    members = [_start_member(config, store, datasets, run_id)
+               for config, run_id in zip(configs, resume or [None] * len(configs))]
+    start_epoch = members[0].epochs_done
+    if any(m.epochs_done != start_epoch for m in members):
+        raise RunStoreError("a group resumes only members whose checkpoints end the same "
+                            "epoch; run the others alone (`mlptrain fit --resume RUN`).")
     for g, m in enumerate(members):
         m.summary["group"] = {"members": len(members), "position": g}
         on_event(MemberStarted(g, m.run.run_id, m.run.path, m.p.model.parameter_count))
@@ -100,10 +111,13 @@ def fit_group(configs: list[Config], store: RunStore,
     group = GroupedMLP(first.model.ops, [m.p.model for m in members],
                        step.optimizer.momentum, step.optimizer.nesterov,
                        [m.p.step.optimizer.weight_decay for m in members])
+    for g, m in enumerate(members):
+        if m.velocity:
+            group.load_state_dict(g, m.velocity, velocity=True)
     epochs = _Epochs(group, members, data)
     start = time.perf_counter()
     try:
-        for epoch in range(1, step.epochs + 1):
+        for epoch in range(start_epoch + 1, step.epochs + 1):
             if stop.is_set:
                 raise KeyboardInterrupt
             epochs.run(epoch, on_event, stop)
@@ -125,9 +139,12 @@ def fit_group(configs: list[Config], store: RunStore,
     return finished
 
 
-def _start_member(config: Config, store: RunStore, datasets: dict) -> _Member:
+def _start_member(config: Config, store: RunStore, datasets: dict,
+                  resume: str | None) -> _Member:
     p = prepare(config, dataset=datasets.get(config.train.seed))
     datasets[config.train.seed] = p.dataset
+    if resume is not None:
+        return _resume_member(p, store.find(resume))
     run = store.create(config.name)
     summary = start_summary(run, p)
     summary["path"] = "grouped"
@@ -135,6 +152,22 @@ def _start_member(config: Config, store: RunStore, datasets: dict) -> _Member:
         run.write_config(config.to_toml())
         run.write_summary(summary)
     return _Member(p, run, summary)
+
+
+def _resume_member(p: Prepared, run: Run) -> _Member:
+    """An interrupted member's run reopened at its checkpoint, which must end an epoch."""
+    summary = run.read_summary()
+    optimizer, state = reopen_run(run, summary, p, run.read_checkpoint())
+    if state.position:
+        raise RunStoreError(f"run {run.run_id} stopped inside epoch {state.epoch + 1}; a group "
+                            "resumes from epoch ends only: `mlptrain fit --resume "
+                            f"{run.run_id}` continues it alone.")
+    velocity = {k.removeprefix("velocity."): v for k, v in optimizer.state_dict().items()}
+    with os_errors_fail(run, summary):
+        run.write_summary(summary)
+    return _Member(p, run, summary, history=list(state.history),
+                   best_val_loss=state.best_val_loss, best_epoch=state.best_epoch,
+                   best_weights=state.best_params, epochs_done=state.epoch, velocity=velocity)
 
 
 class _GroupData:
@@ -188,7 +221,7 @@ class _Epochs:
         xp, G = group.xp, group.G
         self.order = xp.zeros((G, data.n), xp.int64)  # rows of the flattened pools
         self.lrs = xp.zeros((self.step.steps_per_epoch, G), group.dtype)
-        self.graph = None
+        self.graph, self.tried_capture = None, False
         # where training stands, for checkpoints: epochs done, steps done in the next one and
         # its orders (G, N) on the host; None while steps are under way (no consistent state)
         self.at: tuple | None = (0, 0, None)
@@ -205,7 +238,8 @@ class _Epochs:
         lrs = np.stack([m.p.step.schedule.lrs(first, steps) for m in members], axis=1)
         lrs[:, [m.frozen for m in members]] = 0.0  # p <- p - 0 (...) stays put
         self.lrs[...] = ops.asarray(lrs, group.dtype)
-        if epoch == 1:
+        if not self.tried_capture:  # the first epoch this process runs
+            self.tried_capture = True
             self.graph = ops.capture(lambda: self.steps(0, steps), prepare=self.warm_up)
         group.sums.fill(0)
         if self.graph is not None:

@@ -107,6 +107,17 @@ def restore(arrays: dict[str, np.ndarray], model, optimizer,
                             f"({type(exc).__name__}: {exc}).") from None
 
 
+def epoch_end(path) -> int | None:
+    """The epoch whose end a checkpoint file holds; None when it stopped inside an epoch or
+    cannot be read (then only a resume of its own run can tell what is wrong)."""
+    try:
+        with np.load(path) as arrays:
+            position = _count(arrays, "position")
+            return None if position else _count(arrays, "epoch")
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def _count(arrays: dict[str, np.ndarray], key: str) -> int:
     """A non-negative integer scalar (ValueError otherwise)."""
     value = np.asarray(arrays[key])

@@ -64,10 +64,12 @@ def plan_groups(tasks: list[TrialTask], limit: Callable[[list[TrialTask]], int]
     by_key: dict[tuple, list[TrialTask]] = {}
     alone = []
     for task in tasks:
-        if task.resume or group_blockers(task.config):  # a resume continues its own run
+        inside_epoch = task.resume is not None and task.resume_epoch is None
+        if inside_epoch or group_blockers(task.config):  # that resume continues alone
             alone.append(task)
-        else:
-            by_key.setdefault(group_key(task.config), []).append(task)
+        else:  # resumed members share a group with those stopped at the same epoch's end
+            key = (group_key(task.config), task.resume_epoch or 0)
+            by_key.setdefault(key, []).append(task)
     groups = []
     for members in by_key.values():
         size = max(1, limit(members))
@@ -187,19 +189,24 @@ def run_group_task(task: GroupTask, report: Callable[[Any], None],
 def run_group(tasks: list[TrialTask], report: Callable[[Any], None],
               should_stop: Callable[[], bool] = lambda: False) -> None:
     """Fits one group; reports each member as a trial (TrialStarted, TrialProgress,
-    TrialFinished), like a worker running it alone. Ctrl-C (or should_stop, asked at each
-    progress report) marks the members interrupted and raises KeyboardInterrupt."""
+    TrialFinished), like a worker running it alone; members with `resume` go on in their
+    interrupted runs. Ctrl-C marks the members interrupted, checkpoints them and raises
+    KeyboardInterrupt; so does should_stop, asked at each progress report and honoured at the
+    next epoch's start (or, on the eager path, the next report), so that a device's captured
+    epoch ends first and the checkpoints end an epoch (a group can resume from those)."""
     import json
 
     from mlptrain.errors import MlptrainError
     from mlptrain.experiment.group_fit import (GroupProgress, MemberFinished, MemberStarted,
                                                fit_group)
+    from mlptrain.loop import StopFlag
     from mlptrain.runs import RunStore, atomic_write_text
 
     start = time.perf_counter()
     started: dict[int, tuple[str, int]] = {}  # member -> (run id, parameters)
     finished: set[int] = set()
     last = [0.0]
+    stop = StopFlag()
 
     def on_event(event) -> None:
         if isinstance(event, MemberStarted):
@@ -210,7 +217,7 @@ def run_group(tasks: list[TrialTask], report: Callable[[Any], None],
             report(TrialStarted(task.index, task.name, event.run_id, event.parameters))
         elif isinstance(event, GroupProgress):
             if should_stop():
-                raise KeyboardInterrupt
+                stop.set()
             now = time.perf_counter()
             if now - last[0] < PROGRESS_SECONDS and event.step < event.steps:
                 return
@@ -227,7 +234,8 @@ def run_group(tasks: list[TrialTask], report: Callable[[Any], None],
                                  worker=worker_info() | {"group": len(tasks)}))
 
     try:
-        fit_group([t.config for t in tasks], RunStore(tasks[0].runs_root), on_event)
+        fit_group([t.config for t in tasks], RunStore(tasks[0].runs_root), on_event, stop,
+                  [t.resume for t in tasks])
     except MlptrainError as exc:  # set-up failed (data, memory, disk): every member fails
         for g, task in enumerate(tasks):
             if g not in finished:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlptrain.runs import atomic_write_text
+from mlptrain.runs.checkpoint import epoch_end
 from mlptrain.sweep.grid import SweepSpec
 from mlptrain.sweep.store import SweepDir
 from mlptrain.sweep.summary import group_rows, summary_csv, trial_rows
@@ -57,8 +58,7 @@ def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
     sweep.open()
     try:
         todo = [t for t in spec.trials if not sweep.is_done(t.index)]
-        tasks = [TrialTask(t.index, t.name, t.config, str(root), sweep.mark(t.index),
-                           sweep.resumable(t.index)) for t in todo]
+        tasks = [_task(sweep, t, root) for t in todo]
         on_event(SweepStarted(spec.sweep_id, sweep.path,
                               [{"index": t.index, "name": t.name, "point": t.point}
                                for t in spec.trials],
@@ -87,6 +87,14 @@ def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
     finished = SweepFinished(spec.sweep_id, sweep.path, summary, files, wall)
     on_event(finished)
     return finished
+
+
+def _task(sweep: SweepDir, trial, root: Path) -> TrialTask:
+    """A trial to run: afresh, or on from its interrupted run's checkpoint."""
+    resume = sweep.resumable(trial.index)
+    epoch = epoch_end(root / resume / "checkpoint.npz") if resume else None
+    return TrialTask(trial.index, trial.name, trial.config, str(root), sweep.mark(trial.index),
+                     resume, epoch)
 
 
 def _record(sweep: SweepDir, event) -> None:

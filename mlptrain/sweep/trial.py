@@ -29,6 +29,7 @@ class TrialTask:
     runs_root: str  # absolute: a worker's working directory may differ
     mark: dict[str, Any] | None = None  # written into the run as sweep.json when it starts
     resume: str | None = None  # an interrupted run of this trial to continue (its run id)
+    resume_epoch: int | None = None  # its checkpoint ends this epoch (None: inside one)
 
 
 @dataclass
