@@ -221,7 +221,7 @@ class _Epochs:
         xp, G = group.xp, group.G
         self.order = xp.zeros((G, data.n), xp.int64)  # rows of the flattened pools
         self.lrs = xp.zeros((self.step.steps_per_epoch, G), group.dtype)
-        self.graph, self.tried_capture = None, False
+        self.graph, self.tried_capture, self.begin = None, False, 0.0
         # where training stands, for checkpoints: epochs done, steps done in the next one and
         # its orders (G, N) on the host; None while steps are under way (no consistent state)
         self.at: tuple | None = (0, 0, None)
@@ -230,7 +230,7 @@ class _Epochs:
         group, members, data, step = self.group, self.members, self.data, self.step
         ops, steps, n = group.ops, step.steps_per_epoch, data.n
         first = (epoch - 1) * steps
-        begin = time.perf_counter()
+        self.begin = time.perf_counter()  # the epoch's record counts its seconds from here
         # each member's order from its own shuffle stream, as loop.fit draws it alone
         self.at = None  # the shuffle streams move on: no checkpoint until steps are done
         order = np.stack([m.p.rngs["shuffle"].permutation(n) for m in members])
@@ -256,8 +256,18 @@ class _Epochs:
                 self.progress(epoch, hi, on_event)
                 if stop.is_set and hi < steps:
                     raise KeyboardInterrupt
+        self.settle(epoch)
+
+    def settle(self, epoch: int | None = None) -> None:
+        """Records an epoch whose steps are all done (by default the one a Ctrl-C caught in
+        its progress report, as on a device, whose captured epoch always runs to its end), so
+        that its checkpoints end it and a group can resume from them."""
+        if epoch is None:
+            if self.at is None or not self.at[1] or self.at[1] < self.step.steps_per_epoch:
+                return
+            epoch = self.at[0] + 1
         self.at = None
-        self.record(epoch, time.perf_counter() - begin)
+        self.record(epoch, time.perf_counter() - self.begin)
         self.at = (epoch, 0, None)
 
     def steps(self, lo: int, hi: int) -> None:
@@ -422,6 +432,7 @@ def _draw_figures(members: list[_Member]) -> None:
 def _interrupt(epochs: _Epochs, start: float, on_event) -> None:
     """Every member marked interrupted; each one still training gets its checkpoint (none
     when the stop came while steps were under way: then rerunning trains it afresh)."""
+    epochs.settle()
     for g, m in enumerate(epochs.members):
         m.summary["epochs_completed"] = len(m.history)
         try:
