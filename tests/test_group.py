@@ -452,3 +452,28 @@ def test_a_dry_run_shows_the_groups_and_a_bad_group_mode_is_refused():
     assert "grouped:" not in runner.invoke(app, ["sweep", config, "--dry-run"]).output  # CPU
     bad = runner.invoke(app, ["sweep", config, "--dry-run", "--group", "sometimes"])
     assert bad.exit_code != 0 and "auto, on, off" in bad.output
+
+
+def test_a_group_refuses_members_whose_checkpoints_end_different_epochs(runs_dir):
+    from mlptrain.errors import RunStoreError
+    from mlptrain.experiment.group_fit import GroupProgress, MemberStarted
+    from mlptrain.loop import StopFlag
+
+    points = [p + ["train.epochs=3"] for p in POINTS][:2]
+    store, started = RunStore(runs_dir), {1: [], 2: []}
+    for upto in (1, 2):  # one group stopped after epoch 1, another after epoch 2
+        stop = StopFlag()
+
+        def on_event(event, upto=upto, stop=stop):
+            if isinstance(event, MemberStarted):
+                started[upto].append(event.run_id)
+            elif isinstance(event, GroupProgress) and event.epoch == upto and \
+                    event.step == event.steps:
+                stop.set()
+
+        with pytest.raises(KeyboardInterrupt):
+            fit_group(configs(points=points), store, on_event, stop)
+    mixed = [started[1][0], started[2][1]]  # member 0 after epoch 1, member 1 after epoch 2
+    with pytest.raises(RunStoreError, match="end the same epoch"):
+        fit_group(configs(points=points), store, resume=mixed)
+    assert [store.find(i).read_summary()["status"] for i in mixed] == ["interrupted"] * 2

@@ -99,7 +99,9 @@ def fit_group(configs: list[Config], store: RunStore,
     members = [_start_member(config, store, datasets, run_id)
                for config, run_id in zip(configs, resume or [None] * len(configs))]
     start_epoch = members[0].epochs_done
-    if any(m.epochs_done != start_epoch for m in members):
+    if any(m.epochs_done != start_epoch for m in members):  # sweep/grouping.py plans this
+        for m in members:
+            finish_run(m.run, m.summary, "interrupted", time.perf_counter())
         raise RunStoreError("a group resumes only members whose checkpoints end the same "
                             "epoch; run the others alone (`mlptrain fit --resume RUN`).")
     for g, m in enumerate(members):
