@@ -228,6 +228,17 @@ def test_rerunning_a_stopped_grouped_sweep_continues_its_trials_from_their_check
     stopped = {r.run_id: r.read_summary() for r in store.runs()}
     assert [s["status"] for s in stopped.values()] == ["interrupted"] * 4
     assert all(s["epochs_completed"] == 1 for s in stopped.values())
+    from typer.testing import CliRunner
+
+    from mlptrain.cli import app
+
+    shown = CliRunner().invoke(app, [
+        "sweep", str(CONFIGS / "mnist-capacity.toml"), "--dry-run", "--group", "on",
+        "--runs-dir", str(tmp_path / "a"), *[a for o in options for a in ("--set", o)],
+        *[a for g in grid for a in ("--grid", g)]])
+    assert shown.exit_code == 0, shown.output
+    assert "4 trials continue from their checkpoints: #0 (" in " ".join(shown.output.split())
+    assert "alone: trials 0, 1, 2, 3 (a checkpoint inside an epoch)" in shown.output
     events = []
     resumed = run_sweep(sweep(), tmp_path / "a", GroupingExecutor(InlineExecutor()),
                         events.append)

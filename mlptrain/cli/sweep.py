@@ -64,8 +64,7 @@ def sweep(
         grouped = _wants_groups(group, [t.config for t in spec.trials])
         if dry_run:
             out.print(trials_table(spec))
-            if grouped:
-                _print_groups(spec)
+            _print_plan(spec, RunStore(runs_dir).root, grouped)
             return
         runner = _executor(executor, workers, scheduler)
         if grouped:
@@ -106,13 +105,23 @@ def _wants_groups(mode: str, configs: list) -> bool:
     return wants_groups(configs, mode)
 
 
-def _print_groups(spec) -> None:
+def _print_plan(spec, runs_root, grouped: bool) -> None:
+    """What a run would do now: the trials done earlier, those that continue, the groups."""
     from mlptrain.cli.sweep_render import grouping_text
     from mlptrain.sweep.grouping import device_limit, plan_groups
-    from mlptrain.sweep.trial import TrialTask
+    from mlptrain.sweep.runner import pending_tasks
 
-    tasks = [TrialTask(t.index, t.name, t.config, "") for t in spec.trials]
-    out.print(grouping_text(*plan_groups(tasks, device_limit)), highlight=False)
+    tasks = pending_tasks(spec, runs_root)
+    done, resumed = len(spec.trials) - len(tasks), [t for t in tasks if t.resume]
+    if done:
+        out.print(f"{plural(done, 'trial')} completed earlier: skipped", highlight=False)
+    if resumed:
+        verb = "continues from its checkpoint" if len(resumed) == 1 else \
+            "continue from their checkpoints"
+        out.print(f"{plural(len(resumed), 'trial')} {verb}: "
+                  + ", ".join(f"#{t.index} ({t.resume})" for t in resumed), highlight=False)
+    if grouped:
+        out.print(grouping_text(*plan_groups(tasks, device_limit)), highlight=False)
 
 
 def _executor(name: str, workers: int | None, scheduler: str | None):

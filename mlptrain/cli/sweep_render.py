@@ -140,13 +140,17 @@ def trials_table(spec: SweepSpec) -> Table:
 def grouping_text(groups: list, alone: list) -> str:
     """How the trials would train when grouped (for --dry-run): the groups and the rest."""
     lines = [f"grouped: {plural(len(groups), 'group')} of "
-             f"{', '.join(str(len(g)) for g in groups) or 'no'} trials, each one batched model"]
+             f"{', '.join(str(len(g)) for g in groups)} trials, each one batched model"
+             if groups else "grouped: none"]
     for i, group in enumerate(groups, 1):
         lines.append(f"  group {i}: trials {', '.join(str(t.index) for t in group)}")
     if alone:
         from mlptrain.sweep.grouping import group_blockers
 
-        reasons = sorted({r for t in alone for r in group_blockers(t.config)}) or ["no partner"]
+        inside = ["a checkpoint inside an epoch"] if any(
+            t.resume and t.resume_epoch is None for t in alone) else []
+        reasons = sorted({r for t in alone for r in group_blockers(t.config)}) + inside \
+            or ["no partner"]
         lines.append(f"alone: trials {', '.join(str(t.index) for t in alone)} "
                      f"({', '.join(reasons)})")
     return "\n".join(lines)

@@ -57,12 +57,11 @@ def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
     sweep = SweepDir(root, spec)
     sweep.open()
     try:
-        todo = [t for t in spec.trials if not sweep.is_done(t.index)]
-        tasks = [_task(sweep, t, root) for t in todo]
+        tasks = _pending(sweep, root)
         on_event(SweepStarted(spec.sweep_id, sweep.path,
                               [{"index": t.index, "name": t.name, "point": t.point}
                                for t in spec.trials],
-                              [t.index for t in todo], executor.describe(),
+                              [t.index for t in tasks], executor.describe(),
                               [t.index for t in tasks if t.resume]))
         start = time.perf_counter()
 
@@ -87,6 +86,17 @@ def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
     finished = SweepFinished(spec.sweep_id, sweep.path, summary, files, wall)
     on_event(finished)
     return finished
+
+
+def pending_tasks(spec: SweepSpec, runs_root: str | Path) -> list[TrialTask]:
+    """What running the sweep now would do (sweep --dry-run), read without taking its lock."""
+    root = Path(runs_root).resolve()
+    return _pending(SweepDir(root, spec), root)
+
+
+def _pending(sweep: SweepDir, root: Path) -> list[TrialTask]:
+    """The trials not yet completed, each afresh or on from its interrupted run."""
+    return [_task(sweep, t, root) for t in sweep.spec.trials if not sweep.is_done(t.index)]
 
 
 def _task(sweep: SweepDir, trial, root: Path) -> TrialTask:
