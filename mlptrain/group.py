@@ -9,8 +9,9 @@ Padding. The stacks are as wide as the group's widest model: model g's layer i i
 top-left (I_g, O_g) corner of the (I, O) slice g, the rest zero. Padding changes no number:
 a padded unit gets zero weights and bias, so its pre-activation is 0, and its output is 0
 (f(0) = 0 for relu and tanh; for an f with f(0) != 0, such as sigmoid, it is multiplied by
-the unit mask, 0); the next layer's weights from it are zero too. So every gradient of a padded weight is exactly 0 (its input or its delta
-is), weight decay of a zero weight is 0, and the padding stays zero for the whole run.
+the unit mask, 0); the next layer's weights from it are zero too. So every gradient of a
+padded weight is exactly 0 (its input or its delta is), weight decay of a zero weight is 0,
+and the padding stays zero for the whole run.
 
 Shapes: G models, B the batch, I a layer's (padded) inputs, O its (padded) outputs, C the
 classes. Weights are stored transposed, Wt (G, I, O), so the forward product is x @ Wt.
