@@ -148,7 +148,7 @@ def grouping_text(groups: list, alone: list) -> str:
         from mlptrain.sweep.grouping import group_blockers
 
         inside = ["a checkpoint inside an epoch"] if any(
-            t.resume and t.resume_epoch is None for t in alone) else []
+            t.resumes_inside_an_epoch for t in alone) else []
         reasons = sorted({r for t in alone for r in group_blockers(t.config)}) + inside \
             or ["no partner"]
         lines.append(f"alone: trials {', '.join(str(t.index) for t in alone)} "

@@ -131,7 +131,7 @@ def load_mnist(
     for array in (loaded.train_images, loaded.train_labels, loaded.test_images,
                   loaded.test_labels):
         array.flags.writeable = False  # shared by every run that gets them
-    _last_loaded[:] = [_files_key(data_dir), loaded]
+    _last_loaded[:] = [key or _files_key(data_dir), loaded]  # (downloaded: now on disk)
     return loaded
 
 

@@ -109,6 +109,12 @@ def resume_experiment(store: RunStore, ref: str,
         return _train(run, summary, p, optimizer, splits, state, on_event, stop)
 
 
+def stopped_at(epoch: int, position: int, step: int) -> dict[str, int]:
+    """Where an interrupted run stands, as its summary records it: the epoch it resumes in
+    (epochs done, plus the one it stopped inside) and the global step."""
+    return {"epoch": epoch + 1 if position else epoch, "step": step}
+
+
 def reopen_run(run: Run, summary: dict, p: Prepared, checkpoint: dict,
                allow_data_change: bool = False) -> tuple[Any, loop.TrainState]:
     """An interrupted run made ready to go on (resume_experiment; a group's resumed members):
@@ -170,8 +176,7 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
         raise
     seconds = time.perf_counter() - start
     if state.interrupted:
-        summary["position"] = {"epoch": state.epoch + 1 if state.position else state.epoch,
-                               "step": state.step}
+        summary["position"] = stopped_at(state.epoch, state.position, state.step)
         finish_run(run, summary, "interrupted", start)
         finished = RunFinished(run.run_id, run.path, summary)
         on_event(finished)

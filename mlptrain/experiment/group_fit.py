@@ -23,7 +23,7 @@ from mlptrain.config import Config
 from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.experiment.diagnose import training_warnings
 from mlptrain.experiment.fit import (finish_run, os_errors_fail, reopen_run, run_reference,
-                                     start_summary)
+                                     start_summary, stopped_at)
 from mlptrain.experiment.predict import image_ranges
 from mlptrain.experiment.setup import SPLITS, Prepared, prepare
 from mlptrain.group import GroupedMLP
@@ -258,19 +258,20 @@ class _Epochs:
                 self.progress(epoch, hi, on_event)
                 if stop.is_set and hi < steps:
                     raise KeyboardInterrupt
-        self.settle(epoch)
+        self.finish(epoch)
 
-    def settle(self, epoch: int | None = None) -> None:
-        """Records an epoch whose steps are all done (by default the one a Ctrl-C caught in
-        its progress report, as on a device, whose captured epoch always runs to its end), so
-        that its checkpoints end it and a group can resume from them."""
-        if epoch is None:
-            if self.at is None or not self.at[1] or self.at[1] < self.step.steps_per_epoch:
-                return
-            epoch = self.at[0] + 1
+    def finish(self, epoch: int) -> None:
+        """Records the epoch whose steps are all done; the state then ends it."""
         self.at = None
         self.record(epoch, time.perf_counter() - self.begin)
         self.at = (epoch, 0, None)
+
+    def settle(self) -> None:
+        """Finishes an epoch whose steps are all done but which a Ctrl-C caught in its
+        progress report (on a device, the captured epoch always runs to its end), so that the
+        checkpoints end it and a group can resume from them."""
+        if self.at is not None and self.at[1] == self.step.steps_per_epoch:
+            self.finish(self.at[0] + 1)
 
     def steps(self, lo: int, hi: int) -> None:
         """Steps lo..hi-1 of the epoch: every launch reads buffers that stay put (a graph
@@ -292,8 +293,7 @@ class _Epochs:
         self.steps(0, 1)
         if last:
             self.steps(last, last + 1)
-        self.group.restore(saved)
-        self.group.sums.fill(0)
+        self.group.restore(saved)  # (run() clears the running sums after the capture)
         self.at = at
 
     def checkpoint(self, g: int) -> dict | None:
@@ -444,8 +444,7 @@ def _interrupt(epochs: _Epochs, start: float, on_event) -> None:
         if arrays is not None:
             with os_errors_fail(m.run, m.summary):
                 m.run.write_checkpoint(arrays)
-            done, position = int(arrays["epoch"]), int(arrays["position"])
-            m.summary["position"] = {"epoch": done + 1 if position else done,
-                                     "step": int(arrays["step"])}
+            m.summary["position"] = stopped_at(
+                *(int(arrays[key]) for key in ("epoch", "position", "step")))
         finish_run(m.run, m.summary, "interrupted", start)
         on_event(MemberFinished(g, m.run.run_id, "interrupted", epochs=len(m.history)))

@@ -64,8 +64,7 @@ def plan_groups(tasks: list[TrialTask], limit: Callable[[list[TrialTask]], int]
     by_key: dict[tuple, list[TrialTask]] = {}
     alone = []
     for task in tasks:
-        inside_epoch = task.resume is not None and task.resume_epoch is None
-        if inside_epoch or group_blockers(task.config):  # that resume continues alone
+        if task.resumes_inside_an_epoch or group_blockers(task.config):
             alone.append(task)
         else:  # resumed members share a group with those stopped at the same epoch's end
             key = (group_key(task.config), task.resume_epoch or 0)

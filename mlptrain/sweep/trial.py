@@ -31,6 +31,11 @@ class TrialTask:
     resume: str | None = None  # an interrupted run of this trial to continue (its run id)
     resume_epoch: int | None = None  # its checkpoint ends this epoch (None: inside one)
 
+    @property
+    def resumes_inside_an_epoch(self) -> bool:
+        """Continues from a checkpoint inside an epoch: alone, never in a group."""
+        return self.resume is not None and self.resume_epoch is None
+
 
 @dataclass
 class GroupTask:
