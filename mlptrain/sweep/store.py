@@ -38,7 +38,8 @@ class SweepDir:
         self.spec = spec
         self.path = runs_root / SWEEPS_DIR / spec.sweep_id
         self.records = self._records()
-        self._written_at, self._unwritten = -math.inf, False  # write_trials(soon=True)
+        self._written_at = -math.inf  # when write_trials last wrote
+        self.unwritten = False  # records changed since (write_trials(soon=True) held back)
 
     @property
     def lock_path(self) -> Path:
@@ -57,13 +58,8 @@ class SweepDir:
         atomic_write_text(self.path / "spec.json", json.dumps(spec, indent=2) + "\n")
         self.write_trials()
 
-    @property
-    def unwritten(self) -> bool:
-        """Records changed since trials.json was last written."""
-        return self._unwritten
-
     def close(self) -> None:
-        if self._unwritten:  # what write_trials(soon=True) held back
+        if self.unwritten:
             self.write_trials()
         self.lock_path.unlink(missing_ok=True)
 
@@ -169,12 +165,12 @@ class SweepDir:
         nothing: the next run adopts a trial whose run completed (is_done reads the run)."""
         now = time.monotonic()
         if soon and now - self._written_at < TRIALS_SECONDS:
-            self._unwritten = True
+            self.unwritten = True
             return
         data = {"sweep_id": self.spec.sweep_id,
                 "trials": [self.records[t.index] for t in self.spec.trials]}
         atomic_write_text(self.path / "trials.json", json.dumps(data, indent=2) + "\n")
-        self._written_at, self._unwritten = now, False
+        self._written_at, self.unwritten = now, False
 
     def write_text(self, name: str, text: str) -> Path:
         atomic_write_text(self.path / name, text)
