@@ -68,6 +68,32 @@ def test_gemm_matches_numpy_for_every_transpose_and_ragged_shape(gpu, dtype, tra
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("trans_a,trans_b", G.TRANSPOSES)
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_stack_of_products_matches_numpy_model_by_model(gpu, dtype, trans_a, trans_b, shared):
+    """grouped_matmul: one launch over a group's models (grid z), a shared operand read with
+    stride 0; also inside a graph capture, which CuPy's cuBLAS refuses."""
+    G_, m, n, k = 5, 37, 130, 71
+    rng = np.random.default_rng(3)
+    a_shape = (k, m) if trans_a else (m, k)
+    a = rng.standard_normal(a_shape if shared else (G_, *a_shape)).astype(dtype)
+    b = rng.standard_normal((G_, *((n, k) if trans_b else (k, n)))).astype(dtype)
+    want = [(a if shared else a[g]).astype(np.float64).swapaxes(0, 1 if trans_a else 0)
+            @ b[g].astype(np.float64).swapaxes(0, 1 if trans_b else 0) for g in range(G_)]
+    a_dev, b_dev = cp.asarray(a), cp.asarray(b)
+    out = poisoned((G_, m, n), dtype)
+    gpu.grouped_matmul(a_dev, b_dev, out, trans_a, trans_b)
+    for g in range(G_):
+        assert rel(out[g].get(), want[g]) < TOL[dtype], g
+    out[...] = np.nan
+    graph = CupyBackend(graph=True).capture(
+        lambda: gpu.grouped_matmul(a_dev, b_dev, out, trans_a, trans_b))
+    assert graph is not None
+    graph()
+    assert rel(out.get(), np.stack(want)) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_gemm_gathers_rows_adds_the_ones_column_and_fuses_epilogues(gpu, dtype):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((500, 97)).astype(dtype)

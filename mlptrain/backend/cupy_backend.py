@@ -147,9 +147,15 @@ class CupyBackend(Backend):
         return self.gemm(a, b, out, m, n, k, a.shape[1], b.shape[1], trans_a, trans_b)
 
     def grouped_matmul(self, a, b, out, trans_a: bool = False, trans_b: bool = False):
-        # one strided-batched cuBLAS product; a (B, I) shared by every model broadcasts
-        t = lambda x: x.swapaxes(-1, -2)  # noqa: E731
-        return cp.matmul(t(a) if trans_a else a, t(b) if trans_b else b, out=out)
+        """out[g] = op(a[g]) @ op(b[g]) for a stack of G models, as one launch of our own
+        product kernel (grid z = model): CuPy refuses cuBLAS inside a graph capture, and a
+        group's epoch is captured. A 2-d a (B, I) is read by every model (stride 0)."""
+        a, b = cp.ascontiguousarray(a), cp.ascontiguousarray(b)  # views of buffers: no copy
+        G, m, n = out.shape
+        k = a.shape[-2] if trans_a else a.shape[-1]
+        stride = lambda x: x[0].size if x.ndim == 3 else 0  # noqa: E731
+        return self.gemm(a, b, out, m, n, k, a.shape[-1], b.shape[-1], trans_a, trans_b,
+                         batches=G, strides=(stride(a), stride(b), m * n))
 
     def row_norms_squared(self, w, out):
         """out[j] = sum_i w[j, i]^2 (max-norm; once per step, so a fused reduction will do)."""
@@ -276,6 +282,7 @@ class CupyBackend(Backend):
         stream (so it runs after the uploads before it); None with MLPTRAIN_CUDA_GRAPH=0 or
         when the capture fails (then `capture_failure` says why and the caller runs eagerly)."""
         if not self.graph:
+            self.capture_failure = "graphs turned off (MLPTRAIN_CUDA_GRAPH=0)"
             return None
         if prepare is not None:
             prepare()

@@ -31,6 +31,7 @@ class Backend:
     # Optional: group.py's loss fused into one kernel (the CUDA backend). None here: the
     # model's own formulas run instead (GroupedMLP.loss_forward and loss_backward).
     grouped_softmax_xent = None
+    capture_failure: str | None = None  # why the last capture() returned None, where it tried
 
     def capture(self, launch, prepare=None):
         """A callable that replays what `launch()` enqueues on the device (a captured graph),

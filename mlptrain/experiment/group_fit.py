@@ -22,13 +22,13 @@ import numpy as np
 from mlptrain.config import Config
 from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.experiment.diagnose import training_warnings
+from mlptrain.experiment.drawers import FigureDrawers
 from mlptrain.experiment.fit import (finish_run, os_errors_fail, reopen_run, run_reference,
                                      start_summary, stopped_at)
 from mlptrain.experiment.predict import image_ranges
 from mlptrain.experiment.setup import SPLITS, Prepared, prepare
 from mlptrain.group import GroupedMLP
 from mlptrain.loop import REPORTS_PER_EPOCH, StopFlag, TrainState
-from mlptrain.memory import available_cores
 from mlptrain.optim import build_optimizer
 from mlptrain.runs import Run, RunStore
 from mlptrain.runs.checkpoint import checkpoint_arrays
@@ -107,6 +107,19 @@ def fit_group(configs: list[Config], store: RunStore,
     for g, m in enumerate(members):
         m.summary["group"] = {"members": len(members), "position": g}
         on_event(MemberStarted(g, m.run.run_id, m.run.path, m.p.model.parameter_count))
+    # the figure drawers start now, so that their start-up overlaps the training
+    with FigureDrawers(sum(m.p.config.report.plots for m in members)) as drawers:
+        finished = _train(members, start_epoch, on_event, stop)
+        _draw_figures([m for m, f in zip(members, finished) if f.status == "completed"],
+                      drawers)
+    for f in finished:
+        on_event(f)
+    return finished
+
+
+def _train(members: list[_Member], start_epoch: int, on_event, stop: StopFlag) -> list:
+    """The group's epochs from start_epoch on, then each member's final scores and files;
+    returns each member's MemberFinished (not yet reported)."""
     data = _GroupData(members)
     first = members[0].p
     step = first.step
@@ -134,11 +147,7 @@ def fit_group(configs: list[Config], store: RunStore,
             group.load_state_dict(g, m.best_weights)
     scores = {name: _scores(group, data, name) for name in SPLITS}  # every member at once
     images = {}  # seed -> predict.image_ranges of its training split, shared by its members
-    finished = [_complete(group, g, m, scores, wall, images) for g, m in enumerate(members)]
-    _draw_figures([m for m, f in zip(members, finished) if f.status == "completed"])
-    for f in finished:
-        on_event(f)
-    return finished
+    return [_complete(group, g, m, scores, wall, images) for g, m in enumerate(members)]
 
 
 def _start_member(config: Config, store: RunStore, datasets: dict,
@@ -243,6 +252,10 @@ class _Epochs:
         if not self.tried_capture:  # the first epoch this process runs
             self.tried_capture = True
             self.graph = ops.capture(lambda: self.steps(0, steps), prepare=self.warm_up)
+            how = ("cuda graph" if self.graph is not None
+                   else f"eager: {ops.capture_failure or ops.device}")
+            for m in members:  # how the steps ran, as fit's summary["path"] says it
+                m.summary["group"]["steps"] = how
         group.sums.fill(0)
         if self.graph is not None:
             self.graph()  # whatever reads the state afterwards waits for the whole epoch
@@ -407,28 +420,14 @@ def _complete(group: GroupedMLP, g: int, m: _Member, scores: dict, wall: float,
     return MemberFinished(g, run.run_id, "completed", final, epochs)
 
 
-def _draw_figures(members: list[_Member]) -> None:
-    """The members' figures ([report] plots), drawn from their saved files by up to one
-    process per core: matplotlib takes about a second per run, a group's training far less."""
+def _draw_figures(members: list[_Member], drawers: FigureDrawers) -> None:
+    """The members' figures ([report] plots), drawn from their saved files."""
     todo = [m for m in members if m.p.config.report.plots]
-    if not todo:
-        return
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing
-
-    from mlptrain.experiment.plot import draw_saved_run_figures
-
-    processes = max(1, min(len(todo), available_cores()))
-    if multiprocessing.current_process().daemon:  # a sweep's worker may have no children
-        processes = 1
-    args = ([str(m.run.path) for m in todo], [m.p.config.report.format for m in todo])
-    if processes == 1:
-        records = list(map(draw_saved_run_figures, *args))
-    else:
-        with ProcessPoolExecutor(processes, multiprocessing.get_context("spawn")) as pool:
-            records = list(pool.map(draw_saved_run_figures, *args))
-    for m, figures in zip(todo, records):  # what each run's summary.json now says
-        m.summary["figures"] = figures
+    if todo:
+        records = drawers.draw([str(m.run.path) for m in todo],
+                               [m.p.config.report.format for m in todo])
+        for m, figures in zip(todo, records):  # what each run's summary.json now says
+            m.summary["figures"] = figures
 
 
 def _interrupt(epochs: _Epochs, start: float, on_event) -> None:

@@ -73,6 +73,9 @@ template <typename T> __device__ __forceinline__ T epilogue(
 // split writes its own (M, N+1) slice, and either the tile's last block to finish (counted in
 // counters[tile], which it resets) or, with counters null, splitk_reduce sums the slices in the
 // fixed order z = 0, 1, ... (so results are deterministic) and applies the epilogue.
+// A stack of products (batches > 1, a group's models; no split-K, gathers or ones): blockIdx.z is
+// the product, whose A, B and C start stride_a, stride_b and stride_c elements further on (a
+// stride of 0: one operand that every product reads).
 // ---------------------------------------------------------------------------------------------
 template <typename T, bool TA, bool TB, int BM, int BN, int BK, int TM, int TN>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN))
@@ -81,7 +84,8 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
      int M, int N, int K, int lda, int ldb, int k_chunk,
      T* __restrict__ partial, int* __restrict__ counters, T* __restrict__ ones_out, int ones_row,
      int mode, const T* __restrict__ bias, const T* __restrict__ ymask,
-     const T* __restrict__ dmask, int act, T slope) {
+     const T* __restrict__ dmask, int act, T slope, int batches, long long stride_a,
+     long long stride_b, long long stride_c) {
     constexpr int DM = BM / TM, DN = BN / TN, THREADS = DM * DN;
     constexpr int LA = (BM * BK + THREADS - 1) / THREADS, LB = (BN * BK + THREADS - 1) / THREADS;
     constexpr int PAD = 16 / sizeof(T);  // keeps rows 16-byte aligned for vector reads
@@ -91,7 +95,13 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     const int Mp = M + (ones_out != nullptr && ones_row);
     const int Np = N + (ones_out != nullptr && !ones_row);
-    const int k_begin = blockIdx.z * k_chunk, k_end = min(K, k_begin + k_chunk);
+    const int split = batches > 1 ? 0 : blockIdx.z;
+    if (batches > 1) {
+        A += blockIdx.z * stride_a;
+        B += blockIdx.z * stride_b;
+        C += blockIdx.z * stride_c;
+    }
+    const int k_begin = split * k_chunk, k_end = min(K, k_begin + k_chunk);
     T acc[TM][TN];
 #pragma unroll
     for (int i = 0; i < TM; ++i)

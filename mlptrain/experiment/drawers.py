@@ -1,0 +1,52 @@
+"""Processes that draw finished runs' figures from their saved files, side by side.
+
+A group of trials finishes all at once, and matplotlib takes about a second per run, so a
+group's figures are drawn by up to one process per core. The processes start with the group:
+their start-up (a fresh interpreter importing matplotlib and the figure code, about 2 s) then
+overlaps the training instead of following it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from concurrent.futures import ProcessPoolExecutor
+
+from mlptrain.memory import available_cores
+
+
+class FigureDrawers:
+    """`with FigureDrawers(runs) as drawers: ... drawers.draw(paths, formats)`: `runs` is how
+    many runs will want figures (no processes for fewer than two)."""
+
+    def __init__(self, runs: int):
+        processes = min(runs, available_cores())
+        self.pool = None
+        # a sweep's worker process is a daemon, which may have no children: it draws itself
+        if processes > 1 and not multiprocessing.current_process().daemon:
+            self.pool = ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"),
+                                            initializer=_ready)
+            for _ in range(processes):  # a process starts per task that finds none idle
+                self.pool.submit(_ready)
+
+    def draw(self, paths: list[str], formats: list[str]) -> list[dict]:
+        """Each run's figures, recorded in its summary; returns the records, in order."""
+        from mlptrain.experiment.plot import draw_saved_run_figures
+
+        if self.pool is None:
+            return list(map(draw_saved_run_figures, paths, formats))
+        return list(self.pool.map(draw_saved_run_figures, paths, formats))
+
+    def __enter__(self) -> FigureDrawers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:  # after an error or Ctrl-C, nothing more to draw
+            self.pool.shutdown(wait=exc[0] is None, cancel_futures=True)
+
+
+def _ready() -> None:
+    """A drawing process's start: Ctrl-C is the training process's to handle, and the figure
+    code (matplotlib) is imported now, while the group trains."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import mlptrain.experiment.plot  # noqa: F401
