@@ -46,7 +46,11 @@ class FigureDrawers:
 
 
 def _ready() -> None:
-    """A drawing process's start: Ctrl-C is the training process's to handle, and the figure
-    code (matplotlib) is imported now, while the group trains."""
+    """A drawing process's start: Ctrl-C is the training process's to handle; one BLAS thread
+    (one process per core already: 16 processes of 16 threads each took 3x as long on an
+    H200 host's 16 cores); the figure code (matplotlib) imported now, while the group trains."""
+    from threadpoolctl import threadpool_limits
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threadpool_limits(1)
     import mlptrain.experiment.plot  # noqa: F401
