@@ -31,12 +31,13 @@ import os
 import cupy as cp
 import numpy as np
 
-from mlptrain.backend.cuda.gemm import (MAX_PARTIALS, NULL, GemmPlan, candidates, fastest,
-                                        gemm_name, plan, ptr, tiles_for)
+from mlptrain.backend.cuda.gemm import (MAX_PARTIALS, NULL, GemmPlan, candidates, gemm_name,
+                                        plan, ptr, tiles_for)
 from mlptrain.backend.cuda.kernels import (ACT_IDS, AUG_MAX_PIXELS, EPI_ACT_GRAD, EPI_BIAS_ACT,
                                            THREADS, XENT_ROWS, typed)
 from mlptrain.seeding import dropout_threshold
 
+TUNE_REPS = 20  # launches per timed candidate
 LOSSES = ("softmax_cross_entropy", "sigmoid_bce")  # losses with a kernel
 MAX_SEGMENTS = 8  # captured segment graphs kept per epoch shape
 
@@ -171,7 +172,25 @@ class EpochGraph:
         self.scratch, self.side_scratch = new(), new()  # one per branch: they run at once
 
     def _fastest(self, m: int, n: int, k: int, launch) -> GemmPlan:
-        return fastest(candidates(m, n, k), lambda p: launch(p, self.scratch), self.stream)
+        """The candidate plan whose launch, repeated in a small graph, takes least time; two
+        passes, the best of each candidate's: the first also brings the clocks up."""
+        plans, start, stop = candidates(m, n, k), cp.cuda.Event(), cp.cuda.Event()
+        graphs = []
+        with self.stream:
+            for p in plans:
+                self.stream.begin_capture()
+                for _ in range(TUNE_REPS):
+                    launch(p, self.scratch)
+                graphs.append(self.stream.end_capture())
+            best = [float("inf")] * len(plans)
+            for _ in range(2):
+                for i, graph in enumerate(graphs):
+                    start.record(self.stream)
+                    graph.launch(self.stream)
+                    stop.record(self.stream)
+                    stop.synchronize()
+                    best[i] = min(best[i], cp.cuda.get_elapsed_time(start, stop))
+        return plans[best.index(min(best))]
 
     def _launch(self, label, launch, side=False) -> None:
         """Records a launch into the graph being captured: on the main stream, or (side) on a

@@ -28,7 +28,6 @@ MAX_PARTIALS = 1 << 23  # elements of split-K scratch a plan may use
 TRANSPOSES = ((False, True), (True, False), (False, False))  # x W^T, dz^T x, dz W
 TARGET_BLOCKS = 264  # two waves' worth of blocks on a 132-SM H100
 LARGE_AREA = 128 * 128 * 48  # outputs from which the large tile is worth trying (and compiling)
-TUNE_REPS = 20  # launches per timed candidate
 
 def gemm_name(dtype, trans_a: bool, trans_b: bool, tile: str) -> str:
     bm, bn, bk, tm, tn = TILES[tile]
@@ -92,28 +91,6 @@ def candidates(m: int, n: int, k: int) -> list[GemmPlan]:
                 if p.tiles * p.splits <= 4096 and p.partials(m, n) <= MAX_PARTIALS:
                     plans[p.tile, p.splits, p.inline_reduce] = p
     return list(plans.values())
-
-
-def fastest(plans: list[GemmPlan], launch, stream, reps: int = TUNE_REPS) -> GemmPlan:
-    """The plan whose launch(plan), repeated in a small graph on `stream`, takes least time;
-    two passes, the best of each plan's: the first also brings the clocks up."""
-    start, stop = cp.cuda.Event(), cp.cuda.Event()
-    graphs = []
-    with stream:
-        for p in plans:
-            stream.begin_capture()
-            for _ in range(reps):
-                launch(p)
-            graphs.append(stream.end_capture())
-        best = [float("inf")] * len(plans)
-        for _ in range(2):
-            for i, graph in enumerate(graphs):
-                start.record(stream)
-                graph.launch(stream)
-                stop.record(stream)
-                stop.synchronize()
-                best[i] = min(best[i], cp.cuda.get_elapsed_time(start, stop))
-    return plans[best.index(min(best))]
 
 
 NULL = np.uint64(0)
