@@ -11,25 +11,28 @@ from __future__ import annotations
 import multiprocessing
 import signal
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from mlptrain.memory import available_cores
 
 
 class FigureDrawers:
-    """`with FigureDrawers(runs) as drawers: ... drawers.draw(paths, formats)`: `runs` is how
-    many runs will want figures (no processes for fewer than two)."""
+    """`with FigureDrawers(runs) as drawers: ... drawers.draw(runs, formats)`: `runs`, the
+    directories of the runs that will want figures (no processes for fewer than two)."""
 
-    def __init__(self, runs: int):
-        # one core stays with the training process: 16 drawers starting up beside it on 16
-        # cores slowed its first epoch from 0.46 to 0.87 s on an H200 host
-        processes = min(runs, available_cores() - 1)
+    def __init__(self, runs: list[str]):
+        # one core stays with the training process where there are several: 16 drawers
+        # starting up beside it on 16 cores slowed its first epoch from 0.46 to 0.87 s on an
+        # H200 host
+        cores = available_cores()
+        processes = min(len(runs), cores - 1 if cores > 2 else cores)
         self.pool = None
         # a sweep's worker process is a daemon, which may have no children: it draws itself
         if processes > 1 and not multiprocessing.current_process().daemon:
             self.pool = ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"),
-                                            initializer=_ready)
+                                            initializer=_ready, initargs=(runs[0],))
             for _ in range(processes):  # a process starts per task that finds none idle
-                self.pool.submit(_ready)
+                self.pool.submit(_started)
 
     def draw(self, paths: list[str], formats: list[str]) -> list[dict]:
         """Each run's figures, recorded in its summary; returns the records, in order."""
@@ -47,12 +50,25 @@ class FigureDrawers:
             self.pool.shutdown(wait=exc[0] is None, cancel_futures=True)
 
 
-def _ready() -> None:
-    """A drawing process's start: Ctrl-C is the training process's to handle; one BLAS thread
-    (one process per core already: 16 processes of 16 threads each took 3x as long on an
-    H200 host's 16 cores); the figure code (matplotlib) imported now, while the group trains."""
+def _ready(run: str) -> None:
+    """A drawing process's start, while the group trains: Ctrl-C is the training process's to
+    handle; one BLAS thread (one process per core already: 16 processes of 16 threads each
+    took 3x as long on an H200 host's 16 cores); the figure code (matplotlib) imported and
+    the run's dataset loaded (kept for the runs drawn here: a second of the first drawing)."""
     from threadpoolctl import threadpool_limits
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threadpool_limits(1)
     import mlptrain.experiment.plot  # noqa: F401
+    from mlptrain.config import load_config
+    from mlptrain.errors import MlptrainError
+    from mlptrain.experiment.setup import prepare
+
+    try:
+        prepare(load_config(Path(run) / "config.toml", ["train.device=cpu"]))
+    except MlptrainError:  # the drawing will meet it again and record why
+        pass
+
+
+def _started() -> None:
+    """A task that makes the pool start one more process."""

@@ -108,7 +108,8 @@ def fit_group(configs: list[Config], store: RunStore,
         m.summary["group"] = {"members": len(members), "position": g}
         on_event(MemberStarted(g, m.run.run_id, m.run.path, m.p.model.parameter_count))
     # the figure drawers start now, so that their start-up overlaps the training
-    with FigureDrawers(sum(m.p.config.report.plots for m in members)) as drawers:
+    drawn = [str(m.run.path) for m in members if m.p.config.report.plots]
+    with FigureDrawers(drawn) as drawers:
         finished = _train(members, start_epoch, on_event, stop)
         _draw_figures([m for m, f in zip(members, finished) if f.status == "completed"],
                       drawers)
