@@ -1,9 +1,9 @@
 """Processes that draw finished runs' figures from their saved files, side by side.
 
 A group of trials finishes all at once, and matplotlib takes about a second per run, so a
-group's figures are drawn by up to one process per core. The processes start with the group:
-their start-up (a fresh interpreter importing matplotlib and the figure code, about 2 s) then
-overlaps the training instead of following it.
+group's figures are drawn by up to one process per core but one. The processes start with the
+group: their start-up (a fresh interpreter importing matplotlib and the figure code, about 2 s,
+and loading the dataset) then overlaps the training instead of following it.
 """
 
 from __future__ import annotations
