@@ -140,8 +140,10 @@ def main() -> None:
     parser.add_argument("--only", default="grouped,alone,torch")
     parser.add_argument("--profile", type=Path, metavar="FILE",
                         help="also run the grouped case under cProfile, save its statistics "
-                             "to FILE and print where the wall time went (the timed case runs "
-                             "without it)")
+                             "to FILE and print them (the timed case runs without it). cProfile "
+                             "sees the main thread only and can charge a thread's waits to "
+                             "whatever it interrupts: for where the wall goes, use "
+                             "benchmarks/sweep_timeline.py")
     args = parser.parse_args()
     cases = args.only.split(",")
     results = {}

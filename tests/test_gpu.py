@@ -78,8 +78,8 @@ def test_a_stack_of_products_matches_numpy_model_by_model(gpu, dtype, trans_a, t
     a_shape = (k, m) if trans_a else (m, k)
     a = rng.standard_normal(a_shape if shared else (G_, *a_shape)).astype(dtype)
     b = rng.standard_normal((G_, *((n, k) if trans_b else (k, n)))).astype(dtype)
-    want = [(a if shared else a[g]).astype(np.float64).swapaxes(0, 1 if trans_a else 0)
-            @ b[g].astype(np.float64).swapaxes(0, 1 if trans_b else 0) for g in range(G_)]
+    op = lambda x, t: x.astype(np.float64).T if t else x.astype(np.float64)  # noqa: E731
+    want = [op(a if shared else a[g], trans_a) @ op(b[g], trans_b) for g in range(G_)]
     a_dev, b_dev = cp.asarray(a), cp.asarray(b)
     out = poisoned((G_, m, n), dtype)
     gpu.grouped_matmul(a_dev, b_dev, out, trans_a, trans_b)
