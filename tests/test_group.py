@@ -125,6 +125,47 @@ def test_each_member_of_a_group_reaches_what_it_reaches_alone(runs_dir, device, 
     assert [s["group"]["steps"] for s in summaries] == [steps] * 3
 
 
+def test_the_replayed_steps_path_reaches_what_each_member_reaches_alone(runs_dir, monkeypatch):
+    """The path a GPU takes, on the CPU: a 'capture' that replays the launch it was given, as
+    a graph replays what was recorded. Each step must then read its rows and rates from the
+    buffers select() fills, and the orders drawn ahead must be the ones drawn alone."""
+    from mlptrain.backend.numpy_backend import NumpyBackend
+    from mlptrain.experiment.group_fit import GroupProgress, MemberStarted
+    from mlptrain.loop import StopFlag
+
+    captured = []
+
+    def capture(self, launch, prepare=None):
+        if prepare is not None:
+            prepare()
+        captured.append(launch)
+        return launch
+
+    monkeypatch.setattr(NumpyBackend, "capture", capture)
+    store = RunStore(runs_dir)
+    points = [p + ["train.epochs=4"] for p in POINTS]
+    group = configs(points=points)
+    results = fit_group(group, store)
+    assert len(captured) == 2  # the full batches' step and the shorter last one's
+    # stopped after epoch 2, whose end drew epoch 3's orders ahead: the checkpoints must hold
+    # the shuffle streams undrawn, or the resumed group's epoch 3 would differ
+    stop, started = StopFlag(), []
+
+    def on_event(event):
+        if isinstance(event, MemberStarted):
+            started.append(event.run_id)
+        elif isinstance(event, GroupProgress) and event.epoch == 2:
+            stop.set()
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_group(group, store, on_event, stop)
+    resumed = fit_group(group, store, resume=started)
+    monkeypatch.undo()
+    for finished in (results, resumed):
+        summaries = assert_each_member_matches_alone(store, group, finished)
+        assert [s["group"]["steps"] for s in summaries] == ["cuda graph"] * 3
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_members_stop_early_on_their_own_and_keep_their_best_epoch(runs_dir, device):
     # a constant, high rate: validation loss turns up after 2-3 epochs, at different epochs

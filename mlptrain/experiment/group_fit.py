@@ -27,7 +27,7 @@ from mlptrain.experiment.fit import (finish_run, os_errors_fail, reopen_run, run
                                      start_summary, stopped_at)
 from mlptrain.experiment.predict import image_ranges
 from mlptrain.experiment.setup import SPLITS, Prepared, prepare
-from mlptrain.group import GroupedMLP
+from mlptrain.group import GroupBatch, GroupedMLP
 from mlptrain.loop import REPORTS_PER_EPOCH, StopFlag, TrainState
 from mlptrain.optim import build_optimizer
 from mlptrain.runs import Run, RunStore
@@ -225,7 +225,10 @@ def _stacked(ops, arrays: list, dtype):
 class _Epochs:
     """Runs the group's epochs: each member's shuffle order and rates uploaded into buffers
     that stay put, then the epoch's steps, eagerly (with progress every few steps) or, on a
-    device that can capture, as one graph replayed per epoch, from the first epoch on."""
+    device that can capture, each step a graph replayed, from the first epoch on. One graph
+    per batch size rather than one per epoch: capturing a whole epoch (422 steps of some 20
+    launches each) cost 0.3 s of Python in the first epoch on an H200, and replaying a step
+    costs the host about as little as replaying an epoch does."""
 
     def __init__(self, group: GroupedMLP, members: list[_Member], data: _GroupData):
         self.group, self.members, self.data = group, members, data
@@ -233,35 +236,37 @@ class _Epochs:
         xp, G = group.xp, group.G
         self.order = xp.zeros((G, data.n), xp.int64)  # rows of the flattened pools
         self.lrs = xp.zeros((self.step.steps_per_epoch, G), group.dtype)
-        self.graph, self.tried_capture, self.begin = None, False, 0.0
+        self.graphs, self.tried_capture, self.begin = None, False, 0.0  # graphs: rows -> step
+        self.ahead = None  # the next epoch's orders and the shuffle streams after them
         # where training stands, for checkpoints: epochs done, steps done in the next one and
         # its orders (G, N) on the host; None while steps are under way (no consistent state)
         self.at: tuple | None = (0, 0, None)
 
     def run(self, epoch: int, on_event, stop: StopFlag) -> None:
-        group, members, data, step = self.group, self.members, self.data, self.step
+        group, data, step = self.group, self.data, self.step
         ops, steps, n = group.ops, step.steps_per_epoch, data.n
         first = (epoch - 1) * steps
         self.begin = time.perf_counter()  # the epoch's record counts its seconds from here
-        # each member's order from its own shuffle stream, as loop.fit draws it alone
         self.at = None  # the shuffle streams move on: no checkpoint until steps are done
-        order = np.stack([m.p.rngs["shuffle"].permutation(n) for m in members])
+        order = self.orders()
         self.order[...] = ops.asarray(order + data.pick_host[:, None] * n, np.int64)
-        lrs = np.stack([m.p.step.schedule.lrs(first, steps) for m in members], axis=1)
-        lrs[:, [m.frozen for m in members]] = 0.0  # p <- p - 0 (...) stays put
-        self.lrs[...] = ops.asarray(lrs, group.dtype)
+        self.lrs[...] = ops.asarray(self.rates(first), group.dtype)
         if not self.tried_capture:  # the first epoch this process runs
             self.tried_capture = True
-            self.graph = ops.capture(lambda: self.steps(0, steps), prepare=self.warm_up)
-            how = ("cuda graph" if self.graph is not None
+            self.graphs = self.capture()
+            how = ("cuda graph" if self.graphs is not None
                    else f"eager: {ops.capture_failure or ops.device}")
-            for m in members:  # how the steps ran, as fit's summary["path"] says it
+            for m in self.members:  # how the steps ran, as fit's summary["path"] says it
                 m.summary["group"]["steps"] = how
         group.sums.fill(0)
-        if self.graph is not None:
-            self.graph()  # whatever reads the state afterwards waits for the whole epoch
+        if self.graphs is not None:
+            for s in range(steps):  # queued: nothing here waits for the device
+                self.select(s)
+                self.graphs[self._rows(s)]()
+            if epoch < step.epochs:
+                self.draw_ahead()  # on the host while the device trains
             self.at = (epoch - 1, steps, order)
-            self.progress(epoch, steps, on_event)
+            self.progress(epoch, steps, on_event)  # the first wait for the device
         else:
             report_every = max(1, steps // REPORTS_PER_EPOCH)
             for lo in range(0, steps, report_every):
@@ -273,6 +278,56 @@ class _Epochs:
                 if stop.is_set and hi < steps:
                     raise KeyboardInterrupt
         self.finish(epoch)
+
+    def orders(self) -> np.ndarray:
+        """(G, N): each member's order for the epoch from its own shuffle stream, as loop.fit
+        draws it alone (drawn ahead, where draw_ahead did)."""
+        streams = [m.p.rngs["shuffle"] for m in self.members]
+        if self.ahead is None:
+            return np.stack([rng.permutation(self.data.n) for rng in streams])
+        order, states = self.ahead
+        self.ahead = None
+        for rng, state in zip(streams, states):
+            rng.bit_generator.state = state
+        return order
+
+    def draw_ahead(self) -> None:
+        """The next epoch's orders, drawn now; the streams are put back as they were, so that
+        a checkpoint written before that epoch starts records them undrawn."""
+        streams = [m.p.rngs["shuffle"] for m in self.members]
+        before = [rng.bit_generator.state for rng in streams]
+        order = np.stack([rng.permutation(self.data.n) for rng in streams])
+        self.ahead = order, [rng.bit_generator.state for rng in streams]
+        for rng, state in zip(streams, before):
+            rng.bit_generator.state = state
+
+    def rates(self, first: int) -> np.ndarray:
+        """(steps, G): every member's learning rate at each step of the epoch whose first
+        global step is `first`; 0 for a frozen member (p <- p - 0 (...) stays put). Members of
+        one schedule share its rates (a sweep's usually all do; each costs a Python call per
+        step)."""
+        steps = self.step.steps_per_epoch
+        schedules = [m.p.step.schedule for m in self.members]
+        rates = {s: s.lrs(first, steps) for s in set(schedules)}
+        lrs = np.stack([rates[s] for s in schedules], axis=1)
+        lrs[:, [m.frozen for m in self.members]] = 0.0
+        return lrs
+
+    def capture(self) -> dict | None:
+        """The step captured as a graph for each batch size of the epoch (its full batches
+        and a shorter last one), reading the rows and rates that select() puts in place;
+        None where the device cannot capture (then ops.capture_failure says why)."""
+        ops, last = self.group.ops, self.step.steps_per_epoch - 1
+        graphs = {}
+        for s in sorted({0, last}):
+            batch = self.group.batch(self._rows(s))
+            graph = ops.capture(
+                lambda b=batch: self.group.train_step(b, self.data.X_flat, self.data.y_flat),
+                prepare=None if graphs else self.warm_up)
+            if graph is None:
+                return None
+            graphs[self._rows(s)] = graph
+        return graphs
 
     def finish(self, epoch: int) -> None:
         """Records the epoch whose steps are all done; the state then ends it."""
@@ -288,15 +343,22 @@ class _Epochs:
             self.finish(self.at[0] + 1)
 
     def steps(self, lo: int, hi: int) -> None:
-        """Steps lo..hi-1 of the epoch: every launch reads buffers that stay put (a graph
-        captured from it replays on the next epoch's order and rates)."""
-        group, B = self.group, self.step.batch_size
+        """Steps lo..hi-1 of the epoch, eagerly."""
         for s in range(lo, hi):
-            rows = self.order[:, s * B:(s + 1) * B]
-            batch = group.batch(rows.shape[1])
-            batch.flat_index[...] = rows
-            group.lr[:, 0, 0] = self.lrs[s]
-            group.train_step(batch, self.data.X_flat, self.data.y_flat)
+            self.group.train_step(self.select(s), self.data.X_flat, self.data.y_flat)
+
+    def select(self, s: int) -> GroupBatch:
+        """Step s's rows of the epoch's order and its rates, copied into the buffers that the
+        step reads (and a captured step reads again on every replay)."""
+        group, B = self.group, self.step.batch_size
+        batch = group.batch(self._rows(s))
+        batch.flat_index[...] = self.order[:, s * B:(s + 1) * B]
+        group.lr[:, 0, 0] = self.lrs[s]
+        return batch
+
+    def _rows(self, s: int) -> int:
+        B = self.step.batch_size
+        return min(B, self.data.n - s * B)
 
     def warm_up(self) -> None:
         """Runs the epoch's first and last step once and undoes them: every buffer (both batch
