@@ -73,9 +73,22 @@ def main() -> None:
                                (runner, "write_summary", "sweep summary")):
         clocked(owner, name, label)
     totals: dict = {}
+    import mlptrain.experiment.setup as setup
+
     for owner, name, label in ((gf, "_complete", "members' runs written"),
+                               (gf, "prepare", "members prepared (setup.prepare)"),
+                               (setup, "load_dataset", "datasets loaded"),
+                               (setup, "build_model", "members' models built"),
+                               (gf, "_stacked", "splits stacked onto the device"),
+                               (group.GroupedMLP, "__init__", "GroupedMLP built"),
                                (gf._Epochs, "warm_up", "warm-up"),
-                               (gf._Epochs, "steps", "steps (eager, or captured once)"),
+                               (gf._Epochs, "capture", "capture (with warm-up)"),
+                               (gf._Epochs, "orders", "orders (shuffles)"),
+                               (gf._Epochs, "draw_ahead", "orders drawn ahead"),
+                               (gf._Epochs, "rates", "rates"),
+                               (gf._Epochs, "select", "select (rows, rates)"),
+                               (gf._Epochs, "steps", "steps run eagerly"),
+                               (gf._Epochs, "progress", "progress (waits for the device)"),
                                (gf._Epochs, "record", "epoch records (validation)"),
                                (gf, "_scores", "scores"),
                                (group.GroupedMLP, "train_step", "train_step calls")):

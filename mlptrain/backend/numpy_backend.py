@@ -32,13 +32,19 @@ def _import_blas_single_threaded():
     return blas
 
 
-blas = _import_blas_single_threaded()
-
 # BLAS level 1, in place on 1-D views: y <- y + a x (axpy) and x <- a x (scal) each stream
 # their arrays once, where NumPy needs a scaled copy and a second pass (p - lr g: two passes
 # and a scratch buffer). The optimizer updates are memory-bound, so passes are what they cost.
-_AXPY = {np.dtype(np.float32): blas.saxpy, np.dtype(np.float64): blas.daxpy}
-_SCAL = {np.dtype(np.float32): blas.sscal, np.dtype(np.float64): blas.dscal}
+# Filled on first use: importing SciPy would add 0.3 s to the start of every command, GPU
+# runs and `--help` included.
+_AXPY: dict = {}  # dtype -> the routine
+_SCAL: dict = {}
+
+
+def _load_blas() -> None:
+    blas = _import_blas_single_threaded()
+    _AXPY.update({np.dtype(np.float32): blas.saxpy, np.dtype(np.float64): blas.daxpy})
+    _SCAL.update({np.dtype(np.float32): blas.sscal, np.dtype(np.float64): blas.dscal})
 
 
 def _order(a: np.ndarray) -> str:
@@ -61,6 +67,8 @@ def _flat(a: np.ndarray, order: str, written: bool) -> np.ndarray:
 
 def axpy(a: float, x: np.ndarray, y: np.ndarray) -> None:
     """y <- y + a x, in place, one pass."""
+    if not _AXPY:
+        _load_blas()
     if x.ndim == y.ndim == 1 and x.dtype == y.dtype and x.flags.c_contiguous \
             and y.flags.c_contiguous:  # a model's flat buffers: no checks beyond these
         _AXPY[y.dtype](x, y, a=a)
@@ -72,6 +80,8 @@ def axpy(a: float, x: np.ndarray, y: np.ndarray) -> None:
 
 def scal(a: float, x: np.ndarray) -> None:
     """x <- a x, in place, one pass."""
+    if not _SCAL:
+        _load_blas()
     view = x if x.ndim == 1 and x.flags.c_contiguous and x.dtype in _SCAL \
         else _flat(x, _order(x), written=True)
     _SCAL[x.dtype](a, view)
