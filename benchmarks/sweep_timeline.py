@@ -69,12 +69,12 @@ def main() -> None:
     for owner, name, label in ((grouping, "plan_groups", None), (gf, "fit_group", None),
                                (gf, "_train", "training and scores"),
                                (gf, "_GroupData", "data onto the device"),
-                               (gf, "_draw_figures", "figures"),
                                (runner, "write_summary", "sweep summary")):
         clocked(owner, name, label)
     totals: dict = {}
     import mlptrain.experiment.setup as setup
 
+    clocked(gf.FigureDrawers, "records", "waiting for the figures")
     for owner, name, label in ((gf, "_complete", "members' runs written"),
                                (gf, "prepare", "members prepared (setup.prepare)"),
                                (setup, "load_dataset", "datasets loaded"),

@@ -402,6 +402,21 @@ def test_a_grouped_sweep_writes_ordinary_runs_that_match_an_ungrouped_one(tmp_pa
                                                    "TrialFinished"}
 
 
+def test_a_groups_figures_are_drawn_by_processes_as_each_run_is_written(runs_dir):
+    from mlptrain.experiment import drawers
+
+    assert drawers.available_cores() >= 2  # else no processes: the members draw in turn
+    store = RunStore(runs_dir)
+    group = configs(points=[p + ["report.plots=true"] for p in POINTS])
+    results = fit_group(group, store)
+    for result in results:
+        run = store.find(result.run_id)
+        figures = run.read_summary()["figures"]
+        assert not figures.get("error") and figures["seconds"] > 0
+        assert sorted(figures["files"]) == sorted(p.name for p in run.path.glob("*.png"))
+        assert "misclassified.png" in figures["files"]
+
+
 def _report_visible_device(queue) -> None:
     queue.put(os.environ.get("CUDA_VISIBLE_DEVICES"))
 

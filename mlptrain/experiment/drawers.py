@@ -17,8 +17,10 @@ from mlptrain.memory import available_cores
 
 
 class FigureDrawers:
-    """`with FigureDrawers(runs) as drawers: ... drawers.draw(runs, formats)`: `runs`, the
-    directories of the runs that will want figures (no processes for fewer than two)."""
+    """`with FigureDrawers(runs) as drawers: drawers.submit(run, fmt) ... drawers.records()`:
+    `runs`, the directories of the runs that will want figures (no processes for fewer than
+    two). A run submitted is drawn at once where there are processes, so drawing the first
+    runs overlaps writing the others."""
 
     def __init__(self, runs: list[str]):
         # one core stays with the training process where there are several: 16 drawers
@@ -26,7 +28,7 @@ class FigureDrawers:
         # H200 host
         cores = available_cores()
         processes = min(len(runs), cores - 1 if cores > 2 else cores)
-        self.pool = None
+        self.pool, self.submitted = None, []
         # a sweep's worker process is a daemon, which may have no children: it draws itself
         if processes > 1 and not multiprocessing.current_process().daemon:
             self.pool = ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"),
@@ -34,20 +36,30 @@ class FigureDrawers:
             for _ in range(processes):  # a process starts per task that finds none idle
                 self.pool.submit(_started)
 
-    def draw(self, paths: list[str], formats: list[str]) -> list[dict]:
-        """Each run's figures, recorded in its summary; returns the records, in order."""
+    def submit(self, path: str, fmt: str) -> None:
+        """Draws the run's figures (from its files, which must be complete) and records them
+        in its summary."""
+        from mlptrain.experiment.plot import draw_saved_run_figures
+
+        self.submitted.append(self.pool.submit(draw_saved_run_figures, path, fmt)
+                              if self.pool is not None else (path, fmt))
+
+    def records(self) -> list[dict]:
+        """Each submitted run's figure record (as its summary.json now holds it), in order."""
         from mlptrain.experiment.plot import draw_saved_run_figures
 
         if self.pool is None:
-            return list(map(draw_saved_run_figures, paths, formats))
-        return list(self.pool.map(draw_saved_run_figures, paths, formats))
+            return [draw_saved_run_figures(*task) for task in self.submitted]
+        return [future.result() for future in self.submitted]
 
     def __enter__(self) -> FigureDrawers:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.pool is not None:  # after an error or Ctrl-C, nothing more to draw
-            self.pool.shutdown(wait=exc[0] is None, cancel_futures=True)
+        # not waiting for the processes to exit (0.4 s for 15 on an H200 host): they go while
+        # the caller writes its summary; after an error or Ctrl-C, nothing more is drawn
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _ready(run: str) -> None:

@@ -108,19 +108,26 @@ def fit_group(configs: list[Config], store: RunStore,
         m.summary["group"] = {"members": len(members), "position": g}
         on_event(MemberStarted(g, m.run.run_id, m.run.path, m.p.model.parameter_count))
     # the figure drawers start now, so that their start-up overlaps the training
-    drawn = [str(m.run.path) for m in members if m.p.config.report.plots]
-    with FigureDrawers(drawn) as drawers:
-        finished = _train(members, start_epoch, on_event, stop)
-        _draw_figures([m for m, f in zip(members, finished) if f.status == "completed"],
-                      drawers)
+    plots = lambda m: m.p.config.report.plots  # noqa: E731
+    with FigureDrawers([str(m.run.path) for m in members if plots(m)]) as drawers:
+        def draw(m: _Member) -> None:  # each member as soon as its run is written
+            if plots(m):
+                drawers.submit(str(m.run.path), m.p.config.report.format)
+
+        finished = _train(members, start_epoch, on_event, stop, draw)
+        drawn = [m for m, f in zip(members, finished) if plots(m) and f.status == "completed"]
+        for m, figures in zip(drawn, drawers.records()):  # what its summary.json now says
+            m.summary["figures"] = figures
     for f in finished:
         on_event(f)
     return finished
 
 
-def _train(members: list[_Member], start_epoch: int, on_event, stop: StopFlag) -> list:
-    """The group's epochs from start_epoch on, then each member's final scores and files;
-    returns each member's MemberFinished (not yet reported)."""
+def _train(members: list[_Member], start_epoch: int, on_event, stop: StopFlag,
+           written: Callable[[_Member], None]) -> list:
+    """The group's epochs from start_epoch on, then each member's final scores and files
+    (`written(member)` as each completed member's run is); returns each member's
+    MemberFinished (not yet reported)."""
     data = _GroupData(members)
     first = members[0].p
     step = first.step
@@ -148,7 +155,12 @@ def _train(members: list[_Member], start_epoch: int, on_event, stop: StopFlag) -
             group.load_state_dict(g, m.best_weights)
     scores = {name: _scores(group, data, name) for name in SPLITS}  # every member at once
     images = {}  # seed -> predict.image_ranges of its training split, shared by its members
-    return [_complete(group, g, m, scores, wall, images) for g, m in enumerate(members)]
+    finished = []
+    for g, m in enumerate(members):
+        finished.append(_complete(group, g, m, scores, wall, images))
+        if finished[-1].status == "completed":
+            written(m)
+    return finished
 
 
 def _start_member(config: Config, store: RunStore, datasets: dict,
@@ -481,16 +493,6 @@ def _complete(group: GroupedMLP, g: int, m: _Member, scores: dict, wall: float,
         }
         finish_run(run, summary, "completed", time.perf_counter() - wall)
     return MemberFinished(g, run.run_id, "completed", final, epochs)
-
-
-def _draw_figures(members: list[_Member], drawers: FigureDrawers) -> None:
-    """The members' figures ([report] plots), drawn from their saved files."""
-    todo = [m for m in members if m.p.config.report.plots]
-    if todo:
-        records = drawers.draw([str(m.run.path) for m in todo],
-                               [m.p.config.report.format for m in todo])
-        for m, figures in zip(todo, records):  # what each run's summary.json now says
-            m.summary["figures"] = figures
 
 
 def _interrupt(epochs: _Epochs, start: float, on_event) -> None:
