@@ -217,21 +217,23 @@ class GroupedMLP:
         self.backward(batch, dz)
         self.update()
 
-    def evaluate(self, X, y, pick=None):
+    def evaluate(self, X, y, rows=None):
         """(summed loss (G,), correct (G,)) of every model on its own samples: model g scores
-        X[pick[g]] (X (K, N, D) a pool of splits, y (K, N)), or, with pick None, all score the
-        same X (N, D), y (N,). In chunks of about EVAL_ELEMENTS activations."""
+        X[rows[g]], y[rows[g]] (rows (G, n) of X (P, D), y (P,), a pool of samples), or, with
+        rows None, all score the same X (n, D), y (n,). In chunks of about EVAL_ELEMENTS
+        activations."""
         xp, G = self.xp, self.G
-        n = X.shape[-2]
-        rows = max(64, EVAL_ELEMENTS // (G * sum(self.sizes)))
+        n = X.shape[0] if rows is None else rows.shape[1]
+        chunk = max(64, EVAL_ELEMENTS // (G * sum(self.sizes)))
         sums = xp.zeros((G, 2), xp.float64)  # per model: summed loss, correct
-        for start in range(0, n, rows):
-            stop = min(start + rows, n)
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
             batch = self.batch(stop - start)
-            if pick is None:  # (b, D) @ (G, D, O) broadcasts over the models
+            if rows is None:  # (b, D) @ (G, D, O) broadcasts over the models
                 x, t = X[start:stop], xp.broadcast_to(y[start:stop], (G, stop - start))
             else:
-                x, t = X[pick, start:stop], y[pick, start:stop]
+                index = rows[:, start:stop]  # (G, b)
+                x, t = xp.take(X, index, axis=0), xp.take(y, index)
             logits = self.forward([x] + batch.acts[1:])
             if self.fused_loss is not None:
                 self.fused_loss(logits, t, self.smoothing, None, sums)

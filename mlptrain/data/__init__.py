@@ -16,7 +16,7 @@ import numpy as np
 
 from mlptrain.data.mnist import IMAGE_SIDE, find_vendored_mnist, load_mnist
 from mlptrain.data.npz import load_npz
-from mlptrain.data.split import split_off
+from mlptrain.data.split import split_indices, split_off
 from mlptrain.data.xor import make_xor, xor_test_set
 from mlptrain.errors import ConfigError
 
@@ -36,6 +36,10 @@ class Dataset:
     input_shape: tuple[int, ...]  # how one sample looks: (28, 28) for MNIST, (2,) for XOR
     source: str = ""  # where the data came from
     checksums: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256
+    # the samples the train and val splits were drawn from, (X, y), and each split's rows of
+    # them: runs of one source share its pool whatever their seeds (a group uploads it once)
+    pool: tuple[np.ndarray, np.ndarray] | None = None
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:
@@ -73,10 +77,12 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
                        m.test_labels, 10, (IMAGE_SIDE, IMAGE_SIDE), m.source, m.checksums)
     else:
         base = _npz_dataset(cfg, rngs["split"])
-    X, y, X_val, y_val = split_off(base.X_train, base.y_train, cfg.val_fraction, rngs["split"])
+    keep, held = split_indices(len(base.y_train), cfg.val_fraction, rngs["split"])
     if cfg.limit:
-        X, y = X[:cfg.limit], y[:cfg.limit]  # the split is random, so a prefix is a sample
-    base.X_train, base.y_train, base.X_val, base.y_val = X, y, X_val, y_val
+        keep = keep[:cfg.limit]  # the split is random, so a prefix is a sample
+    X, y = base.pool = base.X_train, base.y_train
+    base.rows = {"train": keep, "val": held}
+    base.X_train, base.y_train, base.X_val, base.y_val = X[keep], y[keep], X[held], y[held]
     if len(base.y_train) == 0:
         raise ConfigError(f"[data] val_fraction = {cfg.val_fraction} leaves no training "
                           f"samples out of {len(base.y_val)}; use a smaller fraction.")

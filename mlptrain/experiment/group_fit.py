@@ -195,42 +195,56 @@ def _resume_member(p: Prepared, run: Run) -> _Member:
 
 
 class _GroupData:
-    """Every member's splits on the device, once per distinct split: members of one seed share
-    theirs (the split is drawn with train.seed). pick[g] is member g's split in the pools."""
+    """Every member's data on the device, each array once: the pools its train and val splits
+    are rows of (one for an MNIST sweep whatever its seeds: every split is drawn from the
+    same 60,000 digits), and the test set. rows[name] (G, n) are member g's samples of a
+    split, as rows of the pools X_flat, y_flat."""
 
     def __init__(self, members: list[_Member]):
         first = members[0].p
         ops, dtype = first.model.ops, first.model.dtype
-        keys = [m.p.config.train.seed for m in members]
-        distinct = sorted(set(keys))
-        owner = {k: next(m for m, key in zip(members, keys) if key == k) for k in distinct}
-        self.pick_host = np.array([distinct.index(k) for k in keys], np.int64)
-        self.pick = ops.asarray(self.pick_host, np.int64)
-        self.pools = {}
-        for name in ("train", "val"):
-            splits = [owner[k].p.dataset.split(name) for k in distinct]
-            self.pools[name] = (_stacked(ops, [X for X, _ in splits], dtype),
-                                _stacked(ops, [y for _, y in splits], np.int64))
+        datasets = list({id(m.p.dataset): m.p.dataset for m in members}.values())  # per seed
+        pools, offsets = [], {}  # distinct pools; id(pool) -> its first row in X_flat
+        for d in datasets:
+            if id(d.pool) not in offsets:
+                offsets[id(d.pool)] = sum(len(y) for _, y in pools)
+                pools.append(d.pool)
+        self.ops = ops
+        self.X_flat = _stacked(ops, [X for X, _ in pools], dtype)  # (P, D), P pooled rows
+        self.y_flat = _stacked(ops, [y for _, y in pools], np.int64)
+        ids = [id(d) for d in datasets]
+        pick = [ids.index(id(m.p.dataset)) for m in members]
+        self.rows = {name: ops.asarray(np.stack([offsets[id(d.pool)] + d.rows[name]
+                                                 for d in datasets])[pick], np.int64)
+                     for name in ("train", "val")}
+        self.n = self.rows["train"].shape[1]
         X, y = first.dataset.split("test")
         self.test = (ops.asarray(X, dtype), ops.asarray(y, np.int64))
-        X_train, y_train = self.pools["train"]
-        self.n = X_train.shape[1]
-        self.X_flat = X_train.reshape(-1, X_train.shape[2])  # (K N, D): one gather per step
-        self.y_flat = y_train.reshape(-1)
+
+    def order_rows(self, order: np.ndarray, out) -> None:
+        """out (G, n) = the rows of X_flat that each member's epoch order (G, n) names (the
+        order holds positions in the member's own train split)."""
+        G, n = order.shape
+        index = self.ops.asarray(order + np.arange(G)[:, None] * n, np.int64)  # into (G n,)
+        self.ops.xp.take(self.rows["train"].reshape(-1), index, out=out)
 
     def split(self, name: str):
-        """(X, y, pick) for GroupedMLP.evaluate."""
+        """(X, y, rows) for GroupedMLP.evaluate."""
         if name == "test":
             return (*self.test, None)
-        return (*self.pools[name], self.pick)
+        return self.X_flat, self.y_flat, self.rows[name]
 
 
 def _stacked(ops, arrays: list, dtype):
-    """The K same-shaped host arrays as one device array (K, ...), filled one by one: no
-    stacked copy on the host (10 seeds of MNIST would be 1.7 GB)."""
-    pool = ops.empty((len(arrays), *arrays[0].shape), dtype)
-    for k, array in enumerate(arrays):
-        pool[k] = ops.asarray(array, dtype)
+    """The same-width host arrays, one after another, as one device array, filled one by one
+    (no joined copy on the host)."""
+    if len(arrays) == 1:
+        return ops.asarray(arrays[0], dtype)
+    pool = ops.empty((sum(len(a) for a in arrays), *arrays[0].shape[1:]), dtype)
+    start = 0
+    for array in arrays:
+        pool[start:start + len(array)] = ops.asarray(array, dtype)
+        start += len(array)
     return pool
 
 
@@ -256,12 +270,12 @@ class _Epochs:
 
     def run(self, epoch: int, on_event, stop: StopFlag) -> None:
         group, data, step = self.group, self.data, self.step
-        ops, steps, n = group.ops, step.steps_per_epoch, data.n
+        ops, steps = group.ops, step.steps_per_epoch
         first = (epoch - 1) * steps
         self.begin = time.perf_counter()  # the epoch's record counts its seconds from here
         self.at = None  # the shuffle streams move on: no checkpoint until steps are done
         order = self.orders()
-        self.order[...] = ops.asarray(order + data.pick_host[:, None] * n, np.int64)
+        data.order_rows(order, out=self.order)
         self.lrs[...] = ops.asarray(self.rates(first), group.dtype)
         if not self.tried_capture:  # the first epoch this process runs
             self.tried_capture = True
@@ -452,11 +466,11 @@ class _Epochs:
 
 def _scores(group: GroupedMLP, data: _GroupData, name: str):
     """([loss per member], [accuracy per member]) on a split, or None when it is empty."""
-    X, y, pick = data.split(name)
-    n = X.shape[-2]
+    X, y, rows = data.split(name)
+    n = X.shape[0] if rows is None else rows.shape[1]
     if not n:
         return None
-    loss, correct = group.evaluate(X, y, pick)
+    loss, correct = group.evaluate(X, y, rows)
     ops = group.ops
     return ([float(v) / n for v in ops.to_host(loss)],
             [float(v) / n for v in ops.to_host(correct)])
