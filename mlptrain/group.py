@@ -243,6 +243,26 @@ class GroupedMLP:
             sums[:, 1] += batch.correct
         return sums[:, 0], sums[:, 1]
 
+    def top_probabilities(self, X, rows):
+        """(G, n) float64: each model's largest class probability on its own samples X[rows[g]]
+        (rows (G, n) of X (P, D)), as nn.SoftmaxCrossEntropy.probabilities gives it: the top
+        class's exp(z - max z) is 1, so its probability is 1 / sum_c exp(z_c - max z)."""
+        xp, G = self.xp, self.G
+        n = rows.shape[1]
+        top = xp.empty((G, n), xp.float64)
+        chunk = max(64, EVAL_ELEMENTS // (G * sum(self.sizes)))
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            batch = self.batch(stop - start)
+            x = xp.take(X, rows[:, start:stop], axis=0)
+            logits = self.forward([x] + batch.acts[1:])  # (G, b, C)
+            xp.max(logits, axis=2, keepdims=True, out=batch.m)
+            xp.subtract(logits, batch.m, out=logits)
+            xp.exp(logits, out=logits)
+            xp.sum(logits, axis=2, keepdims=True, out=batch.s)
+            top[:, start:stop] = 1 / batch.s[:, :, 0]
+        return top
+
     def snapshot(self) -> list:
         """Copies of what a step changes for good (parameters and velocities), for restore."""
         return [x.copy() for x in self.Wt + self.b + self.vWt + self.vb]

@@ -103,6 +103,10 @@ def assert_each_member_matches_alone(store: RunStore, group: list, results: list
             assert summary["final"][key] == pytest.approx(value, rel=1e-9), key
         for key in ("stopped_early", "best_epoch", "epochs_completed"):
             assert summary[key] == alone.summary[key], key
+        # what predict compares inputs with: the val set's top probabilities, found grouped
+        assert summary["reference"]["top_probability"] == pytest.approx(
+            alone.summary["reference"]["top_probability"], rel=1e-9)
+        assert summary["reference"]["ink_fraction"] == alone.summary["reference"]["ink_fraction"]
         assert summary["status"] == "completed" and summary["group"]["members"] == len(group)
         summaries.append(summary)
     return summaries

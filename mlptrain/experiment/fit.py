@@ -214,13 +214,16 @@ def draw_figures(run: Run, summary: dict, p: Prepared, on_event):
     return figures
 
 
-def run_reference(p: Prepared, batch: int, images: dict | None = None) -> dict[str, Any]:
+def run_reference(p: Prepared, batch: int, images: dict | None = None,
+                  top: np.ndarray | None = None) -> dict[str, Any]:
     """What predict compares a user's input with: statistics of this run's own data
-    (`images`: predict.image_ranges of its training split, when already computed)."""
+    (`images`: predict.image_ranges of its training split, and `top`: the model's largest
+    class probability on each validation sample, when already computed)."""
     from mlptrain.experiment.predict import probabilities, reference_statistics
 
     X_val = p.dataset.split("val")[0]
-    top = probabilities(p.model, X_val, batch).max(axis=1) if len(X_val) else np.zeros(0)
+    if top is None:
+        top = probabilities(p.model, X_val, batch).max(axis=1) if len(X_val) else np.zeros(0)
     return reference_statistics(p.dataset.split("train")[0], top, p.dataset.input_shape,
                                 images)
 

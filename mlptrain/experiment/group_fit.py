@@ -154,10 +154,13 @@ def _train(members: list[_Member], start_epoch: int, on_event, stop: StopFlag,
         if m.best_weights is not None:  # early stopping: the best validation epoch's
             group.load_state_dict(g, m.best_weights)
     scores = {name: _scores(group, data, name) for name in SPLITS}  # every member at once
+    val = data.rows["val"]  # each member's top probabilities there, for predict's reference
+    tops = group.ops.to_host(group.top_probabilities(data.X_flat, val)) if val.shape[1] \
+        else np.zeros(val.shape)
     images = {}  # seed -> predict.image_ranges of its training split, shared by its members
     finished = []
     for g, m in enumerate(members):
-        finished.append(_complete(group, g, m, scores, wall, images))
+        finished.append(_complete(group, g, m, scores, tops[g], wall, images))
         if finished[-1].status == "completed":
             written(m)
     return finished
@@ -476,19 +479,18 @@ def _scores(group: GroupedMLP, data: _GroupData, name: str):
             [float(v) / n for v in ops.to_host(correct)])
 
 
-def _complete(group: GroupedMLP, g: int, m: _Member, scores: dict, wall: float,
-              images: dict) -> MemberFinished:
+def _complete(group: GroupedMLP, g: int, m: _Member, scores: dict, top: np.ndarray,
+              wall: float, images: dict) -> MemberFinished:
     """Writes member g's run: weights, final metrics (`scores`: split -> per-member loss and
-    accuracy lists), summary."""
+    accuracy lists), summary (with `top`, its largest class probability on each validation
+    sample)."""
     p, run, summary = m.p, m.run, m.summary
     epochs = summary["epochs_completed"] = len(m.history)
     if m.failed:
         finish_run(run, summary, "failed", time.perf_counter() - wall, error=m.failed)
         return MemberFinished(g, run.run_id, "failed", epochs=epochs, error=m.failed)
     with os_errors_fail(run, summary):
-        weights = group.state_dict(g)
-        p.model.load_state_dict(weights, source="the group's weights")
-        run.write_weights(weights)
+        run.write_weights(group.state_dict(g))
         final = {}
         for name, split in scores.items():
             final[f"{name}_loss"], final[f"{name}_accuracy"] = \
@@ -499,7 +501,8 @@ def _complete(group: GroupedMLP, g: int, m: _Member, scores: dict, wall: float,
         seed = p.config.train.seed
         if seed not in images:
             images[seed] = image_ranges(p.dataset.split("train")[0], p.dataset.input_shape)
-        summary["reference"] = run_reference(p, p.config.train.eval_batch_size, images[seed])
+        summary["reference"] = run_reference(p, p.config.train.eval_batch_size, images[seed],
+                                             top)
         summary["timing"] = {
             "wall_seconds": wall, "seconds_per_epoch": wall / max(epochs, 1),
             "samples_per_second": len(p.dataset.split("train")[1]) * epochs / wall,
