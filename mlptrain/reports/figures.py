@@ -23,6 +23,7 @@ from mlptrain.reports.style import (
     COUNTS,
     DIVERGING,
     DPI,
+    RC,
     SEQUENTIAL,
     SPLIT_COLOURS,
     new_figure,
@@ -32,13 +33,23 @@ from mlptrain.reports.style import (
 
 
 MARKED_EPOCHS = 30  # up to this many epochs each point gets a marker (one alone is no line)
+TEXT_LINE = 1.2  # a line of text is this many times its font size tall (matplotlib's spacing)
+TITLE_PAD = 6  # points between an axes and its title (rcParams["axes.titlepad"])
+EDGE = 0.1  # inches between the outermost text and the figure's edge (12 pixels)
+DIGIT = 0.64  # a digit's width in DejaVu Sans, in font sizes (most tick labels are digits)
+TICK_ROOM = 7  # points from an axes' side to its tick labels: a tick (3.5), a pad (3.5)
+LABEL_PAD = 4  # points between tick labels and the axis label (rcParams["axes.labelpad"])
+LINE = RC["font.size"] * TEXT_LINE  # points: a line of text at the base size (tick, axis labels)
+SUPTITLE = 1.2 * RC["font.size"]  # a figure title's size in points ("large")
+COLORBAR = (0.2, 0.17)  # inches between an image and its colour bar, and the bar's width
+COLORBAR_ROOM = 1.1  # inches right of an image for its colour bar with tick labels and label
 
 
 @styled
 def draw_curves(c: Curves, title: str) -> Figure:
     """Loss (left) and accuracy (right) per epoch; the test score is a star at its epoch."""
     fig = new_figure(9, 3.6)
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss, ax_acc = fig.add_axes((0, 0, 1, 1)), fig.add_axes((0, 0, 1, 1))  # placed at the end
     marker = "o" if len(c.epochs) <= MARKED_EPOCHS else None
     for ax, series, key in ((ax_loss, c.loss, "loss"), (ax_acc, c.accuracy, "accuracy")):
         for split, values in series.items():
@@ -74,6 +85,7 @@ def draw_curves(c: Curves, title: str) -> Figure:
         pad = max(0.1 * (hi - lo), 0.05 - (hi - lo) / 2, 0.005)
         ax_acc.set_ylim(max(0.0, lo - pad), min(1.0 + 0.01, hi + pad))
     fig.suptitle(title)
+    _side_by_side(fig, (ax_loss, ax_acc), top=_title_room(title, SUPTITLE))
     return fig
 
 
@@ -83,14 +95,13 @@ def draw_decision_boundary(grid: ProbabilityGrid, X: np.ndarray, y: np.ndarray,
     """P(class 1) as a filled contour over the input plane, the 0.5 line, and the data on top
     (two classes); with more classes, the predicted class as filled regions."""
     fig = new_figure(5.4, 4.6)
-    ax = fig.subplots()
+    ax = fig.add_axes((0, 0, 1, 1))  # placed once its limits are known
     n_classes = grid.probabilities.shape[-1]
     if n_classes == 2:
         p1 = grid.probabilities[..., 1]  # (S, S)
         filled = ax.contourf(grid.xs, grid.ys, p1, levels=np.linspace(0, 1, 11),
                              cmap=DIVERGING, alpha=0.8)
         ax.contour(grid.xs, grid.ys, p1, levels=[0.5], colors="k", linewidths=1.2)
-        fig.colorbar(filled, ax=ax, label="P(class 1)", ticks=np.linspace(0, 1, 6))
         point_colours = ListedColormap(["#2166ac", "#b2182b"])  # the ends of DIVERGING
     else:
         predicted = grid.probabilities.argmax(axis=-1)
@@ -106,6 +117,9 @@ def draw_decision_boundary(grid: ProbabilityGrid, X: np.ndarray, y: np.ndarray,
     ax.set_ylabel("input 2")
     ax.set_aspect("equal")
     ax.set_title(title)
+    _place_equal(fig, ax, top=_title_room(title), right=COLORBAR_ROOM if n_classes == 2 else 0)
+    if n_classes == 2:
+        _colorbar(fig, filled, ax, label="P(class 1)", ticks=np.linspace(0, 1, 6))
     return fig
 
 
@@ -113,15 +127,20 @@ def draw_decision_boundary(grid: ProbabilityGrid, X: np.ndarray, y: np.ndarray,
 def draw_weight_grid(mosaic: np.ndarray, limit: float, which: str, title: str) -> Figure:
     """First-layer weights, one tile per hidden unit, on one colour scale [-limit, limit]
     (values beyond it drawn at the ends of the scale)."""
-    fig = new_figure(7.5, 7.0)
-    ax = fig.subplots()
+    title = f"{title}\nfirst-layer weights, row by row: {which}"
+    top = _title_room(title)
+    # the figure fits the mosaic, which fits within 7.5 x 7 inches with its title and colour bar
+    scale = _pixel_scale(mosaic.shape, (7.5 - 2 * EDGE - COLORBAR_ROOM, 7.0 - EDGE - top))
+    width, height = (n * scale / DPI for n in mosaic.shape[::-1])
+    fig = new_figure(2 * EDGE + width + COLORBAR_ROOM, EDGE + height + top)
+    ax = _add_axes(fig, (EDGE, EDGE, width, height))
     image = ax.imshow(mosaic, cmap=_with_blank(DIVERGING), vmin=-limit, vmax=limit,
-                      interpolation="nearest")
+                      interpolation="nearest", aspect="auto")
     ax.set_axis_off()
     clipped = np.nanmax(np.abs(mosaic)) > limit
-    fig.colorbar(image, ax=ax, shrink=0.8, extend="both" if clipped else "neither",
-                 label="weight: blue < 0 < red, one scale for all units")
-    ax.set_title(f"{title}\nfirst-layer weights, row by row: {which}")
+    _colorbar(fig, image, ax, shrink=0.8, extend="both" if clipped else "neither",
+              label="weight: blue < 0 < red, one scale for all units")
+    ax.set_title(title)
     return fig
 
 
@@ -129,17 +148,24 @@ def draw_weight_grid(mosaic: np.ndarray, limit: float, which: str, title: str) -
 def draw_activation_heatmap(mean: np.ndarray, units: np.ndarray, which: str,
                             title: str) -> Figure:
     """mean (C, U): the mean activation of hidden units `units` (U,) over each class's samples."""
-    fig = new_figure(max(5.0, min(12.0, 2.0 + 0.16 * mean.shape[1])), 4.0)
-    ax = fig.subplots()
+    size = (max(5.0, min(12.0, 2.0 + 0.16 * mean.shape[1])), 4.0)
+    fig = new_figure(*size)
+    title = f"{title}\nmean activation per class on the test set: {which}"
+    step = max(1, len(units) // 32)  # at most ~32 unit labels
+    labels = [str(u) for u in units[::step]]
+    rotated = len(units) > 16
+    left = _axis_room(_digits_width(mean.shape[0] - 1))
+    bottom = _axis_room(_digits_width(max(labels, key=len, default=""), 7) if rotated
+                        else 7 * TEXT_LINE)
+    ax = _add_axes(fig, (left, bottom, size[0] - left - COLORBAR_ROOM - EDGE,
+                         size[1] - bottom - _title_room(title)))
     image = ax.imshow(mean, cmap=SEQUENTIAL, aspect="auto", interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="mean activation")
+    _colorbar(fig, image, ax, label="mean activation")
     ax.set_yticks(range(mean.shape[0]))
     ax.set_ylabel("class")
-    step = max(1, len(units) // 32)  # at most ~32 unit labels
-    ax.set_xticks(range(0, len(units), step), [str(u) for u in units[::step]],
-                  rotation=90 if len(units) > 16 else 0, fontsize=7)
+    ax.set_xticks(range(0, len(units), step), labels, rotation=90 if rotated else 0, fontsize=7)
     ax.set_xlabel("hidden unit")
-    ax.set_title(f"{title}\nmean activation per class on the test set: {which}")
+    ax.set_title(title)
     return fig
 
 
@@ -147,8 +173,11 @@ def draw_activation_heatmap(mean: np.ndarray, units: np.ndarray, which: str,
 def draw_confusion(counts: np.ndarray, title: str) -> Figure:
     """counts (C, C): rows are true classes, columns predicted; each cell shows its count."""
     n = counts.shape[0]
+    total, right = counts.sum(), np.trace(counts)
+    title = (f"{title}\ntest set: {right:,} of {total:,} right "
+             f"({100 * right / max(total, 1):.2f}%)\n(colour: log(1 + count))")
     fig = new_figure(max(4.4, 1.6 + 0.5 * n), max(3.6, 1.2 + 0.5 * n))
-    ax = fig.subplots()
+    ax = fig.add_axes((0, 0, 1, 1))  # placed once its tick labels are known
     # log-like scale by count so the off-diagonal errors stay visible beside a full diagonal
     image = ax.imshow(np.log1p(counts), cmap=COUNTS, interpolation="nearest")
     for (i, j), count in np.ndenumerate(counts):
@@ -160,9 +189,8 @@ def draw_confusion(counts: np.ndarray, title: str) -> Figure:
     ax.set_yticks(range(n))
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    total, right = counts.sum(), np.trace(counts)
-    ax.set_title(f"{title}\ntest set: {right:,} of {total:,} right ({100 * right / max(total, 1):.2f}%)"
-                 "\n(colour: log(1 + count))")
+    ax.set_title(title)
+    _place_equal(fig, ax, top=_title_room(title), right=0)
     return fig
 
 
@@ -225,9 +253,9 @@ def _image_grid(images: np.ndarray, image: float, gap: float, text: tuple[float,
     mosaic = arrays.image_mosaic(images, columns, spacing)
     side, head = round(SIDE * DPI), round(top * DPI) + above * scale  # screen pixels
     size = (2 * side + mosaic.shape[1] * scale, head + (mosaic.shape[0] + below) * scale)
-    fig = new_figure(size[0] / DPI, size[1] / DPI, layout=None)
-    ax = fig.add_axes((side / size[0], below * scale / size[1],
-                       mosaic.shape[1] * scale / size[0], mosaic.shape[0] * scale / size[1]))
+    fig = new_figure(size[0] / DPI, size[1] / DPI)
+    ax = _add_axes(fig, tuple(v / DPI for v in (side, below * scale, mosaic.shape[1] * scale,
+                                                 mosaic.shape[0] * scale)))
     ax.imshow(mosaic, cmap=_with_blank("gray_r"), vmin=0, vmax=1, interpolation="nearest",
               aspect="auto")
     ax.set_axis_off()
@@ -235,6 +263,84 @@ def _image_grid(images: np.ndarray, image: float, gap: float, text: tuple[float,
     corners = (arrays.tile_corner(i, columns, (h, w), spacing) for i in range(k))
     return fig, ax, [(left + (w - 1) / 2, top - 0.5 - pad_above, top + h - 0.5 + pad_below)
                      for top, left in corners]
+
+
+def _add_axes(fig: Figure, rect: tuple[float, float, float, float]):
+    """An axes at rect (left, bottom, width, height) in inches from the figure's lower left
+    corner: placed by hand, as a layout engine would measure every text by drawing the figure
+    once more before saving it (a third of the time of a figure with a few axes)."""
+    return fig.add_axes(_fractions(fig, rect))
+
+
+def _fractions(fig: Figure, rect: tuple[float, float, float, float]):
+    """rect (left, bottom, width, height) in inches as fractions of the figure."""
+    return tuple(np.divide(rect, np.tile(fig.get_size_inches(), 2)))
+
+
+def _side_by_side(fig: Figure, axes, top: float) -> None:
+    """Places `axes` in a row, equally wide, `top` inches below the figure's top, each with
+    room on its left for its y tick labels as they are now and below for its x axis."""
+    width, height = fig.get_size_inches()
+    lefts = [_axis_room(_tick_labels_width(ax.yaxis)) for ax in axes]
+    bottom = _axis_room(LINE)
+    each = (width - sum(lefts) - 2 * EDGE) / len(axes)  # the last x tick label can overhang
+    for i, (ax, left) in enumerate(zip(axes, lefts)):
+        ax.set_position(_fractions(fig, (sum(lefts[:i + 1]) + i * each, bottom, each,
+                                         height - bottom - top)))
+
+
+def _place_equal(fig: Figure, ax, top: float, right: float) -> None:
+    """Places `ax`, whose x and y units are drawn the same length, as large as its limits
+    allow, centred in the figure less the room of its tick and axis labels, `top` inches at
+    the top and `right` inches at the right."""
+    width, height = fig.get_size_inches()
+    left, bottom = _axis_room(_tick_labels_width(ax.yaxis)), _axis_room(LINE)
+    room = (width - left - right - EDGE, height - bottom - top)
+    ratio = np.ptp(ax.get_ylim()) / np.ptp(ax.get_xlim())  # height / width
+    box = (min(room[0], room[1] / ratio), min(room[1], room[0] * ratio))
+    ax.set_position(_fractions(fig, (left + (room[0] - box[0]) / 2,
+                                     bottom + (room[1] - box[1]) / 2, *box)))
+
+
+def _tick_labels_width(axis) -> float:
+    """Points taken by the widest of the axis's major tick labels (from their characters)."""
+    low, high = sorted(axis.get_view_interval())
+    ticks = [t for t in axis.get_major_locator()() if low <= t <= high]
+    return _digits_width(max(axis.get_major_formatter().format_ticks(ticks), key=len, default=""))
+
+
+def _digits_width(text, size: float = RC["font.size"]) -> float:
+    """Points taken by str(text) in digits and the like at `size` points."""
+    return max(1, len(str(text))) * DIGIT * size
+
+
+def _axis_room(tick_labels: float) -> float:
+    """Inches beside an axes for its tick labels (`tick_labels` points deep from the axes'
+    side), its axis label, and the figure's edge."""
+    return (tick_labels + TICK_ROOM + LINE + LABEL_PAD) / 72 + EDGE
+
+
+def _pixel_scale(shape: tuple[int, int], room: tuple[float, float]) -> float:
+    """Screen pixels per pixel of an image of `shape` (rows, columns) that fills at most room
+    (width, height) inches: a whole number where at least one fits, so that every image pixel
+    is drawn the same size."""
+    scale = min(room[0] * DPI / shape[1], room[1] * DPI / shape[0])
+    return int(scale) if scale >= 1 else scale
+
+
+def _colorbar(fig: Figure, image, ax, shrink: float = 1.0, **kwargs):
+    """A colour bar for `image` right of `ax`, `shrink` times its height, centred on it."""
+    left, bottom, right, top = ax.get_position().extents * np.tile(fig.get_size_inches(), 2)
+    height = (top - bottom) * shrink
+    cax = _add_axes(fig, (right + COLORBAR[0], bottom + (top - bottom - height) / 2,
+                          COLORBAR[1], height))
+    return fig.colorbar(image, cax=cax, **kwargs)
+
+
+def _title_room(title: str, size: float = RC["axes.titlesize"]) -> float:
+    """Inches above an axes for its title (`size` points, one line per line of text)."""
+    lines = title.count("\n") + 1
+    return (lines * TEXT_LINE * size + TITLE_PAD) / 72 + EDGE
 
 
 def _with_blank(name: str):

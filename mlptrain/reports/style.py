@@ -54,11 +54,11 @@ def styled(draw):
     return wrapper
 
 
-def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
-    """An empty figure of width x height inches on an Agg canvas, laid out automatically (or,
-    with layout None, placed by its caller: an automatic layout measures every text by
-    drawing the figure once more)."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure of width x height inches on an Agg canvas, with no layout engine: its
+    caller places the axes (an automatic layout measures every text by drawing the figure once
+    more before saving it)."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 
