@@ -180,11 +180,11 @@ def draw_confusion(counts: np.ndarray, title: str) -> Figure:
     ax = fig.add_axes((0, 0, 1, 1))  # placed once its tick labels are known
     # log-like scale by count so the off-diagonal errors stay visible beside a full diagonal
     image = ax.imshow(np.log1p(counts), cmap=COUNTS, interpolation="nearest")
+    # each cell's own colour, through the image's norm and map, decides its text's
+    cells = image.cmap(image.norm(np.log1p(counts)))  # (C, C, 4)
     for (i, j), count in np.ndenumerate(counts):
-        # the cell's own colour, through the image's norm and map, decides the text's
-        cell = image.cmap(image.norm(np.log1p(count)))
         ax.text(j, i, f"{count}", ha="center", va="center", fontsize=8 if n > 5 else 10,
-                color=text_colour_on(cell))
+                color=text_colour_on(cells[i, j]))
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
     ax.set_xlabel("predicted class")
