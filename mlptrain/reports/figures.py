@@ -6,9 +6,13 @@ read the data back from the figure's artists and compare it with the run's files
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+from matplotlib.backends.backend_agg import RendererAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import (
     FormatStrFormatter,
     LogLocator,
@@ -48,7 +52,7 @@ COLORBAR_ROOM = 1.1  # inches right of an image for its colour bar with tick lab
 @styled
 def draw_curves(c: Curves, title: str) -> Figure:
     """Loss (left) and accuracy (right) per epoch; the test score is a star at its epoch."""
-    fig = new_figure(9, 3.6)
+    fig = new_figure(_title_width(9, title, SUPTITLE), 3.6)
     ax_loss, ax_acc = fig.add_axes((0, 0, 1, 1)), fig.add_axes((0, 0, 1, 1))  # placed at the end
     marker = "o" if len(c.epochs) <= MARKED_EPOCHS else None
     for ax, series, key in ((ax_loss, c.loss, "loss"), (ax_acc, c.accuracy, "accuracy")):
@@ -84,8 +88,7 @@ def draw_curves(c: Curves, title: str) -> Figure:
         lo, hi = min(accuracies), max(accuracies)
         pad = max(0.1 * (hi - lo), 0.05 - (hi - lo) / 2, 0.005)
         ax_acc.set_ylim(max(0.0, lo - pad), min(1.0 + 0.01, hi + pad))
-    fig.suptitle(title)
-    _side_by_side(fig, (ax_loss, ax_acc), top=_title_room(title, SUPTITLE))
+    _side_by_side(fig, (ax_loss, ax_acc), top=_suptitle(fig, title))
     return fig
 
 
@@ -94,7 +97,7 @@ def draw_decision_boundary(grid: ProbabilityGrid, X: np.ndarray, y: np.ndarray,
                            title: str) -> Figure:
     """P(class 1) as a filled contour over the input plane, the 0.5 line, and the data on top
     (two classes); with more classes, the predicted class as filled regions."""
-    fig = new_figure(5.4, 4.6)
+    fig = new_figure(_title_width(5.4, title), 4.6)
     ax = fig.add_axes((0, 0, 1, 1))  # placed once its limits are known
     n_classes = grid.probabilities.shape[-1]
     if n_classes == 2:
@@ -116,8 +119,8 @@ def draw_decision_boundary(grid: ProbabilityGrid, X: np.ndarray, y: np.ndarray,
     ax.set_xlabel("input 1")
     ax.set_ylabel("input 2")
     ax.set_aspect("equal")
-    ax.set_title(title)
     _place_equal(fig, ax, top=_title_room(title), right=COLORBAR_ROOM if n_classes == 2 else 0)
+    _fit_title(fig, ax, title)
     if n_classes == 2:
         _colorbar(fig, filled, ax, label="P(class 1)", ticks=np.linspace(0, 1, 6))
     return fig
@@ -132,15 +135,17 @@ def draw_weight_grid(mosaic: np.ndarray, limit: float, which: str, title: str) -
     # the figure fits the mosaic, which fits within 7.5 x 7 inches with its title and colour bar
     scale = _pixel_scale(mosaic.shape, (7.5 - 2 * EDGE - COLORBAR_ROOM, 7.0 - EDGE - top))
     width, height = (n * scale / DPI for n in mosaic.shape[::-1])
-    fig = new_figure(2 * EDGE + width + COLORBAR_ROOM, EDGE + height + top)
-    ax = _add_axes(fig, (EDGE, EDGE, width, height))
+    fig = new_figure(_title_width(2 * EDGE + width + COLORBAR_ROOM, title), EDGE + height + top)
+    # centred, at whole pixels from the edge like the pixels it shows
+    left = round((fig.get_figwidth() - width - COLORBAR_ROOM) / 2 * DPI) / DPI
+    ax = _add_axes(fig, (left, EDGE, width, height))
     image = ax.imshow(mosaic, cmap=_with_blank(DIVERGING), vmin=-limit, vmax=limit,
                       interpolation="nearest", aspect="auto")
     ax.set_axis_off()
     clipped = np.nanmax(np.abs(mosaic)) > limit
     _colorbar(fig, image, ax, shrink=0.8, extend="both" if clipped else "neither",
               label="weight: blue < 0 < red, one scale for all units")
-    ax.set_title(title)
+    _fit_title(fig, ax, title)
     return fig
 
 
@@ -148,9 +153,9 @@ def draw_weight_grid(mosaic: np.ndarray, limit: float, which: str, title: str) -
 def draw_activation_heatmap(mean: np.ndarray, units: np.ndarray, which: str,
                             title: str) -> Figure:
     """mean (C, U): the mean activation of hidden units `units` (U,) over each class's samples."""
-    size = (max(5.0, min(12.0, 2.0 + 0.16 * mean.shape[1])), 4.0)
-    fig = new_figure(*size)
     title = f"{title}\nmean activation per class on the test set: {which}"
+    size = (_title_width(max(5.0, min(12.0, 2.0 + 0.16 * mean.shape[1])), title), 4.0)
+    fig = new_figure(*size)
     step = max(1, len(units) // 32)  # at most ~32 unit labels
     labels = [str(u) for u in units[::step]]
     rotated = len(units) > 16
@@ -165,7 +170,7 @@ def draw_activation_heatmap(mean: np.ndarray, units: np.ndarray, which: str,
     ax.set_ylabel("class")
     ax.set_xticks(range(0, len(units), step), labels, rotation=90 if rotated else 0, fontsize=7)
     ax.set_xlabel("hidden unit")
-    ax.set_title(title)
+    _fit_title(fig, ax, title)
     return fig
 
 
@@ -176,7 +181,7 @@ def draw_confusion(counts: np.ndarray, title: str) -> Figure:
     total, right = counts.sum(), np.trace(counts)
     title = (f"{title}\ntest set: {right:,} of {total:,} right "
              f"({100 * right / max(total, 1):.2f}%)\n(colour: log(1 + count))")
-    fig = new_figure(max(4.4, 1.6 + 0.5 * n), max(3.6, 1.2 + 0.5 * n))
+    fig = new_figure(_title_width(max(4.4, 1.6 + 0.5 * n), title), max(3.6, 1.2 + 0.5 * n))
     ax = fig.add_axes((0, 0, 1, 1))  # placed once its tick labels are known
     # log-like scale by count so the off-diagonal errors stay visible beside a full diagonal
     image = ax.imshow(np.log1p(counts), cmap=COUNTS, interpolation="nearest")
@@ -189,8 +194,8 @@ def draw_confusion(counts: np.ndarray, title: str) -> Figure:
     ax.set_yticks(range(n))
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title)
     _place_equal(fig, ax, top=_title_room(title), right=0)
+    _fit_title(fig, ax, title)
     return fig
 
 
@@ -199,14 +204,13 @@ def draw_misclassified(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarra
                        confidence: np.ndarray, errors: int, total: int, title: str) -> Figure:
     """images (K, h, w): test images the model got wrong, tiled into one mosaic (arrays.
     image_mosaic), each titled true -> predicted."""
-    k = len(images)
-    fig, ax, tiles = _image_grid(images, image=0.9, gap=0.25, text=(0.38, 0.05), top=0.6)
+    shown = f"the first {len(images)}" if len(images) < errors else "all"
+    title = (f"{title}\n{errors:,} of {total:,} test images misclassified; {shown} shown "
+             "(pred: predicted class and its probability)")
+    fig, ax, tiles = _image_grid(images, title, image=0.9, gap=0.25, text=(0.38, 0.05))
     for (x, top, _), t, p, conf in zip(tiles, y_true, y_pred, confidence):
         ax.text(x, top, f"true {t}, pred {p}\n({100 * conf:.0f}%)", fontsize=8,
                 ha="center", va="bottom")
-    shown = f"the first {k}" if k < errors else "all"
-    fig.suptitle(f"{title}\n{errors:,} of {total:,} test images misclassified; {shown} shown "
-                 "(pred: predicted class and its probability)")
     return fig
 
 
@@ -217,17 +221,16 @@ def draw_committee_mistakes(images: np.ndarray, y_true: np.ndarray, y_pred: np.n
     """images (K, h, w): samples a committee got wrong, tiled into one mosaic (arrays.
     image_mosaic), each titled true -> predicted (with the averaged probability) and, below,
     the class each of the M members voted (votes (K, M))."""
-    k = len(images)
-    fig, ax, tiles = _image_grid(images, image=1.2, gap=0.1, text=(0.22, 0.22), top=0.75)
+    shown = f"the first {len(images)}" if len(images) < errors else "all"
+    title = (f"{title}\n{errors:,} of {total:,} samples misclassified by the committee; "
+             f"{shown} shown\n(pred: the class of the averaged probabilities, and that "
+             "probability; votes: each member's class, in the order given)")
+    fig, ax, tiles = _image_grid(images, title, image=1.2, gap=0.1, text=(0.22, 0.22))
     for (x, top, bottom), t, p, conf, vote in zip(tiles, y_true, y_pred, confidence, votes):
         ax.text(x, top, f"true {t}, pred {p} ({100 * conf:.0f}%)", fontsize=7.5,
                 ha="center", va="bottom")
         ax.text(x, bottom, "votes " + " ".join(str(v) for v in vote), fontsize=7,
                 ha="center", va="top")
-    shown = f"the first {k}" if k < errors else "all"
-    fig.suptitle(f"{title}\n{errors:,} of {total:,} samples misclassified by the committee; "
-                 f"{shown} shown\n(pred: the class of the averaged probabilities, and that "
-                 "probability; votes: each member's class, in the order given)")
     return fig
 
 
@@ -236,14 +239,14 @@ SIDE = 0.25  # inches left and right of the mosaic, for texts wider than their i
 TEXT_PAD = (6, 3)  # points between an image and its title (as an axes' title), and its note
 
 
-def _image_grid(images: np.ndarray, image: float, gap: float, text: tuple[float, float],
-                top: float):
-    """A figure of one axes, axes off, showing `images` (K, h, w) as one mosaic up to 8 a row,
-    the gaps white: (figure, axes, each image's (x centre, y above, y below) in data
-    coordinates, where its texts go). In inches: image, about the width of one image; gap,
-    the room between neighbouring images; text, the room above each image for its title and
-    below it for a note; top, the figure title's. One image on one axes placed by hand: an
-    axes per image made the figure of 32 images three times as slow to draw and save."""
+def _image_grid(images: np.ndarray, title: str, image: float, gap: float,
+                text: tuple[float, float]):
+    """A figure titled `title` of one axes, axes off, showing `images` (K, h, w) as one mosaic
+    up to 8 a row, the gaps white: (figure, axes, each image's (x centre, y above, y below) in
+    data coordinates, where its texts go). In inches: image, about the width of one image;
+    gap, the room between neighbouring images; text, the room above each image for its title
+    and below it for a note. One image on one axes placed by hand: an axes per image made
+    the figure of 32 images three times as slow to draw and save."""
     k, h, w = images.shape
     columns = min(MOSAIC_COLUMNS, max(k, 1))
     # whole screen pixels per image pixel, so that every image pixel is drawn the same size
@@ -251,14 +254,18 @@ def _image_grid(images: np.ndarray, image: float, gap: float, text: tuple[float,
     above, below = (int(np.ceil(t * DPI / scale)) for t in text)  # in image pixels
     spacing = (above + below, int(np.ceil(gap * DPI / scale)))
     mosaic = arrays.image_mosaic(images, columns, spacing)
-    side, head = round(SIDE * DPI), round(top * DPI) + above * scale  # screen pixels
-    size = (2 * side + mosaic.shape[1] * scale, head + (mosaic.shape[0] + below) * scale)
-    fig = new_figure(size[0] / DPI, size[1] / DPI)
+    # in screen pixels: the figure wide enough for its title too
+    width = max(2 * round(SIDE * DPI) + mosaic.shape[1] * scale,
+                round(_title_width(0, title, SUPTITLE) * DPI))
+    side = (width - mosaic.shape[1] * scale) // 2
+    head = round(_title_room(title, SUPTITLE) * DPI) + above * scale
+    fig = new_figure(width / DPI, (head + (mosaic.shape[0] + below) * scale) / DPI)
     ax = _add_axes(fig, tuple(v / DPI for v in (side, below * scale, mosaic.shape[1] * scale,
                                                  mosaic.shape[0] * scale)))
     ax.imshow(mosaic, cmap=_with_blank("gray_r"), vmin=0, vmax=1, interpolation="nearest",
               aspect="auto")
     ax.set_axis_off()
+    _suptitle(fig, title)
     pad_above, pad_below = (p / 72 * DPI / scale for p in TEXT_PAD)  # in image pixels
     corners = (arrays.tile_corner(i, columns, (h, w), spacing) for i in range(k))
     return fig, ax, [(left + (w - 1) / 2, top - 0.5 - pad_above, top + h - 0.5 + pad_below)
@@ -335,6 +342,41 @@ def _colorbar(fig: Figure, image, ax, shrink: float = 1.0, **kwargs):
     cax = _add_axes(fig, (right + COLORBAR[0], bottom + (top - bottom - height) / 2,
                           COLORBAR[1], height))
     return fig.colorbar(image, cax=cax, **kwargs)
+
+
+def _title_width(width: float, title: str, size: float = RC["axes.titlesize"]) -> float:
+    """`width` inches, or more if a title (`size` points) needs more between the edges."""
+    return max(width, _text_width(title, size) + 2 * EDGE)
+
+
+def _fit_title(fig: Figure, ax, title: str) -> None:
+    """Titles the placed `ax` centred on it, or moved sideways just enough to stay within the
+    figure (made wide enough by _title_width)."""
+    width = _text_width(title, RC["axes.titlesize"])
+    left, right = ax.get_position().intervalx * fig.get_figwidth()
+    centre = np.clip((left + right) / 2, EDGE + width / 2, fig.get_figwidth() - EDGE - width / 2)
+    ax.set_title(title, x=(centre - left) / (right - left))
+
+
+@functools.lru_cache(maxsize=64)
+def _text_width(text: str, size: float) -> float:
+    """Inches taken by the longest line of `text` at `size` points, as drawn at DPI (hinted
+    glyphs: wider than the font's outlines say)."""
+    font, renderer = FontProperties(size=size), _renderer()
+    return max(renderer.get_text_width_height_descent(line, font, ismath=False)[0]
+               for line in text.split("\n")) / DPI
+
+
+@functools.cache
+def _renderer() -> RendererAgg:
+    """An Agg renderer at DPI that only measures texts, before their figure exists."""
+    return RendererAgg(1, 1, DPI)
+
+
+def _suptitle(fig: Figure, title: str) -> float:
+    """Titles the figure at the top; returns the inches it takes (as _title_room)."""
+    fig.suptitle(title, y=1 - EDGE / fig.get_figheight())
+    return _title_room(title, SUPTITLE)
 
 
 def _title_room(title: str, size: float = RC["axes.titlesize"]) -> float:
