@@ -47,6 +47,9 @@ LINE = RC["font.size"] * TEXT_LINE  # points: a line of text at the base size (t
 SUPTITLE = 1.2 * RC["font.size"]  # a figure title's size in points ("large")
 COLORBAR = (0.2, 0.17)  # inches between an image and its colour bar, and the bar's width
 COLORBAR_ROOM = 1.1  # inches right of an image for its colour bar with tick labels and label
+MOSAIC_COLUMNS = 8  # images a row in the grids of mistakes
+SIDE = 0.25  # inches left and right of such a mosaic, for texts wider than their image
+TEXT_PAD = (6, 3)  # points between an image and its title (as an axes' title), and its note
 
 
 @styled
@@ -234,11 +237,6 @@ def draw_committee_mistakes(images: np.ndarray, y_true: np.ndarray, y_pred: np.n
     return fig
 
 
-MOSAIC_COLUMNS = 8
-SIDE = 0.25  # inches left and right of the mosaic, for texts wider than their image
-TEXT_PAD = (6, 3)  # points between an image and its title (as an axes' title), and its note
-
-
 def _image_grid(images: np.ndarray, title: str, image: float, gap: float,
                 text: tuple[float, float]):
     """A figure titled `title` of one axes, axes off, showing `images` (K, h, w) as one mosaic
@@ -256,7 +254,7 @@ def _image_grid(images: np.ndarray, title: str, image: float, gap: float,
     mosaic = arrays.image_mosaic(images, columns, spacing)
     # in screen pixels: the figure wide enough for its title too
     width = max(2 * round(SIDE * DPI) + mosaic.shape[1] * scale,
-                round(_title_width(0, title, SUPTITLE) * DPI))
+                round((_text_width(title, SUPTITLE) + 2 * EDGE) * DPI))
     side = (width - mosaic.shape[1] * scale) // 2
     head = round(_title_room(title, SUPTITLE) * DPI) + above * scale
     fig = new_figure(width / DPI, (head + (mosaic.shape[0] + below) * scale) / DPI)
