@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import CONFIGS, ROOT
+from mosaic_panels import mosaic_panels
 from mlptrain.cli import app
 from mlptrain.config import load_config
 from mlptrain.errors import ConfigError, DataError
@@ -197,14 +198,14 @@ def test_figure_of_the_committee_mistakes_shows_every_members_vote(mnist_committ
     c = mnist_committee
     fig = mistakes_figure(c)
     wrong = np.flatnonzero(c.predictions != c.labels)[:32]
-    panels = [ax for ax in fig.axes if ax.images]
+    panels = mosaic_panels(fig)
     assert len(panels) == len(wrong) == 32
-    for ax, i in zip(panels, wrong):
-        assert ax.get_title().startswith(f"true {c.labels[i]}, pred {c.predictions[i]} ")
-        votes = [t.get_text() for t in ax.texts]
-        assert votes == ["votes " + " ".join(str(m.predictions[i]) for m in c.members)]
-        np.testing.assert_array_equal(ax.images[0].get_array(),
-                                      c.samples[i].reshape(28, 28))
+    for panel, i in zip(panels, wrong):
+        confidence = c.probabilities[i, c.predictions[i]]
+        assert panel.above == [f"true {c.labels[i]}, pred {c.predictions[i]} "
+                               f"({100 * confidence:.0f}%)"]
+        assert panel.below == ["votes " + " ".join(str(m.predictions[i]) for m in c.members)]
+        np.testing.assert_array_equal(panel.pixels, c.samples[i].reshape(28, 28))
 
 
 def test_ensemble_draws_the_figure_file(store, mnist_members, tmp_path):

@@ -15,6 +15,7 @@ from mlptrain.experiment.plot import plot_run
 from mlptrain.runs import Run, RunStore
 
 from conftest import CONFIGS
+from mosaic_panels import mosaic_panels
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -270,13 +271,16 @@ def test_misclassified_grid_shows_test_images_the_model_gets_wrong(mnist_run, mn
     X, y = _test_split(mnist_run)
     p = prepare(load_config(mnist_run.path / "config.toml"))
     p.model.load_state_dict(mnist_run.read_weights())
-    predicted = arrays.run_model(p.model, X, 8192).predictions
+    out = arrays.run_model(p.model, X, 8192)
+    predicted = out.predictions
     wrong = np.flatnonzero(predicted != y)[:run_plots.MAX_MISCLASSIFIED]
-    axes = [ax for ax in mnist_plots.figures["mistakes"].axes if ax.get_images()]
-    assert len(axes) == len(wrong) == run_plots.MAX_MISCLASSIFIED
-    for ax, i in zip(axes, wrong):
-        np.testing.assert_array_equal(ax.get_images()[0].get_array(), X[i].reshape(28, 28))
-        assert ax.get_title().startswith(f"true {y[i]}, pred {predicted[i]}")
+    panels = mosaic_panels(mnist_plots.figures["mistakes"])
+    assert len(panels) == len(wrong) == run_plots.MAX_MISCLASSIFIED
+    for panel, i in zip(panels, wrong):
+        np.testing.assert_array_equal(panel.pixels, X[i].reshape(28, 28))
+        confidence = out.probabilities[i, predicted[i]]
+        assert panel.above == [f"true {y[i]}, pred {predicted[i]}\n({100 * confidence:.0f}%)"]
+        assert panel.below == []
     assert f"{(predicted != y).sum():,} of 10,000" in mnist_plots.figures["mistakes"]._suptitle \
         .get_text()
 

@@ -100,15 +100,27 @@ def weight_grid(weights: np.ndarray, image_shape: tuple[int, int], columns: int,
                 pad: int = 1) -> np.ndarray:
     """Tiles the rows of `weights` (U, h*w), each reshaped to an h x w image, into one mosaic,
     row by row, `columns` tiles wide; the `pad`-pixel gaps and empty tiles are NaN."""
-    h, w = image_shape
-    units = len(weights)
-    rows = max(1, -(-units // columns))
-    mosaic = np.full((rows * (h + pad) - pad, columns * (w + pad) - pad), np.nan)
-    for i, row in enumerate(np.asarray(weights, np.float64)):
-        r, c = divmod(i, columns)
-        top, left = r * (h + pad), c * (w + pad)
-        mosaic[top:top + h, left:left + w] = row.reshape(h, w)
+    return image_mosaic(np.reshape(weights, (-1, *image_shape)), columns, (pad, pad))
+
+
+def image_mosaic(images: np.ndarray, columns: int, gap: tuple[int, int]) -> np.ndarray:
+    """Tiles `images` (K, h, w) into one mosaic, row by row, `columns` tiles wide, `gap`
+    (between rows, between columns) pixels apart; the gaps and empty tiles are NaN."""
+    k, h, w = np.shape(images)
+    rows = max(1, -(-k // columns))
+    gap_y, gap_x = gap
+    mosaic = np.full((rows * (h + gap_y) - gap_y, columns * (w + gap_x) - gap_x), np.nan)
+    for i, image in enumerate(np.asarray(images, np.float64)):
+        top, left = tile_corner(i, columns, (h, w), gap)
+        mosaic[top:top + h, left:left + w] = image
     return mosaic
+
+
+def tile_corner(i: int, columns: int, image_shape: tuple[int, int],
+                gap: tuple[int, int]) -> tuple[int, int]:
+    """The (row, column) of the top-left pixel of tile i in an `image_mosaic`."""
+    r, c = divmod(i, columns)
+    return r * (image_shape[0] + gap[0]), c * (image_shape[1] + gap[1])
 
 
 def strongest_units(weights: np.ndarray, limit: int) -> np.ndarray:

@@ -25,6 +25,13 @@ from mlptrain.runs import atomic_write_bytes
 
 FORMATS = ("png", "svg")
 DPI = 120
+SAVE_OPTIONS = {
+    # zlib's fastest level: a third of the encoding time (0.08 s -> 0.05 s for an MNIST run's
+    # five figures) for files 9% larger
+    "png": {"pil_kwargs": {"compress_level": 1}},
+    # text kept as text and the date left out, so the same figure gives the same bytes
+    "svg": {"metadata": {"Date": None}},
+}
 
 # one colour per split, the same in every figure
 SPLIT_COLOURS = {"train": "#1f77b4", "val": "#ff7f0e", "test": "#d62728"}
@@ -47,11 +54,11 @@ def styled(draw):
     return wrapper
 
 
-def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
-    """An empty figure of width x height inches on an Agg canvas, laid out automatically (or,
-    with layout None, placed by its caller: an automatic layout measures every text by
-    drawing the figure once more)."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout=layout)
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure of width x height inches on an Agg canvas, with no layout engine: its
+    caller places the axes (an automatic layout measures every text by drawing the figure once
+    more before saving it)."""
+    fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 
@@ -66,8 +73,7 @@ def save_figure(fig: Figure, path: Path) -> Path:
     """Renders `fig` in the format its suffix names and writes it atomically; returns the path."""
     fmt = check_format(path.suffix.lstrip("."))
     buffer = io.BytesIO()
-    # svg keeps text as text and metadata off, so the same figure gives the same bytes
-    fig.savefig(buffer, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
+    fig.savefig(buffer, format=fmt, dpi=DPI, **SAVE_OPTIONS[fmt])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, buffer.getvalue())
