@@ -117,15 +117,21 @@ TAILS = (0.1, 99.9)  # percentiles of the training images bounding "like the tra
 UNCERTAIN = 1.0  # percentile of the validation set's top probabilities below which to warn
 
 
-def image_ranges(X_train: np.ndarray, input_shape: tuple[int, ...]) -> dict:
+def image_ranges(X_train: np.ndarray, input_shape: tuple[int, ...],
+                 per_image: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """For images, the range of the ink fraction and of the mean intensity over the training
-    images ({} otherwise): the part of reference_statistics that depends on the data alone."""
+    images ({} otherwise): the part of reference_statistics that depends on the data alone.
+    `per_image`: image_measures(X_train), when already known."""
     if len(input_shape) != 2 or not len(X_train):
         return {}
-    ink = (X_train > INK_LEVEL).mean(axis=1)
-    mean = X_train.mean(axis=1)
+    ink, mean = image_measures(X_train) if per_image is None else per_image
     return {"ink_fraction": [float(v) for v in np.percentile(ink, TAILS)],
             "mean_intensity": [float(v) for v in np.percentile(mean, TAILS)]}
+
+
+def image_measures(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ink fraction, mean intensity) of each image (row) of X."""
+    return (X > INK_LEVEL).mean(axis=1), X.mean(axis=1)
 
 
 def reference_statistics(X_train: np.ndarray, top_val: np.ndarray,
