@@ -43,6 +43,22 @@ def poisoned(shape, dtype):
     return cp.full(shape, np.nan, dtype=dtype)  # every element must be written
 
 
+# -- uploads --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [None, np.float32])
+def test_a_large_upload_through_pinned_memory_arrives_exactly(gpu, dtype):
+    from mlptrain.backend.cupy_backend import STAGED_BYTES
+
+    host = np.random.default_rng(1).standard_normal((STAGED_BYTES // 800 + 7, 100))[:, ::-1]
+    assert host.nbytes >= STAGED_BYTES and not host.flags.c_contiguous
+    got = gpu.asarray(host, dtype)
+    want = np.ascontiguousarray(host, dtype)
+    assert got.dtype == want.dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(cp.asnumpy(got), want)
+    small = gpu.asarray(host[:3], dtype)  # below the threshold: the direct copy
+    np.testing.assert_array_equal(cp.asnumpy(small), np.asarray(host[:3], dtype))
+
+
 # -- matrix products ----------------------------------------------------------------------------
 
 SHAPES = [(1, 1, 1), (37, 53, 71), (64, 128, 784), (128, 785, 64), (1024, 10, 128),

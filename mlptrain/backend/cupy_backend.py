@@ -24,6 +24,23 @@ from mlptrain.backend.protocol import Backend
 from mlptrain.seeding import dropout_threshold
 
 
+# Host arrays this large go to the device through page-locked memory: a process's first
+# copies straight from pageable memory ran at 0.7-1 GB/s on an H200 host (MNIST's 188 MB in
+# 0.2-0.3 s), staged at about 7 GB/s, the staging copy included.
+STAGED_BYTES = 8 << 20
+
+
+def _upload_staged(host: np.ndarray, dtype=None):
+    host = np.ascontiguousarray(host, dtype=dtype)
+    staged = np.frombuffer(cp.cuda.alloc_pinned_memory(host.nbytes), host.dtype,
+                           host.size).reshape(host.shape)
+    staged[...] = host
+    out = cp.empty(host.shape, host.dtype)
+    out.set(staged)
+    cp.cuda.get_current_stream().synchronize()  # the staging buffer is reused once freed
+    return out
+
+
 _SGD = cp.ElementwiseKernel(
     "T g, T lr, T mu, T wd, int32 nesterov", "T p, T v",
     """
@@ -97,6 +114,8 @@ class CupyBackend(Backend):
     # -- moving data across the host/device boundary --------------------------------------------
 
     def asarray(self, host, dtype=None):
+        if isinstance(host, np.ndarray) and host.nbytes >= STAGED_BYTES:
+            return _upload_staged(host, dtype)
         return cp.ascontiguousarray(cp.asarray(host, dtype=dtype))
 
     def to_host(self, array) -> np.ndarray:

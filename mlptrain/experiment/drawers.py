@@ -39,13 +39,13 @@ class FigureDrawers:
     def submit(self, path: str, fmt: str) -> None:
         """Draws the run's figures (from its files, which must be complete) and records them
         in its summary."""
-        from mlptrain.experiment.plot import draw_saved_run_figures
-
-        self.submitted.append(self.pool.submit(draw_saved_run_figures, path, fmt)
+        self.submitted.append(self.pool.submit(_draw, path, fmt)
                               if self.pool is not None else (path, fmt))
 
     def records(self) -> list[dict]:
         """Each submitted run's figure record (as its summary.json now holds it), in order."""
+        # imported here, not before: matplotlib takes this process 0.3-0.4 s, which now
+        # overlaps the drawing (and readies its own figures, such as a sweep's summary)
         from mlptrain.experiment.plot import draw_saved_run_figures
 
         if self.pool is None:
@@ -80,6 +80,13 @@ def _ready(run: str) -> None:
         prepare(load_config(Path(run) / "config.toml", ["train.device=cpu"]))
     except MlptrainError:  # the drawing will meet it again and record why
         pass
+
+
+def _draw(path: str, fmt: str) -> dict:
+    """A run's figures, in a drawing process (the figure code is imported there only)."""
+    from mlptrain.experiment.plot import draw_saved_run_figures
+
+    return draw_saved_run_figures(path, fmt)
 
 
 def _started() -> None:
