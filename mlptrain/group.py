@@ -99,6 +99,8 @@ class GroupedMLP:
     # -- buffers ----------------------------------------------------------------------------
 
     def batch(self, rows: int) -> GroupBatch:
+        # (no operators on device arrays here or in a step: CuPy's first one imports cupyx,
+        # and with it SciPy, 0.3-0.5 s that fell inside the first epoch on an H200 host)
         found = self._batches.get(rows)
         if found is None:
             xp, G, C = self.xp, self.G, self.sizes[-1]
@@ -109,7 +111,7 @@ class GroupedMLP:
                 flat_index=new(G, rows, dtype=xp.int64), targets=new(G, rows, dtype=xp.int64),
                 probs=new(G, rows, C), m=new(G, rows, 1), s=new(G, rows, 1),
                 logit_index=new(G * rows, dtype=xp.int64),
-                row_starts=xp.arange(G * rows, dtype=xp.int64) * C,
+                row_starts=self.ops.asarray(np.arange(G * rows, dtype=np.int64) * C),
                 picked=new(G * rows), predicted=new(G, rows, dtype=xp.int64),
                 hits=new(G, rows, dtype=bool), loss=new(G, dtype=xp.float64),
                 correct=new(G, dtype=xp.int64), extra=new(G, dtype=xp.float64))
@@ -260,7 +262,7 @@ class GroupedMLP:
             xp.subtract(logits, batch.m, out=logits)
             xp.exp(logits, out=logits)
             xp.sum(logits, axis=2, keepdims=True, out=batch.s)
-            top[:, start:stop] = 1 / batch.s[:, :, 0]
+            xp.divide(1, batch.s[:, :, 0], out=top[:, start:stop])
         return top
 
     def snapshot(self) -> list:
