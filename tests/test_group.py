@@ -106,8 +106,11 @@ def assert_each_member_matches_alone(store: RunStore, group: list, results: list
         # what predict compares inputs with: the val set's top probabilities, found grouped
         assert summary["reference"]["top_probability"] == pytest.approx(
             alone.summary["reference"]["top_probability"], rel=1e-9)
-        for key in ("ink_fraction", "mean_intensity"):  # measured once per pool, grouped
-            assert summary["reference"][key] == alone.summary["reference"][key], key
+        # measured on the device once per pool, grouped: the mean intensity sums its pixels
+        # in another order there
+        mine, want = summary["reference"], alone.summary["reference"]
+        assert mine["ink_fraction"] == want["ink_fraction"]
+        assert mine["mean_intensity"] == pytest.approx(want["mean_intensity"], rel=1e-6)
         assert summary["status"] == "completed" and summary["group"]["members"] == len(group)
         summaries.append(summary)
     return summaries

@@ -157,7 +157,7 @@ def _train(members: list[_Member], start_epoch: int, on_event, stop: StopFlag,
     val = data.rows["val"]  # each member's top probabilities there, for predict's reference
     tops = group.ops.to_host(group.top_probabilities(data.X_flat, val)) if val.shape[1] \
         else np.zeros(val.shape)
-    images = _ImageRanges()
+    images = _ImageRanges(data)
     finished = []
     for g, m in enumerate(members):
         finished.append(_complete(group, g, m, scores, tops[g], wall, images))
@@ -207,22 +207,26 @@ class _GroupData:
         first = members[0].p
         ops, dtype = first.model.ops, first.model.dtype
         datasets = list({id(m.p.dataset): m.p.dataset for m in members}.values())  # per seed
-        pools, offsets = [], {}  # distinct pools; id(pool) -> its first row in X_flat
+        pools, self.offsets = [], {}  # distinct pools; id(pool) -> its first row in X_flat
         for d in datasets:
-            if id(d.pool) not in offsets:
-                offsets[id(d.pool)] = sum(len(y) for _, y in pools)
+            if id(d.pool) not in self.offsets:
+                self.offsets[id(d.pool)] = sum(len(y) for _, y in pools)
                 pools.append(d.pool)
         self.ops = ops
         self.X_flat = _stacked(ops, [X for X, _ in pools], dtype)  # (P, D), P pooled rows
         self.y_flat = _stacked(ops, [y for _, y in pools], np.int64)
         ids = [id(d) for d in datasets]
         pick = [ids.index(id(m.p.dataset)) for m in members]
-        self.rows = {name: ops.asarray(np.stack([offsets[id(d.pool)] + d.rows[name]
+        self.rows = {name: ops.asarray(np.stack([self.pool_rows(d, name)
                                                  for d in datasets])[pick], np.int64)
                      for name in ("train", "val")}
         self.n = self.rows["train"].shape[1]
         X, y = first.dataset.split("test")
         self.test = (ops.asarray(X, dtype), ops.asarray(y, np.int64))
+
+    def pool_rows(self, dataset, name: str) -> np.ndarray:
+        """A member's dataset's split `name`, as rows of X_flat (host indices)."""
+        return self.offsets[id(dataset.pool)] + dataset.rows[name]
 
     def order_rows(self, order: np.ndarray, out) -> None:
         """out (G, n) = the rows of X_flat that each member's epoch order (G, n) names (the
@@ -481,24 +485,23 @@ def _scores(group: GroupedMLP, data: _GroupData, name: str):
 
 class _ImageRanges:
     """predict.image_ranges of each member's training split, from measures of every image of
-    its data pool taken once: the members of a sweep's seeds share one pool, each seed's split
-    is rows of it, and measuring 54,000 images per seed took 0.1 s or more."""
+    the group's data pools taken once, on the device (each seed's split is rows of a pool;
+    measuring 54,000 images per seed on the host took 0.1-0.2 s each)."""
 
-    def __init__(self):
-        self.measures: dict[int, tuple] = {}  # id(pool images) -> image_measures of them
+    def __init__(self, data: _GroupData):
+        self.data, self.measures = data, None
         self.ranges: dict[int, dict] = {}  # id(dataset) -> its ranges
 
     def __call__(self, p: Prepared) -> dict:
         d = p.dataset
         if id(d) not in self.ranges:
-            X = d.pool[0]
-            if id(X) not in self.measures:
-                self.measures[id(X)] = image_measures(X) if len(d.input_shape) == 2 else None
-            measures = self.measures[id(X)]
-            rows = d.rows["train"]
+            if len(d.input_shape) == 2 and self.measures is None:
+                ops = self.data.ops
+                self.measures = [ops.to_host(m) for m in image_measures(self.data.X_flat, ops.xp)]
+            rows = self.data.pool_rows(d, "train")
             self.ranges[id(d)] = image_ranges(
                 d.X_train, d.input_shape,
-                None if measures is None else (measures[0][rows], measures[1][rows]))
+                None if self.measures is None else tuple(m[rows] for m in self.measures))
         return self.ranges[id(d)]
 
 

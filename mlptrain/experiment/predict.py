@@ -129,9 +129,9 @@ def image_ranges(X_train: np.ndarray, input_shape: tuple[int, ...],
             "mean_intensity": [float(v) for v in np.percentile(mean, TAILS)]}
 
 
-def image_measures(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ink fraction, mean intensity) of each image (row) of X."""
-    return (X > INK_LEVEL).mean(axis=1), X.mean(axis=1)
+def image_measures(X, xp=np) -> tuple:
+    """(ink fraction, mean intensity) of each image (row) of X, an array of xp."""
+    return xp.mean(xp.greater(X, INK_LEVEL), axis=1), xp.mean(X, axis=1)
 
 
 def reference_statistics(X_train: np.ndarray, top_val: np.ndarray,
