@@ -1,6 +1,6 @@
 """Processes that draw finished runs' figures from their saved files, side by side.
 
-A group of trials finishes all at once, and matplotlib takes about a second per run, so a
+A group of trials finishes all at once, and a run's figures take 0.4-1 s of one core, so a
 group's figures are drawn by up to one process per core but one. The processes start with the
 group: their start-up (a fresh interpreter importing matplotlib and the figure code, about 2 s,
 and loading the dataset) then overlaps the training instead of following it.
