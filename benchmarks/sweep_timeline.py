@@ -61,6 +61,7 @@ def main() -> None:
     import mlptrain.cli.app as app
 
     mark("imported the CLI")
+    import mlptrain.experiment.group_data as gd
     import mlptrain.experiment.group_fit as gf
     import mlptrain.group as group
     import mlptrain.sweep.grouping as grouping
@@ -68,7 +69,7 @@ def main() -> None:
 
     for owner, name, label in ((grouping, "plan_groups", None), (gf, "fit_group", None),
                                (gf, "_train", "training and scores"),
-                               (gf, "_GroupData", "data onto the device"),
+                               (gf, "GroupData", "data onto the device"),
                                (runner, "write_summary", "sweep summary")):
         clocked(owner, name, label)
     totals: dict = {}
@@ -79,12 +80,12 @@ def main() -> None:
                                (gf, "prepare", "members prepared (setup.prepare)"),
                                (setup, "load_dataset", "datasets loaded"),
                                (setup, "build_model", "members' models built"),
-                               (gf, "_stacked", "splits stacked onto the device"),
+                               (gd, "_stacked", "data stacked onto the device"),
                                (group.GroupedMLP, "__init__", "GroupedMLP built"),
                                (group.GroupedMLP, "batch", "step buffers (GroupedMLP.batch)"),
-                               (gf._GroupData, "order_rows", "orders to pool rows"),
+                               (gd.GroupData, "order_rows", "orders to pool rows"),
                                (group.GroupedMLP, "top_probabilities", "top probabilities"),
-                               (gf._ImageRanges, "__call__", "image ranges"),
+                               (gd.ImageRanges, "__call__", "image ranges"),
                                (gf._Epochs, "warm_up", "warm-up"),
                                (gf._Epochs, "capture", "capture (with warm-up)"),
                                (gf._Epochs, "orders", "orders (shuffles)"),

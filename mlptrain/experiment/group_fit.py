@@ -25,7 +25,7 @@ from mlptrain.experiment.diagnose import training_warnings
 from mlptrain.experiment.drawers import FigureDrawers
 from mlptrain.experiment.fit import (finish_run, os_errors_fail, reopen_run, run_reference,
                                      start_summary, stopped_at)
-from mlptrain.experiment.predict import image_measures, image_ranges
+from mlptrain.experiment.group_data import GroupData, ImageRanges
 from mlptrain.experiment.setup import SPLITS, Prepared, prepare
 from mlptrain.group import GroupBatch, GroupedMLP
 from mlptrain.loop import REPORTS_PER_EPOCH, StopFlag, TrainState
@@ -128,7 +128,7 @@ def _train(members: list[_Member], start_epoch: int, on_event, stop: StopFlag,
     """The group's epochs from start_epoch on, then each member's final scores and files
     (`written(member)` as each completed member's run is); returns each member's
     MemberFinished (not yet reported)."""
-    data = _GroupData(members)
+    data = GroupData([m.p for m in members])
     first = members[0].p
     step = first.step
     group = GroupedMLP(first.model.ops, [m.p.model for m in members],
@@ -157,7 +157,7 @@ def _train(members: list[_Member], start_epoch: int, on_event, stop: StopFlag,
     val = data.rows["val"]  # each member's top probabilities there, for predict's reference
     tops = group.ops.to_host(group.top_probabilities(data.X_flat, val)) if val.shape[1] \
         else np.zeros(val.shape)
-    images = _ImageRanges(data)
+    images = ImageRanges(data)
     finished = []
     for g, m in enumerate(members):
         finished.append(_complete(group, g, m, scores, tops[g], wall, images))
@@ -197,64 +197,6 @@ def _resume_member(p: Prepared, run: Run) -> _Member:
                    best_weights=state.best_params, epochs_done=state.epoch, velocity=velocity)
 
 
-class _GroupData:
-    """Every member's data on the device, each array once: the pools its train and val splits
-    are rows of (one for an MNIST sweep whatever its seeds: every split is drawn from the
-    same 60,000 digits), and the test set. rows[name] (G, n) are member g's samples of a
-    split, as rows of the pools X_flat, y_flat."""
-
-    def __init__(self, members: list[_Member]):
-        first = members[0].p
-        ops, dtype = first.model.ops, first.model.dtype
-        datasets = list({id(m.p.dataset): m.p.dataset for m in members}.values())  # per seed
-        pools, self.offsets = [], {}  # distinct pools; id(pool) -> its first row in X_flat
-        for d in datasets:
-            if id(d.pool) not in self.offsets:
-                self.offsets[id(d.pool)] = sum(len(y) for _, y in pools)
-                pools.append(d.pool)
-        self.ops = ops
-        self.X_flat = _stacked(ops, [X for X, _ in pools], dtype)  # (P, D), P pooled rows
-        self.y_flat = _stacked(ops, [y for _, y in pools], np.int64)
-        ids = [id(d) for d in datasets]
-        pick = [ids.index(id(m.p.dataset)) for m in members]
-        self.rows = {name: ops.asarray(np.stack([self.pool_rows(d, name)
-                                                 for d in datasets])[pick], np.int64)
-                     for name in ("train", "val")}
-        self.n = self.rows["train"].shape[1]
-        X, y = first.dataset.split("test")
-        self.test = (ops.asarray(X, dtype), ops.asarray(y, np.int64))
-
-    def pool_rows(self, dataset, name: str) -> np.ndarray:
-        """A member's dataset's split `name`, as rows of X_flat (host indices)."""
-        return self.offsets[id(dataset.pool)] + dataset.rows[name]
-
-    def order_rows(self, order: np.ndarray, out) -> None:
-        """out (G, n) = the rows of X_flat that each member's epoch order (G, n) names (the
-        order holds positions in the member's own train split)."""
-        G, n = order.shape
-        index = self.ops.asarray(order + np.arange(G)[:, None] * n, np.int64)  # into (G n,)
-        self.ops.xp.take(self.rows["train"].reshape(-1), index, out=out)
-
-    def split(self, name: str):
-        """(X, y, rows) for GroupedMLP.evaluate."""
-        if name == "test":
-            return (*self.test, None)
-        return self.X_flat, self.y_flat, self.rows[name]
-
-
-def _stacked(ops, arrays: list, dtype):
-    """The same-width host arrays, one after another, as one device array, filled one by one
-    (no joined copy on the host)."""
-    if len(arrays) == 1:
-        return ops.asarray(arrays[0], dtype)
-    pool = ops.empty((sum(len(a) for a in arrays), *arrays[0].shape[1:]), dtype)
-    start = 0
-    for array in arrays:
-        pool[start:start + len(array)] = ops.asarray(array, dtype)
-        start += len(array)
-    return pool
-
-
 class _Epochs:
     """Runs the group's epochs: each member's shuffle order and rates uploaded into buffers
     that stay put, then the epoch's steps, eagerly (with progress every few steps) or, on a
@@ -263,7 +205,7 @@ class _Epochs:
     launches each) cost 0.3 s of Python in the first epoch on an H200, and replaying a step
     costs the host about as little as replaying an epoch does."""
 
-    def __init__(self, group: GroupedMLP, members: list[_Member], data: _GroupData):
+    def __init__(self, group: GroupedMLP, members: list[_Member], data: GroupData):
         self.group, self.members, self.data = group, members, data
         self.step = members[0].p.step
         xp, G = group.xp, group.G
@@ -471,7 +413,7 @@ class _Epochs:
             m.stopped_early = True
 
 
-def _scores(group: GroupedMLP, data: _GroupData, name: str):
+def _scores(group: GroupedMLP, data: GroupData, name: str):
     """([loss per member], [accuracy per member]) on a split, or None when it is empty."""
     X, y, rows = data.split(name)
     n = X.shape[0] if rows is None else rows.shape[1]
@@ -483,30 +425,8 @@ def _scores(group: GroupedMLP, data: _GroupData, name: str):
             [float(v) / n for v in ops.to_host(correct)])
 
 
-class _ImageRanges:
-    """predict.image_ranges of each member's training split, from measures of every image of
-    the group's data pools taken once, on the device (each seed's split is rows of a pool;
-    measuring 54,000 images per seed on the host took 0.1-0.2 s each)."""
-
-    def __init__(self, data: _GroupData):
-        self.data, self.measures = data, None
-        self.ranges: dict[int, dict] = {}  # id(dataset) -> its ranges
-
-    def __call__(self, p: Prepared) -> dict:
-        d = p.dataset
-        if id(d) not in self.ranges:
-            if len(d.input_shape) == 2 and self.measures is None:
-                ops = self.data.ops
-                self.measures = [ops.to_host(m) for m in image_measures(self.data.X_flat, ops.xp)]
-            rows = self.data.pool_rows(d, "train")
-            self.ranges[id(d)] = image_ranges(
-                d.X_train, d.input_shape,
-                None if self.measures is None else tuple(m[rows] for m in self.measures))
-        return self.ranges[id(d)]
-
-
 def _complete(group: GroupedMLP, g: int, m: _Member, scores: dict, top: np.ndarray,
-              wall: float, images: _ImageRanges) -> MemberFinished:
+              wall: float, images: ImageRanges) -> MemberFinished:
     """Writes member g's run: weights, final metrics (`scores`: split -> per-member loss and
     accuracy lists), summary (with `top`, its largest class probability on each validation
     sample)."""
