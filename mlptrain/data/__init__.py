@@ -36,10 +36,11 @@ class Dataset:
     input_shape: tuple[int, ...]  # how one sample looks: (28, 28) for MNIST, (2,) for XOR
     source: str = ""  # where the data came from
     checksums: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256
-    # the samples the train and val splits were drawn from, (X, y), and each split's rows of
-    # them: runs of one source share its pool whatever their seeds (a group uploads it once)
-    pool: tuple[np.ndarray, np.ndarray] | None = None
+    # each split's rows of the samples it was drawn from, and those samples, (X, y), where
+    # keeping them costs nothing (MNIST's, which the loader keeps): runs of any seed then
+    # share them (a group uploads them once)
     rows: dict[str, np.ndarray] = field(default_factory=dict)
+    pool: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def n_features(self) -> int:
@@ -80,8 +81,10 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
     keep, held = split_indices(len(base.y_train), cfg.val_fraction, rngs["split"])
     if cfg.limit:
         keep = keep[:cfg.limit]  # the split is random, so a prefix is a sample
-    X, y = base.pool = base.X_train, base.y_train
+    X, y = base.X_train, base.y_train
     base.rows = {"train": keep, "val": held}
+    if cfg.dataset == "mnist":  # load_mnist keeps these arrays for the next run anyway
+        base.pool = X, y
     base.X_train, base.y_train, base.X_val, base.y_val = X[keep], y[keep], X[held], y[held]
     if len(base.y_train) == 0:
         raise ConfigError(f"[data] val_fraction = {cfg.val_fraction} leaves no training "

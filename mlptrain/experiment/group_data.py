@@ -24,11 +24,12 @@ class GroupData:
         first = members[0]
         ops, dtype = first.model.ops, first.model.dtype
         datasets = list({id(p.dataset): p.dataset for p in members}.values())  # per seed
+        self.pooled = {id(d): _pool_of(d) for d in datasets}  # id(dataset) -> (pool, rows)
         pools, self.offsets = [], {}  # distinct pools; id(pool) -> its first row in X_flat
-        for d in datasets:
-            if id(d.pool) not in self.offsets:
-                self.offsets[id(d.pool)] = sum(len(y) for _, y in pools)
-                pools.append(d.pool)
+        for pool, _ in self.pooled.values():
+            if id(pool[0]) not in self.offsets:
+                self.offsets[id(pool[0])] = sum(len(y) for _, y in pools)
+                pools.append(pool)
         self.ops = ops
         self.X_flat = _stacked(ops, [X for X, _ in pools], dtype)  # (P, D), P pooled rows
         self.y_flat = _stacked(ops, [y for _, y in pools], np.int64)
@@ -43,7 +44,8 @@ class GroupData:
 
     def pool_rows(self, dataset, name: str) -> np.ndarray:
         """A member's dataset's split `name`, as rows of X_flat (host indices)."""
-        return self.offsets[id(dataset.pool)] + dataset.rows[name]
+        pool, rows = self.pooled[id(dataset)]
+        return self.offsets[id(pool[0])] + rows[name]
 
     def order_rows(self, order: np.ndarray, out) -> None:
         """out (G, n) = the rows of X_flat that each member's epoch order (G, n) names (the
@@ -57,6 +59,17 @@ class GroupData:
         if name == "test":
             return (*self.test, None)
         return self.X_flat, self.y_flat, self.rows[name]
+
+
+def _pool_of(d) -> tuple[tuple, dict]:
+    """((X, y), rows): what dataset d's train and val splits are rows of, and those rows: the
+    loader's arrays where the dataset kept them (MNIST's, shared by every seed), else d's own
+    two splits one after the other."""
+    if d.pool is not None:
+        return d.pool, d.rows
+    n = len(d.y_train)
+    return ((np.concatenate([d.X_train, d.X_val]), np.concatenate([d.y_train, d.y_val])),
+            {"train": np.arange(n), "val": n + np.arange(len(d.y_val))})
 
 
 def _stacked(ops, arrays: list, dtype):
