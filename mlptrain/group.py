@@ -222,21 +222,9 @@ class GroupedMLP:
     def evaluate(self, X, y, rows=None):
         """(summed loss (G,), correct (G,)) of every model on its own samples: model g scores
         X[rows[g]], y[rows[g]] (rows (G, n) of X (P, D), y (P,), a pool of samples), or, with
-        rows None, all score the same X (n, D), y (n,). In chunks of about EVAL_ELEMENTS
-        activations."""
-        xp, G = self.xp, self.G
-        n = X.shape[0] if rows is None else rows.shape[1]
-        chunk = max(64, EVAL_ELEMENTS // (G * sum(self.sizes)))
-        sums = xp.zeros((G, 2), xp.float64)  # per model: summed loss, correct
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            batch = self.batch(stop - start)
-            if rows is None:  # (b, D) @ (G, D, O) broadcasts over the models
-                x, t = X[start:stop], xp.broadcast_to(y[start:stop], (G, stop - start))
-            else:
-                index = rows[:, start:stop]  # (G, b)
-                x, t = xp.take(X, index, axis=0), xp.take(y, index)
-            logits = self.forward([x] + batch.acts[1:])
+        rows None, all score the same X (n, D), y (n,)."""
+        sums = self.xp.zeros((self.G, 2), self.xp.float64)  # per model: summed loss, correct
+        for _, batch, logits, t in self._forward_chunks(X, y, rows):
             if self.fused_loss is not None:
                 self.fused_loss(logits, t, self.smoothing, None, sums)
                 continue
@@ -249,21 +237,34 @@ class GroupedMLP:
         """(G, n) float64: each model's largest class probability on its own samples X[rows[g]]
         (rows (G, n) of X (P, D)), as nn.SoftmaxCrossEntropy.probabilities gives it: the top
         class's exp(z - max z) is 1, so its probability is 1 / sum_c exp(z_c - max z)."""
-        xp, G = self.xp, self.G
-        n = rows.shape[1]
-        top = xp.empty((G, n), xp.float64)
-        chunk = max(64, EVAL_ELEMENTS // (G * sum(self.sizes)))
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            batch = self.batch(stop - start)
-            x = xp.take(X, rows[:, start:stop], axis=0)
-            logits = self.forward([x] + batch.acts[1:])  # (G, b, C)
+        xp = self.xp
+        top = xp.empty(rows.shape, xp.float64)
+        for chunk, batch, logits, _ in self._forward_chunks(X, None, rows):  # logits (G, b, C)
             xp.max(logits, axis=2, keepdims=True, out=batch.m)
             xp.subtract(logits, batch.m, out=logits)
             xp.exp(logits, out=logits)
             xp.sum(logits, axis=2, keepdims=True, out=batch.s)
-            xp.divide(1, batch.s[:, :, 0], out=top[:, start:stop])
+            xp.divide(1, batch.s[:, :, 0], out=top[:, chunk])
         return top
+
+    def _forward_chunks(self, X, y, rows):
+        """(slice, batch buffers, logits (G, b, C), targets (G, b) or None) for consecutive
+        chunks of the samples (as evaluate takes them), each of about EVAL_ELEMENTS
+        activations over all models."""
+        xp, G = self.xp, self.G
+        n = X.shape[0] if rows is None else rows.shape[1]
+        size = max(64, EVAL_ELEMENTS // (G * sum(self.sizes)))
+        for start in range(0, n, size):
+            chunk = slice(start, min(start + size, n))
+            batch = self.batch(chunk.stop - start)
+            if rows is None:  # (b, D) @ (G, D, O) broadcasts over the models
+                x = X[chunk]
+                t = None if y is None else xp.broadcast_to(y[chunk], (G, chunk.stop - start))
+            else:
+                index = rows[:, chunk]  # (G, b)
+                x = xp.take(X, index, axis=0)
+                t = None if y is None else xp.take(y, index)
+            yield chunk, batch, self.forward([x] + batch.acts[1:]), t
 
     def snapshot(self) -> list:
         """Copies of what a step changes for good (parameters and velocities), for restore."""
