@@ -178,6 +178,9 @@ class TrainState:
     order: np.ndarray | None = None  # (N,) the epoch's shuffle order, on the host
     position: int = 0  # steps of this epoch done
     running: tuple = (0.0, 0, 0)  # the epoch's (loss sum, correct, samples seen) so far
+    # the device's epoch graph: the tile and split of each product it timed (the CUDA backend's
+    # product_plans()), kept so that a resumed run rounds exactly as the run it continues
+    product_plans: list[dict] | None = None
 
 
 class StopFlag:
@@ -205,7 +208,9 @@ def fit(eager: EagerStep, train: Split, val: Split | None, settings: LoopSetting
     """
     step, model = eager.step, eager.model
     state, stop = state or TrainState(), stop or StopFlag()
-    graph = _epoch_graph(eager, train, on_event)
+    graph = _epoch_graph(eager, train, on_event, state.product_plans)
+    if graph is not None:
+        state.product_plans = graph.product_plans()
     for epoch in range(state.epoch + 1, step.epochs + 1):
         if stop.is_set:  # asked between epochs (or before the first): resume from here
             on_checkpoint(state)
@@ -245,15 +250,15 @@ def fit(eager: EagerStep, train: Split, val: Split | None, settings: LoopSetting
     return state
 
 
-def _epoch_graph(eager: EagerStep, train: Split, on_event):
+def _epoch_graph(eager: EagerStep, train: Split, on_event, plans):
     """The device's captured epoch for this step, or None when `epoch_path` gives reasons
     against it (then every epoch runs eagerly). Building it may compile kernels on first use:
-    the backend reports that through on_event."""
+    the backend reports that through on_event. `plans`: a resumed run's recorded choices."""
     ops = eager.model.ops
     if epoch_path(eager.step, ops):
         return None
     ops.on_event = on_event
-    return ops.epoch_runner(eager.step, eager.model, eager.optimizer, train)
+    return ops.epoch_runner(eager.step, eager.model, eager.optimizer, train, plans)
 
 
 def _run_epoch(eager: EagerStep, train, order, state, epoch, on_event, stop, on_checkpoint):

@@ -29,7 +29,8 @@ except Exception:  # noqa: BLE001 - no driver, no device
     HAVE_GPU = False
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="no CUDA GPU")]
 
-from mlptrain.backend.cuda.gemm import NULL  # noqa: E402
+from mlptrain.backend.cuda.epoch import EpochGraph  # noqa: E402
+from mlptrain.backend.cuda.gemm import NULL, candidates  # noqa: E402
 from mlptrain.backend.cupy_backend import CupyBackend  # noqa: E402
 from mlptrain.backend.numpy_backend import NumpyBackend  # noqa: E402
 
@@ -198,6 +199,37 @@ def test_resume_from_a_mid_epoch_checkpoint_is_byte_identical_on_the_gpu(runs_di
     assert int(checkpoint["position"]) == 7 - steps % 7  # epoch 2's first checkpoint
     done = resume_experiment(RunStore(runs_dir), stopped.path.name)
     assert (done.path / "weights.npz").read_bytes() == (whole.path / "weights.npz").read_bytes()
+
+
+def test_a_resume_keeps_the_timed_plans_of_the_run_it_continues(runs_dir, monkeypatch):
+    """With timing on, each process picks its products' tiles and splits anew, and a split
+    changes the order of a sum. The checkpoint keeps the stopped run's picks; the resume must
+    use them. Timing is replaced by seeded random picks, so the stopped run and the whole run
+    pick alike and a resume that picked again would pick otherwise."""
+    picker = {}
+
+    def pick(self, m, n, k, launch):
+        options = candidates(m, n, k)
+        return options[picker["rng"].integers(len(options))]
+
+    monkeypatch.setattr(EpochGraph, "_fastest", pick)
+    monkeypatch.setenv("MLPTRAIN_CUDA_TUNE", "1")
+    runs = {}
+    for name, seed in (("whole", 1), ("stopped", 1), ("other picks", 2)):
+        picker["rng"] = np.random.default_rng(seed)
+        stop = StopFlag() if name == "stopped" else None
+        runs[name] = run_aids(runs_dir, "cuda", AUGMENTS["affine"], stop=stop,
+                              on_event=lambda e, stop=stop: stop and isinstance(e, EpochStarted)
+                              and e.epoch == 2 and stop.set())
+    assert runs["stopped"].summary["status"] == "interrupted"
+    recorded = json.loads(str(np.load(runs["stopped"].path / "checkpoint.npz")["product_plans"]))
+    assert {r["product"] for r in recorded} >= {"forward 0", "weight grad 0", "input grad 1"}
+    picker["rng"] = np.random.default_rng(2)  # what a resume that timed again would pick
+    done = resume_experiment(RunStore(runs_dir), runs["stopped"].path.name)
+    weights = {name: (run.path / "weights.npz").read_bytes()
+               for name, run in (*runs.items(), ("resumed", done))}
+    assert weights["other picks"] != weights["whole"]  # the picks matter to the last bit
+    assert weights["resumed"] == weights["whole"]
 
 
 @pytest.mark.parametrize("name", ["mnist.toml", "mnist-best.toml", "xor.toml",

@@ -4,6 +4,8 @@ from a mid-epoch position on the graph, and reach the very bytes the eager loop 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import CONFIGS
@@ -19,9 +21,12 @@ class SegmentReplay:
     """An epoch 'graph' with the CUDA graph's contract (run(order, first_step, start, stop) ->
     summed loss and correct of those steps), executing the same declared step on NumPy."""
 
-    def __init__(self, step, model, optimizer, train, calls):
+    def __init__(self, step, model, optimizer, train, calls, plans):
         self.eager = loop.EagerStep(step, model, optimizer)
-        self.train, self.calls = train, calls
+        self.train, self.calls, self.plans = train, calls, plans
+
+    def product_plans(self) -> list[dict]:
+        return self.plans
 
     def run(self, order, first_step, start=0, stop=None):
         step, model, ops = self.eager.step, self.eager.model, self.eager.model.ops
@@ -40,17 +45,21 @@ class SegmentReplay:
 
 class GraphBackend(NumpyBackend):
     calls: list = []
+    plans_given: list = []  # what each epoch_runner call was handed as `plans`
 
     def graph_blockers(self, step) -> list[str]:
         return []
 
-    def epoch_runner(self, step, model, optimizer, train):
-        return SegmentReplay(step, model, optimizer, train, self.calls)
+    def epoch_runner(self, step, model, optimizer, train, plans=None):
+        self.plans_given.append(plans)
+        # a fresh runner "times" its products: records unlike any earlier runner's
+        fresh = [{"product": "forward 0", "tile": f"timed by runner {len(self.plans_given)}"}]
+        return SegmentReplay(step, model, optimizer, train, self.calls, plans or fresh)
 
 
 @pytest.fixture
 def graph_backend(monkeypatch):
-    GraphBackend.calls = []
+    GraphBackend.calls, GraphBackend.plans_given = [], []
     monkeypatch.setattr(setup, "get_backend", lambda device: GraphBackend())
     return GraphBackend
 
@@ -91,3 +100,19 @@ def test_a_stopped_graph_run_resumes_mid_epoch_on_the_graph(runs_dir, graph_back
     resumed = resume_experiment(RunStore(runs_dir), stopped.run_id)
     assert graph_backend.calls == [(10, 2, 5), (10, 5, 8), (10, 8, 10)]  # on from step 2
     assert (resumed.path / "weights.npz").read_bytes() == (alone.path / "weights.npz").read_bytes()
+
+
+def test_a_resumed_graph_is_handed_the_plans_its_run_recorded(runs_dir, graph_backend):
+    """The device times its products afresh in each process; a resume must reuse the stopped
+    run's choices (kept in its checkpoint) or it would round differently from it."""
+    config = load_config(CONFIGS / "xor.toml", AIDS)
+    stop = loop.StopFlag()
+    stopped = fit_experiment(config, RunStore(runs_dir),
+                             lambda e: isinstance(e, loop.StepsDone) and e.epoch == 2
+                             and stop.set(), stop=stop)
+    recorded = json.loads(str(np.load(stopped.path / "checkpoint.npz")["product_plans"]))
+    assert recorded == [{"product": "forward 0", "tile": "timed by runner 1"}]
+    resumed = resume_experiment(RunStore(runs_dir), stopped.run_id)
+    assert graph_backend.plans_given == [None, recorded]
+    final = np.load(resumed.path / "checkpoint.npz")
+    assert json.loads(str(final["product_plans"])) == recorded

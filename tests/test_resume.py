@@ -186,6 +186,18 @@ def test_a_checkpoint_this_version_cannot_read_is_a_clear_error(runs_dir):
         resume_experiment(RunStore(runs_dir), stopped.run_id)
 
 
+def test_a_checkpoint_whose_product_plans_are_not_records_is_a_clear_error(runs_dir):
+    stop = StopFlag()
+    config = load_config(CONFIGS / "xor.toml", ["train.epochs=3"])
+    stopped = fit_experiment(config, RunStore(runs_dir), stop_at(stop, 2, 4), stop=stop)
+    arrays = dict(np.load(stopped.path / "checkpoint.npz"))
+    assert "product_plans" not in arrays  # the CPU times nothing
+    arrays["product_plans"] = np.array(json.dumps({"forward 0": "large"}))
+    np.savez(stopped.path / "checkpoint.npz", **arrays)
+    with pytest.raises(RunStoreError, match="product_plans is not a list of records"):
+        resume_experiment(RunStore(runs_dir), stopped.run_id)
+
+
 def _stopped_xor(runs_dir, *overrides):
     stop = StopFlag()
     config = load_config(CONFIGS / "xor.toml", ["train.epochs=3", *overrides])

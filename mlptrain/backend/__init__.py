@@ -49,8 +49,10 @@ and, for the choice of path (`epoch_path` below is the one place it is made):
 
     graph_blockers(step) -> list[str]   why this backend cannot replay the declared step's
         epochs as one captured graph (empty: it can); NumPy: ["cpu"]
-    epoch_runner(model, optimizer, train, batch)   the captured epoch (asked only when
-        graph_blockers gave nothing): .run(order, lrs) trains one epoch
+    epoch_runner(step, model, optimizer, train, plans)   the captured epoch (asked only when
+        graph_blockers gave nothing): .run(order, first_step, start, stop) trains steps
+        [start, stop) of one epoch; .product_plans() the choices it timed, which a resume
+        passes back as `plans` so that it computes exactly as the run it continues
 
 A backend subclasses protocol.Backend, so a primitive it lacks raises BackendError.
 """

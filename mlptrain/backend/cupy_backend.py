@@ -328,13 +328,15 @@ class CupyBackend(Backend):
 
         return graph_blockers(step, self.graph)
 
-    def epoch_runner(self, step, model, optimizer, train):
+    def epoch_runner(self, step, model, optimizer, train, plans=None):
         """The captured epoch (cuda/epoch.py) for this step, model, optimizer and data, built on
-        first use (its kernels compiled, its products tuned); ask graph_blockers first."""
+        first use (its kernels compiled, its products tuned, or planned as `plans`, an earlier
+        runner's product_plans()); ask graph_blockers first."""
         from mlptrain.backend.cuda.epoch import EpochGraph
 
         key = (id(step), id(model), id(optimizer), id(train.X))
         runner = self._epochs.get(key)
         if runner is None:
-            runner = self._epochs[key] = EpochGraph(self, step, model, optimizer, train)
+            runner = self._epochs[key] = EpochGraph(self, step, model, optimizer, train,
+                                                    plans=plans)
         return runner

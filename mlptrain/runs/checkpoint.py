@@ -9,6 +9,8 @@
                        resumed epoch reports the same metrics as an uninterrupted one
     best.*             early stopping: the best epoch, its validation loss and weights
     history            the per-epoch metric records written so far, as JSON
+    product_plans      the device epoch graph's tile and K-split per matrix product, as JSON
+                       (absent on the CPU): a resume keeps them, so it sums in the same order
     format             FORMAT below; absent in checkpoints of format 1
 
 Format 2: dropout masks (and augmentation parameters) are drawn from the counter-based generator
@@ -59,6 +61,8 @@ def checkpoint_arrays(model, optimizer, rngs: dict[str, np.random.Generator],
         "history": np.array(json.dumps(state.history)),
         "format": np.array(FORMAT),
     })
+    if state.product_plans is not None:
+        arrays["product_plans"] = np.array(json.dumps(state.product_plans))
     if state.best_params is not None:
         arrays.update({f"best.model.{k}": v for k, v in state.best_params.items()})
     return arrays
@@ -93,6 +97,11 @@ def restore(arrays: dict[str, np.ndarray], model, optimizer,
             raise ValueError(f"'order' is {order.dtype} {order.shape}, expected integer "
                              f"indices with at least position = {position} of them")
         history = json.loads(str(arrays["history"]))
+        plans = (json.loads(str(arrays["product_plans"])) if "product_plans" in arrays
+                 else None)
+        if plans is not None and not (isinstance(plans, list)
+                                      and all(isinstance(p, dict) for p in plans)):
+            raise ValueError("product_plans is not a list of records")
         problem = "history is not a list" if not isinstance(history, list) else next(
             (p for p in map(check_metrics_record, history) if p), None)
         if problem or len(history) != epoch:
@@ -101,7 +110,8 @@ def restore(arrays: dict[str, np.ndarray], model, optimizer,
             epoch=epoch, step=step,
             best_val_loss=float(arrays["best.val_loss"]), best_epoch=int(arrays["best.epoch"]),
             best_params=best, history=history, order=order, position=position,
-            running=tuple(arrays[f"running.{k}"][()] for k in ("loss_sum", "correct", "seen")))
+            running=tuple(arrays[f"running.{k}"][()] for k in ("loss_sum", "correct", "seen")),
+            product_plans=plans)
     except (KeyError, ValueError, TypeError, RecursionError) as exc:
         raise RunStoreError(f"{source} is not a checkpoint this version can resume from "
                             f"({type(exc).__name__}: {exc}).") from None

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import asdict
 
 import cupy as cp
 import numpy as np
 
-from mlptrain.backend.cuda.gemm import (MAX_PARTIALS, NULL, GemmPlan, candidates, gemm_name,
-                                        plan, ptr, tiles_for)
+from mlptrain.backend.cuda.gemm import (MAX_PARTIALS, NULL, TILES, GemmPlan, candidates,
+                                        gemm_name, plan, ptr, tiles_for)
 from mlptrain.backend.cuda.kernels import (ACT_IDS, AUG_MAX_PIXELS, EPI_ACT_GRAD, EPI_BIAS_ACT,
                                            THREADS, XENT_ROWS, typed)
 from mlptrain.seeding import dropout_threshold
@@ -84,8 +85,29 @@ def _span(value) -> tuple[float, float]:
     return float(value), 0.0
 
 
+def _recorded_plans(records: list[dict] | None) -> dict:
+    """product_plans() records back as {(product, m, n, k): GemmPlan}; a record this version
+    cannot read (another tile set, a field missing) is left out: that product is timed again."""
+    plans = {}
+    for r in records or ():
+        try:
+            fields = {f: r[f] for f in GemmPlan.__dataclass_fields__}
+            if fields["tile"] in TILES:
+                plans[str(r["product"]), int(r["m"]), int(r["n"]), int(r["k"])] = GemmPlan(
+                    **{**fields, "grid": tuple(int(g) for g in fields["grid"])})
+        except (KeyError, TypeError, ValueError):
+            continue
+    return plans
+
+
 class EpochGraph:
-    def __init__(self, backend, step, model, optimizer, train, tune: bool | None = None):
+    """`plans`: product_plans() of an earlier graph of this run (from its checkpoint). Its
+    products keep those tiles and K-splits instead of being timed again: a split changes the
+    order of a sum, so a resumed run would otherwise round differently from the run it
+    continues."""
+
+    def __init__(self, backend, step, model, optimizer, train, tune: bool | None = None,
+                 plans: list[dict] | None = None):
         self.backend, self.step, self.model, self.optimizer, self.train = (
             backend, step, model, optimizer, train)
         self.n, self.batch = train.size, step.batch_size
@@ -111,12 +133,12 @@ class EpochGraph:
         sizes = {self.batch} | ({self.n % self.batch} if self.n % self.batch else set())
         self.buffers = {rows: self._buffers(rows) for rows in sizes}
         self.tune = os.environ.get("MLPTRAIN_CUDA_TUNE", "1") != "0" if tune is None else tune
+        self.plans = _recorded_plans(plans)  # (product, m, n, k) -> GemmPlan
         backend.prepare_kernels(kernel_names(step, dtype) + self._gemm_names(sizes))
         self.update = _Update(backend, step, model, optimizer)
         self.max_norm = [layer.weight for layer in model.layers[:-1]] if step.max_norm else []
         self.stream = cp.cuda.Stream(non_blocking=True)
-        self.plans = {}  # (product, m, n, k) -> GemmPlan, timed or from the heuristic
-        self._choose_plans(sizes)
+        self._choose_plans(sizes)  # the products not in self.plans: timed or by the heuristic
         self.side = cp.cuda.Stream(non_blocking=True)  # a graph branch for weight gradients
         self._joins = []  # side-branch events the next update must wait for
         self._emit = self._launch  # profile() records instead
@@ -140,7 +162,8 @@ class EpochGraph:
 
     def _gemm_names(self, sizes) -> list[str]:
         """The product kernels this graph may launch: each product's transposes with the tiles
-        the tuner tries for its output (or the heuristic's one tile, untuned)."""
+        the tuner tries for its output (or the heuristic's one tile, untuned), and the tiles
+        of recorded plans."""
         names = set()
         for rows in sizes:
             for i, layer in enumerate(self.model.layers):
@@ -152,7 +175,15 @@ class EpochGraph:
                 for m, n, k, ta, tb in products:
                     tiles = tiles_for(m, n) if self.tune else [plan(m, n, k).tile]
                     names.update(gemm_name(self.dtype, ta, tb, t) for t in tiles)
+                    names.update(gemm_name(self.dtype, ta, tb, p.tile)  # a resumed run's
+                                 for (_, *shape), p in self.plans.items() if shape == [m, n, k])
         return sorted(names)
+
+    def product_plans(self) -> list[dict]:
+        """Every product's tile and K-split, as JSON-able records: what a checkpoint keeps so
+        that a resume (`plans`) runs the very same arithmetic."""
+        return [{"product": label, "m": m, "n": n, "k": k, **asdict(p)}
+                for (label, m, n, k), p in sorted(self.plans.items(), key=lambda kv: kv[0])]
 
     def _choose_plans(self, sizes) -> None:
         """Fixes every product's tile and K-split before the capture: by timing each candidate
