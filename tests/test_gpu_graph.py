@@ -233,7 +233,7 @@ def test_a_resume_keeps_the_timed_plans_of_the_run_it_continues(runs_dir, monkey
 
 
 @pytest.mark.parametrize("name", ["mnist.toml", "mnist-best.toml", "xor.toml",
-                                  "mnist-capacity.toml"])
+                                  "mnist-capacity.toml", "mnist-deep.toml"])
 def test_every_shipped_config_takes_the_graph(name):
     config = load_config(CONFIGS / name, overrides=["train.device=cuda"])
     assert plan(config).path == "cuda graph"
