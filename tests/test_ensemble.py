@@ -192,6 +192,9 @@ def test_the_shipped_committee_config_trains_members_that_ensemble_scores(tmp_pa
     assert scored.returncode == 0, scored.stderr
     result = json.loads(scored.stdout)
     assert [m["run_id"] for m in result["members"]] == run_ids and result["samples"] == 10_000
+    by_sweep = mlptrain("ensemble", "--sweep", "latest", "--json")  # as the README says
+    assert by_sweep.returncode == 0, by_sweep.stderr
+    assert json.loads(by_sweep.stdout) == result
 
 
 def test_figure_of_the_committee_mistakes_shows_every_members_vote(mnist_committee):
@@ -224,3 +227,61 @@ def test_figure_needs_an_image_format_and_image_data(store, xor_members, tmp_pat
                                       "--runs-dir", str(store.root)])
     assert not_images.exit_code == 1 and "not images" in not_images.stderr
     assert not (tmp_path / "m.png").exists()
+
+
+@pytest.fixture(scope="module")
+def xor_sweep(tmp_path_factory) -> tuple[RunStore, str, list[str]]:
+    """A seed sweep of three small XOR nets: its store, its id and its trials' run ids."""
+    store = RunStore(tmp_path_factory.mktemp("swept"))
+    done = runner.invoke(app, ["sweep", str(CONFIGS / "xor.toml"), "--grid", "train.seed=0,1,2",
+                               "--set", "model.hidden=2", "--set", "train.epochs=15",
+                               "--set", NO_PLOTS, "--workers", "0",
+                               "--runs-dir", str(store.root)])
+    assert done.exit_code == 0, done.output
+    (trials,) = (store.root / "sweeps").glob("*/trials.json")
+    data = json.loads(trials.read_text())
+    return store, data["sweep_id"], [t["run_id"] for t in data["trials"]]
+
+
+@pytest.mark.parametrize("ref", ["id", "prefix", "latest"])
+def test_a_sweeps_trials_form_the_committee(xor_sweep, ref):
+    store, sweep_id, run_ids = xor_sweep
+    name = {"id": sweep_id, "prefix": sweep_id[:6], "latest": "latest"}[ref]
+    done = runner.invoke(app, ["ensemble", "--sweep", name, "--json",
+                               "--runs-dir", str(store.root)])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    assert [m["run_id"] for m in result["members"]] == run_ids
+    assert result["accuracy"] == committee(store, run_ids).accuracy
+
+
+def test_a_sweep_with_an_unfinished_trial_or_no_such_sweep_is_refused(xor_sweep, tmp_path):
+    store, sweep_id, run_ids = xor_sweep
+    unknown = runner.invoke(app, ["ensemble", "--sweep", "mnist-deep",
+                                  "--runs-dir", str(store.root)])
+    assert unknown.exit_code == 1 and "Traceback" not in unknown.output
+    assert "'mnist-deep' names no sweep" in unknown.stderr.replace("\n", " ")
+    assert sweep_id in unknown.stderr.replace("\n", " ")
+    empty = runner.invoke(app, ["ensemble", "--sweep", "latest", "--runs-dir", str(tmp_path)])
+    assert empty.exit_code == 1 and "there are no sweeps" in empty.stderr.replace("\n", " ")
+    summary = store.root / run_ids[1] / "summary.json"
+    kept = summary.read_text()
+    summary.write_text(kept.replace('"status": "completed"', '"status": "interrupted"'))
+    try:
+        half = runner.invoke(app, ["ensemble", "--sweep", sweep_id,
+                                   "--runs-dir", str(store.root)])
+    finally:
+        summary.write_text(kept)
+    message = half.stderr.replace("\n", " ")
+    assert half.exit_code == 1 and "1 of 3 trials not completed" in message
+    assert "run the same `mlptrain sweep` command again" in message
+
+
+@pytest.mark.parametrize("accuracy, words", [(0.95, "0.50 points below the best member"),
+                                             (0.96, "0.50 points over the best member")])
+def test_the_verdict_says_whether_the_committee_beat_its_best_member(accuracy, words):
+    from mlptrain.cli.ensemble import verdict
+
+    result = {"disagreements": 3, "samples": 100, "accuracy": accuracy,
+              "mean_member_accuracy": 0.95, "best_member": {"accuracy": 0.955, "run_id": "r"}}
+    assert verdict(result).endswith(f"committee {100 * accuracy:.2f}%: {words}")

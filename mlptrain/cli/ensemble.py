@@ -13,6 +13,7 @@ from rich.table import Table
 from mlptrain.cli.common import RunsDir, fail, interrupted, out, pct
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RunStore
+from mlptrain.sweep.store import completed_trial_runs, find_sweep
 
 
 class CommitteeSplit(str, Enum):
@@ -21,8 +22,12 @@ class CommitteeSplit(str, Enum):
 
 
 def ensemble(
-    runs: List[str] = typer.Argument(..., metavar="RUNS", help="Two or more runs of one "
-                                     "dataset: run ids, unique prefixes, run directories."),
+    runs: Optional[List[str]] = typer.Argument(
+        None, metavar="RUNS", help="Two or more runs of one dataset: run ids, unique "
+        "prefixes, run directories."),
+    sweep: Optional[str] = typer.Option(
+        None, "--sweep", metavar="SWEEP", help="Add every trial of a sweep (its id as `sweep` "
+        "printed it, a unique prefix, or latest); all must have completed."),
     split: CommitteeSplit = typer.Option(CommitteeSplit.test, "--split", case_sensitive=False,
                                          help="Which split the committee scores (val only for "
                                               "runs of one seed: the split is drawn with it)."),
@@ -32,14 +37,23 @@ def ensemble(
         "with each member's vote into FILE (.png or .svg)."),
     runs_dir: Optional[Path] = RunsDir,
 ):
-    """Average several runs' class probabilities and score the committee on their test split."""
+    """Average several runs' class probabilities and score the committee on their test split.
+
+    The members are the RUNS named, and with --sweep every trial of that sweep: `mlptrain
+    ensemble --sweep latest` scores the committee a seed sweep just trained.
+    """
     # here, not at the top: matplotlib would slow every other command's start by a third
     from mlptrain.experiment.ensemble import check_figure_path, committee, draw_mistakes
 
     try:
         if figure is not None:
             check_figure_path(figure)  # before the members load: they may take minutes
-        members = committee(RunStore(runs_dir), runs, split.value)
+        store = RunStore(runs_dir)
+        refs = list(runs or [])
+        if sweep is not None:
+            refs += [str(path) for path in completed_trial_runs(store.root,
+                                                                find_sweep(store.root, sweep))]
+        members = committee(store, refs, split.value)
         drawn = draw_mistakes(members, figure) if figure is not None else None
     except MlptrainError as exc:
         fail(exc)
@@ -88,4 +102,5 @@ def verdict(r: dict) -> str:
     return (f"members disagree on {r['disagreements']:,} of {r['samples']:,} samples\n"
             f"best member {pct(best['accuracy'])} ({best['run_id']}), mean member "
             f"{pct(r['mean_member_accuracy'])}\n"
-            f"committee {pct(r['accuracy'])}: {gain:+.2f} points over the best member")
+            f"committee {pct(r['accuracy'])}: {abs(gain):.2f} points "
+            f"{'below' if gain < 0 else 'over'} the best member")

@@ -140,7 +140,8 @@ def committee(store: RunStore, refs: Sequence[str], split: str = "test") -> Comm
 
 def _distinct_runs(store: RunStore, refs: Sequence[str]) -> list[Run]:
     if len(refs) < 2:
-        raise ConfigError(f"a committee needs at least two runs; got {len(refs)}.")
+        raise ConfigError(f"a committee needs at least two runs; got {len(refs)}. Name them "
+                          "(run ids, prefixes, directories), or a sweep's trials with --sweep.")
     runs, seen = [], {}
     for ref in refs:
         run = store.find(ref)

@@ -177,6 +177,52 @@ class SweepDir:
         return self.path / name
 
 
+def find_sweep(runs_root: Path, ref: str) -> Path:
+    """A sweep's directory under runs_root/sweeps: by its id, a unique prefix of one, or
+    `latest` (the sweep whose trials.json was written last); SweepError naming the choices."""
+    root = runs_root / SWEEPS_DIR
+    try:
+        sweeps = sorted(p for p in root.iterdir() if (p / "trials.json").is_file())
+    except OSError:
+        sweeps = []
+    if not sweeps:
+        raise SweepError(f"there are no sweeps in {root}; `mlptrain sweep CONFIG` writes one "
+                         "there (or name another runs folder with --runs-dir).")
+    if ref == "latest":
+        return max(sweeps, key=lambda p: (p / "trials.json").stat().st_mtime)
+    matches = [p for p in sweeps if p.name == ref] or [p for p in sweeps
+                                                       if p.name.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    problem = "matches several sweeps" if matches else "names no sweep"
+    names = ", ".join(p.name for p in matches or sweeps)
+    raise SweepError(f"{ref!r} {problem} in {root} ({names}); give a sweep id, a unique prefix "
+                     "of one, or latest.")
+
+
+def completed_trial_runs(runs_root: Path, sweep: Path) -> list[Path]:
+    """The run directories of every trial of a sweep, in trial order; SweepError naming the
+    trials whose runs have not completed (running the same sweep again finishes them)."""
+    try:
+        trials = json.loads((sweep / "trials.json").read_text(encoding="utf-8"))["trials"]
+        records = [(r["name"], r["status"], r["run_id"]) for r in trials]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SweepError(f"{sweep / 'trials.json'} cannot be read ({exc}).") from None
+    done, unfinished = [], []
+    for name, status, run_id in records:
+        summary = _summary_or_none(Run(runs_root / run_id)) if run_id else None
+        if status == DONE and summary and summary.get("status") == DONE:
+            done.append(runs_root / run_id)
+        else:
+            unfinished.append(name)
+    if unfinished:
+        raise SweepError(f"sweep {sweep.name} has {len(unfinished)} of {len(records)} trials "
+                         f"not completed ({', '.join(unfinished[:5])}"
+                         f"{', ...' if len(unfinished) > 5 else ''}); run the same `mlptrain "
+                         "sweep` command again to finish them, or name the runs you want.")
+    return done
+
+
 def _runs_with_marks(runs_root: Path, sweep_id: str):
     """(run, trial index) of every run under runs_root whose sweep.json names this sweep."""
     try:
