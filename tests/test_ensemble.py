@@ -183,7 +183,8 @@ def test_the_shipped_committee_config_trains_members_that_ensemble_scores(tmp_pa
 
     swept = mlptrain("sweep", CONFIGS / "mnist-deep.toml", "--grid", "train.seed=0,1",
                      "--set", "data.limit=1000", "--set", "model.hidden=[32,16]",
-                     "--set", "train.epochs=1", "--set", "schedule.warmup_epochs=0", "--set", NO_PLOTS, "--workers", "0")
+                     "--set", "train.epochs=1", "--set", "schedule.warmup_epochs=0",
+                     "--set", NO_PLOTS, "--workers", "0")
     assert swept.returncode == 0, swept.stderr
     (trials,) = (tmp_path / "runs" / "sweeps").glob("*/trials.json")
     run_ids = [t["run_id"] for t in json.loads(trials.read_text())["trials"]]

@@ -107,9 +107,10 @@ class SweepDir:
 
     def adopt_finished_runs(self) -> list[int]:
         """Takes up what a killed sweep's workers did after trials.json was last written: a
-        trial still pending or running there whose run (found by the sweep.json a worker writes into it) completed is
-        recorded completed, so a rerun does not train it again; its other runs are listed in
-        previous_runs, never left outside the summary. Returns the adopted indices."""
+        trial still pending or running there whose run (found by the sweep.json a worker
+        writes into it) completed is recorded completed, so a rerun does not train it again;
+        its other runs are listed in previous_runs, never left outside the summary. Returns
+        the adopted indices."""
         found: dict[int, list[Run]] = {}
         for run in _runs_with_marks(self.runs_root, self.spec.sweep_id):
             found.setdefault(run[1], []).append(run[0])
