@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import CONFIGS
 
-from mlptrain.config import parse_config
+from mlptrain.config import load_config, parse_config
 from mlptrain.experiment import fit_experiment
 from mlptrain.experiment.group_fit import fit_group
 from mlptrain.runs import RunStore
@@ -583,3 +583,41 @@ def test_a_group_refuses_members_whose_checkpoints_end_different_epochs(runs_dir
     with pytest.raises(RunStoreError, match="end the same epoch"):
         fit_group(configs(points=points), store, resume=mixed)
     assert [store.find(i).read_summary()["status"] for i in mixed] == ["interrupted"] * 2
+
+
+class _FreeDevice:
+    """A GPU with a given amount of free memory, for device_limit."""
+
+    device = "cuda"
+
+    def __init__(self, free: int):
+        self.free = free
+
+    def free_bytes(self) -> int:
+        return self.free
+
+
+@pytest.mark.parametrize("config, pooled, sized", [
+    ("mnist-capacity.toml", True, []),
+    ("xor.toml", False, ["data.samples=1000000"]),  # data that weighs like MNIST's
+])
+def test_the_memory_limit_counts_each_uploaded_pool_once(monkeypatch, tmp_path, config, pooled,
+                                                         sized):
+    """A group uploads an MNIST pool once whatever its seeds (group_data.py), so three seeds
+    fit as many models as one; another source's pool is each seed's own split."""
+    from mlptrain import backend, memory
+    from mlptrain.sweep import grouping
+
+    def tasks(seeds):
+        return [TrialTask(i, f"t{i}", load_config(CONFIGS / config, [
+            "model.hidden=[16]", f"train.seed={s}", "train.device=cuda", *sized]), str(tmp_path))
+            for i, s in enumerate(seeds)]
+
+    one = tasks([0])[0].config
+    need = memory.estimate(one, *memory.data_shape(one.data))
+    per_model = need.parameters + need.activations
+    free = int((4 * need.data_device + 10 * per_model) / grouping.MEMORY_SHARE)
+    monkeypatch.setattr(backend, "get_backend", lambda device: _FreeDevice(free))
+    alone, three_seeds = grouping.device_limit(tasks([0])), grouping.device_limit(tasks([0, 1, 2]))
+    assert alone >= 10 + 3 * need.data_device // per_model - 1
+    assert (three_seeds == alone) is pooled

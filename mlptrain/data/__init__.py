@@ -63,6 +63,12 @@ def default_mnist_dir(near: Sequence[Path] = ()) -> Path:
     return Path(cache) / "mlptrain" / "mnist"
 
 
+# sources whose loader keeps its arrays for the next run anyway (load_mnist's cache): their
+# Datasets keep them as the pool that every seed's splits are rows of, and a group of any
+# seeds uploads that pool once (experiment/group_data.py, sweep/grouping.py)
+POOLED_SOURCES = frozenset({"mnist"})
+
+
 def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
                  near: Sequence[Path] = ()) -> Dataset:
     """The dataset a [data] config section names, with its seeded validation split. `near`:
@@ -83,7 +89,7 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
         keep = keep[:cfg.limit]  # the split is random, so a prefix is a sample
     X, y = base.X_train, base.y_train
     base.rows = {"train": keep, "val": held}
-    if cfg.dataset == "mnist":  # load_mnist keeps these arrays for the next run anyway
+    if cfg.dataset in POOLED_SOURCES:
         base.pool = X, y
     base.X_train, base.y_train, base.X_val, base.y_val = X[keep], y[keep], X[held], y[held]
     if len(base.y_train) == 0:

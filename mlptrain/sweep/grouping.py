@@ -22,6 +22,7 @@ from typing import Any
 
 from mlptrain import memory
 from mlptrain.config import AUGMENT_KEYS
+from mlptrain.data import POOLED_SOURCES
 from mlptrain.sweep.trial import (GroupTask, TrialFinished, TrialProgress, TrialStarted,
                                   TrialTask, worker_info)
 
@@ -96,9 +97,11 @@ def device_limit(tasks: list[TrialTask]) -> int:
     widest.model.hidden = [max(w[i] for w in widths) for i in range(len(widths[0]))]
     samples, features, classes = memory.data_shape(config.data)
     need = memory.estimate(widest, samples, features, classes)
-    seeds = len({t.config.train.seed for t in tasks})
+    # a group uploads each pool once: one for a pooled source, else one per seed's split
+    pools = 1 if config.data.dataset in POOLED_SOURCES else len({t.config.train.seed
+                                                                  for t in tasks})
     per_model = need.parameters + need.activations
-    room = MEMORY_SHARE * free - seeds * need.data_device
+    room = MEMORY_SHARE * free - pools * need.data_device
     return max(1, int(room // per_model))
 
 
