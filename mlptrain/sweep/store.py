@@ -138,13 +138,7 @@ class SweepDir:
 
     def is_done(self, index: int) -> bool:
         """Completed, and its run still says so (a deleted run is run again)."""
-        record = self.records[index]
-        if record["status"] != DONE or not record["run_id"]:
-            return False
-        try:
-            return Run(self.runs_root / record["run_id"]).read_summary()["status"] == DONE
-        except Exception:  # noqa: BLE001 - missing or damaged run files: run it again
-            return False
+        return _trial_completed(self.runs_root, self.records[index])
 
     def resumable(self, index: int) -> str | None:
         """The run id an unfinished trial continues from: its run was interrupted (Ctrl-C) and
@@ -205,23 +199,28 @@ def completed_trial_runs(runs_root: Path, sweep: Path) -> list[Path]:
     """The run directories of every trial of a sweep, in trial order; SweepError naming the
     trials whose runs have not completed (running the same sweep again finishes them)."""
     try:
-        trials = json.loads((sweep / "trials.json").read_text(encoding="utf-8"))["trials"]
-        records = [(r["name"], r["status"], r["run_id"]) for r in trials]
+        records = json.loads((sweep / "trials.json").read_text(encoding="utf-8"))["trials"]
+        names = [r["name"] for r in records]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SweepError(f"{sweep / 'trials.json'} cannot be read ({exc}).") from None
-    done, unfinished = [], []
-    for name, status, run_id in records:
-        summary = _summary_or_none(Run(runs_root / run_id)) if run_id else None
-        if status == DONE and summary and summary.get("status") == DONE:
-            done.append(runs_root / run_id)
-        else:
-            unfinished.append(name)
+    completed = [_trial_completed(runs_root, r) for r in records]
+    unfinished = [name for name, c in zip(names, completed) if not c]
     if unfinished:
         raise SweepError(f"sweep {sweep.name} has {len(unfinished)} of {len(records)} trials "
                          f"not completed ({', '.join(unfinished[:5])}"
                          f"{', ...' if len(unfinished) > 5 else ''}); run the same `mlptrain "
                          "sweep` command again to finish them, or name the runs you want.")
-    return done
+    return [runs_root / r["run_id"] for r in records]
+
+
+def _trial_completed(runs_root: Path, record: dict[str, Any]) -> bool:
+    """A trial record marked completed whose run still says so (not deleted or damaged)."""
+    if record.get("status") != DONE or not record.get("run_id"):
+        return False
+    try:
+        return Run(runs_root / record["run_id"]).read_summary()["status"] == DONE
+    except Exception:  # noqa: BLE001 - missing or damaged run files
+        return False
 
 
 def _runs_with_marks(runs_root: Path, sweep_id: str):
