@@ -62,6 +62,7 @@ class DataConfig:
     noise: float = option(0.1, low=0.0)  # xor: inputs are bits + U(-noise, noise)
     samples: int = option(800, low=2)  # xor: training samples drawn, before the val split
     test_samples: int = option(1000, low=1)  # xor: size of the fixed test set
+    normalize_width: int = option(0, low=0, high=28)  # images: each digit stretched to this width, px (0 = off)
     augment_shift: int = option(0, low=0)  # images: random shift of up to this many pixels
     augment_rotate: float = option(0.0, low=0.0, high=90.0)  # images: rotate up to +-degrees
     augment_scale: float = option(0.0, low=0.0, high=1.0, high_open=True)  # images: zoom +-frac
@@ -252,6 +253,9 @@ def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
         ("data", augment[0] if augment else "", bool(augment) and d.dataset != "mnist",
          f"augmentation distorts images, but the {d.dataset} dataset's samples are flat "
          "vectors; set the augment_* keys to 0"),
+        ("data", "normalize_width", d.normalize_width > 0 and d.dataset != "mnist",
+         f"width normalisation stretches images, but the {d.dataset} dataset's samples are "
+         "flat vectors; set normalize_width = 0"),
         ("data", "augment_scale", d.augment_scale > 0 and bool(d.augment_scale_x or
                                                               d.augment_scale_y),
          "one zoom factor for both axes and per-axis factors (augment_scale_x / "

@@ -16,6 +16,7 @@ import numpy as np
 
 from mlptrain.data.mnist import IMAGE_SIDE, find_vendored_mnist, load_mnist
 from mlptrain.data.npz import load_npz
+from mlptrain.data.preprocess import normalize_width
 from mlptrain.data.split import split_indices, split_off
 from mlptrain.data.xor import make_xor, xor_test_set
 from mlptrain.errors import ConfigError
@@ -80,8 +81,9 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
     elif cfg.dataset == "mnist":
         where = Path(cfg.path) if cfg.path else default_mnist_dir(near)
         m = load_mnist(where, cfg.mirrors, cfg.download, progress)
-        base = Dataset("mnist", m.train_images, m.train_labels, None, None, m.test_images,
-                       m.test_labels, 10, (IMAGE_SIDE, IMAGE_SIDE), m.source, m.checksums)
+        base = Dataset("mnist", preprocess(m.train_images, cfg), m.train_labels, None, None,
+                       preprocess(m.test_images, cfg), m.test_labels, 10,
+                       (IMAGE_SIDE, IMAGE_SIDE), m.source, m.checksums)
     else:
         base = _npz_dataset(cfg, rngs["split"])
     keep, held = split_indices(len(base.y_train), cfg.val_fraction, rngs["split"])
@@ -96,6 +98,29 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
         raise ConfigError(f"[data] val_fraction = {cfg.val_fraction} leaves no training "
                           f"samples out of {len(base.y_val)}; use a smaller fraction.")
     return base
+
+
+def preprocess(X: np.ndarray, cfg) -> np.ndarray:
+    """The [data] section's fixed transform of MNIST images (N, 784), the same for training,
+    evaluation and `predict`: X itself when there is none. X is never changed. The loader's
+    arrays (read-only, kept for the next run) keep their transforms too: a group's members of
+    any seed then share one pool, which it uploads once."""
+    if not cfg.normalize_width:
+        return X
+    key = (id(X), cfg.normalize_width)
+    kept = _preprocessed.get(key)
+    if kept is not None and kept[0] is X:
+        return kept[1]
+    out = normalize_width(X, IMAGE_SIDE, cfg.normalize_width)
+    if not X.flags.writeable:
+        if len(_preprocessed) >= 2:  # the training and test images of one setting
+            _preprocessed.clear()
+        out.flags.writeable = False
+        _preprocessed[key] = (X, out)
+    return out
+
+
+_preprocessed: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (id(X), width) -> (X, out)
 
 
 def _npz_dataset(cfg, rng: np.random.Generator) -> Dataset:

@@ -5,8 +5,9 @@ of seven: 0.31%, arXiv 1103.4487), the committee averages the outputs of indepen
 nets and takes the most probable class. Averaging probabilities (not votes) lets a confident
 member outweigh two unsure ones. Every member must score the very same samples: the runs are
 checked for one dataset (name, file checksums, input shape, class count) before anything
-loads, and for identical split contents after, since a validation split is drawn with the
-run's own seed.
+loads, and for the same samples in each split after, since a validation split is drawn with the
+run's own seed. Members may see the images preprocessed differently (the committee of Ciresan
+et al. trained each member on digits normalised to another width: data.normalize_width).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from mlptrain.data import Dataset
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.experiment.setup import prepare_run
 from mlptrain.reports import figures
@@ -126,7 +128,7 @@ def committee(store: RunStore, refs: Sequence[str], split: str = "test") -> Comm
         if not len(y):
             raise ConfigError(f"run {run.run_id} has an empty {split} split (val_fraction = "
                               "0?); a committee needs samples to score.")
-        digest = _fingerprint(X, y)
+        digest = _fingerprint(p.dataset, split)
         if first is None:
             first, labels, samples, input_shape = (run, digest), y, X, p.dataset.input_shape
         elif digest != first[1]:
@@ -182,8 +184,14 @@ def _describe(signature: tuple) -> str:
     return f"{name} ({files}), input {'x'.join(map(str, shape))}, {n_classes} classes"
 
 
-def _fingerprint(X: np.ndarray, y: np.ndarray) -> str:
-    """A digest of a split's contents: equal digests mean the same samples in the same order."""
+def _fingerprint(dataset: Dataset, split: str) -> str:
+    """A digest of which samples a split holds: equal digests mean the same samples in the same
+    order. A pooled source's samples are rows of its files (their checksums are compared
+    first), so their rows name them, and members may preprocess the images differently
+    (data.normalize_width); other samples are named by their contents."""
+    X, y = dataset.split(split)
+    if dataset.pool is not None:
+        X = dataset.rows.get(split, np.arange(len(y)))  # the test split: the test file, in order
     h = hashlib.sha256()
     for a in (X, y):
         a = np.ascontiguousarray(a)

@@ -132,6 +132,7 @@ class RunSource:
             "dataset": str(dataset.get("name")),
             "dataset_source": str(dataset.get("source")),
             "input_shape": json.dumps(dataset.get("input_shape")),
+            "normalize_width": repr(self.config.data.normalize_width),  # 0: inputs as given
             "dataset_checksums": json.dumps(dataset.get("checksums") or {}, sort_keys=True),
             "config_toml": self.config_text,
         }
@@ -217,8 +218,10 @@ def onnx_model(source: RunSource, opset: int = DEFAULT_OPSET):
     graph = helper.make_graph(
         nodes, "mlptrain_mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", sizes[0]],
-                                       f"(batch, {sizes[0]}) float32 samples, scaled as in "
-                                       "training (MNIST: pixels in [0, 1], row by row)")],
+                                       f"(batch, {sizes[0]}) float32 samples, scaled and "
+                                       "preprocessed as in training (MNIST: pixels in [0, 1], "
+                                       "row by row; metadata normalize_width > 0: each digit "
+                                       "stretched to that width first)")],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", sizes[-1]],
                                        f"(batch, {sizes[-1]}) the output layer before "
                                        f"{op.lower()}"),

@@ -20,6 +20,7 @@ import numpy as np
 from mlptrain import nn
 from mlptrain.backend import get_backend
 from mlptrain.config import load_config
+from mlptrain.data import preprocess
 from mlptrain.errors import DataError
 from mlptrain.experiment.digits import clean_digit
 from mlptrain.model import MLP
@@ -69,7 +70,7 @@ def predict(store: RunStore, ref: str, input_paths: Path | list[Path],
     paths = expand_inputs([input_paths] if isinstance(input_paths, (str, Path)) else input_paths)
     inputs = [read_inputs(path, sizes[0], input_shape, dataset.get("name"), invert)
               for path in paths]
-    X = np.concatenate([i.X for i in inputs])
+    X = preprocess(np.concatenate([i.X for i in inputs]), config.data)  # as training saw them
     probs = probabilities(model, X)
     reference = summary.get("reference")
     warnings = [out_of_distribution(x, p, reference, input_shape) for x, p in zip(X, probs)]
