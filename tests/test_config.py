@@ -566,6 +566,8 @@ def test_random_overrides_give_config_or_config_error(items, which):
     (["data.dataset=npz"], "[data] path", "needs [data] path"),
     (["data.dataset=xor", "data.augment_rotate=5"], "--set data.augment_rotate",
      "samples are flat vectors"),
+    (["data.dataset=xor", "data.normalize_width=14"], "--set data.normalize_width",
+     "samples are flat vectors"),
     (["schedule.warmup_epochs=10", "train.epochs=10"], "--set schedule.warmup_epochs",
      "must end before the last epoch"),
     (["schedule.name=cosine", "schedule.min_lr=0.5", "optimizer.lr=0.1"],

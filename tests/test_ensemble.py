@@ -143,6 +143,24 @@ def test_validation_split_needs_one_seed(store, xor_members):
     assert len(result.labels) == 160  # 20% of 800
 
 
+def test_members_may_see_the_digits_normalised_to_other_widths(store, mnist_members, tmp_path):
+    """As in the committee papers: a member trained on digits of one width joins members that
+    saw them as given; each is scored on its own view of the same samples."""
+    narrow = _fit(store, "mnist.toml", "data.limit=1500", "train.seed=0", "train.epochs=1",
+                  "model.hidden=16", "data.normalize_width=12")
+    test = committee(store, [mnist_members[0], narrow], "test")
+    assert test.member_accuracies()[1] == evaluate_run(store, narrow, "test")["accuracy"]
+    val = committee(store, [mnist_members[0], narrow], "val")  # one seed: one held-out split
+    assert len(val.labels) == 6_000
+    with pytest.raises(DataError, match="drawn with train.seed"):
+        committee(store, [mnist_members[1], narrow], "val")
+    # predict gives the narrow member the digits as given and normalises them as training did
+    X_test, _ = prepare(load_config(CONFIGS / "mnist.toml")).dataset.split("test")
+    np.save(tmp_path / "raw.npy", X_test[:200])
+    np.testing.assert_allclose(predict(store, narrow, tmp_path / "raw.npy").probabilities,
+                               test.members[1].probabilities[:200], rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("refs, message", [
     (lambda runs: runs[:1], "at least two runs"),
     (lambda runs: [runs[0], runs[1], runs[0][:-2]], "listed twice"),

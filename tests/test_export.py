@@ -169,7 +169,7 @@ def test_safetensors_round_trip_bit_for_bit(tmp_path, dtype):
     with safe_open(str(written), framework="np") as f:
         meta = f.metadata()
     assert meta["config_toml"] == (path / "config.toml").read_text()
-    assert json.loads(meta["sizes"]) == [2, 4, 1]
+    assert json.loads(meta["sizes"]) == [2, 4, 1] and meta["normalize_width"] == "0"
 
 
 # -- golden ---------------------------------------------------------------------------------------

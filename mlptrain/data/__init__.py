@@ -120,7 +120,8 @@ def preprocess(X: np.ndarray, cfg) -> np.ndarray:
     return out
 
 
-_preprocessed: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (id(X), width) -> (X, out)
+# (id(X), width) -> (X, its transform), for the loader's arrays
+_preprocessed: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
 
 def _npz_dataset(cfg, rng: np.random.Generator) -> Dataset:
