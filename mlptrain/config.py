@@ -55,6 +55,7 @@ class DataConfig:
     dataset: str = option("mnist", choices=DATASETS)  # xor | mnist | npz (a file with X and y)
     path: str = option("")  # npz: the file; mnist: the IDX folder ("" = vendored data/mnist)
     val_fraction: float = option(0.1, low=0.0, high=1.0, high_open=True)  # held out for val
+    split_seed: int = option(-1, low=-1)  # seeds the held-out splits (-1 = train.seed)
     limit: int = option(0, low=0)  # train on at most this many samples (0 = all): quick tries
     test_fraction: float = option(0.2, low=0.0, high=1.0, low_open=True, high_open=True)  # npz
     download: bool = option(True)  # mnist: fetch missing IDX files from the public mirrors

@@ -196,3 +196,18 @@ def test_the_last_files_loaded_are_reused_read_only_until_one_changes(tmp_path):
     labels.write_bytes(gzip.compress(b"not an idx file"))
     with pytest.raises(DataError):
         load_mnist(tmp_path, download=False)
+
+
+def test_split_seed_fixes_the_held_out_digits_across_train_seeds():
+    from mlptrain.config import parse_config
+    from mlptrain.data import load_dataset
+    from mlptrain.seeding import streams
+
+    def rows(seed, *overrides):
+        return load_dataset(parse_config("", overrides=list(overrides)).data, streams(seed)).rows
+
+    default, own = rows(3), rows(3, "data.split_seed=3")  # -1 follows train.seed exactly
+    assert all(np.array_equal(default[k], own[k]) for k in ("train", "val"))
+    fixed = [rows(seed, "data.split_seed=0")["val"] for seed in (1, 2)]
+    assert np.array_equal(fixed[0], fixed[1]) and np.array_equal(fixed[0], rows(0)["val"])
+    assert not np.array_equal(rows(1)["val"], rows(2)["val"])  # without it: a split per seed

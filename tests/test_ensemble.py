@@ -154,6 +154,10 @@ def test_members_may_see_the_digits_normalised_to_other_widths(store, mnist_memb
     assert len(val.labels) == 6_000
     with pytest.raises(DataError, match="drawn with train.seed"):
         committee(store, [mnist_members[1], narrow], "val")
+    # another seed that holds out seed 0's digits (data.split_seed) joins the val committee
+    other = _fit(store, "mnist.toml", "data.limit=1500", "train.seed=1", "data.split_seed=0",
+                 "train.epochs=1", "model.hidden=16")
+    assert len(committee(store, [mnist_members[0], narrow, other], "val").labels) == 6_000
     # predict gives the narrow member the digits as given and normalises them as training did
     X_test, _ = prepare(load_config(CONFIGS / "mnist.toml")).dataset.split("test")
     np.save(tmp_path / "raw.npy", X_test[:200])

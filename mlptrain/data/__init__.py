@@ -20,6 +20,7 @@ from mlptrain.data.preprocess import normalize_width
 from mlptrain.data.split import split_indices, split_off
 from mlptrain.data.xor import make_xor, xor_test_set
 from mlptrain.errors import ConfigError
+from mlptrain.seeding import streams
 
 REPO_MNIST_DIR = Path(__file__).resolve().parents[2] / "data" / "mnist"
 
@@ -74,6 +75,9 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
                  near: Sequence[Path] = ()) -> Dataset:
     """The dataset a [data] config section names, with its seeded validation split. `near`:
     folders (the config file's) beside which a vendored data/mnist is looked for."""
+    # the held-out samples follow train.seed unless split_seed fixes them: runs of several
+    # seeds then hold out the same digits, and their committee has a validation score
+    split_rng = rngs["split"] if cfg.split_seed < 0 else streams(cfg.split_seed)["split"]
     if cfg.dataset == "xor":
         X, y = make_xor(cfg.samples, cfg.noise, rngs["data"])
         X_test, y_test = xor_test_set(cfg.test_samples, cfg.noise)
@@ -85,8 +89,8 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
                        preprocess(m.test_images, cfg), m.test_labels, 10,
                        (IMAGE_SIDE, IMAGE_SIDE), m.source, m.checksums)
     else:
-        base = _npz_dataset(cfg, rngs["split"])
-    keep, held = split_indices(len(base.y_train), cfg.val_fraction, rngs["split"])
+        base = _npz_dataset(cfg, split_rng)
+    keep, held = split_indices(len(base.y_train), cfg.val_fraction, split_rng)
     if cfg.limit:
         keep = keep[:cfg.limit]  # the split is random, so a prefix is a sample
     X, y = base.X_train, base.y_train

@@ -6,7 +6,7 @@ nets and takes the most probable class. Averaging probabilities (not votes) lets
 member outweigh two unsure ones. Every member must score the very same samples: the runs are
 checked for one dataset (name, file checksums, input shape, class count) before anything
 loads, and for the same samples in each split after, since a validation split is drawn with the
-run's own seed. Members may see the images preprocessed differently (the committee of Ciresan
+run's own seed (unless data.split_seed fixes it). Members may see the images preprocessed differently (the committee of Ciresan
 et al. trained each member on digits normalised to another width: data.normalize_width).
 """
 
@@ -201,8 +201,9 @@ def _fingerprint(dataset: Dataset, split: str) -> str:
 
 
 def _split_mismatch(a: Run, b: Run, split: str) -> str:
-    why = ("the validation split is drawn with train.seed, so runs with different seeds hold "
-           "out different samples; score the test split (--split test) instead"
+    why = ("the validation split is drawn with train.seed unless data.split_seed fixes it, "
+           "so runs with different seeds hold out different samples; score the test split "
+           "(--split test) instead, or train the members with one data.split_seed"
            if split == "val" else
            "their data settings differ (for generated data: samples, noise, test_samples)")
     return (f"runs {a.run_id} and {b.run_id} do not score the same {split} samples ({why}). "
