@@ -327,3 +327,26 @@ def test_a_run_killed_mid_epoch_resumes_to_byte_identical_weights(tmp_path):
     assert (run_dir / "weights.npz").read_bytes() == (alone_dir / "weights.npz").read_bytes()
     assert metrics_without_time(run_dir) == metrics_without_time(alone_dir)
     assert len(metrics_without_time(run_dir)) == 3
+
+
+def test_checkpoints_are_written_off_the_training_thread_one_at_a_time(tmp_path):
+    import shutil
+    import threading
+
+    from mlptrain.runs.checkpoint import CheckpointWriter
+
+    run = RunStore(tmp_path / "runs").create("x")
+    gate, write = threading.Event(), run.write_checkpoint
+    run.write_checkpoint = lambda arrays: (gate.wait(10), write(arrays))
+    writer = CheckpointWriter(run)
+    writer.write({"step": np.array(1), "w": np.full(100_000, 1.0)})  # returns while it waits
+    assert not (run.path / "checkpoint.npz").exists()
+    gate.set()
+    writer.write({"step": np.array(2), "w": np.full(100_000, 2.0)})  # after the first is done
+    writer.wait()
+    with np.load(run.path / "checkpoint.npz") as saved:
+        assert int(saved["step"]) == 2 and saved["w"][0] == 2.0
+    shutil.rmtree(run.path)  # the next write fails in the thread: close reports it
+    writer.write({"step": np.array(3)})
+    with pytest.raises(OSError, match="checkpoint.npz"):
+        writer.close()

@@ -9,7 +9,7 @@ import errno
 import os
 import platform
 import time
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +25,7 @@ from mlptrain.experiment.setup import SPLITS, Prepared, prepare
 from mlptrain.model import MLP
 from mlptrain.optim import build_optimizer
 from mlptrain.runs import Run, RunStore, npz_arrays
-from mlptrain.runs.checkpoint import checkpoint_arrays, restore
+from mlptrain.runs.checkpoint import CheckpointWriter, checkpoint_arrays, restore
 
 
 @dataclass
@@ -149,8 +149,10 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
                         config.train.dtype, resumed_at=(state.epoch, state.position)
                         if state.step else None, train_path=summary["path"]))
 
+    writer = CheckpointWriter(run)
+
     def save_checkpoint(s: loop.TrainState) -> None:
-        run.write_checkpoint(checkpoint_arrays(model, optimizer, p.rngs, s))
+        writer.write(checkpoint_arrays(model, optimizer, p.rngs, s))
 
     def save_epoch(s: loop.TrainState) -> None:
         # a big model's checkpoint costs more than its epoch (12 M weights: ~0.4 s per ~96 MB
@@ -158,16 +160,18 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
         # of the checkpoint, and a resume rewrites them from the checkpoint's history
         every = config.train.checkpoint_epochs
         if s.epoch % every == 0 or s.epoch == p.step.epochs:
-            save_checkpoint(s)  # first: it holds the history too (see above)
+            save_checkpoint(s)  # first: it holds the history too (see above), and it is
+            # written while training goes on, so metrics may reach the disk before it does
         run.append_metrics(s.history[-1])
         summary["epochs_completed"] = s.epoch
         run.write_summary(summary)
 
     start, epochs_before = time.perf_counter(), len(state.history)
     try:
-        state = loop.fit(eager, splits["train"], splits["val"],
-                         loop.LoopSettings.from_config(config.train), p.rngs["shuffle"],
-                         on_event, save_epoch, state, stop, save_checkpoint)
+        with closing(writer):  # the last checkpoint is on disk before the run is closed
+            state = loop.fit(eager, splits["train"], splits["val"],
+                             loop.LoopSettings.from_config(config.train), p.rngs["shuffle"],
+                             on_event, save_epoch, state, stop, save_checkpoint)
     except KeyboardInterrupt:
         finish_run(run, summary, "interrupted", start)
         raise

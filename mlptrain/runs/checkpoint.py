@@ -26,6 +26,7 @@ with the checkpoint even if the process died between writing the two files.
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -34,6 +35,35 @@ from mlptrain.loop import TrainState
 from mlptrain.runs.schema import check_metrics_record
 
 FORMAT = 2
+
+
+class CheckpointWriter:
+    """Writes a run's checkpoints on a thread of its own, one at a time, while training goes on:
+    a big model's checkpoint (12 M weights: ~96 MB) takes longer to write than its epoch takes
+    to train. What it writes is already a host copy (checkpoint_arrays), which later steps
+    cannot change, and each write replaces the file atomically, so a kill mid-write leaves the
+    previous checkpoint. A write's error is raised by the next `write` or by `close`."""
+
+    def __init__(self, run) -> None:
+        self._run = run
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._pending: Future | None = None
+
+    def write(self, arrays: dict[str, np.ndarray]) -> None:
+        self.wait()  # one in flight: at most two checkpoints' copies in memory
+        self._pending = self._pool.submit(self._run.write_checkpoint, arrays)
+
+    def wait(self) -> None:
+        """Returns once the last checkpoint handed over is on disk."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown()
 
 
 def checkpoint_arrays(model, optimizer, rngs: dict[str, np.random.Generator],
