@@ -63,7 +63,7 @@ class DataConfig:
     noise: float = option(0.1, low=0.0)  # xor: inputs are bits + U(-noise, noise)
     samples: int = option(800, low=2)  # xor: training samples drawn, before the val split
     test_samples: int = option(1000, low=1)  # xor: size of the fixed test set
-    normalize_width: int = option(0, low=0, high=28)  # images: each digit stretched to this width, px (0 = off)
+    normalize_width: int = option(0, low=0, high=28)  # images: digits stretched to this width (0 = off)
     augment_shift: int = option(0, low=0)  # images: random shift of up to this many pixels
     augment_rotate: float = option(0.0, low=0.0, high=90.0)  # images: rotate up to +-degrees
     augment_scale: float = option(0.0, low=0.0, high=1.0, high_open=True)  # images: zoom +-frac

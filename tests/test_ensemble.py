@@ -143,7 +143,7 @@ def test_validation_split_needs_one_seed(store, xor_members):
     assert len(result.labels) == 160  # 20% of 800
 
 
-def test_members_may_see_the_digits_normalised_to_other_widths(store, mnist_members, tmp_path):
+def test_members_of_other_widths_and_seeds_share_the_samples(store, mnist_members, tmp_path):
     """As in the committee papers: a member trained on digits of one width joins members that
     saw them as given; each is scored on its own view of the same samples."""
     narrow = _fit(store, "mnist.toml", "data.limit=1500", "train.seed=0", "train.epochs=1",

@@ -1,6 +1,6 @@
 """data.normalize_width: each digit stretched or squeezed to one width, checked against a
 per-pixel reference of the documented formula, hand-worked cases and the real digits; and the
-places that must apply it alike (load_dataset's three splits, predict)."""
+places that must apply it alike (load_dataset's three splits here; predict in test_ensemble.py)."""
 
 from __future__ import annotations
 

@@ -5,9 +5,10 @@ of seven: 0.31%, arXiv 1103.4487), the committee averages the outputs of indepen
 nets and takes the most probable class. Averaging probabilities (not votes) lets a confident
 member outweigh two unsure ones. Every member must score the very same samples: the runs are
 checked for one dataset (name, file checksums, input shape, class count) before anything
-loads, and for the same samples in each split after, since a validation split is drawn with the
-run's own seed (unless data.split_seed fixes it). Members may see the images preprocessed differently (the committee of Ciresan
-et al. trained each member on digits normalised to another width: data.normalize_width).
+loads, and for the same samples in each split after, since a validation split is drawn with
+the run's own seed (unless data.split_seed fixes it). Members may see the images preprocessed
+differently (the committee of Ciresan et al. trained each member on digits normalised to
+another width: data.normalize_width).
 """
 
 from __future__ import annotations
