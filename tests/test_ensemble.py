@@ -107,6 +107,7 @@ def test_cli_json_and_table(store, xor_members):
     result = json.loads(done.stdout)
     assert result["size"] == 3 and result["samples"] == 1000 and result["split"] == "test"
     assert [m["run_id"] for m in result["members"]] == xor_members
+    assert [m["settings"] for m in result["members"]] == [{"train.seed": s} for s in (0, 1, 2)]
     members = [evaluate_run(store, r)["accuracy"] for r in xor_members]
     assert [m["accuracy"] for m in result["members"]] == members
     assert result["best_member"]["accuracy"] == max(members)
@@ -114,7 +115,7 @@ def test_cli_json_and_table(store, xor_members):
     assert sum(c["errors"] for c in result["per_class"]) == result["errors"]
     table = runner.invoke(app, ["ensemble", *xor_members, "--runs-dir", str(store.root)])
     assert table.exit_code == 0
-    for text in ("committee of 3", "mean of probabilities", "errors per true class",
+    for text in ("committee of 3", "mean of probabilities", "errors per true class", "seed=2",
                  f"members disagree on {result['disagreements']}"):
         assert text in table.stdout
 
@@ -149,6 +150,7 @@ def test_members_of_other_widths_and_seeds_share_the_samples(store, mnist_member
     narrow = _fit(store, "mnist.toml", "data.limit=1500", "train.seed=0", "train.epochs=1",
                   "model.hidden=16", "data.normalize_width=12")
     test = committee(store, [mnist_members[0], narrow], "test")
+    assert [m.settings for m in test.members] == [{"data.normalize_width": w} for w in (0, 12)]
     assert test.member_accuracies()[1] == evaluate_run(store, narrow, "test")["accuracy"]
     val = committee(store, [mnist_members[0], narrow], "val")  # one seed: one held-out split
     assert len(val.labels) == 6_000
@@ -161,8 +163,10 @@ def test_members_of_other_widths_and_seeds_share_the_samples(store, mnist_member
     # predict gives the narrow member the digits as given and normalises them as training did
     X_test, _ = prepare(load_config(CONFIGS / "mnist.toml")).dataset.split("test")
     np.save(tmp_path / "raw.npy", X_test[:200])
-    np.testing.assert_allclose(predict(store, narrow, tmp_path / "raw.npy").probabilities,
-                               test.members[1].probabilities[:200], rtol=1e-5, atol=1e-7)
+    predicted = predict(store, narrow, tmp_path / "raw.npy")
+    np.testing.assert_allclose(predicted.probabilities, test.members[1].probabilities[:200],
+                               rtol=1e-5, atol=1e-7)
+    assert any("12 pixels wide" in note for note in predicted.inputs[0].notes)
 
 
 @pytest.mark.parametrize("refs, message", [

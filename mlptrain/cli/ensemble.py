@@ -29,8 +29,9 @@ def ensemble(
         None, "--sweep", metavar="SWEEP", help="Add every trial of a sweep (its id as `sweep` "
         "printed it, a unique prefix, or latest); all must have completed."),
     split: CommitteeSplit = typer.Option(CommitteeSplit.test, "--split", case_sensitive=False,
-                                         help="Which split the committee scores (val only for "
-                                              "runs of one seed: the split is drawn with it)."),
+                                         help="Which split the committee scores (val: the "
+                                              "members must hold out the same samples, with "
+                                              "one train.seed or one data.split_seed)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     figure: Optional[Path] = typer.Option(
         None, "--figure", metavar="FILE", help="Also draw the committee's misclassified images "
@@ -79,7 +80,10 @@ def members_table(r: dict) -> Table:
                          ("errors", "right")):
         table.add_column(col, justify=justify)
     for m in r["members"]:
-        table.add_row(m["run_id"], m["name"], pct(m["accuracy"]), f"{m['errors']:,}")
+        differs = " ".join(f"{key.rpartition('.')[2]}={value}"
+                           for key, value in m["settings"].items())
+        table.add_row(m["run_id"], f"{m['name']} {differs}".strip(), pct(m["accuracy"]),
+                      f"{m['errors']:,}")
     table.add_section()
     table.add_row("[bold]committee[/bold]", "mean of probabilities",
                   f"[bold]{pct(r['accuracy'])}[/bold]", f"{r['errors']:,}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from mlptrain.reports import figures
 from mlptrain.reports.arrays import misclassified, run_model
 from mlptrain.reports.style import FORMATS, save_figure
 from mlptrain.runs import Run, RunStore
+from mlptrain.runs.query import config_table
 
 COMMITTEE_SPLITS = ("test", "val")  # a committee of the training split would score memory
 MAX_MISTAKES = 32  # samples in the figure of the committee's mistakes
@@ -42,6 +43,7 @@ class Member:
     name: str
     probabilities: np.ndarray  # (N, C) float64
     predictions: np.ndarray  # (N,) the member's own decision rule, as `eval` scores it
+    settings: dict[str, Any] = field(default_factory=dict)  # its keys that differ (see below)
 
 
 @dataclass
@@ -101,8 +103,8 @@ class Committee:
             "size": len(self.members),
             "accuracy": self.accuracy,
             "errors": int(np.sum(self.predictions != self.labels)),
-            "members": [{"run_id": m.run_id, "name": m.name, "accuracy": a,
-                         "errors": int(np.sum(m.predictions != self.labels))}
+            "members": [{"run_id": m.run_id, "name": m.name, "settings": m.settings,
+                         "accuracy": a, "errors": int(np.sum(m.predictions != self.labels))}
                         for m, a in zip(self.members, accuracies)],
             "best_member": {"run_id": self.members[best].run_id, "accuracy": accuracies[best]},
             "mean_member_accuracy": float(np.mean(accuracies)),
@@ -119,6 +121,7 @@ def committee(store: RunStore, refs: Sequence[str], split: str = "test") -> Comm
         raise ConfigError(f"split {split!r} is not one of {', '.join(COMMITTEE_SPLITS)}.")
     runs = _distinct_runs(store, refs)
     _check_same_dataset(runs)
+    settings = member_settings(runs)
     members: list[Member] = []
     first: tuple[Run, str] | None = None
     labels = samples = None
@@ -136,7 +139,7 @@ def committee(store: RunStore, refs: Sequence[str], split: str = "test") -> Comm
             raise DataError(_split_mismatch(first[0], run, split))
         out = run_model(p.model, X, p.config.train.eval_batch_size, hidden=False)
         members.append(Member(run.run_id, p.config.name, out.probabilities.astype(np.float64),
-                              out.predictions))
+                              out.predictions, settings[len(members)]))
         del p  # one member's data and network at a time: members may be 12 M weights each
     return Committee(split, labels, members, samples, tuple(input_shape))
 
@@ -155,6 +158,18 @@ def _distinct_runs(store: RunStore, refs: Sequence[str]) -> list[Run]:
         seen[key] = ref
         runs.append(run)
     return runs
+
+
+# config keys that say how a run was kept, not what it learned: members may differ in them
+BOOKKEEPING = ("name", "report.", "train.checkpoint_", "train.eval_batch_size", "train.device")
+
+
+def member_settings(runs: list[Run]) -> list[dict[str, Any]]:
+    """Per run, the config keys (section.key: value) in which the members differ, bookkeeping
+    left out: what makes each member another net (its seed, its digits' width, ...)."""
+    differing = [(key, values) for key, values, differs in config_table(runs)
+                 if differs and not key.startswith(BOOKKEEPING)]
+    return [{key: values[i] for key, values in differing} for i in range(len(runs))]
 
 
 def _data_signature(run: Run) -> tuple:
