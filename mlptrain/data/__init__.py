@@ -112,9 +112,8 @@ def preprocess(X: np.ndarray, cfg) -> np.ndarray:
     if not cfg.normalize_width:
         return X
     key = (id(X), cfg.normalize_width)
-    kept = _preprocessed.get(key)
-    if kept is not None and kept[0] is X:
-        return kept[1]
+    if key in _preprocessed:  # X is kept with it, so no other array can have its id
+        return _preprocessed[key][1]
     out = normalize_width(X, IMAGE_SIDE, cfg.normalize_width)
     if not X.flags.writeable:
         if len(_preprocessed) >= 2:  # the training and test images of one setting
