@@ -178,3 +178,21 @@ def test_panel_separates_training_from_wall_time_when_they_differ(xor_run, train
     text = console.export_text()
     assert "10.0 s for 20 epochs" in text
     assert (shown in text) if shown else ("of which training" not in text)
+
+
+def test_panel_of_a_run_resumed_across_sittings_times_the_last_one_and_the_whole(xor_run):
+    summary = {**xor_run.read_summary()}
+    summary["timing"] = {"wall_seconds": 6.0, "seconds_per_epoch": 0.5,
+                         "samples_per_second": 1.0, "training_seconds": 5.5, "sittings": 3,
+                         "run_wall_seconds": 10.25, "run_training_seconds": 9.5}
+    console = Console(record=True, width=120)
+    console.print(fit_panel(RunFinished(xor_run.run_id, xor_run.path, summary),
+                            xor_run.read_metrics(), []))
+    text = console.export_text()
+    assert "6.0 s for the last 12 of 20 epochs" in text
+    assert "the whole run, over 3 sittings: 9.5 s of training, 10.2 s wall" in text
+    one = {**summary, "timing": {**summary["timing"], "sittings": 1}}
+    console = Console(record=True, width=120)
+    console.print(fit_panel(RunFinished(xor_run.run_id, xor_run.path, one),
+                            xor_run.read_metrics(), []))
+    assert "sittings" not in console.export_text()

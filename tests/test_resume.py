@@ -74,6 +74,27 @@ def test_a_stopped_run_resumes_to_the_same_bytes(runs_dir, epoch, step, optimize
     assert resumed.summary["final"] == alone.summary["final"]
 
 
+def test_a_run_resumed_twice_is_timed_for_its_last_sitting_and_whole(runs_dir):
+    config = load_config(CONFIGS / "xor.toml", XOR)
+    stop = StopFlag()
+    first = fit_experiment(config, RunStore(runs_dir), stop_at(stop, 2, 4), stop=stop)
+    stop = StopFlag()
+    second = resume_experiment(RunStore(runs_dir), first.run_id, stop_at(stop, 5, 2), stop=stop)
+    assert second.summary["status"] == "interrupted"
+    walls = [first.summary["timing"]["wall_seconds"], second.summary["timing"]["wall_seconds"]]
+    assert second.summary["earlier_sittings_seconds"] == walls[0]
+    last = resume_experiment(RunStore(runs_dir), first.run_id)
+    timing = last.summary["timing"]
+    epoch_seconds = [json.loads(line)["seconds"]
+                     for line in (last.path / "metrics.jsonl").read_text().splitlines()]
+    assert len(epoch_seconds) == 6 and timing["sittings"] == 3
+    assert timing["training_seconds"] == sum(epoch_seconds[4:])  # epoch 5 began in sitting 3
+    assert timing["run_training_seconds"] == sum(epoch_seconds)
+    assert timing["run_wall_seconds"] == walls[0] + walls[1] + timing["wall_seconds"]
+    assert timing["seconds_per_epoch"] == timing["wall_seconds"] / 2
+    assert RunStore(runs_dir).find(first.run_id).read_summary() == last.summary  # it reads back
+
+
 def test_a_run_with_every_training_aid_resumes_to_the_same_bytes(runs_dir):
     # dropout masks are keyed by (seed, step) and augmentations come from their own stream: the
     # resumed epoch must see the same masks and distortions as the run left alone

@@ -306,6 +306,30 @@ def test_the_inline_executor_stops_the_sweep_on_ctrl_c(sweep_file, tmp_path):
     assert type(calls[-1]).__name__ == "SweepInterrupted"
 
 
+def test_a_trial_resumed_in_a_later_sitting_is_timed_over_both(sweep_file, tmp_path):
+    spec, root = load_sweep(sweep_file()), tmp_path / "runs"
+
+    def interrupt_in_third_epoch(event):
+        if type(event).__name__ == "TrialProgress" and (event.index, event.epoch) == (1, 3):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, root, InlineExecutor(), interrupt_in_third_epoch)
+    trials_path = root / "sweeps" / spec.sweep_id / "trials.json"
+    stopped = json.loads(trials_path.read_text())["trials"][1]
+    assert stopped["status"] == "interrupted" and stopped["seconds"] > 0
+    events = []
+    _quiet_sweep(load_sweep(sweep_file()), root, events)
+    (last,) = [e for e in events if type(e).__name__ == "TrialFinished" and e.index == 1]
+    resumed = json.loads(trials_path.read_text())["trials"][1]
+    assert resumed["status"] == "completed" and resumed["run_id"] == stopped["run_id"]
+    assert resumed["seconds"] == stopped["seconds"] + last.seconds
+    timing = Run(root / resumed["run_id"]).read_summary()["timing"]
+    assert timing["sittings"] == 2 and timing["run_wall_seconds"] > timing["wall_seconds"]
+    fresh = [e for e in events if type(e).__name__ == "TrialFinished" and e.index == 2]
+    assert json.loads(trials_path.read_text())["trials"][2]["seconds"] == fresh[0].seconds
+
+
 # -- the capacity figure -------------------------------------------------------------------------
 
 

@@ -77,10 +77,15 @@ def test_run_directory_holds_every_file_with_the_documented_content(runs_dir):
     assert set(summary["final"]) == {f"{s}_{m}" for s in ("train", "val", "test")
                                      for m in ("loss", "accuracy")}
     assert set(summary["timing"]) == {"wall_seconds", "seconds_per_epoch", "samples_per_second",
-                                      "training_seconds"}
+                                      "training_seconds", "sittings", "run_wall_seconds",
+                                      "run_training_seconds"}
     epoch_seconds = [json.loads(line)["seconds"]
                      for line in (run.path / "metrics.jsonl").read_text().splitlines()]
     assert summary["timing"]["training_seconds"] == sum(epoch_seconds)
+    # one sitting: the whole run is this sitting
+    assert summary["timing"]["sittings"] == 1
+    assert summary["timing"]["run_training_seconds"] == summary["timing"]["training_seconds"]
+    assert summary["timing"]["run_wall_seconds"] == summary["timing"]["wall_seconds"]
     assert 0 < summary["timing"]["training_seconds"] <= summary["timing"]["wall_seconds"]
     assert summary["device"] == "cpu" and summary["dtype"] == "float32"
     assert {"mlptrain", "numpy", "python"} <= set(summary["versions"])

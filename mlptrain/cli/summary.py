@@ -37,7 +37,11 @@ def fit_panel(finished: RunFinished, metrics: list[dict], plots: list[Path],
                               f"{losses[0]:.3g} -> {losses[-1]:.3g}")
         facts.add_row("", "[dim]train loss per epoch, log scale[/dim]")
     epochs = s.get("epochs_completed", len(metrics))
-    time_line = f"{timing.get('wall_seconds', 0):.1f} s for {plural(epochs, 'epoch')}"
+    sittings = timing.get("sittings", 1)
+    span = plural(epochs, "epoch")
+    if sittings > 1 and timing.get("seconds_per_epoch"):  # the rates are this sitting's
+        span = f"the last {round(timing['wall_seconds'] / timing['seconds_per_epoch'])} of {span}"
+    time_line = f"{timing.get('wall_seconds', 0):.1f} s for {span}"
     if timing.get("samples_per_second"):
         time_line += (f" ({timing['seconds_per_epoch']:.2f} s/epoch, "
                       f"{timing['samples_per_second']:,.0f} samples/s)")
@@ -49,6 +53,10 @@ def fit_panel(finished: RunFinished, metrics: list[dict], plots: list[Path],
         per_epoch = timing["seconds_per_epoch"] * training / wall
         facts.add_row("", f"[dim]of which training {training:.1f} s ({_per_epoch(per_epoch)}); "
                           "the rest is compiling, evaluation and checkpoints[/dim]")
+    if sittings > 1:
+        facts.add_row("", f"the whole run, over {sittings} sittings: "
+                          f"{timing['run_training_seconds']:.1f} s of training, "
+                          f"{timing['run_wall_seconds']:.1f} s wall")
     if plot_seconds is not None:
         facts.add_row("", f"plots drawn afterwards in {plot_seconds:.1f} s")
     facts.add_row("run", escape(str(finished.path)))

@@ -128,8 +128,10 @@ def reopen_run(run: Run, summary: dict, p: Prepared, checkpoint: dict,
     with os_errors_fail(run, summary):
         run.open_for_writing()  # removes the temporaries a killed writer left
         run.write_metrics(state.history)  # drops any record written after the checkpoint
+    earlier = (summary.get("timing") or {}).get("wall_seconds") or 0.0  # the sitting it ended
     summary.update(status="running", epochs_completed=state.epoch, final=None, timing=None,
-                   resumed=summary.get("resumed", 0) + 1, pid=os.getpid(), host=platform.node())
+                   resumed=summary.get("resumed", 0) + 1, pid=os.getpid(), host=platform.node(),
+                   earlier_sittings_seconds=summary.get("earlier_sittings_seconds", 0.0) + earlier)
     summary.pop("error", None)
     return optimizer, state
 
@@ -191,20 +193,33 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
     summary["warnings"] = training_warnings(state.history, p.dataset.n_classes)
     summary["reference"] = run_reference(p, config.train.eval_batch_size)
     summary.pop("position", None)
-    epochs_here = max(len(state.history) - epochs_before, 1)  # this session's, if resumed
-    summary["timing"] = {
-        "wall_seconds": seconds,
-        "seconds_per_epoch": seconds / epochs_here,
-        "samples_per_second": splits["train"].size * epochs_here / seconds,
-        # the epochs alone (their metrics' seconds): wall minus compiling, final scoring and
-        # checkpoint writes, which dominate a big model's short epochs
-        "training_seconds": sum(r["seconds"] for r in state.history[epochs_before:]),
-    }
+    summary["timing"] = run_timing(summary, state.history, epochs_before, seconds,
+                                   splits["train"].size)
     finish_run(run, summary, "completed", start)
     figures = draw_figures(run, summary, p, on_event) if config.report.plots else None
     finished = RunFinished(run.run_id, run.path, summary, figures)
     on_event(finished)
     return finished
+
+
+def run_timing(summary: dict, history: list[dict], epochs_before: int, seconds: float,
+               train_samples: int) -> dict[str, float]:
+    """A finished run's timing: this sitting's wall time and rates (`epochs_before`: the epochs
+    a resumed run had done before it), and the whole run's over every sitting."""
+    epochs_here = max(len(history) - epochs_before, 1)
+    return {
+        "wall_seconds": seconds,
+        "seconds_per_epoch": seconds / epochs_here,
+        "samples_per_second": train_samples * epochs_here / seconds,
+        # the epochs alone (their metrics' seconds): wall minus compiling, final scoring and
+        # checkpoint writes, which dominate a big model's short epochs
+        "training_seconds": sum(r["seconds"] for r in history[epochs_before:]),
+        # a run resumed across sittings (a GPU lease, a killed job) is timed whole as well; a
+        # sitting that was killed outright recorded no wall time and adds none
+        "sittings": summary.get("resumed", 0) + 1,
+        "run_wall_seconds": summary.get("earlier_sittings_seconds", 0.0) + seconds,
+        "run_training_seconds": sum(r["seconds"] for r in history),  # the epochs it kept
+    }
 
 
 def draw_figures(run: Run, summary: dict, p: Prepared, on_event):

@@ -24,7 +24,7 @@ from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.experiment.diagnose import training_warnings
 from mlptrain.experiment.drawers import FigureDrawers
 from mlptrain.experiment.fit import (finish_run, os_errors_fail, reopen_run, run_reference,
-                                     start_summary, stopped_at)
+                                     run_timing, start_summary, stopped_at)
 from mlptrain.experiment.group_data import GroupData, ImageRanges
 from mlptrain.experiment.setup import SPLITS, Prepared, prepare
 from mlptrain.group import GroupBatch, GroupedMLP
@@ -445,11 +445,8 @@ def _complete(group: GroupedMLP, g: int, m: _Member, scores: dict, top: np.ndarr
         summary["stopped_early"], summary["best_epoch"] = m.stopped_early, m.best_epoch
         summary["warnings"] = training_warnings(m.history, p.dataset.n_classes)
         summary["reference"] = run_reference(p, p.config.train.eval_batch_size, images(p), top)
-        summary["timing"] = {
-            "wall_seconds": wall, "seconds_per_epoch": wall / max(epochs, 1),
-            "samples_per_second": len(p.dataset.split("train")[1]) * epochs / wall,
-            "training_seconds": sum(r["seconds"] for r in m.history),
-        }
+        summary["timing"] = run_timing(summary, m.history, m.epochs_done, wall,
+                                       len(p.dataset.split("train")[1]))
         finish_run(run, summary, "completed", time.perf_counter() - wall)
     return MemberFinished(g, run.run_id, "completed", final, epochs)
 

@@ -13,6 +13,7 @@ from typing import Any
 from mlptrain.config import Config, applies_to, tomllib
 from mlptrain.errors import MlptrainError, RunStoreError
 from mlptrain.runs import Run, RunStore
+from mlptrain.runs.schema import run_seconds
 from mlptrain.runs.store import creation_order, process_alive
 
 STATUSES = ("running", "completed", "interrupted", "failed", "stale", "damaged")
@@ -35,7 +36,7 @@ def run_record(run: Run) -> dict[str, Any]:
         model="-".join(map(str, model.get("sizes", []))) + f" {model.get('activation', '?')}",
         status=_status(summary), best_val_accuracy=max(val) if val else None,
         test_accuracy=final.get("test_accuracy"),
-        seconds=(summary.get("timing") or {}).get("wall_seconds"),
+        seconds=run_seconds(summary),
         epochs=summary.get("epochs_completed"), started=summary.get("started"))
     return record
 

@@ -59,6 +59,7 @@ SUMMARY_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "epochs_planned": ("a count", _count),
     "epochs_completed": ("a count", _count),
     "resumed": ("a count", _count),
+    "earlier_sittings_seconds": ("a number >= 0", lambda v: _is_number(v) and v >= 0),
     "best_epoch": ("an integer", _is_int),
     "stopped_early": ("true or false", lambda v: isinstance(v, bool)),
     "final": ("null or a table of numbers", _optional(_metrics)),
@@ -77,6 +78,13 @@ SUMMARY_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
                 and _optional(_dict_of(_count))(v.get("samples"))),
 }
 REQUIRED = ("status",)  # the rest is checked where present (a reader defaults it)
+
+
+def run_seconds(summary: dict) -> float | None:
+    """A finished run's wall time over all its sittings (a summary from before sittings were
+    counted: its last sitting's)."""
+    timing = summary.get("timing") or {}
+    return timing.get("run_wall_seconds", timing.get("wall_seconds"))
 
 
 def check_summary(summary: Any) -> str | None:

@@ -111,16 +111,21 @@ def _record(sweep: SweepDir, event) -> None:
     """Keeps trials.json current: a trial is running once its run exists, then its end."""
     if isinstance(event, TrialStarted):
         record = sweep.records[event.index]
-        if record["run_id"] and record["run_id"] != event.run_id:
-            record["previous_runs"].append(record["run_id"])
+        if record["run_id"] != event.run_id:  # a new run, not one continued: timed afresh
+            if record["run_id"]:
+                record["previous_runs"].append(record["run_id"])
+            record["seconds"] = None
         record.update(status="running", run_id=event.run_id, parameters=event.parameters,
                       final=None, error="")
         _mark_run(sweep, record)
     elif isinstance(event, TrialFinished):
         record = sweep.records[event.index]
+        same_run = event.run_id in (None, record["run_id"])  # None: stopped before it started
+        earlier = (record.get("seconds") or 0.0) if same_run else 0.0  # its earlier sittings
         if event.run_id and record["run_id"] not in (None, event.run_id):
             record["previous_runs"].append(record["run_id"])
         record.update({k: v for k, v in asdict(event).items() if k not in ("index", "name")})
+        record["seconds"] = earlier + event.seconds
         record["run_id"] = event.run_id or record["run_id"]
         if event.run_id and event.status == "completed":
             _mark_run(sweep, record)  # Dask reports no start: mark the run at its end

@@ -21,6 +21,7 @@ from typing import Any
 
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import Run, atomic_write_text
+from mlptrain.runs.schema import run_seconds
 from mlptrain.runs.store import process_alive, remove_stale_temporaries
 from mlptrain.sweep.executors import SweepError
 from mlptrain.sweep.grid import SweepSpec
@@ -132,7 +133,7 @@ class SweepDir:
                 record.update(status=DONE, run_id=keep, final=s.get("final"), error="",
                               epochs=s.get("epochs_completed", 0),
                               parameters=(s.get("model") or {}).get("parameters"),
-                              seconds=(s.get("timing") or {}).get("wall_seconds"))
+                              seconds=run_seconds(s))
                 adopted.append(index)
         return adopted
 
