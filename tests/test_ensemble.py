@@ -113,10 +113,15 @@ def test_cli_json_and_table(store, xor_members):
     assert result["best_member"]["accuracy"] == max(members)
     assert result["mean_member_accuracy"] == pytest.approx(np.mean(members))
     assert sum(c["errors"] for c in result["per_class"]) == result["errors"]
+    timings = [store.find(r).read_summary()["timing"] for r in xor_members]
+    assert [m["seconds"] for m in result["members"]] == [t["run_wall_seconds"] for t in timings]
+    assert result["seconds"] == sum(t["run_wall_seconds"] for t in timings)
+    assert result["training_seconds"] == sum(t["run_training_seconds"] for t in timings)
     table = runner.invoke(app, ["ensemble", *xor_members, "--runs-dir", str(store.root)])
     assert table.exit_code == 0
     for text in ("committee of 3", "mean of probabilities", "errors per true class", "seed=2",
-                 f"members disagree on {result['disagreements']}"):
+                 f"members disagree on {result['disagreements']}",
+                 f"the members trained in {result['seconds']:.1f}s of wall time in all"):
         assert text in table.stdout
 
 

@@ -29,6 +29,11 @@ def pct(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def secs(x) -> str:
+    """A duration for people: 12.345 -> '12.3s', None -> '-'."""
+    return "-" if x is None else f"{x:.1f}s"
+
+
 def num(x) -> str:
     """A loss for people: four decimals, None -> '-'."""
     return "-" if x is None else f"{x:.4f}"

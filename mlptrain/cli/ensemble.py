@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from mlptrain.cli.common import RunsDir, fail, interrupted, out, pct
+from mlptrain.cli.common import RunsDir, fail, interrupted, out, pct, secs
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RunStore
 from mlptrain.sweep.store import completed_trial_runs, find_sweep
@@ -77,16 +77,16 @@ def members_table(r: dict) -> Table:
     table = Table(title=f"committee of {r['size']} on the {r['split']} split "
                         f"({r['samples']:,} samples)", title_justify="left", min_width=60)
     for col, justify in (("member", "left"), ("name", "left"), ("accuracy", "right"),
-                         ("errors", "right")):
+                         ("errors", "right"), ("time", "right")):
         table.add_column(col, justify=justify)
     for m in r["members"]:
         differs = " ".join(f"{key.rpartition('.')[2]}={value}"
                            for key, value in m["settings"].items())
         table.add_row(m["run_id"], f"{m['name']} {differs}".strip(), pct(m["accuracy"]),
-                      f"{m['errors']:,}")
+                      f"{m['errors']:,}", secs(m["seconds"]))
     table.add_section()
     table.add_row("[bold]committee[/bold]", "mean of probabilities",
-                  f"[bold]{pct(r['accuracy'])}[/bold]", f"{r['errors']:,}")
+                  f"[bold]{pct(r['accuracy'])}[/bold]", f"{r['errors']:,}", secs(r["seconds"]))
     return table
 
 
@@ -107,4 +107,11 @@ def verdict(r: dict) -> str:
             f"best member {pct(best['accuracy'])} ({best['run_id']}), mean member "
             f"{pct(r['mean_member_accuracy'])}\n"
             f"committee {pct(r['accuracy'])}: {abs(gain):.2f} points "
-            f"{'below' if gain < 0 else 'over'} the best member")
+            f"{'below' if gain < 0 else 'over'} the best member{_training_time(r)}")
+
+
+def _training_time(r: dict) -> str:
+    if r.get("seconds") is None:
+        return ""
+    return (f"\nthe members trained in {secs(r['seconds'])} of wall time in all "
+            f"({secs(r['training_seconds'])} of it in their epochs)")

@@ -19,6 +19,7 @@ from mlptrain.cli.common import (
     num,
     out,
     pct,
+    secs,
     wide,
 )
 from mlptrain.cli.parts import final_table, sparkline
@@ -33,10 +34,6 @@ from mlptrain.runs.query import (
     run_record,
 )
 from mlptrain.text import plural
-
-
-def _secs(x) -> str:
-    return "-" if x is None else f"{x:.1f}s"
 
 
 def runs(
@@ -74,7 +71,7 @@ def runs(
     for r in records:
         table.add_row(r["id"], r["name"] or "-", r["dataset"] or "-", r["model"] or "-",
                       _styled_status(r["status"]), pct(r["best_val_accuracy"]),
-                      pct(r["test_accuracy"]), _secs(r["seconds"]))
+                      pct(r["test_accuracy"]), secs(r["seconds"]))
     wide().print(table)
 
 
@@ -104,7 +101,7 @@ def show(
     planned = summary.get("epochs_planned")
     out.print(f"[bold]run {found.run_id}[/bold]: {_styled_status(record['status'])}, "
               f"{record['epochs']} of {plural(planned, 'epoch') if planned else '?'}, "
-              f"{_secs(record['seconds'])}", highlight=False)
+              f"{secs(record['seconds'])}", highlight=False)
     out.print(f"  {found.path}", highlight=False, soft_wrap=True)
     if summary.get("error"):
         out.print(f"  error: {escape(summary['error'])}", highlight=False, soft_wrap=True)
@@ -149,7 +146,7 @@ def compare(
         table.add_column(r["id"], overflow="fold")
     for label, key, show_ in (("status", "status", str), ("best val", "best_val_accuracy", pct),
                               ("test", "test_accuracy", pct), ("epochs", "epochs", str),
-                              ("time", "seconds", _secs)):
+                              ("time", "seconds", secs)):
         table.add_row(label, *(show_(r[key]) for r in records))
     table.add_section()
     differing = 0

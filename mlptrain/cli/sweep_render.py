@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mlptrain.cli.common import pct
+from mlptrain.cli.common import pct, secs
 from mlptrain.cli.render import LiveProgress
 from mlptrain.text import plural
 from mlptrain.sweep import (
@@ -117,10 +117,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
         table.add_column(col, justify="right")
     for g in groups:
         mean, std = g["mean"], g["std"]
-        seconds = "-" if mean["seconds"] is None else f"{mean['seconds']:.1f}s"
         params = "-" if g["parameters"] is None else f"{g['parameters']:,}"
         table.add_row(*(_value(g["point"][a]) for a in point_axes), params, str(g["n"]),
-                      pct(mean["test_accuracy"]), pct(std["test_accuracy"]), seconds)
+                      pct(mean["test_accuracy"]), pct(std["test_accuracy"]), secs(mean["seconds"]))
     return table
 
 

@@ -30,6 +30,7 @@ from mlptrain.reports.arrays import misclassified, run_model
 from mlptrain.reports.style import FORMATS, save_figure
 from mlptrain.runs import Run, RunStore
 from mlptrain.runs.query import config_table
+from mlptrain.runs.schema import run_seconds
 
 COMMITTEE_SPLITS = ("test", "val")  # a committee of the training split would score memory
 MAX_MISTAKES = 32  # samples in the figure of the committee's mistakes
@@ -44,6 +45,8 @@ class Member:
     probabilities: np.ndarray  # (N, C) float64
     predictions: np.ndarray  # (N,) the member's own decision rule, as `eval` scores it
     settings: dict[str, Any] = field(default_factory=dict)  # its keys that differ (see below)
+    seconds: float | None = None  # its training run's wall time, every sitting (None: unknown)
+    training_seconds: float | None = None  # of which its epochs alone
 
 
 @dataclass
@@ -92,9 +95,18 @@ class Committee:
         votes = self.votes
         return int((votes != votes[0]).any(axis=0).sum())
 
+    def seconds(self) -> tuple[float | None, float | None]:
+        """What training the members took in all: (wall, epochs alone), None where a member's
+        time is unknown. Trained one after another, the wall time is the committee's."""
+        walls = [m.seconds for m in self.members]
+        epochs = [m.training_seconds for m in self.members]
+        return (None if None in walls else sum(walls),
+                None if None in epochs else sum(epochs))
+
     def to_dict(self) -> dict[str, Any]:
         """Everything `ensemble --json` reports, as plain JSON-able values."""
         accuracies = self.member_accuracies()
+        seconds, training_seconds = self.seconds()
         best = int(np.argmax(accuracies))  # the first listed on a tie
         per_class = np.bincount(self.labels, minlength=self.n_classes)
         return {
@@ -104,8 +116,11 @@ class Committee:
             "accuracy": self.accuracy,
             "errors": int(np.sum(self.predictions != self.labels)),
             "members": [{"run_id": m.run_id, "name": m.name, "settings": m.settings,
-                         "accuracy": a, "errors": int(np.sum(m.predictions != self.labels))}
+                         "accuracy": a, "errors": int(np.sum(m.predictions != self.labels)),
+                         "seconds": m.seconds, "training_seconds": m.training_seconds}
                         for m, a in zip(self.members, accuracies)],
+            "seconds": seconds,
+            "training_seconds": training_seconds,
             "best_member": {"run_id": self.members[best].run_id, "accuracy": accuracies[best]},
             "mean_member_accuracy": float(np.mean(accuracies)),
             "disagreements": self.disagreements(),
@@ -139,7 +154,8 @@ def committee(store: RunStore, refs: Sequence[str], split: str = "test") -> Comm
             raise DataError(_split_mismatch(first[0], run, split))
         out = run_model(p.model, X, p.config.train.eval_batch_size, hidden=False)
         members.append(Member(run.run_id, p.config.name, out.probabilities.astype(np.float64),
-                              out.predictions, settings[len(members)]))
+                              out.predictions, settings[len(members)],
+                              *run_seconds(run.read_summary())))
         del p  # one member's data and network at a time: members may be 12 M weights each
     return Committee(split, labels, members, samples, tuple(input_shape))
 

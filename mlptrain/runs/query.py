@@ -36,7 +36,7 @@ def run_record(run: Run) -> dict[str, Any]:
         model="-".join(map(str, model.get("sizes", []))) + f" {model.get('activation', '?')}",
         status=_status(summary), best_val_accuracy=max(val) if val else None,
         test_accuracy=final.get("test_accuracy"),
-        seconds=run_seconds(summary),
+        seconds=run_seconds(summary)[0],
         epochs=summary.get("epochs_completed"), started=summary.get("started"))
     return record
 

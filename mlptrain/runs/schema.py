@@ -80,11 +80,12 @@ SUMMARY_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
 REQUIRED = ("status",)  # the rest is checked where present (a reader defaults it)
 
 
-def run_seconds(summary: dict) -> float | None:
-    """A finished run's wall time over all its sittings (a summary from before sittings were
-    counted: its last sitting's)."""
+def run_seconds(summary: dict) -> tuple[float | None, float | None]:
+    """A finished run's (wall, training) seconds over all its sittings; a summary from before
+    sittings were counted gives its last sitting's. None: not recorded."""
     timing = summary.get("timing") or {}
-    return timing.get("run_wall_seconds", timing.get("wall_seconds"))
+    return (timing.get("run_wall_seconds", timing.get("wall_seconds")),
+            timing.get("run_training_seconds", timing.get("training_seconds")))
 
 
 def check_summary(summary: Any) -> str | None:

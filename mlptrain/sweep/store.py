@@ -133,7 +133,7 @@ class SweepDir:
                 record.update(status=DONE, run_id=keep, final=s.get("final"), error="",
                               epochs=s.get("epochs_completed", 0),
                               parameters=(s.get("model") or {}).get("parameters"),
-                              seconds=run_seconds(s))
+                              seconds=run_seconds(s)[0])
                 adopted.append(index)
         return adopted
 
