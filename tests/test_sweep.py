@@ -327,7 +327,18 @@ def test_a_trial_resumed_in_a_later_sitting_is_timed_over_both(sweep_file, tmp_p
     timing = Run(root / resumed["run_id"]).read_summary()["timing"]
     assert timing["sittings"] == 2 and timing["run_wall_seconds"] > timing["wall_seconds"]
     fresh = [e for e in events if type(e).__name__ == "TrialFinished" and e.index == 2]
-    assert json.loads(trials_path.read_text())["trials"][2]["seconds"] == fresh[0].seconds
+    records = json.loads(trials_path.read_text())["trials"]
+    assert records[2]["seconds"] == fresh[0].seconds
+    from rich.console import Console
+
+    from mlptrain.cli.sweep_render import SweepRenderer
+
+    console = Console(record=True, width=200)
+    with SweepRenderer(console) as renderer:
+        for event in events:
+            renderer(event)
+    whole = sum(r["seconds"] for r in records)
+    assert f"in this sitting; its trials took {whole:.1f}s in all" in console.export_text()
 
 
 # -- the capacity figure -------------------------------------------------------------------------

@@ -41,6 +41,7 @@ class SweepRenderer:
         self.overall = None
         self.running: dict[int, int] = {}  # trial index -> progress task
         self.total = self.done = 0
+        self.earlier = False  # whether trials ran in an earlier sitting of this sweep
 
     def __enter__(self):
         self.progress.start()
@@ -56,6 +57,7 @@ class SweepRenderer:
 
     def _on_SweepStarted(self, e: SweepStarted) -> None:
         skipped = len(e.trials) - len(e.to_run)
+        self.earlier = bool(skipped or e.continued)
         resumed = f"; {skipped} completed earlier, skipped" if skipped else ""
         if e.continued:
             resumed += f"; {len(e.continued)} continue from their checkpoints"
@@ -101,7 +103,11 @@ class SweepRenderer:
         self.progress.stop()
         self.console.print(summary_table(e.summary))
         counts = ", ".join(f"{n} {status}" for status, n in e.summary["counts"].items())
-        self.console.print(f"sweep {e.sweep_id}: {counts}; {e.wall_seconds:.1f}s", highlight=False)
+        took = secs(e.wall_seconds)
+        if self.earlier:
+            whole = sum(r["seconds"] or 0.0 for r in e.summary["trials"])
+            took += f" in this sitting; its trials took {secs(whole)} in all"
+        self.console.print(f"sweep {e.sweep_id}: {counts}; {took}", highlight=False)
         for path in e.files:
             self.console.print(f"  {path}", highlight=False, soft_wrap=True)
 
