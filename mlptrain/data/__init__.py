@@ -123,6 +123,14 @@ def preprocess(X: np.ndarray, cfg) -> np.ndarray:
     return out
 
 
+def preprocess_notes(cfg) -> list[str]:
+    """What `preprocess` does to every image, in words for `predict` ([]: nothing)."""
+    if not cfg.normalize_width:
+        return []
+    return [f"stretched each digit to {cfg.normalize_width} pixels wide, as the run's training "
+            "digits were (data.normalize_width)"]
+
+
 # (id(X), width) -> (X, its transform), for the loader's arrays
 _preprocessed: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 

@@ -20,7 +20,7 @@ import numpy as np
 from mlptrain import nn
 from mlptrain.backend import get_backend
 from mlptrain.config import load_config
-from mlptrain.data import preprocess
+from mlptrain.data import preprocess, preprocess_notes
 from mlptrain.errors import DataError
 from mlptrain.experiment.digits import clean_digit
 from mlptrain.model import MLP
@@ -71,10 +71,8 @@ def predict(store: RunStore, ref: str, input_paths: Path | list[Path],
     inputs = [read_inputs(path, sizes[0], input_shape, dataset.get("name"), invert)
               for path in paths]
     X = preprocess(np.concatenate([i.X for i in inputs]), config.data)  # as training saw them
-    if config.data.normalize_width:
-        for i in inputs:
-            i.notes.append(f"stretched each digit to {config.data.normalize_width} pixels wide, "
-                           "as the run's training digits were (data.normalize_width)")
+    for i in inputs:
+        i.notes += preprocess_notes(config.data)
     probs = probabilities(model, X)
     reference = summary.get("reference")
     warnings = [out_of_distribution(x, p, reference, input_shape) for x, p in zip(X, probs)]
