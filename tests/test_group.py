@@ -471,6 +471,53 @@ def test_one_worker_per_gpu_each_pinned_to_its_device():
     assert seen == ["3", "5"] and os.environ.get("CUDA_VISIBLE_DEVICES") != "3"
 
 
+def test_trials_on_gpus_run_one_at_a_time_on_each_unless_workers_are_asked_for():
+    from mlptrain.cli.sweep import _executor
+    from mlptrain.sweep.executors import LocalExecutor
+
+    assert isinstance(_executor("local", None, None, ["0"]), InlineExecutor)
+    two = _executor("local", None, None, ["0", "1"])
+    assert isinstance(two, LocalExecutor) and (two.workers, two.devices) == (2, ["0", "1"])
+    assert two.describe().endswith("one per GPU (0, 1)")
+    assert _executor("local", 3, None, ["0"]).workers == 3  # --workers as given
+    assert isinstance(_executor("local", 0, None, ["0", "1"]), InlineExecutor)
+    cpu = _executor("local", None, None, [])
+    assert cpu.workers == LocalExecutor().workers and cpu.devices is None  # a worker per core
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _have_gpu(), reason="no CUDA GPU")
+def test_a_gpu_sweep_trains_its_ungroupable_trials_one_at_a_time_per_gpu(tmp_path):
+    import cupy
+
+    sets = [a for o in [*CAPACITY, "data.augment_shift=1", "train.device=cuda"]
+            for a in ("--set", o)]
+    done = subprocess.run([sys.executable, "-m", "mlptrain", "sweep",
+                           str(CONFIGS / "mnist-capacity.toml"), *sets, "--grid",
+                           "model.hidden=[8]", "--grid", "train.seed=0,1", "--runs-dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    gpus = cupy.cuda.runtime.getDeviceCount()
+    where = "in this process" if gpus == 1 else f"{gpus} worker processes"
+    assert f"trials that cannot share a step: {where}" in text, text
+    assert "2 completed" in text
+
+
+def test_a_local_executor_of_gpus_pins_a_worker_to_each(tmp_path):
+    # trials that cannot join a group (augmented), two fake devices: on a CPU the pinning is
+    # only a variable, but the workers and the queue of trials are the real ones
+    from mlptrain.sweep.executors import LocalExecutor
+
+    sweep = load_sweep(CONFIGS / "mnist-capacity.toml", [*CAPACITY, "data.augment_shift=1"],
+                       ["model.hidden=[8]", "train.seed=0,1,2"])
+    events = []
+    run_sweep(sweep, tmp_path, LocalExecutor(devices=["3", "5"]), events.append)
+    finished = [e for e in events if type(e).__name__ == "TrialFinished"]
+    assert [e.status for e in finished] == ["completed"] * 3
+    assert {e.worker["gpus"] for e in finished} <= {"3", "5"}
+
+
 def test_groups_spread_over_several_devices_and_report_as_trials(tmp_path):
     # two groups (depth 1 and depth 2), two fake devices: on a CPU the pinning is only a
     # variable, but the workers, the queue of groups and the events are the real ones

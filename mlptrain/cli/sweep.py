@@ -29,7 +29,8 @@ def sweep(
                                     help="Seed of the --samples draw."),
     workers: Optional[int] = typer.Option(
         None, "--workers", "-w", min=0, metavar="N",
-        help="Worker processes (default: the number of cores; 0: run in this process). BLAS "
+        help="Worker processes (default: the number of cores, or for trials on a GPU one "
+             "per GPU, in this process when there is one; 0: run in this process). BLAS "
              "threads per worker are set so workers x threads <= cores."),
     executor: str = typer.Option("local", "--executor", metavar="local|dask",
                                  help="Where trials run: local (processes here) or dask."),
@@ -66,7 +67,7 @@ def sweep(
             out.print(trials_table(spec))
             _print_plan(spec, RunStore(runs_dir).root, grouped)
             return
-        runner = _executor(executor, workers, scheduler)
+        runner = _executor(executor, workers, scheduler, _gpus([t.config for t in spec.trials]))
         if grouped:
             from mlptrain.sweep.grouping import GroupingExecutor
 
@@ -124,7 +125,16 @@ def _print_plan(spec, runs_root, grouped: bool) -> None:
         out.print(grouping_text(*plan_groups(tasks, device_limit)), highlight=False)
 
 
-def _executor(name: str, workers: int | None, scheduler: str | None):
+def _gpus(configs: list) -> list[str]:
+    """The GPUs the trials train on ([]: they train on the CPU)."""
+    from mlptrain.sweep.grouping import trains_on_gpu, visible_gpus
+
+    return visible_gpus() if trains_on_gpu(configs) else []
+
+
+def _executor(name: str, workers: int | None, scheduler: str | None, gpus: list[str] = ()):
+    """--executor and --workers: where the trials run. By default trials on GPUs run one at a
+    time on each (a worker per core would crowd one GPU with as many contexts and nets)."""
     from mlptrain.sweep import DaskExecutor, InlineExecutor, LocalExecutor
 
     if name == "dask":
@@ -141,4 +151,6 @@ def _executor(name: str, workers: int | None, scheduler: str | None):
     if scheduler:
         raise typer.BadParameter("is for --executor dask; add --executor dask.",
                                  param_hint="--scheduler")
+    if workers is None and gpus:
+        return InlineExecutor() if len(gpus) == 1 else LocalExecutor(devices=list(gpus))
     return InlineExecutor() if workers == 0 else LocalExecutor(workers)

@@ -39,7 +39,8 @@ class SweepError(MlptrainError):
 
 
 class InlineExecutor:
-    """Runs trials one after another in this process (`--workers 0`): for debugging."""
+    """Runs trials one after another in this process: `--workers 0` (for debugging), and
+    by default trials on a single GPU."""
 
     workers, threads = 0, None
 
@@ -65,17 +66,20 @@ class LocalExecutor:
     process only, which tells them to stop through an Event they poll between steps.
     """
 
-    def __init__(self, workers: int | None = None, cores: int | None = None):
+    def __init__(self, workers: int | None = None, cores: int | None = None,
+                 devices: list[str] | None = None):
         self.cores = cores or available_cores()
-        self.workers = max(1, workers or self.cores)
+        self.devices = devices  # GPUs: one worker per device, pinned to it (see run)
+        self.workers = len(devices) if devices else max(1, workers or self.cores)
         self.threads = self.threads_for(self.workers)
 
     def threads_for(self, processes: int) -> int:
         return max(1, self.cores // processes)
 
     def describe(self) -> str:
+        on = f", one per GPU ({', '.join(self.devices)})" if self.devices else ""
         return f"{self.workers} worker process{'es' * (self.workers > 1)} x {self.threads} " \
-               f"BLAS thread{'s' * (self.threads > 1)}"
+               f"BLAS thread{'s' * (self.threads > 1)}{on}"
 
     def start(self, ctx, target, args, count: int, devices: list[str] | None = None) -> list:
         """Starts `count` processes running target(*args), sharing the cores between them;
@@ -91,10 +95,12 @@ class LocalExecutor:
 
     def run(self, tasks: list[TrialTask | GroupTask], report: Callable[[Any], None],
             devices: list[str] | None = None) -> None:
-        """Runs the tasks (trials, or groups of them) in the workers; with `devices`, one
-        worker per GPU, pinned to it, each taking the next task when it is free."""
+        """Runs the tasks (trials, or groups of them) in the workers; with `devices` (default:
+        this executor's), one worker per GPU, pinned to it, each taking the next task when it
+        is free."""
         if not tasks:
             return
+        devices = devices or self.devices
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: env read at startup
         task_q, event_q, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
         # fewer tasks than workers: fewer processes, more threads each

@@ -110,7 +110,12 @@ def wants_groups(configs: list, mode: str) -> bool:
     (on a CPU a batched product is no faster than its parts, and padding costs)."""
     if mode != "auto" or not configs:
         return mode == "on"
-    device = configs[0].train.device
+    return trains_on_gpu(configs)
+
+
+def trains_on_gpu(configs: list) -> bool:
+    """Whether the trials' device (the first's: a sweep's trials share it) is a GPU here."""
+    device = configs[0].train.device if configs else "cpu"
     if device == "cpu":
         return False
     from mlptrain.backend import get_backend
