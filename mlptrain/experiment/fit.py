@@ -211,8 +211,8 @@ def run_timing(summary: dict, history: list[dict], epochs_before: int, seconds: 
         "wall_seconds": seconds,
         "seconds_per_epoch": seconds / epochs_here,
         "samples_per_second": train_samples * epochs_here / seconds,
-        # the epochs alone (their metrics' seconds): wall minus compiling, final scoring and
-        # checkpoint writes, which dominate a big model's short epochs
+        # the epochs alone (their metrics' seconds): wall minus set-up (compiling, tuning) and
+        # waits for checkpoint writes, which dominate a big model's short epochs
         "training_seconds": sum(r["seconds"] for r in history[epochs_before:]),
         # a run resumed across sittings (a GPU lease, a killed job) is timed whole as well; a
         # sitting that was killed outright recorded no wall time and adds none
