@@ -20,6 +20,7 @@ from mlptrain.errors import ConfigError, DataError
 from mlptrain.experiment import evaluate_run, fit_experiment, prepare
 from mlptrain.experiment.ensemble import Committee, Member, committee, mistakes_figure
 from mlptrain.experiment.predict import predict
+from mlptrain.experiment.setup import prepare_run
 from mlptrain.runs import RunStore
 
 runner = CliRunner()
@@ -159,6 +160,11 @@ def test_members_of_other_widths_and_seeds_share_the_samples(store, mnist_member
     assert test.member_accuracies()[1] == evaluate_run(store, narrow, "test")["accuracy"]
     val = committee(store, [mnist_members[0], narrow], "val")  # one seed: one held-out split
     assert len(val.labels) == 6_000
+    # the figure's samples are the digits as given, whichever member comes first
+    narrow_first = committee(store, [narrow, mnist_members[0]], "val")
+    np.testing.assert_array_equal(narrow_first.samples, val.samples)
+    assert not np.array_equal(narrow_first.samples,
+                              prepare_run(store.find(narrow)).dataset.split("val")[0])
     with pytest.raises(DataError, match="drawn with train.seed"):
         committee(store, [mnist_members[1], narrow], "val")
     # another seed that holds out seed 0's digits (data.split_seed) joins the val committee

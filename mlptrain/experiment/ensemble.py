@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from mlptrain.data import Dataset
 from mlptrain.errors import ConfigError, DataError
-from mlptrain.experiment.setup import prepare_run
+from mlptrain.experiment.setup import load_data_as_given, prepare_run
 from mlptrain.reports import figures
 from mlptrain.reports.arrays import misclassified, run_model
 from mlptrain.reports.style import FORMATS, save_figure
@@ -149,7 +149,10 @@ def committee(store: RunStore, refs: Sequence[str], split: str = "test") -> Comm
                               "0?); a committee needs samples to score.")
         digest = _fingerprint(p.dataset, split)
         if first is None:
-            first, labels, samples, input_shape = (run, digest), y, X, p.dataset.input_shape
+            first, labels, input_shape = (run, digest), y, p.dataset.input_shape
+            # the figure shows the samples as given, not as the first member preprocessed them
+            samples = (load_data_as_given(p.config).split(split)[0]
+                       if p.config.data.normalize_width else X)
         elif digest != first[1]:
             raise DataError(_split_mismatch(first[0], run, split))
         out = run_model(p.model, X, p.config.train.eval_batch_size, hidden=False)

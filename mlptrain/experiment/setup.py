@@ -8,7 +8,7 @@ which path the step will take on the device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -59,6 +59,13 @@ def prepare(config: Config, data_progress: Callable | None = None,
     model = build_model(step, config.model.hidden, ops, dataset.n_features)
     model.initialize(config.model.init, rngs["init"])
     return Prepared(config, dataset, step, model, rngs)
+
+
+def load_data_as_given(config: Config) -> Dataset:
+    """The dataset `prepare` loads for this config (the same samples in each split), with the
+    images as given: no [data] preprocessing (data.normalize_width), for people to look at."""
+    data = replace(config.data, normalize_width=0)
+    return load_dataset(data, streams(config.train.seed), None, _config_folder(config))
 
 
 def _config_folder(config: Config) -> list[Path]:
