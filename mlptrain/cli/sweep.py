@@ -4,6 +4,7 @@ mlptrain.sweep.run_sweep; this module parses options and renders the sweep's eve
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import List, Optional
 
@@ -132,7 +133,8 @@ def _gpus(configs: list) -> list[str]:
     return visible_gpus() if trains_on_gpu(configs) else []
 
 
-def _executor(name: str, workers: int | None, scheduler: str | None, gpus: list[str] = ()):
+def _executor(name: str, workers: int | None, scheduler: str | None,
+              gpus: Sequence[str] = ()):
     """--executor and --workers: where the trials run. By default trials on GPUs run one at a
     time on each (a worker per core would crowd one GPU with as many contexts and nets)."""
     from mlptrain.sweep import DaskExecutor, InlineExecutor, LocalExecutor

@@ -91,7 +91,7 @@ class SweepRenderer:
         test = e.final.get("test_accuracy") if e.final else None
         detail = f"test {pct(test)}" if e.status == "completed" else escape(e.error)
         self.console.print(f"[{self.done}/{self.total}] {e.name}: [{style}]{e.status}[/{style}]"
-                           f"  {detail}  {e.seconds:.1f}s", highlight=False, soft_wrap=True)
+                           f"  {detail}  {secs(e.seconds)}", highlight=False, soft_wrap=True)
 
     def _on_SweepInterrupted(self, e: SweepInterrupted) -> None:
         self.progress.stop()
