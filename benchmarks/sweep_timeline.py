@@ -63,7 +63,7 @@ def main() -> None:
     mark("imported the CLI")
     import mlptrain.experiment.group_data as gd
     import mlptrain.experiment.group_fit as gf
-    import mlptrain.group as group
+    import mlptrain.model as model
     import mlptrain.sweep.grouping as grouping
     import mlptrain.sweep.runner as runner
 
@@ -81,10 +81,10 @@ def main() -> None:
                                (setup, "load_dataset", "datasets loaded"),
                                (setup, "build_model", "members' models built"),
                                (gd, "_stacked", "data stacked onto the device"),
-                               (group.GroupedMLP, "__init__", "GroupedMLP built"),
-                               (group.GroupedMLP, "batch", "step buffers (GroupedMLP.batch)"),
+                               (gf, "stack_members", "the group's model built"),
+                               (model.MLP, "workspace", "step buffers (MLP.workspace)"),
                                (gd.GroupData, "order_rows", "orders to pool rows"),
-                               (group.GroupedMLP, "top_probabilities", "top probabilities"),
+                               (gf, "_top_probabilities", "top probabilities"),
                                (gd.ImageRanges, "__call__", "image ranges"),
                                (gf._Epochs, "warm_up", "warm-up"),
                                (gf._Epochs, "capture", "capture (with warm-up)"),
@@ -96,7 +96,7 @@ def main() -> None:
                                (gf._Epochs, "progress", "progress (waits for the device)"),
                                (gf._Epochs, "record", "epoch records (validation)"),
                                (gf, "_scores", "scores"),
-                               (group.GroupedMLP, "train_step", "train_step calls")):
+                               (gf._Epochs, "train_step", "train_step calls")):
         tallied(totals, owner, name, label)
     try:
         import mlptrain.backend.cupy_backend as cupy_backend

@@ -182,6 +182,26 @@ class TrainState:
     # product_plans()), kept so that a resumed run rounds exactly as the run it continues
     product_plans: list[dict] | None = None
 
+    # -- the ledger: what an ended epoch leaves behind, the same for a run alone or a member of
+    # -- a group (each member keeps its own TrainState)
+
+    def close_epoch(self, record: dict[str, Any], settings: LoopSettings,
+                    weights: Callable[[], dict[str, np.ndarray]]) -> bool:
+        """Books the ended epoch's record and its early stopping: `weights()` (host copies) is
+        kept when the validation loss improves. True when patience has run out (the state then
+        says stopped_early)."""
+        self.epoch, self.order, self.position, self.running = record["epoch"], None, 0, \
+            (0.0, 0, 0)
+        self.history.append(record)
+        if settings.patience <= 0 or "val_loss" not in record:
+            return False
+        if record["val_loss"] < self.best_val_loss - settings.min_delta:
+            self.best_val_loss, self.best_epoch = record["val_loss"], record["epoch"]
+            self.best_params = weights()
+            return False
+        self.stopped_early = record["epoch"] - self.best_epoch >= settings.patience
+        return self.stopped_early
+
 
 class StopFlag:
     """Set (by a signal handler, another thread, ...) to ask the loop to stop after the current
@@ -236,13 +256,10 @@ def fit(eager: EagerStep, train: Split, val: Split | None, settings: LoopSetting
             record["val_loss"], record["val_accuracy"] = evaluate(model, val,
                                                                   settings.eval_batch_size)
         record["seconds"] = time.perf_counter() - start
-        state.epoch, state.order, state.position, state.running = epoch, None, 0, (0.0, 0, 0)
-        state.history.append(record)
-        stop_early = _early_stopping(model, state, record, settings)
+        stop_early = state.close_epoch(record, settings, model.state_dict)
         on_epoch_end(state)  # saved before it is announced: what a user saw is on disk
         on_event(EpochEnded(epoch, step.epochs, record))
         if stop_early:
-            state.stopped_early = True
             on_event(EarlyStopped(epoch, state.best_epoch))
             break
     if state.best_params is not None:
@@ -333,21 +350,17 @@ def _replay_epoch(graph, eager: EagerStep, train, order, state, epoch, on_event,
 
 def _finite_mean_loss(ops, loss_sum, seen, step: Step, epoch, s) -> float:
     mean_loss = ops.to_float(loss_sum) / seen  # sync point, REPORTS_PER_EPOCH per epoch
-    if not math.isfinite(mean_loss):
-        raise TrainingError(
-            f"the training loss became {mean_loss} in epoch {epoch}, step {s + 1}. "
-            f"The learning rate ({step.schedule.base_lr}) is likely too high for this model; "
-            "lower optimizer.lr, add warmup, or train in float64 (train.dtype). The run's "
-            "last checkpoint holds the last good weights.")
+    check_finite_loss(mean_loss, epoch, s + 1, step.schedule.base_lr)
     return mean_loss
 
 
-def _early_stopping(model, state: TrainState, record, settings: LoopSettings) -> bool:
-    """Tracks the best validation loss; True when patience has run out."""
-    if settings.patience <= 0 or "val_loss" not in record:
-        return False
-    if record["val_loss"] < state.best_val_loss - settings.min_delta:
-        state.best_val_loss, state.best_epoch = record["val_loss"], record["epoch"]
-        state.best_params = model.state_dict()
-        return False
-    return record["epoch"] - state.best_epoch >= settings.patience
+def check_finite_loss(mean_loss: float, epoch: int, step: int | None, base_lr: float) -> None:
+    """TrainingError when the training loss stopped being finite (in `step` of `epoch`, or at
+    the epoch's end when step is None): the run diverged."""
+    if math.isfinite(mean_loss):
+        return
+    where = f"epoch {epoch}" + (f", step {step}" if step is not None else "")
+    raise TrainingError(
+        f"the training loss became {mean_loss} in {where}. The learning rate ({base_lr}) is "
+        "likely too high for this model; lower optimizer.lr, add warmup, or train in float64 "
+        "(train.dtype). The run's last checkpoint holds the last good weights.")

@@ -6,6 +6,17 @@ frameworks' layout. Every one of them is a view into a single flat buffer (`Para
 and so are the gradients, so an optimizer updates the whole model in one call. Weights are
 stored column-major (see nn.Linear for why); saved weights are plain C-ordered (O, I) arrays.
 Activations live in buffers allocated once per batch size (a Workspace).
+
+Members. One MLP object can also be G networks of one depth that train in lockstep, a group
+of a sweep (`members`: each one's widths): every array then gains a leading members axis,
+weights (G, O, I), biases (G, O), activations (G, B, n), and every product is one product per
+member. The math below is the same for both: it reads the arrays' last axes only. A group is
+as wide as its widest member, and member g's layer is the top-left (O_g, I_g) corner of its
+slice, the rest zero. Padding changes no number: a padded unit gets zero weights and bias, so
+its pre-activation is 0 and its output f(0), which is 0 for relu and tanh and is multiplied by
+the unit mask (0) where f(0) != 0 (sigmoid); the next layer's weights from it are zero too. So
+every gradient of a padded weight is exactly 0 (its input or its delta is), weight decay of a
+zero weight is 0, and the padding stays zero for the whole run.
 """
 
 from __future__ import annotations
@@ -26,8 +37,9 @@ class Parameters(dict):
     """Named arrays that are views into one flat buffer, `flat`, in the order of `layout`.
 
     layout: (name, start, shape) per array; weights (O, I) are column-major views of the
-    segment [start, start + O*I), i.e. the segment holds W^T (I, O) row by row. The gaps
-    between aligned segments are zeros and stay zero under every optimizer.
+    segment [start, start + O*I), i.e. the segment holds W^T (I, O) row by row (a group's
+    (G, O, I) holds each member's W^T after the other). The gaps between aligned segments are
+    zeros and stay zero under every optimizer.
     """
 
     def __init__(self, flat, layout: list[tuple[str, int, tuple[int, ...]]]):
@@ -35,8 +47,8 @@ class Parameters(dict):
         self.flat, self.layout = flat, layout
         for name, start, shape in layout:
             segment = flat[start:start + math.prod(shape)]
-            if len(shape) == 2:  # a weight (O, I): stored as W^T (I, O), C-contiguous
-                self[name] = segment.reshape(shape[::-1]).T
+            if name.endswith(".weight"):  # (..., O, I): stored as W^T (..., I, O), C-contiguous
+                self[name] = segment.reshape(*shape[:-2], shape[-1], shape[-2]).swapaxes(-1, -2)
             else:
                 self[name] = segment.reshape(shape)
 
@@ -52,10 +64,30 @@ class Parameters(dict):
         """A zeroed set with the same names, shapes and layout (gradients, optimizer state)."""
         return Parameters(ops.zeros(self.flat.shape, self.flat.dtype), self.layout)
 
+    def member(self, ops, g: int, sizes: list[int]) -> dict[str, np.ndarray]:
+        """Member g's arrays of a group's set (host copies, C-ordered), cut to its own widths
+        `sizes` (its layer sizes), named and shaped as a single network's."""
+        return {name: np.array(ops.to_host(array[g][_corner(name, sizes)]), order="C")
+                for name, array in self.items()}
+
+    def load_member(self, ops, g: int, sizes: list[int], state: dict[str, np.ndarray]) -> None:
+        """Member g's arrays from `state` (a single network's names and shapes)."""
+        for name, array in self.items():
+            array[g][_corner(name, sizes)] = ops.asarray(state[name], array.dtype)
+
+
+def _corner(name: str, sizes: list[int]) -> tuple[slice, ...]:
+    """Where a member of these layer sizes sits in a padded array of the group: the top-left
+    (O, I) corner of layer i's weight, the first O entries of its bias."""
+    i = int(name.split(".")[1])
+    fan_in, fan_out = sizes[i], sizes[i + 1]
+    return (slice(fan_out), slice(fan_in)) if name.endswith(".weight") else (slice(fan_out),)
+
 
 @dataclass
 class Workspace:
-    """Buffers for one batch size B. acts[0] is the input batch, acts[-1] the logits."""
+    """Buffers for one batch size B. acts[0] is the input batch, acts[-1] the logits. A group's
+    arrays have the members axis first: (G, B, n)."""
 
     acts: list  # acts[i] (B, sizes[i]); hidden ones hold post-activation values
     deltas: list  # deltas[i] (B, sizes[i]) for hidden layers i = 1..L-1, dL/d(acts[i])
@@ -68,26 +100,54 @@ class Workspace:
 
     @property
     def batch_size(self) -> int:
-        return self.acts[0].shape[0]
+        return self.acts[0].shape[-2]
 
 
 class MLP:
-    def __init__(self, ops, sizes: list[int], activation: nn.Activation, loss: nn.Loss, dtype):
+    def __init__(self, ops, sizes: list[int], activation: nn.Activation, loss: nn.Loss, dtype,
+                 members: list[list[int]] | None = None):
+        """sizes: the layer widths, inputs first. members: each member's own layer sizes when
+        this is a group of networks (see the module's docstring; `sizes` then is the widest of
+        each layer), None for one network."""
         if len(sizes) < 2 or min(sizes) < 1:
             raise ModelError(f"an MLP needs at least input and output sizes >= 1, got {sizes}.")
         self.ops, self.sizes, self.dtype = ops, list(sizes), np.dtype(dtype)
         self.activation, self.loss = activation, loss
+        self.member_sizes = [list(m) for m in members] if members is not None else [self.sizes]
+        self.lead = (len(self.member_sizes),) if members is not None else ()  # (G,) or ()
         shapes = {}
         for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
-            shapes[f"layers.{i}.weight"], shapes[f"layers.{i}.bias"] = (fan_out, fan_in), (fan_out,)
+            shapes[f"layers.{i}.weight"] = (*self.lead, fan_out, fan_in)
+            shapes[f"layers.{i}.bias"] = (*self.lead, fan_out)
         self.params = Parameters.zeros(ops, shapes, self.dtype)
         self.grads = self.params.zeros_like(ops)
         p, g = self.params, self.grads
         self.layers = [nn.Linear(p[f"layers.{i}.weight"], p[f"layers.{i}.bias"],
                                  g[f"layers.{i}.weight"], g[f"layers.{i}.bias"])
                        for i in range(len(sizes) - 1)]
+        self.unit_masks = self._unit_masks()
         self._workspaces: dict[int, Workspace] = {}
         self.dropout = None  # a regularize.Dropout, applied in training steps only
+
+    @property
+    def members(self) -> int:
+        """G: the networks this model trains at once (1 for a single network)."""
+        return len(self.member_sizes)
+
+    def _unit_masks(self) -> list | None:
+        """(G, 1, O) per hidden layer, 1 for a member's own units, where padding needs one: only
+        where f(0) != 0 (with relu, tanh, ... a padded unit's output is already 0)."""
+        padded = any(m != self.sizes for m in self.member_sizes)
+        zero = np.zeros(1, self.dtype)
+        if not padded or not self.activation.forward(np, zero, out=zero.copy()).any():
+            return None
+        masks = []
+        for i in range(1, len(self.sizes) - 1):
+            mask = np.zeros((self.members, 1, self.sizes[i]), self.dtype)
+            for g, sizes in enumerate(self.member_sizes):
+                mask[g, 0, :sizes[i]] = 1
+            masks.append(self.ops.asarray(mask, self.dtype))
+        return masks
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -103,13 +163,13 @@ class MLP:
         """The buffers for this batch size, made on first use and kept (one per distinct size)."""
         ws = self._workspaces.get(batch_size)
         if ws is None:
-            new = lambda n: self.ops.zeros((batch_size, n), self.dtype)  # noqa: E731
+            new = lambda n: self.ops.zeros((*self.lead, batch_size, n), self.dtype)  # noqa: E731
             ws = Workspace(
                 acts=[new(n) for n in self.sizes],
                 deltas=[None] + [new(n) for n in self.sizes[1:-1]],
                 dlogits=new(self.sizes[-1]),
                 loss_cache=self.loss.new_cache(self.ops.xp, batch_size, self.sizes[-1],
-                                               self.dtype),
+                                               self.dtype, self.lead),
             )
             self._workspaces[batch_size] = ws
         return ws
@@ -120,7 +180,8 @@ class MLP:
         """acts[i+1] = f(acts[i] W_i^T + b_i) for hidden layers; the last is left linear.
 
         The input is ws.x, or `x` (B, I) when given: evaluation passes a view of the data,
-        so nothing is copied. training: each layer's input passes through dropout (if any).
+        so nothing is copied (a group's members all read it). training: each layer's input
+        passes through dropout (if any).
         """
         ops, last = self.ops, len(self.layers) - 1
         drop = self.dropout if training else None
@@ -129,10 +190,12 @@ class MLP:
             if drop is not None:
                 inputs = drop.forward(i, inputs)
             z = layer.forward(ops, inputs, out=ws.acts[i + 1])  # (B, O)
-            if i < last:
-                ops.bias_activation(z, layer.bias, self.activation, out=z)  # in place: z -> y
-            else:
-                ops.add_bias(z, layer.bias)
+            if i == last:
+                ops.add_bias(z, layer.bias_rows)
+                break
+            ops.bias_activation(z, layer.bias_rows, self.activation, out=z)  # in place: z -> y
+            if self.unit_masks is not None:  # padded units read as 0 downstream
+                ops.xp.multiply(z, self.unit_masks[i], out=z)
         return ws.acts[-1]
 
     def backward(self, ws: Workspace) -> None:
@@ -149,8 +212,9 @@ class MLP:
                 ops.activation_backward(self.activation, ws.acts[i], dx, out=dx)
             dz = dx
 
-    def loss_and_grad(self, ws: Workspace, targets, scale: float, step: int = 0):
-        """Forward, loss, backward for the batch in ws.x; returns (summed loss, correct).
+    def loss_and_grad(self, ws: Workspace, targets, scale: float, step: int = 0, sums=None):
+        """Forward, loss, backward for the batch in ws.x; returns (summed loss, correct), per
+        member for a group, or, with `sums` (..., 2) float64, adds them there instead.
 
         `scale` multiplies dL/dlogits: 1/B gives the gradient of the batch-mean loss. `step`,
         the global optimizer step, picks the dropout masks (a pure function of it).
@@ -158,10 +222,10 @@ class MLP:
         if self.dropout is not None:
             self.dropout.draw(self.sizes[:-1], ws.batch_size, step)  # this step's masks
         logits = self.forward(ws, training=True)
-        loss_sum, correct = self.ops.loss_forward(self.loss, logits, targets, ws.loss_cache)
-        self.ops.loss_backward(self.loss, ws.loss_cache, targets, scale, out=ws.dlogits)
+        found = self.ops.loss_and_grad(self.loss, logits, targets, ws.loss_cache, scale,
+                                       ws.dlogits, sums)
         self.backward(ws)
-        return loss_sum, correct
+        return found
 
     def forward_batches(self, X, batch_size: int):
         """Yields (start, stop, ws, logits (b, C)) for X (N, D) in batches of `batch_size`: the
@@ -185,8 +249,24 @@ class MLP:
         return sum(int(np.prod(p.shape)) for p in self.params.values())
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Host copies of the parameters, keyed by name, each C-ordered."""
+        """Host copies of the parameters, keyed by name, each C-ordered (a group's with the
+        members axis: member_state(g) gives one member's)."""
         return {name: np.array(self.ops.to_host(p), order="C") for name, p in self.params.items()}
+
+    def member_state(self, g: int) -> dict[str, np.ndarray]:
+        """Member g's parameters as its own network's state_dict (a group's; g = 0 of one
+        network is its state_dict)."""
+        if not self.lead:
+            return self.state_dict()
+        return self.params.member(self.ops, g, self.member_sizes[g])
+
+    def load_member_state(self, g: int, state: dict[str, np.ndarray]) -> None:
+        """Member g's parameters from its own network's state_dict (after the checks of
+        load_state_dict against that network's sizes)."""
+        if not self.lead:
+            self.load_state_dict(state)
+            return
+        self.params.load_member(self.ops, g, self.member_sizes[g], state)
 
     def load_state_dict(self, state: dict[str, np.ndarray], source: str = "weights") -> None:
         """Copies `state` into the parameters after checking every name and shape."""
@@ -228,3 +308,15 @@ def build_model(step, hidden: list[int], ops, n_features: int) -> MLP:
     with zero weights (call initialize)."""
     return MLP(ops, [n_features, *hidden, step.outputs], step.activation_fn(), step.loss_fn(),
                np.dtype(step.dtype))
+
+
+def stack_members(models: list[MLP]) -> MLP:
+    """One model of G members holding these networks (of one depth, activation, loss and
+    dtype; initialised or trained alone) as they are: each padded to the widest of each layer."""
+    first = models[0]
+    sizes = [max(m.sizes[i] for m in models) for i in range(len(first.sizes))]
+    group = MLP(first.ops, sizes, first.activation, first.loss, first.dtype,
+                members=[m.sizes for m in models])
+    for g, m in enumerate(models):
+        group.load_member_state(g, m.state_dict())
+    return group

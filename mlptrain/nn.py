@@ -114,21 +114,23 @@ def make_activation(name: str, leaky_slope: float = 0.01) -> Activation:
 # ---------------------------------------------------------------------------------------------
 # Losses, computed from the logits (the last Linear layer's output), averaged over the batch by
 # the caller's `scale`. forward returns the *summed* loss and the number of correct predictions
-# as device scalars, so a training loop can accumulate them without a host sync.
+# as device scalars, so a training loop can accumulate them without a host sync. Every array may
+# carry leading axes, (..., B, C): a group's G members (G, B, C) each get their own sums (G,).
 # ---------------------------------------------------------------------------------------------
 
 
 class Loss(Protocol):
     name: str
     smooths: bool  # whether it takes a label smoothing
+    groups: bool  # whether a group's batched step (G > 1 members) computes it
     smoothing: float  # the label smoothing it trains with (0 = none)
 
     def outputs(self, n_classes: int) -> int: ...
 
     def targets(self, xp: Any, labels: np.ndarray, dtype) -> Any: ...
 
-    # the buffers forward and backward work in, for batches of (batch, outputs) logits
-    def new_cache(self, xp: Any, batch: int, outputs: int, dtype) -> Any: ...
+    # the buffers forward and backward work in, for batches of (*lead, batch, outputs) logits
+    def new_cache(self, xp: Any, batch: int, outputs: int, dtype, lead: tuple = ()) -> Any: ...
 
     def forward(self, xp: Any, logits, targets, cache): ...
 
@@ -146,6 +148,7 @@ class SoftmaxCrossEntropy:
 
     name = "softmax_cross_entropy"
     smooths = True  # takes a label smoothing e
+    groups = True  # a group's batched step computes it per member
 
     def __init__(self, smoothing: float = 0.0):
         self.smoothing = smoothing  # e above; the declared step's (step.py)
@@ -156,53 +159,54 @@ class SoftmaxCrossEntropy:
     def targets(self, xp, labels, dtype):
         return xp.asarray(labels, dtype=xp.int64)  # (N,) class indices
 
-    def new_cache(self, xp, batch, outputs, dtype):
-        c = outputs
+    def new_cache(self, xp, batch, outputs, dtype, lead=()):
+        c, rows = outputs, (*lead, batch)
         return SimpleNamespace(
-            probs=xp.empty((batch, c), dtype=dtype),  # softmax(z), kept for backward
-            m=xp.empty((batch, 1), dtype=dtype),  # max_c z_bc
-            s=xp.empty((batch, 1), dtype=dtype),  # sum_c exp(z_bc - m_b)
-            transposed=xp.empty((c, batch), dtype=dtype),  # z^T, for the row max
+            probs=xp.empty((*rows, c), dtype=dtype),  # softmax(z), kept for backward
+            m=xp.empty((*rows, 1), dtype=dtype),  # max_c z_bc
+            s=xp.empty((*rows, 1), dtype=dtype),  # sum_c exp(z_bc - m_b)
+            transposed=xp.empty((*lead, c, batch), dtype=dtype),  # z^T, for the row max
             ones=xp.ones(c, dtype=dtype),  # sums rows as a product
-            picked=xp.empty(batch, dtype=dtype),  # z_b[y_b], then reused by backward
-            row_starts=xp.arange(batch, dtype=xp.int64) * c,  # where row b starts, flattened
-            index=xp.empty(batch, dtype=xp.int64),  # b C + y_b: the flat index of z_b[y_b]
-            predicted=xp.empty(batch, dtype=xp.int64),  # argmax_c z_bc
-            hits=xp.empty(batch, dtype=bool),  # predicted == y
+            picked=xp.empty(rows, dtype=dtype),  # z_b[y_b], then reused by backward
+            # where row b starts in the flattened logits (of every member, one after another)
+            row_starts=xp.arange(math.prod(rows), dtype=xp.int64).reshape(rows) * c,
+            index=xp.empty(rows, dtype=xp.int64),  # b C + y_b: the flat index of z_b[y_b]
+            predicted=xp.empty(rows, dtype=xp.int64),  # argmax_c z_bc
+            hits=xp.empty(rows, dtype=bool),  # predicted == y
         )
 
     def forward(self, xp, logits, targets, cache):
-        # logits (B, C), targets (B,); cache.probs (B, C) receives softmax(logits) for backward
+        # logits (..., B, C), targets (..., B); cache.probs (..., B, C) receives softmax(logits)
         m, s, p = cache.m, cache.s, cache.probs
         # Row reductions over C ~ 10 columns are slow in NumPy (a short loop per row), so the
         # max runs down the columns of a transposed copy and the sum is a product with ones:
         # 3-10x faster. (ndarray methods and ufunc.reduce also skip np.max's wrappers.)
-        xp.copyto(cache.transposed, logits.T)
-        xp.maximum.reduce(cache.transposed, axis=0, out=m[:, 0])  # (B, 1); keeps exp() <= 1
+        xp.copyto(cache.transposed, logits.swapaxes(-1, -2))
+        xp.maximum.reduce(cache.transposed, axis=-2, out=m[..., 0])  # (..., B); exp() <= 1
         xp.subtract(logits, m, out=p)
         xp.exp(p, out=p)
-        xp.matmul(p, cache.ones, out=s[:, 0])  # (B, 1): sum_c exp(z_bc - m_b) >= 1
+        xp.matmul(p, cache.ones, out=s[..., 0])  # (..., B): sum_c exp(z_bc - m_b) >= 1
         xp.divide(p, s, out=p)  # softmax
         # loss_b = logsumexp(z_b) - z_b[y_b] = m_b + log s_b - z_b[y_b]
         xp.add(cache.row_starts, targets, out=cache.index)
         # z_b[y_b], from the flattened logits; mode="clip" spares NumPy a defensive copy of out
         logits.take(cache.index, out=cache.picked, mode="clip")
-        row_loss = xp.log(s, out=s)[:, 0]
-        xp.add(row_loss, m[:, 0], out=row_loss)
+        row_loss = xp.log(s, out=s)[..., 0]
+        xp.add(row_loss, m[..., 0], out=row_loss)
         xp.subtract(row_loss, cache.picked, out=row_loss)
-        loss_sum = xp.add.reduce(row_loss, dtype=xp.float64)
+        loss_sum = xp.add.reduce(row_loss, axis=-1, dtype=xp.float64)  # (...,): per member
         if self.smoothing:  # the sums over z_j and z_y are linear: move e of the weight across
-            e, C = self.smoothing, logits.shape[1]
-            loss_sum += e * (xp.add.reduce(cache.picked, dtype=xp.float64)
-                             - logits.sum(dtype=xp.float64) / C)
-        logits.argmax(axis=1, out=cache.predicted)
-        correct = xp.count_nonzero(xp.equal(cache.predicted, targets, out=cache.hits))
+            e, C = self.smoothing, logits.shape[-1]
+            loss_sum += e * (xp.add.reduce(cache.picked, axis=-1, dtype=xp.float64)
+                             - logits.sum(axis=(-2, -1), dtype=xp.float64) / C)
+        logits.argmax(axis=-1, out=cache.predicted)
+        correct = xp.count_nonzero(xp.equal(cache.predicted, targets, out=cache.hits), axis=-1)
         return loss_sum, correct
 
     def backward(self, xp, cache, targets, scale, out):
-        # dL/dz (B, C) = (softmax(z) - q) * scale, q = (1 - e) onehot(y) + e / C; the one-hot
-        # only touches z_b[y_b], the e / C term every entry
-        e, C = self.smoothing, out.shape[1]
+        # dL/dz (..., B, C) = (softmax(z) - q) * scale, q = (1 - e) onehot(y) + e / C; the
+        # one-hot only touches z_b[y_b], the e / C term every entry
+        e, C = self.smoothing, out.shape[-1]
         picked = cache.probs.take(cache.index, out=cache.picked, mode="clip")  # p_b[y_b]
         xp.subtract(picked, 1 - e + e / C, out=picked)
         xp.multiply(picked, scale, out=picked)
@@ -213,8 +217,8 @@ class SoftmaxCrossEntropy:
         return out
 
     def probabilities(self, xp, logits):
-        e = xp.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        e = xp.exp(logits - logits.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
 
 
 class SigmoidBinaryCrossEntropy:
@@ -222,25 +226,27 @@ class SigmoidBinaryCrossEntropy:
 
     name = "sigmoid_bce"
     smooths = False
+    groups = False  # a group's batched step has only the softmax loss
     smoothing = 0.0  # always: one logit has no classes to spread a target over
 
     def outputs(self, n_classes: int) -> int:
         return 1
 
     def targets(self, xp, labels, dtype):
-        return xp.asarray(labels.reshape(-1, 1), dtype=dtype)  # (N, 1) of 0.0 / 1.0
+        return xp.asarray(labels[..., None], dtype=dtype)  # (..., N, 1) of 0.0 / 1.0
 
-    def new_cache(self, xp, batch, outputs, dtype):
+    def new_cache(self, xp, batch, outputs, dtype, lead=()):
+        column = (*lead, batch, 1)
         return SimpleNamespace(
-            probs=xp.empty((batch, 1), dtype=dtype),  # sigma(z), kept for backward
-            a=xp.empty((batch, 1), dtype=dtype),  # per-row loss terms
-            b=xp.empty((batch, 1), dtype=dtype),
-            said=xp.empty((batch, 1), dtype=bool),  # z > 0: the model says class 1
-            truth=xp.empty((batch, 1), dtype=bool),  # t = 1
+            probs=xp.empty(column, dtype=dtype),  # sigma(z), kept for backward
+            a=xp.empty(column, dtype=dtype),  # per-row loss terms
+            b=xp.empty(column, dtype=dtype),
+            said=xp.empty(column, dtype=bool),  # z > 0: the model says class 1
+            truth=xp.empty(column, dtype=bool),  # t = 1
         )
 
     def forward(self, xp, logits, targets, cache):
-        # logits, targets: (B, 1); cache.probs receives sigma(z) for backward.
+        # logits, targets: (..., B, 1); cache.probs receives sigma(z) for backward.
         # -t log s(z) - (1-t) log(1 - s(z)) = max(z, 0) - z t + log(1 + e^-|z|), finite for any z
         z, a, b = logits, cache.a, cache.b
         xp.abs(z, out=a)
@@ -252,18 +258,19 @@ class SigmoidBinaryCrossEntropy:
         stable_sigmoid(xp, z, out=cache.probs)
         xp.greater(z, 0, out=cache.said)
         xp.greater(targets, 0.5, out=cache.truth)
-        correct = xp.count_nonzero(xp.equal(cache.said, cache.truth, out=cache.said))
-        return xp.add.reduce(a[:, 0], dtype=xp.float64), correct
+        correct = xp.count_nonzero(xp.equal(cache.said, cache.truth, out=cache.said)[..., 0],
+                                   axis=-1)
+        return xp.add.reduce(a[..., 0], axis=-1, dtype=xp.float64), correct
 
     def backward(self, xp, cache, targets, scale, out):
-        # dL/dz (B, 1) = (sigma(z) - t) * scale
+        # dL/dz (..., B, 1) = (sigma(z) - t) * scale
         xp.subtract(cache.probs, targets, out=out)
         return xp.multiply(out, scale, out=out)
 
     def probabilities(self, xp, logits):
-        # (B, 2): P(class 0), P(class 1), so callers treat every loss alike
+        # (..., B, 2): P(class 0), P(class 1), so callers treat every loss alike
         p1 = stable_sigmoid(xp, logits, out=xp.empty_like(logits))
-        return xp.concatenate([1 - p1, p1], axis=1)
+        return xp.concatenate([1 - p1, p1], axis=-1)
 
 
 LOSSES = {cls.name: cls for cls in (SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy)}
@@ -291,17 +298,22 @@ def make_loss(name: str, n_classes: int, smoothing: float = 0.0) -> Loss:
 
 
 class Linear:
+    """Shapes with a group's leading members axis G too: W (G, O, I), b (G, O), x (G, B, I)."""
+
     def __init__(self, weight, bias, grad_weight, grad_bias):
         self.weight, self.bias = weight, bias  # (O, I), (O,)
         self.grad_weight, self.grad_bias = grad_weight, grad_bias  # same shapes
+        # the bias as a row that broadcasts over the batch: (O,), or (G, 1, O) for a group
+        self.bias_rows = bias if bias.ndim == 1 else bias[..., None, :]
+        self.grad_bias_rows = grad_bias if bias.ndim == 1 else grad_bias[..., None, :]
 
     @property
     def in_features(self) -> int:
-        return self.weight.shape[1]
+        return self.weight.shape[-1]
 
     @property
     def out_features(self) -> int:
-        return self.weight.shape[0]
+        return self.weight.shape[-2]
 
     def forward(self, ops, x, out):
         # out (B, O) = x (B, I) @ W^T (I, O); the bias is added with the activation (fused)
@@ -309,9 +321,9 @@ class Linear:
 
     def backward(self, ops, x, dz, dx_out=None):
         # dW (O, I) = dz^T (O, B) @ x (B, I), written as its transpose dW^T = x^T dz (I, O)
-        ops.matmul(x, dz, out=self.grad_weight.T, trans_a=True)
+        ops.matmul(x, dz, out=self.grad_weight.swapaxes(-1, -2), trans_a=True)
         # db (O,) = sum over the batch of dz (B, O)
-        ops.sum_rows(dz, out=self.grad_bias)
+        ops.sum_rows(dz, out=self.grad_bias_rows)
         # dx (B, I) = dz (B, O) @ W (O, I); skipped for the first layer, whose input is data
         if dx_out is not None:
             ops.matmul(dz, self.weight, out=dx_out)

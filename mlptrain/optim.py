@@ -73,32 +73,39 @@ def _fused(params: dict, grads: dict, state: dict) -> bool:
 class SGD:
     """v <- mu v + g;  p <- p - lr v  (Nesterov: p <- p - lr (g + mu v)).
 
-    With mu = 0 this is plain mini-batch SGD, p <- p - lr g, as in the blog.
+    With mu = 0 this is plain mini-batch SGD, p <- p - lr g, as in the blog. A group's model
+    (G members) takes a rate per member, lr (G,), and weight_decay may be (G,) too.
     """
 
     kind = OptimizerKind.SGD
+    groups = True  # a group's batched step runs it, a rate and decay per member
 
     def __init__(self, ops, params: dict, momentum=0.0, nesterov=False, weight_decay=0.0):
         if not 0.0 <= momentum < 1.0:
             raise ConfigError(f"SGD momentum must be in [0, 1), got {momentum}.")
         if nesterov and momentum == 0.0:
             raise ConfigError("SGD with nesterov = true needs a momentum > 0.")
-        if weight_decay < 0:
+        if np.any(ops.to_host(weight_decay) < 0):  # a group's (G,) on its device too
             raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}.")
         self.ops, self.xp = ops, ops.xp
         self.momentum, self.nesterov = momentum, nesterov
         self.weight_decay = weight_decay
         self.velocity = _state_like(ops, params)
 
+    @classmethod
+    def from_spec(cls, ops, params: dict, spec: OptimizerSpec) -> SGD:
+        return cls(ops, params, spec.momentum, spec.nesterov, spec.weight_decay)
+
     def buffers(self) -> tuple:
         """The state sets the update reads and writes: (velocity,)."""
         return (self.velocity,)
 
-    def step(self, params: dict, grads: dict, lr: float) -> None:
+    def step(self, params: dict, grads: dict, lr) -> None:
         update, v = self.ops.sgd_update, self.velocity
         # a Python float: a NumPy float64 scalar would run float32 updates in float64 (NEP 50)
-        hyper = (float(lr), self.momentum, self.nesterov, self.weight_decay)
-        if _fused(params, grads, v):  # the whole model in one call
+        lr = lr if np.ndim(lr) else float(lr)
+        hyper = (lr, self.momentum, self.nesterov, self.weight_decay)
+        if not np.ndim(lr) and _fused(params, grads, v):  # the whole model in one call
             update(params.flat, grads.flat, v.flat, *hyper)
             return
         for name, p in params.items():
@@ -119,6 +126,8 @@ class Adam:
     p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
     """
 
+    groups = False  # a group's batched step has no Adam update yet
+
     def __init__(self, ops, params: dict, beta1=0.9, beta2=0.999, eps=1e-8,
                  weight_decay=0.0, decoupled=False):
         for key, value in (("beta1", beta1), ("beta2", beta2)):
@@ -134,6 +143,11 @@ class Adam:
         self.t = 0  # steps taken: the bias correction's exponent
         self.m = _state_like(ops, params)
         self.v = _state_like(ops, params)
+
+    @classmethod
+    def from_spec(cls, ops, params: dict, spec: OptimizerSpec) -> Adam:
+        return cls(ops, params, spec.beta1, spec.beta2, spec.eps, spec.weight_decay,
+                   decoupled=spec.kind is OptimizerKind.ADAMW)
 
     def buffers(self) -> tuple:
         """The state sets the update reads and writes: (m, v)."""
@@ -167,9 +181,11 @@ def _host(ops, array) -> np.ndarray:
     return np.array(ops.to_host(array), order="C")
 
 
+# every kind's class: a kind without one fails here, at import, not in a run
+OPTIMIZER_CLASSES = {OptimizerKind.SGD: SGD, OptimizerKind.ADAM: Adam, OptimizerKind.ADAMW: Adam}
+assert set(OPTIMIZER_CLASSES) == set(OptimizerKind)
+
+
 def build_optimizer(spec: OptimizerSpec, ops, params: dict):
     """The optimizer a step declares (step.optimizer), over `params`."""
-    if spec.kind is OptimizerKind.SGD:
-        return SGD(ops, params, spec.momentum, spec.nesterov, spec.weight_decay)
-    return Adam(ops, params, spec.beta1, spec.beta2, spec.eps, spec.weight_decay,
-                decoupled=spec.kind is OptimizerKind.ADAMW)
+    return OPTIMIZER_CLASSES[spec.kind].from_spec(ops, params, spec)

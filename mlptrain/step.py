@@ -15,14 +15,14 @@ step), so a step is a pure function of the weights, the batch and its step numbe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from mlptrain import nn
 from mlptrain.config import AUGMENT_KEYS
 from mlptrain.errors import ConfigError
-from mlptrain.optim import OptimizerKind, OptimizerSpec
+from mlptrain.optim import OPTIMIZER_CLASSES, OptimizerKind, OptimizerSpec
 from mlptrain.schedules import Schedule, build_schedule
 
 
@@ -154,3 +154,28 @@ def build_augment_spec(data_cfg, input_shape: tuple[int, ...]) -> AugmentSpec | 
                        ranged(d.augment_elastic), ranged(d.augment_elastic_sigma),
                        d.augment_scale_x, d.augment_scale_y,
                        tuple(sorted(set(d.augment_narrow_classes))), d.augment_narrow_factor)
+
+
+# -- which steps members of a group share (G > 1) ---------------------------------------------
+
+# The aids (Step.aids names) a group's batched step executes for every member; any other aid
+# keeps a trial alone. (Mid-epoch checkpoints: a group checkpoints at epoch ends.)
+GROUPED_AIDS = frozenset({"label smoothing", "mid-epoch checkpoints"})
+
+
+def member_blockers(step: Step) -> list[str]:
+    """Why a trial of this declared step cannot train as a member of a group: the aids, loss
+    and optimizer the group's step does not execute, read from their tables (empty: it can)."""
+    reasons = [aid for aid in step.aids() if aid not in GROUPED_AIDS]
+    if not OPTIMIZER_CLASSES[step.optimizer.kind].groups:
+        reasons.append(f"optimizer {step.optimizer.kind.value}")
+    if not nn.LOSSES[step.loss].groups:
+        reasons.append(f"the {step.loss} loss")
+    return reasons
+
+
+def shared_part(step: Step) -> Step:
+    """The step less what each member of a group keeps for itself (its seed's draws, its
+    learning rate and its weight decay): equal for the steps of members that may share one."""
+    return replace(step, seed=0, schedule=replace(step.schedule, base_lr=0.0),
+                   optimizer=replace(step.optimizer, weight_decay=0.0))

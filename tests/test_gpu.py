@@ -86,9 +86,13 @@ def test_gemm_matches_numpy_for_every_transpose_and_ragged_shape(gpu, dtype, tra
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("trans_a,trans_b", G.TRANSPOSES)
 @pytest.mark.parametrize("shared", [False, True])
-def test_a_stack_of_products_matches_numpy_model_by_model(gpu, dtype, trans_a, trans_b, shared):
-    """grouped_matmul: one launch over a group's models (grid z), a shared operand read with
-    stride 0; also inside a graph capture, which CuPy's cuBLAS refuses."""
+@pytest.mark.parametrize("layout", ["C", "F"])
+def test_a_stack_of_products_matches_numpy_member_by_member(gpu, dtype, trans_a, trans_b,
+                                                            shared, layout):
+    """matmul of a group's stacks: one launch over its members (grid z), a shared operand read
+    with stride 0, column-major members (a model's weights (G, O, I)) read through their
+    C-ordered transpose, a column-major out written as its transpose; also inside a graph
+    capture, which CuPy's cuBLAS refuses."""
     G_, m, n, k = 5, 37, 130, 71
     rng = np.random.default_rng(3)
     a_shape = (k, m) if trans_a else (m, k)
@@ -96,14 +100,17 @@ def test_a_stack_of_products_matches_numpy_model_by_model(gpu, dtype, trans_a, t
     b = rng.standard_normal((G_, *((n, k) if trans_b else (k, n)))).astype(dtype)
     op = lambda x, t: x.astype(np.float64).T if t else x.astype(np.float64)  # noqa: E731
     want = [op(a if shared else a[g], trans_a) @ op(b[g], trans_b) for g in range(G_)]
-    a_dev, b_dev = cp.asarray(a), cp.asarray(b)
-    out = poisoned((G_, m, n), dtype)
-    gpu.grouped_matmul(a_dev, b_dev, out, trans_a, trans_b)
+    column_major = lambda x: cp.asarray(x.swapaxes(-1, -2).copy()).swapaxes(-1, -2)  # noqa
+    a_dev = cp.asarray(a)
+    b_dev = cp.asarray(b) if layout == "C" else column_major(b)
+    out = poisoned((G_, m, n), dtype) if layout == "C" else \
+        poisoned((G_, n, m), dtype).swapaxes(-1, -2)
+    gpu.matmul(a_dev, b_dev, out, trans_a, trans_b)
     for g in range(G_):
         assert rel(out[g].get(), want[g]) < TOL[dtype], g
     out[...] = np.nan
     graph = CupyBackend(graph=True).capture(
-        lambda: gpu.grouped_matmul(a_dev, b_dev, out, trans_a, trans_b))
+        lambda: gpu.matmul(a_dev, b_dev, out, trans_a, trans_b))
     assert graph is not None
     graph()
     assert rel(out.get(), np.stack(want)) < TOL[dtype]

@@ -1,4 +1,4 @@
-"""Trials trained as one batched model (group.py, experiment/group_fit.py, sweep/grouping.py):
+"""Trials trained as one model of G members (model.py, experiment/group_fit.py, sweep/grouping.py):
 each member reaches what it reaches alone, padding changes nothing, and the sweep keeps every
 member an ordinary run. The same equality runs on the GPU where one is present."""
 
@@ -216,7 +216,8 @@ def test_members_stop_early_on_their_own_and_keep_their_best_epoch(runs_dir, dev
 
 def test_the_padding_stays_zero_and_a_diverging_member_fails_alone(runs_dir):
     from mlptrain.experiment.setup import prepare
-    from mlptrain.group import GroupedMLP
+    from mlptrain.model import stack_members
+    from mlptrain.optim import SGD
 
     points = POINTS[:2] + [["model.hidden=[8, 30]", "train.seed=2", "optimizer.lr=1e300"]]
     group = configs(points=points)
@@ -225,20 +226,21 @@ def test_the_padding_stays_zero_and_a_diverging_member_fails_alone(runs_dir):
     assert "learning rate" in results[2].error
     # the stacks: a model narrower than the group has zeros beyond its widths after training
     preps = [prepare(c) for c in configs()]
-    g = GroupedMLP(preps[0].model.ops, [p.model for p in preps], 0.9, True, [0, 0, 0])
-    assert g.sizes == [784, 40, 30, 10]
-    batch = g.batch(64)
-    rng = np.random.default_rng(0)
-    X = rng.random((100, 784))
-    y = rng.integers(0, 10, 100)
+    g = stack_members([p.model for p in preps])
+    assert g.sizes == [784, 40, 30, 10] and g.members == 3
+    optimizer = SGD(g.ops, g.params, 0.9, True)
+    ws, rng = g.workspace(64), np.random.default_rng(0)
+    X, y = rng.random((100, 784)), rng.integers(0, 10, 100)
     for _ in range(3):
-        batch.flat_index[...] = rng.integers(0, 100, (3, 64))
-        g.lr[...] = 0.1
-        g.train_step(batch, X, y)  # (the running sums are not looked at here)
-    assert not g.Wt[0][0, :, 16:].any() and not g.Wt[1][0, 16:, :].any()  # model 0: 16, 8
-    assert not g.Wt[1][0, :, 8:].any() and not g.Wt[2][0, 8:, :].any()
-    assert not g.Wt[1][2, 8:, :].any() and not g.Wt[1][1, :, 24:].any()  # model 2: 8, 30
-    assert g.Wt[1][1, :, :24].all() and g.Wt[0][1].all()  # model 1 (40, 24) fills its part
+        rows = rng.integers(0, 100, (3, 64))
+        ws.x[...], targets = X[rows], y[rows]
+        g.loss_and_grad(ws, targets, 1 / 64)
+        optimizer.step(g.params, g.grads, np.full(3, 0.1))
+    Wt = [g.params[f"layers.{i}.weight"].swapaxes(-1, -2) for i in range(3)]  # (G, I, O)
+    assert not Wt[0][0, :, 16:].any() and not Wt[1][0, 16:, :].any()  # model 0: 16, 8
+    assert not Wt[1][0, :, 8:].any() and not Wt[2][0, 8:, :].any()
+    assert not Wt[1][2, 8:, :].any() and not Wt[1][1, :, 24:].any()  # model 2: 8, 30
+    assert Wt[1][1, :, :24].all() and Wt[0][1].all()  # model 1 (40, 24) fills its part
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -415,6 +417,22 @@ def test_plans_group_what_shares_a_step_and_run_the_rest_alone(tmp_path):
     # ... and one that holds 5: the sixth would be a group of one, so it runs alone
     groups, alone = plan_groups(tasks, lambda ts: 5)
     assert [len(g) for g in groups] == [5] and [t.index for t in alone] == [3, 4, 5, 8]
+
+
+def test_groups_are_decided_from_the_declared_step(tmp_path):
+    """What members may not differ in is read from the Step each config declares: another
+    activation, label smoothing or momentum is another group; seeds, widths, rates, weight
+    decay, patience and plots are each member's own."""
+    own = [["train.seed=1", "model.hidden=8", "optimizer.lr=0.05", "optimizer.weight_decay=1e-4",
+            "train.patience=2", "report.plots=false"]]
+    other = [["model.activation=\"tanh\""], ["model.label_smoothing=0.1"],
+             ["optimizer.momentum=0.5"], ["train.batch_size=32"], ["model.loss=\"sigmoid_bce\""]]
+    members = configs(points=[[], *own]) + configs(points=other)
+    tasks = [TrialTask(i, f"t{i}", c, str(tmp_path)) for i, c in enumerate(members)]
+    groups, alone = plan_groups(tasks, lambda ts: len(ts))
+    assert [[t.index for t in g] for g in groups] == [[0, 1]]
+    assert [t.index for t in alone] == [2, 3, 4, 5, 6]  # each its own step: alone
+    assert group_blockers(members[-1]) == ["a config error (the trial, run alone, names it)"]
 
 
 CAPACITY = ["train.epochs=1", "data.limit=1200", "report.plots=false", "train.dtype=float64"]

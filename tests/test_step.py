@@ -3,17 +3,21 @@ decision of which path runs it (backend.epoch_path)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import CONFIGS
 
-from mlptrain import loop
+from mlptrain import loop, nn
+from mlptrain.backend.cuda import dispatch
 from mlptrain.backend import Backend, NumpyBackend, describe_path, epoch_path, get_backend
 from mlptrain.config import load_config, parse_config
 from mlptrain.errors import BackendError, ConfigError
 from mlptrain.experiment import prepare
 from mlptrain.model import build_model
-from mlptrain.optim import OptimizerKind, build_optimizer
+from mlptrain.optim import (OPTIMIZER_CLASSES, SGD, Adam, OptimizerKind, OptimizerSpec,
+                            build_optimizer)
 from mlptrain.schedules import learning_rate, momentum
 from mlptrain.step import AugmentSpec, build_step
 
@@ -109,3 +113,46 @@ def test_a_missing_primitive_is_a_backend_error_not_an_attribute_error():
         NumpyBackend().epoch_runner  # NumPy has no epoch graph to run
     with pytest.raises(AttributeError):  # anything outside the protocol stays an AttributeError
         NumpyBackend().no_such_thing
+
+
+# -- dispatch: every kind the config names maps to its own kernel, or to the eager path --------
+
+
+def test_every_kind_has_its_kernel_or_a_stated_reason():
+    """Each activation, loss and optimizer kind the config accepts either has a kernel in the
+    CUDA dispatch tables or makes graph_blockers name it (and the step then runs eagerly)."""
+    base = build_step(load_config(CONFIGS / "mnist.toml"), *MNIST)
+    for activation in nn.ACTIVATIONS:
+        reasons = dispatch.graph_blockers(replace(base, activation=activation))
+        assert (activation in dispatch.ACT_IDS) != (f"the {activation} activation" in
+                                                   " ".join(reasons))
+    for loss in nn.LOSSES:
+        reasons = dispatch.graph_blockers(replace(base, loss=loss))
+        assert (loss in dispatch.LOSS_KERNELS) != (f"the {loss} loss" in " ".join(reasons))
+    for kind in OptimizerKind:
+        step = replace(base, optimizer=replace(base.optimizer, kind=kind))
+        assert dispatch.graph_blockers(step) == []
+        assert dispatch.kernel_names(step, np.float32)[1] == \
+            f"{dispatch.UPDATE_KERNELS[kind]}<float>"
+
+
+def test_a_kind_without_a_kernel_runs_eagerly_never_another_kinds_kernel(monkeypatch):
+    base = build_step(load_config(CONFIGS / "mnist.toml"), *MNIST)
+    adam = replace(base, optimizer=replace(base.optimizer, kind=OptimizerKind.ADAM))
+    monkeypatch.delitem(dispatch.UPDATE_KERNELS, OptimizerKind.ADAM)
+    monkeypatch.delitem(dispatch.LOSS_KERNELS, "softmax_cross_entropy")
+    assert dispatch.graph_blockers(adam) == ["no kernel for the softmax_cross_entropy loss",
+                                             "no kernel for the adam optimizer"]
+    with pytest.raises(KeyError):  # asked for a kernel anyway: no fallback to another kind's
+        dispatch.kernel_names(adam, np.float32)
+
+
+def test_every_optimizer_kind_has_its_class():
+    assert set(OPTIMIZER_CLASSES) == set(OptimizerKind)
+    for kind in OptimizerKind:
+        spec = load_config(CONFIGS / "xor.toml", [f"optimizer.name={kind.value}"]).optimizer
+        optimizer = build_optimizer(OptimizerSpec.from_config(spec), NumpyBackend(),
+                                    {"w": np.zeros(3)})
+        assert type(optimizer) is OPTIMIZER_CLASSES[kind] and optimizer.kind is kind
+    assert (OPTIMIZER_CLASSES[OptimizerKind.SGD], OPTIMIZER_CLASSES[OptimizerKind.ADAMW]) == \
+        (SGD, Adam)

@@ -7,19 +7,20 @@ and can replay a whole epoch as one CUDA graph. Only a backend module may import
 library, and only when its device is asked for.
 
 The protocol (every backend; B batch, I inputs, O outputs, C classes; arrays in the model's
-dtype unless said; `out` is written and returned; nothing allocates in steady state):
+dtype unless said; `out` is written and returned; nothing allocates in steady state). A group's
+arrays (model.py: G networks trained at once) carry a leading members axis G, and every
+primitive takes them, computing member by member:
 
     asarray(host, dtype) / to_host(a) / to_float(scalar)   cross the host/device boundary
     empty(shape, dtype) / zeros(shape, dtype)              allocate (set-up only)
     free_bytes()                                           bytes a GPU can still allocate
         (device backends only: the CPU's is the host's MemAvailable, read by memory.py)
     take_rows(source (N, ...), index (B,) int64, out (B, ...))   out[i] = source[index[i]]
-    matmul(a, b, out, trans_a=False, trans_b=False)        out = op(a) @ op(b), op = .T if asked;
-        operands may be C- or F-ordered views (weights (O, I) are column-major)
-    grouped_matmul(a, b, out, trans_a=False, trans_b=False)   out[g] = op(a[g]) @ op(b[g]) for a
-        stack of G models (group.py); a may be one (B, I) that every model reads
+    matmul(a, b, out, trans_a=False, trans_b=False)        out = op(a) @ op(b), op transposing
+        the last two axes if asked; operands may be C- or F-ordered views (weights (O, I) are
+        column-major); a group's out[g] = op(a[g]) @ op(b[g]), a may be one (B, I) all read
     sum_rows(a (B, O), out (O,))                           out[j] = sum_i a[i, j]
-        (a group's stack: a (G, B, O), out (G, 1, O), per model)
+        (a group's stack: a (G, B, O), out (G, 1, O), per member)
     row_norms_squared(w (O, I), out (O,))                  out[j] = sum_i w[j, i]^2
     bias_activation(z (B, O), bias (O,), activation, out)  z += bias; out = f(z) (out may be z)
         (a group's stack: z (G, B, O), bias (G, 1, O))
@@ -30,16 +31,15 @@ dtype unless said; `out` is written and returned; nothing allocates in steady st
         device scalars: the summed (not mean) loss in float64, and the correct predictions;
         cache = loss.new_cache(xp, B, C, dtype) keeps what backward needs (e.g. .probs)
     loss_backward(loss, cache, targets, scale, out (B, C)) out = dL_sum/dlogits * scale
-    grouped_softmax_xent(logits (G, B, C), targets (G, B), smoothing, scale, sums (G, 2))
-        optional (None where absent): group.py's loss fused; sums[g] += (loss, correct) of
-        model g; with a scale, logits <- dL/dlogits * scale (GroupedMLP's formulas)
+        (a group's sums and correct counts are per member, (G,))
+    loss_and_grad(loss, logits, targets, cache, scale, out, sums=None)   both of the above
+        (protocol.Backend has them as the two calls; a backend may fuse them); with sums
+        (..., 2) float64 the batch's (loss, correct) are added there instead of returned
     sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
         in place on same-shaped arrays (the optimizer passes a model's whole flat buffer):
         g' = g + wd p;  v <- mu v + g';  p <- p - lr (mu v + g' if nesterov else v)
-        (mu = 0: p <- p - lr g', velocity untouched); grad is scratch and is overwritten
-    grouped_sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
-        sgd_update's formula for a stack of models (G, ...) at once: lr (G, 1, ...) and
-        weight_decay (same, or None for none) hold each model's own (group.py)
+        (mu = 0: p <- p - lr g', velocity untouched); grad is scratch and is overwritten;
+        lr and weight_decay may be (G,) arrays: a group's arrays (G, ...), each member's own
     adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
         step t is 1-based; g' = g + wd p unless decoupled (then p <- p (1 - lr wd) first);
         m <- b1 m + (1-b1) g';  v <- b2 v + (1-b2) g'^2;

@@ -18,6 +18,7 @@ import cupy as cp
 import numpy as np
 
 from mlptrain import nn
+from mlptrain.backend.cuda.dispatch import LOSS_KERNELS
 from mlptrain.backend.cuda.gemm import NULL, Gemm
 from mlptrain.backend.cuda.kernels import ACT_IDS, THREADS, XENT_ROWS, Kernels
 from mlptrain.backend.protocol import Backend
@@ -98,7 +99,7 @@ class CupyBackend(Backend):
         self.on_event = lambda event: None  # the loop sets it: hears first-use compiles
         self.gemm = Gemm(self.kernels)
         self._epochs = {}  # (step, model, optimizer, data) -> captured epoch
-        self._parts = {}  # (models, blocks) -> grouped_softmax_xent's per-block sums
+        self._parts = {}  # (members, blocks) -> _softmax_xent's per-block sums
 
     def function(self, name: str):
         return self.kernels(name)
@@ -139,10 +140,10 @@ class CupyBackend(Backend):
     # -- the primitives -------------------------------------------------------------------------
 
     def take_rows(self, source, index, out):
-        """out[i] = source[index[i]]."""
+        """out[i] = source[index[i]]; index (G, B) of a group fills out (G, B, D)."""
         if source.dtype not in (np.float32, np.float64) or source.ndim != 2:
             return cp.take(source, index, axis=0, out=out)
-        rows, cols = out.shape
+        rows, cols = index.size, out.shape[-1]
         self.kernel("take_rows", source.dtype)(
             (_blocks(rows * cols),), (THREADS,),
             (source, cp.ascontiguousarray(index, dtype=np.int64), out, np.int64(rows),
@@ -151,7 +152,10 @@ class CupyBackend(Backend):
 
     def matmul(self, a, b, out, trans_a: bool = False, trans_b: bool = False):
         """out = op(a) @ op(b): cuBLAS by default, our kernel with gemm="own". Operands may be
-        C- or F-ordered (a column-major weight is the C-ordered transpose, read transposed)."""
+        C- or F-ordered (a column-major weight is the C-ordered transpose, read transposed).
+        A group's stacks (G, ...) go to _stacked_matmul."""
+        if out.ndim == 3:
+            return self._stacked_matmul(a, b, out, trans_a, trans_b)
         if self.gemm_kind == "cublas":
             return cp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
         if not out.flags.c_contiguous:  # out^T = op(b)^T op(a)^T, into the C-ordered out.T
@@ -165,14 +169,20 @@ class CupyBackend(Backend):
         k = a.shape[0] if trans_a else a.shape[1]
         return self.gemm(a, b, out, m, n, k, a.shape[1], b.shape[1], trans_a, trans_b)
 
-    def grouped_matmul(self, a, b, out, trans_a: bool = False, trans_b: bool = False):
-        """out[g] = op(a[g]) @ op(b[g]) for a stack of G models, as one launch of our own
-        product kernel (grid z = model): CuPy refuses cuBLAS inside a graph capture, and a
-        group's epoch is captured. A 2-d a (B, I) is read by every model (stride 0). The
+    def _stacked_matmul(self, a, b, out, trans_a: bool, trans_b: bool):
+        """out[g] = op(a[g]) @ op(b[g]) for a group's G members, as one launch of our own
+        product kernel (grid z = member): CuPy refuses cuBLAS inside a graph capture, and a
+        group's steps are captured. A 2-d a (B, I) is read by every member (stride 0). The
         tile is gemm.plan's pick by output size: within 2 us of the fastest tile for each of
         the capacity sweep's products on an H200, where timing every tile on first use cost
         0.2 s and saved 0.05 s."""
-        a, b = cp.ascontiguousarray(a), cp.ascontiguousarray(b)  # views of buffers: no copy
+        if not out.flags.c_contiguous:  # out^T = op(b)^T op(a)^T, into the C-ordered out^T
+            self._stacked_matmul(b, a, out.swapaxes(-1, -2), not trans_b, not trans_a)
+            return out
+        if not b.flags.c_contiguous:  # a column-major weight (G, O, I): its C-ordered W^T
+            b, trans_b = b.swapaxes(-1, -2), not trans_b
+        if not a.flags.c_contiguous:
+            a, trans_a = a.swapaxes(-1, -2), not trans_a
         G, m, n = out.shape
         k = a.shape[-2] if trans_a else a.shape[-1]
         stride = lambda x: x[0].size if x.ndim == 3 else 0  # noqa: E731
@@ -221,9 +231,14 @@ class CupyBackend(Backend):
         return out
 
     def loss_forward(self, loss: nn.Loss, logits, targets, cache):
-        """(summed loss, correct predictions) as device scalars; cache gets the softmax."""
-        if loss.name != "softmax_cross_entropy":
+        """(summed loss, correct predictions) as device scalars (per member for a group's
+        (G, B, C)); cache gets the softmax."""
+        if LOSS_KERNELS.get(loss.name) != "softmax_xent":
             return loss.forward(cp, logits, targets, cache)
+        if logits.ndim == 3:
+            sums = cp.zeros((logits.shape[0], 2), dtype=np.float64)
+            self._softmax_xent(logits, targets, loss.smoothing, None, sums, probs=cache.probs)
+            return sums[:, 0], sums[:, 1]
         rows, classes = logits.shape
         blocks = -(-rows // XENT_ROWS)
         parts, acc = cp.empty(2 * blocks, dtype=np.float64), cp.zeros(2, dtype=np.float64)
@@ -234,24 +249,33 @@ class CupyBackend(Backend):
         self.function("sum_parts")((1,), (2,), (parts, np.int32(blocks), acc))
         return acc[0], acc[1]
 
-    def grouped_softmax_xent(self, logits, targets, smoothing: float, scale, sums):
-        """group.py's loss in one kernel, the formulas of GroupedMLP.loss_forward and
-        loss_backward: sums (G, 2) float64 += each model's (summed loss, correct) over its rows
-        of logits (G, B, C), targets (G, B); with a scale, logits <- dL/dz * scale in place."""
+    def loss_and_grad(self, loss, logits, targets, cache, scale, out, sums=None):
+        """A group's softmax loss and its gradient in one kernel (the formulas of
+        nn.SoftmaxCrossEntropy), its (loss, correct) added to `sums` (G, 2); any other case as
+        protocol.Backend states it."""
+        if logits.ndim != 3 or sums is None or LOSS_KERNELS.get(loss.name) != "softmax_xent":
+            return super().loss_and_grad(loss, logits, targets, cache, scale, out, sums)
+        self._softmax_xent(logits, targets, loss.smoothing, scale, sums, grad=out)
+        return None
+
+    def _softmax_xent(self, logits, targets, smoothing: float, scale, sums, probs=None,
+                      grad=None):
+        """sums (G, 2) float64 += each member's (summed loss, correct) over its rows of logits
+        (G, B, C), targets (G, B); the softmax into `probs`, dL/dz * scale into `grad`."""
         G, rows, classes = logits.shape
         blocks = -(-rows // XENT_ROWS)
         parts = self._parts.get((G, blocks))  # kept: a captured step allocates nothing
         if parts is None:
             parts = self._parts[G, blocks] = cp.empty(2 * G * blocks, dtype=np.float64)
-        grad = NULL if scale is None else logits
         self.kernel("softmax_xent", logits.dtype)(
             (blocks, G), (XENT_ROWS,),
-            (logits, NULL, cp.ascontiguousarray(targets), NULL, NULL, grad, np.int32(rows),
+            (logits, NULL, cp.ascontiguousarray(targets), NULL,
+             NULL if probs is None else probs, NULL if grad is None else grad, np.int32(rows),
              np.int32(classes), logits.dtype.type(scale or 0), np.float64(smoothing), parts))
         self.function("sum_parts")((G,), (2,), (parts, np.int32(blocks), sums))
 
     def loss_backward(self, loss: nn.Loss, cache, targets, scale: float, out):
-        if loss.name != "softmax_cross_entropy":
+        if LOSS_KERNELS.get(loss.name) != "softmax_xent" or out.ndim == 3:
             return loss.backward(cp, cache, targets, scale, out=out)
         probs = cache.probs
         rows, classes = probs.shape
@@ -276,18 +300,15 @@ class CupyBackend(Backend):
 
     # -- optimizer updates, in place (the NumPy backend's formulas, operation for operation) ----
 
-    def sgd_update(self, param, grad, velocity, lr: float, momentum: float, nesterov: bool,
-                   weight_decay: float) -> None:
+    def sgd_update(self, param, grad, velocity, lr, momentum: float, nesterov: bool,
+                   weight_decay) -> None:
         t = param.dtype.type
-        _SGD(grad, t(lr), t(momentum), t(weight_decay), np.int32(bool(nesterov)), param,
+        # a group's (G,) rates and decays on the device, viewed (G, 1, ...) to broadcast over
+        # its members' arrays: a captured step reads the values set before each replay
+        each = lambda v: v.reshape(-1, *(1,) * (param.ndim - 1)) if getattr(v, "ndim", 0) \
+            else t(v)  # noqa: E731
+        _SGD(grad, each(lr), t(momentum), each(weight_decay), np.int32(bool(nesterov)), param,
              velocity if velocity is not None else grad)  # unused (not written) without momentum
-
-    def grouped_sgd_update(self, param, grad, velocity, lr, momentum: float, nesterov: bool,
-                           weight_decay) -> None:
-        # the same kernel: its lr and wd broadcast, so per-model (G, 1, 1) arrays work as is
-        t = param.dtype.type
-        _SGD(grad, lr, t(momentum), t(0) if weight_decay is None else weight_decay,
-             np.int32(bool(nesterov)), param, velocity)
 
     def adam_update(self, param, grad, m, v, step: int, lr: float, beta1: float, beta2: float,
                     eps: float, weight_decay: float, decoupled: bool) -> None:
@@ -324,7 +345,7 @@ class CupyBackend(Backend):
 
     def graph_blockers(self, step) -> list[str]:
         """Why the epoch graph cannot run this declared step (empty: it can)."""
-        from mlptrain.backend.cuda.epoch import graph_blockers
+        from mlptrain.backend.cuda.dispatch import graph_blockers
 
         return graph_blockers(step, self.graph)
 

@@ -163,16 +163,15 @@ class NumpyBackend(Backend):
         self, a: np.ndarray, b: np.ndarray, out: np.ndarray,
         trans_a: bool = False, trans_b: bool = False,
     ) -> np.ndarray:
-        """out = op(a) @ op(b), op transposing when asked (a view, no copy: BLAS's trans flag)."""
+        """out = op(a) @ op(b), op transposing when asked (a view, no copy: BLAS's trans flag).
+        A group's stacks (G, ...) run one BLAS product per member (a may be one (B, I) that
+        every member reads): np.matmul on stacks of transposed views takes a slow non-BLAS
+        loop (measured 7x slower)."""
+        if out.ndim == 3:
+            for g in range(out.shape[0]):
+                self.matmul(a[g] if a.ndim == 3 else a, b[g], out[g], trans_a, trans_b)
+            return out
         return np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
-
-    def grouped_matmul(self, a, b, out, trans_a: bool = False, trans_b: bool = False):
-        """out[g] = op(a[g]) @ op(b[g]) for a stack of G models (a may be one (B, I) shared
-        by all): one BLAS product per model, since np.matmul on stacks of transposed views
-        takes a slow non-BLAS loop (measured 7x slower)."""
-        for g in range(out.shape[0]):
-            self.matmul(a[g] if a.ndim == 3 else a, b[g], out[g], trans_a, trans_b)
-        return out
 
     def row_norms_squared(self, w: np.ndarray, out: np.ndarray) -> np.ndarray:
         """out[j] = sum_i w[j, i]^2, without a (O, I) temporary (max-norm)."""
@@ -225,15 +224,23 @@ class NumpyBackend(Backend):
 
     # -- optimizer updates, in place; `grad` is scratch and is overwritten ---------------------
 
-    def sgd_update(self, param, grad, velocity, lr: float, momentum: float, nesterov: bool,
-                   weight_decay: float) -> None:
+    def sgd_update(self, param, grad, velocity, lr, momentum: float, nesterov: bool,
+                   weight_decay) -> None:
         """g' = g + wd p;  v <- mu v + g';  p <- p - lr v   (Nesterov: p <- p - lr (g' + mu v)).
 
         With mu = 0 the velocity is unused (may be None): p <- p - lr g'. A model's flat
         buffers go through in blocks of UPDATE_BLOCK_BYTES: every pass of the update runs on a
         block while it is in the core's cache, so each array streams from memory about once
         instead of once per pass (measured: 1.4-1.6x faster for 0.4-1.9 M parameters).
+        lr and weight_decay (G,) give a group's arrays (G, ...) each member's own: the same
+        passes run on each member's slice.
         """
+        if np.ndim(lr):
+            for g in range(param.shape[0]):
+                wd = float(weight_decay[g]) if np.ndim(weight_decay) else weight_decay
+                self.sgd_update(param[g], grad[g], None if velocity is None else velocity[g],
+                                float(lr[g]), momentum, nesterov, wd)
+            return
         hyper = (lr, momentum, nesterov, weight_decay)
         if not all(a is None or (a.ndim == 1 and a.flags.c_contiguous)
                    for a in (param, grad, velocity)):  # named arrays: one call each
@@ -243,23 +250,6 @@ class NumpyBackend(Backend):
         for start in range(0, param.size, block):
             s = slice(start, start + block)
             _sgd_passes(param[s], grad[s], None if velocity is None else velocity[s], *hyper)
-
-    def grouped_sgd_update(self, param, grad, velocity, lr, momentum: float, nesterov: bool,
-                           weight_decay) -> None:
-        """sgd_update's formula with a rate (and decay) per model: lr (G, 1, ...) broadcasts
-        over a stack of G models' arrays (G, ...)."""
-        if weight_decay is not None:
-            grad += weight_decay * param  # g' = g + wd p
-        if not momentum:
-            param -= lr * grad
-            return
-        velocity *= momentum
-        velocity += grad  # v <- mu v + g'
-        if nesterov:
-            grad += momentum * velocity
-            param -= lr * grad  # p <- p - lr (g' + mu v)
-        else:
-            param -= lr * velocity
 
     def adam_update(self, param, grad, m, v, step: int, lr: float, beta1: float, beta2: float,
                     eps: float, weight_decay: float, decoupled: bool) -> None:

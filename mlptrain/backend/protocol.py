@@ -11,9 +11,9 @@ from __future__ import annotations
 from mlptrain.errors import BackendError
 
 PRIMITIVES = (
-    "asarray", "to_host", "to_float", "empty", "zeros", "take_rows", "matmul", "grouped_matmul",
-    "sum_rows", "row_norms_squared", "bias_activation", "add_bias", "activation_backward",
-    "loss_forward", "loss_backward", "sgd_update", "grouped_sgd_update", "adam_update",
+    "asarray", "to_host", "to_float", "empty", "zeros", "take_rows", "matmul", "sum_rows",
+    "row_norms_squared", "bias_activation", "add_bias", "activation_backward", "loss_forward",
+    "loss_backward", "sgd_update", "adam_update",
 )
 # asked for only when graph_blockers(step) is empty: a backend without a graph never needs it
 CAPABILITIES = ("epoch_runner",)
@@ -28,9 +28,6 @@ class Backend:
         when it can. A backend without an epoch graph runs eagerly and says where."""
         return [self.device]
 
-    # Optional: group.py's loss fused into one kernel (the CUDA backend). None here: the
-    # model's own formulas run instead (GroupedMLP.loss_forward and loss_backward).
-    grouped_softmax_xent = None
     capture_failure: str | None = None  # why the last capture() returned None, where it tried
 
     def capture(self, launch, prepare=None):
@@ -39,6 +36,19 @@ class Backend:
         launch touches must stay allocated, in place, between replays. `prepare()`, called
         only when a capture will be tried, runs first (and eagerly): it makes what the
         launches need exist, and undoes what it changed."""
+        return None
+
+    def loss_and_grad(self, loss, logits, targets, cache, scale: float, out, sums=None):
+        """The loss's forward and its gradient dL/dlogits * scale into `out`, as loss_forward
+        and loss_backward compute them; returns (summed loss, correct), or with `sums` (..., 2)
+        float64 adds them there (a group's running sums, per member). A backend overrides it
+        where one kernel does both."""
+        loss_sum, correct = self.loss_forward(loss, logits, targets, cache)
+        self.loss_backward(loss, cache, targets, scale, out=out)
+        if sums is None:
+            return loss_sum, correct
+        self.xp.add(sums[..., 0], loss_sum, out=sums[..., 0])
+        self.xp.add(sums[..., 1], correct, out=sums[..., 1])
         return None
 
     def __getattr__(self, name: str):

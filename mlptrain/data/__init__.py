@@ -69,6 +69,7 @@ def default_mnist_dir(near: Sequence[Path] = ()) -> Path:
 # Datasets keep them as the pool that every seed's splits are rows of, and a group of any
 # seeds uploads that pool once (experiment/group_data.py, sweep/grouping.py)
 POOLED_SOURCES = frozenset({"mnist"})
+IMAGE_SOURCES = frozenset({"mnist"})  # sources whose samples are square images
 
 
 def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,

@@ -31,8 +31,9 @@ class GroupData:
                 self.offsets[id(pool[0])] = sum(len(y) for _, y in pools)
                 pools.append(pool)
         self.ops = ops
+        loss = first.model.loss  # the targets as the loss reads them (class indices, ...)
         self.X_flat = _stacked(ops, [X for X, _ in pools], dtype)  # (P, D), P pooled rows
-        self.y_flat = _stacked(ops, [y for _, y in pools], np.int64)
+        self.y_flat = _stacked(ops, [loss.targets(np, y, dtype) for _, y in pools], None)
         ids = [id(d) for d in datasets]
         pick = [ids.index(id(p.dataset)) for p in members]
         self.rows = {name: ops.asarray(np.stack([self.pool_rows(d, name)
@@ -40,7 +41,7 @@ class GroupData:
                      for name in ("train", "val")}
         self.n = self.rows["train"].shape[1]
         X, y = first.dataset.split("test")
-        self.test = (ops.asarray(X, dtype), ops.asarray(y, np.int64))
+        self.test = (ops.asarray(X, dtype), ops.asarray(loss.targets(np, y, dtype)))
 
     def pool_rows(self, dataset, name: str) -> np.ndarray:
         """A member's dataset's split `name`, as rows of X_flat (host indices)."""
@@ -55,7 +56,7 @@ class GroupData:
         self.ops.xp.take(self.rows["train"].reshape(-1), index, out=out)
 
     def split(self, name: str):
-        """(X, y, rows) for GroupedMLP.evaluate."""
+        """(X, y, rows): the pools and member rows (rows None: every member scores X, y)."""
         if name == "test":
             return (*self.test, None)
         return self.X_flat, self.y_flat, self.rows[name]
@@ -77,6 +78,7 @@ def _stacked(ops, arrays: list, dtype):
     (no joined copy on the host)."""
     if len(arrays) == 1:
         return ops.asarray(arrays[0], dtype)
+    dtype = dtype or arrays[0].dtype
     pool = ops.empty((sum(len(a) for a in arrays), *arrays[0].shape[1:]), dtype)
     start = 0
     for array in arrays:

@@ -1,4 +1,4 @@
-"""Training a group of configs as one batched model (group.py), each into its own ordinary run.
+"""Training a group of configs as one model of G members (model.py), each into its own run.
 
 Each member is prepared exactly as `fit` prepares it alone (its data split, its initial
 weights, its shuffle stream), trained in lockstep with the others, and written as a run that
@@ -12,9 +12,8 @@ trusts it. Nothing here prints: events go to `on_event`.
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -27,11 +26,14 @@ from mlptrain.experiment.fit import (finish_run, os_errors_fail, reopen_run, run
                                      run_timing, start_summary, stopped_at)
 from mlptrain.experiment.group_data import GroupData, ImageRanges
 from mlptrain.experiment.setup import SPLITS, Prepared, prepare
-from mlptrain.group import GroupBatch, GroupedMLP
-from mlptrain.loop import REPORTS_PER_EPOCH, StopFlag, TrainState
-from mlptrain.optim import build_optimizer
+from mlptrain.model import MLP, stack_members
+from mlptrain.loop import (REPORTS_PER_EPOCH, LoopSettings, StopFlag, TrainState,
+                           check_finite_loss)
+from mlptrain.optim import SGD, build_optimizer
 from mlptrain.runs import Run, RunStore
 from mlptrain.runs.checkpoint import checkpoint_arrays
+
+EVAL_ELEMENTS = 1 << 24  # activations per evaluation chunk (64 MB in float32), all members
 
 
 @dataclass
@@ -67,20 +69,15 @@ class _Member:
     p: Prepared
     run: Run
     summary: dict
-    history: list = field(default_factory=list)
+    state: TrainState = field(default_factory=TrainState)  # its ledger, as loop.fit keeps it
     failed: str = ""
-    # early stopping, as loop.fit does it alone: the best validation epoch and its weights
-    best_val_loss: float = math.inf
-    best_epoch: int = 0
-    best_weights: dict | None = None
-    stopped_early: bool = False
     epochs_done: int = 0  # > 0 when resumed from a checkpoint at this epoch's end
     velocity: dict | None = None  # the resumed checkpoint's SGD velocities, by parameter
 
     @property
     def frozen(self) -> bool:
         """Trains no more: failed or stopped early (its rate is 0 from here on)."""
-        return bool(self.failed) or self.stopped_early
+        return bool(self.failed) or self.state.stopped_early
 
 
 def fit_group(configs: list[Config], store: RunStore,
@@ -129,15 +126,16 @@ def _train(members: list[_Member], start_epoch: int, on_event, stop: StopFlag,
     (`written(member)` as each completed member's run is); returns each member's
     MemberFinished (not yet reported)."""
     data = GroupData([m.p for m in members])
-    first = members[0].p
-    step = first.step
-    group = GroupedMLP(first.model.ops, [m.p.model for m in members],
-                       step.optimizer.momentum, step.optimizer.nesterov,
-                       [m.p.step.optimizer.weight_decay for m in members])
+    step = members[0].p.step
+    model = stack_members([m.p.model for m in members])
+    ops = model.ops
+    decays = np.array([m.p.step.optimizer.weight_decay for m in members])
+    optimizer = SGD(ops, model.params, step.optimizer.momentum, step.optimizer.nesterov,
+                    ops.asarray(decays, model.dtype) if decays.any() else 0.0)
     for g, m in enumerate(members):
         if m.velocity:
-            group.load_state_dict(g, m.velocity, velocity=True)
-    epochs = _Epochs(group, members, data)
+            optimizer.velocity.load_member(ops, g, model.member_sizes[g], m.velocity)
+    epochs = _Epochs(model, optimizer, members, data)
     start = time.perf_counter()
     try:
         for epoch in range(start_epoch + 1, step.epochs + 1):
@@ -151,16 +149,16 @@ def _train(members: list[_Member], start_epoch: int, on_event, stop: StopFlag,
         raise
     wall = time.perf_counter() - start
     for g, m in enumerate(members):
-        if m.best_weights is not None:  # early stopping: the best validation epoch's
-            group.load_state_dict(g, m.best_weights)
-    scores = {name: _scores(group, data, name) for name in SPLITS}  # every member at once
+        if m.state.best_params is not None:  # early stopping: the best validation epoch's
+            model.load_member_state(g, m.state.best_params)
+    scores = {name: _scores(model, data, name) for name in SPLITS}  # every member at once
     val = data.rows["val"]  # each member's top probabilities there, for predict's reference
-    tops = group.ops.to_host(group.top_probabilities(data.X_flat, val)) if val.shape[1] \
+    tops = ops.to_host(_top_probabilities(model, data.X_flat, val)) if val.shape[1] \
         else np.zeros(val.shape)
     images = ImageRanges(data)
     finished = []
     for g, m in enumerate(members):
-        finished.append(_complete(group, g, m, scores, tops[g], wall, images))
+        finished.append(_complete(model, g, m, scores, tops[g], wall, images))
         if finished[-1].status == "completed":
             written(m)
     return finished
@@ -192,9 +190,7 @@ def _resume_member(p: Prepared, run: Run) -> _Member:
     velocity = {k.removeprefix("velocity."): v for k, v in optimizer.state_dict().items()}
     with os_errors_fail(run, summary):
         run.write_summary(summary)
-    return _Member(p, run, summary, history=list(state.history),
-                   best_val_loss=state.best_val_loss, best_epoch=state.best_epoch,
-                   best_weights=state.best_params, epochs_done=state.epoch, velocity=velocity)
+    return _Member(p, run, summary, state, epochs_done=state.epoch, velocity=velocity)
 
 
 class _Epochs:
@@ -205,12 +201,16 @@ class _Epochs:
     launches each) cost 0.3 s of Python in the first epoch on an H200, and replaying a step
     costs the host about as little as replaying an epoch does."""
 
-    def __init__(self, group: GroupedMLP, members: list[_Member], data: GroupData):
-        self.group, self.members, self.data = group, members, data
+    def __init__(self, model: MLP, optimizer: SGD, members: list[_Member], data: GroupData):
+        self.model, self.optimizer, self.members, self.data = model, optimizer, members, data
         self.step = members[0].p.step
-        xp, G = group.xp, group.G
-        self.order = xp.zeros((G, data.n), xp.int64)  # rows of the flattened pools
-        self.lrs = xp.zeros((self.step.steps_per_epoch, G), group.dtype)
+        ops, G = model.ops, model.members
+        self.xp = ops.xp
+        self.order = ops.zeros((G, data.n), np.int64)  # rows of the flattened pools
+        self.lrs = ops.zeros((self.step.steps_per_epoch, G), model.dtype)
+        self.lr = ops.zeros((G,), model.dtype)  # this step's rates, set before each step
+        self.sums = ops.zeros((G, 2), np.float64)  # the epoch's running (loss, correct)
+        self.rows_of: dict[int, tuple] = {}  # batch size -> its (pool rows, targets) buffers
         self.graphs, self.tried_capture, self.begin = None, False, 0.0  # graphs: rows -> step
         self.ahead = None  # the next epoch's orders and the shuffle streams after them
         # where training stands, for checkpoints: epochs done, steps done in the next one and
@@ -218,14 +218,14 @@ class _Epochs:
         self.at: tuple | None = (0, 0, None)
 
     def run(self, epoch: int, on_event, stop: StopFlag) -> None:
-        group, data, step = self.group, self.data, self.step
-        ops, steps = group.ops, step.steps_per_epoch
+        model, data, step = self.model, self.data, self.step
+        ops, steps = model.ops, step.steps_per_epoch
         first = (epoch - 1) * steps
         self.begin = time.perf_counter()  # the epoch's record counts its seconds from here
         self.at = None  # the shuffle streams move on: no checkpoint until steps are done
         order = self.orders()
         data.order_rows(order, out=self.order)
-        self.lrs[...] = ops.asarray(self.rates(first), group.dtype)
+        self.lrs[...] = ops.asarray(self.rates(first), model.dtype)
         if not self.tried_capture:  # the first epoch this process runs
             self.tried_capture = True
             self.graphs = self.capture()
@@ -233,7 +233,7 @@ class _Epochs:
                    else f"eager: {ops.capture_failure or ops.device}")
             for m in self.members:  # how the steps ran, as fit's summary["path"] says it
                 m.summary["group"]["steps"] = how
-        group.sums.fill(0)
+        self.sums.fill(0)
         if self.graphs is not None:
             for s in range(steps):  # queued: nothing here waits for the device
                 self.select(s)
@@ -253,6 +253,27 @@ class _Epochs:
                 if stop.is_set and hi < steps:
                     raise KeyboardInterrupt
         self.finish(epoch)
+
+    def train_step(self, rows: int) -> None:
+        """One step of every member on the pool rows that select() put in place: each member's
+        batch gathered, its loss and gradient (the batch's sums added to self.sums), its SGD
+        update at its own rate."""
+        model, ops = self.model, self.model.ops
+        index, targets = self.buffers(rows)
+        ws = model.workspace(rows)
+        ops.take_rows(self.data.X_flat, index, out=ws.x)  # (G, B, D)
+        ops.take_rows(self.data.y_flat, index, out=targets)
+        model.loss_and_grad(ws, targets, 1.0 / rows, sums=self.sums)
+        self.optimizer.step(model.params, model.grads, self.lr)
+
+    def buffers(self, rows: int) -> tuple:
+        """(pool rows (G, B), targets (G, B, ...)) for batches of `rows`, made once."""
+        found = self.rows_of.get(rows)
+        if found is None:
+            ops, y, G = self.model.ops, self.data.y_flat, self.model.members
+            found = self.rows_of[rows] = (ops.zeros((G, rows), np.int64),
+                                          ops.zeros((G, rows, *y.shape[1:]), y.dtype))
+        return found
 
     def orders(self) -> np.ndarray:
         """(G, N): each member's order for the epoch from its own shuffle stream, as loop.fit
@@ -292,16 +313,15 @@ class _Epochs:
         """The step captured as a graph for each batch size of the epoch (its full batches
         and a shorter last one), reading the rows and rates that select() puts in place;
         None where the device cannot capture (then ops.capture_failure says why)."""
-        ops, last = self.group.ops, self.step.steps_per_epoch - 1
+        ops, last = self.model.ops, self.step.steps_per_epoch - 1
         graphs = {}
         for s in sorted({0, last}):
-            batch = self.group.batch(self._rows(s))
-            graph = ops.capture(
-                lambda b=batch: self.group.train_step(b, self.data.X_flat, self.data.y_flat),
-                prepare=None if graphs else self.warm_up)
+            rows = self._rows(s)
+            graph = ops.capture(lambda r=rows: self.train_step(r),
+                                prepare=None if graphs else self.warm_up)
             if graph is None:
                 return None
-            graphs[self._rows(s)] = graph
+            graphs[rows] = graph
         return graphs
 
     def finish(self, epoch: int) -> None:
@@ -320,16 +340,16 @@ class _Epochs:
     def steps(self, lo: int, hi: int) -> None:
         """Steps lo..hi-1 of the epoch, eagerly."""
         for s in range(lo, hi):
-            self.group.train_step(self.select(s), self.data.X_flat, self.data.y_flat)
+            self.select(s)
+            self.train_step(self._rows(s))
 
-    def select(self, s: int) -> GroupBatch:
+    def select(self, s: int) -> None:
         """Step s's rows of the epoch's order and its rates, copied into the buffers that the
         step reads (and a captured step reads again on every replay)."""
-        group, B = self.group, self.step.batch_size
-        batch = group.batch(self._rows(s))
-        batch.flat_index[...] = self.order[:, s * B:(s + 1) * B]
-        group.lr[:, 0, 0] = self.lrs[s]
-        return batch
+        B = self.step.batch_size
+        index, _ = self.buffers(self._rows(s))
+        index[...] = self.order[:, s * B:(s + 1) * B]
+        self.lr[...] = self.lrs[s]
 
     def _rows(self, s: int) -> int:
         B = self.step.batch_size
@@ -338,13 +358,15 @@ class _Epochs:
     def warm_up(self) -> None:
         """Runs the epoch's first and last step once and undoes them: every buffer (both batch
         sizes) and every kernel a step uses then exists, as a capture needs."""
-        saved, at = self.group.snapshot(), self.at
+        changed = (self.model.params.flat, self.optimizer.velocity.flat)
+        saved, at = [x.copy() for x in changed], self.at
         self.at = None
         last = self.step.steps_per_epoch - 1
         self.steps(0, 1)
         if last:
             self.steps(last, last + 1)
-        self.group.restore(saved)  # (run() clears the running sums after the capture)
+        for x, copy in zip(changed, saved):  # (run() clears the running sums after capture)
+            x[...] = copy
         self.at = at
 
     def checkpoint(self, g: int) -> dict | None:
@@ -353,99 +375,119 @@ class _Epochs:
         if self.at is None:
             return None
         done, position, order = self.at
-        group, m, steps = self.group, self.members[g], self.step.steps_per_epoch
+        model, m, steps = self.model, self.members[g], self.step.steps_per_epoch
         p = m.p
-        p.model.load_state_dict(group.state_dict(g), source="the group's weights")
+        p.model.load_state_dict(model.member_state(g), source="the group's weights")
         optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
-        velocity = group.state_dict(g, velocity=True)
+        velocity = self.optimizer.velocity.member(model.ops, g, model.member_sizes[g])
         optimizer.load_state_dict({f"velocity.{k}": v for k, v in velocity.items()})
-        loss_sum, correct = group.ops.to_host(group.sums[g]) if position else (0.0, 0)
+        loss_sum, correct = model.ops.to_host(self.sums[g]) if position else (0.0, 0)
         seen = min(position * self.step.batch_size, self.data.n)
-        state = TrainState(epoch=done, step=done * steps + position, best_epoch=m.best_epoch,
-                           best_val_loss=m.best_val_loss, best_params=m.best_weights,
-                           history=list(m.history), order=order[g] if position else None,
-                           position=position,
-                           running=(np.float64(loss_sum), np.int64(correct), np.int64(seen)))
+        state = replace(m.state, epoch=done, step=done * steps + position,
+                        history=list(m.state.history), order=order[g] if position else None,
+                        position=position,
+                        running=(np.float64(loss_sum), np.int64(correct), np.int64(seen)))
         return checkpoint_arrays(p.model, optimizer, p.rngs, state)
 
     def progress(self, epoch: int, done: int, on_event) -> None:
         seen = min(done * self.step.batch_size, self.data.n)
-        ops = self.group.ops
+        sums = self.model.ops.to_host(self.sums) / seen
         on_event(GroupProgress(epoch, self.step.epochs, done, self.step.steps_per_epoch,
-                               list(ops.to_host(self.group.loss_sum) / seen),
-                               list(ops.to_host(self.group.correct_sum) / seen)))
+                               list(sums[:, 0]), list(sums[:, 1])))
 
     def record(self, epoch: int, seconds: float) -> None:
         """Each member's epoch record, appended to its run; a member whose loss stopped being
         finite fails here (and trains no more)."""
-        group, n, steps = self.group, self.data.n, self.step.steps_per_epoch
-        train_loss = group.ops.to_host(group.loss_sum) / n
-        train_acc = group.ops.to_host(group.correct_sum) / n
-        val = _scores(group, self.data, "val")
+        n, steps = self.data.n, self.step.steps_per_epoch
+        train = self.model.ops.to_host(self.sums) / n  # (G, 2): mean loss, accuracy
+        val = _scores(self.model, self.data, "val")
         for g, m in enumerate(self.members):
             if m.frozen:
                 continue
             record = {"epoch": epoch, "lr": m.p.step.schedule.lr(epoch * steps - 1),
-                      "train_loss": float(train_loss[g]), "train_accuracy": float(train_acc[g])}
+                      "train_loss": float(train[g, 0]), "train_accuracy": float(train[g, 1])}
             if val is not None:
                 record["val_loss"], record["val_accuracy"] = val[0][g], val[1][g]
             record["seconds"] = seconds
-            if not math.isfinite(record["train_loss"]):
-                m.failed = (f"the training loss became {record['train_loss']} in epoch {epoch}. "
-                            f"The learning rate ({m.p.step.schedule.base_lr}) is likely too "
-                            "high for this model; lower optimizer.lr, add warmup, or train in "
-                            "float64.")
+            try:
+                check_finite_loss(record["train_loss"], epoch, None, m.p.step.schedule.base_lr)
+            except TrainingError as exc:  # this member fails alone; the others go on
+                m.failed = str(exc)
                 continue
-            m.history.append(record)
+            # its ledger: a member whose patience runs out freezes with its best epoch's weights
+            m.state.close_epoch(record, LoopSettings.from_config(m.p.config.train),
+                                lambda g=g: self.model.member_state(g))
             m.run.append_metrics(record)
-            self.early_stopping(g, m, record)
-
-    def early_stopping(self, g: int, m: _Member, record: dict) -> None:
-        """loop._early_stopping for member g: keeps its best validation epoch's weights, and
-        stops (freezes) it once `patience` epochs have brought no gain."""
-        train = m.p.config.train
-        if train.patience <= 0 or "val_loss" not in record:
-            return
-        if record["val_loss"] < m.best_val_loss - train.min_delta:
-            m.best_val_loss, m.best_epoch = record["val_loss"], record["epoch"]
-            m.best_weights = self.group.state_dict(g)
-        elif record["epoch"] - m.best_epoch >= train.patience:
-            m.stopped_early = True
 
 
-def _scores(group: GroupedMLP, data: GroupData, name: str):
+def _forward_chunks(model: MLP, X, y, rows):
+    """(slice, workspace, logits (G, b, C), targets (G, b) or None) for consecutive chunks of
+    the samples, each of about EVAL_ELEMENTS activations over all members: member g scores
+    X[rows[g]], y[rows[g]] (rows (G, n) of X (P, D), y (P,), a pool of samples), or, with rows
+    None, every member the same X (n, D), y (n,)."""
+    xp, G = model.ops.xp, model.members
+    n = X.shape[0] if rows is None else rows.shape[1]
+    size = max(64, EVAL_ELEMENTS // (G * sum(model.sizes)))
+    for start in range(0, n, size):
+        chunk = slice(start, min(start + size, n))
+        ws = model.workspace(chunk.stop - start)
+        if rows is None:  # (b, D) @ (G, D, O) broadcasts over the members
+            x = X[chunk]
+            t = None if y is None else xp.broadcast_to(y[chunk], (G, chunk.stop - start))
+        else:
+            index = rows[:, chunk]  # (G, b)
+            x = xp.take(X, index, axis=0)
+            t = None if y is None else xp.take(y, index, axis=0)
+        yield chunk, ws, model.forward(ws, x), t
+
+
+def _scores(model: MLP, data: GroupData, name: str):
     """([loss per member], [accuracy per member]) on a split, or None when it is empty."""
     X, y, rows = data.split(name)
     n = X.shape[0] if rows is None else rows.shape[1]
     if not n:
         return None
-    loss, correct = group.evaluate(X, y, rows)
-    ops = group.ops
-    return ([float(v) / n for v in ops.to_host(loss)],
-            [float(v) / n for v in ops.to_host(correct)])
+    ops = model.ops
+    sums = np.zeros((model.members, 2))
+    for _, ws, logits, t in _forward_chunks(model, X, y, rows):
+        loss_sum, correct = ops.loss_forward(model.loss, logits, t, ws.loss_cache)
+        sums += np.stack([ops.to_host(loss_sum), ops.to_host(correct)], axis=1)
+    return [float(v) / n for v in sums[:, 0]], [float(v) / n for v in sums[:, 1]]
 
 
-def _complete(group: GroupedMLP, g: int, m: _Member, scores: dict, top: np.ndarray,
+def _top_probabilities(model: MLP, X, rows):
+    """(G, n) float64: each member's largest class probability on its own samples X[rows[g]]
+    (rows (G, n) of X (P, D), a pool of samples)."""
+    xp = model.ops.xp
+    top = xp.empty(rows.shape, xp.float64)
+    for chunk, _, logits, _ in _forward_chunks(model, X, None, rows):
+        top[:, chunk] = model.loss.probabilities(xp, logits).max(axis=-1)
+    return top
+
+
+def _complete(model: MLP, g: int, m: _Member, scores: dict, top: np.ndarray,
               wall: float, images: ImageRanges) -> MemberFinished:
     """Writes member g's run: weights, final metrics (`scores`: split -> per-member loss and
     accuracy lists), summary (with `top`, its largest class probability on each validation
     sample)."""
     p, run, summary = m.p, m.run, m.summary
-    epochs = summary["epochs_completed"] = len(m.history)
+    history = m.state.history
+    epochs = summary["epochs_completed"] = len(history)
     if m.failed:
         finish_run(run, summary, "failed", time.perf_counter() - wall, error=m.failed)
         return MemberFinished(g, run.run_id, "failed", epochs=epochs, error=m.failed)
     with os_errors_fail(run, summary):
-        run.write_weights(group.state_dict(g))
+        run.write_weights(model.member_state(g))
         final = {}
         for name, split in scores.items():
             final[f"{name}_loss"], final[f"{name}_accuracy"] = \
                 (split[0][g], split[1][g]) if split else (None, None)
         summary["final"] = final
-        summary["stopped_early"], summary["best_epoch"] = m.stopped_early, m.best_epoch
-        summary["warnings"] = training_warnings(m.history, p.dataset.n_classes)
+        summary["stopped_early"], summary["best_epoch"] = m.state.stopped_early, \
+            m.state.best_epoch
+        summary["warnings"] = training_warnings(history, p.dataset.n_classes)
         summary["reference"] = run_reference(p, p.config.train.eval_batch_size, images(p), top)
-        summary["timing"] = run_timing(summary, m.history, m.epochs_done, wall,
+        summary["timing"] = run_timing(summary, history, m.epochs_done, wall,
                                        len(p.dataset.split("train")[1]))
         finish_run(run, summary, "completed", time.perf_counter() - wall)
     return MemberFinished(g, run.run_id, "completed", final, epochs)
@@ -456,7 +498,7 @@ def _interrupt(epochs: _Epochs, start: float, on_event) -> None:
     when the stop came while steps were under way: then rerunning trains it afresh)."""
     epochs.settle()
     for g, m in enumerate(epochs.members):
-        m.summary["epochs_completed"] = len(m.history)
+        m.summary["epochs_completed"] = len(m.state.history)
         try:
             arrays = None if m.frozen else epochs.checkpoint(g)
         except TrainingError:  # diverged in this very epoch: nothing worth resuming
@@ -467,4 +509,4 @@ def _interrupt(epochs: _Epochs, start: float, on_event) -> None:
             m.summary["position"] = stopped_at(
                 *(int(arrays[key]) for key in ("epoch", "position", "step")))
         finish_run(m.run, m.summary, "interrupted", start)
-        on_event(MemberFinished(g, m.run.run_id, "interrupted", epochs=len(m.history)))
+        on_event(MemberFinished(g, m.run.run_id, "interrupted", epochs=len(m.state.history)))

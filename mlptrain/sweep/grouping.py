@@ -1,12 +1,12 @@
-"""Which trials of a sweep train together as one batched model, and the executor that does it.
+"""Which trials of a sweep train together as one model of G members, and the executor for it.
 
-Trials share a group when one batched step (group.py) can train them all: the same data,
-depth, activation, loss, optimizer kind and momentum, schedule, batch size and epochs;
-they may differ in their widths (`model.hidden`, padded), seeds (`train.seed`: init, split,
-shuffle), learning rates and weight decay. The step must be a plain one: dropout,
-augmentation, max-norm, momentum cycling and starting weights keep a trial out of groups (it
-runs alone, as before). Early stopping is per member (a stopped one freezes). This module is
-the one place that decides it.
+Trials share a group when one step of a model of G members (model.py) can train them all: the
+same data, depth and declared step (step.py), less what each member keeps for itself: its
+width (`model.hidden`, padded), seed (`train.seed`: init, split, shuffle), learning rate and
+weight decay. What the group's step does not execute (step.member_blockers: dropout, augmentation,
+max-norm, momentum cycling, Adam, the sigmoid loss) and starting weights keep a trial out of
+groups (it runs alone, as before). Early stopping is per member (a stopped one freezes). This
+module is the one place that decides it, from the declared step.
 
 On a GPU a capacity sweep's nets are far too small to fill the device one at a time, and each
 process of its own pays for a CUDA context, a data copy and kernel set-up; stacked, the whole
@@ -16,46 +16,53 @@ grid trains in about the time of one trial (issue 17).
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from mlptrain import memory
-from mlptrain.config import AUGMENT_KEYS
-from mlptrain.data import POOLED_SOURCES
+from mlptrain.data import IMAGE_SOURCES, POOLED_SOURCES
+from mlptrain.step import member_blockers, shared_part
 from mlptrain.sweep.trial import (GroupTask, TrialFinished, TrialProgress, TrialStarted,
                                   TrialTask, worker_info)
 
 GROUP_MODES = ("auto", "on", "off")  # --group: auto = on a GPU
-VARYING = (("model", "hidden"), ("train", "seed"), ("optimizer", "lr"),
-           ("optimizer", "weight_decay"))  # what members of a group may differ in
 PROGRESS_SECONDS = 0.25  # a group reports its members' progress at most this often
 MEMORY_SHARE = 0.5  # of the device's free memory a group may plan to use
 
 
+def planned_step(config):
+    """The Step a trial's config declares (step.build_step), from the shape of its data read
+    without loading it; None when the config builds none (the trial then says why, alone)."""
+    from mlptrain.errors import MlptrainError
+    from mlptrain.step import build_step
+
+    samples, features, classes = memory.data_shape(config.data)
+    side = math.isqrt(features)  # an image dataset's samples are square images
+    shape = (side, side) if config.data.dataset in IMAGE_SOURCES else (features,)
+    train = max(1, int(samples * (1 - config.data.val_fraction)))  # only compared, never used
+    try:
+        return build_step(config, shape, classes, train)
+    except MlptrainError:
+        return None
+
+
 def group_blockers(config) -> list[str]:
-    """Why a trial's config cannot join a group (empty: it can)."""
-    m, d, o = config.model, config.data, config.optimizer
-    named = [("optimizer " + o.name, o.name != "sgd"),
-             ("dropout", bool(m.dropout_input or m.dropout_hidden)),
-             ("augmentation", any(getattr(d, k) for k in AUGMENT_KEYS)),
-             ("max-norm", bool(m.max_norm)),
-             ("momentum cycling", config.schedule.name == "onecycle"
-              and bool(config.schedule.momentum_low)),
-             ("starting weights", bool(m.weights)),
-             ("a loss other than softmax cross-entropy",
-              not (m.loss == "softmax_cross_entropy"
-                   or (m.loss == "auto" and d.dataset == "mnist")))]
-    return [name for name, on in named if on]
+    """Why a trial's config cannot join a group (empty: it can): what its declared step does
+    that a group's step does not (step.member_blockers), or starting weights."""
+    step = planned_step(config)
+    if step is None:
+        return ["a config error (the trial, run alone, names it)"]
+    return member_blockers(step) + (["starting weights"] if config.model.weights else [])
 
 
 def group_key(config) -> tuple:
-    """Equal for configs that one batched step can train together."""
-    resolved = config.to_dict()
-    resolved.pop("name", None)
-    for section, key in VARYING:
-        resolved[section].pop(key)
-    return len(config.model.hidden), repr(sorted(resolved.items()))
+    """Equal for configs that one batched step can train together: the same data, depth,
+    device and declared step, less what each member keeps for itself (step.shared_part;
+    widths are padded to the widest)."""
+    data = repr(sorted(config.to_dict()["data"].items()))
+    return data, len(config.model.hidden), config.train.device, shared_part(planned_step(config))
 
 
 def plan_groups(tasks: list[TrialTask], limit: Callable[[list[TrialTask]], int]

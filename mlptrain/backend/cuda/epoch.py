@@ -20,7 +20,8 @@ step (random numbers are keyed by it), and Adam's count. A graph covers a segmen
 [start, stop): the whole epoch, or the steps between two mid-epoch checkpoints; each segment
 shape is captured once and kept.
 
-`graph_blockers` is the one place that decides whether a step can be compiled at all.
+`dispatch.graph_blockers` is the one place that decides whether a step can be compiled at all,
+and dispatch's tables say which kernel runs each kind.
 """
 
 from __future__ import annotations
@@ -34,48 +35,13 @@ import numpy as np
 
 from mlptrain.backend.cuda.gemm import (MAX_PARTIALS, NULL, TILES, GemmPlan, candidates,
                                         gemm_name, plan, ptr, tiles_for)
-from mlptrain.backend.cuda.kernels import (ACT_IDS, AUG_MAX_PIXELS, EPI_ACT_GRAD, EPI_BIAS_ACT,
-                                           THREADS, XENT_ROWS, typed)
+from mlptrain.backend.cuda.dispatch import LOSS_KERNELS, UPDATE_KERNELS, kernel_names
+from mlptrain.backend.cuda.kernels import ACT_IDS, EPI_ACT_GRAD, EPI_BIAS_ACT, THREADS, XENT_ROWS
+from mlptrain.optim import OptimizerKind
 from mlptrain.seeding import dropout_threshold
 
 TUNE_REPS = 20  # launches per timed candidate
-LOSSES = ("softmax_cross_entropy", "sigmoid_bce")  # losses with a kernel
 MAX_SEGMENTS = 8  # captured segment graphs kept per epoch shape
-
-
-def graph_blockers(step, graph_enabled: bool = True) -> list[str]:
-    """Why the epoch graph cannot run this declared step: short reasons, [] when it can."""
-    reasons = [] if graph_enabled else ["MLPTRAIN_CUDA_GRAPH=0"]
-    if step.loss not in LOSSES:
-        reasons.append(f"no kernel for the {step.loss} loss")
-    if ACT_IDS.get(step.activation) is None:
-        reasons.append(f"no kernel for the {step.activation} activation")
-    if np.dtype(step.dtype) not in (np.float32, np.float64):
-        reasons.append(f"{step.dtype} (kernels are float32 and float64)")
-    if step.augment is not None and math.prod(step.augment.shape) > AUG_MAX_PIXELS:
-        reasons.append(f"images of {math.prod(step.augment.shape)} pixels are too large for "
-                       f"the elastic kernel ({AUG_MAX_PIXELS})")
-    if step.augment is not None and step.augment.narrow_classes and \
-            step.loss != "softmax_cross_entropy":
-        reasons.append("per-class augmentation limits read class labels, which only the "
-                       "softmax loss keeps")
-    return reasons
-
-
-def kernel_names(step, dtype) -> list[str]:
-    """The element-wise kernels a graph for this step launches (the products are gemm.py's)."""
-    names = [typed(k, dtype) for k in ("splitk_reduce", "sgd_update", "adam_update")]
-    names.append(typed("softmax_xent" if step.loss == "softmax_cross_entropy" else "sigmoid_bce",
-                       dtype))
-    if step.dropout_input or step.dropout_hidden:
-        names.append(typed("dropout", dtype))
-    if step.max_norm:
-        names.append(typed("max_norm", dtype))
-    if step.augment is not None:
-        names.append(typed("augment", dtype))
-        if step.augment.elastic:
-            names.append(typed("elastic_field", dtype))
-    return names + ["sum_parts"]
 
 
 def _span(value) -> tuple[float, float]:
@@ -358,21 +324,18 @@ class EpochGraph:
         return buf["x0"]
 
     def _loss(self, s, rows, logits, index) -> None:
-        """The loss kernel: summed loss and correct count into this step's parts, and dL/dz
-        (scaled by 1/rows: the batch mean's gradient) over the logits."""
+        """The loss kernel (dispatch.LOSS_KERNELS): summed loss and correct count into this
+        step's parts, and dL/dz (scaled by 1/rows: the batch mean's gradient) over the logits."""
         dtype, parts = self.dtype, ptr(self.parts, 2 * self.blocks * s)
-        blocks, scale = -(-rows // XENT_ROWS), dtype.type(1.0 / rows)
-        kernel = self.backend.kernels.kernel
-        if self.step.loss == "softmax_cross_entropy":
-            self._emit("softmax cross-entropy", lambda _: kernel("softmax_xent", dtype)(
-                (blocks,), (XENT_ROWS,),
-                (logits, NULL, self.train.targets, index, NULL, logits, np.int32(rows),
-                 np.int32(logits.shape[1]), scale, np.float64(self.step.label_smoothing),
-                 parts)))
-        else:
-            self._emit("sigmoid BCE", lambda _: kernel("sigmoid_bce", dtype)(
-                (blocks,), (XENT_ROWS,),
-                (logits, NULL, self.train.targets, index, logits, np.int32(rows), scale, parts)))
+        name = LOSS_KERNELS[self.step.loss]
+        scale, common = dtype.type(1.0 / rows), (logits, NULL, self.train.targets, index)
+        args = {"softmax_xent": lambda: (*common, NULL, logits, np.int32(rows),
+                                         np.int32(logits.shape[1]), scale,
+                                         np.float64(self.step.label_smoothing), parts),
+                "sigmoid_bce": lambda: (*common, logits, np.int32(rows), scale, parts)}[name]
+        kernel = self.backend.kernels.kernel(name, dtype)
+        self._emit(self.step.loss, lambda _: kernel((-(-rows // XENT_ROWS),), (XENT_ROWS,),
+                                                    args()))
 
     def profile(self, reps: int = 100) -> list[tuple[str, float]]:
         """(launch, microseconds) for each launch of one full-batch step, each timed as a graph
@@ -423,38 +386,41 @@ class EpochGraph:
         self.stream.wait_event(main.record())
         graph.launch(self.stream)
         main.wait_event(self.stream.record())
-        if self.update.adam:
+        if self.update.counts_steps:
             self.optimizer.t = t + stop - start  # as its step() would have moved it
         done = self.acc.copy()  # the next segment refills acc
         return done[0], done[1]
 
 
 class _Update:
-    """The optimizer's step over the model's flat parameter buffer, as one launch reading the
-    learning rate, SGD's momentum and Adam's count from device buffers."""
+    """The optimizer's step over the model's flat parameter buffer, as one launch (the kind's
+    kernel in dispatch.UPDATE_KERNELS) reading the learning rate, SGD's momentum and Adam's
+    count from device buffers."""
 
     def __init__(self, backend, step, model, optimizer):
         self.spec, self.optimizer, self.dtype = step.optimizer, optimizer, model.dtype
-        self.adam = step.optimizer.kind.value != "sgd"
+        self.name = UPDATE_KERNELS[step.optimizer.kind]
+        self.counts_steps = self.name == "adam_update"  # the kernel counts t; the host follows
         address = lambda flat: cp.asarray([flat.data.ptr], dtype=np.int64)  # noqa: E731
         self.params, self.grads = address(model.params.flat), address(model.grads.flat)
         self.sizes = cp.asarray([model.params.flat.size], dtype=np.int64)
         self.blocks = min(-(-model.params.flat.size // 256), 1024)
-        self.kernel = backend.kernels.kernel("adam_update" if self.adam else "sgd_update",
-                                             self.dtype)
+        self.kernel = backend.kernels.kernel(self.name, self.dtype)
         self.state = tuple(address(state.flat) for state in optimizer.buffers())
 
     def __call__(self, s: int, lrs, mus, t0) -> None:
+        args = {"sgd_update": self._sgd, "adam_update": self._adam}[self.name]
+        self.kernel((self.blocks, 1), (256,), args(s, lrs, mus, t0))
+
+    def _sgd(self, s, lrs, mus, t0) -> tuple:
         o, t = self.spec, self.dtype.type
-        grid = (self.blocks, 1)
-        if not self.adam:
-            velocity = self.state[0] if self.state else self.params  # unused without momentum
-            self.kernel(grid, (256,), (self.params, self.grads, velocity, self.sizes, lrs,
-                                       mus if mus is not None else NULL, np.int32(s),
-                                       t(o.momentum), t(o.weight_decay),
-                                       np.int32(bool(o.nesterov))))
-        else:
-            self.kernel(grid, (256,), (self.params, self.grads, *self.state, self.sizes, lrs, t0,
-                                       np.int32(s), np.float64(o.beta1), np.float64(o.beta2),
-                                       t(o.eps), np.float64(o.weight_decay),
-                                       np.int32(self.spec.kind.value == "adamw")))
+        velocity = self.state[0] if self.state else self.params  # unused without momentum
+        return (self.params, self.grads, velocity, self.sizes, lrs,
+                mus if mus is not None else NULL, np.int32(s), t(o.momentum),
+                t(o.weight_decay), np.int32(bool(o.nesterov)))
+
+    def _adam(self, s, lrs, mus, t0) -> tuple:
+        o, t = self.spec, self.dtype.type
+        return (self.params, self.grads, *self.state, self.sizes, lrs, t0, np.int32(s),
+                np.float64(o.beta1), np.float64(o.beta2), t(o.eps), np.float64(o.weight_decay),
+                np.int32(o.kind is OptimizerKind.ADAMW))

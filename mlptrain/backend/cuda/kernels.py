@@ -15,47 +15,24 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import time
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cupy as cp
-import numpy as np
 
+from mlptrain.backend.cuda.dispatch import (  # noqa: F401 - re-exported for the backend
+    ACT_IDS, AUG_MAX_PIXELS, CONSTANTS, ctype, typed)
+from mlptrain.backend.cuda.dispatch import TEXT as _TEXT
 from mlptrain.backend.events import KernelsCompiled, KernelsCompiling
 
-SOURCE = Path(__file__).with_name("kernels.cu")
 OPTIONS = ("--std=c++17",)
-
-
-def _defines(text: str) -> dict[str, int]:
-    """Every `#define NAME <integer>` of the source: the constants Python shares with it."""
-    found = re.findall(r"^#define\s+(\w+)\s+(0x[0-9A-Fa-f]+|\d+)u?\b", text, flags=re.M)
-    return {name: int(value, 0) for name, value in found}
-
-
-_TEXT = SOURCE.read_text()
-CONSTANTS = _defines(_TEXT)
 XENT_ROWS = CONSTANTS["XENT_ROWS"]  # rows per block of the loss kernels
 GATHER_MAX = CONSTANTS["GATHER_MAX"]
-AUG_MAX_PIXELS = CONSTANTS["AUG_MAX_PIXELS"]  # largest image the elastic kernel stages
 EPI_STORE, EPI_BIAS_ACT, EPI_ACT_GRAD = (CONSTANTS[k] for k in ("EPI_STORE", "EPI_BIAS_ACT",
                                                                  "EPI_ACT_GRAD"))
-ACT_IDS = {None: CONSTANTS["ACT_IDENTITY"], "identity": CONSTANTS["ACT_IDENTITY"],
-           "relu": CONSTANTS["ACT_RELU"], "leaky_relu": CONSTANTS["ACT_LEAKY"],
-           "tanh": CONSTANTS["ACT_TANH"], "sigmoid": CONSTANTS["ACT_SIGMOID"]}
 THREADS = 256  # threads per block of the element-wise kernels
-
-
-def ctype(dtype) -> str:
-    return {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}[np.dtype(dtype)]
-
-
-def typed(name: str, dtype) -> str:
-    """The instantiation's name for a template kernel: `dropout<float>`."""
-    return f"{name}<{ctype(dtype)}>"
 
 
 def _cache_dir() -> Path:
