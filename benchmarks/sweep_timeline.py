@@ -63,6 +63,7 @@ def main() -> None:
     mark("imported the CLI")
     import mlptrain.experiment.group_data as gd
     import mlptrain.experiment.group_fit as gf
+    import mlptrain.loop as loop
     import mlptrain.model as model
     import mlptrain.sweep.grouping as grouping
     import mlptrain.sweep.runner as runner
@@ -83,20 +84,19 @@ def main() -> None:
                                (gd, "_stacked", "data stacked onto the device"),
                                (gf, "stack_members", "the group's model built"),
                                (model.MLP, "workspace", "step buffers (MLP.workspace)"),
-                               (gd.GroupData, "order_rows", "orders to pool rows"),
                                (gf, "_top_probabilities", "top probabilities"),
                                (gd.ImageRanges, "__call__", "image ranges"),
-                               (gf._Epochs, "warm_up", "warm-up"),
-                               (gf._Epochs, "capture", "capture (with warm-up)"),
-                               (gf._Epochs, "orders", "orders (shuffles)"),
-                               (gf._Epochs, "draw_ahead", "orders drawn ahead"),
-                               (gf._Epochs, "rates", "rates"),
-                               (gf._Epochs, "select", "select (rows, rates)"),
-                               (gf._Epochs, "steps", "steps run eagerly"),
-                               (gf._Epochs, "progress", "progress (waits for the device)"),
-                               (gf._Epochs, "record", "epoch records (validation)"),
-                               (gf, "_scores", "scores"),
-                               (gf._Epochs, "train_step", "train_step calls")):
+                               (loop._Training, "_warm_up", "warm-up"),
+                               (loop._Training, "_capture_steps", "capture (with warm-up)"),
+                               (loop._Training, "_orders", "orders (shuffles)"),
+                               (loop._Training, "_draw_ahead", "orders drawn ahead"),
+                               (loop._Training, "_rates", "rates"),
+                               (loop._Training, "_select", "select (rows, rates)"),
+                               (loop._Training, "_eager_steps", "steps run eagerly"),
+                               (loop._Training, "_report", "progress (waits for the device)"),
+                               (loop._Training, "_end_epoch", "epoch records (validation)"),
+                               (gf, "evaluate", "scores"),
+                               (loop._Training, "_captured_step", "train_step calls")):
         tallied(totals, owner, name, label)
     try:
         import mlptrain.backend.cupy_backend as cupy_backend
@@ -105,13 +105,13 @@ def main() -> None:
     if cupy_backend is not None:
         clocked(cupy_backend.CupyBackend, "capture")
         tallied(totals, cupy_backend.CupyBackend, "asarray", "uploads (asarray)")
-    run_epoch = gf._Epochs.run
+    end_epoch = loop._Training._end_epoch
 
-    def epoch(self, number, on_event, stop):
-        run_epoch(self, number, on_event, stop)
+    def epoch(self, number, begin):
+        end_epoch(self, number, begin)
         mark(f"epoch {number} done")
 
-    gf._Epochs.run = epoch
+    loop._Training._end_epoch = epoch
     sys.argv = ["mlptrain", "sweep", "configs/mnist-capacity.toml",
                 *(sys.argv[1:] or ["--set", "train.device=cuda"])]
     try:

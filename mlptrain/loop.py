@@ -24,6 +24,7 @@ from mlptrain.data.augment import Augmenter
 from mlptrain.errors import TrainingError
 from mlptrain.model import MLP
 from mlptrain.regularize import MaxNorm, dropout_of
+from mlptrain.schedules import Schedule
 from mlptrain.step import Step
 
 REPORTS_PER_EPOCH = 20  # progress updates per epoch; each one reads the device's running loss
@@ -44,9 +45,11 @@ class StepsDone:
     epoch: int
     step: int  # steps done in this epoch
     steps: int
-    loss: float  # running mean of the epoch's training loss
+    loss: float  # running mean of the epoch's training loss (member 0's)
     accuracy: float
     samples_per_second: float
+    losses: list[float] = field(default_factory=list)  # every member's (a group's)
+    accuracies: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -54,15 +57,25 @@ class EpochEnded:
     epoch: int
     epochs: int
     metrics: dict[str, Any]
+    member: int = 0  # whose record (a group's members each end their epochs)
 
 
 @dataclass
 class EarlyStopped:
     epoch: int
     best_epoch: int
+    member: int = 0
 
 
-Event = EpochStarted | StepsDone | EpochEnded | EarlyStopped
+@dataclass
+class StepsPath:
+    """How a group's steps run (G > 1): `cuda graph` when each step replays a captured graph,
+    else `eager: <why not>`; said once, when decided."""
+
+    path: str
+
+
+Event = EpochStarted | StepsDone | EpochEnded | EarlyStopped | StepsPath
 
 
 # -- data on the device -------------------------------------------------------------------------
@@ -70,14 +83,16 @@ Event = EpochStarted | StepsDone | EpochEnded | EarlyStopped
 
 @dataclass
 class Split:
-    """One split's inputs (N, D) and targets on the backend's device."""
+    """One split's inputs (N, D) and targets on the backend's device. A group's split is a pool
+    of samples and `rows` (G, n): member g's samples are rows[g] of the pool."""
 
     X: Any
     targets: Any
+    rows: Any = None
 
     @property
     def size(self) -> int:
-        return self.X.shape[0]
+        return self.X.shape[0] if self.rows is None else self.rows.shape[1]
 
 
 def to_device(ops, model: MLP, X: np.ndarray, y: np.ndarray) -> Split:
@@ -85,16 +100,36 @@ def to_device(ops, model: MLP, X: np.ndarray, y: np.ndarray) -> Split:
     return Split(ops.asarray(X, model.dtype), model.loss.targets(ops.xp, y, model.dtype))
 
 
-def evaluate(model: MLP, split: Split, batch_size: int) -> tuple[float, float]:
-    """(mean loss, accuracy) of the model on a whole split, in large batches."""
-    ops = model.ops
-    loss_total, correct_total = 0.0, 0
-    for start, stop, ws, logits in model.forward_batches(split.X, batch_size):
-        loss_sum, correct = ops.loss_forward(model.loss, logits, split.targets[start:stop],
-                                             ws.loss_cache)
-        loss_total += ops.to_float(loss_sum)  # sync point, once per evaluation batch
-        correct_total += int(ops.to_float(correct))
-    return loss_total / split.size, correct_total / split.size
+def evaluate(model: MLP, split: Split, batch_size: int):
+    """(mean loss, accuracy) of the model on a whole split, in large batches: floats for one
+    network, (G,) arrays of every member's own for a group."""
+    ops, totals = model.ops, np.zeros((model.members, 2))
+    for _, _, ws, logits, targets in forward_split(model, split, batch_size):
+        loss_sum, correct = ops.loss_forward(model.loss, logits, targets, ws.loss_cache)
+        totals[:, 0] += ops.to_host(loss_sum)  # sync point, once per evaluation batch
+        totals[:, 1] += ops.to_host(correct)
+    means = totals / split.size
+    return (float(means[0, 0]), float(means[0, 1])) if not model.lead else \
+        (means[:, 0], means[:, 1])
+
+
+def forward_split(model: MLP, split: Split, batch_size: int):
+    """Yields (start, stop, ws, logits, targets) for the split's samples in batches: one
+    network's as views of its data, a group's members each on their own rows (gathered,
+    (G, b, ...)), or all on the same samples. The workspace is reused by the next batch."""
+    xp = model.ops.xp
+    for start in range(0, split.size, batch_size):
+        stop = min(start + batch_size, split.size)
+        ws = model.workspace(stop - start)
+        if split.rows is not None:
+            rows = split.rows[:, start:stop]
+            x, targets = xp.take(split.X, rows, axis=0), xp.take(split.targets, rows, axis=0)
+        else:
+            x = model.ops.asarray(split.X[start:stop], model.dtype)
+            targets = split.targets[start:stop]
+            if model.lead:  # every member scores the same samples
+                targets = xp.broadcast_to(targets, (*model.lead, *targets.shape))
+        yield start, stop, ws, model.forward(ws, x), targets
 
 
 # -- the declared step, executed eagerly --------------------------------------------------------
@@ -104,7 +139,9 @@ class EagerStep:
     """Executes a Step with the backend's primitives, one batch at a time: augment the batch,
     forward with dropout, loss (with its smoothing), backward, update with the schedule's rate
     and momentum, max-norm. Builds the step's aids for the model once. Its random draws (dropout
-    masks, distortions) are keyed by (seed, global step): no generator state to carry."""
+    masks, distortions) are keyed by (seed, global step): no generator state to carry. A
+    group's model (G members) runs the same step for every member (its aids are none: see
+    step.member_blockers)."""
 
     def __init__(self, step: Step, model: MLP, optimizer):
         ops = model.ops
@@ -116,19 +153,21 @@ class EagerStep:
         a = step.augment
         self.augment = None if a is None else Augmenter(a.shape, step.seed, **a.augmenter_args())
 
-    def __call__(self, ws, targets, index: int):
-        """One step on the batch in ws.x (targets alike) as global step `index` (0-based);
-        returns the batch's (summed loss, correct) as device scalars."""
+    def __call__(self, ws, targets, index: int, lr=None, sums=None):
+        """One step on the batch in ws.x (targets alike) as global step `index` (0-based) at
+        rate `lr` (the schedule's for that step when None; a group's (G,) rates, one per
+        member); returns the batch's (summed loss, correct) as device scalars, or adds them to
+        `sums` (..., 2)."""
         model, schedule = self.model, self.step.schedule
         if self.augment is not None:
             _augment_on_host(model.ops, self.augment, ws.x, index, targets)
-        loss_sum, correct = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index)
+        found = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index, sums)
         if self.step.cycles_momentum:
             self.optimizer.momentum = schedule.momentum(index)
-        self.optimizer.step(model.params, model.grads, schedule.lr(index))
+        self.optimizer.step(model.params, model.grads, schedule.lr(index) if lr is None else lr)
         if self.max_norm is not None:
             self.max_norm.apply()
-        return loss_sum, correct
+        return found
 
 
 def _augment_on_host(ops, augment, x, step: int, targets) -> None:
@@ -214,144 +253,424 @@ class StopFlag:
         self.is_set = True
 
 
+@dataclass
+class Member:
+    """One network of the model (G >= 1) as the loop keeps it: its ledger (state), its shuffle
+    stream, its schedule and early stopping; a member whose loss stops being finite fails
+    alone (`failed` says why) and, like one stopped early, trains no more (its rate is 0)."""
+
+    state: TrainState
+    shuffle: np.random.Generator
+    schedule: Schedule
+    settings: LoopSettings = field(default_factory=LoopSettings)
+    failed: str = ""
+
+    @property
+    def frozen(self) -> bool:
+        return bool(self.failed) or self.state.stopped_early
+
+
 def fit(eager: EagerStep, train: Split, val: Split | None, settings: LoopSettings,
         shuffle_rng, on_event: Callable[[Event], None] = lambda e: None,
         on_epoch_end: Callable[[TrainState], None] = lambda s: None,
         state: TrainState | None = None, stop: StopFlag | None = None,
         on_checkpoint: Callable[[TrainState], None] = lambda s: None) -> TrainState:
-    """Trains for step.epochs (or until early stopping) and returns the final state.
+    """Trains one network for step.epochs (or until early stopping) and returns the final
+    state: `train_members` with a single member; TrainingError when its loss stops being
+    finite.
 
     `state` continues a checkpointed run (None starts afresh). Every step.checkpoint_every
     steps, and when `stop` is set, the loop hands its state to `on_checkpoint` between two
     batches; after a stop it returns with state.interrupted set. With early stopping on, the
     model ends with the weights of the best validation epoch.
     """
-    step, model = eager.step, eager.model
-    state, stop = state or TrainState(), stop or StopFlag()
-    graph = _epoch_graph(eager, train, on_event, state.product_plans)
-    if graph is not None:
-        state.product_plans = graph.product_plans()
-    for epoch in range(state.epoch + 1, step.epochs + 1):
-        if stop.is_set:  # asked between epochs (or before the first): resume from here
-            on_checkpoint(state)
-            state.interrupted = True
-            return state
-        on_event(EpochStarted(epoch, step.epochs, step.steps_per_epoch))
-        start = time.perf_counter()
-        if state.order is None:  # a fresh epoch; a resumed one keeps its order
-            state.order = shuffle_rng.permutation(train.size)
-        order = model.ops.asarray(state.order, np.int64)  # moved to the device once
-        if graph is not None:
-            done = _replay_epoch(graph, eager, train, order, state, epoch, on_event, stop,
-                                 on_checkpoint)
+    member = Member(state or TrainState(), shuffle_rng, eager.step.schedule, settings)
+    train_members(eager, train, val, [member], on_event, lambda g, s: on_epoch_end(s), stop,
+                  lambda g, s: on_checkpoint(s), settings.eval_batch_size)
+    if member.failed:
+        raise TrainingError(member.failed)
+    return member.state
+
+
+def train_members(eager: EagerStep, train: Split, val: Split | None, members: list[Member],
+                  on_event: Callable[[Event], None] = lambda e: None,
+                  on_epoch_end: Callable[[int, TrainState], None] = lambda g, s: None,
+                  stop: StopFlag | None = None,
+                  on_checkpoint: Callable[[int, TrainState], None] = lambda g, s: None,
+                  eval_batch_size: int = 8192) -> None:
+    """Trains every member of eager.model (one network, or a group's G) in lockstep for
+    step.epochs, each keeping its own ledger in members[g].state; stops when every member is
+    frozen. The members' states must stand at the same step (a group resumes from one epoch
+    end). `on_epoch_end(g, state)` hears each member's ended epoch (its record is
+    state.history[-1]); `on_checkpoint(g, state)` is asked for a member's checkpoint between
+    two batches: every step.checkpoint_every steps, and at a stop (the states are then marked
+    interrupted). A KeyboardInterrupt between two batches checkpoints the members first; one
+    raised while the last report of an epoch is made ends that epoch first. Members with a
+    best validation epoch end with its weights."""
+    _Training(eager, train, val, members, on_event, on_epoch_end, stop or StopFlag(),
+              on_checkpoint, eval_batch_size).run()
+
+
+class _Training:
+    """The loop's state while it runs: the buffers each step reads (the epoch's pool rows, the
+    rates, the running sums per member) and where the members stand."""
+
+    def __init__(self, eager, train, val, members, on_event, on_epoch_end, stop, on_checkpoint,
+                 eval_batch_size):
+        self.eager, self.train, self.val, self.members = eager, train, val, members
+        self.on_event, self.on_epoch_end, self.on_checkpoint = on_event, on_epoch_end, \
+            on_checkpoint
+        self.stop, self.eval_batch_size = stop, eval_batch_size
+        self.step, self.model = eager.step, eager.model
+        ops, G = self.model.ops, len(members)
+        self.ops, self.group = ops, bool(self.model.lead)
+        first = members[0].state
+        self.epoch, self.global_step = first.epoch, first.step
+        self.sums = ops.zeros((G, 2), np.float64)  # the epoch's running (loss, correct)
+        self.seen = 0  # samples of the epoch done, per member
+        self.at: int | None = first.position  # steps done in the epoch; None inside a step
+        self.targets: dict[int, Any] = {}  # batch size -> targets buffer
+        self.index: dict[int, Any] = {}  # batch size -> pool rows (G, B) a captured step reads
+        self.lr = ops.zeros((G,), self.model.dtype) if self.group else None
+        self.lrs = None  # the epoch's rates (steps, G), on the host (and device for a group)
+        self.rows = None  # the epoch's pool rows: its order (N,), or a group's (G, N)
+        self.ahead = None  # a group's next orders, drawn while the device trains
+        self.graph = self.steps_graphs = None
+
+    # -- the epochs -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.graph = self._epoch_graph()
+        for epoch in range(self.epoch + 1, self.step.epochs + 1):
+            if all(m.frozen for m in self.members):
+                break
+            if self.stop.is_set:  # asked between epochs (or before the first): resume here
+                self._interrupt()
+                return
+            self.on_event(EpochStarted(epoch, self.step.epochs, self.step.steps_per_epoch))
+            begin = time.perf_counter()
+            self._begin_epoch(epoch)
+            try:
+                done = self._steps(epoch)
+            except KeyboardInterrupt:
+                self._interrupted_by_raise(epoch, begin)
+                raise
+            if not done:  # a stop, checkpointed; or every member failed
+                stopped = not all(m.frozen for m in self.members)
+                for m in self.members:
+                    m.state.interrupted = stopped
+                return
+            self._end_epoch(epoch, begin)
+        for g, m in enumerate(self.members):
+            if m.state.best_params is not None:
+                self.model.load_member_state(g, m.state.best_params)
+
+    def _begin_epoch(self, epoch: int) -> None:
+        """The epoch's orders (kept by a resumed epoch), pool rows, rates and running sums."""
+        for m, order in zip(self.members, self._orders()):
+            m.state.order = order
+        ops, steps = self.ops, self.step.steps_per_epoch
+        orders = [m.state.order for m in self.members]
+        if self.group:  # member g's positions in its split, as rows of the pool
+            G, n = len(orders), self.train.size
+            flat = ops.asarray(np.stack(orders) + np.arange(G)[:, None] * n, np.int64)
+            self.rows = ops.xp.take(self.train.rows.reshape(-1), flat)  # (G, N)
         else:
-            done = _run_epoch(eager, train, order, state, epoch, on_event, stop, on_checkpoint)
-        if done is None:
-            state.interrupted = True
-            return state
-        loss, acc = done
-        record = {"epoch": epoch, "lr": step.schedule.lr(state.step - 1),
-                  "train_loss": loss, "train_accuracy": acc}
-        if val is not None and val.size:
-            record["val_loss"], record["val_accuracy"] = evaluate(model, val,
-                                                                  settings.eval_batch_size)
-        record["seconds"] = time.perf_counter() - start
-        stop_early = state.close_epoch(record, settings, model.state_dict)
-        on_epoch_end(state)  # saved before it is announced: what a user saw is on disk
-        on_event(EpochEnded(epoch, step.epochs, record))
-        if stop_early:
-            on_event(EarlyStopped(epoch, state.best_epoch))
-            break
-    if state.best_params is not None:
-        model.load_state_dict(state.best_params, source="the best epoch's weights")
-    return state
+            self.rows = ops.asarray(orders[0], np.int64)  # moved to the device once
+        first = self.global_step - (self.at or 0)
+        self.lrs = self._rates(first)
+        if self.group:
+            self.lrs_device = ops.asarray(self.lrs, self.model.dtype)
+        running = [m.state.running for m in self.members]
+        self.sums[...] = ops.asarray(np.array([[float(r[0]), float(r[1])] for r in running]))
+        self.seen = int(running[0][2])
 
+    def _orders(self) -> list[np.ndarray]:
+        """Each member's shuffle order of the epoch, from its own stream, as it draws it alone
+        (drawn ahead where _draw_ahead did; a resumed epoch keeps its own)."""
+        if self.ahead is not None:
+            orders, states = self.ahead
+            self.ahead = None
+            for m, state in zip(self.members, states):
+                m.shuffle.bit_generator.state = state
+            return list(orders)
+        return [m.state.order if m.state.order is not None
+                else m.shuffle.permutation(self.train.size) for m in self.members]
 
-def _epoch_graph(eager: EagerStep, train: Split, on_event, plans):
-    """The device's captured epoch for this step, or None when `epoch_path` gives reasons
-    against it (then every epoch runs eagerly). Building it may compile kernels on first use:
-    the backend reports that through on_event. `plans`: a resumed run's recorded choices."""
-    ops = eager.model.ops
-    if epoch_path(eager.step, ops):
-        return None
-    ops.on_event = on_event
-    return ops.epoch_runner(eager.step, eager.model, eager.optimizer, train, plans)
+    def _draw_ahead(self) -> None:
+        """The next epoch's orders, drawn while the device trains; the streams are put back as
+        they were, so that a checkpoint written before that epoch starts records them
+        undrawn."""
+        before = [m.shuffle.bit_generator.state for m in self.members]
+        orders = [m.shuffle.permutation(self.train.size) for m in self.members]
+        self.ahead = orders, [m.shuffle.bit_generator.state for m in self.members]
+        for m, state in zip(self.members, before):
+            m.shuffle.bit_generator.state = state
 
+    def _rates(self, first: int) -> np.ndarray:
+        """(steps, G): each member's learning rate at each step of the epoch whose first
+        global step is `first`; 0 for a frozen member (p <- p - 0 (...) stays put). Members of
+        one schedule share its rates (each costs a Python call per step)."""
+        steps = self.step.steps_per_epoch
+        by_schedule = {m.schedule: m.schedule.lrs(first, steps) for m in self.members}
+        lrs = np.stack([by_schedule[m.schedule] for m in self.members], axis=1)
+        lrs[:, [m.frozen for m in self.members]] = 0.0
+        return lrs
 
-def _run_epoch(eager: EagerStep, train, order, state, epoch, on_event, stop, on_checkpoint):
-    """The epoch's steps from state.position on; (mean loss, accuracy), or None if stopped."""
-    step, model = eager.step, eager.model
-    ops, batch, steps = model.ops, step.batch_size, step.steps_per_epoch
-    report_every = max(1, steps // REPORTS_PER_EPOCH)
-    # 0 = only at the end of the epoch; otherwise every N global steps, so resumes agree
-    checkpoint_every = step.checkpoint_every or math.inf
-    loss_sum, correct, seen = state.running
-    target_buffers = {}  # batch size -> targets buffer, like the model's workspaces
-    start = time.perf_counter()
-    for s in range(state.position, steps):
-        index = order[s * batch:(s + 1) * batch]
-        ws = model.workspace(len(index))
-        ops.take_rows(train.X, index, out=ws.x)
-        targets = target_buffers.get(len(index))
-        if targets is None:
-            shape = (len(index), *train.targets.shape[1:])
-            targets = target_buffers[len(index)] = ops.empty(shape, train.targets.dtype)
-        ops.take_rows(train.targets, index, out=targets)
-        batch_loss, batch_correct = eager(ws, targets, state.step)
-        state.step += 1
-        loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(index)
-        if (s + 1) % report_every == 0 or s + 1 == steps:
-            mean_loss = _finite_mean_loss(ops, loss_sum, seen, step, epoch, s)
-            accuracy = ops.to_float(correct) / seen
-            rate = seen / max(time.perf_counter() - start, 1e-9)
-            on_event(StepsDone(epoch, s + 1, steps, mean_loss, accuracy, rate))
-        if (stop.is_set or state.step % checkpoint_every == 0) and s + 1 < steps:
-            _finite_mean_loss(ops, loss_sum, seen, step, epoch, s)  # never save a NaN
-            state.position, state.running = s + 1, (loss_sum, correct, seen)
-            on_checkpoint(state)
-            if stop.is_set:
-                return None
-    return ops.to_float(loss_sum) / seen, ops.to_float(correct) / seen
+    def _end_epoch(self, epoch: int, begin: float) -> None:
+        """Each member's record of the ended epoch, its ledger and its early stopping."""
+        means = self.ops.to_host(self.sums) / self.seen  # (G, 2): mean loss, accuracy
+        val = evaluate(self.model, self.val, self.eval_batch_size) \
+            if self.val is not None and self.val.size else None
+        seconds = time.perf_counter() - begin
+        self.epoch, self.at, self.seen = epoch, 0, 0
+        for g, m in enumerate(self.members):
+            if m.frozen:
+                continue
+            record = {"epoch": epoch, "lr": m.schedule.lr(self.global_step - 1),
+                      "train_loss": float(means[g, 0]), "train_accuracy": float(means[g, 1])}
+            if val is not None:
+                record["val_loss"], record["val_accuracy"] = (float(v[g]) if self.group
+                                                              else v for v in val)
+            record["seconds"] = seconds
+            if not self._finite(g, record["train_loss"], epoch, None):
+                continue
+            m.state.step = self.global_step
+            stop_early = m.state.close_epoch(record, m.settings,
+                                             lambda g=g: self.model.member_state(g))
+            self.on_epoch_end(g, m.state)  # saved before it is announced: on disk as shown
+            self.on_event(EpochEnded(epoch, self.step.epochs, record, g))
+            if stop_early:
+                self.on_event(EarlyStopped(epoch, m.state.best_epoch, g))
 
+    def _finite(self, g: int, mean_loss: float, epoch: int, step: int | None) -> bool:
+        """Whether member g's training loss is still finite; if not, the member fails."""
+        try:
+            check_finite_loss(mean_loss, epoch, step, self.members[g].schedule.base_lr)
+        except TrainingError as exc:
+            self.members[g].failed = str(exc)
+            return False
+        return True
 
-def _replay_epoch(graph, eager: EagerStep, train, order, state, epoch, on_event, stop,
-                  on_checkpoint):
-    """The epoch from state.position on as a device backend's captured graph segments: the
-    steps run on the device with no host in between. A segment ends where a checkpoint is due
-    (every step.checkpoint_every global steps, as on the eager path) or at the epoch's end; a
-    stop request is honoured at the next segment end. Progress is reported once per segment
-    (one sync each). (mean loss, accuracy), or None if stopped."""
-    step, ops = eager.step, eager.model.ops
-    steps, batch = step.steps_per_epoch, step.batch_size
-    first = state.step - state.position  # the global step of this epoch's step 0
-    loss_sum, correct, seen = state.running
-    start = time.perf_counter()
-    s = state.position
-    while s < steps:
-        end = steps
-        if step.checkpoint_every:  # up to the next global step that is a multiple of it
-            end = min(steps, s + step.checkpoint_every - state.step % step.checkpoint_every)
-        part_loss, part_correct = graph.run(order, first, s, end)
-        rows = min(end * batch, train.size) - s * batch
-        state.step += end - s
-        loss_sum, correct, seen = loss_sum + part_loss, correct + part_correct, seen + rows
-        s = end
-        mean_loss = _finite_mean_loss(ops, loss_sum, seen, step, epoch, s - 1)
-        rate = seen / max(time.perf_counter() - start, 1e-9)
-        on_event(StepsDone(epoch, s, steps, mean_loss, ops.to_float(correct) / seen, rate))
-        if s < steps and (stop.is_set or (step.checkpoint_every
-                                          and state.step % step.checkpoint_every == 0)):
-            state.position, state.running = s, (loss_sum, correct, seen)
-            on_checkpoint(state)
-            if stop.is_set:
-                return None
-    return ops.to_float(loss_sum) / seen, ops.to_float(correct) / seen
+    # -- the steps of an epoch ------------------------------------------------------------------
 
+    def _steps(self, epoch: int) -> bool:
+        """The epoch's steps from where it stands; False when a stop (or the members'
+        failures) ended it early."""
+        if self.graph is not None:
+            return self._graph_segments(epoch)
+        if self.steps_graphs is None and self.group:
+            self.steps_graphs = self._capture_steps()
+        if self.steps_graphs:
+            return self._replayed_steps(epoch)
+        return self._eager_steps(epoch)
 
-def _finite_mean_loss(ops, loss_sum, seen, step: Step, epoch, s) -> float:
-    mean_loss = ops.to_float(loss_sum) / seen  # sync point, REPORTS_PER_EPOCH per epoch
-    check_finite_loss(mean_loss, epoch, s + 1, step.schedule.base_lr)
-    return mean_loss
+    def _eager_steps(self, epoch: int) -> bool:
+        """The epoch's steps from self.at on, one at a time from the host; progress every
+        few steps, a checkpoint where one is due."""
+        steps = self.step.steps_per_epoch
+        report_every = max(1, steps // REPORTS_PER_EPOCH)
+        # 0 = only at the end of the epoch; otherwise every N global steps, so resumes agree
+        checkpoint_every = self.step.checkpoint_every or math.inf
+        start = time.perf_counter()
+        for s in range(self.at, steps):
+            self.at = None  # inside a step: no consistent state to checkpoint
+            self._one_step(s)
+            self.at = s + 1
+            if (s + 1) % report_every == 0 or s + 1 == steps:
+                if not self._report(epoch, s + 1, start):
+                    return False
+            if (self.stop.is_set or self.global_step % checkpoint_every == 0) and s + 1 < steps:
+                if not self._checkpoint(epoch, s + 1):
+                    return False
+                if self.stop.is_set:
+                    return False
+        return True
+
+    def _one_step(self, s: int) -> None:
+        """Step s of the epoch: the batch gathered (a group's members each from their own
+        rows), then the declared step at each member's rate."""
+        B, ops = self.step.batch_size, self.ops
+        index = self.rows[..., s * B:(s + 1) * B]
+        rows = index.shape[-1]
+        ws = self.model.workspace(rows)
+        ops.take_rows(self.train.X, index, out=ws.x)
+        targets = self._targets_buffer(rows)
+        ops.take_rows(self.train.targets, index, out=targets)
+        if self.group:
+            self.lr[...] = self.lrs_device[s]
+        lr = self.lr if self.group else float(self.lrs[s, 0])
+        self.eager(ws, targets, self.global_step, lr, self.sums)
+        self.global_step += 1
+        self.seen += rows
+
+    def _targets_buffer(self, rows: int):
+        found = self.targets.get(rows)
+        if found is None:
+            t = self.train.targets
+            found = self.targets[rows] = self.ops.empty((*self.model.lead, rows, *t.shape[1:]),
+                                                        t.dtype)
+        return found
+
+    def _report(self, epoch: int, done: int, start: float) -> bool:
+        """Progress after `done` steps (one sync); a member whose loss is no longer finite
+        fails here. False when no member trains on."""
+        means = self.ops.to_host(self.sums) / self.seen  # sync point, a few per epoch
+        for g, m in enumerate(self.members):
+            if not m.frozen:
+                self._finite(g, float(means[g, 0]), epoch, done)
+        if all(m.frozen for m in self.members):
+            return False
+        rate = self.seen / max(time.perf_counter() - start, 1e-9)
+        self.on_event(StepsDone(epoch, done, self.step.steps_per_epoch, float(means[0, 0]),
+                                float(means[0, 1]), rate, list(means[:, 0]),
+                                list(means[:, 1])))
+        return True
+
+    def _checkpoint(self, epoch: int, done: int) -> bool:
+        """Each training member's checkpoint inside the epoch, after `done` steps (never one
+        of a loss that is no longer finite); False when no member trains on."""
+        means = self.ops.to_host(self.sums)
+        for g, m in enumerate(self.members):
+            if m.frozen or not self._finite(g, float(means[g, 0] / self.seen), epoch, done):
+                continue
+            m.state.step, m.state.position = self.global_step, done
+            m.state.running = (np.float64(means[g, 0]), np.int64(means[g, 1]),
+                               np.int64(self.seen))
+            self.on_checkpoint(g, m.state)
+        return not all(m.frozen for m in self.members)
+
+    def _interrupt(self) -> None:
+        """A stop between two batches: every training member checkpointed where it stands."""
+        done = self.at or 0
+        if done:
+            self._checkpoint(self.epoch + 1, done)
+        else:
+            for g, m in enumerate(self.members):
+                if not m.frozen:
+                    m.state.step = self.global_step
+                    self.on_checkpoint(g, m.state)
+        for m in self.members:
+            m.state.interrupted = True
+
+    def _interrupted_by_raise(self, epoch: int, begin: float) -> None:
+        """A KeyboardInterrupt inside the epoch: where the steps stand between two batches,
+        the members are checkpointed there (an epoch whose steps are all done is ended
+        first: on a device, a replayed epoch always runs to its end)."""
+        if self.at is None:  # inside a step: the last checkpoints stand
+            return
+        if self.at == self.step.steps_per_epoch:
+            self._end_epoch(epoch, begin)
+        self._interrupt()
+
+    # -- the device's ways: an epoch graph (one network), captured steps (a group) --------------
+
+    def _epoch_graph(self):
+        """The device's captured epoch for one network's step, or None when `epoch_path` gives
+        reasons against it (then every epoch runs eagerly). Building it may compile kernels on
+        first use: the backend reports that through on_event."""
+        ops, state = self.ops, self.members[0].state
+        if self.group or epoch_path(self.step, ops):
+            return None
+        ops.on_event = self.on_event
+        graph = ops.epoch_runner(self.step, self.model, self.eager.optimizer, self.train,
+                                 state.product_plans)
+        state.product_plans = graph.product_plans()
+        return graph
+
+    def _graph_segments(self, epoch: int) -> bool:
+        """The epoch from self.at on as the epoch graph's segments: the steps run on the device
+        with no host in between. A segment ends where a checkpoint is due (every
+        step.checkpoint_every global steps, as on the eager path) or at the epoch's end; a
+        stop request is honoured at the next segment end. Progress once per segment."""
+        step, steps = self.step, self.step.steps_per_epoch
+        first = self.global_step - self.at
+        start = time.perf_counter()
+        s = self.at
+        while s < steps:
+            end = steps
+            if step.checkpoint_every:  # up to the next global step that is a multiple of it
+                end = min(steps, s + step.checkpoint_every - self.global_step % step.checkpoint_every)
+            self.at = None
+            part_loss, part_correct = self.graph.run(self.rows, first, s, end)
+            self.sums[0, 0] += part_loss
+            self.sums[0, 1] += part_correct
+            self.global_step += end - s
+            self.seen += min(end * step.batch_size, self.train.size) - s * step.batch_size
+            self.at = s = end
+            if not self._report(epoch, s, start):
+                return False
+            if s < steps and (self.stop.is_set or (step.checkpoint_every and
+                                                   self.global_step % step.checkpoint_every == 0)):
+                if not self._checkpoint(epoch, s) or self.stop.is_set:
+                    return False
+        return True
+
+    def _capture_steps(self) -> dict:
+        """A group's step captured as a graph for each batch size of the epoch (its full
+        batches and a shorter last one), reading the rows and rates that _select puts in
+        place; {} where the device cannot capture (then ops.capture_failure says why)."""
+        ops, steps = self.ops, self.step.steps_per_epoch
+        graphs = {}
+        for s in sorted({0, steps - 1}):
+            rows = self._rows_in(s)
+            graph = ops.capture(lambda r=rows: self._captured_step(r),
+                                prepare=None if graphs else self._warm_up)
+            if graph is None:
+                graphs = {}
+                break
+            graphs[rows] = graph
+        how = "cuda graph" if graphs else f"eager: {ops.capture_failure or ops.device}"
+        self.on_event(StepsPath(how))
+        return graphs
+
+    def _rows_in(self, s: int) -> int:
+        B = self.step.batch_size
+        return min(B, self.train.size - s * B)
+
+    def _select(self, s: int) -> int:
+        """Step s's pool rows and rates, copied into the buffers a captured step reads (on
+        every replay); returns the batch's size."""
+        B, rows = self.step.batch_size, self._rows_in(s)
+        index = self.index.get(rows)
+        if index is None:
+            index = self.index[rows] = self.ops.zeros((len(self.members), rows), np.int64)
+        index[...] = self.rows[:, s * B:(s + 1) * B]
+        self.lr[...] = self.lrs_device[s]
+        return rows
+
+    def _captured_step(self, rows: int) -> None:
+        ws, ops = self.model.workspace(rows), self.ops
+        index, targets = self.index[rows], self._targets_buffer(rows)
+        ops.take_rows(self.train.X, index, out=ws.x)
+        ops.take_rows(self.train.targets, index, out=targets)
+        self.eager(ws, targets, 0, self.lr, self.sums)  # (a group's step draws nothing)
+
+    def _warm_up(self) -> None:
+        """Runs the epoch's first and last step once and undoes them: every buffer (both batch
+        sizes) and every kernel a step uses then exists, as a capture needs."""
+        changed = [self.model.params.flat, *(s.flat for s in self.eager.optimizer.buffers()),
+                   self.sums]
+        saved = [x.copy() for x in changed]
+        for s in sorted({0, self.step.steps_per_epoch - 1}):
+            self._captured_step(self._select(s))
+        for x, copy in zip(changed, saved):
+            x[...] = copy
+
+    def _replayed_steps(self, epoch: int) -> bool:
+        """The whole epoch as the captured steps replayed, queued without a wait; the next
+        epoch's orders are drawn meanwhile; progress once, at its end."""
+        steps = self.step.steps_per_epoch
+        start = time.perf_counter()
+        self.at = None
+        for s in range(steps):
+            self.steps_graphs[self._select(s)]()
+        self.global_step += steps
+        self.seen = self.train.size
+        if epoch < self.step.epochs:
+            self._draw_ahead()  # on the host while the device trains
+        self.at = steps
+        return self._report(epoch, steps, start)
 
 
 def check_finite_loss(mean_loss: float, epoch: int, step: int | None, base_lr: float) -> None:

@@ -140,7 +140,8 @@ def test_the_replayed_steps_path_reaches_what_each_member_reaches_alone(runs_dir
     a graph replays what was recorded. Each step must then read its rows and rates from the
     buffers select() fills, and the orders drawn ahead must be the ones drawn alone."""
     from mlptrain.backend.numpy_backend import NumpyBackend
-    from mlptrain.experiment.group_fit import GroupProgress, MemberStarted
+    from mlptrain.experiment.group_fit import MemberStarted
+    from mlptrain.loop import StepsDone
     from mlptrain.loop import StopFlag
 
     captured = []
@@ -164,7 +165,7 @@ def test_the_replayed_steps_path_reaches_what_each_member_reaches_alone(runs_dir
     def on_event(event):
         if isinstance(event, MemberStarted):
             started.append(event.run_id)
-        elif isinstance(event, GroupProgress) and event.epoch == 2:
+        elif isinstance(event, StepsDone) and event.epoch == 2:
             stop.set()
 
     with pytest.raises(KeyboardInterrupt):
@@ -250,7 +251,8 @@ def test_a_stopped_group_leaves_checkpoints_that_fit_resume_finishes_alone(runs_
     """Ctrl-C (a stop request, or a KeyboardInterrupt out of the progress display) writes each
     member's checkpoint; `fit --resume` then reaches the weights of an uninterrupted run."""
     from mlptrain.experiment import resume_experiment
-    from mlptrain.experiment.group_fit import GroupProgress, MemberStarted
+    from mlptrain.experiment.group_fit import MemberStarted
+    from mlptrain.loop import StepsDone
     from mlptrain.loop import StopFlag
 
     points = [p + ["train.epochs=3"] for p in POINTS]
@@ -259,7 +261,7 @@ def test_a_stopped_group_leaves_checkpoints_that_fit_resume_finishes_alone(runs_
     def on_event(event):
         if isinstance(event, MemberStarted):
             started.append(event.run_id)
-        elif isinstance(event, GroupProgress) and event.epoch == 2:
+        elif isinstance(event, StepsDone) and event.epoch == 2:
             if where == "between epochs" and event.step == event.steps:
                 stop.set()  # honoured before epoch 3
             elif where == "inside an epoch":  # at epoch 2's first report (its end on a GPU)
@@ -340,11 +342,11 @@ def test_a_group_stopped_by_its_sweep_ends_the_epoch_and_resumes_as_a_group(tmp_
                                                                           monkeypatch):
     """should_stop (a sweep's Ctrl-C, on a worker) lets the epoch end, as a GPU's captured
     epoch does; the checkpoints then end an epoch, and the members go on as one group."""
-    from mlptrain.experiment import group_fit
+    from mlptrain import loop
     from mlptrain.runs.checkpoint import epoch_end
     from mlptrain.sweep.grouping import run_group
 
-    monkeypatch.setattr(group_fit, "REPORTS_PER_EPOCH", 1)  # one report, at the epoch's end
+    monkeypatch.setattr(loop, "REPORTS_PER_EPOCH", 1)  # one report, at the epoch's end
     options = [o for o in CAPACITY if o != "train.epochs=1"] + ["train.epochs=3"]
     trials = load_sweep(CONFIGS / "mnist-capacity.toml", options,
                         ["model.hidden=4,16", "train.seed=0,1"]).trials
@@ -628,7 +630,8 @@ def test_a_dry_run_shows_the_groups_and_a_bad_group_mode_is_refused():
 
 def test_a_group_refuses_members_whose_checkpoints_end_different_epochs(runs_dir):
     from mlptrain.errors import RunStoreError
-    from mlptrain.experiment.group_fit import GroupProgress, MemberStarted
+    from mlptrain.experiment.group_fit import MemberStarted
+    from mlptrain.loop import StepsDone
     from mlptrain.loop import StopFlag
 
     points = [p + ["train.epochs=3"] for p in POINTS][:2]
@@ -639,7 +642,7 @@ def test_a_group_refuses_members_whose_checkpoints_end_different_epochs(runs_dir
         def on_event(event, upto=upto, stop=stop):
             if isinstance(event, MemberStarted):
                 started[upto].append(event.run_id)
-            elif isinstance(event, GroupProgress) and event.epoch == upto and \
+            elif isinstance(event, StepsDone) and event.epoch == upto and \
                     event.step == event.steps:
                 stop.set()
 

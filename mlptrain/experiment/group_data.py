@@ -12,6 +12,7 @@ import numpy as np
 
 from mlptrain.experiment.predict import image_measures, image_ranges
 from mlptrain.experiment.setup import Prepared
+from mlptrain.loop import Split
 
 
 class GroupData:
@@ -48,18 +49,12 @@ class GroupData:
         pool, rows = self.pooled[id(dataset)]
         return self.offsets[id(pool[0])] + rows[name]
 
-    def order_rows(self, order: np.ndarray, out) -> None:
-        """out (G, n) = the rows of X_flat that each member's epoch order (G, n) names (the
-        order holds positions in the member's own train split)."""
-        G, n = order.shape
-        index = self.ops.asarray(order + np.arange(G)[:, None] * n, np.int64)  # into (G n,)
-        self.ops.xp.take(self.rows["train"].reshape(-1), index, out=out)
-
-    def split(self, name: str):
-        """(X, y, rows): the pools and member rows (rows None: every member scores X, y)."""
+    def split(self, name: str) -> Split:
+        """The split for loop.train_members and loop.evaluate: the pools and each member's
+        rows of them (the test set: every member scores the same samples)."""
         if name == "test":
-            return (*self.test, None)
-        return self.X_flat, self.y_flat, self.rows[name]
+            return Split(*self.test)
+        return Split(self.X_flat, self.y_flat, self.rows[name])
 
 
 def _pool_of(d) -> tuple[tuple, dict]:

@@ -211,9 +211,8 @@ def run_group(tasks: list[TrialTask], report: Callable[[Any], None],
     import json
 
     from mlptrain.errors import MlptrainError
-    from mlptrain.experiment.group_fit import (GroupProgress, MemberFinished, MemberStarted,
-                                               fit_group)
-    from mlptrain.loop import StopFlag
+    from mlptrain.experiment.group_fit import MemberFinished, MemberStarted, fit_group
+    from mlptrain.loop import StepsDone, StopFlag
     from mlptrain.runs import RunStore, atomic_write_text
 
     start = time.perf_counter()
@@ -229,7 +228,7 @@ def run_group(tasks: list[TrialTask], report: Callable[[Any], None],
             if task.mark:
                 atomic_write_text(event.path / "sweep.json", json.dumps(task.mark, indent=2))
             report(TrialStarted(task.index, task.name, event.run_id, event.parameters))
-        elif isinstance(event, GroupProgress):
+        elif isinstance(event, StepsDone):
             if should_stop():
                 stop.set()
             now = time.perf_counter()
@@ -237,8 +236,8 @@ def run_group(tasks: list[TrialTask], report: Callable[[Any], None],
                 return
             last[0] = now
             for task, loss, acc in zip(tasks, event.losses, event.accuracies):
-                report(TrialProgress(task.index, event.epoch, event.epochs, event.step,
-                                     event.steps, loss, acc))
+                report(TrialProgress(task.index, event.epoch, task.config.train.epochs,
+                                     event.step, event.steps, loss, acc))
         elif isinstance(event, MemberFinished):
             task = tasks[event.member]
             finished.add(event.member)
