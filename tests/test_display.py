@@ -82,7 +82,7 @@ def test_fit_display_at_80_columns_shows_every_number_whole():
     assert row.split()[2:] == ["0.2512", "92.31%", "0.1401", "95.77%", "0.07507", "17.66s"]
     step_bar = next(line for line in shown if line.startswith("epoch 1234 "))
     assert "loss 0.1234 acc 96.11%" in step_bar
-    # from 100 columns on, the samples per second join them
+    # no room left for the samples per second, which a wider terminal shows
     assert "samples/s" not in step_bar
     wide, wide_buffer = _console(120)
     with FitRenderer(wide, live=True) as renderer:
@@ -184,7 +184,7 @@ def test_a_log_of_many_epochs_prints_the_first_every_kth_the_last_the_best_and_r
     assert log.closing() == []  # RunFinished after EarlyStopped prints nothing more
 
 
-def test_plain_output_of_an_early_stop_ends_with_the_last_and_the_best(tmp_path):
+def test_plain_output_of_an_early_stop_ends_with_the_last_and_the_best():
     console = Console(file=io.StringIO(), width=80, record=True)
     renderer = FitRenderer(console, live=False)
     with renderer:

@@ -4,6 +4,7 @@ number cut, and a narrow `runs` shows the hash that ends each id and leaves out 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -139,7 +140,7 @@ def _committee() -> tuple[dict, dict]:
 @pytest.mark.parametrize("width", [80, 120])
 def test_the_committee_tables_fit(width):
     result, refs = _committee()
-    console = Console(width=width, record=True, file=open(os.devnull, "w"))
+    console = Console(width=width, record=True, file=io.StringIO())
     console.print(members_table(result, console, refs))
     console.print(per_class_table(result, console))
     console.print(verdict(result, refs))
@@ -154,7 +155,7 @@ def test_the_committee_tables_fit(width):
 def test_per_class_errors_turn_into_rows_when_the_classes_do_not_fit():
     result, _ = _committee()
     result["per_class"] = [{"class": c, "errors": 12, "samples": 1_234} for c in range(26)]
-    console = Console(width=80, record=True, file=open(os.devnull, "w"))
+    console = Console(width=80, record=True, file=io.StringIO())
     console.print(per_class_table(result, console))
     lines = _lines(console.export_text())
     rows = [line.split() for line in lines if re.match(r"│ +\d+ │", line)]
@@ -165,7 +166,7 @@ def test_the_sweep_tables_fit_with_long_axes():
     spec = load_sweep(CONFIGS / "xor.toml", [], [
         "model.hidden=2,4", "train.seed=0,1", "optimizer.weight_decay=0.0,0.001",
         "optimizer.lr=0.1,0.05"])
-    console = Console(width=80, record=True, file=open(os.devnull, "w"))
+    console = Console(width=80, record=True, file=io.StringIO())
     console.print(trials_table(spec, console))
     trials = _lines(console.export_text())
     assert [cell.strip() for cell in trials[2].split("┃")[1:-1]] == [
@@ -174,7 +175,7 @@ def test_the_sweep_tables_fit_with_long_axes():
     summary = {"sweep_id": spec.sweep_id, "groups": [
         {"point": point, "parameters": 203_530, "n": 2,
          "mean": {"test_accuracy": 0.9995, "seconds": 1234.5}, "std": {"test_accuracy": 0.0007}}]}
-    console = Console(width=80, record=True, file=open(os.devnull, "w"))
+    console = Console(width=80, record=True, file=io.StringIO())
     console.print(summary_table(summary, console))
     *_, header, _, row, _ = _lines(console.export_text())
     assert [cell.strip() for cell in header.split("┃")[1:-1]] == [

@@ -113,20 +113,20 @@ class PlainLog:
         self.pending = m
         last = m["epoch"] == self.rows.epochs
         if not self.printed or m["epoch"] % self.every == 0 or last or self.rows.rose(m):
-            lines += self._print(m, final=last)
+            lines += self._row(m, final=last)
         return lines
 
     def closing(self) -> list[str]:
         """The lines to print when the run stops (its last epoch, early stopping, Ctrl-C): the
         last epoch, if it was not printed, then the best with its mark, unless it is the last
         row. A second call prints nothing."""
-        lines = self._print(self.pending, final=True) if self.pending is not None else []
+        lines = self._row(self.pending, final=True) if self.pending is not None else []
         best = self.rows.best
         if best is not None and (not self.printed or self.printed[-1] is not best):
-            lines += self._print(best, final=True)
+            lines += self._row(best, final=True)
         return lines
 
-    def _print(self, m: dict[str, Any], final: bool) -> list[str]:
+    def _row(self, m: dict[str, Any], final: bool) -> list[str]:
         """m's row, marked best only once the run has stopped (a log's rows are not revised:
         `best so far` would mark most of them)."""
         self.printed.append(m)

@@ -86,8 +86,9 @@ class LiveProgress(Progress):
 
     def refresh(self) -> None:
         """Redraws, at most REDRAWS times a second. rich redraws on every add_task, which fit
-        calls once an epoch: a 2,000-epoch XOR run spent more time drawing than training. The
-        display's own thread redraws as often, and stopping it draws the last state."""
+        calls once an epoch: with epochs of milliseconds (XOR), drawing took about as long as
+        training. The display's own thread redraws as often, and stopping it draws the last
+        state."""
         now = time.monotonic()
         if now - self.drawn >= 1 / REDRAWS:
             self.drawn = now
