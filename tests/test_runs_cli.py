@@ -39,8 +39,9 @@ def three_runs(runs_dir):
     return a, b, c
 
 
-def test_runs_lists_newest_first_with_the_documented_columns(three_runs):
+def test_runs_lists_newest_first_with_the_documented_columns(three_runs, monkeypatch):
     a, b, c = three_runs
+    monkeypatch.delenv("COLUMNS", raising=False)  # a pipe gets every column (test_narrow.py)
     result = run("runs")
     assert result.exit_code == 0, result.output
     header, *rows = [line for line in result.stdout.splitlines() if "━" not in line]

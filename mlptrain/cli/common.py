@@ -7,6 +7,8 @@ honours NO_COLOR (and FORCE_COLOR) from the environment.
 
 from __future__ import annotations
 
+import os
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -40,8 +42,9 @@ def num(x) -> str:
 
 
 def wide() -> Console:
-    """stdout for a wide table: a pipe or file gets whole lines instead of 80 columns."""
-    return out if out.is_terminal else Console(width=200)
+    """stdout for a wide table: a pipe or file gets whole lines instead of 80 columns, unless
+    COLUMNS names a width."""
+    return out if out.is_terminal or "COLUMNS" in os.environ else Console(width=200)
 
 RunsDir = typer.Option(None, "--runs-dir", metavar="DIR", envvar=RUNS_DIR_ENV, show_envvar=True,
                        help="Root folder of the run directories (default: ./runs).")

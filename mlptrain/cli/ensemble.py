@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from mlptrain.cli.common import RunsDir, fail, interrupted, out, pct, secs
+from mlptrain.cli.parts import first_that_fits
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RunStore
 from mlptrain.sweep.store import completed_trial_runs, find_sweep
@@ -66,45 +68,63 @@ def ensemble(
     if as_json:
         print(json.dumps(result))
         return
-    out.print(members_table(result))
-    out.print(per_class_table(result))
-    out.print(verdict(result), highlight=False)
+    refs = store.short_refs()
+    out.print(members_table(result, out, refs))
+    out.print(per_class_table(result, out))
+    out.print(verdict(result, refs), highlight=False)
     if drawn is not None:
         out.print(f"figure of its mistakes: {drawn}", highlight=False, soft_wrap=True)
 
 
-def members_table(r: dict) -> Table:
-    table = Table(title=f"committee of {r['size']} on the {r['split']} split "
-                        f"({r['samples']:,} samples)", title_justify="left", min_width=60)
-    for col, justify in (("member", "left"), ("name", "left"), ("accuracy", "right"),
-                         ("errors", "right"), ("time", "right")):
-        table.add_column(col, justify=justify)
-    for m in r["members"]:
-        differs = " ".join(f"{key.rpartition('.')[2]}={value}"
-                           for key, value in m["settings"].items())
-        table.add_row(m["run_id"], f"{m['name']} {differs}".strip(), pct(m["accuracy"]),
-                      f"{m['errors']:,}", secs(m["seconds"]))
-    table.add_section()
-    table.add_row("[bold]committee[/bold]", "mean of probabilities",
-                  f"[bold]{pct(r['accuracy'])}[/bold]", f"{r['errors']:,}", secs(r["seconds"]))
-    return table
+def members_table(r: dict, console: Console, refs: dict[str, str]) -> Table:
+    """Each member's accuracy, errors and time, then the committee's: with whole run ids where
+    they fit, else the hash that ends each (`refs`); a long name folds onto more lines."""
+    def layout(short: bool) -> Table:
+        table = Table(title=f"committee of {r['size']} on the {r['split']} split "
+                            f"({r['samples']:,} samples)", title_justify="left", min_width=60)
+        for col, justify in (("member", "left"), ("name", "left"), ("accuracy", "right"),
+                             ("errors", "right"), ("time", "right")):
+            table.add_column(col, justify=justify, no_wrap=col != "name", overflow="fold")
+        for m in r["members"]:
+            differs = " ".join(f"{key.rpartition('.')[2]}={value}"
+                               for key, value in m["settings"].items())
+            table.add_row(refs.get(m["run_id"], m["run_id"]) if short else m["run_id"],
+                          f"{m['name']} {differs}".strip(), pct(m["accuracy"]),
+                          f"{m['errors']:,}", secs(m["seconds"]))
+        table.add_section()
+        table.add_row("[bold]committee[/bold]", "mean of probabilities",
+                      f"[bold]{pct(r['accuracy'])}[/bold]", f"{r['errors']:,}",
+                      secs(r["seconds"]))
+        return table
+
+    return first_that_fits(console, (layout(short) for short in (False, True)))
 
 
-def per_class_table(r: dict) -> Table:
-    table = Table(title="committee errors per true class", title_justify="left", min_width=60)
-    table.add_column("class")
+def per_class_table(r: dict, console: Console) -> Table:
+    """The committee's errors per true class: a column per class where they fit, else a row."""
+    title = "committee errors per true class"
+    across = Table(title=title, title_justify="left", min_width=60)
+    across.add_column("class")
     for c in r["per_class"]:
-        table.add_column(str(c["class"]), justify="right")
-    table.add_row("wrong", *(str(c["errors"]) for c in r["per_class"]))
-    table.add_row("of", *(f"{c['samples']:,}" for c in r["per_class"]))
-    return table
+        across.add_column(str(c["class"]), justify="right")
+    across.add_row("wrong", *(str(c["errors"]) for c in r["per_class"]))
+    across.add_row("of", *(f"{c['samples']:,}" for c in r["per_class"]))
+    down = Table(title=title, title_justify="left")
+    for col in ("class", "wrong", "of"):
+        down.add_column(col, justify="right")
+    for c in r["per_class"]:
+        down.add_row(str(c["class"]), str(c["errors"]), f"{c['samples']:,}")
+    return first_that_fits(console, (across, down))
 
 
-def verdict(r: dict) -> str:
+def verdict(r: dict, refs: dict[str, str] | None = None) -> str:
+    """The committee against its members; the best member named by its entry in `refs` (the
+    hash that ends its id), or its id."""
     gain = 100 * (r["accuracy"] - r["best_member"]["accuracy"])
     best = r["best_member"]
+    named = (refs or {}).get(best["run_id"], best["run_id"])
     return (f"members disagree on {r['disagreements']:,} of {r['samples']:,} samples\n"
-            f"best member {pct(best['accuracy'])} ({best['run_id']}), mean member "
+            f"best member {pct(best['accuracy'])} ({named}), mean member "
             f"{pct(r['mean_member_accuracy'])}\n"
             f"committee {pct(r['accuracy'])}: {abs(gain):.2f} points "
             f"{'below' if gain < 0 else 'over'} the best member{_training_time(r)}")

@@ -1,11 +1,14 @@
-"""Pieces more than one command prints: sparklines and the final-metrics table."""
+"""Pieces more than one command prints: sparklines, the final-metrics table, and the choice of
+a table's layout by the terminal's width."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from mlptrain.cli.common import num, pct
@@ -42,4 +45,14 @@ def final_table(final: dict, samples: dict | None = None) -> Table:
     for split in SPLITS:
         row = [split, num(final.get(f"{split}_loss")), pct(final.get(f"{split}_accuracy"))]
         table.add_row(*row, *((f"{samples.get(split, 0):,}",) if samples else ()))
+    return table
+
+
+def first_that_fits(console: Console, layouts: Iterable[Table]) -> Table:
+    """The first of `layouts` (the same rows, each layout narrower than the one before) whose
+    natural width fits the console: nothing wrapped or cut; the last if none does."""
+    for table in layouts:
+        natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        if natural <= console.width:
+            return table
     return table

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
+
 from rich.console import Console, Group, RenderableType
 from rich.constrain import Constrain
 from rich.filesize import decimal
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     Progress,
-    TaskProgressColumn,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Column, Table
+from rich.text import Text
 
 from mlptrain.cli.common import num, pct
+from mlptrain.cli.epochs import HISTORY, EpochRows, PlainLog
 from mlptrain.data.mnist import DownloadProgress
 from mlptrain.experiment import RunFinished, RunStarted
 from mlptrain.backend.events import KernelsCompiled, KernelsCompiling
@@ -28,27 +35,83 @@ from mlptrain.text import plural
 # rich, which moves up as many lines as it drew, erases one too few: the top bar stays on the
 # screen twice. Drawing a few columns short of the width leaves room for the echo.
 ECHO_ROOM = 3
+MIN_BAR = 10  # columns: a row's free text shows only where the bar keeps at least this
+REDRAWS = 10  # a second, at most
+
+
+class EtaColumn(ProgressColumn):
+    """`eta 0:01:23`: the time left at this sitting's pace so far (done since the task's `since`
+    field, over its elapsed time). rich's own estimate forgets samples older than 30 s, so it
+    shows -:--:-- after the first epoch and whenever an epoch takes longer."""
+
+    def render(self, task: Task) -> Text:
+        done = task.completed - task.fields.get("since", 0)
+        if task.total is None or done <= 0 or not task.elapsed:
+            return Text("eta -:--:--", style="progress.remaining")
+        minutes, seconds = divmod(int(task.elapsed * (task.total - task.completed) / done), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"eta {hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+
+
+class InfoColumn(ProgressColumn):
+    """A task's free text, its `info` field: a tuple of parts, of which the first `shown` are
+    drawn (LiveProgress decides how many fit), each whole: they hold numbers."""
+
+    shown = 0
+
+    def render(self, task: Task) -> Text:
+        return Text(" ".join(task.fields["info"][:self.shown]), no_wrap=True)
 
 
 class LiveProgress(Progress):
-    """rich's Progress laid out for 80 columns and up: the bars, counts, elapsed time and ETA
-    keep their width, and the free text (`info`) and long descriptions give way, cut with an
-    ellipsis; drawn ECHO_ROOM columns short of the terminal's width."""
+    """rich's Progress laid out for 80 columns and up: each row has its description (long ones
+    cut with an ellipsis), bar, count, elapsed time and ETA, then as many of its `info` parts
+    as fit whole beside a bar of MIN_BAR. `above` gives the lines drawn above the bars (a list
+    replaced whole, never changed in place: the display redraws from another thread). Drawn
+    ECHO_ROOM columns short of the terminal's width."""
 
-    def __init__(self, console: Console, description_width: int, disable: bool = False):
-        self.screen = console  # set before Progress.__init__, which renders once
+    def __init__(self, console: Console, description_width: int, disable: bool = False,
+                 above: Callable[[], list[str]] = list):
+        self.screen, self.above = console, above  # set before Progress.__init__, which renders
+        self.drawn = -math.inf  # when refresh() last drew
+        self.info = InfoColumn(table_column=Column(no_wrap=True))
         super().__init__(
             TextColumn("{task.description}", table_column=Column(
                 no_wrap=True, overflow="ellipsis", max_width=description_width)),
-            BarColumn(bar_width=None, table_column=Column(ratio=1, min_width=10, max_width=40)),
+            BarColumn(bar_width=None, table_column=Column(ratio=1, max_width=40)),
             TextColumn("{task.fields[count]}", table_column=Column(no_wrap=True)),
-            TaskProgressColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}", table_column=Column(
-                ratio=2, no_wrap=True, overflow="ellipsis", min_width=0)),
-            console=console, transient=False, expand=True, disable=disable)
+            TimeElapsedColumn(), EtaColumn(), self.info,
+            console=console, transient=False, expand=True, disable=disable,
+            refresh_per_second=REDRAWS)
+
+    def refresh(self) -> None:
+        """Redraws, at most REDRAWS times a second. rich redraws on every add_task, which fit
+        calls once an epoch: with epochs of milliseconds (XOR), drawing took about as long as
+        training. The display's own thread redraws as often, and stopping it draws the last
+        state."""
+        now = time.monotonic()
+        if now - self.drawn >= 1 / REDRAWS:
+            self.drawn = now
+            super().refresh()
 
     def get_renderable(self) -> RenderableType:
-        return Constrain(super().get_renderable(), width=max(20, self.screen.width - ECHO_ROOM))
+        width = max(20, self.screen.width - ECHO_ROOM)
+        tasks = [task for task in self.tasks if task.visible]
+        self.info.shown = max((len(task.fields["info"]) for task in tasks), default=0)
+        while self.info.shown and self._row_width(tasks) > width:
+            self.info.shown -= 1
+        lines = [Text(line, no_wrap=True, overflow="ellipsis") for line in self.above()]
+        return Constrain(Group(*lines, super().get_renderable()), width=width)
+
+    def _row_width(self, tasks: list[Task]) -> int:
+        """The width the rows need, with a bar of MIN_BAR (rich's grid: a space between columns)."""
+        widths = []
+        for column in self.columns:
+            cells = [] if isinstance(column, BarColumn) else [column(task) for task in tasks]
+            widest = max((Measurement.get(self.screen, self.screen.options, cell).maximum
+                          for cell in cells), default=MIN_BAR)
+            widths.append(min(widest, column.get_table_column().max_width or widest))
+        return sum(widths) + len(widths) - 1
 
 
 class FitRenderer:
@@ -57,7 +120,11 @@ class FitRenderer:
     def __init__(self, console: Console, live: bool | None = None, quiet: bool = False):
         self.console, self.quiet = console, quiet
         self.live = console.is_terminal if live is None else live
-        self.progress = LiveProgress(console, description_width=9, disable=not self.live)
+        self.rows: EpochRows | None = None  # the epochs, from the first that ends
+        self.log: PlainLog | None = None
+        self.in_view: list[str] = []  # the live display's epoch rows
+        self.progress = LiveProgress(console, description_width=10, disable=not self.live,
+                                     above=lambda: self.in_view)
         self.epoch_task = self.batch_task = None
         self.download_tasks: dict[str, int] = {}
 
@@ -77,14 +144,15 @@ class FitRenderer:
         self.progress.stop()
 
     def download(self, p: DownloadProgress) -> None:
+        if p.done_bytes == 0:  # the file's name: at 80 columns its bar has no room for it
+            size = f" ({p.total_bytes:,} bytes)" if p.total_bytes else ""
+            self.console.print(f"downloading {p.file}{size}", highlight=False)
         if not self.live:
-            if p.done_bytes == 0:
-                size = f" ({p.total_bytes:,} bytes)" if p.total_bytes else ""
-                self.console.print(f"downloading {p.file}{size}", highlight=False)
             return
         task = self.download_tasks.get(p.file)
         if task is None:
-            task = self.progress.add_task("download", total=p.total_bytes, info=p.file, count="")
+            task = self.progress.add_task("download", total=p.total_bytes, info=(p.file,),
+                                          count="")
             self.download_tasks[p.file] = task
         total = f"/{decimal(p.total_bytes)}" if p.total_bytes else ""
         self.progress.update(task, completed=p.done_bytes, count=f"{decimal(p.done_bytes)}{total}")
@@ -118,38 +186,45 @@ class FitRenderer:
 
     def _on_EpochStarted(self, e: EpochStarted) -> None:
         if self.epoch_task is None:
-            done = e.epoch - 1  # a resumed run starts part-way
-            self.epoch_task = self.progress.add_task("epochs", total=e.epochs, info="",
-                                                     completed=done, count=f"{done}/{e.epochs}")
+            done = e.epoch - 1  # a resumed run starts part-way: its ETA counts from here
+            self.epoch_task = self.progress.add_task("epochs", total=e.epochs, info=(),
+                                                     completed=done, count=f"{done}/{e.epochs}",
+                                                     since=done)
         if self.batch_task is not None:
             self.progress.remove_task(self.batch_task)
-        self.batch_task = self.progress.add_task(f"epoch {e.epoch}", total=e.steps, info="",
+        self.batch_task = self.progress.add_task(f"epoch {e.epoch}", total=e.steps, info=(),
                                                  count=f"0/{e.steps}")
 
     def _on_StepsDone(self, e: StepsDone) -> None:
-        info = (f"loss {e.loss:.4f} acc {100 * e.accuracy:.2f}% "
-                f"{e.samples_per_second:,.0f} samples/s")
+        info = (f"loss {e.loss:.4f} acc {100 * e.accuracy:.2f}%",
+                f"{e.samples_per_second:,.0f} samples/s")  # the second where there is room
         self.progress.update(self.batch_task, completed=e.step, info=info,
                              count=f"{e.step}/{e.steps}")
+        # the epochs bar moves within the epoch too, so its ETA starts with the first steps
+        self.progress.update(self.epoch_task, completed=e.epoch - 1 + e.step / e.steps)
 
     def _on_EpochEnded(self, e: EpochEnded) -> None:
-        m = e.metrics
-        line = (f"epoch {e.epoch}/{e.epochs}  train loss {m['train_loss']:.4f} "
-                f"acc {pct(m['train_accuracy'])}  val loss {num(m.get('val_loss'))} "
-                f"acc {pct(m.get('val_accuracy'))}  lr {m['lr']:.4g}  {m['seconds']:.2f}s")
-        split = "val" if m.get("val_accuracy") is not None else "train"
-        self.progress.update(self.epoch_task, completed=e.epoch, count=f"{e.epoch}/{e.epochs}",
-                             info=f"{split} acc {pct(m[f'{split}_accuracy'])}")
-        # every epoch's line, above the bars when live: the history stays on the screen, and
-        # the bars' row need not hold it at 80 columns
-        self.console.print(line, highlight=False, soft_wrap=True)
+        if self.rows is None:
+            self.rows = EpochRows(e.epochs)
+            self.log = PlainLog(self.rows)
+        metrics = {**e.metrics, "epoch": e.epoch}
+        self.rows.add(metrics)
+        self.progress.update(self.epoch_task, completed=e.epoch, count=f"{e.epoch}/{e.epochs}")
+        if self.live:  # the last epochs and the best stay in view; the scrollback stays clean
+            self.in_view = self.rows.in_view(max(1, min(HISTORY, self.console.height - 8)))
+        else:
+            self._print(self.log.ended(metrics))
 
     def _on_EarlyStopped(self, e: EarlyStopped) -> None:
+        if not self.live:
+            self._print(self.log.closing())
         self.console.print(f"early stopping after epoch {e.epoch}: validation loss has not "
                            f"improved since epoch {e.best_epoch}; keeping that epoch's weights")
 
     def _on_RunFinished(self, e: RunFinished) -> None:
         self.progress.stop()
+        if self.log is not None and not self.live and not self.quiet:
+            self._print(self.log.closing())
         s = e.summary
         if s["status"] != "completed":
             return  # the CLI says how to resume
@@ -159,6 +234,10 @@ class FitRenderer:
                                highlight=False, soft_wrap=True)
             return
         # otherwise the closing summary panel follows (cli/summary.py, finish_fit)
+
+    def _print(self, lines: list[str]) -> None:
+        for line in lines:
+            self.console.print(line, highlight=False, soft_wrap=True)
 
 
 def eval_report(result: dict) -> Group:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -22,7 +23,7 @@ from mlptrain.cli.common import (
     secs,
     wide,
 )
-from mlptrain.cli.parts import final_table, sparkline
+from mlptrain.cli.parts import final_table, first_that_fits, sparkline
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RunStore
 from mlptrain.runs.query import (
@@ -64,15 +65,41 @@ def runs(
         err.print(f"no runs in {RunStore(runs_dir).root}" + (" match" if status or name
                                                              or dataset else ""))
         return
-    table = Table(show_edge=False)
-    for col in ("id", "name", "dataset", "model", "status", "best val", "test", "time"):
-        table.add_column(col, justify="right" if col in ("best val", "test", "time") else "left",
-                         no_wrap=col == "id")
-    for r in records:
-        table.add_row(r["id"], r["name"] or "-", r["dataset"] or "-", r["model"] or "-",
-                      _styled_status(r["status"]), pct(r["best_val_accuracy"]),
-                      pct(r["test_accuracy"]), secs(r["seconds"]))
-    wide().print(table)
+    console = wide()
+    console.print(runs_table(records, RunStore(runs_dir).short_refs(), console))
+
+
+# the columns of `runs` after the id: header -> (justified right, the cell of a record)
+RUN_COLUMNS = {
+    "name": (False, lambda r: escape(r["name"] or "-")),
+    "dataset": (False, lambda r: r["dataset"] or "-"),
+    "model": (False, lambda r: r["model"] or "-"),
+    "status": (False, lambda r: _styled_status(r["status"])),
+    "best val": (True, lambda r: pct(r["best_val_accuracy"])),
+    "test": (True, lambda r: pct(r["test_accuracy"])),
+    "time": (True, lambda r: secs(r["seconds"])),
+}
+GIVE_WAY = ("dataset", "model", "time", "best val")  # those a narrow terminal drops, in turn
+
+
+def runs_table(records: list[dict], refs: dict[str, str], console: Console) -> Table:
+    """The runs, as the console's width allows: with whole ids, else with the hash that ends
+    each (what `refs` gives: a reference every command takes), then without the columns of
+    GIVE_WAY, one by one; without all of them a long name folds onto more lines."""
+    def layout(short: bool, gone: tuple[str, ...]) -> Table:
+        table = Table(show_edge=False)
+        table.add_column("hash" if short else "id", no_wrap=True)
+        columns = [c for c in RUN_COLUMNS if c not in gone]
+        for col in columns:
+            table.add_column(col, justify="right" if RUN_COLUMNS[col][0] else "left",
+                             no_wrap=col != "name", overflow="fold")
+        for r in records:
+            table.add_row(refs.get(r["id"], r["id"]) if short else r["id"],
+                          *(RUN_COLUMNS[c][1](r) for c in columns))
+        return table
+
+    return first_that_fits(console, [
+        layout(False, ()), *(layout(True, GIVE_WAY[:n]) for n in range(len(GIVE_WAY) + 1))])
 
 
 def _styled_status(status: str) -> str:
@@ -140,29 +167,42 @@ def compare(
         print(json.dumps({"runs": records, "config": [
             {"key": k, "values": v, "differs": d} for k, v, d in rows]}))
         return
+    console, short = wide(), store.short_refs()
+    ids = [r["id"] for r in records]
+    # whole ids where they fit as headers over the results and the keys (long values fold)
+    keys_only = [(key, [None] * len(ids), differs) for key, _, differs in rows]
+    chosen = first_that_fits(console, (compare_table(records, keys_only, only_diff, headers)
+                                       for headers in (ids, [short.get(i, i) for i in ids])))
+    headers = [column.header for column in chosen.columns[1:]]
+    console.print(compare_table(records, rows, only_diff, headers))
+    differing = sum(differs for _, _, differs in rows)
+    out.print(f"{plural(differing, 'config key')} differ{'s' * (differing == 1)} (marked *)",
+              highlight=False)
+
+
+def compare_table(records: list[dict], rows: list, only_diff: bool,
+                  headers: list[str]) -> Table:
+    """Runs side by side under `headers` (their ids, or shorter references): results, then the
+    config keys, whole, those that differ marked; long values fold onto more lines."""
     table = Table(show_edge=False)
-    table.add_column("")
-    for r in records:
-        table.add_column(r["id"], overflow="fold")
+    table.add_column("", no_wrap=True)
+    for header in headers:
+        table.add_column(header, overflow="fold")
     for label, key, show_ in (("status", "status", str), ("best val", "best_val_accuracy", pct),
                               ("test", "test_accuracy", pct), ("epochs", "epochs", str),
                               ("time", "seconds", secs)):
         table.add_row(label, *(show_(r[key]) for r in records))
     table.add_section()
-    differing = 0
     for key, values, differs in rows:
         if only_diff and not differs:
             continue
-        differing += differs
         cells = [escape(json.dumps(v)) if v is not None else "-" for v in values]
         if differs:
             table.add_row(f"[bold yellow]* {key}[/bold yellow]",
                           *(f"[bold yellow]{c}[/bold yellow]" for c in cells))
         else:
             table.add_row(f"  {key}", *cells)
-    wide().print(table)
-    out.print(f"{plural(differing, 'config key')} differ{'s' * (differing == 1)} (marked *)",
-              highlight=False)
+    return table
 
 
 def rm(

@@ -65,7 +65,7 @@ def sweep(
         figure_formats = _formats(formats or ["png"])
         grouped = _wants_groups(group, [t.config for t in spec.trials])
         if dry_run:
-            out.print(trials_table(spec))
+            out.print(trials_table(spec, out))
             _print_plan(spec, RunStore(runs_dir).root, grouped)
             return
         runner = _executor(executor, workers, scheduler, _gpus([t.config for t in spec.trials]))

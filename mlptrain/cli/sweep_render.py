@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mlptrain.cli.common import pct, secs
+from mlptrain.cli.parts import first_that_fits
 from mlptrain.cli.render import LiveProgress
 from mlptrain.text import plural
 from mlptrain.sweep import (
@@ -36,10 +37,12 @@ class SweepRenderer:
     def __init__(self, console: Console):
         self.console = console
         self.live = console.is_terminal
-        # trial names are long (mnist-capacity_hidden-256_seed-2): cut them before the bars
+        # a trial's row names its grid point (hidden-256_seed-2), cut if long, before its bar
         self.progress = LiveProgress(console, description_width=26, disable=not self.live)
         self.overall = None
         self.running: dict[int, int] = {}  # trial index -> progress task
+        self.first_done: dict[int, int] = {}  # trial index -> steps done at its first report
+        self.prefix = ""  # what every trial's name starts with: the sweep's name and `_`
         self.total = self.done = 0
         self.earlier = False  # whether trials ran in an earlier sitting of this sweep
 
@@ -66,20 +69,27 @@ class SweepRenderer:
         self.console.print(f"  {e.path}", highlight=False, soft_wrap=True)
         self.total = len(e.to_run)
         self.overall = self.progress.add_task("[bold]trials[/bold]", total=self.total or 1,
-                                              count=f"0/{self.total}", info="")
+                                              count=f"0/{self.total}", info=())
+        prefix = e.sweep_id.rpartition("-")[0] + "_"  # the id is the name and a hash
+        if all(t["name"].startswith(prefix) for t in e.trials):
+            self.prefix = prefix
 
     def _on_TrialStarted(self, e: TrialStarted) -> None:
         if self.live:
-            self.running[e.index] = self.progress.add_task(f"  {escape(e.name)}", total=None,
-                                                           count="", info="starting")
+            point = e.name.removeprefix(self.prefix) or e.name
+            self.running[e.index] = self.progress.add_task(f"  {escape(point)}", total=None,
+                                                           count="", info=("starting",))
 
     def _on_TrialProgress(self, e: TrialProgress) -> None:
         task = self.running.get(e.index)
         if task is not None:
             done = (e.epoch - 1) * e.steps + e.step
-            self.progress.update(task, total=e.epochs * e.steps, completed=done,
+            # the first report sets where this sitting's pace is counted from (a trial that
+            # continues from a checkpoint starts part-way)
+            since = self.first_done.setdefault(e.index, done)
+            self.progress.update(task, total=e.epochs * e.steps, completed=done, since=since,
                                  count=f"epoch {e.epoch}/{e.epochs}",
-                                 info=f"loss {e.loss:.4f} acc {100 * e.accuracy:.1f}%")
+                                 info=(f"acc {100 * e.accuracy:.1f}%", f"loss {e.loss:.4f}"))
 
     def _on_TrialFinished(self, e: TrialFinished) -> None:
         task = self.running.pop(e.index, None)
@@ -101,7 +111,7 @@ class SweepRenderer:
 
     def _on_SweepFinished(self, e: SweepFinished) -> None:
         self.progress.stop()
-        self.console.print(summary_table(e.summary))
+        self.console.print(summary_table(e.summary, self.console))
         counts = ", ".join(f"{n} {status}" for status, n in e.summary["counts"].items())
         took = secs(e.wall_seconds)
         if self.earlier:
@@ -112,34 +122,57 @@ class SweepRenderer:
             self.console.print(f"  {path}", highlight=False, soft_wrap=True)
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
-    """Mean +- std of the test accuracy per grid point."""
+def summary_table(summary: dict[str, Any], console: Console) -> Table:
+    """Mean +- std of the test accuracy per grid point; where that does not fit, the axes under
+    their last names (hidden, not model.hidden), then `test acc` for `test accuracy`."""
     groups = summary["groups"]
     point_axes = list(groups[0]["point"]) if groups else []
-    table = Table(title=f"sweep {summary['sweep_id']}", title_justify="left")
-    for axis in point_axes:
-        table.add_column(axis, justify="right")
-    for col in ("params", "n", "test accuracy", "std", "time/trial"):
-        table.add_column(col, justify="right")
-    for g in groups:
-        mean, std = g["mean"], g["std"]
-        params = "-" if g["parameters"] is None else f"{g['parameters']:,}"
-        table.add_row(*(_value(g["point"][a]) for a in point_axes), params, str(g["n"]),
-                      pct(mean["test_accuracy"]), pct(std["test_accuracy"]), secs(mean["seconds"]))
-    return table
+
+    def layout(headers: list[str], accuracy: str) -> Table:
+        table = Table(title=f"sweep {summary['sweep_id']}", title_justify="left")
+        for header in (*headers, "params", "n", accuracy, "std", "time/trial"):
+            table.add_column(header, justify="right", no_wrap=True)
+        for g in groups:
+            mean, std = g["mean"], g["std"]
+            params = "-" if g["parameters"] is None else f"{g['parameters']:,}"
+            table.add_row(*(_value(g["point"][a]) for a in point_axes), params, str(g["n"]),
+                          pct(mean["test_accuracy"]), pct(std["test_accuracy"]),
+                          secs(mean["seconds"]))
+        return table
+
+    return first_that_fits(console, (
+        layout(_axis_names(point_axes, short), accuracy)
+        for short, accuracy in ((False, "test accuracy"), (True, "test accuracy"),
+                                (True, "test acc"))))
 
 
-def trials_table(spec: SweepSpec) -> Table:
-    """The trials a sweep would run (for --dry-run)."""
+def trials_table(spec: SweepSpec, console: Console) -> Table:
+    """The trials a sweep would run (for --dry-run); the axes as in summary_table, and long
+    run names folded onto more lines."""
     keys = [a.key for a in spec.axes]
     sampled = f", {spec.samples} sampled" if spec.samples else ""
-    table = Table(title=f"sweep {spec.sweep_id}: {plural(len(spec.trials), 'trial')} of a "
-                        f"{spec.grid_size}-point grid{sampled}", title_justify="left")
-    for col in ("#", *keys, "run name"):
-        table.add_column(col, justify="left" if col in ("run name", CAPACITY_AXIS) else "right")
-    for t in spec.trials:
-        table.add_row(str(t.index), *(_value(t.point[k]) for k in keys), t.name)
-    return table
+
+    def layout(headers: list[str]) -> Table:
+        table = Table(title=f"sweep {spec.sweep_id}: {plural(len(spec.trials), 'trial')} of a "
+                            f"{spec.grid_size}-point grid{sampled}", title_justify="left")
+        for key, header in zip(("#", *keys, "run name"), ("#", *headers, "run name")):
+            table.add_column(header, justify="left" if key in ("run name", CAPACITY_AXIS)
+                             else "right", no_wrap=key != "run name", overflow="fold")
+        for t in spec.trials:
+            table.add_row(str(t.index), *(_value(t.point[k]) for k in keys), t.name)
+        return table
+
+    return first_that_fits(console, (layout(_axis_names(keys, short))
+                                     for short in (False, True)))
+
+
+def _axis_names(keys: list[str], short: bool) -> list[str]:
+    """The axes' keys, or (short) the last part of each that no other axis shares, as the
+    trials' names spell them (hidden, seed; but train.lr and optimizer.lr stay whole)."""
+    if not short:
+        return keys
+    last = [key.rsplit(".", 1)[-1] for key in keys]
+    return [name if last.count(name) == 1 else key for key, name in zip(keys, last)]
 
 
 def grouping_text(groups: list, alone: list) -> str:

@@ -25,6 +25,7 @@ import secrets
 import shutil
 import time
 import zipfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,18 @@ class RunStore:
         raise RunStoreError(f"no run matches {ref!r} in {self.root}. Give a run id, a unique "
                             "prefix of one, the 6-character hash that ends one, a run name, a "
                             f"run directory, or `latest`.{_did_you_mean(runs, ref)}")
+
+    def short_refs(self) -> dict[str, str]:
+        """Run id -> a short reference that find() takes for that run: the hash that ends its
+        id (548dbe) where no other run's id ends or starts with it, else the whole id."""
+        runs = self.runs()
+        hashes = Counter(_id_parts(r)[1] for r in runs)
+        starts = {r.run_id[:6] for r in runs}
+        refs = {}
+        for run in runs:
+            h = _id_parts(run)[1]
+            refs[run.run_id] = h if h and hashes[h] == 1 and h not in starts else run.run_id
+        return refs
 
 
 def creation_order(run: Run) -> tuple[str, int]:
