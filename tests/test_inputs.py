@@ -21,6 +21,7 @@ from conftest import CONFIGS, ROOT
 from typer.testing import CliRunner
 
 from mlptrain.cli import app
+from mlptrain.cli.common import json_text
 from mlptrain.config import SECTIONS, load_config
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.experiment import evaluate_run, fit_experiment
@@ -228,3 +229,15 @@ def test_xor_noise_of_1e308_is_a_config_error_on_the_command_line(tmp_path):
     result = run("fit", XOR, "--set", "data.noise=1e308", "--runs-dir", tmp_path)
     text = clear_error(result, "--set data.noise = 1e+308: expected a value >= 0.0 and <= 100.0")
     assert re.search(r"data\.noise", text) and not tmp_path.joinpath("runs").exists()
+
+
+# -- --json ----------------------------------------------------------------------------------------
+
+
+def test_json_output_is_strict_json():
+    text = json_text({"loss": math.nan, "values": [1.5, math.inf, -math.inf], "n": 3})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == \
+        {"loss": None, "values": [1.5, None, None], "n": 3}
+    for source in (ROOT / "mlptrain" / "cli").glob("*.py"):  # one way to write JSON out
+        if source.name != "common.py":
+            assert "json.dumps(" not in source.read_text(), source

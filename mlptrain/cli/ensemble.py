@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -10,7 +9,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from mlptrain.cli.common import RunsDir, fail, interrupted, out, pct, secs
+from mlptrain.cli.common import RunsDir, fail, interrupted, json_text, out, pct, secs
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RunStore
 from mlptrain.sweep.store import completed_trial_runs, find_sweep
@@ -64,7 +63,7 @@ def ensemble(
     if drawn is not None:
         result["figure"] = str(drawn)
     if as_json:
-        print(json.dumps(result))
+        print(json_text(result))
         return
     out.print(members_table(result))
     out.print(per_class_table(result))
