@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -16,6 +15,7 @@ from mlptrain.cli.common import (
     err,
     fail,
     find_run,
+    json_text,
     num,
     out,
     pct,
@@ -58,7 +58,7 @@ def runs(
     except MlptrainError as exc:
         fail(exc)
     if as_json:
-        print(json.dumps(records))
+        print(json_text(records))
         return
     if not records:
         err.print(f"no runs in {RunStore(runs_dir).root}" + (" match" if status or name
@@ -96,7 +96,7 @@ def show(
     except MlptrainError as exc:
         fail(exc)
     if as_json:
-        print(json.dumps({"summary": summary, "metrics": metrics, "config": config}))
+        print(json_text({"summary": summary, "metrics": metrics, "config": config}))
         return
     planned = summary.get("epochs_planned")
     out.print(f"[bold]run {found.run_id}[/bold]: {_styled_status(record['status'])}, "
@@ -116,7 +116,7 @@ def show(
     out.print("config: the keys that differ from the defaults (every key: config.toml, or "
               "--json)", highlight=False)
     for key, value in config.items():
-        out.print(f"  {key} = {escape(json.dumps(value))}", highlight=False, soft_wrap=True)
+        out.print(f"  {key} = {escape(json_text(value))}", highlight=False, soft_wrap=True)
 
 
 def compare(
@@ -137,7 +137,7 @@ def compare(
     except MlptrainError as exc:
         fail(exc)
     if as_json:
-        print(json.dumps({"runs": records, "config": [
+        print(json_text({"runs": records, "config": [
             {"key": k, "values": v, "differs": d} for k, v, d in rows]}))
         return
     table = Table(show_edge=False)
@@ -154,7 +154,7 @@ def compare(
         if only_diff and not differs:
             continue
         differing += differs
-        cells = [escape(json.dumps(v)) if v is not None else "-" for v in values]
+        cells = [escape(json_text(v)) if v is not None else "-" for v in values]
         if differs:
             table.add_row(f"[bold yellow]* {key}[/bold yellow]",
                           *(f"[bold yellow]{c}[/bold yellow]" for c in cells))
