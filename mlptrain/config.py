@@ -8,6 +8,7 @@ expected, and for a typo the closest valid key.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import re
@@ -141,6 +142,7 @@ class ReportConfig:
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optimizer": OptimizerConfig,
             "schedule": ScheduleConfig, "train": TrainConfig, "report": ReportConfig}
+_FIELDS = {section: {f.name: f for f in fields(cls)} for section, cls in SECTIONS.items()}
 
 
 @dataclass
@@ -224,6 +226,30 @@ def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] =
     config.source, config.overrides = source, list(overrides)
     config.name = config.name or default_name
     return config
+
+
+def with_values(config: Config, values: dict[str, Any], text: str = "") -> Config:
+    """A copy of `config` with dotted keys (`model.hidden`, or `name`) set as `--set key=value`
+    sets them: each value checked like its key, then the rules across keys. A sweep builds its
+    trials' configs this way from one parsed base instead of parsing the file again for each.
+    `text`: the file's, to name the line of a key a rule blames."""
+    # a new object for every section, not a deep copy: 10,000 trials are built in a blink,
+    # and no one changes a value in place (a list such as model.hidden is replaced whole)
+    out = copy.copy(config)
+    for name in SECTIONS:
+        setattr(out, name, copy.copy(getattr(config, name)))
+    out.overrides = list(config.overrides)
+    for dotted, value in values.items():
+        section, _, key = dotted.rpartition(".")
+        where = f"--set {dotted}"
+        if not section:
+            out.name = check_name(value, where)
+            continue
+        checked = _check_value(_FIELDS[section][key], value, lambda: where)
+        setattr(getattr(out, section), key, checked)
+    overridden = {(s or None, k) for s, _, k in (d.rpartition(".") for d in values)}
+    _check_across(out, _Where(config.source, text, overridden))
+    return out
 
 
 # the [data] keys that switch augmentation on (config validation and the step read it)

@@ -24,6 +24,7 @@ from mlptrain.sweep import (
 from mlptrain.sweep.runner import CAPACITY_AXIS
 
 STATUS_STYLE = {"completed": "green", "failed": "bold red", "interrupted": "yellow"}
+DRY_RUN_ROWS = 50  # trials a --dry-run lists; it counts them all
 
 
 def _value(v: Any) -> str:
@@ -129,15 +130,18 @@ def summary_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-def trials_table(spec: SweepSpec) -> Table:
-    """The trials a sweep would run (for --dry-run)."""
+def trials_table(spec: SweepSpec, rows: int | None = None) -> Table:
+    """The trials a sweep would run (for --dry-run): the first `rows` of them (None: all) and
+    how many there are; only those shown are built."""
     keys = [a.key for a in spec.axes]
-    sampled = f", {spec.samples} sampled" if spec.samples else ""
-    table = Table(title=f"sweep {spec.sweep_id}: {plural(len(spec.trials), 'trial')} of a "
-                        f"{spec.grid_size}-point grid{sampled}", title_justify="left")
+    sampled = f", {spec.samples:,} sampled" if spec.samples else ""
+    shown = spec.first(spec.size if rows is None else rows)
+    more = f" (the first {len(shown):,} shown)" if len(shown) < spec.size else ""
+    table = Table(title=f"sweep {spec.sweep_id}: {plural(spec.size, 'trial')} of a "
+                        f"{spec.grid_size:,}-point grid{sampled}{more}", title_justify="left")
     for col in ("#", *keys, "run name"):
         table.add_column(col, justify="left" if col in ("run name", CAPACITY_AXIS) else "right")
-    for t in spec.trials:
+    for t in shown:
         table.add_row(str(t.index), *(_value(t.point[k]) for k in keys), t.name)
     return table
 
