@@ -1,5 +1,6 @@
 """Sweeps of any size: counted before anything is built, sampled without enumerating the grid,
-refused (or, for --dry-run, shown page-wise) when too large."""
+refused (or, for --dry-run, shown page-wise) when too large; and a dry run that meets an
+interrupted trial whose checkpoint is damaged says so instead of failing."""
 
 from __future__ import annotations
 
@@ -119,3 +120,33 @@ def test_a_point_that_breaks_a_rule_across_keys_still_refuses_the_grid(tmp_path)
     path.write_text(BASE + '[sweep]\n"optimizer.nesterov" = [false, true]\n')
     with pytest.raises(ConfigError, match="--set optimizer.nesterov = true: Nesterov"):
         load_sweep(path)
+
+
+# -- a damaged checkpoint of an interrupted trial --------------------------------------------------
+
+
+def test_a_dry_run_reports_a_damaged_checkpoint_and_the_sweep_starts_that_trial_afresh(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(XOR_SWEEP)
+    root = tmp_path / "runs"
+
+    def interrupt_in_third_epoch(event):  # trial 1 has checkpointed two epochs by then
+        if type(event).__name__ == "TrialProgress" and (event.index, event.epoch) == (1, 3):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_sweep(path), root, InlineExecutor(), interrupt_in_third_epoch)
+    trials = json.loads(next(root.glob("sweeps/*/trials.json")).read_text())["trials"]
+    stopped = trials[1]["run_id"]
+    checkpoint = root / stopped / "checkpoint.npz"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # cut off mid-file
+    shown = runner.invoke(app, ["sweep", str(path), "--dry-run", "--runs-dir", str(root)])
+    assert shown.exit_code == 0 and shown.exception is None, shown.output
+    text = flat(shown.output)
+    assert f"trial #1: checkpoint of run {stopped} unreadable (" in text
+    assert "will start afresh" in text and "continue" not in text
+    result = run_sweep(load_sweep(path), root, InlineExecutor())
+    assert result.summary["counts"] == {"completed": 6}
+    record = json.loads((result.path / "trials.json").read_text())["trials"][1]
+    assert record["run_id"] != stopped and stopped in record["previous_runs"]
+    assert Run(root / record["run_id"]).read_summary()["status"] == "completed"

@@ -135,6 +135,10 @@ def _print_plan(spec, runs_root, grouped: bool) -> None:
             "continue from their checkpoints"
         out.print(f"{plural(len(resumed), 'trial')} {verb}: "
                   + ", ".join(f"#{t.index} ({t.resume})" for t in resumed), highlight=False)
+    for t in tasks:
+        if t.afresh:
+            out.print(f"trial #{t.index}: {t.afresh}: will start afresh", highlight=False,
+                      soft_wrap=True)
     if grouped:
         out.print(grouping_text(*plan_groups(tasks, device_limit)), highlight=False)
 
