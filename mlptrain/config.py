@@ -229,10 +229,11 @@ def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] =
 
 
 def with_values(config: Config, values: dict[str, Any], text: str = "") -> Config:
-    """A copy of `config` with dotted keys (`model.hidden`, or `name`) set as `--set key=value`
-    sets them: each value checked like its key, then the rules across keys. A sweep builds its
-    trials' configs this way from one parsed base instead of parsing the file again for each.
-    `text`: the file's, to name the line of a key a rule blames."""
+    """A copy of `config` with dotted keys (`model.hidden`, or `name`; known keys, as a
+    sweep's checked axes are) set as `--set key=value` sets them: each value checked like its
+    key, then the rules across keys. A sweep builds its trials' configs this way from one
+    parsed base instead of parsing the file again for each. `text`: the file's, to name the
+    line of a key a rule blames."""
     # a new object for every section, not a deep copy: 10,000 trials are built in a blink,
     # and no one changes a value in place (a list such as model.hidden is replaced whole)
     out = copy.copy(config)

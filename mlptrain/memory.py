@@ -55,8 +55,8 @@ def data_shape(data_cfg) -> tuple[int, int, int]:
         return (*MNIST_SHAPE, MNIST_CLASSES)
     if not data_cfg.path:
         return 0, 0, 2  # config validation names the missing path
-    from mlptrain.data.npz import npz_shape  # data.npz reads headers with arrayfiles, which
-    # takes host_available from here: imported late, so that either may be imported first
+    # imported here: data.npz reads headers with arrayfiles, which imports this module
+    from mlptrain.data.npz import npz_shape
 
     return (*npz_shape(Path(data_cfg.path)), 2)
 

@@ -58,8 +58,6 @@ def _status(summary: dict) -> str:
     return status
 
 
-
-
 def require_weights(run: Run) -> None:
     """Raises, for a run that has no weights.npz yet, an error that says why (interrupted: how
     to resume it; failed: its error) instead of naming a missing file."""
