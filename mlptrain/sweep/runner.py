@@ -109,7 +109,8 @@ def _task(sweep: SweepDir, trial, root: Path) -> TrialTask:
         try:
             epoch = epoch_end(root / resume / "checkpoint.npz")
         except MlptrainError as exc:
-            resume, afresh = None, f"checkpoint of run {resume} unreadable ({exc})"
+            why = str(exc).rstrip(".")
+            resume, afresh = None, f"checkpoint of run {resume} unreadable ({why})"
     return TrialTask(trial.index, trial.name, trial.config, str(root), sweep.mark(trial.index),
                      resume, epoch, afresh)
 
