@@ -33,7 +33,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 @dataclass
 class Inputs:
-    X: np.ndarray  # (N, D) float64 samples, scaled as in training
+    X: np.ndarray  # (N, D) samples; once predict() passed them to outside_inputs, as trained
     kind: str  # "image" or "array"
     image: np.ndarray | None = None  # (H, W) in [0, 1]: what the network sees, for a preview
     # (set once the input is what the network takes: outside_inputs)
