@@ -81,6 +81,16 @@ def test_run_files_whose_headers_lie_are_run_store_errors(tmp_path):
         epoch_end(run.path / "checkpoint.npz")
 
 
+def test_an_idx_header_whose_sizes_overflow_int64_is_refused(tmp_path):
+    from mlptrain.data.idx import read_idx
+
+    path = tmp_path / "train-images-idx3-ubyte"  # 65536**4 bytes announced: 2**64, 0 in int64
+    path.write_bytes(bytes([0, 0, 8, 4]) + (65536).to_bytes(4, "big") * 4)
+    with pytest.raises(DataError, match="announcing shape .65536, 65536, 65536, 65536., i.e. "
+                                        "18446744073709551616 data bytes, but its data is 0"):
+        read_idx(path)
+
+
 def test_a_lying_npy_input_is_refused(tmp_path):
     path = tmp_path / "x.npy"
     path.write_bytes(npy(TERABYTES, data=b"\0" * 16))
