@@ -8,6 +8,7 @@ expected, and for a typo the closest valid key.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import re
@@ -36,6 +37,12 @@ MAX_NAME = 100  # characters: a run id adds 23, and a file name may hold 255 byt
 MAX_STRING = 4096  # characters in any string value: the longest path Linux accepts
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no newline, tab or NUL in a name, path or URL
 
+# Every number has a finite range (the option's low and high): a value that passes here must
+# not overflow later (noise = 1e308 makes U(-noise, noise) draw infinities), and one beyond
+# these bounds is a typo rather than a setting.
+MAX_RATE = 1e6  # a learning rate (or its floor): SGD's step lr * grad stays far from overflow
+MAX_PIXELS = 100.0  # an elastic displacement or its smoothness: a digit is 20 pixels wide
+
 DATASETS = ("xor", "mnist", "npz")
 DTYPES = ("float32", "float64")
 PLOT_FORMATS = ("png", "svg")
@@ -60,7 +67,7 @@ class DataConfig:
     test_fraction: float = option(0.2, low=0.0, high=1.0, low_open=True, high_open=True)  # npz
     download: bool = option(True)  # mnist: fetch missing IDX files from the public mirrors
     mirrors: list[str] = option(list(MNIST_MIRRORS))  # mnist: base URLs tried in order
-    noise: float = option(0.1, low=0.0)  # xor: inputs are bits + U(-noise, noise)
+    noise: float = option(0.1, low=0.0, high=100.0)  # xor: inputs are bits + U(-noise, noise)
     samples: int = option(800, low=2)  # xor: training samples drawn, before the val split
     test_samples: int = option(1000, low=1)  # xor: size of the fixed test set
     normalize_width: int = option(0, low=0, high=28)  # images: digits stretched to this width (0 = off)
@@ -72,8 +79,8 @@ class DataConfig:
     augment_scale_y: float = option(0.0, low=0.0, high=1.0, high_open=True)  # images: height +-frac
     augment_narrow_classes: list[int] = option([], low=0, high=9)  # images: labels with narrower limits
     augment_narrow_factor: float = option(0.5, low=0.0, high=1.0, low_open=True)  # images: their rotate, shear x this
-    augment_elastic: float | list[float] = option(0.0, low=0.0)  # images: elastic strength, pixels, or [lo, hi] per image
-    augment_elastic_sigma: float | list[float] = option(4.0, low=0.0, low_open=True)  # images: its smoothness, pixels, or [lo, hi]
+    augment_elastic: float | list[float] = option(0.0, low=0.0, high=MAX_PIXELS)  # images: elastic strength, pixels, or [lo, hi] per image
+    augment_elastic_sigma: float | list[float] = option(4.0, low=0.0, low_open=True, high=MAX_PIXELS)  # images: its smoothness, pixels, or [lo, hi]
 
 
 @dataclass
@@ -86,29 +93,29 @@ class ModelConfig:
     weights: str = option("")  # a weights.npz to start from instead of the init
     dropout_input: float = option(0.0, low=0.0, high=1.0, high_open=True)  # drop input pixels
     dropout_hidden: float = option(0.0, low=0.0, high=1.0, high_open=True)  # drop hidden units
-    max_norm: float = option(0.0, low=0.0)  # cap each unit's incoming weight norm (0 = off)
+    max_norm: float = option(0.0, low=0.0, high=1e3)  # cap each unit's incoming weight norm (0 = off)
     label_smoothing: float = option(0.0, low=0.0, high=1.0, high_open=True)  # softmax targets
 
 
 @dataclass
 class OptimizerConfig:
     name: str = option("sgd", choices=OPTIMIZERS)  # sgd | adam | adamw (decoupled decay)
-    lr: float = option(0.1, low=0.0, low_open=True)  # base learning rate
+    lr: float = option(0.1, low=0.0, low_open=True, high=MAX_RATE)  # base learning rate
     momentum: float = option(0.0, low=0.0, high=1.0, high_open=True)  # sgd only
     nesterov: bool = option(False)  # sgd only, needs momentum > 0
     beta1: float = option(0.9, low=0.0, high=1.0, high_open=True)  # adam: gradient average
     beta2: float = option(0.999, low=0.0, high=1.0, high_open=True)  # adam: square average
-    eps: float = option(1e-8, low=0.0, low_open=True)  # adam: keeps the step finite
-    weight_decay: float = option(0.0, low=0.0)  # sgd/adam: L2 on the gradient; adamw: decoupled
+    eps: float = option(1e-8, low=0.0, low_open=True, high=1.0)  # adam: keeps the step finite
+    weight_decay: float = option(0.0, low=0.0, high=10.0)  # sgd/adam: L2 on the gradient; adamw: decoupled
 
 
 @dataclass
 class ScheduleConfig:
     name: str = option("constant", choices=SCHEDULES)  # constant | step | cosine | onecycle
-    warmup_epochs: float = option(0.0, low=0.0)  # ramp from ~0 to lr, in epochs (onecycle: rise)
+    warmup_epochs: float = option(0.0, low=0.0, high=1e6)  # ramp from ~0 to lr, in epochs (onecycle: rise)
     step_epochs: int = option(10, low=1)  # step: multiply by gamma every this many epochs
     gamma: float = option(0.1, low=0.0, high=1.0, low_open=True)  # step: the decay factor
-    min_lr: float = option(0.0, low=0.0)  # cosine, onecycle: the rate at the last step
+    min_lr: float = option(0.0, low=0.0, high=MAX_RATE)  # cosine, onecycle: the rate at the last step
     start_factor: float = option(0.04, low=0.0, high=1.0, low_open=True)  # onecycle: lr*this first
     momentum_low: float = option(0.0, low=0.0, high=1.0, high_open=True)  # onecycle: 0 = fixed
 
@@ -122,7 +129,7 @@ class TrainConfig:
     device: str = option("cpu", choices=DEVICES)  # where the arrays live
     eval_batch_size: int = option(8192, low=1)  # evaluation needs no gradients: big batches
     patience: int = option(0, low=0)  # early stopping: epochs without val-loss gain (0 = off)
-    min_delta: float = option(0.0, low=0.0)  # early stopping: the gain that counts
+    min_delta: float = option(0.0, low=0.0, high=1e3)  # early stopping: the gain that counts
     checkpoint_every: int = option(0, low=0)  # steps between checkpoints (0 = at epoch ends)
     checkpoint_epochs: int = option(1, low=1)  # epochs between epoch-end checkpoints
 
@@ -135,6 +142,7 @@ class ReportConfig:
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optimizer": OptimizerConfig,
             "schedule": ScheduleConfig, "train": TrainConfig, "report": ReportConfig}
+_FIELDS = {section: {f.name: f for f in fields(cls)} for section, cls in SECTIONS.items()}
 
 
 @dataclass
@@ -218,6 +226,31 @@ def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] =
     config.source, config.overrides = source, list(overrides)
     config.name = config.name or default_name
     return config
+
+
+def with_values(config: Config, values: dict[str, Any], text: str = "") -> Config:
+    """A copy of `config` with dotted keys (`model.hidden`, or `name`; known keys, as a
+    sweep's checked axes are) set as `--set key=value` sets them: each value checked like its
+    key, then the rules across keys. A sweep builds its trials' configs this way from one
+    parsed base instead of parsing the file again for each. `text`: the file's, to name the
+    line of a key a rule blames."""
+    # a new object for every section, not a deep copy: 10,000 trials are built in a blink,
+    # and no one changes a value in place (a list such as model.hidden is replaced whole)
+    out = copy.copy(config)
+    for name in SECTIONS:
+        setattr(out, name, copy.copy(getattr(config, name)))
+    out.overrides = list(config.overrides)
+    for dotted, value in values.items():
+        section, _, key = dotted.rpartition(".")
+        where = f"--set {dotted}"
+        if not section:
+            out.name = check_name(value, where)
+            continue
+        checked = _check_value(_FIELDS[section][key], value, lambda: where)
+        setattr(getattr(out, section), key, checked)
+    overridden = {(s or None, k) for s, _, k in (d.rpartition(".") for d in values)}
+    _check_across(out, _Where(config.source, text, overridden))
+    return out
 
 
 # the [data] keys that switch augmentation on (config validation and the step read it)

@@ -17,9 +17,7 @@ device part is compared with the device's free memory, which the backend reports
 
 from __future__ import annotations
 
-import io
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,31 +53,12 @@ def data_shape(data_cfg) -> tuple[int, int, int]:
         return data_cfg.samples + data_cfg.test_samples, 2, 2
     if data_cfg.dataset == "mnist":
         return (*MNIST_SHAPE, MNIST_CLASSES)
-    samples, features = _npz_shape(Path(data_cfg.path)) if data_cfg.path else (0, 0)
-    return samples, features, 2
+    if not data_cfg.path:
+        return 0, 0, 2  # config validation names the missing path
+    # imported here: data.npz reads headers with arrayfiles, which imports this module
+    from mlptrain.data.npz import npz_shape
 
-
-def _npz_shape(path: Path) -> tuple[int, int]:
-    """Rows of X (+ X_test) and features per row, from the .npy headers; (0, 0) when the file
-    cannot be read this way (load_npz then reports why, by name)."""
-    samples, features = 0, 0
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for key in ("X.npy", "X_test.npy"):
-                if key not in archive.namelist():
-                    continue
-                with archive.open(key) as f:
-                    version = np.lib.format.read_magic(f)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
-                        else np.lib.format.read_array_header_2_0
-                    shape, _, _ = read(f)
-                if shape:
-                    samples += int(shape[0])
-                    features = int(np.prod(shape[1:], dtype=object)) if len(shape) > 1 else 1
-    except (OSError, ValueError, TypeError, zipfile.BadZipFile, EOFError,
-            io.UnsupportedOperation):
-        return 0, 0
-    return samples, features
+    return (*npz_shape(Path(data_cfg.path)), 2)
 
 
 def estimate(config, n_samples: int, n_features: int, n_classes: int) -> Estimate:
@@ -143,10 +122,11 @@ def _refuse_over(config, need: Estimate, required: int, available: int | None,
     if available is None or required <= available:
         return
     raise ConfigError(
-        f"this config needs about {_size(required)} of memory, but only {_size(available)} is "
-        f"{where}: data {_size(need.data_host + need.data_device)} ({need.what}), parameters "
-        f"with gradients and optimizer state {_size(need.parameters)} (model.hidden = "
-        f"{_brief(config.model.hidden)}), activations {_size(need.activations)} "
+        f"this config needs about {byte_size(required)} of memory, but only "
+        f"{byte_size(available)} is {where}: data "
+        f"{byte_size(need.data_host + need.data_device)} ({need.what}), parameters with "
+        f"gradients and optimizer state {byte_size(need.parameters)} (model.hidden = "
+        f"{_brief(config.model.hidden)}), activations {byte_size(need.activations)} "
         f"(train.batch_size = {config.train.batch_size}, train.eval_batch_size = "
         f"{config.train.eval_batch_size}). Make the largest of these smaller.")
 
@@ -156,7 +136,7 @@ def check_data_fits(config, ops) -> Estimate:
     return check_fits(config, ops, *data_shape(config.data))
 
 
-def _size(n: int) -> str:
+def byte_size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"

@@ -220,7 +220,9 @@ def test_the_padding_stays_zero_and_a_diverging_member_fails_alone(runs_dir):
     from mlptrain.model import stack_members
     from mlptrain.optim import SGD
 
-    points = POINTS[:2] + [["model.hidden=[8, 30]", "train.seed=2", "optimizer.lr=1e300"]]
+    # lr x weight decay = 1e7: |p| grows 1e7-fold a step, to inf (no dead ReLU can stop it)
+    points = POINTS[:2] + [["model.hidden=[8, 30]", "train.seed=2", "optimizer.lr=1e6",
+                            "optimizer.weight_decay=10"]]
     group = configs(points=points)
     results = fit_group(group, RunStore(runs_dir))
     assert [r.status for r in results] == ["completed", "completed", "failed"]

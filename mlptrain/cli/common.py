@@ -7,7 +7,10 @@ honours NO_COLOR (and FORCE_COLOR) from the environment.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -63,6 +66,23 @@ def find_run(store: RunStore, ref: str, weights: bool = False) -> Run:
     if weights:
         require_weights(run)
     return run
+
+
+def json_text(value: Any) -> str:
+    """`value` as strict JSON, the one way a command writes JSON: JSON has no NaN or Infinity
+    (Python's json writes them, and strict parsers, jq among them, reject the line), so a
+    non-finite number becomes null, as an unknown one is everywhere else in the output."""
+    return json.dumps(_finite(value), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def fail(exc: MlptrainError) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -11,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mlptrain.cli.common import RunsDir, fail, interrupted, out, pct, secs
+from mlptrain.cli.common import RunsDir, fail, interrupted, json_text, out, pct, secs
 from mlptrain.cli.parts import first_that_fits
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RunStore
@@ -66,7 +65,7 @@ def ensemble(
     if drawn is not None:
         result["figure"] = str(drawn)
     if as_json:
-        print(json.dumps(result))
+        print(json_text(result))
         return
     refs = store.short_refs()
     out.print(members_table(result, out, refs))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -16,6 +15,7 @@ from mlptrain.cli.common import (
     fail,
     find_run,
     interrupted,
+    json_text,
     out,
     usage,
 )
@@ -62,6 +62,6 @@ def eval_(
     for note in result["notes"]:
         err.print(note, highlight=False, soft_wrap=True)
     if as_json:
-        print(json.dumps(result))
+        print(json_text(result))
     else:
         out.print(eval_report(result))

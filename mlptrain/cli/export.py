@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from mlptrain.cli.common import RunsDir, fail, interrupted, out, usage
+from mlptrain.cli.common import RunsDir, fail, interrupted, json_text, out, usage
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment.export import (DEFAULT_FILES, DEFAULT_OPSET, FORMATS, GOLDEN_BATCH,
                                         MIN_OPSET, Exported, export_run)
@@ -55,8 +54,8 @@ def export(
     except KeyboardInterrupt:
         interrupted()
     if as_json:
-        print(json.dumps({"run_id": exported.run_id, "format": exported.format,
-                          "files": [str(f) for f in exported.files], **exported.check}))
+        print(json_text({"run_id": exported.run_id, "format": exported.format,
+                         "files": [str(f) for f in exported.files], **exported.check}))
     else:
         out.print(describe(exported), highlight=False, soft_wrap=True)
 

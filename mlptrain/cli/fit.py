@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import warnings
@@ -19,6 +18,7 @@ from mlptrain.cli.common import (
     err,
     fail,
     interrupted,
+    json_text,
     out,
     usage,
 )
@@ -108,7 +108,7 @@ def fit(
     except KeyboardInterrupt:
         interrupted()
     if as_json:
-        print(json.dumps(finished.summary))
+        print(json_text(finished.summary))
     if finished.summary["status"] == "interrupted":
         err.print(f"interrupted: checkpoint saved. Resume with\n  mlptrain fit --resume "
                   f"{finished.path}", highlight=False, soft_wrap=True)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.table import Table
 
-from mlptrain.cli.common import EXIT_ERROR, fail, out
+from mlptrain.cli.common import EXIT_ERROR, fail, json_text, out
 from mlptrain.config import load_config
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment.gradcheck import EPS, TOLERANCE
@@ -35,11 +34,11 @@ def gradcheck(
     except MlptrainError as exc:
         fail(exc)
     if as_json:
-        print(json.dumps({"passed": report.passed, "activation": report.activation,
-                          "loss": report.loss, "sizes": report.sizes, "batch": report.batch,
-                          "dropout": report.dropout,
-                          "tolerance": TOLERANCE, "checks": [
-                              {**c.__dict__, "passed": c.passed} for c in report.checks]}))
+        print(json_text({"passed": report.passed, "activation": report.activation,
+                         "loss": report.loss, "sizes": report.sizes, "batch": report.batch,
+                         "dropout": report.dropout,
+                         "tolerance": TOLERANCE, "checks": [
+                             {**c.__dict__, "passed": c.passed} for c in report.checks]}))
     else:
         out.print(f"gradcheck of {'-'.join(map(str, report.sizes))} {report.activation} + "
                   f"{report.loss}, float64, batch of {report.batch}, step {EPS:g}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,7 +9,7 @@ import numpy as np
 import typer
 from rich.markup import escape
 
-from mlptrain.cli.common import RUN_HELP, RunsDir, err, fail, find_run, out
+from mlptrain.cli.common import RUN_HELP, RunsDir, err, fail, find_run, json_text, out
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment.predict import predict as predict_inputs
 from mlptrain.runs import RunStore
@@ -40,7 +39,7 @@ def predict(
         fail(exc)
     tops = result.top(top)
     if as_json:
-        print(json.dumps({
+        print(json_text({
             "run_id": result.run_id,
             "inputs": [{"input": str(i.path), "kind": i.kind, "notes": i.notes,
                         "samples": len(i.X)} for i in result.inputs],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -17,6 +16,7 @@ from mlptrain.cli.common import (
     err,
     fail,
     find_run,
+    json_text,
     num,
     out,
     pct,
@@ -59,7 +59,7 @@ def runs(
     except MlptrainError as exc:
         fail(exc)
     if as_json:
-        print(json.dumps(records))
+        print(json_text(records))
         return
     if not records:
         err.print(f"no runs in {RunStore(runs_dir).root}" + (" match" if status or name
@@ -123,7 +123,7 @@ def show(
     except MlptrainError as exc:
         fail(exc)
     if as_json:
-        print(json.dumps({"summary": summary, "metrics": metrics, "config": config}))
+        print(json_text({"summary": summary, "metrics": metrics, "config": config}))
         return
     planned = summary.get("epochs_planned")
     out.print(f"[bold]run {found.run_id}[/bold]: {_styled_status(record['status'])}, "
@@ -143,7 +143,7 @@ def show(
     out.print("config: the keys that differ from the defaults (every key: config.toml, or "
               "--json)", highlight=False)
     for key, value in config.items():
-        out.print(f"  {key} = {escape(json.dumps(value))}", highlight=False, soft_wrap=True)
+        out.print(f"  {key} = {escape(json_text(value))}", highlight=False, soft_wrap=True)
 
 
 def compare(
@@ -164,7 +164,7 @@ def compare(
     except MlptrainError as exc:
         fail(exc)
     if as_json:
-        print(json.dumps({"runs": records, "config": [
+        print(json_text({"runs": records, "config": [
             {"key": k, "values": v, "differs": d} for k, v, d in rows]}))
         return
     console, short = wide(), store.short_refs()
@@ -196,7 +196,7 @@ def compare_table(records: list[dict], rows: list, only_diff: bool,
     for key, values, differs in rows:
         if only_diff and not differs:
             continue
-        cells = [escape(json.dumps(v)) if v is not None else "-" for v in values]
+        cells = [escape(json_text(v)) if v is not None else "-" for v in values]
         if differs:
             table.add_row(f"[bold yellow]* {key}[/bold yellow]",
                           *(f"[bold yellow]{c}[/bold yellow]" for c in cells))

@@ -55,7 +55,7 @@ def sweep(
     ones continue from their checkpoints (a group's members together again where theirs end the
     same epoch), failed ones run again.
     """
-    from mlptrain.cli.sweep_render import SweepRenderer, trials_table
+    from mlptrain.cli.sweep_render import SweepRenderer
     from mlptrain.runs import RunStore
     from mlptrain.sweep import load_sweep, run_sweep
 
@@ -63,11 +63,10 @@ def sweep(
     try:
         spec = load_sweep(config, set_ or [], grid or [], samples, sample_seed)
         figure_formats = _formats(formats or ["png"])
-        grouped = _wants_groups(group, [t.config for t in spec.trials])
         if dry_run:
-            out.print(trials_table(spec, out))
-            _print_plan(spec, RunStore(runs_dir).root, grouped)
+            _dry_run(spec, RunStore(runs_dir).root, group)
             return
+        grouped = _wants_groups(group, [t.config for t in spec.trials])  # (too many: refused)
         runner = _executor(executor, workers, scheduler, _gpus([t.config for t in spec.trials]))
         if grouped:
             from mlptrain.sweep.grouping import GroupingExecutor
@@ -107,6 +106,20 @@ def _wants_groups(mode: str, configs: list) -> bool:
     return wants_groups(configs, mode)
 
 
+def _dry_run(spec, runs_root, group: str) -> None:
+    """The first trials and how many there are, then what running the sweep now would do; a
+    sweep too large to run is shown (its first trials and the count) and says so."""
+    from mlptrain.cli.sweep_render import DRY_RUN_ROWS, trials_table
+    from mlptrain.sweep.grid import MAX_TRIALS, too_many
+
+    out.print(trials_table(spec, out, DRY_RUN_ROWS))
+    if spec.size > MAX_TRIALS:
+        out.print(f"running it would be refused: {too_many(spec)}", highlight=False,
+                  soft_wrap=True)
+        return
+    _print_plan(spec, runs_root, _wants_groups(group, [t.config for t in spec.trials]))
+
+
 def _print_plan(spec, runs_root, grouped: bool) -> None:
     """What a run would do now: the trials done earlier, those that continue, the groups."""
     from mlptrain.cli.sweep_render import grouping_text
@@ -122,6 +135,10 @@ def _print_plan(spec, runs_root, grouped: bool) -> None:
             "continue from their checkpoints"
         out.print(f"{plural(len(resumed), 'trial')} {verb}: "
                   + ", ".join(f"#{t.index} ({t.resume})" for t in resumed), highlight=False)
+    for t in tasks:
+        if t.afresh:
+            out.print(f"trial #{t.index}: {t.afresh}: will start afresh", highlight=False,
+                      soft_wrap=True)
     if grouped:
         out.print(grouping_text(*plan_groups(tasks, device_limit)), highlight=False)
 

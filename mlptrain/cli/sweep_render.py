@@ -25,6 +25,7 @@ from mlptrain.sweep import (
 from mlptrain.sweep.runner import CAPACITY_AXIS
 
 STATUS_STYLE = {"completed": "green", "failed": "bold red", "interrupted": "yellow"}
+DRY_RUN_ROWS = 50  # trials a --dry-run lists; it counts them all
 
 
 def _value(v: Any) -> str:
@@ -146,19 +147,22 @@ def summary_table(summary: dict[str, Any], console: Console) -> Table:
                                 (True, "test acc"))))
 
 
-def trials_table(spec: SweepSpec, console: Console) -> Table:
-    """The trials a sweep would run (for --dry-run); the axes as in summary_table, and long
-    run names folded onto more lines."""
+def trials_table(spec: SweepSpec, console: Console, rows: int | None = None) -> Table:
+    """The trials a sweep would run (for --dry-run): the first `rows` of them (None: all) and
+    how many there are, only those shown built; the axes as in summary_table, and long run
+    names folded onto more lines."""
     keys = [a.key for a in spec.axes]
-    sampled = f", {spec.samples} sampled" if spec.samples else ""
+    sampled = f", {spec.samples:,} sampled" if spec.samples else ""
+    shown = spec.first(spec.size if rows is None else rows)
+    more = f" (the first {len(shown):,} shown)" if len(shown) < spec.size else ""
 
     def layout(headers: list[str]) -> Table:
-        table = Table(title=f"sweep {spec.sweep_id}: {plural(len(spec.trials), 'trial')} of a "
-                            f"{spec.grid_size}-point grid{sampled}", title_justify="left")
+        table = Table(title=f"sweep {spec.sweep_id}: {plural(spec.size, 'trial')} of a "
+                            f"{spec.grid_size:,}-point grid{sampled}{more}", title_justify="left")
         for key, header in zip(("#", *keys, "run name"), ("#", *headers, "run name")):
             table.add_column(header, justify="left" if key in ("run name", CAPACITY_AXIS)
                              else "right", no_wrap=key != "run name", overflow="fold")
-        for t in spec.trials:
+        for t in shown:
             table.add_row(str(t.index), *(_value(t.point[k]) for k in keys), t.name)
         return table
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mlptrain.data.mnist import IMAGE_SIDE, find_vendored_mnist, load_mnist
+from mlptrain.data.mnist import (IMAGE_SIDE, PIXEL_MAX, find_vendored_mnist, load_mnist,
+                                 scale_pixels)
 from mlptrain.data.npz import load_npz
 from mlptrain.data.preprocess import normalize_width
 from mlptrain.data.split import split_indices, split_off
 from mlptrain.data.xor import make_xor, xor_test_set
-from mlptrain.errors import ConfigError
+from mlptrain.errors import ConfigError, DataError
 from mlptrain.seeding import streams
 
 REPO_MNIST_DIR = Path(__file__).resolve().parents[2] / "data" / "mnist"
@@ -130,6 +131,46 @@ def preprocess_notes(cfg) -> list[str]:
         return []
     return [f"stretched each digit to {cfg.normalize_width} pixels wide, as the run's training "
             "digits were (data.normalize_width)"]
+
+
+PIXELS_ABOVE = 1.5  # a largest value above this cannot be a [0, 1] image: 0-255 pixels
+
+
+def outside_inputs(X: np.ndarray, cfg, dataset: str | None, dtype,
+                   where: str) -> tuple[np.ndarray, list[str]]:
+    """Samples (N, D) from outside a run (`eval --data`, `predict`) made what the run's own
+    splits were when its network saw them: the one place that decides it. MNIST's 0-255 pixels
+    are scaled to [0, 1] as its loader scales them, then the run's [data] preprocessing
+    (`preprocess`) follows, as load_dataset gives it to every split; the values must fit the
+    network's `dtype`. Returns (X, notes saying what was done, for the user)."""
+    notes = []
+    if dataset == "mnist" and X.size and X.max() > PIXELS_ABOVE:
+        X = scale_pixels(X)
+        notes.append(f"{where} looks like 0-{PIXEL_MAX} pixels: scaled them to [0, 1] (divided "
+                     f"by {PIXEL_MAX}), as the training images were")
+    X = preprocess(X, cfg)
+    check_range(X, dtype, where)
+    return X, notes + preprocess_notes(cfg)
+
+
+def check_dataset_range(dataset: Dataset, dtype) -> None:
+    """check_range of a user's own data (generated data lie in the range their config keys
+    bound, MNIST's in [0, 1])."""
+    if dataset.name == "npz":
+        for split in ("train", "val", "test"):
+            check_range(dataset.split(split)[0], dtype, f"{dataset.source} ({split} split)")
+
+
+def check_range(X: np.ndarray, dtype, where: str) -> None:
+    """DataError unless every value of X (N, D) is finite in `dtype`, the network's: 1e300
+    passes a float64 check, then turns into inf in float32 and NaN in the outputs."""
+    limit = np.finfo(dtype).max
+    bad = ~(np.abs(X) <= limit)  # NaN fails the comparison too
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"{where}: sample {row} holds {X[row, column]:g} (feature {column}), "
+                        f"beyond what the run's {np.dtype(dtype)} network can hold "
+                        f"(+-{limit:.3g}); expected finite values like those it was trained on.")
 
 
 # (id(X), width) -> (X, its transform), for the loader's arrays

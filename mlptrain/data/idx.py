@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import zlib
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def _decompressed_bytes(path: Path) -> bytes:
 def _parse(path: Path, content: bytes) -> np.ndarray:
     shape = _parse_header(path, content)
     header_bytes = HEADER_PREFIX_BYTES + DIMENSION_BYTES * len(shape)
-    expected = int(np.prod(shape, dtype=np.int64))
+    expected = math.prod(shape)  # Python ints: int64 would wrap 65536**4 around to 0
     found = len(content) - header_bytes
     if found != expected:
         relation = "shorter" if found < expected else "longer"

@@ -302,6 +302,16 @@ def _checked_split(
             f"MNIST {split} labels in {data_dir} include {int(labels.max())}; expected digits "
             f"0..{N_DIGITS - 1}. Replace the files with the original MNIST files."
         )
-    flat = images.reshape(images.shape[0], IMAGE_SIDE * IMAGE_SIDE).astype(np.float32)
-    flat /= np.float32(255.0)
-    return flat, labels.astype(np.int64)
+    flat = images.reshape(images.shape[0], IMAGE_SIDE * IMAGE_SIDE)
+    return scale_pixels(flat), labels.astype(np.int64)
+
+
+PIXEL_MAX = 255  # MNIST's pixels are bytes
+
+
+def scale_pixels(pixels: np.ndarray) -> np.ndarray:
+    """0-255 pixels as the network sees every MNIST image: float32 in [0, 1], divided in
+    float32 (the same bits for the loader's images and for a user's copy of them)."""
+    out = pixels.astype(np.float32)
+    out /= np.float32(PIXEL_MAX)
+    return out

@@ -14,16 +14,15 @@ import numpy as np
 
 from mlptrain import loop
 from mlptrain.config import Config, load_config
+from mlptrain.data import outside_inputs
 from mlptrain.data.npz import load_npz
 from mlptrain.errors import ConfigError, DataError
-from mlptrain.experiment.setup import SPLITS, prepare
-from mlptrain.experiment.predict import load_network
+from mlptrain.experiment.predict import check_outputs, open_network
+from mlptrain.experiment.setup import SPLITS, prepare_run
 from mlptrain.model import MLP
 from mlptrain.reports.arrays import run_model
 from mlptrain.runs import Run, RunStore
-from mlptrain.runs.query import read_final_weights
-
-PIXEL_MAX = 255  # images saved as 8-bit pixels; the network was trained on [0, 1]
+from mlptrain.runs.query import require_weights
 
 
 def evaluate_run(store: RunStore, ref: str, split: str = "test",
@@ -36,17 +35,21 @@ def evaluate_run(store: RunStore, ref: str, split: str = "test",
     config = load_config(run.path / "config.toml")
     notes: list[str] = []
     if data is None:
-        p = prepare(config)
+        require_weights(run)
+        p = prepare_run(run)
         model, (X, y) = p.model, p.dataset.split(split)
-        model.load_state_dict(read_final_weights(run), source=str(run.path / "weights.npz"))
         if not len(y):
             raise ConfigError(f"run {run.run_id} has an empty {split} split (val_fraction = 0?).")
     else:
         model = _saved_model(run, config)
-        X, y = _outside_data(Path(data), run, model, notes)
+        X, y = _outside_data(Path(data), run, config, model, notes)
+    with np.errstate(over="ignore", invalid="ignore"):  # check_outputs says what went wrong
+        outputs = run_model(model, X, config.train.eval_batch_size, hidden=False)
+    if data is not None:  # the run's own data trained it: its outputs are finite
+        check_outputs(outputs.probabilities, X, f"{data} (array X)")
     loss, accuracy = loop.evaluate(model, loop.to_device(model.ops, model, X, y),
                                    config.train.eval_batch_size)
-    predictions = run_model(model, X, config.train.eval_batch_size).predictions
+    predictions = outputs.predictions
     return {"run_id": run.run_id, "split": "data" if data is not None else split,
             "data": None if data is None else str(data), "loss": loss, "accuracy": accuracy,
             "samples": int(len(y)), "notes": notes,
@@ -60,12 +63,13 @@ def model_classes(model: MLP) -> int:
 
 def _saved_model(run: Run, config: Config) -> MLP:
     """The run's network with its final weights, shaped from its summary (no data needed)."""
-    sizes = run.read_summary()["model"]["sizes"]
-    return load_network(config, sizes, read_final_weights(run), str(run.path / "weights.npz"))
+    require_weights(run)
+    return open_network(run, config, run.read_summary()["model"]["sizes"])
 
 
-def _outside_data(path: Path, run: Run, model: MLP, notes: list[str]):
-    """X (N, D) and y (N,) of a .npz, checked against what the network takes."""
+def _outside_data(path: Path, run: Run, config: Config, model: MLP, notes: list[str]):
+    """X (N, D) and y (N,) of a .npz, checked against what the network takes and made what
+    the run's own splits were (outside_inputs: pixel scale, the run's preprocessing)."""
     arrays = load_npz(path)
     X, y = arrays.X, arrays.y
     if X.shape[1] != model.sizes[0]:
@@ -76,10 +80,8 @@ def _outside_data(path: Path, run: Run, model: MLP, notes: list[str]):
         raise DataError(f"{path}: y holds label {int(y.max())}, but run {run.run_id} knows "
                         f"classes 0-{model_classes(model) - 1} only.")
     dataset = (run.read_summary().get("dataset") or {}).get("name")
-    if dataset == "mnist" and X.max() > 1.5:
-        X = X / PIXEL_MAX
-        notes.append(f"X looks like 0-{PIXEL_MAX} pixels: scaled to [0, 1], as the training "
-                     "images were")
+    X, done = outside_inputs(X, config.data, dataset, model.dtype, f"{path} (array X)")
+    notes += done
     return X, y
 
 

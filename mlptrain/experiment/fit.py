@@ -18,13 +18,14 @@ import numpy as np
 
 import mlptrain
 from mlptrain import loop
+from mlptrain.arrayfiles import read_npz
 from mlptrain.config import Config, load_config
 from mlptrain.experiment.diagnose import training_warnings
 from mlptrain.errors import DataError, RunStoreError, TrainingError
-from mlptrain.experiment.setup import SPLITS, Prepared, prepare
+from mlptrain.experiment.setup import SPLITS, Prepared, network_expect, prepare
 from mlptrain.model import MLP
 from mlptrain.optim import build_optimizer
-from mlptrain.runs import Run, RunStore, npz_arrays
+from mlptrain.runs import Run, RunStore
 from mlptrain.runs.checkpoint import CheckpointWriter, checkpoint_arrays, restore
 
 
@@ -68,7 +69,7 @@ def fit_experiment(config: Config, store: RunStore,
     """
     p = prepare(config, data_progress)
     if config.model.weights:  # start from a saved network instead of the initialisation
-        p.model.load_state_dict(_read_weights_file(Path(config.model.weights)),
+        p.model.load_state_dict(_read_weights_file(Path(config.model.weights), p.model),
                                 source=config.model.weights)
     optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
     splits = _splits(p)
@@ -314,14 +315,11 @@ def _check_same_data(run: Run, summary: dict, checksums: dict[str, str], allow: 
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def _read_weights_file(path: Path) -> dict[str, np.ndarray]:
-    try:
-        return npz_arrays(path.read_bytes())
-    except FileNotFoundError:
-        raise DataError(f"[model] weights = {str(path)!r}: the file does not exist. Give a "
-                        "weights.npz written by a run, or leave it empty to initialise.") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"[model] weights = {str(path)!r} is not a readable .npz file ({exc}).")
+def _read_weights_file(path: Path, model: MLP) -> dict[str, np.ndarray]:
+    """The starting weights: finite, each array the shape of the model's parameter of its name
+    (checked from the headers, before any data is read); blamed on the file, not on training."""
+    return read_npz(path, f"[model] weights = {str(path)!r}", DataError,
+                    network_expect(model))
 
 
 def start_summary(run: Run, p: Prepared) -> dict[str, Any]:

@@ -18,22 +18,25 @@ from pathlib import Path
 import numpy as np
 
 from mlptrain import nn
+from mlptrain.arrayfiles import read_npy, read_npz
 from mlptrain.backend import get_backend
 from mlptrain.config import load_config
-from mlptrain.data import preprocess, preprocess_notes
+from mlptrain.data import outside_inputs
 from mlptrain.errors import DataError
 from mlptrain.experiment.digits import clean_digit
+from mlptrain.experiment.setup import network_expect
 from mlptrain.model import MLP
-from mlptrain.runs import RunStore, npz_arrays
+from mlptrain.runs import Run, RunStore
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
 @dataclass
 class Inputs:
-    X: np.ndarray  # (N, D) float64 samples, scaled as in training
+    X: np.ndarray  # (N, D) samples; once predict() passed them to outside_inputs, as trained
     kind: str  # "image" or "array"
     image: np.ndarray | None = None  # (H, W) in [0, 1]: what the network sees, for a preview
+    # (set once the input is what the network takes: outside_inputs)
     notes: list[str] = field(default_factory=list)  # what was done to the input, for the user
     path: Path | None = None  # the file it came from
 
@@ -66,14 +69,19 @@ def predict(store: RunStore, ref: str, input_paths: Path | list[Path],
     sizes = summary["model"]["sizes"]
     dataset = summary.get("dataset") or {}
     input_shape = tuple(dataset.get("input_shape") or _square_or_flat(sizes[0]))
-    model = load_network(config, sizes, run.read_weights(), str(run.path / "weights.npz"))
+    model = open_network(run, config, sizes)
     paths = expand_inputs([input_paths] if isinstance(input_paths, (str, Path)) else input_paths)
     inputs = [read_inputs(path, sizes[0], input_shape, dataset.get("name"), invert)
               for path in paths]
-    X = preprocess(np.concatenate([i.X for i in inputs]), config.data)  # as training saw them
-    for i in inputs:
-        i.notes += preprocess_notes(config.data)
-    probs = probabilities(model, X)
+    for i in inputs:  # as the run's own splits were when the network saw them
+        i.X, notes = outside_inputs(i.X, config.data, dataset.get("name"), model.dtype,
+                                    f"input {i.path}")
+        i.notes += notes
+        if len(input_shape) == 2 and len(i.X) == 1:
+            i.image = i.X[0].reshape(input_shape)
+    X = np.concatenate([i.X for i in inputs])
+    probs = np.concatenate([outside_probabilities(model, i.X, f"input {i.path}")
+                            for i in inputs])
     reference = summary.get("reference")
     warnings = [out_of_distribution(x, p, reference, input_shape) for x, p in zip(X, probs)]
     return Prediction(run.run_id, inputs, probs, warnings)
@@ -97,12 +105,25 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 def load_network(config, sizes: list[int], weights: dict, source: str, dtype=None) -> MLP:
     """A saved run's network on the CPU, in `dtype` (default: the run's), without dropout."""
-    n_classes = 2 if sizes[-1] == 1 else sizes[-1]  # one output: sigmoid over two classes
-    m = config.model  # inference only: no training step, so no label smoothing or dropout
-    model = MLP(get_backend("cpu"), sizes, nn.make_activation(m.activation, m.leaky_slope),
-                nn.make_loss(m.loss, n_classes), np.dtype(dtype or config.train.dtype))
+    model = _network(config, sizes, dtype)
     model.load_state_dict(weights, source=source)
     return model
+
+
+def open_network(run: Run, config, sizes: list[int]) -> MLP:
+    """load_network of the run's weights.npz, whose headers are checked against the network
+    before any of its data is read."""
+    model = _network(config, sizes)
+    model.load_state_dict(run.read_weights(network_expect(model)),
+                          source=str(run.path / "weights.npz"))
+    return model
+
+
+def _network(config, sizes: list[int], dtype=None) -> MLP:
+    n_classes = 2 if sizes[-1] == 1 else sizes[-1]  # one output: sigmoid over two classes
+    m = config.model  # inference only: no training step, so no label smoothing or dropout
+    return MLP(get_backend("cpu"), sizes, nn.make_activation(m.activation, m.leaky_slope),
+               nn.make_loss(m.loss, n_classes), np.dtype(dtype or config.train.dtype))
 
 
 def probabilities(model: MLP, X: np.ndarray, batch_size: int = 8192) -> np.ndarray:
@@ -111,6 +132,27 @@ def probabilities(model: MLP, X: np.ndarray, batch_size: int = 8192) -> np.ndarr
     return np.concatenate([
         np.asarray(ops.to_host(model.loss.probabilities(ops.xp, logits)), np.float64)
         for _, _, _, logits in model.forward_batches(X, batch_size)])
+
+
+def outside_probabilities(model: MLP, X: np.ndarray, where: str) -> np.ndarray:
+    """probabilities() of samples from outside the run (see check_outputs)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # check_outputs says what went wrong
+        probs = probabilities(model, X)
+    check_outputs(probs, X, where)
+    return probs
+
+
+def check_outputs(probs: np.ndarray, X: np.ndarray, where: str) -> None:
+    """DataError for a sample whose class probabilities are not finite: values that fit the
+    network's dtype can still overflow inside it (1e30 pixels), and NaN must not reach an
+    answer (nor --json, which has no NaN)."""
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{where}: sample {row} drives the network's outputs out of range (its "
+                        f"class probabilities are NaN; its largest |value| is "
+                        f"{np.abs(X[row]).max():g}); expected values like those the run was "
+                        "trained on.")
 
 
 # -- how far an input is from the training data --------------------------------------------------
@@ -189,7 +231,7 @@ def read_inputs(path: Path, n_features: int, input_shape: tuple[int, ...],
     if suffix in IMAGE_SUFFIXES:
         inputs = _read_image(path, n_features, input_shape, dataset, invert)
     elif suffix in (".npy", ".npz"):
-        inputs = _read_array(path, n_features, input_shape, dataset)
+        inputs = _read_array(path, n_features, input_shape)
     else:
         raise DataError(f"input {path}: unknown file type {suffix or '(none)'!r}; expected an "
                         f"image ({', '.join(IMAGE_SUFFIXES)}) or an array (.npy, .npz).")
@@ -229,7 +271,7 @@ def _read_image(path: Path, n_features: int, input_shape, dataset,
             notes.append("inverted it: the training images are light on a dark background")
         pixels = _resize(pixels, input_shape, Image)
         notes.append(f"resized it to {input_shape[1]}x{input_shape[0]}")
-    return Inputs(pixels.reshape(1, -1), "image", pixels, notes)
+    return Inputs(pixels.reshape(1, -1), "image", None, notes)
 
 
 def _flatten_alpha(image):
@@ -252,22 +294,19 @@ def _resize(pixels: np.ndarray, shape, Image) -> np.ndarray:
     return np.asarray(resized, np.float64) / 255.0
 
 
-def _read_array(path: Path, n_features: int, input_shape, dataset) -> Inputs:
-    try:
-        if path.suffix.lower() == ".npz":
-            arrays = npz_arrays(path.read_bytes())
-            if "X" in arrays:
-                array = arrays["X"]
-            elif len(arrays) == 1:
-                (array,) = arrays.values()
-            else:
-                raise DataError(f"input {path} holds {', '.join(arrays)}; name the samples X.")
+def _read_array(path: Path, n_features: int, input_shape) -> Inputs:
+    """The samples of a .npy, or of a .npz's array X (or its only array): real and finite, as
+    arrayfiles checks every array it reads."""
+    if path.suffix.lower() == ".npz":
+        arrays = read_npz(path, f"input {path}")
+        if "X" in arrays:
+            array = arrays["X"]
+        elif len(arrays) == 1:
+            (array,) = arrays.values()
         else:
-            array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"input {path} is not a readable {path.suffix} array ({exc}).") from None
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise DataError(f"input {path} holds {array.dtype} values; expected numbers.")
+            raise DataError(f"input {path} holds {', '.join(arrays)}; name the samples X.")
+    else:
+        array = read_npy(path, f"input {path}")
     if array.size == 0 or array.size % n_features:
         raise DataError(f"input {path} has shape {array.shape}, which is not one or more "
                         f"samples of {n_features} features (or {input_shape}).")
@@ -275,11 +314,5 @@ def _read_array(path: Path, n_features: int, input_shape, dataset) -> Inputs:
     X = array.reshape(1 if one else -1, n_features).astype(np.float64)
     notes = [f"read {X.shape[0]} sample{'s' if X.shape[0] > 1 else ''} of {n_features} "
              f"features from an array of shape {array.shape}"]
-    if dataset == "mnist" and np.issubdtype(array.dtype, np.integer) and X.max() > 1:
-        X /= 255.0
-        notes.append("scaled the integer pixels to [0, 1] (divided by 255), as in training")
-    if not np.isfinite(X).all():
-        raise DataError(f"input {path} holds NaN or infinite values.")
-    image = X[0].reshape(input_shape) if len(input_shape) == 2 and X.shape[0] == 1 else None
-    return Inputs(X, "array", image, notes)
+    return Inputs(X, "array", None, notes)
 

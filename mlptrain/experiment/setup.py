@@ -15,9 +15,11 @@ from typing import Callable
 import numpy as np
 
 from mlptrain import memory
+from mlptrain.arrayfiles import Expect
 from mlptrain.backend import describe_path, epoch_path, get_backend
 from mlptrain.config import Config, load_config
-from mlptrain.data import Dataset, load_dataset
+from mlptrain.data import Dataset, check_dataset_range, load_dataset
+from mlptrain.errors import ModelError
 from mlptrain.model import MLP, build_model
 from mlptrain.runs import Run
 from mlptrain.seeding import streams
@@ -52,6 +54,7 @@ def prepare(config: Config, data_progress: Callable | None = None,
     memory.check_data_fits(config, ops)  # before anything is allocated: refuse what cannot fit
     if dataset is None:
         dataset = load_dataset(config.data, rngs, data_progress, _config_folder(config))
+        check_dataset_range(dataset, config.train.dtype)
     memory.check_fits(config, ops, sum(len(dataset.split(s)[1]) for s in SPLITS),
                       dataset.n_features, dataset.n_classes)  # now with the data's classes
     step = build_step(config, dataset.input_shape, dataset.n_classes,
@@ -80,8 +83,17 @@ def prepare_run(run: Run, device: str | None = None) -> Prepared:
     given (figures drawn in helper processes use the CPU, never a GPU context each)."""
     overrides = [f"train.device={device}"] if device else []
     p = prepare(load_config(run.path / "config.toml", overrides))
-    p.model.load_state_dict(run.read_weights(), source=str(run.path / "weights.npz"))
+    p.model.load_state_dict(run.read_weights(network_expect(p.model)),
+                            source=str(run.path / "weights.npz"))
     return p
+
+
+def network_expect(model: MLP) -> Expect:
+    """What a weights file for `model` must hold: each parameter's shape, checked from the
+    file's headers before any of its data is read (and, as for every array, finite values)."""
+    return Expect(shapes={name: tuple(p.shape) for name, p in model.params.items()},
+                  shapes_of=f"the {model.describe_sizes()} network (check model.hidden against "
+                            "the network that wrote the file)", shape_error=ModelError)
 
 
 @dataclass

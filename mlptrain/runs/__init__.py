@@ -10,9 +10,8 @@ from mlptrain.runs.store import (
                                  atomic_write_bytes,
                                  atomic_write_text,
                                  default_runs_dir,
-                                 npz_arrays,
                                  npz_bytes,
 )
 
 __all__ = ["RUNS_DIR_ENV", "Run", "RunStore", "atomic_write_bytes", "atomic_write_text",
-           "default_runs_dir", "npz_arrays", "npz_bytes"]
+           "default_runs_dir", "npz_bytes"]

@@ -30,9 +30,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from mlptrain.arrayfiles import npz_headers, read_npz
 from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.loop import TrainState
-from mlptrain.runs.schema import check_metrics_record
+from mlptrain.runs.schema import CHECKPOINT, check_metrics_record
 
 FORMAT = 2
 
@@ -115,6 +116,7 @@ def restore(arrays: dict[str, np.ndarray], model, optimizer,
             "a new run from its config with `mlptrain fit`, or resume it with the older "
             "version.")
     try:
+        _check_shadow_shapes(arrays, model.params)
         model.load_state_dict(_prefixed(arrays, "model."), source=source)
         optimizer.load_state_dict(_prefixed(arrays, "optimizer."))
         for name, rng in rngs.items():
@@ -148,14 +150,28 @@ def restore(arrays: dict[str, np.ndarray], model, optimizer,
 
 
 def epoch_end(path) -> int | None:
-    """The epoch whose end a checkpoint file holds; None when it stopped inside an epoch or
-    cannot be read (then only a resume of its own run can tell what is wrong)."""
+    """The epoch whose end a checkpoint file holds; None when it stopped inside an epoch.
+    RunStoreError when the file cannot be read (every array's header is checked; only the
+    two counters are read)."""
+    npz_headers(path, str(path), RunStoreError, CHECKPOINT)  # all of them, cheaply
+    arrays = read_npz(path, str(path), RunStoreError, CHECKPOINT, keys=("position", "epoch"))
     try:
-        with np.load(path) as arrays:
-            position = _count(arrays, "position")
-            return None if position else _count(arrays, "epoch")
-    except (OSError, KeyError, ValueError):
-        return None
+        position = _count(arrays, "position")
+        return None if position else _count(arrays, "epoch")
+    except (KeyError, ValueError) as exc:
+        raise RunStoreError(f"{path} is not a checkpoint this version can resume from "
+                            f"({type(exc).__name__}: {exc}).") from None
+
+
+def _check_shadow_shapes(arrays: dict[str, np.ndarray], params: dict) -> None:
+    """Each array that shadows a parameter (its best copy, its optimizer state) has that
+    parameter's shape: one number would broadcast into a whole velocity without a word."""
+    for name, p in params.items():
+        for key, value in arrays.items():
+            if key.startswith(("best.model.", "optimizer.")) and key.endswith(f".{name}") \
+                    and np.shape(value) != tuple(p.shape):
+                raise ValueError(f"{key!r} has shape {np.shape(value)}, expected "
+                                 f"{tuple(p.shape)} (that of {name})")
 
 
 def _count(arrays: dict[str, np.ndarray], key: str) -> int:

@@ -58,14 +58,6 @@ def _status(summary: dict) -> str:
     return status
 
 
-
-
-def read_final_weights(run: Run) -> dict[str, Any]:
-    """The weights a finished run saved (see require_weights)."""
-    require_weights(run)
-    return run.read_weights()
-
-
 def require_weights(run: Run) -> None:
     """Raises, for a run that has no weights.npz yet, an error that says why (interrupted: how
     to resume it; failed: its error) instead of naming a missing file."""

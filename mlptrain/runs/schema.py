@@ -7,11 +7,25 @@ short description of the first problem (the reader turns it into a RunStoreError
 
 Only the keys a reader uses are checked; other keys are left alone, so a newer version's extra
 keys do not make a run unreadable.
+
+checkpoint.npz is read by arrayfiles.read_npz with CHECKPOINT below: which of its arrays hold
+JSON text and which floats may be infinite; every other array holds finite real numbers.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
+
+from mlptrain.arrayfiles import Expect
+
+# what runs/checkpoint.py writes: JSON texts (every RNG's state, the metrics history, the GPU's
+# product plans); a best validation loss that starts infinite, an epoch's running loss sum;
+# and the counters, each one number
+CHECKPOINT = Expect(
+    text=("rng.", "history", "product_plans"), nonfinite=("best.val_loss", "running.loss_sum"),
+    shapes={key: () for key in ("epoch", "step", "position", "format", "best.epoch",
+                                "best.val_loss")},
+    shapes_of="a checkpoint's counter (one number)")
 
 RUN_STATUSES = ("running", "completed", "interrupted", "failed")  # what fit writes
 

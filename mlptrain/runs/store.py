@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from mlptrain.arrayfiles import Expect, read_npz
 from mlptrain.errors import RunStoreError
-from mlptrain.runs.schema import check_metrics_record, check_summary
+from mlptrain.runs.schema import CHECKPOINT, check_metrics_record, check_summary
 
 RUNS_DIR_ENV = "MLPTRAIN_RUNS_DIR"
 TMP_SUFFIX = ".tmp"
@@ -108,15 +109,6 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
             np.lib.format.write_array(entry, np.asanyarray(value), allow_pickle=False)
             archive.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=ZIP_EPOCH), entry.getvalue())
     return buffer.getvalue()
-
-
-def npz_arrays(data: bytes) -> dict[str, np.ndarray]:
-    """The arrays of .npz bytes (the inverse of npz_bytes); ValueError if they are not one."""
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # what damaged zips raise
-        raise ValueError(str(exc)) from None
 
 
 class Run:
@@ -207,11 +199,12 @@ class Run:
             raise RunStoreError(f"{self.path / name} is not valid JSON ({exc}); the run's "
                                 "files were changed or damaged after it wrote them.") from None
 
-    def read_weights(self) -> dict[str, np.ndarray]:
-        return self._read_npz("weights.npz")
+    def read_weights(self, expect: Expect = Expect()) -> dict[str, np.ndarray]:
+        """weights.npz, every array finite; `expect`: the shapes of the network reading it."""
+        return self._read_npz("weights.npz", expect)
 
     def read_checkpoint(self) -> dict[str, np.ndarray]:
-        return self._read_npz("checkpoint.npz")
+        return self._read_npz("checkpoint.npz", CHECKPOINT)
 
     def _read(self, name: str) -> bytes:
         try:
@@ -223,12 +216,10 @@ class Run:
             raise RunStoreError(f"{self.path / name} cannot be read ({exc.strerror or exc})."
                                 ) from None
 
-    def _read_npz(self, name: str) -> dict[str, np.ndarray]:
-        try:
-            return npz_arrays(self._read(name))
-        except ValueError as exc:
-            raise RunStoreError(f"{self.path / name} is not a readable .npz file ({exc}); "
-                                "the run's files were changed or damaged after it wrote them.")
+    def _read_npz(self, name: str, expect: Expect) -> dict[str, np.ndarray]:
+        if not (self.path / name).exists():
+            self._read(name)  # the error that says why a run has no such file
+        return read_npz(self.path / name, str(self.path / name), RunStoreError, expect)
 
 
 class RunStore:

@@ -14,20 +14,23 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlptrain.config import (MAX_NAME, SECTIONS, Config, _check_value, _did_you_mean,
-                             load_config, parse_config, tomllib)
+                             load_config, tomllib, with_values)
 from mlptrain.errors import ConfigError
 
 SWEEP_TABLE = "sweep"
 REPLICATE_AXES = ("train.seed",)  # axes averaged over in the summary: the rest is a grid point
+MAX_TRIALS = 10_000  # trials one sweep runs: each is a run directory, a config and a process
 
 
 @dataclass
@@ -48,7 +51,10 @@ class Trial:
 
 @dataclass
 class SweepSpec:
-    """Everything that defines a sweep; two runs of the same spec are the same sweep."""
+    """Everything that defines a sweep; two runs of the same spec are the same sweep. Its
+    trials are counted before any is built (the product of the axes' lengths) and built from
+    the parsed base config, each on demand: a grid of 10**9 points costs nothing to sample
+    from, and `--dry-run` builds the few it shows."""
 
     name: str
     source: str
@@ -56,11 +62,42 @@ class SweepSpec:
     axes: list[Axis]
     samples: int  # 0 = the whole grid
     sample_seed: int
-    trials: list[Trial]
+    text: str = field(default="", repr=False)  # the config file's, to name lines in errors
 
     @property
     def grid_size(self) -> int:
-        return int(np.prod([len(a.values) for a in self.axes]))
+        return math.prod(len(a.values) for a in self.axes)  # Python ints: never overflows
+
+    @property
+    def size(self) -> int:
+        """How many trials the sweep runs: its samples, or the whole grid."""
+        return self.samples or self.grid_size
+
+    def first(self, n: int) -> list[Trial]:
+        """The first n trials (in grid order), built without building the others."""
+        return [self.trial(i) for i in itertools.islice(self.indices, n)]
+
+    @cached_property
+    def indices(self) -> Sequence[int]:
+        """The grid index of each trial, in grid order."""
+        return grid_indices(self.grid_size, self.samples, self.sample_seed)
+
+    @cached_property
+    def trials(self) -> list[Trial]:
+        """Every trial; ConfigError, naming the count and --samples, for more than
+        MAX_TRIALS (each is a run directory and a process start)."""
+        if self.size > MAX_TRIALS:
+            raise ConfigError(too_many(self))
+        return self.first(self.size)
+
+    def trial(self, index: int) -> Trial:
+        """The trial at grid index `index`: the base with the point's values as --set."""
+        point = point_at(self.axes, index)
+        config = with_values(self.base, point, self.text)
+        config.overrides = [*self.base.overrides,
+                            *(f"{key}={toml_value(value)}" for key, value in point.items())]
+        config.name = trial_name(point.get("name", self.name), point)
+        return Trial(index, point, config.name, config)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source,
@@ -76,9 +113,20 @@ class SweepSpec:
         return f"{self.name}-{digest[:8]}"
 
 
+def too_many(spec: SweepSpec) -> str:
+    """Why a sweep of more than MAX_TRIALS trials is refused, and what to do instead."""
+    lengths = " x ".join(f"{len(a.values)} ({a.key})" for a in spec.axes)
+    what = (f"--samples {spec.samples}" if spec.samples else
+            f"the grid has {spec.grid_size:,} points: {lengths}")
+    return (f"{what}: a sweep runs at most {MAX_TRIALS:,} trials (each is a run). Draw fewer "
+            f"with --samples N (N <= {MAX_TRIALS:,}), or give the axes fewer values; "
+            "--dry-run shows the first trials of any grid.")
+
+
 def load_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[str] = (),
                samples: int = 0, sample_seed: int = 0) -> SweepSpec:
-    """Reads a sweep config: its [sweep] table, then --grid axes, then the trials."""
+    """Reads a sweep config: its [sweep] table, then --grid axes, then (unless there are too
+    many to run: see SweepSpec.trials) the trials."""
     path = Path(path)
     base = load_config(path, overrides)  # reports unreadable files and bad base keys first
     text = path.read_text(encoding="utf-8")
@@ -96,14 +144,14 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
     if not axes:
         raise ConfigError(f"{path} has no [sweep] axes and no --grid was given; add for example "
                           '[sweep] "model.hidden" = [2, 4, 8] or --grid model.hidden=2,4,8.')
-    spec = SweepSpec(base.name, str(path), base, list(axes.values()), samples, sample_seed, [])
+    spec = SweepSpec(base.name, str(path), base, list(axes.values()), samples, sample_seed, text)
     if samples < 0:
         raise ConfigError(f"--samples {samples}: expected 0 (the whole grid) or more.")
     if samples > spec.grid_size:
         raise ConfigError(f"--samples {samples} is more than the {spec.grid_size} points of the "
                           "grid; ask for fewer, or leave --samples out to run them all.")
-    spec.trials = [_trial(spec, path, overrides, index, point)
-                   for index, point in sample_points(spec.axes, samples, sample_seed)]
+    if spec.size <= MAX_TRIALS:
+        spec.trials  # built now: a point that breaks a rule across keys refuses the grid
     return spec
 
 
@@ -218,13 +266,30 @@ def _axis_line(text: str, key: str) -> int | None:
 def sample_points(axes: list[Axis], samples: int = 0, seed: int = 0):
     """(index, point) for every grid point, in grid order (the last axis varies fastest), or for
     `samples` distinct points drawn uniformly with a seeded generator, still in grid order."""
-    points = [dict(zip([a.key for a in axes], combo))
-              for combo in itertools.product(*(a.values for a in axes))]
-    indices = range(len(points))
-    if samples:
-        rng = np.random.default_rng(seed)
-        indices = sorted(int(i) for i in rng.choice(len(points), size=samples, replace=False))
-    return [(i, points[i]) for i in indices]
+    size = math.prod(len(a.values) for a in axes)
+    return [(i, point_at(axes, i)) for i in grid_indices(size, samples, seed)]
+
+
+def grid_indices(size: int, samples: int = 0, seed: int = 0) -> Sequence[int]:
+    """Every index of a grid of `size` points, or `samples` of them drawn without replacement
+    (numpy's draw of k from n needs O(k) memory, not O(n)), sorted."""
+    if not samples:
+        return range(size)
+    if size >= 2**63:  # beyond what the generator draws from
+        raise ConfigError(f"--samples: the grid has {size:.3g} points, too many to draw from "
+                          "(at most 2**63 - 1); give the axes fewer values.")
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(size, size=samples, replace=False))
+
+
+def point_at(axes: list[Axis], index: int) -> dict[str, Any]:
+    """The grid point at `index`: its digits in the mixed radix of the axes' lengths, the last
+    axis the least significant (it varies fastest)."""
+    values = []
+    for axis in reversed(axes):
+        index, digit = divmod(index, len(axis.values))
+        values.append(axis.values[digit])
+    return dict(zip([a.key for a in axes], reversed(values)))
 
 
 def toml_value(value: Any) -> str:
@@ -251,14 +316,3 @@ def trial_name(base_name: str, point: dict[str, Any]) -> str:
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
         name = f"{name[:MAX_NAME - 9]}-{digest}"
     return name
-
-
-def _trial(spec: SweepSpec, path: Path, overrides: Sequence[str], index: int,
-           point: dict[str, Any]) -> Trial:
-    """The trial's config: the file, the --set overrides, then the point as more overrides (so
-    the run's saved config.toml lists the coordinates as `# --set` comments)."""
-    text = path.read_text(encoding="utf-8")
-    axis_overrides = [f"{key}={toml_value(value)}" for key, value in point.items()]
-    config = parse_config(text, str(path), [*overrides, *axis_overrides], spec.name)
-    config.name = trial_name(point.get("name", spec.name), point)
-    return Trial(index, point, config.name, config)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlptrain.errors import MlptrainError
 from mlptrain.runs import atomic_write_text
 from mlptrain.runs.checkpoint import epoch_end
 from mlptrain.sweep.grid import SweepSpec
@@ -100,11 +101,18 @@ def _pending(sweep: SweepDir, root: Path) -> list[TrialTask]:
 
 
 def _task(sweep: SweepDir, trial, root: Path) -> TrialTask:
-    """A trial to run: afresh, or on from its interrupted run's checkpoint."""
-    resume = sweep.resumable(trial.index)
-    epoch = epoch_end(root / resume / "checkpoint.npz") if resume else None
+    """A trial to run: afresh, or on from its interrupted run's checkpoint. A checkpoint that
+    cannot be read starts the trial afresh as a new run (a resume of it would fail on every
+    rerun of the sweep); the old run stays listed among the trial's previous runs."""
+    resume, epoch, afresh = sweep.resumable(trial.index), None, ""
+    if resume:
+        try:
+            epoch = epoch_end(root / resume / "checkpoint.npz")
+        except MlptrainError as exc:
+            why = str(exc).rstrip(".")
+            resume, afresh = None, f"checkpoint of run {resume} unreadable ({why})"
     return TrialTask(trial.index, trial.name, trial.config, str(root), sweep.mark(trial.index),
-                     resume, epoch)
+                     resume, epoch, afresh)
 
 
 def _record(sweep: SweepDir, event) -> None:

@@ -30,6 +30,7 @@ class TrialTask:
     mark: dict[str, Any] | None = None  # written into the run as sweep.json when it starts
     resume: str | None = None  # an interrupted run of this trial to continue (its run id)
     resume_epoch: int | None = None  # its checkpoint ends this epoch (None: inside one)
+    afresh: str = ""  # why an interrupted run of this trial is not continued ("": none is)
 
     @property
     def resumes_inside_an_epoch(self) -> bool:
