@@ -359,6 +359,23 @@ def test_capacity_series_are_the_group_means_in_width_order(tmp_path):
     assert "<svg" in files[1].read_text()[:500]
 
 
+def test_the_capacity_figure_follows_no_link_planted_in_the_sweep_folder(sweep_file, tmp_path):
+    """It was written through the fixed name .capacity.png.tmp: a link planted there (or at
+    capacity.svg) sent the figure into a file outside the runs folder."""
+    spec, root = load_sweep(sweep_file()), tmp_path / "runs"
+    folder = root / "sweeps" / spec.sweep_id
+    folder.mkdir(parents=True)
+    outside = {name: tmp_path / f"outside-{name}" for name in (".capacity.png.tmp", "capacity.svg")}
+    for name, target in outside.items():
+        target.write_bytes(b"theirs")
+        (folder / name).symlink_to(target)
+    result = run_sweep(spec, root, InlineExecutor(), figure_formats=("png", "svg"))
+    assert all(target.read_bytes() == b"theirs" for target in outside.values())
+    png, svg = result.path / "capacity.png", result.path / "capacity.svg"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not svg.is_symlink()
+    assert "<svg" in svg.read_text()[:500]
+
+
 def test_a_stopped_trial_leaves_its_run_interrupted_never_running(sweep_file, tmp_path,
                                                                    monkeypatch):
     from mlptrain.sweep import trial as trial_module

@@ -8,8 +8,10 @@
       summary.json    status, final metrics, timings, device, versions, dataset checksums
 
 A file is written to a temporary name in the same directory and renamed over the old one, so a
-reader (or a crash) only ever sees a whole old file or a whole new one. A run directory is
-created with an atomic mkdir and never reused.
+reader (or a crash) only ever sees a whole old file or a whole new one; the temporary's name is
+random and created exclusively, and the rename replaces a link at the file's name rather than
+writing through it. Every file mlptrain writes goes through atomic_write_bytes. A run directory
+is created with an atomic mkdir and never reused.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import difflib
+import errno
 import io
 import json
 import os
@@ -26,7 +29,7 @@ import shutil
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -35,7 +38,8 @@ from mlptrain.runs.schema import check_metrics_record, check_summary
 
 RUNS_DIR_ENV = "MLPTRAIN_RUNS_DIR"
 TMP_SUFFIX = ".tmp"
-TMP_NAME = re.compile(r"\..+\.(\d+)-[0-9a-f]{8}\.tmp")  # .<file>.<pid>-<8 hex>.tmp
+TMP_NAME = re.compile(r"\..+\.(\d+)-[0-9a-f]{8,16}\.tmp")  # .<file>.<pid>-<16 hex>.tmp
+TMP_ATTEMPTS = 100  # random temporary names tried before a write gives up
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
 
 
@@ -43,24 +47,48 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes `data` to a hidden temporary beside `path` and renames it over `path`.
+def atomic_write_bytes(path: Path, data: bytes,
+                       check: Callable[[Path], None] | None = None) -> None:
+    """Writes `data` to a new temporary beside `path` and renames it over `path`; `check`, if
+    given, reads the temporary first and raises to keep it from ever taking `path`.
 
-    An OSError (a full disk, a read-only directory) names `path`, not the temporary, and the
-    temporary is removed: on a full disk that gives back the space a later, smaller write (the
-    summary that marks the run failed) needs."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
+    The rename replaces whatever `path` is, a symbolic link included: no write goes through a
+    link to a file elsewhere. An OSError (a full disk, a read-only directory) names `path`, not
+    the temporary, and the temporary is removed: on a full disk that gives back the space a
+    later, smaller write (the summary that marks the run failed) needs."""
+    tmp = None
     try:
-        with open(tmp, "wb") as f:
+        fd, tmp = _new_temporary(path)
+        with open(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if check is not None:
+            check(tmp)
         os.replace(tmp, path)
+        tmp = None  # renamed: the name is no longer ours to remove
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _new_temporary(path: Path) -> tuple[int, Path]:
+    """(descriptor, name) of a file created for this write alone, beside `path`. The name
+    holds 64 random bits, and O_EXCL | O_NOFOLLOW make a name someone planted first (a link,
+    a file) fail instead of being written through; then another name is drawn."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) \
+        | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(TMP_ATTEMPTS):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(8)}{TMP_SUFFIX}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp  # the umask applies, as for any new file
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temporary name after {TMP_ATTEMPTS} tries",
+                          str(path))
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:
