@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from mlptrain.errors import ConfigError, ExportError
 from mlptrain.experiment.predict import load_network
 from mlptrain.model import MLP
 from mlptrain.runs import Run, RunStore, atomic_write_bytes, npz_bytes
+from mlptrain.runs.store import run_holding
 from mlptrain.seeding import streams
 
 FORMATS = ("onnx", "safetensors", "golden")
@@ -63,19 +65,40 @@ class Exported:
 
 
 def export_run(store: RunStore, ref: str, fmt: str, out: Path | None = None,
-               opset: int = DEFAULT_OPSET, batch: int = GOLDEN_BATCH) -> Exported:
-    """Writes a completed run's network as `fmt` to `out` (default: in the run directory)."""
+               opset: int = DEFAULT_OPSET, batch: int = GOLDEN_BATCH,
+               force: bool = False) -> Exported:
+    """Writes a completed run's network as `fmt` to `out` (default: in the run directory);
+    an existing file is replaced only with `force`, and a run's own files never are."""
     if fmt not in FORMATS:
         raise ConfigError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}.")
     source = RunSource.open(store, ref)
     path = Path(out) if out is not None else source.run.path / DEFAULT_FILES[fmt]
-    if path.is_dir():
-        raise ExportError(f"--out {path} is a directory; give the file to write.")
+    check_outputs([path, golden_json(path)] if fmt == "golden" else [path], force)
     if fmt == "onnx":
         return export_onnx(source, path, opset)
     if fmt == "safetensors":
         return export_safetensors(source, path)
     return export_golden(source, path, batch)
+
+
+def check_outputs(files: list[Path], force: bool) -> None:
+    """Refuses, before any work, to write two of an export's files under one name, to replace
+    a run's own file (weights, summary, ...: whatever --out says), or to replace an existing
+    file without `force` (as `config init` does)."""
+    if len({f.parent.resolve() / f.name for f in files}) < len(files):
+        raise ExportError(f"--out {files[0]}: the golden arrays and their description "
+                          f"would both be written to {files[1]}; give a name ending in .npz "
+                          "(the .json is written beside it).")
+    for f in files:
+        if f.is_dir():
+            raise ExportError(f"--out {f} is a directory; give the file to write.")
+        run = run_holding(f)
+        if run is not None:
+            raise ExportError(f"{f} is one of run {run.name}'s own files; an export never "
+                              "replaces a run's files. Choose another --out.")
+        if os.path.lexists(f) and not force:
+            raise ExportError(f"{f} exists; pass --force to overwrite it, or choose another "
+                              "--out.")
 
 
 # -- the run being exported -----------------------------------------------------------------------

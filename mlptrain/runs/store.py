@@ -6,6 +6,7 @@
       weights.npz     final parameters, keys layers.{i}.weight / layers.{i}.bias
       checkpoint.npz  parameters, optimizer state, RNG state and position
       summary.json    status, final metrics, timings, device, versions, dataset checksums
+      sweep.json      the sweep a trial's run belongs to;  *.png, *.svg: its figures
 
 A file is written to a temporary name in the same directory and renamed over the old one, so a
 reader (or a crash) only ever sees a whole old file or a whole new one; the temporary's name is
@@ -41,6 +42,9 @@ TMP_SUFFIX = ".tmp"
 TMP_NAME = re.compile(r"\..+\.(\d+)-[0-9a-f]{8,16}\.tmp")  # .<file>.<pid>-<16 hex>.tmp
 TMP_ATTEMPTS = 100  # random temporary names tried before a write gives up
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
+RUN_FILES = ("config.toml", "metrics.jsonl", "metrics.csv", "weights.npz", "checkpoint.npz",
+             "summary.json", "sweep.json")  # what a run writes, besides its figures
+FIGURE_SUFFIXES = (".png", ".svg")
 
 
 def default_runs_dir() -> Path:
@@ -119,6 +123,20 @@ def process_alive(pid: int) -> bool:
     except OSError:  # exists, owned by someone else
         return True
     return True
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` is a run's directory: it holds the config.toml and summary.json a run
+    writes first (a project folder with only a config.toml is not one)."""
+    return (path / "config.toml").is_file() and (path / "summary.json").is_file()
+
+
+def run_holding(path: Path) -> Path | None:
+    """The run directory of which `path` names one of the run's own files (RUN_FILES, a
+    figure), following links in the folders as a write to `path` would; else None."""
+    folder = path.parent.resolve()
+    own = path.name in RUN_FILES or path.suffix in FIGURE_SUFFIXES
+    return folder if own and is_run_dir(folder) else None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
