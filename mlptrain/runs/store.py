@@ -211,14 +211,27 @@ class Run:
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
 
-    def remove(self) -> None:
-        """Deletes the run directory: renamed aside first, so a half-deleted run is never listed."""
+    def remove(self) -> Path | None:
+        """Deletes the run directory: renamed aside first, so a half-deleted run is never
+        listed. A run directory that is a symbolic link loses the link alone: its target is
+        returned and left as it was. RunStore.remove checks that this is a run of the store."""
+        target = Path(os.readlink(self.path)) if self.path.is_symlink() else None
         doomed = self.path.with_name(f".deleting-{self.path.name}-{secrets.token_hex(3)}")
         try:
             os.replace(self.path, doomed)
-            shutil.rmtree(doomed)
         except OSError as exc:
-            raise RunStoreError(f"cannot delete run {self.path}: {exc}.") from None
+            raise RunStoreError(f"cannot delete run {self.path}: {exc.strerror or exc}; "
+                                "nothing was deleted.") from None
+        try:
+            if doomed.is_symlink():  # looked at again: whatever it is now, never follow a link
+                doomed.unlink()
+            else:
+                shutil.rmtree(doomed)
+        except OSError as exc:
+            raise RunStoreError(f"run {self.run_id} was set aside as {doomed} (no longer "
+                                f"listed) but not all of it could be deleted ({exc}); delete "
+                                "that folder by hand.") from None
+        return target
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -308,18 +321,21 @@ class RunStore:
                 if p.is_dir() and not p.name.startswith(".") and (p / "config.toml").exists()]
 
     def find(self, ref: str) -> Run:
-        """A run by directory path, `latest`, id, unique id prefix, the hash that ends its id
-        (77d460), or its name (the newest run of that name). When `ref` named the run other
-        than by id, path or `latest`, the returned Run's `found_as` says how (for the CLI)."""
+        """A run by `latest`, id, unique id prefix, the hash that ends its id (77d460), its
+        name (the newest run of that name), or directory path. A bare word is looked up among
+        the runs first, so a folder of that name in the working directory (a project's
+        `xor/`) never stands for the run `xor`; a path must hold a run (is_run_dir). When `ref`
+        named the run other than by id, path or `latest`, the returned Run's `found_as` says
+        how (for the CLI)."""
         as_path = Path(ref)
-        if (as_path / "config.toml").exists():
-            return Run(as_path)
+        if _is_path(ref):
+            if is_run_dir(as_path):
+                return Run(as_path)
+            raise RunStoreError(f"{ref} is not a run directory (a run's holds both "
+                                "config.toml and summary.json). Give a run's directory, id "
+                                "or name.")
         runs = sorted(self.runs(), key=creation_order)
-        if not runs:
-            no_match = "" if ref == "latest" else f"no run matches {ref!r}: "
-            raise RunStoreError(f"{no_match}there are no runs in {self.root} yet; start one "
-                                "with `mlptrain fit CONFIG`.")
-        if ref == "latest":
+        if ref == "latest" and runs:
             return runs[-1]
         for how, matches in _candidates(runs, ref):
             if len(matches) == 1 or (matches and how == "name"):
@@ -331,9 +347,39 @@ class RunStore:
                 raise RunStoreError(f"{ref!r} matches {len(matches)} runs in {self.root} "
                                     f"({listed}{', ...' if len(matches) > 5 else ''}); give "
                                     "more of the id.")
+        if ref != "latest" and is_run_dir(as_path):  # a run's folder outside the runs root
+            return Run(as_path)
+        if not runs:
+            no_match = "" if ref == "latest" else f"no run matches {ref!r}: "
+            raise RunStoreError(f"{no_match}there are no runs in {self.root} yet; start one "
+                                "with `mlptrain fit CONFIG`.")
         raise RunStoreError(f"no run matches {ref!r} in {self.root}. Give a run id, a unique "
                             "prefix of one, the 6-character hash that ends one, a run name, a "
                             f"run directory, or `latest`.{_did_you_mean(runs, ref)}")
+
+    def check_removable(self, run: Run) -> None:
+        """Refuses to delete anything but a run of this store: a run directory (is_run_dir)
+        whose entry lies in the runs root, links in the path to it resolved."""
+        entry = run.path.parent.resolve() / run.path.name
+        if entry.parent != self.root.resolve() or run.path.name in ("", ".", ".."):
+            raise RunStoreError(f"{run.path} is not in the runs directory {self.root}: "
+                                "`runs rm` deletes only runs there (--runs-dir names another "
+                                "runs directory). Nothing was deleted.")
+        if not is_run_dir(run.path):
+            raise RunStoreError(f"{run.path} is not a run directory (a run's holds both "
+                                "config.toml and summary.json). Nothing was deleted.")
+
+    def remove(self, run: Run) -> Path | None:
+        """Deletes a run of this store (check_removable); for a link, the link alone, and
+        returns its target."""
+        self.check_removable(run)
+        return run.remove()
+
+
+def _is_path(ref: str) -> bool:
+    """Whether a run reference is written as a path (a bare word is first a run's id or name)."""
+    separators = [os.sep, os.altsep] if os.altsep else [os.sep]
+    return ref in (".", "..") or any(sep in ref for sep in separators)
 
 
 def creation_order(run: Run) -> tuple[str, int]:
