@@ -24,6 +24,7 @@ import errno
 import io
 import json
 import os
+import platform
 import re
 import secrets
 import shutil
@@ -139,6 +140,21 @@ def run_holding(path: Path) -> Path | None:
     return folder if own and is_run_dir(folder) else None
 
 
+def writer_status(summary: dict[str, Any]) -> str | None:
+    """Whether the process a `running` run's summary records (pid, host) still writes it:
+    "alive" (on this machine), "gone" (a stale run: killed, or its machine restarted; it may be
+    resumed) or "elsewhere" (recorded on another machine, which cannot be asked). None when the
+    run is not running, or the summary names no process or this one."""
+    pid, host = summary.get("pid"), summary.get("host")
+    if summary.get("status") != "running" or not pid:
+        return None
+    if host and host != platform.node():
+        return "elsewhere"
+    if pid == os.getpid():  # an earlier sitting of this process, which writes one run at once
+        return None
+    return "alive" if process_alive(pid) else "gone"
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -179,9 +195,30 @@ class Run:
     # -- writing --------------------------------------------------------------------------------
 
     def open_for_writing(self) -> None:
-        """Before an existing run is written again (a resume): remove what a writer killed
-        mid-write left behind."""
+        """Before an existing run is written again (a resume, alone or in a sweep's group):
+        refuses while another process writes it, then removes what a writer killed mid-write
+        left behind."""
+        self.check_no_writer()
         remove_stale_temporaries(self.path)
+
+    def check_no_writer(self, summary: dict[str, Any] | None = None) -> None:
+        """One writer per run: a RunStoreError while the process that the summary (default:
+        summary.json) records as writing the run still lives, or lives on another machine,
+        which cannot be asked. A run whose process is gone (stale) may be written again."""
+        summary = self.read_summary() if summary is None else summary
+        state, pid, host = writer_status(summary), summary.get("pid"), summary.get("host")
+        if state == "alive":
+            raise RunStoreError(
+                f"run {self.run_id} is being trained by process {pid} on this machine (its "
+                "summary.json says so, and that process is alive); one process writes a run "
+                "at a time. Wait for it to finish, or stop it (Ctrl-C in its terminal, or "
+                f"`kill -TERM {pid}`: it saves a checkpoint) and then resume.")
+        if state == "elsewhere":
+            raise RunStoreError(
+                f"run {self.run_id} is recorded as running in process {pid} on {host}, another "
+                "machine, which this one cannot ask whether it still runs; one process writes "
+                f"a run at a time. Resume it on {host}, where a process that is gone leaves "
+                "the run stale.")
 
     def write_config(self, toml_text: str) -> None:
         atomic_write_text(self.path / "config.toml", toml_text)
@@ -359,7 +396,8 @@ class RunStore:
 
     def check_removable(self, run: Run) -> None:
         """Refuses to delete anything but a run of this store: a run directory (is_run_dir)
-        whose entry lies in the runs root, links in the path to it resolved."""
+        whose entry lies in the runs root, links in the path to it resolved, that no live
+        process on this machine is training."""
         entry = run.path.parent.resolve() / run.path.name
         if entry.parent != self.root.resolve() or run.path.name in ("", ".", ".."):
             raise RunStoreError(f"{run.path} is not in the runs directory {self.root}: "
@@ -368,6 +406,14 @@ class RunStore:
         if not is_run_dir(run.path):
             raise RunStoreError(f"{run.path} is not a run directory (a run's holds both "
                                 "config.toml and summary.json). Nothing was deleted.")
+        try:
+            summary = run.read_summary()
+        except RunStoreError:  # damaged: deleting it is the advice its own error gives
+            return
+        if writer_status(summary) == "alive":
+            raise RunStoreError(f"run {run.run_id} is being trained by process "
+                                f"{summary['pid']} on this machine; stop it first (deleting "
+                                "it would fail that training). Nothing was deleted.")
 
     def remove(self, run: Run) -> Path | None:
         """Deletes a run of this store (check_removable); for a link, the link alone, and
