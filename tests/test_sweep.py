@@ -242,6 +242,10 @@ def test_resume_skips_completed_trials_and_reruns_the_rest(sweep_file, tmp_path)
     data["trials"][1]["status"] = "interrupted"  # as a Ctrl-C leaves it
     data["trials"][4]["status"] = "failed"
     trials_path.write_text(json.dumps(data))
+    for index, status in ((1, "interrupted"), (4, "failed")):  # the runs say so too
+        run = Run(root / data["trials"][index]["run_id"])
+        run.write_summary({**run.read_summary(), "status": status})
+    (root / data["trials"][1]["run_id"] / "checkpoint.npz").unlink()  # nothing to go on from
     gone = data["trials"][5]["run_id"]
     for path in (root / gone).iterdir():  # a completed trial whose run was deleted
         path.unlink()
@@ -339,6 +343,45 @@ def test_a_trial_resumed_in_a_later_sitting_is_timed_over_both(sweep_file, tmp_p
             renderer(event)
     whole = sum(r["seconds"] for r in records)
     assert f"in this sitting; its trials took {whole:.1f}s in all" in console.export_text()
+
+
+def test_a_trial_s_run_is_continued_once_stale_and_never_under_its_live_process(sweep_file,
+                                                                                tmp_path):
+    """A trial's run left `running` continues from its checkpoint once its process is gone
+    (it was started afresh); while that process lives, the run store refuses to reopen it."""
+    import platform
+    import subprocess
+    import sys
+
+    spec, root = load_sweep(sweep_file()), tmp_path / "runs"
+
+    def interrupt_in_third_epoch(event):
+        if type(event).__name__ == "TrialProgress" and (event.index, event.epoch) == (1, 3):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, root, InlineExecutor(), interrupt_in_third_epoch)
+    trials_path = root / "sweeps" / spec.sweep_id / "trials.json"
+    run = Run(root / json.loads(trials_path.read_text())["trials"][1]["run_id"])
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        claimed = {**run.read_summary(), "status": "running", "pid": owner.pid,
+                   "host": platform.node()}
+        run.write_summary(claimed)
+        _quiet_sweep(load_sweep(sweep_file()), root)
+        record = json.loads(trials_path.read_text())["trials"][1]
+        assert record["status"] == "failed" and record["run_id"] == run.run_id
+        assert f"being trained by process {owner.pid}" in record["error"]
+        assert run.read_summary() == claimed  # not written by the refused resume
+    finally:
+        owner.kill()
+        owner.wait()
+    events = []
+    _quiet_sweep(load_sweep(sweep_file()), root, events)
+    assert events[0].to_run == [1] and events[0].continued == [1]
+    record = json.loads(trials_path.read_text())["trials"][1]
+    assert record["status"] == "completed" and record["run_id"] == run.run_id
+    assert run.read_summary()["resumed"] == 1 and len(RunStore(root).runs()) == 6
 
 
 # -- the capacity figure -------------------------------------------------------------------------
