@@ -393,3 +393,21 @@ def test_config_init_replaces_a_link_at_out_and_leaves_its_target(tmp_path):
     assert done.returncode == 0, done.stderr
     assert outside.read_text() == "theirs"
     assert not link.is_symlink() and "[data]" in link.read_text()
+
+
+def test_no_command_but_a_run_s_training_writes_its_files(tmp_path):
+    """The cousins of `export --out RUN/weights.npz`: a config, a committee's figure or
+    another run's figures written into a run's folder replaced that run's own files."""
+    runs = tmp_path / "runs"
+    a, b = (fit_experiment(load_config(XOR, ["train.epochs=1", "report.plots=false", f"name={n}"]),
+                           RunStore(runs)) for n in ("a", "b"))
+    config = (b.path / "config.toml").read_bytes()
+    done = mlptrain("config", "init", "--dataset", "xor", "--out", b.path / "config.toml",
+                    "--force")
+    assert_clear_error(done, f"is one of run {b.run_id}'s own files")
+    done = mlptrain("ensemble", a.path, b.path, "--figure", b.path / "curves.png")
+    assert_clear_error(done, f"is one of run {b.run_id}'s own files")
+    done = mlptrain("plot", a.path, "--out", b.path)
+    assert_clear_error(done, f"is the folder of run {b.run_id}")
+    assert (b.path / "config.toml").read_bytes() == config
+    assert not list(b.path.glob("*.png"))

@@ -12,6 +12,7 @@ from mlptrain.cli.common import err, fail, out
 from mlptrain.config import commented_defaults, load_config
 from mlptrain.errors import ConfigError, MlptrainError
 from mlptrain.runs import atomic_write_text
+from mlptrain.runs.store import check_not_run_file
 from mlptrain.text import plural
 
 
@@ -49,6 +50,7 @@ def config_init(
         print(text, end="")
         return
     try:
+        check_not_run_file(out_file)
         if out_file.exists() and not force:
             raise ConfigError(f"{out_file} exists; pass --force to overwrite it, or choose "
                               "another --out.")

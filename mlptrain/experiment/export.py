@@ -33,7 +33,7 @@ from mlptrain.errors import ConfigError, ExportError
 from mlptrain.experiment.predict import load_network
 from mlptrain.model import MLP
 from mlptrain.runs import Run, RunStore, atomic_write_bytes, npz_bytes
-from mlptrain.runs.store import run_holding
+from mlptrain.runs.store import check_not_run_file
 from mlptrain.seeding import streams
 
 FORMATS = ("onnx", "safetensors", "golden")
@@ -92,10 +92,7 @@ def check_outputs(files: list[Path], force: bool) -> None:
     for f in files:
         if f.is_dir():
             raise ExportError(f"--out {f} is a directory; give the file to write.")
-        run = run_holding(f)
-        if run is not None:
-            raise ExportError(f"{f} is one of run {run.name}'s own files; an export never "
-                              "replaces a run's files. Choose another --out.")
+        check_not_run_file(f)
         if os.path.lexists(f) and not force:
             raise ExportError(f"{f} exists; pass --force to overwrite it, or choose another "
                               "--out.")

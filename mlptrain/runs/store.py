@@ -11,8 +11,10 @@
 A file is written to a temporary name in the same directory and renamed over the old one, so a
 reader (or a crash) only ever sees a whole old file or a whole new one; the temporary's name is
 random and created exclusively, and the rename replaces a link at the file's name rather than
-writing through it. Every file mlptrain writes goes through atomic_write_bytes. A run directory
-is created with an atomic mkdir and never reused.
+writing through it. Every file mlptrain writes goes through atomic_write_bytes, save two that
+are made the same way by other means: a sweep's lock (O_EXCL, it must fail if present) and an
+MNIST download (streamed into a mkstemp file, renamed once verified). A run directory is
+created with an atomic mkdir and never reused.
 """
 
 from __future__ import annotations
@@ -138,6 +140,16 @@ def run_holding(path: Path) -> Path | None:
     folder = path.parent.resolve()
     own = path.name in RUN_FILES or path.suffix in FIGURE_SUFFIXES
     return folder if own and is_run_dir(folder) else None
+
+
+def check_not_run_file(path: Path) -> None:
+    """A RunStoreError when `path` names one of a run's own files (run_holding), which only
+    that run's training writes: an export, a config or a figure written there would replace
+    the run's weights, summary or figures."""
+    run = run_holding(path)
+    if run is not None:
+        raise RunStoreError(f"{path} is one of run {run.name}'s own files, which only its "
+                            "training writes; choose another file.")
 
 
 def writer_status(summary: dict[str, Any]) -> str | None:
