@@ -310,16 +310,21 @@ def test_the_inline_executor_stops_the_sweep_on_ctrl_c(sweep_file, tmp_path):
     assert type(calls[-1]).__name__ == "SweepInterrupted"
 
 
-def test_a_trial_resumed_in_a_later_sitting_is_timed_over_both(sweep_file, tmp_path):
-    spec, root = load_sweep(sweep_file()), tmp_path / "runs"
-
+def _interrupt_trial_1_in_its_third_epoch(spec, root):
+    """Runs the sweep until trial 1 reports its third epoch, then stops it as Ctrl-C does;
+    returns the sweep's trials.json."""
     def interrupt_in_third_epoch(event):
         if type(event).__name__ == "TrialProgress" and (event.index, event.epoch) == (1, 3):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec, root, InlineExecutor(), interrupt_in_third_epoch)
-    trials_path = root / "sweeps" / spec.sweep_id / "trials.json"
+    return root / "sweeps" / spec.sweep_id / "trials.json"
+
+
+def test_a_trial_resumed_in_a_later_sitting_is_timed_over_both(sweep_file, tmp_path):
+    spec, root = load_sweep(sweep_file()), tmp_path / "runs"
+    trials_path = _interrupt_trial_1_in_its_third_epoch(spec, root)
     stopped = json.loads(trials_path.read_text())["trials"][1]
     assert stopped["status"] == "interrupted" and stopped["seconds"] > 0
     events = []
@@ -354,14 +359,7 @@ def test_a_trial_s_run_is_continued_once_stale_and_never_under_its_live_process(
     import sys
 
     spec, root = load_sweep(sweep_file()), tmp_path / "runs"
-
-    def interrupt_in_third_epoch(event):
-        if type(event).__name__ == "TrialProgress" and (event.index, event.epoch) == (1, 3):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(spec, root, InlineExecutor(), interrupt_in_third_epoch)
-    trials_path = root / "sweeps" / spec.sweep_id / "trials.json"
+    trials_path = _interrupt_trial_1_in_its_third_epoch(spec, root)
     run = Run(root / json.loads(trials_path.read_text())["trials"][1]["run_id"])
     owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
