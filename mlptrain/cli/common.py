@@ -1,8 +1,9 @@
 """What every command shares: the consoles, the runs-dir option, errors turned into exit codes.
 
 Exit codes: 0 success, 1 an error the tool explains, 2 a usage error, 130 interrupted (Ctrl-C,
-or SIGTERM: a scheduler's preemption stops as cleanly). Results go to stdout, everything else (errors, progress next to --json) to stderr. rich
-honours NO_COLOR (and FORCE_COLOR) from the environment.
+or SIGTERM: a scheduler's preemption stops as cleanly). Results go to stdout, everything else
+(errors, progress next to --json) to stderr. rich honours NO_COLOR (and FORCE_COLOR) from the
+environment.
 """
 
 from __future__ import annotations

@@ -282,8 +282,9 @@ def export_onnx(source: RunSource, path: Path, opset: int = DEFAULT_OPSET) -> Ex
     data = onnx_model(source, opset).SerializeToString()
     check: dict[str, Any] = {}
 
-    def verified(tmp: Path) -> None:  # checked under the temporary: a refused file never
-        check.update(verify_onnx(tmp, source))  # takes `path`
+    def verified(tmp: Path) -> None:
+        """Run under its temporary name: a refused file never takes `path`."""
+        check.update(verify_onnx(tmp, source))
         if not check["passed"]:
             raise ExportError(
                 f"the exported ONNX graph disagrees with mlptrain on run "
