@@ -264,7 +264,7 @@ class Run:
         """Deletes the run directory: renamed aside first, so a half-deleted run is never
         listed. A run directory that is a symbolic link loses the link alone: its target is
         returned and left as it was. RunStore.remove checks that this is a run of the store."""
-        target = Path(os.readlink(self.path)) if self.path.is_symlink() else None
+        target = self.path.resolve() if self.path.is_symlink() else None
         doomed = self.path.with_name(f".deleting-{self.path.name}-{secrets.token_hex(3)}")
         try:
             os.replace(self.path, doomed)
