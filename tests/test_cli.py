@@ -404,15 +404,17 @@ def test_a_stopped_fit_leaves_sigint_deliverable_to_later_processes():
     # interrupted); a Python-level handler is reset in children
     import signal
 
-    from mlptrain.cli.fit import _first_sigint_stops
+    from mlptrain.cli.fit import _first_signal_stops
     from mlptrain.loop import StopFlag
 
-    before = signal.getsignal(signal.SIGINT)
+    before = {n: signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM)}
     stop = StopFlag()
     try:
-        with _first_sigint_stops(stop):
+        with _first_signal_stops(stop):
             stop.set()
-        assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-        assert callable(signal.getsignal(signal.SIGINT))
+        for number in before:
+            assert signal.getsignal(number) is not signal.SIG_IGN
+            assert callable(signal.getsignal(number))
     finally:
-        signal.signal(signal.SIGINT, before)
+        for number, handler in before.items():
+            signal.signal(number, handler)

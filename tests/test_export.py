@@ -136,7 +136,7 @@ def test_a_wrong_graph_is_refused_and_no_file_is_left(xor_runs, tmp_path, monkey
     good = out.read_bytes()
     # the slip a hand-written exporter could make: a tanh network exported with sigmoids
     monkeypatch.setitem(ONNX_ACTIVATIONS, "tanh", "Sigmoid")
-    result = run("export", path, "--format", "onnx", "--out", out)
+    result = run("export", path, "--format", "onnx", "--out", out, "--force")
     assert result.exit_code == 1
     message = " ".join(result.stderr.split())
     assert "disagrees with mlptrain" in message and "1,000 test samples" in message
@@ -305,6 +305,51 @@ def test_an_unfinished_run_is_refused(xor_runs, tmp_path):
     result = run("export", path, "--format", "safetensors")
     assert result.exit_code == 1 and "interrupted, not completed" in result.stderr
     assert not (path / "model.safetensors").exists()
+
+
+def test_an_export_never_writes_onto_a_run_s_files(xor_runs, tmp_path):
+    """--out RUN/weights.npz replaced the run's trained weights (exit 0); a golden export's
+    .json beside --out RUN/summary landed on the run's summary. --force changes neither."""
+    path = xor_runs["relu", "sigmoid_bce"]
+    before = {name: (path / name).read_bytes() for name in ("weights.npz", "summary.json")}
+    linked = tmp_path / "linked-run"  # a link to the run's folder leads to the same files
+    linked.symlink_to(path)
+    for fmt, out in (("safetensors", path / "weights.npz"), ("onnx", linked / "weights.npz"),
+                     ("golden", path / "summary"), ("safetensors", path / "curves.png")):
+        for force in ([], ["--force"]):
+            result = run("export", path, "--format", fmt, "--out", out, *force)
+            assert result.exit_code == 1, (fmt, out, result.output)
+            message = " ".join(result.stderr.split())
+            assert f"is one of run {path.name}'s own files" in message, message
+    assert {name: (path / name).read_bytes() for name in before} == before
+    assert not (path / "summary").exists() and not (path / "curves.png").exists()
+
+
+def test_golden_never_writes_its_two_files_under_one_name(xor_runs, tmp_path):
+    out = tmp_path / "g.json"
+    result = run("export", xor_runs["relu", "sigmoid_bce"], "--format", "golden", "--out", out)
+    assert result.exit_code == 1
+    assert "would both be written to" in " ".join(result.stderr.split())
+    assert not out.exists()
+
+
+def test_an_existing_out_is_replaced_only_with_force(xor_runs, tmp_path):
+    path = xor_runs["tanh", "softmax_cross_entropy"]
+    (tmp_path / "g.json").write_text("my notes")  # where golden puts the .json of g.npz
+    result = run("export", path, "--format", "golden", "--out", tmp_path / "g.npz")
+    assert result.exit_code == 1 and "g.json exists; pass --force" in result.stderr
+    assert not (tmp_path / "g.npz").exists()
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes(b"theirs")
+    (tmp_path / "m.onnx").symlink_to(outside)
+    for fmt, out in (("golden", tmp_path / "g.npz"), ("onnx", tmp_path / "m.onnx")):
+        assert run("export", path, "--format", fmt, "--out", out).exit_code == 1
+        assert run("export", path, "--format", fmt, "--out", out, "--force").exit_code == 0
+    assert json.loads((tmp_path / "g.json").read_text())["run_id"] == path.name
+    assert outside.read_bytes() == b"theirs" and not (tmp_path / "m.onnx").is_symlink()
+    assert run("export", path, "--format", "golden").exit_code == 0  # the default, in the run
+    again = run("export", path, "--format", "golden")
+    assert again.exit_code == 1 and "pass --force" in again.stderr
 
 
 def test_python_dash_m_export_in_a_real_subprocess(xor_runs, tmp_path):

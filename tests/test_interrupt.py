@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -89,3 +90,110 @@ def test_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path):
     assert int(checkpoint["epoch"]) == summary["epochs_completed"] >= 1
     assert all(np.isfinite(checkpoint[k]).all() for k in checkpoint.files if k.startswith("model."))
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+# -- SIGTERM, as a scheduler preempts a job; one writer per run ----------------------------------
+
+ENDLESS = ["--set", "train.epochs=100000", "--set", "report.plots=false"]  # stopped by a signal
+
+
+def summary_of(run_dir) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def first_checkpoint(tmp_path):
+    """The run directory under tmp_path/runs whose first checkpoint appears (a sweep's trial)."""
+    deadline = time.monotonic() + 120  # start-up time varies with the machine's load
+    while time.monotonic() < deadline:
+        found = list((tmp_path / "runs").glob("*/checkpoint.npz"))
+        if found:
+            return found[0].parent
+        time.sleep(0.05)
+    pytest.fail("no trial wrote a checkpoint")
+
+
+@pytest.mark.slow  # three processes on XOR: a few seconds
+def test_sigterm_stops_a_fit_as_ctrl_c_does_and_a_resume_waits_for_the_run_s_process(tmp_path):
+    """`fit --resume RUN` while RUN's own process still trained it: both wrote the directory
+    (exit 0, the summary then claimed two sittings)."""
+    process = start(tmp_path, "fit", CONFIGS / "xor.toml", *ENDLESS, "--progress", "never")
+    wait_for(process.stdout, "epoch 1/")
+    run_dir = only_run(tmp_path)
+    refused = subprocess.run([sys.executable, "-m", "mlptrain", "fit", "--resume", str(run_dir)],
+                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert f"being trained by process {process.pid} on this machine" in message, message
+    assert "resumed" not in summary_of(run_dir)  # the refused resume wrote nothing
+
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "SIGTERM: finishing this batch" in err and "Traceback" not in err
+    assert f"mlptrain fit --resume {run_dir}" in err.replace("\n", " ")
+    assert summary_of(run_dir)["status"] == "interrupted"
+    assert (run_dir / "checkpoint.npz").exists()
+
+    again = start(tmp_path, "fit", "--resume", str(run_dir), "--progress", "never")
+    wait_for(again.stdout, "  resuming after")  # its process gone, the run is free
+    again.send_signal(signal.SIGTERM)
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 130, err
+    assert summary_of(run_dir)["resumed"] == 1 and summary_of(run_dir)["status"] == "interrupted"
+
+
+@pytest.fixture
+def endless_sweep(tmp_path):
+    config = tmp_path / "endless.toml"
+    config.write_text((CONFIGS / "xor.toml").read_text().replace('name = "xor"', 'name = "e"')
+                      .replace("epochs = 200", "epochs = 100000")
+                      + '\n[report]\nplots = false\n[sweep]\n"train.seed" = [0, 1]\n')
+    return config
+
+
+def dry_run(tmp_path, config) -> str:
+    done = subprocess.run([sys.executable, "-m", "mlptrain", "sweep", str(config), "--dry-run"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MLPTRAIN_RUNS_DIR": str(tmp_path / "runs"),
+                               "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    return " ".join(done.stdout.split())
+
+
+@pytest.mark.slow  # two processes on XOR: a few seconds
+def test_sigterm_stops_an_in_process_sweep_and_its_trial_continues(tmp_path, endless_sweep):
+    """A sweep in this process (--workers 0, the default with one GPU) stopped by SIGTERM left
+    its trial's run `running`, and a rerun started the trial afresh without its checkpoint."""
+    process = start(tmp_path, "sweep", endless_sweep, "--workers", "0")
+    run_dir = first_checkpoint(tmp_path)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert summary_of(run_dir)["status"] == "interrupted"
+    assert f"1 trial continues from its checkpoint: #0 ({run_dir.name})" \
+        in dry_run(tmp_path, endless_sweep)
+
+
+@pytest.mark.slow  # three processes on XOR: a few seconds
+def test_a_killed_in_process_sweep_s_stale_trial_continues_in_its_run(tmp_path, endless_sweep):
+    """SIGKILL leaves the trial's run `running` with its process gone (stale), and trials.json
+    may not name the run yet (it is written at most once a second): the rerun still finds the
+    run by its sweep.json and continues it from its checkpoint, in that run."""
+    process = start(tmp_path, "sweep", endless_sweep, "--workers", "0")
+    run_dir = first_checkpoint(tmp_path)
+    process.kill()
+    process.communicate(timeout=120)
+    assert summary_of(run_dir)["status"] == "running"
+    assert f"1 trial continues from its checkpoint: #0 ({run_dir.name})" \
+        in dry_run(tmp_path, endless_sweep)
+    again = start(tmp_path, "sweep", endless_sweep, "--workers", "0")
+    deadline = time.monotonic() + 120
+    while summary_of(run_dir).get("resumed") != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again.send_signal(signal.SIGTERM)
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 130, err
+    assert summary_of(run_dir)["resumed"] == 1 and summary_of(run_dir)["status"] == "interrupted"
+    assert len(list((tmp_path / "runs").glob("*/summary.json"))) == 1  # no fresh run of it

@@ -349,3 +349,65 @@ def test_sigkill_during_writes_leaves_no_temporaries_after_resume(tmp_path):
         assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
         resumed += 1
     assert resumed == 2
+
+
+# -- no write follows a link or a name someone else can plant ------------------------------------
+
+
+def test_an_atomic_write_replaces_a_link_at_its_destination_never_its_target(tmp_path):
+    from mlptrain.runs import atomic_write_text
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("theirs")
+    link = tmp_path / "folder" / "summary.json"
+    link.parent.mkdir()
+    link.symlink_to(outside)
+    atomic_write_text(link, "ours")
+    assert outside.read_text() == "theirs"
+    assert not link.is_symlink() and link.read_text() == "ours"
+
+
+def test_an_atomic_write_never_writes_through_a_link_planted_at_its_temporary_name(
+        tmp_path, monkeypatch):
+    """Whoever guesses the next temporary name and plants a link there gains nothing: the
+    temporary is created exclusively (O_EXCL, O_NOFOLLOW), so another name is drawn."""
+    from mlptrain.runs import atomic_write_text
+    from mlptrain.runs import store
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("theirs")
+    target = tmp_path / "trials.json"
+    names = iter(["0" * 16, "1" * 16])  # the first name drawn is the planted one
+    monkeypatch.setattr(store.secrets, "token_hex", lambda n: next(names))
+    (tmp_path / f".trials.json.{os.getpid()}-{'0' * 16}.tmp").symlink_to(outside)
+    atomic_write_text(target, "ours")
+    assert outside.read_text() == "theirs" and target.read_text() == "ours"
+
+
+def test_config_init_replaces_a_link_at_out_and_leaves_its_target(tmp_path):
+    outside = tmp_path / "outside.toml"
+    outside.write_text("theirs")
+    link = tmp_path / "my.toml"
+    link.symlink_to(outside)
+    done = mlptrain("config", "init", "--dataset", "xor", "--out", link, "--force")
+    assert done.returncode == 0, done.stderr
+    assert outside.read_text() == "theirs"
+    assert not link.is_symlink() and "[data]" in link.read_text()
+
+
+def test_no_command_but_a_run_s_training_writes_its_files(tmp_path):
+    """The cousins of `export --out RUN/weights.npz`: a config, a committee's figure or
+    another run's figures written into a run's folder replaced that run's own files."""
+    runs = tmp_path / "runs"
+    a, b = (fit_experiment(load_config(XOR, ["train.epochs=1", "report.plots=false", f"name={n}"]),
+                           RunStore(runs)) for n in ("a", "b"))
+    config = (b.path / "config.toml").read_bytes()
+    done = mlptrain("config", "init", "--dataset", "xor", "--out", b.path / "config.toml",
+                    "--force")
+    assert_clear_error(done, f"is one of run {b.run_id}'s own files")
+    done = mlptrain("ensemble", a.path, b.path, "--figure", b.path / "curves.png")
+    assert_clear_error(done, f"is one of run {b.run_id}'s own files")
+    done = mlptrain("plot", a.path, "--out", b.path)
+    assert_clear_error(done, f"is the folder of run {b.run_id}")
+    assert (b.path / "config.toml").read_bytes() == config
+    assert not list(b.path.glob("*.png"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -176,6 +177,39 @@ def test_a_run_killed_between_checkpoint_epochs_resumes_to_the_same_bytes(runs_d
     resumed = resume_experiment(RunStore(runs_dir), killed.name)
     assert metrics_without_time(resumed.path) == metrics_without_time(alone.path)
     assert (resumed.path / "weights.npz").read_bytes() == (alone.path / "weights.npz").read_bytes()
+
+
+def test_one_writer_per_run_resume_is_refused_while_the_recorded_process_lives(runs_dir):
+    """`fit --resume RUN` while RUN's own process still trained it: both wrote the directory
+    (exit 0, and the summary then claimed two sittings). The summary's pid and host decide:
+    alive here, or on another machine, refuses; gone (a stale run) resumes."""
+    from typer.testing import CliRunner
+
+    from mlptrain.cli import app
+
+    stop = StopFlag()
+    stop.set()
+    cut = fit_experiment(load_config(CONFIGS / "xor.toml", XOR), RunStore(runs_dir), stop=stop)
+    recorded = json.loads((cut.path / "summary.json").read_text())
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        for host, phrase in ((platform.node(), f"being trained by process {owner.pid} on "
+                                               "this machine"),
+                             ("another-host", f"process {owner.pid} on another-host")):
+            claimed = {**recorded, "status": "running", "pid": owner.pid, "host": host}
+            (cut.path / "summary.json").write_text(json.dumps(claimed))
+            result = CliRunner().invoke(app, ["fit", "--resume", cut.run_id])
+            assert result.exit_code == 1 and "Traceback" not in result.output
+            assert phrase in " ".join(result.stderr.split()), result.stderr
+            assert json.loads((cut.path / "summary.json").read_text()) == claimed
+        (cut.path / "summary.json").write_text(json.dumps({**claimed, "host": platform.node()}))
+        deleted = CliRunner().invoke(app, ["runs", "rm", cut.run_id, "--yes"])
+        assert deleted.exit_code == 1 and cut.path.exists()  # nor deleted under its writer
+    finally:
+        owner.kill()
+        owner.wait()
+    resumed = resume_experiment(RunStore(runs_dir), cut.run_id)  # its owner is gone: stale
+    assert resumed.summary["status"] == "completed" and resumed.summary["resumed"] == 1
 
 
 def test_resume_of_a_completed_run_is_an_error(runs_dir):

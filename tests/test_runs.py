@@ -37,6 +37,7 @@ def _fixed_stamps(monkeypatch, *stamps: str) -> None:
 
 def _listed(run: Run) -> Run:
     run.write_config("x = 1\n")
+    run.write_summary({"status": "running"})  # the two files a fit writes first
     return run
 
 
@@ -189,6 +190,7 @@ def test_find_by_path_outside_the_store(tmp_path):
     elsewhere = tmp_path / "elsewhere" / "myrun"
     elsewhere.mkdir(parents=True)
     Run(elsewhere).write_config("x = 1\n")
+    Run(elsewhere).write_summary({"status": "completed"})
     store = RunStore(tmp_path / "runs")
     assert store.find(str(elsewhere)).path == elsewhere
 

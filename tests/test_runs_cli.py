@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
-from conftest import CONFIGS
+from conftest import CONFIGS, ROOT
 from typer.testing import CliRunner
 
 from mlptrain.cli import app
@@ -132,3 +136,58 @@ def test_runs_rm_asks_first(three_runs, runs_dir):
     assert len(list(runs_dir.iterdir())) == 1  # no leftovers of the deleted ones
     missing = run("runs", "rm", "nope", "--yes")
     assert missing.exit_code == 1 and "no run matches 'nope'" in missing.stderr
+
+
+def _xor_run(runs, name: str = "xor"):
+    config = load_config(CONFIGS / "xor.toml", ["train.epochs=1", NO_PLOTS, f"name={name}"])
+    return fit_experiment(config, RunStore(runs))
+
+
+def _mlptrain_in(cwd, *args) -> subprocess.CompletedProcess:
+    """The CLI in a real process in `cwd`, with the default runs directory (./runs)."""
+    env = {k: v for k, v in os.environ.items() if k != "MLPTRAIN_RUNS_DIR"}
+    return subprocess.run([sys.executable, "-m", "mlptrain", *map(str, args)], cwd=cwd,
+                          env={**env, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_runs_rm_of_a_name_deletes_the_run_never_a_project_folder_of_that_name(tmp_path):
+    """`runs rm xor --yes` beside a project folder xor/ (with its config.toml) deleted that
+    folder, outside the runs directory, and left the run."""
+    run_ = _xor_run(tmp_path / "runs")
+    project = tmp_path / "xor"
+    project.mkdir()
+    shutil.copy(CONFIGS / "xor.toml", project / "config.toml")
+    done = _mlptrain_in(tmp_path, "runs", "rm", "xor", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert f"deleted {run_.run_id}" in done.stdout and not run_.path.exists()
+    assert (project / "config.toml").read_text() == (CONFIGS / "xor.toml").read_text()
+    for ref, message in (("xor", "no run matches 'xor'"),
+                         ("./xor", "is not a run directory")):
+        done = _mlptrain_in(tmp_path, "runs", "rm", ref, "--yes")
+        assert done.returncode == 1 and message in " ".join(done.stderr.split()), done.stderr
+        assert (project / "config.toml").exists()
+
+
+def test_runs_rm_deletes_only_runs_inside_the_runs_directory(runs_dir, tmp_path):
+    kept, outside = _xor_run(runs_dir), _xor_run(tmp_path / "elsewhere", "mine")
+    result = run("runs", "rm", kept.run_id, outside.path, "--yes")
+    assert result.exit_code == 1
+    assert "is not in the runs directory" in " ".join(result.stderr.split())
+    assert kept.path.exists() and (outside.path / "weights.npz").exists()  # none deleted
+
+
+def test_runs_rm_of_a_run_that_is_a_link_deletes_the_link_alone(runs_dir, tmp_path):
+    """The link was renamed aside (hiding the run) and then refused by rmtree: a half state."""
+    target = _xor_run(tmp_path / "disk2").path
+    runs_dir.mkdir()
+    link = runs_dir / target.name
+    link.symlink_to(target)
+    shown = run("runs", "rm", target.name, input="n\n")
+    assert "a link: only the link is deleted" in " ".join(shown.stderr.split())
+    result = run("runs", "rm", target.name, "--yes")
+    assert result.exit_code == 0, result.output
+    assert f"deleted the link {target.name} (its target {target} is left as it was)" \
+        in " ".join(result.stdout.split())
+    assert list(runs_dir.iterdir()) == []  # no link, nothing set aside
+    assert (target / "weights.npz").exists() and (target / "summary.json").exists()

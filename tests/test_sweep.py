@@ -242,6 +242,10 @@ def test_resume_skips_completed_trials_and_reruns_the_rest(sweep_file, tmp_path)
     data["trials"][1]["status"] = "interrupted"  # as a Ctrl-C leaves it
     data["trials"][4]["status"] = "failed"
     trials_path.write_text(json.dumps(data))
+    for index, status in ((1, "interrupted"), (4, "failed")):  # the runs say so too
+        run = Run(root / data["trials"][index]["run_id"])
+        run.write_summary({**run.read_summary(), "status": status})
+    (root / data["trials"][1]["run_id"] / "checkpoint.npz").unlink()  # nothing to go on from
     gone = data["trials"][5]["run_id"]
     for path in (root / gone).iterdir():  # a completed trial whose run was deleted
         path.unlink()
@@ -306,16 +310,21 @@ def test_the_inline_executor_stops_the_sweep_on_ctrl_c(sweep_file, tmp_path):
     assert type(calls[-1]).__name__ == "SweepInterrupted"
 
 
-def test_a_trial_resumed_in_a_later_sitting_is_timed_over_both(sweep_file, tmp_path):
-    spec, root = load_sweep(sweep_file()), tmp_path / "runs"
-
+def _interrupt_trial_1_in_its_third_epoch(spec, root):
+    """Runs the sweep until trial 1 reports its third epoch, then stops it as Ctrl-C does;
+    returns the sweep's trials.json."""
     def interrupt_in_third_epoch(event):
         if type(event).__name__ == "TrialProgress" and (event.index, event.epoch) == (1, 3):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec, root, InlineExecutor(), interrupt_in_third_epoch)
-    trials_path = root / "sweeps" / spec.sweep_id / "trials.json"
+    return root / "sweeps" / spec.sweep_id / "trials.json"
+
+
+def test_a_trial_resumed_in_a_later_sitting_is_timed_over_both(sweep_file, tmp_path):
+    spec, root = load_sweep(sweep_file()), tmp_path / "runs"
+    trials_path = _interrupt_trial_1_in_its_third_epoch(spec, root)
     stopped = json.loads(trials_path.read_text())["trials"][1]
     assert stopped["status"] == "interrupted" and stopped["seconds"] > 0
     events = []
@@ -341,6 +350,38 @@ def test_a_trial_resumed_in_a_later_sitting_is_timed_over_both(sweep_file, tmp_p
     assert f"in this sitting; its trials took {whole:.1f}s in all" in console.export_text()
 
 
+def test_a_trial_s_run_is_continued_once_stale_and_never_under_its_live_process(sweep_file,
+                                                                                tmp_path):
+    """A trial's run left `running` continues from its checkpoint once its process is gone
+    (it was started afresh); while that process lives, the run store refuses to reopen it."""
+    import platform
+    import subprocess
+    import sys
+
+    spec, root = load_sweep(sweep_file()), tmp_path / "runs"
+    trials_path = _interrupt_trial_1_in_its_third_epoch(spec, root)
+    run = Run(root / json.loads(trials_path.read_text())["trials"][1]["run_id"])
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        claimed = {**run.read_summary(), "status": "running", "pid": owner.pid,
+                   "host": platform.node()}
+        run.write_summary(claimed)
+        _quiet_sweep(load_sweep(sweep_file()), root)
+        record = json.loads(trials_path.read_text())["trials"][1]
+        assert record["status"] == "failed" and record["run_id"] == run.run_id
+        assert f"being trained by process {owner.pid}" in record["error"]
+        assert run.read_summary() == claimed  # not written by the refused resume
+    finally:
+        owner.kill()
+        owner.wait()
+    events = []
+    _quiet_sweep(load_sweep(sweep_file()), root, events)
+    assert events[0].to_run == [1] and events[0].continued == [1]
+    record = json.loads(trials_path.read_text())["trials"][1]
+    assert record["status"] == "completed" and record["run_id"] == run.run_id
+    assert run.read_summary()["resumed"] == 1 and len(RunStore(root).runs()) == 6
+
+
 # -- the capacity figure -------------------------------------------------------------------------
 
 
@@ -357,6 +398,23 @@ def test_capacity_series_are_the_group_means_in_width_order(tmp_path):
     assert [f.name for f in files] == ["capacity.png", "capacity.svg"]
     assert files[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in files[1].read_text()[:500]
+
+
+def test_the_capacity_figure_follows_no_link_planted_in_the_sweep_folder(sweep_file, tmp_path):
+    """It was written through the fixed name .capacity.png.tmp: a link planted there (or at
+    capacity.svg) sent the figure into a file outside the runs folder."""
+    spec, root = load_sweep(sweep_file()), tmp_path / "runs"
+    folder = root / "sweeps" / spec.sweep_id
+    folder.mkdir(parents=True)
+    outside = {name: tmp_path / f"outside-{name}" for name in (".capacity.png.tmp", "capacity.svg")}
+    for name, target in outside.items():
+        target.write_bytes(b"theirs")
+        (folder / name).symlink_to(target)
+    result = run_sweep(spec, root, InlineExecutor(), figure_formats=("png", "svg"))
+    assert all(target.read_bytes() == b"theirs" for target in outside.values())
+    png, svg = result.path / "capacity.png", result.path / "capacity.svg"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not svg.is_symlink()
+    assert "<svg" in svg.read_text()[:500]
 
 
 def test_a_stopped_trial_leaves_its_run_interrupted_never_running(sweep_file, tmp_path,

@@ -1,8 +1,9 @@
 """What every command shares: the consoles, the runs-dir option, errors turned into exit codes.
 
-Exit codes: 0 success, 1 an error the tool explains, 2 a usage error, 130 interrupted.
-Results go to stdout, everything else (errors, progress next to --json) to stderr. rich
-honours NO_COLOR (and FORCE_COLOR) from the environment.
+Exit codes: 0 success, 1 an error the tool explains, 2 a usage error, 130 interrupted (Ctrl-C,
+or SIGTERM: a scheduler's preemption stops as cleanly). Results go to stdout, everything else
+(errors, progress next to --json) to stderr. rich honours NO_COLOR (and FORCE_COLOR) from the
+environment.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -23,7 +26,7 @@ from mlptrain.runs.query import require_weights
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 EXIT_CODES_HELP = ("Exit codes: 0 success, 1 an error the tool explains (on stderr), "
-                   "2 a usage error, 130 interrupted.")
+                   "2 a usage error, 130 interrupted (Ctrl-C or SIGTERM).")
 
 out = Console()
 err = Console(stderr=True)
@@ -95,6 +98,22 @@ def usage(message: str) -> None:
     err.print(f"[bold red]usage error:[/bold red] {escape(message)} (see --help)",
               highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_USAGE)
+
+
+@contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM, what a scheduler sends to preempt a job, raises KeyboardInterrupt inside the
+    block as Ctrl-C does: a sweep then marks its trials and runs interrupted, each keeping its
+    checkpoint, and exits 130, where the signal's default would end it at once with its runs
+    left `running`."""
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def interrupted() -> None:

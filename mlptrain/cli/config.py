@@ -11,6 +11,8 @@ import typer
 from mlptrain.cli.common import err, fail, out
 from mlptrain.config import commented_defaults, load_config
 from mlptrain.errors import ConfigError, MlptrainError
+from mlptrain.runs import atomic_write_text
+from mlptrain.runs.store import check_not_run_file
 from mlptrain.text import plural
 
 
@@ -48,11 +50,12 @@ def config_init(
         print(text, end="")
         return
     try:
+        check_not_run_file(out_file)
         if out_file.exists() and not force:
             raise ConfigError(f"{out_file} exists; pass --force to overwrite it, or choose "
                               "another --out.")
         out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(text, encoding="utf-8")
+        atomic_write_text(out_file, text)
     except OSError as exc:
         fail(ConfigError(f"cannot write {out_file}: {exc}."))
     except MlptrainError as exc:

@@ -28,6 +28,8 @@ def export(
         None, "--out", "-o", metavar="PATH", help="The file to write (default: "
         + ", ".join(f"{name} for {fmt}" for fmt, name in DEFAULT_FILES.items())
         + " in the run directory; golden also writes a .json beside it)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the file(s) if they exist "
+                               "(never a run's own files)."),
     opset: Optional[int] = typer.Option(None, "--opset", min=MIN_OPSET,
                                         help=f"ONNX opset (default {DEFAULT_OPSET})."),
     batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Samples in the golden "
@@ -39,7 +41,8 @@ def export(
 
     An ONNX file is run by onnxruntime on the run's whole test set and refused (exit 1, no file
     written) if any probability differs from mlptrain's by more than 1e-5 or any predicted class
-    differs; a safetensors file is read back and compared byte for byte.
+    differs; a safetensors file is read back and compared byte for byte. An existing file is
+    replaced only with --force, and a run's own files (weights.npz, summary.json, ...) never.
     Needs the export extra: pip install 'mlptrain\\[export]'.
     """
     if opset is not None and fmt.value != "onnx":
@@ -48,7 +51,8 @@ def export(
         usage("--batch applies to --format golden")
     try:
         exported = export_run(RunStore(runs_dir), run, fmt.value, out_path,
-                              opset=opset or DEFAULT_OPSET, batch=batch or GOLDEN_BATCH)
+                              opset=opset or DEFAULT_OPSET, batch=batch or GOLDEN_BATCH,
+                              force=force)
     except MlptrainError as exc:
         fail(exc)
     except KeyboardInterrupt:

@@ -28,6 +28,8 @@ from mlptrain.experiment import fit_experiment, plan, resume_experiment
 from mlptrain.runs import RunStore
 from mlptrain.loop import StopFlag
 
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}  # each stops a fit cleanly
+
 
 class ProgressMode(str, Enum):
     auto = "auto"  # a live display on a terminal, plain lines otherwise
@@ -64,8 +66,8 @@ def fit(
 ):
     """Train the model a config describes; writes runs/<run-id>/ (config, metrics, weights).
 
-    Ctrl-C once finishes the current batch, saves a checkpoint and exits 130 with the command
-    that resumes the run; Ctrl-C twice stops at once (the last checkpoint stays valid).
+    Ctrl-C (or SIGTERM) once finishes the current batch, saves a checkpoint and exits 130 with
+    the command that resumes the run; twice stops at once (the last checkpoint stays valid).
 
     `mlptrain train` is the same command.
     """
@@ -93,7 +95,7 @@ def fit(
             return
         stop = StopFlag()
         renderer = FitRenderer.for_options(progress.value, quiet, as_json)
-        with renderer, _first_sigint_stops(stop):
+        with renderer, _first_signal_stops(stop):
             if cfg is not None:
                 finished = fit_experiment(cfg, store, renderer, renderer.download, stop)
             else:
@@ -116,26 +118,30 @@ def fit(
 
 
 @contextmanager
-def _first_sigint_stops(stop: StopFlag):
-    """The first Ctrl-C asks the loop to stop after this batch; the second aborts at once."""
-    def on_sigint(signum, frame):
+def _first_signal_stops(stop: StopFlag):
+    """The first Ctrl-C or SIGTERM (what a scheduler sends to preempt a job) asks the loop to
+    stop after this batch, with a checkpoint; a second aborts at once."""
+    def on_signal(signum, frame):
+        name = STOP_SIGNALS[signum]
         if stop.is_set:
-            signal.signal(signal.SIGINT, previous)
-            sys.stderr.write("\nsecond Ctrl-C: stopping at once; the last checkpoint is kept\n")
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            sys.stderr.write(f"\nsecond {name}: stopping at once; the last checkpoint is kept\n")
             raise KeyboardInterrupt
         stop.set()
-        sys.stderr.write("\nCtrl-C: finishing this batch and saving a checkpoint "
+        sys.stderr.write(f"\n{name}: finishing this batch and saving a checkpoint "
                          "(press again to stop at once)\n")
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {number: signal.signal(number, on_signal) for number in STOP_SIGNALS}
     try:
         yield
     finally:
-        # after a stop, a late second Ctrl-C must not turn the clean exit into a traceback. A
+        # after a stop, a late second signal must not turn the clean exit into a traceback. A
         # Python no-op, not SIG_IGN: an ignored SIGINT is inherited by every process started
         # later (a CliRunner test's, say), which could then never be interrupted
-        signal.signal(signal.SIGINT, _ignore_sigint if stop.is_set else previous)
+        for number, handler in previous.items():
+            signal.signal(number, _ignore_signal if stop.is_set else handler)
 
 
-def _ignore_sigint(signum, frame) -> None:
-    """SIGINT after a clean stop: nothing left to interrupt."""
+def _ignore_signal(signum, frame) -> None:
+    """Ctrl-C or SIGTERM after a clean stop: nothing left to interrupt."""

@@ -211,14 +211,20 @@ def rm(
     yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking."),
     runs_dir: Optional[Path] = RunsDir,
 ):
-    """Delete runs and everything in their directories, after asking (or with --yes)."""
+    """Delete runs and everything in their directories, after asking (or with --yes). Only
+    runs in the runs directory are deleted; of a run directory that is a link, only the link."""
     try:
         store = RunStore(runs_dir)
-        found = list({r.path: r for r in (find_run(store, ref) for ref in refs)}.values())
+        found = {}
+        for r in (find_run(store, ref) for ref in refs):
+            store.check_removable(r)  # every run checked before any is deleted
+            found.setdefault(r.path.parent.resolve() / r.path.name, r)
     except MlptrainError as exc:
         fail(exc)
-    for r in found:
-        err.print(f"  {r.path}", highlight=False, soft_wrap=True)
+    for r in found.values():
+        link = f" -> {r.path.resolve()} (a link: only the link is deleted)" \
+            if r.path.is_symlink() else ""
+        err.print(f"  {r.path}{link}", highlight=False, soft_wrap=True)
     try:
         agreed = yes or typer.confirm(f"delete {'these' if len(found) > 1 else 'this'} "
                                       f"{plural(len(found), 'run')}?",
@@ -229,8 +235,9 @@ def rm(
         err.print("nothing deleted (answer y, or pass --yes)")
         raise typer.Exit(1)
     try:
-        for r in found:
-            r.remove()
-            out.print(f"deleted {r.run_id}", highlight=False)
+        for r in found.values():
+            target = store.remove(r)
+            out.print(f"deleted the link {r.run_id} (its target {target} is left as it was)"
+                      if target else f"deleted {r.run_id}", highlight=False, soft_wrap=True)
     except MlptrainError as exc:
         fail(exc)

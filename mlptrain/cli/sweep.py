@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from mlptrain.cli.common import RunsDir, err, fail, interrupted, out
+from mlptrain.cli.common import RunsDir, err, fail, interrupted, out, sigterm_as_ctrl_c
 from mlptrain.errors import MlptrainError
 from mlptrain.text import plural
 
@@ -51,9 +51,10 @@ def sweep(
     """Run a grid of trials, each an ordinary run, and summarise them.
 
     Writes runs/sweeps/<sweep-id>/: the trial list, summary.csv, summary.json and the capacity
-    figure. Running the same sweep again resumes it: completed trials are skipped, interrupted
-    ones continue from their checkpoints (a group's members together again where theirs end the
-    same epoch), failed ones run again.
+    figure. Ctrl-C or SIGTERM stops it, each running trial keeping its checkpoint. Running the
+    same sweep again resumes it: completed trials are skipped, interrupted or stale ones (their
+    process killed) continue from their checkpoints (a group's members together again where
+    theirs end the same epoch), failed ones run again.
     """
     from mlptrain.cli.sweep_render import SweepRenderer
     from mlptrain.runs import RunStore
@@ -72,7 +73,7 @@ def sweep(
             from mlptrain.sweep.grouping import GroupingExecutor
 
             runner = GroupingExecutor(runner)
-        with SweepRenderer(out) as renderer:
+        with SweepRenderer(out) as renderer, sigterm_as_ctrl_c():
             result = run_sweep(spec, RunStore(runs_dir).root, runner, renderer, figure_formats)
     except MlptrainError as exc:
         fail(exc)

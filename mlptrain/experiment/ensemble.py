@@ -31,6 +31,7 @@ from mlptrain.reports.style import FORMATS, save_figure
 from mlptrain.runs import Run, RunStore
 from mlptrain.runs.query import config_table
 from mlptrain.runs.schema import run_seconds
+from mlptrain.runs.store import check_not_run_file
 
 COMMITTEE_SPLITS = ("test", "val")  # a committee of the training split would score memory
 MAX_MISTAKES = 32  # samples in the figure of the committee's mistakes
@@ -246,10 +247,12 @@ def _split_mismatch(a: Run, b: Run, split: str) -> str:
 
 
 def check_figure_path(path: Path) -> None:
-    """Raises unless the file name ends in a figure format (.png, .svg)."""
+    """Raises unless the file name ends in a figure format (.png, .svg) and is not a run's own
+    figure (a run's folder holds its figures)."""
     if Path(path).suffix.lstrip(".") not in FORMATS:
         raise ConfigError(f"figure {path}: the file name must end in "
                           f"{' or '.join('.' + f for f in FORMATS)}.")
+    check_not_run_file(Path(path))
 
 
 def mistakes_figure(c: Committee, limit: int = MAX_MISTAKES) -> Figure:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,8 @@ from mlptrain.data import load_dataset
 from mlptrain.errors import ConfigError, ExportError
 from mlptrain.experiment.predict import load_network
 from mlptrain.model import MLP
-from mlptrain.runs import Run, RunStore, atomic_write_bytes, atomic_write_text, npz_bytes
+from mlptrain.runs import Run, RunStore, atomic_write_bytes, npz_bytes
+from mlptrain.runs.store import check_not_run_file
 from mlptrain.seeding import streams
 
 FORMATS = ("onnx", "safetensors", "golden")
@@ -65,17 +65,37 @@ class Exported:
 
 
 def export_run(store: RunStore, ref: str, fmt: str, out: Path | None = None,
-               opset: int = DEFAULT_OPSET, batch: int = GOLDEN_BATCH) -> Exported:
-    """Writes a completed run's network as `fmt` to `out` (default: in the run directory)."""
+               opset: int = DEFAULT_OPSET, batch: int = GOLDEN_BATCH,
+               force: bool = False) -> Exported:
+    """Writes a completed run's network as `fmt` to `out` (default: in the run directory);
+    an existing file is replaced only with `force`, and a run's own files never are."""
     if fmt not in FORMATS:
         raise ConfigError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}.")
     source = RunSource.open(store, ref)
     path = Path(out) if out is not None else source.run.path / DEFAULT_FILES[fmt]
+    check_outputs([path, golden_json(path)] if fmt == "golden" else [path], force)
     if fmt == "onnx":
         return export_onnx(source, path, opset)
     if fmt == "safetensors":
         return export_safetensors(source, path)
     return export_golden(source, path, batch)
+
+
+def check_outputs(files: list[Path], force: bool) -> None:
+    """Refuses, before any work, to write two of an export's files under one name, to replace
+    a run's own file (weights, summary, ...: whatever --out says), or to replace an existing
+    file without `force` (as `config init` does)."""
+    if len({f.parent.resolve() / f.name for f in files}) < len(files):
+        raise ExportError(f"--out {files[0]}: the golden arrays and their description "
+                          f"would both be written to {files[1]}; give a name ending in .npz "
+                          "(the .json is written beside it).")
+    for f in files:
+        if f.is_dir():
+            raise ExportError(f"--out {f} is a directory; give the file to write.")
+        check_not_run_file(f)
+        if os.path.lexists(f) and not force:
+            raise ExportError(f"{f} exists; pass --force to overwrite it, or choose another "
+                              "--out.")
 
 
 # -- the run being exported -----------------------------------------------------------------------
@@ -164,18 +184,14 @@ def _require(module: str):
                           f"installed; install the export extra with: {EXTRA_HINT}") from None
 
 
-def _temporary(path: Path) -> Path:
-    """A name beside `path` to write and check a file under before it takes `path`."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-
-
-def _prepare_folder(path: Path) -> None:
-    if path.is_dir():
-        raise ExportError(f"--out {path} is a directory; give the file to write.")
+def _write(path: Path, data: bytes, check=None) -> None:
+    """`data` written atomically to `path`, its folder created; `check` reads the temporary
+    and raises to keep a file that fails it from ever taking `path`."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data, check)
     except OSError as exc:
-        raise ExportError(f"cannot create the folder for {path}: {exc}.") from None
+        raise ExportError(f"cannot write {path}: {exc}.") from None
 
 
 # -- onnx -----------------------------------------------------------------------------------------
@@ -264,11 +280,11 @@ def verify_onnx(path: Path, source: RunSource) -> dict[str, Any]:
 
 def export_onnx(source: RunSource, path: Path, opset: int = DEFAULT_OPSET) -> Exported:
     data = onnx_model(source, opset).SerializeToString()
-    _prepare_folder(path)
-    tmp = _temporary(path)
-    try:  # checked under a temporary name: a refused file never takes `path`
-        tmp.write_bytes(data)
-        check = verify_onnx(tmp, source)
+    check: dict[str, Any] = {}
+
+    def verified(tmp: Path) -> None:
+        """Run under its temporary name: a refused file never takes `path`."""
+        check.update(verify_onnx(tmp, source))
         if not check["passed"]:
             raise ExportError(
                 f"the exported ONNX graph disagrees with mlptrain on run "
@@ -276,11 +292,8 @@ def export_onnx(source: RunSource, path: Path, opset: int = DEFAULT_OPSET) -> Ex
                 f"|p_onnx - p_mlptrain| = {check['max_abs_difference']:.3g} (allowed "
                 f"{ONNX_TOLERANCE:g}), predicted classes agree on {check['classes_agree']:,}. "
                 f"No file was written to {path}.")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ExportError(f"cannot write {path}: {exc}.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    _write(path, data, verified)
     return Exported(source.run.run_id, "onnx", [path], {"opset": opset, **check})
 
 
@@ -288,27 +301,26 @@ def export_onnx(source: RunSource, path: Path, opset: int = DEFAULT_OPSET) -> Ex
 
 
 def export_safetensors(source: RunSource, path: Path) -> Exported:
-    """weights.npz as safetensors (same names, dtypes and bytes), read back and compared."""
+    """weights.npz as safetensors (same names, dtypes and bytes), read back and compared
+    before the file takes `path`."""
     _require("safetensors")
     st = _require("safetensors.numpy")
     metadata = {"format": "np", **source.metadata()}
-    _prepare_folder(path)
-    try:
-        atomic_write_bytes(path, st.save(source.weights, metadata=metadata))
-    except OSError as exc:
-        raise ExportError(f"cannot write {path}: {exc}.") from None
-    back, back_meta = read_safetensors(path)
-    mismatched = [name for name, w in source.weights.items() if name not in back
-                  or back[name].dtype != w.dtype or back[name].shape != w.shape
-                  or back[name].tobytes() != w.tobytes()]
-    if mismatched or set(back) != set(source.weights) or back_meta != metadata:
-        path.unlink(missing_ok=True)
-        raise ExportError(f"{path} did not read back as written (tensors differing: "
-                          f"{mismatched or 'none'}; metadata equal: {back_meta == metadata}); "
-                          "the file was removed.")
-    return Exported(source.run.run_id, "safetensors", [path], {
-        "tensors": len(back), "bytes": sum(w.nbytes for w in back.values()),
-        "identical": True})
+    counts: dict[str, int] = {}
+
+    def read_back(tmp: Path) -> None:
+        back, back_meta = read_safetensors(tmp)
+        mismatched = [name for name, w in source.weights.items() if name not in back
+                      or back[name].dtype != w.dtype or back[name].shape != w.shape
+                      or back[name].tobytes() != w.tobytes()]
+        if mismatched or set(back) != set(source.weights) or back_meta != metadata:
+            raise ExportError(f"{path} did not read back as written (tensors differing: "
+                              f"{mismatched or 'none'}; metadata equal: "
+                              f"{back_meta == metadata}); no file was written.")
+        counts.update(tensors=len(back), bytes=sum(w.nbytes for w in back.values()))
+
+    _write(path, st.save(source.weights, metadata=metadata), read_back)
+    return Exported(source.run.run_id, "safetensors", [path], {**counts, "identical": True})
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -396,15 +408,16 @@ def export_golden(source: RunSource, path: Path, batch: int = GOLDEN_BATCH) -> E
     X, y = golden_batch(source, batch)
     arrays = golden_arrays(source.network("float64"), X, y)
     description = golden_description(source, arrays)
-    _prepare_folder(path)
-    json_path = path.with_suffix(".json")
-    try:
-        atomic_write_bytes(path, npz_bytes(arrays))
-        atomic_write_text(json_path, _short_json(description))
-    except OSError as exc:
-        raise ExportError(f"cannot write {path}: {exc}.") from None
+    json_path = golden_json(path)
+    _write(path, npz_bytes(arrays))
+    _write(json_path, _short_json(description).encode("utf-8"))
     return Exported(source.run.run_id, "golden", [path, json_path], {
         "batch": description["batch"], "arrays": len(arrays), "loss": float(arrays["loss"])})
+
+
+def golden_json(path: Path) -> Path:
+    """Where golden.json goes: beside the arrays, under their name with .json."""
+    return path.with_suffix(".json")
 
 
 def _short_json(description: dict[str, Any]) -> str:

@@ -91,6 +91,7 @@ def resume_experiment(store: RunStore, ref: str,
     the run recorded is refused unless `allow_data_change` (then the change is recorded)."""
     run = store.find(ref)
     summary = run.read_summary()
+    run.check_no_writer(summary)  # before any work; reopen_run checks again before writing
     if summary.get("status") == "completed":
         raise RunStoreError(f"run {run.run_id} has already completed; there is nothing to "
                             "resume. Start a new run with `mlptrain fit`.")
@@ -127,7 +128,7 @@ def reopen_run(run: Run, summary: dict, p: Prepared, checkpoint: dict,
     state = restore(checkpoint, p.model, optimizer, p.rngs, str(run.path / "checkpoint.npz"),
                     p.step)
     with os_errors_fail(run, summary):
-        run.open_for_writing()  # removes the temporaries a killed writer left
+        run.open_for_writing()  # one writer per run; removes what a killed writer left
         run.write_metrics(state.history)  # drops any record written after the checkpoint
     earlier = (summary.get("timing") or {}).get("wall_seconds") or 0.0  # the sitting it ended
     summary.update(status="running", epochs_completed=state.epoch, final=None, timing=None,

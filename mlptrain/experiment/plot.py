@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from mlptrain.errors import MlptrainError
+from mlptrain.errors import MlptrainError, RunStoreError
 from mlptrain.experiment.setup import Prepared, prepare_run
 from mlptrain.reports import arrays, figures
 from mlptrain.reports.style import check_format, save_figure, symmetric_limit
 from mlptrain.runs import Run
+from mlptrain.runs.store import is_run_dir
 
 MAX_UNITS = 64  # hidden units drawn in the weight grid and the activation heatmap
 CLIP_PERCENTILE = 99.5  # the weight colour scale ends at this percentile of |w|: more contrast
@@ -92,6 +93,9 @@ def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png",
     rebuilt from the run's files."""
     check_format(fmt)
     out_dir = Path(out_dir) if out_dir is not None else run.path
+    if is_run_dir(out_dir) and out_dir.resolve() != run.path.resolve():
+        raise RunStoreError(f"--out {out_dir} is the folder of run {out_dir.resolve().name}, "
+                            "whose figures these would replace; choose another folder.")
     summary, result = run.read_summary(), Plots()
 
     def save(key: str, fig: Figure) -> None:

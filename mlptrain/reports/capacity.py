@@ -7,6 +7,7 @@ axis. `capacity_series` computes what is drawn from a sweep summary; `draw_capac
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ matplotlib.use("Agg")  # files only, never a window; before pyplot is imported
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullLocator
+
+from mlptrain.runs import atomic_write_bytes
 
 AXIS = "model.hidden"
 FORMATS = ("png", "svg")
@@ -98,9 +101,9 @@ def draw_capacity(series: list[CapacitySeries], stem: Path, formats=("png",),
         if fmt not in FORMATS:
             raise ValueError(f"figure format {fmt!r} is not one of {', '.join(FORMATS)}")
         path = stem.with_suffix(f".{fmt}")
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, format=fmt, dpi=150)
-        tmp.replace(path)  # atomic, like every file of a run
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, dpi=150)
+        atomic_write_bytes(path, buffer.getvalue())  # as every file of a run is written
         files.append(path)
     plt.close(fig)
     return files

@@ -7,14 +7,13 @@ whose files are damaged is still listed, with status `damaged`, rather than hidi
 from __future__ import annotations
 
 import fnmatch
-import platform
 from typing import Any
 
 from mlptrain.config import Config, applies_to, tomllib
 from mlptrain.errors import MlptrainError, RunStoreError
 from mlptrain.runs import Run, RunStore
 from mlptrain.runs.schema import run_seconds
-from mlptrain.runs.store import creation_order, process_alive
+from mlptrain.runs.store import creation_order, writer_status
 
 STATUSES = ("running", "completed", "interrupted", "failed", "stale", "damaged")
 
@@ -51,11 +50,7 @@ def _metrics_or_none(run: Run):
 def _status(summary: dict) -> str:
     """The recorded status, except a `running` run whose process is gone is `stale` (killed,
     or the machine went down): it can be resumed."""
-    status = summary.get("status", "damaged")
-    pid, host = summary.get("pid"), summary.get("host")
-    if status == "running" and pid and host == platform.node() and not process_alive(pid):
-        return "stale"
-    return status
+    return "stale" if writer_status(summary) == "gone" else summary.get("status", "damaged")
 
 
 def require_weights(run: Run) -> None:

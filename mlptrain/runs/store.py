@@ -6,9 +6,14 @@
       weights.npz     final parameters, keys layers.{i}.weight / layers.{i}.bias
       checkpoint.npz  parameters, optimizer state, RNG state and position
       summary.json    status, final metrics, timings, device, versions, dataset checksums
+      sweep.json      the sweep a trial's run belongs to;  *.png, *.svg: its figures
 
 A file is written to a temporary name in the same directory and renamed over the old one, so a
-reader (or a crash) only ever sees a whole old file or a whole new one. A run directory is
+reader (or a crash) only ever sees a whole old file or a whole new one; the temporary's name is
+random and created exclusively, and the rename replaces a link at the file's name rather than
+writing through it. Every file mlptrain writes goes through atomic_write_bytes, save two that
+are made the same way by other means: a sweep's lock (O_EXCL, it must fail if present) and an
+MNIST download (streamed into a mkstemp file, renamed once verified). A run directory is
 created with an atomic mkdir and never reused.
 """
 
@@ -17,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import difflib
+import errno
 import io
 import json
 import os
+import platform
 import re
 import secrets
 import shutil
@@ -27,7 +34,7 @@ import time
 import zipfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -37,32 +44,60 @@ from mlptrain.runs.schema import CHECKPOINT, check_metrics_record, check_summary
 
 RUNS_DIR_ENV = "MLPTRAIN_RUNS_DIR"
 TMP_SUFFIX = ".tmp"
-TMP_NAME = re.compile(r"\..+\.(\d+)-[0-9a-f]{8}\.tmp")  # .<file>.<pid>-<8 hex>.tmp
+TMP_NAME = re.compile(r"\..+\.(\d+)-[0-9a-f]{8,16}\.tmp")  # .<file>.<pid>-<16 hex>.tmp
+TMP_ATTEMPTS = 100  # random temporary names tried before a write gives up
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
+RUN_FILES = ("config.toml", "metrics.jsonl", "metrics.csv", "weights.npz", "checkpoint.npz",
+             "summary.json", "sweep.json")  # what a run writes, besides its figures
+FIGURE_SUFFIXES = (".png", ".svg")
 
 
 def default_runs_dir() -> Path:
     return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes `data` to a hidden temporary beside `path` and renames it over `path`.
+def atomic_write_bytes(path: Path, data: bytes,
+                       check: Callable[[Path], None] | None = None) -> None:
+    """Writes `data` to a new temporary beside `path` and renames it over `path`; `check`, if
+    given, reads the temporary first and raises to keep it from ever taking `path`.
 
-    An OSError (a full disk, a read-only directory) names `path`, not the temporary, and the
-    temporary is removed: on a full disk that gives back the space a later, smaller write (the
-    summary that marks the run failed) needs."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}")
+    The rename replaces whatever `path` is, a symbolic link included: no write goes through a
+    link to a file elsewhere. An OSError (a full disk, a read-only directory) names `path`, not
+    the temporary, and the temporary is removed: on a full disk that gives back the space a
+    later, smaller write (the summary that marks the run failed) needs."""
+    tmp = None
     try:
-        with open(tmp, "wb") as f:
+        fd, tmp = _new_temporary(path)
+        with open(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if check is not None:
+            check(tmp)
         os.replace(tmp, path)
+        tmp = None  # renamed: the name is no longer ours to remove
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, str(path)) from None
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _new_temporary(path: Path) -> tuple[int, Path]:
+    """(descriptor, name) of a file created for this write alone, beside `path`. The name
+    holds 64 random bits, and O_EXCL | O_NOFOLLOW make a name someone planted first (a link,
+    a file) fail instead of being written through; then another name is drawn."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) \
+        | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(TMP_ATTEMPTS):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(8)}{TMP_SUFFIX}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp  # the umask applies, as for any new file
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temporary name after {TMP_ATTEMPTS} tries",
+                          str(path))
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:
@@ -93,6 +128,45 @@ def process_alive(pid: int) -> bool:
     except OSError:  # exists, owned by someone else
         return True
     return True
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` is a run's directory: it holds the config.toml and summary.json a run
+    writes first (a project folder with only a config.toml is not one)."""
+    return (path / "config.toml").is_file() and (path / "summary.json").is_file()
+
+
+def run_holding(path: Path) -> Path | None:
+    """The run directory of which `path` names one of the run's own files (RUN_FILES, a
+    figure), following links in the folders as a write to `path` would; else None."""
+    folder = path.parent.resolve()
+    own = path.name in RUN_FILES or path.suffix in FIGURE_SUFFIXES
+    return folder if own and is_run_dir(folder) else None
+
+
+def check_not_run_file(path: Path) -> None:
+    """A RunStoreError when `path` names one of a run's own files (run_holding), which only
+    that run's training writes: an export, a config or a figure written there would replace
+    the run's weights, summary or figures."""
+    run = run_holding(path)
+    if run is not None:
+        raise RunStoreError(f"{path} is one of run {run.name}'s own files, which only its "
+                            "training writes; choose another file.")
+
+
+def writer_status(summary: dict[str, Any]) -> str | None:
+    """Whether the process a `running` run's summary records (pid, host) still writes it:
+    "alive" (on this machine), "gone" (a stale run: killed, or its machine restarted; it may be
+    resumed) or "elsewhere" (recorded on another machine, which cannot be asked). None when the
+    run is not running, or the summary names no process or this one."""
+    pid, host = summary.get("pid"), summary.get("host")
+    if summary.get("status") != "running" or not pid:
+        return None
+    if host and host != platform.node():
+        return "elsewhere"
+    if pid == os.getpid():  # an earlier sitting of this process, which writes one run at once
+        return None
+    return "alive" if process_alive(pid) else "gone"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -126,9 +200,30 @@ class Run:
     # -- writing --------------------------------------------------------------------------------
 
     def open_for_writing(self) -> None:
-        """Before an existing run is written again (a resume): remove what a writer killed
-        mid-write left behind."""
+        """Before an existing run is written again (a resume, alone or in a sweep's group):
+        refuses while another process writes it, then removes what a writer killed mid-write
+        left behind."""
+        self.check_no_writer()
         remove_stale_temporaries(self.path)
+
+    def check_no_writer(self, summary: dict[str, Any] | None = None) -> None:
+        """One writer per run: a RunStoreError while the process that the summary (default:
+        summary.json) records as writing the run still lives, or lives on another machine,
+        which cannot be asked. A run whose process is gone (stale) may be written again."""
+        summary = self.read_summary() if summary is None else summary
+        state, pid, host = writer_status(summary), summary.get("pid"), summary.get("host")
+        if state == "alive":
+            raise RunStoreError(
+                f"run {self.run_id} is being trained by process {pid} on this machine (its "
+                "summary.json says so, and that process is alive); one process writes a run "
+                "at a time. Wait for it to finish, or stop it (Ctrl-C in its terminal, or "
+                f"`kill -TERM {pid}`: it saves a checkpoint) and then resume.")
+        if state == "elsewhere":
+            raise RunStoreError(
+                f"run {self.run_id} is recorded as running in process {pid} on {host}, another "
+                "machine, which this one cannot ask whether it still runs; one process writes "
+                f"a run at a time. Resume it on {host}, where a process that is gone leaves "
+                "the run stale.")
 
     def write_config(self, toml_text: str) -> None:
         atomic_write_text(self.path / "config.toml", toml_text)
@@ -158,14 +253,27 @@ class Run:
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
 
-    def remove(self) -> None:
-        """Deletes the run directory: renamed aside first, so a half-deleted run is never listed."""
+    def remove(self) -> Path | None:
+        """Deletes the run directory: renamed aside first, so a half-deleted run is never
+        listed. A run directory that is a symbolic link loses the link alone: its target is
+        returned and left as it was. RunStore.remove checks that this is a run of the store."""
+        target = self.path.resolve() if self.path.is_symlink() else None
         doomed = self.path.with_name(f".deleting-{self.path.name}-{secrets.token_hex(3)}")
         try:
             os.replace(self.path, doomed)
-            shutil.rmtree(doomed)
         except OSError as exc:
-            raise RunStoreError(f"cannot delete run {self.path}: {exc}.") from None
+            raise RunStoreError(f"cannot delete run {self.path}: {exc.strerror or exc}; "
+                                "nothing was deleted.") from None
+        try:
+            if doomed.is_symlink():  # looked at again: whatever it is now, never follow a link
+                doomed.unlink()
+            else:
+                shutil.rmtree(doomed)
+        except OSError as exc:
+            raise RunStoreError(f"run {self.run_id} was set aside as {doomed} (no longer "
+                                f"listed) but not all of it could be deleted ({exc}); delete "
+                                "that folder by hand.") from None
+        return target
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -254,18 +362,21 @@ class RunStore:
                 if p.is_dir() and not p.name.startswith(".") and (p / "config.toml").exists()]
 
     def find(self, ref: str) -> Run:
-        """A run by directory path, `latest`, id, unique id prefix, the hash that ends its id
-        (77d460), or its name (the newest run of that name). When `ref` named the run other
-        than by id, path or `latest`, the returned Run's `found_as` says how (for the CLI)."""
+        """A run by `latest`, id, unique id prefix, the hash that ends its id (77d460), its
+        name (the newest run of that name), or directory path. A bare word is looked up among
+        the runs first, so a folder of that name in the working directory (a project's
+        `xor/`) never stands for the run `xor`; a path must hold a run (is_run_dir). When `ref`
+        named the run other than by id, path or `latest`, the returned Run's `found_as` says
+        how (for the CLI)."""
         as_path = Path(ref)
-        if (as_path / "config.toml").exists():
-            return Run(as_path)
+        if _is_path(ref):
+            if is_run_dir(as_path):
+                return Run(as_path)
+            raise RunStoreError(f"{ref} is not a run directory (a run's holds both "
+                                "config.toml and summary.json). Give a run's directory, id "
+                                "or name.")
         runs = sorted(self.runs(), key=creation_order)
-        if not runs:
-            no_match = "" if ref == "latest" else f"no run matches {ref!r}: "
-            raise RunStoreError(f"{no_match}there are no runs in {self.root} yet; start one "
-                                "with `mlptrain fit CONFIG`.")
-        if ref == "latest":
+        if ref == "latest" and runs:
             return runs[-1]
         for how, matches in _candidates(runs, ref):
             if len(matches) == 1 or (matches and how == "name"):
@@ -277,6 +388,12 @@ class RunStore:
                 raise RunStoreError(f"{ref!r} matches {len(matches)} runs in {self.root} "
                                     f"({listed}{', ...' if len(matches) > 5 else ''}); give "
                                     "more of the id.")
+        if ref != "latest" and is_run_dir(as_path):  # a run's folder outside the runs root
+            return Run(as_path)
+        if not runs:
+            no_match = "" if ref == "latest" else f"no run matches {ref!r}: "
+            raise RunStoreError(f"{no_match}there are no runs in {self.root} yet; start one "
+                                "with `mlptrain fit CONFIG`.")
         raise RunStoreError(f"no run matches {ref!r} in {self.root}. Give a run id, a unique "
                             "prefix of one, the 6-character hash that ends one, a run name, a "
                             f"run directory, or `latest`.{_did_you_mean(runs, ref)}")
@@ -292,6 +409,39 @@ class RunStore:
             h = _id_parts(run)[1]
             refs[run.run_id] = h if h and hashes[h] == 1 and h not in starts else run.run_id
         return refs
+
+    def check_removable(self, run: Run) -> None:
+        """Refuses to delete anything but a run of this store: a run directory (is_run_dir)
+        whose entry lies in the runs root, links in the path to it resolved, that no live
+        process on this machine is training."""
+        entry = run.path.parent.resolve() / run.path.name
+        if entry.parent != self.root.resolve() or run.path.name in ("", ".", ".."):
+            raise RunStoreError(f"{run.path} is not in the runs directory {self.root}: "
+                                "`runs rm` deletes only runs there (--runs-dir names another "
+                                "runs directory). Nothing was deleted.")
+        if not is_run_dir(run.path):
+            raise RunStoreError(f"{run.path} is not a run directory (a run's holds both "
+                                "config.toml and summary.json). Nothing was deleted.")
+        try:
+            summary = run.read_summary()
+        except RunStoreError:  # damaged: deleting it is the advice its own error gives
+            return
+        if writer_status(summary) == "alive":
+            raise RunStoreError(f"run {run.run_id} is being trained by process "
+                                f"{summary['pid']} on this machine; stop it first (deleting "
+                                "it would fail that training). Nothing was deleted.")
+
+    def remove(self, run: Run) -> Path | None:
+        """Deletes a run of this store (check_removable); for a link, the link alone, and
+        returns its target."""
+        self.check_removable(run)
+        return run.remove()
+
+
+def _is_path(ref: str) -> bool:
+    """Whether a run reference is written as a path (a bare word is first a run's id or name)."""
+    separators = [os.sep, os.altsep] if os.altsep else [os.sep]
+    return ref in (".", "..") or any(sep in ref for sep in separators)
 
 
 def creation_order(run: Run) -> tuple[str, int]:

@@ -92,7 +92,9 @@ def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
 def pending_tasks(spec: SweepSpec, runs_root: str | Path) -> list[TrialTask]:
     """What running the sweep now would do (sweep --dry-run), read without taking its lock."""
     root = Path(runs_root).resolve()
-    return _pending(SweepDir(root, spec), root)
+    sweep = SweepDir(root, spec)
+    sweep.adopt_finished_runs()  # in memory, as the sweep would on opening
+    return _pending(sweep, root)
 
 
 def _pending(sweep: SweepDir, root: Path) -> list[TrialTask]:
@@ -130,11 +132,12 @@ def _record(sweep: SweepDir, event) -> None:
         record = sweep.records[event.index]
         same_run = event.run_id in (None, record["run_id"])  # None: stopped before it started
         earlier = (record.get("seconds") or 0.0) if same_run else 0.0  # its earlier sittings
-        if event.run_id and record["run_id"] not in (None, event.run_id):
-            record["previous_runs"].append(record["run_id"])
+        run_id = record["run_id"]
+        if event.run_id and run_id not in (None, event.run_id):
+            record["previous_runs"].append(run_id)
         record.update({k: v for k, v in asdict(event).items() if k not in ("index", "name")})
         record["seconds"] = earlier + event.seconds
-        record["run_id"] = event.run_id or record["run_id"]
+        record["run_id"] = event.run_id or run_id  # a resume refused before it started: its run
         if event.run_id and event.status == "completed":
             _mark_run(sweep, record)  # Dask reports no start: mark the run at its end
     elif not sweep.unwritten:

@@ -22,7 +22,7 @@ from typing import Any
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import Run, atomic_write_text
 from mlptrain.runs.schema import run_seconds
-from mlptrain.runs.store import process_alive, remove_stale_temporaries
+from mlptrain.runs.store import process_alive, remove_stale_temporaries, writer_status
 from mlptrain.sweep.executors import SweepError
 from mlptrain.sweep.grid import SweepSpec
 
@@ -30,7 +30,6 @@ TRIALS_SECONDS = 1.0  # write_trials(soon=True) writes trials.json at most this 
 
 SWEEPS_DIR = "sweeps"  # under the runs root; holds no config.toml, so it is not a run
 DONE = "completed"
-ORPHANED = ("pending", "running")  # what a killed sweep process leaves in trials.json
 
 
 class SweepDir:
@@ -107,30 +106,34 @@ class SweepDir:
                 "index": index, "point": record["point"]}
 
     def adopt_finished_runs(self) -> list[int]:
-        """Takes up what a killed sweep's workers did after trials.json was last written: a
-        trial still pending or running there whose run (found by the sweep.json a worker
-        writes into it) completed is recorded completed, so a rerun does not train it again;
-        its other runs are listed in previous_runs, never left outside the summary. Returns
-        the adopted indices."""
+        """Takes up what a killed sweep's workers did after trials.json was last written (it
+        is written at most every TRIALS_SECONDS): a trial not completed there whose run (found
+        by the sweep.json a worker writes into it) completed is recorded completed, so a rerun
+        does not train it again; else its newest run that can continue (interrupted or stale,
+        with a checkpoint) becomes its run, so a rerun continues it instead of starting
+        afresh. Its other runs are listed in previous_runs, never left outside the summary.
+        Returns the indices adopted as completed."""
         found: dict[int, list[Run]] = {}
         for run in _runs_with_marks(self.runs_root, self.spec.sweep_id):
             found.setdefault(run[1], []).append(run[0])
         adopted = []
         for index, record in self.records.items():
-            if record["status"] not in ORPHANED:
+            if record["status"] == DONE:
                 continue
             runs = {r.run_id: r for r in found.get(index, [])}
             if record["run_id"]:
                 runs.setdefault(record["run_id"], Run(self.runs_root / record["run_id"]))
             summaries = {rid: _summary_or_none(run) for rid, run in sorted(runs.items())}
             done = [rid for rid, s in summaries.items() if s and s["status"] == DONE]
-            keep = done[-1] if done else record["run_id"]
+            going_on = [rid for rid, s in summaries.items() if _can_continue(runs[rid], s)]
+            keep = (done or going_on or [record["run_id"]])[-1]
             for rid in summaries:
                 if rid != keep and rid not in record["previous_runs"]:
                     record["previous_runs"].append(rid)
+            record["run_id"] = keep
             if done:
                 s = summaries[keep]
-                record.update(status=DONE, run_id=keep, final=s.get("final"), error="",
+                record.update(status=DONE, final=s.get("final"), error="",
                               epochs=s.get("epochs_completed", 0),
                               parameters=(s.get("model") or {}).get("parameters"),
                               seconds=run_seconds(s)[0])
@@ -142,17 +145,14 @@ class SweepDir:
         return _trial_completed(self.runs_root, self.records[index])
 
     def resumable(self, index: int) -> str | None:
-        """The run id an unfinished trial continues from: its run was interrupted (Ctrl-C) and
-        left a checkpoint (grouped members write theirs in the same format); else None."""
+        """The run id an unfinished trial continues from: its run left a checkpoint (grouped
+        members write theirs in the same format) and was interrupted (Ctrl-C, SIGTERM) or is
+        stale (its process was killed, whichever executor ran it); else None."""
         run_id = self.records[index]["run_id"]
         if not run_id or self.records[index]["status"] == DONE:
             return None
         run = Run(self.runs_root / run_id)
-        summary = _summary_or_none(run)
-        if summary and summary.get("status") == "interrupted" and \
-                (run.path / "checkpoint.npz").is_file():
-            return run_id
-        return None
+        return run_id if _can_continue(run, _summary_or_none(run)) else None
 
     def write_trials(self, soon: bool = False) -> None:
         """trials.json from the records: now, or with `soon` at most every TRIALS_SECONDS
@@ -238,6 +238,15 @@ def _runs_with_marks(runs_root: Path, sweep_id: str):
         if isinstance(mark, dict) and mark.get("sweep_id") == sweep_id \
                 and isinstance(mark.get("index"), int):
             yield Run(path), mark["index"]
+
+
+def _can_continue(run: Run, summary: dict[str, Any] | None) -> bool:
+    """Whether a trial's run goes on from its checkpoint: interrupted, or still `running` on
+    this machine: stale (its process is gone), or alive, which reopening it refuses, naming
+    that process, rather than training the trial twice at once."""
+    if not summary or not (run.path / "checkpoint.npz").is_file():
+        return False
+    return summary.get("status") == "interrupted" or writer_status(summary) in ("gone", "alive")
 
 
 def _summary_or_none(run: Run) -> dict[str, Any] | None:
