@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -84,15 +85,26 @@ def test_a_non_editable_install_fits_inside_the_clone_offline(tmp_path):
             (clone / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / name, clone / name)
     venv = tmp_path / "venv"
-    # no pip of its own: the venv's bundled setuptools would shadow the system's newer one
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
-                    str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    # the venv reads mlptrain's dependencies where the tests run (a fresh environment has them
+    # there, not in the system's site-packages); a path in a .pth file runs no .pth of its
+    # own, so this environment's editable mlptrain stays out of the venv
+    paths = {sysconfig.get_path(k) for k in ("purelib", "platlib")}
+    site = subprocess.run([str(venv / "bin" / "python"), "-c",
+                           "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "dependencies.pth").write_text("\n".join(sorted(paths)) + "\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    # the wheel is built here, offline, by the setuptools the test extra installs
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                            "--no-build-isolation", "--no-index", "-q", "-w", str(tmp_path),
+                            "."], cwd=clone, env=env, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("mlptrain-*.whl")
     pip = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
-                          "install", "--no-deps",
-                          "--no-build-isolation", "--no-index", "-q", "."], cwd=clone, env=env,
-                         capture_output=True, text=True)
+                          "install", "--no-deps", "--no-index", "-q", str(wheel)], cwd=clone,
+                         env=env, capture_output=True, text=True)
     assert pip.returncode == 0, pip.stderr
     where = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "import mlptrain; print(mlptrain.__file__)"], cwd=tmp_path, env=env,
