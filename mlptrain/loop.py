@@ -412,7 +412,7 @@ class _Training:
         global step is `first`; 0 for a frozen member (p <- p - 0 (...) stays put). Members of
         one schedule share its rates (each costs a Python call per step)."""
         steps = self.step.steps_per_epoch
-        by_schedule = {m.schedule: m.schedule.lrs(first, steps) for m in self.members}
+        by_schedule = {s: s.lrs(first, steps) for s in {m.schedule for m in self.members}}
         lrs = np.stack([by_schedule[m.schedule] for m in self.members], axis=1)
         lrs[:, [m.frozen for m in self.members]] = 0.0
         return lrs

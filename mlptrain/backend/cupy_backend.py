@@ -303,6 +303,11 @@ class CupyBackend(Backend):
     def sgd_update(self, param, grad, velocity, lr, momentum: float, nesterov: bool,
                    weight_decay) -> None:
         t = param.dtype.type
+        if not param.flags.c_contiguous:  # a group's column-major weights (G, O, I): walked in
+            # their storage order (W^T), as an element-wise update may, so that neighbouring
+            # threads touch neighbouring memory (across O, they would stride by I elements)
+            param, grad, velocity = (None if x is None else x.swapaxes(-1, -2)
+                                     for x in (param, grad, velocity))
         # a group's (G,) rates and decays on the device, viewed (G, 1, ...) to broadcast over
         # its members' arrays: a captured step reads the values set before each replay
         each = lambda v: v.reshape(-1, *(1,) * (param.ndim - 1)) if getattr(v, "ndim", 0) \
