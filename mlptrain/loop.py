@@ -329,6 +329,7 @@ class _Training:
         self.sums = ops.zeros((G, 2), np.float64)  # the epoch's running (loss, correct)
         self.seen = 0  # samples of the epoch done, per member
         self.at: int | None = first.position  # steps done in the epoch; None inside a step
+        self._load_running()  # a stop before the first step checkpoints what was restored
         self.targets: dict[int, Any] = {}  # batch size -> targets buffer
         self.index: dict[int, Any] = {}  # batch size -> pool rows (G, B) a captured step reads
         self.lr = ops.zeros((G,), self.model.dtype) if self.group else None
@@ -381,8 +382,14 @@ class _Training:
         self.lrs = self._rates(first)
         if self.group:
             self.lrs_device = ops.asarray(self.lrs, self.model.dtype)
+        self._load_running()
+
+    def _load_running(self) -> None:
+        """The running sums of the epoch under way from the members' states (zeros for a fresh
+        epoch; a resumed one's from its checkpoint)."""
         running = [m.state.running for m in self.members]
-        self.sums[...] = ops.asarray(np.array([[float(r[0]), float(r[1])] for r in running]))
+        self.sums[...] = self.ops.asarray(np.array([[float(r[0]), float(r[1])]
+                                                    for r in running]))
         self.seen = int(running[0][2])
 
     def _orders(self) -> list[np.ndarray]:

@@ -75,6 +75,24 @@ def test_a_stopped_run_resumes_to_the_same_bytes(runs_dir, epoch, step, optimize
     assert resumed.summary["final"] == alone.summary["final"]
 
 
+def test_a_stop_before_a_resumed_run_s_first_step_keeps_its_checkpoint(runs_dir):
+    """A stop that comes before the resumed epoch's first step (a scheduler's SIGTERM while
+    the run is set up) checkpoints the run as it was restored: its running sums too, which a
+    loss of 0 / 0 samples once turned into a 'diverged' failure."""
+    config = load_config(CONFIGS / "xor.toml", XOR)
+    stop = StopFlag()
+    stopped = fit_experiment(config, RunStore(runs_dir), stop_at(stop, 2, 4), stop=stop)
+    before = dict(np.load(stopped.path / "checkpoint.npz"))
+    again = StopFlag()
+    again.set()
+    resumed = resume_experiment(RunStore(runs_dir), stopped.run_id, stop=again)
+    assert resumed.summary["status"] == "interrupted" and "error" not in resumed.summary
+    after = dict(np.load(stopped.path / "checkpoint.npz"))
+    assert set(after) == set(before)
+    for key in before:
+        assert after[key].tobytes() == before[key].tobytes(), key
+
+
 def test_a_run_resumed_twice_is_timed_for_its_last_sitting_and_whole(runs_dir):
     config = load_config(CONFIGS / "xor.toml", XOR)
     stop = StopFlag()
