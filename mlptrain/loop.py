@@ -370,7 +370,7 @@ class _Training:
         """The epoch's orders (kept by a resumed epoch), pool rows, rates and running sums."""
         for m, order in zip(self.members, self._orders()):
             m.state.order = order
-        ops, steps = self.ops, self.step.steps_per_epoch
+        ops = self.ops
         orders = [m.state.order for m in self.members]
         if self.group:  # member g's positions in its split, as rows of the pool
             G, n = len(orders), self.train.size

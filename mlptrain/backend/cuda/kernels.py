@@ -23,7 +23,7 @@ from pathlib import Path
 import cupy as cp
 
 from mlptrain.backend.cuda.dispatch import (  # noqa: F401 - re-exported for the backend
-    ACT_IDS, AUG_MAX_PIXELS, CONSTANTS, ctype, typed)
+    ACT_IDS, CONSTANTS, ctype, typed)
 from mlptrain.backend.cuda.dispatch import TEXT as _TEXT
 from mlptrain.backend.events import KernelsCompiled, KernelsCompiling
 
