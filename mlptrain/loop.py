@@ -334,6 +334,7 @@ class _Training:
         self.index: dict[int, Any] = {}  # batch size -> pool rows (G, B) a captured step reads
         self.lr = ops.zeros((G,), self.model.dtype) if self.group else None
         self.lrs = None  # the epoch's rates (steps, G), on the host (and device for a group)
+        self.lrs_device = None  # a group's rates on its device
         self.rows = None  # the epoch's pool rows: its order (N,), or a group's (G, N)
         self.ahead = None  # a group's next orders, drawn while the device trains
         self.graph = self.steps_graphs = None
@@ -382,11 +383,13 @@ class _Training:
         self.lrs = self._rates(first)
         if self.group:
             self.lrs_device = ops.asarray(self.lrs, self.model.dtype)
-        self._load_running()
+        if not self.at:  # a fresh epoch (a resumed one goes on from the sums it restored)
+            self.sums.fill(0)
+            self.seen = 0
 
     def _load_running(self) -> None:
-        """The running sums of the epoch under way from the members' states (zeros for a fresh
-        epoch; a resumed one's from its checkpoint)."""
+        """The running sums of the epoch under way, as the members' states restored them (the
+        members stand at the same step: member 0's count of samples is every member's)."""
         running = [m.state.running for m in self.members]
         self.sums[...] = self.ops.asarray(np.array([[float(r[0]), float(r[1])]
                                                     for r in running]))
