@@ -304,9 +304,9 @@ def train_members(eager: EagerStep, train: Split, val: Split | None, members: li
     end). `on_epoch_end(g, state)` hears each member's ended epoch (its record is
     state.history[-1]); `on_checkpoint(g, state)` is asked for a member's checkpoint between
     two batches: every step.checkpoint_every steps, and at a stop (the states are then marked
-    interrupted). A KeyboardInterrupt between two batches checkpoints the members first; one
-    raised while the last report of an epoch is made ends that epoch first. Members with a
-    best validation epoch end with its weights."""
+    interrupted). A KeyboardInterrupt between two batches of a group checkpoints its members
+    first; one raised while the last report of an epoch is made ends that epoch first.
+    Members with a best validation epoch end with its weights."""
     _Training(eager, train, val, members, on_event, on_epoch_end, stop or StopFlag(),
               on_checkpoint, eval_batch_size).run()
 
@@ -564,10 +564,13 @@ class _Training:
             m.state.interrupted = True
 
     def _interrupted_by_raise(self, epoch: int, begin: float) -> None:
-        """A KeyboardInterrupt inside the epoch: where the steps stand between two batches,
-        the members are checkpointed there (an epoch whose steps are all done is ended
-        first: on a device, a replayed epoch always runs to its end)."""
-        if self.at is None:  # inside a step: the last checkpoints stand
+        """A KeyboardInterrupt inside a group's epoch: where the steps stand between two
+        batches, the members are checkpointed there (an epoch whose steps are all done is
+        ended first: on a device, a replayed epoch always runs to its end), as a sweep's
+        groups were always stopped. One network is stopped through the StopFlag; an
+        interrupt raised inside its callbacks (a checkpoint being handed to its writer
+        thread, say) leaves the last checkpoint, which is never half-written."""
+        if self.at is None or not self.group:
             return
         if self.at == self.step.steps_per_epoch:
             self._end_epoch(epoch, begin)

@@ -75,7 +75,7 @@ def fit_experiment(config: Config, store: RunStore,
     splits = _splits(p)
     run = store.create(config.name)
     summary = start_summary(run, p)
-    with os_errors_fail(run, summary):
+    with os_errors_fail(run, summary), interrupts_marked(run, summary):
         run.write_config(config.to_toml())
         run.write_summary(summary)
         return _train(run, summary, p, optimizer, splits, loop.TrainState(), on_event, stop)
@@ -103,10 +103,10 @@ def resume_experiment(store: RunStore, ref: str,
     checkpoint = run.read_checkpoint()  # before any work: a run without one cannot resume
     config = load_config(run.path / "config.toml")
     p = prepare(config, data_progress)
+    splits = _splits(p)
     optimizer, state = reopen_run(run, summary, p, checkpoint, allow_data_change)
     summary["path"] = p.path
-    splits = _splits(p)
-    with os_errors_fail(run, summary):
+    with os_errors_fail(run, summary), interrupts_marked(run, summary):
         run.write_summary(summary)
         return _train(run, summary, p, optimizer, splits, state, on_event, stop)
 
@@ -176,9 +176,6 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
             state = loop.fit(eager, splits["train"], splits["val"],
                              loop.LoopSettings.from_config(config.train), p.rngs["shuffle"],
                              on_event, save_epoch, state, stop, save_checkpoint)
-    except KeyboardInterrupt:
-        finish_run(run, summary, "interrupted", start)
-        raise
     except TrainingError as exc:
         finish_run(run, summary, "failed", start, error=str(exc))
         raise
@@ -259,6 +256,20 @@ def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int) -> dict
 
 
 # -- failure modes ------------------------------------------------------------------------------
+
+
+@contextmanager
+def interrupts_marked(run: Run, summary: dict):
+    """A KeyboardInterrupt (Ctrl-C; a sweep's SIGTERM) anywhere while a run is open for
+    training, its set-up included, marks it interrupted: it resumes from its last checkpoint
+    (a run left `running` would look as if its process still trained it)."""
+    start = time.perf_counter()
+    try:
+        yield
+    except KeyboardInterrupt:
+        with suppress(OSError):
+            finish_run(run, summary, "interrupted", start)
+        raise
 
 
 @contextmanager
