@@ -5,6 +5,10 @@ What a step does is the Step's (step.py); the loop only orders the batches, runs
 `backend.epoch_path` finds nothing in the way), checkpoints, evaluates and stops early. It takes
 the Step and its few own settings (`LoopSettings`), never the whole config.
 
+One loop for a model of G >= 1 members (model.py): a plain run is a group of one. Each member
+keeps its own ledger (a TrainState: records, divergence, early stopping, best weights), its own
+shuffle stream and its own rates; a group's steps are captured as graphs where the device can.
+
 The loop never prints. It reports what happens as events (dataclasses below) to a callback,
 which the CLI renders as progress; it hands checkpoints and per-epoch metrics to callbacks too,
 so the run store stays out of the math.
