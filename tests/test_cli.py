@@ -169,6 +169,28 @@ def test_ctrl_c_exits_130_and_marks_the_run_interrupted(tmp_path):
     assert int(np.load(run_dir / "checkpoint.npz")["epoch"]) >= 1
 
 
+@pytest.mark.parametrize("command", ["sweep", "runs"])  # caught by a command; by main
+def test_an_interrupt_that_left_an_exec_of_source_text_still_exits_130(tmp_path, command):
+    """A sweep's SIGTERM that landed while scipy imported through its exec shim ended
+    `python -m mlptrain` by SIGINT (-2), not 130: CPython marks an interrupt escaping an exec
+    of source text as unhandled, caught or not, and `-m` ends by that mark. Here the interrupt
+    leaves such an exec for certain, in a module run by -m as mlptrain's __main__ is."""
+    target = {"sweep": "mlptrain.sweep.run_sweep", "runs": "mlptrain.cli.runs.list_runs"}[command]
+    module, name = target.rsplit(".", 1)
+    (tmp_path / "interrupting.py").write_text(
+        f"import runpy, {module} as m\n"
+        f"m.{name} = lambda *a, **k: exec('raise KeyboardInterrupt')\n"
+        "runpy.run_module('mlptrain', run_name='__main__', alter_sys=True)\n")
+    args = ([str(CONFIGS / "xor.toml"), "--grid", "train.seed=0,1", "--workers", "0"]
+            if command == "sweep" else [])
+    done = subprocess.run([sys.executable, "-m", "interrupting", command, *args],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MLPTRAIN_RUNS_DIR": str(tmp_path / "runs"),
+                               "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
+    assert done.returncode == 130, done.stderr
+    assert "interrupted" in done.stderr and "Traceback" not in done.stderr
+
+
 @pytest.fixture
 def local_mirror():
     with serve_directory(ROOT / "data" / "mnist") as url:

@@ -20,6 +20,17 @@ def main() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # we are leaving: a second Ctrl-C too
         os.write(2, b"\ninterrupted\n")
         sys.exit(EXIT_INTERRUPTED)
+    finally:
+        _forget_escaped_interrupts()
+
+
+def _forget_escaped_interrupts() -> None:
+    """The exit code chosen above is the one the process ends with. A KeyboardInterrupt (Ctrl-C,
+    a sweep's SIGTERM) that escaped an `exec` of source text on its way to a handler here
+    (scipy's array-API shim imports through one, dataclasses build methods through one) leaves
+    CPython's mark "ended by an unhandled Ctrl-C" set, caught or not, and the interpreter then
+    ends itself by SIGINT (exit -2) instead. Each exec of source text clears that mark."""
+    exec("pass")
 
 
 def _load_app():
