@@ -99,7 +99,7 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = option("sgd", choices=OPTIMIZERS)  # sgd | adam | adamw (decoupled decay)
+    name: str = option("sgd", choices=OPTIMIZERS)  # an optim.OptimizerKind (adamw: decoupled decay)
     lr: float = option(0.1, low=0.0, low_open=True, high=MAX_RATE)  # base learning rate
     momentum: float = option(0.0, low=0.0, high=1.0, high_open=True)  # sgd only
     nesterov: bool = option(False)  # sgd only, needs momentum > 0

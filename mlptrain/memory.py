@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from mlptrain.errors import ConfigError
+from mlptrain.optim import OPTIMIZER_CLASSES, OptimizerKind
 
 MEMINFO = Path("/proc/meminfo")
-OPTIMIZER_BUFFERS = {"sgd": 1, "adam": 2, "adamw": 2}  # velocity; first and second moments
 MNIST_SHAPE = (70_000, 784)  # train + test images, pixels each
 MNIST_CLASSES = 10
 
@@ -68,7 +68,8 @@ def estimate(config, n_samples: int, n_features: int, n_classes: int) -> Estimat
     outputs = 1 if loss == "sigmoid_bce" or (loss == "auto" and n_classes == 2) else n_classes
     sizes = [n_features, *config.model.hidden, outputs]
     params = sum((i + 1) * o for i, o in zip(sizes[:-1], sizes[1:]))
-    buffers = 2 + OPTIMIZER_BUFFERS.get(config.optimizer.name, 2)  # weights, grads, state
+    optimizer = OPTIMIZER_CLASSES[OptimizerKind(config.optimizer.name)]
+    buffers = 2 + len(optimizer.state_names)  # weights, grads, the optimizer's state
     buffers += 1 if config.train.patience else 0  # the best epoch's weights
     host_copies = 2  # a checkpoint: the weights' host copies and the .npz bytes
     n_train = n_samples if not config.data.limit else min(n_samples, config.data.limit)

@@ -90,6 +90,8 @@ class Workspace:
     arrays have the members axis first: (G, B, n)."""
 
     acts: list  # acts[i] (B, sizes[i]); hidden ones hold post-activation values
+    inputs: list  # inputs[i] (B, sizes[i]): hidden layer i's z, kept only for an activation
+    # whose backward reads it (nn.Activation.reads_input); else None and z becomes y in place
     deltas: list  # deltas[i] (B, sizes[i]) for hidden layers i = 1..L-1, dL/d(acts[i])
     dlogits: object  # (B, C) dL/dz of the output layer
     loss_cache: object  # the loss's buffers (loss.new_cache), e.g. .probs (B, C) the softmax
@@ -166,6 +168,8 @@ class MLP:
             new = lambda n: self.ops.zeros((*self.lead, batch_size, n), self.dtype)  # noqa: E731
             ws = Workspace(
                 acts=[new(n) for n in self.sizes],
+                inputs=[new(n) if 0 < i < len(self.sizes) - 1 and self.activation.reads_input
+                        else None for i, n in enumerate(self.sizes)],
                 deltas=[None] + [new(n) for n in self.sizes[1:-1]],
                 dlogits=new(self.sizes[-1]),
                 loss_cache=self.loss.new_cache(self.ops.xp, batch_size, self.sizes[-1],
@@ -189,13 +193,15 @@ class MLP:
             inputs = x if i == 0 and x is not None else ws.acts[i]  # (B, I)
             if drop is not None:
                 inputs = drop.forward(i, inputs)
-            z = layer.forward(ops, inputs, out=ws.acts[i + 1])  # (B, O)
+            y = ws.acts[i + 1]
+            kept = ws.inputs[i + 1]  # z's own buffer, or None: z is written into y
+            z = layer.forward(ops, inputs, out=y if kept is None else kept)  # (B, O)
             if i == last:
                 ops.add_bias(z, layer.bias_rows)
                 break
-            ops.bias_activation(z, layer.bias_rows, self.activation, out=z)  # in place: z -> y
+            ops.bias_activation(z, layer.bias_rows, self.activation, out=y)  # z -> y (in place)
             if self.unit_masks is not None:  # padded units read as 0 downstream
-                ops.xp.multiply(z, self.unit_masks[i], out=z)
+                ops.xp.multiply(y, self.unit_masks[i], out=y)
         return ws.acts[-1]
 
     def backward(self, ws: Workspace) -> None:
@@ -209,7 +215,7 @@ class MLP:
                 if self.dropout is not None:
                     self.dropout.backward(i, dx)  # dL/dy = dL/dy~ * mask
                 # dL/dz_{i} = dL/dy_{i} * f'(z_{i}), with f' read from the saved y = acts[i]
-                ops.activation_backward(self.activation, ws.acts[i], dx, out=dx)
+                ops.activation_backward(self.activation, ws.acts[i], dx, out=dx, z=ws.inputs[i])
             dz = dx
 
     def loss_and_grad(self, ws: Workspace, targets, scale: float, step: int = 0, sums=None):

@@ -14,13 +14,15 @@ from typing import Any, Protocol
 import numpy as np
 
 # ---------------------------------------------------------------------------------------------
-# Activations. Each derivative is read from the saved output y = f(z), so the forward pass can
-# overwrite z in place and the backward pass needs nothing else.
+# Activations. Most derivatives are read from the saved output y = f(z), so the forward pass
+# can overwrite z in place and the backward pass needs nothing else; an activation whose
+# derivative needs z itself says so (reads_input), and the model keeps z for it.
 # ---------------------------------------------------------------------------------------------
 
 
 class Activation(Protocol):
     name: str
+    reads_input: bool  # backward reads z: the model keeps each hidden layer's z beside y
 
     def forward(self, xp: Any, z, out): ...
 
@@ -28,7 +30,7 @@ class Activation(Protocol):
     # y's dtype); without one it allocates
     scratch_dtype: Any
 
-    def backward(self, xp: Any, y, dy, out, scratch=None): ...
+    def backward(self, xp: Any, y, dy, out, scratch=None, z=None): ...
 
 
 def _scratch(xp, activation, y, scratch):
@@ -37,12 +39,13 @@ def _scratch(xp, activation, y, scratch):
 
 class ReLU:
     name = "relu"
+    reads_input = False
     scratch_dtype = bool  # a mask is the cheapest thing to write
 
     def forward(self, xp, z, out):
         return xp.maximum(z, 0, out=out)  # y = max(z, 0)
 
-    def backward(self, xp, y, dy, out, scratch=None):
+    def backward(self, xp, y, dy, out, scratch=None, z=None):
         # dz = dy * [z > 0], and z > 0 iff y > 0
         mask = xp.greater(y, 0, out=_scratch(xp, self, y, scratch))
         return xp.multiply(dy, mask, out=out)
@@ -50,6 +53,7 @@ class ReLU:
 
 class LeakyReLU:
     name = "leaky_relu"
+    reads_input = False
     scratch_dtype = None
 
     def __init__(self, slope: float = 0.01):
@@ -58,7 +62,7 @@ class LeakyReLU:
     def forward(self, xp, z, out):
         return xp.maximum(z, self.slope * z, out=out)  # y = z if z > 0 else slope*z (0<slope<1)
 
-    def backward(self, xp, y, dy, out, scratch=None):
+    def backward(self, xp, y, dy, out, scratch=None, z=None):
         # dz = dy * (1 if z > 0 else slope) = dy * ([z > 0] (1 - slope) + slope); y has z's sign
         d = xp.greater(y, 0, out=_scratch(xp, self, y, scratch))
         xp.multiply(d, 1 - self.slope, out=d)
@@ -68,12 +72,13 @@ class LeakyReLU:
 
 class Tanh:
     name = "tanh"
+    reads_input = False
     scratch_dtype = None
 
     def forward(self, xp, z, out):
         return xp.tanh(z, out=out)
 
-    def backward(self, xp, y, dy, out, scratch=None):
+    def backward(self, xp, y, dy, out, scratch=None, z=None):
         # d tanh(z)/dz = 1 - tanh(z)^2 = 1 - y^2
         d = xp.multiply(y, y, out=_scratch(xp, self, y, scratch))
         xp.subtract(1, d, out=d)
@@ -82,12 +87,13 @@ class Tanh:
 
 class Sigmoid:
     name = "sigmoid"
+    reads_input = False
     scratch_dtype = None
 
     def forward(self, xp, z, out):
         return stable_sigmoid(xp, z, out=out)
 
-    def backward(self, xp, y, dy, out, scratch=None):
+    def backward(self, xp, y, dy, out, scratch=None, z=None):
         # d sigma(z)/dz = sigma(z) (1 - sigma(z)) = y (1 - y)
         d = xp.subtract(1, y, out=_scratch(xp, self, y, scratch))
         xp.multiply(d, y, out=d)

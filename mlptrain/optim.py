@@ -5,9 +5,10 @@ recognising an optimizer by its attributes); `buffers()` (its state sets, in the
 order); `step(params, grads, lr)` updates every named array of `params` in place from the
 same-named array of `grads` (which it may overwrite: gradients are scratch, recomputed every
 step); `state_dict()` / `load_state_dict()` move the optimizer state to and from host arrays.
-The arithmetic is the backend's (`ops.sgd_update`, `ops.adam_update`), in place. When params and
-grads are a model's flat `Parameters`, the optimizer keeps its state in the same layout and
-updates the whole model with one call on the flat buffers; plain dicts go name by name.
+The arithmetic is the backend's (`ops.sgd_update`, `ops.adam_update`, ...), in place. When
+params and grads are a model's flat `Parameters`, the optimizer keeps its state in the same
+layout and updates the whole model with one call on the flat buffers; plain dicts go name by
+name.
 
 Weight decay: `sgd` and `adam` add the L2 term wd * p to the gradient (the gradient of
 wd/2 |p|^2); `adamw` decays the weights directly, decoupled from the adaptive step
@@ -45,7 +46,7 @@ class OptimizerSpec:
     nesterov: bool = False  # sgd
     beta1: float = 0.9  # adam, adamw
     beta2: float = 0.999
-    eps: float = 1e-8
+    eps: float = 1e-8  # adam, adamw
     weight_decay: float = 0.0
 
     @classmethod
@@ -70,7 +71,42 @@ def _fused(params: dict, grads: dict, state: dict) -> bool:
             and params.layout is state.layout and grads.layout is state.layout)
 
 
-class SGD:
+class _Optimizer:
+    """What every optimizer shares: its state sets (`state_names`, each shaped and laid out like
+    the params), their host copies, and the update applied to the whole flat buffers at once
+    where params, grads and state share one layout."""
+
+    state_names: tuple[str, ...] = ()
+
+    def _make_state(self, ops, params: dict) -> None:
+        self.ops, self.xp = ops, ops.xp
+        for name in self.state_names:
+            setattr(self, name, _state_like(ops, params))
+
+    def buffers(self) -> tuple:
+        """The state sets the update reads and writes, in its argument order."""
+        return tuple(getattr(self, name) for name in self.state_names)
+
+    def _apply(self, update, params: dict, grads: dict, *hyper, fuse: bool = True) -> None:
+        state = self.buffers()
+        if fuse and _fused(params, grads, state[0]):  # the whole model in one call
+            update(params.flat, grads.flat, *(s.flat for s in state), *hyper)
+            return
+        for name, p in params.items():
+            update(p, grads[name], *(s[name] for s in state), *hyper)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {f"{set_name}.{n}": _host(self.ops, a)
+                for set_name, arrays in zip(self.state_names, self.buffers())
+                for n, a in arrays.items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for set_name, arrays in zip(self.state_names, self.buffers()):
+            for n, a in arrays.items():
+                a[...] = self.xp.asarray(state[f"{set_name}.{n}"])
+
+
+class SGD(_Optimizer):
     """v <- mu v + g;  p <- p - lr v  (Nesterov: p <- p - lr (g + mu v)).
 
     With mu = 0 this is plain mini-batch SGD, p <- p - lr g, as in the blog. A group's model
@@ -79,6 +115,7 @@ class SGD:
 
     kind = OptimizerKind.SGD
     groups = True  # a group's batched step runs it, a rate and decay per member
+    state_names = ("velocity",)
 
     def __init__(self, ops, params: dict, momentum=0.0, nesterov=False, weight_decay=0.0):
         if not 0.0 <= momentum < 1.0:
@@ -87,39 +124,22 @@ class SGD:
             raise ConfigError("SGD with nesterov = true needs a momentum > 0.")
         if np.any(ops.to_host(weight_decay) < 0):  # a group's (G,) on its device too
             raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}.")
-        self.ops, self.xp = ops, ops.xp
         self.momentum, self.nesterov = momentum, nesterov
         self.weight_decay = weight_decay
-        self.velocity = _state_like(ops, params)
+        self._make_state(ops, params)
 
     @classmethod
     def from_spec(cls, ops, params: dict, spec: OptimizerSpec) -> SGD:
         return cls(ops, params, spec.momentum, spec.nesterov, spec.weight_decay)
 
-    def buffers(self) -> tuple:
-        """The state sets the update reads and writes: (velocity,)."""
-        return (self.velocity,)
-
     def step(self, params: dict, grads: dict, lr) -> None:
-        update, v = self.ops.sgd_update, self.velocity
         # a Python float: a NumPy float64 scalar would run float32 updates in float64 (NEP 50)
         lr = lr if np.ndim(lr) else float(lr)
-        hyper = (lr, self.momentum, self.nesterov, self.weight_decay)
-        if not np.ndim(lr) and _fused(params, grads, v):  # the whole model in one call
-            update(params.flat, grads.flat, v.flat, *hyper)
-            return
-        for name, p in params.items():
-            update(p, grads[name], v[name], *hyper)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return {f"velocity.{n}": _host(self.ops, v) for n, v in self.velocity.items()}
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        for name, v in self.velocity.items():
-            v[...] = self.xp.asarray(state[f"velocity.{name}"])
+        self._apply(self.ops.sgd_update, params, grads, lr, self.momentum, self.nesterov,
+                    self.weight_decay, fuse=not np.ndim(lr))  # a group's rates: name by name
 
 
-class Adam:
+class Adam(_Optimizer):
     """Adam with bias correction (Kingma & Ba), optionally with decoupled weight decay.
 
     m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  t <- t + 1
@@ -127,6 +147,7 @@ class Adam:
     """
 
     groups = False  # a group's batched step has no Adam update yet
+    state_names = ("m", "v")
 
     def __init__(self, ops, params: dict, beta1=0.9, beta2=0.999, eps=1e-8,
                  weight_decay=0.0, decoupled=False):
@@ -136,45 +157,28 @@ class Adam:
         if eps <= 0 or weight_decay < 0:
             raise ConfigError(f"Adam needs eps > 0 and weight_decay >= 0, got {eps}, "
                               f"{weight_decay}.")
-        self.ops, self.xp = ops, ops.xp
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.weight_decay, self.decoupled = weight_decay, decoupled
         self.kind = OptimizerKind.ADAMW if decoupled else OptimizerKind.ADAM
         self.t = 0  # steps taken: the bias correction's exponent
-        self.m = _state_like(ops, params)
-        self.v = _state_like(ops, params)
+        self._make_state(ops, params)
 
     @classmethod
     def from_spec(cls, ops, params: dict, spec: OptimizerSpec) -> Adam:
         return cls(ops, params, spec.beta1, spec.beta2, spec.eps, spec.weight_decay,
                    decoupled=spec.kind is OptimizerKind.ADAMW)
 
-    def buffers(self) -> tuple:
-        """The state sets the update reads and writes: (m, v)."""
-        return (self.m, self.v)
-
     def step(self, params: dict, grads: dict, lr: float) -> None:
         self.t += 1
-        update, m, v = self.ops.adam_update, self.m, self.v
-        hyper = (self.t, float(lr), self.beta1, self.beta2, self.eps, self.weight_decay,
-                 self.decoupled)  # float(lr): see SGD.step
-        if _fused(params, grads, m):  # the whole model in one call (m and v share a layout)
-            update(params.flat, grads.flat, m.flat, v.flat, *hyper)
-            return
-        for name, p in params.items():
-            update(p, grads[name], m[name], v[name], *hyper)
+        self._apply(self.ops.adam_update, params, grads, self.t, float(lr), self.beta1,
+                    self.beta2, self.eps, self.weight_decay, self.decoupled)  # float: see SGD
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        state = {"t": np.array(self.t)}
-        state.update({f"m.{n}": _host(self.ops, a) for n, a in self.m.items()})
-        state.update({f"v.{n}": _host(self.ops, a) for n, a in self.v.items()})
-        return state
+        return {"t": np.array(self.t), **super().state_dict()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.t = int(state["t"])
-        for name in self.m:
-            self.m[name][...] = self.xp.asarray(state[f"m.{name}"])
-            self.v[name][...] = self.xp.asarray(state[f"v.{name}"])
+        super().load_state_dict(state)
 
 
 def _host(ops, array) -> np.ndarray:

@@ -95,6 +95,8 @@ def test_activation_forward_matches_textbook_formula(name):
 @pytest.mark.parametrize("name", ACTIVATION_NAMES)
 def test_activation_forward_works_in_place(name):
     act = nn.make_activation(name)
+    if act.reads_input:
+        pytest.skip(f"{name}'s backward reads z, which the model keeps: never computed in place")
     rng = np.random.default_rng(2)
     z = away_from_zero(rng, (4, 5))
     expected = act_forward(act, z)
@@ -111,7 +113,7 @@ def test_activation_backward_matches_finite_differences(name):
     z = away_from_zero(rng, (4, 5))  # >= 1e-3 from the kink of relu / leaky_relu
     dy = rng.normal(size=z.shape)
     y = act_forward(act, z)
-    dz = act.backward(np, y, dy, out=np.empty_like(z))
+    dz = act.backward(np, y, dy, out=np.empty_like(z), z=z.copy())
     numeric = numeric_grad(lambda: float(np.sum(dy * act_forward(act, z))), z)
     assert rel_error(dz, numeric) < TOL
 
@@ -123,9 +125,9 @@ def test_activation_backward_works_in_place_on_dy(name):
     z = away_from_zero(rng, (3, 6))
     dy = rng.normal(size=z.shape)
     y = act_forward(act, z)
-    expected = act.backward(np, y, dy, out=np.empty_like(z))
+    expected = act.backward(np, y, dy, out=np.empty_like(z), z=z)
     buf = dy.copy()
-    act.backward(np, y, buf, out=buf)  # how the model calls it: dx is both dy and out
+    act.backward(np, y, buf, out=buf, z=z)  # how the model calls it: dx is both dy and out
     np.testing.assert_array_equal(buf, expected)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mlptrain.backend import get_backend
+from mlptrain.backend.protocol import Backend
 from mlptrain.config import OptimizerConfig, ScheduleConfig
 from mlptrain.errors import ConfigError
 from mlptrain.model import Parameters
@@ -199,6 +200,24 @@ def test_adamw_from_config_and_adam_from_config():
     cfg = OptimizerConfig(name="adam", weight_decay=0.1)
     got = run_library(lambda p: build_optimizer(OptimizerSpec.from_config(cfg), ops, p), params0, grad_seq)
     assert_histories_close(got, ref_adam(params0, grad_seq, weight_decay=0.1))
+
+
+@pytest.mark.parametrize("momentum,nesterov,decay", [(0.0, False, 0.0), (0.9, False, 0.01),
+                                                     (0.8, True, 0.02)])
+def test_the_numpy_sgd_passes_compute_the_reference_formula(momentum, nesterov, decay):
+    """NumPy's blocked BLAS passes (a flat buffer, and a group's per-member rates and decays)
+    against protocol.Backend's formula, which CuPy's kernel also states."""
+    rng = np.random.default_rng(16)
+    reference = type("Reference", (Backend,), {"xp": np})()
+    for shape, lr, wd in [((100_003,), 0.05, decay),
+                          ((3, 40, 7), np.array([0.1, 0.01, 0.3]), np.array([0.0, decay, 0.1]))]:
+        p, g, v = (rng.normal(size=shape) for _ in range(3))
+        arrays = [[a.copy() for a in (p, g, v)] for _ in range(2)]
+        for backend, (pp, gg, vv) in zip((ops, reference), arrays):
+            backend.sgd_update(pp, gg, vv if momentum else None, lr, momentum, nesterov, wd)
+        np.testing.assert_allclose(arrays[0][0], arrays[1][0], rtol=1e-13, atol=1e-15)
+        if momentum:
+            np.testing.assert_allclose(arrays[0][2], arrays[1][2], rtol=1e-13, atol=1e-15)
 
 
 def test_sgd_from_config():

@@ -205,8 +205,7 @@ class CupyBackend(Backend):
         """out = activation(z + bias); z is overwritten with z + bias."""
         act = _activation_id(activation)
         if act is None:
-            cp.add(z, bias, out=z)
-            return activation.forward(cp, z, out=out)
+            return super().bias_activation(z, bias, activation, out)
         cols = z.shape[-1]
         rows = z.size // cols
         per_bias = z.size // (bias.size // cols)  # a group's z (G, B, O) and bias (G, 1, O)
@@ -216,14 +215,11 @@ class CupyBackend(Backend):
              z.dtype.type(getattr(activation, "slope", 0.0))))
         return out
 
-    def add_bias(self, z, bias):
-        return cp.add(z, bias, out=z)
-
-    def activation_backward(self, activation, y, dy, out):
+    def activation_backward(self, activation, y, dy, out, z=None):
         """out = dy * activation'(z), read from the saved output y."""
         act = _activation_id(activation)
         if act is None:
-            return activation.backward(cp, y, dy, out=out)
+            return super().activation_backward(activation, y, dy, out, z)
         self.kernel("activation_backward", y.dtype)(
             (_blocks(y.size),), (THREADS,),
             (y, dy, out, np.int64(y.size), np.int32(act),
@@ -234,7 +230,7 @@ class CupyBackend(Backend):
         """(summed loss, correct predictions) as device scalars (per member for a group's
         (G, B, C)); cache gets the softmax."""
         if LOSS_KERNELS.get(loss.name) != "softmax_xent":
-            return loss.forward(cp, logits, targets, cache)
+            return super().loss_forward(loss, logits, targets, cache)
         if logits.ndim == 3:
             sums = cp.zeros((logits.shape[0], 2), dtype=np.float64)
             self._softmax_xent(logits, targets, loss.smoothing, None, sums, probs=cache.probs)
@@ -276,7 +272,7 @@ class CupyBackend(Backend):
 
     def loss_backward(self, loss: nn.Loss, cache, targets, scale: float, out):
         if LOSS_KERNELS.get(loss.name) != "softmax_xent" or out.ndim == 3:
-            return loss.backward(cp, cache, targets, scale, out=out)
+            return super().loss_backward(loss, cache, targets, scale, out)
         probs = cache.probs
         rows, classes = probs.shape
         self.kernel("softmax_xent_grad", probs.dtype)(

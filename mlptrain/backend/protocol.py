@@ -1,19 +1,25 @@
-"""What every backend is: the primitive names of the protocol (see backend/__init__.py for their
-formulas) and a base class that turns a missing one into a clear BackendError.
+"""What every backend is: the primitive names of the protocol (see backend/__init__.py), a base
+class that turns a missing one into a clear BackendError, and the reference implementation of
+each math primitive.
 
 A backend subclasses `Backend`. Asking it for a protocol name it does not define raises
 BackendError naming the backend and the primitive, never a bare AttributeError deep inside the
-model's math. `graph_blockers` is the backend's half of the path decision (`epoch_path`).
+model's math. The math primitives are written here once, as the textbook formula against the
+backend's array module `xp` (NumPy or CuPy): NumPy inherits most of them; CuPy overrides a kind
+with its kernel where it has one (cuda/dispatch.py) and falls back to these otherwise; an update
+a backend does not override runs this formula on any device. `graph_blockers` is the
+backend's half of the path decision (`epoch_path`).
 """
 
 from __future__ import annotations
+
+import math
 
 from mlptrain.errors import BackendError
 
 PRIMITIVES = (
     "asarray", "to_host", "to_float", "empty", "zeros", "take_rows", "matmul", "sum_rows",
-    "row_norms_squared", "bias_activation", "add_bias", "activation_backward", "loss_forward",
-    "loss_backward", "sgd_update", "adam_update",
+    "row_norms_squared",
 )
 # asked for only when graph_blockers(step) is empty: a backend without a graph never needs it
 CAPABILITIES = ("epoch_runner",)
@@ -38,6 +44,40 @@ class Backend:
         launches need exist, and undoes what it changed."""
         return None
 
+    xp = None  # the array module of the backend's arrays (numpy, cupy)
+
+    def scratch(self, shape: tuple[int, ...], dtype, tag: str = ""):
+        """A buffer whose contents are garbage to the caller (a backend may keep and reuse it
+        per shape, dtype and tag, as NumPy's does)."""
+        return self.xp.empty(shape, dtype=dtype)
+
+    # -- the math primitives, as their formulas (B batch, O outputs, C classes) ---------------
+
+    def bias_activation(self, z, bias, activation, out):
+        """z (B, O) += bias (O,); out = f(z); out may be z (a group's z (G, B, O), bias
+        (G, 1, O))."""
+        self.xp.add(z, bias, out=z)
+        return activation.forward(self.xp, z, out=out)
+
+    def add_bias(self, z, bias):
+        return self.xp.add(z, bias, out=z)
+
+    def activation_backward(self, activation, y, dy, out, z=None):
+        """out = dy * f'(z), from the saved output y = f(z), and the input z where the
+        activation reads it (activation.reads_input); out may be dy."""
+        scratch = self.scratch(y.shape, activation.scratch_dtype or y.dtype, tag="activation")
+        return activation.backward(self.xp, y, dy, out=out, scratch=scratch, z=z)
+
+    def loss_forward(self, loss, logits, targets, cache):
+        """(summed loss in float64, correct predictions) of the batch logits (..., B, C), as
+        device scalars (per member for a group); cache (loss.new_cache) keeps what backward
+        needs, e.g. the softmax."""
+        return loss.forward(self.xp, logits, targets, cache)
+
+    def loss_backward(self, loss, cache, targets, scale: float, out):
+        """out (..., B, C) = dL_sum/dlogits * scale."""
+        return loss.backward(self.xp, cache, targets, scale, out=out)
+
     def loss_and_grad(self, loss, logits, targets, cache, scale: float, out, sums=None):
         """The loss's forward and its gradient dL/dlogits * scale into `out`, as loss_forward
         and loss_backward compute them; returns (summed loss, correct), or with `sums` (..., 2)
@@ -50,6 +90,55 @@ class Backend:
         self.xp.add(sums[..., 0], loss_sum, out=sums[..., 0])
         self.xp.add(sums[..., 1], correct, out=sums[..., 1])
         return None
+
+    # -- optimizer updates, in place on same-shaped arrays (a model's whole flat buffer); the
+    # gradient is scratch and is overwritten
+
+    def sgd_update(self, param, grad, velocity, lr, momentum: float, nesterov: bool,
+                   weight_decay) -> None:
+        """g' = g + wd p;  v <- mu v + g';  p <- p - lr v   (Nesterov: p <- p - lr (g' + mu v)).
+        With mu = 0 the velocity is unused (may be None): p <- p - lr g'. lr and weight_decay
+        may be (G,): a group's arrays (G, ...), each member's own."""
+        member = (-1, *(1,) * (param.ndim - 1))  # (G,) -> (G, 1, ...): each member's array
+        lr, wd = (a.reshape(member) if getattr(a, "ndim", 0) else a for a in (lr, weight_decay))
+        g = grad
+        if getattr(wd, "ndim", 0) or wd:
+            g += param * wd
+        if momentum:
+            velocity *= momentum
+            velocity += g
+            if nesterov:
+                g += velocity * momentum
+            else:
+                g = velocity
+        param -= g * lr
+
+    def adam_update(self, param, grad, m, v, step: int, lr: float, beta1: float, beta2: float,
+                    eps: float, weight_decay: float, decoupled: bool) -> None:
+        """Adam's step t = `step` (1-based), with bias correction; AdamW if `decoupled`.
+
+        g' = g + wd p (decoupled: p <- p (1 - lr wd) instead)
+        m <- b1 m + (1 - b1) g';  v <- b2 v + (1 - b2) g'^2
+        p <- p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+        """
+        xp, g, tmp = self.xp, grad, self.scratch(grad.shape, grad.dtype, "update")
+        if weight_decay and decoupled:
+            param *= 1 - lr * weight_decay  # AdamW: shrink p, apart from the gradient
+        elif weight_decay:
+            g += xp.multiply(param, weight_decay, out=tmp)  # L2: the gradient of wd/2 |p|^2
+        m *= beta1
+        m += xp.multiply(g, 1 - beta1, out=tmp)
+        v *= beta2
+        xp.multiply(g, g, out=tmp)
+        v += xp.multiply(tmp, 1 - beta2, out=tmp)
+        # the step, built in g (no longer needed): lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 -
+        # b2^t) + eps), which is the formula above with the corrections taken out of the arrays
+        xp.sqrt(v, out=g)
+        g *= 1 / math.sqrt(1 - beta2**step)
+        g += eps
+        xp.divide(m, g, out=g)
+        g *= lr / (1 - beta1**step)
+        param -= g
 
     def __getattr__(self, name: str):
         # only reached when normal lookup fails: a primitive this backend does not implement
