@@ -105,7 +105,8 @@ class OptimizerConfig:
     nesterov: bool = option(False)  # sgd only, needs momentum > 0
     beta1: float = option(0.9, low=0.0, high=1.0, high_open=True)  # adam: gradient average
     beta2: float = option(0.999, low=0.0, high=1.0, high_open=True)  # adam: square average
-    eps: float = option(1e-8, low=0.0, low_open=True, high=1.0)  # adam: keeps the step finite
+    eps: float = option(1e-8, low=0.0, low_open=True, high=1.0)  # adam, rmsprop: keeps the step finite
+    rho: float = option(0.99, low=0.0, high=1.0, high_open=True)  # rmsprop: square average
     weight_decay: float = option(0.0, low=0.0, high=10.0)  # sgd/adam: L2 on the gradient; adamw: decoupled
 
 

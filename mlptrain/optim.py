@@ -32,6 +32,7 @@ class OptimizerKind(enum.Enum):
     SGD = "sgd"
     ADAM = "adam"
     ADAMW = "adamw"  # Adam with decoupled weight decay
+    RMSPROP = "rmsprop"
 
 
 OPTIMIZERS = tuple(kind.value for kind in OptimizerKind)
@@ -46,14 +47,15 @@ class OptimizerSpec:
     nesterov: bool = False  # sgd
     beta1: float = 0.9  # adam, adamw
     beta2: float = 0.999
-    eps: float = 1e-8  # adam, adamw
+    eps: float = 1e-8  # adam, adamw, rmsprop
     weight_decay: float = 0.0
+    rho: float = 0.99  # rmsprop
 
     @classmethod
     def from_config(cls, cfg) -> OptimizerSpec:
         """From an [optimizer] config section."""
         return cls(OptimizerKind(cfg.name), cfg.momentum, cfg.nesterov, cfg.beta1, cfg.beta2,
-                   cfg.eps, cfg.weight_decay)
+                   cfg.eps, cfg.weight_decay, cfg.rho)
 
 
 def _state_like(ops, params: dict) -> dict:
@@ -181,12 +183,41 @@ class Adam(_Optimizer):
         super().load_state_dict(state)
 
 
+class RMSprop(_Optimizer):
+    """v <- rho v + (1 - rho) g^2;  p <- p - lr g / (sqrt(v) + eps)   (Tieleman & Hinton).
+
+    Adam without its first moment and bias correction: each weight's step is the gradient
+    divided by the running root mean square of its recent gradients. weight_decay adds the L2
+    term wd p to g first, as sgd and adam do.
+    """
+
+    kind = OptimizerKind.RMSPROP
+    groups = False  # a group's batched step has no RMSprop update
+    state_names = ("v",)
+
+    def __init__(self, ops, params: dict, rho=0.99, eps=1e-8, weight_decay=0.0):
+        if not 0.0 <= rho < 1.0 or eps <= 0 or weight_decay < 0:
+            raise ConfigError(f"RMSprop needs rho in [0, 1), eps > 0 and weight_decay >= 0, "
+                              f"got {rho}, {eps}, {weight_decay}.")
+        self.rho, self.eps, self.weight_decay = rho, eps, weight_decay
+        self._make_state(ops, params)
+
+    @classmethod
+    def from_spec(cls, ops, params: dict, spec: OptimizerSpec) -> RMSprop:
+        return cls(ops, params, spec.rho, spec.eps, spec.weight_decay)
+
+    def step(self, params: dict, grads: dict, lr: float) -> None:
+        self._apply(self.ops.rmsprop_update, params, grads, float(lr), self.rho, self.eps,
+                    self.weight_decay)  # float: see SGD
+
+
 def _host(ops, array) -> np.ndarray:
     return np.array(ops.to_host(array), order="C")
 
 
 # every kind's class: a kind without one fails here, at import, not in a run
-OPTIMIZER_CLASSES = {OptimizerKind.SGD: SGD, OptimizerKind.ADAM: Adam, OptimizerKind.ADAMW: Adam}
+OPTIMIZER_CLASSES = {OptimizerKind.SGD: SGD, OptimizerKind.ADAM: Adam, OptimizerKind.ADAMW: Adam,
+                     OptimizerKind.RMSPROP: RMSprop}
 assert set(OPTIMIZER_CLASSES) == set(OptimizerKind)
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from mlptrain.backend import get_backend
-from mlptrain.backend.protocol import Backend
 from mlptrain.config import OptimizerConfig, ScheduleConfig
 from mlptrain.errors import ConfigError
 from mlptrain.model import Parameters
-from mlptrain.optim import SGD, Adam, OptimizerKind, OptimizerSpec, build_optimizer
+from mlptrain.backend.protocol import Backend
+from mlptrain.optim import SGD, Adam, OptimizerKind, OptimizerSpec, RMSprop, build_optimizer
 from mlptrain.schedules import learning_rate
 
 ops = get_backend("cpu")
@@ -90,6 +90,19 @@ def ref_adam(params0, grad_seq, lr=LR, beta1=0.9, beta2=0.999, eps=1e-8, weight_
             m_hat = m[name] / (1 - beta1**t)
             v_hat = v[name] / (1 - beta2**t)
             params[name] = p - lr * m_hat / (np.sqrt(v_hat) + eps)
+        history.append({k: val.copy() for k, val in params.items()})
+    return history
+
+
+def ref_rmsprop(params0, grad_seq, lr=LR, rho=0.99, eps=1e-8, weight_decay=0.0):
+    params = {k: v.copy() for k, v in params0.items()}
+    v = {k: np.zeros_like(p) for k, p in params0.items()}
+    history = []
+    for grads in grad_seq:
+        for name in params:
+            g = grads[name] + weight_decay * params[name]
+            v[name] = rho * v[name] + (1 - rho) * g * g
+            params[name] = params[name] - lr * g / (np.sqrt(v[name]) + eps)
         history.append({k: val.copy() for k, val in params.items()})
     return history
 
@@ -202,6 +215,28 @@ def test_adamw_from_config_and_adam_from_config():
     assert_histories_close(got, ref_adam(params0, grad_seq, weight_decay=0.1))
 
 
+def test_rmsprop_divides_by_the_root_mean_square():
+    rng = np.random.default_rng(14)
+    params0, grad_seq = random_params(rng), gradient_sequence(rng)
+    got = run_library(lambda p: RMSprop(ops, p), params0, grad_seq)
+    assert_histories_close(got, ref_rmsprop(params0, grad_seq))
+    # the first step by hand: v1 = (1 - rho) g0^2, so p1 = p0 - lr g0 / (0.1 |g0| + eps)
+    name = "layers.0.weight"
+    g0 = grad_seq[0][name]
+    np.testing.assert_allclose(got[0][name], params0[name] - LR * g0 / (0.1 * np.abs(g0) + 1e-8),
+                               rtol=1e-12)
+
+
+def test_rmsprop_from_config_with_its_rho_and_l2_weight_decay():
+    rng = np.random.default_rng(15)
+    params0, grad_seq = random_params(rng), gradient_sequence(rng)
+    cfg = OptimizerConfig(name="rmsprop", rho=0.9, eps=1e-4, weight_decay=0.05)
+    got = run_library(lambda p: build_optimizer(OptimizerSpec.from_config(cfg), ops, p),
+                      params0, grad_seq)
+    assert_histories_close(got, ref_rmsprop(params0, grad_seq, rho=0.9, eps=1e-4,
+                                            weight_decay=0.05))
+
+
 @pytest.mark.parametrize("momentum,nesterov,decay", [(0.0, False, 0.0), (0.9, False, 0.01),
                                                      (0.8, True, 0.02)])
 def test_the_numpy_sgd_passes_compute_the_reference_formula(momentum, nesterov, decay):
@@ -247,6 +282,7 @@ STATE_CASES = {
     "sgd_nesterov": lambda p: SGD(ops, p, momentum=0.7, nesterov=True),
     "adam": lambda p: Adam(ops, p, weight_decay=0.01),
     "adamw": lambda p: Adam(ops, p, weight_decay=0.01, decoupled=True),
+    "rmsprop": lambda p: RMSprop(ops, p, rho=0.9, weight_decay=0.01),
 }
 
 
@@ -306,6 +342,8 @@ BAD_CONFIGS = {
     "adam_negative_weight_decay": OptimizerConfig(name="adam", weight_decay=-1.0),
     "adamw_beta1_1": OptimizerConfig(name="adamw", beta1=1.0),
     "adamw_eps_0": OptimizerConfig(name="adamw", eps=0.0),
+    "rmsprop_eps_0": OptimizerConfig(name="rmsprop", eps=0.0),
+    "rmsprop_negative_weight_decay": OptimizerConfig(name="rmsprop", weight_decay=-1.0),
 }
 
 
@@ -339,7 +377,9 @@ def test_optimizers_declare_their_kind_and_state_buffers():
         assert adam.kind is kind and adam.decoupled == (kind is OptimizerKind.ADAMW)
         assert adam.buffers() == (adam.m, adam.v)
         assert all(b.layout is flat.layout for b in adam.buffers())  # the fused update's layout
-    assert {k.value for k in OptimizerKind} == {"sgd", "adam", "adamw"}
+    rmsprop = build_optimizer(OptimizerSpec(OptimizerKind.RMSPROP), ops, flat)
+    assert rmsprop.kind is OptimizerKind.RMSPROP and rmsprop.buffers() == (rmsprop.v,)
+    assert {k.value for k in OptimizerKind} == {"sgd", "adam", "adamw", "rmsprop"}
 
 
 # -- learning-rate schedules ----------------------------------------------------------------------
@@ -450,7 +490,8 @@ def flat_params(rng):
     lambda p: SGD(ops, p, momentum=0.8, nesterov=True),
     lambda p: Adam(ops, p, weight_decay=0.01),
     lambda p: Adam(ops, p, weight_decay=0.01, decoupled=True),
-], ids=["sgd", "momentum+wd", "nesterov", "adam+l2", "adamw"])
+    lambda p: RMSprop(ops, p, weight_decay=0.01),
+], ids=["sgd", "momentum+wd", "nesterov", "adam+l2", "adamw", "rmsprop"])
 def test_flat_update_equals_name_by_name(make_opt):
     rng = np.random.default_rng(30)
     params = flat_params(rng)

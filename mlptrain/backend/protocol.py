@@ -7,7 +7,7 @@ BackendError naming the backend and the primitive, never a bare AttributeError d
 model's math. The math primitives are written here once, as the textbook formula against the
 backend's array module `xp` (NumPy or CuPy): NumPy inherits most of them; CuPy overrides a kind
 with its kernel where it has one (cuda/dispatch.py) and falls back to these otherwise; an update
-a backend does not override runs this formula on any device. `graph_blockers` is the
+a backend does not override (rmsprop) runs this formula on any device. `graph_blockers` is the
 backend's half of the path decision (`epoch_path`).
 """
 
@@ -138,6 +138,21 @@ class Backend:
         g += eps
         xp.divide(m, g, out=g)
         g *= lr / (1 - beta1**step)
+        param -= g
+
+    def rmsprop_update(self, param, grad, v, lr: float, rho: float, eps: float,
+                       weight_decay: float) -> None:
+        """g' = g + wd p;  v <- rho v + (1 - rho) g'^2;  p <- p - lr g' / (sqrt(v) + eps)."""
+        xp, g, tmp = self.xp, grad, self.scratch(grad.shape, grad.dtype, "update")
+        if weight_decay:
+            g += xp.multiply(param, weight_decay, out=tmp)
+        v *= rho
+        xp.multiply(g, g, out=tmp)
+        v += xp.multiply(tmp, 1 - rho, out=tmp)
+        xp.sqrt(v, out=tmp)
+        tmp += eps
+        xp.divide(g, tmp, out=g)
+        g *= lr
         param -= g
 
     def __getattr__(self, name: str):
