@@ -100,6 +100,41 @@ class Sigmoid:
         return xp.multiply(dy, d, out=out)
 
 
+class GELU:
+    """GELU(z) = z Phi(z) (Hendrycks & Gimpel), in its tanh form, the one GPT-2 and BERT train
+    with and torch's gelu(approximate="tanh") computes: y = 0.5 z (1 + tanh(u)) with
+    u = sqrt(2/pi) (z + 0.044715 z^3); within 1e-3 of the erf form everywhere (NumPy has no
+    erf). It is not monotonic, so y does not give z back: its backward reads z."""
+
+    name = "gelu"
+    reads_input = True
+    scratch_dtype = None
+    C, A = math.sqrt(2 / math.pi), 0.044715
+
+    def _u(self, xp, z, out):
+        xp.multiply(z, z, out=out)
+        out *= self.A
+        out += 1
+        out *= z
+        out *= self.C  # u = C z (1 + A z^2)
+        return out
+
+    def forward(self, xp, z, out):  # out is not z (the model keeps z for backward)
+        xp.tanh(self._u(xp, z, out), out=out)
+        out += 1
+        out *= z
+        out *= 0.5  # y = 0.5 z (1 + t)
+        return out
+
+    def backward(self, xp, y, dy, out, scratch=None, z=None):
+        # dy/dz = 0.5 (1 + t) + 0.5 z (1 - t^2) du/dz, t = tanh(u), du/dz = C (1 + 3 A z^2);
+        # written plainly (temporaries): the epoch graph has no GELU kernel (cuda/dispatch.py)
+        t = self._u(xp, z, _scratch(xp, self, y, scratch))
+        xp.tanh(t, out=t)
+        du = self.C * (1 + 3 * self.A * z * z)
+        return xp.multiply(dy, 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * du, out=out)
+
+
 def stable_sigmoid(xp, z, out):
     """sigma(z) = 1 / (1 + e^-z) = (1 + tanh(z/2)) / 2: the tanh form never overflows."""
     xp.multiply(z, 0.5, out=out)
@@ -108,7 +143,7 @@ def stable_sigmoid(xp, z, out):
     return xp.multiply(out, 0.5, out=out)
 
 
-ACTIVATIONS = {cls.name: cls for cls in (ReLU, Tanh, Sigmoid, LeakyReLU)}
+ACTIVATIONS = {cls.name: cls for cls in (ReLU, Tanh, Sigmoid, LeakyReLU, GELU)}
 
 
 def make_activation(name: str, leaky_slope: float = 0.01) -> Activation:

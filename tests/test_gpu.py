@@ -231,6 +231,7 @@ device = "{device}"
 """
 SGD = 'name = "sgd"\nlr = 0.1\nmomentum = 0.9\nnesterov = true\nweight_decay = 1e-4'
 ADAMW = 'name = "adamw"\nlr = 0.002\nweight_decay = 0.01'
+RMSPROP = 'name = "rmsprop"\nlr = 0.001\nrho = 0.9\nweight_decay = 1e-4'
 
 
 def run_on(device, runs_dir, monkeypatch, graph="1", dtype="float64", optimizer=SGD,
@@ -245,7 +246,8 @@ def run_on(device, runs_dir, monkeypatch, graph="1", dtype="float64", optimizer=
 
 @pytest.mark.parametrize("graph", ["1", "0"])
 @pytest.mark.parametrize("optimizer,activation,hidden", [
-    (SGD, "relu", "64"), (ADAMW, "tanh", "48, 32"), (SGD, "leaky_relu", "40, 24")])
+    (SGD, "relu", "64"), (ADAMW, "tanh", "48, 32"), (SGD, "leaky_relu", "40, 24"),
+    (RMSPROP, "gelu", "48, 32")])  # kinds with no graph kernel: eager on the GPU too
 def test_float64_training_matches_numpy_to_1e_9(runs_dir, monkeypatch, graph, optimizer,
                                                 activation, hidden):
     _, cpu_metrics, cpu_w = run_on("cpu", runs_dir, monkeypatch, graph, "float64", optimizer,
@@ -260,6 +262,16 @@ def test_float64_training_matches_numpy_to_1e_9(runs_dir, monkeypatch, graph, op
         assert mine["val_accuracy"] == ref["val_accuracy"]
     for name, w in cpu_w.items():
         assert rel(gpu_w[name], w) < 1e-9, name
+
+
+@pytest.mark.parametrize("key,value,reason", [
+    ("optimizer", RMSPROP, "no kernel for the rmsprop optimizer"),
+    ("activation", "gelu", "no kernel for the gelu activation")])
+def test_a_kind_without_a_graph_kernel_says_so_and_runs_eagerly(runs_dir, monkeypatch, key,
+                                                                 value, reason):
+    run, metrics, _ = run_on("cuda", runs_dir, monkeypatch, "1", "float32", **{key: value})
+    assert run.summary["path"] == f"eager: {reason}"
+    assert len(metrics) == 4 and metrics[-1]["train_loss"] < metrics[0]["train_loss"]
 
 
 @pytest.mark.parametrize("graph", ["1", "0"])

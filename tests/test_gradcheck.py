@@ -88,7 +88,7 @@ def test_cli_exits_1_on_a_failure(monkeypatch):
 
 def test_cli_reports_a_bad_config_as_an_error(tmp_path):
     config = tmp_path / "bad.toml"
-    config.write_text('[model]\nactivation = "gelu"\n')
+    config.write_text('[model]\nactivation = "swish"\n')
     result = run("gradcheck", config)
     assert result.exit_code == 1 and "expected one of relu" in result.stderr
 

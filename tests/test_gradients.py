@@ -72,6 +72,7 @@ REFERENCE_ACTIVATIONS = {
     "tanh": np.tanh,
     "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
     "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z),  # default slope 0.01
+    "gelu": lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3))),
 }
 
 ACTIVATION_NAMES = sorted(nn.ACTIVATIONS)

@@ -32,6 +32,7 @@ from mlptrain.data import load_dataset
 from mlptrain.errors import ConfigError, ExportError
 from mlptrain.experiment.predict import load_network
 from mlptrain.model import MLP
+from mlptrain.nn import GELU
 from mlptrain.runs import Run, RunStore, atomic_write_bytes, npz_bytes
 from mlptrain.runs.store import check_not_run_file
 from mlptrain.seeding import streams
@@ -45,9 +46,34 @@ DEFAULT_OPSET = 17  # old enough for most runtimes (onnxruntime >= 1.11, onnxrun
 MIN_OPSET = 13  # Softmax over one axis (not the flattened tail) from opset 13 on
 GOLDEN_BATCH = 8  # samples in a golden file: small enough to print, big enough to catch a bug
 
-# ONNX operator per activation, keyed by the config names of nn.ACTIVATIONS
+
+def _gelu_nodes(onnx, z: str, y: str, name: str) -> list:
+    """nn.GELU's tanh form from basic operators, y = 0.5 z (1 + tanh(C z (1 + A z^2))): ONNX's
+    own Gelu arrived in opset 20, newer than most runtimes."""
+
+    def const(key: str, value: float) -> str:
+        out = f"{name}.{key}"
+        nodes.append(onnx.helper.make_node("Constant", [], [out], name=out, value=onnx.helper
+                                           .make_tensor(out, onnx.TensorProto.FLOAT, [], [value])))
+        return out
+
+    def op(kind: str, *inputs: str, out: str | None = None) -> str:
+        out = out or f"{name}.{len(nodes)}"
+        nodes.append(onnx.helper.make_node(kind, list(inputs), [out], name=out))
+        return out
+
+    nodes: list = []
+    one, a, c, half = [const(k, v) for k, v in (("one", 1.0), ("A", GELU.A), ("C", GELU.C),
+                                                ("half", 0.5))]
+    u = op("Mul", op("Mul", op("Add", op("Mul", op("Mul", z, z), a), one), z), c)
+    op("Mul", op("Mul", op("Add", op("Tanh", u), one), z), half, out=y)  # 0.5 (1 + tanh u) z
+    return nodes
+
+
+# ONNX operator per activation (or the function that builds its nodes), keyed by the config
+# names of nn.ACTIVATIONS
 ONNX_ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid",
-                    "leaky_relu": "LeakyRelu"}
+                    "leaky_relu": "LeakyRelu", "gelu": _gelu_nodes}
 # ONNX operator that turns logits into the `probabilities` output, keyed by nn.LOSSES names
 ONNX_PROBABILITIES = {
     "softmax_cross_entropy": ("Softmax", {"axis": -1},
@@ -224,9 +250,10 @@ def onnx_model(source: RunSource, opset: int = DEFAULT_OPSET):
         if i < last:
             y = f"layers.{i}.activation"
             attrs = {"alpha": float(model_cfg.leaky_slope)} if activation == "leaky_relu" else {}
-            nodes.append(helper.make_node(ONNX_ACTIVATIONS[activation], [z], [y],
-                                          name=f"layers.{i}.{activation}",
-                                          doc_string=f"{activation} of layer {i}", **attrs))
+            make = ONNX_ACTIVATIONS[activation]
+            nodes += make(onnx, z, y, f"layers.{i}.{activation}") if callable(make) else [
+                helper.make_node(make, [z], [y], name=f"layers.{i}.{activation}",
+                                 doc_string=f"{activation} of layer {i}", **attrs)]
             value = y
     op, attrs, meaning = ONNX_PROBABILITIES[loss]
     nodes.append(helper.make_node(op, ["logits"], ["probabilities"], name="probabilities",
