@@ -55,11 +55,12 @@ def interrupted_run(runs: Path, *overrides: str):
 
 
 def test_ctrl_c_during_imports_exits_130_with_one_line(tmp_path):
-    """The console script's body; the 'R' marks the moment main() starts, after interpreter
-    startup and the (tiny) mlptrain.cli package, which are before any guard can exist. SIGINT
-    at moments spread over the ~0.3 s in which main() imports NumPy, Typer and the commands."""
-    code = ("import os, sys; from mlptrain.cli import main; os.write(1, b'R'); "
-            "sys.exit(main())")
+    """The console script's body; the 'R' marks the moment main()'s guard holds, after
+    interpreter startup and the (tiny) mlptrain.cli package, which are before any guard can
+    exist (a signal before it, on a loaded machine, ended the process by SIGINT). SIGINT at
+    moments spread over the ~0.3 s in which main() imports NumPy, Typer and the commands."""
+    code = ("import os, sys; import mlptrain.cli as cli; load = cli._load_app; "
+            "cli._load_app = lambda: (os.write(1, b'R'), load())[1]; sys.exit(cli.main())")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for delay in (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3):
         # enough epochs that the fit cannot end before the signal on a fast, idle machine

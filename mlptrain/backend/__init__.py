@@ -22,28 +22,10 @@ primitive takes them, computing member by member:
     sum_rows(a (B, O), out (O,))                           out[j] = sum_i a[i, j]
         (a group's stack: a (G, B, O), out (G, 1, O), per member)
     row_norms_squared(w (O, I), out (O,))                  out[j] = sum_i w[j, i]^2
-    bias_activation(z (B, O), bias (O,), activation, out)  z += bias; out = f(z) (out may be z)
-        (a group's stack: z (G, B, O), bias (G, 1, O))
-    add_bias(z (B, O), bias (O,))                          z += bias, in place
-    activation_backward(activation, y, dy, out)            out = dy * f'(z), read from y = f(z)
-        (out may be dy); activation.name says which f
-    loss_forward(loss, logits (B, C), targets, cache) -> (loss_sum, correct)
-        device scalars: the summed (not mean) loss in float64, and the correct predictions;
-        cache = loss.new_cache(xp, B, C, dtype) keeps what backward needs (e.g. .probs)
-    loss_backward(loss, cache, targets, scale, out (B, C)) out = dL_sum/dlogits * scale
-        (a group's sums and correct counts are per member, (G,))
-    loss_and_grad(loss, logits, targets, cache, scale, out, sums=None)   both of the above
-        (protocol.Backend has them as the two calls; a backend may fuse them); with sums
-        (..., 2) float64 the batch's (loss, correct) are added there instead of returned
-    sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
-        in place on same-shaped arrays (the optimizer passes a model's whole flat buffer):
-        g' = g + wd p;  v <- mu v + g';  p <- p - lr (mu v + g' if nesterov else v)
-        (mu = 0: p <- p - lr g', velocity untouched); grad is scratch and is overwritten;
-        lr and weight_decay may be (G,) arrays: a group's arrays (G, ...), each member's own
-    adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
-        step t is 1-based; g' = g + wd p unless decoupled (then p <- p (1 - lr wd) first);
-        m <- b1 m + (1-b1) g';  v <- b2 v + (1-b2) g'^2;
-        p <- p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps); grad is overwritten
+    bias_activation, add_bias, activation_backward, loss_forward, loss_backward,
+    loss_and_grad, sgd_update, adam_update, rmsprop_update: the math, each stated once as its
+        textbook formula in protocol.Backend (shapes and formulas there); a backend inherits
+        them or overrides them where speed needs it
 
 and, for the choice of path (`epoch_path` below is the one place it is made):
 

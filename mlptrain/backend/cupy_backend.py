@@ -1,4 +1,4 @@
-"""The GPU backend: the NumPy backend's primitives as hand-written CUDA kernels, through CuPy.
+"""The GPU backend: the primitives as hand-written CUDA kernels, through CuPy.
 
 Two ways to train. The eager path launches one kernel per primitive from Python (matrix products
 through cuBLAS): simple, and the one to debug with. The graph path (cuda/epoch.py) records a
@@ -294,7 +294,7 @@ class CupyBackend(Backend):
              np.uint32(dropout_threshold(rate)), out.dtype.type(1.0 / (1.0 - rate))))
         return out
 
-    # -- optimizer updates, in place (the NumPy backend's formulas, operation for operation) ----
+    # -- optimizer updates, in place (protocol.Backend's formulas, operation for operation) ----
 
     def sgd_update(self, param, grad, velocity, lr, momentum: float, nesterov: bool,
                    weight_decay) -> None:
