@@ -85,8 +85,10 @@ def run_mlptrain(hidden, batch, epochs, X, y):
     optimizer = build_optimizer(step.optimizer, ops, model.params)
     train = loop.to_device(ops, model, X, y)
     eager = loop.EagerStep(step, model, optimizer)
-    state = loop.fit(eager, train, None, loop.LoopSettings(), np.random.default_rng(1))
-    return [r["seconds"] for r in state.history], state.history[-1]["train_accuracy"]
+    ledger = loop.Member(loop.TrainState(), np.random.default_rng(1), step.schedule)
+    loop.train_members(eager, train, None, [ledger])
+    history = ledger.state.history
+    return [r["seconds"] for r in history], history[-1]["train_accuracy"]
 
 
 def run_sklearn(hidden, batch, epochs, X, y):

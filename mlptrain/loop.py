@@ -274,28 +274,6 @@ class Member:
         return bool(self.failed) or self.state.stopped_early
 
 
-def fit(eager: EagerStep, train: Split, val: Split | None, settings: LoopSettings,
-        shuffle_rng, on_event: Callable[[Event], None] = lambda e: None,
-        on_epoch_end: Callable[[TrainState], None] = lambda s: None,
-        state: TrainState | None = None, stop: StopFlag | None = None,
-        on_checkpoint: Callable[[TrainState], None] = lambda s: None) -> TrainState:
-    """Trains one network for step.epochs (or until early stopping) and returns the final
-    state: `train_members` with a single member; TrainingError when its loss stops being
-    finite.
-
-    `state` continues a checkpointed run (None starts afresh). Every step.checkpoint_every
-    steps, and when `stop` is set, the loop hands its state to `on_checkpoint` between two
-    batches; after a stop it returns with state.interrupted set. With early stopping on, the
-    model ends with the weights of the best validation epoch.
-    """
-    member = Member(state or TrainState(), shuffle_rng, eager.step.schedule, settings)
-    train_members(eager, train, val, [member], on_event, lambda g, s: on_epoch_end(s), stop,
-                  lambda g, s: on_checkpoint(s), settings.eval_batch_size)
-    if member.failed:
-        raise TrainingError(member.failed)
-    return member.state
-
-
 def train_members(eager: EagerStep, train: Split, val: Split | None, members: list[Member],
                   on_event: Callable[[Event], None] = lambda e: None,
                   on_epoch_end: Callable[[int, TrainState], None] = lambda g, s: None,

@@ -103,7 +103,8 @@ def test_the_loop_moves_sgd_momentum_step_by_step(monkeypatch):
     monkeypatch.setattr(SGD, "step", recording_step)
     train = loop.to_device(p.model.ops, p.model, *p.dataset.split("train"))
     eager = loop.EagerStep(p.step, p.model, opt)
-    loop.fit(eager, train, None, loop.LoopSettings(), np.random.default_rng(0))
+    ledger = loop.Member(loop.TrainState(), np.random.default_rng(0), p.step.schedule)
+    loop.train_members(eager, train, None, [ledger])
     steps = math.ceil(train.size / 16)
     assert len(seen) == 3 * steps
     for s, (mu, lr) in enumerate(seen):

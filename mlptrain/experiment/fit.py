@@ -10,7 +10,7 @@ import os
 import platform
 import time
 from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -73,12 +73,9 @@ def fit_experiment(config: Config, store: RunStore,
                                 source=config.model.weights)
     optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
     splits = _splits(p)
-    run = store.create(config.name)
-    summary = start_summary(run, p)
-    with os_errors_fail(run, summary), interrupts_marked(run, summary):
-        run.write_config(config.to_toml())
-        run.write_summary(summary)
-        return _train(run, summary, p, optimizer, splits, loop.TrainState(), on_event, stop)
+    m = start_run(p, store)
+    with os_errors_fail(m.run, m.summary), interrupts_marked(m.run, m.summary):
+        return _train(m, optimizer, splits, on_event, stop)
 
 
 def resume_experiment(store: RunStore, ref: str,
@@ -104,11 +101,11 @@ def resume_experiment(store: RunStore, ref: str,
     config = load_config(run.path / "config.toml")
     p = prepare(config, data_progress)
     splits = _splits(p)
-    optimizer, state = reopen_run(run, summary, p, checkpoint, allow_data_change)
+    m, optimizer = reopen_training(run, summary, p, checkpoint, allow_data_change)
     summary["path"] = p.path
     with os_errors_fail(run, summary), interrupts_marked(run, summary):
         run.write_summary(summary)
-        return _train(run, summary, p, optimizer, splits, state, on_event, stop)
+        return _train(m, optimizer, splits, on_event, stop)
 
 
 def stopped_at(epoch: int, position: int, step: int) -> dict[str, int]:
@@ -117,12 +114,36 @@ def stopped_at(epoch: int, position: int, step: int) -> dict[str, int]:
     return {"epoch": epoch + 1 if position else epoch, "step": step}
 
 
-def reopen_run(run: Run, summary: dict, p: Prepared, checkpoint: dict,
-               allow_data_change: bool = False) -> tuple[Any, loop.TrainState]:
+@dataclass
+class TrainingRun:
+    """A run under training, alone or as one member of a group: its prepared config, its run
+    and summary, and its ledger (the loop's TrainState)."""
+
+    p: Prepared
+    run: Run
+    summary: dict
+    state: loop.TrainState = field(default_factory=loop.TrainState)
+    epochs_before: int = 0  # the epochs a resumed run had done before this sitting
+
+
+def start_run(p: Prepared, store: RunStore, path: str | None = None) -> TrainingRun:
+    """A new run for p, its config and first summary written (`path`: how its steps run)."""
+    run = store.create(p.config.name)
+    m = TrainingRun(p, run, start_summary(run, p))
+    if path:
+        m.summary["path"] = path
+    with os_errors_fail(run, m.summary):
+        run.write_config(p.config.to_toml())
+        run.write_summary(m.summary)
+    return m
+
+
+def reopen_training(run: Run, summary: dict, p: Prepared, checkpoint: dict,
+                    allow_data_change: bool = False) -> tuple[TrainingRun, Any]:
     """An interrupted run made ready to go on (resume_experiment; a group's resumed members):
     its checkpoint restored into p's model, a new optimizer and p's random streams, its
     metrics cut back to the checkpoint's history, its summary (not yet written) running
-    again. Returns (optimizer, state)."""
+    again. Returns (the training run, its optimizer)."""
     _check_same_data(run, summary, p.dataset.checksums, allow_data_change)
     optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
     state = restore(checkpoint, p.model, optimizer, p.rngs, str(run.path / "checkpoint.npz"),
@@ -135,7 +156,7 @@ def reopen_run(run: Run, summary: dict, p: Prepared, checkpoint: dict,
                    resumed=summary.get("resumed", 0) + 1, pid=os.getpid(), host=platform.node(),
                    earlier_sittings_seconds=summary.get("earlier_sittings_seconds", 0.0) + earlier)
     summary.pop("error", None)
-    return optimizer, state
+    return TrainingRun(p, run, summary, state, len(state.history)), optimizer
 
 
 def _splits(p: Prepared) -> dict[str, loop.Split]:
@@ -144,8 +165,9 @@ def _splits(p: Prepared) -> dict[str, loop.Split]:
             for name in SPLITS}
 
 
-def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.TrainState,
-           on_event, stop) -> RunFinished:
+def _train(m: TrainingRun, optimizer, splits, on_event, stop) -> RunFinished:
+    """One run's training (the loop with its one member), then its files."""
+    run, summary, p, state = m.run, m.summary, m.p, m.state
     config, model = p.config, p.model
     eager = loop.EagerStep(p.step, model, optimizer)
     on_event(RunStarted(run.run_id, run.path, model.describe(), model.parameter_count,
@@ -155,27 +177,30 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
 
     writer = CheckpointWriter(run)
 
-    def save_checkpoint(s: loop.TrainState) -> None:
+    def save_checkpoint(g: int, s: loop.TrainState) -> None:
         writer.write(checkpoint_arrays(model, optimizer, p.rngs, s))
 
-    def save_epoch(s: loop.TrainState) -> None:
+    def save_epoch(g: int, s: loop.TrainState) -> None:
         # a big model's checkpoint costs more than its epoch (12 M weights: ~0.4 s per ~96 MB
         # write against 0.25 s of training), so it may skip epoch ends; metrics then run ahead
         # of the checkpoint, and a resume rewrites them from the checkpoint's history
         every = config.train.checkpoint_epochs
         if s.epoch % every == 0 or s.epoch == p.step.epochs:
-            save_checkpoint(s)  # first: it holds the history too (see above), and it is
+            save_checkpoint(g, s)  # first: it holds the history too (see above), and it is
             # written while training goes on, so metrics may reach the disk before it does
         run.append_metrics(s.history[-1])
         summary["epochs_completed"] = s.epoch
         run.write_summary(summary)
 
-    start, epochs_before = time.perf_counter(), len(state.history)
+    settings = loop.LoopSettings.from_config(config.train)
+    ledger = loop.Member(state, p.rngs["shuffle"], p.step.schedule, settings)
+    start = time.perf_counter()
     try:
         with closing(writer):  # the last checkpoint is on disk before the run is closed
-            state = loop.fit(eager, splits["train"], splits["val"],
-                             loop.LoopSettings.from_config(config.train), p.rngs["shuffle"],
-                             on_event, save_epoch, state, stop, save_checkpoint)
+            loop.train_members(eager, splits["train"], splits["val"], [ledger], on_event,
+                               save_epoch, stop, save_checkpoint, settings.eval_batch_size)
+        if ledger.failed:
+            raise TrainingError(ledger.failed)
     except TrainingError as exc:
         finish_run(run, summary, "failed", start, error=str(exc))
         raise
@@ -186,19 +211,27 @@ def _train(run: Run, summary: dict, p: Prepared, optimizer, splits, state: loop.
         finished = RunFinished(run.run_id, run.path, summary)
         on_event(finished)
         return finished
-    run.write_weights(model.state_dict())
-    summary["final"] = final_metrics(model, splits, config.train.eval_batch_size)
-    summary["stopped_early"], summary["best_epoch"] = state.stopped_early, state.best_epoch
-    summary["warnings"] = training_warnings(state.history, p.dataset.n_classes)
-    summary["reference"] = run_reference(p, config.train.eval_batch_size)
-    summary.pop("position", None)
-    summary["timing"] = run_timing(summary, state.history, epochs_before, seconds,
-                                   splits["train"].size)
-    finish_run(run, summary, "completed", start)
+    complete_run(m, model.state_dict(), final_metrics(model, splits, settings.eval_batch_size),
+                    run_reference(p, settings.eval_batch_size), seconds)
     figures = draw_figures(run, summary, p, on_event) if config.report.plots else None
     finished = RunFinished(run.run_id, run.path, summary, figures)
     on_event(finished)
     return finished
+
+
+def complete_run(m: TrainingRun, weights: dict, final: dict, reference: dict,
+                    seconds: float) -> None:
+    """A finished member's run written whole: its weights, final metrics, warnings, predict's
+    reference and timing (`seconds`: this sitting's training wall time); completed."""
+    p, run, summary, state = m.p, m.run, m.summary, m.state
+    run.write_weights(weights)
+    summary.update(final=final, stopped_early=state.stopped_early, best_epoch=state.best_epoch,
+                   warnings=training_warnings(state.history, p.dataset.n_classes),
+                   reference=reference)
+    summary.pop("position", None)
+    summary["timing"] = run_timing(summary, state.history, m.epochs_before, seconds,
+                                   len(p.dataset.split("train")[1]))
+    finish_run(run, summary, "completed", time.perf_counter() - seconds)
 
 
 def run_timing(summary: dict, history: list[dict], epochs_before: int, seconds: float,

@@ -20,17 +20,16 @@ import numpy as np
 
 from mlptrain.config import Config
 from mlptrain.errors import RunStoreError, TrainingError
-from mlptrain.experiment.diagnose import training_warnings
 from mlptrain.experiment.drawers import FigureDrawers
-from mlptrain.experiment.fit import (finish_run, os_errors_fail, reopen_run, run_reference,
-                                     run_timing, start_summary, stopped_at)
+from mlptrain.experiment.fit import (TrainingRun, complete_run, finish_run, os_errors_fail,
+                                     reopen_training, run_reference, start_run, stopped_at)
 from mlptrain.experiment.group_data import GroupData, ImageRanges
-from mlptrain.experiment.setup import SPLITS, Prepared, prepare
+from mlptrain.experiment.setup import SPLITS, prepare
 from mlptrain.model import MLP, stack_members
 from mlptrain.loop import (EagerStep, LoopSettings, Member, Split, StepsPath, StopFlag,
                            TrainState, evaluate, forward_split, train_members)
 from mlptrain.optim import SGD, build_optimizer
-from mlptrain.runs import Run, RunStore
+from mlptrain.runs import RunStore
 from mlptrain.runs.checkpoint import checkpoint_arrays
 
 EVAL_ELEMENTS = 1 << 24  # activations per evaluation chunk (64 MB in float32), all members
@@ -54,17 +53,6 @@ class MemberFinished:
     error: str = ""
 
 
-@dataclass
-class _Member:
-    p: Prepared
-    run: Run
-    summary: dict
-    state: TrainState = field(default_factory=TrainState)  # its ledger, as loop.fit keeps it
-    failed: str = ""  # the loop's verdict: why its training stopped being finite
-    epochs_done: int = 0  # > 0 when resumed from a checkpoint at this epoch's end
-    velocity: dict | None = None  # the resumed checkpoint's SGD velocities, by parameter
-
-
 def fit_group(configs: list[Config], store: RunStore,
               on_event: Callable[[Any], None] = lambda e: None,
               stop: StopFlag | None = None,
@@ -78,10 +66,11 @@ def fit_group(configs: list[Config], store: RunStore,
     raises KeyboardInterrupt."""
     stop = stop or StopFlag()
     datasets: dict[int, Any] = {}  # seed -> its dataset (the split is drawn with the seed)
-    members = [_start_member(config, store, datasets, run_id)
-               for config, run_id in zip(configs, resume or [None] * len(configs))]
-    start_epoch = members[0].epochs_done
-    if any(m.epochs_done != start_epoch for m in members):  # sweep/grouping.py plans this
+    velocities: dict[int, dict] = {}  # a resumed member's SGD velocities, by parameter
+    members = [_start_member(config, store, datasets, run_id, velocities, g)
+               for g, (config, run_id) in enumerate(zip(configs, resume or [None] * len(configs)))]
+    start_epoch = members[0].epochs_before
+    if any(m.epochs_before != start_epoch for m in members):  # sweep/grouping.py plans this
         for m in members:
             finish_run(m.run, m.summary, "interrupted", time.perf_counter())
         raise RunStoreError("a group resumes only members whose checkpoints end the same "
@@ -92,11 +81,11 @@ def fit_group(configs: list[Config], store: RunStore,
     # the figure drawers start now, so that their start-up overlaps the training
     plots = lambda m: m.p.config.report.plots  # noqa: E731
     with FigureDrawers([str(m.run.path) for m in members if plots(m)]) as drawers:
-        def draw(m: _Member) -> None:  # each member as soon as its run is written
+        def draw(m: TrainingRun) -> None:  # each member as soon as its run is written
             if plots(m):
                 drawers.submit(str(m.run.path), m.p.config.report.format)
 
-        finished = _train(members, start_epoch, on_event, stop, draw)
+        finished = _train(members, velocities, on_event, stop, draw)
         drawn = [m for m, f in zip(members, finished) if plots(m) and f.status == "completed"]
         for m, figures in zip(drawn, drawers.records()):  # what its summary.json now says
             m.summary["figures"] = figures
@@ -105,11 +94,11 @@ def fit_group(configs: list[Config], store: RunStore,
     return finished
 
 
-def _train(members: list[_Member], start_epoch: int, on_event, stop: StopFlag,
-           written: Callable[[_Member], None]) -> list:
-    """The group's epochs from start_epoch on (loop.train_members), then each member's final
-    scores and files (`written(member)` as each completed member's run is); returns each
-    member's MemberFinished (not yet reported)."""
+def _train(members: list[TrainingRun], velocities: dict[int, dict], on_event, stop: StopFlag,
+           written: Callable[[TrainingRun], None]) -> list:
+    """The group's epochs (loop.train_members), then each member's final scores and files
+    (`written(member)` as each completed member's run is); returns each member's
+    MemberFinished (not yet reported)."""
     data = GroupData([m.p for m in members])
     step = members[0].p.step  # the members' steps differ in their seeds, rates and decay only
     model = stack_members([m.p.model for m in members])
@@ -117,9 +106,8 @@ def _train(members: list[_Member], start_epoch: int, on_event, stop: StopFlag,
     decays = np.array([m.p.step.optimizer.weight_decay for m in members])
     optimizer = SGD(ops, model.params, step.optimizer.momentum, step.optimizer.nesterov,
                     ops.asarray(decays, model.dtype) if decays.any() else 0.0)
-    for g, m in enumerate(members):
-        if m.velocity:
-            optimizer.velocity.load_member(ops, g, model.member_sizes[g], m.velocity)
+    for g, velocity in velocities.items():
+        optimizer.velocity.load_member(ops, g, model.member_sizes[g], velocity)
     ledgers = [Member(m.state, m.p.rngs["shuffle"], m.p.step.schedule,
                       LoopSettings.from_config(m.p.config.train)) for m in members]
     batch = max(64, EVAL_ELEMENTS // (model.members * sum(model.sizes)))
@@ -151,8 +139,7 @@ def _train(members: list[_Member], start_epoch: int, on_event, stop: StopFlag,
     images = ImageRanges(data)
     finished = []
     for g, (m, ledger) in enumerate(zip(members, ledgers)):
-        m.failed = ledger.failed
-        finished.append(_complete(model, g, m, scores, tops[g], wall, images))
+        finished.append(_complete(model, g, m, ledger.failed, scores, tops[g], wall, images))
         if finished[-1].status == "completed":
             written(m)
     return finished
@@ -163,7 +150,7 @@ class _Writer:
     and its checkpoint in the format `fit` writes (runs/checkpoint.py), as if it had trained
     alone (`mlptrain fit --resume RUN` continues it so)."""
 
-    def __init__(self, model: MLP, optimizer: SGD, members: list[_Member]):
+    def __init__(self, model: MLP, optimizer: SGD, members: list[TrainingRun]):
         self.model, self.optimizer, self.members = model, optimizer, members
 
     def epoch_ended(self, g: int, state: TrainState) -> None:
@@ -194,64 +181,48 @@ def _top_probabilities(model: MLP, split: Split, batch: int):
     return top
 
 
-def _start_member(config: Config, store: RunStore, datasets: dict,
-                  resume: str | None) -> _Member:
+def _start_member(config: Config, store: RunStore, datasets: dict, resume: str | None,
+                  velocities: dict, g: int) -> TrainingRun:
+    """Member g's run: a new one, or the interrupted run `resume` reopened at its checkpoint,
+    which must end an epoch (its SGD velocities go to velocities[g])."""
     p = prepare(config, dataset=datasets.get(config.train.seed))
     datasets[config.train.seed] = p.dataset
-    if resume is not None:
-        return _resume_member(p, store.find(resume))
-    run = store.create(config.name)
-    summary = start_summary(run, p)
-    summary["path"] = "grouped"
-    with os_errors_fail(run, summary):
-        run.write_config(config.to_toml())
-        run.write_summary(summary)
-    return _Member(p, run, summary)
-
-
-def _resume_member(p: Prepared, run: Run) -> _Member:
-    """An interrupted member's run reopened at its checkpoint, which must end an epoch."""
+    if resume is None:
+        return start_run(p, store, path="grouped")
+    run = store.find(resume)
     summary = run.read_summary()
-    optimizer, state = reopen_run(run, summary, p, run.read_checkpoint())
-    if state.position:
-        raise RunStoreError(f"run {run.run_id} stopped inside epoch {state.epoch + 1}; a group "
-                            "resumes from epoch ends only: `mlptrain fit --resume "
+    m, optimizer = reopen_training(run, summary, p, run.read_checkpoint())
+    if m.state.position:
+        raise RunStoreError(f"run {run.run_id} stopped inside epoch {m.state.epoch + 1}; a "
+                            "group resumes from epoch ends only: `mlptrain fit --resume "
                             f"{run.run_id}` continues it alone.")
-    velocity = {k.removeprefix("velocity."): v for k, v in optimizer.state_dict().items()}
+    velocities[g] = {k.removeprefix("velocity."): v for k, v in optimizer.state_dict().items()}
     with os_errors_fail(run, summary):
         run.write_summary(summary)
-    return _Member(p, run, summary, state, epochs_done=state.epoch, velocity=velocity)
+    return m
 
 
-def _complete(model: MLP, g: int, m: _Member, scores: dict, top: np.ndarray,
+def _complete(model: MLP, g: int, m: TrainingRun, failed: str, scores: dict, top: np.ndarray,
               wall: float, images: ImageRanges) -> MemberFinished:
     """Writes member g's run: weights, final metrics (`scores`: split -> per-member loss and
     accuracy lists), summary (with `top`, its largest class probability on each validation
-    sample)."""
+    sample); or, where its training `failed`, the reason."""
     p, run, summary = m.p, m.run, m.summary
-    history = m.state.history
-    epochs = summary["epochs_completed"] = len(history)
-    if m.failed:
-        finish_run(run, summary, "failed", time.perf_counter() - wall, error=m.failed)
-        return MemberFinished(g, run.run_id, "failed", epochs=epochs, error=m.failed)
+    epochs = summary["epochs_completed"] = len(m.state.history)
+    if failed:
+        finish_run(run, summary, "failed", time.perf_counter() - wall, error=failed)
+        return MemberFinished(g, run.run_id, "failed", epochs=epochs, error=failed)
+    final = {}
+    for name, split in scores.items():
+        final[f"{name}_loss"], final[f"{name}_accuracy"] = \
+            (split[0][g], split[1][g]) if split else (None, None)
     with os_errors_fail(run, summary):
-        run.write_weights(model.member_state(g))
-        final = {}
-        for name, split in scores.items():
-            final[f"{name}_loss"], final[f"{name}_accuracy"] = \
-                (split[0][g], split[1][g]) if split else (None, None)
-        summary["final"] = final
-        summary["stopped_early"], summary["best_epoch"] = m.state.stopped_early, \
-            m.state.best_epoch
-        summary["warnings"] = training_warnings(history, p.dataset.n_classes)
-        summary["reference"] = run_reference(p, p.config.train.eval_batch_size, images(p), top)
-        summary["timing"] = run_timing(summary, history, m.epochs_done, wall,
-                                       len(p.dataset.split("train")[1]))
-        finish_run(run, summary, "completed", time.perf_counter() - wall)
+        complete_run(m, model.member_state(g), final,
+                        run_reference(p, p.config.train.eval_batch_size, images(p), top), wall)
     return MemberFinished(g, run.run_id, "completed", final, epochs)
 
 
-def _interrupt(members: list[_Member], start: float, on_event) -> None:
+def _interrupt(members: list[TrainingRun], start: float, on_event) -> None:
     """Every member marked interrupted; the loop wrote each training member's checkpoint
     where it stood (none when the stop came while a step was under way: then the last one
     stands, or, without one, rerunning trains the member afresh)."""
