@@ -107,7 +107,7 @@ class OptimizerConfig:
     beta2: float = option(0.999, low=0.0, high=1.0, high_open=True)  # adam: square average
     eps: float = option(1e-8, low=0.0, low_open=True, high=1.0)  # adam, rmsprop: keeps the step finite
     rho: float = option(0.99, low=0.0, high=1.0, high_open=True)  # rmsprop: square average
-    weight_decay: float = option(0.0, low=0.0, high=10.0)  # sgd/adam: L2 on the gradient; adamw: decoupled
+    weight_decay: float = option(0.0, low=0.0, high=10.0)  # sgd/adam/rmsprop: L2 on the gradient; adamw: decoupled
 
 
 @dataclass

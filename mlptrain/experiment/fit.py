@@ -212,7 +212,7 @@ def _train(m: TrainingRun, optimizer, splits, on_event, stop) -> RunFinished:
         on_event(finished)
         return finished
     complete_run(m, model.state_dict(), final_metrics(model, splits, settings.eval_batch_size),
-                    run_reference(p, settings.eval_batch_size), seconds)
+                 run_reference(p, settings.eval_batch_size), seconds)
     figures = draw_figures(run, summary, p, on_event) if config.report.plots else None
     finished = RunFinished(run.run_id, run.path, summary, figures)
     on_event(finished)
@@ -220,8 +220,8 @@ def _train(m: TrainingRun, optimizer, splits, on_event, stop) -> RunFinished:
 
 
 def complete_run(m: TrainingRun, weights: dict, final: dict, reference: dict,
-                    seconds: float) -> None:
-    """A finished member's run written whole: its weights, final metrics, warnings, predict's
+                 seconds: float) -> None:
+    """A finished run (alone or a group's member) written whole: its weights, final metrics, warnings, predict's
     reference and timing (`seconds`: this sitting's training wall time); completed."""
     p, run, summary, state = m.p, m.run, m.summary, m.state
     run.write_weights(weights)
