@@ -99,7 +99,7 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = option("sgd", choices=OPTIMIZERS)  # an optim.OptimizerKind (adamw: decoupled decay)
+    name: str = option("sgd", choices=OPTIMIZERS)  # the update (adamw: Adam with decoupled weight decay)
     lr: float = option(0.1, low=0.0, low_open=True, high=MAX_RATE)  # base learning rate
     momentum: float = option(0.0, low=0.0, high=1.0, high_open=True)  # sgd only
     nesterov: bool = option(False)  # sgd only, needs momentum > 0
@@ -574,8 +574,18 @@ def commented_defaults(dataset: str = "mnist") -> str:
             value = dataset if (section, f.name) == ("data", "dataset") else \
                 STARTER_VALUES.get((dataset, section, f.name), defaults_of(section)[f.name])
             comment = comments.get((cls.__name__, f.name), "")
-            lines.append(_key_line(f.name, value, comment, _applies(comment, dataset)))
+            lines.append(_key_line(f.name, value, _with_choices(comment, f.metadata["choices"]),
+                                   _applies(comment, dataset)))
     return "\n".join(lines) + "\n"
+
+
+def _with_choices(comment: str, choices) -> str:
+    """A key's comment and the values it takes, from its declaration (a new activation or
+    optimizer is listed without a comment to edit), unless the comment lists them itself."""
+    if not choices or " | " in comment:
+        return comment
+    listed = "one of " + " | ".join(map(str, choices))
+    return f"{comment}; {listed}" if comment else listed
 
 
 def applies_to(section: str, key: str, dataset: str) -> bool:

@@ -291,6 +291,18 @@ def test_config_init_writes_every_key():
             assert re.search(rf"^(# )?{key} = ", text, re.M), (section, key)
 
 
+def test_config_init_lists_each_key_s_choices_from_its_declaration():
+    """A new activation or optimizer shows in `config init` without a comment to edit."""
+    from mlptrain import nn
+    from mlptrain.optim import OPTIMIZERS
+
+    text = run("config", "init").stdout
+    assert f"activation = \"relu\"  # between Linear layers; one of {' | '.join(nn.ACTIVATIONS)}" \
+        in text
+    assert f"; one of {' | '.join(OPTIMIZERS)}" in text and "gelu" in text and "rmsprop" in text
+    assert "# xor | mnist | npz (a file with X and y)\n" in text  # a comment's own list stays
+
+
 def test_config_init_comments_out_what_the_dataset_does_not_read(tmp_path):
     text = run("config", "init", "--dataset", "xor").stdout
     assert re.search(r"^# mirrors = ", text, re.M) and re.search(r"^noise = ", text, re.M)
