@@ -3,10 +3,11 @@
 Trials share a group when one step of a model of G members (model.py) can train them all: the
 same data, depth and declared step (step.py), less what each member keeps for itself: its
 width (`model.hidden`, padded), seed (`train.seed`: init, split, shuffle), learning rate and
-weight decay. What the group's step does not execute (step.member_blockers: dropout, augmentation,
-max-norm, momentum cycling, Adam, the sigmoid loss) and starting weights keep a trial out of
-groups (it runs alone, as before). Early stopping is per member (a stopped one freezes). This
-module is the one place that decides it, from the declared step.
+weight decay. What the group's step does not execute (step.member_blockers, from the tables:
+dropout, augmentation, max-norm, momentum cycling, an optimizer or loss without a grouped
+update) and starting weights keep a trial out of groups (it runs alone, as before). Early
+stopping is per member (a stopped one freezes). This module is the one place that decides it,
+from the declared step.
 
 On a GPU a capacity sweep's nets are far too small to fill the device one at a time, and each
 process of its own pays for a CUDA context, a data copy and kernel set-up; stacked, the whole
