@@ -232,3 +232,55 @@ def test_dask_local_cluster_gives_the_same_results_as_local_workers(sweep_toml, 
     assert len(RunStore(tmp_path / "dask").runs()) == 4
     assert cli.returncode == 0, cli.stderr
     assert "Dask scheduler" in cli.stdout and "4 completed" in cli.stdout
+
+
+@pytest.mark.slow
+def test_a_dask_worker_killed_mid_trial_leaves_its_run_to_the_next_worker(sweep_toml, tmp_path):
+    """SIGKILL of the worker training a trial: Dask hands the task on, and the worker that
+    takes it continues the killed worker's run from its checkpoint (before, it started the
+    trial again from its first step in a new run); the results equal an undisturbed sweep's."""
+    distributed = pytest.importorskip("distributed")
+    spec = load_sweep(sweep_toml, ["train.epochs=300", "report.plots=false"],
+                      grid=["model.hidden=4", "train.seed=0,1"])
+    inline = []
+    run_sweep(spec, tmp_path / "inline", InlineExecutor(), inline.append, figure_formats=())
+    env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT)}
+    runs = tmp_path / "dask"
+    with distributed.LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
+                                  dashboard_address=None, env=env) as cluster:
+        from mlptrain.sweep import DaskExecutor
+
+        killed = {}
+
+        def kill_the_first_checkpointed_trial():
+            deadline = time.monotonic() + 120
+            while not killed and time.monotonic() < deadline:
+                for summary_path in runs.glob("*/summary.json"):
+                    try:
+                        summary = json.loads(summary_path.read_text())
+                    except ValueError:
+                        continue
+                    if summary.get("epochs_completed", 0) >= 5 and \
+                            (summary_path.parent / "checkpoint.npz").exists():
+                        os.kill(summary["pid"], signal.SIGKILL)
+                        killed.update(run=summary_path.parent.name, pid=summary["pid"])
+                        return
+                time.sleep(0.05)
+
+        import threading
+
+        killer = threading.Thread(target=kill_the_first_checkpointed_trial)
+        killer.start()
+        events = []
+        run_sweep(spec, runs, DaskExecutor(cluster.scheduler_address), events.append,
+                  figure_formats=())
+        killer.join()
+    assert killed, "no trial reached its fifth epoch"
+    dask = finished(events)
+    assert [r.status for r in dask] == ["completed"] * 2
+    assert [r.final for r in dask] == [r.final for r in finished(inline)]
+    assert len(RunStore(runs).runs()) == 2  # no fresh run for the killed trial
+    summary = json.loads((runs / killed["run"] / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["resumed"] == 1
+    assert summary["pid"] != killed["pid"]

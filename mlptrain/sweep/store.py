@@ -224,6 +224,23 @@ def _trial_completed(runs_root: Path, record: dict[str, Any]) -> bool:
         return False
 
 
+def stale_run_of(runs_root: Path, mark: dict[str, Any] | None) -> str | None:
+    """The newest run of the trial `mark` names (its sweep.json) whose process is gone and
+    which left a checkpoint, or None: what a worker killed mid-trial leaves. A scheduler that
+    hands the trial to another worker (Dask does, when a worker dies) continues that run
+    instead of training the trial again from its first step."""
+    if not mark:
+        return None
+    runs = [run for run, index in _runs_with_marks(Path(runs_root), mark["sweep_id"])
+            if index == mark["index"]]
+    for run in reversed(runs):  # run ids begin with their start time
+        summary = _summary_or_none(run)
+        if summary and writer_status(summary) == "gone" and \
+                (run.path / "checkpoint.npz").is_file():
+            return run.run_id
+    return None
+
+
 def _runs_with_marks(runs_root: Path, sweep_id: str):
     """(run, trial index) of every run under runs_root whose sweep.json names this sweep."""
     try:
