@@ -15,11 +15,12 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from mlptrain.errors import ConfigError
 from mlptrain.sweep.executors import STOP_TIMEOUT, SweepError
+from mlptrain.sweep.store import stale_run_of
 from mlptrain.sweep.trial import (GroupTask, TrialFinished, TrialProgress, TrialStarted,
                                   TrialTask, run_trial)
 
@@ -142,4 +143,7 @@ def _dask_task(task: TrialTask | GroupTask, stop_name: str,
 
         run_group_task(task, report, stop.is_set)
         return ended
+    if not task.resume and not task.afresh:  # handed on from a worker that died in it: Dask
+        # retries a dead worker's task, which continues that worker's run from its checkpoint
+        task = replace(task, resume=stale_run_of(task.runs_root, task.mark))
     return run_trial(task, report, stop.is_set)

@@ -235,8 +235,7 @@ def stale_run_of(runs_root: Path, mark: dict[str, Any] | None) -> str | None:
             if index == mark["index"]]
     for run in reversed(runs):  # run ids begin with their start time
         summary = _summary_or_none(run)
-        if summary and writer_status(summary) == "gone" and \
-                (run.path / "checkpoint.npz").is_file():
+        if _can_continue(run, summary) and writer_status(summary) == "gone":
             return run.run_id
     return None
 

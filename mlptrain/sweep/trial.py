@@ -89,7 +89,6 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
     from mlptrain.experiment import RunStarted, fit_experiment, resume_experiment
     from mlptrain.runs import RunStore, atomic_write_text
     from mlptrain.loop import EpochEnded, StepsDone
-    from mlptrain.sweep.store import stale_run_of
 
     start = time.perf_counter()
     started: dict[str, Any] = {}
@@ -126,11 +125,9 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
 
     if should_stop():  # queued before the sweep was stopped: leave no run behind
         return finished("interrupted")
-    # a task handed on from a worker that died in it (Dask) continues that worker's run
-    resume = task.resume or (None if task.afresh else stale_run_of(task.runs_root, task.mark))
     try:
         store = RunStore(Path(task.runs_root))
-        result = (resume_experiment(store, resume, on_event) if resume
+        result = (resume_experiment(store, task.resume, on_event) if task.resume
                   else fit_experiment(task.config, store, on_event))
     except KeyboardInterrupt:
         return finished("interrupted")
