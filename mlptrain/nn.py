@@ -128,7 +128,7 @@ class GELU:
 
     def backward(self, xp, y, dy, out, scratch=None, z=None):
         # dy/dz = 0.5 (1 + t) + 0.5 z (1 - t^2) du/dz, t = tanh(u), du/dz = C (1 + 3 A z^2);
-        # written plainly (temporaries): the epoch graph has no GELU kernel (cuda/dispatch.py)
+        # written plainly (temporaries): the GPU runs kernels.cu's act_backward instead
         t = self._u(xp, z, _scratch(xp, self, y, scratch))
         xp.tanh(t, out=t)
         du = self.C * (1 + 3 * self.A * z * z)

@@ -216,13 +216,13 @@ class CupyBackend(Backend):
         return out
 
     def activation_backward(self, activation, y, dy, out, z=None):
-        """out = dy * activation'(z), read from the saved output y."""
+        """out = dy * activation'(z), read from the saved output y (or z, if it reads it)."""
         act = _activation_id(activation)
         if act is None:
             return super().activation_backward(activation, y, dy, out, z)
         self.kernel("activation_backward", y.dtype)(
             (_blocks(y.size),), (THREADS,),
-            (y, dy, out, np.int64(y.size), np.int32(act),
+            (z if getattr(activation, "reads_input", False) else y, dy, out, np.int64(y.size), np.int32(act),
              y.dtype.type(getattr(activation, "slope", 0.0))))
         return out
 

@@ -34,7 +34,8 @@ AUG_MAX_PIXELS = CONSTANTS["AUG_MAX_PIXELS"]  # largest image the elastic kernel
 # activation (config name) -> the id the kernels' epilogues switch on
 ACT_IDS = {None: CONSTANTS["ACT_IDENTITY"], "identity": CONSTANTS["ACT_IDENTITY"],
            "relu": CONSTANTS["ACT_RELU"], "leaky_relu": CONSTANTS["ACT_LEAKY"],
-           "tanh": CONSTANTS["ACT_TANH"], "sigmoid": CONSTANTS["ACT_SIGMOID"]}
+           "tanh": CONSTANTS["ACT_TANH"], "sigmoid": CONSTANTS["ACT_SIGMOID"],
+           "gelu": CONSTANTS["ACT_GELU"]}
 # loss (config name) -> its kernel: loss, correct count and dL/dz in one launch
 LOSS_KERNELS = {"softmax_cross_entropy": "softmax_xent", "sigmoid_bce": "sigmoid_bce"}
 # optimizer kind -> the kernel that updates the whole flat parameter buffer in one launch

@@ -6,12 +6,13 @@ handful of fused launches:
             permutation; with augmentation, an elastic-field kernel (if asked) and one kernel
             that distorts the gathered images into a batch buffer; with input dropout, one
             kernel that draws the mask (Philox, keyed by seed and global step) and applies it
-  forward   per layer: z = act(x W^T + b), the product, bias and activation in one kernel;
+  forward   per layer: y = act(x W^T + b), the product, bias and activation in one kernel
+            (which also keeps z = x W^T + b for an activation whose backward reads it, GELU);
             a dropped hidden layer adds one kernel drawing and applying its mask
   loss      one kernel: softmax (with label smoothing) or sigmoid BCE, loss and correct count
             (summed on the device) and dL/dz
   backward  per layer: [dW | db] = dz^T [x | 1] (the ones column gives the bias gradient) and
-            dx = (dz W) * mask * act'(y), mask and derivative fused into the product
+            dx = (dz W) * mask * act'(y or z), mask and derivative fused into the product
   update    one kernel over every parameter tensor (learning rate and SGD momentum read per
             step from device arrays), then max-norm, one kernel per hidden layer
 What changes between replays lives in device buffers that the host refreshes first: the
@@ -117,6 +118,9 @@ class EpochGraph:
         sizes = self.model.sizes
         buf = {"acts": [None] + [new(n) for n in sizes[1:]],  # acts[0] is the dataset itself
                "deltas": [None] + [new(n) for n in sizes[1:-1]],
+               # z of each hidden layer, kept for an activation whose backward reads it (GELU)
+               "zs": [None] + [new(n) if self.model.activation.reads_input else None
+                               for n in sizes[1:-1]] + [None],
                "dropped": [new(n) if r > 0 else None for r, n in zip(self.rates, sizes)],
                "masks": [new(n) if r > 0 and i > 0 else None  # the input's needs no backward
                          for i, (r, n) in enumerate(zip(self.rates, sizes))]}
@@ -233,6 +237,7 @@ class EpochGraph:
         buf, layers = self.buffers[rows], model.layers
         act, slope = ACT_IDS[step.activation], step.leaky_slope
         acts, deltas, dropped, masks = buf["acts"], buf["deltas"], buf["dropped"], buf["masks"]
+        zs = buf["zs"]
         last, seed = len(layers) - 1, np.uint32(step.seed & 0xFFFFFFFF)
 
         def gemm(label, m, n, k, *args, side=False, **kwargs):
@@ -274,7 +279,8 @@ class EpochGraph:
             fan_out, fan_in = layer.weight.shape
             gemm(f"forward {i}", rows, fan_out, fan_in, inputs[i], layer.weight.T, acts[i + 1],
                  fan_in, fan_out, gather_a=gathered(i),
-                 mode=EPI_BIAS_ACT, bias=layer.bias, act=act if i < last else 0, slope=slope)
+                 mode=EPI_BIAS_ACT, bias=layer.bias, act=act if i < last else 0, slope=slope,
+                 zout=zs[i + 1])
             if i < last and self.rates[i + 1] > 0:
                 drop(i + 1, acts[i + 1], NULL)
                 inputs[i + 1] = dropped[i + 1]
@@ -288,9 +294,10 @@ class EpochGraph:
                  fan_in, fan_out, trans_a=True, gather_a=gathered(i),
                  ones_out=layer.grad_bias, ones_row=True,
                  side=i > 0)  # off the critical path, but for the first layer's
-            if i > 0:  # dL/dz_{i-1} (rows, I) = (dz @ W) * mask_i * f'(acts[i])
+            if i > 0:  # dL/dz_{i-1} (rows, I) = (dz @ W) * mask_i * f'(acts[i] or zs[i])
                 gemm(f"input grad {i}", rows, fan_in, fan_out, dz, layer.weight.T, deltas[i],
-                     fan_out, fan_out, trans_b=True, mode=EPI_ACT_GRAD, ymask=acts[i],
+                     fan_out, fan_out, trans_b=True, mode=EPI_ACT_GRAD,
+                     ymask=acts[i] if zs[i] is None else zs[i],
                      dmask=masks[i], act=act, slope=slope)
                 dz = deltas[i]
         emit("optimizer update", lambda _: self.update(s, self.lrs, self.mus, self.t0))

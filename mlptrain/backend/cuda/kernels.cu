@@ -10,12 +10,15 @@
 #define ACT_LEAKY 2
 #define ACT_TANH 3
 #define ACT_SIGMOID 4
+#define ACT_GELU 5
 
 #define GATHER_MAX 1024    // gathered B rows a GEMM block stages in shared memory
 
 #define EPI_STORE 0       // C = A @ B
 #define EPI_BIAS_ACT 1    // C = act(A @ B + bias)          (forward: fused bias + activation)
-#define EPI_ACT_GRAD 2    // C = (A @ B) * act'(Y)          (backward: dx times the derivative)
+                          //   and Z = A @ B + bias, where Z is given (GELU's backward reads it)
+#define EPI_ACT_GRAD 2    // C = (A @ B) * act'(Y)          (backward: dx times the derivative;
+                          //   Y is z for an activation whose derivative reads its input)
 
 // Products and sums rounded one at a time (no fused multiply-add), where a kernel must round as
 // NumPy does: float and double overloads of the correctly rounded intrinsics.
@@ -24,23 +27,35 @@ __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(
 __device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
 __device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
 
+// GELU's u = C z (1 + A z^2), C = sqrt(2/pi), A = 0.044715 (nn.GELU)
+template <typename T> __device__ __forceinline__ T gelu_u(T z) {
+    return T(0.7978845608028654) * z * (T(1) + T(0.044715) * z * z);
+}
+
 template <typename T> __device__ __forceinline__ T act_forward(T z, int act, T slope) {
     switch (act) {
     case ACT_RELU: return z > T(0) ? z : T(0);                   // max(z, 0)
     case ACT_LEAKY: { T s = slope * z; return z > s ? z : s; }   // max(z, slope z)
     case ACT_TANH: return tanh(z);
     case ACT_SIGMOID: return (tanh(z * T(0.5)) + T(1)) * T(0.5);  // stable: (1 + tanh(z/2)) / 2
+    case ACT_GELU: return T(0.5) * z * (T(1) + tanh(gelu_u(z)));  // nn.GELU's tanh form
     default: return z;
     }
 }
 
-// dz = dy * f'(z), the derivative read from the saved output y = f(z)
+// dz = dy * f'(z), the derivative read from the saved output y = f(z), or from z itself for
+// GELU (not monotonic: y does not give z back), whose callers pass z as `y`
 template <typename T> __device__ __forceinline__ T act_backward(T y, T dy, int act, T slope) {
     switch (act) {
     case ACT_RELU: return y > T(0) ? dy : dy * T(0);  // dy * [y > 0] (keeps NaN and -0 as NumPy)
     case ACT_LEAKY: return dy * (y > T(0) ? T(1) : slope);
     case ACT_TANH: return dy * (T(1) - y * y);
     case ACT_SIGMOID: return dy * (y * (T(1) - y));
+    case ACT_GELU: {  // 0.5 (1 + t) + 0.5 z (1 - t^2) C (1 + 3 A z^2), t = tanh(u), y = z here
+        const T t = tanh(gelu_u(y));
+        const T du = T(0.7978845608028654) * (T(1) + T(3 * 0.044715) * y * y);
+        return dy * (T(0.5) * (T(1) + t) + T(0.5) * y * (T(1) - t * t) * du);
+    }
     default: return dy;
     }
 }
@@ -49,8 +64,12 @@ template <typename T> __device__ __forceinline__ T act_backward(T y, T dy, int a
 // eager path's order (Dropout.backward, then activation_backward).
 template <typename T> __device__ __forceinline__ T epilogue(
         T acc, int m, int n, int N, int mode, const T* bias, const T* ymask, const T* dmask,
-        int act, T slope) {
-    if (mode == EPI_BIAS_ACT) return act_forward<T>(acc + bias[n], act, slope);
+        int act, T slope, T* zout) {
+    if (mode == EPI_BIAS_ACT) {
+        const T z = acc + bias[n];
+        if (zout) zout[(long long)m * N + n] = z;
+        return act_forward<T>(z, act, slope);
+    }
     if (mode == EPI_ACT_GRAD) {
         const long long e = (long long)m * N + n;
         if (dmask) acc *= dmask[e];
@@ -84,8 +103,8 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
      int M, int N, int K, int lda, int ldb, int k_chunk,
      T* __restrict__ partial, int* __restrict__ counters, T* __restrict__ ones_out, int ones_row,
      int mode, const T* __restrict__ bias, const T* __restrict__ ymask,
-     const T* __restrict__ dmask, int act, T slope, int batches, long long stride_a,
-     long long stride_b, long long stride_c) {
+     const T* __restrict__ dmask, int act, T slope, T* __restrict__ zout, int batches,
+     long long stride_a, long long stride_b, long long stride_c) {
     constexpr int DM = BM / TM, DN = BN / TN, THREADS = DM * DN;
     constexpr int LA = (BM * BK + THREADS - 1) / THREADS, LB = (BN * BK + THREADS - 1) / THREADS;
     constexpr int PAD = 16 / sizeof(T);  // keeps rows 16-byte aligned for vector reads
@@ -100,6 +119,7 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
         A += blockIdx.z * stride_a;
         B += blockIdx.z * stride_b;
         C += blockIdx.z * stride_c;
+        if (zout) zout += blockIdx.z * stride_c;
     }
     const int k_begin = split * k_chunk, k_end = min(K, k_begin + k_chunk);
     T acc[TM][TN];
@@ -248,7 +268,7 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
                 ones_out[m] = acc[i][j];
             } else {
                 C[(long long)m * N + n] = epilogue<T>(acc[i][j], m, n, N, mode, bias, ymask,
-                                                      dmask, act, slope);
+                                                      dmask, act, slope, zout);
             }
         }
     }
@@ -259,7 +279,8 @@ template <typename T>
 __global__ void splitk_reduce(const T* __restrict__ partial, int splits, int M, int N,
                               T* __restrict__ C, T* __restrict__ ones_out, int ones_row,
                               int mode, const T* __restrict__ bias, const T* __restrict__ ymask,
-                              const T* __restrict__ dmask, int act, T slope) {
+                              const T* __restrict__ dmask, int act, T slope,
+                              T* __restrict__ zout) {
     const int Mp = M + (ones_out != nullptr && ones_row);
     const int Np = N + (ones_out != nullptr && !ones_row);
     const long long total = (long long)Mp * Np;
@@ -271,7 +292,7 @@ __global__ void splitk_reduce(const T* __restrict__ partial, int splits, int M, 
         if (m == M) ones_out[n] = s;
         else if (n == N) ones_out[m] = s;
         else C[(long long)m * N + n] = epilogue<T>(s, m, n, N, mode, bias, ymask, dmask, act,
-                                                   slope);
+                                                   slope, zout);
     }
 }
 
