@@ -140,7 +140,7 @@ def test_the_replayed_steps_path_reaches_what_each_member_reaches_alone(runs_dir
     a graph replays what was recorded. Each step must then read its rows and rates from the
     buffers select() fills, and the orders drawn ahead must be the ones drawn alone."""
     from mlptrain.backend.numpy_backend import NumpyBackend
-    from mlptrain.experiment.group_fit import MemberStarted
+    from mlptrain.experiment import RunStarted
     from mlptrain.loop import StepsDone
     from mlptrain.loop import StopFlag
 
@@ -163,7 +163,7 @@ def test_the_replayed_steps_path_reaches_what_each_member_reaches_alone(runs_dir
     stop, started = StopFlag(), []
 
     def on_event(event):
-        if isinstance(event, MemberStarted):
+        if isinstance(event, RunStarted):
             started.append(event.run_id)
         elif isinstance(event, StepsDone) and event.epoch == 2:
             stop.set()
@@ -226,7 +226,7 @@ def test_the_padding_stays_zero_and_a_diverging_member_fails_alone(runs_dir):
     group = configs(points=points)
     results = fit_group(group, RunStore(runs_dir))
     assert [r.status for r in results] == ["completed", "completed", "failed"]
-    assert "learning rate" in results[2].error
+    assert "learning rate" in results[2].summary["error"]
     # the stacks: a model narrower than the group has zeros beyond its widths after training
     preps = [prepare(c) for c in configs()]
     g = stack_members([p.model for p in preps])
@@ -253,7 +253,7 @@ def test_a_stopped_group_leaves_checkpoints_that_fit_resume_finishes_alone(runs_
     """Ctrl-C (a stop request, or a KeyboardInterrupt out of the progress display) writes each
     member's checkpoint; `fit --resume` then reaches the weights of an uninterrupted run."""
     from mlptrain.experiment import resume_experiment
-    from mlptrain.experiment.group_fit import MemberStarted
+    from mlptrain.experiment import RunStarted
     from mlptrain.loop import StepsDone
     from mlptrain.loop import StopFlag
 
@@ -261,7 +261,7 @@ def test_a_stopped_group_leaves_checkpoints_that_fit_resume_finishes_alone(runs_
     store, stop, started = RunStore(runs_dir), StopFlag(), []
 
     def on_event(event):
-        if isinstance(event, MemberStarted):
+        if isinstance(event, RunStarted):
             started.append(event.run_id)
         elif isinstance(event, StepsDone) and event.epoch == 2:
             if where == "between epochs" and event.step == event.steps:
@@ -632,7 +632,7 @@ def test_a_dry_run_shows_the_groups_and_a_bad_group_mode_is_refused():
 
 def test_a_group_refuses_members_whose_checkpoints_end_different_epochs(runs_dir):
     from mlptrain.errors import RunStoreError
-    from mlptrain.experiment.group_fit import MemberStarted
+    from mlptrain.experiment import RunStarted
     from mlptrain.loop import StepsDone
     from mlptrain.loop import StopFlag
 
@@ -642,7 +642,7 @@ def test_a_group_refuses_members_whose_checkpoints_end_different_epochs(runs_dir
         stop = StopFlag()
 
         def on_event(event, upto=upto, stop=stop):
-            if isinstance(event, MemberStarted):
+            if isinstance(event, RunStarted):
                 started[upto].append(event.run_id)
             elif isinstance(event, StepsDone) and event.epoch == upto and \
                     event.step == event.steps:

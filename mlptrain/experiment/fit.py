@@ -40,6 +40,7 @@ class RunStarted:
     dtype: str
     resumed_at: tuple[int, int] | None = None  # (epochs completed, steps into the next)
     train_path: str = ""  # `cuda graph` or `eager: <reasons>` (backend.epoch_path)
+    member: int = 0  # its place in a group (group_fit.fit_group); 0 for a run alone
 
 
 @dataclass
@@ -56,6 +57,11 @@ class RunFinished:
     path: Path
     summary: dict[str, Any]
     figures: Any = None  # experiment.plot.FiguresDrawn when the fit drew them, else None
+    member: int = 0
+
+    @property
+    def status(self) -> str:  # completed | failed | interrupted
+        return self.summary["status"]
 
 
 def fit_experiment(config: Config, store: RunStore,
@@ -126,6 +132,15 @@ class TrainingRun:
     epochs_before: int = 0  # the epochs a resumed run had done before this sitting
 
 
+def run_started(m: TrainingRun, member: int = 0) -> RunStarted:
+    """The event that a run (alone, or member `member` of a group) starts its training."""
+    p, state = m.p, m.state
+    return RunStarted(m.run.run_id, m.run.path, p.model.describe(), p.model.parameter_count,
+                      {k: len(p.dataset.split(k)[1]) for k in SPLITS}, p.model.ops.device,
+                      p.config.train.dtype, (state.epoch, state.position) if state.step
+                      else None, m.summary["path"], member)
+
+
 def start_run(p: Prepared, store: RunStore, path: str | None = None) -> TrainingRun:
     """A new run for p, its config and first summary written (`path`: how its steps run)."""
     run = store.create(p.config.name)
@@ -170,10 +185,7 @@ def _train(m: TrainingRun, optimizer, splits, on_event, stop) -> RunFinished:
     run, summary, p, state = m.run, m.summary, m.p, m.state
     config, model = p.config, p.model
     eager = loop.EagerStep(p.step, model, optimizer)
-    on_event(RunStarted(run.run_id, run.path, model.describe(), model.parameter_count,
-                        {k: s.size for k, s in splits.items()}, model.ops.device,
-                        config.train.dtype, resumed_at=(state.epoch, state.position)
-                        if state.step else None, train_path=summary["path"]))
+    on_event(run_started(m))
 
     writer = CheckpointWriter(run)
 

@@ -13,7 +13,6 @@ trusts it. Nothing here prints: events go to `on_event`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -21,8 +20,9 @@ import numpy as np
 from mlptrain.config import Config
 from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.experiment.drawers import FigureDrawers
-from mlptrain.experiment.fit import (TrainingRun, complete_run, finish_run, os_errors_fail,
-                                     reopen_training, run_reference, start_run, stopped_at)
+from mlptrain.experiment.fit import (RunFinished, TrainingRun, complete_run, finish_run,
+                                     os_errors_fail, reopen_training, run_reference,
+                                     run_started, start_run, stopped_at)
 from mlptrain.experiment.group_data import GroupData, ImageRanges
 from mlptrain.experiment.setup import SPLITS, prepare
 from mlptrain.model import MLP, stack_members
@@ -35,28 +35,10 @@ from mlptrain.runs.checkpoint import checkpoint_arrays
 EVAL_ELEMENTS = 1 << 24  # activations per evaluation chunk (64 MB in float32), all members
 
 
-@dataclass
-class MemberStarted:
-    member: int  # position in the group
-    run_id: str
-    path: Any
-    parameters: int
-
-
-@dataclass
-class MemberFinished:
-    member: int
-    run_id: str
-    status: str  # completed | failed | interrupted
-    final: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 0
-    error: str = ""
-
-
 def fit_group(configs: list[Config], store: RunStore,
               on_event: Callable[[Any], None] = lambda e: None,
               stop: StopFlag | None = None,
-              resume: list[str | None] | None = None) -> list[MemberFinished]:
+              resume: list[str | None] | None = None) -> list[RunFinished]:
     """Trains every config of the group into a new run, or, where `resume` names one, on in
     that interrupted run from its checkpoint (every such checkpoint at the end of the same
     epoch, and the new members only where that epoch is 0); returns how each ended. A member
@@ -77,7 +59,7 @@ def fit_group(configs: list[Config], store: RunStore,
                             "epoch; run the others alone (`mlptrain fit --resume RUN`).")
     for g, m in enumerate(members):
         m.summary["group"] = {"members": len(members), "position": g}
-        on_event(MemberStarted(g, m.run.run_id, m.run.path, m.p.model.parameter_count))
+        on_event(run_started(m, g))
     # the figure drawers start now, so that their start-up overlaps the training
     plots = lambda m: m.p.config.report.plots  # noqa: E731
     with FigureDrawers([str(m.run.path) for m in members if plots(m)]) as drawers:
@@ -98,7 +80,7 @@ def _train(members: list[TrainingRun], velocities: dict[int, dict], on_event, st
            written: Callable[[TrainingRun], None]) -> list:
     """The group's epochs (loop.train_members), then each member's final scores and files
     (`written(member)` as each completed member's run is); returns each member's
-    MemberFinished (not yet reported)."""
+    RunFinished (not yet reported)."""
     data = GroupData([m.p for m in members])
     step = members[0].p.step  # the members' steps differ in their seeds, rates and decay only
     model = stack_members([m.p.model for m in members])
@@ -203,15 +185,15 @@ def _start_member(config: Config, store: RunStore, datasets: dict, resume: str |
 
 
 def _complete(model: MLP, g: int, m: TrainingRun, failed: str, scores: dict, top: np.ndarray,
-              wall: float, images: ImageRanges) -> MemberFinished:
+              wall: float, images: ImageRanges) -> RunFinished:
     """Writes member g's run: weights, final metrics (`scores`: split -> per-member loss and
     accuracy lists), summary (with `top`, its largest class probability on each validation
     sample); or, where its training `failed`, the reason."""
     p, run, summary = m.p, m.run, m.summary
-    epochs = summary["epochs_completed"] = len(m.state.history)
+    summary["epochs_completed"] = len(m.state.history)
     if failed:
         finish_run(run, summary, "failed", time.perf_counter() - wall, error=failed)
-        return MemberFinished(g, run.run_id, "failed", epochs=epochs, error=failed)
+        return RunFinished(run.run_id, run.path, summary, member=g)
     final = {}
     for name, split in scores.items():
         final[f"{name}_loss"], final[f"{name}_accuracy"] = \
@@ -219,7 +201,7 @@ def _complete(model: MLP, g: int, m: TrainingRun, failed: str, scores: dict, top
     with os_errors_fail(run, summary):
         complete_run(m, model.member_state(g), final,
                         run_reference(p, p.config.train.eval_batch_size, images(p), top), wall)
-    return MemberFinished(g, run.run_id, "completed", final, epochs)
+    return RunFinished(run.run_id, run.path, summary, member=g)
 
 
 def _interrupt(members: list[TrainingRun], start: float, on_event) -> None:
@@ -229,4 +211,4 @@ def _interrupt(members: list[TrainingRun], start: float, on_event) -> None:
     for g, m in enumerate(members):
         m.summary["epochs_completed"] = len(m.state.history)
         finish_run(m.run, m.summary, "interrupted", start)
-        on_event(MemberFinished(g, m.run.run_id, "interrupted", epochs=len(m.state.history)))
+        on_event(RunFinished(m.run.run_id, m.run.path, m.summary, member=g))

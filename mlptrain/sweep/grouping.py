@@ -25,8 +25,8 @@ from typing import Any
 from mlptrain import memory
 from mlptrain.data import IMAGE_SOURCES, POOLED_SOURCES
 from mlptrain.step import member_blockers, shared_part
-from mlptrain.sweep.trial import (GroupTask, TrialFinished, TrialProgress, TrialStarted,
-                                  TrialTask, worker_info)
+from mlptrain.sweep.trial import (GroupTask, TrialFinished, TrialProgress, TrialTask,
+                                  trial_started, worker_info)
 
 GROUP_MODES = ("auto", "on", "off")  # --group: auto = on a GPU
 PROGRESS_SECONDS = 0.25  # a group reports its members' progress at most this often
@@ -209,12 +209,11 @@ def run_group(tasks: list[TrialTask], report: Callable[[Any], None],
     KeyboardInterrupt; so does should_stop, asked at each progress report and honoured at the
     next epoch's start (or, on the eager path, the next report), so that a device's captured
     epoch ends first and the checkpoints end an epoch (a group can resume from those)."""
-    import json
-
     from mlptrain.errors import MlptrainError
-    from mlptrain.experiment.group_fit import MemberFinished, MemberStarted, fit_group
+    from mlptrain.experiment import RunFinished, RunStarted
+    from mlptrain.experiment.group_fit import fit_group
     from mlptrain.loop import StepsDone, StopFlag
-    from mlptrain.runs import RunStore, atomic_write_text
+    from mlptrain.runs import RunStore
 
     start = time.perf_counter()
     started: dict[int, tuple[str, int]] = {}  # member -> (run id, parameters)
@@ -223,12 +222,9 @@ def run_group(tasks: list[TrialTask], report: Callable[[Any], None],
     stop = StopFlag()
 
     def on_event(event) -> None:
-        if isinstance(event, MemberStarted):
-            task = tasks[event.member]
+        if isinstance(event, RunStarted):
             started[event.member] = (event.run_id, event.parameters)
-            if task.mark:
-                atomic_write_text(event.path / "sweep.json", json.dumps(task.mark, indent=2))
-            report(TrialStarted(task.index, task.name, event.run_id, event.parameters))
+            trial_started(tasks[event.member], event, report)
         elif isinstance(event, StepsDone):
             if should_stop():
                 stop.set()
@@ -239,12 +235,13 @@ def run_group(tasks: list[TrialTask], report: Callable[[Any], None],
             for task, loss, acc in zip(tasks, event.losses, event.accuracies):
                 report(TrialProgress(task.index, event.epoch, task.config.train.epochs,
                                      event.step, event.steps, loss, acc))
-        elif isinstance(event, MemberFinished):
-            task = tasks[event.member]
+        elif isinstance(event, RunFinished):
+            task, summary = tasks[event.member], event.summary
             finished.add(event.member)
             report(TrialFinished(task.index, task.name, event.status, event.run_id,
-                                 event.final, started[event.member][1], event.epochs,
-                                 time.perf_counter() - start, event.error,
+                                 summary["final"] or {}, started[event.member][1],
+                                 summary["epochs_completed"], time.perf_counter() - start,
+                                 summary.get("error", ""),
                                  worker=worker_info() | {"group": len(tasks)}))
 
     try:

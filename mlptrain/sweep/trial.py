@@ -87,7 +87,7 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
     point)."""
     from mlptrain.errors import MlptrainError
     from mlptrain.experiment import RunStarted, fit_experiment, resume_experiment
-    from mlptrain.runs import RunStore, atomic_write_text
+    from mlptrain.runs import RunStore
     from mlptrain.loop import EpochEnded, StepsDone
 
     start = time.perf_counter()
@@ -97,10 +97,7 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
     def on_event(event) -> None:
         if isinstance(event, RunStarted):
             started.update(run_id=event.run_id, parameters=event.parameters)
-            if task.mark:  # written here, not by the sweep process: if that is killed, a
-                # rerun still finds (and adopts) the runs its workers completed
-                atomic_write_text(event.path / "sweep.json", json.dumps(task.mark, indent=2))
-            report(TrialStarted(task.index, task.name, event.run_id, event.parameters))
+            trial_started(task, event, report)
             return
         if isinstance(event, StepsDone):
             report(TrialProgress(task.index, event.epoch, task.config.train.epochs, event.step,
@@ -137,6 +134,17 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
         return finished("failed", error=f"{type(exc).__name__}: {exc}")
     summary = result.summary
     return finished("completed", final=summary["final"])
+
+
+def trial_started(task: TrialTask, event, report: Callable[[Any], None]) -> None:
+    """A trial's run exists (experiment.RunStarted): its sweep.json mark is written, here in
+    the worker, not by the sweep process (if that is killed, a rerun still finds and adopts
+    the runs its workers completed), and the sweep hears of it."""
+    from mlptrain.runs import atomic_write_text
+
+    if task.mark:
+        atomic_write_text(event.path / "sweep.json", json.dumps(task.mark, indent=2))
+    report(TrialStarted(task.index, task.name, event.run_id, event.parameters))
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
