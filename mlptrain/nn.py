@@ -162,6 +162,7 @@ def make_activation(name: str, leaky_slope: float = 0.01) -> Activation:
 
 class Loss(Protocol):
     name: str
+    task: str  # what it fits: class labels ("classification") or real values ("regression")
     smooths: bool  # whether it takes a label smoothing
     groups: bool  # whether a group's batched step (G > 1 members) computes it
     smoothing: float  # the label smoothing it trains with (0 = none)
@@ -188,6 +189,7 @@ class SoftmaxCrossEntropy:
     """
 
     name = "softmax_cross_entropy"
+    task = "classification"
     smooths = True  # takes a label smoothing e
     groups = True  # a group's batched step computes it per member
 
@@ -266,6 +268,7 @@ class SigmoidBinaryCrossEntropy:
     """Binary cross-entropy of sigma(z) against t in {0, 1}, computed from the logit z."""
 
     name = "sigmoid_bce"
+    task = "classification"
     smooths = False
     groups = False  # a group's batched step has only the softmax loss
     smoothing = 0.0  # always: one logit has no classes to spread a target over
@@ -314,7 +317,98 @@ class SigmoidBinaryCrossEntropy:
         return xp.concatenate([1 - p1, p1], axis=-1)
 
 
+class _RealTarget:
+    """What the losses of a real-valued target share: one linear output z (the prediction, or
+    its log for Poisson) against targets t (..., B, 1). forward's second sum is the summed
+    squared error of the prediction, from which the loop's MSE (and RMSE, R^2) follow, as
+    a classifier's is its count of correct predictions."""
+
+    task = "regression"
+    smooths = False
+    groups = False  # not yet stated for a group's batched step (tested per loss first)
+    smoothing = 0.0
+
+    def outputs(self, n_classes: int) -> int:
+        return 1
+
+    def targets(self, xp, values, dtype):
+        return xp.asarray(values[..., None], dtype=dtype)  # (..., N, 1) real values
+
+    def new_cache(self, xp, batch, outputs, dtype, lead=()):
+        column = (*lead, batch, 1)
+        return SimpleNamespace(r=xp.empty(column, dtype=dtype),  # residual, kept for backward
+                               a=xp.empty(column, dtype=dtype))  # per-row terms
+
+    def prediction(self, xp, logits):
+        return logits  # the identity link: the output is the prediction
+
+    def forward(self, xp, logits, targets, cache):
+        # logits, targets (..., B, 1) -> (summed loss, summed squared error), each (...,)
+        r = xp.subtract(self.prediction(xp, logits), targets, out=cache.r)
+        sq = xp.add.reduce(xp.multiply(r, r, out=cache.a)[..., 0], axis=-1, dtype=xp.float64)
+        return self._loss_sum(xp, logits, targets, cache), sq
+
+    def probabilities(self, xp, logits):
+        return self.prediction(xp, logits)  # (..., B, 1): what the model predicts
+
+
+class MeanSquaredError(_RealTarget):
+    """(z - t)^2 per sample: its mean is the MSE itself."""
+
+    name = "mse"
+
+    def _loss_sum(self, xp, z, t, cache):
+        return xp.add.reduce(cache.a[..., 0], axis=-1, dtype=xp.float64)  # r^2, from forward
+
+    def backward(self, xp, cache, targets, scale, out):
+        # dL/dz (..., B, 1) = 2 (z - t) * scale
+        return xp.multiply(cache.r, 2 * scale, out=out)
+
+
+class Huber(_RealTarget):
+    """r^2 / 2 where |r| <= delta, delta (|r| - delta / 2) beyond (r = z - t): squared error
+    near the target, absolute error far from it, so outliers pull with a bounded force."""
+
+    name = "huber"
+
+    def __init__(self, delta: float = 1.0):
+        self.delta = delta
+
+    def _loss_sum(self, xp, z, t, cache):
+        d, a = self.delta, cache.a
+        xp.abs(cache.r, out=a)  # |r|
+        xp.minimum(a, d, out=a)  # m = min(|r|, delta): the loss is m (|r| - m / 2)
+        rows = a * (xp.abs(cache.r) - 0.5 * a)
+        return xp.add.reduce(rows[..., 0], axis=-1, dtype=xp.float64)
+
+    def backward(self, xp, cache, targets, scale, out):
+        # dL/dz (..., B, 1) = clip(r, -delta, delta) * scale
+        xp.clip(cache.r, -self.delta, self.delta, out=out)
+        return xp.multiply(out, scale, out=out)
+
+
+class Poisson(_RealTarget):
+    """Poisson deviance with the log link, for counts t >= 0: the output z is log(mu) and the
+    loss e^z - t z (the negative log-likelihood less log t!, which does not depend on z)."""
+
+    name = "poisson"
+
+    def prediction(self, xp, logits):
+        return xp.exp(logits)  # mu = e^z
+
+    def _loss_sum(self, xp, z, t, cache):
+        rows = xp.exp(z) - t * z
+        return xp.add.reduce(rows[..., 0], axis=-1, dtype=xp.float64)
+
+    def backward(self, xp, cache, targets, scale, out):
+        # dL/dz (..., B, 1) = (e^z - t) * scale, and e^z - t is the residual forward kept
+        return xp.multiply(cache.r, scale, out=out)
+
+
 LOSSES = {cls.name: cls for cls in (SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy)}
+# the losses of a real-valued target, each proven by central differences (tests/
+# test_gradients.py); they join LOSSES, and the config, with the regression task (issue 29)
+REGRESSION_LOSSES = {cls.name: cls for cls in (MeanSquaredError, Huber, Poisson)}
 
 
 def resolve_loss(name: str, n_classes: int) -> str:

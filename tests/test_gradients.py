@@ -174,6 +174,61 @@ def naive_loss_sum(name: str, logits: np.ndarray, targets: np.ndarray) -> float:
     raise AssertionError(f"add a naive formula for loss {name!r}")
 
 
+def naive_regression_loss_sum(name: str, z: np.ndarray, t: np.ndarray) -> float:
+    total = 0.0
+    for zi, ti in zip(z[:, 0], t[:, 0]):
+        r = zi - ti
+        total += {"mse": lambda: r * r,
+                  "huber": lambda: 0.5 * r * r if abs(r) <= 1 else abs(r) - 0.5,
+                  "poisson": lambda: math.exp(zi) - ti * zi}[name]()
+    return total
+
+
+def make_regression_batch(name: str, rng, batch: int = 8):
+    loss = nn.REGRESSION_LOSSES[name]()
+    z = rng.normal(scale=1.5, size=(batch, 1))
+    # counts for Poisson; real values elsewhere, some within Huber's delta of z and some not
+    t = rng.poisson(2.0, size=batch).astype(float) if name == "poisson" else \
+        z[:, 0] + rng.choice([-3.0, -0.4, 0.3, 2.5], size=batch)
+    return loss, z, loss.targets(np, t, np.float64)
+
+
+@pytest.mark.parametrize("name", sorted(nn.REGRESSION_LOSSES))
+def test_regression_loss_forward_matches_its_definition(name):
+    loss, z, t = make_regression_batch(name, np.random.default_rng(20))
+    total, squared, _ = loss_forward(loss, z, t, squared=True)
+    assert total == pytest.approx(naive_regression_loss_sum(name, z, t), rel=1e-12)
+    prediction = np.exp(z) if name == "poisson" else z
+    assert squared == pytest.approx(float(((prediction - t) ** 2).sum()), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(nn.REGRESSION_LOSSES))
+def test_regression_loss_backward_matches_finite_differences(name):
+    loss, z, t = make_regression_batch(name, np.random.default_rng(21))
+    _, _, cache = loss_forward(loss, z, t)
+    grad = loss.backward(np, cache, t, 1.0 / len(z), out=np.empty_like(z))
+    numeric = numeric_grad(lambda: loss_forward(loss, z, t)[0] / len(z), z)
+    assert rel_error(grad, numeric) < TOL
+
+
+@pytest.mark.parametrize("name", sorted(nn.REGRESSION_LOSSES))
+def test_regression_losses_keep_a_groups_members_apart(name):
+    """Over leading axes (G, B, 1) each member gets its own sums and gradient."""
+    rng = np.random.default_rng(22)
+    batches = [make_regression_batch(name, rng) for _ in range(3)]
+    loss = batches[0][0]
+    z, t = np.stack([b[1] for b in batches]), np.stack([b[2] for b in batches])
+    cache = loss.new_cache(np, 8, 1, np.float64, lead=(3,))
+    total, squared = loss.forward(np, z, t, cache)
+    grad = loss.backward(np, cache, t, 0.5, out=np.empty_like(z))
+    for g, (_, zg, tg) in enumerate(batches):
+        one, one_squared, one_cache = loss_forward(loss, zg, tg, squared=True)
+        assert total[g] == pytest.approx(one, rel=1e-12)
+        assert squared[g] == pytest.approx(one_squared, rel=1e-12)
+        np.testing.assert_allclose(grad[g], loss.backward(np, one_cache, tg, 0.5,
+                                                          out=np.empty_like(zg)), rtol=1e-14)
+
+
 def make_loss_batch(name: str, rng, batch: int = 6):
     loss = nn.LOSSES[name]()
     c = loss.outputs(N_CLASSES)
@@ -185,10 +240,12 @@ def make_loss_batch(name: str, rng, batch: int = 6):
     return loss, logits, targets, labels
 
 
-def loss_forward(loss, logits, targets):
+def loss_forward(loss, logits, targets, squared=False):
+    """(summed loss, second sum, cache): the second is a classifier's count of correct
+    predictions, or a regression loss's summed squared error (`squared`)."""
     cache = loss.new_cache(np, logits.shape[0], logits.shape[1], logits.dtype)
-    total, correct = loss.forward(np, logits, targets, cache)
-    return float(total), int(correct), cache
+    total, second = loss.forward(np, logits, targets, cache)
+    return float(total), float(second) if squared else int(second), cache
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
