@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlptrain import nn
 from mlptrain.optim import OptimizerKind
 
 SOURCE = Path(__file__).with_name("kernels.cu")
@@ -77,6 +78,8 @@ def kernel_names(step, dtype) -> list[str]:
     """The element-wise kernels a graph for this step launches (the products are gemm.py's)."""
     names = [typed(k, dtype) for k in ("splitk_reduce", UPDATE_KERNELS[step.optimizer.kind],
                                        LOSS_KERNELS[step.loss])]
+    if nn.ACTIVATIONS[step.activation].reads_input:  # its product keeps z; y is a launch
+        names.append(typed("activation_forward", dtype))
     if step.dropout_input or step.dropout_hidden:
         names.append(typed("dropout", dtype))
     if step.max_norm:

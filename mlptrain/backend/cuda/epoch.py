@@ -7,7 +7,8 @@ handful of fused launches:
             that distorts the gathered images into a batch buffer; with input dropout, one
             kernel that draws the mask (Philox, keyed by seed and global step) and applies it
   forward   per layer: y = act(x W^T + b), the product, bias and activation in one kernel
-            (which also keeps z = x W^T + b for an activation whose backward reads it, GELU);
+            (for an activation whose backward reads z, GELU, the product keeps z and one
+            element-wise kernel computes y);
             a dropped hidden layer adds one kernel drawing and applying its mask
   loss      one kernel: softmax (with label smoothing) or sigmoid BCE, loss and correct count
             (summed on the device) and dL/dz
@@ -277,10 +278,16 @@ class EpochGraph:
         # Weights are stored column-major: layer.weight.T, W^T (I, O), is the C-ordered array.
         for i, layer in enumerate(layers):  # acts[i+1] (rows, O) = f(inputs[i] W^T + b)
             fan_out, fan_in = layer.weight.shape
-            gemm(f"forward {i}", rows, fan_out, fan_in, inputs[i], layer.weight.T, acts[i + 1],
-                 fan_in, fan_out, gather_a=gathered(i),
-                 mode=EPI_BIAS_ACT, bias=layer.bias, act=act if i < last else 0, slope=slope,
-                 zout=zs[i + 1])
+            z_kept = zs[i + 1] is not None  # then the product writes z, a launch its f(z)
+            gemm(f"forward {i}", rows, fan_out, fan_in, inputs[i], layer.weight.T,
+                 zs[i + 1] if z_kept else acts[i + 1], fan_in, fan_out, gather_a=gathered(i),
+                 mode=EPI_BIAS_ACT, bias=layer.bias, act=act if i < last and not z_kept else 0,
+                 slope=slope)
+            if z_kept:
+                emit(f"activation {i}", lambda _, z=zs[i + 1], y=acts[i + 1]: kernel(
+                    "activation_forward")((min(-(-z.size // THREADS), 4096),), (THREADS,),
+                                          (z, y, np.int64(rows * z.shape[1]), np.int32(act),
+                                           dtype.type(slope))))
             if i < last and self.rates[i + 1] > 0:
                 drop(i + 1, acts[i + 1], NULL)
                 inputs[i + 1] = dropped[i + 1]

@@ -122,12 +122,11 @@ class Gemm:
     def __call__(self, a, b, c, m: int, n: int, k: int, lda: int, ldb: int,
                  trans_a=False, trans_b=False, gather_a=None, gather_b=None, ones_out=None,
                  ones_row=False, mode=EPI_STORE, bias=None, ymask=None, act=0, slope=0.0, gemm_plan=None,
-                 scratch=None, dmask=None, batches=1, strides=(0, 0, 0), zout=None):
+                 scratch=None, dmask=None, batches=1, strides=(0, 0, 0)):
         """`scratch` (partials, counters), or the shared one, serves split-K; a captured graph
         passes its own, so later eager calls that grow the shared one cannot free memory it
         points at. `batches` > 1: that many products of a stack, `strides` elements apart in
-        a, b and c (0: shared), each over the whole of K. `zout` (or None) also keeps the
-        forward's z = A @ B + bias, for an activation whose backward reads it (GELU)."""
+        a, b and c (0: shared), each over the whole of K."""
         dtype = c.dtype
         m_out = m + (ones_out is not None and ones_row)  # counting the ones row or column
         n_out = n + (ones_out is not None and not ones_row)
@@ -143,13 +142,12 @@ class Gemm:
             (a, b, c, opt(gather_a), opt(gather_b), np.int32(m), np.int32(n), np.int32(k),
              np.int32(lda), np.int32(ldb), np.int32(p.k_chunk), opt(partial), opt(counters),
              opt(ones_out), np.int32(ones_row), np.int32(mode), opt(bias), opt(ymask), opt(dmask),
-             np.int32(act), dtype.type(slope), opt(zout), np.int32(batches),
-             *map(np.int64, strides)))
+             np.int32(act), dtype.type(slope), np.int32(batches), *map(np.int64, strides)))
         if partial is not None and not p.inline_reduce:
             blocks = min(-(-(m_out * n_out) // 256), 1024)
             self.function(f"splitk_reduce<{ctype(dtype)}>")(
                 (blocks,), (256,),
                 (partial, np.int32(p.splits), np.int32(m), np.int32(n), c, opt(ones_out),
                  np.int32(ones_row), np.int32(mode), opt(bias), opt(ymask), opt(dmask), np.int32(act),
-                 dtype.type(slope), opt(zout)))
+                 dtype.type(slope)))
         return c

@@ -16,7 +16,6 @@
 
 #define EPI_STORE 0       // C = A @ B
 #define EPI_BIAS_ACT 1    // C = act(A @ B + bias)          (forward: fused bias + activation)
-                          //   and Z = A @ B + bias, where Z is given (GELU's backward reads it)
 #define EPI_ACT_GRAD 2    // C = (A @ B) * act'(Y)          (backward: dx times the derivative;
                           //   Y is z for an activation whose derivative reads its input)
 
@@ -64,12 +63,8 @@ template <typename T> __device__ __forceinline__ T act_backward(T y, T dy, int a
 // eager path's order (Dropout.backward, then activation_backward).
 template <typename T> __device__ __forceinline__ T epilogue(
         T acc, int m, int n, int N, int mode, const T* bias, const T* ymask, const T* dmask,
-        int act, T slope, T* zout) {
-    if (mode == EPI_BIAS_ACT) {
-        const T z = acc + bias[n];
-        if (zout) zout[(long long)m * N + n] = z;
-        return act_forward<T>(z, act, slope);
-    }
+        int act, T slope) {
+    if (mode == EPI_BIAS_ACT) return act_forward<T>(acc + bias[n], act, slope);
     if (mode == EPI_ACT_GRAD) {
         const long long e = (long long)m * N + n;
         if (dmask) acc *= dmask[e];
@@ -103,8 +98,8 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
      int M, int N, int K, int lda, int ldb, int k_chunk,
      T* __restrict__ partial, int* __restrict__ counters, T* __restrict__ ones_out, int ones_row,
      int mode, const T* __restrict__ bias, const T* __restrict__ ymask,
-     const T* __restrict__ dmask, int act, T slope, T* __restrict__ zout, int batches,
-     long long stride_a, long long stride_b, long long stride_c) {
+     const T* __restrict__ dmask, int act, T slope, int batches, long long stride_a,
+     long long stride_b, long long stride_c) {
     constexpr int DM = BM / TM, DN = BN / TN, THREADS = DM * DN;
     constexpr int LA = (BM * BK + THREADS - 1) / THREADS, LB = (BN * BK + THREADS - 1) / THREADS;
     constexpr int PAD = 16 / sizeof(T);  // keeps rows 16-byte aligned for vector reads
@@ -119,7 +114,6 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
         A += blockIdx.z * stride_a;
         B += blockIdx.z * stride_b;
         C += blockIdx.z * stride_c;
-        if (zout) zout += blockIdx.z * stride_c;
     }
     const int k_begin = split * k_chunk, k_end = min(K, k_begin + k_chunk);
     T acc[TM][TN];
@@ -268,7 +262,7 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
                 ones_out[m] = acc[i][j];
             } else {
                 C[(long long)m * N + n] = epilogue<T>(acc[i][j], m, n, N, mode, bias, ymask,
-                                                      dmask, act, slope, zout);
+                                                      dmask, act, slope);
             }
         }
     }
@@ -279,8 +273,7 @@ template <typename T>
 __global__ void splitk_reduce(const T* __restrict__ partial, int splits, int M, int N,
                               T* __restrict__ C, T* __restrict__ ones_out, int ones_row,
                               int mode, const T* __restrict__ bias, const T* __restrict__ ymask,
-                              const T* __restrict__ dmask, int act, T slope,
-                              T* __restrict__ zout) {
+                              const T* __restrict__ dmask, int act, T slope) {
     const int Mp = M + (ones_out != nullptr && ones_row);
     const int Np = N + (ones_out != nullptr && !ones_row);
     const long long total = (long long)Mp * Np;
@@ -292,7 +285,7 @@ __global__ void splitk_reduce(const T* __restrict__ partial, int splits, int M, 
         if (m == M) ones_out[n] = s;
         else if (n == N) ones_out[m] = s;
         else C[(long long)m * N + n] = epilogue<T>(s, m, n, N, mode, bias, ymask, dmask, act,
-                                                   slope, zout);
+                                                   slope);
     }
 }
 
@@ -311,6 +304,15 @@ __global__ void bias_activation(T* z, const T* __restrict__ bias, T* out,  // ou
         z[e] = v;  // z + bias, as the NumPy backend leaves it
         out[e] = act_forward<T>(v, act, slope);
     }
+}
+
+// out = act(z) element-wise (out may be z): the epoch graph's forward for an activation whose
+// backward reads z (GELU), whose product keeps z = x W^T + b and leaves the activation to this
+template <typename T>
+__global__ void activation_forward(const T* z, T* out, long long total, int act, T slope) {
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x)
+        out[e] = act_forward<T>(z[e], act, slope);
 }
 
 template <typename T>
