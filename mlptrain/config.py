@@ -27,6 +27,7 @@ import tomli_w
 
 from mlptrain import nn
 from mlptrain.backend import DEVICES
+from mlptrain.data import DATASETS, FILE_SOURCES, IMAGE_SOURCES, SOURCES
 from mlptrain.data.mnist import DEFAULT_MIRRORS as MNIST_MIRRORS
 from mlptrain.errors import ConfigError
 from mlptrain.optim import OPTIMIZERS
@@ -43,7 +44,6 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no newline, tab or NUL in a name, pa
 MAX_RATE = 1e6  # a learning rate (or its floor): SGD's step lr * grad stays far from overflow
 MAX_PIXELS = 100.0  # an elastic displacement or its smoothness: a digit is 20 pixels wide
 
-DATASETS = ("xor", "mnist", "npz")
 DTYPES = ("float32", "float64")
 PLOT_FORMATS = ("png", "svg")
 
@@ -282,13 +282,12 @@ def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
         ("train", "patience", t.patience > 0 and d.val_fraction == 0,
          "early stopping needs a validation split, but [data] val_fraction = 0; set one (e.g. "
          "0.1) or patience = 0"),
-        ("data", "path", d.dataset == "npz" and not d.path,
-         "dataset = 'npz' needs [data] path, the .npz file holding the arrays X (samples, "
-         "features) and y (integer labels)"),
-        ("data", augment[0] if augment else "", bool(augment) and d.dataset != "mnist",
+        ("data", "path", d.dataset in FILE_SOURCES and not d.path,
+         f"dataset = {d.dataset!r} needs [data] path, {SOURCES[d.dataset].file}"),
+        ("data", augment[0] if augment else "", bool(augment) and d.dataset not in IMAGE_SOURCES,
          f"augmentation distorts images, but the {d.dataset} dataset's samples are flat "
          "vectors; set the augment_* keys to 0"),
-        ("data", "normalize_width", d.normalize_width > 0 and d.dataset != "mnist",
+        ("data", "normalize_width", d.normalize_width > 0 and d.dataset not in IMAGE_SOURCES,
          f"width normalisation stretches images, but the {d.dataset} dataset's samples are "
          "flat vectors; set normalize_width = 0"),
         ("data", "augment_scale", d.augment_scale > 0 and bool(d.augment_scale_x or
@@ -316,6 +315,13 @@ def _check_across(config: Config, where: _Where) -> None:
 
 def default_config() -> Config:
     return Config(name="run")
+
+
+def config_folder(config: Config) -> list[Path]:
+    """The folder of the config file, where a relative data.path (and a vendored data/mnist)
+    is looked for first; none for a config that was not read from a file."""
+    source = Path(config.source)
+    return [source.parent] if source.is_file() else []
 
 
 @dataclass
@@ -546,9 +552,9 @@ def defaults_of(section: str) -> dict[str, Any]:
 
 # a key whose comment starts with a dataset's name (or `images`) applies to the datasets its
 # comment names, as in `npz: the file; mnist: the IDX folder`
-_FOR = re.compile(r"^(xor|mnist|npz|images)(:|$)")
-_NAMED = re.compile(r"\b(xor|mnist|npz|images)\b(?=:)")
-_IMAGE_DATASETS = ("mnist",)
+_NAMES = "|".join((*DATASETS, "images"))
+_FOR = re.compile(rf"^((?:{_NAMES})(?:, (?:{_NAMES}))*)(:|$)")  # `npz, csv: ...` names both
+_NAMED = re.compile(rf"\b({_NAMES})\b(?=:)")
 
 
 # what `config init` writes where a default cannot stand (an npz run must name its file)
@@ -599,8 +605,8 @@ def _applies(comment: str, dataset: str) -> bool:
     first = _FOR.match(comment)
     if not first:
         return True
-    named = {first.group(1), *_NAMED.findall(comment)}
-    return dataset in named or ("images" in named and dataset in _IMAGE_DATASETS)
+    named = {*first.group(1).split(", "), *_NAMED.findall(comment)}
+    return dataset in named or ("images" in named and dataset in IMAGE_SOURCES)
 
 
 def _key_line(key: str, value: Any, comment: str, active: bool) -> str:

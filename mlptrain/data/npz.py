@@ -7,14 +7,17 @@ bad file is reported by name and key instead of failing somewhere inside trainin
 
 from __future__ import annotations
 
-import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mlptrain.arrayfiles import npz_headers, read_npz
+from mlptrain.data.dataset import Dataset, Loading
+from mlptrain.data.paths import data_file, file_sha256
+from mlptrain.data.split import split_off
 from mlptrain.errors import DataError
 
 MIN_CLASSES = 2
@@ -48,8 +51,28 @@ def load_npz(path: Path) -> NpzArrays:
         X_test=X_test,
         y_test=y_test,
         n_classes=n_classes,
-        sha256=_sha256(path),
+        sha256=file_sha256(path),
     )
+
+
+NEEDS = "the .npz file holding the arrays X (samples, features) and y (integer labels)"
+
+
+def npz_dataset(cfg, at: Loading) -> Dataset:
+    """The [data] section's .npz as a Dataset: its own test arrays, or test_fraction of it held
+    out (seeded like the validation split)."""
+    path = data_file(cfg, at.near, NEEDS)
+    arrays = load_npz(path)
+    X, y, X_test, y_test = arrays.X, arrays.y, arrays.X_test, arrays.y_test
+    if X_test is None:
+        X, y, X_test, y_test = split_off(X, y, cfg.test_fraction, at.split_rng)
+    return Dataset("npz", X, y, None, None, X_test, y_test, arrays.n_classes,
+                   (X.shape[1],), str(path), {path.name: arrays.sha256})
+
+
+def npz_data_shape(cfg, near: Sequence[Path]) -> tuple[int, int, int]:
+    """npz_shape of the [data] section's file (classes: at least 2, known after loading)."""
+    return (*npz_shape(data_file(cfg, near, NEEDS)), 2)
 
 
 def npz_shape(path: Path) -> tuple[int, int]:
@@ -67,16 +90,6 @@ def npz_shape(path: Path) -> tuple[int, int]:
 def _name(path: Path) -> str:
     return f"Dataset file {path}"
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as error:  # removed or made unreadable since its arrays were read
-        raise DataError(f"Dataset file {path} cannot be read ({error}).") from None
-    return digest.hexdigest()
 
 
 def _optional_test_pair(

@@ -9,7 +9,6 @@ which path the step will take on the device.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -17,8 +16,8 @@ import numpy as np
 from mlptrain import memory
 from mlptrain.arrayfiles import Expect
 from mlptrain.backend import describe_path, epoch_path, get_backend
-from mlptrain.config import Config, load_config
-from mlptrain.data import Dataset, check_dataset_range, load_dataset
+from mlptrain.config import Config, config_folder, load_config
+from mlptrain.data import FILE_SOURCES, Dataset, check_dataset_range, load_dataset
 from mlptrain.errors import ModelError
 from mlptrain.model import MLP, build_model
 from mlptrain.runs import Run
@@ -53,8 +52,9 @@ def prepare(config: Config, data_progress: Callable | None = None,
     ops = get_backend(config.train.device)
     memory.check_data_fits(config, ops)  # before anything is allocated: refuse what cannot fit
     if dataset is None:
-        dataset = load_dataset(config.data, rngs, data_progress, _config_folder(config))
+        dataset = load_dataset(config.data, rngs, data_progress, config_folder(config))
         check_dataset_range(dataset, config.train.dtype)
+    config = _with_data_file(config, dataset)
     memory.check_fits(config, ops, sum(len(dataset.split(s)[1]) for s in SPLITS),
                       dataset.n_features, dataset.n_classes)  # now with the data's classes
     step = build_step(config, dataset.input_shape, dataset.n_classes,
@@ -68,13 +68,15 @@ def load_data_as_given(config: Config) -> Dataset:
     """The dataset `prepare` loads for this config (the same samples in each split), with the
     images as given: no [data] preprocessing (data.normalize_width), for people to look at."""
     data = replace(config.data, normalize_width=0)
-    return load_dataset(data, streams(config.train.seed), None, _config_folder(config))
+    return load_dataset(data, streams(config.train.seed), None, config_folder(config))
 
 
-def _config_folder(config: Config) -> list[Path]:
-    """The folder of the config file (a vendored data/mnist is looked for beside it)."""
-    source = Path(config.source)
-    return [source.parent] if source.is_file() else []
+def _with_data_file(config: Config, dataset: Dataset) -> Config:
+    """config with data.path the absolute path of the file its data came from: the config a
+    run saves, so that eval, predict, plot and resume find the file from any folder."""
+    if config.data.dataset not in FILE_SOURCES or config.data.path == dataset.source:
+        return config
+    return replace(config, data=replace(config.data, path=dataset.source))
 
 
 def prepare_run(run: Run, device: str | None = None) -> Prepared:
