@@ -28,6 +28,8 @@ import tomli_w
 from mlptrain import nn
 from mlptrain.backend import DEVICES
 from mlptrain.data import DATASETS, FILE_SOURCES, IMAGE_SOURCES, SOURCES
+from mlptrain.data.csv import MISSING_POLICIES
+from mlptrain.data.labels import TASKS
 from mlptrain.data.mnist import DEFAULT_MIRRORS as MNIST_MIRRORS
 from mlptrain.errors import ConfigError
 from mlptrain.optim import OPTIMIZERS
@@ -59,12 +61,18 @@ def option(default, *, choices=None, low=None, high=None, low_open=False, high_o
 
 @dataclass
 class DataConfig:
-    dataset: str = option("mnist", choices=DATASETS)  # xor | mnist | npz (a file with X and y)
-    path: str = option("")  # npz: the file; mnist: the IDX folder ("" = vendored data/mnist)
+    dataset: str = option("mnist", choices=DATASETS)  # xor | mnist | npz (a file with X and y) | csv (a table with a header row)
+    path: str = option("")  # npz, csv: the file (relative: beside this config, else the working directory); mnist: the IDX folder ("" = vendored data/mnist)
+    task: str = option("auto", choices=TASKS)  # npz, csv: auto (decided from the target's values) | classification | regression
+    target: str = option("")  # csv: the target column's name ("" = the last column)
+    features: list[str] = option([])  # csv: the feature columns' names ([] = every other column)
+    categorical: str | list[str] = option("auto")  # csv: columns one-hot encoded: "auto" (those not all numbers) or a list of names
+    delimiter: str = option(",")  # csv: the one character between cells
+    missing: str = option("error", choices=MISSING_POLICIES)  # csv: an empty, NA or NaN cell: error | mean (the column's mean fills it) | drop (its row)
     val_fraction: float = option(0.1, low=0.0, high=1.0, high_open=True)  # held out for val
     split_seed: int = option(-1, low=-1)  # seeds the held-out splits (-1 = train.seed)
     limit: int = option(0, low=0)  # train on at most this many samples (0 = all): quick tries
-    test_fraction: float = option(0.2, low=0.0, high=1.0, low_open=True, high_open=True)  # npz
+    test_fraction: float = option(0.2, low=0.0, high=1.0, low_open=True, high_open=True)  # npz, csv: held out as the test set (npz: unless the file has X_test)
     download: bool = option(True)  # mnist: fetch missing IDX files from the public mirrors
     mirrors: list[str] = option(list(MNIST_MIRRORS))  # mnist: base URLs tried in order
     noise: float = option(0.1, low=0.0, high=100.0)  # xor: inputs are bits + U(-noise, noise)
@@ -290,6 +298,10 @@ def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
         ("data", "normalize_width", d.normalize_width > 0 and d.dataset not in IMAGE_SOURCES,
          f"width normalisation stretches images, but the {d.dataset} dataset's samples are "
          "flat vectors; set normalize_width = 0"),
+        ("data", "categorical", isinstance(d.categorical, str) and d.categorical != "auto",
+         "expected \"auto\" or a list of column names, such as [\"colour\"]"),
+        ("data", "delimiter", len(d.delimiter) != 1,
+         "expected the one character between a table's cells, such as \",\" or \";\""),
         ("data", "augment_scale", d.augment_scale > 0 and bool(d.augment_scale_x or
                                                               d.augment_scale_y),
          "one zoom factor for both axes and per-axis factors (augment_scale_x / "
@@ -423,6 +435,7 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false",
              "str": "a string", "list[int]": "an integer or a list of integers",
              "list[str]": "a list of strings",
+             "str | list[str]": "a string or a list of strings",
              "float | list[float]": "a number or a two-number range [low, high]"}
 
 
@@ -438,7 +451,7 @@ def _check_value(f, value, where) -> Any:
         value = [_finite(v, where) for v in value]
     elif kind in ("float", "float | list[float]"):
         value = _finite(value, where)
-    items = value if kind.startswith("list") else [value]
+    items = value if isinstance(value, list) else [value]
     if kind == "float | list[float]":
         return _check_range_pair(value, meta, where)
     if kind == "list[int]" and not items and f.name == "hidden":
@@ -448,7 +461,7 @@ def _check_value(f, value, where) -> Any:
         if kind in ("int", "list[int]") and abs(item) >= 2**63:
             raise ConfigError(f"{where()} = {_show(value)}: expected an integer below 2**63.")
         _check_range(item, meta, where)
-    if kind in ("str", "list[str]"):
+    if kind in ("str", "list[str]", "str | list[str]"):
         for item in items:
             _check_string(item, where)
     if meta.get("choices") and value not in meta["choices"]:
@@ -510,6 +523,8 @@ def _has_type(value, kind: str) -> bool:
         return isinstance(value, bool)
     if kind == "str":
         return isinstance(value, str)
+    if kind == "str | list[str]":
+        return isinstance(value, str) or _has_type(value, "list[str]")
     inner = int if kind == "list[int]" else str
     return isinstance(value, list) and all(
         isinstance(v, inner) and not isinstance(v, bool) for v in value)
@@ -557,8 +572,8 @@ _FOR = re.compile(rf"^((?:{_NAMES})(?:, (?:{_NAMES}))*)(:|$)")  # `npz, csv: ...
 _NAMED = re.compile(rf"\b({_NAMES})\b(?=:)")
 
 
-# what `config init` writes where a default cannot stand (an npz run must name its file)
-STARTER_VALUES = {("npz", "data", "path"): "my-data.npz"}
+# what `config init` writes where a default cannot stand (a file source must name its file)
+STARTER_VALUES = {("npz", "data", "path"): "my-data.npz", ("csv", "data", "path"): "my-data.csv"}
 
 
 def commented_defaults(dataset: str = "mnist") -> str:

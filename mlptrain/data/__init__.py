@@ -2,7 +2,7 @@
 
 `load_dataset` turns a [data] config section into a `Dataset` through SOURCES, the one table of
 dataset names: xor.py (the blog's noisy XOR), mnist.py (IDX files with pinned checksums),
-npz.py (a user's own arrays). A new source is its own module plus one line there.
+npz.py (a user's own arrays), csv.py (a user's own table). A new source is its own module plus one line there.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlptrain.data.csv import NEEDS as CSV_NEEDS
+from mlptrain.data.csv import csv_dataset, csv_shape
 from mlptrain.data.dataset import Dataset, Loading, Source
 from mlptrain.data.mnist import (IMAGE_SIDE, N_DIGITS, PIXEL_MAX, find_vendored_mnist,
                                  load_mnist, scale_pixels)
@@ -63,6 +65,7 @@ SOURCES: dict[str, Source] = {
     "mnist": Source(_mnist_dataset, lambda cfg, near: (MNIST_SAMPLES, IMAGE_SIDE**2, N_DIGITS),
                     pooled=True, images=True),
     "npz": Source(npz_dataset, npz_data_shape, file=NPZ_NEEDS),
+    "csv": Source(csv_dataset, csv_shape, file=CSV_NEEDS),
 }
 DATASETS = tuple(SOURCES)
 POOLED_SOURCES = frozenset(name for name, s in SOURCES.items() if s.pooled)
@@ -79,14 +82,17 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
     # seeds then hold out the same digits, and their committee has a validation score
     split_rng = rngs["split"] if cfg.split_seed < 0 else streams(cfg.split_seed)["split"]
     base = SOURCES[cfg.dataset].load(cfg, Loading(rngs, split_rng, progress, near))
-    keep, held = split_indices(len(base.y_train), cfg.val_fraction, split_rng)
+    given = base.X_val is not None  # the file's own validation split (its note says so)
+    keep, held = split_indices(len(base.y_train), 0.0 if given else cfg.val_fraction, split_rng)
     if cfg.limit:
         keep = keep[:cfg.limit]  # the split is random, so a prefix is a sample
     X, y = base.X_train, base.y_train
     base.rows = {"train": keep, "val": held}
     if cfg.dataset in POOLED_SOURCES:
         base.pool = X, y
-    base.X_train, base.y_train, base.X_val, base.y_val = X[keep], y[keep], X[held], y[held]
+    base.X_train, base.y_train = X[keep], y[keep]
+    if not given:
+        base.X_val, base.y_val = X[held], y[held]
     if len(base.y_train) == 0:
         raise ConfigError(f"[data] val_fraction = {cfg.val_fraction} leaves no training "
                           f"samples out of {len(base.y_val)}; use a smaller fraction.")
