@@ -128,7 +128,7 @@ def _refuse_over(config, need: Estimate, required: int, available: int | None,
 
 def check_data_fits(config, ops) -> Estimate:
     """Before loading: the estimate from what the config says of the data."""
-    from mlptrain.config import config_folder  # config imports the optimizers, as this does
+    from mlptrain.config import config_folder  # config imports data, whose readers import this
 
     return check_fits(config, ops, *data_shape(config.data, config_folder(config)))
 

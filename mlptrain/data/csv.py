@@ -29,7 +29,8 @@ from mlptrain.errors import ConfigError, DataError
 MISSING_POLICIES = ("error", "mean", "drop")  # data.missing: what a missing cell does
 MISSING_CELLS = frozenset({"", "na", "n/a", "nan", "null"})  # lowercased, spaces stripped
 NEEDS = "the .csv file: a header row naming the columns, then one row per sample"
-SHOWN = 8  # names listed in a message or a note before "..."
+SHOWN = 8  # names listed in a note or a message before "..."
+LISTED = 100  # a header's names listed where one was not found
 
 
 @dataclass
@@ -228,7 +229,7 @@ def _check_columns(table: Table, names: list[str], key: str, error=ConfigError) 
     for name in names:
         if name not in table.columns:
             raise error(f"{key}: {table.path} has no column {name!r}; its header names "
-                        f"{_names(table.columns)}.")
+                        f"{_names(table.columns, shown=LISTED)}.")
 
 
 def _all_numbers(table: Table, column: str) -> bool:
@@ -262,8 +263,9 @@ def _rows_kept(table: Table, columns: list[str], encoding: dict[str, Any]
         row, column = min(gaps)
         why = "cannot be filled with a mean: it is the target or categorical; " \
             if policy == "mean" else ""
+        cell = table.cells[column][row]
         raise DataError(f"{table.place(row, column)}: missing value "
-                        f"({table.cells[column][row] or 'empty'!r}); {why}fill it in, or set "
+                        f"({repr(cell) if cell else 'an empty cell'}); {why}fill it in, or set "
                         "[data] missing = \"mean\" (numeric feature columns) or \"drop\".")
     dropped = sorted({row for row, _ in gaps})
     rows = np.setdiff1d(np.arange(len(table.lines)), dropped)
@@ -344,6 +346,6 @@ def _known_target(table: Table, rows: np.ndarray, encoding: dict[str, Any]) -> n
     return y
 
 
-def _names(items: Sequence, quote: bool = True) -> str:
-    shown = [repr(i) if quote else str(i) for i in items[:SHOWN]]
-    return ", ".join(shown) + (f", ... ({len(items)} in all)" if len(items) > SHOWN else "")
+def _names(items: Sequence, quote: bool = True, shown: int = SHOWN) -> str:
+    listed = [repr(i) if quote else str(i) for i in items[:shown]]
+    return ", ".join(listed) + (f", ... ({len(items)} in all)" if len(items) > shown else "")
