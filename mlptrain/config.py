@@ -27,6 +27,9 @@ import tomli_w
 
 from mlptrain import nn
 from mlptrain.backend import DEVICES
+from mlptrain.data import DATASETS, FILE_SOURCES, IMAGE_SOURCES, SOURCES
+from mlptrain.data.csv import MISSING_POLICIES
+from mlptrain.data.labels import TASKS
 from mlptrain.data.mnist import DEFAULT_MIRRORS as MNIST_MIRRORS
 from mlptrain.errors import ConfigError
 from mlptrain.optim import OPTIMIZERS
@@ -43,7 +46,6 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no newline, tab or NUL in a name, pa
 MAX_RATE = 1e6  # a learning rate (or its floor): SGD's step lr * grad stays far from overflow
 MAX_PIXELS = 100.0  # an elastic displacement or its smoothness: a digit is 20 pixels wide
 
-DATASETS = ("xor", "mnist", "npz")
 DTYPES = ("float32", "float64")
 PLOT_FORMATS = ("png", "svg")
 
@@ -59,12 +61,18 @@ def option(default, *, choices=None, low=None, high=None, low_open=False, high_o
 
 @dataclass
 class DataConfig:
-    dataset: str = option("mnist", choices=DATASETS)  # xor | mnist | npz (a file with X and y)
-    path: str = option("")  # npz: the file; mnist: the IDX folder ("" = vendored data/mnist)
+    dataset: str = option("mnist", choices=DATASETS)  # xor | mnist | npz (a file with X and y) | csv (a table with a header row)
+    path: str = option("")  # npz, csv: the file (relative: beside this config, else the working directory); mnist: the IDX folder ("" = vendored data/mnist)
+    task: str = option("auto", choices=TASKS)  # npz, csv: auto (decided from the target's values) | classification | regression
+    target: str = option("")  # csv: the target column's name ("" = the last column)
+    features: list[str] = option([])  # csv: the feature columns' names ([] = every other column)
+    categorical: str | list[str] = option("auto")  # csv: columns one-hot encoded: "auto" (those not all numbers) or a list of names
+    delimiter: str = option(",")  # csv: the one character between cells
+    missing: str = option("error", choices=MISSING_POLICIES)  # csv: an empty, NA or NaN cell: error | mean (the column's mean fills it) | drop (its row)
     val_fraction: float = option(0.1, low=0.0, high=1.0, high_open=True)  # held out for val
     split_seed: int = option(-1, low=-1)  # seeds the held-out splits (-1 = train.seed)
     limit: int = option(0, low=0)  # train on at most this many samples (0 = all): quick tries
-    test_fraction: float = option(0.2, low=0.0, high=1.0, low_open=True, high_open=True)  # npz
+    test_fraction: float = option(0.2, low=0.0, high=1.0, low_open=True, high_open=True)  # npz, csv: held out as the test set (npz: unless the file has X_test)
     download: bool = option(True)  # mnist: fetch missing IDX files from the public mirrors
     mirrors: list[str] = option(list(MNIST_MIRRORS))  # mnist: base URLs tried in order
     noise: float = option(0.1, low=0.0, high=100.0)  # xor: inputs are bits + U(-noise, noise)
@@ -282,15 +290,18 @@ def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
         ("train", "patience", t.patience > 0 and d.val_fraction == 0,
          "early stopping needs a validation split, but [data] val_fraction = 0; set one (e.g. "
          "0.1) or patience = 0"),
-        ("data", "path", d.dataset == "npz" and not d.path,
-         "dataset = 'npz' needs [data] path, the .npz file holding the arrays X (samples, "
-         "features) and y (integer labels)"),
-        ("data", augment[0] if augment else "", bool(augment) and d.dataset != "mnist",
+        ("data", "path", d.dataset in FILE_SOURCES and not d.path,
+         f"dataset = {d.dataset!r} needs [data] path, {SOURCES[d.dataset].file}"),
+        ("data", augment[0] if augment else "", bool(augment) and d.dataset not in IMAGE_SOURCES,
          f"augmentation distorts images, but the {d.dataset} dataset's samples are flat "
          "vectors; set the augment_* keys to 0"),
-        ("data", "normalize_width", d.normalize_width > 0 and d.dataset != "mnist",
+        ("data", "normalize_width", d.normalize_width > 0 and d.dataset not in IMAGE_SOURCES,
          f"width normalisation stretches images, but the {d.dataset} dataset's samples are "
          "flat vectors; set normalize_width = 0"),
+        ("data", "categorical", isinstance(d.categorical, str) and d.categorical != "auto",
+         "expected \"auto\" or a list of column names, such as [\"colour\"]"),
+        ("data", "delimiter", len(d.delimiter) != 1,
+         "expected the one character between a table's cells, such as \",\" or \";\""),
         ("data", "augment_scale", d.augment_scale > 0 and bool(d.augment_scale_x or
                                                               d.augment_scale_y),
          "one zoom factor for both axes and per-axis factors (augment_scale_x / "
@@ -316,6 +327,13 @@ def _check_across(config: Config, where: _Where) -> None:
 
 def default_config() -> Config:
     return Config(name="run")
+
+
+def config_folder(config: Config) -> list[Path]:
+    """The folder of the config file, where a relative data.path (and a vendored data/mnist)
+    is looked for first; none for a config that was not read from a file."""
+    source = Path(config.source)
+    return [source.parent] if source.is_file() else []
 
 
 @dataclass
@@ -417,6 +435,7 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false",
              "str": "a string", "list[int]": "an integer or a list of integers",
              "list[str]": "a list of strings",
+             "str | list[str]": "a string or a list of strings",
              "float | list[float]": "a number or a two-number range [low, high]"}
 
 
@@ -432,7 +451,7 @@ def _check_value(f, value, where) -> Any:
         value = [_finite(v, where) for v in value]
     elif kind in ("float", "float | list[float]"):
         value = _finite(value, where)
-    items = value if kind.startswith("list") else [value]
+    items = value if isinstance(value, list) else [value]
     if kind == "float | list[float]":
         return _check_range_pair(value, meta, where)
     if kind == "list[int]" and not items and f.name == "hidden":
@@ -442,7 +461,7 @@ def _check_value(f, value, where) -> Any:
         if kind in ("int", "list[int]") and abs(item) >= 2**63:
             raise ConfigError(f"{where()} = {_show(value)}: expected an integer below 2**63.")
         _check_range(item, meta, where)
-    if kind in ("str", "list[str]"):
+    if kind in ("str", "list[str]", "str | list[str]"):
         for item in items:
             _check_string(item, where)
     if meta.get("choices") and value not in meta["choices"]:
@@ -504,6 +523,8 @@ def _has_type(value, kind: str) -> bool:
         return isinstance(value, bool)
     if kind == "str":
         return isinstance(value, str)
+    if kind == "str | list[str]":
+        return isinstance(value, str) or _has_type(value, "list[str]")
     inner = int if kind == "list[int]" else str
     return isinstance(value, list) and all(
         isinstance(v, inner) and not isinstance(v, bool) for v in value)
@@ -546,13 +567,13 @@ def defaults_of(section: str) -> dict[str, Any]:
 
 # a key whose comment starts with a dataset's name (or `images`) applies to the datasets its
 # comment names, as in `npz: the file; mnist: the IDX folder`
-_FOR = re.compile(r"^(xor|mnist|npz|images)(:|$)")
-_NAMED = re.compile(r"\b(xor|mnist|npz|images)\b(?=:)")
-_IMAGE_DATASETS = ("mnist",)
+_NAMES = "|".join((*DATASETS, "images"))
+_FOR = re.compile(rf"^((?:{_NAMES})(?:, (?:{_NAMES}))*)(:|$)")  # `npz, csv: ...` names both
+_NAMED = re.compile(rf"\b({_NAMES})\b(?=:)")
 
 
-# what `config init` writes where a default cannot stand (an npz run must name its file)
-STARTER_VALUES = {("npz", "data", "path"): "my-data.npz"}
+# what `config init` writes where a default cannot stand (a file source must name its file)
+STARTER_VALUES = {("npz", "data", "path"): "my-data.npz", ("csv", "data", "path"): "my-data.csv"}
 
 
 def commented_defaults(dataset: str = "mnist") -> str:
@@ -599,8 +620,8 @@ def _applies(comment: str, dataset: str) -> bool:
     first = _FOR.match(comment)
     if not first:
         return True
-    named = {first.group(1), *_NAMED.findall(comment)}
-    return dataset in named or ("images" in named and dataset in _IMAGE_DATASETS)
+    named = {*first.group(1).split(", "), *_NAMED.findall(comment)}
+    return dataset in named or ("images" in named and dataset in IMAGE_SOURCES)
 
 
 def _key_line(key: str, value: Any, comment: str, active: bool) -> str:

@@ -18,6 +18,7 @@ device part is compared with the device's free memory, which the backend reports
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,6 @@ from mlptrain.errors import ConfigError
 from mlptrain.optim import OPTIMIZER_CLASSES, OptimizerKind
 
 MEMINFO = Path("/proc/meminfo")
-MNIST_SHAPE = (70_000, 784)  # train + test images, pixels each
-MNIST_CLASSES = 10
 
 
 @dataclass
@@ -46,19 +45,14 @@ class Estimate:
         return self.data_device + self.parameters + self.activations
 
 
-def data_shape(data_cfg) -> tuple[int, int, int]:
-    """(samples, features, classes) the [data] section will load, read without loading it: an
-    npz's array headers are read from the archive (classes: at least 2, known after loading)."""
-    if data_cfg.dataset == "xor":
-        return data_cfg.samples + data_cfg.test_samples, 2, 2
-    if data_cfg.dataset == "mnist":
-        return (*MNIST_SHAPE, MNIST_CLASSES)
-    if not data_cfg.path:
-        return 0, 0, 2  # config validation names the missing path
+def data_shape(data_cfg, near: Sequence[Path] = ()) -> tuple[int, int, int]:
+    """(samples, features, classes) the [data] section will load, read without loading it (a
+    file's headers at most; classes: at least 2, known after loading). `near`: the config
+    file's folder, where a relative data.path is looked for first."""
     # imported here: data.npz reads headers with arrayfiles, which imports this module
-    from mlptrain.data.npz import npz_shape
+    from mlptrain.data import data_shape as shape_of
 
-    return (*npz_shape(Path(data_cfg.path)), 2)
+    return shape_of(data_cfg, near)
 
 
 def estimate(config, n_samples: int, n_features: int, n_classes: int) -> Estimate:
@@ -134,7 +128,9 @@ def _refuse_over(config, need: Estimate, required: int, available: int | None,
 
 def check_data_fits(config, ops) -> Estimate:
     """Before loading: the estimate from what the config says of the data."""
-    return check_fits(config, ops, *data_shape(config.data))
+    from mlptrain.config import config_folder  # config imports data, whose readers import this
+
+    return check_fits(config, ops, *data_shape(config.data, config_folder(config)))
 
 
 def byte_size(n: int) -> str:

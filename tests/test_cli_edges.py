@@ -266,7 +266,7 @@ def test_eval_prints_the_report_and_scores_a_file(runs, tmp_path):
 # -- config init ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dataset", ["xor", "mnist", "npz"])
+@pytest.mark.parametrize("dataset", ["xor", "mnist", "npz", "csv"])
 def test_config_init_writes_every_default_and_loads_back_equal(tmp_path, dataset):
     path = tmp_path / "start.toml"
     result = run("config", "init", "--dataset", dataset, "--out", path)
@@ -274,8 +274,8 @@ def test_config_init_writes_every_default_and_loads_back_equal(tmp_path, dataset
     loaded = load_config(path)
     expected = default_config()
     expected.data.dataset, expected.name = dataset, "start"
-    if dataset == "npz":  # the one key a default cannot fill: the file to train on
-        expected.data.path = "my-data.npz"
+    if dataset in ("npz", "csv"):  # the one key a default cannot fill: the file to train on
+        expected.data.path = f"my-data.{dataset}"
     assert loaded == expected
     text = path.read_text()
     assert "lr = 0.1  # base learning rate" in text  # the comments of config.py
@@ -300,7 +300,8 @@ def test_config_init_lists_each_key_s_choices_from_its_declaration():
     assert f"activation = \"relu\"  # between Linear layers; one of {' | '.join(nn.ACTIVATIONS)}" \
         in text
     assert f"; one of {' | '.join(OPTIMIZERS)}" in text and "gelu" in text and "rmsprop" in text
-    assert "# xor | mnist | npz (a file with X and y)\n" in text  # a comment's own list stays
+    assert "# xor | mnist | npz (a file with X and y) | csv (a table with a header row)\n" \
+        in text  # a comment's own list stays
 
 
 def test_config_init_comments_out_what_the_dataset_does_not_read(tmp_path):

@@ -237,3 +237,76 @@ def test_split_rejects_bad_arguments():
         split_off(X, y, 1.5, np.random.default_rng(0))
     with pytest.raises(ValueError):
         split_off(X, y[:3], 0.5, np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------- npz: labels, task, splits
+
+
+def npz_cfg(path: Path, **keys):
+    from mlptrain.config import DataConfig
+
+    return DataConfig(dataset="npz", path=str(path), **keys)
+
+
+def test_npz_one_hot_labels_are_taken_as_classes_with_a_note(tmp_path):
+    y = np.array([0, 2, 1, 2, 0, 1])
+    data = load_npz(save(tmp_path / "d.npz", X=np.zeros((6, 2)), y=np.eye(3)[y]))
+    np.testing.assert_array_equal(data.y, y)
+    assert data.n_classes == 3 and data.y.dtype == np.int64
+    assert data.notes == ["array 'y' is one-hot (3 columns): took each row's 1 as its class"]
+    two_ones = np.eye(3)[y] + np.eye(3)[(y + 1) % 3]  # not one-hot: still refused
+    assert_bad(save(tmp_path / "bad.npz", X=np.zeros((6, 2)), y=two_ones), "y")
+
+
+def test_npz_validation_arrays_are_the_validation_split(tmp_path):
+    from mlptrain.data import load_dataset
+    from mlptrain.seeding import streams
+
+    rng = np.random.default_rng(0)
+    X, X_val = rng.random((40, 3)), rng.random((7, 3))
+    path = save(tmp_path / "d.npz", X=X, y=np.arange(40) % 2, X_val=X_val,
+                y_val=np.arange(7) % 2)
+    d = load_dataset(npz_cfg(path, val_fraction=0.5, test_fraction=0.25), streams(0))
+    np.testing.assert_array_equal(d.X_val, X_val)
+    assert len(d.y_train) == 30 and len(d.y_test) == 10  # val_fraction carves nothing
+    assert any("X_val and y_val (7 samples) instead of data.val_fraction" in n
+               for n in d.notes)
+    assert_bad(save(tmp_path / "half.npz", X=X, y=np.arange(40) % 2, X_val=X_val), "y_val")
+
+
+def test_npz_task_auto_and_booleans(tmp_path):
+    X = np.zeros((30, 2))
+    values = load_npz(save(tmp_path / "v.npz", X=X, y=np.linspace(0, 1, 30)), "auto")
+    assert values.task == "regression" and values.n_classes == 1
+    assert values.y.dtype == np.float64
+    flags = load_npz(save(tmp_path / "b.npz", X=X, y=np.arange(30) % 2 == 0), "auto")
+    assert flags.task == "classification" and flags.class_names == ["False", "True"]
+    np.testing.assert_array_equal(flags.y[:4], [1, 0, 1, 0])
+    from mlptrain.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="30 distinct whole numbers"):
+        load_npz(save(tmp_path / "ids.npz", X=X, y=np.arange(30)), "auto")
+
+
+def test_npz_with_more_classes_than_rows_can_teach_is_refused(tmp_path):
+    from mlptrain.data import load_dataset
+    from mlptrain.errors import ConfigError
+    from mlptrain.seeding import streams
+
+    path = save(tmp_path / "ids.npz", X=np.zeros((30, 2)), y=np.arange(30))
+    with pytest.raises(ConfigError, match=r"30 classes for 30 rows.*task = \"regression\""):
+        load_dataset(npz_cfg(path, task="classification"), streams(0))
+
+
+def test_npz_relative_path_is_read_beside_the_config(tmp_path, monkeypatch):
+    from mlptrain.config import load_config
+    from mlptrain.experiment import plan
+
+    (tmp_path / "project").mkdir(), (tmp_path / "elsewhere").mkdir()
+    save(tmp_path / "project" / "d.npz", X=np.random.default_rng(0).random((40, 2)),
+         y=np.arange(40) % 2)
+    config = tmp_path / "project" / "d.toml"
+    config.write_text('[data]\ndataset = "npz"\npath = "d.npz"\n[model]\nhidden = 4\n')
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    shown = plan(load_config(config))
+    assert shown.source == str(tmp_path / "project" / "d.npz") and shown.task == "classification"

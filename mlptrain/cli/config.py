@@ -10,16 +10,14 @@ import typer
 
 from mlptrain.cli.common import err, fail, out
 from mlptrain.config import commented_defaults, load_config
+from mlptrain.data import DATASETS
 from mlptrain.errors import ConfigError, MlptrainError
 from mlptrain.runs import atomic_write_text
 from mlptrain.runs.store import check_not_run_file
 from mlptrain.text import plural
 
 
-class Dataset(str, Enum):
-    xor = "xor"
-    mnist = "mnist"
-    npz = "npz"
+Dataset = Enum("Dataset", {name: name for name in DATASETS}, type=str)  # --dataset's choices
 
 
 def config_check(

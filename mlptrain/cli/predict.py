@@ -21,7 +21,8 @@ MAX_PREVIEW_SAMPLES = 5  # an array batch lists this many samples on a terminal 
 def predict(
     run: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
     input_paths: List[Path] = typer.Argument(..., metavar="INPUT...", help="PNG/JPEG images, "
-                                             ".npy/.npz arrays (one sample or a batch), or "
+                                             ".npy/.npz arrays (one sample or a batch), .csv "
+                                             "tables (a run trained on one), or "
                                              "folders of them."),
     top: int = typer.Option(3, "--top", "-k", min=1, metavar="K", help="How many classes to list."),
     invert: Optional[bool] = typer.Option(None, "--invert/--no-invert", help="Dark ink on "
@@ -43,8 +44,9 @@ def predict(
             "run_id": result.run_id,
             "inputs": [{"input": str(i.path), "kind": i.kind, "notes": i.notes,
                         "samples": len(i.X)} for i in result.inputs],
-            "predictions": [[{"class": c, "probability": p} for c, p in sample]
-                            for sample in tops],
+            "predictions": [[{"class": c, "probability": p,
+                              **({"name": result.name(c)} if result.class_names else {})}
+                             for c, p in sample] for sample in tops],
             "warnings": result.warnings}))
         return
     single = len(result.inputs) == 1
@@ -63,8 +65,9 @@ def predict(
                  "" if single else f"{escape(inputs.path.name)}"
                  f"{f'[{index}]' if len(inputs.X) > 1 else ''}: ")
         best, p = sample[0]
-        out.print(f"{label}[bold]{best}[/bold] ({100 * p:.1f}%)   " + "  ".join(
-            f"{c}: {100 * q:.1f}%" for c, q in sample[1:]), highlight=False)
+        out.print(f"{label}[bold]{escape(result.name(best))}[/bold] ({100 * p:.1f}%)   "
+                  + "  ".join(f"{escape(result.name(c))}: {100 * q:.1f}%"
+                              for c, q in sample[1:]), highlight=False)
         for warning in warnings:
             out.print(f"  [yellow]warning: {escape(warning)}[/yellow]", highlight=False,
                       soft_wrap=True)

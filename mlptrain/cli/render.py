@@ -251,7 +251,7 @@ def eval_report(result: dict) -> Group:
         table.add_column(col, justify="right")
     report = result["classes"]
     for row in report["per_class"]:
-        table.add_row(str(row["class"]), *_prf(row))
+        table.add_row(escape(str(row.get("name", row["class"]))), *_prf(row))
     table.add_section()
     for label, key in (("macro avg", "macro_avg"), ("weighted avg", "weighted_avg")):
         table.add_row(label, *_prf(report[key]))
@@ -271,6 +271,9 @@ def plan_text(config, plan, runs_root) -> str:
              f"path: {plan.path}",
              f"data: {plan.dataset} from {plan.source or 'generated'}; samples "
              + ", ".join(f"{k} {v:,}" for k, v in plan.samples.items()),
+             f"  task: {plan.task}, {plural(len(plan.classes), 'class', 'classes')} "
+             f"({_listed(plan.classes)})",
+             *(f"  {note}" for note in plan.notes),
              "model:", *(f"  {line}" for line in plan.layers),
              f"  {plan.parameters:,} parameters",
              f"plan: {plural(plan.epochs, 'epoch')} x {plural(plan.steps_per_epoch, 'step')} "
@@ -285,6 +288,10 @@ def plan_text(config, plan, runs_root) -> str:
                                 plan.checkpoint_every else "") + _epoch_ends(t.checkpoint_epochs),
              f"  run directory: a new one under {runs_root}"]
     return "\n".join(lines)
+
+
+def _listed(names: list[str], shown: int = 10) -> str:
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
 def _epoch_ends(every: int) -> str:

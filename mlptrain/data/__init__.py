@@ -1,58 +1,33 @@
 """Datasets as host NumPy arrays: train, validation and test splits, ready for a backend.
 
-`load_dataset` turns a [data] config section into a `Dataset`; the sources themselves live in
-xor.py (the blog's noisy XOR), mnist.py (IDX files with pinned checksums) and npz.py (a user's
-own arrays).
+`load_dataset` turns a [data] config section into a `Dataset` through SOURCES, the one table of
+dataset names: xor.py (the blog's noisy XOR), mnist.py (IDX files with pinned checksums),
+npz.py (a user's own arrays), csv.py (a user's own table). A new source is its own module plus one line there.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mlptrain.data.mnist import (IMAGE_SIDE, PIXEL_MAX, find_vendored_mnist, load_mnist,
-                                 scale_pixels)
-from mlptrain.data.npz import load_npz
+from mlptrain.data.csv import NEEDS as CSV_NEEDS
+from mlptrain.data.csv import csv_dataset, csv_shape
+from mlptrain.data.dataset import Dataset, Loading, Source
+from mlptrain.data.mnist import (IMAGE_SIDE, N_DIGITS, PIXEL_MAX, find_vendored_mnist,
+                                 load_mnist, scale_pixels)
+from mlptrain.data.npz import npz_data_shape, npz_dataset
+from mlptrain.data.npz import NEEDS as NPZ_NEEDS
 from mlptrain.data.preprocess import normalize_width
-from mlptrain.data.split import split_indices, split_off
+from mlptrain.data.split import split_indices
 from mlptrain.data.xor import make_xor, xor_test_set
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.seeding import streams
 
 REPO_MNIST_DIR = Path(__file__).resolve().parents[2] / "data" / "mnist"
-
-
-@dataclass
-class Dataset:
-    name: str
-    X_train: np.ndarray  # (N, D) float
-    y_train: np.ndarray  # (N,) int64 class indices
-    X_val: np.ndarray
-    y_val: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
-    n_classes: int
-    input_shape: tuple[int, ...]  # how one sample looks: (28, 28) for MNIST, (2,) for XOR
-    source: str = ""  # where the data came from
-    checksums: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256
-    # each split's rows of the samples it was drawn from, and those samples, (X, y), where
-    # keeping them costs nothing (MNIST's, which the loader keeps): runs of any seed then
-    # share them (a group uploads them once)
-    rows: dict[str, np.ndarray] = field(default_factory=dict)
-    pool: tuple[np.ndarray, np.ndarray] | None = None
-
-    @property
-    def n_features(self) -> int:
-        return self.X_train.shape[1]
-
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        return {"train": (self.X_train, self.y_train), "val": (self.X_val, self.y_val),
-                "test": (self.X_test, self.y_test)}[name]
-
+MNIST_SAMPLES = 70_000  # train + test images
 
 def default_mnist_dir(near: Sequence[Path] = ()) -> Path:
     """Where MNIST is read from when data.path is empty: a vendored copy if one is found (the
@@ -66,44 +41,67 @@ def default_mnist_dir(near: Sequence[Path] = ()) -> Path:
     return Path(cache) / "mlptrain" / "mnist"
 
 
-# sources whose loader keeps its arrays for the next run anyway (load_mnist's cache): their
-# Datasets keep them as the pool that every seed's splits are rows of, and a group of any
-# seeds uploads that pool once (experiment/group_data.py, sweep/grouping.py)
-POOLED_SOURCES = frozenset({"mnist"})
-IMAGE_SOURCES = frozenset({"mnist"})  # sources whose samples are square images
+def _xor_dataset(cfg, at: Loading) -> Dataset:
+    X, y = make_xor(cfg.samples, cfg.noise, at.rngs["data"])
+    X_test, y_test = xor_test_set(cfg.test_samples, cfg.noise)
+    return Dataset("xor", X, y, None, None, X_test, y_test, 2, (2,), source="generated")
+
+
+def _mnist_dataset(cfg, at: Loading) -> Dataset:
+    where = Path(cfg.path) if cfg.path else default_mnist_dir(at.near)
+    m = load_mnist(where, cfg.mirrors, cfg.download, at.progress)
+    return Dataset("mnist", preprocess(m.train_images, cfg), m.train_labels, None, None,
+                   preprocess(m.test_images, cfg), m.test_labels, N_DIGITS,
+                   (IMAGE_SIDE, IMAGE_SIDE), m.source, m.checksums)
+
+
+# Every dataset name, keyed as [data] dataset spells it: config.DATASETS, `config init
+# --dataset` and the rules on which keys a dataset reads come from here. A pooled source's
+# loader keeps its arrays for the next run anyway (load_mnist's cache): its Datasets keep them
+# as the pool that every seed's splits are rows of, and a group of any seeds uploads that pool
+# once (experiment/group_data.py, sweep/grouping.py).
+SOURCES: dict[str, Source] = {
+    "xor": Source(_xor_dataset, lambda cfg, near: (cfg.samples + cfg.test_samples, 2, 2)),
+    "mnist": Source(_mnist_dataset, lambda cfg, near: (MNIST_SAMPLES, IMAGE_SIDE**2, N_DIGITS),
+                    pooled=True, images=True),
+    "npz": Source(npz_dataset, npz_data_shape, file=NPZ_NEEDS),
+    "csv": Source(csv_dataset, csv_shape, file=CSV_NEEDS),
+}
+DATASETS = tuple(SOURCES)
+POOLED_SOURCES = frozenset(name for name, s in SOURCES.items() if s.pooled)
+IMAGE_SOURCES = frozenset(name for name, s in SOURCES.items() if s.images)
+FILE_SOURCES = frozenset(name for name, s in SOURCES.items() if s.file)  # a user's own file
 
 
 def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
                  near: Sequence[Path] = ()) -> Dataset:
     """The dataset a [data] config section names, with its seeded validation split. `near`:
-    folders (the config file's) beside which a vendored data/mnist is looked for."""
+    folders (the config file's) beside which a relative data.path or a vendored data/mnist is
+    looked for."""
     # the held-out samples follow train.seed unless split_seed fixes them: runs of several
     # seeds then hold out the same digits, and their committee has a validation score
     split_rng = rngs["split"] if cfg.split_seed < 0 else streams(cfg.split_seed)["split"]
-    if cfg.dataset == "xor":
-        X, y = make_xor(cfg.samples, cfg.noise, rngs["data"])
-        X_test, y_test = xor_test_set(cfg.test_samples, cfg.noise)
-        base = Dataset("xor", X, y, None, None, X_test, y_test, 2, (2,), source="generated")
-    elif cfg.dataset == "mnist":
-        where = Path(cfg.path) if cfg.path else default_mnist_dir(near)
-        m = load_mnist(where, cfg.mirrors, cfg.download, progress)
-        base = Dataset("mnist", preprocess(m.train_images, cfg), m.train_labels, None, None,
-                       preprocess(m.test_images, cfg), m.test_labels, 10,
-                       (IMAGE_SIDE, IMAGE_SIDE), m.source, m.checksums)
-    else:
-        base = _npz_dataset(cfg, split_rng)
-    keep, held = split_indices(len(base.y_train), cfg.val_fraction, split_rng)
+    base = SOURCES[cfg.dataset].load(cfg, Loading(rngs, split_rng, progress, near))
+    given = base.X_val is not None  # the file's own validation split (its note says so)
+    keep, held = split_indices(len(base.y_train), 0.0 if given else cfg.val_fraction, split_rng)
     if cfg.limit:
         keep = keep[:cfg.limit]  # the split is random, so a prefix is a sample
     X, y = base.X_train, base.y_train
     base.rows = {"train": keep, "val": held}
     if cfg.dataset in POOLED_SOURCES:
         base.pool = X, y
-    base.X_train, base.y_train, base.X_val, base.y_val = X[keep], y[keep], X[held], y[held]
+    base.X_train, base.y_train = X[keep], y[keep]
+    if not given:
+        base.X_val, base.y_val = X[held], y[held]
     if len(base.y_train) == 0:
         raise ConfigError(f"[data] val_fraction = {cfg.val_fraction} leaves no training "
                           f"samples out of {len(base.y_val)}; use a smaller fraction.")
     return base
+
+
+def data_shape(cfg, near: Sequence[Path] = ()) -> tuple[int, int, int]:
+    """(samples, features, classes) the [data] section will load, known without loading it."""
+    return SOURCES[cfg.dataset].shape(cfg, near)
 
 
 def preprocess(X: np.ndarray, cfg) -> np.ndarray:
@@ -156,7 +154,7 @@ def outside_inputs(X: np.ndarray, cfg, dataset: str | None, dtype,
 def check_dataset_range(dataset: Dataset, dtype) -> None:
     """check_range of a user's own data (generated data lie in the range their config keys
     bound, MNIST's in [0, 1])."""
-    if dataset.name == "npz":
+    if dataset.name in FILE_SOURCES:
         for split in ("train", "val", "test"):
             check_range(dataset.split(split)[0], dtype, f"{dataset.source} ({split} split)")
 
@@ -176,15 +174,3 @@ def check_range(X: np.ndarray, dtype, where: str) -> None:
 # (id(X), width) -> (X, its transform), for the loader's arrays
 _preprocessed: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
-
-def _npz_dataset(cfg, rng: np.random.Generator) -> Dataset:
-    if not cfg.path:
-        raise ConfigError("[data] dataset = 'npz' needs [data] path, the .npz file holding the "
-                          "arrays X (samples, features) and y (integer labels).")
-    arrays = load_npz(Path(cfg.path))
-    X, y, X_test, y_test = arrays.X, arrays.y, arrays.X_test, arrays.y_test
-    if X_test is None:
-        # no test arrays in the file: hold out test_fraction of it, seeded like the val split
-        X, y, X_test, y_test = split_off(X, y, cfg.test_fraction, rng)
-    return Dataset("npz", X, y, None, None, X_test, y_test, arrays.n_classes,
-                   (X.shape[1],), str(cfg.path), {Path(cfg.path).name: arrays.sha256})

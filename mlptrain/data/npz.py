@@ -1,61 +1,110 @@
 """A user's own dataset in a NumPy .npz archive.
 
-Expected keys: `X` (N, D) or (N, ...) features, `y` (N,) integer class labels, and optionally
-`X_test` / `y_test` with the same feature count. Everything is validated up front so that a
-bad file is reported by name and key instead of failing somewhere inside training.
+Expected keys: `X` (N, D) or (N, ...) features and `y` (N,) labels: class indices (integers,
+or whole floats), booleans, one-hot rows (N, C), or values to regress (data.task); optionally
+`X_val` / `y_val` (the validation split) and `X_test` / `y_test` with the same feature count.
+Everything is validated up front so that a bad file is reported by name and key instead of
+failing somewhere inside training.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mlptrain.arrayfiles import npz_headers, read_npz
+from mlptrain.data.dataset import Dataset, Loading
+from mlptrain.data.labels import check_class_count, decide_task
+from mlptrain.data.paths import data_file, file_sha256
+from mlptrain.data.split import split_off
 from mlptrain.errors import DataError
 
 MIN_CLASSES = 2
 MAX_LABEL = 2**31 - 1  # a class index; the output layer has max(label) + 1 units
-KEYS = ("X", "y", "X_test", "y_test")  # the arrays read; others in the file are left alone
+PAIRS = {"train": ("X", "y"), "val": ("X_val", "y_val"), "test": ("X_test", "y_test")}
+KEYS = tuple(key for pair in PAIRS.values() for key in pair)  # the arrays read; others stay
+NEEDS = "the .npz file holding the arrays X (samples, features) and y (labels)"
 
 
 @dataclass
 class NpzArrays:
-    """The validated arrays of a user .npz; X are float64 (N, D), labels int64 (N,)."""
+    """The validated arrays of a user .npz; X are float64 (N, D), labels int64 class indices
+    (N,), or float64 values for regression."""
 
     X: np.ndarray
     y: np.ndarray
     X_test: np.ndarray | None
     y_test: np.ndarray | None
-    n_classes: int
+    n_classes: int  # 1 for regression
     sha256: str
+    X_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    task: str = "classification"
+    class_names: list[str] | None = None  # booleans: ["False", "True"]
+    notes: list[str] = field(default_factory=list)
 
 
-def load_npz(path: Path) -> NpzArrays:
-    """Read and validate a user's .npz dataset."""
+def load_npz(path: Path, task: str = "classification") -> NpzArrays:
+    """Read and validate a user's .npz dataset; task is data.task (auto: decided from y)."""
     path = Path(path)
     arrays = read_npz(path, _name(path), DataError, keys=KEYS)
-    X, y = _labelled_pair(path, arrays, "X", "y")
-    X_test, y_test = _optional_test_pair(path, arrays, n_features=X.shape[1])
-    all_labels = [y] if y_test is None else [y, y_test]
-    n_classes = max(MIN_CLASSES, max(int(labels.max()) for labels in all_labels) + 1)
+    notes: list[str] = []
+    X, y = _labelled_pair(path, arrays, "X", "y", notes)
+    pairs = {split: _optional_pair(path, arrays, keys, X.shape[1], notes)
+             for split, keys in PAIRS.items() if split != "train"}
+    labels = {"y": y, **{keys[1]: pairs[split][1] for split, keys in PAIRS.items()
+                         if split != "train" and pairs[split][1] is not None}}
+    task = decide_task(np.concatenate(list(labels.values())), task,
+                       f"Dataset file {path}: array 'y'")
+    values = {key: _targets(path, key, labels[key], task) for key in labels}
+    if "X_val" in arrays:
+        notes.append(f"validation split: the file's arrays X_val and y_val "
+                     f"({len(values['y_val'])} samples) instead of data.val_fraction")
     return NpzArrays(
         X=X,
-        y=y,
-        X_test=X_test,
-        y_test=y_test,
-        n_classes=n_classes,
-        sha256=_sha256(path),
+        y=values["y"],
+        X_test=pairs["test"][0],
+        y_test=values.get("y_test"),
+        n_classes=_n_classes(list(values.values()), task),
+        sha256=file_sha256(path),
+        X_val=pairs["val"][0],
+        y_val=values.get("y_val"),
+        task=task,
+        class_names=["False", "True"] if task == "classification" and all(
+            v.dtype.kind == "b" for v in labels.values()) else None,
+        notes=notes,
     )
 
 
+def npz_dataset(cfg, at: Loading) -> Dataset:
+    """The [data] section's .npz as a Dataset: its own test arrays, or test_fraction of it held
+    out (seeded like the validation split); its own validation arrays when it has them."""
+    path = data_file(cfg, at.near, NEEDS)
+    a = load_npz(path, cfg.task)
+    X, y, X_test, y_test = a.X, a.y, a.X_test, a.y_test
+    if X_test is None:
+        X, y, X_test, y_test = split_off(X, y, cfg.test_fraction, at.split_rng)
+    if a.task == "classification":
+        rows = len(y) + len(y_test) + (0 if a.y_val is None else len(a.y_val))
+        check_class_count(a.n_classes, rows, f"Dataset file {path}")
+    return Dataset("npz", X, y, a.X_val, a.y_val, X_test, y_test, a.n_classes, (X.shape[1],),
+                   str(path), {path.name: a.sha256}, task=a.task, class_names=a.class_names,
+                   notes=a.notes)
+
+
+def npz_data_shape(cfg, near: Sequence[Path]) -> tuple[int, int, int]:
+    """npz_shape of the [data] section's file (classes: at least 2, known after loading)."""
+    return (*npz_shape(data_file(cfg, near, NEEDS)), 2)
+
+
 def npz_shape(path: Path) -> tuple[int, int]:
-    """Rows of X (+ X_test) and features per row, from the arrays' headers alone (a memory
+    """Rows of X (+ X_val, X_test) and features per row, from the arrays' headers alone (a memory
     estimate before loading); DataError as load_npz would raise it for a file it cannot read."""
-    headers = npz_headers(path, _name(Path(path)), DataError, keys=("X", "X_test"))
+    headers = npz_headers(path, _name(Path(path)), DataError, keys=("X", "X_val", "X_test"))
     samples, features = 0, 0
     for header in headers.values():
         if header.shape:
@@ -68,45 +117,38 @@ def _name(path: Path) -> str:
     return f"Dataset file {path}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as error:  # removed or made unreadable since its arrays were read
-        raise DataError(f"Dataset file {path} cannot be read ({error}).") from None
-    return digest.hexdigest()
 
-
-def _optional_test_pair(
-    path: Path, arrays: dict[str, np.ndarray], n_features: int
+def _optional_pair(
+    path: Path, arrays: dict[str, np.ndarray], keys: tuple[str, str], n_features: int,
+    notes: list[str],
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    present = {key for key in ("X_test", "y_test") if key in arrays}
+    """X_test and y_test (or X_val and y_val) when the file has them: both, or neither."""
+    present = [key for key in keys if key in arrays]
     if not present:
         return None, None
     if len(present) == 1:
         (found,) = present
-        missing = "y_test" if found == "X_test" else "X_test"
+        (missing,) = set(keys) - {found}
         raise DataError(
-            f"Dataset file {path} has array {found!r} but not {missing!r}: the test arrays "
-            f"must come as a pair. Add {missing!r} or remove {found!r}."
+            f"Dataset file {path} has array {found!r} but not {missing!r}: the arrays "
+            f"{keys[0]} and {keys[1]} must come as a pair. Add {missing!r} or remove {found!r}."
         )
-    X_test, y_test = _labelled_pair(path, arrays, "X_test", "y_test")
-    if X_test.shape[1] != n_features:
+    X, y = _labelled_pair(path, arrays, *keys, notes)
+    if X.shape[1] != n_features:
         raise DataError(
-            f"Dataset file {path}: array 'X_test' has {X_test.shape[1]} features per sample "
+            f"Dataset file {path}: array {keys[0]!r} has {X.shape[1]} features per sample "
             f"but 'X' has {n_features}; expected the same feature count. Build both from the "
             "same feature layout."
         )
-    return X_test, y_test
+    return X, y
 
 
 def _labelled_pair(
-    path: Path, arrays: dict[str, np.ndarray], features_key: str, labels_key: str
+    path: Path, arrays: dict[str, np.ndarray], features_key: str, labels_key: str,
+    notes: list[str],
 ) -> tuple[np.ndarray, np.ndarray]:
     X = _features(path, features_key, _array(path, arrays, features_key))
-    y = _labels(path, labels_key, _array(path, arrays, labels_key), n_samples=X.shape[0])
+    y = _labels(path, labels_key, _array(path, arrays, labels_key), X.shape[0], notes)
     return X, y
 
 
@@ -135,14 +177,47 @@ def _features(path: Path, key: str, X: np.ndarray) -> np.ndarray:
     return X.reshape(X.shape[0], -1).astype(np.float64)  # finite: read_npz checked
 
 
-def _labels(path: Path, key: str, y: np.ndarray, n_samples: int) -> np.ndarray:
-    expected = f"a 1-D array of {n_samples} non-negative integer class labels"
-    if y.dtype.kind not in "iuf":
+LABELS = "a 1-D array of {n} labels (or one-hot rows (N, C))"
+
+
+def _labels(path: Path, key: str, y: np.ndarray, n_samples: int,
+            notes: list[str]) -> np.ndarray:
+    """The labels (N,) of array `key` as stored, one-hot rows turned into class indices."""
+    expected = LABELS.format(n=n_samples)
+    if y.dtype.kind not in "biuf":
         raise _bad(path, key, expected, f"it has dtype {y.dtype}")
+    if _one_hot(y):
+        notes.append(f"array {key!r} is one-hot ({y.shape[1]} columns): took each row's 1 as "
+                     "its class")
+        y = np.argmax(y, axis=1)
     if y.ndim != 1:
         raise _bad(path, key, expected, f"it has shape {y.shape}")
     if y.shape[0] != n_samples:
         raise _bad(path, key, expected, f"it has {y.shape[0]} labels")
+    return y
+
+
+def _one_hot(y: np.ndarray) -> bool:
+    """Rows (N, C >= 2) of zeros with exactly one 1 each."""
+    return y.ndim == 2 and y.shape[1] >= 2 and bool(
+        ((y == 0) | (y == 1)).all() and (y.sum(axis=1) == 1).all())
+
+
+def _targets(path: Path, key: str, y: np.ndarray, task: str) -> np.ndarray:
+    """Labels as the task takes them: class indices (int64), or values (float64)."""
+    return y.astype(np.float64) if task == "regression" else _class_indices(path, key, y)
+
+
+def _n_classes(labels: list[np.ndarray], task: str) -> int:
+    """The output units: the largest class index + 1 (the largest may appear only in the test
+    set), at least 2; 1 value to regress."""
+    if task == "regression":
+        return 1
+    return max(MIN_CLASSES, max(int(y.max()) for y in labels if y.size) + 1)
+
+
+def _class_indices(path: Path, key: str, y: np.ndarray) -> np.ndarray:
+    expected = f"a 1-D array of {len(y)} non-negative integer class labels"
     if y.dtype.kind == "f":
         # Labels saved as floats are common (e.g. from pandas); accept them when exact.
         not_integral = ~np.isfinite(y) | (y != np.round(y))

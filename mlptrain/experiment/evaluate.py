@@ -15,6 +15,7 @@ import numpy as np
 from mlptrain import loop
 from mlptrain.config import Config, load_config
 from mlptrain.data import outside_inputs
+from mlptrain.data.csv import table_inputs
 from mlptrain.data.npz import load_npz
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.experiment.predict import check_outputs, open_network
@@ -50,10 +51,13 @@ def evaluate_run(store: RunStore, ref: str, split: str = "test",
     loss, accuracy = loop.evaluate(model, loop.to_device(model.ops, model, X, y),
                                    config.train.eval_batch_size)
     predictions = outputs.predictions
+    report = classification_report(y, predictions, model_classes(model))
+    names = (run.read_summary().get("dataset") or {}).get("class_names")
+    for row in report["per_class"] if names else ():
+        row["name"] = names[row["class"]]
     return {"run_id": run.run_id, "split": "data" if data is not None else split,
             "data": None if data is None else str(data), "loss": loss, "accuracy": accuracy,
-            "samples": int(len(y)), "notes": notes,
-            "classes": classification_report(y, predictions, model_classes(model))}
+            "samples": int(len(y)), "notes": notes, "classes": report}
 
 
 def model_classes(model: MLP) -> int:
@@ -68,10 +72,16 @@ def _saved_model(run: Run, config: Config) -> MLP:
 
 
 def _outside_data(path: Path, run: Run, config: Config, model: MLP, notes: list[str]):
-    """X (N, D) and y (N,) of a .npz, checked against what the network takes and made what
+    """X (N, D) and y (N,) of a .npz (or, for a run trained on a table, of a CSV encoded as
+    its table was), checked against what the network takes and made what
     the run's own splits were (outside_inputs: pixel scale, the run's preprocessing)."""
-    arrays = load_npz(path)
-    X, y = arrays.X, arrays.y
+    dataset = run.read_summary().get("dataset") or {}
+    if path.suffix.lower() == ".csv":
+        X, y, done = table_inputs(path, dataset.get("encoding") or {}, labelled=True)
+        notes += done
+    else:
+        arrays = load_npz(path)
+        X, y = arrays.X, arrays.y
     if X.shape[1] != model.sizes[0]:
         raise DataError(f"{path}: X has {X.shape[1]} features per sample, but run "
                         f"{run.run_id} takes {model.sizes[0]}; score data shaped like the "
@@ -79,8 +89,8 @@ def _outside_data(path: Path, run: Run, config: Config, model: MLP, notes: list[
     if int(y.max()) >= model_classes(model):
         raise DataError(f"{path}: y holds label {int(y.max())}, but run {run.run_id} knows "
                         f"classes 0-{model_classes(model) - 1} only.")
-    dataset = (run.read_summary().get("dataset") or {}).get("name")
-    X, done = outside_inputs(X, config.data, dataset, model.dtype, f"{path} (array X)")
+    X, done = outside_inputs(X, config.data, dataset.get("name"), model.dtype,
+                             f"{path} (array X)")
     notes += done
     return X, y
 

@@ -401,7 +401,11 @@ def start_summary(run: Run, p: Prepared) -> dict[str, Any]:
         "dataset": {"name": dataset.name, "source": dataset.source,
                     "input_shape": list(dataset.input_shape),  # predict reshapes images to it
                     "checksums": dataset.checksums,
-                    "samples": {k: int(len(dataset.split(k)[1])) for k in SPLITS}},
+                    "samples": {k: int(len(dataset.split(k)[1])) for k in SPLITS},
+                    "task": dataset.task,
+                    "class_names": dataset.class_names,  # eval and predict show them
+                    "notes": dataset.notes,
+                    "encoding": dataset.encoding},  # a table's columns as inputs (data/csv.py)
         "versions": {"mlptrain": mlptrain.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
     }

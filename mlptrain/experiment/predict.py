@@ -1,4 +1,5 @@
-"""Predictions from a saved run on a user's own input: an image file or a .npy/.npz array.
+"""Predictions from a saved run on a user's own input: an image file, a .npy/.npz array, or a
+CSV table for a run trained on one.
 
 Images are turned into what the network saw in training: grayscale, scaled to [0, 1], and, for
 MNIST, cleaned into a light digit on black framed as MNIST's are (experiment/digits.py: uneven
@@ -22,13 +23,16 @@ from mlptrain.arrayfiles import read_npy, read_npz
 from mlptrain.backend import get_backend
 from mlptrain.config import load_config
 from mlptrain.data import outside_inputs
+from mlptrain.data.csv import table_inputs
 from mlptrain.errors import DataError
 from mlptrain.experiment.digits import clean_digit
 from mlptrain.experiment.setup import network_expect
 from mlptrain.model import MLP
 from mlptrain.runs import Run, RunStore
+from mlptrain.text import plural
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+ARRAY_SUFFIXES = (".npy", ".npz", ".csv")  # a .csv for a run trained on a table
 
 
 @dataclass
@@ -47,6 +51,11 @@ class Prediction:
     inputs: list[Inputs]  # one per file, in the order given (a folder's files sorted by name)
     probabilities: np.ndarray  # (N, C): every file's samples, in order
     warnings: list[list[str]]  # per sample: why its answer may be unreliable ([] = none)
+    class_names: list[str] | None = None  # class c's name, where the run's data named them
+
+    def name(self, c: int) -> str:
+        """Class c as a person knows it: its name, else its index."""
+        return self.class_names[c] if self.class_names else str(c)
 
     def top(self, k: int) -> list[list[tuple[int, float]]]:
         """Per sample, the k most probable classes as (class, probability), best first."""
@@ -71,7 +80,8 @@ def predict(store: RunStore, ref: str, input_paths: Path | list[Path],
     input_shape = tuple(dataset.get("input_shape") or _square_or_flat(sizes[0]))
     model = open_network(run, config, sizes)
     paths = expand_inputs([input_paths] if isinstance(input_paths, (str, Path)) else input_paths)
-    inputs = [read_inputs(path, sizes[0], input_shape, dataset.get("name"), invert)
+    inputs = [read_inputs(path, sizes[0], input_shape, dataset.get("name"), invert,
+                          dataset.get("encoding"))
               for path in paths]
     for i in inputs:  # as the run's own splits were when the network saw them
         i.X, notes = outside_inputs(i.X, config.data, dataset.get("name"), model.dtype,
@@ -84,7 +94,7 @@ def predict(store: RunStore, ref: str, input_paths: Path | list[Path],
                             for i in inputs])
     reference = summary.get("reference")
     warnings = [out_of_distribution(x, p, reference, input_shape) for x, p in zip(X, probs)]
-    return Prediction(run.run_id, inputs, probs, warnings)
+    return Prediction(run.run_id, inputs, probs, warnings, dataset.get("class_names"))
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
@@ -93,10 +103,10 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     for path in map(Path, paths):
         if path.is_dir():
             inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in
-                            (*IMAGE_SUFFIXES, ".npy", ".npz"))
+                            (*IMAGE_SUFFIXES, *ARRAY_SUFFIXES))
             if not inside:
                 raise DataError(f"folder {path} holds no image ({', '.join(IMAGE_SUFFIXES)}) "
-                                "or array (.npy, .npz) files to predict.")
+                                f"or array ({', '.join(ARRAY_SUFFIXES)}) files to predict.")
             found += inside
         else:
             found.append(path)
@@ -223,18 +233,24 @@ def _square_or_flat(n_features: int) -> tuple[int, ...]:
 
 
 def read_inputs(path: Path, n_features: int, input_shape: tuple[int, ...],
-                dataset: str | None, invert: bool | None = None) -> Inputs:
+                dataset: str | None, invert: bool | None = None,
+                encoding: dict | None = None) -> Inputs:
+    """One input file as samples; `encoding`: how the run's table became inputs (a CSV's)."""
     if not path.is_file():
         raise DataError(f"input {path} does not exist (or is not a file). Give a PNG/JPEG "
-                        "image or a .npy/.npz array.")
+                        "image, a .npy/.npz array or a .csv table.")
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         inputs = _read_image(path, n_features, input_shape, dataset, invert)
+    elif suffix == ".csv":
+        X, _, notes = table_inputs(path, encoding or {}, labelled=False)
+        inputs = Inputs(X, "table", None, [f"read {plural(len(X), 'row')} of {path.name}",
+                                           *notes])
     elif suffix in (".npy", ".npz"):
         inputs = _read_array(path, n_features, input_shape)
     else:
         raise DataError(f"input {path}: unknown file type {suffix or '(none)'!r}; expected an "
-                        f"image ({', '.join(IMAGE_SUFFIXES)}) or an array (.npy, .npz).")
+                        f"image ({', '.join(IMAGE_SUFFIXES)}), an array (.npy, .npz) or a table (.csv).")
     inputs.path = path
     return inputs
 

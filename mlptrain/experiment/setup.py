@@ -8,8 +8,7 @@ which path the step will take on the device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -17,9 +16,9 @@ import numpy as np
 from mlptrain import memory
 from mlptrain.arrayfiles import Expect
 from mlptrain.backend import describe_path, epoch_path, get_backend
-from mlptrain.config import Config, load_config
-from mlptrain.data import Dataset, check_dataset_range, load_dataset
-from mlptrain.errors import ModelError
+from mlptrain.config import Config, config_folder, load_config
+from mlptrain.data import FILE_SOURCES, Dataset, check_dataset_range, load_dataset
+from mlptrain.errors import ConfigError, ModelError
 from mlptrain.model import MLP, build_model
 from mlptrain.runs import Run
 from mlptrain.seeding import streams
@@ -53,8 +52,10 @@ def prepare(config: Config, data_progress: Callable | None = None,
     ops = get_backend(config.train.device)
     memory.check_data_fits(config, ops)  # before anything is allocated: refuse what cannot fit
     if dataset is None:
-        dataset = load_dataset(config.data, rngs, data_progress, _config_folder(config))
+        dataset = load_dataset(config.data, rngs, data_progress, config_folder(config))
         check_dataset_range(dataset, config.train.dtype)
+    _refuse_regression(config, dataset)
+    config = _with_data_file(config, dataset)
     memory.check_fits(config, ops, sum(len(dataset.split(s)[1]) for s in SPLITS),
                       dataset.n_features, dataset.n_classes)  # now with the data's classes
     step = build_step(config, dataset.input_shape, dataset.n_classes,
@@ -64,17 +65,31 @@ def prepare(config: Config, data_progress: Callable | None = None,
     return Prepared(config, dataset, step, model, rngs)
 
 
+def _refuse_regression(config: Config, dataset: Dataset) -> None:
+    """Until a regression loss exists (then delete this): a target of values is refused here,
+    once, instead of being trained as class indices."""
+    if dataset.task == "regression":
+        decided = "you set" if config.data.task == "regression" else "data.task = \"auto\" " \
+                  "decided, as its values are not all whole numbers"
+        raise ConfigError(f"{dataset.source}: the target is a quantity to regress ({decided}), "
+                          "but regression losses are not available yet: mlptrain trains "
+                          "classifiers only. Set [data] task = \"classification\" if the "
+                          "values are class labels.")
+
+
 def load_data_as_given(config: Config) -> Dataset:
     """The dataset `prepare` loads for this config (the same samples in each split), with the
     images as given: no [data] preprocessing (data.normalize_width), for people to look at."""
     data = replace(config.data, normalize_width=0)
-    return load_dataset(data, streams(config.train.seed), None, _config_folder(config))
+    return load_dataset(data, streams(config.train.seed), None, config_folder(config))
 
 
-def _config_folder(config: Config) -> list[Path]:
-    """The folder of the config file (a vendored data/mnist is looked for beside it)."""
-    source = Path(config.source)
-    return [source.parent] if source.is_file() else []
+def _with_data_file(config: Config, dataset: Dataset) -> Config:
+    """config with data.path the absolute path of the file its data came from: the config a
+    run saves, so that eval, predict, plot and resume find the file from any folder."""
+    if config.data.dataset not in FILE_SOURCES or config.data.path == dataset.source:
+        return config
+    return replace(config, data=replace(config.data, path=dataset.source))
 
 
 def prepare_run(run: Run, device: str | None = None) -> Prepared:
@@ -112,6 +127,9 @@ class Plan:
     source: str
     path: str  # `cuda graph` or `eager: <reasons>` (backend.epoch_path)
     aids: list[str]  # what the step does beyond the plain one (step.aids)
+    task: str = "classification"  # data.task as decided
+    classes: list[str] = field(default_factory=list)  # each class's name (or index)
+    notes: list[str] = field(default_factory=list)  # what loading did (Dataset.notes)
 
 
 def plan(config: Config, data_progress: Callable | None = None) -> Plan:
@@ -121,4 +139,9 @@ def plan(config: Config, data_progress: Callable | None = None) -> Plan:
     return Plan(p.model.describe(), p.model.parameter_count, samples, p.model.ops.device,
                 config.train.dtype, p.step.steps_per_epoch, p.step.epochs,
                 p.step.checkpoint_every, p.dataset.name, p.dataset.source, p.path,
-                p.step.aids())
+                p.step.aids(), p.dataset.task, class_names(p.dataset), p.dataset.notes)
+
+
+def class_names(dataset: Dataset) -> list[str]:
+    """Each class's name: the names the data gave, else its index."""
+    return list(dataset.class_names or map(str, range(dataset.n_classes)))

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlptrain import memory
+from mlptrain.config import config_folder
 from mlptrain.data import IMAGE_SOURCES, POOLED_SOURCES
 from mlptrain.step import member_blockers, shared_part
 from mlptrain.sweep.trial import (GroupTask, TrialFinished, TrialProgress, TrialTask,
@@ -39,7 +40,7 @@ def planned_step(config):
     from mlptrain.errors import MlptrainError
     from mlptrain.step import build_step
 
-    samples, features, classes = memory.data_shape(config.data)
+    samples, features, classes = memory.data_shape(config.data, config_folder(config))
     side = math.isqrt(features)  # an image dataset's samples are square images
     shape = (side, side) if config.data.dataset in IMAGE_SOURCES else (features,)
     train = max(1, int(samples * (1 - config.data.val_fraction)))  # only compared, never used
@@ -103,7 +104,7 @@ def device_limit(tasks: list[TrialTask]) -> int:
     widest = copy.deepcopy(config)
     widths = [t.config.model.hidden for t in tasks]
     widest.model.hidden = [max(w[i] for w in widths) for i in range(len(widths[0]))]
-    samples, features, classes = memory.data_shape(config.data)
+    samples, features, classes = memory.data_shape(config.data, config_folder(config))
     need = memory.estimate(widest, samples, features, classes)
     # a group uploads each pool once: one for a pooled source, else one per seed's split
     pools = 1 if config.data.dataset in POOLED_SOURCES else len({t.config.train.seed

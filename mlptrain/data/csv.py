@@ -1,0 +1,351 @@
+"""A user's own table: a CSV file whose header row names its columns ([data] dataset = "csv").
+
+The target column (data.target; default the last) gives the labels, the feature columns
+(data.features; default every other) the inputs: numbers as they are, categorical columns
+(data.categorical; "auto": those whose values are not all numbers) one-hot, one input per
+value of the column's vocabulary (its distinct values, sorted). A missing cell (empty, NA,
+NaN) is an error naming its line and column unless data.missing fills it with the column's
+mean or drops its row. How the columns became inputs, the encoding, is recorded in the run:
+`eval --data` and `predict` encode a table of yours the same way (encode_table).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlptrain.data.dataset import Dataset, Loading
+from mlptrain.data.labels import check_class_count, classes_of, decide_task, label_name
+from mlptrain.data.paths import data_file, file_sha256
+from mlptrain.data.split import split_off
+from mlptrain.errors import ConfigError, DataError
+
+MISSING_POLICIES = ("error", "mean", "drop")  # data.missing: what a missing cell does
+MISSING_CELLS = frozenset({"", "na", "n/a", "nan", "null"})  # lowercased, spaces stripped
+NEEDS = "the .csv file: a header row naming the columns, then one row per sample"
+SHOWN = 8  # names listed in a note or a message before "..."
+LISTED = 100  # a header's names listed where one was not found
+
+
+@dataclass
+class Table:
+    """A CSV's cells as text, by column; lines[i] is the file's line (1-based) of row i."""
+
+    path: Path
+    columns: list[str]
+    cells: dict[str, list[str]]
+    lines: list[int]
+    _numbers: dict[str, list[float | None]] = field(default_factory=dict)
+
+    def numbers(self, column: str) -> list[float | None]:
+        """The column's cells as finite numbers (None: missing, or not a number)."""
+        if column not in self._numbers:
+            self._numbers[column] = [None if _missing(c) else _number(c)
+                                     for c in self.cells[column]]
+        return self._numbers[column]
+
+    def place(self, row: int, column: str) -> str:
+        return f"{self.path}, line {self.lines[row]}, column {column!r}"
+
+
+def csv_dataset(cfg, at: Loading) -> Dataset:
+    """The [data] section's table as a Dataset, test_fraction of it held out (seeded like the
+    validation split)."""
+    path = data_file(cfg, at.near, NEEDS)
+    table = read_table(path, cfg.delimiter)
+    encoding = fit_encoding(table, cfg)
+    X, rows, notes = encode_table(table, encoding)
+    y, task, names = _fit_target(table, rows, cfg.task, encoding)
+    encoding.update(task=task, classes=names)
+    n_classes = 1 if task == "regression" else max(2, len(names))
+    if task == "classification":
+        check_class_count(n_classes, len(y), f"{path}: target column {encoding['target']!r}")
+    X, y, X_test, y_test = split_off(X, y, cfg.test_fraction, at.split_rng)
+    return Dataset("csv", X, y, None, None, X_test, y_test, n_classes, (X.shape[1],), str(path),
+                   {path.name: file_sha256(path)}, task=task, class_names=names,
+                   notes=[describe(encoding), *notes], encoding=encoding)
+
+
+def csv_shape(cfg, near: Sequence[Path]) -> tuple[int, int, int]:
+    """(lines after the header, columns but one, 2): a bound for the memory check, from the
+    header and a count of the file's newlines."""
+    path = _regular_file(data_file(cfg, near, NEEDS))
+    with _opened(path) as f:
+        columns = len(next(csv.reader(f, delimiter=cfg.delimiter), []))
+    with open(path, "rb") as f:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    return lines, max(columns - 1, 1), 2
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def read_table(path: Path, delimiter: str) -> Table:
+    """The cells of a CSV with a header row, each row checked to have one cell per column."""
+    path = _regular_file(Path(path))
+    try:
+        with _opened(path) as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header = next((row for row in reader if row), None)
+            if header is None:
+                raise DataError(f"{path} is empty; expected a header row naming the columns, "
+                                "then one row per sample.")
+            columns = [name.strip() for name in header]
+            _check_header(path, columns)
+            rows, lines = [], []
+            for row in reader:
+                if not row:
+                    continue  # a blank line
+                if len(row) != len(columns):
+                    raise DataError(
+                        f"{path}, line {reader.line_num}: {len(row)} cells, but the header names "
+                        f"{len(columns)} columns; every row needs one cell per column (data."
+                        f"delimiter = {delimiter!r}: is that the file's separator?).")
+                rows.append(row)
+                lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise DataError(f"{path}, line {reader.line_num}: not readable as CSV ({exc}).") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8 CSV.") from None
+    if not rows:
+        raise DataError(f"{path} has a header but no rows; expected one row per sample.")
+    cells = {name: [row[i].strip() for row in rows] for i, name in enumerate(columns)}
+    return Table(path, columns, cells, lines)
+
+
+def _regular_file(path: Path) -> Path:
+    if not path.exists():
+        raise DataError(f"Dataset file {path} does not exist. Check [data] path.")
+    if not path.is_file():  # a pipe would be read once, and a resumed run reads it again
+        raise DataError(f"Dataset file {path} is not a regular file; give a CSV file.")
+    return path
+
+
+def _opened(path: Path):
+    try:
+        return open(path, encoding="utf-8-sig", newline="")  # a BOM is not part of a name
+    except OSError as exc:
+        raise DataError(f"Dataset file {path} cannot be read ({exc}).") from None
+
+
+def _check_header(path: Path, columns: list[str]) -> None:
+    seen = set()
+    for name in columns:
+        if name in seen:
+            raise DataError(f"{path}: the header names column {name!r} twice; give each column "
+                            "its own name.")
+        seen.add(name)
+
+
+def _missing(cell: str) -> bool:
+    return cell.lower() in MISSING_CELLS
+
+
+def _number(cell: str) -> float | None:
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+# -- the encoding: from a training table, then applied to any table -----------------------------
+
+
+def fit_encoding(table: Table, cfg) -> dict[str, Any]:
+    """How the [data] section's columns of `table` become inputs: JSON-able, recorded in the
+    run. The vocabulary of a categorical column and the mean that fills a numeric one are taken
+    over every row of the file (a row is dropped only where the column is used)."""
+    target = cfg.target or table.columns[-1]
+    features = list(cfg.features) or [c for c in table.columns if c != target]
+    _check_columns(table, [target], "[data] target")
+    _check_columns(table, features, "[data] features")
+    if not features:
+        raise ConfigError(f"{table.path} has no column but the target {target!r}; a table "
+                          "needs feature columns to learn from.")
+    if target in features:
+        raise ConfigError(f"[data] features lists the target column {target!r}; a column is a "
+                          "feature or the target, not both.")
+    categorical = [c for c in features if not _all_numbers(table, c)] \
+        if cfg.categorical == "auto" else list(cfg.categorical)
+    for name in categorical:
+        if name not in features:
+            raise ConfigError(f"[data] categorical: {name!r} is not one of the feature columns "
+                              f"of {table.path} ({_names(features)}).")
+    numeric = [c for c in features if c not in categorical]
+    for column in numeric:
+        _check_numbers(table, column)
+    fill = {c: _mean(table, c) for c in numeric} if cfg.missing == "mean" else {}
+    return {"delimiter": cfg.delimiter, "target": target, "features": features,
+            "categorical": {c: sorted({v for v in table.cells[c] if not _missing(v)})
+                            for c in categorical},
+            "missing": cfg.missing, "fill": fill}
+
+
+def encode_table(table: Table, encoding: dict[str, Any], labelled: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """X (N, D) float64 of the table's rows as the encoding makes them, the rows kept (drop)
+    and notes; the target column must be there when `labelled`."""
+    features = encoding["features"]
+    needed = [encoding["target"], *features] if labelled else features
+    _check_columns(table, needed, "a column the run uses", DataError)
+    rows, notes = _rows_kept(table, needed, encoding)
+    blocks = [_one_hot(table, rows, c, encoding["categorical"][c])
+              if c in encoding["categorical"] else _numeric(table, rows, c, encoding["fill"])
+              for c in features]
+    return np.concatenate(blocks, axis=1), rows, notes
+
+
+def table_inputs(path: Path, encoding: dict[str, Any], labelled: bool
+                 ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """A table of yours encoded as the run's training table was (eval --data, predict): X,
+    the class indices of its target column when `labelled`, and notes."""
+    if not encoding:
+        raise DataError(f"{path} is a CSV table, but the run was not trained on one, so it "
+                        "has no columns to read from it; give a .npz (or .npy) array of its "
+                        "inputs.")
+    table = read_table(path, encoding["delimiter"])
+    X, rows, notes = encode_table(table, encoding, labelled)
+    return X, _known_target(table, rows, encoding) if labelled else None, notes
+
+
+def describe(encoding: dict[str, Any]) -> str:
+    """The columns a run uses, in words (fit --dry-run, the run's notes)."""
+    features, categorical = encoding["features"], encoding["categorical"]
+    text = f"columns: target {encoding['target']!r}; {len(features)} features ({_names(features)})"
+    if categorical:
+        text += "; one-hot: " + ", ".join(f"{c} ({len(v)} values)"
+                                          for c, v in categorical.items())
+    return text
+
+
+def _check_columns(table: Table, names: list[str], key: str, error=ConfigError) -> None:
+    for name in names:
+        if name not in table.columns:
+            raise error(f"{key}: {table.path} has no column {name!r}; its header names "
+                        f"{_names(table.columns, shown=LISTED)}.")
+
+
+def _all_numbers(table: Table, column: str) -> bool:
+    return all(n is not None for n, c in zip(table.numbers(column), table.cells[column])
+               if not _missing(c))
+
+
+def _check_numbers(table: Table, column: str) -> None:
+    for row, (n, cell) in enumerate(zip(table.numbers(column), table.cells[column])):
+        if n is None and not _missing(cell):
+            raise DataError(f"{table.place(row, column)}: {cell!r} is not a finite number, but "
+                            "the column is numeric (not in data.categorical); fix the cell, or "
+                            "list the column in data.categorical.")
+
+
+def _mean(table: Table, column: str) -> float:
+    present = [n for n in table.numbers(column) if n is not None]
+    if not present:
+        raise DataError(f"{table.path}: column {column!r} has no values to take a mean of; "
+                        "fill it in, or leave it out of data.features.")
+    return float(np.mean(present))
+
+
+def _rows_kept(table: Table, columns: list[str], encoding: dict[str, Any]
+               ) -> tuple[np.ndarray, list[str]]:
+    """The rows to use under data.missing (drop: those with no missing cell in `columns`)."""
+    policy, fill = encoding["missing"], encoding["fill"]
+    gaps = [(row, c) for c in columns for row, cell in enumerate(table.cells[c])
+            if _missing(cell) and not (policy == "mean" and c in fill)]
+    if gaps and policy != "drop":
+        row, column = min(gaps)
+        why = "cannot be filled with a mean: it is the target or categorical; " \
+            if policy == "mean" else ""
+        cell = table.cells[column][row]
+        raise DataError(f"{table.place(row, column)}: missing value "
+                        f"({repr(cell) if cell else 'an empty cell'}); {why}fill it in, or set "
+                        "[data] missing = \"mean\" (numeric feature columns) or \"drop\".")
+    dropped = sorted({row for row, _ in gaps})
+    rows = np.setdiff1d(np.arange(len(table.lines)), dropped)
+    if not len(rows):
+        raise DataError(f"{table.path}: every row has a missing value (data.missing = \"drop\" "
+                        "dropped them all).")
+    notes = [f"dropped {len(dropped)} row(s) with missing values (lines "
+             f"{_names([table.lines[r] for r in dropped], quote=False)})"] if dropped else []
+    return rows, notes
+
+
+def _numeric(table: Table, rows: np.ndarray, column: str, fill: dict[str, float]) -> np.ndarray:
+    values = table.numbers(column)
+    out = np.empty((len(rows), 1))
+    for i, row in enumerate(rows):
+        if values[row] is None and not _missing(table.cells[column][row]):
+            _check_numbers(table, column)  # names the cell
+        out[i, 0] = fill.get(column, math.nan) if values[row] is None else values[row]
+    return out
+
+
+def _one_hot(table: Table, rows: np.ndarray, column: str, vocabulary: list[str]) -> np.ndarray:
+    index = {value: i for i, value in enumerate(vocabulary)}
+    out = np.zeros((len(rows), len(vocabulary)))
+    for i, row in enumerate(rows):
+        cell = table.cells[column][row]
+        if cell not in index:
+            raise DataError(f"{table.place(row, column)}: category {cell!r} was not in the "
+                            f"training data; the run knows {_names(vocabulary)}. Use one of "
+                            "those, or train on data that has it.")
+        out[i, index[cell]] = 1.0
+    return out
+
+
+# -- the target -----------------------------------------------------------------------------------
+
+
+def _target_values(table: Table, rows: np.ndarray, column: str) -> np.ndarray:
+    """The target's cells as numbers (float64) when all are numbers, else as text."""
+    numbers = table.numbers(column)
+    if all(numbers[r] is not None for r in rows):
+        return np.array([numbers[r] for r in rows], np.float64)
+    return np.array([table.cells[column][r] for r in rows])
+
+
+def _fit_target(table: Table, rows: np.ndarray, task: str, encoding: dict[str, Any]
+                ) -> tuple[np.ndarray, str, list[str] | None]:
+    """(y, task, class names) of the training table's target column (data.task decided)."""
+    column = encoding["target"]
+    values = _target_values(table, rows, column)
+    task = decide_task(values, task, f"{table.path}: target column {column!r}")
+    if task == "classification":
+        y, names = classes_of(values)
+        return y, task, names
+    if values.dtype.kind != "f":
+        row = next(r for r in rows if table.numbers(column)[r] is None)
+        raise DataError(f"{table.place(row, column)}: {table.cells[column][row]!r} is not a "
+                        "number, but data.task = \"regression\" needs numbers to regress.")
+    return values, task, None
+
+
+def _known_target(table: Table, rows: np.ndarray, encoding: dict[str, Any]) -> np.ndarray:
+    """The target column of a table of yours as the run's class indices."""
+    column, names = encoding["target"], encoding.get("classes")
+    if encoding.get("task") == "regression" or names is None:
+        raise DataError(f"{table.path}: the run regresses column {column!r}; only a "
+                        "classifier's labels can be scored here.")
+    index = {name: i for i, name in enumerate(names)}
+    numbers = table.numbers(column)
+    y = np.empty(len(rows), np.int64)
+    for i, row in enumerate(rows):
+        cell = table.cells[column][row]
+        name = label_name(numbers[row]) if numbers[row] is not None else cell
+        if name not in index:
+            raise DataError(f"{table.place(row, column)}: class {cell!r} was not in the "
+                            f"training data; the run knows {_names(names)}.")
+        y[i] = index[name]
+    return y
+
+
+def _names(items: Sequence, quote: bool = True, shown: int = SHOWN) -> str:
+    listed = [repr(i) if quote else str(i) for i in items[:shown]]
+    return ", ".join(listed) + (f", ... ({len(items)} in all)" if len(items) > shown else "")

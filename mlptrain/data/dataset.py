@@ -1,0 +1,70 @@
+"""What every data source gives: a `Dataset` of host arrays, and what a loader may use.
+
+A source module (xor.py, mnist.py, npz.py, csv.py) turns a [data] config section into a
+Dataset; data/__init__.py lists them in one table and carves the validation split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Dataset:
+    name: str
+    X_train: np.ndarray  # (N, D) float
+    y_train: np.ndarray  # (N,) int64 class indices, or float64 values for regression
+    X_val: np.ndarray | None  # None: load_dataset carves it from the training rows
+    y_val: np.ndarray | None
+    X_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int  # 1 for regression
+    input_shape: tuple[int, ...]  # how one sample looks: (28, 28) for MNIST, (2,) for XOR
+    source: str = ""  # where the data came from (a file's absolute path)
+    checksums: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256
+    # each split's rows of the samples it was drawn from, and those samples, (X, y), where
+    # keeping them costs nothing (MNIST's, which the loader keeps): runs of any seed then
+    # share them (a group uploads them once)
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
+    pool: tuple[np.ndarray, np.ndarray] | None = None
+    task: str = "classification"  # or "regression" (data.task, decided by data/labels.py)
+    class_names: list[str] | None = None  # class c's name, where labels were not indices
+    notes: list[str] = field(default_factory=list)  # what loading did, in words for the user
+    # how a table's columns became X (data/csv.py), JSON-able: eval and predict encode a file
+    # of the run's the same way
+    encoding: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        return self.X_train.shape[1]
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return {"train": (self.X_train, self.y_train), "val": (self.X_val, self.y_val),
+                "test": (self.X_test, self.y_test)}[name]
+
+
+@dataclass
+class Loading:
+    """What a loader may draw on besides its [data] section."""
+
+    rngs: dict[str, np.random.Generator]  # the run's streams (xor draws from "data")
+    split_rng: np.random.Generator  # seeds held-out splits (a file without test arrays)
+    progress: Callable | None = None  # reports a download (mnist)
+    near: Sequence[Path] = ()  # the config file's folder: relative paths are found beside it
+
+
+@dataclass(frozen=True)
+class Source:
+    """One dataset name: how it loads, and what is known of it before loading."""
+
+    load: Callable[[Any, Loading], Dataset]  # [data] section -> Dataset (val split not carved)
+    # (samples, features, classes) from the config (and a file's headers), for a memory check
+    shape: Callable[[Any, Sequence[Path]], tuple[int, int, int]]
+    file: str = ""  # what [data] path must name ("": no file); its absolute path is recorded
+    pooled: bool = False  # the loader keeps its arrays for the next run (see POOLED_SOURCES)
+    images: bool = False  # its samples are square images (augmentation, width normalisation)
