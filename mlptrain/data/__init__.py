@@ -19,6 +19,7 @@ from mlptrain.data.mnist import (IMAGE_SIDE, PIXEL_MAX, find_vendored_mnist, loa
 from mlptrain.data.npz import load_npz
 from mlptrain.data.preprocess import normalize_width
 from mlptrain.data.split import split_indices, split_off
+from mlptrain.data.standardize import Standardizer
 from mlptrain.data.xor import make_xor, xor_test_set
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.seeding import streams
@@ -44,6 +45,7 @@ class Dataset:
     # share them (a group uploads them once)
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     pool: tuple[np.ndarray, np.ndarray] | None = None
+    scaler: Standardizer | None = None  # the statistics every split was standardized with
 
     @property
     def n_features(self) -> int:
@@ -71,12 +73,21 @@ def default_mnist_dir(near: Sequence[Path] = ()) -> Path:
 # seeds uploads that pool once (experiment/group_data.py, sweep/grouping.py)
 POOLED_SOURCES = frozenset({"mnist"})
 IMAGE_SOURCES = frozenset({"mnist"})  # sources whose samples are square images
+# sources of a user's own features, on whatever scales they come: [data] standardize applies
+# to them (generated XOR and MNIST's pixels are already on one scale, and stay as they were)
+STANDARDIZED_SOURCES = frozenset({"npz"})
+
+
+def standardizes(cfg) -> bool:
+    """Whether a [data] section's splits are standardized (data/standardize.py)."""
+    return cfg.standardize and cfg.dataset in STANDARDIZED_SOURCES
 
 
 def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
-                 near: Sequence[Path] = ()) -> Dataset:
+                 near: Sequence[Path] = (), scaler: Standardizer | None = None) -> Dataset:
     """The dataset a [data] config section names, with its seeded validation split. `near`:
-    folders (the config file's) beside which a vendored data/mnist is looked for."""
+    folders (the config file's) beside which a vendored data/mnist is looked for. `scaler`: a
+    saved run's statistics, applied instead of fitting the training split's (standardizes)."""
     # the held-out samples follow train.seed unless split_seed fixes them: runs of several
     # seeds then hold out the same digits, and their committee has a validation score
     split_rng = rngs["split"] if cfg.split_seed < 0 else streams(cfg.split_seed)["split"]
@@ -103,7 +114,14 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
     if len(base.y_train) == 0:
         raise ConfigError(f"[data] val_fraction = {cfg.val_fraction} leaves no training "
                           f"samples out of {len(base.y_val)}; use a smaller fraction.")
+    if standardizes(cfg):  # after the split: the held-out samples never shape the statistics
+        _standardize(base, scaler or Standardizer.fit(base.X_train, f"{base.source} (train split)"))
     return base
+
+
+def _standardize(d: Dataset, scaler: Standardizer) -> None:
+    d.scaler = scaler
+    d.X_train, d.X_val, d.X_test = map(scaler.apply, (d.X_train, d.X_val, d.X_test))
 
 
 def preprocess(X: np.ndarray, cfg) -> np.ndarray:
@@ -136,21 +154,27 @@ def preprocess_notes(cfg) -> list[str]:
 PIXELS_ABOVE = 1.5  # a largest value above this cannot be a [0, 1] image: 0-255 pixels
 
 
-def outside_inputs(X: np.ndarray, cfg, dataset: str | None, dtype,
-                   where: str) -> tuple[np.ndarray, list[str]]:
+def outside_inputs(X: np.ndarray, cfg, dataset: str | None, dtype, where: str,
+                   scaler: Standardizer | None = None) -> tuple[np.ndarray, list[str]]:
     """Samples (N, D) from outside a run (`eval --data`, `predict`) made what the run's own
     splits were when its network saw them: the one place that decides it. MNIST's 0-255 pixels
     are scaled to [0, 1] as its loader scales them, then the run's [data] preprocessing
-    (`preprocess`) follows, as load_dataset gives it to every split; the values must fit the
-    network's `dtype`. Returns (X, notes saying what was done, for the user)."""
+    (`preprocess`) follows, as load_dataset gives it to every split, then the run's stored
+    standardization (`scaler`, None where it had none); the values must fit the network's
+    `dtype`. Returns (X, notes saying what was done, for the user)."""
     notes = []
     if dataset == "mnist" and X.size and X.max() > PIXELS_ABOVE:
         X = scale_pixels(X)
         notes.append(f"{where} looks like 0-{PIXEL_MAX} pixels: scaled them to [0, 1] (divided "
                      f"by {PIXEL_MAX}), as the training images were")
     X = preprocess(X, cfg)
+    notes += preprocess_notes(cfg)
+    if scaler is not None:
+        X = scaler.apply(X)
+        notes.append("standardized each feature with the mean and standard deviation of the "
+                     "run's training split (data.standardize)")
     check_range(X, dtype, where)
-    return X, notes + preprocess_notes(cfg)
+    return X, notes
 
 
 def check_dataset_range(dataset: Dataset, dtype) -> None:

@@ -18,7 +18,7 @@ from mlptrain.data import outside_inputs
 from mlptrain.data.npz import load_npz
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.experiment.predict import check_outputs, open_network
-from mlptrain.experiment.setup import SPLITS, prepare_run
+from mlptrain.experiment.setup import SPLITS, prepare_run, saved_scaler
 from mlptrain.model import MLP
 from mlptrain.reports.arrays import run_model
 from mlptrain.runs import Run, RunStore
@@ -69,7 +69,8 @@ def _saved_model(run: Run, config: Config) -> MLP:
 
 def _outside_data(path: Path, run: Run, config: Config, model: MLP, notes: list[str]):
     """X (N, D) and y (N,) of a .npz, checked against what the network takes and made what
-    the run's own splits were (outside_inputs: pixel scale, the run's preprocessing)."""
+    the run's own splits were (outside_inputs: pixel scale, the run's preprocessing and
+    standardization)."""
     arrays = load_npz(path)
     X, y = arrays.X, arrays.y
     if X.shape[1] != model.sizes[0]:
@@ -79,8 +80,9 @@ def _outside_data(path: Path, run: Run, config: Config, model: MLP, notes: list[
     if int(y.max()) >= model_classes(model):
         raise DataError(f"{path}: y holds label {int(y.max())}, but run {run.run_id} knows "
                         f"classes 0-{model_classes(model) - 1} only.")
-    dataset = (run.read_summary().get("dataset") or {}).get("name")
-    X, done = outside_inputs(X, config.data, dataset, model.dtype, f"{path} (array X)")
+    summary = run.read_summary()
+    X, done = outside_inputs(X, config.data, (summary.get("dataset") or {}).get("name"),
+                             model.dtype, f"{path} (array X)", saved_scaler(run, summary))
     notes += done
     return X, y
 

@@ -19,7 +19,8 @@ from mlptrain.arrayfiles import Expect
 from mlptrain.backend import describe_path, epoch_path, get_backend
 from mlptrain.config import Config, load_config
 from mlptrain.data import Dataset, check_dataset_range, load_dataset
-from mlptrain.errors import ModelError
+from mlptrain.data.standardize import FILE as PREPROCESS_FILE, Standardizer
+from mlptrain.errors import ModelError, RunStoreError
 from mlptrain.model import MLP, build_model
 from mlptrain.runs import Run
 from mlptrain.seeding import streams
@@ -45,15 +46,16 @@ class Prepared:
 
 
 def prepare(config: Config, data_progress: Callable | None = None,
-            dataset: Dataset | None = None) -> Prepared:
+            dataset: Dataset | None = None, scaler: Standardizer | None = None) -> Prepared:
     """Resolves device, data, the declared step and the initialised model. `dataset`, when
     given, is what this config's [data] and train.seed load (a group's members of one seed
-    share it); the init and shuffle streams do not depend on loading it."""
+    share it); the init and shuffle streams do not depend on loading it. `scaler`: a saved
+    run's standardization (saved_scaler), used instead of fitting the training split's."""
     rngs = streams(config.train.seed)
     ops = get_backend(config.train.device)
     memory.check_data_fits(config, ops)  # before anything is allocated: refuse what cannot fit
     if dataset is None:
-        dataset = load_dataset(config.data, rngs, data_progress, _config_folder(config))
+        dataset = load_dataset(config.data, rngs, data_progress, _config_folder(config), scaler)
         check_dataset_range(dataset, config.train.dtype)
     memory.check_fits(config, ops, sum(len(dataset.split(s)[1]) for s in SPLITS),
                       dataset.n_features, dataset.n_classes)  # now with the data's classes
@@ -82,10 +84,34 @@ def prepare_run(run: Run, device: str | None = None) -> Prepared:
     network that `eval`, `plot` and `ensemble` score; on `device` instead of the config's when
     given (figures drawn in helper processes use the CPU, never a GPU context each)."""
     overrides = [f"train.device={device}"] if device else []
-    p = prepare(load_config(run.path / "config.toml", overrides))
+    scaler = saved_scaler(run)
+    p = prepare(as_saved(load_config(run.path / "config.toml", overrides), scaler),
+                scaler=scaler)
     p.model.load_state_dict(run.read_weights(network_expect(p.model)),
                             source=str(run.path / "weights.npz"))
     return p
+
+
+def saved_scaler(run: Run, summary: dict | None = None) -> Standardizer | None:
+    """The statistics a saved run standardized its inputs with, read back from the run, never
+    refitted; None where it did not standardize (its summary says whether it did: a run from
+    before data.standardize existed did not)."""
+    summary = run.read_summary() if summary is None else summary
+    if not (summary.get("dataset") or {}).get("standardized"):
+        return None
+    where = str(run.path / PREPROCESS_FILE)
+    arrays = run.read_preprocess(summary["model"]["sizes"][0])
+    missing = {"mean", "std"} - set(arrays)
+    if missing:
+        raise RunStoreError(f"{where} has no array {sorted(missing)[0]!r}; the run's files were "
+                            "changed after it wrote them.")
+    return Standardizer.from_arrays(arrays, where)
+
+
+def as_saved(config: Config, scaler: Standardizer | None) -> Config:
+    """A saved run's config with data.standardize as the run had it: on where it stored
+    statistics (`scaler`), off where it did not, whatever the key's default says today."""
+    return replace(config, data=replace(config.data, standardize=scaler is not None))
 
 
 def network_expect(model: MLP) -> Expect:
