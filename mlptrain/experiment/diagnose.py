@@ -13,6 +13,8 @@ the majority-class rate, the accuracy of always answering the training split's m
 class, measured on the split that scored the run: the best a model blind to its inputs can
 expect, never below 1/C on balanced data and higher on skewed data, where 1/C would let a
 useless model pass (90% of one class: 50% "beats" 1/2 yet is worse than answering that class).
+Only a shortfall beyond the noise of a rate measured on that many samples counts (NOISE
+standard errors), so a run level with chance on a small test set is not flagged by luck.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from mlptrain.data import STANDARDIZED_SOURCES
 
 CHANCE_FACTOR = 3.0  # final train loss above this many times log C: worse than guessing
 RISE_FACTOR = 1.5  # final train loss above this many times the first epoch's: it went up
+NOISE = 2.0  # standard errors of the majority-class rate an accuracy must fall below to warn
 
 
 def training_warnings(history: list[dict[str, Any]], n_classes: int) -> list[str]:
@@ -68,7 +71,7 @@ def below_chance(final: dict[str, Any], dataset) -> list[str]:
     y = dataset.split(split)[1]
     common = int(np.bincount(y_train).argmax())
     baseline, accuracy = float(np.mean(y == common)), float(final[f"{split}_accuracy"])
-    if accuracy >= baseline:
+    if accuracy >= baseline - NOISE * math.sqrt(baseline * (1 - baseline) / len(y)):
         return []
     return [f"below chance: the {split} accuracy {100 * accuracy:.2f}% is below the "
             f"{100 * baseline:.2f}% of always answering class {common}, the training split's "
