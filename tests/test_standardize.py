@@ -104,6 +104,8 @@ def test_raw_wine_like_features_train_and_every_reader_standardizes_alike(runs_d
     X, y = wine_like(tmp_path / "w.npz")
     config = tmp_path / "w.toml"
     config.write_text(npz_config(tmp_path / "w.npz").to_toml())
+    dry = run("fit", config, "--dry-run")
+    assert "features standardized by the train split's mean and std" in dry.stdout
     fitted = run("fit", config, "--json")
     assert fitted.exit_code == 0, fitted.output
     summary = json.loads(fitted.stdout)
@@ -142,6 +144,12 @@ def test_raw_wine_like_features_train_and_every_reader_standardizes_alike(runs_d
     tensors, stats = st.load_file(str(tmp_path / "m.safetensors")), np.load(path / "preprocess.npz")
     assert tensors["preprocess.mean"].tobytes() == stats["mean"].tobytes()
     assert tensors["preprocess.std"].tobytes() == stats["std"].tobytes()
+
+
+def test_config_init_offers_the_key_for_npz_alone():
+    assert "\nstandardize = true  # npz: each feature" in run("config", "init", "--dataset",
+                                                              "npz").stdout
+    assert "\n# standardize = true" in run("config", "init", "--dataset", "xor").stdout
 
 
 def test_standardize_off_leaves_the_features_as_given(runs_dir, tmp_path):
@@ -199,3 +207,23 @@ def test_each_member_of_a_group_standardizes_by_its_own_training_split(runs_dir,
     means = [np.load(store.find(r.run_id).path / "preprocess.npz")["mean"] for r in results]
     assert np.array_equal(means[0], means[2]) and not np.allclose(means[0], means[1])
     assert_each_member_matches_alone(store, group, results)
+
+
+def test_members_of_other_seeds_form_a_committee_on_the_file_s_test_samples(runs_dir,
+                                                                            tmp_path):
+    """Each seed standardizes by its own split's statistics, so their test arrays differ in
+    value; the samples are the same rows of the file, and the committee takes them."""
+    from mlptrain.experiment.ensemble import committee
+
+    X, y = wine_like(tmp_path / "w.npz")
+    np.savez(tmp_path / "t.npz", X=X[:240], y=y[:240], X_test=X[240:], y_test=y[240:])
+    store = RunStore(runs_dir)
+    runs = [fit_experiment(npz_config(tmp_path / "t.npz", f"train.seed={seed}",
+                                      "train.epochs=5"), store).run_id for seed in (0, 1)]
+    means = [np.load(store.find(r).path / "preprocess.npz")["mean"] for r in runs]
+    assert not np.allclose(means[0], means[1])
+    test = committee(store, runs)
+    assert len(test.labels) == 60
+    for member, run_id in zip(test.members, runs):
+        assert test.member_accuracies()[test.members.index(member)] == pytest.approx(
+            evaluate_run(store, run_id)["accuracy"], abs=1e-12)

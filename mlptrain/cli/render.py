@@ -270,7 +270,9 @@ def plan_text(config, plan, runs_root) -> str:
              f"device {plan.device}, dtype {plan.dtype}",
              f"path: {plan.path}",
              f"data: {plan.dataset} from {plan.source or 'generated'}; samples "
-             + ", ".join(f"{k} {v:,}" for k, v in plan.samples.items()),
+             + ", ".join(f"{k} {v:,}" for k, v in plan.samples.items())
+             + ("; features standardized by the train split's mean and std"
+                if plan.standardized else ""),
              "model:", *(f"  {line}" for line in plan.layers),
              f"  {plan.parameters:,} parameters",
              f"plan: {plural(plan.epochs, 'epoch')} x {plural(plan.steps_per_epoch, 'step')} "

@@ -1,12 +1,14 @@
 """A trained run's network in formats other tools read, each checked before it is handed out.
 
-- onnx: the forward pass as an ONNX graph (Gemm + activation per layer, then the loss's
-  probabilities), float32, written with the `onnx` package and then run by onnxruntime over
-  the run's whole test set against mlptrain's own forward pass. A file that disagrees (largest
+- onnx: the forward pass as an ONNX graph (a standardized run's Sub and Div first, so the
+  graph takes raw features; Gemm + activation per layer, then the loss's probabilities),
+  float32, written with the `onnx` package and then run by onnxruntime over the run's whole
+  (raw) test set against mlptrain's own forward pass. A file that disagrees (largest
   |p_onnx - p_mlptrain| above ONNX_TOLERANCE, or any predicted class different) is never left
   behind.
-- safetensors: weights.npz's arrays under the same names, with the run's metadata; read back
-  and compared byte for byte.
+- safetensors: weights.npz's arrays under the same names (and a standardized run's
+  preprocess.mean and preprocess.std), with the run's metadata; read back and compared byte
+  for byte.
 - golden: reference arrays for a port: one fixed batch of the run's data, every layer's
   pre-activation and activation, the logits, the loss and every gradient, computed in float64
   by this project's own forward and backward passes; a JSON file beside it names and shapes

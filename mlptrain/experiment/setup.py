@@ -67,9 +67,10 @@ def prepare(config: Config, data_progress: Callable | None = None,
 
 
 def load_data_as_given(config: Config) -> Dataset:
-    """The dataset `prepare` loads for this config (the same samples in each split), with the
-    images as given: no [data] preprocessing (data.normalize_width), for people to look at."""
-    data = replace(config.data, normalize_width=0)
+    """The dataset `prepare` loads for this config (the same samples in each split), as given:
+    no [data] preprocessing (data.normalize_width, data.standardize), for people to look at
+    and to tell which samples a split holds."""
+    data = replace(config.data, normalize_width=0, standardize=False)
     return load_dataset(data, streams(config.train.seed), None, _config_folder(config))
 
 
@@ -138,6 +139,7 @@ class Plan:
     source: str
     path: str  # `cuda graph` or `eager: <reasons>` (backend.epoch_path)
     aids: list[str]  # what the step does beyond the plain one (step.aids)
+    standardized: bool = False  # features scaled by the training split's mean and std
 
 
 def plan(config: Config, data_progress: Callable | None = None) -> Plan:
@@ -147,4 +149,4 @@ def plan(config: Config, data_progress: Callable | None = None) -> Plan:
     return Plan(p.model.describe(), p.model.parameter_count, samples, p.model.ops.device,
                 config.train.dtype, p.step.steps_per_epoch, p.step.epochs,
                 p.step.checkpoint_every, p.dataset.name, p.dataset.source, p.path,
-                p.step.aids())
+                p.step.aids(), p.dataset.scaler is not None)
