@@ -120,8 +120,12 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
 
 
 def _standardize(d: Dataset, scaler: Standardizer) -> None:
+    """Every split of d standardized: train and val in place (load_dataset's own copies, rows
+    taken from the source's arrays), the test split into a new array (the source's own)."""
     d.scaler = scaler
-    d.X_train, d.X_val, d.X_test = map(scaler.apply, (d.X_train, d.X_val, d.X_test))
+    for X in (d.X_train, d.X_val):
+        scaler.apply(X, out=X)
+    d.X_test = scaler.apply(d.X_test)
 
 
 def preprocess(X: np.ndarray, cfg) -> np.ndarray:

@@ -45,9 +45,11 @@ class Standardizer:
                 "it by a power of ten in the file, or set [data] standardize = false.")
         return cls(mean, std)
 
-    def apply(self, X: np.ndarray) -> np.ndarray:
-        """(X - mean) / std, a new float64 array; X (N, D) is left as it is."""
-        return (np.asarray(X, np.float64) - self.mean) / self.std
+    def apply(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(X - mean) / std in float64: a new array, or `out` (X itself for a loader's own
+        copy: a large file is then not held twice)."""
+        out = np.subtract(np.asarray(X, np.float64), self.mean, out=out)
+        return np.divide(out, self.std, out=out)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What the run's preprocess.npz holds."""
