@@ -73,6 +73,7 @@ class DataConfig:
     split_seed: int = option(-1, low=-1)  # seeds the held-out splits (-1 = train.seed)
     limit: int = option(0, low=0)  # train on at most this many samples (0 = all): quick tries
     test_fraction: float = option(0.2, low=0.0, high=1.0, low_open=True, high_open=True)  # npz, csv: held out as the test set (npz: unless the file has X_test)
+    standardize: bool = option(True)  # npz, csv: each feature to mean 0, std 1 by the train split's statistics
     download: bool = option(True)  # mnist: fetch missing IDX files from the public mirrors
     mirrors: list[str] = option(list(MNIST_MIRRORS))  # mnist: base URLs tried in order
     noise: float = option(0.1, low=0.0, high=100.0)  # xor: inputs are bits + U(-noise, noise)
@@ -93,7 +94,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    hidden: list[int] = option([128], low=1)  # hidden layer widths: an int or a list
+    hidden: list[int] = option([128], low=1)  # hidden layer widths: an int or a list ([] = linear)
     activation: str = option("relu", choices=tuple(nn.ACTIVATIONS))  # between Linear layers
     leaky_slope: float = option(0.01, low=0, high=1, low_open=True, high_open=True)  # z<0 slope
     loss: str = option("auto", choices=("auto", *nn.LOSSES))  # auto: sigmoid_bce for 2 classes
@@ -454,8 +455,6 @@ def _check_value(f, value, where) -> Any:
     items = value if isinstance(value, list) else [value]
     if kind == "float | list[float]":
         return _check_range_pair(value, meta, where)
-    if kind == "list[int]" and not items and f.name == "hidden":
-        raise ConfigError(f"{where()} = []: expected at least one hidden layer width.")
     for item in items:
         # TOML integers are 64-bit, but the parser accepts any size
         if kind in ("int", "list[int]") and abs(item) >= 2**63:

@@ -306,7 +306,15 @@ class MLP:
             n = layer.in_features * layer.out_features + layer.out_features
             lines.append(f"layers.{i}: Linear({layer.in_features} -> {layer.out_features}) "
                          f"+ {act}  [{n:,} parameters]")
+        if len(self.layers) == 1:  # model.activation, dropout_hidden and max_norm do nothing
+            lines[0] += "  (no hidden layer: a linear model)"
         return lines
+
+
+def architecture(sizes: list[int], activation: str) -> str:
+    """A network in a few characters: `784-128-10 relu`; `13-3 linear` without hidden layers,
+    whose activation setting is never used."""
+    return f"{'-'.join(map(str, sizes))} {activation if len(sizes) > 2 else 'linear'}"
 
 
 def build_model(step, hidden: list[int], ops, n_features: int) -> MLP:

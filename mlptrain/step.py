@@ -127,10 +127,14 @@ def build_step(config, input_shape: tuple[int, ...], n_classes: int, train_size:
     steps = max(1, math.ceil(train_size / batch))
     spec = OptimizerSpec.from_config(o)
     momentum = spec.momentum if spec.kind is OptimizerKind.SGD else 0.0
+    # a linear model (hidden = []) has no hidden unit to drop or cap: those keys declare
+    # nothing, so a sweep over model.hidden may hold [] beside nets that use them
+    hidden = bool(m.hidden)
     return Step(
         activation=m.activation, leaky_slope=m.leaky_slope, loss=loss,
         label_smoothing=m.label_smoothing, outputs=nn.LOSSES[loss]().outputs(n_classes),
-        dropout_input=m.dropout_input, dropout_hidden=m.dropout_hidden, max_norm=m.max_norm,
+        dropout_input=m.dropout_input, dropout_hidden=m.dropout_hidden if hidden else 0.0,
+        max_norm=m.max_norm if hidden else 0.0,
         augment=build_augment_spec(config.data, input_shape), optimizer=spec,
         schedule=build_schedule(config.schedule, o.lr, momentum, steps, t.epochs),
         batch_size=batch, steps_per_epoch=steps, epochs=t.epochs,

@@ -132,8 +132,11 @@ def test_hidden_list_stays():
     assert parse_config("[model]\nhidden = [256, 64, 8]\n").model.hidden == [256, 64, 8]
 
 
+def test_no_hidden_layer_is_a_linear_model():
+    assert parse_config("[model]\nhidden = []\n").model.hidden == []
+
+
 @pytest.mark.parametrize("value,expect", [
-    ("[]", "at least one"),
     ("[0]", ">= 1"),
     ("0", ">= 1"),
     ("[64, -1]", ">= 1"),

@@ -302,6 +302,35 @@ def test_three_classes_in_2d_get_a_region_per_predicted_class(tmp_path):
     assert _image(drawn.figures["confusion"]).get_array().shape == (3, 3)
 
 
+def test_beyond_50_classes_the_confusion_matrix_is_omitted_with_a_note(tmp_path):
+    """A target of 60 classes (a regression-like integer read as labels) once drew a
+    confusion matrix of thousands of pixels a side for minutes: now a note says why none."""
+    from typer.testing import CliRunner
+
+    from mlptrain.cli import app
+
+    rng = np.random.default_rng(0)
+    y = np.arange(600) % 60
+    np.savez(tmp_path / "many.npz", X=rng.normal(size=(600, 4)) + y[:, None] / 10, y=y)
+    config = tmp_path / "many.toml"
+    config.write_text(f'[data]\ndataset = "npz"\npath = "{tmp_path / "many.npz"}"\n'
+                      '[model]\nhidden = 8\n[train]\nepochs = 1\n')
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["fit", str(config), "--runs-dir", str(runs)],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    (path,) = runs.iterdir()
+    assert sorted(p.name for p in path.glob("*.png")) == ["curves.png"]
+    import json
+    figures = json.loads((path / "summary.json").read_text())["figures"]
+    (note,) = figures["omitted"]
+    assert note.startswith("the confusion matrix: 60 classes, more than the 50")
+    assert "not drawn: the confusion matrix: 60 classes" in " ".join(result.stdout.split())
+    again = CliRunner().invoke(app, ["plot", str(path), "--out", str(tmp_path / "figs")])
+    assert again.exit_code == 0 and "not drawn: the confusion matrix" in again.stderr
+    assert [p.name for p in (tmp_path / "figs").iterdir()] == ["curves.png"]
+
+
 @pytest.mark.parametrize("counts", [
     [[950, 3, 0], [1, 980, 12], [0, 7, 1010]],  # a full diagonal, small errors
     [[900, 850], [820, 1000]],  # every count large: the scale starts far above 0

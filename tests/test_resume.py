@@ -303,7 +303,8 @@ def test_an_older_checkpoint_with_dropout_is_refused_with_a_clear_error(runs_dir
 
 
 def test_a_diverging_run_keeps_its_last_good_checkpoint(runs_dir, tmp_path):
-    # inputs of scale 1e3 and lr 100: the weights grow for some 17 steps, then overflow
+    # inputs of scale 1e3 (unstandardized) and lr 100: the weights grow for some 17 steps, then
+    # overflow
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 8)) * 1e3
     np.savez(tmp_path / "wide.npz", X=X, y=(X[:, 0] > 0).astype(int))
@@ -311,6 +312,7 @@ def test_a_diverging_run_keeps_its_last_good_checkpoint(runs_dir, tmp_path):
         [data]
         dataset = "npz"
         path = "{tmp_path / 'wide.npz'}"
+        standardize = false
         [model]
         hidden = [64, 64]
         loss = "softmax_cross_entropy"

@@ -13,6 +13,7 @@ from mlptrain.config import load_config
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment.gradcheck import EPS, TOLERANCE
 from mlptrain.experiment.gradcheck import gradcheck as check_gradients
+from mlptrain.model import architecture
 
 
 def gradcheck(
@@ -40,7 +41,7 @@ def gradcheck(
                          "tolerance": TOLERANCE, "checks": [
                              {**c.__dict__, "passed": c.passed} for c in report.checks]}))
     else:
-        out.print(f"gradcheck of {'-'.join(map(str, report.sizes))} {report.activation} + "
+        out.print(f"gradcheck of {architecture(report.sizes, report.activation)} + "
                   f"{report.loss}, float64, batch of {report.batch}, step {EPS:g}"
                   + (", dropout masks held fixed" if report.dropout else ""),
                   highlight=False)

@@ -38,5 +38,5 @@ def plot(
         interrupted()
     for path in drawn.files:
         print(path)  # one file a line on stdout, for scripts
-    for note in drawn.skipped:
+    for note in drawn.omitted + drawn.skipped:
         err.print(f"[dim]not drawn: {note}[/dim]", highlight=False, soft_wrap=True)

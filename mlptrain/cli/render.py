@@ -270,7 +270,9 @@ def plan_text(config, plan, runs_root) -> str:
              f"device {plan.device}, dtype {plan.dtype}",
              f"path: {plan.path}",
              f"data: {plan.dataset} from {plan.source or 'generated'}; samples "
-             + ", ".join(f"{k} {v:,}" for k, v in plan.samples.items()),
+             + ", ".join(f"{k} {v:,}" for k, v in plan.samples.items())
+             + ("; features standardized by the train split's mean and std"
+                if plan.standardized else ""),
              f"  task: {plan.task}, {plural(len(plan.classes), 'class', 'classes')} "
              f"({_listed(plan.classes)})",
              *(f"  {note}" for note in plan.notes),

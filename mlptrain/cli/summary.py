@@ -84,6 +84,7 @@ def finish_fit(console: Console, config: Config, finished: RunFinished,
         note = f"[red]not drawn: {escape(drawn.error)}[/red] (retry with `mlptrain plot`)"
     elif drawn is not None:
         plots, seconds = drawn.files, drawn.seconds
+        note = "; ".join(f"[dim]not drawn: {escape(n)}[/dim]" for n in drawn.omitted)
     else:
         note = "[dim]off (\\[report] plots = false); draw them with `mlptrain plot`[/dim]"
     if quiet:

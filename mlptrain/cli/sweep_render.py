@@ -29,7 +29,7 @@ DRY_RUN_ROWS = 50  # trials a --dry-run lists; it counts them all
 
 
 def _value(v: Any) -> str:
-    return " ".join(str(i) for i in v) if isinstance(v, list) else str(v)
+    return (" ".join(str(i) for i in v) or "[]") if isinstance(v, list) else str(v)
 
 
 class SweepRenderer:

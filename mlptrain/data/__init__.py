@@ -22,6 +22,7 @@ from mlptrain.data.npz import npz_data_shape, npz_dataset
 from mlptrain.data.npz import NEEDS as NPZ_NEEDS
 from mlptrain.data.preprocess import normalize_width
 from mlptrain.data.split import split_indices
+from mlptrain.data.standardize import Standardizer
 from mlptrain.data.xor import make_xor, xor_test_set
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.seeding import streams
@@ -71,13 +72,22 @@ DATASETS = tuple(SOURCES)
 POOLED_SOURCES = frozenset(name for name, s in SOURCES.items() if s.pooled)
 IMAGE_SOURCES = frozenset(name for name, s in SOURCES.items() if s.images)
 FILE_SOURCES = frozenset(name for name, s in SOURCES.items() if s.file)  # a user's own file
+# sources of a user's own features, on whatever scales they come: [data] standardize applies
+# to them (generated XOR and MNIST's pixels are already on one scale, and stay as they were)
+STANDARDIZED_SOURCES = FILE_SOURCES
+
+
+def standardizes(cfg) -> bool:
+    """Whether a [data] section's splits are standardized (data/standardize.py)."""
+    return cfg.standardize and cfg.dataset in STANDARDIZED_SOURCES
 
 
 def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
-                 near: Sequence[Path] = ()) -> Dataset:
+                 near: Sequence[Path] = (), scaler: Standardizer | None = None) -> Dataset:
     """The dataset a [data] config section names, with its seeded validation split. `near`:
     folders (the config file's) beside which a relative data.path or a vendored data/mnist is
-    looked for."""
+    looked for. `scaler`: a saved run's statistics, applied instead of fitting the training
+    split's (standardizes)."""
     # the held-out samples follow train.seed unless split_seed fixes them: runs of several
     # seeds then hold out the same digits, and their committee has a validation score
     split_rng = rngs["split"] if cfg.split_seed < 0 else streams(cfg.split_seed)["split"]
@@ -96,12 +106,23 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
     if len(base.y_train) == 0:
         raise ConfigError(f"[data] val_fraction = {cfg.val_fraction} leaves no training "
                           f"samples out of {len(base.y_val)}; use a smaller fraction.")
+    if standardizes(cfg):  # after the split: the held-out samples never shape the statistics
+        _standardize(base, scaler or Standardizer.fit(base.X_train, f"{base.source} (train split)"))
     return base
 
 
 def data_shape(cfg, near: Sequence[Path] = ()) -> tuple[int, int, int]:
     """(samples, features, classes) the [data] section will load, known without loading it."""
     return SOURCES[cfg.dataset].shape(cfg, near)
+
+
+def _standardize(d: Dataset, scaler: Standardizer) -> None:
+    """Every split of d standardized: train and val in place (load_dataset's own copies, rows
+    taken from the source's arrays), the test split into a new array (the source's own)."""
+    d.scaler = scaler
+    for X in (d.X_train, d.X_val):
+        scaler.apply(X, out=X)
+    d.X_test = scaler.apply(d.X_test)
 
 
 def preprocess(X: np.ndarray, cfg) -> np.ndarray:
@@ -134,21 +155,27 @@ def preprocess_notes(cfg) -> list[str]:
 PIXELS_ABOVE = 1.5  # a largest value above this cannot be a [0, 1] image: 0-255 pixels
 
 
-def outside_inputs(X: np.ndarray, cfg, dataset: str | None, dtype,
-                   where: str) -> tuple[np.ndarray, list[str]]:
+def outside_inputs(X: np.ndarray, cfg, dataset: str | None, dtype, where: str,
+                   scaler: Standardizer | None = None) -> tuple[np.ndarray, list[str]]:
     """Samples (N, D) from outside a run (`eval --data`, `predict`) made what the run's own
     splits were when its network saw them: the one place that decides it. MNIST's 0-255 pixels
     are scaled to [0, 1] as its loader scales them, then the run's [data] preprocessing
-    (`preprocess`) follows, as load_dataset gives it to every split; the values must fit the
-    network's `dtype`. Returns (X, notes saying what was done, for the user)."""
+    (`preprocess`) follows, as load_dataset gives it to every split, then the run's stored
+    standardization (`scaler`, None where it had none); the values must fit the network's
+    `dtype`. Returns (X, notes saying what was done, for the user)."""
     notes = []
     if dataset == "mnist" and X.size and X.max() > PIXELS_ABOVE:
         X = scale_pixels(X)
         notes.append(f"{where} looks like 0-{PIXEL_MAX} pixels: scaled them to [0, 1] (divided "
                      f"by {PIXEL_MAX}), as the training images were")
     X = preprocess(X, cfg)
+    notes += preprocess_notes(cfg)
+    if scaler is not None:
+        X = scaler.apply(X)
+        notes.append("standardized each feature with the mean and standard deviation of the "
+                     "run's training split (data.standardize)")
     check_range(X, dtype, where)
-    return X, notes + preprocess_notes(cfg)
+    return X, notes
 
 
 def check_dataset_range(dataset: Dataset, dtype) -> None:

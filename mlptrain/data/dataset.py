@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from mlptrain.data.standardize import Standardizer
+
 
 @dataclass
 class Dataset:
@@ -38,6 +40,7 @@ class Dataset:
     # how a table's columns became X (data/csv.py), JSON-able: eval and predict encode a file
     # of the run's the same way
     encoding: dict[str, Any] = field(default_factory=dict)
+    scaler: Standardizer | None = None  # the statistics every split was standardized with
 
     @property
     def n_features(self) -> int:

@@ -148,7 +148,9 @@ def committee(store: RunStore, refs: Sequence[str], split: str = "test") -> Comm
         if not len(y):
             raise ConfigError(f"run {run.run_id} has an empty {split} split (val_fraction = "
                               "0?); a committee needs samples to score.")
-        digest = _fingerprint(p.dataset, split)
+        # standardized splits differ by each member's statistics: the samples are the file's
+        digest = _fingerprint(p.dataset if p.dataset.scaler is None else
+                              load_data_as_given(p.config), split)
         if first is None:
             first, labels, input_shape = (run, digest), y, p.dataset.input_shape
             # the figure shows the samples as given, not as the first member preprocessed them

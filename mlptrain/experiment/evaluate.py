@@ -19,7 +19,7 @@ from mlptrain.data.csv import table_inputs
 from mlptrain.data.npz import load_npz
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.experiment.predict import check_outputs, open_network
-from mlptrain.experiment.setup import SPLITS, prepare_run
+from mlptrain.experiment.setup import SPLITS, prepare_run, saved_scaler
 from mlptrain.model import MLP
 from mlptrain.reports.arrays import run_model
 from mlptrain.runs import Run, RunStore
@@ -73,9 +73,10 @@ def _saved_model(run: Run, config: Config) -> MLP:
 
 def _outside_data(path: Path, run: Run, config: Config, model: MLP, notes: list[str]):
     """X (N, D) and y (N,) of a .npz (or, for a run trained on a table, of a CSV encoded as
-    its table was), checked against what the network takes and made what
-    the run's own splits were (outside_inputs: pixel scale, the run's preprocessing)."""
-    dataset = run.read_summary().get("dataset") or {}
+    its table was), checked against what the network takes and made what the run's own splits
+    were (outside_inputs: pixel scale, the run's preprocessing and standardization)."""
+    summary = run.read_summary()
+    dataset = summary.get("dataset") or {}
     if path.suffix.lower() == ".csv":
         X, y, done = table_inputs(path, dataset.get("encoding") or {}, labelled=True)
         notes += done
@@ -90,7 +91,7 @@ def _outside_data(path: Path, run: Run, config: Config, model: MLP, notes: list[
         raise DataError(f"{path}: y holds label {int(y.max())}, but run {run.run_id} knows "
                         f"classes 0-{model_classes(model) - 1} only.")
     X, done = outside_inputs(X, config.data, dataset.get("name"), model.dtype,
-                             f"{path} (array X)")
+                             f"{path} (array X)", saved_scaler(run, summary))
     notes += done
     return X, y
 

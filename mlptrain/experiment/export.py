@@ -1,12 +1,14 @@
 """A trained run's network in formats other tools read, each checked before it is handed out.
 
-- onnx: the forward pass as an ONNX graph (Gemm + activation per layer, then the loss's
-  probabilities), float32, written with the `onnx` package and then run by onnxruntime over
-  the run's whole test set against mlptrain's own forward pass. A file that disagrees (largest
+- onnx: the forward pass as an ONNX graph (a standardized run's Sub and Div first, so the
+  graph takes raw features; Gemm + activation per layer, then the loss's probabilities),
+  float32, written with the `onnx` package and then run by onnxruntime over the run's whole
+  (raw) test set against mlptrain's own forward pass. A file that disagrees (largest
   |p_onnx - p_mlptrain| above ONNX_TOLERANCE, or any predicted class different) is never left
   behind.
-- safetensors: weights.npz's arrays under the same names, with the run's metadata; read back
-  and compared byte for byte.
+- safetensors: weights.npz's arrays under the same names (and a standardized run's
+  preprocess.mean and preprocess.std), with the run's metadata; read back and compared byte
+  for byte.
 - golden: reference arrays for a port: one fixed batch of the run's data, every layer's
   pre-activation and activation, the logits, the loss and every gradient, computed in float64
   by this project's own forward and backward passes; a JSON file beside it names and shapes
@@ -29,8 +31,10 @@ import numpy as np
 import mlptrain
 from mlptrain.config import Config, load_config
 from mlptrain.data import load_dataset
+from mlptrain.data.standardize import Standardizer
 from mlptrain.errors import ConfigError, ExportError
 from mlptrain.experiment.predict import load_network
+from mlptrain.experiment.setup import as_saved, saved_scaler
 from mlptrain.model import MLP
 from mlptrain.nn import GELU
 from mlptrain.runs import Run, RunStore, atomic_write_bytes, npz_bytes
@@ -136,6 +140,7 @@ class RunSource:
     config_text: str
     summary: dict[str, Any]
     weights: dict[str, np.ndarray]
+    scaler: Standardizer | None = None  # the run's standardization of its inputs, if any
 
     @classmethod
     def open(cls, store: RunStore, ref: str) -> RunSource:
@@ -146,7 +151,7 @@ class RunSource:
                               "completed: only a finished run has final weights to export.")
         config_path = run.path / "config.toml"
         return cls(run, load_config(config_path), config_path.read_text(encoding="utf-8"),
-                   summary, run.read_weights())
+                   summary, run.read_weights(), saved_scaler(run, summary))
 
     @property
     def sizes(self) -> list[int]:
@@ -157,9 +162,19 @@ class RunSource:
         return load_network(self.config, self.sizes, self.weights,
                             str(self.run.path / "weights.npz"), dtype)
 
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """One split of the run's own data, drawn as the run drew it (same seed)."""
-        return load_dataset(self.config.data, streams(self.config.train.seed)).split(name)
+    def split(self, name: str, raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """One split of the run's own data, drawn as the run drew it (same seed), as its
+        network saw it, or with `raw` as the file holds it (before any standardization)."""
+        scaler = None if raw else self.scaler
+        data = as_saved(self.config, scaler).data
+        return load_dataset(data, streams(self.config.train.seed), scaler=scaler).split(name)
+
+    def preprocess_arrays(self) -> dict[str, np.ndarray]:
+        """The run's standardization as named arrays ({} without one): exports store them
+        so that a user applies them to raw features, x' = (x - mean) / std."""
+        if self.scaler is None:
+            return {}
+        return {f"preprocess.{k}": v for k, v in self.scaler.arrays().items()}
 
     def metadata(self) -> dict[str, str]:
         """What a user of an exported file may want to know about where it came from."""
@@ -181,6 +196,8 @@ class RunSource:
             "normalize_width": repr(self.config.data.normalize_width),  # 0: inputs as given
             "dataset_checksums": json.dumps(dataset.get("checksums") or {}, sort_keys=True),
             "config_toml": self.config_text,
+            # where the inputs are standardized: the arrays preprocess.mean and .std
+            **({"standardized": "true"} if self.scaler is not None else {}),
         }
 
 
@@ -236,7 +253,7 @@ def onnx_model(source: RunSource, opset: int = DEFAULT_OPSET):
     model_cfg, sizes = source.config.model, source.sizes
     activation, loss = source.summary["model"]["activation"], source.summary["model"]["loss"]
     last = len(sizes) - 2
-    nodes, initializers, value = [], [], "x"
+    nodes, initializers, value = _standardize_nodes(onnx, source)
     for i in range(last + 1):
         weight, bias = f"layers.{i}.weight", f"layers.{i}.bias"
         for name in (weight, bias):  # raw float32 bytes, under the weights.npz name
@@ -264,7 +281,9 @@ def onnx_model(source: RunSource, opset: int = DEFAULT_OPSET):
                                        f"(batch, {sizes[0]}) float32 samples, scaled and "
                                        "preprocessed as in training (MNIST: pixels in [0, 1], "
                                        "row by row; metadata normalize_width > 0: each digit "
-                                       "stretched to that width first)")],
+                                       "stretched to that width first); a user's own features "
+                                       "as the file holds them (metadata standardized: the "
+                                       "graph standardizes them itself)")],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", sizes[-1]],
                                        f"(batch, {sizes[-1]}) the output layer before "
                                        f"{op.lower()}"),
@@ -285,14 +304,34 @@ def onnx_model(source: RunSource, opset: int = DEFAULT_OPSET):
     return model
 
 
+def _standardize_nodes(onnx, source: RunSource) -> tuple[list, list, str]:
+    """(nodes, initializers, the value the first Gemm reads): x standardized by the run's
+    statistics, (x - preprocess.mean) / preprocess.std, so the graph takes raw features as the
+    run's data file holds them; none where the run did not standardize (x itself)."""
+    arrays = source.preprocess_arrays()
+    if not arrays:
+        return [], [], "x"
+    initializers = [onnx.numpy_helper.from_array(np.asarray(a, np.float32), name)
+                    for name, a in arrays.items()]
+    nodes = [onnx.helper.make_node("Sub", ["x", "preprocess.mean"], ["preprocess.centred"],
+                                   name="preprocess.centre", doc_string="x - mean, the "
+                                   "mean of each feature over the run's training split"),
+             onnx.helper.make_node("Div", ["preprocess.centred", "preprocess.std"],
+                                   ["preprocess.standardized"], name="preprocess.scale",
+                                   doc_string="divided by each feature's standard deviation "
+                                   "there (1 for a constant feature)")]
+    return nodes, initializers, "preprocess.standardized"
+
+
 def verify_onnx(path: Path, source: RunSource) -> dict[str, Any]:
     """Runs the ONNX file with onnxruntime on the run's whole test set and compares its
     probabilities with mlptrain's forward pass in the run's own dtype."""
     ort = _require("onnxruntime")
     X, _ = source.split("test")
+    raw = source.split("test", raw=True)[0] if source.scaler is not None else X
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        (got,) = session.run(["probabilities"], {"x": np.asarray(X, np.float32)})
+        (got,) = session.run(["probabilities"], {"x": np.asarray(raw, np.float32)})
     except Exception as exc:  # onnxruntime's errors share no base class worth naming
         raise ExportError(f"onnxruntime {ort.__version__} could not run the exported graph "
                           f"({exc}); try a lower --opset.") from None
@@ -333,20 +372,21 @@ def export_safetensors(source: RunSource, path: Path) -> Exported:
     _require("safetensors")
     st = _require("safetensors.numpy")
     metadata = {"format": "np", **source.metadata()}
+    tensors = {**source.weights, **source.preprocess_arrays()}
     counts: dict[str, int] = {}
 
     def read_back(tmp: Path) -> None:
         back, back_meta = read_safetensors(tmp)
-        mismatched = [name for name, w in source.weights.items() if name not in back
+        mismatched = [name for name, w in tensors.items() if name not in back
                       or back[name].dtype != w.dtype or back[name].shape != w.shape
                       or back[name].tobytes() != w.tobytes()]
-        if mismatched or set(back) != set(source.weights) or back_meta != metadata:
+        if mismatched or set(back) != set(tensors) or back_meta != metadata:
             raise ExportError(f"{path} did not read back as written (tensors differing: "
                               f"{mismatched or 'none'}; metadata equal: "
                               f"{back_meta == metadata}); no file was written.")
         counts.update(tensors=len(back), bytes=sum(w.nbytes for w in back.values()))
 
-    _write(path, st.save(source.weights, metadata=metadata), read_back)
+    _write(path, st.save(tensors, metadata=metadata), read_back)
     return Exported(source.run.run_id, "safetensors", [path], {**counts, "identical": True})
 
 
@@ -399,12 +439,15 @@ def golden_description(source: RunSource, arrays: dict[str, np.ndarray]) -> dict
     """golden.json: how the arrays were made and what each one is."""
     model = source.summary["model"]
     meanings = {
-        "x": "inputs, the first samples of the run's training split",
+        "x": "inputs, the first samples of the run's training split, as the network takes them",
         "y": "class labels (int64)",
         "logits": "output layer: input @ weight^T + bias",
         "probabilities": ONNX_PROBABILITIES[model["loss"]][2],
         "loss": "mean loss over the batch (0-d)",
         "grad.logits": "d loss / d logits",
+        "preprocess.mean": "each feature's mean over the training split: x = (the file's "
+                           "features - preprocess.mean) / preprocess.std",
+        "preprocess.std": "each feature's standard deviation there (1 for a constant one)",
     }
     for name in arrays:
         if name.startswith(("layers.", "grad.layers.")) and name not in meanings:
@@ -433,7 +476,7 @@ def export_golden(source: RunSource, path: Path, batch: int = GOLDEN_BATCH) -> E
     if batch < 1:
         raise ConfigError(f"--batch {batch}: a golden batch needs at least one sample.")
     X, y = golden_batch(source, batch)
-    arrays = golden_arrays(source.network("float64"), X, y)
+    arrays = {**golden_arrays(source.network("float64"), X, y), **source.preprocess_arrays()}
     description = golden_description(source, arrays)
     json_path = golden_json(path)
     _write(path, npz_bytes(arrays))

@@ -20,9 +20,10 @@ import mlptrain
 from mlptrain import loop
 from mlptrain.arrayfiles import read_npz
 from mlptrain.config import Config, load_config
-from mlptrain.experiment.diagnose import training_warnings
+from mlptrain.experiment.diagnose import run_warnings
 from mlptrain.errors import DataError, RunStoreError, TrainingError
-from mlptrain.experiment.setup import SPLITS, Prepared, network_expect, prepare
+from mlptrain.experiment.setup import (SPLITS, Prepared, as_saved, network_expect, prepare,
+                                       saved_scaler)
 from mlptrain.model import MLP
 from mlptrain.optim import build_optimizer
 from mlptrain.runs import Run, RunStore
@@ -104,8 +105,9 @@ def resume_experiment(store: RunStore, ref: str,
                             "no checkpoint to resume from. Run the same `mlptrain sweep` "
                             "command again: it trains the interrupted trials afresh.")
     checkpoint = run.read_checkpoint()  # before any work: a run without one cannot resume
-    config = load_config(run.path / "config.toml")
-    p = prepare(config, data_progress)
+    scaler = saved_scaler(run, summary)  # the run's own statistics, as its epochs so far saw
+    p = prepare(as_saved(load_config(run.path / "config.toml"), scaler), data_progress,
+                scaler=scaler)
     splits = _splits(p)
     m, optimizer = reopen_training(run, summary, p, checkpoint, allow_data_change)
     summary["path"] = p.path
@@ -149,6 +151,8 @@ def start_run(p: Prepared, store: RunStore, path: str | None = None) -> Training
         m.summary["path"] = path
     with os_errors_fail(run, m.summary):
         run.write_config(p.config.to_toml())
+        if p.dataset.scaler is not None:  # before the summary that says it is there
+            run.write_preprocess(p.dataset.scaler.arrays())
         run.write_summary(m.summary)
     return m
 
@@ -238,7 +242,7 @@ def complete_run(m: TrainingRun, weights: dict, final: dict, reference: dict,
     p, run, summary, state = m.p, m.run, m.summary, m.state
     run.write_weights(weights)
     summary.update(final=final, stopped_early=state.stopped_early, best_epoch=state.best_epoch,
-                   warnings=training_warnings(state.history, p.dataset.n_classes),
+                   warnings=run_warnings(state.history, final, p.dataset),
                    reference=reference)
     summary.pop("position", None)
     summary["timing"] = run_timing(summary, state.history, m.epochs_before, seconds,
@@ -405,7 +409,9 @@ def start_summary(run: Run, p: Prepared) -> dict[str, Any]:
                     "task": dataset.task,
                     "class_names": dataset.class_names,  # eval and predict show them
                     "notes": dataset.notes,
-                    "encoding": dataset.encoding},  # a table's columns as inputs (data/csv.py)
+                    "encoding": dataset.encoding,  # a table's columns as inputs (data/csv.py)
+                    # its statistics are in preprocess.npz (saved_scaler reads them back)
+                    **({"standardized": True} if dataset.scaler is not None else {})},
         "versions": {"mlptrain": mlptrain.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
     }

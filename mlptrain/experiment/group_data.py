@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlptrain.experiment.predict import image_measures, image_ranges
-from mlptrain.experiment.setup import Prepared
+from mlptrain.experiment.setup import SPLITS, Prepared
 from mlptrain.loop import Split
 
 
@@ -25,7 +25,12 @@ class GroupData:
         first = members[0]
         ops, dtype = first.model.ops, first.model.dtype
         datasets = list({id(p.dataset): p.dataset for p in members}.values())  # per seed
-        self.pooled = {id(d): _pool_of(d) for d in datasets}  # id(dataset) -> (pool, rows)
+        # the test set is scored by every member at once where all have the same (a test
+        # file, XOR's fixed set); else it is rows of each member's pool, as its other splits
+        # (each seed's standardization, or its own test_fraction of an npz file)
+        self.split_names = ("train", "val") if _one_test_set(datasets) else SPLITS
+        self.pooled = {id(d): _pool_of(d, "test" in self.split_names)
+                       for d in datasets}  # id(dataset) -> (pool, rows)
         pools, self.offsets = [], {}  # distinct pools; id(pool) -> its first row in X_flat
         for pool, _ in self.pooled.values():
             if id(pool[0]) not in self.offsets:
@@ -39,10 +44,11 @@ class GroupData:
         pick = [ids.index(id(p.dataset)) for p in members]
         self.rows = {name: ops.asarray(np.stack([self.pool_rows(d, name)
                                                  for d in datasets])[pick], np.int64)
-                     for name in ("train", "val")}
+                     for name in self.split_names}
         self.n = self.rows["train"].shape[1]
-        X, y = first.dataset.split("test")
-        self.test = (ops.asarray(X, dtype), ops.asarray(loss.targets(np, y, dtype)))
+        if "test" not in self.rows:
+            X, y = first.dataset.split("test")
+            self.test = (ops.asarray(X, dtype), ops.asarray(loss.targets(np, y, dtype)))
 
     def pool_rows(self, dataset, name: str) -> np.ndarray:
         """A member's dataset's split `name`, as rows of X_flat (host indices)."""
@@ -51,21 +57,30 @@ class GroupData:
 
     def split(self, name: str) -> Split:
         """The split for loop.train_members and loop.evaluate: the pools and each member's
-        rows of them (the test set: every member scores the same samples)."""
-        if name == "test":
+        rows of them (the test set, where every member has the same: those samples)."""
+        if name not in self.rows:
             return Split(*self.test)
         return Split(self.X_flat, self.y_flat, self.rows[name])
 
 
-def _pool_of(d) -> tuple[tuple, dict]:
-    """((X, y), rows): what dataset d's train and val splits are rows of, and those rows: the
-    loader's arrays where the dataset kept them (MNIST's, shared by every seed), else d's own
-    two splits one after the other."""
-    if d.pool is not None:
+def _one_test_set(datasets: list) -> bool:
+    """Whether every dataset's test split holds the same samples (compared by value)."""
+    X, y = datasets[0].split("test")
+    return all(np.array_equal(d.X_test, X) and np.array_equal(d.y_test, y)
+               for d in datasets[1:])
+
+
+def _pool_of(d, with_test: bool) -> tuple[tuple, dict]:
+    """((X, y), rows): what dataset d's train and val splits (and test split, `with_test`)
+    are rows of, and those rows: the loader's arrays where the dataset kept them (MNIST's,
+    shared by every seed), else d's own splits one after the other."""
+    if d.pool is not None and not with_test:
         return d.pool, d.rows
-    n = len(d.y_train)
-    return ((np.concatenate([d.X_train, d.X_val]), np.concatenate([d.y_train, d.y_val])),
-            {"train": np.arange(n), "val": n + np.arange(len(d.y_val))})
+    names = SPLITS if with_test else ("train", "val")
+    parts = [d.split(name) for name in names]
+    starts = np.cumsum([0] + [len(y) for _, y in parts])
+    return ((np.concatenate([X for X, _ in parts]), np.concatenate([y for _, y in parts])),
+            {name: np.arange(starts[i], starts[i + 1]) for i, name in enumerate(names)})
 
 
 def _stacked(ops, arrays: list, dtype):

@@ -18,13 +18,14 @@ from typing import Any, Callable
 import numpy as np
 
 from mlptrain.config import Config
+from mlptrain.data.standardize import Standardizer
 from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.experiment.drawers import FigureDrawers
 from mlptrain.experiment.fit import (RunFinished, TrainingRun, complete_run, finish_run,
                                      os_errors_fail, reopen_training, run_reference,
                                      run_started, start_run, stopped_at)
 from mlptrain.experiment.group_data import GroupData, ImageRanges
-from mlptrain.experiment.setup import SPLITS, prepare
+from mlptrain.experiment.setup import SPLITS, Prepared, as_saved, prepare, saved_scaler
 from mlptrain.model import MLP, stack_members
 from mlptrain.loop import (EagerStep, LoopSettings, Member, Split, StepsPath, StopFlag,
                            TrainState, evaluate, forward_split, train_members)
@@ -47,7 +48,7 @@ def fit_group(configs: list[Config], store: RunStore,
     checkpoint (the format `fit` writes: `mlptrain fit --resume RUN` continues it alone) and
     raises KeyboardInterrupt."""
     stop = stop or StopFlag()
-    datasets: dict[int, Any] = {}  # seed -> its dataset (the split is drawn with the seed)
+    datasets: dict[tuple, Any] = {}  # _data_key -> its dataset (the split follows the seed)
     velocities: dict[int, dict] = {}  # a resumed member's SGD velocities, by parameter
     members = [_start_member(config, store, datasets, run_id, velocities, g)
                for g, (config, run_id) in enumerate(zip(configs, resume or [None] * len(configs)))]
@@ -167,12 +168,13 @@ def _start_member(config: Config, store: RunStore, datasets: dict, resume: str |
                   velocities: dict, g: int) -> TrainingRun:
     """Member g's run: a new one, or the interrupted run `resume` reopened at its checkpoint,
     which must end an epoch (its SGD velocities go to velocities[g])."""
-    p = prepare(config, dataset=datasets.get(config.train.seed))
-    datasets[config.train.seed] = p.dataset
     if resume is None:
+        p = _prepared(config, datasets)
         return start_run(p, store, path="grouped")
     run = store.find(resume)
     summary = run.read_summary()
+    scaler = saved_scaler(run, summary)  # the run's own statistics, read back, never refitted
+    p = _prepared(as_saved(config, scaler), datasets, scaler)
     m, optimizer = reopen_training(run, summary, p, run.read_checkpoint())
     if m.state.position:
         raise RunStoreError(f"run {run.run_id} stopped inside epoch {m.state.epoch + 1}; a "
@@ -182,6 +184,17 @@ def _start_member(config: Config, store: RunStore, datasets: dict, resume: str |
     with os_errors_fail(run, summary):
         run.write_summary(summary)
     return m
+
+
+def _prepared(config: Config, datasets: dict, scaler: Standardizer | None = None) -> Prepared:
+    """prepare(config), sharing the data of the members before it that load the same samples:
+    those of one seed (it draws the split), standardized alike (a new member fits its
+    training split's statistics; a resumed one applies those its run stored)."""
+    stats = None if scaler is None else (scaler.mean.tobytes(), scaler.std.tobytes())
+    key = (config.train.seed, config.data.standardize, stats)
+    p = prepare(config, dataset=datasets.get(key), scaler=scaler)
+    datasets[key] = p.dataset
+    return p
 
 
 def _complete(model: MLP, g: int, m: TrainingRun, failed: str, scores: dict, top: np.ndarray,

@@ -25,6 +25,10 @@ MAX_UNITS = 64  # hidden units drawn in the weight grid and the activation heatm
 CLIP_PERCENTILE = 99.5  # the weight colour scale ends at this percentile of |w|: more contrast
 MAX_MISCLASSIFIED = 32  # test images in the grid of mistakes
 MAX_POINTS = 2000  # data points drawn over a decision boundary
+# classes up to which a figure with a row (or cell) per class is drawn: a confusion matrix of
+# hundreds of classes (a regression target read as labels) took minutes to draw a 21,000-pixel
+# image nobody can read
+MAX_CLASSES = 50
 
 FILE_NAMES = {
     "curves": "curves",
@@ -42,6 +46,8 @@ class Plots:
 
     files: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    omitted: list[str] = field(default_factory=list)  # skipped figures a run of its kind gets
+    # elsewhere (too many classes to draw): worth a note wherever the figures are listed
     figures: dict[str, Figure] = field(default_factory=dict)  # key of FILE_NAMES -> figure
 
 
@@ -52,10 +58,14 @@ class FiguresDrawn:
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
     error: str = ""  # why drawing failed (the run itself is complete and saved)
+    omitted: list[str] = field(default_factory=list)  # Plots.omitted
 
     def to_summary(self) -> dict:
-        """The summary.json record: file names, seconds, and the error if any."""
+        """The summary.json record: file names, seconds, the figures omitted and why, and the
+        error if any."""
         record = {"files": [p.name for p in self.files], "seconds": round(self.seconds, 3)}
+        if self.omitted:
+            record["omitted"] = list(self.omitted)
         return {**record, "error": self.error} if self.error else record
 
 
@@ -64,10 +74,10 @@ def draw_fit_figures(run: Run, prepared: Prepared, fmt: str) -> FiguresDrawn:
     a drawing error is recorded, not raised: the run is complete whatever happens here."""
     start = time.perf_counter()
     try:
-        files = plot_run(run, fmt=fmt, prepared=prepared).files
+        drawn = plot_run(run, fmt=fmt, prepared=prepared)
     except MlptrainError as exc:
         return FiguresDrawn([], time.perf_counter() - start, str(exc))
-    return FiguresDrawn(files, time.perf_counter() - start)
+    return FiguresDrawn(drawn.files, time.perf_counter() - start, omitted=drawn.omitted)
 
 
 def draw_saved_run_figures(path: str, fmt: str) -> dict:
@@ -113,23 +123,49 @@ def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png",
     config, model, data = prepared.config, prepared.model, prepared.dataset
     X_test, y_test = data.split("test")
     out = arrays.run_model(model, X_test, config.train.eval_batch_size)
-    save("confusion", figures.draw_confusion(
-        arrays.confusion_matrix(y_test, out.predictions, data.n_classes), title))
+    if data.n_classes <= MAX_CLASSES:
+        save("confusion", figures.draw_confusion(
+            arrays.confusion_matrix(y_test, out.predictions, data.n_classes), title))
+    else:
+        result.omitted.append(_too_many_classes("the confusion matrix", data.n_classes))
     if data.n_features == 2:
         X, y = data.split("train")
         grid = arrays.probability_grid(model, X, batch_size=config.train.eval_batch_size)
         save("boundary", figures.draw_decision_boundary(grid, X[:MAX_POINTS], y[:MAX_POINTS],
                                                         f"{title}\ntraining data; black line: P(class 1) = 0.5"))
     if len(data.input_shape) == 2:
-        _image_figures(model, data, out, title, save)
+        _image_figures(model, data, out, title, save, result)
     else:
         result.skipped.append("weight images, activations per class and misclassified images: "
                               "the inputs are not images")
     return result
 
 
-def _image_figures(model, data, out: arrays.Outputs, title: str, save) -> None:
+def _too_many_classes(figure: str, n_classes: int) -> str:
+    return (f"{figure}: {n_classes} classes, more than the {MAX_CLASSES} a legible figure "
+            "holds (`mlptrain eval RUN` lists every class)")
+
+
+def _image_figures(model, data, out: arrays.Outputs, title: str, save, result: Plots) -> None:
+    if len(model.layers) > 1:
+        _hidden_unit_figures(model, data, out, title, save, result)
+    else:
+        result.skipped.append("weight images and activations per class: the model has no "
+                              "hidden layer (model.hidden = [])")
     X_test, y_test = data.split("test")
+    wrong = arrays.misclassified(y_test, out.predictions, MAX_MISCLASSIFIED)
+    errors = int((y_test != out.predictions).sum())
+    confidence = out.probabilities[wrong, out.predictions[wrong]]
+    images = X_test[wrong].reshape(-1, *data.input_shape)
+    save("mistakes", figures.draw_misclassified(images, y_test[wrong], out.predictions[wrong],
+                                                np.asarray(confidence), errors, len(y_test),
+                                                title))
+
+
+def _hidden_unit_figures(model, data, out: arrays.Outputs, title: str, save,
+                         result: Plots) -> None:
+    """The first hidden layer's input weights as images, and its mean activation per class."""
+    y_test = data.split("test")[1]
     weights = model.state_dict()["layers.0.weight"]  # (H, h*w)
     units = arrays.strongest_units(weights, MAX_UNITS)
     if len(units) == len(weights):
@@ -139,12 +175,9 @@ def _image_figures(model, data, out: arrays.Outputs, title: str, save) -> None:
     mosaic = arrays.weight_grid(weights[units], data.input_shape, arrays.grid_columns(len(units)))
     limit = symmetric_limit(weights[units], CLIP_PERCENTILE)
     save("weights", figures.draw_weight_grid(mosaic, limit, which, title))
+    if data.n_classes > MAX_CLASSES:
+        result.omitted.append(_too_many_classes("the mean activations per class",
+                                                data.n_classes))
+        return
     mean = arrays.mean_activation_per_class(out.hidden, y_test, data.n_classes)  # (C, H)
     save("activations", figures.draw_activation_heatmap(mean[:, units], units, which, title))
-    wrong = arrays.misclassified(y_test, out.predictions, MAX_MISCLASSIFIED)
-    errors = int((y_test != out.predictions).sum())
-    confidence = out.probabilities[wrong, out.predictions[wrong]]
-    images = X_test[wrong].reshape(-1, *data.input_shape)
-    save("mistakes", figures.draw_misclassified(images, y_test[wrong], out.predictions[wrong],
-                                                np.asarray(confidence), errors, len(y_test),
-                                                title))

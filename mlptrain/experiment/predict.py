@@ -26,7 +26,7 @@ from mlptrain.data import outside_inputs
 from mlptrain.data.csv import table_inputs
 from mlptrain.errors import DataError
 from mlptrain.experiment.digits import clean_digit
-from mlptrain.experiment.setup import network_expect
+from mlptrain.experiment.setup import network_expect, saved_scaler
 from mlptrain.model import MLP
 from mlptrain.runs import Run, RunStore
 from mlptrain.text import plural
@@ -79,13 +79,14 @@ def predict(store: RunStore, ref: str, input_paths: Path | list[Path],
     dataset = summary.get("dataset") or {}
     input_shape = tuple(dataset.get("input_shape") or _square_or_flat(sizes[0]))
     model = open_network(run, config, sizes)
+    scaler = saved_scaler(run, summary)
     paths = expand_inputs([input_paths] if isinstance(input_paths, (str, Path)) else input_paths)
     inputs = [read_inputs(path, sizes[0], input_shape, dataset.get("name"), invert,
                           dataset.get("encoding"))
               for path in paths]
     for i in inputs:  # as the run's own splits were when the network saw them
         i.X, notes = outside_inputs(i.X, config.data, dataset.get("name"), model.dtype,
-                                    f"input {i.path}")
+                                    f"input {i.path}", scaler)
         i.notes += notes
         if len(input_shape) == 2 and len(i.X) == 1:
             i.image = i.X[0].reshape(input_shape)

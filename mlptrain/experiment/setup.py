@@ -18,7 +18,8 @@ from mlptrain.arrayfiles import Expect
 from mlptrain.backend import describe_path, epoch_path, get_backend
 from mlptrain.config import Config, config_folder, load_config
 from mlptrain.data import FILE_SOURCES, Dataset, check_dataset_range, load_dataset
-from mlptrain.errors import ConfigError, ModelError
+from mlptrain.data.standardize import FILE as PREPROCESS_FILE, Standardizer
+from mlptrain.errors import ConfigError, ModelError, RunStoreError
 from mlptrain.model import MLP, build_model
 from mlptrain.runs import Run
 from mlptrain.seeding import streams
@@ -44,15 +45,16 @@ class Prepared:
 
 
 def prepare(config: Config, data_progress: Callable | None = None,
-            dataset: Dataset | None = None) -> Prepared:
+            dataset: Dataset | None = None, scaler: Standardizer | None = None) -> Prepared:
     """Resolves device, data, the declared step and the initialised model. `dataset`, when
     given, is what this config's [data] and train.seed load (a group's members of one seed
-    share it); the init and shuffle streams do not depend on loading it."""
+    share it); the init and shuffle streams do not depend on loading it. `scaler`: a saved
+    run's standardization (saved_scaler), used instead of fitting the training split's."""
     rngs = streams(config.train.seed)
     ops = get_backend(config.train.device)
     memory.check_data_fits(config, ops)  # before anything is allocated: refuse what cannot fit
     if dataset is None:
-        dataset = load_dataset(config.data, rngs, data_progress, config_folder(config))
+        dataset = load_dataset(config.data, rngs, data_progress, config_folder(config), scaler)
         check_dataset_range(dataset, config.train.dtype)
     _refuse_regression(config, dataset)
     config = _with_data_file(config, dataset)
@@ -78,9 +80,10 @@ def _refuse_regression(config: Config, dataset: Dataset) -> None:
 
 
 def load_data_as_given(config: Config) -> Dataset:
-    """The dataset `prepare` loads for this config (the same samples in each split), with the
-    images as given: no [data] preprocessing (data.normalize_width), for people to look at."""
-    data = replace(config.data, normalize_width=0)
+    """The dataset `prepare` loads for this config (the same samples in each split), as given:
+    no [data] preprocessing (data.normalize_width, data.standardize), for people to look at
+    and to tell which samples a split holds."""
+    data = replace(config.data, normalize_width=0, standardize=False)
     return load_dataset(data, streams(config.train.seed), None, config_folder(config))
 
 
@@ -97,10 +100,34 @@ def prepare_run(run: Run, device: str | None = None) -> Prepared:
     network that `eval`, `plot` and `ensemble` score; on `device` instead of the config's when
     given (figures drawn in helper processes use the CPU, never a GPU context each)."""
     overrides = [f"train.device={device}"] if device else []
-    p = prepare(load_config(run.path / "config.toml", overrides))
+    scaler = saved_scaler(run)
+    p = prepare(as_saved(load_config(run.path / "config.toml", overrides), scaler),
+                scaler=scaler)
     p.model.load_state_dict(run.read_weights(network_expect(p.model)),
                             source=str(run.path / "weights.npz"))
     return p
+
+
+def saved_scaler(run: Run, summary: dict | None = None) -> Standardizer | None:
+    """The statistics a saved run standardized its inputs with, read back from the run, never
+    refitted; None where it did not standardize (its summary says whether it did: a run from
+    before data.standardize existed did not)."""
+    summary = run.read_summary() if summary is None else summary
+    if not (summary.get("dataset") or {}).get("standardized"):
+        return None
+    where = str(run.path / PREPROCESS_FILE)
+    arrays = run.read_preprocess(summary["model"]["sizes"][0])
+    missing = {"mean", "std"} - set(arrays)
+    if missing:
+        raise RunStoreError(f"{where} has no array {sorted(missing)[0]!r}; the run's files were "
+                            "changed after it wrote them.")
+    return Standardizer.from_arrays(arrays, where)
+
+
+def as_saved(config: Config, scaler: Standardizer | None) -> Config:
+    """A saved run's config with data.standardize as the run had it: on where it stored
+    statistics (`scaler`), off where it did not, whatever the key's default says today."""
+    return replace(config, data=replace(config.data, standardize=scaler is not None))
 
 
 def network_expect(model: MLP) -> Expect:
@@ -130,6 +157,7 @@ class Plan:
     task: str = "classification"  # data.task as decided
     classes: list[str] = field(default_factory=list)  # each class's name (or index)
     notes: list[str] = field(default_factory=list)  # what loading did (Dataset.notes)
+    standardized: bool = False  # features scaled by the training split's mean and std
 
 
 def plan(config: Config, data_progress: Callable | None = None) -> Plan:
@@ -139,7 +167,8 @@ def plan(config: Config, data_progress: Callable | None = None) -> Plan:
     return Plan(p.model.describe(), p.model.parameter_count, samples, p.model.ops.device,
                 config.train.dtype, p.step.steps_per_epoch, p.step.epochs,
                 p.step.checkpoint_every, p.dataset.name, p.dataset.source, p.path,
-                p.step.aids(), p.dataset.task, class_names(p.dataset), p.dataset.notes)
+                p.step.aids(), p.dataset.task, class_names(p.dataset), p.dataset.notes,
+                p.dataset.scaler is not None)
 
 
 def class_names(dataset: Dataset) -> list[str]:

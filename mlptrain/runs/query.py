@@ -11,6 +11,7 @@ from typing import Any
 
 from mlptrain.config import Config, applies_to, tomllib
 from mlptrain.errors import MlptrainError, RunStoreError
+from mlptrain.model import architecture
 from mlptrain.runs import Run, RunStore
 from mlptrain.runs.schema import run_seconds
 from mlptrain.runs.store import creation_order, writer_status
@@ -32,7 +33,7 @@ def run_record(run: Run) -> dict[str, Any]:
     val = [m["val_accuracy"] for m in metrics or [] if m.get("val_accuracy") is not None]
     record.update(
         name=summary.get("name"), dataset=(summary.get("dataset") or {}).get("name"),
-        model="-".join(map(str, model.get("sizes", []))) + f" {model.get('activation', '?')}",
+        model=architecture(model.get("sizes", []), model.get("activation", "?")),
         status=_status(summary), best_val_accuracy=max(val) if val else None,
         test_accuracy=final.get("test_accuracy"),
         seconds=run_seconds(summary)[0],

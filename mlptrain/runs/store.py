@@ -5,6 +5,7 @@
       metrics.jsonl   one JSON object per epoch;  metrics.csv: the same table
       weights.npz     final parameters, keys layers.{i}.weight / layers.{i}.bias
       checkpoint.npz  parameters, optimizer state, RNG state and position
+      preprocess.npz  the training split's feature mean and std (data.standardize), if used
       summary.json    status, final metrics, timings, device, versions, dataset checksums
       sweep.json      the sweep a trial's run belongs to;  *.png, *.svg: its figures
 
@@ -48,7 +49,7 @@ TMP_NAME = re.compile(r"\..+\.(\d+)-[0-9a-f]{8,16}\.tmp")  # .<file>.<pid>-<16 h
 TMP_ATTEMPTS = 100  # random temporary names tried before a write gives up
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
 RUN_FILES = ("config.toml", "metrics.jsonl", "metrics.csv", "weights.npz", "checkpoint.npz",
-             "summary.json", "sweep.json")  # what a run writes, besides its figures
+             "summary.json", "sweep.json", "preprocess.npz")  # what a run writes, besides figures
 FIGURE_SUFFIXES = (".png", ".svg")
 
 
@@ -250,6 +251,9 @@ class Run:
     def write_checkpoint(self, arrays: dict[str, np.ndarray]) -> None:
         atomic_write_bytes(self.path / "checkpoint.npz", npz_bytes(arrays))
 
+    def write_preprocess(self, arrays: dict[str, np.ndarray]) -> None:
+        atomic_write_bytes(self.path / "preprocess.npz", npz_bytes(arrays))
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
 
@@ -310,6 +314,12 @@ class Run:
     def read_weights(self, expect: Expect = Expect()) -> dict[str, np.ndarray]:
         """weights.npz, every array finite; `expect`: the shapes of the network reading it."""
         return self._read_npz("weights.npz", expect)
+
+    def read_preprocess(self, features: int) -> dict[str, np.ndarray]:
+        """preprocess.npz: `mean` and `std`, each (features,) and finite."""
+        shapes = {"mean": (features,), "std": (features,)}
+        return self._read_npz("preprocess.npz", Expect(shapes=shapes,
+                                                        shapes_of=f"{features} input features"))
 
     def read_checkpoint(self) -> dict[str, np.ndarray]:
         return self._read_npz("checkpoint.npz", CHECKPOINT)

@@ -305,7 +305,7 @@ def trial_name(base_name: str, point: dict[str, Any]) -> str:
         label = key if short.count(label) > 1 else label
         value = point[key]
         if isinstance(value, list):
-            shown = "x".join(str(v) for v in value)
+            shown = "x".join(str(v) for v in value) or "none"  # hidden = []: a linear model
         elif isinstance(value, bool):
             shown = "true" if value else "false"
         else:

@@ -86,5 +86,5 @@ def summary_csv(axes: list[str], rows: list[dict[str, Any]],
 
 def _cell(value: Any) -> Any:
     if isinstance(value, list):  # a layer list such as [256, 128]
-        return " ".join(str(v) for v in value)
+        return " ".join(str(v) for v in value) or "[]"  # [] (no hidden layer) stays visible
     return "" if value is None else value
