@@ -38,9 +38,21 @@ def write(path: Path, text: str) -> Path:
 
 
 def load(path: Path, **keys):
-    """load_dataset of the table at `path` with [data] keys; every row in train or test."""
+    """load_dataset of the table at `path` with [data] keys; every row in train or test; the
+    columns as encoded (standardize off unless asked: these tests read the encoding)."""
+    keys.setdefault("standardize", False)
     cfg = DataConfig(dataset="csv", path=str(path), val_fraction=0.0, **keys)
     return load_dataset(cfg, streams(0))
+
+
+def test_a_tables_inputs_are_standardized_by_default_by_the_training_rows(tmp_path):
+    rows = "\n".join(f"{i * 1000.0},{(i * 7) % 5},{'ab'[i % 2]}" for i in range(40))
+    path = write(tmp_path / "t.csv", "big,small,label\n" + rows + "\n")
+    raw, scaled = load(path), load(path, standardize=True)
+    mean, std = raw.X_train.mean(axis=0), raw.X_train.std(axis=0)
+    np.testing.assert_allclose(scaled.X_test, (raw.X_test - mean) / std, rtol=1e-12,
+                               atol=1e-12)
+    assert scaled.scaler is not None and raw.scaler is None
 
 
 def all_rows(d, key: int = 0):

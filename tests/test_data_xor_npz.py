@@ -266,8 +266,13 @@ def test_npz_validation_arrays_are_the_validation_split(tmp_path):
     X, X_val = rng.random((40, 3)), rng.random((7, 3))
     path = save(tmp_path / "d.npz", X=X, y=np.arange(40) % 2, X_val=X_val,
                 y_val=np.arange(7) % 2)
-    d = load_dataset(npz_cfg(path, val_fraction=0.5, test_fraction=0.25), streams(0))
+    d = load_dataset(npz_cfg(path, val_fraction=0.5, test_fraction=0.25, standardize=False),
+                     streams(0))
     np.testing.assert_array_equal(d.X_val, X_val)
+    # standardized (the default), by the statistics of the training rows alone
+    scaled = load_dataset(npz_cfg(path, val_fraction=0.5, test_fraction=0.25), streams(0))
+    mean, std = d.X_train.mean(axis=0), d.X_train.std(axis=0)
+    np.testing.assert_allclose(scaled.X_val, (X_val - mean) / std, rtol=1e-12, atol=1e-12)
     assert len(d.y_train) == 30 and len(d.y_test) == 10  # val_fraction carves nothing
     assert any("X_val and y_val (7 samples) instead of data.val_fraction" in n
                for n in d.notes)

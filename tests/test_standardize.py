@@ -146,9 +146,10 @@ def test_raw_wine_like_features_train_and_every_reader_standardizes_alike(runs_d
     assert tensors["preprocess.std"].tobytes() == stats["std"].tobytes()
 
 
-def test_config_init_offers_the_key_for_npz_alone():
-    assert "\nstandardize = true  # npz: each feature" in run("config", "init", "--dataset",
-                                                              "npz").stdout
+def test_config_init_offers_the_key_for_a_users_files_alone():
+    for dataset in ("npz", "csv"):
+        assert "\nstandardize = true  # npz, csv: each feature" in run(
+            "config", "init", "--dataset", dataset).stdout
     assert "\n# standardize = true" in run("config", "init", "--dataset", "xor").stdout
 
 
