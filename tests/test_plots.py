@@ -314,7 +314,7 @@ def test_beyond_50_classes_the_confusion_matrix_is_omitted_with_a_note(tmp_path)
     np.savez(tmp_path / "many.npz", X=rng.normal(size=(600, 4)) + y[:, None] / 10, y=y)
     config = tmp_path / "many.toml"
     config.write_text(f'[data]\ndataset = "npz"\npath = "{tmp_path / "many.npz"}"\n'
-                      '[model]\nhidden = 8\n[train]\nepochs = 1\n')
+                      'task = "classification"\n[model]\nhidden = 8\n[train]\nepochs = 1\n')
     runs = tmp_path / "runs"
     result = CliRunner().invoke(app, ["fit", str(config), "--runs-dir", str(runs)],
                                 env={"COLUMNS": "200"})
