@@ -435,3 +435,29 @@ def test_damaged_real_weights(run, damage):
     with pytest.raises(RunStoreError) as info:
         run.read_weights()
     assert "weights.npz" in str(info.value)
+
+
+def test_appended_metrics_are_the_bytes_a_whole_rewrite_gives(tmp_path):
+    """Each epoch's record is appended (one write per file); the files must equal what
+    write_metrics writes whole for the same records, a record with a new column rewrites both
+    (the CSV header grows), and an append never writes through a link."""
+    records = [{"epoch": e, "lr": 0.1 / e, "train_loss": 1.0 / e} for e in range(1, 5)]
+    records.insert(2, {"epoch": 2.5, "lr": 0.05})  # a column missing: an empty CSV cell
+    records.append({"epoch": 5, "lr": 0.02, "train_loss": 0.2, "val_loss": 0.3})  # a new one
+    appended = RunStore(tmp_path / "a").create("m")
+    for r in records:
+        appended.append_metrics(r)
+    whole = RunStore(tmp_path / "w").create("m")
+    whole.write_metrics(records)
+    for name in ("metrics.jsonl", "metrics.csv"):
+        assert (appended.path / name).read_bytes() == (whole.path / name).read_bytes(), name
+    lines = (appended.path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == records
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    elsewhere.write_text("")
+    (appended.path / "metrics.jsonl").unlink()
+    (appended.path / "metrics.jsonl").symlink_to(elsewhere)
+    appended.append_metrics({"epoch": 6, "lr": 0.01, "train_loss": 0.1, "val_loss": 0.2})
+    assert elsewhere.read_text() == "" and not (appended.path / "metrics.jsonl").is_symlink()
+    lines = (appended.path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 2.5, 3, 4, 5, 6]
