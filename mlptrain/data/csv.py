@@ -67,6 +67,7 @@ def csv_dataset(cfg, at: Loading) -> Dataset:
     if task == "classification":
         check_class_count(n_classes, len(y), f"{path}: target column {encoding['target']!r}")
     X, y, X_test, y_test = split_off(X, y, cfg.test_fraction, at.split_rng)
+    _fill_means(table, encoding, X, X_test)
     return Dataset("csv", X, y, None, None, X_test, y_test, n_classes, (X.shape[1],), str(path),
                    {path.name: file_sha256(path)}, task=task, class_names=names,
                    notes=[describe(encoding), *notes], encoding=encoding)
@@ -160,8 +161,9 @@ def _number(cell: str) -> float | None:
 
 def fit_encoding(table: Table, cfg) -> dict[str, Any]:
     """How the [data] section's columns of `table` become inputs: JSON-able, recorded in the
-    run. The vocabulary of a categorical column and the mean that fills a numeric one are taken
-    over every row of the file (a row is dropped only where the column is used)."""
+    run. The vocabulary of a categorical column is taken over every row of the file (a row is
+    dropped only where the column is used); the mean that fills a numeric one, over the rows
+    the run trains and validates on (_fill_means)."""
     target = cfg.target or table.columns[-1]
     features = list(cfg.features) or [c for c in table.columns if c != target]
     _check_columns(table, [target], "[data] target")
@@ -181,7 +183,9 @@ def fit_encoding(table: Table, cfg) -> dict[str, Any]:
     numeric = [c for c in features if c not in categorical]
     for column in numeric:
         _check_numbers(table, column)
-    fill = {c: _mean(table, c) for c in numeric} if cfg.missing == "mean" else {}
+    # missing = mean: the columns a mean fills, their means taken later from the rows that
+    # are not held out for the test (_fill_means), so the test rows never shape the inputs
+    fill = dict.fromkeys(numeric, math.nan) if cfg.missing == "mean" else {}
     return {"delimiter": cfg.delimiter, "target": target, "features": features,
             "categorical": {c: sorted({v for v in table.cells[c] if not _missing(v)})
                             for c in categorical},
@@ -245,12 +249,24 @@ def _check_numbers(table: Table, column: str) -> None:
                             "list the column in data.categorical.")
 
 
-def _mean(table: Table, column: str) -> float:
-    present = [n for n in table.numbers(column) if n is not None]
-    if not present:
-        raise DataError(f"{table.path}: column {column!r} has no values to take a mean of; "
-                        "fill it in, or leave it out of data.features.")
-    return float(np.mean(present))
+def _fill_means(table: Table, encoding: dict[str, Any], X: np.ndarray,
+                X_test: np.ndarray) -> None:
+    """missing = mean: each filled column's missing cells (NaN in X and X_test) get the mean
+    of its values in X, the rows not held out for the test, and the encoding records it (eval
+    --data and predict fill with it too)."""
+    start = 0
+    for column in encoding["features"]:
+        width = len(encoding["categorical"].get(column, [None]))
+        if column in encoding["fill"]:
+            present = X[:, start][~np.isnan(X[:, start])]
+            if not present.size:
+                raise DataError(f"{table.path}: column {column!r} has no values outside the "
+                                "test rows to take a mean of; fill it in, or leave it out of "
+                                "data.features.")
+            mean = encoding["fill"][column] = float(present.mean())
+            for part in (X, X_test):
+                part[np.isnan(part[:, start]), start] = mean
+        start += width
 
 
 def _rows_kept(table: Table, columns: list[str], encoding: dict[str, Any]
