@@ -61,9 +61,9 @@ class Standardizer:
         reader checked each array's shape, and its values finite."""
         std = np.asarray(arrays["std"], np.float64)
         if (std <= 0).any():
-            raise RunStoreError(f"{where}: std holds {std[std <= 0][0]:g}, not a spread a feature "
-                            "can have (it is > 0, or 1 for a constant feature); the file was "
-                            "changed after the run wrote it.")
+            raise RunStoreError(f"{where}: std holds {std[std <= 0][0]:g}, not a spread a "
+                                "feature can have (it is > 0, or 1 for a constant feature); the "
+                                "file was changed after the run wrote it.")
         return cls(np.asarray(arrays["mean"], np.float64), std)
 
     def same_as(self, other: Standardizer | None) -> bool:
