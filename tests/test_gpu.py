@@ -289,6 +289,23 @@ def test_float32_training_tracks_numpy_within_float32_rounding(runs_dir, monkeyp
     assert abs(acc(gpu_run) - acc(cpu_run)) <= 0.002  # at most a couple of the 10,000 flip
 
 
+def test_a_gather_outside_its_source_fails_loudly_at_the_next_sync():
+    """take_rows of an index past the source's rows (a shuffle over rows never uploaded once
+    scored 0.11 in benchmarks/gpu.py, reading past the array without a word) sets a flag that
+    the next to_host turns into an error; in-range gathers stay silent."""
+    from mlptrain.errors import BackendError
+
+    gpu = CupyBackend(graph=False)
+    source = cp.arange(15, dtype=np.float64).reshape(5, 3)
+    out = cp.empty((2, 3), np.float64)
+    gpu.take_rows(source, cp.asarray([4, 0], np.int64), out)
+    assert gpu.to_host(out).tolist() == [[12, 13, 14], [0, 1, 2]]
+    gpu.take_rows(source, cp.asarray([1, 5], np.int64), out)
+    with pytest.raises(BackendError, match="outside its source array"):
+        gpu.to_host(out)
+    assert gpu.to_host(out)[1].tolist() == [0, 0, 0]  # the flag is reset; the row read nothing
+
+
 def test_own_matmul_reads_and_writes_column_major_views():
     gpu, rng = CupyBackend(graph=False, gemm="own"), np.random.default_rng(5)
     w = rng.standard_normal((45, 97))  # (O, I), stored column-major as the model does

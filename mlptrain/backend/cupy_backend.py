@@ -22,6 +22,7 @@ from mlptrain.backend.cuda.dispatch import LOSS_KERNELS
 from mlptrain.backend.cuda.gemm import NULL, Gemm
 from mlptrain.backend.cuda.kernels import ACT_IDS, THREADS, XENT_ROWS, Kernels
 from mlptrain.backend.protocol import Backend
+from mlptrain.errors import BackendError
 from mlptrain.seeding import dropout_threshold
 
 
@@ -100,6 +101,7 @@ class CupyBackend(Backend):
         self.gemm = Gemm(self.kernels)
         self._epochs = {}  # (step, model, optimizer, data) -> captured epoch
         self._parts = {}  # (members, blocks) -> _softmax_xent's per-block sums
+        self._faults, self._gathered = None, False  # take_rows's out-of-range flag (to_host)
 
     def function(self, name: str):
         return self.kernels(name)
@@ -120,7 +122,18 @@ class CupyBackend(Backend):
         return cp.ascontiguousarray(cp.asarray(host, dtype=dtype))
 
     def to_host(self, array) -> np.ndarray:
-        return cp.asnumpy(array)
+        host = cp.asnumpy(array)
+        if self._gathered:  # take_rows ran since the last check: did an index miss its rows?
+            self._gathered = False
+            if int(self._faults.get()[0]):
+                self._faults.fill(0)
+                raise BackendError("a batch asked take_rows for a row outside its source array "
+                                   "(an index below 0 or past the last row) since the last "
+                                   "sync; nothing was read past the array, but the batch is "
+                                   "wrong: the caller's row indices must be rows of the array "
+                                   "it gathers from (a shuffle over rows that were never "
+                                   "uploaded, say).")
+        return host
 
     def free_bytes(self) -> int:
         """What this device can still allocate: the driver's free memory plus the blocks CuPy's
@@ -144,10 +157,13 @@ class CupyBackend(Backend):
         if source.dtype not in (np.float32, np.float64) or source.ndim != 2:
             return cp.take(source, index, axis=0, out=out)
         rows, cols = index.size, out.shape[-1]
+        if self._faults is None:
+            self._faults = cp.zeros(1, np.int32)  # set by the kernel; read at the next sync
+        self._gathered = True
         self.kernel("take_rows", source.dtype)(
             (_blocks(rows * cols),), (THREADS,),
             (source, cp.ascontiguousarray(index, dtype=np.int64), out, np.int64(rows),
-             np.int32(cols)))
+             np.int32(cols), np.int64(source.shape[0]), self._faults))
         return out
 
     def matmul(self, a, b, out, trans_a: bool = False, trans_b: bool = False):

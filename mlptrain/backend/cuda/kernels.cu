@@ -342,14 +342,24 @@ __global__ void sum_rows(const T* __restrict__ a, T* __restrict__ out, int rows,
     }
 }
 
-// out[i] = source[index[i]] for rows of `cols` elements
+// out[i] = source[index[i]] for rows of `cols` elements; an index outside the source's
+// `source_rows` rows reads nothing (its row is 0) and sets *faults, which the host checks at its
+// next sync (CupyBackend.to_host): a wrong index fails loudly instead of reading past the array
 template <typename T>
 __global__ void take_rows(const T* __restrict__ source, const long long* __restrict__ index,
-                          T* __restrict__ out, long long rows, int cols) {
+                          T* __restrict__ out, long long rows, int cols, long long source_rows,
+                          int* faults) {
     const long long total = rows * cols;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
-         e += (long long)gridDim.x * blockDim.x)
-        out[e] = source[index[e / cols] * cols + e % cols];
+         e += (long long)gridDim.x * blockDim.x) {
+        const long long row = index[e / cols];
+        if (row < 0 || row >= source_rows) {
+            *faults = 1;
+            out[e] = T(0);
+        } else {
+            out[e] = source[row * cols + e % cols];
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
