@@ -37,7 +37,8 @@ import numpy as np
 
 from mlptrain.backend.cuda.gemm import (MAX_PARTIALS, NULL, TILES, GemmPlan, candidates,
                                         gemm_name, plan, ptr, tiles_for)
-from mlptrain.backend.cuda.dispatch import LOSS_KERNELS, UPDATE_KERNELS, kernel_names
+from mlptrain.backend.cuda.dispatch import (LOSS_KERNELS, REAL_TARGET_IDS, UPDATE_KERNELS,
+                                           kernel_names)
 from mlptrain.backend.cuda.kernels import ACT_IDS, EPI_ACT_GRAD, EPI_BIAS_ACT, THREADS, XENT_ROWS
 from mlptrain.optim import OptimizerKind
 from mlptrain.seeding import dropout_threshold
@@ -338,15 +339,20 @@ class EpochGraph:
         return buf["x0"]
 
     def _loss(self, s, rows, logits, index) -> None:
-        """The loss kernel (dispatch.LOSS_KERNELS): summed loss and correct count into this
-        step's parts, and dL/dz (scaled by 1/rows: the batch mean's gradient) over the logits."""
+        """The loss kernel (dispatch.LOSS_KERNELS): summed loss and correct count (a real
+        target's: squared error) into this step's parts, and dL/dz (scaled by 1/rows: the
+        batch mean's gradient) over the logits."""
         dtype, parts = self.dtype, ptr(self.parts, 2 * self.blocks * s)
         name = LOSS_KERNELS[self.step.loss]
         scale, common = dtype.type(1.0 / rows), (logits, NULL, self.train.targets, index)
         args = {"softmax_xent": lambda: (*common, NULL, logits, np.int32(rows),
                                          np.int32(logits.shape[1]), scale,
                                          np.float64(self.step.label_smoothing), parts),
-                "sigmoid_bce": lambda: (*common, logits, np.int32(rows), scale, parts)}[name]
+                "sigmoid_bce": lambda: (*common, logits, np.int32(rows), scale, parts),
+                "real_target": lambda: (*common, logits, np.int32(rows), scale,
+                                        np.int32(REAL_TARGET_IDS[self.step.loss]),
+                                        dtype.type(getattr(self.model.loss, "delta", 0.0)),
+                                        parts)}[name]
         kernel = self.backend.kernels.kernel(name, dtype)
         self._emit(self.step.loss, lambda _: kernel((-(-rows // XENT_ROWS),), (XENT_ROWS,),
                                                     args()))

@@ -578,6 +578,48 @@ sigmoid_bce(T* logits, const T* __restrict__ bias, const T* __restrict__ targets
     block_loss_parts(loss, correct, loss_part, correct_part, parts);
 }
 
+// The losses of a real-valued target (nn.MeanSquaredError, Huber, Poisson) on one output z per
+// row, one thread per row: the row's loss, the squared error of its prediction (summed where a
+// classifier's correct count goes: the loop's MSE, RMSE and R^2 come from it) and, with grad,
+// dL/dz * scale, each by its nn.py formula (r = prediction - t; the prediction is e^z for
+// Poisson's log link, z otherwise). Targets are read as targets[gather[r]] when gather is given.
+#define LOSS_MSE 0      // r^2;                                     dL/dz = 2 r
+#define LOSS_HUBER 1    // m (|r| - m / 2), m = min(|r|, delta);    dL/dz = clip(r, -delta, delta)
+#define LOSS_POISSON 2  // e^z - t z;                               dL/dz = e^z - t
+template <typename T>
+__global__ void __launch_bounds__(XENT_ROWS)
+real_target(T* logits, const T* __restrict__ bias, const T* __restrict__ targets,
+            const long long* __restrict__ gather, T* grad, int rows, T scale, int kind, T delta,
+            double* __restrict__ parts) {
+    __shared__ double loss_part[XENT_ROWS];
+    __shared__ double squared_part[XENT_ROWS];
+    double loss = 0.0, squared = 0.0;
+    const int r = blockIdx.x * XENT_ROWS + threadIdx.x;
+    if (r < rows) {
+        T z = logits[r];
+        if (bias) z += bias[0];
+        const T t = targets[gather ? gather[r] : r];
+        const T prediction = kind == LOSS_POISSON ? exp(z) : z;
+        const T res = prediction - t;
+        T term, g;
+        if (kind == LOSS_HUBER) {
+            const T a = fabs(res), m = a < delta ? a : delta;
+            term = m * (a - T(0.5) * m);
+            g = res > delta ? delta : (res < -delta ? -delta : res);
+        } else if (kind == LOSS_POISSON) {
+            term = prediction - t * z;
+            g = res;
+        } else {
+            term = res * res;
+            g = T(2) * res;
+        }
+        loss = (double)term;
+        squared = (double)(res * res);
+        if (grad) grad[r] = g * scale;
+    }
+    block_loss_parts(loss, squared, loss_part, squared_part, parts);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Counter-based random numbers: Philox4x32-10 (Salmon et al. 2011; Random123), the same bits as
 // seeding.philox. Key (seed, stream); counter (block, slot, step & 0xffffffff, step >> 32).
