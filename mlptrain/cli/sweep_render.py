@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mlptrain.cli.common import pct, secs
+from mlptrain.cli.common import METRICS_SHOWN, pct, secs
 from mlptrain.cli.parts import first_that_fits
 from mlptrain.cli.render import LiveProgress
 from mlptrain.text import plural
@@ -90,7 +90,7 @@ class SweepRenderer:
             since = self.first_done.setdefault(e.index, done)
             self.progress.update(task, total=e.epochs * e.steps, completed=done, since=since,
                                  count=f"epoch {e.epoch}/{e.epochs}",
-                                 info=(f"acc {100 * e.accuracy:.1f}%", f"loss {e.loss:.4f}"))
+                                 info=(_score(e), f"loss {e.loss:.4f}"))
 
     def _on_TrialFinished(self, e: TrialFinished) -> None:
         task = self.running.pop(e.index, None)
@@ -196,3 +196,11 @@ def grouping_text(groups: list, alone: list) -> str:
         lines.append(f"alone: trials {', '.join(str(t.index) for t in alone)} "
                      f"({', '.join(reasons)})")
     return "\n".join(lines)
+
+
+def _score(e: TrialProgress) -> str:
+    """A trial's running metric: `acc 97.3%` (one decimal, as a bar has little room)."""
+    if e.metric == "accuracy":
+        return f"acc {100 * e.score:.1f}%"
+    short, _, shown = METRICS_SHOWN[e.metric]
+    return f"{short} {shown(e.score)}"

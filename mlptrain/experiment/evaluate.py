@@ -120,5 +120,20 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray,
                              "support": int(support.sum())}}
 
 
+def regression_scores(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    """RMSE, MAE and R^2 of predictions (N,) against targets (N,), both in the target's units,
+    as scikit-learn's mean_squared_error (squared=False), mean_absolute_error and r2_score
+    give them: R^2 = 1 - SS_res / SS_tot, SS_tot about the mean of these targets (None when
+    they are all equal: no spread to explain); None for no samples."""
+    y, r = np.asarray(y_true, np.float64), np.asarray(predicted, np.float64)
+    if not len(y):
+        return {"rmse": None, "mae": None, "r2": None}
+    residual = r - y
+    total = float(np.sum((y - y.mean()) ** 2))
+    return {"rmse": float(np.sqrt(np.mean(residual ** 2))),
+            "mae": float(np.mean(np.abs(residual))),
+            "r2": 1.0 - float(residual @ residual) / total if total > 0 else None}
+
+
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros_like(num), where=den > 0)

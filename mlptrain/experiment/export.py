@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 import mlptrain
+from mlptrain import nn
 from mlptrain.config import Config, load_config
 from mlptrain.data import load_dataset
 from mlptrain.data.standardize import Standardizer
@@ -149,6 +150,10 @@ class RunSource:
         if summary.get("status") != "completed":
             raise ExportError(f"run {run.run_id} is {summary.get('status', 'unknown')}, not "
                               "completed: only a finished run has final weights to export.")
+        if nn.LOSSES[summary["model"]["loss"]].task != "classification":
+            raise ExportError(f"run {run.run_id} regresses a real-valued target (its loss is "
+                              f"{summary['model']['loss']}); exporting is available for "
+                              "classifiers only so far.")
         config_path = run.path / "config.toml"
         return cls(run, load_config(config_path), config_path.read_text(encoding="utf-8"),
                    summary, run.read_weights(), saved_scaler(run, summary))

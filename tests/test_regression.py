@@ -1,0 +1,209 @@
+"""Regression (issue 29): a real-valued target trains with mse, huber or poisson; the target is
+standardized by the training split's statistics (data.standardize_target), which the run keeps,
+and every metric shown (RMSE, MAE, R^2) is in the target's own units."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_diabetes
+from typer.testing import CliRunner
+
+from mlptrain.cli import app
+from mlptrain.config import load_config
+from mlptrain.experiment import fit_experiment, resume_experiment
+from mlptrain.experiment.evaluate import regression_scores
+from mlptrain.experiment.gradcheck import gradcheck
+from mlptrain.experiment.predict import probabilities
+from mlptrain.experiment.setup import prepare, prepare_run, saved_target_scale
+from mlptrain.loop import StopFlag
+from mlptrain.runs import Run, RunStore
+
+from conftest import CONFIGS
+from test_resume import metrics_without_time, stop_at
+
+runner = CliRunner()
+RECORD = ["epoch", "lr", "train_loss", "train_rmse", "val_loss", "val_rmse", "seconds"]
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def diabetes_npz(path):
+    """scikit-learn's diabetes table, unscaled: 442 rows, 10 features, target 25-346."""
+    d = load_diabetes(scaled=False)
+    np.savez(path, X=d.data, y=d.target.astype(np.float64))
+    return path
+
+
+def write_config(path, data: str, *lines: str, epochs: int = 40):
+    path.write_text(f'name = "reg"\n[data]\ndataset = "npz"\npath = "{data}"\n'
+                    'task = "regression"\nsplit_seed = 0\n' + "".join(f"{x}\n" for x in lines)
+                    + '[model]\nhidden = 16\n[optimizer]\nname = "adam"\nlr = 0.003\n'
+                    f'[train]\nbatch_size = 16\nepochs = {epochs}\n[report]\nplots = false\n')
+    return path
+
+
+@pytest.fixture
+def diabetes(tmp_path):
+    return write_config(tmp_path / "diabetes.toml", diabetes_npz(tmp_path / "diabetes.npz"))
+
+
+def only_run(runs_dir) -> Run:
+    (path,) = [p for p in runs_dir.iterdir() if p.is_dir()]
+    return Run(path)
+
+
+def test_fit_trains_a_real_target_and_reports_rmse_mae_r2_in_its_units(diabetes, runs_dir):
+    result = run("fit", diabetes)
+    assert result.exit_code == 0, result.output
+    assert "test RMSE" in result.stdout and "R^2" in result.stdout
+    r = only_run(runs_dir)
+    records = r.read_metrics()
+    assert len(records) == 40 and all(list(rec) == RECORD for rec in records)
+    summary = r.read_summary()
+    assert summary["model"]["loss"] == "mse" and summary["dataset"]["task"] == "regression"
+    final = summary["final"]
+    assert sorted(final) == sorted(f"{s}_{m}" for s in ("train", "val", "test")
+                                   for m in ("loss", "rmse", "mae", "r2"))
+    assert 0.3 < final["test_r2"] < 0.65 and 40 < final["test_rmse"] < 70  # diabetes: ~0.45
+    # the shown metrics are the target's own units: recomputed from the saved run's predictions
+    p = prepare_run(r)
+    X, y = p.dataset.split("test")
+    predicted = probabilities(p.model, X)[:, 0]
+    assert 25 < predicted.mean() < 346  # a blood-sugar score, not a standardized one
+    want = regression_scores(y, predicted)
+    for metric in ("rmse", "mae", "r2"):
+        assert final[f"test_{metric}"] == pytest.approx(want[metric], rel=1e-6)  # float32
+    r2 = 1 - np.sum((predicted - y) ** 2) / np.sum((y - y.mean()) ** 2)
+    assert final["test_r2"] == pytest.approx(r2, rel=1e-9)
+    # the per-epoch RMSE is the summed squared error's, in target units too
+    last = records[-1]
+    assert last["val_rmse"] == pytest.approx(final["val_rmse"], rel=1e-9)
+    assert last["train_rmse"] > 0 and summary["warnings"] == []
+
+
+def test_the_target_statistics_are_the_training_split_s_and_read_back(diabetes, runs_dir):
+    assert run("fit", diabetes).exit_code == 0
+    r = only_run(runs_dir)
+    summary = r.read_summary()
+    assert summary["dataset"]["target_standardized"] is True
+    p = prepare(load_config(diabetes))
+    y_train = p.dataset.split("train")[1]
+    arrays = np.load(r.path / "preprocess.npz")
+    assert set(arrays.files) == {"mean", "std", "target_mean", "target_std"}
+    np.testing.assert_allclose(arrays["target_mean"], [y_train.mean()], rtol=1e-12)
+    np.testing.assert_allclose(arrays["target_std"], [y_train.std()], rtol=1e-12)
+    scale = saved_target_scale(r)
+    assert (scale.mean, scale.std) == (float(arrays["target_mean"][0]),
+                                       float(arrays["target_std"][0]))
+    assert prepare_run(r).step.target == (scale.mean, scale.std)  # what eval and plot train with
+    # the loss trains on the standardized target: its mean 0, its spread 1
+    t = p.model.loss.targets(np, y_train, np.float64)
+    assert abs(t.mean()) < 1e-12 and t.std() == pytest.approx(1.0, rel=1e-12)
+    assert any("standardize_target" in note for note in summary["dataset"]["notes"])
+
+
+def test_standardize_target_false_trains_on_the_values_as_given(diabetes, runs_dir):
+    assert run("fit", diabetes, "--set", "data.standardize_target=false",
+               "--set", "optimizer.lr=0.01").exit_code == 0
+    r = only_run(runs_dir)
+    assert "target_standardized" not in r.read_summary()["dataset"]
+    assert saved_target_scale(r) is None
+    assert set(np.load(r.path / "preprocess.npz").files) == {"mean", "std"}
+    first = r.read_metrics()[0]  # the loss is the MSE itself: the RMSE squared
+    assert first["train_loss"] == pytest.approx(first["train_rmse"] ** 2, rel=1e-9)
+
+
+def test_a_stopped_regression_run_resumes_to_the_same_bytes(diabetes, runs_dir):
+    config = load_config(diabetes, ["train.epochs=4"])
+    alone = fit_experiment(config, RunStore(runs_dir))
+    stop = StopFlag()
+    stopped = fit_experiment(config, RunStore(runs_dir), stop_at(stop, 2, 5), stop=stop)
+    assert stopped.summary["status"] == "interrupted"
+    resumed = resume_experiment(RunStore(runs_dir), stopped.run_id)
+    assert resumed.summary["status"] == "completed"
+    assert (resumed.path / "weights.npz").read_bytes() == (alone.path / "weights.npz").read_bytes()
+    assert (resumed.path / "preprocess.npz").read_bytes() == \
+        (alone.path / "preprocess.npz").read_bytes()
+    assert metrics_without_time(resumed.path) == metrics_without_time(alone.path)
+    assert resumed.summary["final"] == alone.summary["final"]
+
+
+def test_huber_takes_its_delta_and_poisson_keeps_counts(tmp_path, runs_dir):
+    data = diabetes_npz(tmp_path / "d.npz")
+    huber = prepare(load_config(write_config(tmp_path / "h.toml", data),
+                                ["model.loss=huber", "model.huber_delta=2.5"]))
+    assert huber.model.loss.name == "huber" and huber.model.loss.delta == 2.5
+    config = write_config(tmp_path / "p.toml", data, epochs=5)
+    result = run("fit", config, "--set", "model.loss=poisson")
+    assert result.exit_code == 0, result.output
+    r = only_run(runs_dir)
+    assert "target_standardized" not in r.read_summary()["dataset"]  # counts stay counts
+    assert "standardize_target is ignored" in one_line(result.stdout)
+    predicted = probabilities(prepare_run(r).model, prepare_run(r).dataset.split("test")[0])
+    assert (predicted > 0).all()  # e^z
+
+
+def test_poisson_refuses_a_negative_target(tmp_path, runs_dir):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "neg.npz", X=rng.normal(size=(60, 3)), y=rng.normal(size=60))
+    result = run("fit", write_config(tmp_path / "n.toml", tmp_path / "neg.npz"),
+                 "--set", "model.loss=poisson")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "fits counts (0 or more)" in one_line(result.stderr)
+
+
+@pytest.mark.parametrize(("config", "overrides", "message"), [
+    ("xor", ["model.loss=mse"], "loss = 'mse' fits real values to regress, but the data's "
+                                "target holds class labels"),
+    ("diabetes", ["model.loss=softmax_cross_entropy"],
+     "loss = 'softmax_cross_entropy' fits class labels, but the data's target holds real "
+     "values to regress"),
+])
+def test_a_loss_of_the_other_task_is_refused(config, overrides, message, diabetes, runs_dir):
+    path = CONFIGS / "xor.toml" if config == "xor" else diabetes
+    result = run("fit", path, *(x for o in overrides for x in ("--set", o)))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert message in one_line(result.stderr)
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+@pytest.mark.parametrize("loss", ["mse", "huber", "poisson"])
+def test_gradcheck_passes_for_every_regression_loss(tmp_path, loss):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 3))
+    np.savez(tmp_path / "c.npz", X=X, y=rng.poisson(3.0, 40) + 0.5)  # counts, not whole
+    config = load_config(write_config(tmp_path / "g.toml", tmp_path / "c.npz"),
+                         [f"model.loss={loss}", "model.hidden=[6, 5]", "model.activation=tanh"])
+    report = gradcheck(config, batch=16, entries=0)
+    assert report.passed, [(c.name, c.max_rel_error) for c in report.checks]
+    assert report.sizes[-1] == 1
+
+
+def test_classification_configs_keep_their_records(runs_dir):
+    result = run("fit", CONFIGS / "xor.toml", "--set", "train.epochs=2",
+                 "--set", "report.plots=false")
+    assert result.exit_code == 0
+    record = only_run(runs_dir).read_metrics()[0]
+    assert list(record) == ["epoch", "lr", "train_loss", "train_accuracy", "val_loss",
+                            "val_accuracy", "seconds"]
+    assert "test accuracy" in result.stdout
+
+
+def test_a_regression_run_is_warned_below_the_mean_and_never_against_classes():
+    from mlptrain.experiment.diagnose import below_mean, training_warnings
+
+    assert below_mean({"test_r2": -0.2})[0].startswith("below the mean: the test R^2 -0.200")
+    assert below_mean({"test_r2": 0.4}) == [] and below_mean({"test_r2": None}) == []
+    assert below_mean({"test_r2": None, "val_r2": -1.0})[0].startswith("below the mean: the val")
+    # a loss on the target's scale is no guess among classes: only a rise counts
+    history = [{"train_loss": 40.0}, {"train_loss": 30.0}]
+    assert training_warnings(history, 1, "regression") == []
+    assert training_warnings(history, 1)[0].startswith("diverged")  # as classes it would be
