@@ -4,6 +4,8 @@ and every metric shown (RMSE, MAE, R^2) is in the target's own units."""
 
 from __future__ import annotations
 
+import json
+
 
 import numpy as np
 import pytest
@@ -207,3 +209,84 @@ def test_a_regression_run_is_warned_below_the_mean_and_never_against_classes():
     history = [{"train_loss": 40.0}, {"train_loss": 30.0}]
     assert training_warnings(history, 1, "regression") == []
     assert training_warnings(history, 1)[0].startswith("diverged")  # as classes it would be
+
+
+# -- eval, predict and plot of a regression run --------------------------------------------------
+
+
+@pytest.fixture
+def diabetes_run(diabetes, runs_dir) -> Run:
+    assert run("fit", diabetes, "--set", "train.epochs=20").exit_code == 0
+    return only_run(runs_dir)
+
+
+def test_eval_prints_loss_rmse_mae_r2_of_a_split_as_the_fit_recorded(diabetes_run):
+    final = diabetes_run.read_summary()["final"]
+    result = run("eval", diabetes_run.path)
+    assert result.exit_code == 0, result.output
+    text = one_line(result.stdout)
+    assert "on its test split (88 samples)" in text and "RMSE" in text and "R^2" in text
+    assert f"{final['test_r2']:.3f}" in text and "accuracy" not in text
+    for split in ("train", "val", "test"):
+        shown = json.loads(run("eval", diabetes_run.path, "--split", split, "--json").stdout)
+        assert set(shown) == {"run_id", "split", "data", "loss", "rmse", "mae", "r2",
+                              "samples", "notes"}
+        for metric in ("loss", "rmse", "mae", "r2"):
+            assert shown[metric] == pytest.approx(final[f"{split}_{metric}"], rel=1e-9)
+
+
+def test_predict_gives_one_value_per_row_in_target_units_and_eval_data_agrees(
+        diabetes_run, tmp_path):
+    d = load_diabetes(scaled=False)
+    np.savez(tmp_path / "rows.npz", X=d.data)  # raw features: the run standardizes them
+    result = run("predict", diabetes_run.path, tmp_path / "rows.npz", "--json")
+    assert result.exit_code == 0, result.output
+    values = np.array([p["value"] for p in json.loads(result.stdout)["predictions"]])
+    assert values.shape == (442,) and 25 < values.mean() < 346
+    text = run("predict", diabetes_run.path, tmp_path / "rows.npz").stdout.splitlines()
+    assert len(text) == 442 and text[0] == f"0: {values[0]:.6g}"
+    # eval --data scores the same predictions against the file's targets (whole numbers,
+    # read as the run's values, not as 214 classes)
+    np.savez(tmp_path / "all.npz", X=d.data, y=d.target)
+    scored = json.loads(run("eval", diabetes_run.path, "--data", tmp_path / "all.npz",
+                            "--json").stdout)
+    want = regression_scores(d.target, values)
+    assert scored["samples"] == 442
+    assert scored["rmse"] == pytest.approx(want["rmse"], rel=1e-6)  # the loop's float32 sums
+    assert scored["mae"] == pytest.approx(want["mae"], rel=1e-9)
+    assert scored["r2"] == pytest.approx(want["r2"], rel=1e-9) and 0.3 < scored["r2"] < 0.8
+
+
+def diabetes_csv(path, rows: int | None = None, target: bool = True):
+    """The diabetes table as a CSV with a header (its target last, as 'progression')."""
+    d = load_diabetes(scaled=False)
+    columns = [*d.feature_names, *(["progression"] if target else [])]
+    table = np.column_stack([d.data, d.target] if target else [d.data])[:rows]
+    path.write_text(",".join(columns) + "\n" + "".join(
+        ",".join(repr(float(v)) for v in row) + "\n" for row in table))
+    return path
+
+
+def test_a_csv_regression_run_evaluates_and_predicts_a_table(tmp_path, runs_dir):
+    diabetes_csv(tmp_path / "diabetes.csv")
+    config = tmp_path / "c.toml"
+    config.write_text('[data]\ndataset = "csv"\npath = "diabetes.csv"\ntask = "regression"\n'
+                      '[model]\nhidden = 16\n[optimizer]\nname = "adam"\nlr = 0.003\n'
+                      '[train]\nepochs = 10\nbatch_size = 16\n[report]\nplots = false\n')
+    assert run("fit", config).exit_code == 0
+    r = only_run(runs_dir)
+    rows = diabetes_csv(tmp_path / "rows.csv", 5, target=False)
+    predicted = json.loads(run("predict", r.path, rows, "--json").stdout)
+    values = np.array([p["value"] for p in predicted["predictions"]])
+    assert values.shape == (5,)
+    labelled = diabetes_csv(tmp_path / "labelled.csv", 5)
+    scored = json.loads(run("eval", r.path, "--data", labelled, "--json").stdout)
+    y = load_diabetes().target[:5]
+    assert scored["mae"] == pytest.approx(np.abs(values - y).mean(), rel=1e-9)
+
+
+def test_plot_draws_predicted_against_true_and_no_class_figures(diabetes_run, tmp_path):
+    result = run("plot", diabetes_run.path, "--out", tmp_path / "figs")
+    assert result.exit_code == 0, result.output
+    drawn = {p.name for p in (tmp_path / "figs").iterdir()}
+    assert drawn == {"curves.png", "predictions.png"}

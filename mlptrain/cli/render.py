@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
-from mlptrain.cli.common import METRICS_SHOWN, num, pct, test_scores
+from mlptrain.cli.common import METRICS_SHOWN, num, pct, r2, real, test_scores
 from mlptrain.cli.epochs import HISTORY, EpochRows, PlainLog
 from mlptrain.data.mnist import DownloadProgress
 from mlptrain.experiment import RunFinished, RunStarted
@@ -241,11 +241,15 @@ class FitRenderer:
 
 
 def eval_report(result: dict) -> Group:
-    """eval: the overall scores, then precision, recall, F1 and support per class."""
+    """eval: the overall scores, then precision, recall, F1 and support per class (a
+    regression: loss, RMSE, MAE and R^2, in the target's units)."""
     scored = escape(result["data"]) if result["data"] else f"its {result['split']} split"
     head = (f"[bold]run {escape(result['run_id'])}[/bold] on {scored} "
-            f"({plural(result['samples'], 'sample')})\n"
-            f"loss {num(result['loss'])}  accuracy [bold]{pct(result['accuracy'])}[/bold]\n")
+            f"({plural(result['samples'], 'sample')})\n")
+    if "rmse" in result:  # evaluate_run's answer for a regression
+        return Group(head + f"loss {num(result['loss'])}  RMSE [bold]{real(result['rmse'])}"
+                     f"[/bold]  MAE {real(result['mae'])}  R^2 [bold]{r2(result['r2'])}[/bold]")
+    head += f"loss {num(result['loss'])}  accuracy [bold]{pct(result['accuracy'])}[/bold]\n"
     table = Table(show_edge=False, header_style="bold")
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="right")

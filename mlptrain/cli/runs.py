@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mlptrain.cli.common import (
+    METRICS_SHOWN,
     RUN_HELP,
     RunsDir,
     err,
@@ -20,6 +21,7 @@ from mlptrain.cli.common import (
     num,
     out,
     pct,
+    run_metric,
     secs,
     wide,
 )
@@ -132,12 +134,14 @@ def show(
     out.print(f"  {found.path}", highlight=False, soft_wrap=True)
     if summary.get("error"):
         out.print(f"  error: {escape(summary['error'])}", highlight=False, soft_wrap=True)
+    metric = run_metric(summary) if summary.get("model") else "accuracy"
     if summary.get("final"):
-        out.print(final_table(summary["final"], (summary.get("dataset") or {}).get("samples")))
-    for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
+        out.print(final_table(summary["final"], (summary.get("dataset") or {}).get("samples"),
+                              metric))
+    for key in ("train_loss", "val_loss", f"train_{metric}", f"val_{metric}"):
         series = [m[key] for m in metrics if m.get(key) is not None]
         if series:
-            shown = pct if key.endswith("accuracy") else num
+            shown = num if key.endswith("loss") else METRICS_SHOWN[metric][2]
             out.print(f"{key:>15} {sparkline(series, log=key.endswith('loss'))}  "
                       f"{shown(series[0])} -> {shown(series[-1])}", highlight=False)
     out.print("config: the keys that differ from the defaults (every key: config.toml, or "

@@ -48,16 +48,21 @@ def evaluate_run(store: RunStore, ref: str, split: str = "test",
         outputs = run_model(model, X, config.train.eval_batch_size, hidden=False)
     if data is not None:  # the run's own data trained it: its outputs are finite
         check_outputs(outputs.probabilities, X, f"{data} (array X)")
-    loss, accuracy = loop.evaluate(model, loop.to_device(model.ops, model, X, y),
-                                   config.train.eval_batch_size)
-    predictions = outputs.predictions
+    loss, score = loop.evaluate(model, loop.to_device(model.ops, model, X, y),
+                                config.train.eval_batch_size)
+    scored = {"run_id": run.run_id, "split": "data" if data is not None else split,
+              "data": None if data is None else str(data), "loss": loss}
+    if model.loss.task == "regression":  # RMSE as the loop scores it; MAE, R^2 from the values
+        scores = regression_scores(y, outputs.probabilities[:, 0])
+        return {**scored, "rmse": score, "mae": scores["mae"], "r2": scores["r2"],
+                "samples": int(len(y)), "notes": notes}
+    accuracy, predictions = score, outputs.predictions
     report = classification_report(y, predictions, model_classes(model))
     names = (run.read_summary().get("dataset") or {}).get("class_names")
     for row in report["per_class"] if names else ():
         row["name"] = names[row["class"]]
-    return {"run_id": run.run_id, "split": "data" if data is not None else split,
-            "data": None if data is None else str(data), "loss": loss, "accuracy": accuracy,
-            "samples": int(len(y)), "notes": notes, "classes": report}
+    return {**scored, "accuracy": accuracy, "samples": int(len(y)), "notes": notes,
+            "classes": report}
 
 
 def model_classes(model: MLP) -> int:
@@ -80,14 +85,14 @@ def _outside_data(path: Path, run: Run, config: Config, model: MLP, notes: list[
     if path.suffix.lower() == ".csv":
         X, y, done = table_inputs(path, dataset.get("encoding") or {}, labelled=True)
         notes += done
-    else:
-        arrays = load_npz(path)
+    else:  # read as the run's target was (whole-number values may still be a regression's)
+        arrays = load_npz(path, dataset.get("task") or "classification")
         X, y = arrays.X, arrays.y
     if X.shape[1] != model.sizes[0]:
         raise DataError(f"{path}: X has {X.shape[1]} features per sample, but run "
                         f"{run.run_id} takes {model.sizes[0]}; score data shaped like the "
                         "data it was trained on.")
-    if int(y.max()) >= model_classes(model):
+    if model.loss.task == "classification" and int(y.max()) >= model_classes(model):
         raise DataError(f"{path}: y holds label {int(y.max())}, but run {run.run_id} knows "
                         f"classes 0-{model_classes(model) - 1} only.")
     X, done = outside_inputs(X, config.data, dataset.get("name"), model.dtype,

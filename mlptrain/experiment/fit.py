@@ -291,6 +291,8 @@ def run_reference(p: Prepared, batch: int, images: dict | None = None,
     from mlptrain.experiment.predict import probabilities, reference_statistics
 
     X_val = p.dataset.split("val")[0]
+    if p.model.loss.task == "regression":
+        X_val = X_val[:0]  # no class probabilities: no `uncertain` bar for predict
     if top is None:
         top = probabilities(p.model, X_val, batch).max(axis=1) if len(X_val) else np.zeros(0)
     return reference_statistics(p.dataset.split("train")[0], top, p.dataset.input_shape,

@@ -156,6 +156,17 @@ def saved_target_scale(run: Run, summary: dict | None = None) -> TargetScale | N
         TargetScale.from_arrays(arrays, str(run.path / PREPROCESS_FILE))
 
 
+def saved_loss(run: Run, config: Config, summary: dict | None = None) -> nn.Loss:
+    """The loss a saved run trained with, as inference needs it: its summary names it (auto
+    resolved), and a regression loss gets the run's target statistics back, so that what the
+    network predicts comes out in the target's units."""
+    summary = run.read_summary() if summary is None else summary
+    scale = saved_target_scale(run, summary)
+    return nn.make_loss(summary["model"]["loss"], summary["model"]["sizes"][-1],
+                        huber_delta=config.model.huber_delta,
+                        target=(scale.mean, scale.std) if scale else (0.0, 1.0))
+
+
 def _saved_statistics(run: Run, summary: dict | None, flag: str,
                       keys: tuple[str, ...]) -> dict | None:
     """The run's preprocess.npz arrays, holding `keys`, where its summary's dataset says
