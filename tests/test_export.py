@@ -69,7 +69,7 @@ def mnist_runs(tmp_path_factory):
 
 def test_the_onnx_tables_cover_every_activation_and_loss():
     assert set(ONNX_ACTIVATIONS) == set(nn.ACTIVATIONS)
-    assert set(ONNX_PROBABILITIES) == set(CLASSIFIERS)
+    assert set(ONNX_PROBABILITIES) == set(nn.LOSSES)
 
 
 # -- onnx -----------------------------------------------------------------------------------------

@@ -290,3 +290,56 @@ def test_plot_draws_predicted_against_true_and_no_class_figures(diabetes_run, tm
     assert result.exit_code == 0, result.output
     drawn = {p.name for p in (tmp_path / "figs").iterdir()}
     assert drawn == {"curves.png", "predictions.png"}
+
+
+# -- export, ensemble, sweep -----------------------------------------------------------------------
+
+
+def test_onnx_export_predicts_what_mlptrain_predicts_in_target_units(diabetes_run, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    result = run("export", diabetes_run.path, "--format", "onnx", "--out",
+                 tmp_path / "m.onnx", "--json")
+    assert result.exit_code == 0, result.output
+    check = json.loads(result.stdout)
+    assert check["passed"] and check["samples"] == 88 and "classes_agree" not in check
+    d = load_diabetes(scaled=False)
+    np.savez(tmp_path / "rows.npz", X=d.data)
+    want = [p["value"] for p in json.loads(
+        run("predict", diabetes_run.path, tmp_path / "rows.npz", "--json").stdout)["predictions"]]
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["prediction"], {"x": d.data.astype(np.float32)})  # raw features
+    assert got.shape == (442, 1)
+    np.testing.assert_allclose(got[:, 0], want, rtol=1e-5, atol=1e-3)
+    nodes = [n.op_type for n in __import__("onnx").load(str(tmp_path / "m.onnx")).graph.node]
+    assert nodes[:2] == ["Sub", "Div"] and nodes[-3:] == ["Identity", "Mul", "Add"]
+
+
+def test_onnx_export_of_poisson_ends_in_exp(tmp_path, runs_dir):
+    pytest.importorskip("onnxruntime")
+    config = write_config(tmp_path / "p.toml", diabetes_npz(tmp_path / "d.npz"), epochs=5)
+    assert run("fit", config, "--set", "model.loss=poisson").exit_code == 0
+    result = run("export", only_run(runs_dir).path, "--format", "onnx", "--out",
+                 tmp_path / "p.onnx")
+    assert result.exit_code == 0, result.output
+    assert "predicted classes" not in result.stdout
+    nodes = [n.op_type for n in __import__("onnx").load(str(tmp_path / "p.onnx")).graph.node]
+    assert nodes[-1] == "Exp"  # counts stay counts: no target statistics to undo
+
+
+def test_a_committee_of_regression_runs_is_refused_clearly(diabetes, runs_dir):
+    for seed in (0, 1):
+        assert run("fit", diabetes, "--set", f"train.seed={seed}",
+                   "--set", "train.epochs=2").exit_code == 0
+    ids = sorted(p.name for p in runs_dir.iterdir() if p.is_dir())
+    result = run("ensemble", *ids)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "committees of regression runs are not available yet" in one_line(result.stderr)
+
+
+def test_a_sweep_of_a_regression_config_runs_its_trials(diabetes, runs_dir):
+    result = run("sweep", diabetes, "--grid", "model.hidden=4,8", "--set", "train.epochs=3",
+                 "--workers", "1")
+    assert result.exit_code == 0, result.output
+    (sweep,) = (runs_dir / "sweeps").iterdir()
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert [t["status"] for t in summary["trials"]] == ["completed"] * 2

@@ -21,6 +21,8 @@ from mlptrain.cli.common import (
     num,
     out,
     pct,
+    r2,
+    real,
     run_metric,
     secs,
     wide,
@@ -192,10 +194,12 @@ def compare_table(records: list[dict], rows: list, only_diff: bool,
     table.add_column("", no_wrap=True)
     for header in headers:
         table.add_column(header, overflow="fold")
+    scores = [("test RMSE", "test_rmse", real), ("test R^2", "test_r2", r2)] \
+        if any("test_r2" in r for r in records) else []  # regression runs among them
     for label, key, show_ in (("status", "status", str), ("best val", "best_val_accuracy", pct),
-                              ("test", "test_accuracy", pct), ("epochs", "epochs", str),
-                              ("time", "seconds", secs)):
-        table.add_row(label, *(show_(r[key]) for r in records))
+                              ("test", "test_accuracy", pct), *scores,
+                              ("epochs", "epochs", str), ("time", "seconds", secs)):
+        table.add_row(label, *(show_(r.get(key)) for r in records))
     table.add_section()
     for key, values, differs in rows:
         if only_diff and not differs:

@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mlptrain.data import Dataset
+from mlptrain import nn
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.experiment.setup import load_data_as_given, prepare_run
 from mlptrain.reports import figures
@@ -136,6 +137,7 @@ def committee(store: RunStore, refs: Sequence[str], split: str = "test") -> Comm
     if split not in COMMITTEE_SPLITS:
         raise ConfigError(f"split {split!r} is not one of {', '.join(COMMITTEE_SPLITS)}.")
     runs = _distinct_runs(store, refs)
+    _check_classifiers(runs)
     _check_same_dataset(runs)
     settings = member_settings(runs)
     members: list[Member] = []
@@ -164,6 +166,18 @@ def committee(store: RunStore, refs: Sequence[str], split: str = "test") -> Comm
                               *run_seconds(run.read_summary())))
         del p  # one member's data and network at a time: members may be 12 M weights each
     return Committee(split, labels, members, samples, tuple(input_shape))
+
+
+def _check_classifiers(runs: list[Run]) -> None:
+    """A committee averages class probabilities: a run that regresses a real-valued target
+    has none (averaging predictions is not available yet)."""
+    for run in runs:
+        loss = run.read_summary()["model"]["loss"]
+        if nn.LOSSES[loss].task != "classification":
+            raise ConfigError(f"run {run.run_id} regresses a real-valued target ({loss} loss), "
+                              "but a committee averages classifiers' class probabilities; "
+                              "committees of regression runs are not available yet. Compare "
+                              "the runs' RMSE and R^2 with `mlptrain runs compare`.")
 
 
 def _distinct_runs(store: RunStore, refs: Sequence[str]) -> list[Run]:
