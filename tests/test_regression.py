@@ -343,3 +343,16 @@ def test_a_sweep_of_a_regression_config_runs_its_trials(diabetes, runs_dir):
     (sweep,) = (runs_dir / "sweeps").iterdir()
     summary = json.loads((sweep / "summary.json").read_text())
     assert [t["status"] for t in summary["trials"]] == ["completed"] * 2
+
+
+def test_the_shipped_diabetes_config_regresses_its_table(runs_dir):
+    import hashlib
+
+    table = CONFIGS.parent / "data" / "tabular" / "diabetes.csv"
+    assert hashlib.sha256(table.read_bytes()).hexdigest() == \
+        "861964c468642a32978c7053ff452a64b79977dba1d00c3d4349dbf4ef9d2090"  # data/tabular/README
+    result = run("fit", CONFIGS / "diabetes.toml", "--set", "report.plots=false")
+    assert result.exit_code == 0, result.output
+    summary = only_run(runs_dir).read_summary()
+    assert summary["model"]["loss"] == "mse" and summary["dataset"]["samples"]["test"] == 88
+    assert 0.4 < summary["final"]["test_r2"] < 0.6  # 0.506 at seed 0
