@@ -343,6 +343,13 @@ def test_a_sweep_of_a_regression_config_runs_its_trials(diabetes, runs_dir):
     (sweep,) = (runs_dir / "sweeps").iterdir()
     summary = json.loads((sweep / "summary.json").read_text())
     assert [t["status"] for t in summary["trials"]] == ["completed"] * 2
+    # its tables hold the regression's metrics, not a classifier's empty accuracy
+    assert "test R^2" in result.stdout and "test R^2 0." in result.stdout
+    assert all(-1 < t["test_r2"] < 1 and t["test_rmse"] > 0 for t in summary["trials"])
+    assert "test_accuracy" not in summary["groups"][0]["mean"]
+    header = (sweep / "summary.csv").read_text().splitlines()[0].split(",")
+    assert header[-9:] == ["test_r2", "test_rmse", "test_mae", "test_loss", "val_rmse",
+                           "val_loss", "train_rmse", "train_loss", "seconds"]
 
 
 def test_the_shipped_diabetes_config_regresses_its_table(runs_dir):

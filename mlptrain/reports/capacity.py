@@ -48,7 +48,8 @@ def capacity_series(summary: dict[str, Any]) -> list[CapacitySeries]:
     by_label: dict[str, list[dict[str, Any]]] = {}
     for group in summary["groups"]:
         width = _width(group["point"].get(AXIS))
-        if width is None or group["mean"]["test_accuracy"] is None:
+        # (a regression sweep has no test accuracy: no figure, its tables hold R^2)
+        if width is None or group["mean"].get("test_accuracy") is None:
             continue
         label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in group["point"].items()
                           if k != AXIS)
