@@ -363,7 +363,7 @@ class _RealTarget:
 
     def targets(self, xp, values, dtype):
         # (..., N, 1) real values, standardized as the loss trains them (exact for 0 and 1)
-        t = (np.asarray(values, np.float64) - self.target_mean) / self.target_std
+        t = (xp.asarray(values, dtype=xp.float64) - self.target_mean) / self.target_std
         return xp.asarray(t[..., None], dtype=dtype)
 
     def new_cache(self, xp, batch, outputs, dtype, lead=()):

@@ -363,3 +363,11 @@ def test_the_shipped_diabetes_config_regresses_its_table(runs_dir):
     summary = only_run(runs_dir).read_summary()
     assert summary["model"]["loss"] == "mse" and summary["dataset"]["samples"]["test"] == 88
     assert 0.4 < summary["final"]["test_r2"] < 0.6  # 0.506 at seed 0
+
+
+def test_runs_lists_and_compares_a_regression_run_by_its_test_r2(diabetes_run):
+    r2 = diabetes_run.read_summary()["final"]["test_r2"]
+    listed = run("runs", "--runs-dir", diabetes_run.path.parent)
+    assert listed.exit_code == 0 and f"R^2 {r2:.3f}" in listed.stdout
+    shown = run("runs", "show", diabetes_run.path)
+    assert shown.exit_code == 0 and "train_rmse" in shown.stdout and "R^2" in shown.stdout

@@ -80,7 +80,8 @@ RUN_COLUMNS = {
     "model": (False, lambda r: r["model"] or "-"),
     "status": (False, lambda r: _styled_status(r["status"])),
     "best val": (True, lambda r: pct(r["best_val_accuracy"])),
-    "test": (True, lambda r: pct(r["test_accuracy"])),
+    "test": (True, lambda r: f"R^2 {r2(r['test_r2'])}" if "test_r2" in r  # a regression
+             else pct(r["test_accuracy"])),
     "time": (True, lambda r: secs(r["seconds"])),
 }
 GIVE_WAY = ("dataset", "model", "time", "best val")  # those a narrow terminal drops, in turn
