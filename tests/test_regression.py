@@ -326,14 +326,34 @@ def test_onnx_export_of_poisson_ends_in_exp(tmp_path, runs_dir):
     assert nodes[-1] == "Exp"  # counts stay counts: no target statistics to undo
 
 
-def test_a_committee_of_regression_runs_is_refused_clearly(diabetes, runs_dir):
+def test_a_committee_of_regression_runs_averages_their_predictions(diabetes, runs_dir):
     for seed in (0, 1):
         assert run("fit", diabetes, "--set", f"train.seed={seed}",
-                   "--set", "train.epochs=2").exit_code == 0
+                   "--set", "train.epochs=5").exit_code == 0
     ids = sorted(p.name for p in runs_dir.iterdir() if p.is_dir())
-    result = run("ensemble", *ids)
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "committees of regression runs are not available yet" in one_line(result.stderr)
+    result = run("ensemble", *ids, "--json")
+    assert result.exit_code == 0, result.output
+    c = json.loads(result.stdout)
+    assert c["task"] == "regression" and c["size"] == 2 and c["samples"] == 88
+    predictions, y = [], None
+    for member, run_id in zip(c["members"], ids):
+        r = Run(runs_dir / run_id)
+        p = prepare_run(r)
+        X, y = p.dataset.split("test")
+        predictions.append(probabilities(p.model, X)[:, 0])
+        assert member["r2"] == pytest.approx(r.read_summary()["final"]["test_r2"], rel=1e-9)
+    want = regression_scores(y, np.mean(predictions, axis=0))
+    for metric in ("rmse", "mae", "r2"):
+        assert c[metric] == pytest.approx(want[metric], rel=1e-9)
+    text = run("ensemble", *ids)
+    assert text.exit_code == 0 and "committee (mean prediction)" in text.stdout
+    # a classifier among them: nothing to average
+    assert run("fit", CONFIGS / "xor.toml", "--set", "train.epochs=1",
+               "--set", "report.plots=false").exit_code == 0
+    xor = next(p.name for p in runs_dir.iterdir() if p.is_dir() and p.name not in ids)
+    mixed = run("ensemble", ids[0], xor)
+    assert mixed.exit_code == 1 and "must predict the same kind of target" in \
+        one_line(mixed.stderr)
 
 
 def test_a_sweep_of_a_regression_config_runs_its_trials(diabetes, runs_dir):
