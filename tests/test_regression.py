@@ -370,6 +370,13 @@ def test_a_sweep_of_a_regression_config_runs_its_trials(diabetes, runs_dir):
     header = (sweep / "summary.csv").read_text().splitlines()[0].split(",")
     assert header[-9:] == ["test_r2", "test_rmse", "test_mae", "test_loss", "val_rmse",
                            "val_loss", "train_rmse", "train_loss", "seconds"]
+    # the capacity figure draws the headline metric, R^2, against the width
+    from mlptrain.reports.capacity import capacity_series
+
+    (series,) = capacity_series(summary, "test_r2")
+    assert list(series.widths) == [4, 8] and series.score == "test_r2"
+    np.testing.assert_array_equal(series.mean, [g["mean"]["test_r2"] for g in summary["groups"]])
+    assert (sweep / "capacity.png").exists()
 
 
 def test_the_shipped_diabetes_config_regresses_its_table(runs_dir):

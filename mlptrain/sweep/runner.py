@@ -176,7 +176,7 @@ def write_summary(sweep: SweepDir, figure_formats: tuple[str, ...] = ("png",),
     if CAPACITY_AXIS in axes and figure_formats:
         from mlptrain.reports.capacity import capacity_series, draw_capacity
 
-        series = capacity_series(summary)
+        series = capacity_series(summary, metrics[0])  # the headline: accuracy, or R^2
         if series:
             files += draw_capacity(series, sweep.path / "capacity", figure_formats,
                                    title=sweep.spec.name)
