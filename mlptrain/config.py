@@ -74,6 +74,7 @@ class DataConfig:
     limit: int = option(0, low=0)  # train on at most this many samples (0 = all): quick tries
     test_fraction: float = option(0.2, low=0.0, high=1.0, low_open=True, high_open=True)  # npz, csv: held out as the test set (npz: unless the file has X_test)
     standardize: bool = option(True)  # npz, csv: each feature to mean 0, std 1 by the train split's statistics
+    standardize_target: bool = option(True)  # regression: train on (y - mean) / std of the train split; metrics stay in y's units (poisson: ignored, counts stay counts)
     download: bool = option(True)  # mnist: fetch missing IDX files from the public mirrors
     mirrors: list[str] = option(list(MNIST_MIRRORS))  # mnist: base URLs tried in order
     noise: float = option(0.1, low=0.0, high=100.0)  # xor: inputs are bits + U(-noise, noise)
@@ -97,7 +98,8 @@ class ModelConfig:
     hidden: list[int] = option([128], low=1)  # hidden layer widths: an int or a list ([] = linear)
     activation: str = option("relu", choices=tuple(nn.ACTIVATIONS))  # between Linear layers
     leaky_slope: float = option(0.01, low=0, high=1, low_open=True, high_open=True)  # z<0 slope
-    loss: str = option("auto", choices=("auto", *nn.LOSSES))  # auto: sigmoid_bce for 2 classes
+    loss: str = option("auto", choices=("auto", *nn.LOSSES))  # auto: sigmoid_bce for 2 classes, softmax_cross_entropy for more, mse for a real-valued target
+    huber_delta: float = option(1.0, low=0.0, low_open=True, high=1e6)  # huber: where squared error turns absolute (in standardized target units)
     init: str = option("xavier_uniform", choices=tuple(nn.INITIALIZERS))  # weight init
     weights: str = option("")  # a weights.npz to start from instead of the init
     dropout_input: float = option(0.0, low=0.0, high=1.0, high_open=True)  # drop input pixels

@@ -50,10 +50,11 @@ class StepsDone:
     step: int  # steps done in this epoch
     steps: int
     loss: float  # running mean of the epoch's training loss (member 0's)
-    accuracy: float
+    score: float  # ... and of its declared metric (the loss's `metric`: accuracy, rmse)
     samples_per_second: float
     losses: list[float] = field(default_factory=list)  # every member's (a group's)
-    accuracies: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    metric: str = "accuracy"  # what score is
 
 
 @dataclass
@@ -62,6 +63,7 @@ class EpochEnded:
     epochs: int
     metrics: dict[str, Any]
     member: int = 0  # whose record (a group's members each end their epochs)
+    metric: str = "accuracy"  # the loss's declared metric: the record holds {split}_{metric}
 
 
 @dataclass
@@ -105,16 +107,17 @@ def to_device(ops, model: MLP, X: np.ndarray, y: np.ndarray) -> Split:
 
 
 def evaluate(model: MLP, split: Split, batch_size: int):
-    """(mean loss, accuracy) of the model on a whole split, in large batches: floats for one
-    network, (G,) arrays of every member's own for a group."""
+    """(mean loss, metric) of the model on a whole split, in large batches (the metric the
+    loss declares: accuracy, or RMSE in the target's units): floats for one network, (G,)
+    arrays of every member's own for a group."""
     ops, totals = model.ops, np.zeros((model.members, 2))
     for _, _, ws, logits, targets in forward_split(model, split, batch_size):
         loss_sum, correct = ops.loss_forward(model.loss, logits, targets, ws.loss_cache)
         totals[:, 0] += ops.to_host(loss_sum)  # sync point, once per evaluation batch
         totals[:, 1] += ops.to_host(correct)
     means = totals / split.size
-    return (float(means[0, 0]), float(means[0, 1])) if not model.lead else \
-        (means[:, 0], means[:, 1])
+    scores = model.loss.metric_value(means[:, 1])
+    return (float(means[0, 0]), float(scores[0])) if not model.lead else (means[:, 0], scores)
 
 
 def forward_split(model: MLP, split: Split, batch_size: int):
@@ -220,7 +223,8 @@ class TrainState:
     # inside the current epoch (set while one is under way, reset when it ends)
     order: np.ndarray | None = None  # (N,) the epoch's shuffle order, on the host
     position: int = 0  # steps of this epoch done
-    running: tuple = (0.0, 0, 0)  # the epoch's (loss sum, correct, samples seen) so far
+    # the epoch's (loss sum, second sum: correct or squared error, samples seen) so far
+    running: tuple = (0.0, 0, 0)
     # the device's epoch graph: the tile and split of each product it timed (the CUDA backend's
     # product_plans()), kept so that a resumed run rounds exactly as the run it continues
     product_plans: list[dict] | None = None
@@ -411,7 +415,8 @@ class _Training:
 
     def _end_epoch(self, epoch: int, begin: float) -> None:
         """Each member's record of the ended epoch, its ledger and its early stopping."""
-        means = self.ops.to_host(self.sums) / self.seen  # (G, 2): mean loss, accuracy
+        means = self.ops.to_host(self.sums) / self.seen  # (G, 2): mean loss, second sum
+        loss, scores = self.model.loss, self.model.loss.metric_value(means[:, 1])
         val = evaluate(self.model, self.val, self.eval_batch_size) \
             if self.val is not None and self.val.size else None
         seconds = time.perf_counter() - begin
@@ -420,10 +425,10 @@ class _Training:
             if m.frozen:
                 continue
             record = {"epoch": epoch, "lr": m.schedule.lr(self.global_step - 1),
-                      "train_loss": float(means[g, 0]), "train_accuracy": float(means[g, 1])}
+                      "train_loss": float(means[g, 0]), f"train_{loss.metric}": float(scores[g])}
             if val is not None:
-                record["val_loss"], record["val_accuracy"] = (float(v[g]) if self.group
-                                                              else v for v in val)
+                record["val_loss"], record[f"val_{loss.metric}"] = (float(v[g]) if self.group
+                                                                    else v for v in val)
             record["seconds"] = seconds
             if not self._finite(g, record["train_loss"], epoch, None):
                 continue
@@ -431,7 +436,7 @@ class _Training:
             stop_early = m.state.close_epoch(record, m.settings,
                                              lambda g=g: self.model.member_state(g))
             self.on_epoch_end(g, m.state)  # saved before it is announced: on disk as shown
-            self.on_event(EpochEnded(epoch, self.step.epochs, record, g))
+            self.on_event(EpochEnded(epoch, self.step.epochs, record, g, loss.metric))
             if stop_early:
                 self.on_event(EarlyStopped(epoch, m.state.best_epoch, g))
 
@@ -514,9 +519,10 @@ class _Training:
         if all(m.frozen for m in self.members):
             return False
         rate = self.seen / max(time.perf_counter() - start, 1e-9)
+        loss = self.model.loss
+        scores = [float(x) for x in loss.metric_value(means[:, 1])]
         self.on_event(StepsDone(epoch, done, self.step.steps_per_epoch, float(means[0, 0]),
-                                float(means[0, 1]), rate, list(means[:, 0]),
-                                list(means[:, 1])))
+                                scores[0], rate, list(means[:, 0]), scores, loss.metric))
         return True
 
     def _checkpoint(self, epoch: int, done: int) -> bool:
@@ -527,7 +533,8 @@ class _Training:
             if m.frozen or not self._finite(g, float(means[g, 0] / self.seen), epoch, done):
                 continue
             m.state.step, m.state.position = self.global_step, done
-            m.state.running = (np.float64(means[g, 0]), np.int64(means[g, 1]),
+            m.state.running = (np.float64(means[g, 0]),
+                               self.model.loss.second_type(means[g, 1]),
                                np.int64(self.seen))
             self.on_checkpoint(g, m.state)
         return not all(m.frozen for m in self.members)

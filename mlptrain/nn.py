@@ -166,6 +166,11 @@ class Loss(Protocol):
     smooths: bool  # whether it takes a label smoothing
     groups: bool  # whether a group's batched step (G > 1 members) computes it
     smoothing: float  # the label smoothing it trains with (0 = none)
+    metric: str  # what forward's second sum becomes per epoch: "accuracy", or "rmse"
+    second_type: type  # that sum's type where a checkpoint keeps it: a count, or a real
+
+    # forward's second sum per sample (host floats, or a group's (G,) arrays) -> the metric
+    def metric_value(self, mean): ...
 
     def outputs(self, n_classes: int) -> int: ...
 
@@ -190,6 +195,8 @@ class SoftmaxCrossEntropy:
 
     name = "softmax_cross_entropy"
     task = "classification"
+    metric = "accuracy"  # forward counts the correct predictions
+    second_type = np.int64
     smooths = True  # takes a label smoothing e
     groups = True  # a group's batched step computes it per member
 
@@ -198,6 +205,9 @@ class SoftmaxCrossEntropy:
 
     def outputs(self, n_classes: int) -> int:
         return n_classes
+
+    def metric_value(self, mean):
+        return mean  # the share of correct predictions
 
     def targets(self, xp, labels, dtype):
         return xp.asarray(labels, dtype=xp.int64)  # (N,) class indices
@@ -269,12 +279,17 @@ class SigmoidBinaryCrossEntropy:
 
     name = "sigmoid_bce"
     task = "classification"
+    metric = "accuracy"
+    second_type = np.int64
     smooths = False
     groups = False  # a group's batched step has only the softmax loss
     smoothing = 0.0  # always: one logit has no classes to spread a target over
 
     def outputs(self, n_classes: int) -> int:
         return 1
+
+    def metric_value(self, mean):
+        return mean
 
     def targets(self, xp, labels, dtype):
         return xp.asarray(labels[..., None], dtype=dtype)  # (..., N, 1) of 0.0 / 1.0
@@ -321,18 +336,35 @@ class _RealTarget:
     """What the losses of a real-valued target share: one linear output z (the prediction, or
     its log for Poisson) against targets t (..., B, 1). forward's second sum is the summed
     squared error of the prediction, from which the loop's MSE (and RMSE, R^2) follow, as
-    a classifier's is its count of correct predictions."""
+    a classifier's is its count of correct predictions.
+
+    A standardized target (data.standardize_target) trains as t = (y - mean) / std: the loss
+    holds the training split's mean and std, so that everything it hands out (probabilities:
+    the prediction; metric_value: the RMSE) is in the target's own units again, and the data
+    keep their values everywhere else."""
 
     task = "regression"
     smooths = False
     groups = False  # not yet stated for a group's batched step (tested per loss first)
     smoothing = 0.0
+    metric = "rmse"  # root mean squared error, in the target's units
+    second_type = np.float64  # a sum of squared errors
+    scales_target = True  # may train on a standardized target (not Poisson's counts)
+
+    def __init__(self, target_mean: float = 0.0, target_std: float = 1.0):
+        self.target_mean, self.target_std = target_mean, target_std
 
     def outputs(self, n_classes: int) -> int:
         return 1
 
+    def metric_value(self, mean):
+        # mean (host floats or (G,) arrays): of the squared error of the standardized target
+        return np.sqrt(mean) * self.target_std
+
     def targets(self, xp, values, dtype):
-        return xp.asarray(values[..., None], dtype=dtype)  # (..., N, 1) real values
+        # (..., N, 1) real values, standardized as the loss trains them (exact for 0 and 1)
+        t = (xp.asarray(values, dtype=xp.float64) - self.target_mean) / self.target_std
+        return xp.asarray(t[..., None], dtype=dtype)
 
     def new_cache(self, xp, batch, outputs, dtype, lead=()):
         column = (*lead, batch, 1)
@@ -349,7 +381,8 @@ class _RealTarget:
         return self._loss_sum(xp, logits, targets, cache), sq
 
     def probabilities(self, xp, logits):
-        return self.prediction(xp, logits)  # (..., B, 1): what the model predicts
+        # (..., B, 1): what the model predicts, in the target's units
+        return self.prediction(xp, logits) * self.target_std + self.target_mean
 
 
 class MeanSquaredError(_RealTarget):
@@ -371,8 +404,9 @@ class Huber(_RealTarget):
 
     name = "huber"
 
-    def __init__(self, delta: float = 1.0):
-        self.delta = delta
+    def __init__(self, delta: float = 1.0, target_mean: float = 0.0, target_std: float = 1.0):
+        super().__init__(target_mean, target_std)
+        self.delta = delta  # in the units the loss trains in (the standardized target's)
 
     def _loss_sum(self, xp, z, t, cache):
         d, a = self.delta, cache.a
@@ -392,6 +426,7 @@ class Poisson(_RealTarget):
     loss e^z - t z (the negative log-likelihood less log t!, which does not depend on z)."""
 
     name = "poisson"
+    scales_target = False  # its targets are counts >= 0, and e^z > 0 cannot be standardized
 
     def prediction(self, xp, logits):
         return xp.exp(logits)  # mu = e^z
@@ -405,22 +440,31 @@ class Poisson(_RealTarget):
         return xp.multiply(cache.r, scale, out=out)
 
 
-LOSSES = {cls.name: cls for cls in (SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy)}
-# the losses of a real-valued target, each proven by central differences (tests/
-# test_gradients.py); they join LOSSES, and the config, with the regression task (issue 29)
-REGRESSION_LOSSES = {cls.name: cls for cls in (MeanSquaredError, Huber, Poisson)}
+# every loss by its config name: the config's allowed values come from here; each proven by
+# central differences (tests/test_gradients.py)
+LOSSES = {cls.name: cls for cls in (SoftmaxCrossEntropy, SigmoidBinaryCrossEntropy,
+                                    MeanSquaredError, Huber, Poisson)}
+REGRESSION_LOSSES = {name: loss for name, loss in LOSSES.items() if loss.task == "regression"}
 
 
-def resolve_loss(name: str, n_classes: int) -> str:
-    """`auto` picks sigmoid + BCE for two classes (one output), softmax otherwise."""
-    if name == "auto":
-        return "sigmoid_bce" if n_classes == 2 else "softmax_cross_entropy"
-    return name
+def resolve_loss(name: str, n_classes: int, task: str = "classification") -> str:
+    """`auto` picks mse for a real-valued target; for classes, sigmoid + BCE for two (one
+    output), softmax otherwise."""
+    if name != "auto":
+        return name
+    if task == "regression":
+        return "mse"
+    return "sigmoid_bce" if n_classes == 2 else "softmax_cross_entropy"
 
 
-def make_loss(name: str, n_classes: int, smoothing: float = 0.0) -> Loss:
-    """The loss `name` (or auto's pick); `smoothing` only for a loss that `smooths`."""
-    loss = LOSSES[resolve_loss(name, n_classes)]
+def make_loss(name: str, n_classes: int, smoothing: float = 0.0, task: str = "classification",
+              huber_delta: float = 1.0, target: tuple[float, float] = (0.0, 1.0)) -> Loss:
+    """The loss `name` (or auto's pick); `smoothing` only for a loss that `smooths`;
+    `huber_delta` for huber; `target`: the (mean, std) a regression loss standardizes its
+    target with."""
+    loss = LOSSES[resolve_loss(name, n_classes, task)]
+    if loss.task == "regression":
+        return loss(huber_delta, *target) if loss is Huber else loss(*target)
     return loss(smoothing) if smoothing else loss()
 
 

@@ -65,7 +65,7 @@ class Step:
     leaky_slope: float  # leaky_relu only
     loss: str  # a key of nn.LOSSES (auto resolved)
     label_smoothing: float  # softmax_cross_entropy only
-    outputs: int  # logits per sample: classes, or 1 for sigmoid_bce
+    outputs: int  # logits per sample: classes, or 1 for sigmoid_bce and a regression loss
     dropout_input: float  # drop probability of each input feature
     dropout_hidden: float  # drop probability of each hidden unit
     max_norm: float  # cap on each hidden unit's incoming weight norm, after every update
@@ -78,6 +78,9 @@ class Step:
     checkpoint_every: int  # global steps between mid-epoch checkpoints (0 = epoch ends only)
     seed: int  # keys the step's random draws, with the step number
     dtype: str  # float32 | float64
+    huber_delta: float = 1.0  # huber only
+    # a regression loss trains on (y - mean) / std (data.standardize_target): (0, 1) = as given
+    target: tuple[float, float] = (0.0, 1.0)
 
     # -- what the step's parts are, as the model's objects --------------------------------------
 
@@ -85,7 +88,8 @@ class Step:
         return nn.make_activation(self.activation, self.leaky_slope)
 
     def loss_fn(self) -> nn.Loss:
-        return nn.make_loss(self.loss, self.outputs, self.label_smoothing)
+        return nn.make_loss(self.loss, self.outputs, self.label_smoothing,
+                            huber_delta=self.huber_delta, target=self.target)
 
     def dropout_rates(self, linear_layers: int) -> tuple[float, ...]:
         """The drop probability of each Linear layer's input: the features, then hidden units."""
@@ -110,11 +114,15 @@ class Step:
         return [name for name, on in named if on]
 
 
-def build_step(config, input_shape: tuple[int, ...], n_classes: int, train_size: int) -> Step:
+def build_step(config, input_shape: tuple[int, ...], n_classes: int, train_size: int,
+               task: str = "classification", target: tuple[float, float] = (0.0, 1.0)) -> Step:
     """The step a config declares for a dataset of `input_shape` samples, `n_classes` classes
-    and `train_size` training samples; ConfigError when its parts do not fit together."""
+    (1 for a real-valued target), `train_size` training samples and the data's `task`
+    (`target`: the (mean, std) a regression loss standardizes y with); ConfigError when its
+    parts do not fit together."""
     m, t, o = config.model, config.train, config.optimizer
-    loss = nn.resolve_loss(m.loss, n_classes)
+    loss = nn.resolve_loss(m.loss, n_classes, task)
+    _check_task(m.loss, loss, task)
     if nn.LOSSES[loss]().outputs(n_classes) == 1 and n_classes > 2:  # scores labels 0, 1 only
         raise ConfigError(f"[model] loss = {m.loss!r} uses {loss}, which scores two classes "
                           f"(labels 0 and 1), but the data's labels go up to {n_classes - 1}. "
@@ -138,7 +146,23 @@ def build_step(config, input_shape: tuple[int, ...], n_classes: int, train_size:
         augment=build_augment_spec(config.data, input_shape), optimizer=spec,
         schedule=build_schedule(config.schedule, o.lr, momentum, steps, t.epochs),
         batch_size=batch, steps_per_epoch=steps, epochs=t.epochs,
-        checkpoint_every=t.checkpoint_every, seed=t.seed, dtype=str(np.dtype(t.dtype)))
+        checkpoint_every=t.checkpoint_every, seed=t.seed, dtype=str(np.dtype(t.dtype)),
+        huber_delta=m.huber_delta, target=target)
+
+
+def _check_task(asked: str, loss: str, task: str) -> None:
+    """ConfigError when the loss fits another kind of target than the data's (mse on class
+    labels, softmax on real values): it would train, and mean nothing."""
+    fits = nn.LOSSES[loss].task
+    if fits == task:
+        return
+    fitting = ", ".join(f"{name!r}" for name, kind in nn.LOSSES.items() if kind.task == task)
+    target = {"classification": "class labels", "regression": "real values to regress"}
+    uses = f"uses {loss}, which " if asked != loss else ""
+    raise ConfigError(
+        f"[model] loss = {asked!r} {uses}fits {target[fits]}, but the data's target holds "
+        f"{target[task]} (its task is {task!r}). Use loss = 'auto' or one of {fitting}; or, "
+        f"for a file of your own, set [data] task = {fits!r} if its target is meant that way.")
 
 
 def build_augment_spec(data_cfg, input_shape: tuple[int, ...]) -> AugmentSpec | None:

@@ -225,8 +225,7 @@ def test_a_target_with_more_classes_than_the_rows_can_teach_is_refused(tmp_path)
         load(path, task="classification")
 
 
-def test_a_regression_target_loads_as_values_and_training_refuses_it_for_now(tmp_path,
-                                                                             runs_dir):
+def test_a_regression_target_loads_as_values_and_trains(tmp_path, runs_dir):
     rng = np.random.default_rng(0)
     x = rng.random(40)
     path = write(tmp_path / "line.csv", "x,price\n" + "".join(
@@ -235,11 +234,15 @@ def test_a_regression_target_loads_as_values_and_training_refuses_it_for_now(tmp
     assert d.task == "regression" and d.n_classes == 1 and d.class_names is None
     assert d.y_train.dtype == np.float64
     np.testing.assert_allclose(d.y_train, 2 * d.X_train[:, 0] + 0.5)
-    config = write(tmp_path / "line.toml", '[data]\ndataset = "csv"\npath = "line.csv"\n')
+    config = write(tmp_path / "line.toml", '[data]\ndataset = "csv"\npath = "line.csv"\n'
+                   '[model]\nhidden = 8\n[optimizer]\nname = "adam"\nlr = 0.01\n'
+                   '[train]\nepochs = 60\nbatch_size = 8\n[report]\nplots = false\n')
     result = run("fit", config)
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "regression losses are not available yet" in one_line(result.stderr)
-    assert not runs_dir.exists()
+    assert result.exit_code == 0, result.output
+    (path,) = runs_dir.iterdir()
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["model"]["loss"] == "mse"  # auto, for a real-valued target
+    assert summary["final"]["test_r2"] > 0.9 and summary["final"]["test_rmse"] < 0.2
 
 
 # -- a CSV run, through the CLI --------------------------------------------------------------------

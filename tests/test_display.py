@@ -216,7 +216,7 @@ def test_sweep_display_keeps_its_bars_and_eta(width):
                               executor="2 worker processes x 1 BLAS thread"))
         renderer(TrialStarted(index=5, name=names[5], run_id="x", parameters=203_530))
         renderer(TrialProgress(index=5, epoch=2, epochs=5, step=100, steps=422, loss=0.1234,
-                               accuracy=0.9611))
+                               score=0.9611))
         renderer.progress.refresh()
     shown = screen(buffer.getvalue(), width)
     # a trial's row names its grid point: the sweep's name is the title's

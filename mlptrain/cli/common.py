@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from mlptrain import nn
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RUNS_DIR_ENV, Run, RunStore
 from mlptrain.runs.query import require_weights
@@ -35,6 +36,34 @@ err = Console(stderr=True)
 def pct(x) -> str:
     """An accuracy for people: 0.98321 -> '98.32%', None -> '-'."""
     return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def real(x) -> str:
+    """A value in a target's units (an RMSE): four significant digits, None -> '-'."""
+    return "-" if x is None else f"{x:#.4g}".rstrip(".")  # 48.0 -> 48.00, as its neighbours
+
+
+def r2(x) -> str:
+    """A coefficient of determination: three decimals, None -> '-'."""
+    return "-" if x is None else f"{x:.3f}"
+
+
+# each metric a loss declares (nn's Loss.metric) as people read it: (short header, name,
+# format); the epoch rows, the progress bars and the closing panel all show it from here
+METRICS_SHOWN = {"accuracy": ("acc", "accuracy", pct), "rmse": ("rmse", "RMSE", real)}
+
+
+def run_metric(summary: dict) -> str:
+    """The metric a saved run's loss declares (its summary names the loss)."""
+    return nn.LOSSES[summary["model"]["loss"]].metric
+
+
+def test_scores(summary: dict) -> str:
+    """A finished run's test scores in words: its test accuracy, or test RMSE and R^2."""
+    final = summary.get("final") or {}
+    if run_metric(summary) == "accuracy":
+        return f"test accuracy {pct(final.get('test_accuracy'))}"
+    return f"test RMSE {real(final.get('test_rmse'))}, R^2 {r2(final.get('test_r2'))}"
 
 
 def secs(x) -> str:

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mlptrain.cli.common import RunsDir, fail, interrupted, json_text, out, pct, secs
+from mlptrain.cli.common import RunsDir, fail, interrupted, json_text, out, pct, r2, real, secs
 from mlptrain.cli.parts import first_that_fits
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RunStore
@@ -39,7 +39,8 @@ def ensemble(
         "with each member's vote into FILE (.png or .svg)."),
     runs_dir: Optional[Path] = RunsDir,
 ):
-    """Average several runs' class probabilities and score the committee on their test split.
+    """Average several runs' class probabilities (regression runs: their predictions) and score
+    the committee on their test split.
 
     The members are the RUNS named, and with --sweep every trial of that sweep: `mlptrain
     ensemble --sweep latest` scores the committee a seed sweep just trained.
@@ -68,6 +69,9 @@ def ensemble(
         print(json_text(result))
         return
     refs = store.short_refs()
+    if result.get("task") == "regression":
+        out.print(regression_table(result, refs))
+        return
     out.print(members_table(result, out, refs))
     out.print(per_class_table(result, out))
     out.print(verdict(result, refs), highlight=False)
@@ -97,6 +101,21 @@ def members_table(r: dict, console: Console, refs: dict[str, str]) -> Table:
         return table
 
     return first_that_fits(console, (layout(short) for short in (False, True)))
+
+
+def regression_table(r: dict, refs: dict[str, str]) -> Table:
+    """A regression committee: each member's RMSE, MAE and R^2, then the mean prediction's."""
+    table = Table(title=f"committee of {r['size']} on the {r['split']} split "
+                        f"({r['samples']:,} samples)", title_justify="left")
+    for col in ("member", "RMSE", "MAE", "R^2", "time"):
+        table.add_column(col, justify="left" if col == "member" else "right")
+    for m in r["members"]:
+        table.add_row(refs.get(m["run_id"], m["run_id"]), real(m["rmse"]), real(m["mae"]),
+                      r2(m["r2"]), secs(m["seconds"]))
+    table.add_section()
+    table.add_row("[bold]committee[/bold] (mean prediction)", real(r["rmse"]), real(r["mae"]),
+                  f"[bold]{r2(r['r2'])}[/bold]", secs(r["seconds"]))
+    return table
 
 
 def per_class_table(r: dict, console: Console) -> Table:

@@ -15,13 +15,13 @@ from collections import deque
 from itertools import count
 from typing import Any
 
-from mlptrain.cli.common import num, pct
+from mlptrain.cli.common import METRICS_SHOWN, num
 from mlptrain.experiment.diagnose import RISE_FACTOR
 
 HISTORY = 10  # epoch rows a live display keeps above its bars
 PLAIN_LINES = 200  # about as many epoch rows as a log gets, however many epochs
 # (header, width) of the columns after the epoch's: a row and its marks fit 77 columns
-# up to 999 epochs, and the numbers alone up to 99,999
+# up to 999 epochs, and the numbers alone up to 99,999; "acc" is the loss's metric's header
 COLUMNS = (("train loss", 10), ("acc", 7), ("val loss", 10), ("acc", 7), ("lr", 9),
            ("time", 7))
 BEST, ROSE = "best", "loss up"  # the marks after a row
@@ -40,8 +40,11 @@ def stride(epochs: int, lines: int) -> int:
 class EpochRows:
     """The epochs a fit has ended, as text rows: the recent ones, the best, the marks."""
 
-    def __init__(self, epochs: int):
-        self.epochs = epochs
+    def __init__(self, epochs: int, metric: str = "accuracy"):
+        self.epochs, self.metric = epochs, metric  # metric: the one the loss declares
+        short = METRICS_SHOWN[metric][0]
+        self.columns = tuple((short if name == "acc" else name, width)
+                             for name, width in COLUMNS)
         self.epoch_width = len(f"epoch {epochs}/{epochs}")
         self.recent: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.best: dict[str, Any] | None = None
@@ -57,18 +60,19 @@ class EpochRows:
 
     def header(self) -> str:
         return " ".join([f"{'epoch':<{self.epoch_width}}",
-                         *(f"{name:>{width}}" for name, width in COLUMNS)])
+                         *(f"{name:>{width}}" for name, width in self.columns)])
 
     def row(self, m: dict[str, Any], mark_best: bool = True) -> str:
         """Epoch m's row; marked `best` if it is the best so far (and mark_best), `loss up`
         if its loss rose."""
         epoch = f"epoch {m['epoch']}/{self.epochs}"
-        cells = (num(m["train_loss"]), pct(m["train_accuracy"]), num(m.get("val_loss")),
-                 pct(m.get("val_accuracy")), f"{m['lr']:.4g}", f"{m['seconds']:.2f}s")
+        shown = METRICS_SHOWN[self.metric][2]
+        cells = (num(m["train_loss"]), shown(m[f"train_{self.metric}"]), num(m.get("val_loss")),
+                 shown(m.get(f"val_{self.metric}")), f"{m['lr']:.4g}", f"{m['seconds']:.2f}s")
         marks = [mark for mark, on in ((BEST, mark_best and m is self.best),
                                        (ROSE, self.rose(m))) if on]
         return " ".join([f"{epoch:<{self.epoch_width}}",
-                         *(f"{cell:>{width}}" for cell, (_, width) in zip(cells, COLUMNS)),
+                         *(f"{cell:>{width}}" for cell, (_, width) in zip(cells, self.columns)),
                          *marks])
 
     def rose(self, m: dict[str, Any]) -> bool:

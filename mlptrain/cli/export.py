@@ -11,7 +11,7 @@ import typer
 from mlptrain.cli.common import RunsDir, fail, interrupted, json_text, out, usage
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment.export import (DEFAULT_FILES, DEFAULT_OPSET, FORMATS, GOLDEN_BATCH,
-                                        MIN_OPSET, Exported, export_run)
+                                        MIN_OPSET, Exported, classes_agree, export_run)
 from mlptrain.runs import RunStore
 
 ExportFormat = Enum("ExportFormat", {name: name for name in FORMATS}, type=str)
@@ -68,11 +68,11 @@ def describe(e: Exported) -> str:
     """What was written and what was checked, for a person."""
     c, path = e.check, e.files[0]
     if e.format == "onnx":
+        agree = classes_agree(c, "; ", f" of {c['samples']:,}")  # a classifier's only
         return (f"wrote {path} (opset {c['opset']}, {path.stat().st_size:,} bytes)\n"
                 f"verified with {c['runtime']} on {c['samples']:,} test samples: max "
                 f"|p_onnx - p_mlptrain| = {c['max_abs_difference']:.2e} (allowed "
-                f"{c['tolerance']:g}); predicted classes agree on {c['classes_agree']:,} of "
-                f"{c['samples']:,}")
+                f"{c['tolerance']:g}){agree}")
     if e.format == "safetensors":
         return (f"wrote {path} ({c['tensors']} tensors, {c['bytes']:,} bytes of weights)\n"
                 "read back: every tensor bit for bit and the metadata as written")

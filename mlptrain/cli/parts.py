@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from mlptrain.cli.common import num, pct
+from mlptrain.cli.common import METRICS_SHOWN, num, r2, real
 
 BLOCKS = "▁▂▃▄▅▆▇█"  # eight heights, lowest first
 SPARK_WIDTH = 40  # characters; longer histories are averaged into this many buckets
@@ -36,14 +36,19 @@ def sparkline(values: Sequence[float], width: int = SPARK_WIDTH, log: bool = Fal
     return "".join(BLOCKS[i] for i in levels)
 
 
-def final_table(final: dict, samples: dict | None = None) -> Table:
-    """Loss and accuracy of every split a run scored at its end (and their sizes, if known)."""
+def final_table(final: dict, samples: dict | None = None, metric: str = "accuracy") -> Table:
+    """Loss and the declared metric (accuracy; or RMSE, with MAE and R^2) of every split a run
+    scored at its end (and their sizes, if known)."""
     table = Table(box=None, pad_edge=False, header_style="bold")
-    columns = ("split", "loss", "accuracy", *(("samples",) if samples else ()))
+    shown = [(METRICS_SHOWN[metric][1], metric, METRICS_SHOWN[metric][2])]
+    if metric == "rmse":  # a regression's final scores (experiment/fit.py final_metrics)
+        shown += [("MAE", "mae", real), ("R^2", "r2", r2)]
+    columns = ("split", "loss", *(name for name, _, _ in shown), *(("samples",) if samples else ()))
     for col in columns:
         table.add_column(col, justify="left" if col == "split" else "right")
     for split in SPLITS:
-        row = [split, num(final.get(f"{split}_loss")), pct(final.get(f"{split}_accuracy"))]
+        row = [split, num(final.get(f"{split}_loss")),
+               *(show(final.get(f"{split}_{key}")) for _, key, show in shown)]
         table.add_row(*row, *((f"{samples.get(split, 0):,}",) if samples else ()))
     return table
 

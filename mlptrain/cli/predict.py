@@ -38,12 +38,14 @@ def predict(
         result = predict_inputs(store, str(found.path), input_paths, invert)
     except MlptrainError as exc:
         fail(exc)
+    if result.task == "regression":
+        _print_values(result, as_json)
+        return
     tops = result.top(top)
     if as_json:
         print(json_text({
             "run_id": result.run_id,
-            "inputs": [{"input": str(i.path), "kind": i.kind, "notes": i.notes,
-                        "samples": len(i.X)} for i in result.inputs],
+            "inputs": _inputs_json(result),
             "predictions": [[{"class": c, "probability": p,
                               **({"name": result.name(c)} if result.class_names else {})}
                              for c, p in sample] for sample in tops],
@@ -68,6 +70,31 @@ def predict(
         out.print(f"{label}[bold]{escape(result.name(best))}[/bold] ({100 * p:.1f}%)   "
                   + "  ".join(f"{escape(result.name(c))}: {100 * q:.1f}%"
                               for c, q in sample[1:]), highlight=False)
+        for warning in warnings:
+            out.print(f"  [yellow]warning: {escape(warning)}[/yellow]", highlight=False,
+                      soft_wrap=True)
+
+
+def _inputs_json(result) -> list[dict]:
+    return [{"input": str(i.path), "kind": i.kind, "notes": i.notes, "samples": len(i.X)}
+            for i in result.inputs]
+
+
+def _print_values(result, as_json: bool) -> None:
+    """A regression's predictions: one value per sample, in the target's units."""
+    values = result.values()
+    if as_json:
+        print(json_text({
+            "run_id": result.run_id,
+            "inputs": _inputs_json(result),
+            "predictions": [{"value": v} for v in values], "warnings": result.warnings}))
+        return
+    single = len(result.inputs) == 1
+    for note in result.inputs[0].notes if single else ():
+        err.print(note, highlight=False, soft_wrap=True)
+    for (inputs, index), value, warnings in zip(result.sources(), values, result.warnings):
+        label = f"{index}" if single else f"{escape(inputs.path.name)}[{index}]"
+        out.print(f"{label}: [bold]{value:.6g}[/bold]", highlight=False)
         for warning in warnings:
             out.print(f"  [yellow]warning: {escape(warning)}[/yellow]", highlight=False,
                       soft_wrap=True)

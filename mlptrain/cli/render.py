@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
-from mlptrain.cli.common import num, pct
+from mlptrain.cli.common import METRICS_SHOWN, num, pct, r2, real, test_scores
 from mlptrain.cli.epochs import HISTORY, EpochRows, PlainLog
 from mlptrain.data.mnist import DownloadProgress
 from mlptrain.experiment import RunFinished, RunStarted
@@ -196,7 +196,8 @@ class FitRenderer:
                                                  count=f"0/{e.steps}")
 
     def _on_StepsDone(self, e: StepsDone) -> None:
-        info = (f"loss {e.loss:.4f} acc {100 * e.accuracy:.2f}%",
+        short, _, shown = METRICS_SHOWN[e.metric]
+        info = (f"loss {e.loss:.4f} {short} {shown(e.score)}",
                 f"{e.samples_per_second:,.0f} samples/s")  # the second where there is room
         self.progress.update(self.batch_task, completed=e.step, info=info,
                              count=f"{e.step}/{e.steps}")
@@ -205,7 +206,7 @@ class FitRenderer:
 
     def _on_EpochEnded(self, e: EpochEnded) -> None:
         if self.rows is None:
-            self.rows = EpochRows(e.epochs)
+            self.rows = EpochRows(e.epochs, e.metric)
             self.log = PlainLog(self.rows)
         metrics = {**e.metrics, "epoch": e.epoch}
         self.rows.add(metrics)
@@ -229,8 +230,7 @@ class FitRenderer:
         if s["status"] != "completed":
             return  # the CLI says how to resume
         if self.quiet:
-            self.console.print(f"run {e.run_id}: completed, test accuracy "
-                               f"{pct(s['final']['test_accuracy'])}; saved in {e.path}",
+            self.console.print(f"run {e.run_id}: completed, {test_scores(s)}; saved in {e.path}",
                                highlight=False, soft_wrap=True)
             return
         # otherwise the closing summary panel follows (cli/summary.py, finish_fit)
@@ -241,11 +241,15 @@ class FitRenderer:
 
 
 def eval_report(result: dict) -> Group:
-    """eval: the overall scores, then precision, recall, F1 and support per class."""
+    """eval: the overall scores, then precision, recall, F1 and support per class (a
+    regression: loss, RMSE, MAE and R^2, in the target's units)."""
     scored = escape(result["data"]) if result["data"] else f"its {result['split']} split"
     head = (f"[bold]run {escape(result['run_id'])}[/bold] on {scored} "
-            f"({plural(result['samples'], 'sample')})\n"
-            f"loss {num(result['loss'])}  accuracy [bold]{pct(result['accuracy'])}[/bold]\n")
+            f"({plural(result['samples'], 'sample')})\n")
+    if "rmse" in result:  # evaluate_run's answer for a regression
+        return Group(head + f"loss {num(result['loss'])}  RMSE [bold]{real(result['rmse'])}"
+                     f"[/bold]  MAE {real(result['mae'])}  R^2 [bold]{r2(result['r2'])}[/bold]")
+    head += f"loss {num(result['loss'])}  accuracy [bold]{pct(result['accuracy'])}[/bold]\n"
     table = Table(show_edge=False, header_style="bold")
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="right")
@@ -273,8 +277,9 @@ def plan_text(config, plan, runs_root) -> str:
              + ", ".join(f"{k} {v:,}" for k, v in plan.samples.items())
              + ("; features standardized by the train split's mean and std"
                 if plan.standardized else ""),
-             f"  task: {plan.task}, {plural(len(plan.classes), 'class', 'classes')} "
-             f"({_listed(plan.classes)})",
+             f"  task: {plan.task}" + (", one real-valued target" if plan.task == "regression"
+                                       else f", {plural(len(plan.classes), 'class', 'classes')} "
+                                            f"({_listed(plan.classes)})"),
              *(f"  {note}" for note in plan.notes),
              "model:", *(f"  {line}" for line in plan.layers),
              f"  {plan.parameters:,} parameters",

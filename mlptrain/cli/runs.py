@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mlptrain.cli.common import (
+    METRICS_SHOWN,
     RUN_HELP,
     RunsDir,
     err,
@@ -20,6 +21,9 @@ from mlptrain.cli.common import (
     num,
     out,
     pct,
+    r2,
+    real,
+    run_metric,
     secs,
     wide,
 )
@@ -76,7 +80,8 @@ RUN_COLUMNS = {
     "model": (False, lambda r: r["model"] or "-"),
     "status": (False, lambda r: _styled_status(r["status"])),
     "best val": (True, lambda r: pct(r["best_val_accuracy"])),
-    "test": (True, lambda r: pct(r["test_accuracy"])),
+    "test": (True, lambda r: f"R^2 {r2(r['test_r2'])}" if "test_r2" in r  # a regression
+             else pct(r["test_accuracy"])),
     "time": (True, lambda r: secs(r["seconds"])),
 }
 GIVE_WAY = ("dataset", "model", "time", "best val")  # those a narrow terminal drops, in turn
@@ -132,12 +137,14 @@ def show(
     out.print(f"  {found.path}", highlight=False, soft_wrap=True)
     if summary.get("error"):
         out.print(f"  error: {escape(summary['error'])}", highlight=False, soft_wrap=True)
+    metric = run_metric(summary) if summary.get("model") else "accuracy"
     if summary.get("final"):
-        out.print(final_table(summary["final"], (summary.get("dataset") or {}).get("samples")))
-    for key in ("train_loss", "val_loss", "train_accuracy", "val_accuracy"):
+        out.print(final_table(summary["final"], (summary.get("dataset") or {}).get("samples"),
+                              metric))
+    for key in ("train_loss", "val_loss", f"train_{metric}", f"val_{metric}"):
         series = [m[key] for m in metrics if m.get(key) is not None]
         if series:
-            shown = pct if key.endswith("accuracy") else num
+            shown = num if key.endswith("loss") else METRICS_SHOWN[metric][2]
             out.print(f"{key:>15} {sparkline(series, log=key.endswith('loss'))}  "
                       f"{shown(series[0])} -> {shown(series[-1])}", highlight=False)
     out.print("config: the keys that differ from the defaults (every key: config.toml, or "
@@ -188,10 +195,12 @@ def compare_table(records: list[dict], rows: list, only_diff: bool,
     table.add_column("", no_wrap=True)
     for header in headers:
         table.add_column(header, overflow="fold")
+    scores = [("test RMSE", "test_rmse", real), ("test R^2", "test_r2", r2)] \
+        if any("test_r2" in r for r in records) else []  # regression runs among them
     for label, key, show_ in (("status", "status", str), ("best val", "best_val_accuracy", pct),
-                              ("test", "test_accuracy", pct), ("epochs", "epochs", str),
-                              ("time", "seconds", secs)):
-        table.add_row(label, *(show_(r[key]) for r in records))
+                              ("test", "test_accuracy", pct), *scores,
+                              ("epochs", "epochs", str), ("time", "seconds", secs)):
+        table.add_row(label, *(show_(r.get(key)) for r in records))
     table.add_section()
     for key, values, differs in rows:
         if only_diff and not differs:

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from mlptrain.cli.common import pct
+from mlptrain.cli.common import run_metric, test_scores
 from mlptrain.cli.parts import final_table, sparkline
 from mlptrain.config import Config
 from mlptrain.experiment import RunFinished
@@ -26,7 +26,7 @@ def fit_panel(finished: RunFinished, metrics: list[dict], plots: list[Path],
     """The closing panel of a fit: metrics, loss sparkline, time, run directory, plot files."""
     s = finished.summary
     final, timing = s.get("final") or {}, s.get("timing") or {}
-    table = final_table(final, s["dataset"]["samples"])
+    table = final_table(final, s["dataset"]["samples"], run_metric(s))
 
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
@@ -93,9 +93,8 @@ def finish_fit(console: Console, config: Config, finished: RunFinished,
         return
     metrics = Run(finished.path).read_metrics()
     console.print(fit_panel(finished, metrics, plots, note, seconds))
-    final = finished.summary.get("final") or {}
-    console.print(f"test accuracy {pct(final.get('test_accuracy'))}; run saved in "
-                  f"{finished.path}", highlight=False, soft_wrap=True)
+    console.print(f"{test_scores(finished.summary)}; run saved in {finished.path}",
+                  highlight=False, soft_wrap=True)
 
 
 def _per_epoch(seconds: float) -> str:

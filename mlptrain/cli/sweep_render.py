@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mlptrain.cli.common import pct, secs
+from mlptrain.cli.common import METRICS_SHOWN, pct, r2, secs
 from mlptrain.cli.parts import first_that_fits
 from mlptrain.cli.render import LiveProgress
 from mlptrain.text import plural
@@ -90,7 +90,7 @@ class SweepRenderer:
             since = self.first_done.setdefault(e.index, done)
             self.progress.update(task, total=e.epochs * e.steps, completed=done, since=since,
                                  count=f"epoch {e.epoch}/{e.epochs}",
-                                 info=(f"acc {100 * e.accuracy:.1f}%", f"loss {e.loss:.4f}"))
+                                 info=(_score(e), f"loss {e.loss:.4f}"))
 
     def _on_TrialFinished(self, e: TrialFinished) -> None:
         task = self.running.pop(e.index, None)
@@ -99,8 +99,10 @@ class SweepRenderer:
         self.done += 1
         self.progress.update(self.overall, completed=self.done, count=f"{self.done}/{self.total}")
         style = STATUS_STYLE.get(e.status, "")
-        test = e.final.get("test_accuracy") if e.final else None
-        detail = f"test {pct(test)}" if e.status == "completed" else escape(e.error)
+        final = e.final or {}
+        test = f"test R^2 {r2(final['test_r2'])}" if "test_r2" in final else \
+            f"test {pct(final.get('test_accuracy'))}"  # a regression's, else a classifier's
+        detail = test if e.status == "completed" else escape(e.error)
         self.console.print(f"[{self.done}/{self.total}] {e.name}: [{style}]{e.status}[/{style}]"
                            f"  {detail}  {secs(e.seconds)}", highlight=False, soft_wrap=True)
 
@@ -124,10 +126,14 @@ class SweepRenderer:
 
 
 def summary_table(summary: dict[str, Any], console: Console) -> Table:
-    """Mean +- std of the test accuracy per grid point; where that does not fit, the axes under
-    their last names (hidden, not model.hidden), then `test acc` for `test accuracy`."""
+    """Mean +- std of the test accuracy (a regression's: test R^2) per grid point; where that
+    does not fit, the axes under their last names (hidden, not model.hidden), then `test acc`
+    for `test accuracy`."""
     groups = summary["groups"]
     point_axes = list(groups[0]["point"]) if groups else []
+    regression = bool(groups) and "test_r2" in groups[0]["mean"]
+    key, shown = ("test_r2", r2) if regression else ("test_accuracy", pct)
+    names = ("test R^2",) * 3 if regression else ("test accuracy", "test accuracy", "test acc")
 
     def layout(headers: list[str], accuracy: str) -> Table:
         table = Table(title=f"sweep {summary['sweep_id']}", title_justify="left")
@@ -137,14 +143,13 @@ def summary_table(summary: dict[str, Any], console: Console) -> Table:
             mean, std = g["mean"], g["std"]
             params = "-" if g["parameters"] is None else f"{g['parameters']:,}"
             table.add_row(*(_value(g["point"][a]) for a in point_axes), params, str(g["n"]),
-                          pct(mean["test_accuracy"]), pct(std["test_accuracy"]),
+                          shown(mean[key]), shown(std[key]),
                           secs(mean["seconds"]))
         return table
 
     return first_that_fits(console, (
         layout(_axis_names(point_axes, short), accuracy)
-        for short, accuracy in ((False, "test accuracy"), (True, "test accuracy"),
-                                (True, "test acc"))))
+        for short, accuracy in zip((False, True, True), names)))
 
 
 def trials_table(spec: SweepSpec, console: Console, rows: int | None = None) -> Table:
@@ -196,3 +201,11 @@ def grouping_text(groups: list, alone: list) -> str:
         lines.append(f"alone: trials {', '.join(str(t.index) for t in alone)} "
                      f"({', '.join(reasons)})")
     return "\n".join(lines)
+
+
+def _score(e: TrialProgress) -> str:
+    """A trial's running metric: `acc 97.3%` (one decimal, as a bar has little room)."""
+    if e.metric == "accuracy":
+        return f"acc {100 * e.score:.1f}%"
+    short, _, shown = METRICS_SHOWN[e.metric]
+    return f"{short} {shown(e.score)}"

@@ -344,13 +344,17 @@ def _fit_target(table: Table, rows: np.ndarray, task: str, encoding: dict[str, A
 
 
 def _known_target(table: Table, rows: np.ndarray, encoding: dict[str, Any]) -> np.ndarray:
-    """The target column of a table of yours as the run's class indices."""
+    """The target column of a table of yours as the run's class indices, or, for a run that
+    regresses it, as its values (float64)."""
     column, names = encoding["target"], encoding.get("classes")
-    if encoding.get("task") == "regression" or names is None:
-        raise DataError(f"{table.path}: the run regresses column {column!r}; only a "
-                        "classifier's labels can be scored here.")
-    index = {name: i for i, name in enumerate(names)}
     numbers = table.numbers(column)
+    if encoding.get("task") == "regression":
+        for row in rows:
+            if numbers[row] is None:
+                raise DataError(f"{table.place(row, column)}: {table.cells[column][row]!r} is "
+                                f"not a number, but the run regresses column {column!r}.")
+        return np.array([numbers[row] for row in rows], np.float64)
+    index = {name: i for i, name in enumerate(names)}
     y = np.empty(len(rows), np.int64)
     for i, row in enumerate(rows):
         cell = table.cells[column][row]

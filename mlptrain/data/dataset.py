@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mlptrain.data.standardize import Standardizer
+from mlptrain.data.standardize import Standardizer, TargetScale
 
 
 @dataclass
@@ -41,6 +41,8 @@ class Dataset:
     # of the run's the same way
     encoding: dict[str, Any] = field(default_factory=dict)
     scaler: Standardizer | None = None  # the statistics every split was standardized with
+    # the statistics a regression loss standardizes y with (the arrays keep y's own values)
+    target_scale: TargetScale | None = None
 
     @property
     def n_features(self) -> int:

@@ -16,7 +16,9 @@ import numpy as np
 
 from mlptrain.errors import DataError, RunStoreError
 
-FILE = "preprocess.npz"  # where a run keeps its statistics: keys `mean` and `std`, (D,) float64
+# where a run keeps its statistics: keys `mean` and `std`, (D,) float64, for the features;
+# `target_mean` and `target_std`, (1,) float64, for a regression target (TargetScale)
+FILE = "preprocess.npz"
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,3 +71,36 @@ class Standardizer:
     def same_as(self, other: Standardizer | None) -> bool:
         return (other is not None and np.array_equal(self.mean, other.mean)
                 and np.array_equal(self.std, other.std))
+
+
+@dataclass(frozen=True)
+class TargetScale:
+    """The training split's target mean and std (data.standardize_target): a regression loss
+    trains on (y - mean) / std, so that one learning rate suits targets in the hundreds as
+    well as in [0, 1], and hands its predictions and RMSE back in y's units (nn._RealTarget).
+    A constant target has std 1, as a constant feature."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def fit(cls, y: np.ndarray, where: str) -> TargetScale:
+        """The statistics of the training split's targets y (N,), N >= 1, named by `where`."""
+        y = np.asarray(y, np.float64)
+        mean, std = float(y.mean()), float(y.std())
+        if not (np.isfinite(mean) and np.isfinite(std)):
+            raise DataError(f"{where}: the target has values too large to standardize (up to "
+                            f"{np.abs(y).max():.3g}); divide it by a power of ten in the file, "
+                            "or set [data] standardize_target = false.")
+        return cls(mean, std if std > 0 else 1.0)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"target_mean": np.array([self.mean]), "target_std": np.array([self.std])}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], where: str) -> TargetScale:
+        std = float(arrays["target_std"][0])
+        if std <= 0:
+            raise RunStoreError(f"{where}: target_std holds {std:g}, not a spread a target can "
+                                "have (it is > 0); the file was changed after the run wrote it.")
+        return cls(float(arrays["target_mean"][0]), std)

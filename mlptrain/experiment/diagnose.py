@@ -15,6 +15,8 @@ expect, never below 1/C on balanced data and higher on skewed data, where 1/C wo
 useless model pass (90% of one class: 50% "beats" 1/2 yet is worse than answering that class).
 Only a shortfall beyond the noise of a rate measured on that many samples counts (NOISE
 standard errors), so a run level with chance on a small test set is not flagged by luck.
+A regression run has no classes: it is held to always answering the mean (an R^2 below 0), and
+its loss, on the target's own scale, to no guessing loss.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ RISE_FACTOR = 1.5  # final train loss above this many times the first epoch's: i
 NOISE = 2.0  # standard errors of the majority-class rate an accuracy must fall below to warn
 
 
-def training_warnings(history: list[dict[str, Any]], n_classes: int) -> list[str]:
-    """Short sentences, each starting with its kind (`diverged: ...`); [] for a healthy run."""
+def training_warnings(history: list[dict[str, Any]], n_classes: int,
+                      task: str = "classification") -> list[str]:
+    """Short sentences, each starting with its kind (`diverged: ...`); [] for a healthy run.
+    A regression loss has no loss of guessing (its scale is the target's): only the rise
+    counts there."""
     losses = [r.get("train_loss") for r in history]
     if not losses or losses[-1] is None:
         return []
@@ -41,7 +46,7 @@ def training_warnings(history: list[dict[str, Any]], n_classes: int) -> list[str
     advice = "lower optimizer.lr (or add a warm-up) and train again"
     if not math.isfinite(final):
         return [f"diverged: the final train loss is {final}; {advice}"]
-    if final > CHANCE_FACTOR * chance:
+    if task == "classification" and final > CHANCE_FACTOR * chance:
         return [f"diverged: the final train loss {final:.3g} is {final / chance:.3g} times the "
                 f"loss of guessing uniformly among {max(n_classes, 2)} classes "
                 f"(log {max(n_classes, 2)} = {chance:.3g}); {advice}"]
@@ -54,7 +59,8 @@ def training_warnings(history: list[dict[str, Any]], n_classes: int) -> list[str
 def run_warnings(history: list[dict[str, Any]], final: dict[str, Any], dataset) -> list[str]:
     """A completed run's warnings: training_warnings from its loss, else below_chance from its
     final accuracy (a run whose loss diverged needs no second line saying it scores badly)."""
-    found = training_warnings(history, dataset.n_classes) or below_chance(final, dataset)
+    found = training_warnings(history, dataset.n_classes, dataset.task) or (
+        below_mean(final) if dataset.task == "regression" else below_chance(final, dataset))
     if dataset.name in STANDARDIZED_SOURCES and dataset.scaler is None:
         found = [f"{w}; the features were not standardized, and features on scales far from 1 "
                  "train so: set [data] standardize = true" for w in found]
@@ -76,3 +82,14 @@ def below_chance(final: dict[str, Any], dataset) -> list[str]:
     return [f"below chance: the {split} accuracy {100 * accuracy:.2f}% is below the "
             f"{100 * baseline:.2f}% of always answering class {common}, the training split's "
             "most common; a learning rate too high or too few epochs are the usual causes"]
+
+
+def below_mean(final: dict[str, Any]) -> list[str]:
+    """A regression run's below_chance: a warning when its test R^2 (the validation R^2 where
+    there is no test set) is below 0, worse than always answering that split's mean."""
+    split = next((s for s in ("test", "val") if final.get(f"{s}_r2") is not None), None)
+    if split is None or final[f"{split}_r2"] >= 0:
+        return []
+    return [f"below the mean: the {split} R^2 {final[f'{split}_r2']:.3f} is below 0, worse than "
+            "always answering the mean; a learning rate too high or too few epochs are the "
+            "usual causes"]

@@ -1,4 +1,5 @@
-"""A committee of saved runs: the mean of their class probabilities on one split of their data.
+"""A committee of saved runs: the mean of their class probabilities on one split of their data
+(of regression runs: the mean of their predictions, scored by RMSE, MAE and R^2).
 
 As Ciresan et al. did for MNIST (one deep MLP: 0.35% test error, arXiv 1003.0358; a committee
 of seven: 0.31%, arXiv 1103.4487), the committee averages the outputs of independently trained
@@ -23,6 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mlptrain.data import Dataset
+from mlptrain import nn
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.experiment.setup import load_data_as_given, prepare_run
 from mlptrain.reports import figures
@@ -59,6 +61,9 @@ class Committee:
     members: list[Member]
     samples: np.ndarray | None = None  # (N, D) the inputs, for figures of the mistakes
     input_shape: tuple[int, ...] = ()  # how one sample looks, (28, 28) for MNIST
+    # or "regression": labels are then (N,) values and each member's probabilities its (N, 1)
+    # predictions, in the target's units
+    task: str = "classification"
 
     @property
     def n_classes(self) -> int:
@@ -106,6 +111,8 @@ class Committee:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything `ensemble --json` reports, as plain JSON-able values."""
+        if self.task == "regression":
+            return _regression_report(self)
         accuracies = self.member_accuracies()
         seconds, training_seconds = self.seconds()
         best = int(np.argmax(accuracies))  # the first listed on a tie
@@ -130,12 +137,37 @@ class Committee:
         }
 
 
+def _regression_scores(c: Committee) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """RMSE, MAE and R^2 of the committee's mean prediction and of each member's."""
+    from mlptrain.experiment.evaluate import regression_scores
+
+    mean = c.probabilities[:, 0]  # the members' predictions, averaged with equal weight
+    return (regression_scores(c.labels, mean),
+            [regression_scores(c.labels, m.probabilities[:, 0]) for m in c.members])
+
+
+def _regression_report(c: Committee) -> dict[str, Any]:
+    """Committee.to_dict of regression runs."""
+    scores, each = _regression_scores(c)
+    seconds, training_seconds = c.seconds()
+    best = int(np.argmax([s["r2"] for s in each]))  # the first listed on a tie
+    return {"split": c.split, "samples": len(c.labels), "size": len(c.members),
+            "task": "regression", **scores,
+            "members": [{"run_id": m.run_id, "name": m.name, "settings": m.settings, **s,
+                         "seconds": m.seconds, "training_seconds": m.training_seconds}
+                        for m, s in zip(c.members, each)],
+            "seconds": seconds, "training_seconds": training_seconds,
+            "best_member": {"run_id": c.members[best].run_id, "r2": each[best]["r2"]},
+            "mean_member_r2": float(np.mean([s["r2"] for s in each]))}
+
+
 def committee(store: RunStore, refs: Sequence[str], split: str = "test") -> Committee:
     """Loads each run (a run id, unique prefix, directory or `latest`) and scores it on `split`
     of its own data; raises if the runs do not share that split's samples."""
     if split not in COMMITTEE_SPLITS:
         raise ConfigError(f"split {split!r} is not one of {', '.join(COMMITTEE_SPLITS)}.")
     runs = _distinct_runs(store, refs)
+    task = _one_task(runs)
     _check_same_dataset(runs)
     settings = member_settings(runs)
     members: list[Member] = []
@@ -163,7 +195,20 @@ def committee(store: RunStore, refs: Sequence[str], split: str = "test") -> Comm
                               out.predictions, settings[len(members)],
                               *run_seconds(run.read_summary())))
         del p  # one member's data and network at a time: members may be 12 M weights each
-    return Committee(split, labels, members, samples, tuple(input_shape))
+    return Committee(split, labels, members, samples, tuple(input_shape), task)
+
+
+def _one_task(runs: list[Run]) -> str:
+    """The members' task (their losses'): classifiers average class probabilities, regression
+    runs their predictions; a committee of both has nothing to average."""
+    tasks = {run.run_id: nn.LOSSES[run.read_summary()["model"]["loss"]].task for run in runs}
+    if len(set(tasks.values())) > 1:
+        regresses = next(r for r, t in tasks.items() if t == "regression")
+        classifies = next(r for r, t in tasks.items() if t == "classification")
+        raise ConfigError(f"run {regresses} regresses a real-valued target but run "
+                          f"{classifies} classifies: a committee's members must predict the "
+                          "same kind of target.")
+    return next(iter(tasks.values()))
 
 
 def _distinct_runs(store: RunStore, refs: Sequence[str]) -> list[Run]:

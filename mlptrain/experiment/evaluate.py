@@ -48,16 +48,21 @@ def evaluate_run(store: RunStore, ref: str, split: str = "test",
         outputs = run_model(model, X, config.train.eval_batch_size, hidden=False)
     if data is not None:  # the run's own data trained it: its outputs are finite
         check_outputs(outputs.probabilities, X, f"{data} (array X)")
-    loss, accuracy = loop.evaluate(model, loop.to_device(model.ops, model, X, y),
-                                   config.train.eval_batch_size)
-    predictions = outputs.predictions
+    loss, score = loop.evaluate(model, loop.to_device(model.ops, model, X, y),
+                                config.train.eval_batch_size)
+    scored = {"run_id": run.run_id, "split": "data" if data is not None else split,
+              "data": None if data is None else str(data), "loss": loss}
+    if model.loss.task == "regression":  # RMSE as the loop scores it; MAE, R^2 from the values
+        scores = regression_scores(y, outputs.probabilities[:, 0])
+        return {**scored, "rmse": score, "mae": scores["mae"], "r2": scores["r2"],
+                "samples": int(len(y)), "notes": notes}
+    accuracy, predictions = score, outputs.predictions
     report = classification_report(y, predictions, model_classes(model))
     names = (run.read_summary().get("dataset") or {}).get("class_names")
     for row in report["per_class"] if names else ():
         row["name"] = names[row["class"]]
-    return {"run_id": run.run_id, "split": "data" if data is not None else split,
-            "data": None if data is None else str(data), "loss": loss, "accuracy": accuracy,
-            "samples": int(len(y)), "notes": notes, "classes": report}
+    return {**scored, "accuracy": accuracy, "samples": int(len(y)), "notes": notes,
+            "classes": report}
 
 
 def model_classes(model: MLP) -> int:
@@ -80,14 +85,14 @@ def _outside_data(path: Path, run: Run, config: Config, model: MLP, notes: list[
     if path.suffix.lower() == ".csv":
         X, y, done = table_inputs(path, dataset.get("encoding") or {}, labelled=True)
         notes += done
-    else:
-        arrays = load_npz(path)
+    else:  # read as the run's target was (whole-number values may still be a regression's)
+        arrays = load_npz(path, dataset.get("task") or "classification")
         X, y = arrays.X, arrays.y
     if X.shape[1] != model.sizes[0]:
         raise DataError(f"{path}: X has {X.shape[1]} features per sample, but run "
                         f"{run.run_id} takes {model.sizes[0]}; score data shaped like the "
                         "data it was trained on.")
-    if int(y.max()) >= model_classes(model):
+    if model.loss.task == "classification" and int(y.max()) >= model_classes(model):
         raise DataError(f"{path}: y holds label {int(y.max())}, but run {run.run_id} knows "
                         f"classes 0-{model_classes(model) - 1} only.")
     X, done = outside_inputs(X, config.data, dataset.get("name"), model.dtype,
@@ -118,6 +123,21 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray,
             "weighted_avg": {"precision": float(precision @ weights),
                              "recall": float(recall @ weights), "f1": float(f1 @ weights),
                              "support": int(support.sum())}}
+
+
+def regression_scores(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    """RMSE, MAE and R^2 of predictions (N,) against targets (N,), both in the target's units,
+    as scikit-learn's mean_squared_error (squared=False), mean_absolute_error and r2_score
+    give them: R^2 = 1 - SS_res / SS_tot, SS_tot about the mean of these targets (None when
+    they are all equal: no spread to explain); None for no samples."""
+    y, r = np.asarray(y_true, np.float64), np.asarray(predicted, np.float64)
+    if not len(y):
+        return {"rmse": None, "mae": None, "r2": None}
+    residual = r - y
+    total = float(np.sum((y - y.mean()) ** 2))
+    return {"rmse": float(np.sqrt(np.mean(residual ** 2))),
+            "mae": float(np.mean(np.abs(residual))),
+            "r2": 1.0 - float(residual @ residual) / total if total > 0 else None}
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 
 import mlptrain
+from mlptrain import nn
 from mlptrain.config import Config, load_config
 from mlptrain.data import load_dataset
-from mlptrain.data.standardize import Standardizer
+from mlptrain.data.standardize import Standardizer, TargetScale
 from mlptrain.errors import ConfigError, ExportError
 from mlptrain.experiment.predict import load_network
-from mlptrain.experiment.setup import as_saved, saved_scaler
+from mlptrain.experiment.setup import as_saved, saved_loss, saved_scaler, saved_target_scale
 from mlptrain.model import MLP
 from mlptrain.nn import GELU
 from mlptrain.runs import Run, RunStore, atomic_write_bytes, npz_bytes
@@ -83,7 +84,17 @@ ONNX_PROBABILITIES = {
     "softmax_cross_entropy": ("Softmax", {"axis": -1},
                               "(batch, classes): softmax of the logits over the classes"),
     "sigmoid_bce": ("Sigmoid", {}, "(batch, 1): sigmoid of the logit, P(class 1)"),
+    # a regression's output is its prediction, in the target's units (target_nodes)
+    "mse": ("Identity", {}, "(batch, 1): the predicted value, in the target's units"),
+    "huber": ("Identity", {}, "(batch, 1): the predicted value, in the target's units"),
+    "poisson": ("Exp", {}, "(batch, 1): the predicted mean count, e^logit"),
 }
+
+
+def output_name(loss: str) -> str:
+    """The graph's output past the logits: a classifier's probabilities, a regression's
+    prediction."""
+    return "prediction" if nn.LOSSES[loss].task == "regression" else "probabilities"
 
 
 @dataclass
@@ -141,6 +152,11 @@ class RunSource:
     summary: dict[str, Any]
     weights: dict[str, np.ndarray]
     scaler: Standardizer | None = None  # the run's standardization of its inputs, if any
+    target: TargetScale | None = None  # ... and of a regression's target
+
+    @property
+    def regression(self) -> bool:
+        return nn.LOSSES[self.summary["model"]["loss"]].task == "regression"
 
     @classmethod
     def open(cls, store: RunStore, ref: str) -> RunSource:
@@ -151,7 +167,8 @@ class RunSource:
                               "completed: only a finished run has final weights to export.")
         config_path = run.path / "config.toml"
         return cls(run, load_config(config_path), config_path.read_text(encoding="utf-8"),
-                   summary, run.read_weights(), saved_scaler(run, summary))
+                   summary, run.read_weights(), saved_scaler(run, summary),
+                   saved_target_scale(run, summary))
 
     @property
     def sizes(self) -> list[int]:
@@ -160,7 +177,8 @@ class RunSource:
     def network(self, dtype) -> MLP:
         """The run's network on the CPU in `dtype`, without dropout (inference semantics)."""
         return load_network(self.config, self.sizes, self.weights,
-                            str(self.run.path / "weights.npz"), dtype)
+                            str(self.run.path / "weights.npz"), dtype,
+                            saved_loss(self.run, self.config, self.summary))
 
     def split(self, name: str, raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """One split of the run's own data, drawn as the run drew it (same seed), as its
@@ -172,9 +190,8 @@ class RunSource:
     def preprocess_arrays(self) -> dict[str, np.ndarray]:
         """The run's standardization as named arrays ({} without one): exports store them
         so that a user applies them to raw features, x' = (x - mean) / std."""
-        if self.scaler is None:
-            return {}
-        return {f"preprocess.{k}": v for k, v in self.scaler.arrays().items()}
+        statistics = [s.arrays() for s in (self.scaler, self.target) if s is not None]
+        return {f"preprocess.{k}": v for arrays in statistics for k, v in arrays.items()}
 
     def metadata(self) -> dict[str, str]:
         """What a user of an exported file may want to know about where it came from."""
@@ -188,7 +205,8 @@ class RunSource:
             "activation": model["activation"],
             "leaky_slope": repr(self.config.model.leaky_slope),
             "loss": model["loss"],
-            "test_accuracy": repr(final.get("test_accuracy")),
+            **({f"test_{k}": repr(final.get(f"test_{k}")) for k in ("rmse", "r2")}
+               if self.regression else {"test_accuracy": repr(final.get("test_accuracy"))}),
             "test_loss": repr(final.get("test_loss")),
             "dataset": str(dataset.get("name")),
             "dataset_source": str(dataset.get("source")),
@@ -198,20 +216,28 @@ class RunSource:
             "config_toml": self.config_text,
             # where the inputs are standardized: the arrays preprocess.mean and .std
             **({"standardized": "true"} if self.scaler is not None else {}),
+            # where the graph returns the target to its units: preprocess.target_mean and _std
+            **({"target_standardized": "true"} if self.target is not None else {}),
         }
 
 
 def output_probabilities(model: MLP, X: np.ndarray, batch_size: int) -> np.ndarray:
     """mlptrain's probabilities in the ONNX output's form: softmax (N, C), or sigmoid (N, 1)
-    for a one-output model, in float64."""
+    for a one-output classifier, or a regression's prediction (N, 1), in float64."""
     parts = []
     for start in range(0, len(X), batch_size):
         ws = model.workspace(min(batch_size, len(X) - start))
         ws.x[...] = X[start:start + ws.batch_size]
         logits = model.forward(ws)
-        p = model.loss.probabilities(np, logits)  # (B, C); (B, 2) for one output
-        parts.append(np.asarray(p[:, 1:] if model.sizes[-1] == 1 else p, np.float64))
+        p = model.loss.probabilities(np, logits)  # (B, C); (B, 2) for one output's classes
+        parts.append(np.asarray(_output_form(model, p), np.float64))
     return np.concatenate(parts)
+
+
+def _output_form(model: MLP, p: np.ndarray) -> np.ndarray:
+    """loss.probabilities (B, C) as the ONNX output has them: a one-logit classifier's
+    P(class 1) alone (B, 1); anything else as it is (a regression's prediction is (B, 1))."""
+    return p[:, 1:] if model.sizes[-1] == 1 and p.shape[1] == 2 else p
 
 
 def predicted_classes(p: np.ndarray) -> np.ndarray:
@@ -273,8 +299,14 @@ def onnx_model(source: RunSource, opset: int = DEFAULT_OPSET):
                                  doc_string=f"{activation} of layer {i}", **attrs)]
             value = y
     op, attrs, meaning = ONNX_PROBABILITIES[loss]
-    nodes.append(helper.make_node(op, ["logits"], ["probabilities"], name="probabilities",
+    output = output_name(loss)
+    linked = "prediction.standardized" if source.target is not None else output
+    nodes.append(helper.make_node(op, ["logits"], [linked], name=output,
                                   doc_string=meaning, **attrs))
+    if source.target is not None:
+        target_nodes, target_arrays = _target_nodes(onnx, source, linked, output)
+        nodes += target_nodes
+        initializers += target_arrays
     graph = helper.make_graph(
         nodes, "mlptrain_mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", sizes[0]],
@@ -287,7 +319,7 @@ def onnx_model(source: RunSource, opset: int = DEFAULT_OPSET):
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", sizes[-1]],
                                        f"(batch, {sizes[-1]}) the output layer before "
                                        f"{op.lower()}"),
-         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
+         helper.make_tensor_value_info(output, TensorProto.FLOAT,
                                        ["batch", sizes[-1]], meaning)],
         initializers,
         doc_string=f"{'-'.join(map(str, sizes))} MLP ({activation}, {loss}) trained by "
@@ -308,11 +340,10 @@ def _standardize_nodes(onnx, source: RunSource) -> tuple[list, list, str]:
     """(nodes, initializers, the value the first Gemm reads): x standardized by the run's
     statistics, (x - preprocess.mean) / preprocess.std, so the graph takes raw features as the
     run's data file holds them; none where the run did not standardize (x itself)."""
-    arrays = source.preprocess_arrays()
-    if not arrays:
+    if source.scaler is None:
         return [], [], "x"
-    initializers = [onnx.numpy_helper.from_array(np.asarray(a, np.float32), name)
-                    for name, a in arrays.items()]
+    initializers = [onnx.numpy_helper.from_array(np.asarray(a, np.float32), f"preprocess.{k}")
+                    for k, a in source.scaler.arrays().items()]
     nodes = [onnx.helper.make_node("Sub", ["x", "preprocess.mean"], ["preprocess.centred"],
                                    name="preprocess.centre", doc_string="x - mean, the "
                                    "mean of each feature over the run's training split"),
@@ -323,6 +354,22 @@ def _standardize_nodes(onnx, source: RunSource) -> tuple[list, list, str]:
     return nodes, initializers, "preprocess.standardized"
 
 
+def _target_nodes(onnx, source: RunSource, value: str, output: str) -> tuple[list, list]:
+    """(nodes, initializers): a standardized target's prediction back in the target's units,
+    value * preprocess.target_std + preprocess.target_mean."""
+    arrays = source.target.arrays()
+    initializers = [onnx.numpy_helper.from_array(np.asarray(a, np.float32), f"preprocess.{k}")
+                    for k, a in arrays.items()]
+    nodes = [onnx.helper.make_node("Mul", [value, "preprocess.target_std"],
+                                   ["prediction.scaled"], name="target.scale",
+                                   doc_string="times the target's standard deviation over "
+                                   "the run's training split"),
+             onnx.helper.make_node("Add", ["prediction.scaled", "preprocess.target_mean"],
+                                   [output], name="target.centre",
+                                   doc_string="plus the target's mean there")]
+    return nodes, initializers
+
+
 def verify_onnx(path: Path, source: RunSource) -> dict[str, Any]:
     """Runs the ONNX file with onnxruntime on the run's whole test set and compares its
     probabilities with mlptrain's forward pass in the run's own dtype."""
@@ -331,17 +378,30 @@ def verify_onnx(path: Path, source: RunSource) -> dict[str, Any]:
     raw = source.split("test", raw=True)[0] if source.scaler is not None else X
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        (got,) = session.run(["probabilities"], {"x": np.asarray(raw, np.float32)})
+        (got,) = session.run([output_name(source.summary["model"]["loss"])],
+                             {"x": np.asarray(raw, np.float32)})
     except Exception as exc:  # onnxruntime's errors share no base class worth naming
         raise ExportError(f"onnxruntime {ort.__version__} could not run the exported graph "
                           f"({exc}); try a lower --opset.") from None
     model = source.network(source.config.train.dtype)
     want = output_probabilities(model, X, source.config.train.eval_batch_size)
-    agree = int(np.sum(predicted_classes(got) == predicted_classes(want)))
     worst = float(np.max(np.abs(got.astype(np.float64) - want))) if len(X) else 0.0
-    return {"runtime": f"onnxruntime {ort.__version__}", "samples": len(X),
-            "max_abs_difference": worst, "classes_agree": agree, "tolerance": ONNX_TOLERANCE,
+    found = {"runtime": f"onnxruntime {ort.__version__}", "samples": len(X),
+             "max_abs_difference": worst}
+    if source.regression:  # values in the target's units: float32 round-off scales with them
+        tolerance = ONNX_TOLERANCE * max(1.0, float(np.max(np.abs(want), initial=0.0)))
+        return {**found, "tolerance": tolerance, "passed": worst <= tolerance}
+    agree = int(np.sum(predicted_classes(got) == predicted_classes(want)))
+    return {**found, "classes_agree": agree, "tolerance": ONNX_TOLERANCE,
             "passed": worst <= ONNX_TOLERANCE and agree == len(X)}
+
+
+def classes_agree(check: dict[str, Any], sep: str = ", ", end: str = "") -> str:
+    """'{sep}predicted classes agree on N{end}' of a classifier's check; '' for a
+    regression's, which has no classes."""
+    if "classes_agree" not in check:
+        return ""
+    return f"{sep}predicted classes agree on {check['classes_agree']:,}{end}"
 
 
 def export_onnx(source: RunSource, path: Path, opset: int = DEFAULT_OPSET) -> Exported:
@@ -356,8 +416,8 @@ def export_onnx(source: RunSource, path: Path, opset: int = DEFAULT_OPSET) -> Ex
                 f"the exported ONNX graph disagrees with mlptrain on run "
                 f"{source.run.run_id}'s {check['samples']:,} test samples: largest "
                 f"|p_onnx - p_mlptrain| = {check['max_abs_difference']:.3g} (allowed "
-                f"{ONNX_TOLERANCE:g}), predicted classes agree on {check['classes_agree']:,}. "
-                f"No file was written to {path}.")
+                f"{check['tolerance']:g}){classes_agree(check)}. No file was written to "
+                f"{path}.")
 
     _write(path, data, verified)
     return Exported(source.run.run_id, "onnx", [path], {"opset": opset, **check})
@@ -418,15 +478,16 @@ def golden_arrays(model: MLP, X: np.ndarray, y: np.ndarray) -> dict[str, np.ndar
     ws.x[...] = X
     targets = model.loss.targets(np, y, model.dtype)
     loss_sum, _ = model.loss_and_grad(ws, targets, 1.0 / B)  # gradients of the batch mean
-    arrays: dict[str, np.ndarray] = {"x": np.array(X, model.dtype), "y": np.array(y, np.int64)}
+    labels = np.int64 if model.loss.task == "classification" else np.float64  # or values
+    arrays: dict[str, np.ndarray] = {"x": np.array(X, model.dtype), "y": np.array(y, labels)}
     arrays.update(model.state_dict())
     for i, layer in enumerate(model.layers[:-1]):
         z = layer.forward(ops, ws.acts[i], out=np.empty_like(ws.acts[i + 1]))  # (B, O)
         arrays[f"layers.{i}.pre_activation"] = ops.add_bias(z, layer.bias)
         arrays[f"layers.{i}.activation"] = ws.acts[i + 1].copy()
     arrays["logits"] = ws.acts[-1].copy()
-    p = model.loss.probabilities(np, ws.acts[-1])
-    arrays["probabilities"] = np.array(p[:, 1:] if model.sizes[-1] == 1 else p)
+    arrays["probabilities"] = np.array(_output_form(model, model.loss.probabilities(
+        np, ws.acts[-1])))
     arrays["loss"] = np.array(float(loss_sum) / B)
     arrays["grad.logits"] = ws.dlogits.copy()
     for i in range(len(model.layers) - 1):  # backward leaves dL/dz in deltas, in place
@@ -440,7 +501,7 @@ def golden_description(source: RunSource, arrays: dict[str, np.ndarray]) -> dict
     model = source.summary["model"]
     meanings = {
         "x": "inputs, the first samples of the run's training split, as the network takes them",
-        "y": "class labels (int64)",
+        "y": "class labels (int64)" if not source.regression else "target values (float64)",
         "logits": "output layer: input @ weight^T + bias",
         "probabilities": ONNX_PROBABILITIES[model["loss"]][2],
         "loss": "mean loss over the batch (0-d)",
@@ -448,6 +509,9 @@ def golden_description(source: RunSource, arrays: dict[str, np.ndarray]) -> dict
         "preprocess.mean": "each feature's mean over the training split: x = (the file's "
                            "features - preprocess.mean) / preprocess.std",
         "preprocess.std": "each feature's standard deviation there (1 for a constant one)",
+        "preprocess.target_mean": "the target's mean over the training split: the network "
+                                  "predicts (target - target_mean) / target_std",
+        "preprocess.target_std": "the target's standard deviation there",
     }
     for name in arrays:
         if name.startswith(("layers.", "grad.layers.")) and name not in meanings:

@@ -23,7 +23,7 @@ from mlptrain.config import Config, load_config
 from mlptrain.experiment.diagnose import run_warnings
 from mlptrain.errors import DataError, RunStoreError, TrainingError
 from mlptrain.experiment.setup import (SPLITS, Prepared, as_saved, network_expect, prepare,
-                                       saved_scaler)
+                                       saved_scaler, saved_target_scale)
 from mlptrain.model import MLP
 from mlptrain.optim import build_optimizer
 from mlptrain.runs import Run, RunStore
@@ -107,7 +107,7 @@ def resume_experiment(store: RunStore, ref: str,
     checkpoint = run.read_checkpoint()  # before any work: a run without one cannot resume
     scaler = saved_scaler(run, summary)  # the run's own statistics, as its epochs so far saw
     p = prepare(as_saved(load_config(run.path / "config.toml"), scaler), data_progress,
-                scaler=scaler)
+                scaler=scaler, target=saved_target_scale(run, summary))
     splits = _splits(p)
     m, optimizer = reopen_training(run, summary, p, checkpoint, allow_data_change)
     summary["path"] = p.path
@@ -151,8 +151,9 @@ def start_run(p: Prepared, store: RunStore, path: str | None = None) -> Training
         m.summary["path"] = path
     with os_errors_fail(run, m.summary):
         run.write_config(p.config.to_toml())
-        if p.dataset.scaler is not None:  # before the summary that says it is there
-            run.write_preprocess(p.dataset.scaler.arrays())
+        statistics = [s.arrays() for s in (p.dataset.scaler, p.dataset.target_scale) if s]
+        if statistics:  # before the summary that says they are there
+            run.write_preprocess({k: v for arrays in statistics for k, v in arrays.items()})
         run.write_summary(m.summary)
     return m
 
@@ -227,7 +228,8 @@ def _train(m: TrainingRun, optimizer, splits, on_event, stop) -> RunFinished:
         finished = RunFinished(run.run_id, run.path, summary)
         on_event(finished)
         return finished
-    complete_run(m, model.state_dict(), final_metrics(model, splits, settings.eval_batch_size),
+    complete_run(m, model.state_dict(),
+                 final_metrics(model, splits, settings.eval_batch_size, p.dataset),
                  run_reference(p, settings.eval_batch_size), seconds)
     figures = draw_figures(run, summary, p, on_event) if config.report.plots else None
     finished = RunFinished(run.run_id, run.path, summary, figures)
@@ -289,18 +291,32 @@ def run_reference(p: Prepared, batch: int, images: dict | None = None,
     from mlptrain.experiment.predict import probabilities, reference_statistics
 
     X_val = p.dataset.split("val")[0]
+    if p.model.loss.task == "regression":
+        X_val = X_val[:0]  # no class probabilities: no `uncertain` bar for predict
     if top is None:
         top = probabilities(p.model, X_val, batch).max(axis=1) if len(X_val) else np.zeros(0)
     return reference_statistics(p.dataset.split("train")[0], top, p.dataset.input_shape,
                                 images)
 
 
-def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int) -> dict[str, Any]:
-    """Loss and accuracy of the final weights on every split (None for an empty split)."""
+def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int,
+                  dataset=None) -> dict[str, Any]:
+    """Loss and the loss's declared metric (accuracy, or RMSE) of the final weights on every
+    split (None for an empty split); for a regression loss, with the `dataset`'s targets,
+    also MAE and R^2 in the target's units (evaluate.regression_scores)."""
+    from mlptrain.experiment.evaluate import regression_scores
+    from mlptrain.experiment.predict import probabilities
+
     final: dict[str, Any] = {}
+    metric, regression = model.loss.metric, model.loss.task == "regression"
     for name, split in splits.items():
-        loss, acc = loop.evaluate(model, split, batch) if split.size else (None, None)
-        final[f"{name}_loss"], final[f"{name}_accuracy"] = loss, acc
+        loss, score = loop.evaluate(model, split, batch) if split.size else (None, None)
+        final[f"{name}_loss"], final[f"{name}_{metric}"] = loss, score
+        if regression and dataset is not None:
+            X, y = dataset.split(name)
+            scores = regression_scores(y, probabilities(model, X, batch)[:, 0]) \
+                if split.size else {"mae": None, "r2": None}
+            final[f"{name}_mae"], final[f"{name}_r2"] = scores["mae"], scores["r2"]
     return final
 
 
@@ -411,7 +427,9 @@ def start_summary(run: Run, p: Prepared) -> dict[str, Any]:
                     "notes": dataset.notes,
                     "encoding": dataset.encoding,  # a table's columns as inputs (data/csv.py)
                     # its statistics are in preprocess.npz (saved_scaler reads them back)
-                    **({"standardized": True} if dataset.scaler is not None else {})},
+                    **({"standardized": True} if dataset.scaler is not None else {}),
+                    # ... and the target's (saved_target_scale)
+                    **({"target_standardized": True} if dataset.target_scale else {})},
         "versions": {"mlptrain": mlptrain.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
     }

@@ -37,6 +37,7 @@ FILE_NAMES = {
     "activations": "mean_activation",
     "confusion": "confusion_matrix",
     "mistakes": "misclassified",
+    "predictions": "predictions",  # a regression's: predicted against true, and residuals
 }
 
 
@@ -122,6 +123,10 @@ def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png",
         prepared = prepare_run(run)
     config, model, data = prepared.config, prepared.model, prepared.dataset
     X_test, y_test = data.split("test")
+    if model.loss.task == "regression":  # no classes: no confusion, boundary or image figures
+        _regression_figures(model, X_test, y_test, config.train.eval_batch_size, title, save,
+                            result)
+        return result
     out = arrays.run_model(model, X_test, config.train.eval_batch_size)
     if data.n_classes <= MAX_CLASSES:
         save("confusion", figures.draw_confusion(
@@ -139,6 +144,22 @@ def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png",
         result.skipped.append("weight images, activations per class and misclassified images: "
                               "the inputs are not images")
     return result
+
+
+def _regression_figures(model, X_test, y_test, batch: int, title: str, save,
+                        result: Plots) -> None:
+    """The test set's predictions against its true values, and the residuals."""
+    from mlptrain.experiment.evaluate import regression_scores
+    from mlptrain.experiment.predict import probabilities
+
+    if not len(y_test):
+        result.skipped.append("predicted against true values: the run has no test samples")
+        return
+    predicted = probabilities(model, X_test, batch)[:, 0]
+    r2 = regression_scores(y_test, predicted)["r2"]
+    save("predictions", figures.draw_predictions(y_test, predicted, r2, title))
+    result.skipped.append("confusion matrix, decision boundary and image figures: the target "
+                          "is a quantity, not classes")
 
 
 def _too_many_classes(figure: str, n_classes: int) -> str:

@@ -26,7 +26,7 @@ from mlptrain.data import outside_inputs
 from mlptrain.data.csv import table_inputs
 from mlptrain.errors import DataError
 from mlptrain.experiment.digits import clean_digit
-from mlptrain.experiment.setup import network_expect, saved_scaler
+from mlptrain.experiment.setup import network_expect, saved_loss, saved_scaler
 from mlptrain.model import MLP
 from mlptrain.runs import Run, RunStore
 from mlptrain.text import plural
@@ -49,9 +49,15 @@ class Inputs:
 class Prediction:
     run_id: str
     inputs: list[Inputs]  # one per file, in the order given (a folder's files sorted by name)
-    probabilities: np.ndarray  # (N, C): every file's samples, in order
+    probabilities: np.ndarray  # (N, C): every file's samples, in order; (N, 1) predicted
+    # values, in the target's units, for a regression
     warnings: list[list[str]]  # per sample: why its answer may be unreliable ([] = none)
     class_names: list[str] | None = None  # class c's name, where the run's data named them
+    task: str = "classification"  # or "regression": the run's loss's
+
+    def values(self) -> list[float]:
+        """A regression's prediction for each sample, in the target's units."""
+        return [float(v) for v in self.probabilities[:, 0]]
 
     def name(self, c: int) -> str:
         """Class c as a person knows it: its name, else its index."""
@@ -95,7 +101,8 @@ def predict(store: RunStore, ref: str, input_paths: Path | list[Path],
                             for i in inputs])
     reference = summary.get("reference")
     warnings = [out_of_distribution(x, p, reference, input_shape) for x, p in zip(X, probs)]
-    return Prediction(run.run_id, inputs, probs, warnings, dataset.get("class_names"))
+    return Prediction(run.run_id, inputs, probs, warnings, dataset.get("class_names"),
+                      model.loss.task)
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
@@ -114,9 +121,11 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     return found
 
 
-def load_network(config, sizes: list[int], weights: dict, source: str, dtype=None) -> MLP:
-    """A saved run's network on the CPU, in `dtype` (default: the run's), without dropout."""
-    model = _network(config, sizes, dtype)
+def load_network(config, sizes: list[int], weights: dict, source: str, dtype=None,
+                 loss: nn.Loss | None = None) -> MLP:
+    """A saved run's network on the CPU, in `dtype` (default: the run's), without dropout;
+    `loss`: the run's (saved_loss), else a classifier's for `sizes`."""
+    model = _network(config, sizes, dtype, loss)
     model.load_state_dict(weights, source=source)
     return model
 
@@ -124,21 +133,22 @@ def load_network(config, sizes: list[int], weights: dict, source: str, dtype=Non
 def open_network(run: Run, config, sizes: list[int]) -> MLP:
     """load_network of the run's weights.npz, whose headers are checked against the network
     before any of its data is read."""
-    model = _network(config, sizes)
+    model = _network(config, sizes, loss=saved_loss(run, config))
     model.load_state_dict(run.read_weights(network_expect(model)),
                           source=str(run.path / "weights.npz"))
     return model
 
 
-def _network(config, sizes: list[int], dtype=None) -> MLP:
+def _network(config, sizes: list[int], dtype=None, loss: nn.Loss | None = None) -> MLP:
     n_classes = 2 if sizes[-1] == 1 else sizes[-1]  # one output: sigmoid over two classes
     m = config.model  # inference only: no training step, so no label smoothing or dropout
     return MLP(get_backend("cpu"), sizes, nn.make_activation(m.activation, m.leaky_slope),
-               nn.make_loss(m.loss, n_classes), np.dtype(dtype or config.train.dtype))
+               loss or nn.make_loss(m.loss, n_classes), np.dtype(dtype or config.train.dtype))
 
 
 def probabilities(model: MLP, X: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-    """(N, C) class probabilities, through the one batched evaluation pass."""
+    """(N, C) class probabilities (a regression's (N, 1) predictions, in the target's units),
+    through the one batched evaluation pass."""
     ops = model.ops
     return np.concatenate([
         np.asarray(ops.to_host(model.loss.probabilities(ops.xp, logits)), np.float64)

@@ -18,8 +18,9 @@ from mlptrain.arrayfiles import Expect
 from mlptrain.backend import describe_path, epoch_path, get_backend
 from mlptrain.config import Config, config_folder, load_config
 from mlptrain.data import FILE_SOURCES, Dataset, check_dataset_range, load_dataset
-from mlptrain.data.standardize import FILE as PREPROCESS_FILE, Standardizer
-from mlptrain.errors import ConfigError, ModelError, RunStoreError
+from mlptrain import nn
+from mlptrain.data.standardize import FILE as PREPROCESS_FILE, Standardizer, TargetScale
+from mlptrain.errors import DataError, ModelError, RunStoreError
 from mlptrain.model import MLP, build_model
 from mlptrain.runs import Run
 from mlptrain.seeding import streams
@@ -45,38 +46,66 @@ class Prepared:
 
 
 def prepare(config: Config, data_progress: Callable | None = None,
-            dataset: Dataset | None = None, scaler: Standardizer | None = None) -> Prepared:
+            dataset: Dataset | None = None, scaler: Standardizer | None = None,
+            target: TargetScale | None = None) -> Prepared:
     """Resolves device, data, the declared step and the initialised model. `dataset`, when
     given, is what this config's [data] and train.seed load (a group's members of one seed
-    share it); the init and shuffle streams do not depend on loading it. `scaler`: a saved
-    run's standardization (saved_scaler), used instead of fitting the training split's."""
+    share it); the init and shuffle streams do not depend on loading it. `scaler` and
+    `target`: a saved run's standardization of its features and target (saved_scaler,
+    saved_target_scale), used instead of fitting the training split's."""
     rngs = streams(config.train.seed)
     ops = get_backend(config.train.device)
     memory.check_data_fits(config, ops)  # before anything is allocated: refuse what cannot fit
     if dataset is None:
         dataset = load_dataset(config.data, rngs, data_progress, config_folder(config), scaler)
         check_dataset_range(dataset, config.train.dtype)
-    _refuse_regression(config, dataset)
+    dataset.target_scale = _target_scale(config, dataset, target)
     config = _with_data_file(config, dataset)
     memory.check_fits(config, ops, sum(len(dataset.split(s)[1]) for s in SPLITS),
                       dataset.n_features, dataset.n_classes)  # now with the data's classes
+    scale = dataset.target_scale
     step = build_step(config, dataset.input_shape, dataset.n_classes,
-                      len(dataset.split("train")[1]))
+                      len(dataset.split("train")[1]), dataset.task,
+                      (scale.mean, scale.std) if scale else (0.0, 1.0))
     model = build_model(step, config.model.hidden, ops, dataset.n_features)
     model.initialize(config.model.init, rngs["init"])
     return Prepared(config, dataset, step, model, rngs)
 
 
-def _refuse_regression(config: Config, dataset: Dataset) -> None:
-    """Until a regression loss exists (then delete this): a target of values is refused here,
-    once, instead of being trained as class indices."""
-    if dataset.task == "regression":
-        decided = "you set" if config.data.task == "regression" else "data.task = \"auto\" " \
-                  "decided, as its values are not all whole numbers"
-        raise ConfigError(f"{dataset.source}: the target is a quantity to regress ({decided}), "
-                          "but regression losses are not available yet: mlptrain trains "
-                          "classifiers only. Set [data] task = \"classification\" if the "
-                          "values are class labels.")
+def _target_scale(config: Config, dataset: Dataset,
+                  saved: TargetScale | None) -> TargetScale | None:
+    """THE decision whether a run standardizes its target: a regression target, with
+    data.standardize_target, unless the loss keeps it as it is (Poisson's counts: its log
+    link predicts e^z > 0, which a centred target would not be; the key is ignored there,
+    and said so). The statistics are `saved` (a saved run's) or the training split's. Poisson
+    also refuses a negative target here: a count cannot be."""
+    if dataset.task != "regression":
+        return None
+    loss = nn.LOSSES[nn.resolve_loss(config.model.loss, dataset.n_classes, dataset.task)]
+    if loss.task != "regression":
+        return None  # (a classifier's loss on a real target: build_step says why)
+    y = dataset.split("train")[1]
+    if not loss.scales_target:
+        if len(y) and y.min() < 0:
+            raise DataError(f"{dataset.source}: the target holds {y.min():g}, but the {loss.name} "
+                            "loss fits counts (0 or more). Use loss = 'mse' or 'huber' for a "
+                            "target that may be negative.")
+        _note(dataset, f"the target stays as given: the {loss.name} loss fits counts "
+                       "(data.standardize_target is ignored)")
+        return None
+    if not config.data.standardize_target:
+        return None
+    scale = saved or TargetScale.fit(y, f"{dataset.source} (train split)")
+    _note(dataset, f"trained on the target standardized by the training split's mean "
+                   f"{scale.mean:.4g} and std {scale.std:.4g} (data.standardize_target); "
+                   "predictions and RMSE, MAE, R^2 are in the target's units, the loss in "
+                   "standardized units")
+    return scale
+
+
+def _note(dataset: Dataset, note: str) -> None:
+    if note not in dataset.notes:  # (a dataset prepared twice says it once)
+        dataset.notes.append(note)
 
 
 def load_data_as_given(config: Config) -> Dataset:
@@ -100,9 +129,10 @@ def prepare_run(run: Run, device: str | None = None) -> Prepared:
     network that `eval`, `plot` and `ensemble` score; on `device` instead of the config's when
     given (figures drawn in helper processes use the CPU, never a GPU context each)."""
     overrides = [f"train.device={device}"] if device else []
-    scaler = saved_scaler(run)
+    summary = run.read_summary()
+    scaler, target = saved_scaler(run, summary), saved_target_scale(run, summary)
     p = prepare(as_saved(load_config(run.path / "config.toml", overrides), scaler),
-                scaler=scaler)
+                scaler=scaler, target=target)
     p.model.load_state_dict(run.read_weights(network_expect(p.model)),
                             source=str(run.path / "weights.npz"))
     return p
@@ -112,21 +142,51 @@ def saved_scaler(run: Run, summary: dict | None = None) -> Standardizer | None:
     """The statistics a saved run standardized its inputs with, read back from the run, never
     refitted; None where it did not standardize (its summary says whether it did: a run from
     before data.standardize existed did not)."""
+    arrays = _saved_statistics(run, summary, "standardized", ("mean", "std"))
+    return None if arrays is None else \
+        Standardizer.from_arrays(arrays, str(run.path / PREPROCESS_FILE))
+
+
+def saved_target_scale(run: Run, summary: dict | None = None) -> TargetScale | None:
+    """The statistics a saved regression run standardized its target with (read back as
+    saved_scaler's); None where it trained on the target as given."""
+    arrays = _saved_statistics(run, summary, "target_standardized",
+                               ("target_mean", "target_std"))
+    return None if arrays is None else \
+        TargetScale.from_arrays(arrays, str(run.path / PREPROCESS_FILE))
+
+
+def saved_loss(run: Run, config: Config, summary: dict | None = None) -> nn.Loss:
+    """The loss a saved run trained with, as inference needs it: its summary names it (auto
+    resolved), and a regression loss gets the run's target statistics back, so that what the
+    network predicts comes out in the target's units."""
     summary = run.read_summary() if summary is None else summary
-    if not (summary.get("dataset") or {}).get("standardized"):
+    scale = saved_target_scale(run, summary)
+    return nn.make_loss(summary["model"]["loss"], summary["model"]["sizes"][-1],
+                        huber_delta=config.model.huber_delta,
+                        target=(scale.mean, scale.std) if scale else (0.0, 1.0))
+
+
+def _saved_statistics(run: Run, summary: dict | None, flag: str,
+                      keys: tuple[str, ...]) -> dict | None:
+    """The run's preprocess.npz arrays, holding `keys`, where its summary's dataset says
+    `flag`; None where it does not."""
+    summary = run.read_summary() if summary is None else summary
+    if not (summary.get("dataset") or {}).get(flag):
         return None
-    where = str(run.path / PREPROCESS_FILE)
     arrays = run.read_preprocess(summary["model"]["sizes"][0])
-    missing = {"mean", "std"} - set(arrays)
+    missing = set(keys) - set(arrays)
     if missing:
-        raise RunStoreError(f"{where} has no array {sorted(missing)[0]!r}; the run's files were "
-                            "changed after it wrote them.")
-    return Standardizer.from_arrays(arrays, where)
+        raise RunStoreError(f"{run.path / PREPROCESS_FILE} has no array "
+                            f"{sorted(missing)[0]!r}; the run's files were changed after it "
+                            "wrote them.")
+    return arrays
 
 
 def as_saved(config: Config, scaler: Standardizer | None) -> Config:
     """A saved run's config with data.standardize as the run had it: on where it stored
-    statistics (`scaler`), off where it did not, whatever the key's default says today."""
+    statistics (`scaler`), off where it did not, whatever the key's default says today.
+    (data.standardize_target needs no such care: no regression run predates it.)"""
     return replace(config, data=replace(config.data, standardize=scaler is not None))
 
 

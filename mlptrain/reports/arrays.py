@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from mlptrain import nn
 from mlptrain.model import MLP
 
 # -- curves -------------------------------------------------------------------------------------
@@ -23,23 +24,26 @@ class Curves:
 
     epochs: list[int]
     loss: dict[str, list[float]]  # split -> one value per epoch (train, and val if recorded)
-    accuracy: dict[str, list[float]]
+    score: dict[str, list[float]]  # ... of the metric the loss declares
     test_epoch: int | None = None  # the epoch whose weights the test scores belong to
-    test: dict[str, float] = field(default_factory=dict)  # loss, accuracy (empty if none)
+    test: dict[str, float] = field(default_factory=dict)  # loss, metric (empty if none)
+    metric: str = "accuracy"  # nn's Loss.metric: accuracy, or rmse
 
 
 def curves(metrics: list[dict[str, Any]], summary: dict[str, Any]) -> Curves:
-    """The loss and accuracy per epoch of each split that recorded them."""
-    c = Curves([int(r["epoch"]) for r in metrics], {}, {})
+    """The loss and the loss's declared metric per epoch of each split that recorded them."""
+    loss = (summary.get("model") or {}).get("loss")
+    metric = nn.LOSSES[loss].metric if loss in nn.LOSSES else "accuracy"
+    c = Curves([int(r["epoch"]) for r in metrics], {}, {}, metric=metric)
     for split in ("train", "val"):
         if metrics and all(r.get(f"{split}_loss") is not None for r in metrics):
             c.loss[split] = [float(r[f"{split}_loss"]) for r in metrics]
-            c.accuracy[split] = [float(r[f"{split}_accuracy"]) for r in metrics]
+            c.score[split] = [float(r[f"{split}_{metric}"]) for r in metrics]
     final = summary.get("final") or {}
     if final.get("test_loss") is not None and c.epochs:
         # early stopping keeps the best epoch's weights: that is what the test set scored
         c.test_epoch = summary.get("best_epoch") or c.epochs[-1]
-        c.test = {"loss": final["test_loss"], "accuracy": final["test_accuracy"]}
+        c.test = {"loss": final["test_loss"], metric: final[f"test_{metric}"]}
     return c
 
 

@@ -1,4 +1,5 @@
-"""The capacity figure: test accuracy against hidden width, on a log2 axis.
+"""The capacity figure: test accuracy (a regression sweep's: test R^2) against hidden width,
+on a log2 axis.
 
 One line per combination of the sweep's other (non-seed) axes: the mean over seeds with a band of
 one standard deviation, every trial as a dot, and the parameter count of each width on the top
@@ -24,16 +25,20 @@ from mlptrain.runs import atomic_write_bytes
 
 AXIS = "model.hidden"
 FORMATS = ("png", "svg")
+# the sweep's headline metric (sweep/summary.py) -> (factor drawn, axis label, name in the title)
+SCORES = {"test_accuracy": (100, "test accuracy (%)", "accuracy"),
+          "test_r2": (1, "test R^2", "R^2")}
 
 
 @dataclass
 class CapacitySeries:
     label: str  # the other axes' coordinates, "" when width is the only non-seed axis
     widths: np.ndarray  # (W,) hidden units, increasing
-    mean: np.ndarray  # (W,) mean test accuracy over the completed trials
+    mean: np.ndarray  # (W,) mean test accuracy (or R^2: `score`) over the completed trials
     std: np.ndarray  # (W,) sample std (0 where fewer than two trials)
     parameters: list[int | None]  # (W,) parameter count of each width
     trials: list[tuple[int, float]] = field(default_factory=list)  # (width, accuracy) each
+    score: str = "test_accuracy"  # a key of SCORES
 
 
 def _width(value: Any) -> int | None:
@@ -43,12 +48,14 @@ def _width(value: Any) -> int | None:
     return value
 
 
-def capacity_series(summary: dict[str, Any]) -> list[CapacitySeries]:
-    """Series of (width, mean, std) from a sweep summary's groups, one per other-axes point."""
+def capacity_series(summary: dict[str, Any],
+                    score: str = "test_accuracy") -> list[CapacitySeries]:
+    """Series of (width, mean, std) of `score` (a key of SCORES) from a sweep summary's
+    groups, one per other-axes point."""
     by_label: dict[str, list[dict[str, Any]]] = {}
     for group in summary["groups"]:
         width = _width(group["point"].get(AXIS))
-        if width is None or group["mean"]["test_accuracy"] is None:
+        if width is None or group["mean"].get(score) is None:
             continue
         label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in group["point"].items()
                           if k != AXIS)
@@ -57,14 +64,14 @@ def capacity_series(summary: dict[str, Any]) -> list[CapacitySeries]:
     for label, groups in by_label.items():
         groups.sort(key=lambda g: g["width"])
         widths = [g["width"] for g in groups]
-        trials = [(_width(r[AXIS]), r["test_accuracy"]) for r in summary["trials"]
+        trials = [(_width(r[AXIS]), r[score]) for r in summary["trials"]
                   if r["status"] == "completed" and _width(r[AXIS]) in widths
                   and _label(r, groups[0]["point"]) == label]
         series.append(CapacitySeries(
             label, np.array(widths),
-            np.array([g["mean"]["test_accuracy"] for g in groups]),
-            np.array([g["std"]["test_accuracy"] or 0.0 for g in groups]),
-            [g["parameters"] for g in groups], trials))
+            np.array([g["mean"][score] for g in groups]),
+            np.array([g["std"][score] or 0.0 for g in groups]),
+            [g["parameters"] for g in groups], trials, score))
     return series
 
 
@@ -76,26 +83,27 @@ def draw_capacity(series: list[CapacitySeries], stem: Path, formats=("png",),
                   title: str = "") -> list[Path]:
     """Draws the figure and saves it as stem.png (and stem.svg ...); returns the files."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+    k, label, name = SCORES[series[0].score]  # k: 100 draws an accuracy in percent
     for s in series:
-        line, = ax.plot(s.widths, 100 * s.mean, marker="o", label=s.label or "mean over seeds")
-        ax.fill_between(s.widths, 100 * (s.mean - s.std), 100 * (s.mean + s.std),
+        line, = ax.plot(s.widths, k * s.mean, marker="o", label=s.label or "mean over seeds")
+        ax.fill_between(s.widths, k * (s.mean - s.std), k * (s.mean + s.std),
                         color=line.get_color(), alpha=0.2, linewidth=0)
-        ax.errorbar(s.widths, 100 * s.mean, yerr=100 * s.std, fmt="none",
+        ax.errorbar(s.widths, k * s.mean, yerr=k * s.std, fmt="none",
                     ecolor=line.get_color(), capsize=3)
         if s.trials:
             w, acc = zip(*s.trials)
-            ax.scatter(w, 100 * np.array(acc), s=10, color=line.get_color(), alpha=0.5,
+            ax.scatter(w, k * np.array(acc), s=10, color=line.get_color(), alpha=0.5,
                        zorder=3)
     ax.set_xscale("log", base=2)
     widths = sorted({int(w) for s in series for w in s.widths})
     ax.set_xticks(widths, [str(w) for w in widths])
     ax.xaxis.set_minor_locator(NullLocator())  # log axes add unlabelled-looking minor ticks
     ax.set_xlabel("hidden units (log2 scale)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(label)
     ax.grid(True, alpha=0.3)
     _parameter_axis(ax, series[0])
     ax.legend(loc="lower right", title="band: \u00b11 std over seeds")
-    ax.set_title(f"{title}: accuracy vs hidden width" if title else "accuracy vs hidden width")
+    ax.set_title(f"{title}: {name} vs hidden width" if title else f"{name} vs hidden width")
     files = []
     for fmt in formats:
         if fmt not in FORMATS:

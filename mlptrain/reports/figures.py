@@ -54,11 +54,12 @@ TEXT_PAD = (6, 3)  # points between an image and its title (as an axes' title), 
 
 @styled
 def draw_curves(c: Curves, title: str) -> Figure:
-    """Loss (left) and accuracy (right) per epoch; the test score is a star at its epoch."""
+    """Loss (left) and the loss's metric (right: accuracy, or RMSE) per epoch; the test score
+    is a star at its epoch."""
     fig = new_figure(_title_width(9, title, SUPTITLE), 3.6)
     ax_loss, ax_acc = fig.add_axes((0, 0, 1, 1)), fig.add_axes((0, 0, 1, 1))  # placed at the end
     marker = "o" if len(c.epochs) <= MARKED_EPOCHS else None
-    for ax, series, key in ((ax_loss, c.loss, "loss"), (ax_acc, c.accuracy, "accuracy")):
+    for ax, series, key in ((ax_loss, c.loss, "loss"), (ax_acc, c.score, c.metric)):
         for split, values in series.items():
             ax.plot(c.epochs, values, label=split, color=SPLIT_COLOURS[split], lw=1.5,
                     marker=marker, ms=4)
@@ -83,16 +84,23 @@ def draw_curves(c: Curves, title: str) -> Figure:
             middle = np.sqrt(lo * hi)
             ax_loss.set_ylim(min(lo, middle / 2) / 1.1, max(hi, middle * 2) * 1.1)
     ax_loss.set_ylabel("loss (mean per sample)")
+    if c.metric == "accuracy":
+        _accuracy_axis(ax_acc, c)
+    else:
+        ax_acc.set_ylabel("RMSE (target units)")
+    _side_by_side(fig, (ax_loss, ax_acc), top=_suptitle(fig, title))
+    return fig
+
+
+def _accuracy_axis(ax_acc, c: Curves) -> None:
     ax_acc.set_ylabel("accuracy")
     ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1))
-    accuracies = [v for values in c.accuracy.values() for v in values] + \
+    accuracies = [v for values in c.score.values() for v in values] + \
         ([c.test["accuracy"]] if c.test else [])
     if accuracies:  # never beyond 0-100%, at least 10 points tall
         lo, hi = min(accuracies), max(accuracies)
         pad = max(0.1 * (hi - lo), 0.05 - (hi - lo) / 2, 0.005)
         ax_acc.set_ylim(max(0.0, lo - pad), min(1.0 + 0.01, hi + pad))
-    _side_by_side(fig, (ax_loss, ax_acc), top=_suptitle(fig, title))
-    return fig
 
 
 @styled
@@ -199,6 +207,31 @@ def draw_confusion(counts: np.ndarray, title: str) -> Figure:
     ax.set_ylabel("true class")
     _place_equal(fig, ax, top=_title_room(title), right=0)
     _fit_title(fig, ax, title)
+    return fig
+
+
+@styled
+def draw_predictions(y_true: np.ndarray, y_pred: np.ndarray, r2: float | None,
+                     title: str) -> Figure:
+    """A regression's test set: predicted against true values (left; the diagonal is a perfect
+    fit) and the residuals, predicted - true, against the prediction (right; a pattern there
+    is what the model missed)."""
+    fig = new_figure(_title_width(9, title, SUPTITLE), 3.8)
+    ax_fit, ax_res = fig.add_axes((0, 0, 1, 1)), fig.add_axes((0, 0, 1, 1))  # placed at the end
+    colour = SPLIT_COLOURS["test"]
+    ax_fit.scatter(y_true, y_pred, s=10, color=colour, alpha=0.7)
+    lo, hi = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
+    ax_fit.plot([lo, hi], [lo, hi], color="k", lw=1, label="predicted = true")
+    ax_fit.set_xlabel("true value")
+    ax_fit.set_ylabel("predicted value")
+    ax_fit.legend(frameon=False, title=None if r2 is None else f"R^2 = {r2:.3f}")
+    ax_res.scatter(y_pred, y_pred - y_true, s=10, color=colour, alpha=0.7)
+    ax_res.axhline(0.0, color="k", lw=1)
+    ax_res.set_xlabel("predicted value")
+    ax_res.set_ylabel("residual (predicted - true)")
+    for ax in (ax_fit, ax_res):
+        ax.grid(alpha=0.3)
+    _side_by_side(fig, (ax_fit, ax_res), top=_suptitle(fig, f"{title}\ntest set"))
     return fig
 
 

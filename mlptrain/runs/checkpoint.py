@@ -5,7 +5,8 @@
     rng.{stream}       every random stream's bit-generator state, as JSON
     epoch, step        epochs completed, global optimizer steps taken
     position, order    steps done inside the current epoch and that epoch's shuffle order
-    running.*          the current epoch's loss sum, correct count and samples seen, so the
+    running.*          the current epoch's loss sum, correct count (a regression's summed
+                       squared error, in `correct`) and samples seen, so the
                        resumed epoch reports the same metrics as an uninterrupted one
     best.*             early stopping: the best epoch, its validation loss and weights
     history            the per-epoch metric records written so far, as JSON

@@ -38,6 +38,8 @@ def run_record(run: Run) -> dict[str, Any]:
         test_accuracy=final.get("test_accuracy"),
         seconds=run_seconds(summary)[0],
         epochs=summary.get("epochs_completed"), started=summary.get("started"))
+    if "test_r2" in final:  # a regression's test scores (it has no accuracy)
+        record.update(test_rmse=final.get("test_rmse"), test_r2=final.get("test_r2"))
     return record
 
 

@@ -5,7 +5,8 @@
       metrics.jsonl   one JSON object per epoch;  metrics.csv: the same table
       weights.npz     final parameters, keys layers.{i}.weight / layers.{i}.bias
       checkpoint.npz  parameters, optimizer state, RNG state and position
-      preprocess.npz  the training split's feature mean and std (data.standardize), if used
+      preprocess.npz  the training split's feature mean and std (data.standardize), and its
+                      target's (data.standardize_target), if used
       summary.json    status, final metrics, timings, device, versions, dataset checksums
       sweep.json      the sweep a trial's run belongs to;  *.png, *.svg: its figures
 
@@ -346,8 +347,10 @@ class Run:
         return self._read_npz("weights.npz", expect)
 
     def read_preprocess(self, features: int) -> dict[str, np.ndarray]:
-        """preprocess.npz: `mean` and `std`, each (features,) and finite."""
-        shapes = {"mean": (features,), "std": (features,)}
+        """preprocess.npz: `mean` and `std`, each (features,), and `target_mean` and
+        `target_std`, each (1,), those it holds finite."""
+        shapes = {"mean": (features,), "std": (features,), "target_mean": (1,),
+                  "target_std": (1,)}
         return self._read_npz("preprocess.npz", Expect(shapes=shapes,
                                                         shapes_of=f"{features} input features"))
 

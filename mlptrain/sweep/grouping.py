@@ -233,9 +233,9 @@ def run_group(tasks: list[TrialTask], report: Callable[[Any], None],
             if now - last[0] < PROGRESS_SECONDS and event.step < event.steps:
                 return
             last[0] = now
-            for task, loss, acc in zip(tasks, event.losses, event.accuracies):
+            for task, loss, score in zip(tasks, event.losses, event.scores):
                 report(TrialProgress(task.index, event.epoch, task.config.train.epochs,
-                                     event.step, event.steps, loss, acc))
+                                     event.step, event.steps, loss, score, event.metric))
         elif isinstance(event, RunFinished):
             task, summary = tasks[event.member], event.summary
             finished.add(event.member)

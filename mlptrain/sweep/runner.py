@@ -18,7 +18,7 @@ from mlptrain.runs import atomic_write_text
 from mlptrain.runs.checkpoint import epoch_end
 from mlptrain.sweep.grid import SweepSpec
 from mlptrain.sweep.store import SweepDir
-from mlptrain.sweep.summary import group_rows, summary_csv, trial_rows
+from mlptrain.sweep.summary import group_rows, summary_csv, sweep_metrics, trial_rows
 from mlptrain.sweep.trial import TrialFinished, TrialStarted, TrialTask
 
 CAPACITY_AXIS = "model.hidden"
@@ -165,17 +165,18 @@ def write_summary(sweep: SweepDir, figure_formats: tuple[str, ...] = ("png",),
     """summary.json, summary.csv and (with a model.hidden axis) the capacity figure."""
     axes = [a.key for a in sweep.spec.axes]
     records = [sweep.records[t.index] for t in sweep.spec.trials]
-    rows = trial_rows(axes, records)
-    groups = group_rows(axes, rows)
+    metrics = sweep_metrics(records)
+    rows = trial_rows(axes, records, metrics)
+    groups = group_rows(axes, rows, metrics=metrics)
     summary = {"sweep_id": sweep.spec.sweep_id, "name": sweep.spec.name, "axes": axes,
                "counts": _counts(sweep), "wall_seconds": wall_seconds,
                "trials": rows, "groups": groups}
     files = [sweep.write_text("summary.json", json.dumps(summary, indent=2) + "\n"),
-             sweep.write_text("summary.csv", summary_csv(axes, rows, groups))]
+             sweep.write_text("summary.csv", summary_csv(axes, rows, groups, metrics))]
     if CAPACITY_AXIS in axes and figure_formats:
         from mlptrain.reports.capacity import capacity_series, draw_capacity
 
-        series = capacity_series(summary)
+        series = capacity_series(summary, metrics[0])  # the headline: accuracy, or R^2
         if series:
             files += draw_capacity(series, sweep.path / "capacity", figure_formats,
                                    title=sweep.spec.name)

@@ -4,7 +4,8 @@
       spec.json      axes, samples, the base config: what the sweep runs
       trials.json    one record per trial: coordinates, status, run id, final metrics
       summary.json   per-trial rows and per-point mean/std; summary.csv: the same, as a table
-      capacity.png   test accuracy against hidden width (when model.hidden is an axis)
+      capacity.png   test accuracy (a regression's: R^2) against hidden width (when model.hidden
+                     is an axis)
 
 The directory name is derived from the spec, so running the same sweep again finds it and
 resumes. A lock file keeps two processes from running one sweep at once.

@@ -15,24 +15,37 @@ from mlptrain.sweep.grid import REPLICATE_AXES
 
 METRICS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "train_accuracy",
            "train_loss", "seconds")
+# a regression's trials score RMSE, MAE and R^2 instead (experiment/fit.py final_metrics); the
+# first of each is its headline (the capacity figure's)
+REGRESSION_METRICS = ("test_r2", "test_rmse", "test_mae", "test_loss", "val_rmse", "val_loss",
+                      "train_rmse", "train_loss", "seconds")
 TRIAL_COLUMNS = ("index", "name", "status", "run_id", "parameters", "epochs")
 
 
-def trial_rows(axes: list[str], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One flat row per trial: its coordinates, status, run id and final metrics."""
+def sweep_metrics(records: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The metrics a sweep's tables hold: a regression's where its trials scored R^2 (the
+    trials of a sweep share their data, so their task), else a classifier's."""
+    regression = any("test_r2" in (r.get("final") or {}) for r in records)
+    return REGRESSION_METRICS if regression else METRICS
+
+
+def trial_rows(axes: list[str], records: list[dict[str, Any]],
+               metrics: tuple[str, ...] = METRICS) -> list[dict[str, Any]]:
+    """One flat row per trial: its coordinates, status, run id and final `metrics`."""
     rows = []
     for r in records:
         row = {key: r["point"][key] for key in axes}
         row.update({k: r.get(k) for k in TRIAL_COLUMNS})
         final = r.get("final") or {}
-        row.update({m: final.get(m) for m in METRICS if m != "seconds"})
+        row.update({m: final.get(m) for m in metrics if m != "seconds"})
         row["seconds"] = r.get("seconds")
         rows.append(row)
     return rows
 
 
 def group_rows(axes: list[str], rows: list[dict[str, Any]],
-               replicate: tuple[str, ...] = REPLICATE_AXES) -> list[dict[str, Any]]:
+               replicate: tuple[str, ...] = REPLICATE_AXES,
+               metrics: tuple[str, ...] = METRICS) -> list[dict[str, Any]]:
     """Per grid point (the coordinates on the non-replicate axes, in grid order): n completed
     trials, and mean and std of every metric over them."""
     point_axes = [a for a in axes if a not in replicate]
@@ -48,7 +61,7 @@ def group_rows(axes: list[str], rows: list[dict[str, Any]],
         stats: dict[str, Any] = {"point": group["point"], "n": len(members),
                                  "parameters": members[0]["parameters"] if members else None,
                                  "mean": {}, "std": {}}
-        for metric in METRICS:
+        for metric in metrics:
             values = [m[metric] for m in members if m[metric] is not None]
             stats["mean"][metric], stats["std"][metric] = mean_std(values)
         out.append(stats)
@@ -66,10 +79,10 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def summary_csv(axes: list[str], rows: list[dict[str, Any]],
-                groups: list[dict[str, Any]]) -> str:
+def summary_csv(axes: list[str], rows: list[dict[str, Any]], groups: list[dict[str, Any]],
+                metrics: tuple[str, ...] = METRICS) -> str:
     """One table: `row` = trial (one per trial), then mean and std (one each per grid point)."""
-    columns = ["row", *axes, "n", *TRIAL_COLUMNS, *METRICS]
+    columns = ["row", *axes, "n", *TRIAL_COLUMNS, *metrics]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

@@ -61,7 +61,8 @@ class TrialProgress:
     step: int  # steps done in this epoch
     steps: int
     loss: float  # running training loss of the epoch
-    accuracy: float
+    score: float  # ... and its declared metric (nn's Loss.metric)
+    metric: str = "accuracy"
 
 
 @dataclass
@@ -101,7 +102,7 @@ def run_trial(task: TrialTask, report: Callable[[Any], None] = lambda e: None,
             return
         if isinstance(event, StepsDone):
             report(TrialProgress(task.index, event.epoch, task.config.train.epochs, event.step,
-                                 event.steps, event.loss, event.accuracy))
+                                 event.steps, event.loss, event.score, event.metric))
         elif isinstance(event, EpochEnded):
             started["epochs"] = event.epoch
         else:
