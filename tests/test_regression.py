@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_diabetes
 from typer.testing import CliRunner
 
 from mlptrain.cli import app
@@ -37,10 +36,21 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+DIABETES = CONFIGS.parent / "data" / "tabular" / "diabetes.csv"
+
+
+def load_diabetes():
+    """The shipped diabetes table (data/tabular/diabetes.csv: scikit-learn's, unscaled): its
+    feature names, X (442, 10) and the target (25-346)."""
+    header, *lines = DIABETES.read_text().splitlines()
+    table = np.array([[float(v) for v in line.split(",")] for line in lines])
+    return header.split(",")[:-1], table[:, :-1], table[:, -1]
+
+
 def diabetes_npz(path):
-    """scikit-learn's diabetes table, unscaled: 442 rows, 10 features, target 25-346."""
-    d = load_diabetes(scaled=False)
-    np.savez(path, X=d.data, y=d.target.astype(np.float64))
+    """The diabetes table as an npz: 442 rows, 10 features, target 25-346."""
+    _, X, y = load_diabetes()
+    np.savez(path, X=X, y=y)
     return path
 
 
@@ -237,8 +247,8 @@ def test_eval_prints_loss_rmse_mae_r2_of_a_split_as_the_fit_recorded(diabetes_ru
 
 def test_predict_gives_one_value_per_row_in_target_units_and_eval_data_agrees(
         diabetes_run, tmp_path):
-    d = load_diabetes(scaled=False)
-    np.savez(tmp_path / "rows.npz", X=d.data)  # raw features: the run standardizes them
+    _, X, y = load_diabetes()
+    np.savez(tmp_path / "rows.npz", X=X)  # raw features: the run standardizes them
     result = run("predict", diabetes_run.path, tmp_path / "rows.npz", "--json")
     assert result.exit_code == 0, result.output
     values = np.array([p["value"] for p in json.loads(result.stdout)["predictions"]])
@@ -247,10 +257,10 @@ def test_predict_gives_one_value_per_row_in_target_units_and_eval_data_agrees(
     assert len(text) == 442 and text[0] == f"0: {values[0]:.6g}"
     # eval --data scores the same predictions against the file's targets (whole numbers,
     # read as the run's values, not as 214 classes)
-    np.savez(tmp_path / "all.npz", X=d.data, y=d.target)
+    np.savez(tmp_path / "all.npz", X=X, y=y)
     scored = json.loads(run("eval", diabetes_run.path, "--data", tmp_path / "all.npz",
                             "--json").stdout)
-    want = regression_scores(d.target, values)
+    want = regression_scores(y, values)
     assert scored["samples"] == 442
     assert scored["rmse"] == pytest.approx(want["rmse"], rel=1e-6)  # the loop's float32 sums
     assert scored["mae"] == pytest.approx(want["mae"], rel=1e-9)
@@ -259,9 +269,9 @@ def test_predict_gives_one_value_per_row_in_target_units_and_eval_data_agrees(
 
 def diabetes_csv(path, rows: int | None = None, target: bool = True):
     """The diabetes table as a CSV with a header (its target last, as 'progression')."""
-    d = load_diabetes(scaled=False)
-    columns = [*d.feature_names, *(["progression"] if target else [])]
-    table = np.column_stack([d.data, d.target] if target else [d.data])[:rows]
+    names, X, y = load_diabetes()
+    columns = [*names, *(["progression"] if target else [])]
+    table = np.column_stack([X, y] if target else [X])[:rows]
     path.write_text(",".join(columns) + "\n" + "".join(
         ",".join(repr(float(v)) for v in row) + "\n" for row in table))
     return path
@@ -281,7 +291,7 @@ def test_a_csv_regression_run_evaluates_and_predicts_a_table(tmp_path, runs_dir)
     assert values.shape == (5,)
     labelled = diabetes_csv(tmp_path / "labelled.csv", 5)
     scored = json.loads(run("eval", r.path, "--data", labelled, "--json").stdout)
-    y = load_diabetes().target[:5]
+    y = load_diabetes()[2][:5]
     assert scored["mae"] == pytest.approx(np.abs(values - y).mean(), rel=1e-9)
 
 
@@ -302,12 +312,12 @@ def test_onnx_export_predicts_what_mlptrain_predicts_in_target_units(diabetes_ru
     assert result.exit_code == 0, result.output
     check = json.loads(result.stdout)
     assert check["passed"] and check["samples"] == 88 and "classes_agree" not in check
-    d = load_diabetes(scaled=False)
-    np.savez(tmp_path / "rows.npz", X=d.data)
+    _, X, _ = load_diabetes()
+    np.savez(tmp_path / "rows.npz", X=X)
     want = [p["value"] for p in json.loads(
         run("predict", diabetes_run.path, tmp_path / "rows.npz", "--json").stdout)["predictions"]]
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    (got,) = session.run(["prediction"], {"x": d.data.astype(np.float32)})  # raw features
+    (got,) = session.run(["prediction"], {"x": X.astype(np.float32)})  # raw features
     assert got.shape == (442, 1)
     np.testing.assert_allclose(got[:, 0], want, rtol=1e-5, atol=1e-3)
     nodes = [n.op_type for n in __import__("onnx").load(str(tmp_path / "m.onnx")).graph.node]
