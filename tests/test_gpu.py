@@ -267,6 +267,34 @@ def test_float64_training_matches_numpy_to_1e_9(runs_dir, monkeypatch, graph, op
         assert rel(gpu_w[name], w) < 1e-9, name
 
 
+@pytest.mark.parametrize("loss", ["mse", "huber", "poisson"])
+def test_a_regression_run_on_the_gpu_matches_numpy_to_1e_9(runs_dir, tmp_path, loss):
+    """A real target (standardized, but for poisson's counts) trains on the GPU to the CPU's
+    records and weights in float64; its path is whatever dispatch decides (eager until the
+    real_target kernel joins LOSS_KERNELS)."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(600, 5)) * [1, 10, 100, 0.1, 3]
+    y = X @ [0.5, -0.05, 0.004, 3.0, 0.2] + rng.normal(scale=0.3, size=600)
+    np.savez(tmp_path / "r.npz", X=X, y=np.exp(y / 4).round() if loss == "poisson" else y)
+    text = (f'[data]\ndataset = "npz"\npath = "{tmp_path / "r.npz"}"\ntask = "regression"\n'
+            f'[model]\nhidden = [24, 16]\nactivation = "tanh"\nloss = "{loss}"\n'
+            '[optimizer]\nname = "sgd"\nlr = 0.01\nmomentum = 0.9\n'
+            '[train]\nepochs = 3\nbatch_size = 32\ndtype = "float64"\n[report]\nplots = false\n')
+    runs = {device: fit_experiment(parse_config(text.replace(
+        "[train]\n", f'[train]\ndevice = "{device}"\n')), RunStore(runs_dir))
+        for device in ("cpu", "cuda")}
+    cpu, gpu = ([json.loads(line) for line in (runs[d].path / "metrics.jsonl").read_text()
+                 .splitlines()] for d in ("cpu", "cuda"))
+    assert len(cpu) == len(gpu) == 3
+    for mine, ref in zip(gpu, cpu):
+        for key in ("train_loss", "train_rmse", "val_loss", "val_rmse"):
+            assert mine[key] == pytest.approx(ref[key], rel=1e-9), (mine["epoch"], key)
+    want = dict(np.load(runs["cpu"].path / "weights.npz"))
+    got = dict(np.load(runs["cuda"].path / "weights.npz"))
+    for name, w in want.items():
+        assert rel(got[name], w) < 1e-9, name
+
+
 @pytest.mark.parametrize("key,value,reason", [
     ("optimizer", RMSPROP, "no kernel for the rmsprop optimizer")])
 def test_a_kind_without_a_graph_kernel_says_so_and_runs_eagerly(runs_dir, monkeypatch, key,
