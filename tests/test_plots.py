@@ -329,6 +329,13 @@ def test_beyond_50_classes_the_confusion_matrix_is_omitted_with_a_note(tmp_path)
     again = CliRunner().invoke(app, ["plot", str(path), "--out", str(tmp_path / "figs")])
     assert again.exit_code == 0 and "not drawn: the confusion matrix" in again.stderr
     assert [p.name for p in (tmp_path / "figs").iterdir()] == ["curves.png"]
+    # eval's table, likewise bounded: 50 class rows (the most supported) and a count
+    shown = CliRunner().invoke(app, ["eval", str(path)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "(10 more)" in shown.stdout
+    rows = [line for line in shown.stdout.splitlines() if "│" in line and "%" in line]
+    assert len(rows) == 50 + 2  # the classes, then the macro and weighted averages
+    full = json.loads(CliRunner().invoke(app, ["eval", str(path), "--json"]).stdout)
+    assert len(full["classes"]["per_class"]) == 60
 
 
 @pytest.mark.parametrize("counts", [

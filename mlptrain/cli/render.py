@@ -240,6 +240,9 @@ class FitRenderer:
             self.console.print(line, highlight=False, soft_wrap=True)
 
 
+MAX_CLASS_ROWS = 50  # eval's per-class rows: beyond, the classes with most samples (--json: all)
+
+
 def eval_report(result: dict) -> Group:
     """eval: the overall scores, then precision, recall, F1 and support per class (a
     regression: loss, RMSE, MAE and R^2, in the target's units)."""
@@ -254,8 +257,15 @@ def eval_report(result: dict) -> Group:
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="right")
     report = result["classes"]
-    for row in report["per_class"]:
+    rows = report["per_class"]
+    if len(rows) > MAX_CLASS_ROWS:  # hundreds of classes: the best supported, and a count
+        kept = {id(r) for r in sorted(rows, key=lambda r: -r["support"])[:MAX_CLASS_ROWS]}
+        rows = [r for r in rows if id(r) in kept]
+    for row in rows:
         table.add_row(escape(str(row.get("name", row["class"]))), *_prf(row))
+    if len(rows) < len(report["per_class"]):
+        table.add_row(f"({len(report['per_class']) - len(rows):,} more)", "", "", "", "",
+                      style="dim")
     table.add_section()
     for label, key in (("macro avg", "macro_avg"), ("weighted avg", "weighted_avg")):
         table.add_row(label, *_prf(report[key]))
