@@ -6,7 +6,8 @@ The target column (data.target; default the last) gives the labels, the feature 
 value of the column's vocabulary (its distinct values, sorted). A missing cell (empty, NA,
 NaN) is an error naming its line and column unless data.missing fills it with the column's
 mean or drops its row. How the columns became inputs, the encoding, is recorded in the run:
-`eval --data` and `predict` encode a table of yours the same way (encode_table).
+`eval --data` and `predict` encode a table of yours the same way (encode_table). Reading
+the file is data/table.py's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,34 +24,13 @@ from mlptrain.data.dataset import Dataset, Loading
 from mlptrain.data.labels import check_class_count, classes_of, decide_task, label_name
 from mlptrain.data.paths import data_file, file_sha256
 from mlptrain.data.split import split_off
+from mlptrain.data.table import Table, missing_cell, opened, read_table, regular_file
 from mlptrain.errors import ConfigError, DataError
 
 MISSING_POLICIES = ("error", "mean", "drop")  # data.missing: what a missing cell does
-MISSING_CELLS = frozenset({"", "na", "n/a", "nan", "null"})  # lowercased, spaces stripped
 NEEDS = "the .csv file: a header row naming the columns, then one row per sample"
 SHOWN = 8  # names listed in a note or a message before "..."
 LISTED = 100  # a header's names listed where one was not found
-
-
-@dataclass
-class Table:
-    """A CSV's cells as text, by column; lines[i] is the file's line (1-based) of row i."""
-
-    path: Path
-    columns: list[str]
-    cells: dict[str, list[str]]
-    lines: list[int]
-    _numbers: dict[str, list[float | None]] = field(default_factory=dict)
-
-    def numbers(self, column: str) -> list[float | None]:
-        """The column's cells as finite numbers (None: missing, or not a number)."""
-        if column not in self._numbers:
-            self._numbers[column] = [None if _missing(c) else _number(c)
-                                     for c in self.cells[column]]
-        return self._numbers[column]
-
-    def place(self, row: int, column: str) -> str:
-        return f"{self.path}, line {self.lines[row]}, column {column!r}"
 
 
 def csv_dataset(cfg, at: Loading) -> Dataset:
@@ -76,84 +55,12 @@ def csv_dataset(cfg, at: Loading) -> Dataset:
 def csv_shape(cfg, near: Sequence[Path]) -> tuple[int, int, int]:
     """(lines after the header, columns but one, 2): a bound for the memory check, from the
     header and a count of the file's newlines."""
-    path = _regular_file(data_file(cfg, near, NEEDS))
-    with _opened(path) as f:
+    path = regular_file(data_file(cfg, near, NEEDS))
+    with opened(path) as f:
         columns = len(next(csv.reader(f, delimiter=cfg.delimiter), []))
     with open(path, "rb") as f:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
     return lines, max(columns - 1, 1), 2
-
-
-# -- reading ------------------------------------------------------------------------------------
-
-
-def read_table(path: Path, delimiter: str) -> Table:
-    """The cells of a CSV with a header row, each row checked to have one cell per column."""
-    path = _regular_file(Path(path))
-    try:
-        with _opened(path) as f:
-            reader = csv.reader(f, delimiter=delimiter)
-            header = next((row for row in reader if row), None)
-            if header is None:
-                raise DataError(f"{path} is empty; expected a header row naming the columns, "
-                                "then one row per sample.")
-            columns = [name.strip() for name in header]
-            _check_header(path, columns)
-            rows, lines = [], []
-            for row in reader:
-                if not row:
-                    continue  # a blank line
-                if len(row) != len(columns):
-                    raise DataError(
-                        f"{path}, line {reader.line_num}: {len(row)} cells, but the header names "
-                        f"{len(columns)} columns; every row needs one cell per column (data."
-                        f"delimiter = {delimiter!r}: is that the file's separator?).")
-                rows.append(row)
-                lines.append(reader.line_num)
-    except csv.Error as exc:
-        raise DataError(f"{path}, line {reader.line_num}: not readable as CSV ({exc}).") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8 CSV.") from None
-    if not rows:
-        raise DataError(f"{path} has a header but no rows; expected one row per sample.")
-    cells = {name: [row[i].strip() for row in rows] for i, name in enumerate(columns)}
-    return Table(path, columns, cells, lines)
-
-
-def _regular_file(path: Path) -> Path:
-    if not path.exists():
-        raise DataError(f"Dataset file {path} does not exist. Check [data] path.")
-    if not path.is_file():  # a pipe would be read once, and a resumed run reads it again
-        raise DataError(f"Dataset file {path} is not a regular file; give a CSV file.")
-    return path
-
-
-def _opened(path: Path):
-    try:
-        return open(path, encoding="utf-8-sig", newline="")  # a BOM is not part of a name
-    except OSError as exc:
-        raise DataError(f"Dataset file {path} cannot be read ({exc}).") from None
-
-
-def _check_header(path: Path, columns: list[str]) -> None:
-    seen = set()
-    for name in columns:
-        if name in seen:
-            raise DataError(f"{path}: the header names column {name!r} twice; give each column "
-                            "its own name.")
-        seen.add(name)
-
-
-def _missing(cell: str) -> bool:
-    return cell.lower() in MISSING_CELLS
-
-
-def _number(cell: str) -> float | None:
-    try:
-        value = float(cell)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 # -- the encoding: from a training table, then applied to any table -----------------------------
@@ -187,7 +94,7 @@ def fit_encoding(table: Table, cfg) -> dict[str, Any]:
     # are not held out for the test (_fill_means), so the test rows never shape the inputs
     fill = dict.fromkeys(numeric, math.nan) if cfg.missing == "mean" else {}
     return {"delimiter": cfg.delimiter, "target": target, "features": features,
-            "categorical": {c: sorted({v for v in table.cells[c] if not _missing(v)})
+            "categorical": {c: sorted({v for v in table.cells[c] if not missing_cell(v)})
                             for c in categorical},
             "missing": cfg.missing, "fill": fill}
 
@@ -238,12 +145,12 @@ def _check_columns(table: Table, names: list[str], key: str, error=ConfigError) 
 
 def _all_numbers(table: Table, column: str) -> bool:
     return all(n is not None for n, c in zip(table.numbers(column), table.cells[column])
-               if not _missing(c))
+               if not missing_cell(c))
 
 
 def _check_numbers(table: Table, column: str) -> None:
     for row, (n, cell) in enumerate(zip(table.numbers(column), table.cells[column])):
-        if n is None and not _missing(cell):
+        if n is None and not missing_cell(cell):
             raise DataError(f"{table.place(row, column)}: {cell!r} is not a finite number, but "
                             "the column is numeric (not in data.categorical); fix the cell, or "
                             "list the column in data.categorical.")
@@ -274,7 +181,7 @@ def _rows_kept(table: Table, columns: list[str], encoding: dict[str, Any]
     """The rows to use under data.missing (drop: those with no missing cell in `columns`)."""
     policy, fill = encoding["missing"], encoding["fill"]
     gaps = [(row, c) for c in columns for row, cell in enumerate(table.cells[c])
-            if _missing(cell) and not (policy == "mean" and c in fill)]
+            if missing_cell(cell) and not (policy == "mean" and c in fill)]
     if gaps and policy != "drop":
         row, column = min(gaps)
         why = "cannot be filled with a mean: it is the target or categorical; " \
@@ -297,7 +204,7 @@ def _numeric(table: Table, rows: np.ndarray, column: str, fill: dict[str, float]
     values = table.numbers(column)
     out = np.empty((len(rows), 1))
     for i, row in enumerate(rows):
-        if values[row] is None and not _missing(table.cells[column][row]):
+        if values[row] is None and not missing_cell(table.cells[column][row]):
             _check_numbers(table, column)  # names the cell
         out[i, 0] = fill.get(column, math.nan) if values[row] is None else values[row]
     return out
