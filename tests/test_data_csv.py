@@ -376,3 +376,27 @@ def test_encode_table_reads_columns_by_name_in_any_order(tmp_path):
     X, rows, notes = encode_table(shuffled, encoding, labelled=False)
     np.testing.assert_allclose(X, [[7.5, 70, 1, 0, 0]])
     assert list(rows) == [0] and notes == []
+
+
+def test_a_file_that_is_not_utf8_text_stops_with_one_line_naming_it(tmp_path):
+    """The memory check reads the header before the loader does: both say what is wrong."""
+    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00a,b\n1,2\n")
+    config = write(tmp_path / "c.toml", '[data]\ndataset = "csv"\npath = "bin.csv"\n')
+    result = run("fit", config, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "bin.csv is not UTF-8 text" in one_line(result.output)
+
+
+def test_a_table_too_small_to_hold_out_a_test_row_trains_draws_and_says_so(tmp_path):
+    write(tmp_path / "two.csv", "a,b,y\n1,2,x\n3,4,z\n")
+    config = write(tmp_path / "c.toml", '[data]\ndataset = "csv"\npath = "two.csv"\n'
+                   'val_fraction = 0.0\n[train]\nepochs = 2\n')
+    runs = tmp_path / "runs"
+    fitted = run("fit", config, "--runs-dir", runs)
+    assert fitted.exit_code == 0, fitted.output
+    (path,) = [p for p in runs.iterdir() if p.is_dir()]
+    figures = json.loads((path / "summary.json").read_text())["figures"]
+    assert figures["files"] == ["curves.png"]  # the figures of test samples: none to draw
+    scored = run("eval", "--runs-dir", runs)
+    assert scored.exit_code == 1 and "empty test split (a table too small" in one_line(
+        scored.output)

@@ -12,7 +12,6 @@ the file is data/table.py's.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from mlptrain.data.dataset import Dataset, Loading
 from mlptrain.data.labels import check_class_count, classes_of, decide_task, label_name
 from mlptrain.data.paths import data_file, file_sha256
 from mlptrain.data.split import split_off
-from mlptrain.data.table import Table, missing_cell, opened, read_table, regular_file
+from mlptrain.data.table import Table, column_count, missing_cell, read_table
 from mlptrain.errors import ConfigError, DataError
 
 MISSING_POLICIES = ("error", "mean", "drop")  # data.missing: what a missing cell does
@@ -55,11 +54,13 @@ def csv_dataset(cfg, at: Loading) -> Dataset:
 def csv_shape(cfg, near: Sequence[Path]) -> tuple[int, int, int]:
     """(lines after the header, columns but one, 2): a bound for the memory check, from the
     header and a count of the file's newlines."""
-    path = regular_file(data_file(cfg, near, NEEDS))
-    with opened(path) as f:
-        columns = len(next(csv.reader(f, delimiter=cfg.delimiter), []))
-    with open(path, "rb") as f:
-        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    path = data_file(cfg, near, NEEDS)
+    columns = column_count(path, cfg.delimiter)
+    try:
+        with open(path, "rb") as f:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except OSError as exc:
+        raise DataError(f"Dataset file {path} cannot be read ({exc}).") from None
     return lines, max(columns - 1, 1), 2
 
 
@@ -77,7 +78,8 @@ def fit_encoding(table: Table, cfg) -> dict[str, Any]:
     _check_columns(table, features, "[data] features")
     if not features:
         raise ConfigError(f"{table.path} has no column but the target {target!r}; a table "
-                          "needs feature columns to learn from.")
+                          "needs feature columns to learn from (data.delimiter = "
+                          f"{cfg.delimiter!r}: is that the file's separator?).")
     if target in features:
         raise ConfigError(f"[data] features lists the target column {target!r}; a column is a "
                           "feature or the target, not both.")

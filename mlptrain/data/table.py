@@ -58,14 +58,29 @@ def read_table(path: Path, delimiter: str) -> Table:
                         f"delimiter = {delimiter!r}: is that the file's separator?).")
                 rows.append(row)
                 lines.append(reader.line_num)
-    except csv.Error as exc:
-        raise DataError(f"{path}, line {reader.line_num}: not readable as CSV ({exc}).") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8 CSV.") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise _unreadable(path, exc, reader.line_num) from None
     if not rows:
         raise DataError(f"{path} has a header but no rows; expected one row per sample.")
     cells = {name: [row[i].strip() for row in rows] for i, name in enumerate(columns)}
     return Table(path, columns, cells, lines)
+
+
+def column_count(path: Path, delimiter: str) -> int:
+    """How many columns the header of the CSV at `path` names (0: an empty file), with
+    read_table's errors for a file that is not UTF-8 CSV."""
+    path = regular_file(Path(path))
+    try:
+        with opened(path) as f:
+            return len(next((row for row in csv.reader(f, delimiter=delimiter) if row), []))
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise _unreadable(path, exc, 1) from None
+
+
+def _unreadable(path: Path, exc: Exception, line: int) -> DataError:
+    if isinstance(exc, UnicodeDecodeError):
+        return DataError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8 CSV.")
+    return DataError(f"{path}, line {line}: not readable as CSV ({exc}).")
 
 
 def regular_file(path: Path) -> Path:

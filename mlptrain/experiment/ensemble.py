@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from mlptrain.data import Dataset
 from mlptrain import nn
 from mlptrain.errors import ConfigError, DataError
+from mlptrain.experiment.evaluate import EMPTY_WHY
 from mlptrain.experiment.setup import load_data_as_given, prepare_run
 from mlptrain.reports import figures
 from mlptrain.reports.arrays import misclassified, run_model
@@ -178,8 +179,8 @@ def committee(store: RunStore, refs: Sequence[str], split: str = "test") -> Comm
         p = prepare_run(run)
         X, y = p.dataset.split(split)
         if not len(y):
-            raise ConfigError(f"run {run.run_id} has an empty {split} split (val_fraction = "
-                              "0?); a committee needs samples to score.")
+            raise ConfigError(f"run {run.run_id} has an empty {split} split "
+                              f"({EMPTY_WHY[split]}); a committee needs samples to score.")
         # standardized splits differ by each member's statistics: the samples are the file's
         digest = _fingerprint(p.dataset if p.dataset.scaler is None else
                               load_data_as_given(p.config), split)

@@ -26,6 +26,12 @@ from mlptrain.runs import Run, RunStore
 from mlptrain.runs.query import require_weights
 
 
+# why a split a run scores can be empty, for the message that says so
+EMPTY_WHY = {"val": "val_fraction = 0?",
+             "test": "a table too small for test_fraction to hold out a row?",
+             "train": "no training samples?"}
+
+
 def evaluate_run(store: RunStore, ref: str, split: str = "test",
                  data: str | Path | None = None) -> dict[str, Any]:
     """Re-evaluates a saved run's weights on one split of its own data, or, with `data`, on
@@ -40,7 +46,7 @@ def evaluate_run(store: RunStore, ref: str, split: str = "test",
         p = prepare_run(run)
         model, (X, y) = p.model, p.dataset.split(split)
         if not len(y):
-            raise ConfigError(f"run {run.run_id} has an empty {split} split (val_fraction = 0?).")
+            raise ConfigError(f"run {run.run_id} has an empty {split} split ({EMPTY_WHY[split]}).")
     else:
         model = _saved_model(run, config)
         X, y = _outside_data(Path(data), run, config, model, notes)

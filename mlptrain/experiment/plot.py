@@ -123,6 +123,9 @@ def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png",
         prepared = prepare_run(run)
     config, model, data = prepared.config, prepared.model, prepared.dataset
     X_test, y_test = data.split("test")
+    if not len(y_test):  # a table of a few rows: test_fraction of it held out nothing
+        result.skipped.append("the figures of test samples: the run has no test samples")
+        return result
     if model.loss.task == "regression":  # no classes: no confusion, boundary or image figures
         _regression_figures(model, X_test, y_test, config.train.eval_batch_size, title, save,
                             result)
@@ -152,9 +155,6 @@ def _regression_figures(model, X_test, y_test, batch: int, title: str, save,
     from mlptrain.experiment.evaluate import regression_scores
     from mlptrain.experiment.predict import probabilities
 
-    if not len(y_test):
-        result.skipped.append("predicted against true values: the run has no test samples")
-        return
     predicted = probabilities(model, X_test, batch)[:, 0]
     r2 = regression_scores(y_test, predicted)["r2"]
     save("predictions", figures.draw_predictions(y_test, predicted, r2, title))
