@@ -59,6 +59,7 @@ class Expect:
 
     text: tuple[str, ...] = ()  # keys that each hold one JSON text (a 0-d unicode array)
     nonfinite: tuple[str, ...] = ()  # float keys that may hold inf or NaN (an initial best)
+    labels: tuple[str, ...] = ()  # keys that may hold names (unicode text) as class labels
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # known in advance
     shapes_of: str = "this file"  # whose shapes those are, for a message: "the 784-128-10 ..."
     shape_error: type[MlptrainError] | None = None  # raised for another shape (None: the
@@ -237,6 +238,8 @@ def _check_dtype(header: Header, where: str, error, expect: Expect) -> None:
             raise error(f"{where} is {dtype} of shape {header.shape}; expected one JSON text "
                         "(a 0-d unicode array).")
         return
+    if dtype.kind == "U" and matches(header.key, expect.labels):
+        return  # class names: plain unicode, no pickle
     found = ("an object array (reading it would need pickle, which can run code)"
              if dtype.hasobject else
              "a structured array" if dtype.names is not None or dtype.subdtype is not None else

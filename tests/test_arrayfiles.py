@@ -135,10 +135,10 @@ WRONG_KINDS = {
 def test_arrays_of_the_wrong_kind_are_refused_by_name(tmp_path, kind):
     array, found = WRONG_KINDS[kind]
     path = tmp_path / "data.npz"
-    np.savez(path, X=np.ones((4, 2)), y=array)
+    np.savez(path, X=array, y=np.zeros(4))  # (y may hold names: text is classes there)
     with pytest.raises(DataError) as caught:
         load_npz(path)
-    assert f"{path}: array 'y' {found}" in str(caught.value)
+    assert f"{path}: array 'X' {found}" in str(caught.value)
     assert "expected numbers" in str(caught.value)
 
 

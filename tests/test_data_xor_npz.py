@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import hashlib
 from pathlib import Path
 
@@ -138,7 +140,7 @@ Y6 = np.array([0, 1, 0, 1, 0, 1])
         ("y", {"X": np.zeros((6, 2)), "y": np.array([0, 1, -1, 1, 0, 1])}),
         ("y", {"X": np.zeros((6, 2)), "y": Y6[:5]}),
         ("y", {"X": np.zeros((6, 2)), "y": Y6.reshape(6, 1)}),
-        ("y", {"X": np.zeros((6, 2)), "y": Y6.astype(str)}),
+        ("y", {"X": np.zeros((6, 2)), "y": Y6.astype("S1")}),  # bytes: names are unicode
         ("y_test", {"X": np.zeros((6, 2)), "y": Y6, "X_test": np.zeros((2, 2))}),
         ("X_test", {"X": np.zeros((6, 2)), "y": Y6, "y_test": np.zeros(2, dtype=int)}),
         (
@@ -315,3 +317,35 @@ def test_npz_relative_path_is_read_beside_the_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "elsewhere")
     shown = plan(load_config(config))
     assert shown.source == str(tmp_path / "project" / "d.npz") and shown.task == "classification"
+
+
+def test_npz_class_names_train_and_eval_data_maps_a_files_names_to_the_runs(tmp_path):
+    """y saved as text (np.array(["setosa", ...])) is classes numbered in sorted order with
+    their names kept; a file scored by eval --data numbers its own names in its own order, so
+    they are mapped to the run's classes by name, and a name the run never saw is refused."""
+    from typer.testing import CliRunner
+
+    from mlptrain.cli import app
+
+    rng = np.random.default_rng(3)
+    names = np.array(["cat", "dog", "emu"])
+    y = names[np.arange(90) % 3]
+    X = rng.normal(size=(90, 2)) + 3 * (np.arange(90) % 3)[:, None]
+    save(tmp_path / "named.npz", X=X, y=y)
+    config = tmp_path / "c.toml"
+    config.write_text('[data]\ndataset = "npz"\npath = "named.npz"\n[model]\nhidden = 8\n'
+                      '[optimizer]\nname = "adam"\nlr = 0.01\n[train]\nepochs = 30\n'
+                      '[report]\nplots = false\n')
+    runs = tmp_path / "runs"
+    invoke = lambda *a: CliRunner().invoke(app, [str(x) for x in a])  # noqa: E731
+    assert invoke("fit", config, "--runs-dir", runs).exit_code == 0
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    assert json.loads((run / "summary.json").read_text())["dataset"]["class_names"] == \
+        ["cat", "dog", "emu"]
+    only = X[y == "emu"]  # this file's own class 0 is 'emu', the run's class 2
+    save(tmp_path / "emus.npz", X=only, y=np.array(["emu"] * len(only)))
+    scored = json.loads(invoke("eval", run, "--data", tmp_path / "emus.npz", "--json").stdout)
+    assert scored["accuracy"] > 0.9
+    save(tmp_path / "owls.npz", X=only[:3], y=np.array(["owl"] * 3))
+    refused = invoke("eval", run, "--data", tmp_path / "owls.npz")
+    assert refused.exit_code == 1 and "'owl', which run" in " ".join(refused.output.split())

@@ -1,8 +1,9 @@
 """A user's own dataset in a NumPy .npz archive.
 
 Expected keys: `X` (N, D) or (N, ...) features and `y` (N,) labels: class indices (integers,
-or whole floats), booleans, one-hot rows (N, C), or values to regress (data.task); optionally
-`X_val` / `y_val` (the validation split) and `X_test` / `y_test` with the same feature count.
+or whole floats), booleans, names (text), one-hot rows (N, C), or values to regress
+(data.task); optionally `X_val` / `y_val` (the validation split) and `X_test` / `y_test` with
+the same feature count.
 Everything is validated up front so that a bad file is reported by name and key instead of
 failing somewhere inside training.
 """
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mlptrain.arrayfiles import npz_headers, read_npz
+from mlptrain.arrayfiles import Expect, npz_headers, read_npz
 from mlptrain.data.dataset import Dataset, Loading
-from mlptrain.data.labels import check_class_count, decide_task
+from mlptrain.data.labels import check_class_count, classes_of, decide_task
 from mlptrain.data.paths import data_file, file_sha256
 from mlptrain.data.split import split_off
 from mlptrain.errors import DataError
@@ -26,6 +27,7 @@ from mlptrain.errors import DataError
 MIN_CLASSES = 2
 MAX_LABEL = 2**31 - 1  # a class index; the output layer has max(label) + 1 units
 PAIRS = {"train": ("X", "y"), "val": ("X_val", "y_val"), "test": ("X_test", "y_test")}
+LABEL_KEYS = tuple(pair[1] for pair in PAIRS.values())  # may hold class names (text)
 KEYS = tuple(key for pair in PAIRS.values() for key in pair)  # the arrays read; others stay
 NEEDS = "the .npz file holding the arrays X (samples, features) and y (labels)"
 
@@ -51,7 +53,7 @@ class NpzArrays:
 def load_npz(path: Path, task: str = "classification") -> NpzArrays:
     """Read and validate a user's .npz dataset; task is data.task (auto: decided from y)."""
     path = Path(path)
-    arrays = read_npz(path, _name(path), DataError, keys=KEYS)
+    arrays = read_npz(path, _name(path), DataError, Expect(labels=LABEL_KEYS), keys=KEYS)
     notes: list[str] = []
     X, y = _labelled_pair(path, arrays, "X", "y", notes)
     pairs = {split: _optional_pair(path, arrays, keys, X.shape[1], notes)
@@ -60,7 +62,11 @@ def load_npz(path: Path, task: str = "classification") -> NpzArrays:
                          if split != "train" and pairs[split][1] is not None}}
     task = decide_task(np.concatenate(list(labels.values())), task,
                        f"Dataset file {path}: array 'y'")
-    values = {key: _targets(path, key, labels[key], task) for key in labels}
+    names = None
+    if any(v.dtype.kind == "U" for v in labels.values()):  # class names: numbered in order
+        values, names = _named_classes(path, labels, task)
+    else:
+        values = {key: _targets(path, key, labels[key], task) for key in labels}
     if "X_val" in arrays:
         notes.append(f"validation split: the file's arrays X_val and y_val "
                      f"({len(values['y_val'])} samples) instead of data.val_fraction")
@@ -74,8 +80,8 @@ def load_npz(path: Path, task: str = "classification") -> NpzArrays:
         X_val=pairs["val"][0],
         y_val=values.get("y_val"),
         task=task,
-        class_names=["False", "True"] if task == "classification" and all(
-            v.dtype.kind == "b" for v in labels.values()) else None,
+        class_names=names or (["False", "True"] if task == "classification" and all(
+            v.dtype.kind == "b" for v in labels.values()) else None),
         notes=notes,
     )
 
@@ -184,7 +190,7 @@ def _labels(path: Path, key: str, y: np.ndarray, n_samples: int,
             notes: list[str]) -> np.ndarray:
     """The labels (N,) of array `key` as stored, one-hot rows turned into class indices."""
     expected = LABELS.format(n=n_samples)
-    if y.dtype.kind not in "biuf":
+    if y.dtype.kind not in "biufU":
         raise _bad(path, key, expected, f"it has dtype {y.dtype}")
     if _one_hot(y):
         notes.append(f"array {key!r} is one-hot ({y.shape[1]} columns): took each row's 1 as "
@@ -195,6 +201,19 @@ def _labels(path: Path, key: str, y: np.ndarray, n_samples: int,
     if y.shape[0] != n_samples:
         raise _bad(path, key, expected, f"it has {y.shape[0]} labels")
     return y
+
+
+def _named_classes(path: Path, labels: dict[str, np.ndarray], task: str
+                   ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Labels that are names (text, in every label array alike): classes 0..C-1 in sorted
+    order over all of them, so that a name is the same class in each split, and the names."""
+    if task != "classification" or any(v.dtype.kind != "U" for v in labels.values()):
+        raise DataError(f"Dataset file {path}: the labels are names (text), which are classes; "
+                        "every label array (y, y_val, y_test) must hold names, and [data] task "
+                        "must be \"classification\" or \"auto\".")
+    index, names = classes_of(np.concatenate(list(labels.values())))
+    ends = np.cumsum([len(v) for v in labels.values()])
+    return dict(zip(labels, np.split(index, ends[:-1]))), names
 
 
 def _one_hot(y: np.ndarray) -> bool:

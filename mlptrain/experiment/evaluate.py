@@ -93,7 +93,7 @@ def _outside_data(path: Path, run: Run, config: Config, model: MLP, notes: list[
         notes += done
     else:  # read as the run's target was (whole-number values may still be a regression's)
         arrays = load_npz(path, dataset.get("task") or "classification")
-        X, y = arrays.X, arrays.y
+        X, y = arrays.X, _as_run_classes(arrays, dataset.get("class_names"), path, run)
     if X.shape[1] != model.sizes[0]:
         raise DataError(f"{path}: X has {X.shape[1]} features per sample, but run "
                         f"{run.run_id} takes {model.sizes[0]}; score data shaped like the "
@@ -105,6 +105,19 @@ def _outside_data(path: Path, run: Run, config: Config, model: MLP, notes: list[
                              f"{path} (array X)", saved_scaler(run, summary))
     notes += done
     return X, y
+
+
+def _as_run_classes(arrays, run_names: list[str] | None, path: Path, run: Run) -> np.ndarray:
+    """A file's labels as the run's class indices: a file of names (text) numbers its own
+    classes in its own sorted order, which are the run's only by its names."""
+    if not arrays.class_names or arrays.class_names == run_names:
+        return arrays.y
+    known = {name: c for c, name in enumerate(run_names or [])}
+    unknown = sorted(set(arrays.class_names) - set(known))
+    if unknown:
+        raise DataError(f"{path}: y holds the class {unknown[0]!r}, which run {run.run_id} "
+                        f"does not know (its classes: {', '.join(known) or 'indices'}).")
+    return np.array([known[name] for name in arrays.class_names], np.int64)[arrays.y]
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray,
