@@ -55,6 +55,19 @@ def test_a_tables_inputs_are_standardized_by_default_by_the_training_rows(tmp_pa
     assert scaled.scaler is not None and raw.scaler is None
 
 
+def fit_table(config: Path, table: str, runs_dir: Path, lr: float, epochs: int,
+              batch_size: int) -> Path:
+    """`mlptrain fit` of a config (written at `config`) training a small network on the CSV
+    `table` beside it; the run's folder (the only one in runs_dir)."""
+    write(config, f'[data]\ndataset = "csv"\npath = "{table}"\n[model]\nhidden = 8\n'
+          f'[optimizer]\nname = "adam"\nlr = {lr}\n[train]\nepochs = {epochs}\n'
+          f'batch_size = {batch_size}\n[report]\nplots = false\n')
+    result = run("fit", config)
+    assert result.exit_code == 0, result.output
+    (path,) = runs_dir.iterdir()
+    return path
+
+
 def all_rows(d, key: int = 0):
     """X and y of every split, the rows sorted by input `key` (the file's order here)."""
     X = np.concatenate([d.X_train, d.X_val, d.X_test])
@@ -234,12 +247,8 @@ def test_a_regression_target_loads_as_values_and_trains(tmp_path, runs_dir):
     assert d.task == "regression" and d.n_classes == 1 and d.class_names is None
     assert d.y_train.dtype == np.float64
     np.testing.assert_allclose(d.y_train, 2 * d.X_train[:, 0] + 0.5)
-    config = write(tmp_path / "line.toml", '[data]\ndataset = "csv"\npath = "line.csv"\n'
-                   '[model]\nhidden = 8\n[optimizer]\nname = "adam"\nlr = 0.01\n'
-                   '[train]\nepochs = 60\nbatch_size = 8\n[report]\nplots = false\n')
-    result = run("fit", config)
-    assert result.exit_code == 0, result.output
-    (path,) = runs_dir.iterdir()
+    path = fit_table(tmp_path / "line.toml", "line.csv", runs_dir, lr=0.01, epochs=60,
+                     batch_size=8)
     summary = json.loads((path / "summary.json").read_text())
     assert summary["model"]["loss"] == "mse"  # auto, for a real-valued target
     assert summary["final"]["test_r2"] > 0.9 and summary["final"]["test_rmse"] < 0.2
@@ -265,13 +274,8 @@ def csv_run(tmp_path, runs_dir):
     project = tmp_path / "project"
     project.mkdir()
     write(project / "pets.csv", pets(150, 0))
-    config = write(project / "pets.toml", '[data]\ndataset = "csv"\npath = "pets.csv"\n'
-                   '[model]\nhidden = 8\n[optimizer]\nname = "adam"\nlr = 0.05\n'
-                   '[train]\nepochs = 20\nbatch_size = 16\n[report]\nplots = false\n')
-    result = run("fit", config)
-    assert result.exit_code == 0, result.output
-    (path,) = runs_dir.iterdir()
-    return path, project
+    return fit_table(project / "pets.toml", "pets.csv", runs_dir, lr=0.05, epochs=20,
+                     batch_size=16), project
 
 
 def test_fit_records_the_table_and_eval_and_predict_speak_its_class_names(
