@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -348,6 +349,21 @@ def _mlptrain(*args, runs, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+def _wait_stopped(pid: int) -> None:
+    """Until every thread of the process is stopped (state T in /proc): SIGSTOP is delivered
+    asynchronously, so the checkpoint writer's rename may still land after os.kill returns."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            states = [stat.read_text().rsplit(")", 1)[1].split()[0]
+                      for stat in Path(f"/proc/{pid}/task").glob("*/stat")]
+        except (OSError, IndexError):
+            return  # no /proc (or the process is gone): nothing better to wait on
+        if not states or all(state in "Tt" for state in states):
+            return
+        time.sleep(0.0005)
+
+
 def _kill_mid_epoch(process, runs) -> tuple[int, int]:
     """SIGKILLs the process once its checkpoint sits inside an epoch after the first; returns
     that checkpoint's (epoch, position). SIGSTOP first, so the checkpoint read is the last."""
@@ -359,6 +375,7 @@ def _kill_mid_epoch(process, runs) -> tuple[int, int]:
                 if int(before["epoch"]) < 1 or int(before["position"]) == 0:
                     continue
                 os.kill(process.pid, signal.SIGSTOP)
+                _wait_stopped(process.pid)  # a stop is delivered later: a rename may land first
                 after = np.load(path)
                 where = int(after["epoch"]), int(after["position"])
                 if where[1] == 0:  # it reached an epoch end meanwhile: let it go on
