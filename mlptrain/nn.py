@@ -369,14 +369,15 @@ class _RealTarget:
     def new_cache(self, xp, batch, outputs, dtype, lead=()):
         column = (*lead, batch, 1)
         return SimpleNamespace(r=xp.empty(column, dtype=dtype),  # residual, kept for backward
-                               a=xp.empty(column, dtype=dtype))  # per-row terms
+                               a=xp.empty(column, dtype=dtype),  # per-row terms
+                               p=xp.empty(column, dtype=dtype))  # the prediction, or |r|
 
-    def prediction(self, xp, logits):
-        return logits  # the identity link: the output is the prediction
+    def prediction(self, xp, logits, out=None):
+        return logits  # the identity link: the output is the prediction (out: not needed)
 
     def forward(self, xp, logits, targets, cache):
         # logits, targets (..., B, 1) -> (summed loss, summed squared error), each (...,)
-        r = xp.subtract(self.prediction(xp, logits), targets, out=cache.r)
+        r = xp.subtract(self.prediction(xp, logits, out=cache.p), targets, out=cache.r)
         sq = xp.add.reduce(xp.multiply(r, r, out=cache.a)[..., 0], axis=-1, dtype=xp.float64)
         return self._loss_sum(xp, logits, targets, cache), sq
 
@@ -409,11 +410,11 @@ class Huber(_RealTarget):
         self.delta = delta  # in the units the loss trains in (the standardized target's)
 
     def _loss_sum(self, xp, z, t, cache):
-        d, a = self.delta, cache.a
-        xp.abs(cache.r, out=a)  # |r|
-        xp.minimum(a, d, out=a)  # m = min(|r|, delta): the loss is m (|r| - m / 2)
-        rows = a * (xp.abs(cache.r) - 0.5 * a)
-        return xp.add.reduce(rows[..., 0], axis=-1, dtype=xp.float64)
+        size, m = xp.abs(cache.r, out=cache.p), cache.a  # |r|, once
+        xp.minimum(size, self.delta, out=m)  # m = min(|r|, delta): the loss is m (|r| - m / 2)
+        size -= 0.5 * m
+        size *= m
+        return xp.add.reduce(size[..., 0], axis=-1, dtype=xp.float64)
 
     def backward(self, xp, cache, targets, scale, out):
         # dL/dz (..., B, 1) = clip(r, -delta, delta) * scale
@@ -428,11 +429,11 @@ class Poisson(_RealTarget):
     name = "poisson"
     scales_target = False  # its targets are counts >= 0, and e^z > 0 cannot be standardized
 
-    def prediction(self, xp, logits):
-        return xp.exp(logits)  # mu = e^z
+    def prediction(self, xp, logits, out=None):
+        return xp.exp(logits, out=out)  # mu = e^z
 
     def _loss_sum(self, xp, z, t, cache):
-        rows = xp.exp(z) - t * z
+        rows = cache.p - t * z  # e^z, as forward computed it
         return xp.add.reduce(rows[..., 0], axis=-1, dtype=xp.float64)
 
     def backward(self, xp, cache, targets, scale, out):
