@@ -552,6 +552,17 @@ __global__ void adam_update(const long long* __restrict__ params, const long lon
 //   dL/dz = (sigma(z) - t) * scale, sigma(z) = (1 + tanh(z/2)) / 2.
 // Adds bias[0] first when bias is non-null; sums go to parts as softmax_xent's do.
 // ---------------------------------------------------------------------------------------------
+// Row r's logit of a one-output loss, the output layer's bias added where given, and its
+// target, read as targets[gather[r]] when gather is given (sigmoid_bce, real_target)
+template <typename T>
+__device__ __forceinline__ void logit_and_target(const T* logits, const T* bias,
+                                                 const T* targets, const long long* gather,
+                                                 int r, T& z, T& t) {
+    z = logits[r];
+    if (bias) z += bias[0];
+    t = targets[gather ? gather[r] : r];
+}
+
 template <typename T>
 __global__ void __launch_bounds__(XENT_ROWS)
 sigmoid_bce(T* logits, const T* __restrict__ bias, const T* __restrict__ targets,
@@ -562,9 +573,8 @@ sigmoid_bce(T* logits, const T* __restrict__ bias, const T* __restrict__ targets
     double loss = 0.0, correct = 0.0;
     const int r = blockIdx.x * XENT_ROWS + threadIdx.x;
     if (r < rows) {
-        T z = logits[r];
-        if (bias) z += bias[0];
-        const T t = targets[gather ? gather[r] : r];
+        T z, t;
+        logit_and_target(logits, bias, targets, gather, r, z, t);
         const T a = log1p(exp(-fabs(z)));
         T term = a - z * t;
         term += z > T(0) ? z : T(0);
@@ -596,9 +606,8 @@ real_target(T* logits, const T* __restrict__ bias, const T* __restrict__ targets
     double loss = 0.0, squared = 0.0;
     const int r = blockIdx.x * XENT_ROWS + threadIdx.x;
     if (r < rows) {
-        T z = logits[r];
-        if (bias) z += bias[0];
-        const T t = targets[gather ? gather[r] : r];
+        T z, t;
+        logit_and_target(logits, bias, targets, gather, r, z, t);
         const T prediction = kind == LOSS_POISSON ? exp(z) : z;
         const T res = prediction - t;
         T term, g;
