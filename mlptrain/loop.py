@@ -120,6 +120,16 @@ def evaluate(model: MLP, split: Split, batch_size: int):
     return (float(means[0, 0]), float(scores[0])) if not model.lead else (means[:, 0], scores)
 
 
+def predict_split(model: MLP, split: Split, batch_size: int) -> np.ndarray:
+    """(G, n) float64 on the host: each member's (a network alone: G = 1) first output as the
+    loss hands it out (a regression's prediction, in the target's units) on the split."""
+    xp, out = model.ops.xp, np.empty((model.members, split.size))
+    for start, stop, _, logits, _ in forward_split(model, split, batch_size):
+        outputs = model.loss.probabilities(xp, logits)[..., 0]
+        out[:, start:stop] = model.ops.to_host(outputs).reshape(model.members, -1)
+    return out
+
+
 def forward_split(model: MLP, split: Split, batch_size: int):
     """Yields (start, stop, ws, logits, targets) for the split's samples in batches: one
     network's as views of its data, a group's members each on their own rows (gathered,

@@ -326,10 +326,12 @@ def build_model(step, hidden: list[int], ops, n_features: int) -> MLP:
 
 def stack_members(models: list[MLP]) -> MLP:
     """One model of G members holding these networks (of one depth, activation, loss and
-    dtype; initialised or trained alone) as they are: each padded to the widest of each layer."""
+    dtype; initialised or trained alone) as they are: each padded to the widest of each
+    layer, each keeping its loss's own statistics (a standardized target's)."""
     first = models[0]
     sizes = [max(m.sizes[i] for m in models) for i in range(len(first.sizes))]
-    group = MLP(first.ops, sizes, first.activation, first.loss, first.dtype,
+    group = MLP(first.ops, sizes, first.activation,
+                first.loss.of_members([m.loss for m in models]), first.dtype,
                 members=[m.sizes for m in models])
     for g, m in enumerate(models):
         group.load_member_state(g, m.state_dict())

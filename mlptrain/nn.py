@@ -7,6 +7,7 @@ I a layer's inputs, O its outputs, C the number of model outputs.
 
 from __future__ import annotations
 
+import copy
 import math
 from types import SimpleNamespace
 from typing import Any, Protocol
@@ -185,6 +186,9 @@ class Loss(Protocol):
 
     def probabilities(self, xp: Any, logits): ...
 
+    # the loss of a group whose members' own losses are these (model.stack_members)
+    def of_members(self, losses: list) -> Any: ...
+
 
 class SoftmaxCrossEntropy:
     """-log softmax(z)[y] for C >= 2 classes, with the log-sum-exp trick.
@@ -208,6 +212,9 @@ class SoftmaxCrossEntropy:
 
     def metric_value(self, mean):
         return mean  # the share of correct predictions
+
+    def of_members(self, losses):
+        return self  # members that share a step share its smoothing (step.shared_part)
 
     def targets(self, xp, labels, dtype):
         return xp.asarray(labels, dtype=xp.int64)  # (N,) class indices
@@ -282,7 +289,7 @@ class SigmoidBinaryCrossEntropy:
     metric = "accuracy"
     second_type = np.int64
     smooths = False
-    groups = False  # a group's batched step has only the softmax loss
+    groups = True  # a group's batched step computes it per member
     smoothing = 0.0  # always: one logit has no classes to spread a target over
 
     def outputs(self, n_classes: int) -> int:
@@ -290,6 +297,9 @@ class SigmoidBinaryCrossEntropy:
 
     def metric_value(self, mean):
         return mean
+
+    def of_members(self, losses):
+        return self  # nothing of its own per member
 
     def targets(self, xp, labels, dtype):
         return xp.asarray(labels[..., None], dtype=dtype)  # (..., N, 1) of 0.0 / 1.0
@@ -345,7 +355,7 @@ class _RealTarget:
 
     task = "regression"
     smooths = False
-    groups = False  # not yet stated for a group's batched step (tested per loss first)
+    groups = True  # a group's batched step computes it, each member on its own statistics
     smoothing = 0.0
     metric = "rmse"  # root mean squared error, in the target's units
     second_type = np.float64  # a sum of squared errors
@@ -358,8 +368,17 @@ class _RealTarget:
         return 1
 
     def metric_value(self, mean):
-        # mean (host floats or (G,) arrays): of the squared error of the standardized target
-        return np.sqrt(mean) * self.target_std
+        # mean (G,) on the host: of the squared error of the standardized target
+        return np.sqrt(mean) * np.reshape(self.target_std, -1)
+
+    def of_members(self, losses):
+        """A group's loss: each member's target statistics along its leading axis (G, 1, 1),
+        since each member's training split (its seed's) standardizes its own target."""
+        group = copy.copy(self)
+        group.target_mean, group.target_std = (
+            np.array([getattr(one, key) for one in losses], np.float64)[:, None, None]
+            for key in ("target_mean", "target_std"))
+        return group
 
     def targets(self, xp, values, dtype):
         # (..., N, 1) real values, standardized as the loss trains them (exact for 0 and 1)
@@ -383,7 +402,10 @@ class _RealTarget:
 
     def probabilities(self, xp, logits):
         # (..., B, 1): what the model predicts, in the target's units
-        return self.prediction(xp, logits) * self.target_std + self.target_mean
+        std, mean = self.target_std, self.target_mean
+        if isinstance(std, np.ndarray):  # a group's (G, 1, 1), on the logits' device
+            std, mean = xp.asarray(std), xp.asarray(mean)
+        return self.prediction(xp, logits) * std + mean
 
 
 class MeanSquaredError(_RealTarget):

@@ -179,6 +179,11 @@ def reopen_training(run: Run, summary: dict, p: Prepared, checkpoint: dict,
     return TrainingRun(p, run, summary, state, len(state.history)), optimizer
 
 
+def split_targets(p: Prepared) -> dict[str, np.ndarray]:
+    """p's targets of every split, as its dataset holds them (final_metrics scores them)."""
+    return {name: p.dataset.split(name)[1] for name in SPLITS}
+
+
 def _splits(p: Prepared) -> dict[str, loop.Split]:
     # (early stopping without a val split is refused by config validation, before any data)
     return {name: loop.to_device(p.model.ops, p.model, *p.dataset.split(name))
@@ -229,7 +234,8 @@ def _train(m: TrainingRun, optimizer, splits, on_event, stop) -> RunFinished:
         on_event(finished)
         return finished
     complete_run(m, model.state_dict(),
-                 final_metrics(model, splits, settings.eval_batch_size, p.dataset),
+                 final_metrics(model, splits, settings.eval_batch_size,
+                               [split_targets(p)])[0],
                  run_reference(p, settings.eval_batch_size), seconds)
     figures = draw_figures(run, summary, p, on_event) if config.report.plots else None
     finished = RunFinished(run.run_id, run.path, summary, figures)
@@ -291,8 +297,8 @@ def run_reference(p: Prepared, batch: int, images: dict | None = None,
     from mlptrain.experiment.predict import probabilities, reference_statistics
 
     X_val = p.dataset.split("val")[0]
-    if p.model.loss.task == "regression":
-        X_val = X_val[:0]  # no class probabilities: no `uncertain` bar for predict
+    if p.model.loss.task == "regression":  # no class probabilities: no `uncertain` bar
+        X_val, top = X_val[:0], None
     if top is None:
         top = probabilities(p.model, X_val, batch).max(axis=1) if len(X_val) else np.zeros(0)
     return reference_statistics(p.dataset.split("train")[0], top, p.dataset.input_shape,
@@ -300,24 +306,27 @@ def run_reference(p: Prepared, batch: int, images: dict | None = None,
 
 
 def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int,
-                  dataset=None) -> dict[str, Any]:
-    """Loss and the loss's declared metric (accuracy, or RMSE) of the final weights on every
-    split (None for an empty split); for a regression loss, with the `dataset`'s targets,
-    also MAE and R^2 in the target's units (evaluate.regression_scores)."""
+                  targets: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+    """Each member's (a run alone: its one) loss and declared metric (accuracy, or RMSE) of
+    the final weights on every split (None for an empty split); for a regression loss also
+    MAE and R^2 in the target's units (evaluate.regression_scores) against `targets[g]`:
+    split -> member g's targets as its dataset holds them."""
     from mlptrain.experiment.evaluate import regression_scores
-    from mlptrain.experiment.predict import probabilities
 
-    final: dict[str, Any] = {}
+    finals: list[dict[str, Any]] = [{} for _ in range(model.members)]
     metric, regression = model.loss.metric, model.loss.task == "regression"
     for name, split in splits.items():
-        loss, score = loop.evaluate(model, split, batch) if split.size else (None, None)
-        final[f"{name}_loss"], final[f"{name}_{metric}"] = loss, score
-        if regression and dataset is not None:
-            X, y = dataset.split(name)
-            scores = regression_scores(y, probabilities(model, X, batch)[:, 0]) \
-                if split.size else {"mae": None, "r2": None}
-            final[f"{name}_mae"], final[f"{name}_r2"] = scores["mae"], scores["r2"]
-    return final
+        scores = loop.evaluate(model, split, batch) if split.size else (None, None)
+        predicted = loop.predict_split(model, split, batch) if regression and split.size \
+            else None  # (G, n)
+        for g, final in enumerate(finals):
+            final[f"{name}_loss"], final[f"{name}_{metric}"] = \
+                (s if s is None or not model.lead else s[g] for s in scores)
+            if regression:
+                more = regression_scores(targets[g][name], predicted[g]) \
+                    if predicted is not None else {"mae": None, "r2": None}
+                final[f"{name}_mae"], final[f"{name}_r2"] = more["mae"], more["r2"]
+    return finals
 
 
 # -- failure modes ------------------------------------------------------------------------------

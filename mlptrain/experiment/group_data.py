@@ -25,21 +25,25 @@ class GroupData:
         first = members[0]
         ops, dtype = first.model.ops, first.model.dtype
         datasets = list({id(p.dataset): p.dataset for p in members}.values())  # per seed
+        # the targets as each seed's loss reads them (class indices; a target standardized
+        # by that seed's training split)
+        losses = {id(p.dataset): p.model.loss for p in members}
+        targets = lambda d, y: losses[id(d)].targets(np, y, dtype)  # noqa: E731
         # the test set is scored by every member at once where all have the same (a test
         # file, XOR's fixed set); else it is rows of each member's pool, as its other splits
         # (each seed's standardization, or its own test_fraction of an npz file)
-        self.split_names = ("train", "val") if _one_test_set(datasets) else SPLITS
+        self.split_names = ("train", "val") if _one_test_set(datasets, targets) else SPLITS
         self.pooled = {id(d): _pool_of(d, "test" in self.split_names)
                        for d in datasets}  # id(dataset) -> (pool, rows)
         pools, self.offsets = [], {}  # distinct pools; id(pool) -> its first row in X_flat
-        for pool, _ in self.pooled.values():
-            if id(pool[0]) not in self.offsets:
-                self.offsets[id(pool[0])] = sum(len(y) for _, y in pools)
-                pools.append(pool)
+        for d in datasets:
+            (X, y), _ = self.pooled[id(d)]
+            if id(X) not in self.offsets:
+                self.offsets[id(X)] = sum(len(t) for _, t in pools)
+                pools.append((X, targets(d, y)))
         self.ops = ops
-        loss = first.model.loss  # the targets as the loss reads them (class indices, ...)
         self.X_flat = _stacked(ops, [X for X, _ in pools], dtype)  # (P, D), P pooled rows
-        self.y_flat = _stacked(ops, [loss.targets(np, y, dtype) for _, y in pools], None)
+        self.y_flat = _stacked(ops, [t for _, t in pools], None)
         ids = [id(d) for d in datasets]
         pick = [ids.index(id(p.dataset)) for p in members]
         self.rows = {name: ops.asarray(np.stack([self.pool_rows(d, name)
@@ -48,7 +52,7 @@ class GroupData:
         self.n = self.rows["train"].shape[1]
         if "test" not in self.rows:
             X, y = first.dataset.split("test")
-            self.test = (ops.asarray(X, dtype), ops.asarray(loss.targets(np, y, dtype)))
+            self.test = (ops.asarray(X, dtype), ops.asarray(targets(first.dataset, y)))
 
     def pool_rows(self, dataset, name: str) -> np.ndarray:
         """A member's dataset's split `name`, as rows of X_flat (host indices)."""
@@ -63,10 +67,12 @@ class GroupData:
         return Split(self.X_flat, self.y_flat, self.rows[name])
 
 
-def _one_test_set(datasets: list) -> bool:
-    """Whether every dataset's test split holds the same samples (compared by value)."""
+def _one_test_set(datasets: list, targets) -> bool:
+    """Whether every dataset's test split holds the same samples and targets, as each
+    dataset's loss reads them (`targets(d, y)`), compared by value."""
     X, y = datasets[0].split("test")
-    return all(np.array_equal(d.X_test, X) and np.array_equal(d.y_test, y)
+    t = targets(datasets[0], y)
+    return all(np.array_equal(d.X_test, X) and np.array_equal(targets(d, d.y_test), t)
                for d in datasets[1:])
 
 

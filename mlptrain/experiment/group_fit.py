@@ -21,14 +21,15 @@ from mlptrain.config import Config
 from mlptrain.data.standardize import Standardizer
 from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.experiment.drawers import FigureDrawers
-from mlptrain.experiment.fit import (RunFinished, TrainingRun, complete_run, finish_run,
-                                     os_errors_fail, reopen_training, run_reference,
-                                     run_started, start_run, stopped_at)
+from mlptrain.experiment.fit import (RunFinished, TrainingRun, complete_run, final_metrics,
+                                     finish_run, os_errors_fail, reopen_training,
+                                     run_reference, run_started, split_targets, start_run,
+                                     stopped_at)
 from mlptrain.experiment.group_data import GroupData, ImageRanges
 from mlptrain.experiment.setup import SPLITS, Prepared, as_saved, prepare, saved_scaler
 from mlptrain.model import MLP, stack_members
 from mlptrain.loop import (EagerStep, LoopSettings, Member, Split, StepsPath, StopFlag,
-                           TrainState, evaluate, forward_split, train_members)
+                           TrainState, forward_split, train_members)
 from mlptrain.optim import SGD, build_optimizer
 from mlptrain.runs import RunStore
 from mlptrain.runs.checkpoint import checkpoint_arrays
@@ -114,15 +115,15 @@ def _train(members: list[TrainingRun], velocities: dict[int, dict], on_event, st
         _interrupt(members, start, on_event)
         raise KeyboardInterrupt
     wall = time.perf_counter() - start
-    scores = {name: evaluate(model, data.split(name), batch) if data.split(name).size else None
-              for name in SPLITS}  # every member at once
+    finals = final_metrics(model, {name: data.split(name) for name in SPLITS}, batch,
+                           [split_targets(m.p) for m in members])  # every member at once
     val = data.split("val")  # each member's top probabilities there, for predict's reference
-    tops = ops.to_host(_top_probabilities(model, val, batch)) if val.size \
-        else np.zeros((model.members, 0))
+    tops = _top_probabilities(model, val, batch) \
+        if val.size and model.loss.task != "regression" else [None] * model.members
     images = ImageRanges(data)
     finished = []
     for g, (m, ledger) in enumerate(zip(members, ledgers)):
-        finished.append(_complete(model, g, m, ledger.failed, scores, tops[g], wall, images))
+        finished.append(_complete(model, g, m, ledger.failed, finals[g], tops[g], wall, images))
         if finished[-1].status == "completed":
             written(m)
     return finished
@@ -155,13 +156,13 @@ class _Writer:
         m.summary["position"] = stopped_at(state.epoch, state.position, state.step)
 
 
-def _top_probabilities(model: MLP, split: Split, batch: int):
-    """(G, n) float64: each member's largest class probability on its own samples."""
+def _top_probabilities(model: MLP, split: Split, batch: int) -> np.ndarray:
+    """(G, n) float64 on the host: each member's largest class probability on its samples."""
     xp = model.ops.xp
     top = xp.empty(split.rows.shape, xp.float64)
     for start, stop, _, logits, _ in forward_split(model, split, batch):
         top[:, start:stop] = model.loss.probabilities(xp, logits).max(axis=-1)
-    return top
+    return model.ops.to_host(top)
 
 
 def _start_member(config: Config, store: RunStore, datasets: dict, resume: str | None,
@@ -197,23 +198,18 @@ def _prepared(config: Config, datasets: dict, scaler: Standardizer | None = None
     return p
 
 
-def _complete(model: MLP, g: int, m: TrainingRun, failed: str, scores: dict, top: np.ndarray,
-              wall: float, images: ImageRanges) -> RunFinished:
-    """Writes member g's run: weights, final metrics (`scores`: split -> per-member loss and
-    accuracy lists), summary (with `top`, its largest class probability on each validation
-    sample); or, where its training `failed`, the reason."""
+def _complete(model: MLP, g: int, m: TrainingRun, failed: str, final: dict, top, wall: float,
+              images: ImageRanges) -> RunFinished:
+    """Writes member g's run: weights, `final` metrics, summary (with `top`, its largest class
+    probability on each validation sample); or, where its training `failed`, the reason."""
     p, run, summary = m.p, m.run, m.summary
     summary["epochs_completed"] = len(m.state.history)
     if failed:
         finish_run(run, summary, "failed", time.perf_counter() - wall, error=failed)
         return RunFinished(run.run_id, run.path, summary, member=g)
-    final = {}
-    for name, split in scores.items():
-        final[f"{name}_loss"], final[f"{name}_accuracy"] = \
-            (split[0][g], split[1][g]) if split else (None, None)
     with os_errors_fail(run, summary):
         complete_run(m, model.member_state(g), final,
-                        run_reference(p, p.config.train.eval_batch_size, images(p), top), wall)
+                     run_reference(p, p.config.train.eval_batch_size, images(p), top), wall)
     return RunFinished(run.run_id, run.path, summary, member=g)
 
 

@@ -45,9 +45,21 @@ def planned_step(config):
     shape = (side, side) if config.data.dataset in IMAGE_SOURCES else (features,)
     train = max(1, int(samples * (1 - config.data.val_fraction)))  # only compared, never used
     try:
-        return build_step(config, shape, classes, train)
+        return build_step(config, shape, classes, train, _planned_task(config))
     except MlptrainError:
         return None
+
+
+def _planned_task(config) -> str:
+    """The data's task as far as the config tells it without reading the target: [data]
+    task, else what the loss fits (an `auto` loss on an `auto` task plans as classes; the
+    group's members share their data, so they resolve alike once it is read)."""
+    from mlptrain import nn
+
+    if config.data.task != "auto":
+        return config.data.task
+    loss = nn.LOSSES.get(config.model.loss)
+    return loss.task if loss else "classification"
 
 
 def group_blockers(config) -> list[str]:
