@@ -269,9 +269,8 @@ def test_float64_training_matches_numpy_to_1e_9(runs_dir, monkeypatch, graph, op
 
 @pytest.mark.parametrize("loss", ["mse", "huber", "poisson"])
 def test_a_regression_run_on_the_gpu_matches_numpy_to_1e_9(runs_dir, tmp_path, loss):
-    """A real target (standardized, but for poisson's counts) trains on the GPU to the CPU's
-    records and weights in float64; its path is whatever dispatch decides (eager until the
-    real_target kernel joins LOSS_KERNELS)."""
+    """A real target (standardized, but for poisson's counts) trains on the GPU, in the epoch
+    graph (the real_target kernel), to the CPU's records and weights in float64."""
     rng = np.random.default_rng(7)
     X = rng.normal(size=(600, 5)) * [1, 10, 100, 0.1, 3]
     y = X @ [0.5, -0.05, 0.004, 3.0, 0.2] + rng.normal(scale=0.3, size=600)
@@ -283,6 +282,7 @@ def test_a_regression_run_on_the_gpu_matches_numpy_to_1e_9(runs_dir, tmp_path, l
     runs = {device: fit_experiment(parse_config(text.replace(
         "[train]\n", f'[train]\ndevice = "{device}"\n')), RunStore(runs_dir))
         for device in ("cpu", "cuda")}
+    assert runs["cuda"].summary["path"] == "cuda graph"
     cpu, gpu = ([json.loads(line) for line in (runs[d].path / "metrics.jsonl").read_text()
                  .splitlines()] for d in ("cpu", "cuda"))
     assert len(cpu) == len(gpu) == 3

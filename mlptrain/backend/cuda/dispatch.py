@@ -37,12 +37,11 @@ ACT_IDS = {None: CONSTANTS["ACT_IDENTITY"], "identity": CONSTANTS["ACT_IDENTITY"
            "relu": CONSTANTS["ACT_RELU"], "leaky_relu": CONSTANTS["ACT_LEAKY"],
            "tanh": CONSTANTS["ACT_TANH"], "sigmoid": CONSTANTS["ACT_SIGMOID"],
            "gelu": CONSTANTS["ACT_GELU"]}
-# loss (config name) -> its kernel: loss, correct count and dL/dz in one launch
-LOSS_KERNELS = {"softmax_cross_entropy": "softmax_xent", "sigmoid_bce": "sigmoid_bce"}
-# a real target's loss -> the id its kernel (real_target) switches on. The regression losses
-# join LOSS_KERNELS (as "real_target") once that kernel has run on a GPU: its test
-# (tests/test_gpu.py) compiled but had no device to run on when it was written, so until then
-# a regression step is refused the graph with "no kernel for the mse loss" and runs eagerly
+# loss (config name) -> its kernel: loss, correct count (a real target's: squared error) and
+# dL/dz in one launch
+LOSS_KERNELS = {"softmax_cross_entropy": "softmax_xent", "sigmoid_bce": "sigmoid_bce",
+                "mse": "real_target", "huber": "real_target", "poisson": "real_target"}
+# a real target's loss -> the id its kernel (real_target) switches on
 REAL_TARGET_IDS = {"mse": CONSTANTS["LOSS_MSE"], "huber": CONSTANTS["LOSS_HUBER"],
                    "poisson": CONSTANTS["LOSS_POISSON"]}
 # optimizer kind -> the kernel that updates the whole flat parameter buffer in one launch
