@@ -143,7 +143,7 @@ class TrainConfig:
     patience: int = option(0, low=0)  # early stopping: epochs without val-loss gain (0 = off)
     min_delta: float = option(0.0, low=0.0, high=1e3)  # early stopping: the gain that counts
     checkpoint_every: int = option(0, low=0)  # steps between checkpoints (0 = at epoch ends)
-    checkpoint_epochs: int = option(1, low=1)  # epochs between epoch-end checkpoints
+    checkpoint_epochs: int = option(0, low=0)  # epochs between epoch-end checkpoints (0 = auto: at most one a second)
 
 
 @dataclass

@@ -267,8 +267,10 @@ def test_dry_run_prints_model_and_plan_and_writes_nothing(runs_dir):
 
 
 def test_dry_run_names_the_epoch_ends_that_checkpoint(runs_dir):
-    every = run("fit", CONFIGS / "xor.toml", "--dry-run")
+    auto = run("fit", CONFIGS / "xor.toml", "--dry-run")
+    every = run("fit", CONFIGS / "xor.toml", "--dry-run", "--set", "train.checkpoint_epochs=1")
     sparse = run("fit", CONFIGS / "xor.toml", "--dry-run", "--set", "train.checkpoint_epochs=10")
+    assert "checkpoint at epoch ends, at most one a second, and at the last" in auto.stdout
     assert "checkpoint at every epoch end" in every.stdout
     assert "checkpoint at the end of every 10 epochs and of the last" in sparse.stdout
 

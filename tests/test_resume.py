@@ -165,7 +165,8 @@ def checkpoints_written(config, runs_dir, monkeypatch) -> list[tuple[int, int, i
 
 
 def test_checkpoint_every_n_steps_writes_mid_epoch_checkpoints(runs_dir, monkeypatch):
-    config = load_config(CONFIGS / "xor.toml", ["train.epochs=2", "train.checkpoint_every=3"])
+    config = load_config(CONFIGS / "xor.toml", ["train.epochs=2", "train.checkpoint_every=3",
+                                                "train.checkpoint_epochs=1"])
     seen = checkpoints_written(config, runs_dir, monkeypatch)
     # every 3 global steps inside an epoch, and at each epoch end (position 0)
     assert seen == [(0, 3, 3), (0, 6, 6), (0, 9, 9), (1, 0, 10), (1, 2, 12), (1, 5, 15),
@@ -177,6 +178,28 @@ def test_checkpoint_epochs_skips_epoch_ends_but_always_saves_the_last(runs_dir, 
                                                 "train.checkpoint_epochs=2"])
     seen = checkpoints_written(config, runs_dir, monkeypatch)
     assert [epoch for epoch, _, _ in seen] == [2, 4, 5]
+
+
+@pytest.mark.parametrize("seconds,epochs", [(1e9, [5]), (0.0, [1, 2, 3, 4, 5])])
+def test_by_default_epoch_ends_write_their_files_at_most_once_a_second(runs_dir, monkeypatch,
+                                                                      seconds, epochs):
+    """Milliseconds of epochs no longer wait on their files' fsyncs: checkpoint, metrics
+    lines and summary come together once the interval has passed, and at the last epoch;
+    an early stop writes the records still held back."""
+    from mlptrain.experiment import fit
+
+    monkeypatch.setattr(fit._EpochFiles, "FILES_SECONDS", seconds)
+    config = load_config(CONFIGS / "xor.toml", [*XOR, "train.epochs=5"])
+    seen = checkpoints_written(config, runs_dir, monkeypatch)
+    assert [epoch for epoch, _, _ in seen] == epochs
+    run = next(runs_dir.iterdir())
+    assert [r["epoch"] for r in metrics_without_time(run)] == [1, 2, 3, 4, 5]
+    assert json.loads((run / "summary.json").read_text())["epochs_completed"] == 5
+    stopped = fit_experiment(load_config(CONFIGS / "xor.toml", [
+        "train.epochs=200", "train.patience=3", "train.min_delta=0.01", "optimizer.lr=3.0",
+        "report.plots=false"]), RunStore(runs_dir))
+    assert stopped.summary["stopped_early"]
+    assert len(metrics_without_time(stopped.path)) == stopped.summary["epochs_completed"]
 
 
 def test_a_run_killed_between_checkpoint_epochs_resumes_to_the_same_bytes(runs_dir):

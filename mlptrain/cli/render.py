@@ -312,5 +312,7 @@ def _listed(names: list[str], shown: int = 10) -> str:
 
 
 def _epoch_ends(every: int) -> str:
+    if not every:
+        return "at epoch ends, at most one a second, and at the last"
     return "at every epoch end" if every == 1 else \
         f"at the end of every {every} epochs and of the last"
