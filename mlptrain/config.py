@@ -30,6 +30,7 @@ from mlptrain.backend import DEVICES
 from mlptrain.data import DATASETS, FILE_SOURCES, IMAGE_SOURCES, SOURCES
 from mlptrain.data.csv import MISSING_POLICIES
 from mlptrain.data.labels import TASKS
+from mlptrain.data.weights import BALANCED
 from mlptrain.data.mnist import DEFAULT_MIRRORS as MNIST_MIRRORS
 from mlptrain.errors import ConfigError
 from mlptrain.optim import OPTIMIZERS
@@ -69,6 +70,8 @@ class DataConfig:
     categorical: str | list[str] = option("auto")  # csv: columns one-hot encoded: "auto" (those not all numbers) or a list of names
     delimiter: str = option(",")  # csv: the one character between cells
     missing: str = option("error", choices=MISSING_POLICIES)  # csv: an empty, NA or NaN cell: error | mean (the column's mean fills it) | drop (its row)
+    sample_weight: str = option("")  # csv: the column of each row's weight in the loss ("" = none; it is then no feature; an npz's weights are its array w)
+    class_weight: str | dict[str, float] = option("", low=0.0, high=1e6)  # classes: "" (none) | "balanced" (n_samples / (n_classes * count), counted on the train split) | a table {class name = weight}; times any sample weight
     val_fraction: float = option(0.1, low=0.0, high=1.0, high_open=True)  # held out for val
     split_seed: int = option(-1, low=-1)  # seeds the held-out splits (-1 = train.seed)
     limit: int = option(0, low=0)  # train on at most this many samples (0 = all): quick tries
@@ -303,6 +306,15 @@ def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
          "flat vectors; set normalize_width = 0"),
         ("data", "categorical", isinstance(d.categorical, str) and d.categorical != "auto",
          "expected \"auto\" or a list of column names, such as [\"colour\"]"),
+        ("data", "class_weight", isinstance(d.class_weight, str) and
+         d.class_weight not in ("", BALANCED),
+         f"expected \"{BALANCED}\", \"\" (no class weights) or a table of class names and "
+         "weights, such as {cat = 2.0, dog = 1.0}"),
+        ("data", "sample_weight", bool(d.sample_weight) and d.dataset != "csv",
+         f"sample_weight names a column of a table (dataset = \"csv\"), but the dataset is "
+         f"{d.dataset!r}" + (": an npz gives its weights as the array w beside X and y, "
+                             "used when present; set sample_weight = \"\""
+                             if d.dataset == "npz" else "; set sample_weight = \"\"")),
         ("data", "delimiter", len(d.delimiter) != 1,
          "expected the one character between a table's cells, such as \",\" or \";\""),
         ("data", "augment_scale", d.augment_scale > 0 and bool(d.augment_scale_x or
@@ -439,7 +451,8 @@ _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false",
              "str": "a string", "list[int]": "an integer or a list of integers",
              "list[str]": "a list of strings",
              "str | list[str]": "a string or a list of strings",
-             "float | list[float]": "a number or a two-number range [low, high]"}
+             "float | list[float]": "a number or a two-number range [low, high]",
+             "str | dict[str, float]": "a string or a table {name = number}"}
 
 
 def _check_value(f, value, where) -> Any:
@@ -450,6 +463,8 @@ def _check_value(f, value, where) -> Any:
         value = [value]  # hidden = 128 means one hidden layer
     if not _has_type(value, kind):
         raise ConfigError(f"{where()} = {_show(value)}: expected {_EXPECTED[kind]}.")
+    if isinstance(value, dict):  # str | dict[str, float]: names and their numbers
+        return _check_table(value, meta, where)
     if kind == "float | list[float]" and isinstance(value, list):
         value = [_finite(v, where) for v in value]
     elif kind in ("float", "float | list[float]"):
@@ -462,13 +477,24 @@ def _check_value(f, value, where) -> Any:
         if kind in ("int", "list[int]") and abs(item) >= 2**63:
             raise ConfigError(f"{where()} = {_show(value)}: expected an integer below 2**63.")
         _check_range(item, meta, where)
-    if kind in ("str", "list[str]", "str | list[str]"):
+    if kind in ("str", "list[str]", "str | list[str]", "str | dict[str, float]"):
         for item in items:
             _check_string(item, where)
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(f"{where()} = {_show(value)}: expected one of "
                           f"{', '.join(meta['choices'])}.{_did_you_mean(str(value), list(meta['choices']))}")
     return value
+
+
+def _check_table(value: dict, meta, where) -> dict[str, float]:
+    """A table of names and numbers, each number finite and in the field's range."""
+    out = {}
+    for name, number in value.items():
+        _check_string(name, where)
+        at = lambda: f"{where()}.{name}"  # noqa: E731 - the entry a message names
+        out[name] = _finite(number, at)
+        _check_range(out[name], meta, at)
+    return out
 
 
 def _check_range_pair(value, meta, where):
@@ -526,6 +552,9 @@ def _has_type(value, kind: str) -> bool:
         return isinstance(value, str)
     if kind == "str | list[str]":
         return isinstance(value, str) or _has_type(value, "list[str]")
+    if kind == "str | dict[str, float]":
+        return isinstance(value, str) or (isinstance(value, dict) and all(
+            _has_type(v, "float") for v in value.values()))
     inner = int if kind == "list[int]" else str
     return isinstance(value, list) and all(
         isinstance(v, inner) and not isinstance(v, bool) for v in value)

@@ -95,27 +95,37 @@ class Split:
     X: Any
     targets: Any
     rows: Any = None
+    weights: Any = None  # (N,) float64 sample weights (data/weights.py), or None: all 1
 
     @property
     def size(self) -> int:
         return self.X.shape[0] if self.rows is None else self.rows.shape[1]
 
 
-def to_device(ops, model: MLP, X: np.ndarray, y: np.ndarray) -> Split:
-    """Moves a split to the device once, in the model's dtype and the loss's target format."""
-    return Split(ops.asarray(X, model.dtype), model.loss.targets(ops.xp, y, model.dtype))
+def to_device(ops, model: MLP, X: np.ndarray, y: np.ndarray,
+              weights: np.ndarray | None = None) -> Split:
+    """Moves a split to the device once, in the model's dtype and the loss's target format
+    (its sample weights, if any, in float64)."""
+    return Split(ops.asarray(X, model.dtype), model.loss.targets(ops.xp, y, model.dtype),
+                 weights=None if weights is None else ops.asarray(weights, np.float64))
 
 
 def evaluate(model: MLP, split: Split, batch_size: int):
     """(mean loss, metric) of the model on a whole split, in large batches (the metric the
     loss declares: accuracy, or RMSE in the target's units): floats for one network, (G,)
-    arrays of every member's own for a group."""
+    arrays of every member's own for a group. With the split's sample weights the loss is
+    their weighted mean, sum_i w_i l_i / sum_i w_i, as training's; the metric stays
+    unweighted."""
     ops, totals = model.ops, np.zeros((model.members, 2))
-    for _, _, ws, logits, targets in forward_split(model, split, batch_size):
-        loss_sum, correct = ops.loss_forward(model.loss, logits, targets, ws.loss_cache)
+    for start, stop, ws, logits, targets in forward_split(model, split, batch_size):
+        weights = None if split.weights is None else split.weights[start:stop]
+        loss_sum, correct = ops.loss_forward(model.loss, logits, targets, ws.loss_cache,
+                                             weights)
         totals[:, 0] += ops.to_host(loss_sum)  # sync point, once per evaluation batch
         totals[:, 1] += ops.to_host(correct)
     means = totals / split.size
+    if split.weights is not None:  # (load_dataset refuses a split whose weights are all 0)
+        means[:, 0] = totals[:, 0] / ops.to_float(split.weights.sum())
     scores = model.loss.metric_value(means[:, 1])
     return (float(means[0, 0]), float(scores[0])) if not model.lead else (means[:, 0], scores)
 
@@ -170,15 +180,17 @@ class EagerStep:
         a = step.augment
         self.augment = None if a is None else Augmenter(a.shape, step.seed, **a.augmenter_args())
 
-    def __call__(self, ws, targets, index: int, lr=None, sums=None):
-        """One step on the batch in ws.x (targets alike) as global step `index` (0-based) at
-        rate `lr` (the schedule's for that step when None; a group's (G,) rates, one per
-        member); returns the batch's (summed loss, correct) as device scalars, or adds them to
-        `sums` (..., 2)."""
+    def __call__(self, ws, targets, index: int, lr=None, sums=None, weights=None):
+        """One step on the batch in ws.x (targets alike, and its sample `weights` (B,) when
+        the step is weighted) as global step `index` (0-based) at rate `lr` (the schedule's
+        for that step when None; a group's (G,) rates, one per member); returns the batch's
+        (summed loss, correct) as device scalars, or adds them to `sums` (..., 2): a weighted
+        batch's summed loss is B times its weighted mean (nn.batch_weights), so an epoch's
+        mean loss is the mean of its steps' losses."""
         model, schedule = self.model, self.step.schedule
         if self.augment is not None:
             _augment_on_host(model.ops, self.augment, ws.x, index, targets)
-        found = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index, sums)
+        found = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index, sums, weights)
         if self.step.cycles_momentum:
             self.optimizer.momentum = schedule.momentum(index)
         self.optimizer.step(model.params, model.grads, schedule.lr(index) if lr is None else lr)
@@ -327,6 +339,7 @@ class _Training:
         self.at: int | None = first.position  # steps done in the epoch; None inside a step
         self._load_running()  # a stop before the first step checkpoints what was restored
         self.targets: dict[int, Any] = {}  # batch size -> targets buffer
+        self.weights: dict[int, Any] = {}  # batch size -> sample weights buffer (weighted)
         self.index: dict[int, Any] = {}  # batch size -> pool rows (G, B) a captured step reads
         self.lr = ops.zeros((G,), self.model.dtype) if self.group else None
         self.lrs = None  # the epoch's rates (steps, G), on the host (and device for a group)
@@ -504,10 +517,13 @@ class _Training:
         ops.take_rows(self.train.X, index, out=ws.x)
         targets = self._targets_buffer(rows)
         ops.take_rows(self.train.targets, index, out=targets)
+        weights = None
+        if self.train.weights is not None:  # (a weighted step trains alone: step.aids)
+            weights = ops.take_rows(self.train.weights, index, out=self._weights_buffer(rows))
         if self.group:
             self.lr[...] = self.lrs_device[s]
         lr = self.lr if self.group else float(self.lrs[s, 0])
-        self.eager(ws, targets, self.global_step, lr, self.sums)
+        self.eager(ws, targets, self.global_step, lr, self.sums, weights)
         self.global_step += 1
         self.seen += rows
 
@@ -517,6 +533,12 @@ class _Training:
             t = self.train.targets
             found = self.targets[rows] = self.ops.empty((*self.model.lead, rows, *t.shape[1:]),
                                                         t.dtype)
+        return found
+
+    def _weights_buffer(self, rows: int):
+        found = self.weights.get(rows)
+        if found is None:
+            found = self.weights[rows] = self.ops.empty((rows,), np.float64)
         return found
 
     def _report(self, epoch: int, done: int, start: float) -> bool:

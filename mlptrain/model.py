@@ -218,18 +218,20 @@ class MLP:
                 ops.activation_backward(self.activation, ws.acts[i], dx, out=dx, z=ws.inputs[i])
             dz = dx
 
-    def loss_and_grad(self, ws: Workspace, targets, scale: float, step: int = 0, sums=None):
+    def loss_and_grad(self, ws: Workspace, targets, scale: float, step: int = 0, sums=None,
+                      weights=None):
         """Forward, loss, backward for the batch in ws.x; returns (summed loss, correct), per
         member for a group, or, with `sums` (..., 2) float64, adds them there instead.
 
-        `scale` multiplies dL/dlogits: 1/B gives the gradient of the batch-mean loss. `step`,
+        `scale` multiplies dL/dlogits: 1/B gives the gradient of the batch-mean loss, or, with
+        the batch's sample `weights` (B,), of its weighted mean (ops.loss_and_grad). `step`,
         the global optimizer step, picks the dropout masks (a pure function of it).
         """
         if self.dropout is not None:
             self.dropout.draw(self.sizes[:-1], ws.batch_size, step)  # this step's masks
         logits = self.forward(ws, training=True)
         found = self.ops.loss_and_grad(self.loss, logits, targets, ws.loss_cache, scale,
-                                       ws.dlogits, sums)
+                                       ws.dlogits, sums, weights)
         self.backward(ws)
         return found
 

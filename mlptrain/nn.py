@@ -158,7 +158,29 @@ def make_activation(name: str, leaky_slope: float = 0.01) -> Activation:
 # the caller's `scale`. forward returns the *summed* loss and the number of correct predictions
 # as device scalars, so a training loop can accumulate them without a host sync. Every array may
 # carry leading axes, (..., B, C): a group's G members (G, B, C) each get their own sums (G,).
+# forward's `weights` (..., B), when given, weigh each row's loss in the sum (the count of
+# correct predictions stays unweighted); backward knows nothing of them: the backend multiplies
+# dL/dz's rows by them (protocol.Backend.loss_and_grad), so a weighted step is the plain one
+# plus two multiplications, and weights = None runs exactly the plain one.
 # ---------------------------------------------------------------------------------------------
+
+
+def summed(xp, rows, weights=None):
+    """sum_b rows_b (..., B) -> (...,) in float64; with weights (..., B): sum_b w_b rows_b."""
+    if weights is None:
+        return xp.add.reduce(rows, axis=-1, dtype=xp.float64)
+    return xp.add.reduce(rows * weights, axis=-1, dtype=xp.float64)
+
+
+def batch_weights(xp, weights, dtype):
+    """Sample weights w (..., B) as the rows of one batch's loss weigh them: w_b B / sum(w),
+    in `dtype`. The summed loss is then B times the weighted mean sum_b w_b l_b / sum_b w_b,
+    and dL/dz's row b, scaled by 1/B as every batch's is, by w_b / sum(w): the loss is
+    normalised by the weights' sum (as scikit-learn does, #30155), so weights all c > 0 train
+    as no weights do, and a batch whose weights are all 0 contributes nothing (0, not 0/0)."""
+    total = xp.add.reduce(weights, axis=-1, dtype=xp.float64)[..., None]  # (..., 1)
+    mean = xp.maximum(total, np.finfo(np.float64).tiny) / weights.shape[-1]
+    return (weights / mean).astype(dtype, copy=False)
 
 
 class Loss(Protocol):
@@ -180,7 +202,8 @@ class Loss(Protocol):
     # the buffers forward and backward work in, for batches of (*lead, batch, outputs) logits
     def new_cache(self, xp: Any, batch: int, outputs: int, dtype, lead: tuple = ()) -> Any: ...
 
-    def forward(self, xp: Any, logits, targets, cache): ...
+    # (summed loss, correct), the loss's rows weighted by `weights` (..., B) when given
+    def forward(self, xp: Any, logits, targets, cache, weights=None): ...
 
     def backward(self, xp: Any, cache, targets, scale: float, out): ...
 
@@ -235,7 +258,7 @@ class SoftmaxCrossEntropy:
             hits=xp.empty(rows, dtype=bool),  # predicted == y
         )
 
-    def forward(self, xp, logits, targets, cache):
+    def forward(self, xp, logits, targets, cache, weights=None):
         # logits (..., B, C), targets (..., B); cache.probs (..., B, C) receives softmax(logits)
         m, s, p = cache.m, cache.s, cache.probs
         # Row reductions over C ~ 10 columns are slow in NumPy (a short loop per row), so the
@@ -254,11 +277,14 @@ class SoftmaxCrossEntropy:
         row_loss = xp.log(s, out=s)[..., 0]
         xp.add(row_loss, m[..., 0], out=row_loss)
         xp.subtract(row_loss, cache.picked, out=row_loss)
-        loss_sum = xp.add.reduce(row_loss, axis=-1, dtype=xp.float64)  # (...,): per member
+        loss_sum = summed(xp, row_loss, weights)  # (...,): per member
         if self.smoothing:  # the sums over z_j and z_y are linear: move e of the weight across
             e, C = self.smoothing, logits.shape[-1]
-            loss_sum += e * (xp.add.reduce(cache.picked, axis=-1, dtype=xp.float64)
-                             - logits.sum(axis=(-2, -1), dtype=xp.float64) / C)
+            if weights is None:
+                loss_sum += e * (xp.add.reduce(cache.picked, axis=-1, dtype=xp.float64)
+                                 - logits.sum(axis=(-2, -1), dtype=xp.float64) / C)
+            else:  # row b's share, e (z_b[y_b] - sum_j z_bj / C), weighed as its row
+                loss_sum += e * summed(xp, cache.picked - logits.sum(axis=-1) / C, weights)
         logits.argmax(axis=-1, out=cache.predicted)
         correct = xp.count_nonzero(xp.equal(cache.predicted, targets, out=cache.hits), axis=-1)
         return loss_sum, correct
@@ -314,7 +340,7 @@ class SigmoidBinaryCrossEntropy:
             truth=xp.empty(column, dtype=bool),  # t = 1
         )
 
-    def forward(self, xp, logits, targets, cache):
+    def forward(self, xp, logits, targets, cache, weights=None):
         # logits, targets: (..., B, 1); cache.probs receives sigma(z) for backward.
         # -t log s(z) - (1-t) log(1 - s(z)) = max(z, 0) - z t + log(1 + e^-|z|), finite for any z
         z, a, b = logits, cache.a, cache.b
@@ -329,7 +355,7 @@ class SigmoidBinaryCrossEntropy:
         xp.greater(targets, 0.5, out=cache.truth)
         correct = xp.count_nonzero(xp.equal(cache.said, cache.truth, out=cache.said)[..., 0],
                                    axis=-1)
-        return xp.add.reduce(a[..., 0], axis=-1, dtype=xp.float64), correct
+        return summed(xp, a[..., 0], weights), correct
 
     def backward(self, xp, cache, targets, scale, out):
         # dL/dz (..., B, 1) = (sigma(z) - t) * scale
@@ -394,11 +420,12 @@ class _RealTarget:
     def prediction(self, xp, logits, out=None):
         return logits  # the identity link: the output is the prediction (out: not needed)
 
-    def forward(self, xp, logits, targets, cache):
-        # logits, targets (..., B, 1) -> (summed loss, summed squared error), each (...,)
+    def forward(self, xp, logits, targets, cache, weights=None):
+        # logits, targets (..., B, 1) -> (summed loss, summed squared error), each (...,); the
+        # squared error, RMSE's, stays unweighted as a classifier's count of correct ones does
         r = xp.subtract(self.prediction(xp, logits, out=cache.p), targets, out=cache.r)
         sq = xp.add.reduce(xp.multiply(r, r, out=cache.a)[..., 0], axis=-1, dtype=xp.float64)
-        return self._loss_sum(xp, logits, targets, cache), sq
+        return self._loss_sum(xp, logits, targets, cache, weights), sq
 
     def probabilities(self, xp, logits):
         # (..., B, 1): what the model predicts, in the target's units
@@ -413,8 +440,8 @@ class MeanSquaredError(_RealTarget):
 
     name = "mse"
 
-    def _loss_sum(self, xp, z, t, cache):
-        return xp.add.reduce(cache.a[..., 0], axis=-1, dtype=xp.float64)  # r^2, from forward
+    def _loss_sum(self, xp, z, t, cache, weights):
+        return summed(xp, cache.a[..., 0], weights)  # r^2, from forward
 
     def backward(self, xp, cache, targets, scale, out):
         # dL/dz (..., B, 1) = 2 (z - t) * scale
@@ -431,12 +458,12 @@ class Huber(_RealTarget):
         super().__init__(target_mean, target_std)
         self.delta = delta  # in the units the loss trains in (the standardized target's)
 
-    def _loss_sum(self, xp, z, t, cache):
+    def _loss_sum(self, xp, z, t, cache, weights):
         size, m = xp.abs(cache.r, out=cache.p), cache.a  # |r|, once
         xp.minimum(size, self.delta, out=m)  # m = min(|r|, delta): the loss is m (|r| - m / 2)
         size -= 0.5 * m
         size *= m
-        return xp.add.reduce(size[..., 0], axis=-1, dtype=xp.float64)
+        return summed(xp, size[..., 0], weights)
 
     def backward(self, xp, cache, targets, scale, out):
         # dL/dz (..., B, 1) = clip(r, -delta, delta) * scale
@@ -454,9 +481,9 @@ class Poisson(_RealTarget):
     def prediction(self, xp, logits, out=None):
         return xp.exp(logits, out=out)  # mu = e^z
 
-    def _loss_sum(self, xp, z, t, cache):
+    def _loss_sum(self, xp, z, t, cache, weights):
         rows = cache.p - t * z  # e^z, as forward computed it
-        return xp.add.reduce(rows[..., 0], axis=-1, dtype=xp.float64)
+        return summed(xp, rows[..., 0], weights)
 
     def backward(self, xp, cache, targets, scale, out):
         # dL/dz (..., B, 1) = (e^z - t) * scale, and e^z - t is the residual forward kept

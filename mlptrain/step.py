@@ -81,6 +81,9 @@ class Step:
     huber_delta: float = 1.0  # huber only
     # a regression loss trains on (y - mean) / std (data.standardize_target): (0, 1) = as given
     target: tuple[float, float] = (0.0, 1.0)
+    # the training rows carry weights (data.class_weight, data.sample_weight, an npz's `w`):
+    # each batch's loss is sum_b w_b l_b / sum_b w_b (nn.batch_weights)
+    weighted: bool = False
 
     # -- what the step's parts are, as the model's objects --------------------------------------
 
@@ -109,17 +112,19 @@ class Step:
         named = [("dropout", self.has_dropout), ("augmentation", self.augment is not None),
                  ("max-norm", bool(self.max_norm)),
                  ("label smoothing", bool(self.label_smoothing)),
+                 ("sample weights", self.weighted),
                  ("momentum cycling", self.cycles_momentum),
                  ("mid-epoch checkpoints", bool(self.checkpoint_every))]
         return [name for name, on in named if on]
 
 
 def build_step(config, input_shape: tuple[int, ...], n_classes: int, train_size: int,
-               task: str = "classification", target: tuple[float, float] = (0.0, 1.0)) -> Step:
+               task: str = "classification", target: tuple[float, float] = (0.0, 1.0),
+               weighted: bool = False) -> Step:
     """The step a config declares for a dataset of `input_shape` samples, `n_classes` classes
     (1 for a real-valued target), `train_size` training samples and the data's `task`
-    (`target`: the (mean, std) a regression loss standardizes y with); ConfigError when its
-    parts do not fit together."""
+    (`target`: the (mean, std) a regression loss standardizes y with; `weighted`: whether its
+    training rows carry weights); ConfigError when its parts do not fit together."""
     m, t, o = config.model, config.train, config.optimizer
     loss = nn.resolve_loss(m.loss, n_classes, task)
     _check_task(m.loss, loss, task)
@@ -147,7 +152,7 @@ def build_step(config, input_shape: tuple[int, ...], n_classes: int, train_size:
         schedule=build_schedule(config.schedule, o.lr, momentum, steps, t.epochs),
         batch_size=batch, steps_per_epoch=steps, epochs=t.epochs,
         checkpoint_every=t.checkpoint_every, seed=t.seed, dtype=str(np.dtype(t.dtype)),
-        huber_delta=m.huber_delta, target=target)
+        huber_delta=m.huber_delta, target=target, weighted=weighted)
 
 
 def _check_task(asked: str, loss: str, task: str) -> None:

@@ -30,6 +30,7 @@ from mlptrain.seeding import dropout_threshold
 # copies straight from pageable memory ran at 0.7-1 GB/s on an H200 host (MNIST's 188 MB in
 # 0.2-0.3 s), staged at about 7 GB/s, the staging copy included.
 STAGED_BYTES = 8 << 20
+GRID_Y = 65535  # a launch grid's largest y dimension: the softmax kernel's members per launch
 
 
 def _upload_staged(host: np.ndarray, dtype=None):
@@ -242,11 +243,18 @@ class CupyBackend(Backend):
              y.dtype.type(getattr(activation, "slope", 0.0))))
         return out
 
-    def loss_forward(self, loss: nn.Loss, logits, targets, cache):
+    def loss_forward(self, loss: nn.Loss, logits, targets, cache, weights=None):
         """(summed loss, correct predictions) as device scalars (per member for a group's
-        (G, B, C)); cache gets the softmax."""
+        (G, B, C)); cache gets the softmax. `weights` (B,): each row's loss counts w_b times."""
         if LOSS_KERNELS.get(loss.name) != "softmax_xent":
-            return super().loss_forward(loss, logits, targets, cache)
+            return super().loss_forward(loss, logits, targets, cache, weights)
+        if weights is not None:  # each row as a group's member of one row: its own loss
+            rows = cp.zeros((logits.shape[0], 2), dtype=np.float64)  # (B, 2): loss, correct
+            for start in range(0, logits.shape[0], GRID_Y):  # members are the grid's y
+                part = slice(start, start + GRID_Y)
+                self._softmax_xent(logits[part, None], targets[part, None], loss.smoothing, None,
+                                   rows[part], probs=cache.probs[part, None])
+            return nn.summed(cp, rows[:, 0], weights), rows[:, 1].sum()
         if logits.ndim == 3:
             sums = cp.zeros((logits.shape[0], 2), dtype=np.float64)
             self._softmax_xent(logits, targets, loss.smoothing, None, sums, probs=cache.probs)
@@ -261,12 +269,12 @@ class CupyBackend(Backend):
         self.function("sum_parts")((1,), (2,), (parts, np.int32(blocks), acc))
         return acc[0], acc[1]
 
-    def loss_and_grad(self, loss, logits, targets, cache, scale, out, sums=None):
+    def loss_and_grad(self, loss, logits, targets, cache, scale, out, sums=None, weights=None):
         """A group's softmax loss and its gradient in one kernel (the formulas of
-        nn.SoftmaxCrossEntropy), its (loss, correct) added to `sums` (G, 2); any other case as
-        protocol.Backend states it."""
+        nn.SoftmaxCrossEntropy), its (loss, correct) added to `sums` (G, 2); any other case (a
+        weighted batch too) as protocol.Backend states it."""
         if logits.ndim != 3 or sums is None or LOSS_KERNELS.get(loss.name) != "softmax_xent":
-            return super().loss_and_grad(loss, logits, targets, cache, scale, out, sums)
+            return super().loss_and_grad(loss, logits, targets, cache, scale, out, sums, weights)
         self._softmax_xent(logits, targets, loss.smoothing, scale, sums, grad=out)
         return None
 

@@ -18,11 +18,13 @@ from mlptrain.data.csv import csv_dataset, csv_shape
 from mlptrain.data.dataset import Dataset, Loading, Source
 from mlptrain.data.mnist import (IMAGE_SIDE, N_DIGITS, PIXEL_MAX, find_vendored_mnist,
                                  load_mnist, scale_pixels)
-from mlptrain.data.npz import npz_data_shape, npz_dataset
+from mlptrain.data.npz import npz_data_shape, npz_dataset, npz_weighted
 from mlptrain.data.npz import NEEDS as NPZ_NEEDS
+from mlptrain.data.paths import data_file
 from mlptrain.data.preprocess import normalize_width
 from mlptrain.data.split import split_indices
 from mlptrain.data.standardize import Standardizer
+from mlptrain.data.weights import rows_of, weigh
 from mlptrain.data.xor import make_xor, xor_test_set
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.seeding import streams
@@ -96,16 +98,17 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
     keep, held = split_indices(len(base.y_train), 0.0 if given else cfg.val_fraction, split_rng)
     if cfg.limit:
         keep = keep[:cfg.limit]  # the split is random, so a prefix is a sample
-    X, y = base.X_train, base.y_train
+    X, y, w = base.X_train, base.y_train, base.w_train
     base.rows = {"train": keep, "val": held}
     if cfg.dataset in POOLED_SOURCES:
         base.pool = X, y
-    base.X_train, base.y_train = X[keep], y[keep]
+    base.X_train, base.y_train, base.w_train = X[keep], y[keep], rows_of(w, keep)
     if not given:
-        base.X_val, base.y_val = X[held], y[held]
+        base.X_val, base.y_val, base.w_val = X[held], y[held], rows_of(w, held)
     if len(base.y_train) == 0:
         raise ConfigError(f"[data] val_fraction = {cfg.val_fraction} leaves no training "
                           f"samples out of {len(base.y_val)}; use a smaller fraction.")
+    weigh(base, cfg.class_weight)  # the training split's class counts are known now
     if standardizes(cfg):  # after the split: the held-out samples never shape the statistics
         _standardize(base, scaler or Standardizer.fit(base.X_train, f"{base.source} (train split)"))
     return base
@@ -114,6 +117,14 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
 def data_shape(cfg, near: Sequence[Path] = ()) -> tuple[int, int, int]:
     """(samples, features, classes) the [data] section will load, known without loading it."""
     return SOURCES[cfg.dataset].shape(cfg, near)
+
+
+def weighted(cfg, near: Sequence[Path] = ()) -> bool:
+    """Whether the [data] section's rows carry weights (data/weights.py), known without loading
+    them: data.class_weight, data.sample_weight, or an npz's array w (from its headers)."""
+    if cfg.class_weight or cfg.sample_weight:
+        return True
+    return cfg.dataset == "npz" and npz_weighted(data_file(cfg, near, NPZ_NEEDS))
 
 
 def _standardize(d: Dataset, scaler: Standardizer) -> None:

@@ -22,8 +22,9 @@ import numpy as np
 from mlptrain.data.dataset import Dataset, Loading
 from mlptrain.data.labels import check_class_count, classes_of, decide_task, label_name
 from mlptrain.data.paths import data_file, file_sha256
-from mlptrain.data.split import split_off
+from mlptrain.data.split import split_indices
 from mlptrain.data.table import Table, column_count, missing_cell, read_table
+from mlptrain.data.weights import check_sample_weights, rows_of
 from mlptrain.errors import ConfigError, DataError
 
 MISSING_POLICIES = ("error", "mean", "drop")  # data.missing: what a missing cell does
@@ -44,11 +45,16 @@ def csv_dataset(cfg, at: Loading) -> Dataset:
     n_classes = 1 if task == "regression" else max(2, len(names))
     if task == "classification":
         check_class_count(n_classes, len(y), f"{path}: target column {encoding['target']!r}")
-    X, y, X_test, y_test = split_off(X, y, cfg.test_fraction, at.split_rng)
+    w = _sample_weights(table, rows, cfg.sample_weight)
+    keep, test = split_indices(len(y), cfg.test_fraction, at.split_rng)  # as split_off
+    X, y, X_test, y_test = X[keep], y[keep], X[test], y[test]
     _fill_means(table, encoding, X, X_test)
     return Dataset("csv", X, y, None, None, X_test, y_test, n_classes, (X.shape[1],), str(path),
                    {path.name: file_sha256(path)}, task=task, class_names=names,
-                   notes=[describe(encoding), *notes], encoding=encoding)
+                   notes=[describe(encoding), *notes], encoding=encoding,
+                   w_train=rows_of(w, keep), w_test=rows_of(w, test),
+                   weighting={"sample_weight": f"column {cfg.sample_weight!r}"} if w is not None
+                   else {})
 
 
 def csv_shape(cfg, near: Sequence[Path]) -> tuple[int, int, int]:
@@ -72,10 +78,16 @@ def fit_encoding(table: Table, cfg) -> dict[str, Any]:
     run. The vocabulary of a categorical column is taken over every row of the file (a row is
     dropped only where the column is used); the mean that fills a numeric one, over the rows
     the run trains and validates on (_fill_means)."""
-    target = cfg.target or table.columns[-1]
-    features = list(cfg.features) or [c for c in table.columns if c != target]
+    target, weight = cfg.target or table.columns[-1], cfg.sample_weight
+    features = list(cfg.features) or [c for c in table.columns if c not in (target, weight)]
     _check_columns(table, [target], "[data] target")
     _check_columns(table, features, "[data] features")
+    if weight:
+        _check_columns(table, [weight], "[data] sample_weight")
+        if weight == target or weight in features:
+            raise ConfigError(f"[data] sample_weight = {weight!r} is also the "
+                              f"{'target' if weight == target else 'feature'} column; a column "
+                              "of weights weighs the rows, it is not learned from.")
     if not features:
         raise ConfigError(f"{table.path} has no column but the target {target!r}; a table "
                           "needs feature columns to learn from (data.delimiter = "
@@ -223,6 +235,14 @@ def _one_hot(table: Table, rows: np.ndarray, column: str, vocabulary: list[str])
                             "those, or train on data that has it.")
         out[i, index[cell]] = 1.0
     return out
+
+
+def _sample_weights(table: Table, rows: np.ndarray, column: str) -> np.ndarray | None:
+    """The kept rows' weights from data.sample_weight's column (None: no column named)."""
+    if not column:
+        return None
+    return check_sample_weights(table.numbers(column), rows, f"{table.path}, column {column!r}",
+                                lambda row: table.place(row, column))
 
 
 # -- the target -----------------------------------------------------------------------------------

@@ -43,6 +43,12 @@ class Dataset:
     scaler: Standardizer | None = None  # the statistics every split was standardized with
     # the statistics a regression loss standardizes y with (the arrays keep y's own values)
     target_scale: TargetScale | None = None
+    # each split's weights per row (data/weights.py), None where none are given (every 1),
+    # and what gave them, JSON-able ({}: none)
+    w_train: np.ndarray | None = None
+    w_val: np.ndarray | None = None
+    w_test: np.ndarray | None = None
+    weighting: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:
@@ -51,6 +57,15 @@ class Dataset:
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         return {"train": (self.X_train, self.y_train), "val": (self.X_val, self.y_val),
                 "test": (self.X_test, self.y_test)}[name]
+
+    def weights(self, name: str) -> np.ndarray | None:
+        """Split `name`'s weights per row (N,), or None: every row weighs 1."""
+        return {"train": self.w_train, "val": self.w_val, "test": self.w_test}[name]
+
+
+def class_names(dataset: Dataset) -> list[str]:
+    """Each class's name: the names the data gave, else its index."""
+    return list(dataset.class_names or map(str, range(dataset.n_classes)))
 
 
 @dataclass

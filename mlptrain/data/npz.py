@@ -3,7 +3,8 @@
 Expected keys: `X` (N, D) or (N, ...) features and `y` (N,) labels: class indices (integers,
 or whole floats), booleans, names (text), one-hot rows (N, C), or values to regress
 (data.task); optionally `X_val` / `y_val` (the validation split) and `X_test` / `y_test` with
-the same feature count.
+the same feature count, and `w` (N,), each row of X's sample weight (data/weights.py; the
+rows of X_val and X_test weigh 1).
 Everything is validated up front so that a bad file is reported by name and key instead of
 failing somewhere inside training.
 """
@@ -21,14 +22,16 @@ from mlptrain.arrayfiles import Expect, npz_headers, read_npz
 from mlptrain.data.dataset import Dataset, Loading
 from mlptrain.data.labels import check_class_count, classes_of, decide_task
 from mlptrain.data.paths import data_file, file_sha256
-from mlptrain.data.split import split_off
+from mlptrain.data.split import split_indices
+from mlptrain.data.weights import check_sample_weights, rows_of
 from mlptrain.errors import DataError
 
 MIN_CLASSES = 2
 MAX_LABEL = 2**31 - 1  # a class index; the output layer has max(label) + 1 units
 PAIRS = {"train": ("X", "y"), "val": ("X_val", "y_val"), "test": ("X_test", "y_test")}
 LABEL_KEYS = tuple(pair[1] for pair in PAIRS.values())  # may hold class names (text)
-KEYS = tuple(key for pair in PAIRS.values() for key in pair)  # the arrays read; others stay
+WEIGHTS = "w"  # X's sample weights (N,), used when present
+KEYS = (*(key for pair in PAIRS.values() for key in pair), WEIGHTS)  # the arrays read
 NEEDS = "the .npz file holding the arrays X (samples, features) and y (labels)"
 
 
@@ -48,6 +51,7 @@ class NpzArrays:
     task: str = "classification"
     class_names: list[str] | None = None  # booleans: ["False", "True"]
     notes: list[str] = field(default_factory=list)
+    w: np.ndarray | None = None  # X's sample weights (N,) float64, where the file has them
 
 
 def load_npz(path: Path, task: str = "classification") -> NpzArrays:
@@ -70,6 +74,11 @@ def load_npz(path: Path, task: str = "classification") -> NpzArrays:
     if "X_val" in arrays:
         notes.append(f"validation split: the file's arrays X_val and y_val "
                      f"({len(values['y_val'])} samples) instead of data.val_fraction")
+    w = _sample_weights(path, arrays, len(X))
+    if w is not None:
+        given = [keys[0] for split, keys in PAIRS.items() if split in pairs and keys[0] in arrays]
+        notes.append("sample weights: the file's array w" + (
+            f" (the rows of its {' and '.join(given)} weigh 1)" if given else ""))
     return NpzArrays(
         X=X,
         y=values["y"],
@@ -83,6 +92,7 @@ def load_npz(path: Path, task: str = "classification") -> NpzArrays:
         class_names=names or (["False", "True"] if task == "classification" and all(
             v.dtype.kind == "b" for v in labels.values()) else None),
         notes=notes,
+        w=w,
     )
 
 
@@ -91,15 +101,18 @@ def npz_dataset(cfg, at: Loading) -> Dataset:
     out (seeded like the validation split); its own validation arrays when it has them."""
     path = data_file(cfg, at.near, NEEDS)
     a = load_npz(path, cfg.task)
-    X, y, X_test, y_test = a.X, a.y, a.X_test, a.y_test
+    X, y, X_test, y_test, w, w_test = a.X, a.y, a.X_test, a.y_test, a.w, None
     if X_test is None:
-        X, y, X_test, y_test = split_off(X, y, cfg.test_fraction, at.split_rng)
+        keep, test = split_indices(len(y), cfg.test_fraction, at.split_rng)  # as split_off
+        X, y, X_test, y_test = X[keep], y[keep], X[test], y[test]
+        w, w_test = rows_of(a.w, keep), rows_of(a.w, test)
     if a.task == "classification":
         rows = len(y) + len(y_test) + (0 if a.y_val is None else len(a.y_val))
         check_class_count(a.n_classes, rows, f"Dataset file {path}")
     return Dataset("npz", X, y, a.X_val, a.y_val, X_test, y_test, a.n_classes, (X.shape[1],),
                    str(path), {path.name: a.sha256}, task=a.task, class_names=a.class_names,
-                   notes=a.notes)
+                   notes=a.notes, w_train=w, w_test=w_test,
+                   weighting={"sample_weight": "array 'w'"} if w is not None else {})
 
 
 def npz_data_shape(cfg, near: Sequence[Path]) -> tuple[int, int, int]:
@@ -117,6 +130,25 @@ def npz_shape(path: Path) -> tuple[int, int]:
             samples += header.shape[0]
             features = math.prod(header.shape[1:])
     return samples, features
+
+
+def _sample_weights(path: Path, arrays: dict[str, np.ndarray], n_samples: int
+                    ) -> np.ndarray | None:
+    """The array w, X's sample weights (N,), checked; None where the file has none."""
+    if WEIGHTS not in arrays:
+        return None
+    w = arrays[WEIGHTS]
+    if w.dtype.kind not in "biuf" or w.shape != (n_samples,):
+        raise _bad(path, WEIGHTS, f"a 1-D array of {n_samples} sample weights (one per row "
+                   "of X)", f"it has dtype {w.dtype} and shape {w.shape}")
+    return check_sample_weights(w.astype(np.float64), np.arange(n_samples),
+                                f"Dataset file {path}, array 'w'",
+                                lambda row: f"Dataset file {path}, array 'w', row {row}")
+
+
+def npz_weighted(path: Path) -> bool:
+    """Whether the .npz holds sample weights (the array w), from its headers alone."""
+    return WEIGHTS in npz_headers(path, _name(Path(path)), DataError, keys=(WEIGHTS,))
 
 
 def _name(path: Path) -> str:

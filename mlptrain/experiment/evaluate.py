@@ -41,20 +41,25 @@ def evaluate_run(store: RunStore, ref: str, split: str = "test",
     run = store.find(ref)
     config = load_config(run.path / "config.toml")
     notes: list[str] = []
+    sample_weights = None  # a split of the run's own is weighed as its training was
     if data is None:
         require_weights(run)
         p = prepare_run(run)
         model, (X, y) = p.model, p.dataset.split(split)
+        sample_weights = p.dataset.weights(split)
         if not len(y):
             raise ConfigError(f"run {run.run_id} has an empty {split} split ({EMPTY_WHY[split]}).")
     else:
         model = _saved_model(run, config)
         X, y = _outside_data(Path(data), run, config, model, notes)
+        if (run.read_summary().get("dataset") or {}).get("weights"):
+            notes.append("the loss is unweighted: the run's class and sample weights weigh "
+                         "its own splits only")
     with np.errstate(over="ignore", invalid="ignore"):  # check_outputs says what went wrong
         outputs = run_model(model, X, config.train.eval_batch_size, hidden=False)
     if data is not None:  # the run's own data trained it: its outputs are finite
         check_outputs(outputs.probabilities, X, f"{data} (array X)")
-    loss, score = loop.evaluate(model, loop.to_device(model.ops, model, X, y),
+    loss, score = loop.evaluate(model, loop.to_device(model.ops, model, X, y, sample_weights),
                                 config.train.eval_batch_size)
     scored = {"run_id": run.run_id, "split": "data" if data is not None else split,
               "data": None if data is None else str(data), "loss": loss}

@@ -186,8 +186,8 @@ def split_targets(p: Prepared) -> dict[str, np.ndarray]:
 
 def _splits(p: Prepared) -> dict[str, loop.Split]:
     # (early stopping without a val split is refused by config validation, before any data)
-    return {name: loop.to_device(p.model.ops, p.model, *p.dataset.split(name))
-            for name in SPLITS}
+    return {name: loop.to_device(p.model.ops, p.model, *p.dataset.split(name),
+                                 p.dataset.weights(name)) for name in SPLITS}
 
 
 def _train(m: TrainingRun, optimizer, splits, on_event, stop) -> RunFinished:
@@ -471,7 +471,9 @@ def start_summary(run: Run, p: Prepared) -> dict[str, Any]:
                     # its statistics are in preprocess.npz (saved_scaler reads them back)
                     **({"standardized": True} if dataset.scaler is not None else {}),
                     # ... and the target's (saved_target_scale)
-                    **({"target_standardized": True} if dataset.target_scale else {})},
+                    **({"target_standardized": True} if dataset.target_scale else {}),
+                    # what weighs the loss's rows (data/weights.py), where anything does
+                    **({"weights": dataset.weighting} if dataset.weighting else {})},
         "versions": {"mlptrain": mlptrain.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
     }

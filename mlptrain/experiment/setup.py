@@ -18,6 +18,7 @@ from mlptrain.arrayfiles import Expect
 from mlptrain.backend import describe_path, epoch_path, get_backend
 from mlptrain.config import Config, config_folder, load_config
 from mlptrain.data import FILE_SOURCES, Dataset, check_dataset_range, load_dataset
+from mlptrain.data.dataset import class_names
 from mlptrain import nn
 from mlptrain.data.standardize import FILE as PREPROCESS_FILE, Standardizer, TargetScale
 from mlptrain.errors import DataError, ModelError, RunStoreError
@@ -66,7 +67,8 @@ def prepare(config: Config, data_progress: Callable | None = None,
     scale = dataset.target_scale
     step = build_step(config, dataset.input_shape, dataset.n_classes,
                       len(dataset.split("train")[1]), dataset.task,
-                      (scale.mean, scale.std) if scale else (0.0, 1.0))
+                      (scale.mean, scale.std) if scale else (0.0, 1.0),
+                      weighted=dataset.w_train is not None)
     model = build_model(step, config.model.hidden, ops, dataset.n_features)
     model.initialize(config.model.init, rngs["init"])
     return Prepared(config, dataset, step, model, rngs)
@@ -229,8 +231,3 @@ def plan(config: Config, data_progress: Callable | None = None) -> Plan:
                 p.step.checkpoint_every, p.dataset.name, p.dataset.source, p.path,
                 p.step.aids(), p.dataset.task, class_names(p.dataset), p.dataset.notes,
                 p.dataset.scaler is not None)
-
-
-def class_names(dataset: Dataset) -> list[str]:
-    """Each class's name: the names the data gave, else its index."""
-    return list(dataset.class_names or map(str, range(dataset.n_classes)))

@@ -24,7 +24,7 @@ from typing import Any
 
 from mlptrain import memory
 from mlptrain.config import config_folder
-from mlptrain.data import IMAGE_SOURCES, POOLED_SOURCES
+from mlptrain.data import IMAGE_SOURCES, POOLED_SOURCES, weighted
 from mlptrain.step import member_blockers, shared_part
 from mlptrain.sweep.trial import (GroupTask, TrialFinished, TrialProgress, TrialTask,
                                   trial_started, worker_info)
@@ -40,12 +40,14 @@ def planned_step(config):
     from mlptrain.errors import MlptrainError
     from mlptrain.step import build_step
 
-    samples, features, classes = memory.data_shape(config.data, config_folder(config))
+    near = config_folder(config)
+    samples, features, classes = memory.data_shape(config.data, near)
     side = math.isqrt(features)  # an image dataset's samples are square images
     shape = (side, side) if config.data.dataset in IMAGE_SOURCES else (features,)
     train = max(1, int(samples * (1 - config.data.val_fraction)))  # only compared, never used
     try:
-        return build_step(config, shape, classes, train, _planned_task(config))
+        return build_step(config, shape, classes, train, _planned_task(config),
+                          weighted=weighted(config.data, near))
     except MlptrainError:
         return None
 

@@ -54,6 +54,8 @@ def graph_blockers(step, graph_enabled: bool = True) -> list[str]:
     reasons = [] if graph_enabled else ["MLPTRAIN_CUDA_GRAPH=0"]
     if step.loss not in LOSS_KERNELS:
         reasons.append(f"no kernel for the {step.loss} loss")
+    if step.weighted:  # the eager path weighs the loss's rows (protocol.Backend.loss_and_grad)
+        reasons.append("sample weights: no kernel")
     if ACT_IDS.get(step.activation) is None:
         reasons.append(f"no kernel for the {step.activation} activation")
     if step.optimizer.kind not in UPDATE_KERNELS:
