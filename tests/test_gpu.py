@@ -295,6 +295,38 @@ def test_a_regression_run_on_the_gpu_matches_numpy_to_1e_9(runs_dir, tmp_path, l
         assert rel(got[name], w) < 1e-9, name
 
 
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "sigmoid_bce", "mse"])
+def test_a_weighted_run_on_the_gpu_matches_numpy_to_1e_9(runs_dir, tmp_path, loss):
+    """Sample weights (an npz's w) and class weights run eagerly on the GPU (the graph has no
+    kernel for them, and says so) to the CPU's records and weights in float64."""
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(400, 6))
+    score = X @ rng.normal(size=6) + rng.normal(scale=0.5, size=400)
+    y = {"softmax_cross_entropy": np.digitize(score, [-1.0, 0.5]), "sigmoid_bce": score > 0,
+         "mse": score}[loss]
+    np.savez(tmp_path / "w.npz", X=X, y=y, w=rng.uniform(0.2, 3.0, size=400))
+    task = "regression" if loss == "mse" else "classification"
+    weights = "" if loss == "mse" else 'class_weight = "balanced"\n'
+    text = (f'[data]\ndataset = "npz"\npath = "{tmp_path / "w.npz"}"\ntask = "{task}"\n'
+            f'{weights}[model]\nhidden = [16]\nactivation = "tanh"\nloss = "{loss}"\n'
+            '[optimizer]\nname = "sgd"\nlr = 0.05\nmomentum = 0.9\n'
+            '[train]\nepochs = 3\nbatch_size = 32\ndtype = "float64"\n[report]\nplots = false\n')
+    runs = {device: fit_experiment(parse_config(text.replace(
+        "[train]\n", f'[train]\ndevice = "{device}"\n')), RunStore(runs_dir))
+        for device in ("cpu", "cuda")}
+    assert runs["cuda"].summary["path"].startswith("eager: ")
+    assert "weights" in runs["cuda"].summary["path"]
+    cpu, gpu = ([json.loads(line) for line in (runs[d].path / "metrics.jsonl").read_text()
+                 .splitlines()] for d in ("cpu", "cuda"))
+    for mine, ref in zip(gpu, cpu, strict=True):
+        for key in set(ref) - {"epoch", "seconds"}:
+            assert mine[key] == pytest.approx(ref[key], rel=1e-9), (mine["epoch"], key)
+    want = dict(np.load(runs["cpu"].path / "weights.npz"))
+    got = dict(np.load(runs["cuda"].path / "weights.npz"))
+    for name, w in want.items():
+        assert rel(got[name], w) < 1e-9, name
+
+
 @pytest.mark.parametrize("key,value,reason", [
     ("optimizer", RMSPROP, "no kernel for the rmsprop optimizer")])
 def test_a_kind_without_a_graph_kernel_says_so_and_runs_eagerly(runs_dir, monkeypatch, key,
