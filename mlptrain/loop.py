@@ -140,6 +140,18 @@ def predict_split(model: MLP, split: Split, batch_size: int) -> np.ndarray:
     return out
 
 
+def target_spread(model: MLP, split: Split | None) -> np.ndarray | None:
+    """(G,) the standard deviation of each member's targets on the split, in the target's
+    units, whence an epoch's R^2 = 1 - (RMSE / spread)^2; None for class labels, no split."""
+    if model.loss.task != "regression" or split is None or not split.size:
+        return None
+    xp, t = model.ops.xp, split.targets[..., 0]
+    if split.rows is not None:
+        t = xp.take(t, split.rows, axis=0)  # (G, n): each member's own
+    spread = np.reshape(model.ops.to_host(xp.std(t, axis=-1, dtype=xp.float64)), -1)
+    return spread * np.reshape(model.loss.target_std, -1)  # (the loss trains t / std)
+
+
 def forward_split(model: MLP, split: Split, batch_size: int):
     """Yields (start, stop, ws, logits, targets) for the split's samples in batches: one
     network's as views of its data, a group's members each on their own rows (gathered,
@@ -347,6 +359,9 @@ class _Training:
         self.rows = None  # the epoch's pool rows: its order (N,), or a group's (G, N)
         self.ahead = None  # a group's next orders, drawn while the device trains
         self.graph = self.steps_graphs = None
+        # a regression's R^2 per epoch, from its RMSE and each split's spread (fixed)
+        self.spreads = {"train": target_spread(self.model, train),
+                        "val": target_spread(self.model, val)}
 
     # -- the epochs -----------------------------------------------------------------------------
 
@@ -452,6 +467,9 @@ class _Training:
             if val is not None:
                 record["val_loss"], record[f"val_{loss.metric}"] = (float(v[g]) if self.group
                                                                     else v for v in val)
+            for split, spread in self.spreads.items():
+                if spread is not None and spread[g] > 0 and f"{split}_rmse" in record:
+                    record[f"{split}_r2"] = 1.0 - (record[f"{split}_rmse"] / spread[g]) ** 2
             record["seconds"] = seconds
             if not self._finite(g, record["train_loss"], epoch, None):
                 continue

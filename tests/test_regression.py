@@ -25,7 +25,8 @@ from conftest import CONFIGS
 from test_resume import metrics_without_time, stop_at
 
 runner = CliRunner()
-RECORD = ["epoch", "lr", "train_loss", "train_rmse", "val_loss", "val_rmse", "seconds"]
+RECORD = ["epoch", "lr", "train_loss", "train_rmse", "val_loss", "val_rmse", "train_r2", "val_r2",
+          "seconds"]
 
 
 def run(*args):
@@ -99,6 +100,12 @@ def test_fit_trains_a_real_target_and_reports_rmse_mae_r2_in_its_units(diabetes,
     last = records[-1]
     assert last["val_rmse"] == pytest.approx(final["val_rmse"], rel=1e-9)
     assert last["train_rmse"] > 0 and summary["warnings"] == []
+    # ... and so is its R^2: 1 - MSE / the split's variance (float32 targets: 1e-6)
+    assert last["val_r2"] == pytest.approx(final["val_r2"], rel=1e-6)
+    y_train = p.dataset.split("train")[1]
+    for rec in records:
+        assert rec["train_r2"] == pytest.approx(1 - rec["train_rmse"] ** 2 / y_train.var(),
+                                                rel=1e-6)
 
 
 def test_the_target_statistics_are_the_training_split_s_and_read_back(diabetes, runs_dir):
@@ -300,6 +307,10 @@ def test_plot_draws_predicted_against_true_and_no_class_figures(diabetes_run, tm
     assert result.exit_code == 0, result.output
     drawn = {p.name for p in (tmp_path / "figs").iterdir()}
     assert drawn == {"curves.png", "predictions.png"}
+    from mlptrain.reports.arrays import curves
+
+    c = curves(diabetes_run.read_metrics(), diabetes_run.read_summary())
+    assert set(c.r2) == {"train", "val"} and c.test["r2"] is not None  # the third panel's
 
 
 # -- export, ensemble, sweep -----------------------------------------------------------------------

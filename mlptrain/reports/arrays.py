@@ -28,6 +28,7 @@ class Curves:
     test_epoch: int | None = None  # the epoch whose weights the test scores belong to
     test: dict[str, float] = field(default_factory=dict)  # loss, metric (empty if none)
     metric: str = "accuracy"  # nn's Loss.metric: accuracy, or rmse
+    r2: dict[str, list[float]] = field(default_factory=dict)  # a regression's, per split
 
 
 def curves(metrics: list[dict[str, Any]], summary: dict[str, Any]) -> Curves:
@@ -39,11 +40,15 @@ def curves(metrics: list[dict[str, Any]], summary: dict[str, Any]) -> Curves:
         if metrics and all(r.get(f"{split}_loss") is not None for r in metrics):
             c.loss[split] = [float(r[f"{split}_loss"]) for r in metrics]
             c.score[split] = [float(r[f"{split}_{metric}"]) for r in metrics]
+        if metrics and all(r.get(f"{split}_r2") is not None for r in metrics):
+            c.r2[split] = [float(r[f"{split}_r2"]) for r in metrics]
     final = summary.get("final") or {}
     if final.get("test_loss") is not None and c.epochs:
         # early stopping keeps the best epoch's weights: that is what the test set scored
         c.test_epoch = summary.get("best_epoch") or c.epochs[-1]
         c.test = {"loss": final["test_loss"], metric: final[f"test_{metric}"]}
+        if final.get("test_r2") is not None:  # a regression's
+            c.test["r2"] = final["test_r2"]
     return c
 
 

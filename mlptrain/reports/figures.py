@@ -54,16 +54,18 @@ TEXT_PAD = (6, 3)  # points between an image and its title (as an axes' title), 
 
 @styled
 def draw_curves(c: Curves, title: str) -> Figure:
-    """Loss (left) and the loss's metric (right: accuracy, or RMSE) per epoch; the test score
-    is a star at its epoch."""
-    fig = new_figure(_title_width(9, title, SUPTITLE), 3.6)
-    ax_loss, ax_acc = fig.add_axes((0, 0, 1, 1)), fig.add_axes((0, 0, 1, 1))  # placed at the end
+    """Loss (left) and the loss's metric (right: accuracy, or RMSE; and a regression's R^2)
+    per epoch; the test score is a star at its epoch."""
+    panels = 3 if c.r2 else 2
+    fig = new_figure(_title_width(4.5 * panels, title, SUPTITLE), 3.6)
+    axes = [fig.add_axes((0, 0, 1, 1)) for _ in range(panels)]  # placed at the end
+    ax_loss, ax_acc = axes[:2]
     marker = "o" if len(c.epochs) <= MARKED_EPOCHS else None
-    for ax, series, key in ((ax_loss, c.loss, "loss"), (ax_acc, c.score, c.metric)):
+    for ax, series, key in zip(axes, (c.loss, c.score, c.r2), ("loss", c.metric, "r2")):
         for split, values in series.items():
             ax.plot(c.epochs, values, label=split, color=SPLIT_COLOURS[split], lw=1.5,
                     marker=marker, ms=4)
-        if c.test:
+        if c.test and c.test.get(key) is not None:
             ax.plot([c.test_epoch], [c.test[key]], "*", ms=12, color=SPLIT_COLOURS["test"],
                     label=f"test (epoch {c.test_epoch})", zorder=3)
         ax.set_xlabel("epoch")
@@ -88,7 +90,9 @@ def draw_curves(c: Curves, title: str) -> Figure:
         _accuracy_axis(ax_acc, c)
     else:
         ax_acc.set_ylabel("RMSE (target units)")
-    _side_by_side(fig, (ax_loss, ax_acc), top=_suptitle(fig, title))
+    if c.r2:
+        axes[2].set_ylabel("R$^2$")
+    _side_by_side(fig, axes, top=_suptitle(fig, title))
     return fig
 
 
