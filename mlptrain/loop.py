@@ -661,8 +661,12 @@ class _Training:
     def _capture_steps(self) -> dict:
         """A group's step captured as a graph for each batch size of the epoch (its full
         batches and a shorter last one), reading the rows and rates that _select puts in
-        place; {} where the device cannot capture (then ops.capture_failure says why)."""
-        ops, steps = self.ops, self.step.steps_per_epoch
+        place; {} where the device cannot capture (then ops.capture_failure says why) or a
+        replay would not run the optimizer's step (optim: `replays`)."""
+        ops, steps, optimizer = self.ops, self.step.steps_per_epoch, self.eager.optimizer
+        if not optimizer.replays:
+            self.on_event(StepsPath(f"eager: {optimizer.kind.value} steps do not replay"))
+            return {}
         graphs = {}
         for s in sorted({0, steps - 1}):
             rows = self._rows_in(s)

@@ -8,7 +8,9 @@ step); `state_dict()` / `load_state_dict()` move the optimizer state to and from
 The arithmetic is the backend's (`ops.sgd_update`, `ops.adam_update`, ...), in place. When
 params and grads are a model's flat `Parameters`, the optimizer keeps its state in the same
 layout and updates the whole model with one call on the flat buffers; plain dicts go name by
-name.
+name. A group's optimizer (a model of G members, arrays (G, ...)) takes a rate per member, lr
+(G,), and weight_decay (G,); `member_state` / `load_members` move a member's state in the
+format of a run trained alone. `groups`: a group's step runs it; `replays`: a captured one too.
 
 Weight decay: `sgd` and `adam` add the L2 term wd * p to the gradient (the gradient of
 wd/2 |p|^2); `adamw` decays the weights directly, decoupled from the adaptive step
@@ -18,11 +20,11 @@ wd/2 |p|^2); `adamw` decays the weights directly, decoupled from the adaptive st
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from mlptrain.errors import ConfigError
+from mlptrain.errors import ConfigError, TrainingError
 from mlptrain.model import Parameters
 
 
@@ -89,9 +91,11 @@ class _Optimizer:
         """The state sets the update reads and writes, in its argument order."""
         return tuple(getattr(self, name) for name in self.state_names)
 
-    def _apply(self, update, params: dict, grads: dict, *hyper, fuse: bool = True) -> None:
+    def _apply(self, update, params: dict, grads: dict, *hyper) -> None:
         state = self.buffers()
-        if fuse and _fused(params, grads, state[0]):  # the whole model in one call
+        # a group's per-member rates or decays (G,) go name by name: each array's leading axis
+        # is then the members'
+        if not any(np.ndim(h) for h in hyper) and _fused(params, grads, state[0]):
             update(params.flat, grads.flat, *(s.flat for s in state), *hyper)
             return
         for name, p in params.items():
@@ -107,16 +111,30 @@ class _Optimizer:
             for n, a in arrays.items():
                 a[...] = self.xp.asarray(state[f"{set_name}.{n}"])
 
+    def member_state(self, g: int, sizes: list[int]) -> dict[str, np.ndarray]:
+        """A group's member g (of layer sizes `sizes`): its state_dict, as if trained alone."""
+        return {f"{set_name}.{n}": a for set_name, arrays in zip(self.state_names, self.buffers())
+                for n, a in arrays.member(self.ops, g, sizes).items()}
+
+    def load_members(self, states: dict[int, dict], member_sizes: list) -> None:
+        """Into a group's optimizer: each member g's state_dict states[g] (from a run trained
+        alone, or as a member)."""
+        for g, state in states.items():
+            for set_name, arrays in zip(self.state_names, self.buffers()):
+                arrays.load_member(self.ops, g, member_sizes[g],
+                                   {n: state[f"{set_name}.{n}"] for n in arrays})
+
 
 class SGD(_Optimizer):
     """v <- mu v + g;  p <- p - lr v  (Nesterov: p <- p - lr (g + mu v)).
 
-    With mu = 0 this is plain mini-batch SGD, p <- p - lr g, as in the blog. A group's model
-    (G members) takes a rate per member, lr (G,), and weight_decay may be (G,) too.
+    With mu = 0 this is plain mini-batch SGD, p <- p - lr g, as in the blog.
     """
 
     kind = OptimizerKind.SGD
     groups = True  # a group's batched step runs it, a rate and decay per member
+    replays = True  # its step reads only device buffers and allocates nothing: a captured
+    # group step replays it
     state_names = ("velocity",)
 
     def __init__(self, ops, params: dict, momentum=0.0, nesterov=False, weight_decay=0.0):
@@ -124,8 +142,7 @@ class SGD(_Optimizer):
             raise ConfigError(f"SGD momentum must be in [0, 1), got {momentum}.")
         if nesterov and momentum == 0.0:
             raise ConfigError("SGD with nesterov = true needs a momentum > 0.")
-        if np.any(ops.to_host(weight_decay) < 0):  # a group's (G,) on its device too
-            raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}.")
+        _check_decay(ops, weight_decay)
         self.momentum, self.nesterov = momentum, nesterov
         self.weight_decay = weight_decay
         self._make_state(ops, params)
@@ -135,10 +152,8 @@ class SGD(_Optimizer):
         return cls(ops, params, spec.momentum, spec.nesterov, spec.weight_decay)
 
     def step(self, params: dict, grads: dict, lr) -> None:
-        # a Python float: a NumPy float64 scalar would run float32 updates in float64 (NEP 50)
-        lr = lr if np.ndim(lr) else float(lr)
-        self._apply(self.ops.sgd_update, params, grads, lr, self.momentum, self.nesterov,
-                    self.weight_decay, fuse=not np.ndim(lr))  # a group's rates: name by name
+        self._apply(self.ops.sgd_update, params, grads, _rate(lr), self.momentum, self.nesterov,
+                    self.weight_decay)
 
 
 class Adam(_Optimizer):
@@ -146,9 +161,12 @@ class Adam(_Optimizer):
 
     m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  t <- t + 1
     p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+    A group's members step together: they share t.
     """
 
-    groups = False  # a group's batched step has no Adam update yet
+    groups = True
+    replays = False  # a captured step would keep the t of its capture (a host number)
     state_names = ("m", "v")
 
     def __init__(self, ops, params: dict, beta1=0.9, beta2=0.999, eps=1e-8,
@@ -156,9 +174,9 @@ class Adam(_Optimizer):
         for key, value in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"Adam {key} must be in [0, 1), got {value}.")
-        if eps <= 0 or weight_decay < 0:
-            raise ConfigError(f"Adam needs eps > 0 and weight_decay >= 0, got {eps}, "
-                              f"{weight_decay}.")
+        if eps <= 0:
+            raise ConfigError(f"Adam needs eps > 0, got {eps}.")
+        _check_decay(ops, weight_decay)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.weight_decay, self.decoupled = weight_decay, decoupled
         self.kind = OptimizerKind.ADAMW if decoupled else OptimizerKind.ADAM
@@ -170,10 +188,10 @@ class Adam(_Optimizer):
         return cls(ops, params, spec.beta1, spec.beta2, spec.eps, spec.weight_decay,
                    decoupled=spec.kind is OptimizerKind.ADAMW)
 
-    def step(self, params: dict, grads: dict, lr: float) -> None:
+    def step(self, params: dict, grads: dict, lr) -> None:
         self.t += 1
-        self._apply(self.ops.adam_update, params, grads, self.t, float(lr), self.beta1,
-                    self.beta2, self.eps, self.weight_decay, self.decoupled)  # float: see SGD
+        self._apply(self.ops.adam_update, params, grads, self.t, _rate(lr), self.beta1,
+                    self.beta2, self.eps, self.weight_decay, self.decoupled)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {"t": np.array(self.t), **super().state_dict()}
@@ -181,6 +199,18 @@ class Adam(_Optimizer):
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.t = int(state["t"])
         super().load_state_dict(state)
+
+    def member_state(self, g: int, sizes: list[int]) -> dict[str, np.ndarray]:
+        return {"t": np.array(self.t), **super().member_state(g, sizes)}
+
+    def load_members(self, states: dict[int, dict], member_sizes: list) -> None:
+        counts = {int(state["t"]) for state in states.values()}
+        if len(counts) > 1:
+            raise TrainingError(f"a group's members step together, but their Adam step counts "
+                                f"differ ({sorted(counts)}); resume each alone (`mlptrain fit "
+                                "--resume RUN`).")
+        self.t = counts.pop() if counts else self.t
+        super().load_members(states, member_sizes)
 
 
 class RMSprop(_Optimizer):
@@ -192,13 +222,15 @@ class RMSprop(_Optimizer):
     """
 
     kind = OptimizerKind.RMSPROP
-    groups = False  # a group's batched step has no RMSprop update
+    groups = True
+    replays = False  # the reference update allocates its temporaries, which a captured step
+    # would keep writing after they are freed
     state_names = ("v",)
 
     def __init__(self, ops, params: dict, rho=0.99, eps=1e-8, weight_decay=0.0):
-        if not 0.0 <= rho < 1.0 or eps <= 0 or weight_decay < 0:
-            raise ConfigError(f"RMSprop needs rho in [0, 1), eps > 0 and weight_decay >= 0, "
-                              f"got {rho}, {eps}, {weight_decay}.")
+        if not 0.0 <= rho < 1.0 or eps <= 0:
+            raise ConfigError(f"RMSprop needs rho in [0, 1) and eps > 0, got {rho}, {eps}.")
+        _check_decay(ops, weight_decay)
         self.rho, self.eps, self.weight_decay = rho, eps, weight_decay
         self._make_state(ops, params)
 
@@ -206,9 +238,20 @@ class RMSprop(_Optimizer):
     def from_spec(cls, ops, params: dict, spec: OptimizerSpec) -> RMSprop:
         return cls(ops, params, spec.rho, spec.eps, spec.weight_decay)
 
-    def step(self, params: dict, grads: dict, lr: float) -> None:
-        self._apply(self.ops.rmsprop_update, params, grads, float(lr), self.rho, self.eps,
-                    self.weight_decay)  # float: see SGD
+    def step(self, params: dict, grads: dict, lr) -> None:
+        self._apply(self.ops.rmsprop_update, params, grads, _rate(lr), self.rho, self.eps,
+                    self.weight_decay)
+
+
+def _rate(lr):
+    """A Python float (a NumPy float64 scalar would run float32 updates in float64: NEP 50), or
+    a group's (G,) rates, one per member, as they are."""
+    return lr if np.ndim(lr) else float(lr)
+
+
+def _check_decay(ops, weight_decay) -> None:
+    if np.any(ops.to_host(weight_decay) < 0):  # a group's (G,) on its device too
+        raise ConfigError(f"weight_decay must be >= 0, got {weight_decay}.")
 
 
 def _host(ops, array) -> np.ndarray:
@@ -221,6 +264,10 @@ OPTIMIZER_CLASSES = {OptimizerKind.SGD: SGD, OptimizerKind.ADAM: Adam, Optimizer
 assert set(OPTIMIZER_CLASSES) == set(OptimizerKind)
 
 
-def build_optimizer(spec: OptimizerSpec, ops, params: dict):
-    """The optimizer a step declares (step.optimizer), over `params`."""
+def build_optimizer(spec: OptimizerSpec, ops, params: dict, decays=None):
+    """The optimizer a step declares (step.optimizer), over `params`; or a group's, over its
+    (G, ...) arrays, with each member's weight decay `decays` (G,) (the members' specs differ
+    in it alone, step.shared_part)."""
+    if decays is not None and np.any(decays):
+        spec = replace(spec, weight_decay=ops.asarray(np.asarray(decays), params.flat.dtype))
     return OPTIMIZER_CLASSES[spec.kind].from_spec(ops, params, spec)

@@ -10,7 +10,7 @@ import pytest
 
 from mlptrain.backend import get_backend
 from mlptrain.config import OptimizerConfig, ScheduleConfig
-from mlptrain.errors import ConfigError
+from mlptrain.errors import ConfigError, TrainingError
 from mlptrain.model import Parameters
 from mlptrain.backend.protocol import Backend
 from mlptrain.optim import SGD, Adam, OptimizerKind, OptimizerSpec, RMSprop, build_optimizer
@@ -235,6 +235,36 @@ def test_rmsprop_from_config_with_its_rho_and_l2_weight_decay():
                       params0, grad_seq)
     assert_histories_close(got, ref_rmsprop(params0, grad_seq, rho=0.9, eps=1e-4,
                                             weight_decay=0.05))
+
+
+@pytest.mark.parametrize("make,reference", [
+    (lambda p, wd: Adam(ops, p, weight_decay=wd), ref_adam),
+    (lambda p, wd: Adam(ops, p, weight_decay=wd, decoupled=True),
+     lambda *a, **k: ref_adam(*a, **k, decoupled=True)),
+    (lambda p, wd: RMSprop(ops, p, weight_decay=wd), ref_rmsprop)], ids=["adam", "adamw",
+                                                                         "rmsprop"])
+def test_a_groups_rates_and_decays_step_each_member_by_its_formula(make, reference):
+    """A group's arrays (G, ...) with a rate and a decay per member (G,): each member moves
+    as its formula moves it alone (the members share Adam's step count)."""
+    rng = np.random.default_rng(17)
+    lrs, decays = np.array([0.05, 0.01, 0.2]), np.array([0.0, 0.1, 0.3])
+    params0 = {name: rng.normal(size=(3, *shape)) for name, shape in SHAPES.items()}
+    grad_seq = [{name: rng.normal(size=(3, *shape)) for name, shape in SHAPES.items()}
+                for _ in range(N_STEPS)]
+    got = run_library(lambda p: make(p, decays), params0, grad_seq, lr=lrs)
+    for g in range(3):
+        member = lambda arrays: {name: a[g] for name, a in arrays.items()}  # noqa: E731
+        expected = reference(member(params0), [member(grads) for grads in grad_seq],
+                             lr=lrs[g], weight_decay=decays[g])
+        assert_histories_close([member(h) for h in got], expected)
+
+
+def test_a_group_resumes_adam_members_only_at_one_step_count():
+    """A group's members share t: their checkpoints must agree on it (a group resumes them
+    from one epoch end, so they do)."""
+    adam = Adam(ops, random_params(np.random.default_rng(18)))
+    with pytest.raises(TrainingError, match=r"step counts differ \(\[10, 12\]\)"):
+        adam.load_members({0: {"t": np.array(10)}, 2: {"t": np.array(12)}}, [])
 
 
 @pytest.mark.parametrize("momentum,nesterov,decay", [(0.0, False, 0.0), (0.9, False, 0.01),

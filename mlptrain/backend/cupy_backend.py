@@ -337,6 +337,9 @@ class CupyBackend(Backend):
 
     def adam_update(self, param, grad, m, v, step: int, lr: float, beta1: float, beta2: float,
                     eps: float, weight_decay: float, decoupled: bool) -> None:
+        if getattr(lr, "ndim", 0):  # a group's (G,) rates: the reference formula, per member
+            return super().adam_update(param, grad, m, v, step, lr, beta1, beta2, eps,
+                                       weight_decay, decoupled)
         t = param.dtype.type
         mode = 0 if not weight_decay else 2 if decoupled else 1
         _ADAM(grad, t(lr / (1 - beta1**step)), t(1 / math.sqrt(1 - beta2**step)), t(beta1),

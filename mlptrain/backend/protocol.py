@@ -107,10 +107,9 @@ class Backend:
         """g' = g + wd p;  v <- mu v + g';  p <- p - lr v   (Nesterov: p <- p - lr (g' + mu v)).
         With mu = 0 the velocity is unused (may be None): p <- p - lr g'. lr and weight_decay
         may be (G,): a group's arrays (G, ...), each member's own."""
-        member = (-1, *(1,) * (param.ndim - 1))  # (G,) -> (G, 1, ...): each member's array
-        lr, wd = (a.reshape(member) if getattr(a, "ndim", 0) else a for a in (lr, weight_decay))
+        lr, wd = each_member(param, lr, weight_decay)
         g = grad
-        if getattr(wd, "ndim", 0) or wd:
+        if decays(wd):
             g += param * wd
         if momentum:
             velocity *= momentum
@@ -121,18 +120,21 @@ class Backend:
                 g = velocity
         param -= g * lr
 
-    def adam_update(self, param, grad, m, v, step: int, lr: float, beta1: float, beta2: float,
-                    eps: float, weight_decay: float, decoupled: bool) -> None:
+    def adam_update(self, param, grad, m, v, step: int, lr, beta1: float, beta2: float,
+                    eps: float, weight_decay, decoupled: bool) -> None:
         """Adam's step t = `step` (1-based), with bias correction; AdamW if `decoupled`.
 
         g' = g + wd p (decoupled: p <- p (1 - lr wd) instead)
         m <- b1 m + (1 - b1) g';  v <- b2 v + (1 - b2) g'^2
         p <- p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+        lr and weight_decay may be (G,), as in sgd_update; the members share t.
         """
+        lr, weight_decay = each_member(param, lr, weight_decay)
         xp, g, tmp = self.xp, grad, self.scratch(grad.shape, grad.dtype, "update")
-        if weight_decay and decoupled:
+        if decays(weight_decay) and decoupled:
             param *= 1 - lr * weight_decay  # AdamW: shrink p, apart from the gradient
-        elif weight_decay:
+        elif decays(weight_decay):
             g += xp.multiply(param, weight_decay, out=tmp)  # L2: the gradient of wd/2 |p|^2
         m *= beta1
         m += xp.multiply(g, 1 - beta1, out=tmp)
@@ -148,11 +150,12 @@ class Backend:
         g *= lr / (1 - beta1**step)
         param -= g
 
-    def rmsprop_update(self, param, grad, v, lr: float, rho: float, eps: float,
-                       weight_decay: float) -> None:
-        """g' = g + wd p;  v <- rho v + (1 - rho) g'^2;  p <- p - lr g' / (sqrt(v) + eps)."""
+    def rmsprop_update(self, param, grad, v, lr, rho: float, eps: float, weight_decay) -> None:
+        """g' = g + wd p;  v <- rho v + (1 - rho) g'^2;  p <- p - lr g' / (sqrt(v) + eps).
+        lr and weight_decay may be (G,), as in sgd_update."""
+        lr, weight_decay = each_member(param, lr, weight_decay)
         xp, g, tmp = self.xp, grad, self.scratch(grad.shape, grad.dtype, "update")
-        if weight_decay:
+        if decays(weight_decay):
             g += xp.multiply(param, weight_decay, out=tmp)
         v *= rho
         xp.multiply(g, g, out=tmp)
@@ -170,3 +173,16 @@ class Backend:
                                "primitive, which this training step needs. Choose another "
                                "train.device, or implement it in the backend.")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+def each_member(param, *values) -> tuple:
+    """A group's (G,) values viewed (G, 1, ...) to broadcast over its arrays param (G, ...),
+    each member its own; a float as it is."""
+    member = (-1, *(1,) * (param.ndim - 1))
+    return tuple(a.reshape(member) if getattr(a, "ndim", 0) else a for a in values)
+
+
+def decays(weight_decay) -> bool:
+    """Whether a weight decay applies: a float's, or a group's array (made only where some
+    member decays)."""
+    return bool(getattr(weight_decay, "ndim", 0) or weight_decay)

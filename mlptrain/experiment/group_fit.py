@@ -30,7 +30,7 @@ from mlptrain.experiment.setup import SPLITS, Prepared, as_saved, prepare, saved
 from mlptrain.model import MLP, stack_members
 from mlptrain.loop import (EagerStep, LoopSettings, Member, Split, StepsPath, StopFlag,
                            TrainState, forward_split, train_members)
-from mlptrain.optim import SGD, build_optimizer
+from mlptrain.optim import build_optimizer
 from mlptrain.runs import RunStore
 from mlptrain.runs.checkpoint import checkpoint_arrays
 
@@ -50,8 +50,8 @@ def fit_group(configs: list[Config], store: RunStore,
     raises KeyboardInterrupt."""
     stop = stop or StopFlag()
     datasets: dict[tuple, Any] = {}  # _data_key -> its dataset (the split follows the seed)
-    velocities: dict[int, dict] = {}  # a resumed member's SGD velocities, by parameter
-    members = [_start_member(config, store, datasets, run_id, velocities, g)
+    states: dict[int, dict] = {}  # a resumed member's optimizer state (its state_dict)
+    members = [_start_member(config, store, datasets, run_id, states, g)
                for g, (config, run_id) in enumerate(zip(configs, resume or [None] * len(configs)))]
     start_epoch = members[0].epochs_before
     if any(m.epochs_before != start_epoch for m in members):  # sweep/grouping.py plans this
@@ -69,7 +69,7 @@ def fit_group(configs: list[Config], store: RunStore,
             if plots(m):
                 drawers.submit(str(m.run.path), m.p.config.report.format)
 
-        finished = _train(members, velocities, on_event, stop, draw)
+        finished = _train(members, states, on_event, stop, draw)
         drawn = [m for m, f in zip(members, finished) if plots(m) and f.status == "completed"]
         for m, figures in zip(drawn, drawers.records()):  # what its summary.json now says
             m.summary["figures"] = figures
@@ -78,7 +78,7 @@ def fit_group(configs: list[Config], store: RunStore,
     return finished
 
 
-def _train(members: list[TrainingRun], velocities: dict[int, dict], on_event, stop: StopFlag,
+def _train(members: list[TrainingRun], states: dict[int, dict], on_event, stop: StopFlag,
            written: Callable[[TrainingRun], None]) -> list:
     """The group's epochs (loop.train_members), then each member's final scores and files
     (`written(member)` as each completed member's run is); returns each member's
@@ -86,12 +86,9 @@ def _train(members: list[TrainingRun], velocities: dict[int, dict], on_event, st
     data = GroupData([m.p for m in members])
     step = members[0].p.step  # the members' steps differ in their seeds, rates and decay only
     model = stack_members([m.p.model for m in members])
-    ops = model.ops
-    decays = np.array([m.p.step.optimizer.weight_decay for m in members])
-    optimizer = SGD(ops, model.params, step.optimizer.momentum, step.optimizer.nesterov,
-                    ops.asarray(decays, model.dtype) if decays.any() else 0.0)
-    for g, velocity in velocities.items():
-        optimizer.velocity.load_member(ops, g, model.member_sizes[g], velocity)
+    optimizer = build_optimizer(step.optimizer, model.ops, model.params,
+                                [m.p.step.optimizer.weight_decay for m in members])
+    optimizer.load_members(states, model.member_sizes)
     ledgers = [Member(m.state, m.p.rngs["shuffle"], m.p.step.schedule,
                       LoopSettings.from_config(m.p.config.train)) for m in members]
     batch = max(64, EVAL_ELEMENTS // (model.members * sum(model.sizes)))
@@ -134,7 +131,7 @@ class _Writer:
     and its checkpoint in the format `fit` writes (runs/checkpoint.py), as if it had trained
     alone (`mlptrain fit --resume RUN` continues it so)."""
 
-    def __init__(self, model: MLP, optimizer: SGD, members: list[TrainingRun]):
+    def __init__(self, model: MLP, optimizer, members: list[TrainingRun]):
         self.model, self.optimizer, self.members = model, optimizer, members
 
     def epoch_ended(self, g: int, state: TrainState) -> None:
@@ -145,8 +142,7 @@ class _Writer:
         p = m.p
         p.model.load_state_dict(model.member_state(g), source="the group's weights")
         optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
-        velocity = self.optimizer.velocity.member(model.ops, g, model.member_sizes[g])
-        optimizer.load_state_dict({f"velocity.{k}": v for k, v in velocity.items()})
+        optimizer.load_state_dict(self.optimizer.member_state(g, model.member_sizes[g]))
         try:
             arrays = checkpoint_arrays(p.model, optimizer, p.rngs, state)
         except TrainingError:  # diverged in this very epoch: nothing worth resuming
@@ -166,9 +162,9 @@ def _top_probabilities(model: MLP, split: Split, batch: int) -> np.ndarray:
 
 
 def _start_member(config: Config, store: RunStore, datasets: dict, resume: str | None,
-                  velocities: dict, g: int) -> TrainingRun:
+                  states: dict, g: int) -> TrainingRun:
     """Member g's run: a new one, or the interrupted run `resume` reopened at its checkpoint,
-    which must end an epoch (its SGD velocities go to velocities[g])."""
+    which must end an epoch (its optimizer's state goes to states[g])."""
     if resume is None:
         p = _prepared(config, datasets)
         return start_run(p, store, path="grouped")
@@ -181,7 +177,7 @@ def _start_member(config: Config, store: RunStore, datasets: dict, resume: str |
         raise RunStoreError(f"run {run.run_id} stopped inside epoch {m.state.epoch + 1}; a "
                             "group resumes from epoch ends only: `mlptrain fit --resume "
                             f"{run.run_id}` continues it alone.")
-    velocities[g] = {k.removeprefix("velocity."): v for k, v in optimizer.state_dict().items()}
+    states[g] = optimizer.state_dict()
     with os_errors_fail(run, summary):
         run.write_summary(summary)
     return m
