@@ -41,6 +41,7 @@ class SweepFinished:
     summary: dict[str, Any]
     files: list[Path] = field(default_factory=list)
     wall_seconds: float = 0.0
+    trial_figures: bool = False  # whether the trials drew their runs' figures ([report] plots)
 
 
 @dataclass
@@ -84,7 +85,8 @@ def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
         summary, files = write_summary(sweep, figure_formats, wall)
     finally:
         sweep.close()
-    finished = SweepFinished(spec.sweep_id, sweep.path, summary, files, wall)
+    finished = SweepFinished(spec.sweep_id, sweep.path, summary, files, wall,
+                             any(t.config.report.plots for t in spec.trials))
     on_event(finished)
     return finished
 
