@@ -47,9 +47,9 @@ def sweep(
              "process. auto: on a GPU. Each trial is still its own run."),
     trial_figures: bool = typer.Option(
         False, "--trial-figures/--no-trial-figures",
-        help="Also draw each trial's run figures as fit does ([report] plots), 0.4-1 s of a "
-             "core per trial. Default: only the sweep's own figures; `mlptrain plot RUN` draws "
-             "a trial's on demand."),
+        help="Also draw each trial's run figures as fit does (\\[report] plots), 0.4-1 s of "
+             "a core per trial. Default: only the sweep's own figures; `mlptrain plot RUN` "
+             "draws a trial's on demand."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the trials and exit."),
     runs_dir: Optional[Path] = RunsDir,
 ):
