@@ -58,10 +58,10 @@ def sweep(
     Writes runs/sweeps/<sweep-id>/: the trial list, summary.csv, summary.json and the capacity
     figure. Each trial is a complete run without its figures (their config.toml says
     report.plots = false); `mlptrain plot RUN` draws a trial's, or --trial-figures draws
-    every trial's as it ends. Ctrl-C or SIGTERM stops it, each running trial keeping its checkpoint. Running the
-    same sweep again resumes it: completed trials are skipped, interrupted or stale ones (their
-    process killed) continue from their checkpoints (a group's members together again where
-    theirs end the same epoch), failed ones run again.
+    every trial's as it ends. Ctrl-C or SIGTERM stops it, each running trial keeping its
+    checkpoint. Running the same sweep again resumes it: completed trials are skipped,
+    interrupted or stale ones (their process killed) continue from their checkpoints (a group's
+    members together again where theirs end the same epoch), failed ones run again.
     """
     from mlptrain.cli.sweep_render import SweepRenderer
     from mlptrain.runs import RunStore
