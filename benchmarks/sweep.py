@@ -5,7 +5,8 @@ time, and a batched PyTorch reference (issue 17).
 
 Cases:
 - `grouped`: `mlptrain sweep configs/mnist-capacity.toml --set train.device=cuda` (the 24 trials,
-  widths 2..256 x 3 seeds, 5 epochs), as a user runs it; its trials share one batched model.
+  widths 2..256 x 3 seeds, 5 epochs), as a user runs it; its trials share one batched model
+  and, by default, draw no figures of their own (the sweep draws its capacity figure).
 - `alone`: the same with `--group off --workers 0` and no figures: every trial trained in turn
   in one process (no process start or CUDA context per trial: the fairest one-at-a-time).
 - `torch`: the same 24 nets as ONE PyTorch model: every net padded to width 256 with a unit

@@ -151,7 +151,7 @@ class TrainConfig:
 
 @dataclass
 class ReportConfig:
-    plots: bool = option(True)  # draw the run's figures into its directory when fit ends
+    plots: bool = option(True)  # draw the run's figures when fit ends (sweep trials: --trial-figures)
     format: str = option("png", choices=PLOT_FORMATS)  # png | svg
 
 

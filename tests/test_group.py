@@ -628,7 +628,7 @@ def test_groups_spread_over_several_devices_and_report_as_trials(tmp_path):
     # variable, but the workers, the queue of groups and the events are the real ones
     grid = ["model.hidden=[8],[16],[8, 8],[16, 16]"]
     figures = [o for o in CAPACITY if not o.startswith("report.plots")]  # drawn in a worker
-    sweep = load_sweep(CONFIGS / "mnist-capacity.toml", figures, grid)
+    sweep = load_sweep(CONFIGS / "mnist-capacity.toml", figures, grid, trial_figures=True)
     executor = GroupingExecutor(InlineExecutor(), devices=["0", "1"])
     assert "2 GPU workers" in executor.describe()
     events = []
@@ -657,7 +657,7 @@ def test_on_dask_each_group_is_one_task_of_one_worker(tmp_path):
         assert "each a task of the Dask scheduler" in executor.describe()
         events = []
         figures = [o for o in CAPACITY if not o.startswith("report.plots")]
-        sweep = load_sweep(CONFIGS / "mnist-capacity.toml", figures, grid)
+        sweep = load_sweep(CONFIGS / "mnist-capacity.toml", figures, grid, trial_figures=True)
         result = run_sweep(sweep, tmp_path, executor, events.append)
     assert result.summary["counts"] == {"completed": 6}
     finished = {e.index: e for e in events if type(e).__name__ == "TrialFinished"}

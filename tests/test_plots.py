@@ -416,7 +416,9 @@ def test_the_library_fit_draws_the_figures_when_the_config_says_so(tmp_path):
     off = fit_experiment(load_config(CONFIGS / "xor.toml", ["train.epochs=3",
                                                             "report.plots=false"]), store)
     assert off.figures is None and list(off.path.glob("*.png")) == []
-    assert "figures" not in Run(off.path).read_summary()
+    # complete without them, and its summary says so (`mlptrain plot RUN` draws them)
+    figures = Run(off.path).read_summary()["figures"]
+    assert figures["files"] == [] and "mlptrain plot RUN" in figures["not_drawn"]
 
 
 def test_sweep_trials_get_their_figures(tmp_path):

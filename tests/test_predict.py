@@ -239,3 +239,17 @@ def test_the_mnist_toml_run_reads_generated_photos(tmp_path):
     overall = np.mean(list(per_kind.values()))
     assert overall >= 0.9, per_kind
     assert min(per_kind.values()) >= 0.8, per_kind
+
+
+def test_a_pooled_datasets_image_ranges_are_those_of_its_training_images():
+    # measured once per pool and process, then read at each split's rows: the same numbers
+    # as measuring the split's own images, for every seed's split
+    from mlptrain.config import parse_config
+    from mlptrain.experiment.predict import image_ranges, training_image_ranges
+    from mlptrain.experiment.setup import prepare
+
+    for seed in (0, 1):
+        config = parse_config(f'[data]\ndataset = "mnist"\nlimit = 3000\n[train]\nseed = {seed}')
+        d = prepare(config).dataset
+        assert d.pool is not None and not d.pool[0].flags.writeable  # the cached path
+        assert training_image_ranges(d) == image_ranges(d.split("train")[0], d.input_shape)

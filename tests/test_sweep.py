@@ -59,7 +59,9 @@ def test_the_grid_is_the_product_of_the_axes_with_the_last_varying_fastest(sweep
     assert last.name == "xs_hidden-8_seed-1" and last.index == 5
     assert last.config.model.hidden == [8] and last.config.train.seed == 1
     assert last.config.model.activation == "tanh"  # the rest of the file still applies
-    assert last.config.overrides == ["model.hidden=8", "train.seed=1"]  # saved as # --set
+    # saved as # --set; the last: a sweep's trials draw no figures by default
+    assert last.config.overrides == ["model.hidden=8", "train.seed=1", "report.plots=false"]
+    assert not last.config.report.plots
 
 
 def test_nested_sweep_tables_name_the_same_axes(sweep_file):

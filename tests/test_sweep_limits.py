@@ -110,6 +110,7 @@ def test_a_sampled_sweep_runs_the_points_it_draws_with_configs_equal_to_a_parse(
     for trial in spec.trials:
         assert trial.point == point_at(spec.axes, trial.index)
         sets = [f"{k}={json.dumps(v)}" for k, v in trial.point.items()]
+        sets.append("report.plots=false")  # the sweep's own override: no figures per trial
         parsed = mlptrain.config.load_config(spec.source, sets)
         assert trial.config == parsed.__class__(**{**parsed.__dict__, "name": trial.name})
         assert trial.config.overrides == sets

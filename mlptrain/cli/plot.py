@@ -23,15 +23,17 @@ def plot(
     """Draw a saved run's figures into its directory (or --out).
 
     Loss and accuracy curves and the confusion matrix for every run; the decision boundary for
-    2-D inputs; weight images, activations per class and mistakes for images.
+    2-D inputs; weight images, activations per class and mistakes for images. A sweep's trials
+    draw none while the sweep runs (unless `sweep --trial-figures`): this draws a trial's, and
+    its summary.json then lists them.
     """
     if fmt not in PLOT_FORMATS:
         raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(PLOT_FORMATS)}.",
                                  param_hint="--format")
     try:
-        from mlptrain.experiment.plot import plot_run
+        from mlptrain.experiment.plot import plot_saved_run
 
-        drawn = plot_run(find_run(RunStore(runs_dir), run, weights=True), out_dir, fmt)
+        drawn = plot_saved_run(find_run(RunStore(runs_dir), run, weights=True), out_dir, fmt)
     except MlptrainError as exc:
         fail(exc)
     except KeyboardInterrupt:

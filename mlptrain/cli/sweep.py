@@ -45,16 +45,23 @@ def sweep(
         help="Train the trials that can share one step (same depth, recipe and data; any "
              "widths, seeds, learning rates, weight decay) as one batched model in this "
              "process. auto: on a GPU. Each trial is still its own run."),
+    trial_figures: bool = typer.Option(
+        False, "--trial-figures/--no-trial-figures",
+        help="Also draw each trial's run figures as fit does (\\[report] plots), 0.4-1 s of "
+             "a core per trial. Default: only the sweep's own figures; `mlptrain plot RUN` "
+             "draws a trial's on demand."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the trials and exit."),
     runs_dir: Optional[Path] = RunsDir,
 ):
     """Run a grid of trials, each an ordinary run, and summarise them.
 
     Writes runs/sweeps/<sweep-id>/: the trial list, summary.csv, summary.json and the capacity
-    figure. Ctrl-C or SIGTERM stops it, each running trial keeping its checkpoint. Running the
-    same sweep again resumes it: completed trials are skipped, interrupted or stale ones (their
-    process killed) continue from their checkpoints (a group's members together again where
-    theirs end the same epoch), failed ones run again.
+    figure. Each trial is a complete run without its figures (their config.toml says
+    report.plots = false); `mlptrain plot RUN` draws a trial's, or --trial-figures draws
+    every trial's as it ends. Ctrl-C or SIGTERM stops it, each running trial keeping its
+    checkpoint. Running the same sweep again resumes it: completed trials are skipped,
+    interrupted or stale ones (their process killed) continue from their checkpoints (a group's
+    members together again where theirs end the same epoch), failed ones run again.
     """
     from mlptrain.cli.sweep_render import SweepRenderer
     from mlptrain.runs import RunStore
@@ -62,7 +69,7 @@ def sweep(
 
     warnings.filterwarnings("ignore", message="(overflow|invalid value)", category=RuntimeWarning)
     try:
-        spec = load_sweep(config, set_ or [], grid or [], samples, sample_seed)
+        spec = load_sweep(config, set_ or [], grid or [], samples, sample_seed, trial_figures)
         figure_formats = _formats(formats or ["png"])
         if dry_run:
             _dry_run(spec, RunStore(runs_dir).root, group)
@@ -73,7 +80,7 @@ def sweep(
             from mlptrain.sweep.grouping import GroupingExecutor
 
             runner = GroupingExecutor(runner)
-        with SweepRenderer(out) as renderer, sigterm_as_ctrl_c():
+        with SweepRenderer(out, runs_dir) as renderer, sigterm_as_ctrl_c():
             result = run_sweep(spec, RunStore(runs_dir).root, runner, renderer, figure_formats)
     except MlptrainError as exc:
         fail(exc)

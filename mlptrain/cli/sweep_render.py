@@ -3,6 +3,8 @@ line per finished trial elsewhere, and a table of mean +- std per grid point at 
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -35,8 +37,9 @@ def _value(v: Any) -> str:
 class SweepRenderer:
     """Turns sweep events into output; a context manager around run_sweep."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, runs_dir: Path | None = None):
         self.console = console
+        self.runs_dir = runs_dir  # --runs-dir as given: the commands it suggests repeat it
         self.live = console.is_terminal
         # a trial's row names its grid point (hidden-256_seed-2), cut if long, before its bar
         self.progress = LiveProgress(console, description_width=26, disable=not self.live)
@@ -123,6 +126,12 @@ class SweepRenderer:
         self.console.print(f"sweep {e.sweep_id}: {counts}; {took}", highlight=False)
         for path in e.files:
             self.console.print(f"  {path}", highlight=False, soft_wrap=True)
+        done = [t["run_id"] for t in e.summary["trials"] if t["status"] == "completed"]
+        if done and not e.trial_figures:
+            where = f" --runs-dir {shlex.quote(str(self.runs_dir))}" if self.runs_dir else ""
+            self.console.print(f"each trial is a run (its id in summary.csv); its figures are "
+                               f"drawn on demand: mlptrain plot {done[-1]}{where}",
+                               highlight=False, soft_wrap=True)
 
 
 def summary_table(summary: dict[str, Any], console: Console) -> Table:

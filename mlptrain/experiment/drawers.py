@@ -44,6 +44,8 @@ class FigureDrawers:
 
     def records(self) -> list[dict]:
         """Each submitted run's figure record (as its summary.json now holds it), in order."""
+        if not self.submitted:  # a sweep's trials draw none by default: no matplotlib import
+            return []
         # imported here, not before: matplotlib takes this process 0.3-0.4 s, which now
         # overlaps the drawing (and readies its own figures, such as a sweep's summary)
         from mlptrain.experiment.plot import draw_saved_run_figures

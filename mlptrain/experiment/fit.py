@@ -30,6 +30,12 @@ from mlptrain.runs import Run, RunStore
 from mlptrain.runs.checkpoint import CheckpointWriter, checkpoint_arrays, restore
 
 
+# summary["figures"] of a run that drew none ([report] plots = false); `mlptrain plot RUN`
+# draws them and records them there as a fit that draws them does (experiment/plot.py)
+FIGURES_NOT_DRAWN = {"files": [], "not_drawn": "[report] plots = false; `mlptrain plot RUN` "
+                                               "draws them"}
+
+
 @dataclass
 class RunStarted:
     run_id: str
@@ -286,6 +292,8 @@ def complete_run(m: TrainingRun, weights: dict, final: dict, reference: dict,
                    warnings=run_warnings(state.history, final, p.dataset),
                    reference=reference)
     summary.pop("position", None)
+    if not p.config.report.plots:  # complete without them; a sweep's trials are, by default
+        summary["figures"] = dict(FIGURES_NOT_DRAWN)
     summary["timing"] = run_timing(summary, state.history, m.epochs_before, seconds,
                                    len(p.dataset.split("train")[1]))
     finish_run(run, summary, "completed", time.perf_counter() - seconds)
@@ -327,13 +335,16 @@ def run_reference(p: Prepared, batch: int, images: dict | None = None,
     """What predict compares a user's input with: statistics of this run's own data
     (`images`: predict.image_ranges of its training split, and `top`: the model's largest
     class probability on each validation sample, when already computed)."""
-    from mlptrain.experiment.predict import probabilities, reference_statistics
+    from mlptrain.experiment.predict import (probabilities, reference_statistics,
+                                             training_image_ranges)
 
     X_val = p.dataset.split("val")[0]
     if p.model.loss.task == "regression":  # no class probabilities: no `uncertain` bar
         X_val, top = X_val[:0], None
     if top is None:
         top = probabilities(p.model, X_val, batch).max(axis=1) if len(X_val) else np.zeros(0)
+    if images is None:
+        images = training_image_ranges(p.dataset)
     return reference_statistics(p.dataset.split("train")[0], top, p.dataset.input_shape,
                                 images)
 

@@ -97,6 +97,25 @@ def draw_saved_run_figures(path: str, fmt: str) -> dict:
     return summary["figures"]
 
 
+def plot_saved_run(run: Run, out_dir: Path | None = None, fmt: str = "png") -> Plots:
+    """`mlptrain plot RUN`: the run's figures (plot_run); drawn into a completed run's own
+    folder, they are recorded in its summary as a fit records those it draws, so a run whose
+    fit drew none ([report] plots = false, a sweep's trials by default) then lists them."""
+    start = time.perf_counter()
+    drawn = plot_run(run, out_dir, fmt)
+    summary = run.read_summary()
+    into_run = out_dir is None or Path(out_dir).resolve() == run.path.resolve()
+    if into_run and summary.get("status") == "completed":  # never a summary still being written
+        record = FiguresDrawn(drawn.files, time.perf_counter() - start,
+                              omitted=drawn.omitted).to_summary()
+        earlier = (summary.get("figures") or {}).get("files", [])  # another format's, say
+        record["files"] = list(dict.fromkeys(
+            [name for name in earlier if (run.path / name).is_file()] + record["files"]))
+        summary["figures"] = record
+        run.write_summary(summary)
+    return drawn
+
+
 def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png",
              prepared: Prepared | None = None) -> Plots:
     """Draws the run's figures into out_dir (default: the run directory). `prepared`: the

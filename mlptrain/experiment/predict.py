@@ -195,6 +195,26 @@ def image_ranges(X_train: np.ndarray, input_shape: tuple[int, ...],
             "mean_intensity": [float(v) for v in np.percentile(mean, TAILS)]}
 
 
+# id(a pool's images) -> (those images, their image_measures): one pool, held with its array
+_pool_measures: dict[int, tuple[np.ndarray, tuple]] = {}
+
+
+def training_image_ranges(dataset) -> dict:
+    """image_ranges of a dataset's training split. A pooled source's (MNIST, its loader's
+    read-only arrays, kept for the next run) from measures of every image of the pool, taken
+    once per process: a sweep's trials in one process share the pool, and measuring each
+    trial's 54,000 training images again took 0.06 s of it."""
+    X_train, shape = dataset.split("train")[0], dataset.input_shape
+    pool = dataset.pool[0] if dataset.pool is not None else None
+    if pool is None or pool.flags.writeable or len(shape) != 2 or not len(X_train):
+        return image_ranges(X_train, shape)
+    if id(pool) not in _pool_measures:  # a pool kept with its measures cannot share its id
+        _pool_measures.clear()
+        _pool_measures[id(pool)] = (pool, image_measures(pool))
+    rows = dataset.rows["train"]  # X_train is these rows of the pool (data.load_dataset)
+    return image_ranges(X_train, shape, tuple(m[rows] for m in _pool_measures[id(pool)][1]))
+
+
 def image_measures(X, xp=np) -> tuple:
     """(ink fraction, mean intensity) of each image (row) of X, an array of xp."""
     return xp.mean(xp.greater(X, INK_LEVEL), axis=1), xp.mean(X, axis=1)

@@ -63,6 +63,11 @@ class SweepSpec:
     samples: int  # 0 = the whole grid
     sample_seed: int
     text: str = field(default="", repr=False)  # the config file's, to name lines in errors
+    # whether each trial draws its run's figures as `fit` does ([report] plots). Off by
+    # default: a run's figures take a core 0.4-1 s, longer than a grouped trial's training,
+    # and `mlptrain plot RUN` draws them on demand. Not part of what the sweep runs (its id):
+    # the same command with or without figures finds the same trials.
+    trial_figures: bool = False
 
     @property
     def grid_size(self) -> int:
@@ -97,6 +102,9 @@ class SweepSpec:
         config.overrides = [*self.base.overrides,
                             *(f"{key}={toml_value(value)}" for key, value in point.items())]
         config.name = trial_name(point.get("name", self.name), point)
+        if config.report.plots and not self.trial_figures:
+            config.report.plots = False  # a copy of the base's section (with_values)
+            config.overrides.append("report.plots=false")  # the run's config.toml says so
         return Trial(index, point, config.name, config)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,9 +132,11 @@ def too_many(spec: SweepSpec) -> str:
 
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[str] = (),
-               samples: int = 0, sample_seed: int = 0) -> SweepSpec:
+               samples: int = 0, sample_seed: int = 0,
+               trial_figures: bool = False) -> SweepSpec:
     """Reads a sweep config: its [sweep] table, then --grid axes, then (unless there are too
-    many to run: see SweepSpec.trials) the trials."""
+    many to run: see SweepSpec.trials) the trials, which draw their runs' figures only with
+    `trial_figures` (SweepSpec.trial_figures)."""
     path = Path(path)
     base = load_config(path, overrides)  # reports unreadable files and bad base keys first
     text = path.read_text(encoding="utf-8")
@@ -144,7 +154,8 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
     if not axes:
         raise ConfigError(f"{path} has no [sweep] axes and no --grid was given; add for example "
                           '[sweep] "model.hidden" = [2, 4, 8] or --grid model.hidden=2,4,8.')
-    spec = SweepSpec(base.name, str(path), base, list(axes.values()), samples, sample_seed, text)
+    spec = SweepSpec(base.name, str(path), base, list(axes.values()), samples, sample_seed, text,
+                     trial_figures)
     if samples < 0:
         raise ConfigError(f"--samples {samples}: expected 0 (the whole grid) or more.")
     if samples > spec.grid_size:

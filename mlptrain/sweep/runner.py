@@ -6,7 +6,9 @@ Nothing here prints: the sweep's own events and the trials' events go to `on_eve
 
 from __future__ import annotations
 
+import importlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -41,6 +43,7 @@ class SweepFinished:
     summary: dict[str, Any]
     files: list[Path] = field(default_factory=list)
     wall_seconds: float = 0.0
+    trial_figures: bool = False  # whether the trials drew their runs' figures ([report] plots)
 
 
 @dataclass
@@ -65,6 +68,8 @@ def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
                               [t.index for t in tasks], executor.describe(),
                               [t.index for t in tasks if t.resume]))
         start = time.perf_counter()
+        if _draws_capacity(spec, figure_formats):
+            _import_ahead("mlptrain.reports.capacity")
 
         def handle(event) -> None:
             _record(sweep, event)
@@ -84,7 +89,8 @@ def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
         summary, files = write_summary(sweep, figure_formats, wall)
     finally:
         sweep.close()
-    finished = SweepFinished(spec.sweep_id, sweep.path, summary, files, wall)
+    finished = SweepFinished(spec.sweep_id, sweep.path, summary, files, wall,
+                             any(t.config.report.plots for t in spec.trials))
     on_event(finished)
     return finished
 
@@ -173,7 +179,7 @@ def write_summary(sweep: SweepDir, figure_formats: tuple[str, ...] = ("png",),
                "trials": rows, "groups": groups}
     files = [sweep.write_text("summary.json", json.dumps(summary, indent=2) + "\n"),
              sweep.write_text("summary.csv", summary_csv(axes, rows, groups, metrics))]
-    if CAPACITY_AXIS in axes and figure_formats:
+    if _draws_capacity(sweep.spec, figure_formats):
         from mlptrain.reports.capacity import capacity_series, draw_capacity
 
         series = capacity_series(summary, metrics[0])  # the headline: accuracy, or R^2
@@ -181,3 +187,22 @@ def write_summary(sweep: SweepDir, figure_formats: tuple[str, ...] = ("png",),
             files += draw_capacity(series, sweep.path / "capacity", figure_formats,
                                    title=sweep.spec.name)
     return summary, files
+
+
+def _draws_capacity(spec: SweepSpec, figure_formats: tuple[str, ...]) -> bool:
+    """Whether the sweep draws its capacity figure: a model.hidden axis and a format."""
+    return bool(figure_formats) and CAPACITY_AXIS in [a.key for a in spec.axes]
+
+
+def _import_ahead(module: str) -> None:
+    """Imports `module` in a thread while the trials train: the capacity figure's code
+    (matplotlib, 0.3-0.45 s) is then ready when the last trial ends instead of being imported
+    after it. The import at the end waits for this one if it is still under way (a module is
+    imported once); a failure here is met again there, and reported."""
+    def load() -> None:
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - write_summary imports it again and raises
+            pass
+
+    threading.Thread(target=load, name=f"import {module}", daemon=True).start()
