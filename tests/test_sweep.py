@@ -313,12 +313,15 @@ def test_the_inline_executor_stops_the_sweep_on_ctrl_c(sweep_file, tmp_path):
 
 
 def _interrupt_trial_1_in_its_third_epoch(spec, root):
-    """Runs the sweep until trial 1 reports its third epoch, then stops it as Ctrl-C does;
+    """Runs the sweep until trial 1 reports its third epoch, then stops it as a second Ctrl-C
+    does (at once: the checkpoint of epoch 2's end stands, each epoch checkpointing here);
     returns the sweep's trials.json."""
     def interrupt_in_third_epoch(event):
         if type(event).__name__ == "TrialProgress" and (event.index, event.epoch) == (1, 3):
             raise KeyboardInterrupt
 
+    for trial in spec.trials:  # (by default a millisecond epoch would not checkpoint yet)
+        trial.config.train.checkpoint_epochs = 1
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec, root, InlineExecutor(), interrupt_in_third_epoch)
     return root / "sweeps" / spec.sweep_id / "trials.json"
