@@ -240,7 +240,9 @@ def test_a_dask_worker_killed_mid_trial_leaves_its_run_to_the_next_worker(sweep_
     takes it continues the killed worker's run from its checkpoint (before, it started the
     trial again from its first step in a new run); the results equal an undisturbed sweep's."""
     distributed = pytest.importorskip("distributed")
-    spec = load_sweep(sweep_toml, ["train.epochs=300", "report.plots=false"],
+    # every epoch end checkpoints and says so in the summary (the killer below waits for it)
+    spec = load_sweep(sweep_toml, ["train.epochs=300", "report.plots=false",
+                                   "train.checkpoint_epochs=1"],
                       grid=["model.hidden=4", "train.seed=0,1"])
     inline = []
     run_sweep(spec, tmp_path / "inline", InlineExecutor(), inline.append, figure_formats=())

@@ -247,19 +247,21 @@ def _train(m: TrainingRun, optimizer, splits, on_event, stop) -> RunFinished:
 
 class _EpochFiles:
     """A run's files at its epoch ends: the checkpoint every `every` epochs, and the metrics
-    lines and summary each epoch; with every = 0 (auto), all three at most once a
-    FILES_SECONDS (and at the last epoch). A big model's checkpoint costs more than its epoch
-    (12 M weights: ~0.4 s per ~96 MB write against 0.25 s of training), so it may skip epoch
-    ends; a small table's epoch takes a millisecond, against ~3 ms for its files' fsyncs
-    (wine, 200 epochs: 0.5 s of fsync in a 1.1 s run). A checkpoint holds the history, so a
-    resume rewrites any metrics it lacks or runs behind."""
+    lines and summary each epoch; with every = 0 (auto), all three at the first epoch's end
+    (a run killed later resumes from there), then at most once a FILES_SECONDS, and at the
+    last. The summary's epochs_completed is the last epoch whose files are written. A big
+    model's checkpoint costs more than its epoch (12 M weights: ~0.4 s per ~96 MB write
+    against 0.25 s of training), so it may skip epoch ends; a small table's epoch takes a
+    millisecond, against ~3 ms for its files' fsyncs (wine, 200 epochs: 0.5 s of fsync in a
+    1.1 s run). A checkpoint holds the history, so a resume rewrites any metrics it lacks or
+    runs behind."""
 
     FILES_SECONDS = 1.0
 
     def __init__(self, run: Run, summary: dict, every: int, epochs: int):
         self.run, self.summary, self.every, self.epochs = run, summary, every, epochs
         self.pending: list[dict] = []  # ended epochs' records not yet on disk
-        self.written = time.perf_counter()
+        self.written: float | None = None  # when they last were (None: not yet)
 
     def due(self, s: loop.TrainState) -> bool:
         """Whether the epoch that `s` just ended gets a checkpoint."""
@@ -267,17 +269,18 @@ class _EpochFiles:
             return True
         if self.every:
             return s.epoch % self.every == 0
-        return time.perf_counter() - self.written >= self.FILES_SECONDS
+        return self.written is None or \
+            time.perf_counter() - self.written >= self.FILES_SECONDS
 
     def ended(self, s: loop.TrainState, checkpointed: bool) -> None:
         self.pending.append(s.history[-1])
-        self.summary["epochs_completed"] = s.epoch
         if self.every or checkpointed:
             self.flush()
 
     def flush(self) -> None:
         if self.pending:
             self.run.append_metrics(*self.pending)
+            self.summary["epochs_completed"] = self.pending[-1]["epoch"]
             self.run.write_summary(self.summary)
             self.pending, self.written = [], time.perf_counter()
 
