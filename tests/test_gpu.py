@@ -267,6 +267,24 @@ def test_float64_training_matches_numpy_to_1e_9(runs_dir, monkeypatch, graph, op
         assert rel(gpu_w[name], w) < 1e-9, name
 
 
+def gpu_matches_cpu(text: str, runs_dir, device: str = "cuda") -> str:
+    """Fits the config `text` on the CPU and on `device`: every record (but its time) to 1e-9
+    and every weight; returns the device run's path."""
+    runs = {d: fit_experiment(parse_config(text.replace(
+        "[train]\n", f'[train]\ndevice = "{d}"\n')), RunStore(runs_dir)) for d in ("cpu", device)}
+    cpu, gpu = ([json.loads(line) for line in (runs[d].path / "metrics.jsonl").read_text()
+                 .splitlines()] for d in ("cpu", device))
+    assert len(cpu) == len(gpu) == 3
+    for mine, ref in zip(gpu, cpu):  # (a regression's R^2 follows from its RMSE)
+        for key in {k for k in ref if not k.endswith("_r2")} - {"epoch", "seconds"}:
+            assert mine[key] == pytest.approx(ref[key], rel=1e-9), (mine["epoch"], key)
+    want = dict(np.load(runs["cpu"].path / "weights.npz"))
+    got = dict(np.load(runs[device].path / "weights.npz"))
+    for name, w in want.items():
+        assert rel(got[name], w) < 1e-9, name
+    return runs[device].summary["path"]
+
+
 @pytest.mark.parametrize("loss", ["mse", "huber", "poisson"])
 def test_a_regression_run_on_the_gpu_matches_numpy_to_1e_9(runs_dir, tmp_path, loss):
     """A real target (standardized, but for poisson's counts) trains on the GPU, in the epoch
@@ -279,20 +297,7 @@ def test_a_regression_run_on_the_gpu_matches_numpy_to_1e_9(runs_dir, tmp_path, l
             f'[model]\nhidden = [24, 16]\nactivation = "tanh"\nloss = "{loss}"\n'
             '[optimizer]\nname = "sgd"\nlr = 0.01\nmomentum = 0.9\n'
             '[train]\nepochs = 3\nbatch_size = 32\ndtype = "float64"\n[report]\nplots = false\n')
-    runs = {device: fit_experiment(parse_config(text.replace(
-        "[train]\n", f'[train]\ndevice = "{device}"\n')), RunStore(runs_dir))
-        for device in ("cpu", "cuda")}
-    assert runs["cuda"].summary["path"] == "cuda graph"
-    cpu, gpu = ([json.loads(line) for line in (runs[d].path / "metrics.jsonl").read_text()
-                 .splitlines()] for d in ("cpu", "cuda"))
-    assert len(cpu) == len(gpu) == 3
-    for mine, ref in zip(gpu, cpu):
-        for key in ("train_loss", "train_rmse", "val_loss", "val_rmse"):
-            assert mine[key] == pytest.approx(ref[key], rel=1e-9), (mine["epoch"], key)
-    want = dict(np.load(runs["cpu"].path / "weights.npz"))
-    got = dict(np.load(runs["cuda"].path / "weights.npz"))
-    for name, w in want.items():
-        assert rel(got[name], w) < 1e-9, name
+    assert gpu_matches_cpu(text, runs_dir) == "cuda graph"
 
 
 @pytest.mark.parametrize("loss", ["softmax_cross_entropy", "sigmoid_bce", "mse"])
@@ -311,20 +316,8 @@ def test_a_weighted_run_on_the_gpu_matches_numpy_to_1e_9(runs_dir, tmp_path, los
             f'{weights}[model]\nhidden = [16]\nactivation = "tanh"\nloss = "{loss}"\n'
             '[optimizer]\nname = "sgd"\nlr = 0.05\nmomentum = 0.9\n'
             '[train]\nepochs = 3\nbatch_size = 32\ndtype = "float64"\n[report]\nplots = false\n')
-    runs = {device: fit_experiment(parse_config(text.replace(
-        "[train]\n", f'[train]\ndevice = "{device}"\n')), RunStore(runs_dir))
-        for device in ("cpu", "cuda")}
-    assert runs["cuda"].summary["path"].startswith("eager: ")
-    assert "weights" in runs["cuda"].summary["path"]
-    cpu, gpu = ([json.loads(line) for line in (runs[d].path / "metrics.jsonl").read_text()
-                 .splitlines()] for d in ("cpu", "cuda"))
-    for mine, ref in zip(gpu, cpu, strict=True):
-        for key in set(ref) - {"epoch", "seconds"}:
-            assert mine[key] == pytest.approx(ref[key], rel=1e-9), (mine["epoch"], key)
-    want = dict(np.load(runs["cpu"].path / "weights.npz"))
-    got = dict(np.load(runs["cuda"].path / "weights.npz"))
-    for name, w in want.items():
-        assert rel(got[name], w) < 1e-9, name
+    path = gpu_matches_cpu(text, runs_dir)
+    assert path.startswith("eager: ") and "weights" in path
 
 
 @pytest.mark.parametrize("key,value,reason", [

@@ -124,10 +124,16 @@ def test_a_run_with_every_training_aid_resumes_to_the_same_bytes(runs_dir):
                  "data.augment_rotate=8", "data.augment_elastic=8", "schedule.name=onecycle",
                  "schedule.warmup_epochs=1", "schedule.momentum_low=0.8",
                  "optimizer.momentum=0.9", "report.plots=false"]
-    config = load_config(CONFIGS / "mnist.toml", overrides)
+    assert_stopped_and_resumed_as_alone(load_config(CONFIGS / "mnist.toml", overrides),
+                                        runs_dir, 2, 5)
+
+
+def assert_stopped_and_resumed_as_alone(config, runs_dir, epoch: int, step: int) -> None:
+    """`config` stopped at (epoch, step) and resumed ends with the weights and metrics of the
+    run left alone, byte for byte."""
     alone = fit_experiment(config, RunStore(runs_dir))
     stop = StopFlag()
-    stopped = fit_experiment(config, RunStore(runs_dir), stop_at(stop, 2, 5), stop=stop)
+    stopped = fit_experiment(config, RunStore(runs_dir), stop_at(stop, epoch, step), stop=stop)
     assert stopped.summary["status"] == "interrupted"
     resumed = resume_experiment(RunStore(runs_dir), stopped.run_id)
     assert (resumed.path / "weights.npz").read_bytes() == (alone.path / "weights.npz").read_bytes()

@@ -18,17 +18,15 @@ from mlptrain.cli import app
 from mlptrain.config import DataConfig, load_config, parse_config
 from mlptrain.data import load_dataset, weighted
 from mlptrain.errors import ConfigError, DataError
-from mlptrain.experiment import fit_experiment, resume_experiment
-from mlptrain.loop import Split, StopFlag, evaluate
+from mlptrain.loop import Split, evaluate
 from mlptrain.model import MLP
-from mlptrain.runs import RunStore
 from mlptrain.seeding import streams
 from mlptrain.step import member_blockers
 from mlptrain.sweep.grouping import group_blockers
 
 from conftest import CONFIGS
 from test_gradients import TOL, numeric_grad, rel_error
-from test_resume import metrics_without_time, stop_at
+from test_resume import assert_stopped_and_resumed_as_alone
 
 ops = get_backend("cpu")
 runner = CliRunner()
@@ -292,11 +290,4 @@ def test_a_weighted_csv_run_fits_evaluates_and_records_its_weights(tmp_path, run
 
 
 def test_a_stopped_weighted_run_resumes_to_the_same_bytes(tmp_path, runs_dir):
-    config = load_config(pets_config(tmp_path))
-    alone = fit_experiment(config, RunStore(runs_dir))
-    stop = StopFlag()
-    stopped = fit_experiment(config, RunStore(runs_dir), stop_at(stop, 2, 2), stop=stop)
-    assert stopped.summary["status"] == "interrupted"
-    resumed = resume_experiment(RunStore(runs_dir), stopped.run_id)
-    assert (resumed.path / "weights.npz").read_bytes() == (alone.path / "weights.npz").read_bytes()
-    assert metrics_without_time(resumed.path) == metrics_without_time(alone.path)
+    assert_stopped_and_resumed_as_alone(load_config(pets_config(tmp_path)), runs_dir, 2, 2)
