@@ -350,8 +350,7 @@ class _Training:
         self.seen = 0  # samples of the epoch done, per member
         self.at: int | None = first.position  # steps done in the epoch; None inside a step
         self._load_running()  # a stop before the first step checkpoints what was restored
-        self.targets: dict[int, Any] = {}  # batch size -> targets buffer
-        self.weights: dict[int, Any] = {}  # batch size -> sample weights buffer (weighted)
+        self.buffers: dict[tuple, Any] = {}  # (name, batch size) -> a batch's targets, weights
         self.index: dict[int, Any] = {}  # batch size -> pool rows (G, B) a captured step reads
         self.lr = ops.zeros((G,), self.model.dtype) if self.group else None
         self.lrs = None  # the epoch's rates (steps, G), on the host (and device for a group)
@@ -467,9 +466,10 @@ class _Training:
             if val is not None:
                 record["val_loss"], record[f"val_{loss.metric}"] = (float(v[g]) if self.group
                                                                     else v for v in val)
-            for split, spread in self.spreads.items():
-                if spread is not None and spread[g] > 0 and f"{split}_rmse" in record:
-                    record[f"{split}_r2"] = 1.0 - (record[f"{split}_rmse"] / spread[g]) ** 2
+            for split, spread in self.spreads.items():  # (a regression's metric is its RMSE)
+                if spread is not None and spread[g] > 0:
+                    record[f"{split}_r2"] = 1.0 - (record[f"{split}_{loss.metric}"] /
+                                                   spread[g]) ** 2
             record["seconds"] = seconds
             if not self._finite(g, record["train_loss"], epoch, None):
                 continue
@@ -533,11 +533,11 @@ class _Training:
         rows = index.shape[-1]
         ws = self.model.workspace(rows)
         ops.take_rows(self.train.X, index, out=ws.x)
-        targets = self._targets_buffer(rows)
-        ops.take_rows(self.train.targets, index, out=targets)
+        targets = ops.take_rows(self.train.targets, index, out=self._rows_buffer("targets", rows))
         weights = None
         if self.train.weights is not None:  # (a weighted step trains alone: step.aids)
-            weights = ops.take_rows(self.train.weights, index, out=self._weights_buffer(rows))
+            weights = ops.take_rows(self.train.weights, index,
+                                    out=self._rows_buffer("weights", rows))
         if self.group:
             self.lr[...] = self.lrs_device[s]
         lr = self.lr if self.group else float(self.lrs[s, 0])
@@ -545,18 +545,14 @@ class _Training:
         self.global_step += 1
         self.seen += rows
 
-    def _targets_buffer(self, rows: int):
-        found = self.targets.get(rows)
+    def _rows_buffer(self, name: str, rows: int):
+        """A batch of `rows` of the training split's array `name` (targets, weights), each
+        member's: allocated once per batch size."""
+        found = self.buffers.get((name, rows))
         if found is None:
-            t = self.train.targets
-            found = self.targets[rows] = self.ops.empty((*self.model.lead, rows, *t.shape[1:]),
-                                                        t.dtype)
-        return found
-
-    def _weights_buffer(self, rows: int):
-        found = self.weights.get(rows)
-        if found is None:
-            found = self.weights[rows] = self.ops.empty((rows,), np.float64)
+            a = getattr(self.train, name)
+            found = self.buffers[name, rows] = self.ops.empty(
+                (*self.model.lead, rows, *a.shape[1:]), a.dtype)
         return found
 
     def _report(self, epoch: int, done: int, start: float) -> bool:
@@ -697,7 +693,7 @@ class _Training:
 
     def _captured_step(self, rows: int) -> None:
         ws, ops = self.model.workspace(rows), self.ops
-        index, targets = self.index[rows], self._targets_buffer(rows)
+        index, targets = self.index[rows], self._rows_buffer("targets", rows)
         ops.take_rows(self.train.X, index, out=ws.x)
         ops.take_rows(self.train.targets, index, out=targets)
         self.eager(ws, targets, 0, self.lr, self.sums)  # (a group's step draws nothing)

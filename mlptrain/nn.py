@@ -213,7 +213,24 @@ class Loss(Protocol):
     def of_members(self, losses: list) -> Any: ...
 
 
-class SoftmaxCrossEntropy:
+class _ClassLabels:
+    """What the losses of class labels share: forward's second sum counts the correct
+    predictions (its share is the accuracy), and a group's members have nothing of their own
+    (those that share a step share its smoothing: step.shared_part)."""
+
+    task = "classification"
+    metric = "accuracy"
+    second_type = np.int64  # a count
+    groups = True  # a group's batched step computes it per member
+
+    def metric_value(self, mean):
+        return mean  # the share of correct predictions
+
+    def of_members(self, losses):
+        return self
+
+
+class SoftmaxCrossEntropy(_ClassLabels):
     """-log softmax(z)[y] for C >= 2 classes, with the log-sum-exp trick.
 
     Label smoothing e (Szegedy et al.) trains against q = (1 - e) onehot(y) + e / C instead:
@@ -221,23 +238,13 @@ class SoftmaxCrossEntropy:
     """
 
     name = "softmax_cross_entropy"
-    task = "classification"
-    metric = "accuracy"  # forward counts the correct predictions
-    second_type = np.int64
     smooths = True  # takes a label smoothing e
-    groups = True  # a group's batched step computes it per member
 
     def __init__(self, smoothing: float = 0.0):
         self.smoothing = smoothing  # e above; the declared step's (step.py)
 
     def outputs(self, n_classes: int) -> int:
         return n_classes
-
-    def metric_value(self, mean):
-        return mean  # the share of correct predictions
-
-    def of_members(self, losses):
-        return self  # members that share a step share its smoothing (step.shared_part)
 
     def targets(self, xp, labels, dtype):
         return xp.asarray(labels, dtype=xp.int64)  # (N,) class indices
@@ -307,25 +314,15 @@ class SoftmaxCrossEntropy:
         return e / e.sum(axis=-1, keepdims=True)
 
 
-class SigmoidBinaryCrossEntropy:
+class SigmoidBinaryCrossEntropy(_ClassLabels):
     """Binary cross-entropy of sigma(z) against t in {0, 1}, computed from the logit z."""
 
     name = "sigmoid_bce"
-    task = "classification"
-    metric = "accuracy"
-    second_type = np.int64
     smooths = False
-    groups = True  # a group's batched step computes it per member
     smoothing = 0.0  # always: one logit has no classes to spread a target over
 
     def outputs(self, n_classes: int) -> int:
         return 1
-
-    def metric_value(self, mean):
-        return mean
-
-    def of_members(self, losses):
-        return self  # nothing of its own per member
 
     def targets(self, xp, labels, dtype):
         return xp.asarray(labels[..., None], dtype=dtype)  # (..., N, 1) of 0.0 / 1.0

@@ -237,9 +237,10 @@ class CupyBackend(Backend):
         act = _activation_id(activation)
         if act is None:
             return super().activation_backward(activation, y, dy, out, z)
+        saved = z if getattr(activation, "reads_input", False) else y
         self.kernel("activation_backward", y.dtype)(
             (_blocks(y.size),), (THREADS,),
-            (z if getattr(activation, "reads_input", False) else y, dy, out, np.int64(y.size), np.int32(act),
+            (saved, dy, out, np.int64(y.size), np.int32(act),
              y.dtype.type(getattr(activation, "slope", 0.0))))
         return out
 

@@ -12,10 +12,10 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from mlptrain.cli.common import METRICS_SHOWN, num, r2, real
+from mlptrain.data.dataset import SPLITS
 
 BLOCKS = "▁▂▃▄▅▆▇█"  # eight heights, lowest first
 SPARK_WIDTH = 40  # characters; longer histories are averaged into this many buckets
-SPLITS = ("train", "val", "test")
 
 
 def sparkline(values: Sequence[float], width: int = SPARK_WIDTH, log: bool = False) -> str:

@@ -16,6 +16,9 @@ import numpy as np
 from mlptrain.data.standardize import Standardizer, TargetScale
 
 
+SPLITS = ("train", "val", "test")  # a Dataset's splits, in the order runs report them
+
+
 @dataclass
 class Dataset:
     name: str

@@ -14,11 +14,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mlptrain.data.dataset import Dataset, class_names
+from mlptrain.data.dataset import SPLITS, Dataset, class_names
 from mlptrain.errors import ConfigError, DataError
 
 BALANCED = "balanced"  # scikit-learn's: n_samples / (n_classes * count_c), on the train split
-SPLITS = ("train", "val", "test")
 
 
 def rows_of(weights: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:

@@ -115,8 +115,7 @@ def _train(members: list[TrainingRun], states: dict[int, dict], on_event, stop: 
     finals = final_metrics(model, {name: data.split(name) for name in SPLITS}, batch,
                            [split_targets(m.p) for m in members])  # every member at once
     val = data.split("val")  # each member's top probabilities there, for predict's reference
-    tops = _top_probabilities(model, val, batch) \
-        if val.size and model.loss.task != "regression" else [None] * model.members
+    tops = _top_probabilities(model, val, batch) if val.size else [None] * model.members
     images = ImageRanges(data)
     finished = []
     for g, (m, ledger) in enumerate(zip(members, ledgers)):

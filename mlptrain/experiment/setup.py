@@ -18,7 +18,7 @@ from mlptrain.arrayfiles import Expect
 from mlptrain.backend import describe_path, epoch_path, get_backend
 from mlptrain.config import Config, config_folder, load_config
 from mlptrain.data import FILE_SOURCES, Dataset, check_dataset_range, load_dataset
-from mlptrain.data.dataset import class_names
+from mlptrain.data.dataset import SPLITS, class_names
 from mlptrain import nn
 from mlptrain.data.standardize import FILE as PREPROCESS_FILE, Standardizer, TargetScale
 from mlptrain.errors import DataError, ModelError, RunStoreError
@@ -27,7 +27,6 @@ from mlptrain.runs import Run
 from mlptrain.seeding import streams
 from mlptrain.step import Step, build_step
 
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
