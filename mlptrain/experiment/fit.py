@@ -22,8 +22,8 @@ from mlptrain.arrayfiles import read_npz
 from mlptrain.config import Config, load_config
 from mlptrain.experiment.diagnose import run_warnings
 from mlptrain.errors import DataError, RunStoreError, TrainingError
-from mlptrain.experiment.setup import (SPLITS, Prepared, as_saved, network_expect, prepare,
-                                       saved_scaler, saved_target_scale)
+from mlptrain.experiment.setup import (SPLITS, Prepared, network_expect, prepare,
+                                       prepare_saved)
 from mlptrain.model import MLP
 from mlptrain.optim import build_optimizer
 from mlptrain.runs import Run, RunStore
@@ -111,9 +111,8 @@ def resume_experiment(store: RunStore, ref: str,
                             "no checkpoint to resume from. Run the same `mlptrain sweep` "
                             "command again: it trains the interrupted trials afresh.")
     checkpoint = run.read_checkpoint()  # before any work: a run without one cannot resume
-    scaler = saved_scaler(run, summary)  # the run's own statistics, as its epochs so far saw
-    p = prepare(as_saved(load_config(run.path / "config.toml"), scaler), data_progress,
-                scaler=scaler, target=saved_target_scale(run, summary))
+    # the run's own statistics, as its epochs so far saw them
+    p = prepare_saved(run, summary, load_config(run.path / "config.toml"), data_progress)
     splits = _splits(p)
     m, optimizer = reopen_training(run, summary, p, checkpoint, allow_data_change)
     summary["path"] = p.path

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mlptrain.config import Config
-from mlptrain.data.standardize import Standardizer
+from mlptrain.data.standardize import Standardizer, TargetScale
 from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.experiment.drawers import FigureDrawers
 from mlptrain.experiment.fit import (RunFinished, TrainingRun, complete_run, final_metrics,
@@ -26,7 +26,8 @@ from mlptrain.experiment.fit import (RunFinished, TrainingRun, complete_run, fin
                                      run_reference, run_started, split_targets, start_run,
                                      stopped_at)
 from mlptrain.experiment.group_data import GroupData, ImageRanges
-from mlptrain.experiment.setup import SPLITS, Prepared, as_saved, prepare, saved_scaler
+from mlptrain.experiment.setup import (SPLITS, Prepared, as_saved, prepare, saved_scaler,
+                                       saved_target_scale)
 from mlptrain.model import MLP, stack_members
 from mlptrain.loop import (EagerStep, LoopSettings, Member, Split, StepsPath, StopFlag,
                            TrainState, forward_split, train_members)
@@ -170,7 +171,7 @@ def _start_member(config: Config, store: RunStore, datasets: dict, resume: str |
     run = store.find(resume)
     summary = run.read_summary()
     scaler = saved_scaler(run, summary)  # the run's own statistics, read back, never refitted
-    p = _prepared(as_saved(config, scaler), datasets, scaler)
+    p = _prepared(as_saved(config, scaler), datasets, scaler, saved_target_scale(run, summary))
     m, optimizer = reopen_training(run, summary, p, run.read_checkpoint())
     if m.state.position:
         raise RunStoreError(f"run {run.run_id} stopped inside epoch {m.state.epoch + 1}; a "
@@ -182,13 +183,15 @@ def _start_member(config: Config, store: RunStore, datasets: dict, resume: str |
     return m
 
 
-def _prepared(config: Config, datasets: dict, scaler: Standardizer | None = None) -> Prepared:
+def _prepared(config: Config, datasets: dict, scaler: Standardizer | None = None,
+              target: TargetScale | None = None) -> Prepared:
     """prepare(config), sharing the data of the members before it that load the same samples:
     those of one seed (it draws the split), standardized alike (a new member fits its
-    training split's statistics; a resumed one applies those its run stored)."""
+    training split's statistics; a resumed one applies those its run stored, `scaler` and
+    `target`, as prepare_saved does)."""
     stats = None if scaler is None else (scaler.mean.tobytes(), scaler.std.tobytes())
     key = (config.train.seed, config.data.standardize, stats)
-    p = prepare(config, dataset=datasets.get(key), scaler=scaler)
+    p = prepare(config, dataset=datasets.get(key), scaler=scaler, target=target)
     datasets[key] = p.dataset
     return p
 

@@ -130,13 +130,19 @@ def prepare_run(run: Run, device: str | None = None) -> Prepared:
     network that `eval`, `plot` and `ensemble` score; on `device` instead of the config's when
     given (figures drawn in helper processes use the CPU, never a GPU context each)."""
     overrides = [f"train.device={device}"] if device else []
-    summary = run.read_summary()
-    scaler, target = saved_scaler(run, summary), saved_target_scale(run, summary)
-    p = prepare(as_saved(load_config(run.path / "config.toml", overrides), scaler),
-                scaler=scaler, target=target)
+    p = prepare_saved(run, run.read_summary(), load_config(run.path / "config.toml", overrides))
     p.model.load_state_dict(run.read_weights(network_expect(p.model)),
                             source=str(run.path / "weights.npz"))
     return p
+
+
+def prepare_saved(run: Run, summary: dict, config: Config,
+                  data_progress: Callable | None = None) -> Prepared:
+    """prepare() of a saved run's `config`: data.standardize as the run had it, and the
+    statistics it stored, its features' and its target's, read back, never refitted."""
+    scaler = saved_scaler(run, summary)
+    return prepare(as_saved(config, scaler), data_progress, scaler=scaler,
+                   target=saved_target_scale(run, summary))
 
 
 def saved_scaler(run: Run, summary: dict | None = None) -> Standardizer | None:
