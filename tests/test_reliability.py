@@ -65,7 +65,7 @@ def test_ctrl_c_during_imports_exits_130_with_one_line(tmp_path):
     for delay in (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3):
         # enough epochs that the fit cannot end before the signal on a fast, idle machine
         proc = subprocess.Popen([sys.executable, "-c", code, "fit", str(XOR), "--runs-dir",
-                                 str(tmp_path / "runs"), "-q", "--set", "train.epochs=5000"],
+                                 str(tmp_path / "runs"), "-q", "--set", "train.epochs=100000"],
                                 env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout.read(1) == b"R"

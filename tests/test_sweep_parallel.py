@@ -155,8 +155,9 @@ def _sigint_as_in_a_terminal() -> None:
 
 def test_ctrl_c_stops_the_workers_and_marks_trials_interrupted(tmp_path):
     config = tmp_path / "long.toml"
-    # 100 trials (~1 kB pickled each) overfill the task pipe: exiting must not wait to flush it
-    config.write_text(XOR_SWEEP.replace('"model.hidden" = [2, 4, 8]', '"train.epochs" = [3000]')
+    # 100 trials (~1 kB pickled each) overfill the task pipe: exiting must not wait to flush it;
+    # each far longer than the test (an XOR epoch takes well under a millisecond)
+    config.write_text(XOR_SWEEP.replace('"model.hidden" = [2, 4, 8]', '"train.epochs" = [300000]')
                       .replace('"train.seed" = [0, 1]', f'"train.seed" = {list(range(100))}'))
     runs = tmp_path / "runs"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
