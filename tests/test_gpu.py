@@ -288,7 +288,7 @@ def gpu_matches_cpu(text: str, runs_dir, device: str = "cuda") -> str:
 @pytest.mark.parametrize("loss", ["mse", "huber", "poisson"])
 def test_a_regression_run_on_the_gpu_matches_numpy_to_1e_9(runs_dir, tmp_path, loss):
     """A real target (standardized, but for poisson's counts) trains on the GPU, in the epoch
-    graph (the one_output kernel), to the CPU's records and weights in float64."""
+    graph (the real_target kernel), to the CPU's records and weights in float64."""
     rng = np.random.default_rng(7)
     X = rng.normal(size=(600, 5)) * [1, 10, 100, 0.1, 3]
     y = X @ [0.5, -0.05, 0.004, 3.0, 0.2] + rng.normal(scale=0.3, size=600)
@@ -342,34 +342,32 @@ def test_float32_training_tracks_numpy_within_float32_rounding(runs_dir, monkeyp
     assert abs(acc(gpu_run) - acc(cpu_run)) <= 0.002  # at most a couple of the 10,000 flip
 
 
-@pytest.mark.parametrize("name", ["sigmoid_bce", "mse", "huber", "poisson"])
-def test_the_one_output_loss_kernel_is_its_nn_formula_in_float64(name):
-    """The epoch graph's kernel for a loss of one output (kernels.cu one_output) against
-    nn.py's forward and backward: summed loss, its second sum (correct predictions, or
-    squared error), dL/dz."""
-    from mlptrain.backend.cuda.dispatch import ONE_OUTPUT_IDS
+@pytest.mark.parametrize("name", ["mse", "huber", "poisson"])
+def test_the_real_target_loss_kernel_is_its_nn_formula_in_float64(name):
+    """The epoch graph's kernel for a real target's loss (kernels.cu real_target) against
+    nn.py's forward and backward: summed loss, summed squared error, dL/dz."""
+    from mlptrain.backend.cuda.dispatch import REAL_TARGET_IDS
     from mlptrain.backend.cuda.kernels import XENT_ROWS
 
     gpu, rng, rows = CupyBackend(graph=False), np.random.default_rng(3), 300
     z = rng.normal(scale=1.5, size=(rows, 1))
-    t = {"poisson": rng.poisson(2.0, rows).astype(float),
-         "sigmoid_bce": rng.integers(0, 2, rows)}.get(
-        name, z[:, 0] + rng.choice([-3.0, -0.4, 0.3, 2.5], rows))  # within Huber's delta, beyond
-    loss = nn.LOSSES[name]()
+    t = rng.poisson(2.0, rows).astype(float) if name == "poisson" else \
+        z[:, 0] + rng.choice([-3.0, -0.4, 0.3, 2.5], rows)  # within Huber's delta and beyond
+    loss = nn.REGRESSION_LOSSES[name]()
     targets = loss.targets(np, t, np.float64)
     cache = loss.new_cache(np, rows, 1, np.float64)
-    total, second = loss.forward(np, z, targets, cache)
+    total, squared = loss.forward(np, z, targets, cache)
     grad = loss.backward(np, cache, targets, 1.0 / rows, out=np.empty_like(z))
     blocks = -(-rows // XENT_ROWS)
     parts, grad_gpu = cp.zeros(2 * blocks, np.float64), cp.empty((rows, 1), np.float64)
-    gpu.kernel("one_output", np.float64)(
+    gpu.kernel("real_target", np.float64)(
         (blocks,), (XENT_ROWS,),
         (cp.asarray(z), G.NULL, cp.asarray(targets), G.NULL, grad_gpu, np.int32(rows),
-         np.float64(1.0 / rows), np.int32(ONE_OUTPUT_IDS[name]),
+         np.float64(1.0 / rows), np.int32(REAL_TARGET_IDS[name]),
          np.float64(getattr(loss, "delta", 0.0)), parts))
     sums = parts.get().reshape(blocks, 2).sum(axis=0)
     assert sums[0] == pytest.approx(float(total), rel=1e-12)
-    assert sums[1] == pytest.approx(float(second), rel=1e-12)
+    assert sums[1] == pytest.approx(float(squared), rel=1e-12)
     np.testing.assert_allclose(grad_gpu.get(), grad, rtol=1e-12, atol=0)
 
 

@@ -131,8 +131,7 @@ def test_every_kind_has_its_kernel_or_a_stated_reason():
         assert (loss in dispatch.LOSS_KERNELS) != (f"the {loss} loss" in " ".join(reasons))
     known = set(nn.LOSSES) | set(nn.REGRESSION_LOSSES)  # no kernel for a loss that is not one
     assert set(dispatch.LOSS_KERNELS) <= known
-    assert set(dispatch.ONE_OUTPUT_IDS) == {name for name, loss in nn.LOSSES.items()
-                                            if loss().outputs(3) == 1}
+    assert set(dispatch.REAL_TARGET_IDS) == set(nn.REGRESSION_LOSSES)
     for kind in OptimizerKind:
         step = replace(base, optimizer=replace(base.optimizer, kind=kind))
         if kind not in dispatch.UPDATE_KERNELS:

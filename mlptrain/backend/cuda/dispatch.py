@@ -39,11 +39,11 @@ ACT_IDS = {None: CONSTANTS["ACT_IDENTITY"], "identity": CONSTANTS["ACT_IDENTITY"
            "gelu": CONSTANTS["ACT_GELU"]}
 # loss (config name) -> its kernel: loss, correct count (a real target's: squared error) and
 # dL/dz in one launch
-LOSS_KERNELS = {"softmax_cross_entropy": "softmax_xent", "sigmoid_bce": "one_output",
-                "mse": "one_output", "huber": "one_output", "poisson": "one_output"}
-# a one-output loss -> the id its kernel (one_output) switches on
-ONE_OUTPUT_IDS = {"sigmoid_bce": CONSTANTS["LOSS_BCE"], "mse": CONSTANTS["LOSS_MSE"],
-                  "huber": CONSTANTS["LOSS_HUBER"], "poisson": CONSTANTS["LOSS_POISSON"]}
+LOSS_KERNELS = {"softmax_cross_entropy": "softmax_xent", "sigmoid_bce": "sigmoid_bce",
+                "mse": "real_target", "huber": "real_target", "poisson": "real_target"}
+# a real target's loss -> the id its kernel (real_target) switches on
+REAL_TARGET_IDS = {"mse": CONSTANTS["LOSS_MSE"], "huber": CONSTANTS["LOSS_HUBER"],
+                   "poisson": CONSTANTS["LOSS_POISSON"]}
 # optimizer kind -> the kernel that updates the whole flat parameter buffer in one launch
 UPDATE_KERNELS = {OptimizerKind.SGD: "sgd_update", OptimizerKind.ADAM: "adam_update",
                   OptimizerKind.ADAMW: "adam_update"}

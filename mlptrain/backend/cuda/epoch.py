@@ -10,9 +10,8 @@ handful of fused launches:
             (for an activation whose backward reads z, GELU, the product keeps z and one
             element-wise kernel computes y);
             a dropped hidden layer adds one kernel drawing and applying its mask
-  loss      one kernel: softmax (with label smoothing), or a one-output loss (sigmoid BCE, a
-            real target's), loss and correct count or squared error (summed on the device)
-            and dL/dz
+  loss      one kernel: softmax (with label smoothing) or sigmoid BCE, loss and correct count
+            (summed on the device) and dL/dz
   backward  per layer: [dW | db] = dz^T [x | 1] (the ones column gives the bias gradient) and
             dx = (dz W) * mask * act'(y or z), mask and derivative fused into the product
   update    one kernel over every parameter tensor (learning rate and SGD momentum read per
@@ -38,7 +37,7 @@ import numpy as np
 
 from mlptrain.backend.cuda.gemm import (MAX_PARTIALS, NULL, TILES, GemmPlan, candidates,
                                         gemm_name, plan, ptr, tiles_for)
-from mlptrain.backend.cuda.dispatch import (LOSS_KERNELS, ONE_OUTPUT_IDS, UPDATE_KERNELS,
+from mlptrain.backend.cuda.dispatch import (LOSS_KERNELS, REAL_TARGET_IDS, UPDATE_KERNELS,
                                            kernel_names)
 from mlptrain.backend.cuda.kernels import ACT_IDS, EPI_ACT_GRAD, EPI_BIAS_ACT, THREADS, XENT_ROWS
 from mlptrain.optim import OptimizerKind
@@ -349,10 +348,11 @@ class EpochGraph:
         args = {"softmax_xent": lambda: (*common, NULL, logits, np.int32(rows),
                                          np.int32(logits.shape[1]), scale,
                                          np.float64(self.step.label_smoothing), parts),
-                "one_output": lambda: (*common, logits, np.int32(rows), scale,
-                                       np.int32(ONE_OUTPUT_IDS[self.step.loss]),
-                                       dtype.type(getattr(self.model.loss, "delta", 0.0)),
-                                       parts)}[name]
+                "sigmoid_bce": lambda: (*common, logits, np.int32(rows), scale, parts),
+                "real_target": lambda: (*common, logits, np.int32(rows), scale,
+                                        np.int32(REAL_TARGET_IDS[self.step.loss]),
+                                        dtype.type(getattr(self.model.loss, "delta", 0.0)),
+                                        parts)}[name]
         kernel = self.backend.kernels.kernel(name, dtype)
         self._emit(self.step.loss, lambda _: kernel((-(-rows // XENT_ROWS),), (XENT_ROWS,),
                                                     args()))

@@ -546,58 +546,87 @@ __global__ void adam_update(const long long* __restrict__ params, const long lon
 }
 
 // ---------------------------------------------------------------------------------------------
-// The losses of one output z per row (nn.SigmoidBinaryCrossEntropy, MeanSquaredError, Huber,
-// Poisson), one thread per row: the row's loss, its second sum (a classifier's correct
-// prediction; a real target's squared error, whence the loop's MSE, RMSE and R^2) and, with
-// grad, dL/dz * scale, each by its nn.py formula. z gets bias[0] added when bias is non-null;
-// targets are read as targets[gather[r]] when gather is given; sums go to parts as
-// softmax_xent's do. For a real target r = prediction - t, the prediction e^z for Poisson's
-// log link, z otherwise.
+// Sigmoid + binary cross-entropy over logits (rows, 1) against targets t in {0, 1} (type T),
+// computed from the logit as nn.SigmoidBinaryCrossEntropy does:
+//   loss = max(z, 0) - z t + log(1 + e^-|z|),  correct = [z > 0] == [t > 0.5],
+//   dL/dz = (sigma(z) - t) * scale, sigma(z) = (1 + tanh(z/2)) / 2.
+// Adds bias[0] first when bias is non-null; sums go to parts as softmax_xent's do.
 // ---------------------------------------------------------------------------------------------
+// Row r's logit of a one-output loss, the output layer's bias added where given, and its
+// target, read as targets[gather[r]] when gather is given (sigmoid_bce, real_target)
+template <typename T>
+__device__ __forceinline__ void logit_and_target(const T* logits, const T* bias,
+                                                 const T* targets, const long long* gather,
+                                                 int r, T& z, T& t) {
+    z = logits[r];
+    if (bias) z += bias[0];
+    t = targets[gather ? gather[r] : r];
+}
+
+template <typename T>
+__global__ void __launch_bounds__(XENT_ROWS)
+sigmoid_bce(T* logits, const T* __restrict__ bias, const T* __restrict__ targets,
+            const long long* __restrict__ gather, T* grad, int rows, T scale,
+            double* __restrict__ parts) {
+    __shared__ double loss_part[XENT_ROWS];
+    __shared__ double correct_part[XENT_ROWS];
+    double loss = 0.0, correct = 0.0;
+    const int r = blockIdx.x * XENT_ROWS + threadIdx.x;
+    if (r < rows) {
+        T z, t;
+        logit_and_target(logits, bias, targets, gather, r, z, t);
+        const T a = log1p(exp(-fabs(z)));
+        T term = a - z * t;
+        term += z > T(0) ? z : T(0);
+        loss = (double)term;
+        correct = ((z > T(0)) == (t > T(0.5)));
+        if (grad) {
+            T g = act_forward<T>(z, ACT_SIGMOID, T(0)) - t;
+            grad[r] = g * scale;
+        }
+    }
+    block_loss_parts(loss, correct, loss_part, correct_part, parts);
+}
+
+// The losses of a real-valued target (nn.MeanSquaredError, Huber, Poisson) on one output z per
+// row, one thread per row: the row's loss, the squared error of its prediction (summed where a
+// classifier's correct count goes: the loop's MSE, RMSE and R^2 come from it) and, with grad,
+// dL/dz * scale, each by its nn.py formula (r = prediction - t; the prediction is e^z for
+// Poisson's log link, z otherwise). Targets are read as targets[gather[r]] when gather is given.
 #define LOSS_MSE 0      // r^2;                                     dL/dz = 2 r
 #define LOSS_HUBER 1    // m (|r| - m / 2), m = min(|r|, delta);    dL/dz = clip(r, -delta, delta)
 #define LOSS_POISSON 2  // e^z - t z;                               dL/dz = e^z - t
-#define LOSS_BCE 3      // max(z, 0) - z t + log(1 + e^-|z|);       dL/dz = sigma(z) - t,
-                        // t in {0, 1}; second sum: [z > 0] == [t > 0.5]
 template <typename T>
 __global__ void __launch_bounds__(XENT_ROWS)
-one_output(T* logits, const T* __restrict__ bias, const T* __restrict__ targets,
-           const long long* __restrict__ gather, T* grad, int rows, T scale, int kind, T delta,
-           double* __restrict__ parts) {
+real_target(T* logits, const T* __restrict__ bias, const T* __restrict__ targets,
+            const long long* __restrict__ gather, T* grad, int rows, T scale, int kind, T delta,
+            double* __restrict__ parts) {
     __shared__ double loss_part[XENT_ROWS];
-    __shared__ double second_part[XENT_ROWS];
-    double loss = 0.0, second = 0.0;
+    __shared__ double squared_part[XENT_ROWS];
+    double loss = 0.0, squared = 0.0;
     const int r = blockIdx.x * XENT_ROWS + threadIdx.x;
     if (r < rows) {
-        T z = logits[r];
-        if (bias) z += bias[0];
-        const T t = targets[gather ? gather[r] : r];
+        T z, t;
+        logit_and_target(logits, bias, targets, gather, r, z, t);
+        const T prediction = kind == LOSS_POISSON ? exp(z) : z;
+        const T res = prediction - t;
         T term, g;
-        if (kind == LOSS_BCE) {
-            term = log1p(exp(-fabs(z))) - z * t;
-            term += z > T(0) ? z : T(0);
-            g = act_forward<T>(z, ACT_SIGMOID, T(0)) - t;
-            second = ((z > T(0)) == (t > T(0.5)));
+        if (kind == LOSS_HUBER) {
+            const T a = fabs(res), m = a < delta ? a : delta;
+            term = m * (a - T(0.5) * m);
+            g = res > delta ? delta : (res < -delta ? -delta : res);
+        } else if (kind == LOSS_POISSON) {
+            term = prediction - t * z;
+            g = res;
         } else {
-            const T prediction = kind == LOSS_POISSON ? exp(z) : z;
-            const T res = prediction - t;
-            if (kind == LOSS_HUBER) {
-                const T a = fabs(res), m = a < delta ? a : delta;
-                term = m * (a - T(0.5) * m);
-                g = res > delta ? delta : (res < -delta ? -delta : res);
-            } else if (kind == LOSS_POISSON) {
-                term = prediction - t * z;
-                g = res;
-            } else {
-                term = res * res;
-                g = T(2) * res;
-            }
-            second = (double)(res * res);
+            term = res * res;
+            g = T(2) * res;
         }
         loss = (double)term;
+        squared = (double)(res * res);
         if (grad) grad[r] = g * scale;
     }
-    block_loss_parts(loss, second, loss_part, second_part, parts);
+    block_loss_parts(loss, squared, loss_part, squared_part, parts);
 }
 
 // ---------------------------------------------------------------------------------------------
