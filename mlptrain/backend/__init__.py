@@ -49,15 +49,16 @@ DEVICES = ("cpu", "cuda", "auto")  # devices a config may name; auto = cuda when
 CUDA_EXTRA = "pip install 'mlptrain[cuda12]' (or 'mlptrain[cuda13]' for a CUDA 13 driver)"
 
 
-def get_backend(device: str):
-    """The backend for a config's `train.device`."""
+def get_backend(device: str, precision: str = "fp32"):
+    """The backend for a config's `train.device` and `train.precision` (the GPU's float32
+    products: fp32-accurate, or TF32; the CPU computes in the dtype whatever it says)."""
     if device == "cpu":
         return NumpyBackend()
     if device == "cuda":
-        return cuda_backend()
+        return cuda_backend(precision)
     if device == "auto":
         try:
-            return cuda_backend()
+            return cuda_backend(precision)
         except BackendError:
             return NumpyBackend()
     raise BackendError(
@@ -75,7 +76,7 @@ def gpu_count() -> int:
         return 0
 
 
-def cuda_backend():
+def cuda_backend(precision: str = "fp32"):
     """The CuPy backend, or a BackendError saying what is missing (CuPy, or a usable GPU)."""
     try:
         import cupy
@@ -95,7 +96,7 @@ def cuda_backend():
     from mlptrain.backend.cupy_backend import CupyBackend
 
     try:
-        return CupyBackend()
+        return CupyBackend(precision=precision)
     except Exception as exc:  # noqa: BLE001 - a kernel that fails to compile or load here
         raise BackendError(f"the CUDA backend could not start on this GPU: {exc}") from None
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from mlptrain import nn
 from mlptrain.backend.cuda.dispatch import LOSS_KERNELS
-from mlptrain.backend.cuda.gemm import NULL, Gemm
+from mlptrain.backend.cuda.gemm import MMAS, NULL, Gemm, mmas_for
 from mlptrain.backend.cuda.kernels import ACT_IDS, THREADS, XENT_ROWS, Kernels
 from mlptrain.backend.protocol import Backend
 from mlptrain.errors import BackendError
@@ -30,6 +30,7 @@ from mlptrain.seeding import dropout_threshold
 # copies straight from pageable memory ran at 0.7-1 GB/s on an H200 host (MNIST's 188 MB in
 # 0.2-0.3 s), staged at about 7 GB/s, the staging copy included.
 STAGED_BYTES = 8 << 20
+PRECISIONS = ("fp32", "tf32")  # train.precision: float32 products at fp32's accuracy, or TF32
 GRID_Y = 65535  # a launch grid's largest y dimension: the softmax kernel's members per launch
 
 
@@ -93,16 +94,32 @@ class CupyBackend(Backend):
     device = "cuda"
     xp = cp
 
-    def __init__(self, graph: bool | None = None, gemm: str = "cublas"):
+    def __init__(self, graph: bool | None = None, gemm: str = "cublas",
+                 precision: str = "fp32"):
+        """`gemm`: the eager path's float32 products through cuBLAS ("cublas", whose graph
+        and groups run our kernel, SIMT or 3xTF32, whichever the tuner finds faster) or our
+        kernel only: SIMT ("own"), 3xTF32 ("tc3") or plain TF32 ("tf32"); float64 runs SIMT
+        in our kernel whatever the kind. precision = "tf32" (train.precision) is gemm "tf32":
+        every float32 product, eager ones too, a single TF32 product (~1e-3 relative error)."""
         if graph is None:
             graph = os.environ.get("MLPTRAIN_CUDA_GRAPH", "1") != "0"
-        self.graph, self.gemm_kind = graph, gemm
+        if precision not in PRECISIONS or gemm not in MMAS:
+            raise ValueError(f"precision {precision!r} / gemm {gemm!r}: expected one of "
+                             f"{PRECISIONS} / {tuple(MMAS)}")
+        if precision == "tf32":
+            gemm = "tf32"
+        self.graph, self.gemm_kind, self.precision = graph, gemm, precision
         self.kernels = Kernels(lambda event: self.on_event(event))  # compiled on first use
         self.on_event = lambda event: None  # the loop sets it: hears first-use compiles
-        self.gemm = Gemm(self.kernels)
+        self.gemm = Gemm(self.kernels, gemm)
         self._epochs = {}  # (step, model, optimizer, data) -> captured epoch
         self._parts = {}  # (members, blocks) -> _softmax_xent's per-block sums
         self._faults, self._gathered = None, False  # take_rows's out-of-range flag (to_host)
+
+    def mmas(self, dtype) -> tuple[int, ...]:
+        """The multiplies (gemm.MMA_*) this backend's own products of `dtype` may use; the
+        epoch graph times them all, or takes the first untuned."""
+        return mmas_for(dtype, self.gemm_kind)
 
     def function(self, name: str):
         return self.kernels(name)
@@ -168,7 +185,7 @@ class CupyBackend(Backend):
         return out
 
     def matmul(self, a, b, out, trans_a: bool = False, trans_b: bool = False):
-        """out = op(a) @ op(b): cuBLAS by default, our kernel with gemm="own". Operands may be
+        """out = op(a) @ op(b): cuBLAS by default, our kernel with another gemm kind. Operands may be
         C- or F-ordered (a column-major weight is the C-ordered transpose, read transposed).
         A group's stacks (G, ...) go to _stacked_matmul."""
         if out.ndim == 3:

@@ -4,6 +4,12 @@ A plan fixes, for one product's shape, the tile configuration and the split of K
 blocks, so the skinny products of a small-batch MLP still occupy the whole GPU: a 64 x 784 x 128
 forward product has 8 tiles of 32 x 32; split 8 ways along K it keeps 64 blocks busy and a
 fixed-order reduction sums the slices. Every launch is a plain kernel, so it can be captured.
+
+A plan also fixes the multiply (`mma`, kernels.cu's MMA_*): float32 products may run on the
+tensor cores, as 3xTF32 (each operand split into a TF32 head and tail, three products summed in
+fp32: fp32-level error) or, opted into, as plain TF32 (~1e-3 relative error); float64 always
+runs on the fp64 units (MMA_SIMT). The same tile shapes serve both: a tile's threads are its
+warps, each warp computing (8 TM) x (4 TN) outputs with m16n8k8 mma instructions.
 """
 
 from __future__ import annotations
@@ -14,7 +20,15 @@ import cupy as cp
 import numpy as np
 
 from mlptrain.backend.cuda.kernels import (  # noqa: F401 - re-exported for callers
-    ACT_IDS, EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_STORE, ctype)
+    ACT_IDS, CONSTANTS, EPI_ACT_GRAD, EPI_BIAS_ACT, EPI_STORE, ctype)
+
+MMA_SIMT, MMA_TF32, MMA_3XTF32, MMA_3XTF32_RN = (
+    CONSTANTS[k] for k in ("MMA_SIMT", "MMA_TF32", "MMA_3XTF32", "MMA_3XTF32_RN"))
+# the multiplies a product may use, by CupyBackend's gemm kind (float32; float64: SIMT only).
+# "cublas" is the eager path's kind; its graph and a group's stacked products run our kernel,
+# fp32-accurate: the tuner times SIMT and 3xTF32 tiles, the first listed is the untuned pick.
+MMAS = {"own": (MMA_SIMT,), "tc3": (MMA_3XTF32,), "tf32": (MMA_TF32,),
+        "cublas": (MMA_3XTF32, MMA_SIMT)}
 
 # (BM, BN, BK, TM, TN): block tile, depth of a K step, register tile per thread
 TILES = {
@@ -29,14 +43,21 @@ TRANSPOSES = ((False, True), (True, False), (False, False))  # x W^T, dz^T x, dz
 TARGET_BLOCKS = 264  # two waves' worth of blocks on a 132-SM H100
 LARGE_AREA = 128 * 128 * 48  # outputs from which the large tile is worth trying (and compiling)
 
-def gemm_name(dtype, trans_a: bool, trans_b: bool, tile: str) -> str:
+def gemm_name(dtype, trans_a: bool, trans_b: bool, tile: str, mma: int = MMA_SIMT) -> str:
     bm, bn, bk, tm, tn = TILES[tile]
     flag = lambda t: "true" if t else "false"
-    return f"gemm<{ctype(dtype)},{flag(trans_a)},{flag(trans_b)},{bm},{bn},{bk},{tm},{tn}>"
+    last = "" if mma == MMA_SIMT else f",{mma}"  # the SIMT kernel keeps its name
+    return f"gemm<{ctype(dtype)},{flag(trans_a)},{flag(trans_b)},{bm},{bn},{bk},{tm},{tn}{last}>"
 
 
-def kernel_names(dtype, tiles=TILES) -> list[str]:
-    return [gemm_name(dtype, ta, tb, t) for ta, tb in TRANSPOSES for t in tiles]
+def kernel_names(dtype, tiles=TILES, mmas=(MMA_SIMT,)) -> list[str]:
+    return [gemm_name(dtype, ta, tb, t, mma) for ta, tb in TRANSPOSES for t in tiles
+            for mma in mmas]
+
+
+def mmas_for(dtype, kind: str) -> tuple[int, ...]:
+    """The multiplies a product of this dtype may use under CupyBackend's gemm kind."""
+    return MMAS[kind] if np.dtype(dtype) == np.float32 else (MMA_SIMT,)
 
 
 def tiles_for(m: int, n: int) -> list[str]:
@@ -53,6 +74,7 @@ class GemmPlan:
     grid: tuple[int, int, int]
     threads: int
     inline_reduce: bool = False  # split-K summed by the last block, else by splitk_reduce
+    mma: int = MMA_SIMT  # the multiply: MMA_SIMT, MMA_3XTF32 or MMA_TF32 (float32 only)
 
     @property
     def tiles(self) -> int:
@@ -63,7 +85,7 @@ class GemmPlan:
 
 
 def plan(m: int, n: int, k: int, tile: str | None = None, splits: int | None = None,
-         inline_reduce: bool = False) -> GemmPlan:
+         inline_reduce: bool = False, mma: int = MMA_SIMT) -> GemmPlan:
     """The tile and K-split for an (m, n, k) product (n counting a ones column, if any): a
     heuristic; EpochGraph times the candidates instead."""
     if tile is None:
@@ -78,18 +100,19 @@ def plan(m: int, n: int, k: int, tile: str | None = None, splits: int | None = N
     k_chunk = -(-k_chunk // bk) * bk  # whole K-steps per slice
     splits = -(-k // k_chunk)
     return GemmPlan(tile, splits, k_chunk, (-(-n // bn), -(-m // bm), splits),
-                    (bm // tm) * (bn // tn), inline_reduce and splits > 1)
+                    (bm // tm) * (bn // tn), inline_reduce and splits > 1, mma)
 
 
-def candidates(m: int, n: int, k: int) -> list[GemmPlan]:
-    """Every distinct (tile, split) worth timing for an (m, n, k) product."""
+def candidates(m: int, n: int, k: int, mmas=(MMA_SIMT,)) -> list[GemmPlan]:
+    """Every distinct (tile, split, multiply) worth timing for an (m, n, k) product."""
     plans = {}
-    for tile in tiles_for(m, n):
-        for splits in SPLITS:
-            for inline in (False, True):
-                p = plan(m, n, k, tile, splits, inline)
-                if p.tiles * p.splits <= 4096 and p.partials(m, n) <= MAX_PARTIALS:
-                    plans[p.tile, p.splits, p.inline_reduce] = p
+    for mma in mmas:
+        for tile in tiles_for(m, n):
+            for splits in SPLITS:
+                for inline in (False, True):
+                    p = plan(m, n, k, tile, splits, inline, mma)
+                    if p.tiles * p.splits <= 4096 and p.partials(m, n) <= MAX_PARTIALS:
+                        plans[p.tile, p.splits, p.inline_reduce, p.mma] = p
     return list(plans.values())
 
 
@@ -106,8 +129,9 @@ def ptr(array, offset_elements: int = 0) -> np.uint64:
 class Gemm:
     """Launches C = op(A) @ op(B) with an optional fused epilogue."""
 
-    def __init__(self, function):
+    def __init__(self, function, kind: str = "own"):
         self.function = function  # kernel name -> compiled function
+        self.kind = kind  # a gemm kind of MMAS: the multiply of a product given no plan
         self._scratch = {}  # dtype -> (partials, counters), grown on demand
 
     def scratch(self, dtype, partials: int, tiles: int):
@@ -130,14 +154,17 @@ class Gemm:
         dtype = c.dtype
         m_out = m + (ones_out is not None and ones_row)  # counting the ones row or column
         n_out = n + (ones_out is not None and not ones_row)
-        p = gemm_plan or plan(m_out, n_out, k, splits=1 if batches > 1 else None)
+        p = gemm_plan or plan(m_out, n_out, k, splits=1 if batches > 1 else None,
+                              mma=mmas_for(dtype, self.kind)[0])
+        if p.mma != MMA_SIMT and dtype != np.float32:
+            raise ValueError(f"a {dtype} product has no tensor-core kernel (plan {p})")
         grid = p.grid if batches == 1 else (*p.grid[:2], batches)
         partial = counters = None
         if p.splits > 1:
             partial, counters = scratch or self.scratch(dtype, p.partials(m_out, n_out), p.tiles)
             counters = counters if p.inline_reduce else None
         opt = lambda v: NULL if v is None else v
-        self.function(gemm_name(dtype, trans_a, trans_b, p.tile))(
+        self.function(gemm_name(dtype, trans_a, trans_b, p.tile, p.mma))(
             grid, (p.threads,),
             (a, b, c, opt(gather_a), opt(gather_b), np.int32(m), np.int32(n), np.int32(k),
              np.int32(lda), np.int32(ldb), np.int32(p.k_chunk), opt(partial), opt(counters),

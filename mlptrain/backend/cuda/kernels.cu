@@ -90,8 +90,36 @@ template <typename T> __device__ __forceinline__ T epilogue(
 // A stack of products (batches > 1, a group's models; no split-K, gathers or ones): blockIdx.z is
 // the product, whose A, B and C start stride_a, stride_b and stride_c elements further on (a
 // stride of 0: one operand that every product reads).
+// MMA (float only) picks the multiply: MMA_SIMT, one fused multiply-add per product on the fp32
+// (fp64) units; or the tensor cores' m16n8k8 TF32 mma.sync, with a warp computing a (8 TM) x
+// (4 TN) tile, each of its threads holding TM x TN of the outputs in the mma's fragment layout
+// (tc_row, tc_col below). The thread count, the tile loads and every epilogue stay the same.
 // ---------------------------------------------------------------------------------------------
-template <typename T, bool TA, bool TB, int BM, int BN, int BK, int TM, int TN>
+#define MMA_SIMT 0    // FMA on the fp32/fp64 units (float64's only kernel)
+#define MMA_TF32 1    // one TF32 product: 10-bit mantissas, relative error ~1e-3 (opt-in)
+#define MMA_3XTF32 3  // a = hi + lo, hi = tf32(a), lo = tf32(a - hi): hi*hi + hi*lo + lo*hi,
+                      //   fp32-level error (lo*lo, ~2^-22 relative, is left out)
+#define MMA_3XTF32_RN 4  // 3xTF32 whose tensor cores sum each K-tile from zero, the tiles then
+                         //   added in fp32 rounded to nearest: the tensor cores' own fp32 sums
+                         //   are not (truncated alignment), and their error grows with K
+
+// x rounded to TF32 (nearest, ties away: cvt.rna), as the 32-bit register the mma reads
+__device__ __forceinline__ unsigned to_tf32(float x) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+
+// d += a (16 x 8, row-major fragment) @ b (8 x 8, column fragment), TF32 in, fp32 accumulate
+__device__ __forceinline__ void mma_tf32(float& d0, float& d1, float& d2, float& d3,
+                                         const unsigned* a, const unsigned* b) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d0), "+f"(d1), "+f"(d2), "+f"(d3)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+template <typename T, bool TA, bool TB, int BM, int BN, int BK, int TM, int TN, int MMA = MMA_SIMT>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN))
 gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
      const long long* __restrict__ gather_a, const long long* __restrict__ gather_b,
@@ -102,10 +130,26 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
      long long stride_b, long long stride_c) {
     constexpr int DM = BM / TM, DN = BN / TN, THREADS = DM * DN;
     constexpr int LA = (BM * BK + THREADS - 1) / THREADS, LB = (BN * BK + THREADS - 1) / THREADS;
-    constexpr int PAD = 16 / sizeof(T);  // keeps rows 16-byte aligned for vector reads
+    // SIMT: keeps rows 16-byte aligned for vector reads. MMA: a row of BM + 8 words (BM a
+    // multiple of 32) puts a fragment read's 32 lanes, 4 k-rows by 8 columns, in 32 banks.
+    constexpr int PAD = MMA != MMA_SIMT ? 8 : 16 / sizeof(T);
+    static_assert(MMA == MMA_SIMT || (sizeof(T) == 4 && TM % 2 == 0 && TN % 2 == 0 &&
+                                      BK % 8 == 0 && BM % 32 == 0),
+                  "a tensor-core tile: float, even TM and TN, BK a multiple of 8");
     __shared__ __align__(16) T As[BK][BM + PAD];
     __shared__ __align__(16) T Bs[BK][BN + PAD];
     const int tid = threadIdx.x, tx = tid % DN, ty = tid / DN;
+    // MMA: warp (wr, wc) of the block's (BM / WM) x (BN / WN), lane = 4 g + q; its rows
+    // 16 a + {g, g + 8} and columns 8 b + 2 q + {0, 1} of each 16 x 8 mma tile (a, b)
+    constexpr int WM = 8 * TM, WN = 4 * TN;
+    const int lane = tid % 32, g = lane / 4, q = lane % 4;
+    const int wr = (tid / 32) / (BN / WN), wc = (tid / 32) % (BN / WN);
+    auto row_of = [&](int i) {  // the block row of this thread's output i (of TM)
+        return MMA == MMA_SIMT ? ty * TM + i : wr * WM + 16 * (i / 2) + 8 * (i % 2) + g;
+    };
+    auto col_of = [&](int j) {  // the block column of its output j (of TN)
+        return MMA == MMA_SIMT ? tx * TN + j : wc * WN + 8 * (j / 2) + 2 * q + (j % 2);
+    };
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     const int Mp = M + (ones_out != nullptr && ones_row);
     const int Np = N + (ones_out != nullptr && !ones_row);
@@ -195,17 +239,78 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
     for (int k0 = k_begin; k0 < k_end; k0 += BK) {
         const bool more = k0 + BK < k_end;
         if (more) fetch(k0 + BK);
+        if constexpr (MMA == MMA_SIMT) {
 #pragma unroll
-        for (int kk = 0; kk < BK; ++kk) {
-            T a[TM], b[TN];  // contiguous register tiles: vector reads from shared memory
+            for (int kk = 0; kk < BK; ++kk) {
+                T a[TM], b[TN];  // contiguous register tiles: vector reads from shared memory
 #pragma unroll
-            for (int i = 0; i < TM; ++i) a[i] = As[kk][ty * TM + i];
+                for (int i = 0; i < TM; ++i) a[i] = As[kk][ty * TM + i];
 #pragma unroll
-            for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tx * TN + j];
+                for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tx * TN + j];
 #pragma unroll
-            for (int i = 0; i < TM; ++i)
+                for (int i = 0; i < TM; ++i)
 #pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+                    for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+            }
+        } else {
+            // Operands are split as they leave shared memory (a cvt and a subtraction per
+            // value, cheaper than staging hi and lo, which would double the shared reads).
+            // An infinite operand gives lo = inf - inf = NaN: such a product is NaN, not inf.
+            constexpr bool SPLIT = MMA == MMA_3XTF32 || MMA == MMA_3XTF32_RN;
+            float tile_acc[TM][TN];  // MMA_3XTF32_RN's sums of this K-tile (else unused)
+            if constexpr (MMA == MMA_3XTF32_RN) {
+#pragma unroll
+                for (int i = 0; i < TM; ++i)
+#pragma unroll
+                    for (int j = 0; j < TN; ++j) tile_acc[i][j] = 0.0f;
+            }
+#pragma unroll
+            for (int kk = 0; kk < BK; kk += 8) {
+                unsigned ah[TM / 2][4], al[TM / 2][4], bh[TN / 2][2], bl[TN / 2][2];
+#pragma unroll
+                for (int a = 0; a < TM / 2; ++a) {
+                    const int r = wr * WM + 16 * a + g;  // fragment: (g, q) (g+8, q) (g, q+4) (g+8, q+4)
+                    const float x[4] = {As[kk + q][r], As[kk + q][r + 8], As[kk + q + 4][r],
+                                        As[kk + q + 4][r + 8]};
+#pragma unroll
+                    for (int v = 0; v < 4; ++v) {
+                        ah[a][v] = to_tf32(x[v]);
+                        if (SPLIT) al[a][v] = to_tf32(x[v] - __uint_as_float(ah[a][v]));
+                    }
+                }
+#pragma unroll
+                for (int b = 0; b < TN / 2; ++b) {
+                    const int c = wc * WN + 8 * b + g;  // fragment: (k q, n g) (k q+4, n g)
+                    const float y[2] = {Bs[kk + q][c], Bs[kk + q + 4][c]};
+#pragma unroll
+                    for (int v = 0; v < 2; ++v) {
+                        bh[b][v] = to_tf32(y[v]);
+                        if (SPLIT) bl[b][v] = to_tf32(y[v] - __uint_as_float(bh[b][v]));
+                    }
+                }
+#pragma unroll
+                for (int a = 0; a < TM / 2; ++a)
+#pragma unroll
+                    for (int b = 0; b < TN / 2; ++b) {
+                        // the sums this mma adds to (a compile-time pick: registers either way)
+                        float (&sum)[TM][TN] = *(MMA == MMA_3XTF32_RN ? &tile_acc : &acc);
+                        float& d0 = sum[2 * a][2 * b];
+                        float& d1 = sum[2 * a][2 * b + 1];
+                        float& d2 = sum[2 * a + 1][2 * b];
+                        float& d3 = sum[2 * a + 1][2 * b + 1];
+                        if (SPLIT) {  // the small cross terms first
+                            mma_tf32(d0, d1, d2, d3, al[a], bh[b]);
+                            mma_tf32(d0, d1, d2, d3, ah[a], bl[b]);
+                        }
+                        mma_tf32(d0, d1, d2, d3, ah[a], bh[b]);
+                    }
+            }
+            if constexpr (MMA == MMA_3XTF32_RN) {
+#pragma unroll
+                for (int i = 0; i < TM; ++i)
+#pragma unroll
+                    for (int j = 0; j < TN; ++j) acc[i][j] += tile_acc[i][j];
+            }
         }
         __syncthreads();
         if (more) {
@@ -216,10 +321,10 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
     if (partial) {
 #pragma unroll
         for (int i = 0; i < TM; ++i) {
-            const int m = m0 + ty * TM + i;
+            const int m = m0 + row_of(i);
 #pragma unroll
             for (int j = 0; j < TN; ++j) {
-                const int n = n0 + tx * TN + j;
+                const int n = n0 + col_of(j);
                 if (m < Mp && n < Np) partial[((long long)blockIdx.z * Mp + m) * Np + n] = acc[i][j];
             }
         }
@@ -234,10 +339,10 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
         __threadfence();
 #pragma unroll
         for (int i = 0; i < TM; ++i) {
-            const int m = m0 + ty * TM + i;
+            const int m = m0 + row_of(i);
 #pragma unroll
             for (int j = 0; j < TN; ++j) {
-                const int n = n0 + tx * TN + j;
+                const int n = n0 + col_of(j);
                 if (m >= Mp || n >= Np) continue;
                 T s = T(0);
 #pragma unroll 8
@@ -250,11 +355,11 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
     }
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
-        const int m = m0 + ty * TM + i;
+        const int m = m0 + row_of(i);
         if (m >= Mp) continue;
 #pragma unroll
         for (int j = 0; j < TN; ++j) {
-            const int n = n0 + tx * TN + j;
+            const int n = n0 + col_of(j);
             if (n >= Np) continue;
             if (m == M) {
                 ones_out[n] = acc[i][j];
