@@ -1,6 +1,7 @@
 """Microseconds per matrix product of the MNIST nets we train (784-H-10, batch B), each of
-mlptrain's kernels at its fastest plan against cuBLAS: SIMT (fp32 units), 3xTF32 and 3xTF32
-with fp32-rounded K-tile sums (tensor cores, fp32-level error), plain TF32 (opt-in, ~1e-3).
+mlptrain's kernels at its fastest plan against cuBLAS: SIMT (fp32 units), 3xTF32 (tensor cores,
+each 8-deep K-step's sum added in fp32: fp32-level error), 3xTF32 summed on the tensor cores
+alone ("tcsum", 5-9x the error), plain TF32 (opt-in, ~1e-3).
 
 Each kernel's time is the best of every (tile, K-split) candidate the epoch graph's tuner tries
 (gemm.candidates), each timed as a CUDA graph of 20 launches, best of two passes; cuBLAS
@@ -34,9 +35,11 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", default="128,1024,2048")
     parser.add_argument("--batch", default="64,128,1024")
+    parser.add_argument("--kernels", default="simt,3xtf32,3xtf32-tcsum,tf32")
     args = parser.parse_args(argv)
-    kernels = {"simt": G.MMA_SIMT, "3xtf32": G.MMA_3XTF32, "3xtf32-rn": G.MMA_3XTF32_RN,
+    kernels = {"simt": G.MMA_SIMT, "3xtf32": G.MMA_3XTF32_RN, "3xtf32-tcsum": G.MMA_3XTF32,
                "tf32": G.MMA_TF32}
+    kernels = {k: v for k, v in kernels.items() if k in args.kernels.split(",")}
     gpu = CupyBackend(graph=False, gemm="own")
     gpu.prepare_kernels(G.kernel_names(np.float32, G.TILES, tuple(kernels.values())))
     try:

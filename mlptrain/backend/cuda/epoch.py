@@ -35,16 +35,17 @@ from dataclasses import asdict
 import cupy as cp
 import numpy as np
 
-from mlptrain.backend.cuda.gemm import (MAX_PARTIALS, MMA_3XTF32, MMA_SIMT, MMA_TF32, NULL,
-                                        TILES, GemmPlan, candidates, gemm_name, plan, ptr,
-                                        tiles_for)
+from mlptrain.backend.cuda.gemm import (MAX_PARTIALS, MMA_3XTF32, MMA_3XTF32_RN, MMA_SIMT,
+                                        MMA_TF32, NULL, TILES, GemmPlan, candidates, gemm_name,
+                                        plan, ptr, tiles_for)
 from mlptrain.backend.cuda.dispatch import (LOSS_KERNELS, REAL_TARGET_IDS, UPDATE_KERNELS,
                                            kernel_names)
 from mlptrain.backend.cuda.kernels import ACT_IDS, EPI_ACT_GRAD, EPI_BIAS_ACT, THREADS, XENT_ROWS
 from mlptrain.optim import OptimizerKind
 from mlptrain.seeding import dropout_threshold
 
-MMA_NAMES = {MMA_SIMT: "", MMA_3XTF32: " 3xtf32", MMA_TF32: " tf32"}  # profile()'s labels
+MMA_NAMES = {MMA_SIMT: "", MMA_3XTF32: " 3xtf32 (tc sums)", MMA_3XTF32_RN: " 3xtf32",
+             MMA_TF32: " tf32"}  # profile()'s labels
 TUNE_REPS = 20  # launches per timed candidate
 MAX_SEGMENTS = 8  # captured segment graphs kept per epoch shape
 
@@ -152,10 +153,10 @@ class EpochGraph:
                 for m, n, k, ta, tb in products:
                     if self.tune:
                         names.update(gemm_name(self.dtype, ta, tb, t, mma)
-                                     for t in tiles_for(m, n) for mma in self.mmas)
+                                     for mma in self.mmas for t in tiles_for(m, n, mma))
                     else:
-                        names.add(gemm_name(self.dtype, ta, tb, plan(m, n, k).tile,
-                                            self.mmas[0]))
+                        first = plan(m, n, k, mma=self.mmas[0])
+                        names.add(gemm_name(self.dtype, ta, tb, first.tile, first.mma))
                     names.update(gemm_name(self.dtype, ta, tb, p.tile, p.mma)  # a resumed run's
                                  for (_, *shape), p in self.plans.items() if shape == [m, n, k])
         return sorted(names)

@@ -7,9 +7,9 @@ fixed-order reduction sums the slices. Every launch is a plain kernel, so it can
 
 A plan also fixes the multiply (`mma`, kernels.cu's MMA_*): float32 products may run on the
 tensor cores, as 3xTF32 (each operand split into a TF32 head and tail, three products summed in
-fp32: fp32-level error) or, opted into, as plain TF32 (~1e-3 relative error); float64 always
-runs on the fp64 units (MMA_SIMT). The same tile shapes serve both: a tile's threads are its
-warps, each warp computing (8 TM) x (4 TN) outputs with m16n8k8 mma instructions.
+fp32: fp32-level error; MMA_3XTF32_RN) or, opted into, as plain TF32 (~1e-3 relative error);
+float64 always runs on the fp64 units (MMA_SIMT). One template serves both: a tile's threads
+are its warps, each warp computing (8 TM) x (4 TN) outputs with m16n8k8 mma instructions.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ MMA_SIMT, MMA_TF32, MMA_3XTF32, MMA_3XTF32_RN = (
 # the multiplies a product may use, by CupyBackend's gemm kind (float32; float64: SIMT only).
 # "cublas" is the eager path's kind; its graph and a group's stacked products run our kernel,
 # fp32-accurate: the tuner times SIMT and 3xTF32 tiles, the first listed is the untuned pick.
-MMAS = {"own": (MMA_SIMT,), "tc3": (MMA_3XTF32,), "tf32": (MMA_TF32,),
-        "cublas": (MMA_3XTF32, MMA_SIMT)}
+# 3xTF32 means MMA_3XTF32_RN: plain MMA_3XTF32's error, summed on the tensor cores alone, was
+# 5-9x the SIMT kernel's on the products we train (H200); MMA_3XTF32_RN's within 2.5x.
+MMAS = {"own": (MMA_SIMT,), "tc3": (MMA_3XTF32_RN,), "tf32": (MMA_TF32,),
+        "cublas": (MMA_3XTF32_RN, MMA_SIMT)}
 
 # (BM, BN, BK, TM, TN): block tile, depth of a K step, register tile per thread
 TILES = {
@@ -36,7 +38,16 @@ TILES = {
     "medium": (64, 64, 16, 4, 4),  # 256 threads
     "tall": (128, 64, 8, 8, 4),  # 256 threads
     "large": (128, 128, 8, 8, 8),  # 256 threads, 64 outputs each
+    # deeper K-steps for the tensor cores, whose warps finish a step's mma instructions far
+    # sooner than the SIMT kernel's FMAs: fewer barriers and loads per product
+    "tc-medium": (64, 64, 32, 4, 4),  # 8 warps of 32 x 16
+    "tc-tall": (128, 64, 16, 8, 4),  # 8 warps of 64 x 16
+    "tc-large": (128, 128, 16, 8, 8),  # 8 warps of 64 x 32
 }
+# the tiles a tuner tries for each kind of multiply (BK = 8 starves the tensor cores)
+MODE_TILES = {"simt": ("small", "medium", "tall", "large"),
+              "mma": ("small", "medium", "tc-medium", "tc-tall", "tc-large")}
+LARGE_TILES = ("large", "tc-large")
 SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # K-splits a tuner tries
 MAX_PARTIALS = 1 << 23  # elements of split-K scratch a plan may use
 TRANSPOSES = ((False, True), (True, False), (False, False))  # x W^T, dz^T x, dz W
@@ -60,10 +71,11 @@ def mmas_for(dtype, kind: str) -> tuple[int, ...]:
     return MMAS[kind] if np.dtype(dtype) == np.float32 else (MMA_SIMT,)
 
 
-def tiles_for(m: int, n: int) -> list[str]:
-    """The tiles worth trying for an (m, n) output: the large one only for large outputs (its
-    kernel is also the slowest to compile, so small runs never compile it)."""
-    return [t for t in TILES if t != "large" or m * n >= LARGE_AREA]
+def tiles_for(m: int, n: int, mma: int = 0) -> list[str]:
+    """The tiles worth trying for an (m, n) output with this multiply: the large ones only for
+    large outputs (their kernels are also the slowest to compile, so small runs never do)."""
+    return [t for t in MODE_TILES["simt" if mma == MMA_SIMT else "mma"]
+            if t not in LARGE_TILES or m * n >= LARGE_AREA]
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ class GemmPlan:
     grid: tuple[int, int, int]
     threads: int
     inline_reduce: bool = False  # split-K summed by the last block, else by splitk_reduce
-    mma: int = MMA_SIMT  # the multiply: MMA_SIMT, MMA_3XTF32 or MMA_TF32 (float32 only)
+    mma: int = MMA_SIMT  # the multiply: MMA_SIMT, or (float32) MMA_3XTF32_RN, MMA_TF32, ...
 
     @property
     def tiles(self) -> int:
@@ -91,6 +103,8 @@ def plan(m: int, n: int, k: int, tile: str | None = None, splits: int | None = N
     if tile is None:
         area = m * n
         tile = "large" if area >= LARGE_AREA else "medium" if area >= 64 * 64 * 40 else "small"
+        if mma != MMA_SIMT and tile == "large":
+            tile = "tc-large"
     bm, bn, bk, tm, tn = TILES[tile]
     tiles = -(-m // bm) * -(-n // bn)
     if splits is None:
@@ -107,7 +121,7 @@ def candidates(m: int, n: int, k: int, mmas=(MMA_SIMT,)) -> list[GemmPlan]:
     """Every distinct (tile, split, multiply) worth timing for an (m, n, k) product."""
     plans = {}
     for mma in mmas:
-        for tile in tiles_for(m, n):
+        for tile in tiles_for(m, n, mma):
             for splits in SPLITS:
                 for inline in (False, True):
                     p = plan(m, n, k, tile, splits, inline, mma)
