@@ -35,7 +35,8 @@ FP32_FACTOR = 4  # 3xTF32's worst error may exceed the SIMT kernel's by at most 
 def gpu():
     backend = CupyBackend(graph=False, gemm="own")
     # every tensor-core instantiation compiled side by side now, not one by one on first use
-    backend.prepare_kernels(G.kernel_names(np.float32, G.TILES, tuple(TENSOR.values())))
+    backend.prepare_kernels(G.kernel_names(np.float32, G.MODE_TILES["mma"],
+                                           tuple(TENSOR.values())))
     return backend
 
 
@@ -62,7 +63,7 @@ def test_tensor_core_gemm_for_every_transpose_tile_and_split(gpu, mode, trans_a,
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
     want = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
-    for tile in G.TILES:
+    for tile in G.MODE_TILES["mma"]:  # the tiles a tuner tries for the tensor cores
         for splits, inline in ((1, False), (3, False), (3, True), (None, False), (None, True)):
             out = poisoned((m, n))
             p = G.plan(m, n, k, tile=tile, splits=splits, inline_reduce=inline, mma=mma)

@@ -44,9 +44,9 @@ TILES = {
     "tc-tall": (128, 64, 16, 8, 4),  # 8 warps of 64 x 16
     "tc-large": (128, 128, 16, 8, 8),  # 8 warps of 64 x 32
 }
-# the tiles a tuner tries for each kind of multiply (BK = 8 starves the tensor cores)
+# the tiles a tuner tries for each kind of multiply (the tc- ones serve the tensor cores only)
 MODE_TILES = {"simt": ("small", "medium", "tall", "large"),
-              "mma": ("small", "medium", "tc-medium", "tc-tall", "tc-large")}
+              "mma": ("small", "medium", "tall", "large", "tc-medium", "tc-tall", "tc-large")}
 LARGE_TILES = ("large", "tc-large")
 SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # K-splits a tuner tries
 MAX_PARTIALS = 1 << 23  # elements of split-K scratch a plan may use
