@@ -1,7 +1,8 @@
 """Microseconds per matrix product of the MNIST nets we train (784-H-10, batch B), each of
 mlptrain's kernels at its fastest plan against cuBLAS: SIMT (fp32 units), 3xTF32 (tensor cores,
-each 8-deep K-step's sum added in fp32: fp32-level error), 3xTF32 summed on the tensor cores
-alone ("tcsum", 5-9x the error), plain TF32 (opt-in, ~1e-3).
+each K-tile's sum added in fp32: fp32-level error; gemm kind "tc3"), 3xTF32 summed on the
+tensor cores alone ("tcsum", up to 10x the error), plain TF32 (train.precision = "tf32",
+~1e-3).
 
 Each kernel's time is the best of every (tile, K-split) candidate the epoch graph's tuner tries
 (gemm.candidates), each timed as a CUDA graph of 20 launches, best of two passes; cuBLAS

@@ -74,7 +74,7 @@ def test_gemm_matches_numpy_for_every_transpose_and_ragged_shape(gpu, dtype, tra
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
     want = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
-    for tile in G.MODE_TILES["simt"]:  # the tensor cores' tiles: test_gpu_tf32.py
+    for tile in G.TILES:
         for splits, inline in ((1, False), (3, False), (3, True), (None, False), (None, True)):
             out = poisoned((m, n), dtype)
             p = G.plan(m, n, k, tile=tile, splits=splits, inline_reduce=inline)

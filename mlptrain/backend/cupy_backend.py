@@ -97,10 +97,11 @@ class CupyBackend(Backend):
     def __init__(self, graph: bool | None = None, gemm: str = "cublas",
                  precision: str = "fp32"):
         """`gemm`: the eager path's float32 products through cuBLAS ("cublas", whose graph
-        and groups run our kernel, SIMT or 3xTF32, whichever the tuner finds faster) or our
-        kernel only: SIMT ("own"), 3xTF32 ("tc3") or plain TF32 ("tf32"); float64 runs SIMT
-        in our kernel whatever the kind. precision = "tf32" (train.precision) is gemm "tf32":
-        every float32 product, eager ones too, a single TF32 product (~1e-3 relative error)."""
+        and groups run our SIMT kernel) or our kernel only: SIMT ("own"), 3xTF32 on the
+        tensor cores ("tc3": fp32-level error, no faster than SIMT yet, see gemm.MMAS) or
+        plain TF32 ("tf32"); float64 runs SIMT whatever the kind. precision = "tf32"
+        (train.precision) is gemm "tf32": every float32 product, eager ones too, a single
+        TF32 product (~1e-3 relative error)."""
         if graph is None:
             graph = os.environ.get("MLPTRAIN_CUDA_GRAPH", "1") != "0"
         if precision not in PRECISIONS or gemm not in MMAS:

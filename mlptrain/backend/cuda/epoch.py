@@ -153,7 +153,7 @@ class EpochGraph:
                 for m, n, k, ta, tb in products:
                     if self.tune:
                         names.update(gemm_name(self.dtype, ta, tb, t, mma)
-                                     for mma in self.mmas for t in tiles_for(m, n, mma))
+                                     for mma in self.mmas for t in tiles_for(m, n))
                     else:
                         first = plan(m, n, k, mma=self.mmas[0])
                         names.add(gemm_name(self.dtype, ta, tb, first.tile, first.mma))

@@ -24,13 +24,15 @@ from mlptrain.backend.cuda.kernels import (  # noqa: F401 - re-exported for call
 
 MMA_SIMT, MMA_TF32, MMA_3XTF32, MMA_3XTF32_RN = (
     CONSTANTS[k] for k in ("MMA_SIMT", "MMA_TF32", "MMA_3XTF32", "MMA_3XTF32_RN"))
-# the multiplies a product may use, by CupyBackend's gemm kind (float32; float64: SIMT only).
-# "cublas" is the eager path's kind; its graph and a group's stacked products run our kernel,
-# fp32-accurate: the tuner times SIMT and 3xTF32 tiles, the first listed is the untuned pick.
-# 3xTF32 means MMA_3XTF32_RN: plain MMA_3XTF32's error, summed on the tensor cores alone, was
-# 5-9x the SIMT kernel's on the products we train (H200); MMA_3XTF32_RN's within 2.5x.
+# the multiplies a product may use, by CupyBackend's gemm kind (float32; float64: SIMT only);
+# the epoch graph's tuner times each listed, the first is the untuned pick. "cublas" is the
+# eager path's kind, whose graph and groups run our SIMT kernel: 3xTF32 (gemm kind "tc3") was
+# no faster than it (H200: 742 us against 771 us over the 45 products of
+# benchmarks/results/tf32-2026-12-07.md, at most 15% on the largest), so the default keeps the
+# kernel every fp32 run has used. 3xTF32 is MMA_3XTF32_RN: MMA_3XTF32, summed on the tensor
+# cores alone, had up to 10x the SIMT kernel's error, MMA_3XTF32_RN at most 2.5x.
 MMAS = {"own": (MMA_SIMT,), "tc3": (MMA_3XTF32_RN,), "tf32": (MMA_TF32,),
-        "cublas": (MMA_3XTF32_RN, MMA_SIMT)}
+        "cublas": (MMA_SIMT,)}
 
 # (BM, BN, BK, TM, TN): block tile, depth of a K step, register tile per thread
 TILES = {
@@ -38,16 +40,7 @@ TILES = {
     "medium": (64, 64, 16, 4, 4),  # 256 threads
     "tall": (128, 64, 8, 8, 4),  # 256 threads
     "large": (128, 128, 8, 8, 8),  # 256 threads, 64 outputs each
-    # deeper K-steps for the tensor cores, whose warps finish a step's mma instructions far
-    # sooner than the SIMT kernel's FMAs: fewer barriers and loads per product
-    "tc-medium": (64, 64, 32, 4, 4),  # 8 warps of 32 x 16
-    "tc-tall": (128, 64, 16, 8, 4),  # 8 warps of 64 x 16
-    "tc-large": (128, 128, 16, 8, 8),  # 8 warps of 64 x 32
 }
-# the tiles a tuner tries for each kind of multiply (the tc- ones serve the tensor cores only)
-MODE_TILES = {"simt": ("small", "medium", "tall", "large"),
-              "mma": ("small", "medium", "tall", "large", "tc-medium", "tc-tall", "tc-large")}
-LARGE_TILES = ("large", "tc-large")
 SPLITS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # K-splits a tuner tries
 MAX_PARTIALS = 1 << 23  # elements of split-K scratch a plan may use
 TRANSPOSES = ((False, True), (True, False), (False, False))  # x W^T, dz^T x, dz W
@@ -71,11 +64,10 @@ def mmas_for(dtype, kind: str) -> tuple[int, ...]:
     return MMAS[kind] if np.dtype(dtype) == np.float32 else (MMA_SIMT,)
 
 
-def tiles_for(m: int, n: int, mma: int = 0) -> list[str]:
-    """The tiles worth trying for an (m, n) output with this multiply: the large ones only for
-    large outputs (their kernels are also the slowest to compile, so small runs never do)."""
-    return [t for t in MODE_TILES["simt" if mma == MMA_SIMT else "mma"]
-            if t not in LARGE_TILES or m * n >= LARGE_AREA]
+def tiles_for(m: int, n: int) -> list[str]:
+    """The tiles worth trying for an (m, n) output: the large one only for large outputs (its
+    kernel is also the slowest to compile, so small runs never compile it)."""
+    return [t for t in TILES if t != "large" or m * n >= LARGE_AREA]
 
 
 @dataclass(frozen=True)
@@ -103,8 +95,6 @@ def plan(m: int, n: int, k: int, tile: str | None = None, splits: int | None = N
     if tile is None:
         area = m * n
         tile = "large" if area >= LARGE_AREA else "medium" if area >= 64 * 64 * 40 else "small"
-        if mma != MMA_SIMT and tile == "large":
-            tile = "tc-large"
     bm, bn, bk, tm, tn = TILES[tile]
     tiles = -(-m // bm) * -(-n // bn)
     if splits is None:
@@ -121,7 +111,7 @@ def candidates(m: int, n: int, k: int, mmas=(MMA_SIMT,)) -> list[GemmPlan]:
     """Every distinct (tile, split, multiply) worth timing for an (m, n, k) product."""
     plans = {}
     for mma in mmas:
-        for tile in tiles_for(m, n, mma):
+        for tile in tiles_for(m, n):
             for splits in SPLITS:
                 for inline in (False, True):
                     p = plan(m, n, k, tile, splits, inline, mma)

@@ -99,10 +99,11 @@ template <typename T> __device__ __forceinline__ T epilogue(
 #define MMA_TF32 1    // one TF32 product: 10-bit mantissas, relative error ~1e-3 (opt-in)
 #define MMA_3XTF32 3  // a = hi + lo, hi = tf32(a), lo = tf32(a - hi): hi*hi + hi*lo + lo*hi,
                       //   fp32-level error (lo*lo, ~2^-22 relative, is left out)
-#define MMA_3XTF32_RN 4  // 3xTF32 whose tensor cores sum only each 8-deep K-step, from zero,
-                         //   the steps added in fp32 rounded to nearest. The tensor cores' own
-                         //   running fp32 sums are not rounded to nearest (they truncate), and
-                         //   MMA_3XTF32's error grew to 5-9x the SIMT kernel's (H200, K=784)
+#define MMA_3XTF32_RN 4  // 3xTF32 whose tensor cores sum each K-tile from zero, the tiles then
+                         //   added in fp32 rounded to nearest: the tensor cores' own running
+                         //   fp32 sums are not (they truncate): MMA_3XTF32's worst error on
+                         //   the products we train was up to 10x the SIMT kernel's, this one's
+                         //   at most 2.5x (H200, benchmarks/results/tf32-2026-12-07.md)
 
 // x rounded to TF32 (nearest, ties away: cvt.rna), as the 32-bit register the mma reads
 __device__ __forceinline__ unsigned to_tf32(float x) {
@@ -258,12 +259,20 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
             // value, cheaper than staging hi and lo, which would double the shared reads).
             // An infinite operand gives lo = inf - inf = NaN: such a product is NaN, not inf.
             constexpr bool SPLIT = MMA == MMA_3XTF32 || MMA == MMA_3XTF32_RN;
+            float tile_acc[TM][TN];  // MMA_3XTF32_RN's sums of this K-tile (else unused)
+            if constexpr (MMA == MMA_3XTF32_RN) {
+#pragma unroll
+                for (int i = 0; i < TM; ++i)
+#pragma unroll
+                    for (int j = 0; j < TN; ++j) tile_acc[i][j] = 0.0f;
+            }
 #pragma unroll
             for (int kk = 0; kk < BK; kk += 8) {
                 unsigned ah[TM / 2][4], al[TM / 2][4], bh[TN / 2][2], bl[TN / 2][2];
 #pragma unroll
                 for (int a = 0; a < TM / 2; ++a) {
-                    const int r = wr * WM + 16 * a + g;  // fragment: (g, q) (g+8, q) (g, q+4) (g+8, q+4)
+                    // A's fragment: rows g, g + 8 by columns (k) q, q + 4
+                    const int r = wr * WM + 16 * a + g;
                     const float x[4] = {As[kk + q][r], As[kk + q][r + 8], As[kk + q + 4][r],
                                         As[kk + q + 4][r + 8]};
 #pragma unroll
@@ -286,30 +295,24 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
                 for (int a = 0; a < TM / 2; ++a)
 #pragma unroll
                     for (int b = 0; b < TN / 2; ++b) {
-                        float& c0 = acc[2 * a][2 * b];
-                        float& c1 = acc[2 * a][2 * b + 1];
-                        float& c2 = acc[2 * a + 1][2 * b];
-                        float& c3 = acc[2 * a + 1][2 * b + 1];
-                        // MMA_3XTF32_RN: this step's products summed from zero, then added to
-                        // the running sums with fp32 adds rounded to nearest
-                        float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                        constexpr bool RN = MMA == MMA_3XTF32_RN;
-                        float& d0 = RN ? t[0] : c0;
-                        float& d1 = RN ? t[1] : c1;
-                        float& d2 = RN ? t[2] : c2;
-                        float& d3 = RN ? t[3] : c3;
+                        // the sums this mma adds to (a compile-time pick: registers either way)
+                        float (&sum)[TM][TN] = *(MMA == MMA_3XTF32_RN ? &tile_acc : &acc);
+                        float& d0 = sum[2 * a][2 * b];
+                        float& d1 = sum[2 * a][2 * b + 1];
+                        float& d2 = sum[2 * a + 1][2 * b];
+                        float& d3 = sum[2 * a + 1][2 * b + 1];
                         if (SPLIT) {  // the small cross terms first
                             mma_tf32(d0, d1, d2, d3, al[a], bh[b]);
                             mma_tf32(d0, d1, d2, d3, ah[a], bl[b]);
                         }
                         mma_tf32(d0, d1, d2, d3, ah[a], bh[b]);
-                        if (RN) {
-                            c0 += t[0];
-                            c1 += t[1];
-                            c2 += t[2];
-                            c3 += t[3];
-                        }
                     }
+            }
+            if constexpr (MMA == MMA_3XTF32_RN) {
+#pragma unroll
+                for (int i = 0; i < TM; ++i)
+#pragma unroll
+                    for (int j = 0; j < TN; ++j) acc[i][j] += tile_acc[i][j];
             }
         }
         __syncthreads();
