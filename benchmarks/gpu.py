@@ -258,10 +258,10 @@ def bench_jax(X, y, hidden, batch, epochs, scan: bool):
 # -- the table ----------------------------------------------------------------------------------
 
 CONTENDERS = {
-    # fp32-accurate: the tuner's pick of SIMT and 3xTF32 tiles for each product
-    "mlptrain cupy, epoch graph": lambda *a: bench_mlptrain(*a, graph=True),
-    "mlptrain cupy, epoch graph, SIMT only": lambda *a: bench_mlptrain(*a, graph=True,
-                                                                       gemm="own"),
+    "mlptrain cupy, epoch graph": lambda *a: bench_mlptrain(*a, graph=True),  # SIMT, fp32
+    # the tensor cores: 3xTF32 (fp32-level error, gemm kind tc3), TF32 (train.precision)
+    "mlptrain cupy, epoch graph, 3xTF32": lambda *a: bench_mlptrain(*a, graph=True,
+                                                                    gemm="tc3"),
     "mlptrain cupy, epoch graph, TF32": lambda *a: bench_mlptrain(*a, graph=True,
                                                                   precision="tf32"),
     "mlptrain cupy, eager (cuBLAS)": lambda *a: bench_mlptrain(*a, graph=False),

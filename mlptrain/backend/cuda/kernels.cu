@@ -93,7 +93,7 @@ template <typename T> __device__ __forceinline__ T epilogue(
 // MMA (float only) picks the multiply: MMA_SIMT, one fused multiply-add per product on the fp32
 // (fp64) units; or the tensor cores' m16n8k8 TF32 mma.sync, with a warp computing a (8 TM) x
 // (4 TN) tile, each of its threads holding TM x TN of the outputs in the mma's fragment layout
-// (tc_row, tc_col below). The thread count, the tile loads and every epilogue stay the same.
+// (row_of, col_of below). The thread count, the tile loads and every epilogue stay the same.
 // ---------------------------------------------------------------------------------------------
 #define MMA_SIMT 0    // FMA on the fp32/fp64 units (float64's only kernel)
 #define MMA_TF32 1    // one TF32 product: 10-bit mantissas, relative error ~1e-3 (opt-in)
