@@ -52,8 +52,8 @@ def weighted_step(loss, logits, targets, weights=None):
     """(summed loss, dL/dz) of the backend's step on this batch, scaled by 1/B as the loop's."""
     cache = loss.new_cache(np, logits.shape[0], logits.shape[1], np.float64)
     out = np.empty_like(logits)
-    total, _ = ops.loss_and_grad(loss, logits, targets, cache, 1.0 / len(logits), out,
-                                 weights=weights)
+    total = ops.loss_and_grad(loss, logits, targets, cache, 1.0 / len(logits), out,
+                              weights=weights)[0]
     return float(total), out
 
 
@@ -107,7 +107,7 @@ def test_an_integer_weight_k_is_its_row_repeated_k_times(name, smoothing):
     def step(x, t, weights=None):
         ws = model.workspace(len(x))
         ws.x[...] = x
-        total, _ = model.loss_and_grad(ws, t, 1.0 / len(x), weights=weights)
+        total = model.loss_and_grad(ws, t, 1.0 / len(x), weights=weights)[0]
         return float(total) / len(x), model.grads.flat.copy()
 
     weighed = step(X, targets, k.astype(float))
@@ -123,6 +123,7 @@ def test_evaluation_weighs_a_split_as_training_does():
     split = Split(X, targets, weights=WEIGHTS)
     mean, accuracy = evaluate(model, split, batch_size=4)  # two batches: 4 rows, then 2
     plain_mean, plain_accuracy = evaluate(model, Split(X, targets), batch_size=6)
+    accuracy, plain_accuracy = accuracy["accuracy"], plain_accuracy["accuracy"]
     logits = model.forward(model.workspace(6), X).copy()
     assert mean == pytest.approx(weighted_mean(loss, logits, targets, WEIGHTS), rel=1e-12)
     assert accuracy == plain_accuracy and mean != pytest.approx(plain_mean)  # unweighted metric

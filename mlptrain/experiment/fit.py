@@ -362,12 +362,13 @@ def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int,
     finals: list[dict[str, Any]] = [{} for _ in range(model.members)]
     metric, regression = model.loss.metric, model.loss.task == "regression"
     for name, split in splits.items():
-        scores = loop.evaluate(model, split, batch) if split.size else (None, None)
+        loss, metrics = loop.evaluate(model, split, batch) if split.size else (None, {})
+        score = metrics.get(metric)
         predicted = loop.predict_split(model, split, batch) if regression and split.size \
             else None  # (G, n)
         for g, final in enumerate(finals):
             final[f"{name}_loss"], final[f"{name}_{metric}"] = \
-                (s if s is None or not model.lead else s[g] for s in scores)
+                (s if s is None or not model.lead else s[g] for s in (loss, score))
             if regression:
                 more = regression_scores(targets[g][name], predicted[g]) \
                     if predicted is not None else {"mae": None, "r2": None}
