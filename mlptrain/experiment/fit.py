@@ -9,7 +9,7 @@ import errno
 import os
 import platform
 import time
-from contextlib import closing, contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -88,7 +88,7 @@ def fit_experiment(config: Config, store: RunStore,
     splits = _splits(p)
     m = start_run(p, store)
     with os_errors_fail(m.run, m.summary), interrupts_marked(m.run, m.summary):
-        return _train(m, optimizer, splits, on_event, stop)
+        return _alone(m, optimizer, splits, on_event, stop)
 
 
 def resume_experiment(store: RunStore, ref: str,
@@ -118,7 +118,7 @@ def resume_experiment(store: RunStore, ref: str,
     summary["path"] = p.path
     with os_errors_fail(run, summary), interrupts_marked(run, summary):
         run.write_summary(summary)
-        return _train(m, optimizer, splits, on_event, stop)
+        return _alone(m, optimizer, splits, on_event, stop)
 
 
 def stopped_at(epoch: int, position: int, step: int) -> dict[str, int]:
@@ -195,53 +195,143 @@ def _splits(p: Prepared) -> dict[str, loop.Split]:
                                  p.dataset.weights(name)) for name in SPLITS}
 
 
-def _train(m: TrainingRun, optimizer, splits, on_event, stop) -> RunFinished:
-    """One run's training (the loop with its one member), then its files."""
-    run, summary, p, state = m.run, m.summary, m.p, m.state
-    config, model = p.config, p.model
-    eager = loop.EagerStep(p.step, model, optimizer)
+def _alone(m: TrainingRun, optimizer, splits, on_event, stop) -> RunFinished:
+    """A run alone, the group of one: its training and files (train_runs), then its figures;
+    a failure is raised (the CLI exits non-zero with its reason)."""
     on_event(run_started(m))
-
-    writer = CheckpointWriter(run)
-    files = _EpochFiles(run, summary, config.train.checkpoint_epochs, p.step.epochs)
-
-    def save_checkpoint(g: int, s: loop.TrainState) -> None:
-        writer.write(checkpoint_arrays(model, optimizer, p.rngs, s))
-
-    def save_epoch(g: int, s: loop.TrainState) -> None:
-        due = files.due(s)
-        if due:  # first: the checkpoint holds the history too, and it is written while
-            save_checkpoint(g, s)  # training goes on, so metrics may reach the disk before
-        files.ended(s, due)  # it does (a resume rewrites them from its history)
-
-    settings = loop.LoopSettings.from_config(config.train)
-    ledger = loop.Member(state, p.rngs["shuffle"], p.step.schedule, settings)
-    start = time.perf_counter()
-    try:
-        with closing(writer):  # the last checkpoint is on disk before the run is closed
-            loop.train_members(eager, splits["train"], splits["val"], [ledger], on_event,
-                               save_epoch, stop, save_checkpoint, settings.eval_batch_size)
-            files.flush()  # the epochs since the last epoch-end files (early stopping, a stop)
-        if ledger.failed:
-            raise TrainingError(ledger.failed)
-    except TrainingError as exc:
-        finish_run(run, summary, "failed", start, error=str(exc))
-        raise
-    seconds = time.perf_counter() - start
-    if state.interrupted:
-        summary["position"] = stopped_at(state.epoch, state.position, state.step)
-        finish_run(run, summary, "interrupted", start)
-        finished = RunFinished(run.run_id, run.path, summary)
-        on_event(finished)
-        return finished
-    complete_run(m, model.state_dict(),
-                 final_metrics(model, splits, settings.eval_batch_size,
-                               [split_targets(p)])[0],
-                 run_reference(p, settings.eval_batch_size), seconds)
-    figures = draw_figures(run, summary, p, on_event) if config.report.plots else None
-    finished = RunFinished(run.run_id, run.path, summary, figures)
+    (finished,) = train_runs([m], m.p.model, optimizer, splits, on_event, stop)
+    if finished.status == "failed":
+        raise TrainingError(finished.summary["error"])
+    if finished.status == "completed" and m.p.config.report.plots:
+        finished.figures = draw_figures(m.run, m.summary, m.p, on_event)
     on_event(finished)
     return finished
+
+
+EVAL_ELEMENTS = 1 << 24  # a group's activations per evaluation chunk (64 MB in float32)
+
+
+def train_runs(members: list[TrainingRun], model: MLP, optimizer, splits: dict[str, loop.Split],
+               on_event, stop, images: Callable[[Prepared], dict | None] = lambda p: None,
+               written: Callable[[TrainingRun], None] = lambda m: None) -> list[RunFinished]:
+    """The one driver of training, for a run alone (model is its own) and a group's members
+    (model stacks theirs) alike: the loop's epochs, each member's epoch-end files, then each
+    member's final scores, weights and summary (`written(m)` as each completed one is on disk;
+    `images(p)`: its training images' ranges where already measured). A member whose loss
+    stops being finite fails alone; a stop leaves every member interrupted, each training one
+    checkpointed where it stood. Returns each member's RunFinished, not yet reported; a
+    KeyboardInterrupt marks and reports every member interrupted, then goes on up."""
+    settings = loop.LoopSettings.from_config(members[0].p.config.train)
+    batch = settings.eval_batch_size if not model.lead else \
+        max(64, EVAL_ELEMENTS // (model.members * sum(model.sizes)))
+    ledgers = [loop.Member(m.state, m.p.rngs["shuffle"], m.p.step.schedule,
+                           loop.LoopSettings.from_config(m.p.config.train)) for m in members]
+    files = [_MemberFiles(m, g, model, optimizer) for g, m in enumerate(members)]
+
+    def heard(event) -> None:
+        if isinstance(event, loop.StepsPath):  # how a group's steps ran, as fit's path says
+            for m in members:
+                m.summary["group"]["steps"] = event.path
+        on_event(event)
+
+    start = time.perf_counter()
+    try:
+        with ExitStack() as closing_all:  # every checkpoint is on disk before runs close
+            for f in files:
+                closing_all.enter_context(f)
+            loop.train_members(loop.EagerStep(members[0].p.step, model, optimizer),
+                               splits["train"], splits["val"], ledgers, heard,
+                               lambda g, s: files[g].epoch_ended(s, ledgers[g]), stop,
+                               lambda g, s: files[g].checkpoint(s, ledgers[g]), batch)
+    except KeyboardInterrupt:
+        for g, m in enumerate(members):
+            on_event(_stopped(m, g, start))
+        raise
+    if any(m.state.interrupted for m in members):
+        return [_stopped(m, g, start) for g, m in enumerate(members)]
+    seconds = time.perf_counter() - start
+    finals = final_metrics(model, splits, batch, [split_targets(m.p) for m in members])
+    tops = _top_probabilities(model, splits["val"], batch)
+    finished = []
+    for g, (m, ledger) in enumerate(zip(members, ledgers)):
+        run, summary = m.run, m.summary
+        if ledger.failed:
+            finish_run(run, summary, "failed", start, error=ledger.failed)
+        else:
+            with os_errors_fail(run, summary):
+                reference = run_reference(m.p, batch, images(m.p), tops[g])
+                complete_run(m, model.member_state(g), finals[g], reference, seconds)
+            written(m)
+        finished.append(RunFinished(run.run_id, run.path, summary, member=g))
+    return finished
+
+
+def _stopped(m: TrainingRun, g: int, start: float) -> RunFinished:
+    """Member g marked interrupted where its state stands (its last checkpoint resumes it)."""
+    state = m.state
+    m.summary["position"] = stopped_at(state.epoch, state.position, state.step)
+    finish_run(m.run, m.summary, "interrupted", start)
+    return RunFinished(m.run.run_id, m.run.path, m.summary, member=g)
+
+
+def _top_probabilities(model: MLP, split: loop.Split | None, batch: int) -> list:
+    """Each member's largest class probability on each of the split's samples ((n,) float64
+    on the host), for predict's reference; None each for a regression or no split."""
+    if model.loss.task == "regression" or split is None or not split.size:
+        return [None] * model.members
+    xp = model.ops.xp
+    top = xp.empty((model.members, split.size), xp.float64)
+    for start, stop, _, logits, _ in loop.forward_split(model, split, batch):
+        top[:, start:stop] = model.loss.probabilities(xp, logits).max(axis=-1)
+    return list(model.ops.to_host(top))
+
+
+class _MemberFiles:
+    """A member's files while it trains (alone, or in a group as if alone): its ended
+    epochs' records and summary (_EpochFiles), its checkpoints (in the format a run alone
+    writes, on their own thread), and a write error named as that run's (os_errors_fail). A
+    group's members checkpoint only when stopped: a sweep that is killed trains them afresh,
+    and their many small files would cost the sweep more than they save it."""
+
+    def __init__(self, m: TrainingRun, g: int, model: MLP, optimizer):
+        self.m, self.g, self.model, self.optimizer = m, g, model, optimizer
+        self.at_epoch_ends = not model.lead
+        self.files = _EpochFiles(m.run, m.summary, m.p.config.train.checkpoint_epochs,
+                                 m.p.step.epochs)
+        self.writer = CheckpointWriter(m.run)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        with os_errors_fail(self.m.run, self.m.summary):
+            self.writer.close()
+            if kind is None or issubclass(kind, KeyboardInterrupt):
+                self.files.flush()  # epochs since the last files (early stopping, a stop)
+
+    def epoch_ended(self, state: loop.TrainState, ledger: loop.Member) -> None:
+        due = self.files.due(state)
+        if due and self.at_epoch_ends:  # first: the checkpoint holds the history too, and it
+            self.checkpoint(state, ledger)  # is written while training goes on, so metrics
+        with os_errors_fail(self.m.run, self.m.summary):  # may reach the disk first (a
+            self.files.ended(state, due)  # resume rewrites them from its history)
+
+    def checkpoint(self, state: loop.TrainState, ledger: loop.Member) -> None:
+        """The member's checkpoint, in the format `fit` writes (runs/checkpoint.py):
+        `mlptrain fit --resume RUN` continues a group's member alone."""
+        p, model, optimizer = self.m.p, self.model, self.optimizer
+        if model is not p.model:  # a group's: the member's weights and state, alone
+            p.model.load_state_dict(model.member_state(self.g), source="the group's weights")
+            optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
+            optimizer.load_state_dict(
+                self.optimizer.member_state(self.g, model.member_sizes[self.g]))
+        try:
+            arrays = checkpoint_arrays(p.model, optimizer, p.rngs, state)
+        except TrainingError as exc:  # diverged: its last checkpoint keeps good weights
+            ledger.failed = str(exc)
+            return
+        with os_errors_fail(self.m.run, self.m.summary):
+            self.writer.write(arrays)
 
 
 class _EpochFiles:
