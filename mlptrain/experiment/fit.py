@@ -259,7 +259,7 @@ def train_runs(members: list[TrainingRun], model: MLP, optimizer, splits: dict[s
             finish_run(run, summary, "failed", start, error=ledger.failed)
         else:
             with os_errors_fail(run, summary):
-                reference = run_reference(m.p, batch, images(m.p), tops[g])
+                reference = run_reference(m.p, images(m.p), tops[g])
                 complete_run(m, model.member_state(g), finals[g], reference, seconds)
             written(m)
         finished.append(RunFinished(run.run_id, run.path, summary, member=g))
@@ -422,23 +422,16 @@ def draw_figures(run: Run, summary: dict, p: Prepared, on_event):
     return figures
 
 
-def run_reference(p: Prepared, batch: int, images: dict | None = None,
-                  top: np.ndarray | None = None) -> dict[str, Any]:
+def run_reference(p: Prepared, images: dict | None, top: np.ndarray | None) -> dict[str, Any]:
     """What predict compares a user's input with: statistics of this run's own data
-    (`images`: predict.image_ranges of its training split, and `top`: the model's largest
-    class probability on each validation sample, when already computed)."""
-    from mlptrain.experiment.predict import (probabilities, reference_statistics,
-                                             training_image_ranges)
+    (`images`: predict.image_ranges of its training split where already measured; `top`: the
+    model's largest class probability on each validation sample, none for a regression,
+    whose predictions have no `uncertain` bar)."""
+    from mlptrain.experiment.predict import reference_statistics, training_image_ranges
 
-    X_val = p.dataset.split("val")[0]
-    if p.model.loss.task == "regression":  # no class probabilities: no `uncertain` bar
-        X_val, top = X_val[:0], None
-    if top is None:
-        top = probabilities(p.model, X_val, batch).max(axis=1) if len(X_val) else np.zeros(0)
-    if images is None:
-        images = training_image_ranges(p.dataset)
-    return reference_statistics(p.dataset.split("train")[0], top, p.dataset.input_shape,
-                                images)
+    return reference_statistics(p.dataset.split("train")[0], np.zeros(0) if top is None else top,
+                                p.dataset.input_shape,
+                                training_image_ranges(p.dataset) if images is None else images)
 
 
 def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int,
