@@ -19,8 +19,9 @@ from mlptrain.config import Config
 from mlptrain.data.standardize import Standardizer, TargetScale
 from mlptrain.errors import RunStoreError
 from mlptrain.experiment.drawers import FigureDrawers
-from mlptrain.experiment.fit import (RunFinished, TrainingRun, finish_run, os_errors_fail,
-                                     reopen_training, run_started, start_run, train_runs)
+from mlptrain.experiment.fit import reopen_training, run_started, start_run
+from mlptrain.experiment.training import (RunFinished, TrainingRun, finish_run, os_errors_fail,
+                                          train_runs)
 from mlptrain.experiment.group_data import GroupData, ImageRanges
 from mlptrain.experiment.setup import (SPLITS, Prepared, as_saved, prepare, saved_scaler,
                                        saved_target_scale)
