@@ -74,7 +74,7 @@ def fit_group(configs: list[Config], store: RunStore,
 
 def _train(members: list[TrainingRun], states: dict[int, dict], on_event, stop: StopFlag,
            written: Callable[[TrainingRun], None]) -> list[RunFinished]:
-    """The members stacked into one model and trained by the one driver (fit.train_runs);
+    """The members stacked into one model and trained by the one driver (training.train_runs);
     returns each member's RunFinished (not yet reported). A stop raises KeyboardInterrupt once
     every member is marked interrupted and reported."""
     data = GroupData([m.p for m in members])
