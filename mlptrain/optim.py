@@ -95,7 +95,7 @@ class _Optimizer:
         state = self.buffers()
         # a group's per-member rates or decays (G,) go name by name: each array's leading axis
         # is then the members'
-        if not any(np.ndim(h) for h in hyper) and _fused(params, grads, state[0]):
+        if not any(getattr(h, "ndim", 0) for h in hyper) and _fused(params, grads, state[0]):
             update(params.flat, grads.flat, *(s.flat for s in state), *hyper)
             return
         for name, p in params.items():
@@ -246,7 +246,7 @@ class RMSprop(_Optimizer):
 def _rate(lr):
     """A Python float (a NumPy float64 scalar would run float32 updates in float64: NEP 50), or
     a group's (G,) rates, one per member, as they are."""
-    return lr if np.ndim(lr) else float(lr)
+    return lr if getattr(lr, "ndim", 0) else float(lr)  # (np.ndim: a microsecond a step)
 
 
 def _check_decay(ops, weight_decay) -> None:
