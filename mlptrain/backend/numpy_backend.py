@@ -217,6 +217,15 @@ class NumpyBackend(Backend):
         keep = seeding.dropout_keep(seed, slot, step, out.size, rate).reshape(out.shape)
         return np.multiply(keep, out.dtype.type(1.0 / (1.0 - rate)), out=out)
 
+    def add_sums(self, sums, loss_sum, correct) -> None:
+        """As the formula's, but one network's scalars go in as scalars: two ufunc calls on
+        views cost ~2.5 us a step, more than the rest of a small batch's loss bookkeeping."""
+        if sums.shape[0] == 1 and getattr(loss_sum, "ndim", 0) == 0:
+            sums[0, 0] += loss_sum  # the same float64 addition
+            sums[0, 1] += correct
+            return
+        super().add_sums(sums, loss_sum, correct)
+
     # -- optimizer updates, in place; `grad` is scratch and is overwritten ---------------------
 
     def sgd_update(self, param, grad, velocity, lr, momentum: float, nesterov: bool,

@@ -95,9 +95,13 @@ class Backend:
             self.xp.multiply(out, rows[..., None], out=out)  # dL/dz (B, C): row b times its weight
         if sums is None:
             return loss_sum, correct
+        self.add_sums(sums, loss_sum, correct)
+        return None
+
+    def add_sums(self, sums, loss_sum, correct) -> None:
+        """sums (..., 2) float64 += (summed loss, correct): a batch's, per member."""
         self.xp.add(sums[..., 0], loss_sum, out=sums[..., 0])
         self.xp.add(sums[..., 1], correct, out=sums[..., 1])
-        return None
 
     # -- optimizer updates, in place on same-shaped arrays (a model's whole flat buffer); the
     # gradient is scratch and is overwritten
