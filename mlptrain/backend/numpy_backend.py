@@ -8,6 +8,8 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from mlptrain import seeding
+from mlptrain.backend import threads
+from mlptrain.backend.events import ThreadsChosen
 from mlptrain.backend.protocol import Backend
 
 
@@ -142,6 +144,39 @@ class NumpyBackend(Backend):
         # the update's blocks of the last few sets of flat buffers (_update_blocks): cut once,
         # not on every step; a handful, so a finished model's buffers are let go
         self._blocks: dict[tuple, tuple] = {}
+
+    on_event = staticmethod(lambda event: None)  # the loop sets it: hears ThreadsChosen
+
+    # -- BLAS threads for a run's steps (backend/threads.py says why they are timed) -----------
+
+    def choose_threads(self, trial, recorded: list[dict] | None, fresh: bool) -> dict | None:
+        """Sets NumPy's BLAS threads for an eager run until restore_threads: as `recorded` (the
+        product_plans of the run being resumed) where it holds a count; else, for a `fresh`
+        run, the fastest count for `trial` (one step without its update); else the BLAS's own.
+        Reports ThreadsChosen; returns the record a run keeps (a timed choice), or None."""
+        blas = self._blas = threads.numpy_blas()
+        if blas is None:
+            return None
+        self._threads_before = own = blas.num_threads
+        found = next((r for r in recorded or () if "blas_threads" in r), None)
+        fixed = threads.fixed_by() or ("" if fresh else "resumed: none recorded")
+        if found is not None:
+            chosen, how, seconds = found["blas_threads"], "as recorded", {}
+        elif fixed or own == 1:
+            chosen, how, seconds = own, fixed or "one core", {}
+        else:
+            seconds = threads.time_counts(trial, threads.candidates(own), blas.set_num_threads)
+            chosen, how = min(seconds, key=seconds.get), "timed"
+        blas.set_num_threads(chosen)
+        self.on_event(ThreadsChosen(chosen, how, {n: round(t * 1e3, 3)
+                                                  for n, t in seconds.items()}))
+        return found or ({"blas_threads": chosen} if how == "timed" else None)
+
+    def restore_threads(self) -> None:
+        """The BLAS's thread count as it was before choose_threads."""
+        if getattr(self, "_blas", None) is not None:
+            self._blas.set_num_threads(self._threads_before)
+            self._blas = None
 
     def scratch(self, shape: tuple[int, ...], dtype, tag: str = "") -> np.ndarray:
         """A buffer of this shape and dtype, made on first use and reused: its contents are

@@ -45,6 +45,14 @@ class Backend:
         launches need exist, and undoes what it changed."""
         return None
 
+    def choose_threads(self, trial, recorded, fresh: bool) -> dict | None:
+        """Sets the thread count an eager run's steps use, where the backend has one to choose
+        (the CPU's BLAS: NumpyBackend); returns what the run must record, or None."""
+        return None
+
+    def restore_threads(self) -> None:
+        """Undoes choose_threads after the run."""
+
     xp = None  # the array module of the backend's arrays (numpy, cupy)
 
     def scratch(self, shape: tuple[int, ...], dtype, tag: str = ""):

@@ -19,6 +19,7 @@ import numpy as np
 import mlptrain
 from mlptrain import loop
 from mlptrain.arrayfiles import read_npz
+from mlptrain.backend.events import ThreadsChosen
 from mlptrain.config import Config, load_config
 from mlptrain.experiment.diagnose import run_warnings
 from mlptrain.errors import DataError, RunStoreError, TrainingError
@@ -214,12 +215,17 @@ def _train(m: TrainingRun, optimizer, splits, on_event, stop) -> RunFinished:
             save_checkpoint(g, s)  # training goes on, so metrics may reach the disk before
         files.ended(s, due)  # it does (a resume rewrites them from its history)
 
+    def heard(event) -> None:  # the BLAS threads chosen go into summary.json as well
+        if isinstance(event, ThreadsChosen):
+            summary["blas_threads"] = event.record()
+        on_event(event)
+
     settings = loop.LoopSettings.from_config(config.train)
     ledger = loop.Member(state, p.rngs["shuffle"], p.step.schedule, settings)
     start = time.perf_counter()
     try:
         with closing(writer):  # the last checkpoint is on disk before the run is closed
-            loop.train_members(eager, splits["train"], splits["val"], [ledger], on_event,
+            loop.train_members(eager, splits["train"], splits["val"], [ledger], heard,
                                save_epoch, stop, save_checkpoint, settings.eval_batch_size)
             files.flush()  # the epochs since the last epoch-end files (early stopping, a stop)
         if ledger.failed:
