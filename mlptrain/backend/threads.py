@@ -24,9 +24,9 @@ import time
 from typing import Callable
 
 TUNE_VARIABLE = "MLPTRAIN_CPU_TUNE"  # "0": keep the BLAS's own thread count, untimed
-# what fixes a BLAS's threads from outside (a sweep's workers set them): never overridden
+# what fixes a BLAS's threads from outside (a sweep's workers get them all): never overridden
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "BLIS_NUM_THREADS")
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 ROUNDS = 3  # rounds of timing; each times every candidate on TRIALS steps
 TRIALS = 2
 
