@@ -29,15 +29,15 @@ several = pytest.mark.skipif(blas is None or blas.num_threads < 2,
 def tuning(monkeypatch):
     """Timing on (conftest turns it off for every other test), no count fixed outside."""
     monkeypatch.setenv(threads.TUNE_VARIABLE, "1")
+    monkeypatch.setattr(threads, "WINDOW", 0.01)  # the fake steps below need no long window
     for name in threads.THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
 
 def slow_at(count: int):
-    """A fake step that takes 20 ms at `count` BLAS threads and no time at any other."""
+    """A fake step that takes 20 ms at `count` BLAS threads and 1 ms at any other."""
     def trial():
-        if blas.num_threads == count:
-            time.sleep(0.02)
+        time.sleep(0.02 if blas.num_threads == count else 0.001)
     return trial
 
 
@@ -72,6 +72,16 @@ def test_a_fresh_run_keeps_the_faster_count_and_gives_the_blas_its_own_back(tuni
 
 
 @several
+def test_a_step_too_quick_to_share_is_left_to_the_blas(tuning):
+    ops, heard = get_backend("cpu"), []
+    ops.on_event = heard.append
+    own = blas.num_threads
+    assert ops.choose_threads(lambda: None, None, fresh=True) is None  # nothing to record
+    assert heard == [ThreadsChosen(own, "a step too quick to share", {})]
+    assert blas.num_threads == own
+
+
+@several
 def test_a_recorded_count_is_reused_untimed(tuning):
     ops, heard = get_backend("cpu"), []
     ops.on_event = heard.append
@@ -97,7 +107,8 @@ def test_a_count_fixed_outside_is_left_alone(tuning, monkeypatch, variable, valu
 
 
 @several
-def test_a_run_records_its_choice_and_its_resume_reuses_it(tuning, runs_dir):
+def test_a_run_records_its_choice_and_its_resume_reuses_it(tuning, runs_dir, monkeypatch):
+    monkeypatch.setattr(threads, "SMALL_STEP", 0.0)  # xor's steps are timed all the same
     stop, heard = StopFlag(), []
 
     def on_event(event):

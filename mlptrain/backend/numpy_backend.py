@@ -164,6 +164,8 @@ class NumpyBackend(Backend):
             chosen, how, seconds = found["blas_threads"], "as recorded", {}
         elif fixed or own == 1:
             chosen, how, seconds = own, fixed or "one core", {}
+        elif threads.quick(trial):
+            chosen, how, seconds = own, "a step too quick to share", {}
         else:
             seconds = threads.time_counts(trial, threads.candidates(own), blas.set_num_threads)
             chosen, how = min(seconds, key=seconds.get), "timed"

@@ -27,8 +27,14 @@ TUNE_VARIABLE = "MLPTRAIN_CPU_TUNE"  # "0": keep the BLAS's own thread count, un
 # what fixes a BLAS's threads from outside (a sweep's workers get them all): never overridden
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-ROUNDS = 3  # rounds of timing; each times every candidate on TRIALS steps
-TRIALS = 2
+ROUNDS = 3  # rounds of timing; each runs every candidate count in turn for a WINDOW
+# seconds (at least MIN_CALLS steps), and a count's time is its windows' mean step, not its
+# median: on a busy machine most steps of two threads run fast, but every few steps one of
+# them waits out another process's time slice (measured beside two busy processes on 2 cores:
+# a median of 0.76 ms a step at 2 threads, 1.12 ms at 1, but a mean of 4.0 ms against 1.6)
+WINDOW = 0.1
+MIN_CALLS = 3
+SMALL_STEP = 2e-4  # seconds: a step this quick has no product big enough to share out
 
 
 def numpy_blas():
@@ -67,15 +73,28 @@ def fixed_by(environ=os.environ) -> str:
 
 def time_counts(trial: Callable[[], None], counts: list[int],
                 set_threads: Callable[[int], None]) -> dict[int, float]:
-    """Seconds per call of `trial` at each thread count: the median over ROUNDS rounds, each
-    setting every count in turn, calling trial once to settle and timing TRIALS calls."""
+    """Seconds per call of `trial` at each thread count: the mean call of a window, the
+    median over ROUNDS rounds, each running every count in turn (round-robin, so that the
+    machine's load weighs on every count alike)."""
     seconds: dict[int, list[float]] = {n: [] for n in counts}
     for _ in range(ROUNDS):
         for n in counts:
             set_threads(n)
-            trial()  # the new count's threads wake up; the caches refill
-            start = time.perf_counter()
-            for _ in range(TRIALS):
+            trial()  # the count's threads wake up; the caches refill
+            begin, calls = time.perf_counter(), 0
+            while calls < MIN_CALLS or time.perf_counter() - begin < WINDOW:
                 trial()
-            seconds[n].append((time.perf_counter() - start) / TRIALS)
+                calls += 1
+            seconds[n].append((time.perf_counter() - begin) / calls)
     return {n: statistics.median(s) for n, s in seconds.items()}
+
+
+def quick(trial: Callable[[], None]) -> bool:
+    """Whether a step is too quick for its products to be shared among threads (timing it
+    would cost more than it could gain): the faster of two calls under SMALL_STEP."""
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        trial()
+        times.append(time.perf_counter() - start)
+    return min(times) < SMALL_STEP
