@@ -374,6 +374,41 @@ class _Training:
 
     def run(self) -> None:
         self.graph = self._epoch_graph()
+        if self.graph is None:  # eager steps: on the CPU, its BLAS threads first
+            self._choose_threads()
+        try:
+            self._epochs()
+        finally:
+            self.ops.restore_threads()
+
+    def _choose_threads(self) -> None:
+        """The backend's thread count for the run's steps (the CPU's BLAS): timed on the
+        step itself before a fresh run's first one, or as the run being resumed recorded it
+        (the count moves float32 rounding: backend/threads.py); kept in every member's
+        product_plans, so that its checkpoints hand it on."""
+        first = self.members[0].state
+        self.ops.on_event = self.on_event
+        record = self.ops.choose_threads(self._trial_step(), first.product_plans,
+                                         fresh=first.step == 0)
+        if record is not None:
+            for m in self.members:
+                m.state.product_plans = [record]
+
+    def _trial_step(self):
+        """A step on the training split's first rows without its update, for timing: what it
+        writes (the workspace, the gradients) every step writes afresh; the weights stay."""
+        rows = min(self.step.batch_size, self.train.size)
+        index = self.train.rows[:, :rows] if self.train.rows is not None \
+            else self.ops.asarray(np.arange(rows), np.int64)
+        ws, targets = self.model.workspace(rows), self._rows_buffer("targets", rows)
+
+        def trial():
+            self.ops.take_rows(self.train.X, index, out=ws.x)
+            self.ops.take_rows(self.train.targets, index, out=targets)
+            self.model.loss_and_grad(ws, targets, 1.0 / rows)
+        return trial
+
+    def _epochs(self) -> None:
         for epoch in range(self.epoch + 1, self.step.epochs + 1):
             if all(m.frozen for m in self.members):
                 break

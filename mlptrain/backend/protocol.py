@@ -45,6 +45,14 @@ class Backend:
         launches need exist, and undoes what it changed."""
         return None
 
+    def choose_threads(self, trial, recorded, fresh: bool) -> dict | None:
+        """Sets the thread count an eager run's steps use, where the backend has one to choose
+        (the CPU's BLAS: NumpyBackend); returns what the run must record, or None."""
+        return None
+
+    def restore_threads(self) -> None:
+        """Undoes choose_threads after the run."""
+
     xp = None  # the array module of the backend's arrays (numpy, cupy)
 
     def scratch(self, shape: tuple[int, ...], dtype, tag: str = ""):
@@ -96,9 +104,13 @@ class Backend:
             self.xp.multiply(out, rows[..., None], out=out)  # dL/dz (B, C): row b times its weight
         if sums is None:
             return found
+        self.add_sums(sums, found)
+        return None
+
+    def add_sums(self, sums, found) -> None:
+        """sums (..., 1 + tallies) float64 += a batch's (summed loss, *tallies), per member."""
         for i, total in enumerate(found):
             self.xp.add(sums[..., i], total, out=sums[..., i])
-        return None
 
     # -- optimizer updates, in place on same-shaped arrays (a model's whole flat buffer); the
     # gradient is scratch and is overwritten

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mlptrain import loop
+from mlptrain.backend.events import ThreadsChosen
 from mlptrain.errors import RunStoreError, TrainingError
 from mlptrain.experiment.diagnose import run_warnings
 from mlptrain.experiment.setup import SPLITS, Prepared
@@ -94,6 +95,9 @@ def train_runs(members: list[TrainingRun], model: MLP, optimizer, splits: dict[s
         if isinstance(event, loop.StepsPath):  # how a group's steps ran, as fit's path says
             for m in members:
                 m.summary["group"]["steps"] = event.path
+        elif isinstance(event, ThreadsChosen):  # the CPU's BLAS threads, kept in the summary
+            for m in members:
+                m.summary["blas_threads"] = event.record()
         on_event(event)
 
     start = time.perf_counter()
