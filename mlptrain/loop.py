@@ -267,7 +267,8 @@ class TrainState:
     # the epoch's (loss sum, the loss's tallies (one, or an array of them), samples seen)
     running: tuple = (0.0, 0, 0)
     # the device's epoch graph: the tile and split of each product it timed (the CUDA backend's
-    # product_plans()), kept so that a resumed run rounds exactly as the run it continues
+    # product_plans()), or the CPU's timed BLAS thread count, kept so that a resumed run
+    # rounds exactly as the run it continues
     product_plans: list[dict] | None = None
 
     # -- the ledger: what an ended epoch leaves behind, the same for a run alone or a member of
