@@ -41,6 +41,13 @@ def slow_at(count: int):
     return trial
 
 
+def listening():
+    """(the CPU backend, the events it reports, NumPy's BLAS threads before the test)."""
+    ops, heard = get_backend("cpu"), []
+    ops.on_event = heard.append
+    return ops, heard, blas.num_threads
+
+
 def test_the_candidates_are_one_the_powers_of_two_and_every_core():
     assert threads.candidates(1) == [1]
     assert threads.candidates(2) == [1, 2]
@@ -57,9 +64,7 @@ def test_what_fixes_the_count_is_named():
 @several
 @pytest.mark.parametrize("slow", [1, "own"])
 def test_a_fresh_run_keeps_the_faster_count_and_gives_the_blas_its_own_back(tuning, slow):
-    ops, heard = get_backend("cpu"), []
-    ops.on_event = heard.append
-    own = blas.num_threads
+    ops, heard, own = listening()
     slow = own if slow == "own" else slow
     record = ops.choose_threads(slow_at(slow), None, fresh=True)
     (event,) = heard
@@ -73,9 +78,7 @@ def test_a_fresh_run_keeps_the_faster_count_and_gives_the_blas_its_own_back(tuni
 
 @several
 def test_a_step_too_quick_to_share_is_left_to_the_blas(tuning):
-    ops, heard = get_backend("cpu"), []
-    ops.on_event = heard.append
-    own = blas.num_threads
+    ops, heard, own = listening()
     assert ops.choose_threads(lambda: None, None, fresh=True) is None  # nothing to record
     assert heard == [ThreadsChosen(own, "a step too quick to share", {})]
     assert blas.num_threads == own
@@ -83,9 +86,7 @@ def test_a_step_too_quick_to_share_is_left_to_the_blas(tuning):
 
 @several
 def test_a_recorded_count_is_reused_untimed(tuning):
-    ops, heard = get_backend("cpu"), []
-    ops.on_event = heard.append
-    own = blas.num_threads
+    ops, heard, own = listening()
     record = ops.choose_threads(slow_at(1), [{"blas_threads": 1}], fresh=False)
     assert record == {"blas_threads": 1} and blas.num_threads == 1
     assert heard == [ThreadsChosen(1, "as recorded", {})]
@@ -98,9 +99,7 @@ def test_a_recorded_count_is_reused_untimed(tuning):
                                                  ("OPENBLAS_NUM_THREADS", "2")])
 def test_a_count_fixed_outside_is_left_alone(tuning, monkeypatch, variable, value):
     monkeypatch.setenv(variable, value)
-    ops, heard = get_backend("cpu"), []
-    ops.on_event = heard.append
-    own = blas.num_threads
+    ops, heard, own = listening()
     assert ops.choose_threads(slow_at(own), None, fresh=True) is None  # nothing to record
     assert heard == [ThreadsChosen(own, f"{variable}={value}", {})]
     assert blas.num_threads == own
