@@ -86,7 +86,7 @@ def main() -> None:
                                (gf, "stack_members", "the group's model built"),
                                (model.MLP, "workspace", "step buffers (MLP.workspace)"),
                                (tr, "_top_probabilities", "top probabilities"),
-                               (gd.ImageRanges, "__call__", "image ranges"),
+                               (tr, "run_reference", "predict's reference (image ranges)"),
                                (loop._Training, "_warm_up", "warm-up"),
                                (loop._Training, "_capture_steps", "capture (with warm-up)"),
                                (loop._Training, "_orders", "orders (shuffles)"),

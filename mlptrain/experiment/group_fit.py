@@ -22,7 +22,7 @@ from mlptrain.experiment.drawers import FigureDrawers
 from mlptrain.experiment.fit import reopen_training, run_started, start_run
 from mlptrain.experiment.training import (RunFinished, TrainingRun, finish_run, os_errors_fail,
                                           train_runs)
-from mlptrain.experiment.group_data import GroupData, ImageRanges
+from mlptrain.experiment.group_data import GroupData
 from mlptrain.experiment.setup import (SPLITS, Prepared, as_saved, prepare, saved_scaler,
                                        saved_target_scale)
 from mlptrain.loop import StopFlag
@@ -83,7 +83,7 @@ def _train(members: list[TrainingRun], states: dict[int, dict], on_event, stop: 
                                 [m.p.step.optimizer.weight_decay for m in members])
     optimizer.load_members(states, model.member_sizes)
     finished = train_runs(members, model, optimizer, {name: data.split(name) for name in SPLITS},
-                          on_event, stop, ImageRanges(data), written)
+                          on_event, stop, written)
     if any(f.status == "interrupted" for f in finished):
         for f in finished:
             on_event(f)

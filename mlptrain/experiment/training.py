@@ -75,12 +75,12 @@ EVAL_ELEMENTS = 1 << 24  # a group's activations per evaluation chunk (64 MB in 
 
 
 def train_runs(members: list[TrainingRun], model: MLP, optimizer, splits: dict[str, loop.Split],
-               on_event, stop, images: Callable[[Prepared], dict | None] = lambda p: None,
-               written: Callable[[TrainingRun], None] = lambda m: None) -> list[RunFinished]:
+               on_event, stop, written: Callable[[TrainingRun], None] = lambda m: None
+               ) -> list[RunFinished]:
     """The one driver of training, for a run alone (model is its own) and a group's members
     (model stacks theirs) alike: the loop's epochs, each member's epoch-end files, then each
-    member's final scores, weights and summary (`written(m)` as each completed one is on disk;
-    `images(p)`: its training images' ranges where already measured). A member whose loss
+    member's final scores, weights and summary (`written(m)` as each completed one is on
+    disk). A member whose loss
     stops being finite fails alone; a stop leaves every member interrupted, each training one
     checkpointed where it stood. Returns each member's RunFinished, not yet reported; a
     KeyboardInterrupt marks and reports every member interrupted, then goes on up."""
@@ -125,7 +125,7 @@ def train_runs(members: list[TrainingRun], model: MLP, optimizer, splits: dict[s
             finish_run(run, summary, "failed", start, error=ledger.failed)
         else:
             with os_errors_fail(run, summary):
-                reference = run_reference(m.p, images(m.p), tops[g])
+                reference = run_reference(m.p, tops[g])
                 complete_run(m, model.member_state(g), finals[g], reference, seconds)
             written(m)
         finished.append(RunFinished(run.run_id, run.path, summary, member=g))
@@ -277,16 +277,15 @@ def run_timing(summary: dict, history: list[dict], epochs_before: int, seconds: 
     }
 
 
-def run_reference(p: Prepared, images: dict | None, top: np.ndarray | None) -> dict[str, Any]:
-    """What predict compares a user's input with: statistics of this run's own data
-    (`images`: predict.image_ranges of its training split where already measured; `top`: the
+def run_reference(p: Prepared, top: np.ndarray | None) -> dict[str, Any]:
+    """What predict compares a user's input with: statistics of this run's own data (its
+    training images' ranges, measured once per pool for a group's seeds alike; `top`: the
     model's largest class probability on each validation sample, none for a regression,
     whose predictions have no `uncertain` bar)."""
     from mlptrain.experiment.predict import reference_statistics, training_image_ranges
 
     return reference_statistics(p.dataset.split("train")[0], np.zeros(0) if top is None else top,
-                                p.dataset.input_shape,
-                                training_image_ranges(p.dataset) if images is None else images)
+                                p.dataset.input_shape, training_image_ranges(p.dataset))
 
 
 def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int,
