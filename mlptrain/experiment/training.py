@@ -80,10 +80,10 @@ def train_runs(members: list[TrainingRun], model: MLP, optimizer, splits: dict[s
     """The one driver of training, for a run alone (model is its own) and a group's members
     (model stacks theirs) alike: the loop's epochs, each member's epoch-end files, then each
     member's final scores, weights and summary (`written(m)` as each completed one is on
-    disk). A member whose loss
-    stops being finite fails alone; a stop leaves every member interrupted, each training one
-    checkpointed where it stood. Returns each member's RunFinished, not yet reported; a
-    KeyboardInterrupt marks and reports every member interrupted, then goes on up."""
+    disk). A member whose loss stops being finite fails alone; a stop leaves every member
+    interrupted, each training one checkpointed where it stood. Returns each member's
+    RunFinished, not yet reported; a KeyboardInterrupt marks and reports every member
+    interrupted, then goes on up."""
     settings = loop.LoopSettings.from_config(members[0].p.config.train)
     batch = settings.eval_batch_size if not model.lead else \
         max(64, EVAL_ELEMENTS // (model.members * sum(model.sizes)))
