@@ -233,6 +233,27 @@ def test_an_npz_array_w_weighs_its_rows_and_the_notes_say_so(tmp_path):
     assert not weighted(DataConfig(dataset="npz", path=str(tmp_path / "plain.npz")))
 
 
+def test_an_npz_weighs_its_own_validation_and_test_rows_with_w_val_and_w_test(tmp_path):
+    rng = np.random.default_rng(9)
+    X, y, w = rng.normal(size=(30, 2)), np.arange(30) % 2, rng.uniform(0.1, 3, 30)
+    X_val, y_val, w_val = rng.normal(size=(8, 2)), np.arange(8) % 2, rng.uniform(0.1, 3, 8)
+    X_test, y_test = rng.normal(size=(6, 2)), np.arange(6) % 2
+    np.savez(tmp_path / "d.npz", X=X, y=y, w=w, X_val=X_val, y_val=y_val, w_val=w_val,
+             X_test=X_test, y_test=y_test)
+    cfg = DataConfig(dataset="npz", path=str(tmp_path / "d.npz"), standardize=False)
+    d = load_dataset(cfg, streams(0))
+    np.testing.assert_array_equal(d.weights("train"), w)
+    np.testing.assert_array_equal(d.weights("val"), w_val)
+    np.testing.assert_array_equal(d.weights("test"), np.ones(6))  # no w_test: each weighs 1
+    assert "the file's arrays w and w_val (the rows of its X_test weigh 1)" in " ".join(d.notes)
+    np.savez(tmp_path / "bad.npz", X=X, y=y, X_val=X_val, y_val=y_val, w_val=w_val[:-1])
+    with pytest.raises(DataError, match="array 'w_val'.*8 sample weights.*X_val"):
+        load_dataset(DataConfig(dataset="npz", path=str(tmp_path / "bad.npz")), streams(0))
+    np.savez(tmp_path / "lone.npz", X=X, y=y, w_test=w)
+    with pytest.raises(DataError, match="'w_test'.*the file has no X_test"):
+        load_dataset(DataConfig(dataset="npz", path=str(tmp_path / "lone.npz")), streams(0))
+
+
 @pytest.mark.parametrize("line, message", [
     ('class_weight = "even"', 'expected "balanced"'),
     ("class_weight = {cat = -1.0}", r"class_weight.cat = -1.0: expected a value >= 0"),
