@@ -203,9 +203,9 @@ class EagerStep:
         """One step on the batch in ws.x (targets alike, and its sample `weights` (B,) when
         the step is weighted) as global step `index` (0-based) at rate `lr` (the schedule's
         for that step when None; a group's (G,) rates, one per member); returns the batch's
-        (summed loss, correct) as device scalars, or adds them to `sums` (..., 2): a weighted
-        batch's summed loss is B times its weighted mean (nn.batch_weights), so an epoch's
-        mean loss is the mean of its steps' losses."""
+        (summed loss, *the loss's tallies) as device scalars, or adds them to `sums`
+        (..., 1 + tallies): a weighted batch's summed loss is B times its weighted mean
+        (nn.batch_weights), so an epoch's mean loss is the mean of its steps' losses."""
         model, schedule = self.model, self.step.schedule
         if self.augment is not None:
             _augment_on_host(model.ops, self.augment, ws.x, index, targets)
@@ -401,11 +401,9 @@ class _Training:
         rows = min(self.step.batch_size, self.train.size)
         index = self.train.rows[:, :rows] if self.train.rows is not None \
             else self.ops.asarray(np.arange(rows), np.int64)
-        ws, targets = self.model.workspace(rows), self._rows_buffer("targets", rows)
 
         def trial():
-            self.ops.take_rows(self.train.X, index, out=ws.x)
-            self.ops.take_rows(self.train.targets, index, out=targets)
+            ws, targets = self._batch(index, rows)
             self.model.loss_and_grad(ws, targets, 1.0 / rows)
         return trial
 
@@ -583,9 +581,7 @@ class _Training:
         B, ops = self.step.batch_size, self.ops
         index = self.rows[..., s * B:(s + 1) * B]
         rows = index.shape[-1]
-        ws = self.model.workspace(rows)
-        ops.take_rows(self.train.X, index, out=ws.x)
-        targets = ops.take_rows(self.train.targets, index, out=self._rows_buffer("targets", rows))
+        ws, targets = self._batch(index, rows)
         weights = None
         if self.train.weights is not None:  # (a weighted step trains alone: step.aids)
             weights = ops.take_rows(self.train.weights, index,
@@ -596,6 +592,14 @@ class _Training:
         self.eager(ws, targets, self.global_step, lr, self.sums, weights)
         self.global_step += 1
         self.seen += rows
+
+    def _batch(self, index, rows: int):
+        """(workspace, targets) of a batch of `rows`: the training split's rows `index` (B,),
+        or each member's (G, B), gathered into the workspace's input and a targets buffer."""
+        ws = self.model.workspace(rows)
+        self.ops.take_rows(self.train.X, index, out=ws.x)
+        return ws, self.ops.take_rows(self.train.targets, index,
+                                      out=self._rows_buffer("targets", rows))
 
     def _rows_buffer(self, name: str, rows: int):
         """A batch of `rows` of the training split's array `name` (targets, weights), each
@@ -743,10 +747,7 @@ class _Training:
         return rows
 
     def _captured_step(self, rows: int) -> None:
-        ws, ops = self.model.workspace(rows), self.ops
-        index, targets = self.index[rows], self._rows_buffer("targets", rows)
-        ops.take_rows(self.train.X, index, out=ws.x)
-        ops.take_rows(self.train.targets, index, out=targets)
+        ws, targets = self._batch(self.index[rows], rows)
         self.eager(ws, targets, 0, self.lr, self.sums)  # (a group's step draws nothing)
 
     def _warm_up(self) -> None:

@@ -383,8 +383,8 @@ class _RealTarget:
 
     A standardized target (data.standardize_target) trains as t = (y - mean) / std: the loss
     holds the training split's mean and std, so that everything it hands out (probabilities:
-    the prediction; metric_values: RMSE and MAE) is in the target's own units again, and the data
-    keep their values everywhere else."""
+    the prediction; metric_values: RMSE and MAE) is in the target's own units again, and the
+    data keep their values everywhere else."""
 
     task = "regression"
     smooths = False

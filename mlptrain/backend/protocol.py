@@ -80,8 +80,8 @@ class Backend:
     def loss_forward(self, loss, logits, targets, cache, weights=None):
         """(summed loss in float64, *the loss's tallies: correct predictions, or a real
         target's errors) of the batch logits (..., B, C), as device scalars (per member for a
-        group); cache (loss.new_cache) keeps what backward
-        needs, e.g. the softmax. `weights` (B,): each row's loss counts w_b times."""
+        group); cache (loss.new_cache) keeps what backward needs, e.g. the softmax. `weights`
+        (B,): each row's loss counts w_b times."""
         return loss.forward(self.xp, logits, targets, cache, weights)
 
     def loss_backward(self, loss, cache, targets, scale: float, out):
@@ -90,12 +90,12 @@ class Backend:
 
     def loss_and_grad(self, loss, logits, targets, cache, scale: float, out, sums=None,
                       weights=None):
-        """The loss's forward and its gradient dL/dlogits * scale into `out`, as loss_forward
-        and loss_backward compute them; returns (summed loss, *tallies), or with `sums`
-        (..., 1 + tallies) float64 adds them there (a group's running sums, per member). A backend overrides it
-        where one kernel does both. `weights` (B,), a batch's sample weights: each row's loss
-        and its gradient are weighed by nn.batch_weights (w_b B / sum(w)), so that the summed
-        loss is B times the batch's weighted mean, and with scale = 1/B row b's gradient is
+        """The loss's forward and its gradient dL/dlogits * scale into `out`, as loss_forward and
+        loss_backward compute them; returns (summed loss, *tallies), or with `sums` (..., 1 +
+        tallies) float64 adds them there (add_sums: the running sums, per member). A backend
+        overrides it where one kernel does both. `weights` (B,), a batch's sample weights: each
+        row's loss and its gradient are weighed by nn.batch_weights (w_b B / sum(w)), so that the
+        summed loss is B times the batch's weighted mean, and with scale = 1/B row b's gradient is
         w_b / sum(w) of its own; None: the plain step, operation for operation."""
         rows = None if weights is None else nn.batch_weights(self.xp, weights, out.dtype)
         found = self.loss_forward(loss, logits, targets, cache, rows)
