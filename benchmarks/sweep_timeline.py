@@ -63,6 +63,7 @@ def main() -> None:
     mark("imported the CLI")
     import mlptrain.experiment.group_data as gd
     import mlptrain.experiment.group_fit as gf
+    import mlptrain.experiment.training as tr
     import mlptrain.loop as loop
     import mlptrain.model as model
     import mlptrain.sweep.grouping as grouping
@@ -77,15 +78,15 @@ def main() -> None:
     import mlptrain.experiment.setup as setup
 
     clocked(gf.FigureDrawers, "records", "waiting for the figures")
-    for owner, name, label in ((gf, "_complete", "members' runs written"),
+    for owner, name, label in ((tr, "complete_run", "members' runs written"),
                                (gf, "prepare", "members prepared (setup.prepare)"),
                                (setup, "load_dataset", "datasets loaded"),
                                (setup, "build_model", "members' models built"),
                                (gd, "_stacked", "data stacked onto the device"),
                                (gf, "stack_members", "the group's model built"),
                                (model.MLP, "workspace", "step buffers (MLP.workspace)"),
-                               (gf, "_top_probabilities", "top probabilities"),
-                               (gd.ImageRanges, "__call__", "image ranges"),
+                               (tr, "_top_probabilities", "top probabilities"),
+                               (tr, "run_reference", "predict's reference (image ranges)"),
                                (loop._Training, "_warm_up", "warm-up"),
                                (loop._Training, "_capture_steps", "capture (with warm-up)"),
                                (loop._Training, "_orders", "orders (shuffles)"),
@@ -95,7 +96,7 @@ def main() -> None:
                                (loop._Training, "_eager_steps", "steps run eagerly"),
                                (loop._Training, "_report", "progress (waits for the device)"),
                                (loop._Training, "_end_epoch", "epoch records (validation)"),
-                               (gf, "evaluate", "scores"),
+                               (tr, "final_metrics", "scores"),
                                (loop._Training, "_captured_step", "train_step calls")):
         tallied(totals, owner, name, label)
     try:

@@ -111,23 +111,30 @@ def to_device(ops, model: MLP, X: np.ndarray, y: np.ndarray,
 
 
 def evaluate(model: MLP, split: Split, batch_size: int):
-    """(mean loss, metric) of the model on a whole split, in large batches (the metric the
-    loss declares: accuracy, or RMSE in the target's units): floats for one network, (G,)
-    arrays of every member's own for a group. With the split's sample weights the loss is
-    their weighted mean, sum_i w_i l_i / sum_i w_i, as training's; the metric stays
-    unweighted."""
-    ops, totals = model.ops, np.zeros((model.members, 2))
+    """(mean loss, {metric: value}) of the model on a whole split, in large batches (the
+    metrics the loss declares: accuracy, or RMSE and MAE in the target's units): floats for
+    one network, (G,) arrays of every member's own for a group. With the split's sample
+    weights the loss is their weighted mean, sum_i w_i l_i / sum_i w_i, as training's; the
+    metrics stay unweighted."""
+    ops, totals = model.ops, np.zeros((model.members, 1 + len(model.loss.tallies)))
     for start, stop, ws, logits, targets in forward_split(model, split, batch_size):
         weights = None if split.weights is None else split.weights[start:stop]
-        loss_sum, correct = ops.loss_forward(model.loss, logits, targets, ws.loss_cache,
-                                             weights)
-        totals[:, 0] += ops.to_host(loss_sum)  # sync point, once per evaluation batch
-        totals[:, 1] += ops.to_host(correct)
+        found = ops.loss_forward(model.loss, logits, targets, ws.loss_cache, weights)
+        for i, total in enumerate(found):  # sync points, once per evaluation batch
+            totals[:, i] += ops.to_host(total)
     means = totals / split.size
     if split.weights is not None:  # (load_dataset refuses a split whose weights are all 0)
         means[:, 0] = totals[:, 0] / ops.to_float(split.weights.sum())
-    scores = model.loss.metric_value(means[:, 1])
-    return (float(means[0, 0]), float(scores[0])) if not model.lead else (means[:, 0], scores)
+    metrics = model.loss.metric_values(means[:, 1:])
+    if not model.lead:
+        return float(means[0, 0]), {k: float(v[0]) for k, v in metrics.items()}
+    return means[:, 0], metrics
+
+
+def _metrics_record(split: str, metrics: dict) -> dict[str, float]:
+    """{split}_{metric}: each finite value of the loss's metrics (a tally that a resumed
+    epoch's checkpoint predates is unknown for that epoch: left out)."""
+    return {f"{split}_{k}": float(v) for k, v in metrics.items() if math.isfinite(v)}
 
 
 def predict_split(model: MLP, split: Split, batch_size: int) -> np.ndarray:
@@ -196,9 +203,9 @@ class EagerStep:
         """One step on the batch in ws.x (targets alike, and its sample `weights` (B,) when
         the step is weighted) as global step `index` (0-based) at rate `lr` (the schedule's
         for that step when None; a group's (G,) rates, one per member); returns the batch's
-        (summed loss, correct) as device scalars, or adds them to `sums` (..., 2): a weighted
-        batch's summed loss is B times its weighted mean (nn.batch_weights), so an epoch's
-        mean loss is the mean of its steps' losses."""
+        (summed loss, *the loss's tallies) as device scalars, or adds them to `sums`
+        (..., 1 + tallies): a weighted batch's summed loss is B times its weighted mean
+        (nn.batch_weights), so an epoch's mean loss is the mean of its steps' losses."""
         model, schedule = self.model, self.step.schedule
         if self.augment is not None:
             _augment_on_host(model.ops, self.augment, ws.x, index, targets)
@@ -257,10 +264,11 @@ class TrainState:
     # inside the current epoch (set while one is under way, reset when it ends)
     order: np.ndarray | None = None  # (N,) the epoch's shuffle order, on the host
     position: int = 0  # steps of this epoch done
-    # the epoch's (loss sum, second sum: correct or squared error, samples seen) so far
+    # the epoch's (loss sum, the loss's tallies (one, or an array of them), samples seen)
     running: tuple = (0.0, 0, 0)
     # the device's epoch graph: the tile and split of each product it timed (the CUDA backend's
-    # product_plans()), kept so that a resumed run rounds exactly as the run it continues
+    # product_plans()), or the CPU's timed BLAS thread count, kept so that a resumed run
+    # rounds exactly as the run it continues
     product_plans: list[dict] | None = None
 
     # -- the ledger: what an ended epoch leaves behind, the same for a run alone or a member of
@@ -346,7 +354,8 @@ class _Training:
         self.ops, self.group = ops, bool(self.model.lead)
         first = members[0].state
         self.epoch, self.global_step = first.epoch, first.step
-        self.sums = ops.zeros((G, 2), np.float64)  # the epoch's running (loss, correct)
+        # the epoch's running (loss, *tallies) per member
+        self.sums = ops.zeros((G, 1 + len(self.model.loss.tallies)), np.float64)
         self.seen = 0  # samples of the epoch done, per member
         self.at: int | None = first.position  # steps done in the epoch; None inside a step
         self._load_running()  # a stop before the first step checkpoints what was restored
@@ -366,6 +375,39 @@ class _Training:
 
     def run(self) -> None:
         self.graph = self._epoch_graph()
+        if self.graph is None:  # eager steps: on the CPU, its BLAS threads first
+            self._choose_threads()
+        try:
+            self._epochs()
+        finally:
+            self.ops.restore_threads()
+
+    def _choose_threads(self) -> None:
+        """The backend's thread count for the run's steps (the CPU's BLAS): timed on the
+        step itself before a fresh run's first one, or as the run being resumed recorded it
+        (the count moves float32 rounding: backend/threads.py); kept in every member's
+        product_plans, so that its checkpoints hand it on."""
+        first = self.members[0].state
+        self.ops.on_event = self.on_event
+        record = self.ops.choose_threads(self._trial_step(), first.product_plans,
+                                         fresh=first.step == 0)
+        if record is not None:
+            for m in self.members:
+                m.state.product_plans = [record]
+
+    def _trial_step(self):
+        """A step on the training split's first rows without its update, for timing: what it
+        writes (the workspace, the gradients) every step writes afresh; the weights stay."""
+        rows = min(self.step.batch_size, self.train.size)
+        index = self.train.rows[:, :rows] if self.train.rows is not None \
+            else self.ops.asarray(np.arange(rows), np.int64)
+
+        def trial():
+            ws, targets = self._batch(index, rows)
+            self.model.loss_and_grad(ws, targets, 1.0 / rows)
+        return trial
+
+    def _epochs(self) -> None:
         for epoch in range(self.epoch + 1, self.step.epochs + 1):
             if all(m.frozen for m in self.members):
                 break
@@ -414,8 +456,12 @@ class _Training:
         """The running sums of the epoch under way, as the members' states restored them (the
         members stand at the same step: member 0's count of samples is every member's)."""
         running = [m.state.running for m in self.members]
-        self.sums[...] = self.ops.asarray(np.array([[float(r[0]), float(r[1])]
-                                                    for r in running]))
+        rows = []
+        for loss_sum, tallies, _ in running:
+            tallies = np.ravel(np.asarray(tallies, np.float64))
+            unknown = self.sums.shape[1] - 1 - tallies.size  # a tally its checkpoint predates
+            rows.append([float(loss_sum), *tallies, *[math.nan] * unknown])
+        self.sums[...] = self.ops.asarray(np.array(rows))
         self.seen = int(running[0][2])
 
     def _orders(self) -> list[np.ndarray]:
@@ -452,8 +498,9 @@ class _Training:
 
     def _end_epoch(self, epoch: int, begin: float) -> None:
         """Each member's record of the ended epoch, its ledger and its early stopping."""
-        means = self.ops.to_host(self.sums) / self.seen  # (G, 2): mean loss, second sum
-        loss, scores = self.model.loss, self.model.loss.metric_value(means[:, 1])
+        means = self.ops.to_host(self.sums) / self.seen  # (G, 1 + tallies)
+        loss = self.model.loss
+        train = loss.metric_values(means[:, 1:])
         val = evaluate(self.model, self.val, self.eval_batch_size) \
             if self.val is not None and self.val.size else None
         seconds = time.perf_counter() - begin
@@ -462,10 +509,13 @@ class _Training:
             if m.frozen:
                 continue
             record = {"epoch": epoch, "lr": m.schedule.lr(self.global_step - 1),
-                      "train_loss": float(means[g, 0]), f"train_{loss.metric}": float(scores[g])}
+                      "train_loss": float(means[g, 0]),
+                      **_metrics_record("train", {k: v[g] for k, v in train.items()})}
             if val is not None:
-                record["val_loss"], record[f"val_{loss.metric}"] = (float(v[g]) if self.group
-                                                                    else v for v in val)
+                val_loss, val_metrics = val if not self.group else \
+                    (val[0][g], {k: v[g] for k, v in val[1].items()})
+                record.update(val_loss=float(val_loss),
+                              **_metrics_record("val", val_metrics))
             for split, spread in self.spreads.items():  # (a regression's metric is its RMSE)
                 if spread is not None and spread[g] > 0:
                     record[f"{split}_r2"] = 1.0 - (record[f"{split}_{loss.metric}"] /
@@ -531,9 +581,7 @@ class _Training:
         B, ops = self.step.batch_size, self.ops
         index = self.rows[..., s * B:(s + 1) * B]
         rows = index.shape[-1]
-        ws = self.model.workspace(rows)
-        ops.take_rows(self.train.X, index, out=ws.x)
-        targets = ops.take_rows(self.train.targets, index, out=self._rows_buffer("targets", rows))
+        ws, targets = self._batch(index, rows)
         weights = None
         if self.train.weights is not None:  # (a weighted step trains alone: step.aids)
             weights = ops.take_rows(self.train.weights, index,
@@ -544,6 +592,14 @@ class _Training:
         self.eager(ws, targets, self.global_step, lr, self.sums, weights)
         self.global_step += 1
         self.seen += rows
+
+    def _batch(self, index, rows: int):
+        """(workspace, targets) of a batch of `rows`: the training split's rows `index` (B,),
+        or each member's (G, B), gathered into the workspace's input and a targets buffer."""
+        ws = self.model.workspace(rows)
+        self.ops.take_rows(self.train.X, index, out=ws.x)
+        return ws, self.ops.take_rows(self.train.targets, index,
+                                      out=self._rows_buffer("targets", rows))
 
     def _rows_buffer(self, name: str, rows: int):
         """A batch of `rows` of the training split's array `name` (targets, weights), each
@@ -566,7 +622,7 @@ class _Training:
             return False
         rate = self.seen / max(time.perf_counter() - start, 1e-9)
         loss = self.model.loss
-        scores = [float(x) for x in loss.metric_value(means[:, 1])]
+        scores = [float(x) for x in loss.metric_values(means[:, 1:])[loss.metric]]
         self.on_event(StepsDone(epoch, done, self.step.steps_per_epoch, float(means[0, 0]),
                                 scores[0], rate, list(means[:, 0]), scores, loss.metric))
         return True
@@ -579,8 +635,9 @@ class _Training:
             if m.frozen or not self._finite(g, float(means[g, 0] / self.seen), epoch, done):
                 continue
             m.state.step, m.state.position = self.global_step, done
+            tallies = means[g, 1:].astype(self.model.loss.tally_type)
             m.state.running = (np.float64(means[g, 0]),
-                               self.model.loss.second_type(means[g, 1]),
+                               tallies[0] if tallies.size == 1 else tallies,
                                np.int64(self.seen))
             self.on_checkpoint(g, m.state)
         return not all(m.frozen for m in self.members)
@@ -640,9 +697,7 @@ class _Training:
             if step.checkpoint_every:  # up to the next global step that is a multiple of it
                 end = min(steps, s + step.checkpoint_every - self.global_step % step.checkpoint_every)
             self.at = None
-            part_loss, part_correct = self.graph.run(self.rows, first, s, end)
-            self.sums[0, 0] += part_loss
-            self.sums[0, 1] += part_correct
+            self.sums[0] += self.graph.run(self.rows, first, s, end)  # (1 + tallies,)
             self.global_step += end - s
             self.seen += min(end * step.batch_size, self.train.size) - s * step.batch_size
             self.at = s = end
@@ -692,10 +747,7 @@ class _Training:
         return rows
 
     def _captured_step(self, rows: int) -> None:
-        ws, ops = self.model.workspace(rows), self.ops
-        index, targets = self.index[rows], self._rows_buffer("targets", rows)
-        ops.take_rows(self.train.X, index, out=ws.x)
-        ops.take_rows(self.train.targets, index, out=targets)
+        ws, targets = self._batch(self.index[rows], rows)
         self.eager(ws, targets, 0, self.lr, self.sums)  # (a group's step draws nothing)
 
     def _warm_up(self) -> None:

@@ -220,8 +220,9 @@ class MLP:
 
     def loss_and_grad(self, ws: Workspace, targets, scale: float, step: int = 0, sums=None,
                       weights=None):
-        """Forward, loss, backward for the batch in ws.x; returns (summed loss, correct), per
-        member for a group, or, with `sums` (..., 2) float64, adds them there instead.
+        """Forward, loss, backward for the batch in ws.x; returns (summed loss, *the loss's
+        tallies), per member for a group, or, with `sums` (..., 1 + tallies) float64, adds them
+        there instead.
 
         `scale` multiplies dL/dlogits: 1/B gives the gradient of the batch-mean loss, or, with
         the batch's sample `weights` (B,), of its weighted mean (ops.loss_and_grad). `step`,
@@ -246,7 +247,7 @@ class MLP:
             yield start, stop, ws, self.forward(ws, self.ops.asarray(X[start:stop], self.dtype))
 
     def evaluate_batch(self, ws: Workspace, targets, x=None):
-        """(summed loss, correct) for the batch in ws.x (or `x`), without gradients."""
+        """(summed loss, *tallies) for the batch in ws.x (or `x`), without gradients."""
         logits = self.forward(ws, x)
         return self.ops.loss_forward(self.loss, logits, targets, ws.loss_cache)
 

@@ -155,13 +155,14 @@ def make_activation(name: str, leaky_slope: float = 0.01) -> Activation:
 
 # ---------------------------------------------------------------------------------------------
 # Losses, computed from the logits (the last Linear layer's output), averaged over the batch by
-# the caller's `scale`. forward returns the *summed* loss and the number of correct predictions
-# as device scalars, so a training loop can accumulate them without a host sync. Every array may
-# carry leading axes, (..., B, C): a group's G members (G, B, C) each get their own sums (G,).
-# forward's `weights` (..., B), when given, weigh each row's loss in the sum (the count of
-# correct predictions stays unweighted); backward knows nothing of them: the backend multiplies
-# dL/dz's rows by them (protocol.Backend.loss_and_grad), so a weighted step is the plain one
-# plus two multiplications, and weights = None runs exactly the plain one.
+# the caller's `scale`. forward returns the *summed* loss and its tallies (the number of correct
+# predictions; a real target's errors) as device scalars, so a training loop can accumulate
+# them without a host sync. Every array may carry leading axes, (..., B, C): a group's G
+# members (G, B, C) each get their own sums (G,). forward's `weights` (..., B), when given,
+# weigh each row's loss in the sum (the tallies stay unweighted); backward knows nothing of
+# them: the backend multiplies dL/dz's rows by them (protocol.Backend.loss_and_grad), so a
+# weighted step is the plain one plus two multiplications, and weights = None runs exactly the
+# plain one.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -170,6 +171,12 @@ def summed(xp, rows, weights=None):
     if weights is None:
         return xp.add.reduce(rows, axis=-1, dtype=xp.float64)
     return xp.add.reduce(rows * weights, axis=-1, dtype=xp.float64)
+
+
+def count_rows(xp, hits):
+    """sum_b hits_b (..., B) -> (...,): the true rows, per member. One network's count takes
+    count_nonzero without an axis, a single C call (with one it runs Python: ~2 us a step)."""
+    return xp.count_nonzero(hits, axis=-1) if hits.ndim > 1 else xp.count_nonzero(hits)
 
 
 def batch_weights(xp, weights, dtype):
@@ -189,11 +196,15 @@ class Loss(Protocol):
     smooths: bool  # whether it takes a label smoothing
     groups: bool  # whether a group's batched step (G > 1 members) computes it
     smoothing: float  # the label smoothing it trains with (0 = none)
-    metric: str  # what forward's second sum becomes per epoch: "accuracy", or "rmse"
-    second_type: type  # that sum's type where a checkpoint keeps it: a count, or a real
+    metric: str  # the metric a run is judged and shown by: "accuracy", or "rmse"
+    # what forward sums after the loss, one device scalar each ((G,) for a group): a
+    # classifier's correct predictions; a real target's squared and absolute errors
+    tallies: tuple[str, ...]
+    tally_type: type  # their type where a checkpoint keeps them: a count, or a real
 
-    # forward's second sum per sample (host floats, or a group's (G,) arrays) -> the metric
-    def metric_value(self, mean): ...
+    # the tallies' means per sample (G, len(tallies)) on the host -> {metric: (G,) values}
+    # per epoch, `metric` first
+    def metric_values(self, means) -> dict: ...
 
     def outputs(self, n_classes: int) -> int: ...
 
@@ -202,7 +213,7 @@ class Loss(Protocol):
     # the buffers forward and backward work in, for batches of (*lead, batch, outputs) logits
     def new_cache(self, xp: Any, batch: int, outputs: int, dtype, lead: tuple = ()) -> Any: ...
 
-    # (summed loss, correct), the loss's rows weighted by `weights` (..., B) when given
+    # (summed loss, *tallies), the loss's rows weighted by `weights` (..., B) when given
     def forward(self, xp: Any, logits, targets, cache, weights=None): ...
 
     def backward(self, xp: Any, cache, targets, scale: float, out): ...
@@ -214,17 +225,18 @@ class Loss(Protocol):
 
 
 class _ClassLabels:
-    """What the losses of class labels share: forward's second sum counts the correct
-    predictions (its share is the accuracy), and a group's members have nothing of their own
+    """What the losses of class labels share: forward's tally counts the correct predictions
+    (its share is the accuracy), and a group's members have nothing of their own
     (those that share a step share its smoothing: step.shared_part)."""
 
     task = "classification"
     metric = "accuracy"
-    second_type = np.int64  # a count
+    tallies = ("correct",)
+    tally_type = np.int64  # a count
     groups = True  # a group's batched step computes it per member
 
-    def metric_value(self, mean):
-        return mean  # the share of correct predictions
+    def metric_values(self, means):
+        return {"accuracy": means[:, 0]}  # the share of correct predictions
 
     def of_members(self, losses):
         return self
@@ -293,8 +305,7 @@ class SoftmaxCrossEntropy(_ClassLabels):
             else:  # row b's share, e (z_b[y_b] - sum_j z_bj / C), weighed as its row
                 loss_sum += e * summed(xp, cache.picked - logits.sum(axis=-1) / C, weights)
         logits.argmax(axis=-1, out=cache.predicted)
-        correct = xp.count_nonzero(xp.equal(cache.predicted, targets, out=cache.hits), axis=-1)
-        return loss_sum, correct
+        return loss_sum, count_rows(xp, xp.equal(cache.predicted, targets, out=cache.hits))
 
     def backward(self, xp, cache, targets, scale, out):
         # dL/dz (..., B, C) = (softmax(z) - q) * scale, q = (1 - e) onehot(y) + e / C; the
@@ -350,8 +361,7 @@ class SigmoidBinaryCrossEntropy(_ClassLabels):
         stable_sigmoid(xp, z, out=cache.probs)
         xp.greater(z, 0, out=cache.said)
         xp.greater(targets, 0.5, out=cache.truth)
-        correct = xp.count_nonzero(xp.equal(cache.said, cache.truth, out=cache.said)[..., 0],
-                                   axis=-1)
+        correct = count_rows(xp, xp.equal(cache.said, cache.truth, out=cache.said)[..., 0])
         return summed(xp, a[..., 0], weights), correct
 
     def backward(self, xp, cache, targets, scale, out):
@@ -367,21 +377,22 @@ class SigmoidBinaryCrossEntropy(_ClassLabels):
 
 class _RealTarget:
     """What the losses of a real-valued target share: one linear output z (the prediction, or
-    its log for Poisson) against targets t (..., B, 1). forward's second sum is the summed
-    squared error of the prediction, from which the loop's MSE (and RMSE, R^2) follow, as
-    a classifier's is its count of correct predictions.
+    its log for Poisson) against targets t (..., B, 1). forward's tallies are the summed
+    squared and absolute errors of the prediction, from which the loop's RMSE, R^2 and MAE
+    follow, as a classifier's accuracy follows from its count of correct predictions.
 
     A standardized target (data.standardize_target) trains as t = (y - mean) / std: the loss
     holds the training split's mean and std, so that everything it hands out (probabilities:
-    the prediction; metric_value: the RMSE) is in the target's own units again, and the data
-    keep their values everywhere else."""
+    the prediction; metric_values: RMSE and MAE) is in the target's own units again, and the
+    data keep their values everywhere else."""
 
     task = "regression"
     smooths = False
     groups = True  # a group's batched step computes it, each member on its own statistics
     smoothing = 0.0
     metric = "rmse"  # root mean squared error, in the target's units
-    second_type = np.float64  # a sum of squared errors
+    tallies = ("squared_error", "absolute_error")
+    tally_type = np.float64
     scales_target = True  # may train on a standardized target (not Poisson's counts)
 
     def __init__(self, target_mean: float = 0.0, target_std: float = 1.0):
@@ -390,9 +401,10 @@ class _RealTarget:
     def outputs(self, n_classes: int) -> int:
         return 1
 
-    def metric_value(self, mean):
-        # mean (G,) on the host: of the squared error of the standardized target
-        return np.sqrt(mean) * np.reshape(self.target_std, -1)
+    def metric_values(self, means):
+        # means (G, 2) on the host: of the standardized target's squared and absolute errors
+        std = np.reshape(self.target_std, -1)
+        return {"rmse": np.sqrt(means[:, 0]) * std, "mae": means[:, 1] * std}
 
     def of_members(self, losses):
         """A group's loss: each member's target statistics along its leading axis (G, 1, 1),
@@ -418,11 +430,13 @@ class _RealTarget:
         return logits  # the identity link: the output is the prediction (out: not needed)
 
     def forward(self, xp, logits, targets, cache, weights=None):
-        # logits, targets (..., B, 1) -> (summed loss, summed squared error), each (...,); the
-        # squared error, RMSE's, stays unweighted as a classifier's count of correct ones does
+        # logits, targets (..., B, 1) -> (summed loss, squared error, absolute error), each
+        # (...,); the errors (RMSE's, MAE's) stay unweighted, as a classifier's count does
         r = xp.subtract(self.prediction(xp, logits, out=cache.p), targets, out=cache.r)
         sq = xp.add.reduce(xp.multiply(r, r, out=cache.a)[..., 0], axis=-1, dtype=xp.float64)
-        return self._loss_sum(xp, logits, targets, cache, weights), sq
+        loss_sum = self._loss_sum(xp, logits, targets, cache, weights)
+        ab = xp.add.reduce(xp.abs(r, out=cache.a)[..., 0], axis=-1, dtype=xp.float64)
+        return loss_sum, sq, ab
 
     def probabilities(self, xp, logits):
         # (..., B, 1): what the model predicts, in the target's units

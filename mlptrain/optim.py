@@ -70,8 +70,8 @@ def _state_like(ops, params: dict) -> dict:
 def _fused(params: dict, grads: dict, state: dict) -> bool:
     """True when params, grads and the optimizer's state share one flat layout (the state got
     its layout from the params at construction): then update the flat buffers."""
-    sets = (params, grads, state)
-    return (all(isinstance(s, Parameters) for s in sets)
+    return (isinstance(params, Parameters) and isinstance(grads, Parameters)
+            and isinstance(state, Parameters)
             and params.layout is state.layout and grads.layout is state.layout)
 
 
@@ -89,14 +89,14 @@ class _Optimizer:
 
     def buffers(self) -> tuple:
         """The state sets the update reads and writes, in its argument order."""
-        return tuple(getattr(self, name) for name in self.state_names)
+        return tuple([getattr(self, name) for name in self.state_names])
 
     def _apply(self, update, params: dict, grads: dict, *hyper) -> None:
         state = self.buffers()
         # a group's per-member rates or decays (G,) go name by name: each array's leading axis
         # is then the members'
-        if not any(np.ndim(h) for h in hyper) and _fused(params, grads, state[0]):
-            update(params.flat, grads.flat, *(s.flat for s in state), *hyper)
+        if not any([getattr(h, "ndim", 0) for h in hyper]) and _fused(params, grads, state[0]):
+            update(params.flat, grads.flat, *[s.flat for s in state], *hyper)
             return
         for name, p in params.items():
             update(p, grads[name], *(s[name] for s in state), *hyper)
@@ -246,7 +246,7 @@ class RMSprop(_Optimizer):
 def _rate(lr):
     """A Python float (a NumPy float64 scalar would run float32 updates in float64: NEP 50), or
     a group's (G,) rates, one per member, as they are."""
-    return lr if np.ndim(lr) else float(lr)
+    return lr if getattr(lr, "ndim", 0) else float(lr)  # (np.ndim: a microsecond a step)
 
 
 def _check_decay(ops, weight_decay) -> None:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import os
 import threading
 from pathlib import Path
 
 import pytest
+
+# The tests keep the machine's BLAS threads: a timed choice (backend/threads.py) moves float32
+# rounding, and runs compared byte for byte must not choose apart; test_threads.py turns it on
+os.environ.setdefault("MLPTRAIN_CPU_TUNE", "0")
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"

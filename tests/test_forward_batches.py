@@ -41,7 +41,7 @@ def test_metrics_figures_and_predict_agree(model):
     rng = np.random.default_rng(2)
     X, y = rng.normal(size=(23, 5)), rng.integers(0, 3, 23)
     split = loop.to_device(model.ops, model, X, y)
-    _, accuracy = loop.evaluate(model, split, batch_size=4)
+    accuracy = loop.evaluate(model, split, batch_size=4)[1]["accuracy"]
     outputs = run_model(model, X, batch_size=7)
     assert accuracy == np.mean(outputs.predictions == y)
     np.testing.assert_allclose(probabilities(model, X), outputs.probabilities, atol=1e-12)

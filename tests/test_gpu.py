@@ -345,7 +345,7 @@ def test_float32_training_tracks_numpy_within_float32_rounding(runs_dir, monkeyp
 @pytest.mark.parametrize("name", ["mse", "huber", "poisson"])
 def test_the_real_target_loss_kernel_is_its_nn_formula_in_float64(name):
     """The epoch graph's kernel for a real target's loss (kernels.cu real_target) against
-    nn.py's forward and backward: summed loss, summed squared error, dL/dz."""
+    nn.py's forward and backward: summed loss, summed squared and absolute errors, dL/dz."""
     from mlptrain.backend.cuda.dispatch import REAL_TARGET_IDS
     from mlptrain.backend.cuda.kernels import XENT_ROWS
 
@@ -356,18 +356,17 @@ def test_the_real_target_loss_kernel_is_its_nn_formula_in_float64(name):
     loss = nn.REGRESSION_LOSSES[name]()
     targets = loss.targets(np, t, np.float64)
     cache = loss.new_cache(np, rows, 1, np.float64)
-    total, squared = loss.forward(np, z, targets, cache)
+    sums = loss.forward(np, z, targets, cache)  # loss, squared error, absolute error
     grad = loss.backward(np, cache, targets, 1.0 / rows, out=np.empty_like(z))
     blocks = -(-rows // XENT_ROWS)
-    parts, grad_gpu = cp.zeros(2 * blocks, np.float64), cp.empty((rows, 1), np.float64)
+    parts, grad_gpu = cp.zeros(3 * blocks, np.float64), cp.empty((rows, 1), np.float64)
     gpu.kernel("real_target", np.float64)(
         (blocks,), (XENT_ROWS,),
         (cp.asarray(z), G.NULL, cp.asarray(targets), G.NULL, grad_gpu, np.int32(rows),
          np.float64(1.0 / rows), np.int32(REAL_TARGET_IDS[name]),
          np.float64(getattr(loss, "delta", 0.0)), parts))
-    sums = parts.get().reshape(blocks, 2).sum(axis=0)
-    assert sums[0] == pytest.approx(float(total), rel=1e-12)
-    assert sums[1] == pytest.approx(float(squared), rel=1e-12)
+    got = parts.get().reshape(blocks, 3).sum(axis=0)
+    assert list(got) == pytest.approx([float(s) for s in sums], rel=1e-12)
     np.testing.assert_allclose(grad_gpu.get(), grad, rtol=1e-12, atol=0)
 
 

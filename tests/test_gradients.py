@@ -197,10 +197,11 @@ def make_regression_batch(name: str, rng, batch: int = 8):
 @pytest.mark.parametrize("name", sorted(nn.REGRESSION_LOSSES))
 def test_regression_loss_forward_matches_its_definition(name):
     loss, z, t = make_regression_batch(name, np.random.default_rng(20))
-    total, squared, _ = loss_forward(loss, z, t, squared=True)
+    total, (squared, absolute), _ = loss_forward(loss, z, t, squared=True)
     assert total == pytest.approx(naive_regression_loss_sum(name, z, t), rel=1e-12)
     prediction = np.exp(z) if name == "poisson" else z
     assert squared == pytest.approx(float(((prediction - t) ** 2).sum()), rel=1e-12)
+    assert absolute == pytest.approx(float(np.abs(prediction - t).sum()), rel=1e-12)
 
 
 @pytest.mark.parametrize("name", sorted(nn.REGRESSION_LOSSES))
@@ -220,12 +221,12 @@ def test_regression_losses_keep_a_groups_members_apart(name):
     loss = batches[0][0]
     z, t = np.stack([b[1] for b in batches]), np.stack([b[2] for b in batches])
     cache = loss.new_cache(np, 8, 1, np.float64, lead=(3,))
-    total, squared = loss.forward(np, z, t, cache)
+    total, *errors = loss.forward(np, z, t, cache)
     grad = loss.backward(np, cache, t, 0.5, out=np.empty_like(z))
     for g, (_, zg, tg) in enumerate(batches):
-        one, one_squared, one_cache = loss_forward(loss, zg, tg, squared=True)
+        one, one_errors, one_cache = loss_forward(loss, zg, tg, squared=True)
         assert total[g] == pytest.approx(one, rel=1e-12)
-        assert squared[g] == pytest.approx(one_squared, rel=1e-12)
+        assert [e[g] for e in errors] == pytest.approx(one_errors, rel=1e-12)
         np.testing.assert_allclose(grad[g], loss.backward(np, one_cache, tg, 0.5,
                                                           out=np.empty_like(zg)), rtol=1e-14)
 
@@ -242,11 +243,12 @@ def make_loss_batch(name: str, rng, batch: int = 6):
 
 
 def loss_forward(loss, logits, targets, squared=False):
-    """(summed loss, second sum, cache): the second is a classifier's count of correct
-    predictions, or a regression loss's summed squared error (`squared`)."""
+    """(summed loss, tally, cache): a classifier's count of correct predictions, or a
+    regression loss's summed (squared, absolute) errors (`squared`)."""
     cache = loss.new_cache(np, logits.shape[0], logits.shape[1], logits.dtype)
-    total, second = loss.forward(np, logits, targets, cache)
-    return float(total), float(second) if squared else int(second), cache
+    total, *tallies = loss.forward(np, logits, targets, cache)
+    assert len(tallies) == len(loss.tallies)
+    return float(total), tuple(map(float, tallies)) if squared else int(tallies[0]), cache
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)

@@ -192,9 +192,9 @@ def test_by_default_epoch_ends_write_their_files_at_most_once_a_second(runs_dir,
     """Milliseconds of epochs no longer wait on their files' fsyncs: checkpoint, metrics
     lines and summary come together at the first epoch, once the interval has passed, and at
     the last epoch; an early stop writes the records still held back."""
-    from mlptrain.experiment import fit
+    from mlptrain.experiment import training
 
-    monkeypatch.setattr(fit._EpochFiles, "FILES_SECONDS", seconds)
+    monkeypatch.setattr(training._EpochFiles, "FILES_SECONDS", seconds)
     config = load_config(CONFIGS / "xor.toml", [*XOR, "train.epochs=5"])
     seen = checkpoints_written(config, runs_dir, monkeypatch)
     assert [epoch for epoch, _, _ in seen] == epochs

@@ -90,6 +90,9 @@ def test_set_applies_to_every_trial_and_the_axis_wins(sweep_file):
     ("model.activation=relu,tanh", ["relu", "tanh"]),
     ("model.hidden=[256,128],[64]", [[256, 128], [64]]),
     ("optimizer.nesterov=true,false", [True, False]),
+    # a bare word beside a table: only the commas between values separate them
+    ("data.class_weight={a = 1, b = 2},balanced", [{"a": 1, "b": 2}, "balanced"]),
+    ("model.activation=relu,'tanh, quoted'", ["relu", "tanh, quoted"]),
 ])
 def test_grid_values_are_read_as_toml_or_bare_words(text, expected):
     assert parse_grid_option(text)[1] == expected
@@ -139,6 +142,8 @@ def test_fit_reads_a_sweep_config_as_its_base_point(sweep_file):
 
 
 def test_trial_names_fit_the_run_name_rules():
+    assert trial_name("wine", {"data.class_weight": {"class_0": 1, "class_1": 2.5}}) == \
+        "wine_class_weight-class_0-1.class_1-2.5"
     assert trial_name("m", {"model.hidden": [256, 128], "optimizer.lr": 0.001}) == \
            "m_hidden-256x128_lr-0.001"
     assert trial_name("m", {"optimizer.name": "adam", "schedule.name": "cosine"}) == \

@@ -52,8 +52,8 @@ def weighted_step(loss, logits, targets, weights=None):
     """(summed loss, dL/dz) of the backend's step on this batch, scaled by 1/B as the loop's."""
     cache = loss.new_cache(np, logits.shape[0], logits.shape[1], np.float64)
     out = np.empty_like(logits)
-    total, _ = ops.loss_and_grad(loss, logits, targets, cache, 1.0 / len(logits), out,
-                                 weights=weights)
+    total = ops.loss_and_grad(loss, logits, targets, cache, 1.0 / len(logits), out,
+                              weights=weights)[0]
     return float(total), out
 
 
@@ -107,7 +107,7 @@ def test_an_integer_weight_k_is_its_row_repeated_k_times(name, smoothing):
     def step(x, t, weights=None):
         ws = model.workspace(len(x))
         ws.x[...] = x
-        total, _ = model.loss_and_grad(ws, t, 1.0 / len(x), weights=weights)
+        total = model.loss_and_grad(ws, t, 1.0 / len(x), weights=weights)[0]
         return float(total) / len(x), model.grads.flat.copy()
 
     weighed = step(X, targets, k.astype(float))
@@ -123,6 +123,7 @@ def test_evaluation_weighs_a_split_as_training_does():
     split = Split(X, targets, weights=WEIGHTS)
     mean, accuracy = evaluate(model, split, batch_size=4)  # two batches: 4 rows, then 2
     plain_mean, plain_accuracy = evaluate(model, Split(X, targets), batch_size=6)
+    accuracy, plain_accuracy = accuracy["accuracy"], plain_accuracy["accuracy"]
     logits = model.forward(model.workspace(6), X).copy()
     assert mean == pytest.approx(weighted_mean(loss, logits, targets, WEIGHTS), rel=1e-12)
     assert accuracy == plain_accuracy and mean != pytest.approx(plain_mean)  # unweighted metric
@@ -230,6 +231,27 @@ def test_an_npz_array_w_weighs_its_rows_and_the_notes_say_so(tmp_path):
         load_dataset(DataConfig(dataset="npz", path=str(tmp_path / "bad.npz")), streams(0))
     np.savez(tmp_path / "plain.npz", X=X, y=y)
     assert not weighted(DataConfig(dataset="npz", path=str(tmp_path / "plain.npz")))
+
+
+def test_an_npz_weighs_its_own_validation_and_test_rows_with_w_val_and_w_test(tmp_path):
+    rng = np.random.default_rng(9)
+    X, y, w = rng.normal(size=(30, 2)), np.arange(30) % 2, rng.uniform(0.1, 3, 30)
+    X_val, y_val, w_val = rng.normal(size=(8, 2)), np.arange(8) % 2, rng.uniform(0.1, 3, 8)
+    X_test, y_test = rng.normal(size=(6, 2)), np.arange(6) % 2
+    np.savez(tmp_path / "d.npz", X=X, y=y, w=w, X_val=X_val, y_val=y_val, w_val=w_val,
+             X_test=X_test, y_test=y_test)
+    cfg = DataConfig(dataset="npz", path=str(tmp_path / "d.npz"), standardize=False)
+    d = load_dataset(cfg, streams(0))
+    np.testing.assert_array_equal(d.weights("train"), w)
+    np.testing.assert_array_equal(d.weights("val"), w_val)
+    np.testing.assert_array_equal(d.weights("test"), np.ones(6))  # no w_test: each weighs 1
+    assert "the file's arrays w and w_val (the rows of its X_test weigh 1)" in " ".join(d.notes)
+    np.savez(tmp_path / "bad.npz", X=X, y=y, X_val=X_val, y_val=y_val, w_val=w_val[:-1])
+    with pytest.raises(DataError, match="array 'w_val'.*8 sample weights.*X_val"):
+        load_dataset(DataConfig(dataset="npz", path=str(tmp_path / "bad.npz")), streams(0))
+    np.savez(tmp_path / "lone.npz", X=X, y=y, w_test=w)
+    with pytest.raises(DataError, match="'w_test'.*the file has no X_test"):
+        load_dataset(DataConfig(dataset="npz", path=str(tmp_path / "lone.npz")), streams(0))
 
 
 @pytest.mark.parametrize("line, message", [

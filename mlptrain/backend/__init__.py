@@ -36,6 +36,11 @@ and, for the choice of path (`epoch_path` below is the one place it is made):
         [start, stop) of one epoch; .product_plans() the choices it timed, which a resume
         passes back as `plans` so that it computes exactly as the run it continues
 
+and, for an eager run's threads (the base class has none to choose):
+
+    choose_threads(trial, recorded, fresh) / restore_threads()   the CPU's BLAS thread count,
+        timed on `trial` (one step without its update) or as `recorded` (backend/threads.py)
+
 A backend subclasses protocol.Backend, so a primitive it lacks raises BackendError.
 """
 

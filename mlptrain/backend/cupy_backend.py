@@ -263,8 +263,9 @@ class CupyBackend(Backend):
         return out
 
     def loss_forward(self, loss: nn.Loss, logits, targets, cache, weights=None):
-        """(summed loss, correct predictions) as device scalars (per member for a group's
-        (G, B, C)); cache gets the softmax. `weights` (B,): each row's loss counts w_b times."""
+        """(summed loss, *tallies) as device scalars (per member for a group's (G, B, C)); the
+        softmax's in its own kernel, where cache gets the softmax. `weights` (B,): each row's
+        loss counts w_b times."""
         if LOSS_KERNELS.get(loss.name) != "softmax_xent":
             return super().loss_forward(loss, logits, targets, cache, weights)
         if weights is not None:  # each row as a group's member of one row: its own loss

@@ -8,6 +8,8 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from mlptrain import seeding
+from mlptrain.backend import threads
+from mlptrain.backend.events import ThreadsChosen
 from mlptrain.backend.protocol import Backend
 
 
@@ -89,9 +91,11 @@ def scal(a: float, x: np.ndarray) -> None:
 UPDATE_BLOCK_BYTES = 256 * 1024  # per array: p, g and v blocks fit a core's L2 together
 
 
-def _sgd_passes(p, g, v, lr: float, momentum: float, nesterov: bool, weight_decay: float):
+def _sgd_passes(p, g, v, lr: float, momentum: float, nesterov: bool, weight_decay: float,
+                axpy=axpy, scal=scal):
     """The SGD update of sgd_update on same-shaped arrays, one in-place BLAS pass per line:
-    1 pass for plain SGD, 3 with momentum, 4 with Nesterov, +1 for weight decay."""
+    1 pass for plain SGD, 3 with momentum, 4 with Nesterov, +1 for weight decay. `axpy` and
+    `scal`: the checked helpers above, or a dtype's bare routines (_bare_routines)."""
     if weight_decay:
         axpy(weight_decay, p, g)  # g' = g + wd p, in the gradient (scratch)
     if not momentum:
@@ -104,6 +108,22 @@ def _sgd_passes(p, g, v, lr: float, momentum: float, nesterov: bool, weight_deca
         axpy(-lr * momentum, v, p)  # p <- p - lr g' - lr mu v
     else:
         axpy(-lr, v, p)  # p <- p - lr v
+
+
+_BARE: dict = {}  # dtype -> (axpy, scal) with the helpers' signatures, unchecked
+
+
+def _bare_routines(dtype) -> tuple:
+    """axpy and scal of `dtype` straight to SciPy's routines, without the helpers' layout
+    checks: for the blocks of a model's flat buffers, 1-D and contiguous by construction (the
+    checks cost about as much as a small block's pass)."""
+    found = _BARE.get(dtype)
+    if found is None:
+        if not _AXPY:
+            _load_blas()
+        ax, sc = _AXPY[dtype], _SCAL[dtype]
+        found = _BARE[dtype] = (lambda a, x, y: ax(x, y, a=a)), (lambda a, x: sc(a, x))
+    return found
 
 
 class NumpyBackend(Backend):
@@ -121,6 +141,44 @@ class NumpyBackend(Backend):
     def __init__(self):
         self._scratch: dict[tuple, np.ndarray] = {}
         self._ones: dict[tuple, np.ndarray] = {}  # (n, dtype) -> ones(n), never written
+        # the update's blocks of the last few sets of flat buffers (_update_blocks): cut once,
+        # not on every step; a handful, so a finished model's buffers are let go
+        self._blocks: dict[tuple, tuple] = {}
+
+    on_event = staticmethod(lambda event: None)  # the loop sets it: hears ThreadsChosen
+
+    # -- BLAS threads for a run's steps (backend/threads.py says why they are timed) -----------
+
+    def choose_threads(self, trial, recorded: list[dict] | None, fresh: bool) -> dict | None:
+        """Sets NumPy's BLAS threads for an eager run until restore_threads: as `recorded` (the
+        product_plans of the run being resumed) where it holds a count; else, for a `fresh`
+        run, the fastest count for `trial` (one step without its update); else the BLAS's own.
+        Reports ThreadsChosen; returns the record a run keeps (a timed choice), or None."""
+        blas = self._blas = threads.numpy_blas()
+        if blas is None:
+            return None
+        self._threads_before = own = blas.num_threads
+        found = next((r for r in recorded or () if "blas_threads" in r), None)
+        fixed = threads.fixed_by() or ("" if fresh else "resumed: none recorded")
+        if found is not None:
+            chosen, how, seconds = found["blas_threads"], "as recorded", {}
+        elif fixed or own == 1:
+            chosen, how, seconds = own, fixed or "one core", {}
+        elif threads.quick(trial):
+            chosen, how, seconds = own, "a step too quick to share", {}
+        else:
+            seconds = threads.time_counts(trial, threads.candidates(own), blas.set_num_threads)
+            chosen, how = min(seconds, key=seconds.get), "timed"
+        blas.set_num_threads(chosen)
+        self.on_event(ThreadsChosen(chosen, how, {n: round(t * 1e3, 3)
+                                                  for n, t in seconds.items()}))
+        return found or ({"blas_threads": chosen} if how == "timed" else None)
+
+    def restore_threads(self) -> None:
+        """The BLAS's thread count as it was before choose_threads."""
+        if getattr(self, "_blas", None) is not None:
+            self._blas.set_num_threads(self._threads_before)
+            self._blas = None
 
     def scratch(self, shape: tuple[int, ...], dtype, tag: str = "") -> np.ndarray:
         """A buffer of this shape and dtype, made on first use and reused: its contents are
@@ -196,6 +254,16 @@ class NumpyBackend(Backend):
         keep = seeding.dropout_keep(seed, slot, step, out.size, rate).reshape(out.shape)
         return np.multiply(keep, out.dtype.type(1.0 / (1.0 - rate)), out=out)
 
+    def add_sums(self, sums, found) -> None:
+        """As the formula's, but one network's scalars go in as scalars: two ufunc calls on
+        views cost ~2.5 us a step, more than the rest of a small batch's loss bookkeeping."""
+        if sums.shape[0] == 1 and getattr(found[0], "ndim", 0) == 0:
+            row = sums[0]
+            for i, total in enumerate(found):
+                row[i] += total  # the same float64 addition
+            return
+        super().add_sums(sums, found)
+
     # -- optimizer updates, in place; `grad` is scratch and is overwritten ---------------------
 
     def sgd_update(self, param, grad, velocity, lr, momentum: float, nesterov: bool,
@@ -207,18 +275,37 @@ class NumpyBackend(Backend):
         lr and weight_decay (G,) give a group's arrays (G, ...) each member's own: the same
         passes run on each member's slice.
         """
-        if np.ndim(lr):
+        if getattr(lr, "ndim", 0):  # (np.ndim costs a microsecond: this runs every step)
             for g in range(param.shape[0]):
                 wd = float(weight_decay[g]) if np.ndim(weight_decay) else weight_decay
                 self.sgd_update(param[g], grad[g], None if velocity is None else velocity[g],
                                 float(lr[g]), momentum, nesterov, wd)
             return
         hyper = (lr, momentum, nesterov, weight_decay)
-        if not all(a is None or (a.ndim == 1 and a.flags.c_contiguous)
-                   for a in (param, grad, velocity)):  # named arrays: one call each
+        blocks = self._update_blocks(param, grad, velocity)
+        if blocks is None:  # named arrays: one checked call each
             _sgd_passes(param, grad, velocity, *hyper)
             return
+        bare = _bare_routines(param.dtype)
+        for p, g, v in blocks:
+            _sgd_passes(p, g, v, *hyper, *bare)
+
+    def _update_blocks(self, param, grad, velocity):
+        """[(p, g, v) views of one block of UPDATE_BLOCK_BYTES]: flat buffers (1-D,
+        C-contiguous, one dtype) cut once and kept, keyed by the buffers themselves (the
+        cache holds them, so their ids stay theirs); None for arrays of any other kind."""
+        key = (id(param), id(grad), id(velocity))
+        found = self._blocks.get(key)
+        if found is not None:
+            return found[1]
+        arrays = (param, grad, velocity)
+        if not all(a is None or (a.ndim == 1 and a.flags.c_contiguous and a.dtype == param.dtype
+                                 and a.size == param.size) for a in arrays):
+            return None
         block = UPDATE_BLOCK_BYTES // param.itemsize
-        for start in range(0, param.size, block):
-            s = slice(start, start + block)
-            _sgd_passes(param[s], grad[s], None if velocity is None else velocity[s], *hyper)
+        cut = [tuple(None if a is None else a[start:start + block] for a in arrays)
+               for start in range(0, param.size, block)]
+        if len(self._blocks) >= 4:  # the oldest set goes (a sweep's finished trials)
+            del self._blocks[next(iter(self._blocks))]
+        self._blocks[key] = (arrays, cut)
+        return cut

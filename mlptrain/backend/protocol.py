@@ -45,6 +45,14 @@ class Backend:
         launches need exist, and undoes what it changed."""
         return None
 
+    def choose_threads(self, trial, recorded, fresh: bool) -> dict | None:
+        """Sets the thread count an eager run's steps use, where the backend has one to choose
+        (the CPU's BLAS: NumpyBackend); returns what the run must record, or None."""
+        return None
+
+    def restore_threads(self) -> None:
+        """Undoes choose_threads after the run."""
+
     xp = None  # the array module of the backend's arrays (numpy, cupy)
 
     def scratch(self, shape: tuple[int, ...], dtype, tag: str = ""):
@@ -70,9 +78,10 @@ class Backend:
         return activation.backward(self.xp, y, dy, out=out, scratch=scratch, z=z)
 
     def loss_forward(self, loss, logits, targets, cache, weights=None):
-        """(summed loss in float64, correct predictions) of the batch logits (..., B, C), as
-        device scalars (per member for a group); cache (loss.new_cache) keeps what backward
-        needs, e.g. the softmax. `weights` (B,): each row's loss counts w_b times."""
+        """(summed loss in float64, *the loss's tallies: correct predictions, or a real
+        target's errors) of the batch logits (..., B, C), as device scalars (per member for a
+        group); cache (loss.new_cache) keeps what backward needs, e.g. the softmax. `weights`
+        (B,): each row's loss counts w_b times."""
         return loss.forward(self.xp, logits, targets, cache, weights)
 
     def loss_backward(self, loss, cache, targets, scale: float, out):
@@ -81,23 +90,27 @@ class Backend:
 
     def loss_and_grad(self, loss, logits, targets, cache, scale: float, out, sums=None,
                       weights=None):
-        """The loss's forward and its gradient dL/dlogits * scale into `out`, as loss_forward
-        and loss_backward compute them; returns (summed loss, correct), or with `sums` (..., 2)
-        float64 adds them there (a group's running sums, per member). A backend overrides it
-        where one kernel does both. `weights` (B,), a batch's sample weights: each row's loss
-        and its gradient are weighed by nn.batch_weights (w_b B / sum(w)), so that the summed
-        loss is B times the batch's weighted mean, and with scale = 1/B row b's gradient is
+        """The loss's forward and its gradient dL/dlogits * scale into `out`, as loss_forward and
+        loss_backward compute them; returns (summed loss, *tallies), or with `sums` (..., 1 +
+        tallies) float64 adds them there (add_sums: the running sums, per member). A backend
+        overrides it where one kernel does both. `weights` (B,), a batch's sample weights: each
+        row's loss and its gradient are weighed by nn.batch_weights (w_b B / sum(w)), so that the
+        summed loss is B times the batch's weighted mean, and with scale = 1/B row b's gradient is
         w_b / sum(w) of its own; None: the plain step, operation for operation."""
         rows = None if weights is None else nn.batch_weights(self.xp, weights, out.dtype)
-        loss_sum, correct = self.loss_forward(loss, logits, targets, cache, rows)
+        found = self.loss_forward(loss, logits, targets, cache, rows)
         self.loss_backward(loss, cache, targets, scale, out=out)
         if rows is not None:
             self.xp.multiply(out, rows[..., None], out=out)  # dL/dz (B, C): row b times its weight
         if sums is None:
-            return loss_sum, correct
-        self.xp.add(sums[..., 0], loss_sum, out=sums[..., 0])
-        self.xp.add(sums[..., 1], correct, out=sums[..., 1])
+            return found
+        self.add_sums(sums, found)
         return None
+
+    def add_sums(self, sums, found) -> None:
+        """sums (..., 1 + tallies) float64 += a batch's (summed loss, *tallies), per member."""
+        for i, total in enumerate(found):
+            self.xp.add(sums[..., i], total, out=sums[..., i])
 
     # -- optimizer updates, in place on same-shaped arrays (a model's whole flat buffer); the
     # gradient is scratch and is overwritten

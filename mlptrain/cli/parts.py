@@ -41,7 +41,7 @@ def final_table(final: dict, samples: dict | None = None, metric: str = "accurac
     scored at its end (and their sizes, if known)."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     shown = [(METRICS_SHOWN[metric][1], metric, METRICS_SHOWN[metric][2])]
-    if metric == "rmse":  # a regression's final scores (experiment/fit.py final_metrics)
+    if metric == "rmse":  # a regression's final scores (experiment/training.py final_metrics)
         shown += [("MAE", "mae", real), ("R^2", "r2", r2)]
     columns = ("split", "loss", *(name for name, _, _ in shown), *(("samples",) if samples else ()))
     for col in columns:

@@ -22,11 +22,11 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
-from mlptrain.cli.common import METRICS_SHOWN, num, pct, r2, real, test_scores
+from mlptrain.cli.common import METRICS_SHOWN, blas_threads, num, pct, r2, real, test_scores
 from mlptrain.cli.epochs import HISTORY, EpochRows, PlainLog
 from mlptrain.data.mnist import DownloadProgress
 from mlptrain.experiment import RunFinished, RunStarted
-from mlptrain.backend.events import KernelsCompiled, KernelsCompiling
+from mlptrain.backend.events import KernelsCompiled, KernelsCompiling, ThreadsChosen
 from mlptrain.loop import EarlyStopped, EpochEnded, EpochStarted, StepsDone
 from mlptrain.text import plural
 
@@ -183,6 +183,9 @@ class FitRenderer:
     def _on_KernelsCompiled(self, e: KernelsCompiled) -> None:
         self.console.print(f"  compiled {e.kernels} CUDA kernels in {e.seconds:.1f} s "
                            "(cached for later runs)", highlight=False)
+
+    def _on_ThreadsChosen(self, e: ThreadsChosen) -> None:
+        self.console.print(f"  BLAS threads: {blas_threads(e.record())}", highlight=False)
 
     def _on_EpochStarted(self, e: EpochStarted) -> None:
         if self.epoch_task is None:

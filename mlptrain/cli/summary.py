@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from mlptrain.cli.common import run_metric, test_scores
+from mlptrain.cli.common import blas_threads, run_metric, test_scores
 from mlptrain.cli.parts import final_table, sparkline
 from mlptrain.config import Config
 from mlptrain.experiment import RunFinished
@@ -57,6 +57,8 @@ def fit_panel(finished: RunFinished, metrics: list[dict], plots: list[Path],
         facts.add_row("", f"the whole run, over {sittings} sittings: "
                           f"{timing['run_training_seconds']:.1f} s of training, "
                           f"{timing['run_wall_seconds']:.1f} s wall")
+    if s.get("blas_threads"):
+        facts.add_row("", f"BLAS threads: {blas_threads(s['blas_threads'])}")
     if plot_seconds is not None:
         facts.add_row("", f"plots drawn afterwards in {plot_seconds:.1f} s")
     facts.add_row("run", escape(str(finished.path)))

@@ -3,8 +3,8 @@
 Expected keys: `X` (N, D) or (N, ...) features and `y` (N,) labels: class indices (integers,
 or whole floats), booleans, names (text), one-hot rows (N, C), or values to regress
 (data.task); optionally `X_val` / `y_val` (the validation split) and `X_test` / `y_test` with
-the same feature count, and `w` (N,), each row of X's sample weight (data/weights.py; the
-rows of X_val and X_test weigh 1).
+the same feature count, and `w` (N,), each row of X's sample weight (data/weights.py), with
+`w_val` and `w_test` for the rows of X_val and X_test (without them those rows weigh 1).
 Everything is validated up front so that a bad file is reported by name and key instead of
 failing somewhere inside training.
 """
@@ -30,8 +30,8 @@ MIN_CLASSES = 2
 MAX_LABEL = 2**31 - 1  # a class index; the output layer has max(label) + 1 units
 PAIRS = {"train": ("X", "y"), "val": ("X_val", "y_val"), "test": ("X_test", "y_test")}
 LABEL_KEYS = tuple(pair[1] for pair in PAIRS.values())  # may hold class names (text)
-WEIGHTS = "w"  # X's sample weights (N,), used when present
-KEYS = (*(key for pair in PAIRS.values() for key in pair), WEIGHTS)  # the arrays read
+WEIGHTS = {"train": "w", "val": "w_val", "test": "w_test"}  # each split's sample weights
+KEYS = (*(key for pair in PAIRS.values() for key in pair), *WEIGHTS.values())  # the arrays read
 NEEDS = "the .npz file holding the arrays X (samples, features) and y (labels)"
 
 
@@ -52,6 +52,8 @@ class NpzArrays:
     class_names: list[str] | None = None  # booleans: ["False", "True"]
     notes: list[str] = field(default_factory=list)
     w: np.ndarray | None = None  # X's sample weights (N,) float64, where the file has them
+    w_val: np.ndarray | None = None  # ... X_val's, and X_test's
+    w_test: np.ndarray | None = None
 
 
 def load_npz(path: Path, task: str = "classification") -> NpzArrays:
@@ -74,11 +76,15 @@ def load_npz(path: Path, task: str = "classification") -> NpzArrays:
     if "X_val" in arrays:
         notes.append(f"validation split: the file's arrays X_val and y_val "
                      f"({len(values['y_val'])} samples) instead of data.val_fraction")
-    w = _sample_weights(path, arrays, len(X))
-    if w is not None:
-        given = [keys[0] for split, keys in PAIRS.items() if split in pairs and keys[0] in arrays]
-        notes.append("sample weights: the file's array w" + (
-            f" (the rows of its {' and '.join(given)} weigh 1)" if given else ""))
+    rows = {"train": X, **{split: pair[0] for split, pair in pairs.items()}}
+    w = {split: _sample_weights(path, arrays, split, rows[split]) for split in WEIGHTS}
+    if any(v is not None for v in w.values()):
+        read = [WEIGHTS[split] for split in WEIGHTS if w[split] is not None]
+        plain = [PAIRS[split][0] for split in ("val", "test")
+                 if rows[split] is not None and w[split] is None]
+        notes.append(f"sample weights: the file's array{'s' * (len(read) > 1)} "
+                     f"{' and '.join(read)}" + (
+            f" (the rows of its {' and '.join(plain)} weigh 1)" if plain else ""))
     return NpzArrays(
         X=X,
         y=values["y"],
@@ -92,7 +98,9 @@ def load_npz(path: Path, task: str = "classification") -> NpzArrays:
         class_names=names or (["False", "True"] if task == "classification" and all(
             v.dtype.kind == "b" for v in labels.values()) else None),
         notes=notes,
-        w=w,
+        w=w["train"],
+        w_val=w["val"],
+        w_test=w["test"],
     )
 
 
@@ -101,7 +109,7 @@ def npz_dataset(cfg, at: Loading) -> Dataset:
     out (seeded like the validation split); its own validation arrays when it has them."""
     path = data_file(cfg, at.near, NEEDS)
     a = load_npz(path, cfg.task)
-    X, y, X_test, y_test, w, w_test = a.X, a.y, a.X_test, a.y_test, a.w, None
+    X, y, X_test, y_test, w, w_test = a.X, a.y, a.X_test, a.y_test, a.w, a.w_test
     if X_test is None:
         keep, test = split_indices(len(y), cfg.test_fraction, at.split_rng)  # as split_off
         X, y, X_test, y_test = X[keep], y[keep], X[test], y[test]
@@ -111,7 +119,7 @@ def npz_dataset(cfg, at: Loading) -> Dataset:
         check_class_count(a.n_classes, rows, f"Dataset file {path}")
     return Dataset("npz", X, y, a.X_val, a.y_val, X_test, y_test, a.n_classes, (X.shape[1],),
                    str(path), {path.name: a.sha256}, task=a.task, class_names=a.class_names,
-                   notes=a.notes, w_train=w, w_test=w_test,
+                   notes=a.notes, w_train=w, w_val=a.w_val, w_test=w_test,
                    weighting={"sample_weight": "array 'w'"} if w is not None else {})
 
 
@@ -132,23 +140,29 @@ def npz_shape(path: Path) -> tuple[int, int]:
     return samples, features
 
 
-def _sample_weights(path: Path, arrays: dict[str, np.ndarray], n_samples: int
-                    ) -> np.ndarray | None:
-    """The array w, X's sample weights (N,), checked; None where the file has none."""
-    if WEIGHTS not in arrays:
+def _sample_weights(path: Path, arrays: dict[str, np.ndarray], split: str,
+                    X: np.ndarray | None) -> np.ndarray | None:
+    """The split's sample weights (w: X's, w_val: X_val's, w_test: X_test's), one per row,
+    checked; None where the file has none."""
+    key, rows = WEIGHTS[split], PAIRS[split][0]
+    if key not in arrays:
         return None
-    w = arrays[WEIGHTS]
-    if w.dtype.kind not in "biuf" or w.shape != (n_samples,):
-        raise _bad(path, WEIGHTS, f"a 1-D array of {n_samples} sample weights (one per row "
-                   "of X)", f"it has dtype {w.dtype} and shape {w.shape}")
-    return check_sample_weights(w.astype(np.float64), np.arange(n_samples),
-                                f"Dataset file {path}, array 'w'",
-                                lambda row: f"Dataset file {path}, array 'w', row {row}")
+    if X is None:
+        raise _bad(path, key, f"sample weights for the rows of {rows}",
+                   f"the file has no {rows}; add it (with {PAIRS[split][1]}), or remove {key}")
+    w, n = arrays[key], len(X)
+    if w.dtype.kind not in "biuf" or w.shape != (n,):
+        raise _bad(path, key, f"a 1-D array of {n} sample weights (one per row of {rows})",
+                   f"it has dtype {w.dtype} and shape {w.shape}")
+    return check_sample_weights(w.astype(np.float64), np.arange(n),
+                                f"Dataset file {path}, array {key!r}",
+                                lambda row: f"Dataset file {path}, array {key!r}, row {row}")
 
 
 def npz_weighted(path: Path) -> bool:
-    """Whether the .npz holds sample weights (the array w), from its headers alone."""
-    return WEIGHTS in npz_headers(path, _name(Path(path)), DataError, keys=(WEIGHTS,))
+    """Whether the .npz weighs its training rows (the array w), from its headers alone."""
+    train = WEIGHTS["train"]
+    return train in npz_headers(path, _name(Path(path)), DataError, keys=(train,))
 
 
 def _name(path: Path) -> str:

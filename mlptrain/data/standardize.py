@@ -68,10 +68,6 @@ class Standardizer:
                                 "file was changed after the run wrote it.")
         return cls(np.asarray(arrays["mean"], np.float64), std)
 
-    def same_as(self, other: Standardizer | None) -> bool:
-        return (other is not None and np.array_equal(self.mean, other.mean)
-                and np.array_equal(self.std, other.std))
-
 
 @dataclass(frozen=True)
 class TargetScale:

@@ -1,11 +1,11 @@
 """How much each row's loss counts: [data] class_weight and sample_weight.
 
 A row's weight is its sample weight (a table's column named by data.sample_weight, or an npz's
-array `w`) times its class's weight (data.class_weight: "balanced", or a table {class name =
-weight}); each split keeps its rows' weights, so the validation and test losses are weighed
-as training's is. Without either every weight is 1 and the Dataset holds none (None): then
-training runs the plain step, operation for operation. Weights shape the loss alone
-(nn.batch_weights); accuracy and RMSE stay unweighted.
+arrays `w`, `w_val`, `w_test`) times its class's weight (data.class_weight: "balanced", or a
+table {class name = weight}); each split keeps its rows' weights, so the validation and test
+losses are weighed as training's is. Without either every weight is 1 and the Dataset holds none
+(None): then training runs the plain step, operation for operation. Weights shape the loss alone
+(nn.batch_weights); accuracy and the errors (RMSE, MAE) stay unweighted.
 """
 
 from __future__ import annotations
@@ -103,5 +103,5 @@ def describe(weighting: dict) -> str:
         shown = ", ".join(f"{name} {w:.4g}" for name, w in
                           list(weighting["class_weights"].items())[:8])
         parts.append(f"its class's weight ({shown})")
-    return ("the loss weighs each row by " + " times ".join(parts) + "; accuracy and RMSE "
+    return ("the loss weighs each row by " + " times ".join(parts) + "; accuracy, RMSE and MAE "
             "stay unweighted")

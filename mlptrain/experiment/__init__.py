@@ -5,8 +5,8 @@ and raises the project's own errors.
 """
 
 from mlptrain.experiment.evaluate import evaluate_run
-from mlptrain.experiment.fit import (DrawingFigures, RunFinished, RunStarted, final_metrics,
-                                     fit_experiment, resume_experiment)
+from mlptrain.experiment.fit import DrawingFigures, RunStarted, fit_experiment, resume_experiment
+from mlptrain.experiment.training import RunFinished, final_metrics
 from mlptrain.experiment.setup import SPLITS, Plan, Prepared, plan, prepare
 
 __all__ = ["SPLITS", "DrawingFigures", "Plan", "Prepared", "RunFinished", "RunStarted", "evaluate_run",

@@ -59,8 +59,9 @@ def evaluate_run(store: RunStore, ref: str, split: str = "test",
         outputs = run_model(model, X, config.train.eval_batch_size, hidden=False)
     if data is not None:  # the run's own data trained it: its outputs are finite
         check_outputs(outputs.probabilities, X, f"{data} (array X)")
-    loss, score = loop.evaluate(model, loop.to_device(model.ops, model, X, y, sample_weights),
-                                config.train.eval_batch_size)
+    loss, metrics = loop.evaluate(model, loop.to_device(model.ops, model, X, y, sample_weights),
+                                  config.train.eval_batch_size)
+    score = metrics[model.loss.metric]
     scored = {"run_id": run.run_id, "split": "data" if data is not None else split,
               "data": None if data is None else str(data), "loss": loss}
     if model.loss.task == "regression":  # RMSE as the loop scores it; MAE, R^2 from the values

@@ -477,7 +477,7 @@ def golden_arrays(model: MLP, X: np.ndarray, y: np.ndarray) -> dict[str, np.ndar
     ws = model.workspace(B)
     ws.x[...] = X
     targets = model.loss.targets(np, y, model.dtype)
-    loss_sum, _ = model.loss_and_grad(ws, targets, 1.0 / B)  # gradients of the batch mean
+    loss_sum = model.loss_and_grad(ws, targets, 1.0 / B)[0]  # gradients of the batch mean
     labels = np.int64 if model.loss.task == "classification" else np.float64  # or values
     arrays: dict[str, np.ndarray] = {"x": np.array(X, model.dtype), "y": np.array(y, labels)}
     arrays.update(model.state_dict())

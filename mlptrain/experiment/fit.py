@@ -5,12 +5,11 @@ The CLI calls `fit_experiment` / `resume_experiment` and renders their events; n
 
 from __future__ import annotations
 
-import errno
 import os
 import platform
 import time
-from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,20 +19,15 @@ import mlptrain
 from mlptrain import loop
 from mlptrain.arrayfiles import read_npz
 from mlptrain.config import Config, load_config
-from mlptrain.experiment.diagnose import run_warnings
 from mlptrain.errors import DataError, RunStoreError, TrainingError
 from mlptrain.experiment.setup import (SPLITS, Prepared, network_expect, prepare,
                                        prepare_saved)
+from mlptrain.experiment.training import (RunFinished, TrainingRun, finish_run,
+                                          os_errors_fail, train_runs)
 from mlptrain.model import MLP
 from mlptrain.optim import build_optimizer
 from mlptrain.runs import Run, RunStore
-from mlptrain.runs.checkpoint import CheckpointWriter, checkpoint_arrays, restore
-
-
-# summary["figures"] of a run that drew none ([report] plots = false); `mlptrain plot RUN`
-# draws them and records them there as a fit that draws them does (experiment/plot.py)
-FIGURES_NOT_DRAWN = {"files": [], "not_drawn": "[report] plots = false; `mlptrain plot RUN` "
-                                               "draws them"}
+from mlptrain.runs.checkpoint import restore
 
 
 @dataclass
@@ -58,19 +52,6 @@ class DrawingFigures:
     path: Path
 
 
-@dataclass
-class RunFinished:
-    run_id: str
-    path: Path
-    summary: dict[str, Any]
-    figures: Any = None  # experiment.plot.FiguresDrawn when the fit drew them, else None
-    member: int = 0
-
-    @property
-    def status(self) -> str:  # completed | failed | interrupted
-        return self.summary["status"]
-
-
 def fit_experiment(config: Config, store: RunStore,
                    on_event: Callable[[Any], None] = lambda e: None,
                    data_progress: Callable | None = None,
@@ -88,7 +69,7 @@ def fit_experiment(config: Config, store: RunStore,
     splits = _splits(p)
     m = start_run(p, store)
     with os_errors_fail(m.run, m.summary), interrupts_marked(m.run, m.summary):
-        return _train(m, optimizer, splits, on_event, stop)
+        return _alone(m, optimizer, splits, on_event, stop)
 
 
 def resume_experiment(store: RunStore, ref: str,
@@ -118,25 +99,7 @@ def resume_experiment(store: RunStore, ref: str,
     summary["path"] = p.path
     with os_errors_fail(run, summary), interrupts_marked(run, summary):
         run.write_summary(summary)
-        return _train(m, optimizer, splits, on_event, stop)
-
-
-def stopped_at(epoch: int, position: int, step: int) -> dict[str, int]:
-    """Where an interrupted run stands, as its summary records it: the epoch it resumes in
-    (epochs done, plus the one it stopped inside) and the global step."""
-    return {"epoch": epoch + 1 if position else epoch, "step": step}
-
-
-@dataclass
-class TrainingRun:
-    """A run under training, alone or as one member of a group: its prepared config, its run
-    and summary, and its ledger (the loop's TrainState)."""
-
-    p: Prepared
-    run: Run
-    summary: dict
-    state: loop.TrainState = field(default_factory=loop.TrainState)
-    epochs_before: int = 0  # the epochs a resumed run had done before this sitting
+        return _alone(m, optimizer, splits, on_event, stop)
 
 
 def run_started(m: TrainingRun, member: int = 0) -> RunStarted:
@@ -184,141 +147,23 @@ def reopen_training(run: Run, summary: dict, p: Prepared, checkpoint: dict,
     return TrainingRun(p, run, summary, state, len(state.history)), optimizer
 
 
-def split_targets(p: Prepared) -> dict[str, np.ndarray]:
-    """p's targets of every split, as its dataset holds them (final_metrics scores them)."""
-    return {name: p.dataset.split(name)[1] for name in SPLITS}
-
-
 def _splits(p: Prepared) -> dict[str, loop.Split]:
     # (early stopping without a val split is refused by config validation, before any data)
     return {name: loop.to_device(p.model.ops, p.model, *p.dataset.split(name),
                                  p.dataset.weights(name)) for name in SPLITS}
 
 
-def _train(m: TrainingRun, optimizer, splits, on_event, stop) -> RunFinished:
-    """One run's training (the loop with its one member), then its files."""
-    run, summary, p, state = m.run, m.summary, m.p, m.state
-    config, model = p.config, p.model
-    eager = loop.EagerStep(p.step, model, optimizer)
+def _alone(m: TrainingRun, optimizer, splits, on_event, stop) -> RunFinished:
+    """A run alone, the group of one: its training and files (train_runs), then its figures;
+    a failure is raised (the CLI exits non-zero with its reason)."""
     on_event(run_started(m))
-
-    writer = CheckpointWriter(run)
-    files = _EpochFiles(run, summary, config.train.checkpoint_epochs, p.step.epochs)
-
-    def save_checkpoint(g: int, s: loop.TrainState) -> None:
-        writer.write(checkpoint_arrays(model, optimizer, p.rngs, s))
-
-    def save_epoch(g: int, s: loop.TrainState) -> None:
-        due = files.due(s)
-        if due:  # first: the checkpoint holds the history too, and it is written while
-            save_checkpoint(g, s)  # training goes on, so metrics may reach the disk before
-        files.ended(s, due)  # it does (a resume rewrites them from its history)
-
-    settings = loop.LoopSettings.from_config(config.train)
-    ledger = loop.Member(state, p.rngs["shuffle"], p.step.schedule, settings)
-    start = time.perf_counter()
-    try:
-        with closing(writer):  # the last checkpoint is on disk before the run is closed
-            loop.train_members(eager, splits["train"], splits["val"], [ledger], on_event,
-                               save_epoch, stop, save_checkpoint, settings.eval_batch_size)
-            files.flush()  # the epochs since the last epoch-end files (early stopping, a stop)
-        if ledger.failed:
-            raise TrainingError(ledger.failed)
-    except TrainingError as exc:
-        finish_run(run, summary, "failed", start, error=str(exc))
-        raise
-    seconds = time.perf_counter() - start
-    if state.interrupted:
-        summary["position"] = stopped_at(state.epoch, state.position, state.step)
-        finish_run(run, summary, "interrupted", start)
-        finished = RunFinished(run.run_id, run.path, summary)
-        on_event(finished)
-        return finished
-    complete_run(m, model.state_dict(),
-                 final_metrics(model, splits, settings.eval_batch_size,
-                               [split_targets(p)])[0],
-                 run_reference(p, settings.eval_batch_size), seconds)
-    figures = draw_figures(run, summary, p, on_event) if config.report.plots else None
-    finished = RunFinished(run.run_id, run.path, summary, figures)
+    (finished,) = train_runs([m], m.p.model, optimizer, splits, on_event, stop)
+    if finished.status == "failed":
+        raise TrainingError(finished.summary["error"])
+    if finished.status == "completed" and m.p.config.report.plots:
+        finished.figures = draw_figures(m.run, m.summary, m.p, on_event)
     on_event(finished)
     return finished
-
-
-class _EpochFiles:
-    """A run's files at its epoch ends: the checkpoint every `every` epochs, and the metrics
-    lines and summary each epoch; with every = 0 (auto), all three at the first epoch's end
-    (a run killed later resumes from there), then at most once a FILES_SECONDS, and at the
-    last. The summary's epochs_completed is the last epoch whose files are written. A big
-    model's checkpoint costs more than its epoch (12 M weights: ~0.4 s per ~96 MB write
-    against 0.25 s of training), so it may skip epoch ends; a small table's epoch takes a
-    millisecond, against ~3 ms for its files' fsyncs (wine, 200 epochs: 0.5 s of fsync in a
-    1.1 s run). A checkpoint holds the history, so a resume rewrites any metrics it lacks or
-    runs behind."""
-
-    FILES_SECONDS = 1.0
-
-    def __init__(self, run: Run, summary: dict, every: int, epochs: int):
-        self.run, self.summary, self.every, self.epochs = run, summary, every, epochs
-        self.pending: list[dict] = []  # ended epochs' records not yet on disk
-        self.written: float | None = None  # when they last were (None: not yet)
-
-    def due(self, s: loop.TrainState) -> bool:
-        """Whether the epoch that `s` just ended gets a checkpoint."""
-        if s.epoch == self.epochs:
-            return True
-        if self.every:
-            return s.epoch % self.every == 0
-        return self.written is None or \
-            time.perf_counter() - self.written >= self.FILES_SECONDS
-
-    def ended(self, s: loop.TrainState, checkpointed: bool) -> None:
-        self.pending.append(s.history[-1])
-        if self.every or checkpointed:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            self.run.append_metrics(*self.pending)
-            self.summary["epochs_completed"] = self.pending[-1]["epoch"]
-            self.run.write_summary(self.summary)
-            self.pending, self.written = [], time.perf_counter()
-
-
-def complete_run(m: TrainingRun, weights: dict, final: dict, reference: dict,
-                 seconds: float) -> None:
-    """A finished run (alone or a group's member) written whole: its weights, final metrics, warnings, predict's
-    reference and timing (`seconds`: this sitting's training wall time); completed."""
-    p, run, summary, state = m.p, m.run, m.summary, m.state
-    run.write_weights(weights)
-    summary.update(final=final, stopped_early=state.stopped_early, best_epoch=state.best_epoch,
-                   warnings=run_warnings(state.history, final, p.dataset),
-                   reference=reference)
-    summary.pop("position", None)
-    if not p.config.report.plots:  # complete without them; a sweep's trials are, by default
-        summary["figures"] = dict(FIGURES_NOT_DRAWN)
-    summary["timing"] = run_timing(summary, state.history, m.epochs_before, seconds,
-                                   len(p.dataset.split("train")[1]))
-    finish_run(run, summary, "completed", time.perf_counter() - seconds)
-
-
-def run_timing(summary: dict, history: list[dict], epochs_before: int, seconds: float,
-               train_samples: int) -> dict[str, float]:
-    """A finished run's timing: this sitting's wall time and rates (`epochs_before`: the epochs
-    a resumed run had done before it), and the whole run's over every sitting."""
-    epochs_here = max(len(history) - epochs_before, 1)
-    return {
-        "wall_seconds": seconds,
-        "seconds_per_epoch": seconds / epochs_here,
-        "samples_per_second": train_samples * epochs_here / seconds,
-        # the epochs alone (their metrics' seconds): wall minus set-up (compiling, tuning) and
-        # waits for checkpoint writes, which dominate a big model's short epochs
-        "training_seconds": sum(r["seconds"] for r in history[epochs_before:]),
-        # a run resumed across sittings (a GPU lease, a killed job) is timed whole as well; a
-        # sitting that was killed outright recorded no wall time and adds none
-        "sittings": summary.get("resumed", 0) + 1,
-        "run_wall_seconds": summary.get("earlier_sittings_seconds", 0.0) + seconds,
-        "run_training_seconds": sum(r["seconds"] for r in history),  # the epochs it kept
-    }
 
 
 def draw_figures(run: Run, summary: dict, p: Prepared, on_event):
@@ -330,49 +175,6 @@ def draw_figures(run: Run, summary: dict, p: Prepared, on_event):
     summary["figures"] = figures.to_summary()
     run.write_summary(summary)
     return figures
-
-
-def run_reference(p: Prepared, batch: int, images: dict | None = None,
-                  top: np.ndarray | None = None) -> dict[str, Any]:
-    """What predict compares a user's input with: statistics of this run's own data
-    (`images`: predict.image_ranges of its training split, and `top`: the model's largest
-    class probability on each validation sample, when already computed)."""
-    from mlptrain.experiment.predict import (probabilities, reference_statistics,
-                                             training_image_ranges)
-
-    X_val = p.dataset.split("val")[0]
-    if p.model.loss.task == "regression":  # no class probabilities: no `uncertain` bar
-        X_val, top = X_val[:0], None
-    if top is None:
-        top = probabilities(p.model, X_val, batch).max(axis=1) if len(X_val) else np.zeros(0)
-    if images is None:
-        images = training_image_ranges(p.dataset)
-    return reference_statistics(p.dataset.split("train")[0], top, p.dataset.input_shape,
-                                images)
-
-
-def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int,
-                  targets: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
-    """Each member's (a run alone: its one) loss and declared metric (accuracy, or RMSE) of
-    the final weights on every split (None for an empty split); for a regression loss also
-    MAE and R^2 in the target's units (evaluate.regression_scores) against `targets[g]`:
-    split -> member g's targets as its dataset holds them."""
-    from mlptrain.experiment.evaluate import regression_scores
-
-    finals: list[dict[str, Any]] = [{} for _ in range(model.members)]
-    metric, regression = model.loss.metric, model.loss.task == "regression"
-    for name, split in splits.items():
-        scores = loop.evaluate(model, split, batch) if split.size else (None, None)
-        predicted = loop.predict_split(model, split, batch) if regression and split.size \
-            else None  # (G, n)
-        for g, final in enumerate(finals):
-            final[f"{name}_loss"], final[f"{name}_{metric}"] = \
-                (s if s is None or not model.lead else s[g] for s in scores)
-            if regression:
-                more = regression_scores(targets[g][name], predicted[g]) \
-                    if predicted is not None else {"mae": None, "r2": None}
-                final[f"{name}_mae"], final[f"{name}_r2"] = more["mae"], more["r2"]
-    return finals
 
 
 # -- failure modes ------------------------------------------------------------------------------
@@ -390,37 +192,6 @@ def interrupts_marked(run: Run, summary: dict):
         with suppress(OSError):
             finish_run(run, summary, "interrupted", start)
         raise
-
-
-@contextmanager
-def os_errors_fail(run: Run, summary: dict):
-    """Any OSError while a run is written (a full disk, a read-only or vanished directory)
-    becomes a RunStoreError naming the file and the cause; the run is marked failed if the
-    summary can still be written. Every file written before stays whole (writes are atomic),
-    so the run resumes from its last checkpoint once the cause is fixed."""
-    start = time.perf_counter()
-    try:
-        yield
-    except OSError as exc:
-        marked = False
-        with suppress(OSError):
-            summary.setdefault("timing", None)
-            finish_run(run, summary, "failed", start, error=_os_error_text(exc))
-            marked = True
-        state = "marked failed" if marked else "left as it was (its summary cannot be written)"
-        raise RunStoreError(
-            f"{_os_error_text(exc)} The run {run.run_id} is {state}; the files it wrote before "
-            f"are kept. Fix the cause, then continue it with `mlptrain fit --resume "
-            f"{run.run_id}`.") from None
-
-
-def _os_error_text(exc: OSError) -> str:
-    code = errno.errorcode.get(exc.errno or 0, "")
-    what = f"{exc.strerror or exc}{f' ({code})' if code else ''}"
-    hint = {errno.ENOSPC: " The disk is full.", errno.EDQUOT: " The disk quota is used up.",
-            errno.EROFS: " The file system is mounted read-only.",
-            errno.EACCES: " No permission to write there."}.get(exc.errno, "")
-    return f"cannot write {exc.filename or 'a run file'}: {what}.{hint}"
 
 
 def _check_same_data(run: Run, summary: dict, checksums: dict[str, str], allow: bool) -> None:
@@ -491,13 +262,4 @@ def start_summary(run: Run, p: Prepared) -> dict[str, Any]:
                      "python": platform.python_version()},
     }
 
-
-def finish_run(run: Run, summary: dict, status: str, start: float, error: str = "") -> None:
-    summary["status"] = status
-    summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    if error:
-        summary["error"] = error
-    if summary["timing"] is None:
-        summary["timing"] = {"wall_seconds": time.perf_counter() - start}
-    run.write_summary(summary)
 

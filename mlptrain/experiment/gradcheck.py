@@ -85,7 +85,7 @@ def check_model(model, X: np.ndarray, y: np.ndarray, entries: int = 30,
 
     def mean_loss() -> float:  # the training forward: under the frozen dropout masks
         logits = model.forward(ws, training=True)
-        loss_sum, _ = ops.loss_forward(model.loss, logits, data.targets, ws.loss_cache)
+        loss_sum = ops.loss_forward(model.loss, logits, data.targets, ws.loss_cache)[0]
         return ops.to_float(loss_sum) / data.size
 
     with frozen_dropout(model):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlptrain.experiment.predict import image_measures, image_ranges
 from mlptrain.experiment.setup import SPLITS, Prepared
 from mlptrain.loop import Split
 
@@ -41,7 +40,6 @@ class GroupData:
             if id(X) not in self.offsets:
                 self.offsets[id(X)] = sum(len(t) for _, t in pools)
                 pools.append((X, targets(d, y)))
-        self.ops = ops
         self.X_flat = _stacked(ops, [X for X, _ in pools], dtype)  # (P, D), P pooled rows
         self.y_flat = _stacked(ops, [t for _, t in pools], None)
         ids = [id(d) for d in datasets]
@@ -101,25 +99,3 @@ def _stacked(ops, arrays: list, dtype):
         pool[start:start + len(array)] = ops.asarray(array, dtype)
         start += len(array)
     return pool
-
-
-class ImageRanges:
-    """predict.image_ranges of each member's training split, from measures of every image of
-    the group's data pools taken once, on the device (each seed's split is rows of a pool;
-    measuring 54,000 images per seed on the host took 0.1-0.2 s each)."""
-
-    def __init__(self, data: GroupData):
-        self.data, self.measures = data, None
-        self.ranges: dict[int, dict] = {}  # id(dataset) -> its ranges
-
-    def __call__(self, p: Prepared) -> dict:
-        d = p.dataset
-        if id(d) not in self.ranges:
-            if len(d.input_shape) == 2 and self.measures is None:
-                ops = self.data.ops
-                self.measures = [ops.to_host(m) for m in image_measures(self.data.X_flat, ops.xp)]
-            rows = self.data.pool_rows(d, "train")
-            self.ranges[id(d)] = image_ranges(
-                d.X_train, d.input_shape,
-                None if self.measures is None else tuple(m[rows] for m in self.measures))
-        return self.ranges[id(d)]

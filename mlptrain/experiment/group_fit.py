@@ -15,27 +15,20 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-import numpy as np
-
 from mlptrain.config import Config
 from mlptrain.data.standardize import Standardizer, TargetScale
-from mlptrain.errors import RunStoreError, TrainingError
+from mlptrain.errors import RunStoreError
 from mlptrain.experiment.drawers import FigureDrawers
-from mlptrain.experiment.fit import (RunFinished, TrainingRun, complete_run, final_metrics,
-                                     finish_run, os_errors_fail, reopen_training,
-                                     run_reference, run_started, split_targets, start_run,
-                                     stopped_at)
-from mlptrain.experiment.group_data import GroupData, ImageRanges
+from mlptrain.experiment.fit import reopen_training, run_started, start_run
+from mlptrain.experiment.training import (RunFinished, TrainingRun, finish_run, os_errors_fail,
+                                          train_runs)
+from mlptrain.experiment.group_data import GroupData
 from mlptrain.experiment.setup import (SPLITS, Prepared, as_saved, prepare, saved_scaler,
                                        saved_target_scale)
-from mlptrain.model import MLP, stack_members
-from mlptrain.loop import (EagerStep, LoopSettings, Member, Split, StepsPath, StopFlag,
-                           TrainState, forward_split, train_members)
+from mlptrain.loop import StopFlag
+from mlptrain.model import stack_members
 from mlptrain.optim import build_optimizer
 from mlptrain.runs import RunStore
-from mlptrain.runs.checkpoint import checkpoint_arrays
-
-EVAL_ELEMENTS = 1 << 24  # activations per evaluation chunk (64 MB in float32), all members
 
 
 def fit_group(configs: list[Config], store: RunStore,
@@ -80,85 +73,22 @@ def fit_group(configs: list[Config], store: RunStore,
 
 
 def _train(members: list[TrainingRun], states: dict[int, dict], on_event, stop: StopFlag,
-           written: Callable[[TrainingRun], None]) -> list:
-    """The group's epochs (loop.train_members), then each member's final scores and files
-    (`written(member)` as each completed member's run is); returns each member's
-    RunFinished (not yet reported)."""
+           written: Callable[[TrainingRun], None]) -> list[RunFinished]:
+    """The members stacked into one model and trained by the one driver (training.train_runs);
+    returns each member's RunFinished (not yet reported). A stop raises KeyboardInterrupt once
+    every member is marked interrupted and reported."""
     data = GroupData([m.p for m in members])
-    step = members[0].p.step  # the members' steps differ in their seeds, rates and decay only
     model = stack_members([m.p.model for m in members])
-    optimizer = build_optimizer(step.optimizer, model.ops, model.params,
+    optimizer = build_optimizer(members[0].p.step.optimizer, model.ops, model.params,
                                 [m.p.step.optimizer.weight_decay for m in members])
     optimizer.load_members(states, model.member_sizes)
-    ledgers = [Member(m.state, m.p.rngs["shuffle"], m.p.step.schedule,
-                      LoopSettings.from_config(m.p.config.train)) for m in members]
-    batch = max(64, EVAL_ELEMENTS // (model.members * sum(model.sizes)))
-    writer = _Writer(model, optimizer, members)
-
-    def heard(event) -> None:
-        if isinstance(event, StepsPath):
-            for m in members:  # how the steps ran, as fit's summary["path"] says it
-                m.summary["group"]["steps"] = event.path
-        on_event(event)
-
-    start = time.perf_counter()
-    try:
-        train_members(EagerStep(step, model, optimizer), data.split("train"),
-                      data.split("val"), ledgers, heard, writer.epoch_ended, stop,
-                      writer.checkpoint, batch)
-    except KeyboardInterrupt:
-        _interrupt(members, start, on_event)
-        raise
-    if any(m.state.interrupted for m in ledgers):
-        _interrupt(members, start, on_event)
+    finished = train_runs(members, model, optimizer, {name: data.split(name) for name in SPLITS},
+                          on_event, stop, written)
+    if any(f.status == "interrupted" for f in finished):
+        for f in finished:
+            on_event(f)
         raise KeyboardInterrupt
-    wall = time.perf_counter() - start
-    finals = final_metrics(model, {name: data.split(name) for name in SPLITS}, batch,
-                           [split_targets(m.p) for m in members])  # every member at once
-    val = data.split("val")  # each member's top probabilities there, for predict's reference
-    tops = _top_probabilities(model, val, batch) if val.size else [None] * model.members
-    images = ImageRanges(data)
-    finished = []
-    for g, (m, ledger) in enumerate(zip(members, ledgers)):
-        finished.append(_complete(model, g, m, ledger.failed, finals[g], tops[g], wall, images))
-        if finished[-1].status == "completed":
-            written(m)
     return finished
-
-
-class _Writer:
-    """What the loop hands a group's member, written to its own run: each ended epoch's record,
-    and its checkpoint in the format `fit` writes (runs/checkpoint.py), as if it had trained
-    alone (`mlptrain fit --resume RUN` continues it so)."""
-
-    def __init__(self, model: MLP, optimizer, members: list[TrainingRun]):
-        self.model, self.optimizer, self.members = model, optimizer, members
-
-    def epoch_ended(self, g: int, state: TrainState) -> None:
-        self.members[g].run.append_metrics(state.history[-1])
-
-    def checkpoint(self, g: int, state: TrainState) -> None:
-        m, model = self.members[g], self.model
-        p = m.p
-        p.model.load_state_dict(model.member_state(g), source="the group's weights")
-        optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
-        optimizer.load_state_dict(self.optimizer.member_state(g, model.member_sizes[g]))
-        try:
-            arrays = checkpoint_arrays(p.model, optimizer, p.rngs, state)
-        except TrainingError:  # diverged in this very epoch: nothing worth resuming
-            return
-        with os_errors_fail(m.run, m.summary):
-            m.run.write_checkpoint(arrays)
-        m.summary["position"] = stopped_at(state.epoch, state.position, state.step)
-
-
-def _top_probabilities(model: MLP, split: Split, batch: int) -> np.ndarray:
-    """(G, n) float64 on the host: each member's largest class probability on its samples."""
-    xp = model.ops.xp
-    top = xp.empty(split.rows.shape, xp.float64)
-    for start, stop, _, logits, _ in forward_split(model, split, batch):
-        top[:, start:stop] = model.loss.probabilities(xp, logits).max(axis=-1)
-    return model.ops.to_host(top)
 
 
 def _start_member(config: Config, store: RunStore, datasets: dict, resume: str | None,
@@ -194,28 +124,3 @@ def _prepared(config: Config, datasets: dict, scaler: Standardizer | None = None
     p = prepare(config, dataset=datasets.get(key), scaler=scaler, target=target)
     datasets[key] = p.dataset
     return p
-
-
-def _complete(model: MLP, g: int, m: TrainingRun, failed: str, final: dict, top, wall: float,
-              images: ImageRanges) -> RunFinished:
-    """Writes member g's run: weights, `final` metrics, summary (with `top`, its largest class
-    probability on each validation sample); or, where its training `failed`, the reason."""
-    p, run, summary = m.p, m.run, m.summary
-    summary["epochs_completed"] = len(m.state.history)
-    if failed:
-        finish_run(run, summary, "failed", time.perf_counter() - wall, error=failed)
-        return RunFinished(run.run_id, run.path, summary, member=g)
-    with os_errors_fail(run, summary):
-        complete_run(m, model.member_state(g), final,
-                     run_reference(p, p.config.train.eval_batch_size, images(p), top), wall)
-    return RunFinished(run.run_id, run.path, summary, member=g)
-
-
-def _interrupt(members: list[TrainingRun], start: float, on_event) -> None:
-    """Every member marked interrupted; the loop wrote each training member's checkpoint
-    where it stood (none when the stop came while a step was under way: then the last one
-    stands, or, without one, rerunning trains the member afresh)."""
-    for g, m in enumerate(members):
-        m.summary["epochs_completed"] = len(m.state.history)
-        finish_run(m.run, m.summary, "interrupted", start)
-        on_event(RunFinished(m.run.run_id, m.run.path, m.summary, member=g))

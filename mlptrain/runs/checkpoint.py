@@ -10,8 +10,9 @@
                        resumed epoch reports the same metrics as an uninterrupted one
     best.*             early stopping: the best epoch, its validation loss and weights
     history            the per-epoch metric records written so far, as JSON
-    product_plans      the device epoch graph's tile and K-split per matrix product, as JSON
-                       (absent on the CPU): a resume keeps them, so it sums in the same order
+    product_plans      the device epoch graph's tile and K-split per matrix product, or the
+                       CPU's timed BLAS threads ([{"blas_threads": n}]; absent where untimed),
+                       as JSON: a resume keeps them, so it sums in the same order
     format             FORMAT below; absent in checkpoints of format 1
 
 Format 2: dropout masks (and augmentation parameters) are drawn from the counter-based generator

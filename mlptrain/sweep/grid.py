@@ -171,7 +171,8 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
 
 def parse_grid_option(item: str) -> tuple[str, list[Any]]:
     """`key=v1,v2,...` -> (key, values). Values are read as TOML (so `[256,128],[64]` is two
-    lists) or, failing that, split at commas with bare words taken as strings."""
+    lists) or, failing that, split at the commas between values (not those inside a list, a
+    table or a string: `{a = 1, b = 2},balanced` is two) with bare words taken as strings."""
     if "=" not in item:
         raise ConfigError(f"--grid {item!r} is not of the form section.key=v1,v2,... (for "
                           "example --grid model.hidden=2,4,8).")
@@ -182,8 +183,26 @@ def parse_grid_option(item: str) -> tuple[str, list[Any]]:
     try:
         values = tomllib.loads(f"v = [{text}]")["v"]
     except tomllib.TOMLDecodeError:
-        values = [_toml_or_word(part.strip()) for part in text.split(",")]
+        values = [_toml_or_word(part.strip()) for part in _top_level_parts(text)]
     return key, values
+
+
+def _top_level_parts(text: str) -> list[str]:
+    """text cut at each comma outside brackets, braces and quotes."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, c in enumerate(text):
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "\"'":
+            quote = c
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
 
 
 def _toml_or_word(text: str) -> Any:
@@ -319,6 +338,9 @@ def trial_name(base_name: str, point: dict[str, Any]) -> str:
             shown = "x".join(str(v) for v in value) or "none"  # hidden = []: a linear model
         elif isinstance(value, bool):
             shown = "true" if value else "false"
+        elif isinstance(value, dict):  # class_weight = {a = 1, b = 2.5}: a-1.b-2.5
+            shown = ".".join(f"{k}-{v:g}" if isinstance(v, (int, float)) else f"{k}-{v}"
+                             for k, v in value.items()) or "none"
         else:
             shown = str(value)
         parts.append(f"{label}-{shown}")

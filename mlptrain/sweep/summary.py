@@ -15,7 +15,7 @@ from mlptrain.sweep.grid import REPLICATE_AXES
 
 METRICS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "train_accuracy",
            "train_loss", "seconds")
-# a regression's trials score RMSE, MAE and R^2 instead (experiment/fit.py final_metrics); the
+# a regression's trials score RMSE, MAE and R^2 instead (experiment/training.py final_metrics); the
 # first of each is its headline (the capacity figure's)
 REGRESSION_METRICS = ("test_r2", "test_rmse", "test_mae", "test_loss", "val_rmse", "val_loss",
                       "train_rmse", "train_loss", "seconds")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlptrain.backend.threads import THREAD_VARIABLES
 from mlptrain.config import Config
 
 STOP_CHECK_SECONDS = 0.5  # how often a trial asks whether the sweep was stopped
@@ -148,8 +149,6 @@ def trial_started(task: TrialTask, event, report: Callable[[Any], None]) -> None
     report(TrialStarted(task.index, task.name, event.run_id, event.parameters))
 
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 def worker_info() -> dict[str, Any]:

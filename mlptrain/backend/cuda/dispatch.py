@@ -37,8 +37,8 @@ ACT_IDS = {None: CONSTANTS["ACT_IDENTITY"], "identity": CONSTANTS["ACT_IDENTITY"
            "relu": CONSTANTS["ACT_RELU"], "leaky_relu": CONSTANTS["ACT_LEAKY"],
            "tanh": CONSTANTS["ACT_TANH"], "sigmoid": CONSTANTS["ACT_SIGMOID"],
            "gelu": CONSTANTS["ACT_GELU"]}
-# loss (config name) -> its kernel: loss, correct count (a real target's: squared error) and
-# dL/dz in one launch
+# loss (config name) -> its kernel: the loss, its tallies (a correct count; a real target's
+# squared and absolute errors) and dL/dz in one launch
 LOSS_KERNELS = {"softmax_cross_entropy": "softmax_xent", "sigmoid_bce": "sigmoid_bce",
                 "mse": "real_target", "huber": "real_target", "poisson": "real_target"}
 # a real target's loss -> the id its kernel (real_target) switches on

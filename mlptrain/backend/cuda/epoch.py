@@ -10,8 +10,8 @@ handful of fused launches:
             (for an activation whose backward reads z, GELU, the product keeps z and one
             element-wise kernel computes y);
             a dropped hidden layer adds one kernel drawing and applying its mask
-  loss      one kernel: softmax (with label smoothing) or sigmoid BCE, loss and correct count
-            (summed on the device) and dL/dz
+  loss      one kernel: softmax (with label smoothing), sigmoid BCE or a real target's loss,
+            the loss and its tallies (summed on the device) and dL/dz
   backward  per layer: [dW | db] = dz^T [x | 1] (the ones column gives the bias gradient) and
             dx = (dz W) * mask * act'(y or z), mask and derivative fused into the product
   update    one kernel over every parameter tensor (learning rate and SGD momentum read per
@@ -92,9 +92,10 @@ class EpochGraph:
         self.mus = cp.empty(self.steps, dtype=np.float64) if step.cycles_momentum else None
         self.step_base = cp.zeros(1, dtype=np.int64)  # global step of the epoch's step 0
         self.t0 = cp.zeros(1, dtype=np.int64)  # Adam's count before the segment's step 0
-        self.acc = cp.zeros(2, dtype=np.float64)  # summed loss, correct predictions
+        self.sums = 1 + len(model.loss.tallies)  # the loss kernel's: loss, then its tallies
+        self.acc = cp.zeros(self.sums, dtype=np.float64)  # summed over a segment's steps
         self.blocks = -(-self.batch // XENT_ROWS)  # loss kernel blocks per step
-        self.parts = cp.zeros(2 * self.blocks * self.steps, dtype=np.float64)  # their sums
+        self.parts = cp.zeros(self.sums * self.blocks * self.steps, dtype=np.float64)
         layers = len(model.layers)
         self.rates = [step.dropout_input] + [step.dropout_hidden] * (layers - 1)
         self.augment = step.augment
@@ -226,15 +227,16 @@ class EpochGraph:
 
     def _capture(self, start: int, stop: int):
         """Steps [start, stop) and the sum of their loss parts into acc, as one graph."""
-        parts = ptr(self.parts, 2 * self.blocks * start)
+        parts = ptr(self.parts, self.sums * self.blocks * start)
         with self.stream:
             self.stream.begin_capture()
             try:
                 for s in range(start, stop):
                     self._step(s)
-                # the segment's loss and correct count: its steps' parts, summed in order
+                # the segment's loss and tallies: its steps' parts, summed in order
                 self.backend.kernels("sum_parts")(
-                    (1,), (2,), (parts, np.int32(self.blocks * (stop - start)), self.acc))
+                    (1,), (self.sums,), (parts, np.int32(self.blocks * (stop - start)),
+                                         self.acc))
             finally:
                 graph = self.stream.end_capture()
         return graph
@@ -350,10 +352,10 @@ class EpochGraph:
         return buf["x0"]
 
     def _loss(self, s, rows, logits, index) -> None:
-        """The loss kernel (dispatch.LOSS_KERNELS): summed loss and correct count (a real
-        target's: squared error) into this step's parts, and dL/dz (scaled by 1/rows: the
-        batch mean's gradient) over the logits."""
-        dtype, parts = self.dtype, ptr(self.parts, 2 * self.blocks * s)
+        """The loss kernel (dispatch.LOSS_KERNELS): summed loss and tallies (a correct count;
+        a real target's squared and absolute errors) into this step's parts, and dL/dz
+        (scaled by 1/rows: the batch mean's gradient) over the logits."""
+        dtype, parts = self.dtype, ptr(self.parts, self.sums * self.blocks * s)
         name = LOSS_KERNELS[self.step.loss]
         scale, common = dtype.type(1.0 / rows), (logits, NULL, self.train.targets, index)
         args = {"softmax_xent": lambda: (*common, NULL, logits, np.int32(rows),
@@ -396,8 +398,8 @@ class EpochGraph:
 
     def run(self, order, first_step: int, start: int = 0, stop: int | None = None) -> tuple:
         """Trains steps [start, stop) of the epoch in `order` whose step 0 is global step
-        `first_step`; returns device scalars (summed loss, correct predictions) of those
-        steps. Nothing here waits for the GPU."""
+        `first_step`; returns the device array (summed loss, *tallies) of those steps.
+        Nothing here waits for the GPU."""
         stop = self.steps if stop is None else stop
         graph = self.graphs.get((start, stop))
         if graph is None:
@@ -419,8 +421,7 @@ class EpochGraph:
         main.wait_event(self.stream.record())
         if self.update.counts_steps:
             self.optimizer.t = t + stop - start  # as its step() would have moved it
-        done = self.acc.copy()  # the next segment refills acc
-        return done[0], done[1]
+        return self.acc.copy()  # the next segment refills acc
 
 
 class _Update:

@@ -480,24 +480,22 @@ __global__ void take_rows(const T* __restrict__ source, const long long* __restr
 // ---------------------------------------------------------------------------------------------
 #define XENT_ROWS 128
 
-// The block's rows' loss and correct counts, summed in shared memory in a fixed order, written
-// as parts[2 block] and parts[2 block + 1] (sum_parts adds the blocks, also in order).
-__device__ void block_loss_parts(double loss, double correct, double* loss_part,
-                                 double* correct_part, double* parts) {
-    loss_part[threadIdx.x] = loss;
-    correct_part[threadIdx.x] = correct;
+// The block's rows' K sums (the loss, then the loss's tallies: a correct count, or squared and
+// absolute errors), each summed in shared memory in a fixed order and written as
+// parts[K block + k] (sum_parts adds the blocks, also in order).
+template <int K>
+__device__ void block_loss_parts(const double (&value)[K], double (*part)[XENT_ROWS],
+                                 double* parts) {
+    for (int k = 0; k < K; ++k) part[k][threadIdx.x] = value[k];
     __syncthreads();
     for (int half = XENT_ROWS / 2; half > 0; half /= 2) {
-        if (threadIdx.x < half) {
-            loss_part[threadIdx.x] += loss_part[threadIdx.x + half];
-            correct_part[threadIdx.x] += correct_part[threadIdx.x + half];
-        }
+        if (threadIdx.x < half)
+            for (int k = 0; k < K; ++k) part[k][threadIdx.x] += part[k][threadIdx.x + half];
         __syncthreads();
     }
     if (threadIdx.x == 0) {
         const int block = blockIdx.y * gridDim.x + blockIdx.x;  // a group's models in turn
-        parts[2 * block] = loss_part[0];
-        parts[2 * block + 1] = correct_part[0];
+        for (int k = 0; k < K; ++k) parts[K * block + k] = part[k][0];
     }
 }
 
@@ -506,8 +504,7 @@ __global__ void __launch_bounds__(XENT_ROWS)
 softmax_xent(T* logits, const T* __restrict__ bias, const long long* __restrict__ targets,
              const long long* __restrict__ gather, T* __restrict__ probs, T* grad, int rows,
              int C, T scale, double smoothing, double* __restrict__ parts) {
-    __shared__ double loss_part[XENT_ROWS];
-    __shared__ double correct_part[XENT_ROWS];
+    __shared__ double part[2][XENT_ROWS];
     double loss = 0.0, correct = 0.0;
     // A stack of G models (group.py): blockIdx.y is the model, `rows` its rows, `bias` (G, C);
     // its blocks' parts follow the previous model's, and sum_parts adds them per model.
@@ -551,16 +548,18 @@ softmax_xent(T* logits, const T* __restrict__ bias, const long long* __restrict_
             }
         }
     }
-    block_loss_parts(loss, correct, loss_part, correct_part, parts);
+    const double value[2] = {loss, correct};
+    block_loss_parts<2>(value, part, parts);
 }
 
-// acc[0] += sum of parts[2 i], acc[1] += sum of parts[2 i + 1], i < n, in order (one block of 2
-// threads per model of a group: block g adds model g's n parts into acc[2 g], acc[2 g + 1])
+// acc[k] += sum of parts[K i + k], i < n, in order, for the K = blockDim.x sums of a loss kernel
+// (one block per model of a group: block g adds model g's n parts into acc[K g + k])
 __global__ void sum_parts(const double* __restrict__ parts, int n, double* __restrict__ acc) {
-    parts += 2LL * n * blockIdx.x;
-    acc += 2 * blockIdx.x;
+    const int K = blockDim.x;
+    parts += (long long)K * n * blockIdx.x;
+    acc += K * blockIdx.x;
     double s = 0.0;
-    for (int i = 0; i < n; ++i) s += parts[2 * i + threadIdx.x];
+    for (int i = 0; i < n; ++i) s += parts[K * i + threadIdx.x];
     acc[threadIdx.x] += s;
 }
 
@@ -676,8 +675,7 @@ __global__ void __launch_bounds__(XENT_ROWS)
 sigmoid_bce(T* logits, const T* __restrict__ bias, const T* __restrict__ targets,
             const long long* __restrict__ gather, T* grad, int rows, T scale,
             double* __restrict__ parts) {
-    __shared__ double loss_part[XENT_ROWS];
-    __shared__ double correct_part[XENT_ROWS];
+    __shared__ double part[2][XENT_ROWS];
     double loss = 0.0, correct = 0.0;
     const int r = blockIdx.x * XENT_ROWS + threadIdx.x;
     if (r < rows) {
@@ -693,12 +691,13 @@ sigmoid_bce(T* logits, const T* __restrict__ bias, const T* __restrict__ targets
             grad[r] = g * scale;
         }
     }
-    block_loss_parts(loss, correct, loss_part, correct_part, parts);
+    const double value[2] = {loss, correct};
+    block_loss_parts<2>(value, part, parts);
 }
 
 // The losses of a real-valued target (nn.MeanSquaredError, Huber, Poisson) on one output z per
-// row, one thread per row: the row's loss, the squared error of its prediction (summed where a
-// classifier's correct count goes: the loop's MSE, RMSE and R^2 come from it) and, with grad,
+// row, one thread per row: the row's loss, the squared and absolute errors of its prediction
+// (its tallies, as parts[3 block + 1], [3 block + 2]: the loop's RMSE, R^2 and MAE) and, with grad,
 // dL/dz * scale, each by its nn.py formula (r = prediction - t; the prediction is e^z for
 // Poisson's log link, z otherwise). Targets are read as targets[gather[r]] when gather is given.
 #define LOSS_MSE 0      // r^2;                                     dL/dz = 2 r
@@ -709,9 +708,8 @@ __global__ void __launch_bounds__(XENT_ROWS)
 real_target(T* logits, const T* __restrict__ bias, const T* __restrict__ targets,
             const long long* __restrict__ gather, T* grad, int rows, T scale, int kind, T delta,
             double* __restrict__ parts) {
-    __shared__ double loss_part[XENT_ROWS];
-    __shared__ double squared_part[XENT_ROWS];
-    double loss = 0.0, squared = 0.0;
+    __shared__ double part[3][XENT_ROWS];
+    double loss = 0.0, squared = 0.0, absolute = 0.0;
     const int r = blockIdx.x * XENT_ROWS + threadIdx.x;
     if (r < rows) {
         T z, t;
@@ -732,9 +730,11 @@ real_target(T* logits, const T* __restrict__ bias, const T* __restrict__ targets
         }
         loss = (double)term;
         squared = (double)(res * res);
+        absolute = (double)fabs(res);
         if (grad) grad[r] = g * scale;
     }
-    block_loss_parts(loss, squared, loss_part, squared_part, parts);
+    const double value[3] = {loss, squared, absolute};
+    block_loss_parts<3>(value, part, parts);
 }
 
 // ---------------------------------------------------------------------------------------------
