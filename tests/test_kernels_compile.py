@@ -64,6 +64,11 @@ def _instantiations(source: str) -> list[str]:
                 names += [f"gemm<{t},{flag[ta]},{flag[tb]},{','.join(map(str, tile))},{mma}>"
                           for tile in _gemm_constant("TILES").values()
                           for mma in _tensor_core_modes(source)]
+                # and the tensor cores' fast kernel, every tile and multiply
+                kf = _gemm_constant("TC_KF")
+                names += [f"gemm_tc<{flag[ta]},{flag[tb]},{','.join(map(str, tile))},{kf},{mma}>"
+                          for tile in _gemm_constant("TC_TILES").values()
+                          for mma in _tensor_core_modes(source)]
     return names
 
 
@@ -95,6 +100,8 @@ def test_the_instantiation_list_covers_the_kernels_the_backend_names():
     assert len(modes) >= 2  # 3xTF32 and TF32 at least
     assert sum(n.startswith("gemm<") for n in names) == (2 + len(modes)) * 3 * len(
         _gemm_constant("TILES"))
+    assert sum(n.startswith("gemm_tc<") for n in names) == len(modes) * 3 * len(
+        _gemm_constant("TC_TILES"))
 
 
 @pytest.mark.slow

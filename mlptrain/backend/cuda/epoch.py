@@ -36,8 +36,8 @@ import cupy as cp
 import numpy as np
 
 from mlptrain.backend.cuda.gemm import (MAX_PARTIALS, MMA_3XTF32, MMA_3XTF32_RN, MMA_SIMT,
-                                        MMA_TF32, NULL, TILES, GemmPlan, candidates, gemm_name,
-                                        plan, ptr, tiles_for)
+                                        MMA_TF32, NULL, TC_TILES, TILES, GemmPlan, candidates,
+                                        gemm_name, plan, ptr, tiles_for, untuned_mma)
 from mlptrain.backend.cuda.dispatch import (LOSS_KERNELS, REAL_TARGET_IDS, UPDATE_KERNELS,
                                            kernel_names)
 from mlptrain.backend.cuda.kernels import ACT_IDS, EPI_ACT_GRAD, EPI_BIAS_ACT, THREADS, XENT_ROWS
@@ -66,7 +66,7 @@ def _recorded_plans(records: list[dict] | None) -> dict:
             # a record from before the tensor-core kernels has no mma: it ran SIMT
             fields = {f: r.get(f, MMA_SIMT) if f == "mma" else r[f]
                       for f in GemmPlan.__dataclass_fields__}
-            if fields["tile"] in TILES:
+            if fields["tile"] in TILES or fields["tile"] in TC_TILES:
                 plans[str(r["product"]), int(r["m"]), int(r["n"]), int(r["k"])] = GemmPlan(
                     **{**fields, "grid": tuple(int(g) for g in fields["grid"])})
         except (KeyError, TypeError, ValueError):
@@ -153,10 +153,10 @@ class EpochGraph:
                     products.append((rows, fan_in, fan_out, False, False))  # dz W
                 for m, n, k, ta, tb in products:
                     if self.tune:
-                        names.update(gemm_name(self.dtype, ta, tb, t, mma)
-                                     for mma in self.mmas for t in tiles_for(m, n))
+                        names.update(gemm_name(self.dtype, ta, tb, t, mma) for mma in self.mmas
+                                     for t in tiles_for(m, n, mma, self.mmas))
                     else:
-                        first = plan(m, n, k, mma=self.mmas[0])
+                        first = plan(m, n, k, mma=untuned_mma(self.mmas, m, n))
                         names.add(gemm_name(self.dtype, ta, tb, first.tile, first.mma))
                     names.update(gemm_name(self.dtype, ta, tb, p.tile, p.mma)  # a resumed run's
                                  for (_, *shape), p in self.plans.items() if shape == [m, n, k])
@@ -263,7 +263,7 @@ class EpochGraph:
             key = (label, m_out, n, k)
             if key not in self.plans:
                 self.plans[key] = (self._fastest(m_out, n, k, launch) if self.tune
-                                   else plan(m_out, n, k, mma=self.mmas[0]))
+                                   else plan(m_out, n, k, mma=untuned_mma(self.mmas, m_out, n)))
             p = self.plans[key]
             name = (f"{label} {m}x{n}x{k} {p.tile}/{p.splits}{'i' * p.inline_reduce}"
                     f"{MMA_NAMES[p.mma]}")

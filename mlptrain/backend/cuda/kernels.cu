@@ -376,6 +376,363 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The tensor cores' fast product (float only): the same C = op(A) @ op(B) as gemm, with every
+// one of its features (transposes, gathers, the ones row or column, split-K with either
+// reduction, the fused epilogues, stacks) and the same arguments, built for speed instead of
+// sharing the SIMT kernel's structure:
+// - operands go from global to shared memory by cp.async, 16 bytes at a time, STAGES K-tiles of
+//   32 deep in flight, one barrier per K-tile; an edge chunk (past M, N or the K-range, a ones
+//   row or column, an operand whose rows are not 16-byte aligned) is copied or written element
+//   by element instead, so no feature costs the interior anything;
+// - each warp computes WM x WN outputs: (WM / 16) x (WN / 8) m16n8k8 tiles per 8-deep K-step;
+// - fragments are read with 64- and 128-bit shared loads, free of bank conflicts. An mma's 8
+//   K-slots may be any 8 of the K-tile's k (A and B agreeing), and a warp's rows and columns
+//   any of the block's (the outputs following): so thread q's slots q and q + 4 of K-step s are
+//   k = 8 s + 2 q and 8 s + 2 q + 1 (adjacent: one 64-bit load where k is the stored-contiguous
+//   axis, rows 40 words apart); where m (n) is contiguous, thread g's rows (columns) are
+//   WM / 8 (WN / 8) adjacent ones (128-bit loads), the tile's 16-byte chunks XOR-swizzled by
+//   k so that a warp's loads hit 32 distinct banks.
+// MMA_3XTF32_RN sums KF K-steps at a time on the tensor cores from zero and adds each such sum
+// to the running fp32 sums rounded to nearest (the tensor cores' own running sums truncate).
+// ---------------------------------------------------------------------------------------------
+#define TC_BK 32        // K-tile depth of gemm_tc
+#define TC_KPAD 40      // words per stored row where k is contiguous (32 + 8: conflict-free)
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* global) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(global));
+}
+__device__ __forceinline__ void cp_async4(void* smem, const void* global) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(s), "l"(global));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+}
+
+// d = a @ b (+ d unless ZERO): one m16n8k8 TF32 product with fp32 sums
+template <bool ZERO>
+__device__ __forceinline__ void mma_tf32x(float (&d)[4], const unsigned (&a)[4],
+                                          const unsigned (&b)[2]) {
+    if constexpr (ZERO)
+        asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+            "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+            : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(0.0f));
+    else
+        asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+            "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// The swizzle of a tile whose rows are k and whose threads read CH adjacent 16-byte chunks:
+// a chunk's low 3 bits XOR this, so that the 8 lanes of a 128-bit load phase (two g, four q)
+// land in 8 distinct 4-bank groups
+template <int CH> __device__ __forceinline__ int tc_swizzle(int k) {
+    const int q = (k >> 1) & 3;
+    return CH == 1 ? q << 1 : CH == 2 ? (q & 1) | ((q & 2) << 1) : q;
+}
+
+// One operand's K-tile (ROWS of the block's rows or columns by TC_BK of k) into shared memory.
+// KC: k is the stored-contiguous axis (A untransposed, B transposed): stored [row][TC_KPAD];
+// else [k][ROWS] with swizzled chunks. `ones`: the row index (== `limit`) that holds ones, or -1.
+template <bool KC, int ROWS, int CH, int THREADS>
+__device__ __forceinline__ void tc_load(float* tile, const float* __restrict__ X, long long ld,
+                                        const long long* __restrict__ gather,
+                                        const long long* krow, int r0, int limit, int ones,
+                                        int k0, int k_begin, int k_end, bool vec, int tid) {
+    constexpr int CHUNKS = ROWS * TC_BK / 4;
+    static_assert(CHUNKS % THREADS == 0, "whole chunks per thread");
+#pragma unroll
+    for (int i = 0; i < CHUNKS / THREADS; ++i) {
+        const int c = tid + i * THREADS;
+        int r, k;  // the chunk's first (row, k); it runs along k (KC) or along rows
+        float* dst;
+        if constexpr (KC) {
+            r = c / (TC_BK / 4);
+            k = (c % (TC_BK / 4)) * 4;
+            dst = tile + r * TC_KPAD + k;
+        } else {
+            k = c / (ROWS / 4);
+            const int cc = c % (ROWS / 4);
+            r = cc * 4;
+            dst = tile + k * ROWS + ((cc ^ tc_swizzle<CH>(k)) * 4);
+        }
+        const int gr = r0 + r, gk = k0 + k;
+        // the stored row of (row, k): rows are gathered when KC, ks otherwise
+        if constexpr (KC) {
+            const bool full = vec && gr < limit && gk + 3 < k_end;
+            const float* src = X + (gather && gr < limit ? gather[gr] : (long long)gr) * ld + gk;
+            if (full) {
+                cp_async16(dst, src);
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    if (gk + e < k_end && gr < limit) cp_async4(dst + e, src + e);
+                    else dst[e] = (gr == ones && gk + e < k_end) ? 1.0f : 0.0f;
+                }
+            }
+        } else {
+            const bool kin = gk < k_end;
+            const long long row = !kin ? 0
+                                  : krow ? krow[gk - k_begin]
+                                  : gather ? gather[gk] : (long long)gk;
+            const float* src = X + row * ld + gr;
+            if (kin && vec && gr + 3 < limit) {
+                cp_async16(dst, src);
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    if (kin && gr + e < limit) cp_async4(dst + e, src + e);
+                    else dst[e] = (kin && gr + e == ones) ? 1.0f : 0.0f;
+                }
+            }
+        }
+    }
+}
+
+template <bool TA, bool TB, int BM, int BN, int WM, int WN, int STAGES, int KF, int MMA>
+__global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)
+gemm_tc(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
+        const long long* __restrict__ gather_a, const long long* __restrict__ gather_b,
+        int M, int N, int K, int lda, int ldb, int k_chunk,
+        float* __restrict__ partial, int* __restrict__ counters, float* __restrict__ ones_out,
+        int ones_row, int mode, const float* __restrict__ bias, const float* __restrict__ ymask,
+        const float* __restrict__ dmask, int act, float slope, int batches, long long stride_a,
+        long long stride_b, long long stride_c) {
+    constexpr int WARPS_N = BN / WN, THREADS = (BM / WM) * WARPS_N * 32;
+    constexpr int TI = WM / 16, TJ = WN / 8;  // m16 and n8 tiles per warp
+    constexpr int CHA = WM / 32, CHB = WN / 32;  // 16-byte chunks per thread per k (m, n contiguous)
+    constexpr bool KCA = !TA, KCB = TB;  // k is the stored-contiguous axis
+    constexpr int SA = KCA ? BM * TC_KPAD : TC_BK * BM, SB = KCB ? BN * TC_KPAD : TC_BK * BN;
+    constexpr bool SPLIT = MMA == MMA_3XTF32 || MMA == MMA_3XTF32_RN;
+    static_assert(MMA != MMA_SIMT && BM % WM == 0 && BN % WN == 0 && WM % 32 == 0 &&
+                  WN % 32 == 0 && TC_BK % (8 * KF) == 0, "a gemm_tc tile");
+    extern __shared__ __align__(16) float tc_smem[];
+    float* As = tc_smem;                 // STAGES x SA
+    float* Bs = tc_smem + STAGES * SA;   // STAGES x SB
+    __shared__ long long krow[GATHER_MAX];  // gathered stored rows by k (TA's A, or B)
+
+    const int tid = threadIdx.x, lane = tid % 32, g = lane / 4, q = lane % 4;
+    const int warp = tid / 32, wr = warp / WARPS_N, wc = warp % WARPS_N;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int Mp = M + (ones_out != nullptr && ones_row);
+    const int Np = N + (ones_out != nullptr && !ones_row);
+    const int split = batches > 1 ? 0 : blockIdx.z;
+    if (batches > 1) {
+        A += blockIdx.z * stride_a;
+        B += blockIdx.z * stride_b;
+        C += blockIdx.z * stride_c;
+    }
+    const int k_begin = split * k_chunk, k_end = min(K, k_begin + k_chunk);
+    // 16-byte copies need 16-byte aligned rows
+    const bool vec_a = ((unsigned long long)A % 16 == 0) && lda % 4 == 0;
+    const bool vec_b = ((unsigned long long)B % 16 == 0) && ldb % 4 == 0;
+    const long long* gather_k = TA ? gather_a : (!TB ? gather_b : nullptr);
+    const bool staged = gather_k && k_end - k_begin <= GATHER_MAX;
+    if (staged) {
+        for (int kk = tid; kk < k_end - k_begin; kk += THREADS) krow[kk] = gather_k[k_begin + kk];
+        __syncthreads();
+    }
+    const long long* krow_a = TA && staged ? krow : nullptr;
+    const long long* krow_b = !TB && staged && !TA ? krow : nullptr;
+    // A's ones row is op(A)'s row M; B's ones column is op(B)'s column N
+    const int ones_a = ones_out != nullptr && ones_row ? M : -1;
+    const int ones_b = ones_out != nullptr && !ones_row ? N : -1;
+    const int tiles = k_end > k_begin ? (k_end - k_begin + TC_BK - 1) / TC_BK : 0;
+
+    auto load = [&](int t) {  // K-tile t of this block's range into stage t % STAGES
+        const int k0 = k_begin + t * TC_BK, stage = t % STAGES;
+        tc_load<KCA, BM, CHA, THREADS>(As + stage * SA, A, lda, TA ? (krow_a ? nullptr : gather_a)
+                                       : gather_a, krow_a, m0, M, ones_a, k0, k_begin, k_end,
+                                       vec_a, tid);
+        tc_load<KCB, BN, CHB, THREADS>(Bs + stage * SB, B, ldb, TB ? nullptr : (krow_b ? nullptr
+                                       : gather_b), krow_b, n0, N, ones_b, k0, k_begin, k_end,
+                                       vec_b, tid);
+    };
+
+    float acc[TI][TJ][4];
+#pragma unroll
+    for (int i = 0; i < TI; ++i)
+#pragma unroll
+        for (int j = 0; j < TJ; ++j)
+#pragma unroll
+            for (int v = 0; v < 4; ++v) acc[i][j][v] = 0.0f;
+
+#pragma unroll
+    for (int t = 0; t < STAGES - 1; ++t) {
+        if (t < tiles) load(t);
+        cp_async_commit();
+    }
+    for (int t = 0; t < tiles; ++t) {
+        cp_async_wait<STAGES - 2>();  // tile t has landed (this thread's copies) ...
+        __syncthreads();              // ... everyone's; and stage (t - 1) % STAGES is free
+        if (t + STAGES - 1 < tiles) load(t + STAGES - 1);
+        cp_async_commit();
+        const float* as = As + (t % STAGES) * SA;
+        const float* bs = Bs + (t % STAGES) * SB;
+        float part[TI][TJ][4];  // MMA_3XTF32_RN: KF K-steps summed from zero
+        // one K-step at a time: unrolled, the compiler would hoist the next steps' fragments
+        // and run out of registers
+#pragma unroll 1
+        for (int s = 0; s < TC_BK / 8; ++s) {
+            const int k0 = 8 * s + 2 * q;  // this thread's slots q, q + 4 are k0, k0 + 1
+            float x[TI][4], y[TJ][2];
+            if constexpr (KCA) {
+#pragma unroll
+                for (int i = 0; i < TI; ++i)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        const float2 v = *reinterpret_cast<const float2*>(
+                            as + (wr * WM + 16 * i + 8 * h + g) * TC_KPAD + k0);
+                        x[i][h] = v.x;
+                        x[i][2 + h] = v.y;
+                    }
+            } else {  // rows wr WM + (WM / 8) g + 2 i + h
+#pragma unroll
+                for (int r = 0; r < 2; ++r)
+#pragma unroll
+                    for (int e = 0; e < CHA; ++e) {
+                        const int c = (wr * WM) / 4 + CHA * g + e;
+                        const float4 v = *reinterpret_cast<const float4*>(
+                            as + (k0 + r) * BM + ((c ^ tc_swizzle<CHA>(k0 + r)) * 4));
+                        const float w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+                        for (int u = 0; u < 4; ++u) {
+                            const int j = 4 * e + u;  // = 2 i + h
+                            x[j / 2][2 * r + j % 2] = w[u];
+                        }
+                    }
+            }
+            if constexpr (KCB) {
+#pragma unroll
+                for (int j = 0; j < TJ; ++j) {
+                    const float2 v = *reinterpret_cast<const float2*>(
+                        bs + (wc * WN + 8 * j + g) * TC_KPAD + k0);
+                    y[j][0] = v.x;
+                    y[j][1] = v.y;
+                }
+            } else {  // columns wc WN + (WN / 8) g + j
+#pragma unroll
+                for (int r = 0; r < 2; ++r)
+#pragma unroll
+                    for (int e = 0; e < CHB; ++e) {
+                        const int c = (wc * WN) / 4 + CHB * g + e;
+                        const float4 v = *reinterpret_cast<const float4*>(
+                            bs + (k0 + r) * BN + ((c ^ tc_swizzle<CHB>(k0 + r)) * 4));
+                        y[4 * e][r] = v.x;
+                        y[4 * e + 1][r] = v.y;
+                        y[4 * e + 2][r] = v.z;
+                        y[4 * e + 3][r] = v.w;
+                    }
+            }
+            // split as they leave shared memory: hi = tf32(x), lo = tf32(x - hi)
+            unsigned ah[TI][4], al[TI][4], bh[TJ][2], bl[TJ][2];
+#pragma unroll
+            for (int i = 0; i < TI; ++i)
+#pragma unroll
+                for (int v = 0; v < 4; ++v) {
+                    ah[i][v] = to_tf32(x[i][v]);
+                    if (SPLIT) al[i][v] = to_tf32(x[i][v] - __uint_as_float(ah[i][v]));
+                }
+#pragma unroll
+            for (int j = 0; j < TJ; ++j)
+#pragma unroll
+                for (int v = 0; v < 2; ++v) {
+                    bh[j][v] = to_tf32(y[j][v]);
+                    if (SPLIT) bl[j][v] = to_tf32(y[j][v] - __uint_as_float(bh[j][v]));
+                }
+            const bool first = MMA == MMA_3XTF32_RN && s % KF == 0;  // part starts from zero
+#pragma unroll
+            for (int i = 0; i < TI; ++i)
+#pragma unroll
+                for (int j = 0; j < TJ; ++j) {
+                    float (&d)[4] = MMA == MMA_3XTF32_RN ? part[i][j] : acc[i][j];
+                    if constexpr (SPLIT) {  // the small cross terms first
+                        if (first) mma_tf32x<true>(d, al[i], bh[j]);
+                        else mma_tf32x<false>(d, al[i], bh[j]);
+                        mma_tf32x<false>(d, ah[i], bl[j]);
+                        mma_tf32x<false>(d, ah[i], bh[j]);
+                    } else {
+                        mma_tf32x<false>(d, ah[i], bh[j]);
+                    }
+                }
+            if constexpr (MMA == MMA_3XTF32_RN) {
+                if (s % KF == KF - 1) {
+#pragma unroll
+                    for (int i = 0; i < TI; ++i)
+#pragma unroll
+                        for (int j = 0; j < TJ; ++j)
+#pragma unroll
+                            for (int v = 0; v < 4; ++v) acc[i][j][v] += part[i][j][v];
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();  // nothing left in flight (the last commits were empty)
+    __syncthreads();      // and nobody reads a stage any more
+
+    // The block's outputs go through shared memory (the stages' space), so that what leaves
+    // for C (or the split-K slices) is written a row at a time, coalesced, whatever the
+    // fragment order; output v of m16n8 tile (i, j) is block row row_of(i, v / 2), column
+    // col_of(j, v % 2)
+    constexpr int CS = BN + 4;  // words per row of the staged outputs
+    static_assert(BM * CS <= STAGES * (SA + SB), "the outputs fit the stages' space");
+    float* Cs = tc_smem;
+    auto row_of = [&](int i, int h) {
+        return wr * WM + (KCA ? 16 * i + 8 * h + g : (WM / 8) * g + 2 * i + h);
+    };
+    auto col_of = [&](int j, int u) {
+        return wc * WN + (KCB ? 8 * j + 2 * q + u : (WN / 8) * (2 * q + u) + j);
+    };
+#pragma unroll
+    for (int i = 0; i < TI; ++i)
+#pragma unroll
+        for (int j = 0; j < TJ; ++j)
+#pragma unroll
+            for (int v = 0; v < 4; ++v) Cs[row_of(i, v / 2) * CS + col_of(j, v % 2)] = acc[i][j][v];
+    __syncthreads();
+    const int rows = min(BM, Mp - m0), cols = min(BN, Np - n0);
+    if (partial) {
+        for (int e = tid; e < BM * BN; e += THREADS) {
+            const int r = e / BN, c = e % BN;
+            if (r < rows && c < cols)
+                partial[((long long)blockIdx.z * Mp + m0 + r) * Np + n0 + c] = Cs[r * CS + c];
+        }
+        if (!counters) return;  // splitk_reduce, launched next, sums the slices
+        __threadfence();  // this slice is visible before the count says so
+        __syncthreads();
+        __shared__ int is_last;
+        const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+        if (tid == 0) is_last = atomicAdd(&counters[tile], 1) == (int)gridDim.z - 1;
+        __syncthreads();
+        if (!is_last) return;
+        __threadfence();
+        for (int e = tid; e < BM * BN; e += THREADS) {  // the same elements as this thread wrote
+            const int r = e / BN, c = e % BN;
+            if (r >= rows || c >= cols) continue;
+            float s = 0.0f;
+            for (int z = 0; z < (int)gridDim.z; ++z)
+                s += __ldcg(&partial[((long long)z * Mp + m0 + r) * Np + n0 + c]);  // from L2
+            Cs[r * CS + c] = s;
+        }
+        if (tid == 0) counters[tile] = 0;  // ready for the next launch
+    }
+    for (int e = tid; e < BM * BN; e += THREADS) {
+        const int r = e / BN, c = e % BN;
+        if (r >= rows || c >= cols) continue;
+        const int m = m0 + r, n = n0 + c;
+        const float v = Cs[r * CS + c];
+        if (m == M) ones_out[n] = v;
+        else if (n == N) ones_out[m] = v;
+        else C[(long long)m * N + n] = epilogue<float>(v, m, n, N, mode, bias, ymask, dmask, act,
+                                                       slope);
+    }
+}
+
 // The other way to finish a split-K product: one thread per output sums the slices in order.
 template <typename T>
 __global__ void splitk_reduce(const T* __restrict__ partial, int splits, int M, int N,

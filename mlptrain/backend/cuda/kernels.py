@@ -96,4 +96,7 @@ def _load(name: str):
     module = cp.RawModule(code=_TEXT, options=OPTIONS, name_expressions=[name])
     f = module.get_function(name)
     f.max_threads_per_block  # noqa: B018 - reading an attribute forces the load
+    if name.startswith("gemm_tc<"):  # its stages take more than the default 48 KB of shared
+        optin = cp.cuda.Device().attributes["MaxSharedMemoryPerBlockOptin"]
+        f.max_dynamic_shared_size_bytes = optin - f.shared_size_bytes
     return f
