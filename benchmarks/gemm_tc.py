@@ -1,16 +1,20 @@
-"""Microseconds per matrix product of the MNIST nets we train (784-H-10, batch B), each of
-mlptrain's kernels at its fastest plan against cuBLAS: SIMT (fp32 units), 3xTF32 (tensor cores,
-each K-tile's sum added in fp32: fp32-level error; gemm kind "tc3"), 3xTF32 summed on the
-tensor cores alone ("tcsum", up to 10x the error), plain TF32 (train.precision = "tf32",
-~1e-3).
+"""Microseconds per matrix product of the nets we train, each of mlptrain's kernels at its fastest
+plan against cuBLAS and PyTorch: SIMT (fp32 units), 3xTF32 on the tensor cores' fast kernel
+(kernels.cu gemm_tc: fp32-level error; what the fp32 default's tuner times beside SIMT), plain
+TF32 on it (train.precision = "tf32", ~1e-3), and on request the same multiplies in the SIMT
+kernel's template ("3xtf32-old", "tf32-old": branch tf32's first tensor-core kernel).
 
-Each kernel's time is the best of every (tile, K-split) candidate the epoch graph's tuner tries
-(gemm.candidates), each timed as a CUDA graph of 20 launches, best of two passes; cuBLAS
-(cp.matmul, fp32) and, where PyTorch is installed, torch.matmul with TF32 off and on, over 20
-back-to-back calls. The products are those of one step: forward x W^T, the weight gradient
+Each kernel's time is the best of every (tile, K-split) plan of its tiles, each timed as a CUDA
+graph of 20 launches, best of three replays; cuBLAS (cp.matmul, fp32) and, where PyTorch is
+installed, torch.matmul with TF32 off and on, over 20 back-to-back eager calls (so their small
+products carry ~20-35 us of call overhead each). The products are those of one training step as
+the epoch graph runs them (weights stored as W^T (I, O)): forward x W^T, the weight gradient
 [x | 1]^T dz (its ones row gives the bias gradient) and the input gradient dz W.
 
-    python benchmarks/gemm_tc.py [--hidden 128,1024,2048] [--batch 64,128,1024]
+    python benchmarks/gemm_tc.py [--nets deep,large,mnist] [--kernels simt,3xtf32,tf32]
+
+nets: deep = configs/mnist-deep.toml (784-2500-2000-1500-1000-500-10, batch 128); large = 784-H-10
+at H = 1024, 2048 and batch 1024; mnist = 784-H-10 at H = 128, 1024, 2048 and batch 64, 128, 1024.
 """
 
 from __future__ import annotations
@@ -24,7 +28,27 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-FEATURES, CLASSES, REPS = 784, 10, 20
+REPS = 20
+NETS = {"deep": [((784, 2500, 2000, 1500, 1000, 500, 10), 128)],
+        "large": [((784, h, 10), 1024) for h in (1024, 2048)],
+        "mnist": [((784, h, 10), b) for h in (128, 1024, 2048) for b in (64, 128, 1024)]}
+
+
+def step_products(widths, batch, rng, cp):
+    """(label, a, b, m, n, k, trans_a, trans_b, ones row) of one step, as the epoch graph."""
+    products = []
+    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+        x = cp.asarray(rng.random((batch, fan_in), dtype=np.float32))
+        wt = cp.asarray(rng.standard_normal((fan_in, fan_out), dtype=np.float32))  # W^T (I, O)
+        dz = cp.asarray(rng.standard_normal((batch, fan_out), dtype=np.float32))
+        products.append((f"forward {fan_in}->{fan_out}", x, wt, batch, fan_out, fan_in, False,
+                         False, False))
+        products.append((f"weight grad {fan_in}x{fan_out}", x, dz, fan_in, fan_out, batch, True,
+                         False, True))
+        if i > 0:
+            products.append((f"input grad {fan_out}->{fan_in}", dz, wt, batch, fan_in, fan_out,
+                             False, True, False))
+    return products
 
 
 def main(argv=None) -> None:
@@ -34,24 +58,28 @@ def main(argv=None) -> None:
     from mlptrain.backend.cupy_backend import CupyBackend
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hidden", default="128,1024,2048")
-    parser.add_argument("--batch", default="64,128,1024")
-    parser.add_argument("--kernels", default="simt,3xtf32,3xtf32-tcsum,tf32")
+    parser.add_argument("--nets", default="deep,large")
+    parser.add_argument("--kernels", default="simt,3xtf32,tf32")
+    parser.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
-    kernels = {"simt": G.MMA_SIMT, "3xtf32": G.MMA_3XTF32_RN, "3xtf32-tcsum": G.MMA_3XTF32,
-               "tf32": G.MMA_TF32}
-    kernels = {k: v for k, v in kernels.items() if k in args.kernels.split(",")}
+    kinds = {"simt": (G.MMA_SIMT, G.TILES), "3xtf32": (G.MMA_3XTF32_RN, G.TC_TILES),
+             "tf32": (G.MMA_TF32, G.TC_TILES), "3xtf32-old": (G.MMA_3XTF32_RN, G.TILES),
+             "tf32-old": (G.MMA_TF32, G.TILES)}
+    kernels = {k: kinds[k] for k in args.kernels.split(",")}
     gpu = CupyBackend(graph=False, gemm="own")
-    gpu.prepare_kernels(G.kernel_names(np.float32, G.TILES, tuple(kernels.values())))
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    gpu.prepare_kernels(sorted({name for mma, tiles in kernels.values()
+                                for name in G.kernel_names(np.float32, tiles, (mma,))}))
+    torch = None
+    if args.torch:
+        try:
+            import torch
+        except ImportError:
+            pass
     stream, start, stop = cp.cuda.Stream(non_blocking=True), cp.cuda.Event(), cp.cuda.Event()
     scratch = (cp.empty(G.MAX_PARTIALS, np.float32), cp.zeros(4096, np.int32))
 
     def timed(launch) -> float:
-        """Microseconds per launch: REPS launches captured once, best of two replays."""
+        """Microseconds per launch: REPS launches captured once, best of three replays."""
         with stream:
             stream.begin_capture()
             for _ in range(REPS):
@@ -79,59 +107,62 @@ def main(argv=None) -> None:
             best = min(best, cp.cuda.get_elapsed_time(start, stop))
         return best * 1e3 / REPS
 
+    def plans(m, n, k, mma, tiles):
+        found = {}
+        for tile in tiles:
+            for splits in G.SPLITS:
+                for inline in (False, True):
+                    p = G.plan(m, n, k, tile, splits, inline, mma)
+                    if p.tiles * p.splits <= 4096 and p.partials(m, n) <= G.MAX_PARTIALS:
+                        found[p.tile, p.splits, p.inline_reduce] = p
+        return list(found.values())
+
     rng = np.random.default_rng(0)
     names = [*kernels, "cublas", *(("torch fp32", "torch tf32") if torch else ())]
-    print("| net | product | m x n x k | " + " | ".join(names) + " | best kernel's plan |")
-    print("| --- | --- | --- | " + " | ".join("---:" for _ in names) + " | --- |")
-    totals = {}
-    for hidden in map(int, args.hidden.split(",")):
-        for batch in map(int, args.batch.split(",")):
-            x = cp.asarray(rng.random((batch, FEATURES), dtype=np.float32))
-            w0 = cp.asarray(rng.standard_normal((hidden, FEATURES), dtype=np.float32))
-            w1 = cp.asarray(rng.standard_normal((CLASSES, hidden), dtype=np.float32))
-            h = cp.asarray(rng.random((batch, hidden), dtype=np.float32))
-            dz1 = cp.asarray(rng.standard_normal((batch, CLASSES), dtype=np.float32))
-            dz0 = cp.asarray(rng.standard_normal((batch, hidden), dtype=np.float32))
-            ones = cp.empty(max(hidden, FEATURES), np.float32)
-            # (label, a, b, m, n, k, trans_a, trans_b, ones row)
-            products = [
-                (f"forward {FEATURES}->{hidden}", x, w0, batch, hidden, FEATURES, False, True, False),
-                (f"forward {hidden}->{CLASSES}", h, w1, batch, CLASSES, hidden, False, True, False),
-                (f"weight grad {FEATURES}x{hidden}", x, dz0, FEATURES, hidden, batch, True, False,
-                 True),
-                (f"weight grad {hidden}x{CLASSES}", h, dz1, hidden, CLASSES, batch, True, False,
-                 True),
-                (f"input grad {CLASSES}->{hidden}", dz1, w1, batch, hidden, CLASSES, False, False,
-                 False)]
-            for label, a, b, m, n, k, ta, tb, ones_row in products:
+    print(f"device: {cp.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
+    for net in args.nets.split(","):
+        for widths, batch in NETS[net]:
+            title = f"{'-'.join(map(str, widths))} B={batch}"
+            print(f"\n### {title}\n")
+            print("| product | m x n x k | " + " | ".join(names)
+                  + " | 3xtf32 / simt speed-up | fastest plans |")
+            print("| --- | --- | " + " | ".join("---:" for _ in names) + " | ---: | --- |")
+            totals = dict.fromkeys(names, 0.0)
+            for label, a, b, m, n, k, ta, tb, ones_row in step_products(widths, batch, rng, cp):
                 out = cp.empty((m, n), np.float32)
-                times, plans = {}, {}
-                for name, mma in kernels.items():
+                ones = cp.empty(max(m, n), np.float32)
+                times, best_plans = {}, {}
+                for name, (mma, tiles) in kernels.items():
                     best = (float("inf"), None)
-                    for p in G.candidates(m + ones_row, n, k, (mma,)):
+                    for p in plans(m + ones_row, n, k, mma, tiles):
                         launch = lambda p=p: gpu.gemm(  # noqa: E731
                             a, b, out, m, n, k, a.shape[1], b.shape[1], ta, tb,
                             ones_out=ones if ones_row else None, ones_row=ones_row,
                             gemm_plan=p, scratch=scratch)
                         best = min(best, (timed(launch), p), key=lambda t: t[0])
-                    times[name], plans[name] = best
+                    times[name], best_plans[name] = best
                 opa, opb = (a.T if ta else a), (b.T if tb else b)
                 times["cublas"] = eager(lambda: cp.matmul(opa, opb, out=out))
                 if torch:
-                    ta_, tb_ = torch.as_tensor(opa, device="cuda"), torch.as_tensor(opb,
-                                                                                   device="cuda")
+                    ta_ = torch.as_tensor(opa, device="cuda")
+                    tb_ = torch.as_tensor(opb, device="cuda")
                     for name, tf32 in (("torch fp32", False), ("torch tf32", True)):
                         torch.backends.cuda.matmul.allow_tf32 = tf32
                         times[name] = eager(lambda: torch.matmul(ta_, tb_))
                     torch.backends.cuda.matmul.allow_tf32 = False
                 for name, t in times.items():
-                    totals[name] = totals.get(name, 0.0) + t
-                fastest = min(kernels, key=times.get)
-                p = plans[fastest]
-                print(f"| H={hidden} B={batch} | {label} | {m}x{n}x{k} | "
+                    totals[name] += t
+                speedup = (f"{times['simt'] / times['3xtf32']:.2f}x"
+                           if "simt" in times and "3xtf32" in times else "")
+                chosen = ", ".join(f"{x}: {p.tile}/{p.splits}{'i' * p.inline_reduce}"
+                                   for x, p in best_plans.items() if p is not None)
+                print(f"| {label} | {m}x{n}x{k} | "
                       + " | ".join(f"{times[x]:.1f}" for x in names)
-                      + f" | {fastest}: {p.tile}/{p.splits}{'i' * p.inline_reduce} |", flush=True)
-    print("| all | sum | | " + " | ".join(f"{totals[x]:.1f}" for x in names) + " | |")
+                      + f" | {speedup} | {chosen} |", flush=True)
+            speedup = (f"{totals['simt'] / totals['3xtf32']:.2f}x"
+                       if "simt" in totals and "3xtf32" in totals else "")
+            print(f"| **step** | | " + " | ".join(f"**{totals[x]:.1f}**" for x in names)
+                  + f" | **{speedup}** | |")
 
 
 if __name__ == "__main__":

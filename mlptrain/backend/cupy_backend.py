@@ -94,16 +94,19 @@ class CupyBackend(Backend):
     device = "cuda"
     xp = cp
 
-    def __init__(self, graph: bool | None = None, gemm: str = "cublas",
+    def __init__(self, graph: bool | None = None, gemm: str | None = None,
                  precision: str = "fp32"):
-        """`gemm`: the eager path's float32 products through cuBLAS ("cublas", whose graph
-        and groups run our SIMT kernel) or our kernel only: SIMT ("own"), 3xTF32 on the
-        tensor cores ("tc3": fp32-level error, no faster than SIMT yet, see gemm.MMAS) or
-        plain TF32 ("tf32"); float64 runs SIMT whatever the kind. precision = "tf32"
+        """`gemm`: the eager path's float32 products through cuBLAS ("cublas", the default,
+        whose graph and groups run our kernels: SIMT or 3xTF32 on the tensor cores, whichever
+        the graph's tuner times faster, see gemm.MMAS) or our kernels only: SIMT ("own"),
+        3xTF32 ("tc3": fp32-level error) or plain TF32 ("tf32"); float64 runs SIMT whatever
+        the kind. precision = "tf32"
         (train.precision) is gemm "tf32": every float32 product, eager ones too, a single
         TF32 product (~1e-3 relative error)."""
         if graph is None:
             graph = os.environ.get("MLPTRAIN_CUDA_GRAPH", "1") != "0"
+        if gemm is None:  # MLPTRAIN_CUDA_GEMM=own: our SIMT kernel alone (to compare against)
+            gemm = os.environ.get("MLPTRAIN_CUDA_GEMM", "cublas")
         if precision not in PRECISIONS or gemm not in MMAS:
             raise ValueError(f"precision {precision!r} / gemm {gemm!r}: expected one of "
                              f"{PRECISIONS} / {tuple(MMAS)}")

@@ -562,6 +562,104 @@ gemm_tc(const float* __restrict__ A, const float* __restrict__ B, float* __restr
 #pragma unroll
             for (int v = 0; v < 4; ++v) acc[i][j][v] = 0.0f;
 
+    // this thread's fragments of 8-deep K-step s of a stage: its slots q, q + 4 are k0, k0 + 1
+    auto fragments = [&](const float* as, const float* bs, int s, float (&x)[TI][4],
+                         float (&y)[TJ][2]) {
+        const int k0 = 8 * s + 2 * q;
+        if constexpr (KCA) {
+#pragma unroll
+            for (int i = 0; i < TI; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const float2 v = *reinterpret_cast<const float2*>(
+                        as + (wr * WM + 16 * i + 8 * h + g) * TC_KPAD + k0);
+                    x[i][h] = v.x;
+                    x[i][2 + h] = v.y;
+                }
+        } else {  // rows wr WM + (WM / 8) g + 2 i + h
+#pragma unroll
+            for (int r = 0; r < 2; ++r)
+#pragma unroll
+                for (int e = 0; e < CHA; ++e) {
+                    const int c = (wr * WM) / 4 + CHA * g + e;
+                    const float4 v = *reinterpret_cast<const float4*>(
+                        as + (k0 + r) * BM + ((c ^ tc_swizzle<CHA>(k0 + r)) * 4));
+                    const float w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+                    for (int u = 0; u < 4; ++u) {
+                        const int j = 4 * e + u;  // = 2 i + h
+                        x[j / 2][2 * r + j % 2] = w[u];
+                    }
+                }
+        }
+        if constexpr (KCB) {
+#pragma unroll
+            for (int j = 0; j < TJ; ++j) {
+                const float2 v = *reinterpret_cast<const float2*>(
+                    bs + (wc * WN + 8 * j + g) * TC_KPAD + k0);
+                y[j][0] = v.x;
+                y[j][1] = v.y;
+            }
+        } else {  // columns wc WN + (WN / 8) g + j
+#pragma unroll
+            for (int r = 0; r < 2; ++r)
+#pragma unroll
+                for (int e = 0; e < CHB; ++e) {
+                    const int c = (wc * WN) / 4 + CHB * g + e;
+                    const float4 v = *reinterpret_cast<const float4*>(
+                        bs + (k0 + r) * BN + ((c ^ tc_swizzle<CHB>(k0 + r)) * 4));
+                    y[4 * e][r] = v.x;
+                    y[4 * e + 1][r] = v.y;
+                    y[4 * e + 2][r] = v.z;
+                    y[4 * e + 3][r] = v.w;
+                }
+        }
+    };
+    float part[TI][TJ][4];  // MMA_3XTF32_RN: KF K-steps summed from zero
+    auto multiply = [&](int s, const float (&x)[TI][4], const float (&y)[TJ][2]) {
+        // split as they leave shared memory: hi = tf32(x), lo = tf32(x - hi)
+        unsigned ah[TI][4], al[TI][4], bh[TJ][2], bl[TJ][2];
+#pragma unroll
+        for (int i = 0; i < TI; ++i)
+#pragma unroll
+            for (int v = 0; v < 4; ++v) {
+                ah[i][v] = to_tf32(x[i][v]);
+                if (SPLIT) al[i][v] = to_tf32(x[i][v] - __uint_as_float(ah[i][v]));
+            }
+#pragma unroll
+        for (int j = 0; j < TJ; ++j)
+#pragma unroll
+            for (int v = 0; v < 2; ++v) {
+                bh[j][v] = to_tf32(y[j][v]);
+                if (SPLIT) bl[j][v] = to_tf32(y[j][v] - __uint_as_float(bh[j][v]));
+            }
+        const bool first = MMA == MMA_3XTF32_RN && s % KF == 0;  // part starts from zero
+#pragma unroll
+        for (int i = 0; i < TI; ++i)
+#pragma unroll
+            for (int j = 0; j < TJ; ++j) {
+                float (&d)[4] = MMA == MMA_3XTF32_RN ? part[i][j] : acc[i][j];
+                if constexpr (SPLIT) {  // the small cross terms first
+                    if (first) mma_tf32x<true>(d, al[i], bh[j]);
+                    else mma_tf32x<false>(d, al[i], bh[j]);
+                    mma_tf32x<false>(d, ah[i], bl[j]);
+                    mma_tf32x<false>(d, ah[i], bh[j]);
+                } else {
+                    mma_tf32x<false>(d, ah[i], bh[j]);
+                }
+            }
+        if constexpr (MMA == MMA_3XTF32_RN) {
+            if (s % KF == KF - 1) {
+#pragma unroll
+                for (int i = 0; i < TI; ++i)
+#pragma unroll
+                    for (int j = 0; j < TJ; ++j)
+#pragma unroll
+                        for (int v = 0; v < 4; ++v) acc[i][j][v] += part[i][j][v];
+            }
+        }
+    };
+
 #pragma unroll
     for (int t = 0; t < STAGES - 1; ++t) {
         if (t < tiles) load(t);
@@ -574,102 +672,17 @@ gemm_tc(const float* __restrict__ A, const float* __restrict__ B, float* __restr
         cp_async_commit();
         const float* as = As + (t % STAGES) * SA;
         const float* bs = Bs + (t % STAGES) * SB;
-        float part[TI][TJ][4];  // MMA_3XTF32_RN: KF K-steps summed from zero
-        // one K-step at a time: unrolled, the compiler would hoist the next steps' fragments
-        // and run out of registers
+        // Fragments of step s + 1 are read while step s multiplies (a non-unrolled loop of two
+        // steps: unrolled whole, the compiler hoists every step's reads and runs out of
+        // registers)
+        float xa[TI][4], ya[TJ][2], xb[TI][4], yb[TJ][2];
+        fragments(as, bs, 0, xa, ya);
 #pragma unroll 1
-        for (int s = 0; s < TC_BK / 8; ++s) {
-            const int k0 = 8 * s + 2 * q;  // this thread's slots q, q + 4 are k0, k0 + 1
-            float x[TI][4], y[TJ][2];
-            if constexpr (KCA) {
-#pragma unroll
-                for (int i = 0; i < TI; ++i)
-#pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        const float2 v = *reinterpret_cast<const float2*>(
-                            as + (wr * WM + 16 * i + 8 * h + g) * TC_KPAD + k0);
-                        x[i][h] = v.x;
-                        x[i][2 + h] = v.y;
-                    }
-            } else {  // rows wr WM + (WM / 8) g + 2 i + h
-#pragma unroll
-                for (int r = 0; r < 2; ++r)
-#pragma unroll
-                    for (int e = 0; e < CHA; ++e) {
-                        const int c = (wr * WM) / 4 + CHA * g + e;
-                        const float4 v = *reinterpret_cast<const float4*>(
-                            as + (k0 + r) * BM + ((c ^ tc_swizzle<CHA>(k0 + r)) * 4));
-                        const float w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-                        for (int u = 0; u < 4; ++u) {
-                            const int j = 4 * e + u;  // = 2 i + h
-                            x[j / 2][2 * r + j % 2] = w[u];
-                        }
-                    }
-            }
-            if constexpr (KCB) {
-#pragma unroll
-                for (int j = 0; j < TJ; ++j) {
-                    const float2 v = *reinterpret_cast<const float2*>(
-                        bs + (wc * WN + 8 * j + g) * TC_KPAD + k0);
-                    y[j][0] = v.x;
-                    y[j][1] = v.y;
-                }
-            } else {  // columns wc WN + (WN / 8) g + j
-#pragma unroll
-                for (int r = 0; r < 2; ++r)
-#pragma unroll
-                    for (int e = 0; e < CHB; ++e) {
-                        const int c = (wc * WN) / 4 + CHB * g + e;
-                        const float4 v = *reinterpret_cast<const float4*>(
-                            bs + (k0 + r) * BN + ((c ^ tc_swizzle<CHB>(k0 + r)) * 4));
-                        y[4 * e][r] = v.x;
-                        y[4 * e + 1][r] = v.y;
-                        y[4 * e + 2][r] = v.z;
-                        y[4 * e + 3][r] = v.w;
-                    }
-            }
-            // split as they leave shared memory: hi = tf32(x), lo = tf32(x - hi)
-            unsigned ah[TI][4], al[TI][4], bh[TJ][2], bl[TJ][2];
-#pragma unroll
-            for (int i = 0; i < TI; ++i)
-#pragma unroll
-                for (int v = 0; v < 4; ++v) {
-                    ah[i][v] = to_tf32(x[i][v]);
-                    if (SPLIT) al[i][v] = to_tf32(x[i][v] - __uint_as_float(ah[i][v]));
-                }
-#pragma unroll
-            for (int j = 0; j < TJ; ++j)
-#pragma unroll
-                for (int v = 0; v < 2; ++v) {
-                    bh[j][v] = to_tf32(y[j][v]);
-                    if (SPLIT) bl[j][v] = to_tf32(y[j][v] - __uint_as_float(bh[j][v]));
-                }
-            const bool first = MMA == MMA_3XTF32_RN && s % KF == 0;  // part starts from zero
-#pragma unroll
-            for (int i = 0; i < TI; ++i)
-#pragma unroll
-                for (int j = 0; j < TJ; ++j) {
-                    float (&d)[4] = MMA == MMA_3XTF32_RN ? part[i][j] : acc[i][j];
-                    if constexpr (SPLIT) {  // the small cross terms first
-                        if (first) mma_tf32x<true>(d, al[i], bh[j]);
-                        else mma_tf32x<false>(d, al[i], bh[j]);
-                        mma_tf32x<false>(d, ah[i], bl[j]);
-                        mma_tf32x<false>(d, ah[i], bh[j]);
-                    } else {
-                        mma_tf32x<false>(d, ah[i], bh[j]);
-                    }
-                }
-            if constexpr (MMA == MMA_3XTF32_RN) {
-                if (s % KF == KF - 1) {
-#pragma unroll
-                    for (int i = 0; i < TI; ++i)
-#pragma unroll
-                        for (int j = 0; j < TJ; ++j)
-#pragma unroll
-                            for (int v = 0; v < 4; ++v) acc[i][j][v] += part[i][j][v];
-                }
-            }
+        for (int s = 0; s < TC_BK / 8; s += 2) {
+            fragments(as, bs, s + 1, xb, yb);
+            multiply(s, xa, ya);
+            if (s + 2 < TC_BK / 8) fragments(as, bs, s + 2, xa, ya);
+            multiply(s + 1, xb, yb);
         }
     }
     cp_async_wait<0>();  // nothing left in flight (the last commits were empty)
