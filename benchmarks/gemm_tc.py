@@ -12,6 +12,7 @@ the epoch graph runs them (weights stored as W^T (I, O)): forward x W^T, the wei
 [x | 1]^T dz (its ones row gives the bias gradient) and the input gradient dz W.
 
     python benchmarks/gemm_tc.py [--nets deep,large,mnist] [--kernels simt,3xtf32,tf32]
+    (kernels also: 3xtf32-kf2, gemm_tc's 3xTF32 adding every two K-steps; 3xtf32-old, tf32-old)
 
 nets: deep = configs/mnist-deep.toml (784-2500-2000-1500-1000-500-10, batch 128); large = 784-H-10
 at H = 1024, 2048 and batch 1024; mnist = 784-H-10 at H = 128, 1024, 2048 and batch 64, 128, 1024.
@@ -62,13 +63,21 @@ def main(argv=None) -> None:
     parser.add_argument("--kernels", default="simt,3xtf32,tf32")
     parser.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
-    kinds = {"simt": (G.MMA_SIMT, G.TILES), "3xtf32": (G.MMA_3XTF32_RN, G.TC_TILES),
-             "tf32": (G.MMA_TF32, G.TC_TILES), "3xtf32-old": (G.MMA_3XTF32_RN, G.TILES),
-             "tf32-old": (G.MMA_TF32, G.TILES)}
+    # name: (multiply, tiles, gemm_tc's KF): "3xtf32-kf2" sums two 8-deep K-steps on the
+    # tensor cores before each fp32 add (gemm.TC_KF is 1)
+    kinds = {"simt": (G.MMA_SIMT, G.TILES, 1),
+             "3xtf32": (G.MMA_3XTF32_RN, G.TC_TILES, G.TC_KF),
+             "3xtf32-kf2": (G.MMA_3XTF32_RN, G.TC_TILES, 2),
+             "tf32": (G.MMA_TF32, G.TC_TILES, G.TC_KF),
+             "3xtf32-old": (G.MMA_3XTF32_RN, G.TILES, 1), "tf32-old": (G.MMA_TF32, G.TILES, 1)}
     kernels = {k: kinds[k] for k in args.kernels.split(",")}
     gpu = CupyBackend(graph=False, gemm="own")
-    gpu.prepare_kernels(sorted({name for mma, tiles in kernels.values()
-                                for name in G.kernel_names(np.float32, tiles, (mma,))}))
+    default_kf, names = G.TC_KF, set()
+    for mma, tiles, kf in kernels.values():
+        G.TC_KF = kf  # gemm_name reads it
+        names.update(G.kernel_names(np.float32, tiles, (mma,)))
+    G.TC_KF = default_kf
+    gpu.prepare_kernels(sorted(names))
     torch = None
     if args.torch:
         try:
@@ -132,8 +141,8 @@ def main(argv=None) -> None:
                 out = cp.empty((m, n), np.float32)
                 ones = cp.empty(max(m, n), np.float32)
                 times, best_plans = {}, {}
-                for name, (mma, tiles) in kernels.items():
-                    best = (float("inf"), None)
+                for name, (mma, tiles, kf) in kernels.items():
+                    G.TC_KF, best = kf, (float("inf"), None)
                     for p in plans(m + ones_row, n, k, mma, tiles):
                         launch = lambda p=p: gpu.gemm(  # noqa: E731
                             a, b, out, m, n, k, a.shape[1], b.shape[1], ta, tb,
@@ -141,6 +150,7 @@ def main(argv=None) -> None:
                             gemm_plan=p, scratch=scratch)
                         best = min(best, (timed(launch), p), key=lambda t: t[0])
                     times[name], best_plans[name] = best
+                G.TC_KF = default_kf
                 opa, opb = (a.T if ta else a), (b.T if tb else b)
                 times["cublas"] = eager(lambda: cp.matmul(opa, opb, out=out))
                 if torch:
@@ -161,7 +171,7 @@ def main(argv=None) -> None:
                       + f" | {speedup} | {chosen} |", flush=True)
             speedup = (f"{totals['simt'] / totals['3xtf32']:.2f}x"
                        if "simt" in totals and "3xtf32" in totals else "")
-            print(f"| **step** | | " + " | ".join(f"**{totals[x]:.1f}**" for x in names)
+            print("| **step** | | " + " | ".join(f"**{totals[x]:.1f}**" for x in names)
                   + f" | **{speedup}** | |")
 
 

@@ -228,8 +228,8 @@ def test_deep_products_keep_fp32_accuracy_on_gemm_tc(gpu):
     printed (pytest -s)."""
     rng, eps = np.random.default_rng(0), float(np.finfo(np.float32).eps)
     print("\n| product | m x n x k | SIMT (worst plan) | 3xTF32 gemm_tc (worst plan) | "
-          "TF32 gemm_tc (worst plan) | cuBLAS fp32 | 3xTF32 / SIMT |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+          "TF32 gemm_tc (worst plan) | 3xTF32, KF = 2 | cuBLAS fp32 | 3xTF32 / SIMT |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     ratios = []
     for label, a, b, ta, tb in deep_products(rng):
         m, k = (a.shape[1], a.shape[0]) if ta else a.shape
@@ -239,17 +239,22 @@ def test_deep_products_keep_fp32_accuracy_on_gemm_tc(gpu):
         B64 = (db.T if tb else db).astype(cp.float64)
         want, scale = A64 @ B64, cp.abs(A64) @ cp.abs(B64)
         worst = {}
-        for name, mma in (("simt", G.MMA_SIMT), ("3xtf32", G.MMA_3XTF32_RN),
-                          ("tf32", G.MMA_TF32)):
+        for name, mma, kf in (("simt", G.MMA_SIMT, 1), ("3xtf32", G.MMA_3XTF32_RN, G.TC_KF),
+                              ("tf32", G.MMA_TF32, G.TC_KF),
+                              ("3xtf32-kf2", G.MMA_3XTF32_RN, 2)):
             plans = [p for p in G.candidates(m, n, k, (G.MMA_SIMT, mma))
                      if p.mma == mma and not p.inline_reduce]  # inline sums as splitk_reduce
             if not plans:  # too small for gemm_tc's tiles: its smallest all the same
                 plans = [G.plan(m, n, k, tile="tc-64x64", mma=mma)]
-            errs = []
-            for p in plans:
-                out = poisoned((m, n))
-                gpu.gemm(da, db, out, m, n, k, a.shape[1], b.shape[1], ta, tb, gemm_plan=p)
-                errs.append(errors_on_device(out, want, scale))
+            errs, default_kf = [], G.TC_KF
+            try:
+                G.TC_KF = kf  # gemm_name reads it: KF = 2 (not shipped) shown beside
+                for p in plans:
+                    out = poisoned((m, n))
+                    gpu.gemm(da, db, out, m, n, k, a.shape[1], b.shape[1], ta, tb, gemm_plan=p)
+                    errs.append(errors_on_device(out, want, scale))
+            finally:
+                G.TC_KF = default_kf
             worst[name] = max(errs)
         blas = cp.matmul(da.T if ta else da, db.T if tb else db)
         worst["cublas"] = errors_on_device(blas, want, scale)
@@ -257,7 +262,7 @@ def test_deep_products_keep_fp32_accuracy_on_gemm_tc(gpu):
         ratios.append(ratio)
         print(f"| {label} | {m}x{n}x{k} | "
               + " | ".join(f"{worst[x][0]:.2e} ({worst[x][1]:.1e})"
-                           for x in ("simt", "3xtf32", "tf32", "cublas"))
+                           for x in ("simt", "3xtf32", "tf32", "3xtf32-kf2", "cublas"))
               + f" | {ratio:.2f} |")
         assert worst["3xtf32"][0] <= 2.5 * max(worst["simt"][0], eps), (label, worst)
         assert worst["tf32"][0] < 5e-3, (label, worst)

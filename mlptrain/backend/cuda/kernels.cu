@@ -412,6 +412,17 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 
+// x = hi + lo for 3xTF32, in three instructions (cvt.rna.tf32 alone takes four on sm_90): hi is
+// x rounded to TF32 (nearest, ties away: the same bits as cvt.rna for finite x), lo = x - hi
+// exactly, passed whole: the tensor cores read a TF32 operand's leading 19 bits, so lo enters
+// truncated (an error of at most 2^-10 |lo| <= 2^-21 |x|, beside the 2^-22 |a||b| of the lo*lo
+// product left out). A NaN x keeps its NaN in lo (hi may lose it); an infinite x gives hi = x,
+// lo = NaN, so the product is NaN (the SIMT kernel's would be infinite).
+__device__ __forceinline__ void split_tf32(float x, unsigned& hi, unsigned& lo) {
+    hi = (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
+    lo = __float_as_uint(x - __uint_as_float(hi));
+}
+
 // d = a @ b (+ d unless ZERO): one m16n8k8 TF32 product with fp32 sums
 template <bool ZERO>
 __device__ __forceinline__ void mma_tf32x(float (&d)[4], const unsigned (&a)[4],
@@ -510,7 +521,7 @@ gemm_tc(const float* __restrict__ A, const float* __restrict__ B, float* __restr
     constexpr int SA = KCA ? BM * TC_KPAD : TC_BK * BM, SB = KCB ? BN * TC_KPAD : TC_BK * BN;
     constexpr bool SPLIT = MMA == MMA_3XTF32 || MMA == MMA_3XTF32_RN;
     static_assert(MMA != MMA_SIMT && BM % WM == 0 && BN % WN == 0 && WM % 32 == 0 &&
-                  WN % 32 == 0 && TC_BK % (8 * KF) == 0, "a gemm_tc tile");
+                  WN % 32 == 0 && (KF == 1 || KF == 2), "a gemm_tc tile");
     extern __shared__ __align__(16) float tc_smem[];
     float* As = tc_smem;                 // STAGES x SA
     float* Bs = tc_smem + STAGES * SA;   // STAGES x SB
@@ -616,40 +627,41 @@ gemm_tc(const float* __restrict__ A, const float* __restrict__ B, float* __restr
         }
     };
     float part[TI][TJ][4];  // MMA_3XTF32_RN: KF K-steps summed from zero
-    auto multiply = [&](int s, const float (&x)[TI][4], const float (&y)[TJ][2]) {
-        // split as they leave shared memory: hi = tf32(x), lo = tf32(x - hi)
+    // MMA_3XTF32_RN: `first` starts part from zero, `flush` adds it to acc (KF steps apart)
+    auto multiply = [&](const float (&x)[TI][4], const float (&y)[TJ][2], bool first,
+                        bool flush) {
+        // split as they leave shared memory (split_tf32); TF32 alone rounds by cvt.rna
         unsigned ah[TI][4], al[TI][4], bh[TJ][2], bl[TJ][2];
 #pragma unroll
         for (int i = 0; i < TI; ++i)
 #pragma unroll
             for (int v = 0; v < 4; ++v) {
-                ah[i][v] = to_tf32(x[i][v]);
-                if (SPLIT) al[i][v] = to_tf32(x[i][v] - __uint_as_float(ah[i][v]));
+                if constexpr (SPLIT) split_tf32(x[i][v], ah[i][v], al[i][v]);
+                else ah[i][v] = to_tf32(x[i][v]);
             }
 #pragma unroll
         for (int j = 0; j < TJ; ++j)
 #pragma unroll
             for (int v = 0; v < 2; ++v) {
-                bh[j][v] = to_tf32(y[j][v]);
-                if (SPLIT) bl[j][v] = to_tf32(y[j][v] - __uint_as_float(bh[j][v]));
+                if constexpr (SPLIT) split_tf32(y[j][v], bh[j][v], bl[j][v]);
+                else bh[j][v] = to_tf32(y[j][v]);
             }
-        const bool first = MMA == MMA_3XTF32_RN && s % KF == 0;  // part starts from zero
+        // the small cross terms first; each term over all tiles before the next, so that no
+        // mma waits on the one before it
 #pragma unroll
-        for (int i = 0; i < TI; ++i)
+        for (int term = SPLIT ? 0 : 2; term < 3; ++term)
 #pragma unroll
-            for (int j = 0; j < TJ; ++j) {
-                float (&d)[4] = MMA == MMA_3XTF32_RN ? part[i][j] : acc[i][j];
-                if constexpr (SPLIT) {  // the small cross terms first
-                    if (first) mma_tf32x<true>(d, al[i], bh[j]);
-                    else mma_tf32x<false>(d, al[i], bh[j]);
-                    mma_tf32x<false>(d, ah[i], bl[j]);
-                    mma_tf32x<false>(d, ah[i], bh[j]);
-                } else {
-                    mma_tf32x<false>(d, ah[i], bh[j]);
+            for (int i = 0; i < TI; ++i)
+#pragma unroll
+                for (int j = 0; j < TJ; ++j) {
+                    float (&d)[4] = MMA == MMA_3XTF32_RN ? part[i][j] : acc[i][j];
+                    const unsigned (&a)[4] = term == 0 ? al[i] : ah[i];
+                    const unsigned (&b)[2] = term == 1 ? bl[j] : bh[j];
+                    if (MMA == MMA_3XTF32_RN && first && term == 0) mma_tf32x<true>(d, a, b);
+                    else mma_tf32x<false>(d, a, b);
                 }
-            }
         if constexpr (MMA == MMA_3XTF32_RN) {
-            if (s % KF == KF - 1) {
+            if (flush) {
 #pragma unroll
                 for (int i = 0; i < TI; ++i)
 #pragma unroll
@@ -680,9 +692,9 @@ gemm_tc(const float* __restrict__ A, const float* __restrict__ B, float* __restr
 #pragma unroll 1
         for (int s = 0; s < TC_BK / 8; s += 2) {
             fragments(as, bs, s + 1, xb, yb);
-            multiply(s, xa, ya);
+            multiply(xa, ya, true, KF == 1);
             if (s + 2 < TC_BK / 8) fragments(as, bs, s + 2, xa, ya);
-            multiply(s + 1, xb, yb);
+            multiply(xb, yb, KF == 1, true);
         }
     }
     cp_async_wait<0>();  // nothing left in flight (the last commits were empty)
