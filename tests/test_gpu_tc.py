@@ -188,6 +188,7 @@ def test_the_fp32_default_tunes_simt_and_3xtf32_and_untuned_takes_gemm_tc_for_la
     assert G.untuned_mma(G.MMAS["cublas"], 1024, 2048) == G.MMA_3XTF32_RN
     assert G.untuned_mma(G.MMAS["cublas"], 64, 10) == G.MMA_SIMT
     assert G.untuned_mma(G.MMAS["own"], 1024, 2048) == G.MMA_SIMT
+    assert G.MMAS["cublas-simt"] == (G.MMA_SIMT,)  # the default before gemm_tc
 
 
 # -- the error table of mnist-deep's products (configs/mnist-deep.toml: 784-2500-2000-1500-1000-

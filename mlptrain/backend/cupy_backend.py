@@ -105,7 +105,7 @@ class CupyBackend(Backend):
         TF32 product (~1e-3 relative error)."""
         if graph is None:
             graph = os.environ.get("MLPTRAIN_CUDA_GRAPH", "1") != "0"
-        if gemm is None:  # MLPTRAIN_CUDA_GEMM=own: our SIMT kernel alone (to compare against)
+        if gemm is None:  # MLPTRAIN_CUDA_GEMM=cublas-simt: no tensor cores (gemm.MMAS)
             gemm = os.environ.get("MLPTRAIN_CUDA_GEMM", "cublas")
         if precision not in PRECISIONS or gemm not in MMAS:
             raise ValueError(f"precision {precision!r} / gemm {gemm!r}: expected one of "
@@ -194,7 +194,7 @@ class CupyBackend(Backend):
         A group's stacks (G, ...) go to _stacked_matmul."""
         if out.ndim == 3:
             return self._stacked_matmul(a, b, out, trans_a, trans_b)
-        if self.gemm_kind == "cublas":
+        if self.gemm_kind.startswith("cublas"):
             return cp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
         if not out.flags.c_contiguous:  # out^T = op(b)^T op(a)^T, into the C-ordered out.T
             self.matmul(b, a, out.T, not trans_b, not trans_a)

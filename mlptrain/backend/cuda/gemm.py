@@ -32,11 +32,13 @@ MMA_SIMT, MMA_TF32, MMA_3XTF32, MMA_3XTF32_RN = (
 # default (fp32) kind: its eager products run cuBLAS, its graph and groups our kernels, the
 # tuner timing the SIMT kernel and 3xTF32 on gemm_tc for each product and keeping the faster
 # (both at fp32's accuracy: 3xTF32 within 2.5x of the SIMT kernel's error on the products we
-# train). "own" is our SIMT kernel alone (the reference the GPU tests hold the others to).
+# train). "cublas-simt" is the default before gemm_tc (cuBLAS eagerly, the SIMT kernel in the
+# graph and groups: MLPTRAIN_CUDA_GEMM=cublas-simt, to compare or to fall back); "own" is our
+# SIMT kernel alone, eager products too (the reference the GPU tests hold the others to).
 # 3xTF32 is MMA_3XTF32_RN: MMA_3XTF32, summed on the tensor cores alone, had up to 10x the SIMT
 # kernel's error (benchmarks/results/tf32-2026-12-07.md).
 MMAS = {"own": (MMA_SIMT,), "tc3": (MMA_3XTF32_RN,), "tf32": (MMA_TF32,),
-        "cublas": (MMA_SIMT, MMA_3XTF32_RN)}
+        "cublas": (MMA_SIMT, MMA_3XTF32_RN), "cublas-simt": (MMA_SIMT,)}
 
 # (BM, BN, BK, TM, TN): block tile, depth of a K step, register tile per thread
 TILES = {
