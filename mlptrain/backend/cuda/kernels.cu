@@ -573,28 +573,44 @@ gemm_tc(const float* __restrict__ A, const float* __restrict__ B, float* __restr
 #pragma unroll
             for (int v = 0; v < 4; ++v) acc[i][j][v] = 0.0f;
 
-    // this thread's fragments of 8-deep K-step s of a stage: its slots q, q + 4 are k0, k0 + 1
+    // This thread's fragments of 8-deep K-step s of a stage: its slots q, q + 4 are k = 8 s + 2 q
+    // and 8 s + 2 q + 1. Its offsets into a stage are fixed (the swizzle of rows 8 s + 2 q + r
+    // depends on q alone), so a K-step adds 8 s rows or words and the rest are immediates.
+    int off_a[KCA ? 1 : CHA], off_b[KCB ? 1 : CHB];
+    if constexpr (KCA) {
+        off_a[0] = (wr * WM + g) * TC_KPAD + 2 * q;
+    } else {  // rows wr WM + (WM / 8) g + 2 i + h, in chunks (wr WM) / 4 + CHA g + e
+#pragma unroll
+        for (int e = 0; e < CHA; ++e)
+            off_a[e] = 2 * q * BM + ((((wr * WM) / 4 + CHA * g + e) ^ tc_swizzle<CHA>(2 * q)) * 4);
+    }
+    if constexpr (KCB) {
+        off_b[0] = (wc * WN + g) * TC_KPAD + 2 * q;
+    } else {  // columns wc WN + (WN / 8) g + j, in chunks (wc WN) / 4 + CHB g + e
+#pragma unroll
+        for (int e = 0; e < CHB; ++e)
+            off_b[e] = 2 * q * BN + ((((wc * WN) / 4 + CHB * g + e) ^ tc_swizzle<CHB>(2 * q)) * 4);
+    }
     auto fragments = [&](const float* as, const float* bs, int s, float (&x)[TI][4],
                          float (&y)[TJ][2]) {
-        const int k0 = 8 * s + 2 * q;
         if constexpr (KCA) {
+            const float* a = as + off_a[0] + 8 * s;
 #pragma unroll
             for (int i = 0; i < TI; ++i)
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
                     const float2 v = *reinterpret_cast<const float2*>(
-                        as + (wr * WM + 16 * i + 8 * h + g) * TC_KPAD + k0);
+                        a + (16 * i + 8 * h) * TC_KPAD);
                     x[i][h] = v.x;
                     x[i][2 + h] = v.y;
                 }
-        } else {  // rows wr WM + (WM / 8) g + 2 i + h
+        } else {
 #pragma unroll
             for (int r = 0; r < 2; ++r)
 #pragma unroll
                 for (int e = 0; e < CHA; ++e) {
-                    const int c = (wr * WM) / 4 + CHA * g + e;
                     const float4 v = *reinterpret_cast<const float4*>(
-                        as + (k0 + r) * BM + ((c ^ tc_swizzle<CHA>(k0 + r)) * 4));
+                        as + off_a[e] + (8 * s + r) * BM);
                     const float w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
                     for (int u = 0; u < 4; ++u) {
@@ -604,21 +620,20 @@ gemm_tc(const float* __restrict__ A, const float* __restrict__ B, float* __restr
                 }
         }
         if constexpr (KCB) {
+            const float* b = bs + off_b[0] + 8 * s;
 #pragma unroll
             for (int j = 0; j < TJ; ++j) {
-                const float2 v = *reinterpret_cast<const float2*>(
-                    bs + (wc * WN + 8 * j + g) * TC_KPAD + k0);
+                const float2 v = *reinterpret_cast<const float2*>(b + 8 * j * TC_KPAD);
                 y[j][0] = v.x;
                 y[j][1] = v.y;
             }
-        } else {  // columns wc WN + (WN / 8) g + j
+        } else {
 #pragma unroll
             for (int r = 0; r < 2; ++r)
 #pragma unroll
                 for (int e = 0; e < CHB; ++e) {
-                    const int c = (wc * WN) / 4 + CHB * g + e;
                     const float4 v = *reinterpret_cast<const float4*>(
-                        bs + (k0 + r) * BN + ((c ^ tc_swizzle<CHB>(k0 + r)) * 4));
+                        bs + off_b[e] + (8 * s + r) * BN);
                     y[4 * e][r] = v.x;
                     y[4 * e + 1][r] = v.y;
                     y[4 * e + 2][r] = v.z;

@@ -97,6 +97,14 @@ def _load(name: str):
     f = module.get_function(name)
     f.max_threads_per_block  # noqa: B018 - reading an attribute forces the load
     if name.startswith("gemm_tc<"):  # its stages take more than the default 48 KB of shared
-        optin = cp.cuda.Device().attributes["MaxSharedMemoryPerBlockOptin"]
-        f.max_dynamic_shared_size_bytes = optin - f.shared_size_bytes
+        f.max_dynamic_shared_size_bytes = _shared_optin() - f.shared_size_bytes
     return f
+
+
+def _shared_optin() -> int:
+    """The shared memory a block may take once its kernel opts in (227 KB on an H100)."""
+    device = cp.cuda.Device()
+    optin = device.attributes.get("MaxSharedMemoryPerBlockOptin")
+    if optin is None:  # cudaDevAttrMaxSharedMemoryPerBlockOptin
+        optin = cp.cuda.runtime.deviceGetAttribute(97, device.id)
+    return int(optin)
