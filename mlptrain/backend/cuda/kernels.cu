@@ -516,7 +516,7 @@ gemm_tc(const float* __restrict__ A, const float* __restrict__ B, float* __restr
         long long stride_b, long long stride_c) {
     constexpr int WARPS_N = BN / WN, THREADS = (BM / WM) * WARPS_N * 32;
     constexpr int TI = WM / 16, TJ = WN / 8;  // m16 and n8 tiles per warp
-    constexpr int CHA = WM / 32, CHB = WN / 32;  // 16-byte chunks per thread per k (m, n contiguous)
+    constexpr int CHA = WM / 32, CHB = WN / 32;  // a thread's 16-byte chunks of a k (m, n rows)
     constexpr bool KCA = !TA, KCB = TB;  // k is the stored-contiguous axis
     constexpr int SA = KCA ? BM * TC_KPAD : TC_BK * BM, SB = KCB ? BN * TC_KPAD : TC_BK * BN;
     constexpr bool SPLIT = MMA == MMA_3XTF32 || MMA == MMA_3XTF32_RN;
@@ -557,12 +557,13 @@ gemm_tc(const float* __restrict__ A, const float* __restrict__ B, float* __restr
 
     auto load = [&](int t) {  // K-tile t of this block's range into stage t % STAGES
         const int k0 = k_begin + t * TC_BK, stage = t % STAGES;
-        tc_load<KCA, BM, CHA, THREADS>(As + stage * SA, A, lda, TA ? (krow_a ? nullptr : gather_a)
-                                       : gather_a, krow_a, m0, M, ones_a, k0, k_begin, k_end,
-                                       vec_a, tid);
-        tc_load<KCB, BN, CHB, THREADS>(Bs + stage * SB, B, ldb, TB ? nullptr : (krow_b ? nullptr
-                                       : gather_b), krow_b, n0, N, ones_b, k0, k_begin, k_end,
-                                       vec_b, tid);
+        // a gather read through krow (staged) passes no index of its own
+        const long long* ga = TA && krow_a ? nullptr : gather_a;
+        const long long* gb = TB || krow_b ? nullptr : gather_b;
+        tc_load<KCA, BM, CHA, THREADS>(As + stage * SA, A, lda, ga, krow_a, m0, M, ones_a, k0,
+                                       k_begin, k_end, vec_a, tid);
+        tc_load<KCB, BN, CHB, THREADS>(Bs + stage * SB, B, ldb, gb, krow_b, n0, N, ones_b, k0,
+                                       k_begin, k_end, vec_b, tid);
     };
 
     float acc[TI][TJ][4];
@@ -582,14 +583,14 @@ gemm_tc(const float* __restrict__ A, const float* __restrict__ B, float* __restr
     } else {  // rows wr WM + (WM / 8) g + 2 i + h, in chunks (wr WM) / 4 + CHA g + e
 #pragma unroll
         for (int e = 0; e < CHA; ++e)
-            off_a[e] = 2 * q * BM + ((((wr * WM) / 4 + CHA * g + e) ^ tc_swizzle<CHA>(2 * q)) * 4);
+            off_a[e] = 2 * q * BM + (((wr * WM) / 4 + CHA * g + e) ^ tc_swizzle<CHA>(2 * q)) * 4;
     }
     if constexpr (KCB) {
         off_b[0] = (wc * WN + g) * TC_KPAD + 2 * q;
     } else {  // columns wc WN + (WN / 8) g + j, in chunks (wc WN) / 4 + CHB g + e
 #pragma unroll
         for (int e = 0; e < CHB; ++e)
-            off_b[e] = 2 * q * BN + ((((wc * WN) / 4 + CHB * g + e) ^ tc_swizzle<CHB>(2 * q)) * 4);
+            off_b[e] = 2 * q * BN + (((wc * WN) / 4 + CHB * g + e) ^ tc_swizzle<CHB>(2 * q)) * 4;
     }
     auto fragments = [&](const float* as, const float* bs, int s, float (&x)[TI][4],
                          float (&y)[TJ][2]) {
