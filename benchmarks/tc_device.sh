@@ -31,11 +31,12 @@ import numpy as np
 from mlptrain.backend.cuda import gemm as G
 from mlptrain.backend.cupy_backend import CupyBackend
 t, names = time.time(), set(G.kernel_names(np.float32, G.TILES, (G.MMA_SIMT,)))
-for kf in (G.TC_KF, 2):  # the shipped KF and KF = 2 (compared in the tests and the benchmark)
+# the shipped KF, and 3xTF32 with KF = 2 (compared in the tests and the benchmark)
+for kf, mmas in ((G.TC_KF, (G.MMA_3XTF32_RN, G.MMA_TF32)), (2, (G.MMA_3XTF32_RN,))):
     shipped, G.TC_KF = G.TC_KF, kf
-    names.update(G.kernel_names(np.float32, G.TC_TILES, (G.MMA_3XTF32_RN, G.MMA_TF32)))
+    names.update(G.kernel_names(np.float32, G.TC_TILES, mmas))
     names.update(G.gemm_name(np.float32, True, True, tile, mma) for tile in G.TC_TILES
-                 for mma in (G.MMA_3XTF32_RN, G.MMA_TF32))
+                 for mma in mmas)
     G.TC_KF = shipped
 CupyBackend(graph=False, gemm="own").prepare_kernels(sorted(names))
 print(f"compiled or loaded {len(names)} product kernels in {time.time() - t:.1f} s")
