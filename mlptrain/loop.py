@@ -192,6 +192,9 @@ class EagerStep:
         self.max_norm = max_norm_of(step, model)
         a = step.augment
         self.augment = None if a is None else Augmenter(a.shape, step.seed, **a.augmenter_args())
+        # plain SGD of one network: the update is taken inside backward's products, where the
+        # backend's products can add into the weights (BLAS's beta: ops.folds_sgd)
+        self.folds_sgd = optimizer.plain and not model.lead and model.ops.folds_sgd
 
     def __call__(self, ws, targets, index: int, lr=None, sums=None, weights=None):
         """One step on the batch in ws.x (targets alike, and its sample `weights` (B,) when
@@ -203,10 +206,15 @@ class EagerStep:
         model, schedule = self.model, self.step.schedule
         if self.augment is not None:
             _augment_on_host(model.ops, self.augment, ws.x, index, targets)
-        found = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index, sums, weights)
-        if self.step.cycles_momentum:
-            self.optimizer.momentum = schedule.momentum(index)
-        self.optimizer.step(model.params, model.grads, schedule.lr(index) if lr is None else lr)
+        lr = schedule.lr(index) if lr is None else lr
+        if self.folds_sgd:
+            found = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index, sums, weights,
+                                        sgd_lr=float(lr))
+        else:
+            found = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index, sums, weights)
+            if self.step.cycles_momentum:
+                self.optimizer.momentum = schedule.momentum(index)
+            self.optimizer.step(model.params, model.grads, lr)
         if self.max_norm is not None:
             self.max_norm.apply()
         return found
