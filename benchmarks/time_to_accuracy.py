@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -107,8 +108,8 @@ def main(argv=None) -> None:
                            for m in modes]
             for name, run in contenders:
                 if name.endswith("cold"):  # each target's first run compiles its own kernels
-                    for f in Path(cache).iterdir():
-                        f.unlink()
+                    shutil.rmtree(cache)
+                    os.mkdir(cache)
                 try:
                     r = run()
                 except Exception as exc:  # noqa: BLE001 - a contender that fails keeps its row

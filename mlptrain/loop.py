@@ -126,16 +126,16 @@ def evaluate(model: MLP, split: Split, batch_size: int, outputs: str = ""):
             p = p[..., 0] if outputs == "first" else p.max(axis=-1)
             kept[:, start:stop] = ops.to_host(p).reshape(model.members, -1)
         weights = None if split.weights is None else split.weights[start:stop]
-        found = ops.loss_forward(model.loss, logits, targets, ws.loss_cache, weights)
-        for i, total in enumerate(found):  # sync points, once per evaluation batch
+        batch = ops.loss_forward(model.loss, logits, targets, ws.loss_cache, weights)
+        for i, total in enumerate(batch):  # sync points, once per evaluation batch
             totals[:, i] += ops.to_host(total)
     means = totals / split.size
     if split.weights is not None:  # (load_dataset refuses a split whose weights are all 0)
         means[:, 0] = totals[:, 0] / ops.to_float(split.weights.sum())
     metrics = model.loss.metric_values(means[:, 1:])
-    found = (float(means[0, 0]), {k: float(v[0]) for k, v in metrics.items()}) \
+    result = (float(means[0, 0]), {k: float(v[0]) for k, v in metrics.items()}) \
         if not model.lead else (means[:, 0], metrics)
-    return (*found, kept) if outputs else found
+    return (*result, kept) if outputs else result
 
 
 def _metrics_record(split: str, metrics: dict) -> dict[str, float]:
@@ -207,11 +207,9 @@ class EagerStep:
         if self.augment is not None:
             _augment_on_host(model.ops, self.augment, ws.x, index, targets)
         lr = schedule.lr(index) if lr is None else lr
-        if self.folds_sgd:
-            found = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index, sums, weights,
-                                        sgd_lr=float(lr))
-        else:
-            found = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index, sums, weights)
+        found = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index, sums, weights,
+                                    sgd_lr=float(lr) if self.folds_sgd else None)
+        if not self.folds_sgd:  # (folded: backward took the step)
             if self.step.cycles_momentum:
                 self.optimizer.momentum = schedule.momentum(index)
             self.optimizer.step(model.params, model.grads, lr)

@@ -256,8 +256,8 @@ class NumpyBackend(Backend):
         product and axpy's step do, or within an ulp of them: where the product's inner
         dimension (the batch) is cut into blocks, each block's sum is added to the weight
         in turn."""
-        product = self._product("gemm", a.T if trans_a else a, b.T if trans_b else b, out,
-                                key=(id(a), id(b), id(out), trans_a, trans_b))
+        product = self._product("gemm", a, b, out, (id(a), id(b), id(out), trans_a, trans_b),
+                                trans_a, trans_b)
         if product is None:
             return super().matmul_descend(a, b, out, lr, trans_a, trans_b)
         product(-lr)
@@ -265,21 +265,26 @@ class NumpyBackend(Backend):
 
     def sum_rows_descend(self, a, out, lr: float):
         """out[j] -= lr sum_i a[i, j] as sum_rows's product 1^T a with beta = 1."""
-        product = self._product("gemv", a, self._ones_of(a), out, key=(id(a), id(out)))
+        product = self._product("gemv", a, None, out, (id(a), id(out)))
         if product is None:
             return super().sum_rows_descend(a, out, lr)
         product(-lr)
         return out
 
-    def _product(self, kind: str, a, b, out, key: tuple):
-        """gemm.AddProducts's product of these arrays (None: BLAS cannot take them), made
-        on first use and kept with the arrays `key` names (their ids: the cache holds them)."""
+    def _product(self, kind: str, a, b, out, key: tuple, trans_a: bool = False,
+                 trans_b: bool = False):
+        """gemm.AddProducts's product of these arrays, op(a) @ op(b) (a gemv's b: ones; None:
+        BLAS cannot take them), made on first use and kept with the arrays `key` names (their
+        ids: the cache holds them); a step's call costs one lookup."""
         found = self._products.get(key)
         if found is None:
             adds = _add_products()
-            product = getattr(adds, kind)(a, b, out) if adds is not None else None
+            ops = (a.T if trans_a else a,
+                   self._ones_of(a) if kind == "gemv" else b.T if trans_b else b)
+            product = getattr(adds, kind)(*ops, out) if adds is not None else None
             if len(self._products) >= 64:  # the oldest goes (a finished model's buffers)
                 del self._products[next(iter(self._products))]
+            # the arrays the key names are kept, so that their ids stay theirs
             found = self._products[key] = (a, b, out, product)
         return found[3]
 
