@@ -383,113 +383,14 @@ def bench_recipe_mlptrain(epochs: int):
     return seconds, run.summary["final"]["test_accuracy"], run.summary.get("path", "?")
 
 
-def recipe_data():
-    from mlptrain.config import load_config
-    from mlptrain.experiment import prepare
-
-    p = prepare(load_config(ROOT / "configs/mnist-best.toml"))
-    return p.dataset.split("train"), p.dataset.split("test")
-
-
 def bench_recipe_torch(epochs: int, mode: str):
-    """The same step in PyTorch, augmentation on the GPU (affine_grid + grid_sample); mode
-    "eager", or "graph": the whole step (augmentation, dropout, update) captured once as a
-    CUDA graph and replayed per batch. (seconds per epoch, test accuracy)."""
-    import math
+    """The same step in PyTorch (torch_recipes.py: augmentation on the GPU; mode "eager", or
+    "graph": the whole step captured once as a CUDA graph, replayed per batch).
+    (seconds per epoch, test accuracy)."""
+    from torch_recipes import train
 
-    import torch
-    import torch.nn.functional as F
-
-    torch.backends.cuda.matmul.allow_tf32 = False
-    (Xtr, ytr), (Xte, yte) = recipe_data()
-    Xd = torch.from_numpy(Xtr.reshape(-1, 784).astype(np.float32)).cuda()
-    yd = torch.from_numpy(ytr.astype(np.int64)).cuda()
-    batch, n = 128, len(Xtr)
-    steps = math.ceil(n / batch)
-    torch.manual_seed(0)
-    sizes = [784, 1024, 1024, 10]
-    ws = [torch.empty(o, i, device="cuda") for i, o in zip(sizes, sizes[1:])]
-    bs = [torch.zeros(o, device="cuda") for o in sizes[1:]]
-    for w in ws:
-        torch.nn.init.kaiming_uniform_(w, a=0.0, nonlinearity="relu")  # he_uniform
-    params = [t.requires_grad_() for pair in zip(ws, bs) for t in pair]
-    bufs = [torch.zeros_like(p) for p in params]
-    lr_t = torch.zeros((), device="cuda")
-    warm, total = 2 * steps, epochs * steps
-
-    def lr_at(k):  # the config's schedule: linear warm-up, cosine to 0
-        if k < warm:
-            return 0.1 * (k + 1) / warm
-        t = min((k - warm) / max(total - warm - 1, 1), 1.0)
-        return 0.1 * 0.5 * (1 + math.cos(math.pi * t))
-
-    lim = torch.tensor([math.radians(8), 0.08, math.radians(8)], device="cuda")
-
-    def augment(x):  # (B, 784) -> distorted (B, 784), parameters drawn on the GPU
-        B = x.shape[0]
-        u = torch.rand(B, 3, device="cuda") * 2 - 1
-        th, zoom, ph = (u * lim).unbind(1)
-        zoom = 1 + zoom
-        sh = torch.randint(-2, 3, (B, 2), device="cuda").float() * (2 / 28)  # pixels -> [-1, 1]
-        c, s, t = torch.cos(th) * zoom, torch.sin(th) * zoom, torch.tan(ph)
-        theta = torch.stack([torch.stack([c, c * t - s, -sh[:, 1]], 1),
-                             torch.stack([s, s * t + c, -sh[:, 0]], 1)], 1)
-        grid = F.affine_grid(theta, (B, 1, 28, 28), align_corners=False)
-        return F.grid_sample(x.view(B, 1, 28, 28), grid, align_corners=False).view(B, 784)
-
-    def step(index):
-        x = F.dropout(augment(Xd[index]), 0.1)
-        for i in range(3):
-            x = F.linear(x, ws[i], bs[i])
-            if i < 2:
-                x = F.dropout(F.relu(x), 0.3)
-        loss = F.cross_entropy(x, yd[index], label_smoothing=0.1)
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            for p, g, v in zip(params, grads, bufs):
-                v.mul_(0.9).add_(g)
-                p.sub_(lr_t * (g + 0.9 * v))  # Nesterov
-            for w in ws[:2]:  # max-norm on each hidden unit's incoming weights
-                w.mul_((3.5 / w.norm(dim=1, keepdim=True).clamp(min=3.5)))
-
-    order_index = torch.zeros(batch, dtype=torch.int64, device="cuda")
-    done = [0]
-    if mode == "graph":
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        saved = [p.detach().clone() for p in params]
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                step(order_index)
-        torch.cuda.current_stream().wait_stream(side)
-        with torch.no_grad():
-            for p, s0, v in zip(params, saved, bufs):
-                p.copy_(s0)
-                v.zero_()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            step(order_index)
-    full = n // batch * batch  # the graph's static batch: full batches (the last is dropped)
-
-    def epoch():
-        order = torch.randperm(n, device="cuda")
-        for s in range(steps if mode == "eager" else full // batch):
-            lr_t.fill_(lr_at(done[0]))
-            done[0] += 1
-            if mode == "eager":
-                step(order[s * batch:(s + 1) * batch])
-            else:
-                order_index.copy_(order[s * batch:(s + 1) * batch])
-                graph.replay()
-
-    times = timed_epochs(epoch, torch.cuda.synchronize, epochs)
-    with torch.no_grad():
-        x = torch.from_numpy(Xte.reshape(-1, 784).astype(np.float32)).cuda()
-        for i in range(3):
-            x = F.linear(x, ws[i], bs[i])
-            x = F.relu(x) if i < 2 else x
-        acc = float((x.argmax(1).cpu().numpy() == yte).mean())
-    return times, acc
+    found = train(ROOT / "configs/mnist-best.toml", [f"train.epochs={epochs}"], mode)
+    return found["epochs"], found["test_accuracy"]
 
 
 def recipe_table(epochs: int) -> None:

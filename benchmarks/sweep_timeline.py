@@ -85,7 +85,6 @@ def main() -> None:
                                (gd, "_stacked", "data stacked onto the device"),
                                (gf, "stack_members", "the group's model built"),
                                (model.MLP, "workspace", "step buffers (MLP.workspace)"),
-                               (tr, "_top_probabilities", "top probabilities"),
                                (tr, "run_reference", "predict's reference (image ranges)"),
                                (loop._Training, "_warm_up", "warm-up"),
                                (loop._Training, "_capture_steps", "capture (with warm-up)"),

@@ -27,7 +27,7 @@ from mlptrain.backend import epoch_path
 from mlptrain.data.augment import Augmenter
 from mlptrain.errors import TrainingError
 from mlptrain.model import MLP
-from mlptrain.regularize import MaxNorm, dropout_of
+from mlptrain.regularize import dropout_of, max_norm_of
 from mlptrain.schedules import Schedule
 from mlptrain.step import Step
 
@@ -110,41 +110,38 @@ def to_device(ops, model: MLP, X: np.ndarray, y: np.ndarray,
                  weights=None if weights is None else ops.asarray(weights, np.float64))
 
 
-def evaluate(model: MLP, split: Split, batch_size: int):
+def evaluate(model: MLP, split: Split, batch_size: int, outputs: str = ""):
     """(mean loss, {metric: value}) of the model on a whole split, in large batches (the
     metrics the loss declares: accuracy, or RMSE and MAE in the target's units): floats for
     one network, (G,) arrays of every member's own for a group. With the split's sample
     weights the loss is their weighted mean, sum_i w_i l_i / sum_i w_i, as training's; the
-    metrics stay unweighted."""
+    metrics stay unweighted. `outputs` adds, from the same pass, (G, n) float64 on the host:
+    each member's "first" output as the loss hands it out (a regression's prediction, in the
+    target's units) or its "top" class probability on each sample."""
     ops, totals = model.ops, np.zeros((model.members, 1 + len(model.loss.tallies)))
+    kept = np.empty((model.members, split.size)) if outputs else None
     for start, stop, ws, logits, targets in forward_split(model, split, batch_size):
+        if outputs:  # before the loss, which may write over the logits
+            p = model.loss.probabilities(ops.xp, logits)
+            p = p[..., 0] if outputs == "first" else p.max(axis=-1)
+            kept[:, start:stop] = ops.to_host(p).reshape(model.members, -1)
         weights = None if split.weights is None else split.weights[start:stop]
-        found = ops.loss_forward(model.loss, logits, targets, ws.loss_cache, weights)
-        for i, total in enumerate(found):  # sync points, once per evaluation batch
+        batch = ops.loss_forward(model.loss, logits, targets, ws.loss_cache, weights)
+        for i, total in enumerate(batch):  # sync points, once per evaluation batch
             totals[:, i] += ops.to_host(total)
     means = totals / split.size
     if split.weights is not None:  # (load_dataset refuses a split whose weights are all 0)
         means[:, 0] = totals[:, 0] / ops.to_float(split.weights.sum())
     metrics = model.loss.metric_values(means[:, 1:])
-    if not model.lead:
-        return float(means[0, 0]), {k: float(v[0]) for k, v in metrics.items()}
-    return means[:, 0], metrics
+    result = (float(means[0, 0]), {k: float(v[0]) for k, v in metrics.items()}) \
+        if not model.lead else (means[:, 0], metrics)
+    return (*result, kept) if outputs else result
 
 
 def _metrics_record(split: str, metrics: dict) -> dict[str, float]:
     """{split}_{metric}: each finite value of the loss's metrics (a tally that a resumed
     epoch's checkpoint predates is unknown for that epoch: left out)."""
     return {f"{split}_{k}": float(v) for k, v in metrics.items() if math.isfinite(v)}
-
-
-def predict_split(model: MLP, split: Split, batch_size: int) -> np.ndarray:
-    """(G, n) float64 on the host: each member's (a network alone: G = 1) first output as the
-    loss hands it out (a regression's prediction, in the target's units) on the split."""
-    xp, out = model.ops.xp, np.empty((model.members, split.size))
-    for start, stop, _, logits, _ in forward_split(model, split, batch_size):
-        outputs = model.loss.probabilities(xp, logits)[..., 0]
-        out[:, start:stop] = model.ops.to_host(outputs).reshape(model.members, -1)
-    return out
 
 
 def target_spread(model: MLP, split: Split | None) -> np.ndarray | None:
@@ -190,14 +187,14 @@ class EagerStep:
     step.member_blockers)."""
 
     def __init__(self, step: Step, model: MLP, optimizer):
-        ops = model.ops
         self.step, self.model, self.optimizer = step, model, optimizer
         model.dropout = dropout_of(step, model)
-        hidden = [layer.weight for layer in model.layers[:-1]]  # the output layer stays free
-        self.max_norm = MaxNorm(ops, hidden, step.max_norm) if step.max_norm and hidden \
-            else None
+        self.max_norm = max_norm_of(step, model)
         a = step.augment
         self.augment = None if a is None else Augmenter(a.shape, step.seed, **a.augmenter_args())
+        # plain SGD of one network: the update is taken inside backward's products, where the
+        # backend's products can add into the weights (BLAS's beta: ops.folds_sgd)
+        self.folds_sgd = optimizer.plain and not model.lead and model.ops.folds_sgd
 
     def __call__(self, ws, targets, index: int, lr=None, sums=None, weights=None):
         """One step on the batch in ws.x (targets alike, and its sample `weights` (B,) when
@@ -209,10 +206,13 @@ class EagerStep:
         model, schedule = self.model, self.step.schedule
         if self.augment is not None:
             _augment_on_host(model.ops, self.augment, ws.x, index, targets)
-        found = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index, sums, weights)
-        if self.step.cycles_momentum:
-            self.optimizer.momentum = schedule.momentum(index)
-        self.optimizer.step(model.params, model.grads, schedule.lr(index) if lr is None else lr)
+        lr = schedule.lr(index) if lr is None else lr
+        found = model.loss_and_grad(ws, targets, 1.0 / ws.batch_size, index, sums, weights,
+                                    sgd_lr=float(lr) if self.folds_sgd else None)
+        if not self.folds_sgd:  # (folded: backward took the step)
+            if self.step.cycles_momentum:
+                self.optimizer.momentum = schedule.momentum(index)
+            self.optimizer.step(model.params, model.grads, lr)
         if self.max_norm is not None:
             self.max_norm.apply()
         return found

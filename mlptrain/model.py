@@ -204,13 +204,14 @@ class MLP:
                 ops.xp.multiply(y, self.unit_masks[i], out=y)
         return ws.acts[-1]
 
-    def backward(self, ws: Workspace) -> None:
-        """Fills self.grads from ws.dlogits, walking the layers in reverse."""
+    def backward(self, ws: Workspace, sgd_lr=None) -> None:
+        """Fills self.grads from ws.dlogits, walking the layers in reverse; with `sgd_lr`,
+        takes plain SGD's step p <- p - lr g inside the products instead (nn.Linear)."""
         ops, dz = self.ops, ws.dlogits  # (B, C)
         for i in reversed(range(len(self.layers))):
             dx = ws.deltas[i] if i > 0 else None  # (B, sizes[i]) = dL/d acts[i]
             x = ws.acts[i] if self.dropout is None else self.dropout.dropped_input(i, ws.acts[i])
-            self.layers[i].backward(ops, x, dz, dx_out=dx)
+            self.layers[i].backward(ops, x, dz, dx_out=dx, sgd_lr=sgd_lr)
             if dx is not None:
                 if self.dropout is not None:
                     self.dropout.backward(i, dx)  # dL/dy = dL/dy~ * mask
@@ -219,21 +220,23 @@ class MLP:
             dz = dx
 
     def loss_and_grad(self, ws: Workspace, targets, scale: float, step: int = 0, sums=None,
-                      weights=None):
+                      weights=None, sgd_lr=None):
         """Forward, loss, backward for the batch in ws.x; returns (summed loss, *the loss's
         tallies), per member for a group, or, with `sums` (..., 1 + tallies) float64, adds them
         there instead.
 
         `scale` multiplies dL/dlogits: 1/B gives the gradient of the batch-mean loss, or, with
         the batch's sample `weights` (B,), of its weighted mean (ops.loss_and_grad). `step`,
-        the global optimizer step, picks the dropout masks (a pure function of it).
+        the global optimizer step, picks the dropout masks (a pure function of it). `sgd_lr`:
+        plain SGD's step at this rate is taken inside backward's products (one network;
+        ops.folds_sgd), and self.grads is left as it was.
         """
         if self.dropout is not None:
             self.dropout.draw(self.sizes[:-1], ws.batch_size, step)  # this step's masks
         logits = self.forward(ws, training=True)
         found = self.ops.loss_and_grad(self.loss, logits, targets, ws.loss_cache, scale,
                                        ws.dlogits, sums, weights)
-        self.backward(ws)
+        self.backward(ws, sgd_lr)
         return found
 
     def forward_batches(self, X, batch_size: int):

@@ -543,6 +543,7 @@ class Linear:
     def __init__(self, weight, bias, grad_weight, grad_bias):
         self.weight, self.bias = weight, bias  # (O, I), (O,)
         self.grad_weight, self.grad_bias = grad_weight, grad_bias  # same shapes
+        self.weight_t = weight.swapaxes(-1, -2)  # W^T (I, O): as the flat buffer holds it
         # the bias as a row that broadcasts over the batch: (O,), or (G, 1, O) for a group
         self.bias_rows = bias if bias.ndim == 1 else bias[..., None, :]
         self.grad_bias_rows = grad_bias if bias.ndim == 1 else grad_bias[..., None, :]
@@ -559,14 +560,21 @@ class Linear:
         # out (B, O) = x (B, I) @ W^T (I, O); the bias is added with the activation (fused)
         return ops.matmul(x, self.weight, out=out, trans_b=True)
 
-    def backward(self, ops, x, dz, dx_out=None):
+    def backward(self, ops, x, dz, dx_out=None, sgd_lr=None):
+        """The gradients into grad_weight and grad_bias; or, given `sgd_lr`, plain SGD's step
+        taken inside their products, W <- W - lr dW and b <- b - lr db, gradients unwritten."""
+        # dx (B, I) = dz (B, O) @ W (O, I), with this step's W; skipped for the first layer,
+        # whose input is data
+        if dx_out is not None:
+            ops.matmul(dz, self.weight, out=dx_out)
+        if sgd_lr is not None:  # the same products, added into W^T (I, O) and b
+            ops.matmul_descend(x, dz, self.weight_t, sgd_lr, trans_a=True)
+            ops.sum_rows_descend(dz, self.bias_rows, sgd_lr)
+            return dx_out
         # dW (O, I) = dz^T (O, B) @ x (B, I), written as its transpose dW^T = x^T dz (I, O)
         ops.matmul(x, dz, out=self.grad_weight.swapaxes(-1, -2), trans_a=True)
         # db (O,) = sum over the batch of dz (B, O)
         ops.sum_rows(dz, out=self.grad_bias_rows)
-        # dx (B, I) = dz (B, O) @ W (O, I); skipped for the first layer, whose input is data
-        if dx_out is not None:
-            ops.matmul(dz, self.weight, out=dx_out)
         return dx_out
 
 

@@ -81,6 +81,7 @@ class _Optimizer:
     where params, grads and state share one layout."""
 
     state_names: tuple[str, ...] = ()
+    plain = False  # plain SGD's p <- p - lr g (SGD says when it is)
 
     def _make_state(self, ops, params: dict) -> None:
         self.ops, self.xp = ops, ops.xp
@@ -154,6 +155,13 @@ class SGD(_Optimizer):
     def step(self, params: dict, grads: dict, lr) -> None:
         self._apply(self.ops.sgd_update, params, grads, _rate(lr), self.momentum, self.nesterov,
                     self.weight_decay)
+
+    @property
+    def plain(self) -> bool:
+        """p <- p - lr g and nothing more (no momentum, no decay): a step that a backward pass
+        can take inside its products (nn.Linear.backward's sgd_lr)."""
+        return not self.momentum and not getattr(self.weight_decay, "ndim", 0) \
+            and not self.weight_decay
 
 
 class Adam(_Optimizer):

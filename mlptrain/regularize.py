@@ -99,8 +99,8 @@ class MaxNorm:
             w *= norms[:, None]
 
 
-def build_max_norm(model_cfg, model) -> MaxNorm | None:
-    if not model_cfg.max_norm:
-        return None
-    hidden = [layer.weight for layer in model.layers[:-1]]
-    return MaxNorm(model.ops, hidden, model_cfg.max_norm) if hidden else None
+def max_norm_of(step, model) -> MaxNorm | None:
+    """The max-norm a declared step applies to this model's hidden layers (None: none, or no
+    hidden layer)."""
+    hidden = [layer.weight for layer in model.layers[:-1]]  # the output layer stays free
+    return MaxNorm(model.ops, hidden, step.max_norm) if step.max_norm and hidden else None

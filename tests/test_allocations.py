@@ -113,3 +113,15 @@ def test_the_guard_catches_a_copy(monkeypatch):
 def test_float64_steps_are_lean_too():
     _, step = make_step("relu", "softmax_cross_entropy", "adamw", dtype=np.float64)
     assert temporaries(step) < 2 * ALLOWANCE  # float64 doubles NumPy's ufunc buffers
+
+
+def test_the_folded_plain_sgd_step_is_lean_too():
+    """Plain SGD's step inside the products (loss_and_grad with sgd_lr, as EagerStep runs it
+    where ops.folds_sgd): its BLAS calls are made once and allocate nothing afterwards."""
+    model, _ = make_step("relu", "softmax_cross_entropy", "sgd")
+    rng = np.random.default_rng(2)
+    ws = model.workspace(BATCH)
+    ws.x[...] = rng.normal(size=ws.x.shape)
+    targets = ops.asarray(rng.integers(0, SIZES[-1], size=BATCH), np.int64)
+    assert temporaries(lambda i: model.loss_and_grad(ws, targets, 1.0 / BATCH,
+                                                     sgd_lr=0.01)) < ALLOWANCE

@@ -59,8 +59,8 @@ def test_a_wrong_bias_gradient_fails(monkeypatch):
     # biases start at 0; gradcheck perturbs them so a bias bug cannot hide
     original = nn.Linear.backward
 
-    def doubled_bias(self, ops, x, dz, dx_out=None):
-        out = original(self, ops, x, dz, dx_out)
+    def doubled_bias(self, ops, x, dz, dx_out=None, sgd_lr=None):
+        out = original(self, ops, x, dz, dx_out, sgd_lr)
         self.grad_bias *= 2
         return out
 

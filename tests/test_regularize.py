@@ -3,6 +3,8 @@ each against its written formula."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ from mlptrain.model import MLP
 from mlptrain.config import parse_config
 from mlptrain.model import build_model as model_of_step
 from mlptrain.step import build_step
-from mlptrain.regularize import Dropout, MaxNorm, build_max_norm, dropout_of
+from mlptrain.regularize import Dropout, MaxNorm, dropout_of, max_norm_of
 from tests.test_gradients import MLP_EPS, MLP_TINY, TOL, numeric_grad, rel_error
 from tests.test_model import build_model
 
@@ -166,12 +168,12 @@ def test_max_norm_constrains_hidden_layers_only():
     for layer in model.layers:
         layer.weight *= 10
     out_before = np.array(model.layers[-1].weight)
-    build_max_norm(model_cfg=ModelConfig(max_norm=0.5), model=model).apply()
+    max_norm_of(SimpleNamespace(max_norm=0.5), model).apply()
     for layer in model.layers[:-1]:
         assert np.linalg.norm(layer.weight, axis=1).max() <= 0.5 * (1 + 1e-6)
         assert layer.weight.dtype == np.float32
     np.testing.assert_array_equal(model.layers[-1].weight, out_before)
-    assert build_max_norm(ModelConfig(), model) is None
+    assert max_norm_of(SimpleNamespace(max_norm=0.0), model) is None
 
 
 # -- label smoothing ----------------------------------------------------------------------------

@@ -26,6 +26,10 @@ primitive takes them, computing member by member:
     loss_and_grad, sgd_update, adam_update, rmsprop_update: the math, each stated once as its
         textbook formula in protocol.Backend (shapes and formulas there); a backend inherits
         them or overrides them where speed needs it
+    matmul_descend(a, b, out, lr, trans_a, trans_b)        out -= lr op(a) @ op(b)
+    sum_rows_descend(a (B, O), out (O,), lr)               out[j] -= lr sum_i a[i, j]
+        plain SGD's step inside a weight's and a bias's gradient products; folds_sgd says
+        whether an eager step of plain SGD should run them (NumPy: BLAS's beta = 1)
 
 and, for the choice of path (`epoch_path` below is the one place it is made):
 

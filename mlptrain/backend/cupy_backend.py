@@ -21,7 +21,7 @@ from mlptrain import nn
 from mlptrain.backend.cuda.dispatch import LOSS_KERNELS
 from mlptrain.backend.cuda.gemm import MMAS, NULL, Gemm, mmas_for
 from mlptrain.backend.cuda.kernels import ACT_IDS, THREADS, XENT_ROWS, Kernels
-from mlptrain.backend.protocol import Backend
+from mlptrain.backend.protocol import Backend, each_member
 from mlptrain.errors import BackendError
 from mlptrain.seeding import dropout_threshold
 
@@ -80,6 +80,12 @@ _ADAM = cp.ElementwiseKernel(  # mode: 0 no decay, 1 L2 (Adam), 2 decoupled (Ada
 
 def _blocks(total: int) -> int:
     return max(1, min(-(-total // THREADS), 4096))
+
+
+def _members(one: bool, *arrays) -> tuple:
+    """One network's arrays (B, ...) as a group of one member's (1, B, ...); a group's as
+    they are."""
+    return tuple(a[None] if one and a is not None else a for a in arrays)
 
 
 def _activation_id(activation) -> int | None:
@@ -275,34 +281,26 @@ class CupyBackend(Backend):
             rows = cp.zeros((logits.shape[0], 2), dtype=np.float64)  # (B, 2): loss, correct
             for start in range(0, logits.shape[0], GRID_Y):  # members are the grid's y
                 part = slice(start, start + GRID_Y)
-                self._softmax_xent(logits[part, None], targets[part, None], loss.smoothing, None,
-                                   rows[part], probs=cache.probs[part, None])
+                self._softmax_xent(logits[part, None], targets[part, None],
+                                   cache.probs[part, None], loss.smoothing, None, rows[part])
             return nn.summed(cp, rows[:, 0], weights), rows[:, 1].sum()
-        if logits.ndim == 3:
-            sums = cp.zeros((logits.shape[0], 2), dtype=np.float64)
-            self._softmax_xent(logits, targets, loss.smoothing, None, sums, probs=cache.probs)
-            return sums[:, 0], sums[:, 1]
-        rows, classes = logits.shape
-        blocks = -(-rows // XENT_ROWS)
-        parts, acc = cp.empty(2 * blocks, dtype=np.float64), cp.zeros(2, dtype=np.float64)
-        self.kernel("softmax_xent", logits.dtype)(
-            (blocks,), (XENT_ROWS,),
-            (logits, NULL, targets, NULL, cache.probs, NULL, np.int32(rows), np.int32(classes),
-             logits.dtype.type(0), np.float64(loss.smoothing), parts))
-        self.function("sum_parts")((1,), (2,), (parts, np.int32(blocks), acc))
-        return acc[0], acc[1]
+        one = logits.ndim == 2  # one network: a group of one member
+        sums = cp.zeros((1 if one else logits.shape[0], 2), dtype=np.float64)
+        self._softmax_xent(*_members(one, logits, targets, cache.probs), loss.smoothing, None,
+                           sums)
+        return (sums[0, 0], sums[0, 1]) if one else (sums[:, 0], sums[:, 1])
 
     def loss_and_grad(self, loss, logits, targets, cache, scale, out, sums=None, weights=None):
-        """A group's softmax loss and its gradient in one kernel (the formulas of
-        nn.SoftmaxCrossEntropy), its (loss, correct) added to `sums` (G, 2); any other case (a
-        weighted batch too) as protocol.Backend states it."""
-        if logits.ndim != 3 or sums is None or LOSS_KERNELS.get(loss.name) != "softmax_xent":
+        """The softmax loss and its gradient in one kernel (the formulas of
+        nn.SoftmaxCrossEntropy), its (loss, correct) added to `sums` (G, 2) (one network: G =
+        1); any other case (a weighted batch too) as protocol.Backend states it."""
+        if weights is not None or sums is None or LOSS_KERNELS.get(loss.name) != "softmax_xent":
             return super().loss_and_grad(loss, logits, targets, cache, scale, out, sums, weights)
-        self._softmax_xent(logits, targets, loss.smoothing, scale, sums, grad=out)
+        logits, targets, out = _members(logits.ndim == 2, logits, targets, out)
+        self._softmax_xent(logits, targets, None, loss.smoothing, scale, sums, grad=out)
         return None
 
-    def _softmax_xent(self, logits, targets, smoothing: float, scale, sums, probs=None,
-                      grad=None):
+    def _softmax_xent(self, logits, targets, probs, smoothing: float, scale, sums, grad=None):
         """sums (G, 2) float64 += each member's (summed loss, correct) over its rows of logits
         (G, B, C), targets (G, B); the softmax into `probs`, dL/dz * scale into `grad`."""
         G, rows, classes = logits.shape
@@ -318,6 +316,8 @@ class CupyBackend(Backend):
         self.function("sum_parts")((G,), (2,), (parts, np.int32(blocks), sums))
 
     def loss_backward(self, loss: nn.Loss, cache, targets, scale: float, out):
+        """out = dL/dz * scale from the softmax that loss_forward kept (a weighted batch's; the
+        reference formula reads indices that the kernel's forward does not keep)."""
         if LOSS_KERNELS.get(loss.name) != "softmax_xent" or out.ndim == 3:
             return super().loss_backward(loss, cache, targets, scale, out)
         probs = cache.probs
@@ -351,11 +351,11 @@ class CupyBackend(Backend):
             # threads touch neighbouring memory (across O, they would stride by I elements)
             param, grad, velocity = (None if x is None else x.swapaxes(-1, -2)
                                      for x in (param, grad, velocity))
-        # a group's (G,) rates and decays on the device, viewed (G, 1, ...) to broadcast over
-        # its members' arrays: a captured step reads the values set before each replay
-        each = lambda v: v.reshape(-1, *(1,) * (param.ndim - 1)) if getattr(v, "ndim", 0) \
-            else t(v)  # noqa: E731
-        _SGD(grad, each(lr), t(momentum), each(weight_decay), np.int32(bool(nesterov)), param,
+        # a group's (G,) rates and decays stay on the device (a captured step reads the values
+        # set before each replay), each member's broadcast over its arrays
+        lr, wd = (v if getattr(v, "ndim", 0) else t(v)
+                  for v in each_member(param, lr, weight_decay))
+        _SGD(grad, lr, t(momentum), wd, np.int32(bool(nesterov)), param,
              velocity if velocity is not None else grad)  # unused (not written) without momentum
 
     def adam_update(self, param, grad, m, v, step: int, lr: float, beta1: float, beta2: float,

@@ -8,7 +8,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from mlptrain import seeding
-from mlptrain.backend import threads
+from mlptrain.backend import gemm, threads
 from mlptrain.backend.events import ThreadsChosen
 from mlptrain.backend.protocol import Backend
 
@@ -88,6 +88,18 @@ def scal(a: float, x: np.ndarray) -> None:
     _SCAL[x.dtype](a, view)
 
 
+_ADDS: list = []  # [NumPy's BLAS's add-into products, or None]: looked up on first use
+
+
+def _add_products():
+    """backend/gemm.py's products with beta = 1 on NumPy's own BLAS, or None where there are
+    none (another BLAS, no threadpoolctl view of it)."""
+    if not _ADDS:
+        blas = threads.numpy_blas()
+        _ADDS.append(gemm.load(blas.filepath if blas is not None else None))
+    return _ADDS[0]
+
+
 UPDATE_BLOCK_BYTES = 256 * 1024  # per array: p, g and v blocks fit a core's L2 together
 
 
@@ -144,6 +156,8 @@ class NumpyBackend(Backend):
         # the update's blocks of the last few sets of flat buffers (_update_blocks): cut once,
         # not on every step; a handful, so a finished model's buffers are let go
         self._blocks: dict[tuple, tuple] = {}
+        # the products plain SGD's step runs in (matmul_descend), kept per set of arrays
+        self._products: dict[tuple, tuple] = {}
 
     on_event = staticmethod(lambda event: None)  # the loop sets it: hears ThreadsChosen
 
@@ -230,6 +244,50 @@ class NumpyBackend(Backend):
             return out
         return np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
 
+    @property
+    def folds_sgd(self) -> bool:
+        """Whether NumPy's BLAS adds products into their output here (backend/gemm.py)."""
+        return _add_products() is not None
+
+    def matmul_descend(self, a, b, out, lr: float, trans_a: bool = False,
+                       trans_b: bool = False):
+        """out -= lr op(a) @ op(b) as one BLAS product with beta = 1 and alpha = -lr (the
+        formula's where BLAS cannot read the arrays in place). It rounds as the gradient's
+        product and axpy's step do, or within an ulp of them: where the product's inner
+        dimension (the batch) is cut into blocks, each block's sum is added to the weight
+        in turn."""
+        product = self._product("gemm", a, b, out, (id(a), id(b), id(out), trans_a, trans_b),
+                                trans_a, trans_b)
+        if product is None:
+            return super().matmul_descend(a, b, out, lr, trans_a, trans_b)
+        product(-lr)
+        return out
+
+    def sum_rows_descend(self, a, out, lr: float):
+        """out[j] -= lr sum_i a[i, j] as sum_rows's product 1^T a with beta = 1."""
+        product = self._product("gemv", a, None, out, (id(a), id(out)))
+        if product is None:
+            return super().sum_rows_descend(a, out, lr)
+        product(-lr)
+        return out
+
+    def _product(self, kind: str, a, b, out, key: tuple, trans_a: bool = False,
+                 trans_b: bool = False):
+        """gemm.AddProducts's product of these arrays, op(a) @ op(b) (a gemv's b: ones; None:
+        BLAS cannot take them), made on first use and kept with the arrays `key` names (their
+        ids: the cache holds them); a step's call costs one lookup."""
+        found = self._products.get(key)
+        if found is None:
+            adds = _add_products()
+            ops = (a.T if trans_a else a,
+                   self._ones_of(a) if kind == "gemv" else b.T if trans_b else b)
+            product = getattr(adds, kind)(*ops, out) if adds is not None else None
+            if len(self._products) >= 64:  # the oldest goes (a finished model's buffers)
+                del self._products[next(iter(self._products))]
+            # the arrays the key names are kept, so that their ids stay theirs
+            found = self._products[key] = (a, b, out, product)
+        return found[3]
+
     def row_norms_squared(self, w: np.ndarray, out: np.ndarray) -> np.ndarray:
         """out[j] = sum_i w[j, i]^2, without a (O, I) temporary (max-norm)."""
         return np.einsum("oi,oi->o", w, w, out=out)
@@ -244,10 +302,14 @@ class NumpyBackend(Backend):
             for g in range(a.shape[0]):
                 self.sum_rows(a[g], out[g].reshape(-1))
             return out
+        return np.matmul(self._ones_of(a), a, out=out)
+
+    def _ones_of(self, a: np.ndarray) -> np.ndarray:
+        """ones (B,) of a's dtype, for a (B, O): made once per B and dtype."""
         ones = self._ones.get((a.shape[0], a.dtype))
         if ones is None:
             ones = self._ones[a.shape[0], a.dtype] = np.ones(a.shape[0], a.dtype)
-        return np.matmul(ones, a, out=out)
+        return ones
 
     def dropout_mask(self, seed: int, slot: int, step: int, rate: float, out: np.ndarray):
         """out (B, I) = keep / (1 - rate), keep from seeding.dropout_keep (the kernels' bits)."""

@@ -112,6 +112,25 @@ class Backend:
         for i, total in enumerate(found):
             self.xp.add(sums[..., i], total, out=sums[..., i])
 
+    # -- plain SGD folded into the products of the gradients (nn.Linear.backward with a rate):
+    # p <- p - lr g with g never written. A backend whose products add into their output
+    # (BLAS's beta) sets folds_sgd, and an eager step of plain SGD then runs these instead of
+    # the gradients' products and sgd_update; the formulas below serve any other caller
+
+    folds_sgd = False
+
+    def matmul_descend(self, a, b, out, lr: float, trans_a: bool = False,
+                       trans_b: bool = False):
+        """out -= lr op(a) @ op(b): a weight's gradient product and its step in one."""
+        xp = self.xp
+        out -= lr * xp.matmul(a.T if trans_a else a, b.T if trans_b else b)
+        return out
+
+    def sum_rows_descend(self, a, out, lr: float):
+        """out[j] -= lr sum_i a[i, j]: a bias's gradient and its step in one."""
+        out -= lr * a.sum(axis=-2)
+        return out
+
     # -- optimizer updates, in place on same-shaped arrays (a model's whole flat buffer); the
     # gradient is scratch and is overwritten
 

@@ -116,8 +116,7 @@ def train_runs(members: list[TrainingRun], model: MLP, optimizer, splits: dict[s
     if any(m.state.interrupted for m in members):
         return [_stopped(m, g, start) for g, m in enumerate(members)]
     seconds = time.perf_counter() - start
-    finals = final_metrics(model, splits, batch, [split_targets(m.p) for m in members])
-    tops = _top_probabilities(model, splits["val"], batch)
+    finals, tops = final_metrics(model, splits, batch, [split_targets(m.p) for m in members])
     finished = []
     for g, (m, ledger) in enumerate(zip(members, ledgers)):
         run, summary = m.run, m.summary
@@ -138,18 +137,6 @@ def _stopped(m: TrainingRun, g: int, start: float) -> RunFinished:
     m.summary["position"] = stopped_at(state.epoch, state.position, state.step)
     finish_run(m.run, m.summary, "interrupted", start)
     return RunFinished(m.run.run_id, m.run.path, m.summary, member=g)
-
-
-def _top_probabilities(model: MLP, split: loop.Split | None, batch: int) -> list:
-    """Each member's largest class probability on each of the split's samples ((n,) float64
-    on the host), for predict's reference; None each for a regression or no split."""
-    if model.loss.task == "regression" or split is None or not split.size:
-        return [None] * model.members
-    xp = model.ops.xp
-    top = xp.empty((model.members, split.size), xp.float64)
-    for start, stop, _, logits, _ in loop.forward_split(model, split, batch):
-        top[:, start:stop] = model.loss.probabilities(xp, logits).max(axis=-1)
-    return list(model.ops.to_host(top))
 
 
 class _MemberFiles:
@@ -289,28 +276,33 @@ def run_reference(p: Prepared, top: np.ndarray | None) -> dict[str, Any]:
 
 
 def final_metrics(model: MLP, splits: dict[str, loop.Split], batch: int,
-                  targets: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
+                  targets: list[dict[str, np.ndarray]]) -> tuple[list[dict[str, Any]], list]:
     """Each member's (a run alone: its one) loss and declared metric (accuracy, or RMSE) of
     the final weights on every split (None for an empty split); for a regression loss also
     MAE and R^2 in the target's units (evaluate.regression_scores) against `targets[g]`:
-    split -> member g's targets as its dataset holds them."""
+    split -> member g's targets as its dataset holds them. Also, from the validation pass,
+    each member's largest class probability on each validation sample ((n,) float64, for
+    predict's reference; None for a regression or no validation split)."""
     from mlptrain.experiment.evaluate import regression_scores
 
     finals: list[dict[str, Any]] = [{} for _ in range(model.members)]
+    tops: list = [None] * model.members
     metric, regression = model.loss.metric, model.loss.task == "regression"
     for name, split in splits.items():
-        loss, metrics = loop.evaluate(model, split, batch) if split.size else (None, {})
+        outputs = "first" if regression else "top" if name == "val" else ""
+        loss, metrics, *kept = loop.evaluate(model, split, batch, outputs) if split.size \
+            else (None, {})
         score = metrics.get(metric)
-        predicted = loop.predict_split(model, split, batch) if regression and split.size \
-            else None  # (G, n)
+        if kept and not regression:
+            tops = list(kept[0])
         for g, final in enumerate(finals):
             final[f"{name}_loss"], final[f"{name}_{metric}"] = \
                 (s if s is None or not model.lead else s[g] for s in (loss, score))
             if regression:
-                more = regression_scores(targets[g][name], predicted[g]) \
-                    if predicted is not None else {"mae": None, "r2": None}
+                more = regression_scores(targets[g][name], kept[0][g]) \
+                    if kept else {"mae": None, "r2": None}
                 final[f"{name}_mae"], final[f"{name}_r2"] = more["mae"], more["r2"]
-    return finals
+    return finals, tops
 
 
 # -- failure modes ------------------------------------------------------------------------------

@@ -975,11 +975,6 @@ __global__ void softmax_xent_grad(const T* __restrict__ probs, const long long* 
     }
 }
 
-__global__ void zero_doubles(double* acc, int n) {
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
-        acc[i] = 0.0;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Optimizer updates over every parameter tensor in one launch: blockIdx.y picks the tensor,
 // whose addresses come from device arrays. The learning rate is lrs[step] and Adam's count is
