@@ -142,11 +142,11 @@ def torch_model(hidden):
     return net
 
 
-def bench_torch(X, y, hidden, batch, epochs, graph: bool):
+def bench_torch(X, y, hidden, batch, epochs, graph: bool, tf32: bool = False):
     import torch
 
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
     net = torch_model(hidden)
     opt = torch.optim.SGD(net.parameters(), lr=LR)
     Xd, yd = torch.from_numpy(X).cuda(), torch.from_numpy(y).cuda()
@@ -208,11 +208,12 @@ def gemm_rate() -> float:
 # -- JAX ----------------------------------------------------------------------------------------
 
 
-def bench_jax(X, y, hidden, batch, epochs, scan: bool):
+def bench_jax(X, y, hidden, batch, epochs, scan: bool, tf32: bool = False):
     import jax
     import jax.numpy as jnp
 
-    jax.config.update("jax_default_matmul_precision", "highest")  # fp32, not TF32
+    # fp32 ("highest"), or one TF32 product on the tensor cores
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
     w = {k: jnp.asarray(v) for k, v in initial_weights(hidden).items()}
     Xd, yd = jnp.asarray(X), jnp.asarray(y)
     steps = len(X) // batch
@@ -269,6 +270,8 @@ CONTENDERS = {
     "PyTorch, whole step as a CUDA graph": lambda *a: bench_torch(*a, graph=True),
     "JAX jit per step": lambda *a: bench_jax(*a, scan=False),
     "JAX jit + lax.scan over the epoch": lambda *a: bench_jax(*a, scan=True),
+    "PyTorch, CUDA graph, TF32": lambda *a: bench_torch(*a, graph=True, tf32=True),
+    "JAX jit + lax.scan, TF32": lambda *a: bench_jax(*a, scan=True, tf32=True),
 }
 
 
