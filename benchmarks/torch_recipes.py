@@ -5,9 +5,10 @@ time_to_accuracy.py).
 The config is read by mlptrain itself (`prepare`): the same training split (the digits the
 seed holds out stay out), the same widths, dropout rates, max-norm, label smoothing, SGD with
 Nesterov momentum and weight decay, and the schedule's own rate for every step. Augmentation
-runs on the GPU (affine_grid + grid_sample) for shift, rotation, zoom and shear drawn per image
-as mlptrain draws them; per-axis zoom, elastic fields and narrowed classes are not written here
-(a recipe that asks for them is refused by name). He-uniform init from torch's own generator.
+runs on the GPU (grid_sample) with every distortion mlptrain has, drawn per image from the same
+ranges (torch's own generator: the same distributions, not the same draws): shift, rotation,
+zoom (per axis), shear, narrowed classes and elastic fields. He-uniform init from torch's own
+generator.
 
 Modes: "eager"; "graph", the whole step (augmentation, dropout, update) captured once as a CUDA
 graph and replayed per batch (full batches only: the graph's batch is static, so an epoch's
@@ -24,7 +25,6 @@ import numpy as np
 from gpu import timed_epochs
 
 ROOT = Path(__file__).resolve().parent.parent
-UNSUPPORTED = ("scale_x", "scale_y", "elastic", "narrow_classes")
 
 
 def prepared(config: str | Path, overrides: list[str]):
@@ -37,10 +37,6 @@ def prepared(config: str | Path, overrides: list[str]):
 
 
 def _refuse_unsupported(step) -> None:
-    a = step.augment
-    asked = [k for k in UNSUPPORTED if a is not None and np.any(getattr(a, k, 0))]
-    if asked:
-        raise NotImplementedError(f"the PyTorch recipe has no {', '.join(asked)} augmentation")
     if step.activation != "relu" or step.optimizer.kind.value != "sgd":
         raise NotImplementedError("the PyTorch recipe is written for ReLU and SGD only")
 
@@ -82,7 +78,7 @@ def train(config: str | Path, overrides: list[str] = (), mode: str = "graph",
     def step(index):
         x = Xd[index]
         if augment is not None:
-            x = augment(x)
+            x = augment(x, yd[index])
         for i, w in enumerate(ws):
             if rates[i] > 0:
                 x = F.dropout(x, rates[i])
@@ -152,22 +148,50 @@ def _captured(step, index, params, bufs, torch):
 
 
 def _augmenter(a, torch, F, dev):
-    """(B, 784) -> the batch distorted as mlptrain's affine augmentation draws it (per image:
-    shift in whole pixels, rotation, zoom, horizontal shear, uniform in their ranges), or None."""
+    """(x (B, H*W), labels (B,)) -> the batch distorted as mlptrain's augmentation draws it
+    (data/augment.py), per image: the source point of output pixel p is M (p - c) + c - t
+    (+ an elastic field), M = rotation x per-axis zoom x horizontal shear, t a whole-pixel
+    shift, each uniform in its range, rotation and shear narrowed for the narrowed classes;
+    sampled bilinearly with zeros outside. None for no augmentation."""
     if a is None:
         return None
-    h, w = a.shape
-    lim = torch.tensor([math.radians(a.rotate), a.scale, math.radians(a.shear)], device=dev)
+    from mlptrain.data.augment import value_range
 
-    def distort(x):
+    h, w = a.shape
+    per_axis = bool(a.scale_x or a.scale_y)
+    zoom = torch.tensor((a.scale_y, a.scale_x) if per_axis else (a.scale, a.scale), device=dev)
+    narrow = torch.tensor(a.narrow_classes or (-1,), device=dev)
+    alpha, sigma = value_range(a.elastic), value_range(a.elastic_sigma)
+    dr, dc = torch.meshgrid(torch.arange(h, device=dev) - (h - 1) / 2,
+                            torch.arange(w, device=dev) - (w - 1) / 2, indexing="ij")
+    offsets = (torch.arange(h, device=dev)[:, None] - torch.arange(h, device=dev)).float()
+    kernel = torch.arange(-3 * h, 3 * h + 1, device=dev).float()
+
+    def within(lo_hi, B):
+        lo, hi = lo_hi
+        return (lo + (hi - lo) * torch.rand(B, device=dev))[:, None, None]
+
+    def blur(s):  # (B, 1, 1) widths -> (B, h, h) Gaussian blurs that sum to one
+        return torch.exp(-0.5 * (offsets / s) ** 2) / \
+            torch.exp(-0.5 * (kernel / s.view(-1, 1)) ** 2).sum(1).view(-1, 1, 1)
+
+    def distort(x, labels):
         B = x.shape[0]
-        u = torch.rand(B, 3, device=dev) * 2 - 1
-        th, zoom, ph = (u * lim).unbind(1)
-        zoom = 1 + zoom
-        sh = torch.randint(-a.shift, a.shift + 1, (B, 2), device=dev).float() * (2 / w)
-        c, s, t = torch.cos(th) * zoom, torch.sin(th) * zoom, torch.tan(ph)
-        theta = torch.stack([torch.stack([c, c * t - s, -sh[:, 1]], 1),
-                             torch.stack([s, s * t + c, -sh[:, 0]], 1)], 1)
-        grid = F.affine_grid(theta, (B, 1, h, w), align_corners=False)
+        u = torch.rand(B, 4, device=dev) * 2 - 1
+        f = torch.where(torch.isin(labels, narrow), a.narrow_factor, 1.0)
+        th, ph = u[:, 0] * math.radians(a.rotate) * f, u[:, 1] * math.radians(a.shear) * f
+        zr = 1 + zoom[0] * u[:, 2]
+        zc = 1 + zoom[1] * u[:, 3] if per_axis else zr
+        t = torch.randint(-a.shift, a.shift + 1, (B, 2), device=dev).float()
+        c, s, tan = [v.view(B, 1, 1) for v in (torch.cos(th), torch.sin(th), torch.tan(ph))]
+        zr, zc = zr.view(B, 1, 1), zc.view(B, 1, 1)
+        rows = c * zr * dr + (c * zr * tan - s * zc) * dc + (h - 1) / 2 - t[:, :1, None]
+        cols = s * zr * dr + (s * zr * tan + c * zc) * dc + (w - 1) / 2 - t[:, 1:, None]
+        if alpha[1]:
+            g, strength = blur(within(sigma, B)), within(alpha, B)
+            field = lambda: strength * (g @ (torch.rand(B, h, w, device=dev) * 2 - 1)  # noqa: E731
+                                        @ g.transpose(1, 2))
+            rows, cols = rows + field(), cols + field()
+        grid = torch.stack([(2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1], -1)
         return F.grid_sample(x.view(B, 1, h, w), grid, align_corners=False).view(B, h * w)
     return distort

@@ -342,10 +342,6 @@ def _check_across(config: Config, where: _Where) -> None:
             raise ConfigError(f"{where(section, key)} = {value}: {why}.")
 
 
-def default_config() -> Config:
-    return Config(name="run")
-
-
 def config_folder(config: Config) -> list[Path]:
     """The folder of the config file, where a relative data.path (and a vendored data/mnist)
     is looked for first; none for a config that was not read from a file."""

@@ -249,11 +249,6 @@ class MLP:
             ws = self.workspace(stop - start)
             yield start, stop, ws, self.forward(ws, self.ops.asarray(X[start:stop], self.dtype))
 
-    def evaluate_batch(self, ws: Workspace, targets, x=None):
-        """(summed loss, *tallies) for the batch in ws.x (or `x`), without gradients."""
-        logits = self.forward(ws, x)
-        return self.ops.loss_forward(self.loss, logits, targets, ws.loss_cache)
-
     # -- state ----------------------------------------------------------------------------------
 
     @property

@@ -109,13 +109,3 @@ def build_schedule(schedule_cfg, base_lr: float, base_momentum: float, steps_per
     c = schedule_cfg
     return Schedule(c.name, base_lr, steps_per_epoch, epochs, c.warmup_epochs, c.step_epochs,
                     c.gamma, c.min_lr, c.start_factor, base_momentum, c.momentum_low)
-
-
-def learning_rate(cfg, base_lr: float, step: int, steps_per_epoch: int, epochs: int) -> float:
-    """The rate of global step `step` under a [schedule] section (a one-off lookup)."""
-    return build_schedule(cfg, base_lr, 0.0, steps_per_epoch, epochs).lr(step)
-
-
-def momentum(cfg, base_momentum: float, step: int, steps_per_epoch: int, epochs: int) -> float:
-    """SGD's momentum at global step `step` under a [schedule] section (a one-off lookup)."""
-    return build_schedule(cfg, 1.0, base_momentum, steps_per_epoch, epochs).momentum(step)

@@ -429,7 +429,7 @@ def test_mlp_gradients_match_finite_differences(act_name, init, loss_name):
     grads = {name: np.array(g) for name, g in model.grads.items()}
 
     def mean_loss() -> float:
-        total, _ = model.evaluate_batch(ws, targets)
+        total, _ = model.ops.loss_forward(model.loss, model.forward(ws), targets, ws.loss_cache)
         return float(total) / batch
 
     assert float(loss_sum) / batch == pytest.approx(mean_loss(), rel=1e-14)

@@ -9,7 +9,7 @@ import pytest
 
 from mlptrain import nn
 from mlptrain.backend import get_backend
-from mlptrain.config import Config, ModelConfig, TrainConfig, default_config
+from mlptrain.config import Config, ModelConfig, TrainConfig
 from mlptrain.errors import ModelError
 from mlptrain.model import MLP
 from mlptrain.model import build_model as build_from_step
@@ -318,8 +318,8 @@ def test_build_model_starts_with_zero_weights():
     assert all(p.dtype == np.float32 for p in model.params.values())
 
 
-def test_build_model_from_default_config():
-    cfg = default_config()
+def test_build_model_from_Config(name="run"):
+    cfg = Config(name="run")
     model = build_model(cfg.model, ops, 784, 10, cfg.train.dtype)
     assert model.sizes == [784, *cfg.model.hidden, 10]
     assert model.dtype == np.dtype(cfg.train.dtype)
@@ -362,7 +362,7 @@ def test_loss_and_grad_twice_gives_the_same_result():
     assert float(first) == float(second)
     for k in g1:
         np.testing.assert_array_equal(model.grads[k], g1[k])
-    evaluated, _ = model.evaluate_batch(ws, targets)
+    evaluated, _ = model.ops.loss_forward(model.loss, model.forward(ws), targets, ws.loss_cache)
     assert float(evaluated) == float(first)
 
 
@@ -396,15 +396,18 @@ def test_float32_loss_and_grad_matches_float64(activation, loss, n_classes):
         assert err < 1e-4, f"{name}: float32 vs float64 relative error {err:.1e}"
 
 
-def test_evaluate_batch_reads_a_given_input_without_copying_it():
+def test_forward_reads_a_given_input_without_copying_it():
     model = make(activation="tanh")
     rng = np.random.default_rng(7)
     x, labels = _batch(model, rng, 8, 4)
     targets = model.loss.targets(np, labels, model.dtype)
     ws = model.workspace(8)
     ws.x[...] = x
-    expected = model.evaluate_batch(ws, targets)
+    def evaluate(x=None):
+        return model.ops.loss_forward(model.loss, model.forward(ws, x), targets, ws.loss_cache)
+
+    expected = evaluate()
     ws.x[...] = 0.0  # a view of the data is read instead of the workspace's input buffer
-    got = model.evaluate_batch(ws, targets, x=x)
+    got = evaluate(x)
     assert float(got[0]) == float(expected[0]) and int(got[1]) == int(expected[1])
     assert not np.any(ws.x)

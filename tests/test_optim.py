@@ -14,7 +14,7 @@ from mlptrain.errors import ConfigError, TrainingError
 from mlptrain.model import Parameters
 from mlptrain.backend.protocol import Backend
 from mlptrain.optim import SGD, Adam, OptimizerKind, OptimizerSpec, RMSprop, build_optimizer
-from mlptrain.schedules import learning_rate
+from schedule_rates import learning_rate
 
 ops = get_backend("cpu")
 

@@ -12,7 +12,7 @@ from mlptrain import loop
 from mlptrain.config import ScheduleConfig, parse_config
 from mlptrain.experiment import prepare
 from mlptrain.optim import SGD, build_optimizer
-from mlptrain.schedules import learning_rate, momentum
+from schedule_rates import learning_rate, momentum
 
 BASE = 0.4
 SPE, EPOCHS = 10, 6  # steps per epoch, epochs: 60 steps

@@ -18,7 +18,7 @@ from mlptrain.experiment import prepare
 from mlptrain.model import build_model
 from mlptrain.optim import (OPTIMIZER_CLASSES, SGD, Adam, OptimizerKind, OptimizerSpec,
                             build_optimizer)
-from mlptrain.schedules import learning_rate, momentum
+from schedule_rates import learning_rate, momentum
 from mlptrain.step import AugmentSpec, build_step
 
 MNIST = ((28, 28), 10, 54_000)  # input shape, classes, training samples

@@ -13,7 +13,7 @@ from mlptrain.errors import ConfigError
 from mlptrain.reports.capacity import capacity_series, draw_capacity
 from mlptrain.runs import Run, RunStore
 from mlptrain.sweep import InlineExecutor, load_sweep, parse_grid_option, run_sweep
-from mlptrain.sweep.grid import Axis, sample_points, trial_name
+from mlptrain.sweep.grid import Axis, grid_indices, point_at, trial_name
 from mlptrain.sweep.summary import group_rows, mean_std, summary_csv
 
 XOR_SWEEP = """\
@@ -151,6 +151,10 @@ def test_trial_names_fit_the_run_name_rules():
 
 
 # -- sampling and identity -----------------------------------------------------------------------
+
+
+def sample_points(axes, samples=0, seed=0):
+    return [(i, point_at(axes, i)) for i in grid_indices(12, samples, seed)]
 
 
 def test_sampling_draws_distinct_grid_points_reproducibly():

@@ -46,7 +46,7 @@ def csv_dataset(cfg, at: Loading) -> Dataset:
     if task == "classification":
         check_class_count(n_classes, len(y), f"{path}: target column {encoding['target']!r}")
     w = _sample_weights(table, rows, cfg.sample_weight)
-    keep, test = split_indices(len(y), cfg.test_fraction, at.split_rng)  # as split_off
+    keep, test = split_indices(len(y), cfg.test_fraction, at.split_rng)
     X, y, X_test, y_test = X[keep], y[keep], X[test], y[test]
     _fill_means(table, encoding, X, X_test)
     return Dataset("csv", X, y, None, None, X_test, y_test, n_classes, (X.shape[1],), str(path),

@@ -111,7 +111,7 @@ def npz_dataset(cfg, at: Loading) -> Dataset:
     a = load_npz(path, cfg.task)
     X, y, X_test, y_test, w, w_test = a.X, a.y, a.X_test, a.y_test, a.w, a.w_test
     if X_test is None:
-        keep, test = split_indices(len(y), cfg.test_fraction, at.split_rng)  # as split_off
+        keep, test = split_indices(len(y), cfg.test_fraction, at.split_rng)
         X, y, X_test, y_test = X[keep], y[keep], X[test], y[test]
         w, w_test = rows_of(a.w, keep), rows_of(a.w, test)
     if a.task == "classification":

@@ -293,13 +293,6 @@ def _axis_line(text: str, key: str) -> int | None:
 # -- points and trials ---------------------------------------------------------------------------
 
 
-def sample_points(axes: list[Axis], samples: int = 0, seed: int = 0):
-    """(index, point) for every grid point, in grid order (the last axis varies fastest), or for
-    `samples` distinct points drawn uniformly with a seeded generator, still in grid order."""
-    size = math.prod(len(a.values) for a in axes)
-    return [(i, point_at(axes, i)) for i in grid_indices(size, samples, seed)]
-
-
 def grid_indices(size: int, samples: int = 0, seed: int = 0) -> Sequence[int]:
     """Every index of a grid of `size` points, or `samples` of them drawn without replacement
     (numpy's draw of k from n needs O(k) memory, not O(n)), sorted."""
