@@ -7,12 +7,12 @@ npz.py (a user's own arrays), csv.py (a user's own table). A new source is its o
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from mlptrain.data.cache import user_cache
 from mlptrain.data.csv import NEEDS as CSV_NEEDS
 from mlptrain.data.csv import csv_dataset, csv_shape
 from mlptrain.data.dataset import Dataset, Loading, Source
@@ -40,8 +40,7 @@ def default_mnist_dir(near: Sequence[Path] = ()) -> Path:
     found = find_vendored_mnist(REPO_MNIST_DIR, [*near, Path.cwd()])
     if found is not None:
         return found
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "mlptrain" / "mnist"
+    return user_cache() / "mnist"
 
 
 def _xor_dataset(cfg, at: Loading) -> Dataset:

@@ -37,12 +37,13 @@ def read_idx(path: Path) -> tuple[np.ndarray, str]:
     decompressed bytes (the value that published checksums refer to).
     """
     path = Path(path)
-    content = _decompressed_bytes(path)
+    content = decompressed_bytes(path)
     digest = hashlib.sha256(content).hexdigest()
-    return _parse(path, content), digest
+    return parse_idx(path, content), digest
 
 
-def _decompressed_bytes(path: Path) -> bytes:
+def decompressed_bytes(path: Path) -> bytes:
+    """The IDX file's bytes, decompressed if it is gzipped (the bytes its checksum covers)."""
     try:
         stored = path.read_bytes()
     except FileNotFoundError:
@@ -68,7 +69,8 @@ def _decompressed_bytes(path: Path) -> bytes:
         ) from None
 
 
-def _parse(path: Path, content: bytes) -> np.ndarray:
+def parse_idx(path: Path, content: bytes) -> np.ndarray:
+    """The uint8 array that an IDX file's decompressed bytes hold (`path` names it in errors)."""
     shape = _parse_header(path, content)
     header_bytes = HEADER_PREFIX_BYTES + DIMENSION_BYTES * len(shape)
     expected = math.prod(shape)  # Python ints: int64 would wrap 65536**4 around to 0
