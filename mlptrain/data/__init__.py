@@ -99,11 +99,11 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
         keep = keep[:cfg.limit]  # the split is random, so a prefix is a sample
     X, y, w = base.X_train, base.y_train, base.w_train
     base.rows = {"train": keep, "val": held}
-    if cfg.dataset in POOLED_SOURCES:
-        base.pool = X, y
-    base.X_train, base.y_train, base.w_train = X[keep], y[keep], rows_of(w, keep)
+    if cfg.dataset in POOLED_SOURCES:  # its samples stay rows of the pool (Dataset.split)
+        base.pool, X = (X, y), None
+    base.X_train, base.y_train, base.w_train = rows_of(X, keep), y[keep], rows_of(w, keep)
     if not given:
-        base.X_val, base.y_val, base.w_val = X[held], y[held], rows_of(w, held)
+        base.X_val, base.y_val, base.w_val = rows_of(X, held), y[held], rows_of(w, held)
     if len(base.y_train) == 0:
         raise ConfigError(f"[data] val_fraction = {cfg.val_fraction} leaves no training "
                           f"samples out of {len(base.y_val)}; use a smaller fraction.")
