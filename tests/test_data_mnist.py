@@ -211,3 +211,17 @@ def test_split_seed_fixes_the_held_out_digits_across_train_seeds():
     fixed = [rows(seed, "data.split_seed=0")["val"] for seed in (1, 2)]
     assert np.array_equal(fixed[0], fixed[1]) and np.array_equal(fixed[0], rows(0)["val"])
     assert not np.array_equal(rows(1)["val"], rows(2)["val"])  # without it: a split per seed
+
+
+def test_a_pooled_split_is_copied_out_of_the_pool_when_first_asked_for():
+    from mlptrain.config import parse_config
+    from mlptrain.data import load_dataset
+    from mlptrain.seeding import streams
+
+    d = load_dataset(parse_config("").data, streams(0))
+    assert d.X_train is None and d.X_val is None and d.n_features == 784  # rows of the pool
+    assert len(d.targets("train")) == 54000 and d.X_train is None  # the targets alone
+    X, y = d.split("train")
+    np.testing.assert_array_equal(X, d.pool[0][d.rows["train"]])
+    np.testing.assert_array_equal(y, d.pool[1][d.rows["train"]])
+    assert d.split("train")[0] is X and d.X_val is None  # copied once, and that split alone

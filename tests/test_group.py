@@ -148,6 +148,17 @@ def test_each_member_of_a_group_reaches_what_it_reaches_alone(runs_dir, device, 
     assert [s["group"]["steps"] for s in summaries] == [steps] * 3
 
 
+def test_a_groups_members_read_mnist_as_rows_of_the_pool_never_copied_out(runs_dir,
+                                                                         monkeypatch):
+    from mlptrain.data.dataset import Dataset
+
+    asked, split = [], Dataset.split
+    monkeypatch.setattr(Dataset, "split", lambda d, name: asked.append(name) or split(d, name))
+    results = fit_group(configs(), RunStore(runs_dir))
+    assert [r.status for r in results] == ["completed"] * 3
+    assert not {"train", "val"} & set(asked)  # an MNIST sweep's 3 seeds' copies: 0.5 GB
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "rmsprop"])
 def test_members_reach_alone_whatever_their_optimizer(runs_dir, device, optimizer):

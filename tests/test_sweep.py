@@ -414,6 +414,35 @@ def test_capacity_series_are_the_group_means_in_width_order(tmp_path):
     assert "<svg" in files[1].read_text()[:500]
 
 
+def test_the_capacity_figure_drawn_in_a_process_of_its_own_is_the_same_picture(tmp_path,
+                                                                              monkeypatch):
+    """A sweep draws it in a process that imports matplotlib while the trials train (where this
+    one has not imported it); its errors are raised here, and if it dies, it is drawn here."""
+    import sys
+
+    from mlptrain.experiment.drawers import FigureProcess
+    from mlptrain.sweep.runner import CAPACITY_CODE
+
+    rows = [_row(8, 0, 0.9, params=80), _row(8, 1, 0.8, params=80), _row(2, 0, 0.3)]
+    summary = {"groups": group_rows(["model.hidden", "train.seed"], rows), "trials": rows}
+    here = FigureProcess(CAPACITY_CODE)  # this file imported the figure code: drawn here
+    monkeypatch.delitem(sys.modules, CAPACITY_CODE)
+    apart = FigureProcess(CAPACITY_CODE)
+    assert here.pool is None and apart.pool is not None
+    try:
+        drawn = [f.draw("draw_sweep", summary, "test_accuracy", tmp_path / name, ("png",), "t")
+                 for f, name in ((apart, "a"), (here, "b"))]
+        assert [[p.name for p in files] for files in drawn] == [["a.png"], ["b.png"]]
+        assert drawn[0][0].read_bytes() == drawn[1][0].read_bytes()
+        with pytest.raises(ValueError, match="'jpg'"):
+            apart.draw("draw_sweep", summary, "test_accuracy", tmp_path / "c", ("jpg",))
+        for process in apart.pool._processes.values():
+            process.kill()
+        assert apart.draw("draw_sweep", summary, "test_accuracy", tmp_path / "d", ("png",))
+    finally:
+        apart.close()
+
+
 def test_the_capacity_figure_follows_no_link_planted_in_the_sweep_folder(sweep_file, tmp_path):
     """It was written through the fixed name .capacity.png.tmp: a link planted there (or at
     capacity.svg) sent the figure into a file outside the runs folder."""

@@ -7,12 +7,12 @@ npz.py (a user's own arrays), csv.py (a user's own table). A new source is its o
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from mlptrain.data.cache import user_cache
 from mlptrain.data.csv import NEEDS as CSV_NEEDS
 from mlptrain.data.csv import csv_dataset, csv_shape
 from mlptrain.data.dataset import Dataset, Loading, Source
@@ -40,8 +40,7 @@ def default_mnist_dir(near: Sequence[Path] = ()) -> Path:
     found = find_vendored_mnist(REPO_MNIST_DIR, [*near, Path.cwd()])
     if found is not None:
         return found
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "mlptrain" / "mnist"
+    return user_cache() / "mnist"
 
 
 def _xor_dataset(cfg, at: Loading) -> Dataset:
@@ -100,11 +99,11 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
         keep = keep[:cfg.limit]  # the split is random, so a prefix is a sample
     X, y, w = base.X_train, base.y_train, base.w_train
     base.rows = {"train": keep, "val": held}
-    if cfg.dataset in POOLED_SOURCES:
-        base.pool = X, y
-    base.X_train, base.y_train, base.w_train = X[keep], y[keep], rows_of(w, keep)
+    if cfg.dataset in POOLED_SOURCES:  # its samples stay rows of the pool (Dataset.split)
+        base.pool, X = (X, y), None
+    base.X_train, base.y_train, base.w_train = rows_of(X, keep), y[keep], rows_of(w, keep)
     if not given:
-        base.X_val, base.y_val, base.w_val = X[held], y[held], rows_of(w, held)
+        base.X_val, base.y_val, base.w_val = rows_of(X, held), y[held], rows_of(w, held)
     if len(base.y_train) == 0:
         raise ConfigError(f"[data] val_fraction = {cfg.val_fraction} leaves no training "
                           f"samples out of {len(base.y_val)}; use a smaller fraction.")

@@ -7,10 +7,9 @@ the checksum is taken after decompression.
 
 from __future__ import annotations
 
-import http.client
+import hashlib
 import os
 import tempfile
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from mlptrain.data.idx import is_gzip, read_idx
+from mlptrain.data.cache import decoded
+from mlptrain.data.idx import decompressed_bytes, is_gzip, parse_idx
 from mlptrain.errors import DataError
 
 IMAGE_SIDE = 28
@@ -103,7 +103,8 @@ def load_mnist(
     for logical_name, mnist_file in MNIST_FILES.items():
         local = _find_local(data_dir, mnist_file.name)
         if local is not None:
-            array = _read_verified(local, mnist_file)
+            array = parse_idx(local, decoded(mnist_file.name, local, mnist_file.sha256,
+                                             lambda: _verified_bytes(local, mnist_file)))
         elif download:
             array = _download(mnist_file, data_dir, mirrors, timeout, progress)
         else:
@@ -184,8 +185,10 @@ def _find_local(data_dir: Path, name: str) -> Path | None:
     return None
 
 
-def _read_verified(path: Path, mnist_file: MnistFile) -> np.ndarray:
-    array, digest = read_idx(path)
+def _verified_bytes(path: Path, mnist_file: MnistFile) -> bytes:
+    """The file's decompressed bytes, which must have the pinned checksum."""
+    content = decompressed_bytes(path)
+    digest = hashlib.sha256(content).hexdigest()
     if digest != mnist_file.sha256:
         raise DataError(
             f"MNIST file {path} has the wrong checksum: expected SHA-256 {mnist_file.sha256} "
@@ -193,7 +196,7 @@ def _read_verified(path: Path, mnist_file: MnistFile) -> np.ndarray:
             "dataset; delete it so it is downloaded again, or restore it from the repository "
             "(data/mnist/)."
         )
-    return array
+    return content
 
 
 def _download(
@@ -211,12 +214,14 @@ def _download(
             f"directory {data_dir} cannot be created ({error}). Point data.path at a writable "
             "folder, or at one that already holds the four IDX files."
         ) from None
+    from http.client import HTTPException  # (the network's modules: only for a download)
+
     failures: list[str] = []
     for mirror in mirrors:
         url = _file_url(mirror, mnist_file.name)
         try:
             return _download_from(url, mnist_file, data_dir, timeout, progress)
-        except (OSError, http.client.HTTPException, ValueError, DataError) as error:
+        except (OSError, HTTPException, ValueError, DataError) as error:
             # OSError covers URLError/HTTPError and socket timeouts; ValueError a malformed URL.
             failures.append(f"{url}: {error}")
     tried = "; ".join(failures) if failures else "no mirrors were configured"
@@ -250,7 +255,7 @@ def _download_from(
     try:
         with os.fdopen(handle, "wb") as sink:
             _stream(url, sink, mnist_file.name, timeout, progress)
-        array = _read_verified(temp_path, mnist_file)
+        array = parse_idx(temp_path, _verified_bytes(temp_path, mnist_file))
         final_name = f"{mnist_file.name}.gz" if is_gzip(temp_path) else mnist_file.name
         os.replace(temp_path, data_dir / final_name)
         return array
@@ -265,6 +270,8 @@ def _stream(
     timeout: float,
     progress: ProgressCallback | None,
 ) -> None:
+    import urllib.request
+
     with urllib.request.urlopen(url, timeout=timeout) as response:
         length_header = response.headers.get("Content-Length")
         total = int(length_header) if length_header and length_header.isdigit() else None

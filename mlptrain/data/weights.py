@@ -20,9 +20,9 @@ from mlptrain.errors import ConfigError, DataError
 BALANCED = "balanced"  # scikit-learn's: n_samples / (n_classes * count_c), on the train split
 
 
-def rows_of(weights: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
-    """The weights of these rows (None: no weights)."""
-    return None if weights is None else weights[rows]
+def rows_of(array: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    """These rows of an array of weights (or samples); None where there is no array."""
+    return None if array is None else array[rows]
 
 
 def check_sample_weights(values, rows: np.ndarray, where: str,
@@ -78,7 +78,7 @@ def weigh(dataset: Dataset, class_weight: str | dict[str, float]) -> None:
         return
     per_class = class_weights(class_weight, dataset) if class_weight else None
     for split in SPLITS:
-        y = dataset.split(split)[1]
+        y = dataset.targets(split)
         w = dataset.weights(split)
         w = np.ones(len(y)) if w is None else w
         if per_class is not None:

@@ -71,10 +71,10 @@ def below_chance(final: dict[str, Any], dataset) -> list[str]:
     """A warning when the final test accuracy (the validation accuracy where there is no test
     set) is below the majority-class rate on that split; [] otherwise."""
     split = next((s for s in ("test", "val") if final.get(f"{s}_accuracy") is not None), None)
-    y_train = dataset.split("train")[1]
+    y_train = dataset.targets("train")
     if split is None or not len(y_train):
         return []
-    y = dataset.split(split)[1]
+    y = dataset.targets(split)
     common = int(np.bincount(y_train).argmax())
     baseline, accuracy = float(np.mean(y == common)), float(final[f"{split}_accuracy"])
     if accuracy >= baseline - NOISE * math.sqrt(baseline * (1 - baseline) / len(y)):

@@ -1,4 +1,5 @@
-"""Processes that draw finished runs' figures from their saved files, side by side.
+"""Processes that draw figures beside the training: finished runs' figures from their saved
+files, side by side (FigureDrawers), and a sweep's capacity figure (FigureProcess).
 
 A group of trials finishes all at once, and a run's figures take 0.4-1 s of one core, so a
 group's figures are drawn by up to one process per core but one. The processes start with the
@@ -8,9 +9,13 @@ and loading the dataset) then overlaps the training instead of following it.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import suppress
 from pathlib import Path
 
 from mlptrain.memory import available_cores
@@ -93,3 +98,41 @@ def _draw(path: str, fmt: str) -> dict:
 
 def _started() -> None:
     """A task that makes the pool start one more process."""
+
+
+class FigureProcess:
+    """`FigureProcess(module)`, then `.draw(name, *args)`: module.name(*args), called in a
+    process of its own that starts now and imports `module` (a sweep's capacity figure:
+    matplotlib, 0.3-0.45 s) while this one trains. Neither that import nor its hold on the GIL
+    then slows this process, as an import in a thread here did (a GPU sweep's loop is bound by
+    the Python that launches its steps). The call is made here instead where `module` is
+    imported here already, where no process may start (a sweep's daemon worker), or where the
+    process died (Ctrl-C as it started); its errors are raised here either way."""
+
+    def __init__(self, module: str):
+        self.module, self.pool = module, None
+        if module not in sys.modules and not multiprocessing.current_process().daemon:
+            self.pool = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"),
+                                            initializer=_imported, initargs=(module,))
+            self.pool.submit(_started)  # the process starts with its first task
+
+    def draw(self, name: str, *args):
+        if self.pool is not None:
+            with suppress(BrokenProcessPool):
+                return self.pool.submit(_call, self.module, name, *args).result()
+        return _call(self.module, name, *args)
+
+    def close(self) -> None:
+        """Lets the process go (it exits once idle; this one does not wait here)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+
+
+def _imported(module: str) -> None:
+    """A FigureProcess's start: Ctrl-C is the sweep's to handle; the figure code imported."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    importlib.import_module(module)
+
+
+def _call(module: str, name: str, *args):
+    return getattr(importlib.import_module(module), name)(*args)

@@ -106,7 +106,7 @@ def run_started(m: TrainingRun, member: int = 0) -> RunStarted:
     """The event that a run (alone, or member `member` of a group) starts its training."""
     p, state = m.p, m.state
     return RunStarted(m.run.run_id, m.run.path, p.model.describe(), p.model.parameter_count,
-                      {k: len(p.dataset.split(k)[1]) for k in SPLITS}, p.model.ops.device,
+                      {k: len(p.dataset.targets(k)) for k in SPLITS}, p.model.ops.device,
                       p.config.train.dtype, (state.epoch, state.position) if state.step
                       else None, m.summary["path"], member)
 
@@ -247,7 +247,7 @@ def start_summary(run: Run, p: Prepared) -> dict[str, Any]:
         "dataset": {"name": dataset.name, "source": dataset.source,
                     "input_shape": list(dataset.input_shape),  # predict reshapes images to it
                     "checksums": dataset.checksums,
-                    "samples": {k: int(len(dataset.split(k)[1])) for k in SPLITS},
+                    "samples": {k: int(len(dataset.targets(k))) for k in SPLITS},
                     "task": dataset.task,
                     "class_names": dataset.class_names,  # eval and predict show them
                     "notes": dataset.notes,

@@ -205,7 +205,7 @@ def _image_figures(model, data, out: arrays.Outputs, title: str, save, result: P
 def _hidden_unit_figures(model, data, out: arrays.Outputs, title: str, save,
                          result: Plots) -> None:
     """The first hidden layer's input weights as images, and its mean activation per class."""
-    y_test = data.split("test")[1]
+    y_test = data.targets("test")
     weights = model.state_dict()["layers.0.weight"]  # (H, h*w)
     units = arrays.strongest_units(weights, MAX_UNITS)
     if len(units) == len(weights):

@@ -183,14 +183,16 @@ TAILS = (0.1, 99.9)  # percentiles of the training images bounding "like the tra
 UNCERTAIN = 1.0  # percentile of the validation set's top probabilities below which to warn
 
 
-def image_ranges(X_train: np.ndarray, input_shape: tuple[int, ...],
+def image_ranges(X_train: np.ndarray | None, input_shape: tuple[int, ...],
                  per_image: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """For images, the range of the ink fraction and of the mean intensity over the training
     images ({} otherwise): the part of reference_statistics that depends on the data alone.
-    `per_image`: image_measures(X_train), when already known."""
-    if len(input_shape) != 2 or not len(X_train):
+    `per_image`: image_measures(X_train), when already known (X_train is then not read)."""
+    if len(input_shape) != 2:
         return {}
     ink, mean = image_measures(X_train) if per_image is None else per_image
+    if not len(ink):
+        return {}
     return {"ink_fraction": [float(v) for v in np.percentile(ink, TAILS)],
             "mean_intensity": [float(v) for v in np.percentile(mean, TAILS)]}
 
@@ -202,17 +204,17 @@ _pool_measures: dict[int, tuple[np.ndarray, tuple]] = {}
 def training_image_ranges(dataset) -> dict:
     """image_ranges of a dataset's training split. A pooled source's (MNIST, its loader's
     read-only arrays, kept for the next run) from measures of every image of the pool, taken
-    once per process: a sweep's trials in one process share the pool, and measuring each
-    trial's 54,000 training images again took 0.06 s of it."""
-    X_train, shape = dataset.split("train")[0], dataset.input_shape
-    pool = dataset.pool[0] if dataset.pool is not None else None
-    if pool is None or pool.flags.writeable or len(shape) != 2 or not len(X_train):
-        return image_ranges(X_train, shape)
+    once per process, without copying the split's images out of it: a sweep's trials in one
+    process share the pool, and measuring each trial's 54,000 training images again took
+    0.06 s of it."""
+    pool, shape = dataset.pool[0] if dataset.pool is not None else None, dataset.input_shape
+    if pool is None or pool.flags.writeable or len(shape) != 2:
+        return image_ranges(dataset.split("train")[0], shape)
     if id(pool) not in _pool_measures:  # a pool kept with its measures cannot share its id
         _pool_measures.clear()
         _pool_measures[id(pool)] = (pool, image_measures(pool))
-    rows = dataset.rows["train"]  # X_train is these rows of the pool (data.load_dataset)
-    return image_ranges(X_train, shape, tuple(m[rows] for m in _pool_measures[id(pool)][1]))
+    rows = dataset.rows["train"]  # the training split is these rows of the pool (load_dataset)
+    return image_ranges(None, shape, tuple(m[rows] for m in _pool_measures[id(pool)][1]))
 
 
 def image_measures(X, xp=np) -> tuple:
@@ -220,13 +222,12 @@ def image_measures(X, xp=np) -> tuple:
     return xp.mean(xp.greater(X, INK_LEVEL), axis=1), xp.mean(X, axis=1)
 
 
-def reference_statistics(X_train: np.ndarray, top_val: np.ndarray,
-                         input_shape: tuple[int, ...], images: dict | None = None) -> dict:
+def reference_statistics(images: dict, top_val: np.ndarray) -> dict:
     """What predict compares an input with, from a finished run's own data: for images the
     range of the ink fraction and of the mean intensity over the training images (`images`,
-    image_ranges's answer when already known), and for every run the validation set's low
-    percentile of the top class probability."""
-    ref: dict = dict(image_ranges(X_train, input_shape) if images is None else images)
+    image_ranges's answer), and for every run the validation set's low percentile of the top
+    class probability."""
+    ref: dict = dict(images)
     if len(top_val):
         ref["top_probability"] = float(np.percentile(top_val, UNCERTAIN))
     ref["percentiles"] = list(TAILS)

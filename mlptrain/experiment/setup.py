@@ -61,11 +61,11 @@ def prepare(config: Config, data_progress: Callable | None = None,
         check_dataset_range(dataset, config.train.dtype)
     dataset.target_scale = _target_scale(config, dataset, target)
     config = _with_data_file(config, dataset)
-    memory.check_fits(config, ops, sum(len(dataset.split(s)[1]) for s in SPLITS),
+    memory.check_fits(config, ops, sum(len(dataset.targets(s)) for s in SPLITS),
                       dataset.n_features, dataset.n_classes)  # now with the data's classes
     scale = dataset.target_scale
     step = build_step(config, dataset.input_shape, dataset.n_classes,
-                      len(dataset.split("train")[1]), dataset.task,
+                      len(dataset.targets("train")), dataset.task,
                       (scale.mean, scale.std) if scale else (0.0, 1.0),
                       weighted=dataset.w_train is not None)
     model = build_model(step, config.model.hidden, ops, dataset.n_features)
@@ -85,7 +85,7 @@ def _target_scale(config: Config, dataset: Dataset,
     loss = nn.LOSSES[nn.resolve_loss(config.model.loss, dataset.n_classes, dataset.task)]
     if loss.task != "regression":
         return None  # (a classifier's loss on a real target: build_step says why)
-    y = dataset.split("train")[1]
+    y = dataset.targets("train")
     if not loss.scales_target:
         if len(y) and y.min() < 0:
             raise DataError(f"{dataset.source}: the target holds {y.min():g}, but the {loss.name} "
@@ -230,7 +230,7 @@ class Plan:
 def plan(config: Config, data_progress: Callable | None = None) -> Plan:
     """Resolves device, data and model as `fit` would, without creating a run."""
     p = prepare(config, data_progress)
-    samples = {name: int(len(p.dataset.split(name)[1])) for name in SPLITS}
+    samples = {name: int(len(p.dataset.targets(name))) for name in SPLITS}
     return Plan(p.model.describe(), p.model.parameter_count, samples, p.model.ops.device,
                 config.train.dtype, p.step.steps_per_epoch, p.step.epochs,
                 p.step.checkpoint_every, p.dataset.name, p.dataset.source, p.path,

@@ -75,6 +75,13 @@ def capacity_series(summary: dict[str, Any],
     return series
 
 
+def draw_sweep(summary: dict[str, Any], score: str, stem: Path, formats=("png",),
+               title: str = "") -> list[Path]:
+    """draw_capacity of a sweep summary's capacity_series (of `score`); [] where it has none."""
+    series = capacity_series(summary, score)
+    return draw_capacity(series, stem, formats, title) if series else []
+
+
 def _label(row: dict[str, Any], point: dict[str, Any]) -> str:
     return ", ".join(f"{k.rsplit('.', 1)[-1]}={row[k]}" for k in point if k != AXIS)
 

@@ -13,9 +13,10 @@
 A file is written to a temporary name in the same directory and renamed over the old one, so a
 reader (or a crash) only ever sees a whole old file or a whole new one; the temporary's name is
 random and created exclusively, and the rename replaces a link at the file's name rather than
-writing through it. Every file mlptrain writes goes through atomic_write_bytes, save two that
-are made the same way by other means: a sweep's lock (O_EXCL, it must fail if present) and an
-MNIST download (streamed into a mkstemp file, renamed once verified). A run directory is
+writing through it. Every file mlptrain writes goes through atomic_write_bytes, save three that
+are made the same way by other means: a sweep's lock (O_EXCL, it must fail if present), an
+MNIST download (streamed into a mkstemp file, renamed once verified) and the cache of decoded
+MNIST files (data/cache.py: a mkstemp file renamed, without fsync). A run directory is
 created with an atomic mkdir and never reused.
 """
 

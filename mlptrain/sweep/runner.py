@@ -6,9 +6,7 @@ Nothing here prints: the sweep's own events and the trials' events go to `on_eve
 
 from __future__ import annotations
 
-import importlib
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlptrain.errors import MlptrainError
+from mlptrain.experiment.drawers import FigureProcess
 from mlptrain.runs import atomic_write_text
 from mlptrain.runs.checkpoint import epoch_end
 from mlptrain.sweep.grid import SweepSpec
@@ -24,6 +23,7 @@ from mlptrain.sweep.summary import group_rows, summary_csv, sweep_metrics, trial
 from mlptrain.sweep.trial import TrialFinished, TrialStarted, TrialTask
 
 CAPACITY_AXIS = "model.hidden"
+CAPACITY_CODE = "mlptrain.reports.capacity"  # the capacity figure's (FigureProcess imports it)
 
 
 @dataclass
@@ -60,6 +60,7 @@ def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
     root = Path(runs_root).resolve()  # workers may run elsewhere: give them absolute paths
     sweep = SweepDir(root, spec)
     sweep.open()
+    figure = None
     try:
         tasks = _pending(sweep, root)
         on_event(SweepStarted(spec.sweep_id, sweep.path,
@@ -68,8 +69,8 @@ def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
                               [t.index for t in tasks], executor.describe(),
                               [t.index for t in tasks if t.resume]))
         start = time.perf_counter()
-        if _draws_capacity(spec, figure_formats):
-            _import_ahead("mlptrain.reports.capacity")
+        figure = FigureProcess(CAPACITY_CODE) if _draws_capacity(spec, figure_formats) \
+            else None
 
         def handle(event) -> None:
             _record(sweep, event)
@@ -82,12 +83,14 @@ def run_sweep(spec: SweepSpec, runs_root: str | Path, executor,
                 if record["status"] == "running":
                     record["status"] = "interrupted"
             sweep.write_trials()
-            write_summary(sweep, figure_formats)
+            write_summary(sweep, figure_formats, figure)
             on_event(SweepInterrupted(spec.sweep_id, sweep.path, _counts(sweep)))
             raise
         wall = time.perf_counter() - start
-        summary, files = write_summary(sweep, figure_formats, wall)
+        summary, files = write_summary(sweep, figure_formats, figure, wall)
     finally:
+        if figure is not None:
+            figure.close()
         sweep.close()
     finished = SweepFinished(spec.sweep_id, sweep.path, summary, files, wall,
                              any(t.config.report.plots for t in spec.trials))
@@ -166,9 +169,11 @@ def _counts(sweep: SweepDir) -> dict[str, int]:
     return counts
 
 
-def write_summary(sweep: SweepDir, figure_formats: tuple[str, ...] = ("png",),
-                  wall_seconds: float | None = None) -> tuple[dict[str, Any], list[Path]]:
-    """summary.json, summary.csv and (with a model.hidden axis) the capacity figure."""
+def write_summary(sweep: SweepDir, figure_formats: tuple[str, ...],
+                  figure: FigureProcess | None, wall_seconds: float | None = None
+                  ) -> tuple[dict[str, Any], list[Path]]:
+    """summary.json, summary.csv and (with a model.hidden axis) the capacity figure, which
+    `figure` draws."""
     axes = [a.key for a in sweep.spec.axes]
     records = [sweep.records[t.index] for t in sweep.spec.trials]
     metrics = sweep_metrics(records)
@@ -179,30 +184,12 @@ def write_summary(sweep: SweepDir, figure_formats: tuple[str, ...] = ("png",),
                "trials": rows, "groups": groups}
     files = [sweep.write_text("summary.json", json.dumps(summary, indent=2) + "\n"),
              sweep.write_text("summary.csv", summary_csv(axes, rows, groups, metrics))]
-    if _draws_capacity(sweep.spec, figure_formats):
-        from mlptrain.reports.capacity import capacity_series, draw_capacity
-
-        series = capacity_series(summary, metrics[0])  # the headline: accuracy, or R^2
-        if series:
-            files += draw_capacity(series, sweep.path / "capacity", figure_formats,
-                                   title=sweep.spec.name)
+    if figure is not None:  # the headline: accuracy, or R^2
+        files += figure.draw("draw_sweep", summary, metrics[0], sweep.path / "capacity",
+                             figure_formats, sweep.spec.name)
     return summary, files
 
 
 def _draws_capacity(spec: SweepSpec, figure_formats: tuple[str, ...]) -> bool:
     """Whether the sweep draws its capacity figure: a model.hidden axis and a format."""
     return bool(figure_formats) and CAPACITY_AXIS in [a.key for a in spec.axes]
-
-
-def _import_ahead(module: str) -> None:
-    """Imports `module` in a thread while the trials train: the capacity figure's code
-    (matplotlib, 0.3-0.45 s) is then ready when the last trial ends instead of being imported
-    after it. The import at the end waits for this one if it is still under way (a module is
-    imported once); a failure here is met again there, and reported."""
-    def load() -> None:
-        try:
-            importlib.import_module(module)
-        except Exception:  # noqa: BLE001 - write_summary imports it again and raises
-            pass
-
-    threading.Thread(target=load, name=f"import {module}", daemon=True).start()
