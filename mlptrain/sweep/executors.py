@@ -115,28 +115,59 @@ class LocalExecutor:
                            devices)
         pending = {t.index: t for task in tasks
                    for t in (task.tasks if isinstance(task, GroupTask) else [task])}
-        try:
-            _pump(event_q, procs, pending, report, deadline=None)
-            _report_lost(pending, procs, report)
-        except KeyboardInterrupt:
-            stop.set()
+        with interrupts_between_reads() as noted:
             try:
-                _pump(event_q, procs, pending, report, deadline=time.monotonic() + STOP_TIMEOUT)
-            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
-                pass
-            raise
-        finally:
-            for p in procs:
-                p.join(timeout=1.0)
-                if p.is_alive():
-                    p.kill()
-                    p.join()
+                _pump(event_q, procs, pending, report, None, noted)
+                _report_lost(pending, procs, report)
+            except KeyboardInterrupt:
+                stop.set()
+                try:
+                    _pump(event_q, procs, pending, report, time.monotonic() + STOP_TIMEOUT,
+                          noted)
+                except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+                    pass
+                raise
+            finally:
+                for p in procs:
+                    p.join(timeout=1.0)
+                    if p.is_alive():
+                        p.kill()
+                        p.join()
 
 
-def _pump(event_q, procs, pending: dict, report, deadline: float | None) -> None:
+@contextlib.contextmanager
+def interrupts_between_reads():
+    """Ctrl-C and SIGTERM (which the CLI makes a Ctrl-C) noted inside the block, not raised:
+    `_pump` raises KeyboardInterrupt between two reads of the workers' events, and the block
+    at its end. Raised inside Queue.get, it could leave the pipe in the middle of a message,
+    and the next read would unpickle the message's rest (EOFError: a sweep once exited 1
+    instead of marking its trials interrupted). Yields the list of signals noted."""
+    noted: list[int] = []
+    try:
+        previous = {s: signal.signal(s, lambda signum, frame: noted.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread, where no signal is delivered
+        previous = {}
+    try:
+        yield noted
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    _raise_noted(noted)
+
+
+def _raise_noted(noted: list[int]) -> None:
+    if noted:
+        noted.clear()
+        raise KeyboardInterrupt
+
+
+def _pump(event_q, procs, pending: dict, report, deadline: float | None,
+          noted: list[int]) -> None:
     """Forwards worker events until every task has finished, the workers are gone, or the
-    deadline passes."""
+    deadline passes; a signal `noted` meanwhile raises KeyboardInterrupt between two reads."""
     while pending and (deadline is None or time.monotonic() < deadline):
+        _raise_noted(noted)
         try:
             event = event_q.get(timeout=0.2)
         except queue.Empty:
