@@ -143,16 +143,8 @@ def interrupts_between_reads():
     and the next read would unpickle the message's rest (EOFError: a sweep once exited 1
     instead of marking its trials interrupted). Yields the list of signals noted."""
     noted: list[int] = []
-    try:
-        previous = {s: signal.signal(s, lambda signum, frame: noted.append(signum))
-                    for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread, where no signal is delivered
-        previous = {}
-    try:
+    with _handled((signal.SIGINT, signal.SIGTERM), lambda signum, frame: noted.append(signum)):
         yield noted
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     _raise_noted(noted)
 
 
@@ -280,15 +272,21 @@ def child_environment(threads: int, extra: dict[str, str] | None = None):
                 os.environ[key] = value
 
 
-@contextlib.contextmanager
 def sigint_ignored():
     """Children started inside inherit SIGINT ignored (Python keeps an inherited SIG_IGN)."""
+    return _handled((signal.SIGINT,), signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _handled(signals: tuple, handler):
+    """`signals` go to `handler` inside the block, then back to their handlers; outside the
+    main thread, where none is delivered, they are left alone."""
     try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
+        previous = {s: signal.signal(s, handler) for s in signals}
+    except ValueError:  # not the main thread
+        previous = {}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, before in previous.items():
+            signal.signal(s, before)
