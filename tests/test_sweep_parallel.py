@@ -153,6 +153,54 @@ def _sigint_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+STORM = """
+import multiprocessing, os, signal, threading, time
+from mlptrain.sweep.executors import _pump, interrupts_between_reads
+
+def flood(q):
+    for i in range(10**6):
+        q.put(("event", i, "x" * 3000))
+
+fork = multiprocessing.get_context("fork")
+q = fork.Queue()
+p = fork.Process(target=flood, args=(q,), daemon=True)
+seen, interrupts, stop = [], 0, threading.Event()
+
+def storm():
+    while not stop.is_set():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.0005)
+
+with interrupts_between_reads() as noted:
+    p.start()
+    thread = threading.Thread(target=storm)
+    thread.start()
+    end = time.monotonic() + 2
+    while time.monotonic() < end:
+        try:
+            _pump(q, [p], {0: None}, lambda e: seen.append(e[1]), time.monotonic() + 0.05, noted)
+        except KeyboardInterrupt:
+            interrupts += 1
+    stop.set()
+    thread.join()
+    noted.clear()
+p.kill()
+print(len(seen), interrupts, seen == list(range(len(seen))))
+"""
+
+
+def test_ctrl_c_between_reads_keeps_the_event_pipe_whole():
+    # a storm of real SIGINTs while a worker floods the event queue: each becomes a
+    # KeyboardInterrupt between two reads, and every event still arrives whole and in order
+    # (raised inside Queue.get, one left the pipe mid-message: EOFError, exit 1)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", STORM], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    events, interrupts, in_order = done.stdout.split()
+    assert int(events) > 100 and int(interrupts) > 10 and in_order == "True", done.stdout
+
+
 def test_ctrl_c_stops_the_workers_and_marks_trials_interrupted(tmp_path):
     config = tmp_path / "long.toml"
     # 100 trials (~1 kB pickled each) overfill the task pipe: exiting must not wait to flush it;

@@ -115,28 +115,51 @@ class LocalExecutor:
                            devices)
         pending = {t.index: t for task in tasks
                    for t in (task.tasks if isinstance(task, GroupTask) else [task])}
-        try:
-            _pump(event_q, procs, pending, report, deadline=None)
-            _report_lost(pending, procs, report)
-        except KeyboardInterrupt:
-            stop.set()
+        with interrupts_between_reads() as noted:
             try:
-                _pump(event_q, procs, pending, report, deadline=time.monotonic() + STOP_TIMEOUT)
-            except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
-                pass
-            raise
-        finally:
-            for p in procs:
-                p.join(timeout=1.0)
-                if p.is_alive():
-                    p.kill()
-                    p.join()
+                _pump(event_q, procs, pending, report, None, noted)
+                _report_lost(pending, procs, report)
+            except KeyboardInterrupt:
+                stop.set()
+                try:
+                    _pump(event_q, procs, pending, report, time.monotonic() + STOP_TIMEOUT,
+                          noted)
+                except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+                    pass
+                raise
+            finally:
+                for p in procs:
+                    p.join(timeout=1.0)
+                    if p.is_alive():
+                        p.kill()
+                        p.join()
 
 
-def _pump(event_q, procs, pending: dict, report, deadline: float | None) -> None:
+@contextlib.contextmanager
+def interrupts_between_reads():
+    """Ctrl-C and SIGTERM (which the CLI makes a Ctrl-C) noted inside the block, not raised:
+    `_pump` raises KeyboardInterrupt between two reads of the workers' events, and the block
+    at its end. Raised inside Queue.get, it could leave the pipe in the middle of a message,
+    and the next read would unpickle the message's rest (EOFError: a sweep once exited 1
+    instead of marking its trials interrupted). Yields the list of signals noted."""
+    noted: list[int] = []
+    with _handled((signal.SIGINT, signal.SIGTERM), lambda signum, frame: noted.append(signum)):
+        yield noted
+    _raise_noted(noted)
+
+
+def _raise_noted(noted: list[int]) -> None:
+    if noted:
+        noted.clear()
+        raise KeyboardInterrupt
+
+
+def _pump(event_q, procs, pending: dict, report, deadline: float | None,
+          noted: list[int]) -> None:
     """Forwards worker events until every task has finished, the workers are gone, or the
-    deadline passes."""
+    deadline passes; a signal `noted` meanwhile raises KeyboardInterrupt between two reads."""
     while pending and (deadline is None or time.monotonic() < deadline):
+        _raise_noted(noted)
         try:
             event = event_q.get(timeout=0.2)
         except queue.Empty:
@@ -249,15 +272,21 @@ def child_environment(threads: int, extra: dict[str, str] | None = None):
                 os.environ[key] = value
 
 
-@contextlib.contextmanager
 def sigint_ignored():
     """Children started inside inherit SIGINT ignored (Python keeps an inherited SIG_IGN)."""
+    return _handled((signal.SIGINT,), signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _handled(signals: tuple, handler):
+    """`signals` go to `handler` inside the block, then back to their handlers; outside the
+    main thread, where none is delivered, they are left alone."""
     try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
+        previous = {s: signal.signal(s, handler) for s in signals}
+    except ValueError:  # not the main thread
+        previous = {}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, before in previous.items():
+            signal.signal(s, before)
