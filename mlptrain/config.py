@@ -67,7 +67,7 @@ class DataConfig:
     task: str = option("auto", choices=TASKS)  # npz, csv: auto (decided from the target's values) | classification | regression
     target: str = option("")  # csv: the target column's name ("" = the last column)
     features: list[str] = option([])  # csv: the feature columns' names ([] = every other column)
-    categorical: str | list[str] = option("auto")  # csv: columns one-hot encoded: "auto" (those not all numbers) or a list of names
+    categorical: str | list[str] = option("auto")  # csv: columns one-hot encoded: "auto" (those mostly not numbers) or a list of names
     delimiter: str = option(",")  # csv: the one character between cells
     missing: str = option("error", choices=MISSING_POLICIES)  # csv: an empty, NA or NaN cell: error | mean (the column's mean fills it) | drop (its row)
     sample_weight: str = option("")  # csv: the column of each row's weight in the loss ("" = none; it is then no feature; an npz's weights are its array w)

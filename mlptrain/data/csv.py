@@ -2,7 +2,7 @@
 
 The target column (data.target; default the last) gives the labels, the feature columns
 (data.features; default every other) the inputs: numbers as they are, categorical columns
-(data.categorical; "auto": those whose values are not all numbers) one-hot, one input per
+(data.categorical; "auto": those whose values are mostly not numbers) one-hot, one input per
 value of the column's vocabulary (its distinct values, sorted). A missing cell (empty, NA,
 NaN) is an error naming its line and column unless data.missing fills it with the column's
 mean or drops its row. How the columns became inputs, the encoding, is recorded in the run:
@@ -23,7 +23,8 @@ from mlptrain.data.dataset import Dataset, Loading
 from mlptrain.data.labels import check_class_count, classes_of, decide_task, label_name
 from mlptrain.data.paths import data_file, file_sha256
 from mlptrain.data.split import split_indices
-from mlptrain.data.table import Table, column_count, missing_cell, read_table
+from mlptrain.data.table import (Table, column_count, missing_cell, number_like,
+                                  read_table)
 from mlptrain.data.weights import check_sample_weights, rows_of
 from mlptrain.errors import ConfigError, DataError
 
@@ -95,7 +96,7 @@ def fit_encoding(table: Table, cfg) -> dict[str, Any]:
     if target in features:
         raise ConfigError(f"[data] features lists the target column {target!r}; a column is a "
                           "feature or the target, not both.")
-    categorical = [c for c in features if not _all_numbers(table, c)] \
+    categorical = [c for c in features if not _mostly_numbers(table, c)] \
         if cfg.categorical == "auto" else list(cfg.categorical)
     for name in categorical:
         if name not in features:
@@ -157,9 +158,13 @@ def _check_columns(table: Table, names: list[str], key: str, error=ConfigError) 
                         f"{_names(table.columns, shown=LISTED)}.")
 
 
-def _all_numbers(table: Table, column: str) -> bool:
-    return all(n is not None for n, c in zip(table.numbers(column), table.cells[column])
-               if not missing_cell(c))
+def _mostly_numbers(table: Table, column: str) -> bool:
+    """categorical = "auto": whether a column is numeric, its cells mostly numbers. A column of
+    numbers with a few other cells ('inf', a typo, a stray unit) is a numeric column with bad
+    cells, which _check_numbers names, not categories: one-hot, each of its numbers would
+    become an input of its own."""
+    cells = [c for c in table.cells[column] if not missing_cell(c)]
+    return 2 * sum(map(number_like, cells)) > len(cells) or not cells
 
 
 def _check_numbers(table: Table, column: str) -> None:
@@ -260,6 +265,7 @@ def _fit_target(table: Table, rows: np.ndarray, task: str, encoding: dict[str, A
                 ) -> tuple[np.ndarray, str, list[str] | None]:
     """(y, task, class names) of the training table's target column (data.task decided)."""
     column = encoding["target"]
+    _check_target_cells(table, rows, column, task)
     values = _target_values(table, rows, column)
     task = decide_task(values, task, f"{table.path}: target column {column!r}")
     if task == "classification":
@@ -270,6 +276,23 @@ def _fit_target(table: Table, rows: np.ndarray, task: str, encoding: dict[str, A
         raise DataError(f"{table.place(row, column)}: {table.cells[column][row]!r} is not a "
                         "number, but data.task = \"regression\" needs numbers to regress.")
     return values, task, None
+
+
+def _check_target_cells(table: Table, rows: np.ndarray, column: str, task: str) -> None:
+    """DataError for a target cell that would become a class of its own by mistake: one that
+    spells a number but no finite one ('inf'), or, with task auto, text among cells that are
+    mostly numbers (a typo in a column of class numbers or of values)."""
+    cells, numbers = table.cells[column], table.numbers(column)
+    typo = task == "auto" and 2 * sum(number_like(cells[r]) for r in rows) > len(rows)
+    for row in rows:
+        cell = cells[row]
+        if numbers[row] is None and (number_like(cell) or typo):
+            finite = sum(numbers[r] is not None for r in rows)
+            raise DataError(
+                f"{table.place(row, column)}: {cell!r} is not a finite number, but {finite} of "
+                f"the target's {len(rows)} cells are; fix the cell" + (
+                    "" if number_like(cell) else ", or set [data] task = \"classification\" to "
+                    "take every cell as a class name") + ".")
 
 
 def _known_target(table: Table, rows: np.ndarray, encoding: dict[str, Any]) -> np.ndarray:

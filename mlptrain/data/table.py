@@ -111,6 +111,15 @@ def missing_cell(cell: str) -> bool:
     return cell.lower() in MISSING_CELLS
 
 
+def number_like(cell: str) -> bool:
+    """Whether a cell spells a number, finite or not ('inf' is a number, though no input)."""
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def _number(cell: str) -> float | None:
     try:
         value = float(cell)

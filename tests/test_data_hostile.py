@@ -1,0 +1,106 @@
+"""A user's own data at its worst: each file here once trained silently wrong, crashed with a
+traceback or blamed the wrong thing; now it stops with one paragraph naming the culprit (file,
+line, column, array), exit code 1, and no run left behind."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mlptrain.cli import app
+from mlptrain.config import DataConfig
+from mlptrain.data import csv as csv_module
+from mlptrain.data import load_dataset, outside_inputs
+from mlptrain.data.mnist import load_mnist
+from mlptrain.data.npz import load_npz
+from mlptrain.errors import DataError
+from mlptrain.seeding import streams
+
+runner = CliRunner()
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.replace("│", " ").split())
+
+
+def load(path: Path, **keys):
+    """load_dataset of the table or .npz at `path` (raw features: these tests read them)."""
+    keys.setdefault("standardize", False)
+    cfg = DataConfig(dataset=path.suffix[1:], path=str(path), val_fraction=0.0, **keys)
+    return load_dataset(cfg, streams(0))
+
+
+def table(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def numbers(n: int = 40) -> list[str]:
+    """Rows `a,b,label` of numbers with two classes."""
+    return [f"{i * 0.5},{(i * 7) % 5},{'xy'[i % 2]}" for i in range(n)]
+
+
+def fit(tmp_path: Path, data: str, *more: str):
+    """`mlptrain fit` of a two-epoch config with these [data] lines, in-process."""
+    config = tmp_path / "c.toml"
+    config.write_text(f'[data]\n{data}\n[train]\nepochs = 2\nbatch_size = 8\n'
+                      '[report]\nplots = false\n' + "\n".join(more))
+    return runner.invoke(app, ["fit", str(config), "--runs-dir", str(tmp_path / "runs")])
+
+
+def refused(result, *phrases: str) -> str:
+    """The one-paragraph error of a command that stopped as the tool explains failures."""
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    text = one_line(result.stderr)
+    assert text.startswith("error:") and "Traceback" not in text and "Warning" not in text
+    for phrase in phrases:
+        assert phrase in text, text
+    return text
+
+
+# -- a numeric column's bad cells are named, never one-hot --------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["x1", "inf", "-Infinity", "1,5", "\x00"])
+def test_a_bad_cell_in_a_numeric_column_is_named_not_one_hot(tmp_path, cell):
+    """One stray cell used to make `auto` take the column for categories: 41 inputs, one per
+    number, and a run that trained on them without a word."""
+    rows = numbers()
+    rows[7] = f'"{cell}",1,x'
+    with pytest.raises(DataError, match=r"line 9, column 'a': .* is not a finite number"):
+        load(table(tmp_path / "t.csv", "a,b,label", rows))
+
+
+def test_a_column_mostly_of_text_is_still_categories(tmp_path):
+    sizes = ["S", "M", "L", "10"]
+    path = table(tmp_path / "t.csv", "size,b,label",
+                 [f"{sizes[i % 4]},{i},{'xy'[i % 2]}" for i in range(40)])
+    assert load(path).encoding["categorical"] == {"size": ["10", "L", "M", "S"]}
+
+
+@pytest.mark.parametrize("cell, task, phrase", [
+    ("inf", "auto", "'inf' is not a finite number, but 39 of the target's 40 cells are; fix"),
+    ("inf", "classification", "'inf' is not a finite number"),
+    ("l", "auto", 'or set [data] task = "classification" to take every cell as a class name'),
+])
+def test_a_target_cell_that_would_become_a_class_of_its_own_is_named(tmp_path, cell, task,
+                                                                     phrase):
+    rows = [f"{i},{i % 2}" for i in range(40)]
+    rows[3] = f"3,{cell}"
+    with pytest.raises(DataError, match="line 5, column 'label'") as error:
+        load(table(tmp_path / "t.csv", "a,label", rows), task=task)
+    assert phrase in str(error.value)
+
+
+def test_text_among_class_numbers_is_a_class_when_the_task_says_so(tmp_path):
+    rows = [f"{i},{i % 2}" for i in range(40)]
+    rows[3] = "3,unknown"
+    assert load(table(tmp_path / "t.csv", "a,label", rows),
+                task="classification").class_names == ["0", "1", "unknown"]
+
+
