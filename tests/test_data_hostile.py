@@ -104,3 +104,22 @@ def test_text_among_class_numbers_is_a_class_when_the_task_says_so(tmp_path):
                 task="classification").class_names == ["0", "1", "unknown"]
 
 
+# -- the header -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header, rows, column", [
+    (",a,b,label", [f"{i},{r}" for i, r in enumerate(numbers())], 1),  # pandas' index
+    ("a,b,label,", [f"{r}," for r in numbers()], 4),  # a trailing delimiter on every line
+])
+def test_an_unnamed_column_is_refused_not_learned_from(tmp_path, header, rows, column):
+    path = table(tmp_path / "t.csv", header, rows)
+    with pytest.raises(DataError, match=f"column {column} of the header has no name"):
+        load(path)
+
+
+def test_a_file_of_blank_lines_is_empty(tmp_path):
+    (tmp_path / "t.csv").write_text("  \n\t\n")
+    with pytest.raises(DataError, match="is empty; expected a header row"):
+        load(tmp_path / "t.csv")
+
+
