@@ -123,3 +123,20 @@ def test_a_file_of_blank_lines_is_empty(tmp_path):
         load(tmp_path / "t.csv")
 
 
+# -- classes --------------------------------------------------------------------------------------
+
+
+def test_a_table_of_one_class_is_refused_and_leaves_no_run(tmp_path):
+    """It trained to 100%, then eval and predict crashed (IndexError) naming its other class."""
+    table(tmp_path / "t.csv", "a,label", [f"{i},cat" for i in range(30)])
+    refused(fit(tmp_path, 'dataset = "csv"\npath = "t.csv"'),
+            "target column 'label' holds one class ('cat') in all 30 rows")
+    assert not any((tmp_path / "runs").glob("*/summary.json"))
+
+
+@pytest.mark.parametrize("y", [np.zeros(30, np.int64), np.array(["cat"] * 30)])
+def test_an_npz_of_one_class_is_refused(tmp_path, y):
+    np.savez(tmp_path / "d.npz", X=np.arange(60.0).reshape(30, 2), y=y)
+    refused(fit(tmp_path, 'dataset = "npz"\npath = "d.npz"'), "d.npz: array 'y' holds one class")
+
+

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from mlptrain.data.dataset import Dataset, Loading
-from mlptrain.data.labels import check_class_count, classes_of, decide_task, label_name
+from mlptrain.data.labels import (check_class_count, check_two_classes, classes_of,
+                                   decide_task, label_name)
 from mlptrain.data.paths import data_file, file_sha256
 from mlptrain.data.split import split_indices
 from mlptrain.data.table import (Table, column_count, missing_cell, number_like,
@@ -45,7 +46,9 @@ def csv_dataset(cfg, at: Loading) -> Dataset:
     encoding.update(task=task, classes=names)
     n_classes = 1 if task == "regression" else max(2, len(names))
     if task == "classification":
-        check_class_count(n_classes, len(y), f"{path}: target column {encoding['target']!r}")
+        where = f"{path}: target column {encoding['target']!r}"
+        check_two_classes(y, names, where)
+        check_class_count(n_classes, len(y), where)
     w = _sample_weights(table, rows, cfg.sample_weight)
     keep, test = split_indices(len(y), cfg.test_fraction, at.split_rng)
     X, y, X_test, y_test = X[keep], y[keep], X[test], y[test]
