@@ -140,3 +140,10 @@ def test_an_npz_of_one_class_is_refused(tmp_path, y):
     refused(fit(tmp_path, 'dataset = "npz"\npath = "d.npz"'), "d.npz: array 'y' holds one class")
 
 
+def test_a_class_only_the_test_split_holds_is_noted(tmp_path):
+    np.savez(tmp_path / "d.npz", X=np.arange(40.0).reshape(20, 2), y=np.array(["a", "b"] * 10),
+             X_test=np.zeros((3, 2)), y_test=np.array(["a", "b", "zz"]))
+    notes = load(tmp_path / "d.npz").notes
+    assert any("no training rows for 1 class(es)" in n and "'zz'" in n for n in notes), notes
+
+

@@ -15,7 +15,7 @@ import numpy as np
 from mlptrain.data.cache import user_cache
 from mlptrain.data.csv import NEEDS as CSV_NEEDS
 from mlptrain.data.csv import csv_dataset, csv_shape
-from mlptrain.data.dataset import Dataset, Loading, Source
+from mlptrain.data.dataset import Dataset, Loading, Source, class_names
 from mlptrain.data.mnist import (IMAGE_SIDE, N_DIGITS, PIXEL_MAX, find_vendored_mnist,
                                  load_mnist, scale_pixels)
 from mlptrain.data.npz import npz_data_shape, npz_dataset, npz_weighted
@@ -107,10 +107,27 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
     if len(base.y_train) == 0:
         raise ConfigError(f"[data] val_fraction = {cfg.val_fraction} leaves no training "
                           f"samples out of {len(base.y_val)}; use a smaller fraction.")
+    _note_untrained_classes(base)
     weigh(base, cfg.class_weight)  # the training split's class counts are known now
     if standardizes(cfg):  # after the split: the held-out samples never shape the statistics
         _standardize(base, scaler or Standardizer.fit(base.X_train, f"{base.source} (train split)"))
     return base
+
+
+def _note_untrained_classes(d: Dataset) -> None:
+    """A note naming the classes that only the held-out splits have (a rare class the random
+    split held out, a file's own test arrays): the network gets no row to learn them from, so
+    it never answers them, and its score on them is 0 however well it trained."""
+    if d.task != "classification":
+        return
+    held = set(np.unique(d.y_val).tolist()) | set(np.unique(d.y_test).tolist())
+    missing = sorted(held - set(np.unique(d.y_train).tolist()))
+    if missing:
+        names = class_names(d)
+        listed = ", ".join(repr(names[c]) for c in missing[:8]) + (", ..." if len(missing) > 8
+                                                                  else "")
+        d.notes.append(f"no training rows for {len(missing)} class(es) the validation or test "
+                       f"split holds ({listed}): the network cannot learn to answer them")
 
 
 def data_shape(cfg, near: Sequence[Path] = ()) -> tuple[int, int, int]:
