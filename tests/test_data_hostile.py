@@ -147,3 +147,16 @@ def test_a_class_only_the_test_split_holds_is_noted(tmp_path):
     assert any("no training rows for 1 class(es)" in n and "'zz'" in n for n in notes), notes
 
 
+# -- sizes and scales -----------------------------------------------------------------------------
+
+
+def test_a_one_hot_too_wide_for_memory_is_refused_before_it_is_made(tmp_path, monkeypatch):
+    """An identifier column taken for categories: 60,000 rows of 60,000 names ended in
+    numpy's _ArrayMemoryError (27 GiB) with a traceback."""
+    path = table(tmp_path / "t.csv", "id,a,label", [f"u{i},{i},{'xy'[i % 2]}" for i in range(40)])
+    monkeypatch.setattr(csv_module, "host_available", lambda: 10_000)
+    with pytest.raises(DataError, match=r"40 rows encode to 41 inputs .* one-hot column 'id' "
+                                        r"alone has 40 distinct values"):
+        load(path)
+
+

@@ -28,6 +28,7 @@ from mlptrain.data.table import (Table, column_count, missing_cell, number_like,
                                   read_table)
 from mlptrain.data.weights import check_sample_weights, rows_of
 from mlptrain.errors import ConfigError, DataError
+from mlptrain.memory import byte_size, host_available
 
 MISSING_POLICIES = ("error", "mean", "drop")  # data.missing: what a missing cell does
 NEEDS = "the .csv file: a header row naming the columns, then one row per sample"
@@ -125,6 +126,7 @@ def encode_table(table: Table, encoding: dict[str, Any], labelled: bool = True
     needed = [encoding["target"], *features] if labelled else features
     _check_columns(table, needed, "a column the run uses", DataError)
     rows, notes = _rows_kept(table, needed, encoding)
+    _check_width(table, len(rows), encoding)
     blocks = [_one_hot(table, rows, c, encoding["categorical"][c])
               if c in encoding["categorical"] else _numeric(table, rows, c, encoding["fill"])
               for c in features]
@@ -152,6 +154,24 @@ def describe(encoding: dict[str, Any]) -> str:
         text += "; one-hot: " + ", ".join(f"{c} ({len(v)} values)"
                                           for c, v in categorical.items())
     return text
+
+
+def _check_width(table: Table, rows: int, encoding: dict[str, Any]) -> None:
+    """DataError when the encoded table cannot fit the memory available, before it is made:
+    a one-hot column of many values (an identifier, a free-text column) is an input per
+    value, and 60,000 rows of 60,000 distinct names would take 27 GiB, twice over."""
+    categorical = encoding["categorical"]
+    width = sum(len(categorical.get(c, [None])) for c in encoding["features"])
+    need, available = 2 * rows * width * 8, host_available()  # the blocks, then X
+    if available is None or need <= available or not categorical:
+        return
+    widest = max(categorical, key=lambda c: len(categorical[c]))
+    raise DataError(f"{table.path}: its {rows:,} rows encode to {width:,} inputs each "
+                    f"({byte_size(need)}, more than the {byte_size(available)} of memory "
+                    f"available): one-hot column {widest!r} alone has "
+                    f"{len(categorical[widest]):,} distinct values, an input per value. Leave it "
+                    "out of data.features (an identifier or free text teaches nothing about "
+                    "other rows).")
 
 
 def _check_columns(table: Table, names: list[str], key: str, error=ConfigError) -> None:
