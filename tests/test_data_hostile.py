@@ -160,3 +160,24 @@ def test_a_one_hot_too_wide_for_memory_is_refused_before_it_is_made(tmp_path, mo
         load(path)
 
 
+def regression_table(path: Path, scale: float) -> Path:
+    return table(path, "a,y", [f"{i},{(i % 7) * scale!r}" for i in range(40)])
+
+
+def test_a_target_beyond_the_network_dtype_is_refused_at_fit(tmp_path):
+    """Standardized, 1e39 trained in float32 and reported an RMSE of 2.5e38 and R^2 NaN."""
+    regression_table(tmp_path / "t.csv", 1e39)
+    refused(fit(tmp_path, 'dataset = "csv"\npath = "t.csv"\ntask = "regression"'),
+            "sample 1 holds 1e+39 (its target), beyond what the run's float32 network")
+
+
+def test_eval_data_refuses_a_target_beyond_the_network_dtype(tmp_path):
+    """It printed numpy's overflow warnings and a loss and RMSE of inf."""
+    regression_table(tmp_path / "t.csv", 1.0)
+    assert fit(tmp_path, 'dataset = "csv"\npath = "t.csv"\ntask = "regression"').exit_code == 0
+    table(tmp_path / "mine.csv", "a,y", ["1,1e300"])
+    refused(runner.invoke(app, ["eval", "latest", "--data", str(tmp_path / "mine.csv"),
+                                "--runs-dir", str(tmp_path / "runs")]),
+            "mine.csv: sample 0 holds 1e+300 (its target)")
+
+

@@ -210,17 +210,23 @@ def check_dataset_range(dataset: Dataset, dtype) -> None:
     bound, MNIST's in [0, 1])."""
     if dataset.name in FILE_SOURCES:
         for split in ("train", "val", "test"):
-            check_range(dataset.split(split)[0], dtype, f"{dataset.source} ({split} split)")
+            X, y = dataset.split(split)
+            check_range(X, dtype, f"{dataset.source} ({split} split)")
+            if dataset.task == "regression":
+                check_range(y, dtype, f"{dataset.source} ({split} split)")
 
 
 def check_range(X: np.ndarray, dtype, where: str) -> None:
-    """DataError unless every value of X (N, D) is finite in `dtype`, the network's: 1e300
-    passes a float64 check, then turns into inf in float32 and NaN in the outputs."""
+    """DataError unless every value of X (N, D), or of targets X (N,) to regress, is finite in
+    `dtype`, the network's: 1e300 passes a float64 check, then turns into inf in float32 and
+    NaN in the outputs (a regression's targets are taken in that dtype too: 1e39 gave an
+    RMSE of inf and an R^2 of NaN)."""
     limit = np.finfo(dtype).max
     bad = ~(np.abs(X) <= limit)  # NaN fails the comparison too
     if bad.any():
-        row, column = (int(i) for i in np.argwhere(bad)[0])
-        raise DataError(f"{where}: sample {row} holds {X[row, column]:g} (feature {column}), "
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        what = f"feature {at[1]}" if X.ndim == 2 else "its target"
+        raise DataError(f"{where}: sample {at[0]} holds {X[at]:g} ({what}), "
                         f"beyond what the run's {np.dtype(dtype)} network can hold "
                         f"(+-{limit:.3g}); expected finite values like those it was trained on.")
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from mlptrain import loop
 from mlptrain.config import Config, load_config
-from mlptrain.data import outside_inputs
+from mlptrain.data import check_range, outside_inputs
 from mlptrain.data.csv import table_inputs
 from mlptrain.data.npz import load_npz
 from mlptrain.errors import ConfigError, DataError
@@ -109,6 +109,8 @@ def _outside_data(path: Path, run: Run, config: Config, model: MLP, notes: list[
                         f"classes 0-{model_classes(model) - 1} only.")
     X, done = outside_inputs(X, config.data, dataset.get("name"), model.dtype,
                              f"{path} (array X)", saved_scaler(run, summary))
+    if model.loss.task == "regression":  # the loss takes the targets in the network's dtype
+        check_range(y, model.dtype, str(path))
     notes += done
     return X, y
 
