@@ -181,3 +181,20 @@ def test_eval_data_refuses_a_target_beyond_the_network_dtype(tmp_path):
             "mine.csv: sample 0 holds 1e+300 (its target)")
 
 
+def test_a_feature_left_unscaled_is_said_before_it_trains_silently_wrong(tmp_path):
+    """standardize = false and a feature of 1e7: the first step killed every ReLU, and the run
+    completed answering one class, with no word of why."""
+    table(tmp_path / "t.csv", "a,b,y", [f"{i * 1e6},{i % 3},{i % 2}" for i in range(40)])
+    result = fit(tmp_path, 'dataset = "csv"\npath = "t.csv"\nstandardize = false')
+    assert "'a' reaches 3.9e+07 and the features are not standardized, so the loss may blow " \
+           "up; set [data] standardize = true" in one_line(result.stdout + result.stderr)
+
+
+def test_a_run_diverged_by_its_unscaled_target_names_it_not_only_the_rate(tmp_path):
+    table(tmp_path / "t.csv", "a,y", [f"{i % 3},{i * 1e6}" for i in range(40)])
+    refused(fit(tmp_path, 'dataset = "csv"\npath = "t.csv"\ntask = "regression"\n'
+                          "standardize_target = false"),
+            "the training loss became", "The data's own scale is the likelier cause: the target "
+            "reaches 3.9e+07 and is not standardized", "set [data] standardize_target = true")
+
+

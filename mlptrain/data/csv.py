@@ -156,6 +156,14 @@ def describe(encoding: dict[str, Any]) -> str:
     return text
 
 
+def input_names(encoding: dict[str, Any]) -> list[str]:
+    """Each input's name, in X's column order: its column's, or `column=value` for one of a
+    one-hot column's inputs."""
+    categorical = encoding["categorical"]
+    return [name for c in encoding["features"]
+            for name in ([f"{c}={v}" for v in categorical[c]] if c in categorical else [c])]
+
+
 def _check_width(table: Table, rows: int, encoding: dict[str, Any]) -> None:
     """DataError when the encoded table cannot fit the memory available, before it is made:
     a one-hot column of many values (an identifier, a free-text column) is an input per

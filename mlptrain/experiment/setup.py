@@ -22,6 +22,7 @@ from mlptrain.data.dataset import SPLITS, class_names
 from mlptrain import nn
 from mlptrain.data.standardize import FILE as PREPROCESS_FILE, Standardizer, TargetScale
 from mlptrain.errors import DataError, ModelError, RunStoreError
+from mlptrain.experiment.diagnose import unscaled_data
 from mlptrain.model import MLP, build_model
 from mlptrain.runs import Run
 from mlptrain.seeding import streams
@@ -60,6 +61,9 @@ def prepare(config: Config, data_progress: Callable | None = None,
         dataset = load_dataset(config.data, rngs, data_progress, config_folder(config), scaler)
         check_dataset_range(dataset, config.train.dtype)
     dataset.target_scale = _target_scale(config, dataset, target)
+    unscaled = unscaled_data(dataset)
+    if unscaled:  # said before training, which may blow up or quietly learn nothing
+        _note(dataset, unscaled)
     config = _with_data_file(config, dataset)
     memory.check_fits(config, ops, sum(len(dataset.targets(s)) for s in SPLITS),
                       dataset.n_features, dataset.n_classes)  # now with the data's classes
