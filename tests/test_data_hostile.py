@@ -198,3 +198,12 @@ def test_a_run_diverged_by_its_unscaled_target_names_it_not_only_the_rate(tmp_pa
             "reaches 3.9e+07 and is not standardized", "set [data] standardize_target = true")
 
 
+# -- npz, MNIST -----------------------------------------------------------------------------------
+
+
+def test_an_npz_without_x_lists_the_arrays_it_holds(tmp_path):
+    np.savez(tmp_path / "d.npz", features=np.zeros((3, 2)), labels=np.zeros(3))
+    with pytest.raises(DataError, match=r"has no array 'X' \(found: \['features', 'labels'\]\)"):
+        load_npz(tmp_path / "d.npz")
+
+

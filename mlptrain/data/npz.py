@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlptrain.arrayfiles import Expect, npz_headers, read_npz
+from mlptrain.arrayfiles import Expect, npz_headers, npz_names, read_npz
 from mlptrain.data.dataset import Dataset, Loading
 from mlptrain.data.labels import check_class_count, check_two_classes, classes_of, decide_task
 from mlptrain.data.paths import data_file, file_sha256
@@ -206,9 +206,10 @@ def _labelled_pair(
 
 
 def _array(path: Path, arrays: dict[str, np.ndarray], key: str) -> np.ndarray:
-    if key not in arrays:
+    if key not in arrays:  # (arrays: the keys read; the message lists all the file holds)
+        found = sorted(npz_names(path, _name(path)))
         raise DataError(
-            f"Dataset file {path} has no array {key!r} (found: {sorted(arrays)}). "
+            f"Dataset file {path} has no array {key!r} (found: {found}). "
             "Save the data with numpy.savez(path, X=..., y=...)."
         )
     return arrays[key]
