@@ -207,3 +207,9 @@ def test_an_npz_without_x_lists_the_arrays_it_holds(tmp_path):
         load_npz(tmp_path / "d.npz")
 
 
+def test_an_mnist_path_naming_a_file_says_so(tmp_path):
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(DataError, match="is a file, not a folder; give the folder that holds"):
+        load_mnist(tmp_path / "train-images-idx3-ubyte.gz", download=False)
+
+
