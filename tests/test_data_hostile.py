@@ -213,3 +213,16 @@ def test_an_mnist_path_naming_a_file_says_so(tmp_path):
         load_mnist(tmp_path / "train-images-idx3-ubyte.gz", download=False)
 
 
+@pytest.mark.parametrize("value, ok", [(1e30, False), (-5.0, False), (255.4, True),
+                                       (-0.02, True)])
+def test_an_mnist_runs_inputs_must_be_pixels(value, ok):
+    """1e30 "pixels" were scaled by 255 and answered with 100% confidence."""
+    X = np.full((1, 784), 0.5)
+    X[0, 3] = value
+    cfg = DataConfig(dataset="mnist")
+    if ok:
+        outside_inputs(X, cfg, "mnist", np.float32, "input x.npy")
+        return
+    with pytest.raises(DataError, match=re.escape(f"input x.npy: sample 0 holds {value:g} "
+                                                  "(pixel 3), which no image holds")):
+        outside_inputs(X, cfg, "mnist", np.float32, "input x.npy")

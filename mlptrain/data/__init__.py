@@ -191,6 +191,8 @@ def outside_inputs(X: np.ndarray, cfg, dataset: str | None, dtype, where: str,
     standardization (`scaler`, None where it had none); the values must fit the network's
     `dtype`. Returns (X, notes saying what was done, for the user)."""
     notes = []
+    if dataset == "mnist":
+        _check_pixels(X, where)
     if dataset == "mnist" and X.size and X.max() > PIXELS_ABOVE:
         X = scale_pixels(X)
         notes.append(f"{where} looks like 0-{PIXEL_MAX} pixels: scaled them to [0, 1] (divided "
@@ -203,6 +205,21 @@ def outside_inputs(X: np.ndarray, cfg, dataset: str | None, dtype, where: str,
                      "run's training split (data.standardize)")
     check_range(X, dtype, where)
     return X, notes
+
+
+PIXEL_SLACK = 1.0  # what a resampling filter may overshoot the pixel range by (Lanczos rings)
+
+
+def _check_pixels(X: np.ndarray, where: str) -> None:
+    """DataError for a value no image holds: an MNIST run's inputs are pixels, in [0, 1] or
+    0-255 (1e30 "pixels", scaled by 255, got a confident answer and a mean intensity of 4e29%
+    in its warning); a resampled image's slight overshoot passes."""
+    bad = (X < -PIXEL_SLACK) | (X > PIXEL_MAX + PIXEL_SLACK)
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"{where}: sample {row} holds {X[row, column]:g} (pixel {column}), "
+                        f"which no image holds; an MNIST run's inputs are pixels, in [0, 1] or "
+                        f"0-{PIXEL_MAX}.")
 
 
 def check_dataset_range(dataset: Dataset, dtype) -> None:
