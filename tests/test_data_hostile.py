@@ -123,6 +123,20 @@ def test_a_file_of_blank_lines_is_empty(tmp_path):
         load(tmp_path / "t.csv")
 
 
+def test_predict_never_drops_a_row_so_each_answer_stays_with_its_row(tmp_path):
+    """A run that drops rows with gaps (missing = "drop") dropped them from predict's input
+    too: 3 rows got 2 answers, the second one labelled "sample 1" but the third row's."""
+    rows = numbers()
+    rows[5] = "2.5,,y"
+    table(tmp_path / "t.csv", "a,b,label", rows)
+    assert fit(tmp_path, 'dataset = "csv"\npath = "t.csv"\nmissing = "drop"').exit_code == 0
+    table(tmp_path / "mine.csv", "a,b", ["1,1", "-1,", "-1,1"])
+    refused(runner.invoke(app, ["predict", "latest", str(tmp_path / "mine.csv"), "--runs-dir",
+                                str(tmp_path / "runs")]),
+            "mine.csv, line 3, column 'b': missing value (an empty cell); fill it in: predict "
+            "answers each row of the file, in order, so none is dropped.")
+
+
 # -- classes --------------------------------------------------------------------------------------
 
 

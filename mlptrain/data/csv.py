@@ -125,7 +125,7 @@ def encode_table(table: Table, encoding: dict[str, Any], labelled: bool = True
     features = encoding["features"]
     needed = [encoding["target"], *features] if labelled else features
     _check_columns(table, needed, "a column the run uses", DataError)
-    rows, notes = _rows_kept(table, needed, encoding)
+    rows, notes = _rows_kept(table, needed, encoding, every_row=not labelled)
     _check_width(table, len(rows), encoding)
     blocks = [_one_hot(table, rows, c, encoding["categorical"][c])
               if c in encoding["categorical"] else _numeric(table, rows, c, encoding["fill"])
@@ -226,20 +226,20 @@ def _fill_means(table: Table, encoding: dict[str, Any], X: np.ndarray,
         start += width
 
 
-def _rows_kept(table: Table, columns: list[str], encoding: dict[str, Any]
-               ) -> tuple[np.ndarray, list[str]]:
-    """The rows to use under data.missing (drop: those with no missing cell in `columns`)."""
+def _rows_kept(table: Table, columns: list[str], encoding: dict[str, Any],
+               every_row: bool = False) -> tuple[np.ndarray, list[str]]:
+    """The rows to use under data.missing (drop: those with no missing cell in `columns`).
+    `every_row` (predict, which answers each row in order): none is dropped, as the answers
+    after it would then belong to the rows below theirs."""
     policy, fill = encoding["missing"], encoding["fill"]
     gaps = [(row, c) for c in columns for row, cell in enumerate(table.cells[c])
             if missing_cell(cell) and not (policy == "mean" and c in fill)]
-    if gaps and policy != "drop":
+    if gaps and (policy != "drop" or every_row):
         row, column = min(gaps)
-        why = "cannot be filled with a mean: it is the target or categorical; " \
-            if policy == "mean" else ""
         cell = table.cells[column][row]
         raise DataError(f"{table.place(row, column)}: missing value "
-                        f"({repr(cell) if cell else 'an empty cell'}); {why}fill it in, or set "
-                        "[data] missing = \"mean\" (numeric feature columns) or \"drop\".")
+                        f"({repr(cell) if cell else 'an empty cell'}); "
+                        + _gap_hint(policy, every_row))
     dropped = sorted({row for row, _ in gaps})
     rows = np.setdiff1d(np.arange(len(table.lines)), dropped)
     if not len(rows):
@@ -248,6 +248,18 @@ def _rows_kept(table: Table, columns: list[str], encoding: dict[str, Any]
     notes = [f"dropped {len(dropped)} row(s) with missing values (lines "
              f"{_names([table.lines[r] for r in dropped], quote=False)})"] if dropped else []
     return rows, notes
+
+
+def _gap_hint(policy: str, every_row: bool) -> str:
+    """What to do about a missing cell that data.missing (`policy`) does not fill."""
+    if every_row:  # the run's own setting cannot change, and no row may be dropped
+        return ("fill it in: predict answers each row of the file, in order, so none is "
+                "dropped" + (", and the run's means fill numeric feature columns only."
+                             if policy == "mean" else "."))
+    why = "cannot be filled with a mean: it is the target or categorical; " \
+        if policy == "mean" else ""
+    return (f"{why}fill it in, or set [data] missing = \"mean\" (numeric feature columns) or "
+            "\"drop\".")
 
 
 def _numeric(table: Table, rows: np.ndarray, column: str, fill: dict[str, float]) -> np.ndarray:
