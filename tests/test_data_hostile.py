@@ -240,3 +240,20 @@ def test_an_mnist_runs_inputs_must_be_pixels(value, ok):
     with pytest.raises(DataError, match=re.escape(f"input x.npy: sample 0 holds {value:g} "
                                                   "(pixel 3), which no image holds")):
         outside_inputs(X, cfg, "mnist", np.float32, "input x.npy")
+
+
+# -- a run's data file, changed after the run ----------------------------------------------------
+
+
+@pytest.mark.parametrize("standardize", ["true", "false"])
+def test_a_data_file_that_gained_a_column_is_named_not_broadcast(tmp_path, standardize):
+    """eval, plot and export (standardized) crashed in numpy's broadcasting, and fit --resume
+    --allow-data-change too (all read the file again through prepare_saved); unstandardized,
+    the error blamed the run's weights.npz."""
+    table(tmp_path / "t.csv", "a,b,label", numbers())
+    runs = str(tmp_path / "runs")
+    assert fit(tmp_path, f'dataset = "csv"\npath = "t.csv"\nstandardize = {standardize}'
+               ).exit_code == 0
+    table(tmp_path / "t.csv", "a,b,c,label", [r.replace(",", ",7,", 1) for r in numbers()])
+    refused(runner.invoke(app, ["eval", "latest", "--runs-dir", runs]),
+            "t.csv now gives 3 inputs per sample, but the run was trained on 2: the file changed")

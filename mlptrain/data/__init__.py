@@ -109,9 +109,22 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
                           f"samples out of {len(base.y_val)}; use a smaller fraction.")
     _note_untrained_classes(base)
     weigh(base, cfg.class_weight)  # the training split's class counts are known now
+    if scaler is not None:  # a saved run's, for the inputs its network takes
+        check_saved_width(base, len(scaler.mean))
     if standardizes(cfg):  # after the split: the held-out samples never shape the statistics
         _standardize(base, scaler or Standardizer.fit(base.X_train, f"{base.source} (train split)"))
     return base
+
+
+def check_saved_width(dataset: Dataset, trained: int) -> None:
+    """DataError when a saved run's data file, read again (eval, plot, export, fit --resume),
+    now gives another number of inputs per sample than the run's network takes: a column or
+    feature was added or removed since (the statistics, then the weights, would not fit)."""
+    if dataset.n_features != trained:
+        raise DataError(f"{dataset.source} now gives {dataset.n_features} inputs per sample, but "
+                        f"the run was trained on {trained}: the file changed since the run read "
+                        "it. Restore the file it trained on (its SHA-256 is in the run's "
+                        "summary.json), or train a new run on this one.")
 
 
 def _note_untrained_classes(d: Dataset) -> None:

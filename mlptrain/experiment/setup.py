@@ -17,7 +17,8 @@ from mlptrain import memory
 from mlptrain.arrayfiles import Expect
 from mlptrain.backend import describe_path, epoch_path, get_backend
 from mlptrain.config import Config, config_folder, load_config
-from mlptrain.data import FILE_SOURCES, Dataset, check_dataset_range, load_dataset
+from mlptrain.data import (FILE_SOURCES, Dataset, check_dataset_range, check_saved_width,
+                           load_dataset)
 from mlptrain.data.dataset import SPLITS, class_names
 from mlptrain import nn
 from mlptrain.data.standardize import FILE as PREPROCESS_FILE, Standardizer, TargetScale
@@ -145,8 +146,10 @@ def prepare_saved(run: Run, summary: dict, config: Config,
     """prepare() of a saved run's `config`: data.standardize as the run had it, and the
     statistics it stored, its features' and its target's, read back, never refitted."""
     scaler = saved_scaler(run, summary)
-    return prepare(as_saved(config, scaler), data_progress, scaler=scaler,
-                   target=saved_target_scale(run, summary))
+    p = prepare(as_saved(config, scaler), data_progress, scaler=scaler,
+                target=saved_target_scale(run, summary))
+    check_saved_width(p.dataset, summary["model"]["sizes"][0])  # before its weights are read
+    return p
 
 
 def saved_scaler(run: Run, summary: dict | None = None) -> Standardizer | None:
