@@ -257,3 +257,13 @@ def test_a_data_file_that_gained_a_column_is_named_not_broadcast(tmp_path, stand
     table(tmp_path / "t.csv", "a,b,c,label", [r.replace(",", ",7,", 1) for r in numbers()])
     refused(runner.invoke(app, ["eval", "latest", "--runs-dir", runs]),
             "t.csv now gives 3 inputs per sample, but the run was trained on 2: the file changed")
+
+
+def test_eval_says_when_a_run_s_data_changed_since_it_read_it(tmp_path):
+    table(tmp_path / "t.csv", "a,b,label", numbers())
+    assert fit(tmp_path, 'dataset = "csv"\npath = "t.csv"').exit_code == 0
+    table(tmp_path / "t.csv", "a,b,label", [r.replace(".5,", ".25,") for r in numbers()])
+    result = runner.invoke(app, ["eval", "latest", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "the data changed since the run read it (t.csv: another SHA-256)" in one_line(
+        result.stderr)

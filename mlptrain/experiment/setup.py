@@ -152,6 +152,14 @@ def prepare_saved(run: Run, summary: dict, config: Config,
     return p
 
 
+def changed_files(summary: dict, checksums: dict[str, str]) -> list[str]:
+    """The data files whose SHA-256 (`checksums`, as read now) is not the one the run recorded
+    when it read them, by name; [] for the same data."""
+    recorded = (summary.get("dataset") or {}).get("checksums") or {}
+    return sorted(name for name in set(recorded) | set(checksums)
+                  if recorded.get(name) != checksums.get(name))
+
+
 def saved_scaler(run: Run, summary: dict | None = None) -> Standardizer | None:
     """The statistics a saved run standardized its inputs with, read back from the run, never
     refitted; None where it did not standardize (its summary says whether it did: a run from
