@@ -102,6 +102,14 @@ def npz_headers(source: Path | str | bytes, name: str, error: type[MlptrainError
         return _headers(archive, name, error, expect, keys)
 
 
+def npz_names(source: Path | str | bytes, name: str, error: type[MlptrainError] = DataError
+              ) -> list[str]:
+    """The names of every entry of a .npz (arrays without their .npy), none of them read:
+    what a message says the file holds when a reader found no array it wants in it."""
+    with _archive(source, name, error) as archive:
+        return [n[:-len(".npy")] if n.endswith(".npy") else n for n in archive.namelist()]
+
+
 def read_npy(path: Path | str, name: str, error: type[MlptrainError] = DataError) -> np.ndarray:
     """The array of one .npy file, checked as an archive's entries are."""
     size = _regular_file(Path(path), name, error)

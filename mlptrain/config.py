@@ -68,7 +68,7 @@ class DataConfig:
     task: str = option("auto", choices=TASKS)  # npz, csv: auto (decided from the target's values) | classification | regression
     target: str = option("")  # csv: the target column's name ("" = the last column)
     features: list[str] = option([])  # csv: the feature columns' names ([] = every other column)
-    categorical: str | list[str] = option("auto")  # csv: columns one-hot encoded: "auto" (those not all numbers) or a list of names
+    categorical: str | list[str] = option("auto")  # csv: columns one-hot encoded: "auto" (those mostly not numbers) or a list of names
     delimiter: str = option(",")  # csv: the one character between cells
     missing: str = option("error", choices=MISSING_POLICIES)  # csv: an empty, NA or NaN cell: error | mean (the column's mean fills it) | drop (its row)
     sample_weight: str = option("")  # csv: the column of each row's weight in the loss ("" = none; it is then no feature; an npz's weights are its array w)
@@ -308,6 +308,10 @@ def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
          "flat vectors; set normalize_width = 0"),
         ("data", "categorical", isinstance(d.categorical, str) and d.categorical != "auto",
          "expected \"auto\" or a list of column names, such as [\"colour\"]"),
+        ("data", "features", bool(_repeated(d.features)),
+         f"names the column {_repeated(d.features)!r} twice; list each column once"),
+        ("data", "categorical", bool(_repeated(d.categorical)),
+         f"names the column {_repeated(d.categorical)!r} twice; list each column once"),
         ("data", "class_weight", isinstance(d.class_weight, str) and
          d.class_weight not in ("", BALANCED),
          f"expected \"{BALANCED}\", \"\" (no class weights) or a table of class names and "
@@ -333,6 +337,17 @@ def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
          "onecycle cycles SGD's momentum down to momentum_low, which must be below "
          f"[optimizer] momentum = {o.momentum:g}"),
     ]
+
+
+def _repeated(names) -> str:
+    """The first name a list gives twice ("": none); a column listed twice would be two
+    inputs of the same values."""
+    seen: set[str] = set()
+    for name in names if isinstance(names, list) else ():
+        if name in seen:
+            return name
+        seen.add(name)
+    return ""
 
 
 def _check_across(config: Config, where: _Where) -> None:

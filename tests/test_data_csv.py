@@ -356,6 +356,8 @@ def test_config_init_for_csv_is_a_working_starter(tmp_path, runs_dir):
     ('delimiter = ";;"', "expected the one character between"),
     ('missing = "zero"', "expected one of error, mean, drop"),
     ('task = "ranking"', "expected one of auto, classification, regression"),
+    ('features = ["a", "b", "a"]', "names the column 'a' twice; list each column once"),
+    ('categorical = ["a", "a"]', "names the column 'a' twice"),
 ])
 def test_the_csv_keys_are_checked_at_the_config(line, message):
     with pytest.raises(ConfigError, match=message):

@@ -15,7 +15,7 @@ import numpy as np
 from mlptrain.data.cache import user_cache
 from mlptrain.data.csv import NEEDS as CSV_NEEDS
 from mlptrain.data.csv import csv_dataset, csv_shape
-from mlptrain.data.dataset import Dataset, Loading, Source
+from mlptrain.data.dataset import Dataset, Loading, Source, class_names
 from mlptrain.data.mnist import (IMAGE_SIDE, N_DIGITS, PIXEL_MAX, find_vendored_mnist,
                                  load_mnist, scale_pixels)
 from mlptrain.data.npz import npz_data_shape, npz_dataset, npz_weighted
@@ -107,10 +107,40 @@ def load_dataset(cfg, rngs: dict[str, np.random.Generator], progress=None,
     if len(base.y_train) == 0:
         raise ConfigError(f"[data] val_fraction = {cfg.val_fraction} leaves no training "
                           f"samples out of {len(base.y_val)}; use a smaller fraction.")
+    _note_untrained_classes(base)
     weigh(base, cfg.class_weight)  # the training split's class counts are known now
+    if scaler is not None:  # a saved run's, for the inputs its network takes
+        check_saved_width(base, len(scaler.mean))
     if standardizes(cfg):  # after the split: the held-out samples never shape the statistics
         _standardize(base, scaler or Standardizer.fit(base.X_train, f"{base.source} (train split)"))
     return base
+
+
+def check_saved_width(dataset: Dataset, trained: int) -> None:
+    """DataError when a saved run's data file, read again (eval, plot, export, fit --resume),
+    now gives another number of inputs per sample than the run's network takes: a column or
+    feature was added or removed since (the statistics, then the weights, would not fit)."""
+    if dataset.n_features != trained:
+        raise DataError(f"{dataset.source} now gives {dataset.n_features} inputs per sample, but "
+                        f"the run was trained on {trained}: the file changed since the run read "
+                        "it. Restore the file it trained on (its SHA-256 is in the run's "
+                        "summary.json), or train a new run on this one.")
+
+
+def _note_untrained_classes(d: Dataset) -> None:
+    """A note naming the classes that only the held-out splits have (a rare class the random
+    split held out, a file's own test arrays): the network gets no row to learn them from, so
+    it never answers them, and its score on them is 0 however well it trained."""
+    if d.task != "classification":
+        return
+    held = set(np.unique(d.y_val).tolist()) | set(np.unique(d.y_test).tolist())
+    missing = sorted(held - set(np.unique(d.y_train).tolist()))
+    if missing:
+        names = class_names(d)
+        listed = ", ".join(repr(names[c]) for c in missing[:8]) + (", ..." if len(missing) > 8
+                                                                  else "")
+        d.notes.append(f"no training rows for {len(missing)} class(es) the validation or test "
+                       f"split holds ({listed}): the network cannot learn to answer them")
 
 
 def data_shape(cfg, near: Sequence[Path] = ()) -> tuple[int, int, int]:
@@ -174,6 +204,8 @@ def outside_inputs(X: np.ndarray, cfg, dataset: str | None, dtype, where: str,
     standardization (`scaler`, None where it had none); the values must fit the network's
     `dtype`. Returns (X, notes saying what was done, for the user)."""
     notes = []
+    if dataset == "mnist":
+        _check_pixels(X, where)
     if dataset == "mnist" and X.size and X.max() > PIXELS_ABOVE:
         X = scale_pixels(X)
         notes.append(f"{where} looks like 0-{PIXEL_MAX} pixels: scaled them to [0, 1] (divided "
@@ -188,22 +220,43 @@ def outside_inputs(X: np.ndarray, cfg, dataset: str | None, dtype, where: str,
     return X, notes
 
 
+PIXEL_SLACK = 1.0  # what a resampling filter may overshoot the pixel range by (Lanczos rings)
+
+
+def _check_pixels(X: np.ndarray, where: str) -> None:
+    """DataError for a value no image holds: an MNIST run's inputs are pixels, in [0, 1] or
+    0-255 (1e30 "pixels", scaled by 255, got a confident answer and a mean intensity of 4e29%
+    in its warning); a resampled image's slight overshoot passes."""
+    bad = (X < -PIXEL_SLACK) | (X > PIXEL_MAX + PIXEL_SLACK)
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"{where}: sample {row} holds {X[row, column]:g} (pixel {column}), "
+                        f"which no image holds; an MNIST run's inputs are pixels, in [0, 1] or "
+                        f"0-{PIXEL_MAX}.")
+
+
 def check_dataset_range(dataset: Dataset, dtype) -> None:
     """check_range of a user's own data (generated data lie in the range their config keys
     bound, MNIST's in [0, 1])."""
     if dataset.name in FILE_SOURCES:
         for split in ("train", "val", "test"):
-            check_range(dataset.split(split)[0], dtype, f"{dataset.source} ({split} split)")
+            X, y = dataset.split(split)
+            check_range(X, dtype, f"{dataset.source} ({split} split)")
+            if dataset.task == "regression":
+                check_range(y, dtype, f"{dataset.source} ({split} split)")
 
 
 def check_range(X: np.ndarray, dtype, where: str) -> None:
-    """DataError unless every value of X (N, D) is finite in `dtype`, the network's: 1e300
-    passes a float64 check, then turns into inf in float32 and NaN in the outputs."""
+    """DataError unless every value of X (N, D), or of targets X (N,) to regress, is finite in
+    `dtype`, the network's: 1e300 passes a float64 check, then turns into inf in float32 and
+    NaN in the outputs (a regression's targets are taken in that dtype too: 1e39 gave an
+    RMSE of inf and an R^2 of NaN)."""
     limit = np.finfo(dtype).max
     bad = ~(np.abs(X) <= limit)  # NaN fails the comparison too
     if bad.any():
-        row, column = (int(i) for i in np.argwhere(bad)[0])
-        raise DataError(f"{where}: sample {row} holds {X[row, column]:g} (feature {column}), "
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        what = f"feature {at[1]}" if X.ndim == 2 else "its target"
+        raise DataError(f"{where}: sample {at[0]} holds {X[at]:g} ({what}), "
                         f"beyond what the run's {np.dtype(dtype)} network can hold "
                         f"(+-{limit:.3g}); expected finite values like those it was trained on.")
 

@@ -2,7 +2,7 @@
 
 The target column (data.target; default the last) gives the labels, the feature columns
 (data.features; default every other) the inputs: numbers as they are, categorical columns
-(data.categorical; "auto": those whose values are not all numbers) one-hot, one input per
+(data.categorical; "auto": those whose values are mostly not numbers) one-hot, one input per
 value of the column's vocabulary (its distinct values, sorted). A missing cell (empty, NA,
 NaN) is an error naming its line and column unless data.missing fills it with the column's
 mean or drops its row. How the columns became inputs, the encoding, is recorded in the run:
@@ -20,12 +20,15 @@ from typing import Any
 import numpy as np
 
 from mlptrain.data.dataset import Dataset, Loading
-from mlptrain.data.labels import check_class_count, classes_of, decide_task, label_name
+from mlptrain.data.labels import (check_class_count, check_two_classes, classes_of,
+                                   decide_task, label_name)
 from mlptrain.data.paths import data_file, file_sha256
 from mlptrain.data.split import split_indices
-from mlptrain.data.table import Table, column_count, missing_cell, read_table
+from mlptrain.data.table import (Table, column_count, missing_cell, number_like,
+                                  read_table)
 from mlptrain.data.weights import check_sample_weights, rows_of
 from mlptrain.errors import ConfigError, DataError
+from mlptrain.memory import byte_size, host_available
 
 MISSING_POLICIES = ("error", "mean", "drop")  # data.missing: what a missing cell does
 NEEDS = "the .csv file: a header row naming the columns, then one row per sample"
@@ -44,7 +47,9 @@ def csv_dataset(cfg, at: Loading) -> Dataset:
     encoding.update(task=task, classes=names)
     n_classes = 1 if task == "regression" else max(2, len(names))
     if task == "classification":
-        check_class_count(n_classes, len(y), f"{path}: target column {encoding['target']!r}")
+        where = f"{path}: target column {encoding['target']!r}"
+        check_two_classes(y, names, where)
+        check_class_count(n_classes, len(y), where)
     w = _sample_weights(table, rows, cfg.sample_weight)
     keep, test = split_indices(len(y), cfg.test_fraction, at.split_rng)
     X, y, X_test, y_test = X[keep], y[keep], X[test], y[test]
@@ -95,7 +100,7 @@ def fit_encoding(table: Table, cfg) -> dict[str, Any]:
     if target in features:
         raise ConfigError(f"[data] features lists the target column {target!r}; a column is a "
                           "feature or the target, not both.")
-    categorical = [c for c in features if not _all_numbers(table, c)] \
+    categorical = [c for c in features if not _mostly_numbers(table, c)] \
         if cfg.categorical == "auto" else list(cfg.categorical)
     for name in categorical:
         if name not in features:
@@ -120,7 +125,8 @@ def encode_table(table: Table, encoding: dict[str, Any], labelled: bool = True
     features = encoding["features"]
     needed = [encoding["target"], *features] if labelled else features
     _check_columns(table, needed, "a column the run uses", DataError)
-    rows, notes = _rows_kept(table, needed, encoding)
+    rows, notes = _rows_kept(table, needed, encoding, every_row=not labelled)
+    _check_width(table, len(rows), encoding)
     blocks = [_one_hot(table, rows, c, encoding["categorical"][c])
               if c in encoding["categorical"] else _numeric(table, rows, c, encoding["fill"])
               for c in features]
@@ -150,6 +156,32 @@ def describe(encoding: dict[str, Any]) -> str:
     return text
 
 
+def input_names(encoding: dict[str, Any]) -> list[str]:
+    """Each input's name, in X's column order: its column's, or `column=value` for one of a
+    one-hot column's inputs."""
+    categorical = encoding["categorical"]
+    return [name for c in encoding["features"]
+            for name in ([f"{c}={v}" for v in categorical[c]] if c in categorical else [c])]
+
+
+def _check_width(table: Table, rows: int, encoding: dict[str, Any]) -> None:
+    """DataError when the encoded table cannot fit the memory available, before it is made:
+    a one-hot column of many values (an identifier, a free-text column) is an input per
+    value, and 60,000 rows of 60,000 distinct names would take 27 GiB, twice over."""
+    categorical = encoding["categorical"]
+    width = sum(len(categorical.get(c, [None])) for c in encoding["features"])
+    need, available = 2 * rows * width * 8, host_available()  # the blocks, then X
+    if available is None or need <= available or not categorical:
+        return
+    widest = max(categorical, key=lambda c: len(categorical[c]))
+    raise DataError(f"{table.path}: its {rows:,} rows encode to {width:,} inputs each "
+                    f"({byte_size(need)}, more than the {byte_size(available)} of memory "
+                    f"available): one-hot column {widest!r} alone has "
+                    f"{len(categorical[widest]):,} distinct values, an input per value. Leave it "
+                    "out of data.features (an identifier or free text teaches nothing about "
+                    "other rows).")
+
+
 def _check_columns(table: Table, names: list[str], key: str, error=ConfigError) -> None:
     for name in names:
         if name not in table.columns:
@@ -157,9 +189,13 @@ def _check_columns(table: Table, names: list[str], key: str, error=ConfigError) 
                         f"{_names(table.columns, shown=LISTED)}.")
 
 
-def _all_numbers(table: Table, column: str) -> bool:
-    return all(n is not None for n, c in zip(table.numbers(column), table.cells[column])
-               if not missing_cell(c))
+def _mostly_numbers(table: Table, column: str) -> bool:
+    """categorical = "auto": whether a column is numeric, its cells mostly numbers. A column of
+    numbers with a few other cells ('inf', a typo, a stray unit) is a numeric column with bad
+    cells, which _check_numbers names, not categories: one-hot, each of its numbers would
+    become an input of its own."""
+    cells = [c for c in table.cells[column] if not missing_cell(c)]
+    return 2 * sum(map(number_like, cells)) > len(cells) or not cells
 
 
 def _check_numbers(table: Table, column: str) -> None:
@@ -190,20 +226,20 @@ def _fill_means(table: Table, encoding: dict[str, Any], X: np.ndarray,
         start += width
 
 
-def _rows_kept(table: Table, columns: list[str], encoding: dict[str, Any]
-               ) -> tuple[np.ndarray, list[str]]:
-    """The rows to use under data.missing (drop: those with no missing cell in `columns`)."""
+def _rows_kept(table: Table, columns: list[str], encoding: dict[str, Any],
+               every_row: bool = False) -> tuple[np.ndarray, list[str]]:
+    """The rows to use under data.missing (drop: those with no missing cell in `columns`).
+    `every_row` (predict, which answers each row in order): none is dropped, as the answers
+    after it would then belong to the rows below theirs."""
     policy, fill = encoding["missing"], encoding["fill"]
     gaps = [(row, c) for c in columns for row, cell in enumerate(table.cells[c])
             if missing_cell(cell) and not (policy == "mean" and c in fill)]
-    if gaps and policy != "drop":
+    if gaps and (policy != "drop" or every_row):
         row, column = min(gaps)
-        why = "cannot be filled with a mean: it is the target or categorical; " \
-            if policy == "mean" else ""
         cell = table.cells[column][row]
         raise DataError(f"{table.place(row, column)}: missing value "
-                        f"({repr(cell) if cell else 'an empty cell'}); {why}fill it in, or set "
-                        "[data] missing = \"mean\" (numeric feature columns) or \"drop\".")
+                        f"({repr(cell) if cell else 'an empty cell'}); "
+                        + _gap_hint(policy, every_row))
     dropped = sorted({row for row, _ in gaps})
     rows = np.setdiff1d(np.arange(len(table.lines)), dropped)
     if not len(rows):
@@ -212,6 +248,18 @@ def _rows_kept(table: Table, columns: list[str], encoding: dict[str, Any]
     notes = [f"dropped {len(dropped)} row(s) with missing values (lines "
              f"{_names([table.lines[r] for r in dropped], quote=False)})"] if dropped else []
     return rows, notes
+
+
+def _gap_hint(policy: str, every_row: bool) -> str:
+    """What to do about a missing cell that data.missing (`policy`) does not fill."""
+    if every_row:  # the run's own setting cannot change, and no row may be dropped
+        return ("fill it in: predict answers each row of the file, in order, so none is "
+                "dropped" + (", and the run's means fill numeric feature columns only."
+                             if policy == "mean" else "."))
+    why = "cannot be filled with a mean: it is the target or categorical; " \
+        if policy == "mean" else ""
+    return (f"{why}fill it in, or set [data] missing = \"mean\" (numeric feature columns) or "
+            "\"drop\".")
 
 
 def _numeric(table: Table, rows: np.ndarray, column: str, fill: dict[str, float]) -> np.ndarray:
@@ -260,6 +308,7 @@ def _fit_target(table: Table, rows: np.ndarray, task: str, encoding: dict[str, A
                 ) -> tuple[np.ndarray, str, list[str] | None]:
     """(y, task, class names) of the training table's target column (data.task decided)."""
     column = encoding["target"]
+    _check_target_cells(table, rows, column, task)
     values = _target_values(table, rows, column)
     task = decide_task(values, task, f"{table.path}: target column {column!r}")
     if task == "classification":
@@ -270,6 +319,23 @@ def _fit_target(table: Table, rows: np.ndarray, task: str, encoding: dict[str, A
         raise DataError(f"{table.place(row, column)}: {table.cells[column][row]!r} is not a "
                         "number, but data.task = \"regression\" needs numbers to regress.")
     return values, task, None
+
+
+def _check_target_cells(table: Table, rows: np.ndarray, column: str, task: str) -> None:
+    """DataError for a target cell that would become a class of its own by mistake: one that
+    spells a number but no finite one ('inf'), or, with task auto, text among cells that are
+    mostly numbers (a typo in a column of class numbers or of values)."""
+    cells, numbers = table.cells[column], table.numbers(column)
+    typo = task == "auto" and 2 * sum(number_like(cells[r]) for r in rows) > len(rows)
+    for row in rows:
+        cell = cells[row]
+        if numbers[row] is None and (number_like(cell) or typo):
+            finite = sum(numbers[r] is not None for r in rows)
+            raise DataError(
+                f"{table.place(row, column)}: {cell!r} is not a finite number, but {finite} of "
+                f"the target's {len(rows)} cells are; fix the cell" + (
+                    "" if number_like(cell) else ", or set [data] task = \"classification\" to "
+                    "take every cell as a class name") + ".")
 
 
 def _known_target(table: Table, rows: np.ndarray, encoding: dict[str, Any]) -> np.ndarray:

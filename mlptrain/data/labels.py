@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlptrain.errors import ConfigError
+from mlptrain.errors import ConfigError, DataError
 
 TASKS = ("auto", "classification", "regression")
 AUTO_MAX_CLASSES = 50  # auto: more distinct whole numbers than this may be a quantity
@@ -48,6 +48,20 @@ def check_class_count(n_classes: int, n_rows: int, where: str) -> None:
             f"{where} has {n_classes:,} classes for {n_rows:,} rows: too many to learn as "
             f"classes (at most {MAX_CLASSES:,}, and at least 2 rows per class). If the target "
             "is a quantity, set [data] task = \"regression\".")
+
+
+def check_two_classes(y: np.ndarray, names: list[str] | None, where: str) -> None:
+    """DataError for class labels y (N,) (indices; `names`: theirs, where they have names) of
+    one class alone: a classifier learns to tell classes apart, so it would score 100% by
+    answering that class without learning anything (and its other output has no name)."""
+    distinct = np.unique(y)
+    if len(distinct) == 1:
+        only = int(distinct[0])
+        name = names[only] if names and only < len(names) else str(only)
+        raise DataError(
+            f"{where} holds one class ({name!r}) in all {len(y):,} rows: there is nothing to "
+            "tell it apart from. A classifier needs rows of at least two classes; add rows of "
+            "another class, or, if the column is a quantity, set [data] task = \"regression\".")
 
 
 def classes_of(values: np.ndarray) -> tuple[np.ndarray, list[str]]:

@@ -95,6 +95,12 @@ def load_mnist(
     files loaded are kept, read-only, and returned again while their size and modification
     time are unchanged: a sweep's trials in one process read and verify them once."""
     data_dir = Path(data_dir)
+    # a file given for the folder: else each MNIST file would be "missing in" it
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(
+            f"MNIST's data.path {data_dir} is a file, not a folder; give the folder that holds "
+            "the four IDX files (train-images-idx3-ubyte.gz, ...), or one to download them into."
+        )
     key = _files_key(data_dir)
     if key is not None and _last_loaded and _last_loaded[0] == key:
         return _last_loaded[1]

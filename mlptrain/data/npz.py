@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mlptrain.arrayfiles import Expect, npz_headers, read_npz
+from mlptrain.arrayfiles import Expect, npz_headers, npz_names, read_npz
 from mlptrain.data.dataset import Dataset, Loading
-from mlptrain.data.labels import check_class_count, classes_of, decide_task
+from mlptrain.data.labels import check_class_count, check_two_classes, classes_of, decide_task
 from mlptrain.data.paths import data_file, file_sha256
 from mlptrain.data.split import split_indices
 from mlptrain.data.weights import check_sample_weights, rows_of
@@ -115,8 +115,9 @@ def npz_dataset(cfg, at: Loading) -> Dataset:
         X, y, X_test, y_test = X[keep], y[keep], X[test], y[test]
         w, w_test = rows_of(a.w, keep), rows_of(a.w, test)
     if a.task == "classification":
-        rows = len(y) + len(y_test) + (0 if a.y_val is None else len(a.y_val))
-        check_class_count(a.n_classes, rows, f"Dataset file {path}")
+        labels = np.concatenate([y, y_test, *([] if a.y_val is None else [a.y_val])])
+        check_two_classes(labels, a.class_names, f"Dataset file {path}: array 'y'")
+        check_class_count(a.n_classes, len(labels), f"Dataset file {path}")
     return Dataset("npz", X, y, a.X_val, a.y_val, X_test, y_test, a.n_classes, (X.shape[1],),
                    str(path), {path.name: a.sha256}, task=a.task, class_names=a.class_names,
                    notes=a.notes, w_train=w, w_val=a.w_val, w_test=w_test,
@@ -205,9 +206,10 @@ def _labelled_pair(
 
 
 def _array(path: Path, arrays: dict[str, np.ndarray], key: str) -> np.ndarray:
-    if key not in arrays:
+    if key not in arrays:  # (arrays: the keys read; the message lists all the file holds)
+        found = sorted(npz_names(path, _name(path)))
         raise DataError(
-            f"Dataset file {path} has no array {key!r} (found: {sorted(arrays)}). "
+            f"Dataset file {path} has no array {key!r} (found: {found}). "
             "Save the data with numpy.savez(path, X=..., y=...)."
         )
     return arrays[key]

@@ -41,7 +41,7 @@ def read_table(path: Path, delimiter: str) -> Table:
     try:
         with opened(path) as f:
             reader = csv.reader(f, delimiter=delimiter)
-            header = next((row for row in reader if row), None)
+            header = next((row for row in reader if _filled(row)), None)
             if header is None:
                 raise DataError(f"{path} is empty; expected a header row naming the columns, "
                                 "then one row per sample.")
@@ -72,7 +72,8 @@ def column_count(path: Path, delimiter: str) -> int:
     path = regular_file(Path(path))
     try:
         with opened(path) as f:
-            return len(next((row for row in csv.reader(f, delimiter=delimiter) if row), []))
+            return len(next((row for row in csv.reader(f, delimiter=delimiter) if _filled(row)),
+                             []))
     except (csv.Error, UnicodeDecodeError) as exc:
         raise _unreadable(path, exc, 1) from None
 
@@ -98,9 +99,20 @@ def opened(path: Path):
         raise DataError(f"Dataset file {path} cannot be read ({exc}).") from None
 
 
+def _filled(row: list[str]) -> bool:
+    """Whether a row has a cell that is not blank: the header is the first such row (lines of
+    spaces before it are not a column named '')."""
+    return any(cell.strip() for cell in row)
+
+
 def _check_header(path: Path, columns: list[str]) -> None:
     seen = set()
-    for name in columns:
+    for i, name in enumerate(columns):
+        if not name:  # pandas writes its index so (",a,b"), and Excel a trailing delimiter
+            raise DataError(f"{path}: column {i + 1} of the header has no name (its header "
+                            f"names {', '.join(repr(c) for c in columns[:8])}"
+                            f"{', ...' if len(columns) > 8 else ''}); name every column, or "
+                            "remove an unnamed one (a row index, a trailing delimiter).")
         if name in seen:
             raise DataError(f"{path}: the header names column {name!r} twice; give each column "
                             "its own name.")
@@ -109,6 +121,15 @@ def _check_header(path: Path, columns: list[str]) -> None:
 
 def missing_cell(cell: str) -> bool:
     return cell.lower() in MISSING_CELLS
+
+
+def number_like(cell: str) -> bool:
+    """Whether a cell spells a number, finite or not ('inf' is a number, though no input)."""
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def _number(cell: str) -> float | None:

@@ -27,10 +27,12 @@ from typing import Any
 import numpy as np
 
 from mlptrain.data import STANDARDIZED_SOURCES
+from mlptrain.data.csv import input_names
 
 CHANCE_FACTOR = 3.0  # final train loss above this many times log C: worse than guessing
 RISE_FACTOR = 1.5  # final train loss above this many times the first epoch's: it went up
 NOISE = 2.0  # standard errors of the majority-class rate an accuracy must fall below to warn
+UNSCALED = 1e3  # a raw input or target beyond this blows a loss up at the usual rates (README)
 
 
 def training_warnings(history: list[dict[str, Any]], n_classes: int,
@@ -65,6 +67,29 @@ def run_warnings(history: list[dict[str, Any]], final: dict[str, Any], dataset) 
         found = [f"{w}; the features were not standardized, and features on scales far from 1 "
                  "train so: set [data] standardize = true" for w in found]
     return found
+
+
+def unscaled_data(dataset) -> str:
+    """What of a user's data is left on a scale far from 1, in a sentence ("": nothing): a
+    feature not standardized (data.standardize = false), or a regression target kept as given
+    (standardize_target = false, or Poisson's counts), reaching beyond UNSCALED. Gradients
+    grow with it: a feature of 1e6 blows the loss up at any usable rate, or kills every ReLU
+    in the first step and leaves a network that answers one class. fit notes it, and a
+    diverged run names it as the likelier cause than its learning rate."""
+    if dataset.name not in STANDARDIZED_SOURCES:
+        return ""
+    X, y = dataset.split("train")
+    if dataset.scaler is None and X.size and np.abs(X).max() > UNSCALED:
+        i = int(np.abs(X).max(axis=0).argmax())
+        name = input_names(dataset.encoding)[i] if dataset.encoding else f"feature {i}"
+        return (f"{name!r} reaches {np.abs(X[:, i]).max():.3g} and the features are not "
+                "standardized, so the loss may blow up; set [data] standardize = true")
+    if dataset.task == "regression" and dataset.target_scale is None and y.size \
+            and np.abs(y).max() > UNSCALED:
+        return (f"the target reaches {np.abs(y).max():.3g} and is not standardized, so the "
+                "loss may blow up; set [data] standardize_target = true (the poisson loss "
+                "ignores it), or divide the target by a power of ten in the file")
+    return ""
 
 
 def below_chance(final: dict[str, Any], dataset) -> list[str]:

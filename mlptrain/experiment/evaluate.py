@@ -14,12 +14,12 @@ import numpy as np
 
 from mlptrain import loop
 from mlptrain.config import Config, load_config
-from mlptrain.data import outside_inputs
+from mlptrain.data import check_range, outside_inputs
 from mlptrain.data.csv import table_inputs
 from mlptrain.data.npz import load_npz
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.experiment.predict import check_outputs, open_network
-from mlptrain.experiment.setup import SPLITS, prepare_run, saved_scaler
+from mlptrain.experiment.setup import SPLITS, changed_files, prepare_run, saved_scaler
 from mlptrain.model import MLP
 from mlptrain.reports.arrays import run_model
 from mlptrain.runs import Run, RunStore
@@ -46,6 +46,10 @@ def evaluate_run(store: RunStore, ref: str, split: str = "test",
         require_weights(run)
         p = prepare_run(run)
         model, (X, y) = p.model, p.dataset.split(split)
+        changed = changed_files(run.read_summary(), p.dataset.checksums)
+        if changed:  # else the scores differ from the run's record without a word
+            notes.append(f"the data changed since the run read it ({', '.join(changed)}: "
+                         "another SHA-256): these scores are of the files as they are now")
         sample_weights = p.dataset.weights(split)
         if not len(y):
             raise ConfigError(f"run {run.run_id} has an empty {split} split ({EMPTY_WHY[split]}).")
@@ -109,6 +113,8 @@ def _outside_data(path: Path, run: Run, config: Config, model: MLP, notes: list[
                         f"classes 0-{model_classes(model) - 1} only.")
     X, done = outside_inputs(X, config.data, dataset.get("name"), model.dtype,
                              f"{path} (array X)", saved_scaler(run, summary))
+    if model.loss.task == "regression":  # the loss takes the targets in the network's dtype
+        check_range(y, model.dtype, str(path))
     notes += done
     return X, y
 

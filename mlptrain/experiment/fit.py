@@ -20,8 +20,8 @@ from mlptrain import loop
 from mlptrain.arrayfiles import read_npz
 from mlptrain.config import Config, load_config
 from mlptrain.errors import DataError, RunStoreError, TrainingError
-from mlptrain.experiment.setup import (SPLITS, Prepared, network_expect, prepare,
-                                       prepare_saved)
+from mlptrain.experiment.setup import (SPLITS, Prepared, changed_files, network_expect,
+                                       prepare, prepare_saved)
 from mlptrain.experiment.training import (RunFinished, TrainingRun, finish_run,
                                           os_errors_fail, train_runs)
 from mlptrain.model import MLP
@@ -197,8 +197,7 @@ def interrupts_marked(run: Run, summary: dict):
 def _check_same_data(run: Run, summary: dict, checksums: dict[str, str], allow: bool) -> None:
     """The data a run resumes on must be the data it started on (its files' SHA-256)."""
     recorded = (summary.get("dataset") or {}).get("checksums") or {}
-    changed = sorted(name for name in set(recorded) | set(checksums)
-                     if recorded.get(name) != checksums.get(name))
+    changed = changed_files(summary, checksums)
     if not changed:
         return
     if not allow:

@@ -17,11 +17,13 @@ from mlptrain import memory
 from mlptrain.arrayfiles import Expect
 from mlptrain.backend import describe_path, epoch_path, get_backend
 from mlptrain.config import Config, config_folder, load_config
-from mlptrain.data import FILE_SOURCES, Dataset, check_dataset_range, load_dataset
+from mlptrain.data import (FILE_SOURCES, Dataset, check_dataset_range, check_saved_width,
+                           load_dataset)
 from mlptrain.data.dataset import SPLITS, class_names
 from mlptrain import nn
 from mlptrain.data.standardize import FILE as PREPROCESS_FILE, Standardizer, TargetScale
 from mlptrain.errors import DataError, ModelError, RunStoreError
+from mlptrain.experiment.diagnose import unscaled_data
 from mlptrain.model import MLP, build_model
 from mlptrain.runs import Run
 from mlptrain.seeding import streams
@@ -60,6 +62,9 @@ def prepare(config: Config, data_progress: Callable | None = None,
         dataset = load_dataset(config.data, rngs, data_progress, config_folder(config), scaler)
         check_dataset_range(dataset, config.train.dtype)
     dataset.target_scale = _target_scale(config, dataset, target)
+    unscaled = unscaled_data(dataset)
+    if unscaled:  # said before training, which may blow up or quietly learn nothing
+        _note(dataset, unscaled)
     config = _with_data_file(config, dataset)
     memory.check_fits(config, ops, sum(len(dataset.targets(s)) for s in SPLITS),
                       dataset.n_features, dataset.n_classes)  # now with the data's classes
@@ -141,8 +146,18 @@ def prepare_saved(run: Run, summary: dict, config: Config,
     """prepare() of a saved run's `config`: data.standardize as the run had it, and the
     statistics it stored, its features' and its target's, read back, never refitted."""
     scaler = saved_scaler(run, summary)
-    return prepare(as_saved(config, scaler), data_progress, scaler=scaler,
-                   target=saved_target_scale(run, summary))
+    p = prepare(as_saved(config, scaler), data_progress, scaler=scaler,
+                target=saved_target_scale(run, summary))
+    check_saved_width(p.dataset, summary["model"]["sizes"][0])  # before its weights are read
+    return p
+
+
+def changed_files(summary: dict, checksums: dict[str, str]) -> list[str]:
+    """The data files whose SHA-256 (`checksums`, as read now) is not the one the run recorded
+    when it read them, by name; [] for the same data."""
+    recorded = (summary.get("dataset") or {}).get("checksums") or {}
+    return sorted(name for name in set(recorded) | set(checksums)
+                  if recorded.get(name) != checksums.get(name))
 
 
 def saved_scaler(run: Run, summary: dict | None = None) -> Standardizer | None:

@@ -21,7 +21,7 @@ import numpy as np
 from mlptrain import loop
 from mlptrain.backend.events import ThreadsChosen
 from mlptrain.errors import RunStoreError, TrainingError
-from mlptrain.experiment.diagnose import run_warnings
+from mlptrain.experiment.diagnose import run_warnings, unscaled_data
 from mlptrain.experiment.setup import SPLITS, Prepared
 from mlptrain.model import MLP
 from mlptrain.optim import build_optimizer
@@ -122,7 +122,7 @@ def train_runs(members: list[TrainingRun], model: MLP, optimizer, splits: dict[s
     for g, (m, ledger) in enumerate(zip(members, ledgers)):
         run, summary = m.run, m.summary
         if ledger.failed:
-            finish_run(run, summary, "failed", start, error=ledger.failed)
+            finish_run(run, summary, "failed", start, error=_failure(ledger.failed, m.p))
         else:
             with os_errors_fail(run, summary):
                 reference = run_reference(m.p, tops[g], images)
@@ -130,6 +130,14 @@ def train_runs(members: list[TrainingRun], model: MLP, optimizer, splits: dict[s
             written(m)
         finished.append(RunFinished(run.run_id, run.path, summary, member=g))
     return finished
+
+
+def _failure(error: str, p: Prepared) -> str:
+    """Why a run failed: its loss's divergence, and the data's scale where that is the likelier
+    cause than the learning rate the message blames."""
+    unscaled = unscaled_data(p.dataset)
+    return f"{error} The data's own scale is the likelier cause: {unscaled}." if unscaled \
+        else error
 
 
 def _stopped(m: TrainingRun, g: int, start: float) -> RunFinished:

@@ -26,6 +26,12 @@ __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(
 __device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
 __device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
 
+// tanh, called rather than inlined: float's tanh is a long inline expansion, and a GEMM tile
+// inlines its epilogue once per output of a thread's register tile (TM x TN copies, each
+// with every activation's case), so NVRTC took 3-6 s per gemm instantiation instead of
+// 0.4-1.5 s: most of a cold start. A call returns the same value; ReLU's cases never make one.
+template <typename T> __device__ __noinline__ T tanh_of(T z) { return tanh(z); }
+
 // GELU's u = C z (1 + A z^2), C = sqrt(2/pi), A = 0.044715 (nn.GELU)
 template <typename T> __device__ __forceinline__ T gelu_u(T z) {
     return T(0.7978845608028654) * z * (T(1) + T(0.044715) * z * z);
@@ -35,9 +41,9 @@ template <typename T> __device__ __forceinline__ T act_forward(T z, int act, T s
     switch (act) {
     case ACT_RELU: return z > T(0) ? z : T(0);                   // max(z, 0)
     case ACT_LEAKY: { T s = slope * z; return z > s ? z : s; }   // max(z, slope z)
-    case ACT_TANH: return tanh(z);
-    case ACT_SIGMOID: return (tanh(z * T(0.5)) + T(1)) * T(0.5);  // stable: (1 + tanh(z/2)) / 2
-    case ACT_GELU: return T(0.5) * z * (T(1) + tanh(gelu_u(z)));  // nn.GELU's tanh form
+    case ACT_TANH: return tanh_of<T>(z);
+    case ACT_SIGMOID: return (tanh_of<T>(z * T(0.5)) + T(1)) * T(0.5);  // stable: (1 + tanh(z/2)) / 2
+    case ACT_GELU: return T(0.5) * z * (T(1) + tanh_of<T>(gelu_u(z)));  // nn.GELU's tanh form
     default: return z;
     }
 }
@@ -51,7 +57,7 @@ template <typename T> __device__ __forceinline__ T act_backward(T y, T dy, int a
     case ACT_TANH: return dy * (T(1) - y * y);
     case ACT_SIGMOID: return dy * (y * (T(1) - y));
     case ACT_GELU: {  // 0.5 (1 + t) + 0.5 z (1 - t^2) C (1 + 3 A z^2), t = tanh(u), y = z here
-        const T t = tanh(gelu_u(y));
+        const T t = tanh_of<T>(gelu_u(y));
         const T du = T(0.7978845608028654) * (T(1) + T(3 * 0.044715) * y * y);
         return dy * (T(0.5) * (T(1) + t) + T(0.5) * y * (T(1) - t * t) * du);
     }
