@@ -33,7 +33,7 @@ def product_kernels(source: str) -> list[str]:
     """float32's gemm (SIMT) and gemm_tc instantiations of `source`, each tile and transpose."""
     names = nvrtc._instantiations(source)
     simt = [n for n in names if n.startswith("gemm<float") and n.count(",") == 7]
-    shipped = f",{nvrtc._gemm_constant('TC_KF')}," if "gemm_tc<" in source else None
+    shipped = f",{nvrtc._gemm_constant('TC_KF')}," if "gemm_tc" in source else ""
     tc = [n for n in names if n.startswith("gemm_tc<") and shipped in n and n.endswith(",4>")]
     return simt + tc  # gemm_tc's 3xTF32 (MMA 4: fp32's default), the shipped KF
 
