@@ -346,18 +346,24 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
         __syncthreads();
         if (!is_last) return;
         __threadfence();
+        // every output sums its slices in the order z = 0, 1, ...; the loop over slices is the
+        // outer one, so the tile's loads of one slice go out together and the code holds one
+        // load per output, not eight (unrolled inside each of the TM x TN outputs, it made the
+        // large tile's compile twice as long)
 #pragma unroll
-        for (int i = 0; i < TM; ++i) {
-            const int m = m0 + row_of(i);
+        for (int i = 0; i < TM; ++i)
 #pragma unroll
-            for (int j = 0; j < TN; ++j) {
-                const int n = n0 + col_of(j);
-                if (m >= Mp || n >= Np) continue;
-                T s = T(0);
-#pragma unroll 8
-                for (int z = 0; z < (int)gridDim.z; ++z)
-                    s += __ldcg(&partial[((long long)z * Mp + m) * Np + n]);  // from L2
-                acc[i][j] = s;
+            for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+        for (int z = 0; z < (int)gridDim.z; ++z) {
+#pragma unroll
+            for (int i = 0; i < TM; ++i) {
+                const int m = m0 + row_of(i);
+#pragma unroll
+                for (int j = 0; j < TN; ++j) {
+                    const int n = n0 + col_of(j);
+                    if (m < Mp && n < Np)
+                        acc[i][j] += __ldcg(&partial[((long long)z * Mp + m) * Np + n]);  // L2
+                }
             }
         }
         if (tid == 0) counters[tile] = 0;  // ready for the next launch
