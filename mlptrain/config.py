@@ -39,6 +39,7 @@ from mlptrain.schedules import SCHEDULES
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]*")  # a run name becomes part of a directory name
 MAX_NAME = 100  # characters: a run id adds 23, and a file name may hold 255 bytes
 MAX_STRING = 4096  # characters in any string value: the longest path Linux accepts
+MAX_CONFIG_BYTES = 16 * 2**20  # a config file's size: a 10,000-point grid fits many times over
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no newline, tab or NUL in a name, path or URL
 
 # Every number has a finite range (the option's low and high): a value that passes here must
@@ -213,18 +214,41 @@ def check_name(value: Any, where: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
-    """Reads a TOML config, applies `section.key=value` overrides, validates, fills defaults."""
+def load_config(path: str | Path, overrides: Sequence[str] = (), text: str | None = None
+                ) -> Config:
+    """Reads a TOML config, applies `section.key=value` overrides, validates, fills defaults.
+    `text`: the file's, read already (read_config_text), so a pipe is read once."""
     path = Path(path)
+    text = read_config_text(path) if text is None else text
+    return parse_config(text, source=str(path), overrides=overrides,
+                        default_name=name_from_stem(path.stem))
+
+
+def read_config_text(path: Path) -> str:
+    """A config file's text, read once and at most MAX_CONFIG_BYTES of it: a config may come
+    from a pipe (`fit <(...)`), which a second read would find empty, and a path given by
+    mistake (a dataset, /dev/zero) must not be read into memory whole."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; pass the path of a TOML "
+                          "experiment config inside it, for example configs/mnist.toml.")
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist. Pass the path of a TOML "
                           "experiment config, for example configs/mnist.toml.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read as UTF-8 text: {exc}.") from None
-    return parse_config(text, source=str(path), overrides=overrides,
-                        default_name=name_from_stem(path.stem))
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}.") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} holds more than {MAX_CONFIG_BYTES // 2**20} MiB, "
+                          "which no experiment config does; is it a data file? Pass the path "
+                          "of a TOML experiment config, for example configs/mnist.toml.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start} is "
+                          f"{data[exc.start]:#04x}): a config is TOML, which is UTF-8 text; "
+                          "save it as UTF-8 (a binary or data file is no config).") from None
 
 
 def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] = (),

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mlptrain.config import (MAX_NAME, SECTIONS, Config, _check_value, _did_you_mean,
-                             load_config, tomllib, with_values)
+                             load_config, read_config_text, tomllib, with_values)
 from mlptrain.errors import ConfigError
 
 SWEEP_TABLE = "sweep"
@@ -138,8 +138,8 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
     many to run: see SweepSpec.trials) the trials, which draw their runs' figures only with
     `trial_figures` (SweepSpec.trial_figures)."""
     path = Path(path)
-    base = load_config(path, overrides)  # reports unreadable files and bad base keys first
-    text = path.read_text(encoding="utf-8")
+    text = read_config_text(path)  # once: a config from a pipe has no second reading
+    base = load_config(path, overrides, text)  # reports bad base keys first
     table = tomllib.loads(text).get(SWEEP_TABLE, {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: {SWEEP_TABLE} = {table!r}: expected a table [sweep] of axes "

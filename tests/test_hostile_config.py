@@ -1,0 +1,73 @@
+"""Hostile configs, command lines and sweeps: each input gets a one-paragraph error naming the
+culprit and a non-zero exit code, never a traceback, a silently ignored setting or a run
+directory left half-written (the audit of configs, arguments and sweeps)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import CONFIGS
+from typer.testing import CliRunner
+
+from mlptrain.cli import app
+from mlptrain.config import load_config
+from mlptrain.errors import ConfigError
+from mlptrain.sweep import load_sweep
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line(text: str) -> str:
+    """Output with rich's wrapping and panel borders undone, for substring checks."""
+    return " ".join(text.replace("│", " ").split())
+
+
+def _error(*args) -> str:
+    """The one-paragraph error of a command that must fail with exit code 1."""
+    result = run(*args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    return one_line(result.output)
+
+
+# -- reading the config file ----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_an_endless_file_as_config_is_refused_not_read_into_memory():
+    with pytest.raises(ConfigError, match="more than 16 MiB"):
+        load_config("/dev/zero")
+
+
+def test_a_directory_or_a_binary_file_as_config_says_what_it_is(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+    binary = tmp_path / "weights.toml"
+    binary.write_bytes(b"PK\x03\x04\xd0\x00")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 4 is 0xd0\)"):
+        load_config(binary)
+
+
+def test_a_sweep_config_from_a_pipe_is_read_once(tmp_path):
+    """`mlptrain sweep <(...)`: the base config and the [sweep] table come from one reading
+    (a second read of a pipe found it empty: 'no [sweep] axes')."""
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    text = (CONFIGS / "xor.toml").read_text() + '\n[sweep]\n"train.seed" = [0, 1]\n'
+
+    def write():
+        with open(fifo, "w") as f:
+            f.write(text)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    spec = load_sweep(fifo)
+    writer.join()
+    assert [a.key for a in spec.axes] == ["train.seed"] and len(spec.trials) == 2
