@@ -432,10 +432,10 @@ def _apply_override(raw: dict, item: str) -> tuple[str | None, str]:
     elif len(parts) != 2 or not all(parts):
         raise ConfigError(f"--set {_show(item)}: {_show(dotted)} must be section.key, one of the sections "
                           f"{', '.join(SECTIONS)} (for example train.epochs).")
-    try:
-        value = tomllib.loads(f"v = {value_text}")["v"]
-    except ValueError:  # TOMLDecodeError (or an integer too long to read)
-        value = value_text  # a bare word such as relu: take it as a string
+    elif parts[0] not in SECTIONS:  # named here: the file holds no such section to blame
+        raise ConfigError(f"--set {_show(item)}: {_show(parts[0])} is not a section; expected "
+                          f"one of {', '.join(SECTIONS)}." + _not_a_section(parts[0]))
+    value = value_of(dotted, value_text)
     if len(parts) == 1:
         raw["name"] = value
         return None, "name"
@@ -445,6 +445,36 @@ def _apply_override(raw: dict, item: str) -> tuple[str | None, str]:
                           "not a table.")
     section[parts[1]] = value
     return parts[0], parts[1]
+
+
+def _not_a_section(word: str) -> str:
+    """The hint after `--set WORD.key`: a sweep's axes come with --grid, a typo gets the
+    closest section."""
+    if word == "sweep":
+        return (" A sweep's axes are given with `mlptrain sweep CONFIG --grid "
+                "section.key=v1,v2,...`; --set changes one key of every trial.")
+    return _did_you_mean(word, list(SECTIONS))
+
+
+def value_of(dotted: str, text: str) -> Any:
+    """A value given on the command line for the key `dotted` (--set, one of --grid's): TOML
+    (`[256,128]`, `"a b"`, `1e-3`), else the text as a string (a bare word such as relu). A
+    key that takes text alone takes the text as written where TOML reads a number, a boolean
+    or a date: `name=5`, `data.target=2019` or `data.path=2024-01-01` name the run, the
+    column or the file `5`, `2019`, `2024-01-01`."""
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except ValueError:  # TOMLDecodeError (or an integer too long to read)
+        return text
+    return text if _takes_text(dotted) and not isinstance(value, (str, list, dict)) else value
+
+
+def _takes_text(dotted: str) -> bool:
+    """Whether a scalar given for the key `dotted` can only be text: `name`, or a field whose
+    type starts with str (`str`, `str | list[str]`, `str | dict[str, float]`)."""
+    section, _, key = dotted.rpartition(".")
+    f = _FIELDS.get(section, {}).get(key)
+    return dotted == "name" or (f is not None and str(f.type).startswith("str"))
 
 
 def _build(raw: dict, where: _Where) -> Config:

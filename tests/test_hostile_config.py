@@ -5,6 +5,7 @@ directory left half-written (the audit of configs, arguments and sweeps)."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -71,3 +72,48 @@ def test_a_sweep_config_from_a_pipe_is_read_once(tmp_path):
     spec = load_sweep(fifo)
     writer.join()
     assert [a.key for a in spec.axes] == ["train.seed"] and len(spec.trials) == 2
+
+
+# -- --set and --grid -----------------------------------------------------------------------------
+
+
+def test_set_of_an_unknown_section_blames_the_set_not_the_file():
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS / "xor.toml", ["trian.epochs=3"])
+    message = str(info.value)
+    assert message.startswith("--set 'trian.epochs=3'") and "Did you mean `train`?" in message
+
+
+@pytest.mark.parametrize("command", [("config", "check"), ("fit",), ("sweep",)])
+def test_set_into_the_sweep_table_is_refused_and_points_at_grid(tmp_path, command):
+    """fit ignores [sweep], and a sweep reads its axes from the file: `--set sweep.x=...` set
+    nothing, silently."""
+    config = tmp_path / "s.toml"
+    config.write_text((CONFIGS / "xor.toml").read_text() + '\n[sweep]\n"train.seed" = [0, 1]\n')
+    runs = () if command[0] == "config" else ("--runs-dir", tmp_path / "r")
+    message = _error(*command, config, "--set", "sweep.train=1", *runs)
+    assert "'sweep' is not a section" in message and "--grid" in message
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("given, key, expected", [
+    ("name=5", "name", "5"), ("data.target=2019", "target", "2019"),
+    ("data.path=2024-01-01", "path", "2024-01-01"), ("data.target=true", "target", "true"),
+    ('data.target="x y"', "target", "x y")])
+def test_set_of_a_text_key_takes_a_number_as_written(given, key, expected):
+    """TOML reads 2019 as an integer: a key of text alone (a column, a file, the run's name)
+    takes it as the text it was written as, instead of 'expected a string'."""
+    config = load_config(CONFIGS / "xor.toml", [given])
+    assert (config.name if key == "name" else getattr(config.data, key)) == expected
+
+
+def test_grid_of_a_text_key_takes_numbers_as_written():
+    spec = load_sweep(CONFIGS / "xor.toml", grid=["data.target=2019,1.50", "name=5,b"])
+    assert spec.axes[0].values == ["2019", "1.50"] and spec.axes[1].values == ["5", "b"]
+
+
+@pytest.mark.parametrize("item, phrase", [("model=1,2", "[model] is a section"),
+                                          ("=2,4", "names no key")])
+def test_grid_of_a_section_or_of_no_key_says_so(item, phrase):
+    with pytest.raises(ConfigError, match=re.escape(phrase)):
+        load_sweep(CONFIGS / "xor.toml", grid=[item])

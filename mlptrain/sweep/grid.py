@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from mlptrain.config import (MAX_NAME, SECTIONS, Config, _check_value, _did_you_mean,
-                             load_config, read_config_text, tomllib, with_values)
+from mlptrain.config import (_FIELDS, MAX_NAME, SECTIONS, Config, _check_value, _did_you_mean,
+                             load_config, read_config_text, tomllib, value_of,
+                             with_values)
 from mlptrain.errors import ConfigError
 
 SWEEP_TABLE = "sweep"
@@ -177,13 +178,20 @@ def parse_grid_option(item: str) -> tuple[str, list[Any]]:
         raise ConfigError(f"--grid {item!r} is not of the form section.key=v1,v2,... (for "
                           "example --grid model.hidden=2,4,8).")
     key, text = (part.strip() for part in item.split("=", 1))
+    if not key:
+        raise ConfigError(f"--grid {item!r} names no key before the =; write section.key=v1,"
+                          "v2,... (for example --grid model.hidden=2,4,8).")
     if not text:
         raise ConfigError(f"--grid {item!r} gives no values; list them after the =, separated "
                           "by commas.")
+    parts = [part.strip() for part in _top_level_parts(text)]
     try:
         values = tomllib.loads(f"v = [{text}]")["v"]
     except tomllib.TOMLDecodeError:
-        values = [_toml_or_word(part.strip()) for part in _top_level_parts(text)]
+        return key, [value_of(key, part) for part in parts]
+    if len(values) == len(parts):  # a key of text takes `2019` as written (config.value_of)
+        values = [value_of(key, part) if not isinstance(v, (str, list, dict)) else v
+                  for v, part in zip(values, parts)]
     return key, values
 
 
@@ -203,13 +211,6 @@ def _top_level_parts(text: str) -> list[str]:
             parts.append(text[start:i])
             start = i + 1
     return parts + [text[start:]]
-
-
-def _toml_or_word(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text  # a bare word such as relu
 
 
 def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
@@ -243,6 +244,9 @@ def _config_field(key: str, where: Callable[[], str]):
     if key == "name":
         return None
     section, _, name = key.partition(".")
+    if section in SECTIONS and not name:  # `--grid model=...`: a section, not one of its keys
+        raise ConfigError(f"{where()}: [{section}] is a section; an axis names one of its keys "
+                          f"as {section}.key, one of {', '.join(_FIELDS[section])}.")
     if section not in SECTIONS or not name:
         keys = ["name", *SECTIONS]
         raise ConfigError(f"{where()}: an axis must name a config key as section.key, with a "
