@@ -267,12 +267,16 @@ def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] =
     return config
 
 
-def with_values(config: Config, values: dict[str, Any], text: str = "") -> Config:
+def with_values(config: Config, values: dict[str, Any], text: str = "",
+                places: dict[str, str] | None = None) -> Config:
     """A copy of `config` with dotted keys (`model.hidden`, or `name`; known keys, as a
     sweep's checked axes are) set as `--set key=value` sets them: each value checked like its
     key, then the rules across keys. A sweep builds its trials' configs this way from one
     parsed base instead of parsing the file again for each. `text`: the file's, to name the
-    line of a key a rule blames."""
+    line of a key a rule blames; `places`: where each key's value was given, as errors name it
+    (a sweep's axis: `file, line 9: [sweep] "key"`; default `--set key`)."""
+    places = {key: places.get(key, f"--set {key}") if places else f"--set {key}"
+              for key in values}
     # a new object for every section, not a deep copy: 10,000 trials are built in a blink,
     # and no one changes a value in place (a list such as model.hidden is replaced whole)
     out = copy.copy(config)
@@ -281,13 +285,16 @@ def with_values(config: Config, values: dict[str, Any], text: str = "") -> Confi
     out.overrides = list(config.overrides)
     for dotted, value in values.items():
         section, _, key = dotted.rpartition(".")
-        where = f"--set {dotted}"
+        where = places[dotted]
         if not section:
             out.name = check_name(value, where)
             continue
         checked = _check_value(_FIELDS[section][key], value, lambda: where)
         setattr(getattr(out, section), key, checked)
-    overridden = {(s or None, k) for s, _, k in (d.rpartition(".") for d in values)}
+    given = {o.partition("=")[0].strip(): "" for o in config.overrides}  # the base's --set
+    given.update(places)
+    overridden = {(s or None, k): place or f"--set {d}" for d, place in given.items()
+                  for s, _, k in [d.rpartition(".")]}
     _check_across(out, _Where(config.source, text, overridden))
     return out
 
@@ -392,11 +399,14 @@ class _Where:
 
     source: str
     text: str
-    overridden: set = field(default_factory=set)  # (section, key) pairs given with --set
+    # (section, key) pairs given with --set; or, as a dict, each with where it was given
+    overridden: set | dict = field(default_factory=set)
 
     def __call__(self, section: str | None, key: str) -> str:
         if len(key) > 60:  # an unknown key can be any length: keep the message short
             return f"{self.source}: " + (f"[{section}] " if section else "") + _show(key)
+        if isinstance(self.overridden, dict) and (section, key) in self.overridden:
+            return self.overridden[(section, key)]
         if (section, key) in self.overridden:
             return f"--set {section}.{key}" if section else f"--set {key}"
         line = _line_of(self.text, section, key)

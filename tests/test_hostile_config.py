@@ -117,3 +117,27 @@ def test_grid_of_a_text_key_takes_numbers_as_written():
 def test_grid_of_a_section_or_of_no_key_says_so(item, phrase):
     with pytest.raises(ConfigError, match=re.escape(phrase)):
         load_sweep(CONFIGS / "xor.toml", grid=[item])
+
+
+def _sweep_config(tmp_path, table: str) -> Path:
+    path = tmp_path / "sweep.toml"
+    path.write_text((CONFIGS / "xor.toml").read_text() + "\n[sweep]\n" + table)
+    return path
+
+
+@pytest.mark.parametrize("where, expected", [
+    ("file", 'sweep.toml, line 31: [sweep] "schedule.warmup_epochs" = 1.5'),
+    ("grid", "--grid schedule.warmup_epochs = 1.5"),
+    ("set", "--set schedule.warmup_epochs = 1.5")])
+def test_a_trial_that_breaks_a_rule_names_the_trial_and_where_its_value_came_from(
+        tmp_path, where, expected):
+    """The error blamed `--set schedule.warmup_epochs` for a value the [sweep] table gave."""
+    table = '"train.epochs" = [1, 2]\n' + \
+        ('"schedule.warmup_epochs" = [1.5]\n' if where == "file" else "")
+    grid = ["schedule.warmup_epochs=1.5"] if where == "grid" else []
+    sets = ["schedule.warmup_epochs=1.5"] if where == "set" else []
+    with pytest.raises(ConfigError) as info:
+        load_sweep(_sweep_config(tmp_path, table), sets, grid)
+    message = str(info.value)
+    assert message.startswith("trial #0 (train.epochs=1") and expected in message
+    assert "the warm-up must end before the last epoch" in message

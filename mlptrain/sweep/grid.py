@@ -38,6 +38,7 @@ MAX_TRIALS = 10_000  # trials one sweep runs: each is a run directory, a config 
 class Axis:
     key: str  # dotted config key, e.g. model.hidden
     values: list[Any]
+    place: str = ""  # where it was given, for errors: `file, line 9: [sweep] "key"`, `--grid key`
 
 
 @dataclass
@@ -99,7 +100,12 @@ class SweepSpec:
     def trial(self, index: int) -> Trial:
         """The trial at grid index `index`: the base with the point's values as --set."""
         point = point_at(self.axes, index)
-        config = with_values(self.base, point, self.text)
+        try:
+            config = with_values(self.base, point, self.text,
+                                 {a.key: a.place for a in self.axes if a.place})
+        except ConfigError as exc:  # a rule across keys that this point's values break
+            shown = ", ".join(f"{k}={toml_value(v)}" for k, v in point.items())
+            raise ConfigError(f"trial #{index} ({shown}): {exc}") from None
         config.overrides = [*self.base.overrides,
                             *(f"{key}={toml_value(value)}" for key, value in point.items())]
         config.name = trial_name(point.get("name", self.name), point)
@@ -148,10 +154,11 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
     axes = {}
     for key, values in _flatten(table).items():
         where = _file_place(path, text, key)
-        axes[key] = Axis(key, _check_axis(key, values, where))
+        axes[key] = Axis(key, _check_axis(key, values, where), where())
     for item in grid:
         key, values = parse_grid_option(item)
-        axes[key] = Axis(key, _check_axis(key, values, lambda k=key: f"--grid {k}"))
+        axes[key] = Axis(key, _check_axis(key, values, lambda k=key: f"--grid {k}"),
+                         f"--grid {key}")
     if not axes:
         raise ConfigError(f"{path} has no [sweep] axes and no --grid was given; add for example "
                           '[sweep] "model.hidden" = [2, 4, 8] or --grid model.hidden=2,4,8.')
