@@ -141,3 +141,12 @@ def test_a_trial_that_breaks_a_rule_names_the_trial_and_where_its_value_came_fro
     message = str(info.value)
     assert message.startswith("trial #0 (train.epochs=1") and expected in message
     assert "the warm-up must end before the last epoch" in message
+
+
+def test_config_check_checks_the_sweep_table_as_sweep_would(tmp_path):
+    """A typo in an axis passed `config check` and failed only when the sweep was run."""
+    message = _error("config", "check", _sweep_config(tmp_path, '"model.hiden" = [2, 4]\n'))
+    assert '[sweep] "model.hiden"' in message and "Did you mean `hidden`?" in message
+    result = run("config", "check", CONFIGS / "mnist-capacity.toml")
+    assert result.exit_code == 0
+    assert "[sweep]: 24 trials: 8 (model.hidden) x 3 (train.seed)" in one_line(result.output)

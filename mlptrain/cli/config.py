@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from mlptrain.cli.common import err, fail, out
-from mlptrain.config import commented_defaults, load_config
+from mlptrain.config import commented_defaults, load_config, read_config_text
 from mlptrain.data import DATASETS
 from mlptrain.errors import ConfigError, MlptrainError
 from mlptrain.runs import atomic_write_text
@@ -25,14 +25,25 @@ def config_check(
     set_: Optional[List[str]] = typer.Option(
         None, "--set", "-s", metavar="SECTION.KEY=VALUE", help="Override one key (repeatable)."),
 ):
-    """Validate a config (keys, types, ranges, names) without loading data or training."""
+    """Validate a config (keys, types, ranges, names; a [sweep] table's axes and trials too)
+    without loading data or training."""
+    from mlptrain.sweep.grid import MAX_TRIALS, declared_sweep
+
     try:
-        cfg = load_config(file, set_ or [])
+        text = read_config_text(file)
+        cfg = load_config(file, set_ or [], text)
+        spec = declared_sweep(file, set_ or [], text)
     except MlptrainError as exc:
         fail(exc)
     out.print(f"{file}: valid config for run {cfg.name!r} ({cfg.data.dataset}, hidden "
               f"{cfg.model.hidden}, {cfg.optimizer.name}, {plural(cfg.train.epochs, 'epoch')})",
               highlight=False, soft_wrap=True)
+    if spec is not None:
+        axes = " x ".join(f"{len(a.values)} ({a.key})" for a in spec.axes)
+        more = f"; more than {MAX_TRIALS:,}: run it with --samples N" \
+            if spec.size > MAX_TRIALS else ""
+        out.print(f"[sweep]: {plural(spec.size, 'trial')}: {axes}{more}", highlight=False,
+                  soft_wrap=True, markup=False)
 
 
 def config_init(

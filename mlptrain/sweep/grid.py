@@ -140,12 +140,13 @@ def too_many(spec: SweepSpec) -> str:
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[str] = (),
                samples: int = 0, sample_seed: int = 0,
-               trial_figures: bool = False) -> SweepSpec:
+               trial_figures: bool = False, text: str | None = None) -> SweepSpec:
     """Reads a sweep config: its [sweep] table, then --grid axes, then (unless there are too
     many to run: see SweepSpec.trials) the trials, which draw their runs' figures only with
-    `trial_figures` (SweepSpec.trial_figures)."""
+    `trial_figures` (SweepSpec.trial_figures). `text`: the file's, when read already."""
     path = Path(path)
-    text = read_config_text(path)  # once: a config from a pipe has no second reading
+    if text is None:
+        text = read_config_text(path)  # once: a config from a pipe has no second reading
     base = load_config(path, overrides, text)  # reports bad base keys first
     table = tomllib.loads(text).get(SWEEP_TABLE, {})
     if not isinstance(table, dict):
@@ -172,6 +173,15 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
     if spec.size <= MAX_TRIALS:
         spec.trials  # built now: a point that breaks a rule across keys refuses the grid
     return spec
+
+
+def declared_sweep(path: str | Path, overrides: Sequence[str], text: str) -> SweepSpec | None:
+    """The sweep a config's own [sweep] table declares, every axis and trial checked as
+    `mlptrain sweep` would (`config check`: a bad axis must not wait for the sweep to be run);
+    None for a config without one."""
+    if SWEEP_TABLE not in tomllib.loads(text):
+        return None
+    return load_sweep(path, overrides, text=text)
 
 
 # -- axes ----------------------------------------------------------------------------------------
