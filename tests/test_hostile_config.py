@@ -150,3 +150,18 @@ def test_config_check_checks_the_sweep_table_as_sweep_would(tmp_path):
     result = run("config", "check", CONFIGS / "mnist-capacity.toml")
     assert result.exit_code == 0
     assert "[sweep]: 24 trials: 8 (model.hidden) x 3 (train.seed)" in one_line(result.output)
+
+
+# -- settings the data makes meaningless ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["fit", "dry-run"])
+def test_early_stopping_with_a_validation_split_that_rounds_to_nothing_is_refused(
+        tmp_path, command):
+    """val_fraction = 0.01 of 20 samples holds out no row: patience was silently ignored."""
+    args = ["--set", "data.samples=20", "--set", "data.val_fraction=0.01",
+            "--set", "train.patience=2", "--runs-dir", tmp_path / "runs"]
+    dry = ["--dry-run"] if command == "dry-run" else []
+    message = _error("fit", CONFIGS / "xor.toml", *args, *dry)
+    assert "[train] patience = 2: early stopping watches the validation loss" in message
+    assert "val_fraction = 0.01" in message and not (tmp_path / "runs").exists()

@@ -20,8 +20,8 @@ from mlptrain import loop
 from mlptrain.arrayfiles import read_npz
 from mlptrain.config import Config, load_config
 from mlptrain.errors import DataError, RunStoreError, TrainingError
-from mlptrain.experiment.setup import (SPLITS, Prepared, changed_files, network_expect,
-                                       prepare, prepare_saved)
+from mlptrain.experiment.setup import (SPLITS, Prepared, changed_files, check_new_run,
+                                       network_expect, prepare, prepare_saved)
 from mlptrain.experiment.training import (RunFinished, TrainingRun, finish_run,
                                           os_errors_fail, train_runs)
 from mlptrain.model import MLP
@@ -113,6 +113,7 @@ def run_started(m: TrainingRun, member: int = 0) -> RunStarted:
 
 def start_run(p: Prepared, store: RunStore, path: str | None = None) -> TrainingRun:
     """A new run for p, its config and first summary written (`path`: how its steps run)."""
+    check_new_run(p)  # before its directory exists
     run = store.create(p.config.name)
     m = TrainingRun(p, run, start_summary(run, p))
     if path:

@@ -22,7 +22,7 @@ from mlptrain.data import (FILE_SOURCES, Dataset, check_dataset_range, check_sav
 from mlptrain.data.dataset import SPLITS, class_names
 from mlptrain import nn
 from mlptrain.data.standardize import FILE as PREPROCESS_FILE, Standardizer, TargetScale
-from mlptrain.errors import DataError, ModelError, RunStoreError
+from mlptrain.errors import ConfigError, DataError, ModelError, RunStoreError
 from mlptrain.experiment.diagnose import unscaled_data
 from mlptrain.model import MLP, build_model
 from mlptrain.runs import Run
@@ -242,9 +242,24 @@ class Plan:
     standardized: bool = False  # features scaled by the training split's mean and std
 
 
+def check_new_run(p: Prepared) -> None:
+    """ConfigError for what a new run's config asks of data that cannot give it: checked
+    before a run (or a dry run) starts, never for a saved run, which trained already. Early
+    stopping watches the validation loss, and a validation split that rounds to no rows
+    (val_fraction = 0.01 of 20 samples) would turn it off without a word."""
+    t, d = p.config.train, p.config.data
+    if t.patience and not len(p.dataset.targets("val")):
+        n = len(p.dataset.targets("train"))
+        raise ConfigError(f"[train] patience = {t.patience}: early stopping watches the "
+                          f"validation loss, but the validation split is empty ([data] "
+                          f"val_fraction = {d.val_fraction:g} held out no row, {n} stayed for "
+                          "training); raise val_fraction, or set patience = 0.")
+
+
 def plan(config: Config, data_progress: Callable | None = None) -> Plan:
     """Resolves device, data and model as `fit` would, without creating a run."""
     p = prepare(config, data_progress)
+    check_new_run(p)
     samples = {name: int(len(p.dataset.targets(name))) for name in SPLITS}
     return Plan(p.model.describe(), p.model.parameter_count, samples, p.model.ops.device,
                 config.train.dtype, p.step.steps_per_epoch, p.step.epochs,
