@@ -23,6 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+import numpy as np
 import tomli_w
 
 from mlptrain import nn
@@ -365,7 +366,33 @@ def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
          0 < o.momentum <= s.momentum_low,
          "onecycle cycles SGD's momentum down to momentum_low, which must be below "
          f"[optimizer] momentum = {o.momentum:g}"),
+        *_underflow_rules(c),
     ]
+
+
+def _underflow_rules(c: Config) -> list[tuple[str, str, bool, str]]:
+    """A positive number below the smallest normal number of the run's dtype is a typo, not a
+    setting: the arithmetic rounds it to 0 or keeps a few bits of it (optimizer.lr = 1e-300
+    trained nothing in float32; eps = 1e-50 became 0 and the Adam step 0/0). Only the keys
+    that break it are listed: a sweep checks 10,000 trials."""
+    tiny = _TINY[c.train.dtype]
+    wider = " (or train.dtype = \"float64\")" if c.train.dtype != "float64" else ""
+    return [(section, f.name, True,
+             f"positive, but below {tiny:.3g}, the smallest normal number of the run's "
+             f"{c.train.dtype} arithmetic, which rounds it to 0 or keeps a few bits of it; give "
+             "a larger value" + ("" if f.metadata["low_open"] else " or 0") + wider)
+            for section, f in _FLOAT_FIELDS
+            if any(0 < abs(v) < tiny for v in _numbers(getattr(getattr(c, section), f.name)))]
+
+
+_TINY = {dtype: float(np.finfo(dtype).tiny) for dtype in DTYPES}
+_FLOAT_FIELDS = [(section, f) for section, named in _FIELDS.items() for f in named.values()
+                 if str(f.type).startswith("float")]
+
+
+def _numbers(value) -> list:
+    """A float field's numbers: one, or a range's two."""
+    return value if isinstance(value, list) else [value]
 
 
 def _repeated(names) -> str:
