@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from mlptrain.cli import app
 from mlptrain.config import load_config
-from mlptrain.errors import ConfigError
+from mlptrain.errors import ConfigError, TrainingError
 from mlptrain.sweep import load_sweep
 
 runner = CliRunner()
@@ -165,3 +165,44 @@ def test_early_stopping_with_a_validation_split_that_rounds_to_nothing_is_refuse
     message = _error("fit", CONFIGS / "xor.toml", *args, *dry)
     assert "[train] patience = 2: early stopping watches the validation loss" in message
     assert "val_fraction = 0.01" in message and not (tmp_path / "runs").exists()
+
+
+# -- numbers the training arithmetic cannot hold ------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting, dtype", [
+    ("optimizer.lr=1e-300", "float32"), ("optimizer.eps=1e-50", "float32"),
+    ("model.leaky_slope=1e-40", "float32"), ("schedule.min_lr=1e-320", "float64"),
+    ("optimizer.weight_decay=1e-45", "float32")])
+def test_a_positive_number_the_dtype_rounds_to_zero_is_refused(setting, dtype):
+    """lr = 1e-300 trained nothing in float32 (and was then blamed as 'too high'); eps = 1e-50
+    became 0, and Adam's step 0/0."""
+    key = setting.partition("=")[0]
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS / "xor.toml", [setting, f"train.dtype={dtype}"])
+    message = str(info.value)
+    assert message.startswith(f"--set {key} = ") and "smallest normal number" in message
+    assert f"run's {dtype} arithmetic" in message
+
+
+def test_the_smallest_normal_numbers_still_pass():
+    load_config(CONFIGS / "xor.toml", ["optimizer.lr=1.2e-38", "optimizer.eps=1e-30"])
+    load_config(CONFIGS / "xor.toml", ["optimizer.lr=1e-300", "train.dtype=float64"])
+
+
+def test_a_diverging_run_trains_without_numpy_warnings(runs_dir):
+    """The loop explains a divergence in its error; numpy's overflow warnings on the way went
+    to the stderr of a sweep's worker processes, where no `fit` filter reaches."""
+    import warnings
+
+    from mlptrain.experiment import fit_experiment
+    from mlptrain.runs import RunStore
+
+    config = load_config(CONFIGS / "xor.toml", [
+        "train.epochs=2", "optimizer.lr=1000000", "model.activation=relu",
+        "model.hidden=[300,300]"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TrainingError, match="the training loss became nan"):
+            fit_experiment(config, RunStore(runs_dir))
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], caught

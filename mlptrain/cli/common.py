@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+import warnings
 from contextlib import contextmanager
 from typing import Any
 
@@ -121,6 +122,14 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def hush_numeric_warnings() -> None:
+    """A diverging run overflows before the loop sees a non-finite loss and explains it in an
+    error: numpy's warnings of it on stderr are noise (training itself runs under np.errstate;
+    this covers the rest of the command, its evaluation and figures)."""
+    warnings.filterwarnings("ignore", message="(overflow|invalid value|divide by zero)",
+                            category=RuntimeWarning)
 
 
 def fail(exc: MlptrainError) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import warnings
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -17,6 +16,7 @@ from mlptrain.cli.common import (
     RunsDir,
     err,
     fail,
+    hush_numeric_warnings,
     interrupted,
     json_text,
     out,
@@ -81,8 +81,7 @@ def fit(
               "and --print-config apply to a CONFIG")
     if allow_data_change and resume is None:
         usage("--allow-data-change applies to --resume RUN")
-    # a diverging run overflows before the loop sees a NaN loss and explains it: no numpy noise
-    warnings.filterwarnings("ignore", message="(overflow|invalid value)", category=RuntimeWarning)
+    hush_numeric_warnings()
     store = RunStore(runs_dir)
     try:
         device_set = [f"train.device={device}"] if device else []  # --device is a --set

@@ -3,14 +3,14 @@ mlptrain.sweep.run_sweep; this module parses options and renders the sweep's eve
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from mlptrain.cli.common import RunsDir, err, fail, interrupted, out, sigterm_as_ctrl_c
+from mlptrain.cli.common import (RunsDir, err, fail, hush_numeric_warnings, interrupted, out,
+                                 sigterm_as_ctrl_c)
 from mlptrain.errors import MlptrainError
 from mlptrain.text import plural
 
@@ -67,7 +67,7 @@ def sweep(
     from mlptrain.runs import RunStore
     from mlptrain.sweep import load_sweep, run_sweep
 
-    warnings.filterwarnings("ignore", message="(overflow|invalid value)", category=RuntimeWarning)
+    hush_numeric_warnings()
     try:
         spec = load_sweep(config, set_ or [], grid or [], samples, sample_seed, trial_figures)
         figure_formats = _formats(formats or ["png"])
