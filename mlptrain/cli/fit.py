@@ -76,7 +76,7 @@ def fit(
 
     if (config is None) == (resume is None):
         usage("give a CONFIG to start a run, or --resume RUN to continue one (not both)")
-    if resume is not None and (set_ or device or dry_run or print_config):
+    if resume is not None and (set_ or device is not None or dry_run or print_config):
         usage("--resume continues a run with its saved config; --set, --device, --dry-run "
               "and --print-config apply to a CONFIG")
     if allow_data_change and resume is None:
@@ -84,7 +84,7 @@ def fit(
     hush_numeric_warnings()
     store = RunStore(runs_dir)
     try:
-        device_set = [f"train.device={device}"] if device else []  # --device is a --set
+        device_set = [] if device is None else [f"train.device={device}"]  # a --set
         cfg = load_config(config, [*(set_ or []), *device_set]) if config is not None else None
         if print_config:
             sys.stdout.write(cfg.to_toml())
