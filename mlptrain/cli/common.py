@@ -14,6 +14,7 @@ import os
 import signal
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -88,7 +89,16 @@ def wide() -> Console:
     COLUMNS names a width."""
     return out if out.is_terminal or "COLUMNS" in os.environ else Console(width=200)
 
+def a_path(text: str) -> Path:
+    """A path option's value: `--runs-dir ""` (an unset shell variable) is a usage error, not
+    the working directory that Path("") names; every path option is read by this one parser."""
+    if not text.strip():
+        raise typer.BadParameter("is empty; give a path (an unset shell variable?).")
+    return Path(text)
+
+
 RunsDir = typer.Option(None, "--runs-dir", metavar="DIR", envvar=RUNS_DIR_ENV, show_envvar=True,
+                       parser=a_path,
                        help="Root folder of the run directories (default: ./runs).")
 
 

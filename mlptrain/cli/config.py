@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from mlptrain.cli.common import err, fail, out
+from mlptrain.cli.common import a_path, err, fail, out
 from mlptrain.config import commented_defaults, load_config, read_config_text
 from mlptrain.data import DATASETS
 from mlptrain.errors import ConfigError, MlptrainError
@@ -49,7 +49,7 @@ def config_check(
 def config_init(
     dataset: Dataset = typer.Option(Dataset.mnist, "--dataset", case_sensitive=False,
                                     help="The dataset the config trains on."),
-    out_file: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE",
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", parser=a_path,
                                             help="Write the config here (default: print it)."),
     force: bool = typer.Option(False, "--force", help="Overwrite FILE if it exists."),
 ):
@@ -66,7 +66,7 @@ def config_init(
         out_file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_file, text)
     except OSError as exc:
-        fail(ConfigError(f"cannot write {out_file}: {exc}."))
+        fail(ConfigError(f"cannot write {out_file}: {exc.strerror or exc}."))
     except MlptrainError as exc:
         fail(exc)
     err.print(f"wrote {out_file}; train with `mlptrain fit {out_file}`", highlight=False,

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mlptrain.cli.common import RUN_HELP, RunsDir, err, fail, find_run, interrupted
+from mlptrain.cli.common import RUN_HELP, RunsDir, a_path, err, fail, find_run, interrupted
 from mlptrain.config import PLOT_FORMATS
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RunStore
@@ -15,7 +15,7 @@ from mlptrain.runs import RunStore
 
 def plot(
     run: str = typer.Argument("latest", metavar="RUN", help=RUN_HELP),
-    out_dir: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Folder for the figures "
+    out_dir: Optional[Path] = typer.Option(None, "--out", metavar="DIR", parser=a_path, help="Folder for the figures "
                                                                "(default: the run directory)."),
     fmt: str = typer.Option("png", "--format", metavar="png|svg", help="Image format: png or svg."),
     runs_dir: Optional[Path] = RunsDir,
