@@ -206,3 +206,68 @@ def test_a_diverging_run_trains_without_numpy_warnings(runs_dir):
         with pytest.raises(TrainingError, match="the training loss became nan"):
             fit_experiment(config, RunStore(runs_dir))
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], caught
+
+
+# -- paths and run references on the command line -------------------------------------------------
+
+
+@pytest.fixture
+def xor_run(tmp_path):
+    from mlptrain.experiment import fit_experiment
+    from mlptrain.runs import RunStore
+
+    config = load_config(CONFIGS / "xor.toml", ["train.epochs=1", "report.plots=false"])
+    return fit_experiment(config, RunStore(tmp_path / "runs")).path
+
+
+def test_device_given_empty_is_an_error_not_ignored(tmp_path):
+    message = _error("fit", CONFIGS / "xor.toml", "--device", "", "--runs-dir", tmp_path / "r")
+    assert "train.device = ''" in message and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("option", [("fit", CONFIGS / "xor.toml", "--runs-dir"),
+                                    ("config", "init", "--out")])
+def test_an_empty_path_option_is_a_usage_error_not_the_working_directory(option):
+    """`--runs-dir "$UNSET"` wrote the run into the working directory (Path("") is ".")."""
+    result = run(*option, "")
+    assert result.exit_code == 2 and "is empty" in one_line(result.output)
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+@pytest.mark.parametrize("command", ["fit", "sweep"])
+def test_a_runs_dir_inside_a_run_is_refused(xor_run, below, command):
+    """New runs were written inside the run given as --runs-dir, where `runs` never lists
+    them and `runs rm` of that run deletes them along."""
+    before = sorted(p.name for p in xor_run.iterdir())
+    args = ["--grid", "train.seed=0,1"] if command == "sweep" else []
+    message = _error(command, CONFIGS / "xor.toml", "--set", "train.epochs=1", *args,
+                     "--runs-dir", xor_run / below)
+    assert f"run {xor_run.name}'s directory" in message
+    assert sorted(p.name for p in xor_run.iterdir()) == before
+
+
+def test_a_runs_dir_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "runs").write_text("")
+    message = _error("fit", CONFIGS / "xor.toml", "--runs-dir", tmp_path / "runs")
+    assert "is a file, not a folder" in message
+
+
+@pytest.mark.parametrize("command", [("runs", "rm", "", "--yes"), ("eval", ""),
+                                     ("runs", "show", " ")])
+def test_an_empty_run_reference_names_no_run(xor_run, command):
+    """"" is a prefix of every run id: `runs rm "$UNSET" --yes` deleted the only run."""
+    message = _error(*command, "--runs-dir", xor_run.parent)
+    assert "the run reference is empty" in message and xor_run.is_dir()
+
+
+@pytest.mark.parametrize("command", [("config", "init", "--force", "--out"),
+                                     ("export", "latest", "--format", "safetensors", "--force",
+                                      "--out")])
+def test_a_forced_write_never_replaces_a_pipe_or_device(tmp_path, xor_run, command):
+    """`config init --out /dev/null --force`, run as root, replaced /dev/null with a file."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    message = _error(*command, fifo, *(("--runs-dir", xor_run.parent) if command[0] ==
+                                       "export" else ()))
+    assert "is a device, a pipe or a socket, not a file" in message
+    assert fifo.is_fifo()
