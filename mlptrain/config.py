@@ -545,8 +545,10 @@ def _build_section(section: str, values: dict, where: _Where):
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f" Did you mean `{close[0]}`?" if close else ""
+    """' Did you mean `x`?' for the candidate closest to `word`, case aside (SGD: sgd), or ''."""
+    folded = {c.lower(): c for c in candidates}
+    close = difflib.get_close_matches(word.lower(), list(folded), n=1, cutoff=0.6)
+    return f" Did you mean `{folded[close[0]]}`?" if close else ""
 
 
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false",

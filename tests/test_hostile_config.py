@@ -271,3 +271,11 @@ def test_a_forced_write_never_replaces_a_pipe_or_device(tmp_path, xor_run, comma
                                        "export" else ()))
     assert "is a device, a pipe or a socket, not a file" in message
     assert fifo.is_fifo()
+
+
+@pytest.mark.parametrize("setting, suggestion", [
+    ("optimizer.name=SGD", "sgd"), ("data.dataset=XOR", "xor"),
+    ("model.init=He_Normal", "he_normal")])
+def test_a_choice_in_the_wrong_case_gets_a_did_you_mean(setting, suggestion):
+    with pytest.raises(ConfigError, match=f"Did you mean `{suggestion}`"):
+        load_config(CONFIGS / "xor.toml", [setting])
