@@ -86,7 +86,7 @@ class DataConfig:
     samples: int = option(800, low=2)  # xor: training samples drawn, before the val split
     test_samples: int = option(1000, low=1)  # xor: size of the fixed test set
     normalize_width: int = option(0, low=0, high=28)  # images: digits stretched to this width (0 = off)
-    augment_shift: int = option(0, low=0)  # images: random shift of up to this many pixels
+    augment_shift: int = option(0, low=0, high=int(MAX_PIXELS))  # images: random shift of up to this many pixels
     augment_rotate: float = option(0.0, low=0.0, high=90.0)  # images: rotate up to +-degrees
     augment_scale: float = option(0.0, low=0.0, high=1.0, high_open=True)  # images: zoom +-frac
     augment_shear: float = option(0.0, low=0.0, high=60.0)  # images: shear up to +-degrees

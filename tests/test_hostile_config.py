@@ -279,3 +279,16 @@ def test_a_forced_write_never_replaces_a_pipe_or_device(tmp_path, xor_run, comma
 def test_a_choice_in_the_wrong_case_gets_a_did_you_mean(setting, suggestion):
     with pytest.raises(ConfigError, match=f"Did you mean `{suggestion}`"):
         load_config(CONFIGS / "xor.toml", [setting])
+
+
+def test_a_shift_that_moves_the_images_out_of_their_frame_is_refused(tmp_path):
+    """augment_shift = 10**6 padded each batch by it: a MemoryError traceback after the run
+    directory was made, the run left `running`."""
+    with pytest.raises(ConfigError, match=r"augment_shift = 1000000: expected a value >= 0 "
+                                          r"and <= 100\."):
+        load_config(CONFIGS / "mnist.toml", ["data.augment_shift=1000000"])
+    message = _error("fit", CONFIGS / "mnist.toml", "--set", "data.augment_shift=28",
+                     "--set", "data.limit=100", "--runs-dir", tmp_path / "runs")
+    assert "augment_shift = 28 moves the 28x28 images of the mnist dataset out of their frame; " \
+           "use at most 27 pixels" in message
+    assert not (tmp_path / "runs").exists()

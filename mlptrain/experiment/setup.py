@@ -246,8 +246,16 @@ def check_new_run(p: Prepared) -> None:
     """ConfigError for what a new run's config asks of data that cannot give it: checked
     before a run (or a dry run) starts, never for a saved run, which trained already. Early
     stopping watches the validation loss, and a validation split that rounds to no rows
-    (val_fraction = 0.01 of 20 samples) would turn it off without a word."""
+    (val_fraction = 0.01 of 20 samples) would turn it off without a word; a shift as wide as
+    the images moves every one out of its frame (and pads each batch by it: 10**6 pixels
+    asked for petabytes)."""
     t, d = p.config.train, p.config.data
+    side = min(p.dataset.input_shape)
+    if p.step.augment is not None and d.augment_shift >= side:
+        shape = "x".join(map(str, p.dataset.input_shape))
+        raise ConfigError(f"[data] augment_shift = {d.augment_shift} moves the {shape} images "
+                          f"of the {d.dataset} dataset out of their frame; use at most "
+                          f"{side - 1} pixels.")
     if t.patience and not len(p.dataset.targets("val")):
         n = len(p.dataset.targets("train"))
         raise ConfigError(f"[train] patience = {t.patience}: early stopping watches the "
