@@ -90,7 +90,8 @@ def fit(
             sys.stdout.write(cfg.to_toml())
             return
         if dry_run:
-            out.print(plan_text(cfg, plan(cfg), store.root), highlight=False, soft_wrap=True)
+            out.print(plan_text(cfg, plan(cfg), store.root), highlight=False, soft_wrap=True,
+                      markup=False)  # plain lines: a note's [data] or a class named [/x] stays
             return
         stop = StopFlag()
         renderer = FitRenderer.for_options(progress.value, quiet, as_json)
