@@ -292,3 +292,22 @@ def test_a_shift_that_moves_the_images_out_of_their_frame_is_refused(tmp_path):
     assert "augment_shift = 28 moves the 28x28 images of the mnist dataset out of their frame; " \
            "use at most 27 pixels" in message
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_test_fraction_that_holds_out_no_row_is_said(tmp_path):
+    """0.001 of wine's 178 rows held out none: the run ended with "test accuracy -", unsaid."""
+    result = run("fit", CONFIGS / "wine.toml", "--set", "data.test_fraction=0.001", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "[data] test_fraction = 0.001 of 178 rows held out no row, so the run has no test " \
+           "score" in one_line(result.output)
+
+
+def test_dry_run_prints_its_lines_as_written(tmp_path):
+    """The plan was printed as rich markup: a class named [/x] raised MarkupError (a
+    traceback), and a note's [data] vanished."""
+    table = tmp_path / "t.csv"
+    table.write_text("a,b,label\n" + "1,2,[/x]\n3,4,y\n" * 6)
+    result = run("fit", CONFIGS / "xor.toml", "--set", "data.dataset=csv",
+                 "--set", f"data.path={table}", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "2 classes ([/x], y)" in result.output
