@@ -311,3 +311,25 @@ def test_dry_run_prints_its_lines_as_written(tmp_path):
                  "--set", f"data.path={table}", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "2 classes ([/x], y)" in result.output
+
+
+def test_paths_that_look_like_markup_are_printed_as_written(tmp_path):
+    """A folder named `d[` makes `d[/x].toml` a path that rich read as a closing tag: config
+    check, fit, sweep, export and runs show ended in a MarkupError traceback (fit's after the
+    run was trained and saved)."""
+    (tmp_path / "d[").mkdir()
+    config = tmp_path / "d[" / "x].toml"
+    config.write_text((CONFIGS / "xor.toml").read_text())
+    runs = tmp_path / "r[" / "z]"
+    commands = [("config", "check", config),
+                ("fit", config, "--set", "train.epochs=1", "--set", "report.plots=false",
+                 "--progress", "never", "--runs-dir", runs),
+                ("fit", config, "--set", "train.epochs=1", "--quiet", "--runs-dir", runs),
+                ("sweep", config, "--grid", "train.seed=0,1", "--set", "train.epochs=1",
+                 "--workers", "0", "--runs-dir", runs),
+                ("export", "latest", "--format", "safetensors", "--runs-dir", runs),
+                ("runs", "show", "latest", "--runs-dir", runs)]
+    for command in commands:
+        result = run(*command)
+        assert result.exit_code == 0, (command, result.output)
+        assert str(runs if command[0] != "config" else config) in one_line(result.output)

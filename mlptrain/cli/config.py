@@ -37,7 +37,7 @@ def config_check(
         fail(exc)
     out.print(f"{file}: valid config for run {cfg.name!r} ({cfg.data.dataset}, hidden "
               f"{cfg.model.hidden}, {cfg.optimizer.name}, {plural(cfg.train.epochs, 'epoch')})",
-              highlight=False, soft_wrap=True)
+              highlight=False, soft_wrap=True, markup=False)
     if spec is not None:
         axes = " x ".join(f"{len(a.values)} ({a.key})" for a in spec.axes)
         more = f"; more than {MAX_TRIALS:,}: run it with --samples N" \
@@ -70,4 +70,4 @@ def config_init(
     except MlptrainError as exc:
         fail(exc)
     err.print(f"wrote {out_file}; train with `mlptrain fit {out_file}`", highlight=False,
-              soft_wrap=True)
+              soft_wrap=True, markup=False)

@@ -77,7 +77,8 @@ def ensemble(
     out.print(per_class_table(result, out))
     out.print(verdict(result, refs), highlight=False)
     if drawn is not None:
-        out.print(f"figure of its mistakes: {drawn}", highlight=False, soft_wrap=True)
+        out.print(f"figure of its mistakes: {drawn}", highlight=False, soft_wrap=True,
+                  markup=False)
 
 
 def members_table(r: dict, console: Console, refs: dict[str, str]) -> Table:

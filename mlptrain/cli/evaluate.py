@@ -61,7 +61,7 @@ def eval_(
     except KeyboardInterrupt:
         interrupted()
     for note in result["notes"]:
-        err.print(note, highlight=False, soft_wrap=True)
+        err.print(note, highlight=False, soft_wrap=True, markup=False)
     if as_json:
         print(json_text(result))
     else:

@@ -61,7 +61,7 @@ def export(
         print(json_text({"run_id": exported.run_id, "format": exported.format,
                          "files": [str(f) for f in exported.files], **exported.check}))
     else:
-        out.print(describe(exported), highlight=False, soft_wrap=True)
+        out.print(describe(exported), highlight=False, soft_wrap=True, markup=False)
 
 
 def describe(e: Exported) -> str:

@@ -113,7 +113,7 @@ def fit(
         print(json_text(finished.summary))
     if finished.summary["status"] == "interrupted":
         err.print(f"interrupted: checkpoint saved. Resume with\n  mlptrain fit --resume "
-                  f"{finished.path}", highlight=False, soft_wrap=True)
+                  f"{finished.path}", highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(EXIT_INTERRUPTED)
 
 

@@ -96,7 +96,7 @@ def finish_fit(console: Console, config: Config, finished: RunFinished,
     metrics = Run(finished.path).read_metrics()
     console.print(fit_panel(finished, metrics, plots, note, seconds))
     console.print(f"{test_scores(finished.summary)}; run saved in {finished.path}",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=True, markup=False)
 
 
 def _per_epoch(seconds: float) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from mlptrain.cli.common import (RunsDir, err, fail, hush_numeric_warnings, interrupted, out,
                                  sigterm_as_ctrl_c)
@@ -89,8 +90,8 @@ def sweep(
     failed = result.summary["counts"].get("failed", 0)
     if failed:
         err.print(f"[bold red]error:[/bold red] {failed} of {plural(len(spec.trials), 'trial')} failed "
-                  f"(their errors are in {result.path / 'trials.json'}); run the same command "
-                  "again to retry them.", highlight=False, soft_wrap=True)
+                  f"(their errors are in {escape(str(result.path / 'trials.json'))}); run the "
+                  "same command again to retry them.", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -146,7 +147,7 @@ def _print_plan(spec, runs_root, grouped: bool) -> None:
     for t in tasks:
         if t.afresh:
             out.print(f"trial #{t.index}: {t.afresh}: will start afresh", highlight=False,
-                      soft_wrap=True)
+                      soft_wrap=True, markup=False)
     if grouped:
         out.print(grouping_text(*plan_groups(tasks, device_limit)), highlight=False)
 
