@@ -50,13 +50,27 @@ MAX_RATE = 1e6  # a learning rate (or its floor): SGD's step lr * grad stays far
 MAX_PIXELS = 100.0  # an elastic displacement or its smoothness: a digit is 20 pixels wide
 
 DTYPES = ("float32", "float64")
+
+# the settings that alone read a key (option's read_by): an optimizer's, a schedule's own
+_SGD = ("optimizer.name", ("sgd",))
+_ADAM = ("optimizer.name", ("adam", "adamw"))
+_ADAPTIVE = ("optimizer.name", ("adam", "adamw", "rmsprop"))
+_RMSPROP = ("optimizer.name", ("rmsprop",))
+_STEP = ("schedule.name", ("step",))
+_DECAYING = ("schedule.name", ("cosine", "onecycle"))
+_ONECYCLE = ("schedule.name", ("onecycle",))
+_LEAKY = ("model.activation", ("leaky_relu",))
+_HUBER = ("model.loss", ("huber",))
 PLOT_FORMATS = ("png", "svg")
 
 
-def option(default, *, choices=None, low=None, high=None, low_open=False, high_open=False):
-    """A config field with its constraints declared as data (checked by `_check_value`)."""
+def option(default, *, choices=None, low=None, high=None, low_open=False, high_open=False,
+           read_by=None):
+    """A config field with its constraints declared as data (checked by `_check_value`).
+    `read_by`: (dotted key, its values) under which alone the field is read, such as
+    ("optimizer.name", ("sgd",)); set otherwise, it is named by `ignored_keys`."""
     meta = {"choices": choices, "low": low, "high": high,
-            "low_open": low_open, "high_open": high_open}
+            "low_open": low_open, "high_open": high_open, "read_by": read_by}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -102,9 +116,9 @@ class DataConfig:
 class ModelConfig:
     hidden: list[int] = option([128], low=1)  # hidden layer widths: an int or a list ([] = linear)
     activation: str = option("relu", choices=tuple(nn.ACTIVATIONS))  # between Linear layers
-    leaky_slope: float = option(0.01, low=0, high=1, low_open=True, high_open=True)  # z<0 slope
+    leaky_slope: float = option(0.01, low=0, high=1, low_open=True, high_open=True, read_by=_LEAKY)  # z<0 slope
     loss: str = option("auto", choices=("auto", *nn.LOSSES))  # auto: sigmoid_bce for 2 classes, softmax_cross_entropy for more, mse for a real-valued target
-    huber_delta: float = option(1.0, low=0.0, low_open=True, high=1e6)  # huber: where squared error turns absolute (in standardized target units)
+    huber_delta: float = option(1.0, low=0.0, low_open=True, high=1e6, read_by=_HUBER)  # huber: where squared error turns absolute (in standardized target units)
     init: str = option("xavier_uniform", choices=tuple(nn.INITIALIZERS))  # weight init
     weights: str = option("")  # a weights.npz to start from instead of the init
     dropout_input: float = option(0.0, low=0.0, high=1.0, high_open=True)  # drop input pixels
@@ -117,12 +131,12 @@ class ModelConfig:
 class OptimizerConfig:
     name: str = option("sgd", choices=OPTIMIZERS)  # the update (adamw: Adam with decoupled weight decay)
     lr: float = option(0.1, low=0.0, low_open=True, high=MAX_RATE)  # base learning rate
-    momentum: float = option(0.0, low=0.0, high=1.0, high_open=True)  # sgd only
+    momentum: float = option(0.0, low=0.0, high=1.0, high_open=True, read_by=_SGD)  # sgd only
     nesterov: bool = option(False)  # sgd only, needs momentum > 0
-    beta1: float = option(0.9, low=0.0, high=1.0, high_open=True)  # adam: gradient average
-    beta2: float = option(0.999, low=0.0, high=1.0, high_open=True)  # adam: square average
-    eps: float = option(1e-8, low=0.0, low_open=True, high=1.0)  # adam, rmsprop: keeps the step finite
-    rho: float = option(0.99, low=0.0, high=1.0, high_open=True)  # rmsprop: square average
+    beta1: float = option(0.9, low=0.0, high=1.0, high_open=True, read_by=_ADAM)  # adam: gradient average
+    beta2: float = option(0.999, low=0.0, high=1.0, high_open=True, read_by=_ADAM)  # adam: square average
+    eps: float = option(1e-8, low=0.0, low_open=True, high=1.0, read_by=_ADAPTIVE)  # adam, rmsprop: keeps the step finite
+    rho: float = option(0.99, low=0.0, high=1.0, high_open=True, read_by=_RMSPROP)  # rmsprop: square average
     weight_decay: float = option(0.0, low=0.0, high=10.0)  # sgd/adam/rmsprop: L2 on the gradient; adamw: decoupled
 
 
@@ -130,11 +144,11 @@ class OptimizerConfig:
 class ScheduleConfig:
     name: str = option("constant", choices=SCHEDULES)  # constant | step | cosine | onecycle
     warmup_epochs: float = option(0.0, low=0.0, high=1e6)  # ramp from ~0 to lr, in epochs (onecycle: rise)
-    step_epochs: int = option(10, low=1)  # step: multiply by gamma every this many epochs
-    gamma: float = option(0.1, low=0.0, high=1.0, low_open=True)  # step: the decay factor
-    min_lr: float = option(0.0, low=0.0, high=MAX_RATE)  # cosine, onecycle: the rate at the last step
-    start_factor: float = option(0.04, low=0.0, high=1.0, low_open=True)  # onecycle: lr*this first
-    momentum_low: float = option(0.0, low=0.0, high=1.0, high_open=True)  # onecycle: 0 = fixed
+    step_epochs: int = option(10, low=1, read_by=_STEP)  # step: multiply by gamma every this many epochs
+    gamma: float = option(0.1, low=0.0, high=1.0, low_open=True, read_by=_STEP)  # step: the decay factor
+    min_lr: float = option(0.0, low=0.0, high=MAX_RATE, read_by=_DECAYING)  # cosine, onecycle: the rate at the last step
+    start_factor: float = option(0.04, low=0.0, high=1.0, low_open=True, read_by=_ONECYCLE)  # onecycle: lr*this first
+    momentum_low: float = option(0.0, low=0.0, high=1.0, high_open=True, read_by=_ONECYCLE)  # onecycle: 0 = fixed
 
 
 @dataclass
@@ -208,6 +222,36 @@ def check_name(value: Any, where: str) -> str:
         raise ConfigError(f"{where} = {_show(value)}: expected a run name of at most {MAX_NAME} "
                           "letters, digits, '.', '_' or '-'.")
     return value
+
+
+def ignored_keys(config: Config) -> list[str]:
+    """The keys set away from their defaults that nothing in this config reads, each in a
+    sentence: an optimizer's or schedule's own key under another one (momentum = 0.9 with
+    adam), a key of another dataset (samples with mnist). No error, as a sweep may vary the
+    setting that reads them; `config check`, `fit --dry-run` and the run's summary say so."""
+    found = []
+    for section, cls in SECTIONS.items():
+        part, defaults = getattr(config, section), defaults_of(section)
+        for f in fields(cls):
+            value = getattr(part, f.name)
+            if value == defaults[f.name]:
+                continue
+            why = _unread(config, section, f)
+            if why:
+                found.append(f"[{section}] {f.name} = {_show(value)} does nothing: {why}")
+    return found
+
+
+def _unread(config: Config, section: str, f) -> str:
+    """Why `config` reads no [section] f ("": it does)."""
+    if section == "data" and not applies_to(section, f.name, config.data.dataset):
+        return f"the {config.data.dataset} dataset does not read it"
+    if f.metadata["read_by"]:
+        key, values = f.metadata["read_by"]
+        given = getattr(getattr(config, key.split(".")[0]), key.split(".")[1])
+        if given not in values:
+            return f"only {key} = {' or '.join(values)} reads it, and it is {given!r} here"
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------

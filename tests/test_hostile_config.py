@@ -333,3 +333,47 @@ def test_paths_that_look_like_markup_are_printed_as_written(tmp_path):
         result = run(*command)
         assert result.exit_code == 0, (command, result.output)
         assert str(runs if command[0] != "config" else config) in one_line(result.output)
+
+
+# -- settings nothing reads -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sets, note", [
+    (["optimizer.name=adam", "optimizer.momentum=0.9"],
+     "[optimizer] momentum = 0.9 does nothing: only optimizer.name = sgd reads it, and it is "
+     "'adam' here"),
+    (["data.samples=100", "data.dataset=mnist", "model.loss=auto", "data.limit=100"],
+     "[data] samples = 100 does nothing: the mnist dataset does not read it"),
+    (["schedule.gamma=0.5"],
+     "[schedule] gamma = 0.5 does nothing: only schedule.name = step reads it, and it is "
+     "'constant' here")])
+def test_a_key_nothing_reads_is_named_by_config_check_dry_run_and_the_run(
+        tmp_path, sets, note):
+    """momentum = 0.9 under adam, or samples under mnist, trained as if never written. Not an
+    error (a sweep may vary optimizer.name over a base with momentum), but said."""
+    from mlptrain.config import ignored_keys
+
+    assert ignored_keys(load_config(CONFIGS / "xor.toml", sets)) == [note]
+    args = [a for s in sets for a in ("--set", s)]
+    for command in (("config", "check"), ("fit", "--dry-run")):
+        result = run(*command, CONFIGS / "xor.toml", *args)
+        assert result.exit_code == 0 and f"note: {note}" in one_line(result.output)
+
+
+def test_the_shipped_configs_set_nothing_that_is_ignored():
+    from mlptrain.config import ignored_keys
+
+    for path in sorted(CONFIGS.glob("*.toml")):
+        assert ignored_keys(load_config(path)) == [], path
+
+
+def test_a_run_records_the_keys_it_ignored(runs_dir):
+    from mlptrain.experiment import fit_experiment
+    from mlptrain.runs import RunStore
+
+    config = load_config(CONFIGS / "xor.toml", ["train.epochs=1", "report.plots=false",
+                                                "model.leaky_slope=0.2"])
+    summary = fit_experiment(config, RunStore(runs_dir)).summary
+    assert summary["ignored_keys"] == [
+        "[model] leaky_slope = 0.2 does nothing: only model.activation = leaky_relu reads it, "
+        "and it is 'tanh' here"]

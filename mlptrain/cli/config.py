@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from mlptrain.cli.common import a_path, err, fail, out
-from mlptrain.config import commented_defaults, load_config, read_config_text
+from mlptrain.config import commented_defaults, ignored_keys, load_config, read_config_text
 from mlptrain.data import DATASETS
 from mlptrain.errors import ConfigError, MlptrainError
 from mlptrain.runs import atomic_write_text
@@ -38,6 +38,8 @@ def config_check(
     out.print(f"{file}: valid config for run {cfg.name!r} ({cfg.data.dataset}, hidden "
               f"{cfg.model.hidden}, {cfg.optimizer.name}, {plural(cfg.train.epochs, 'epoch')})",
               highlight=False, soft_wrap=True, markup=False)
+    for note in ignored_keys(cfg):
+        out.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
     if spec is not None:
         axes = " x ".join(f"{len(a.values)} ({a.key})" for a in spec.axes)
         more = f"; more than {MAX_TRIALS:,}: run it with --samples N" \

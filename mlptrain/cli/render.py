@@ -284,6 +284,7 @@ def plan_text(config, plan, runs_root) -> str:
     t, o = config.train, config.optimizer
     lines = [f"dry run of {config.source} (name {config.name!r}): nothing is trained or "
              "written",
+             *(f"note: {note}" for note in plan.ignored),
              f"device {plan.device}, dtype {plan.dtype}",
              f"path: {plan.path}",
              f"data: {plan.dataset} from {plan.source or 'generated'}; samples "

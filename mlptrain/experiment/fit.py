@@ -18,7 +18,7 @@ import numpy as np
 import mlptrain
 from mlptrain import loop
 from mlptrain.arrayfiles import read_npz
-from mlptrain.config import Config, load_config
+from mlptrain.config import Config, ignored_keys, load_config
 from mlptrain.errors import DataError, RunStoreError, TrainingError
 from mlptrain.experiment.setup import (SPLITS, Prepared, changed_files, check_new_run,
                                        network_expect, prepare, prepare_saved)
@@ -235,6 +235,7 @@ def start_summary(run: Run, p: Prepared) -> dict[str, Any]:
         "pid": os.getpid(), "host": platform.node(),  # tells `mlptrain runs` a killed run
         "config_source": config.source,
         "overrides": config.overrides,
+        "ignored_keys": ignored_keys(config),  # set, but read by nothing in this config
         "epochs_planned": config.train.epochs,
         "epochs_completed": 0,
         "final": None,

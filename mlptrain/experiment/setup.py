@@ -16,7 +16,7 @@ import numpy as np
 from mlptrain import memory
 from mlptrain.arrayfiles import Expect
 from mlptrain.backend import describe_path, epoch_path, get_backend
-from mlptrain.config import Config, config_folder, load_config
+from mlptrain.config import Config, config_folder, ignored_keys, load_config
 from mlptrain.data import (FILE_SOURCES, Dataset, check_dataset_range, check_saved_width,
                            load_dataset)
 from mlptrain.data.dataset import SPLITS, class_names
@@ -240,6 +240,7 @@ class Plan:
     classes: list[str] = field(default_factory=list)  # each class's name (or index)
     notes: list[str] = field(default_factory=list)  # what loading did (Dataset.notes)
     standardized: bool = False  # features scaled by the training split's mean and std
+    ignored: list[str] = field(default_factory=list)  # keys set that nothing reads (ignored_keys)
 
 
 def check_new_run(p: Prepared) -> None:
@@ -273,4 +274,4 @@ def plan(config: Config, data_progress: Callable | None = None) -> Plan:
                 config.train.dtype, p.step.steps_per_epoch, p.step.epochs,
                 p.step.checkpoint_every, p.dataset.name, p.dataset.source, p.path,
                 p.step.aids(), p.dataset.task, class_names(p.dataset), p.dataset.notes,
-                p.dataset.scaler is not None)
+                p.dataset.scaler is not None, ignored_keys(config))
