@@ -289,7 +289,7 @@ def read_config_text(path: Path) -> str:
                           "which no experiment config does; is it a data file? Pass the path "
                           "of a TOML experiment config, for example configs/mnist.toml.")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # the BOM an editor on Windows may write is no syntax
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start} is "
                           f"{data[exc.start]:#04x}): a config is TOML, which is UTF-8 text; "

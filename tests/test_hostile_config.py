@@ -377,3 +377,14 @@ def test_a_run_records_the_keys_it_ignored(runs_dir):
     assert summary["ignored_keys"] == [
         "[model] leaky_slope = 0.2 does nothing: only model.activation = leaky_relu reads it, "
         "and it is 'tanh' here"]
+
+
+def test_a_config_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """Notepad's UTF-8 BOM made a valid config 'not valid TOML: Invalid statement (at line 1,
+    column 1)', an error the file shows no sign of."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + (CONFIGS / "xor.toml").read_bytes())
+    assert load_config(path) == load_config(CONFIGS / "xor.toml")
+    path.write_bytes(b"\xef\xbb\xbf[train]\nepochs = 0\n")
+    with pytest.raises(ConfigError, match=r"bom.toml, line 2: \[train\] epochs = 0"):
+        load_config(path)
