@@ -212,7 +212,7 @@ def name_from_stem(stem: str) -> str:
     """A valid run name from a config file's stem: `my experiment` -> `my-experiment` (runs of
     other characters become one '-'), clipped to MAX_NAME; `run` if nothing is left."""
     name = re.sub(r"[^A-Za-z0-9_.\-]+", "-", stem).strip("-")[:MAX_NAME].rstrip("-")
-    return name or "run"
+    return "latest-run" if name == "latest" else name or "run"  # (check_name: `latest`)
 
 
 def check_name(value: Any, where: str) -> str:
@@ -221,6 +221,9 @@ def check_name(value: Any, where: str) -> str:
             or len(value) > MAX_NAME:
         raise ConfigError(f"{where} = {_show(value)}: expected a run name of at most {MAX_NAME} "
                           "letters, digits, '.', '_' or '-'.")
+    if value == "latest":  # every command reads `latest` as the newest run, never this name
+        raise ConfigError(f"{where} = 'latest': every command reads `latest` as the newest "
+                          "run, so none could find a run by this name; choose another.")
     return value
 
 

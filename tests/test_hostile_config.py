@@ -388,3 +388,15 @@ def test_a_config_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf[train]\nepochs = 0\n")
     with pytest.raises(ConfigError, match=r"bom.toml, line 2: \[train\] epochs = 0"):
         load_config(path)
+
+
+def test_no_run_is_named_latest(tmp_path):
+    """`latest` names the newest run in every command, so a run of that name could never be
+    found by it."""
+    with pytest.raises(ConfigError, match="every command reads `latest` as the newest run"):
+        load_config(CONFIGS / "xor.toml", ["name=latest"])
+    with pytest.raises(ConfigError, match="--grid name = 'latest'"):
+        load_sweep(CONFIGS / "xor.toml", grid=["name=a,latest"])
+    path = tmp_path / "latest.toml"
+    path.write_text("[data]\ndataset = 'xor'\n")
+    assert load_config(path).name == "latest-run"

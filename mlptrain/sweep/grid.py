@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mlptrain.config import (_FIELDS, MAX_NAME, SECTIONS, Config, _check_value, _did_you_mean,
-                             load_config, read_config_text, tomllib, value_of,
+                             check_name, load_config, read_config_text, tomllib, value_of,
                              with_values)
 from mlptrain.errors import ConfigError
 
@@ -277,10 +277,11 @@ def _config_field(key: str, where: Callable[[], str]):
 
 
 def _check_name(value: Any, where: Callable[[], str]) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", value):
-        raise ConfigError(f"{where()} = {value!r}: expected a run name of letters, digits, '.', "
-                          "'_' or '-'.")
-    return value
+    """A `name` axis's value: a run name as config.check_name has it, and not empty (the trials
+    are named after it)."""
+    if value == "":
+        raise ConfigError(f"{where()} = '': a trial's name cannot be empty.")
+    return check_name(value, where())
 
 
 def _file_place(path: Path, text: str, key: str) -> Callable[[], str]:
