@@ -400,3 +400,29 @@ def test_no_run_is_named_latest(tmp_path):
     path = tmp_path / "latest.toml"
     path.write_text("[data]\ndataset = 'xor'\n")
     assert load_config(path).name == "latest-run"
+
+
+def test_dry_run_checks_the_starting_weights_as_fit_does(tmp_path, xor_run):
+    """fit --dry-run passed a model.weights that did not exist or did not fit the network."""
+    weights = xor_run / "weights.npz"
+    message = _error("fit", CONFIGS / "xor.toml", "--set", f"model.weights={weights}",
+                     "--set", "model.hidden=8", "--dry-run")
+    assert "array 'layers.0.weight' has shape (4, 2), expected (8, 2)" in message
+    message = _error("fit", CONFIGS / "xor.toml", "--set", "model.weights=nothing.npz",
+                     "--dry-run")
+    assert "[model] weights = 'nothing.npz' does not exist" in message
+
+
+def test_a_tilde_is_the_home_folder_in_every_path_a_user_gives(tmp_path, monkeypatch, xor_run):
+    """data.path expanded `~`; model.weights and --runs-dir (quoted, or from
+    MLPTRAIN_RUNS_DIR=~/runs) made a folder named `~` in the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "w.npz").write_bytes((xor_run / "weights.npz").read_bytes())
+    result = run("fit", CONFIGS / "xor.toml", "--set", "train.epochs=1", "--set",
+                 "model.weights=~/w.npz", "--set", "report.plots=false", "--quiet",
+                 "--runs-dir", "~/runs")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "home" / "runs").iterdir())) == 1
+    assert not (tmp_path / "~").exists()

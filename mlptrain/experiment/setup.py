@@ -9,12 +9,13 @@ which path the step will take on the device.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from mlptrain import memory
-from mlptrain.arrayfiles import Expect
+from mlptrain.arrayfiles import Expect, read_npz
 from mlptrain.backend import describe_path, epoch_path, get_backend
 from mlptrain.config import Config, config_folder, ignored_keys, load_config
 from mlptrain.data import (FILE_SOURCES, Dataset, check_dataset_range, check_saved_width,
@@ -243,6 +244,18 @@ class Plan:
     ignored: list[str] = field(default_factory=list)  # keys set that nothing reads (ignored_keys)
 
 
+def load_start_weights(p: Prepared) -> None:
+    """The network [model] weights names, in place of p's initialisation (none: nothing to do):
+    finite, each array the shape of the model's parameter of its name (checked from the
+    headers, before any data is read), blamed on the file, not on training. A new run and its
+    dry run read them alike; `~` is the home folder, as in data.path."""
+    if not p.config.model.weights:
+        return
+    path = Path(p.config.model.weights).expanduser()
+    p.model.load_state_dict(read_npz(path, f"[model] weights = {str(path)!r}", DataError,
+                                     network_expect(p.model)), source=str(path))
+
+
 def check_new_run(p: Prepared) -> None:
     """ConfigError for what a new run's config asks of data that cannot give it: checked
     before a run (or a dry run) starts, never for a saved run, which trained already. Early
@@ -268,6 +281,7 @@ def check_new_run(p: Prepared) -> None:
 def plan(config: Config, data_progress: Callable | None = None) -> Plan:
     """Resolves device, data and model as `fit` would, without creating a run."""
     p = prepare(config, data_progress)
+    load_start_weights(p)  # a file that cannot start this network fails the dry run too
     check_new_run(p)
     samples = {name: int(len(p.dataset.targets(name))) for name in SPLITS}
     return Plan(p.model.describe(), p.model.parameter_count, samples, p.model.ops.device,
