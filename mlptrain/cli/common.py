@@ -91,10 +91,12 @@ def wide() -> Console:
 
 def a_path(text: str) -> Path:
     """A path option's value: `--runs-dir ""` (an unset shell variable) is a usage error, not
-    the working directory that Path("") names; every path option is read by this one parser."""
+    the working directory that Path("") names, and a leading `~` is the home folder (as in
+    data.path), where the shell leaves it (MLPTRAIN_RUNS_DIR=~/runs, --out=~/x.toml); every
+    path option is read by this one parser."""
     if not text.strip():
         raise typer.BadParameter("is empty; give a path (an unset shell variable?).")
-    return Path(text)
+    return Path(text).expanduser()
 
 
 RunsDir = typer.Option(None, "--runs-dir", metavar="DIR", envvar=RUNS_DIR_ENV, show_envvar=True,

@@ -57,7 +57,7 @@ FIGURE_SUFFIXES = (".png", ".svg")
 
 
 def default_runs_dir() -> Path:
-    return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
+    return Path(os.environ.get(RUNS_DIR_ENV) or "runs").expanduser()  # `~/runs`, unexpanded
 
 
 def atomic_write_bytes(path: Path, data: bytes,
