@@ -4,6 +4,7 @@ directory left half-written (the audit of configs, arguments and sweeps)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -426,3 +427,21 @@ def test_a_tilde_is_the_home_folder_in_every_path_a_user_gives(tmp_path, monkeyp
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "home" / "runs").iterdir())) == 1
     assert not (tmp_path / "~").exists()
+
+
+def test_a_group_member_its_data_refuses_fails_alone_and_leaves_no_run(tmp_path):
+    """Grouped, the member with patience = 2 (no validation row) was refused after the run of
+    the member before it was made: that run stayed `running`, and both trials failed with its
+    error on every retry."""
+    runs = tmp_path / "runs"
+    result = run("sweep", CONFIGS / "xor.toml", "--set", "train.epochs=2", "--set",
+                 "data.samples=20", "--set", "data.val_fraction=0.01",
+                 "--grid", "train.patience=0,2", "--group", "on", "--workers", "0",
+                 "--runs-dir", runs)
+    assert result.exit_code == 1 and "1 completed, 1 failed" in one_line(result.output)
+    (trials,) = runs.glob("sweeps/*/trials.json")
+    records = json.loads(trials.read_text())["trials"]
+    assert [r["status"] for r in records] == ["completed", "failed"]
+    assert "[train] patience = 2" in records[1]["error"] and records[1]["run_id"] is None
+    (made,) = [p for p in runs.iterdir() if p.name != "sweeps"]
+    assert json.loads((made / "summary.json").read_text())["status"] == "completed"
