@@ -12,7 +12,9 @@ import json
 import math
 import os
 import signal
+import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -87,7 +89,19 @@ def wide() -> Console:
     COLUMNS names a width."""
     return out if out.is_terminal or "COLUMNS" in os.environ else Console(width=200)
 
+def a_path(text: str) -> Path:
+    """A path option's value: `--runs-dir ""` (an unset shell variable) is a usage error, not
+    the working directory that Path("") names, and a leading `~` is the home folder (as in
+    data.path), where the shell leaves it (MLPTRAIN_RUNS_DIR=~/runs, --out=~/x.toml); every
+    path option is read by this one parser."""
+    text = str(text)  # (a Path, where a test's CliRunner passes one)
+    if not text.strip():
+        raise typer.BadParameter("is empty; give a path (an unset shell variable?).")
+    return Path(text).expanduser()
+
+
 RunsDir = typer.Option(None, "--runs-dir", metavar="DIR", envvar=RUNS_DIR_ENV, show_envvar=True,
+                       parser=a_path,
                        help="Root folder of the run directories (default: ./runs).")
 
 
@@ -121,6 +135,14 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def hush_numeric_warnings() -> None:
+    """A diverging run overflows before the loop sees a non-finite loss and explains it in an
+    error: numpy's warnings of it on stderr are noise (training itself runs under np.errstate;
+    this covers the rest of the command, its evaluation and figures)."""
+    warnings.filterwarnings("ignore", message="(overflow|invalid value|divide by zero)",
+                            category=RuntimeWarning)
 
 
 def fail(exc: MlptrainError) -> None:

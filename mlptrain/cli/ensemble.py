@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mlptrain.cli.common import RunsDir, fail, interrupted, json_text, out, pct, r2, real, secs
+from mlptrain.cli.common import (RunsDir, a_path, fail, interrupted, json_text, out, pct, r2,
+                                 real, secs)
 from mlptrain.cli.parts import first_that_fits
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RunStore
@@ -35,7 +36,7 @@ def ensemble(
                                               "one train.seed or one data.split_seed)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     figure: Optional[Path] = typer.Option(
-        None, "--figure", metavar="FILE", help="Also draw the committee's misclassified images "
+        None, "--figure", metavar="FILE", parser=a_path, help="Also draw the committee's misclassified images "
         "with each member's vote into FILE (.png or .svg)."),
     runs_dir: Optional[Path] = RunsDir,
 ):
@@ -76,7 +77,8 @@ def ensemble(
     out.print(per_class_table(result, out))
     out.print(verdict(result, refs), highlight=False)
     if drawn is not None:
-        out.print(f"figure of its mistakes: {drawn}", highlight=False, soft_wrap=True)
+        out.print(f"figure of its mistakes: {drawn}", highlight=False, soft_wrap=True,
+                  markup=False)
 
 
 def members_table(r: dict, console: Console, refs: dict[str, str]) -> Table:

@@ -54,7 +54,7 @@ def predict(
     single = len(result.inputs) == 1
     if single:
         for note in result.inputs[0].notes:
-            err.print(note, highlight=False, soft_wrap=True)
+            err.print(note, highlight=False, soft_wrap=True, markup=False)
         if result.inputs[0].kind == "image" and result.inputs[0].image is not None:
             out.print(preview(result.inputs[0].image), highlight=False)
     shown = 0
@@ -91,7 +91,7 @@ def _print_values(result, as_json: bool) -> None:
         return
     single = len(result.inputs) == 1
     for note in result.inputs[0].notes if single else ():
-        err.print(note, highlight=False, soft_wrap=True)
+        err.print(note, highlight=False, soft_wrap=True, markup=False)
     for (inputs, index), value, warnings in zip(result.sources(), values, result.warnings):
         label = f"{index}" if single else f"{escape(inputs.path.name)}[{index}]"
         out.print(f"{label}: [bold]{value:.6g}[/bold]", highlight=False)

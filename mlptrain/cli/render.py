@@ -146,7 +146,7 @@ class FitRenderer:
     def download(self, p: DownloadProgress) -> None:
         if p.done_bytes == 0:  # the file's name: at 80 columns its bar has no room for it
             size = f" ({p.total_bytes:,} bytes)" if p.total_bytes else ""
-            self.console.print(f"downloading {p.file}{size}", highlight=False)
+            self.console.print(f"downloading {p.file}{size}", highlight=False, markup=False)
         if not self.live:
             return
         task = self.download_tasks.get(p.file)
@@ -234,7 +234,7 @@ class FitRenderer:
             return  # the CLI says how to resume
         if self.quiet:
             self.console.print(f"run {e.run_id}: completed, {test_scores(s)}; saved in {e.path}",
-                               highlight=False, soft_wrap=True)
+                               highlight=False, soft_wrap=True, markup=False)
             return
         # otherwise the closing summary panel follows (cli/summary.py, finish_fit)
 
@@ -284,6 +284,7 @@ def plan_text(config, plan, runs_root) -> str:
     t, o = config.train, config.optimizer
     lines = [f"dry run of {config.source} (name {config.name!r}): nothing is trained or "
              "written",
+             *(f"note: {note}" for note in plan.ignored),
              f"device {plan.device}, dtype {plan.dtype}",
              f"path: {plan.path}",
              f"data: {plan.dataset} from {plan.source or 'generated'}; samples "

@@ -67,7 +67,8 @@ def runs(
         return
     if not records:
         err.print(f"no runs in {RunStore(runs_dir).root}" + (" match" if status or name
-                                                             or dataset else ""))
+                                                             or dataset else ""),
+                  markup=False)
         return
     console = wide()
     console.print(runs_table(records, RunStore(runs_dir).short_refs(), console))
@@ -134,7 +135,7 @@ def show(
     out.print(f"[bold]run {found.run_id}[/bold]: {_styled_status(record['status'])}, "
               f"{record['epochs']} of {plural(planned, 'epoch') if planned else '?'}, "
               f"{secs(record['seconds'])}", highlight=False)
-    out.print(f"  {found.path}", highlight=False, soft_wrap=True)
+    out.print(f"  {found.path}", highlight=False, soft_wrap=True, markup=False)
     if summary.get("error"):
         out.print(f"  error: {escape(summary['error'])}", highlight=False, soft_wrap=True)
     metric = run_metric(summary) if summary.get("model") else "accuracy"
@@ -233,7 +234,7 @@ def rm(
     for r in found.values():
         link = f" -> {r.path.resolve()} (a link: only the link is deleted)" \
             if r.path.is_symlink() else ""
-        err.print(f"  {r.path}{link}", highlight=False, soft_wrap=True)
+        err.print(f"  {r.path}{link}", highlight=False, soft_wrap=True, markup=False)
     try:
         agreed = yes or typer.confirm(f"delete {'these' if len(found) > 1 else 'this'} "
                                       f"{plural(len(found), 'run')}?",
@@ -247,6 +248,7 @@ def rm(
         for r in found.values():
             target = store.remove(r)
             out.print(f"deleted the link {r.run_id} (its target {target} is left as it was)"
-                      if target else f"deleted {r.run_id}", highlight=False, soft_wrap=True)
+                      if target else f"deleted {r.run_id}", highlight=False, soft_wrap=True,
+                      markup=False)
     except MlptrainError as exc:
         fail(exc)

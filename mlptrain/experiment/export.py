@@ -260,7 +260,7 @@ def _write(path: Path, data: bytes, check=None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, data, check)
     except OSError as exc:
-        raise ExportError(f"cannot write {path}: {exc}.") from None
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}.") from None
 
 
 # -- onnx -----------------------------------------------------------------------------------------

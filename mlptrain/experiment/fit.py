@@ -17,14 +17,12 @@ import numpy as np
 
 import mlptrain
 from mlptrain import loop
-from mlptrain.arrayfiles import read_npz
-from mlptrain.config import Config, load_config
+from mlptrain.config import Config, ignored_keys, load_config
 from mlptrain.errors import DataError, RunStoreError, TrainingError
-from mlptrain.experiment.setup import (SPLITS, Prepared, changed_files, network_expect,
-                                       prepare, prepare_saved)
+from mlptrain.experiment.setup import (SPLITS, Prepared, changed_files, check_new_run,
+                                       load_start_weights, prepare, prepare_saved)
 from mlptrain.experiment.training import (RunFinished, TrainingRun, finish_run,
                                           os_errors_fail, train_runs)
-from mlptrain.model import MLP
 from mlptrain.optim import build_optimizer
 from mlptrain.runs import Run, RunStore
 from mlptrain.runs.checkpoint import restore
@@ -62,9 +60,7 @@ def fit_experiment(config: Config, store: RunStore,
     status is then `interrupted` and `resume_experiment` continues the run.
     """
     p = prepare(config, data_progress)
-    if config.model.weights:  # start from a saved network instead of the initialisation
-        p.model.load_state_dict(_read_weights_file(Path(config.model.weights), p.model),
-                                source=config.model.weights)
+    load_start_weights(p)
     optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
     splits = _splits(p)
     m = start_run(p, store)
@@ -113,6 +109,7 @@ def run_started(m: TrainingRun, member: int = 0) -> RunStarted:
 
 def start_run(p: Prepared, store: RunStore, path: str | None = None) -> TrainingRun:
     """A new run for p, its config and first summary written (`path`: how its steps run)."""
+    check_new_run(p)  # before its directory exists
     run = store.create(p.config.name)
     m = TrainingRun(p, run, start_summary(run, p))
     if path:
@@ -217,13 +214,6 @@ def _check_same_data(run: Run, summary: dict, checksums: dict[str, str], allow: 
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def _read_weights_file(path: Path, model: MLP) -> dict[str, np.ndarray]:
-    """The starting weights: finite, each array the shape of the model's parameter of its name
-    (checked from the headers, before any data is read); blamed on the file, not on training."""
-    return read_npz(path, f"[model] weights = {str(path)!r}", DataError,
-                    network_expect(model))
-
-
 def start_summary(run: Run, p: Prepared) -> dict[str, Any]:
     config, dataset, model = p.config, p.dataset, p.model
     return {
@@ -234,6 +224,7 @@ def start_summary(run: Run, p: Prepared) -> dict[str, Any]:
         "pid": os.getpid(), "host": platform.node(),  # tells `mlptrain runs` a killed run
         "config_source": config.source,
         "overrides": config.overrides,
+        "ignored_keys": ignored_keys(config),  # set, but read by nothing in this config
         "epochs_planned": config.train.epochs,
         "epochs_completed": 0,
         "final": None,

@@ -9,20 +9,21 @@ which path the step will take on the device.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from mlptrain import memory
-from mlptrain.arrayfiles import Expect
+from mlptrain.arrayfiles import Expect, read_npz
 from mlptrain.backend import describe_path, epoch_path, get_backend
-from mlptrain.config import Config, config_folder, load_config
+from mlptrain.config import Config, config_folder, ignored_keys, load_config
 from mlptrain.data import (FILE_SOURCES, Dataset, check_dataset_range, check_saved_width,
                            load_dataset)
 from mlptrain.data.dataset import SPLITS, class_names
 from mlptrain import nn
 from mlptrain.data.standardize import FILE as PREPROCESS_FILE, Standardizer, TargetScale
-from mlptrain.errors import DataError, ModelError, RunStoreError
+from mlptrain.errors import ConfigError, DataError, ModelError, RunStoreError
 from mlptrain.experiment.diagnose import unscaled_data
 from mlptrain.model import MLP, build_model
 from mlptrain.runs import Run
@@ -240,14 +241,51 @@ class Plan:
     classes: list[str] = field(default_factory=list)  # each class's name (or index)
     notes: list[str] = field(default_factory=list)  # what loading did (Dataset.notes)
     standardized: bool = False  # features scaled by the training split's mean and std
+    ignored: list[str] = field(default_factory=list)  # keys set that nothing reads (ignored_keys)
+
+
+def load_start_weights(p: Prepared) -> None:
+    """The network [model] weights names, in place of p's initialisation (none: nothing to do):
+    finite, each array the shape of the model's parameter of its name (checked from the
+    headers, before any data is read), blamed on the file, not on training. A new run and its
+    dry run read them alike; `~` is the home folder, as in data.path."""
+    if not p.config.model.weights:
+        return
+    path = Path(p.config.model.weights).expanduser()
+    p.model.load_state_dict(read_npz(path, f"[model] weights = {str(path)!r}", DataError,
+                                     network_expect(p.model)), source=str(path))
+
+
+def check_new_run(p: Prepared) -> None:
+    """ConfigError for what a new run's config asks of data that cannot give it: checked
+    before a run (or a dry run) starts, never for a saved run, which trained already. Early
+    stopping watches the validation loss, and a validation split that rounds to no rows
+    (val_fraction = 0.01 of 20 samples) would turn it off without a word; a shift as wide as
+    the images moves every one out of its frame (and pads each batch by it: 10**6 pixels
+    asked for petabytes)."""
+    t, d = p.config.train, p.config.data
+    side = min(p.dataset.input_shape)
+    if p.step.augment is not None and d.augment_shift >= side:
+        shape = "x".join(map(str, p.dataset.input_shape))
+        raise ConfigError(f"[data] augment_shift = {d.augment_shift} moves the {shape} images "
+                          f"of the {d.dataset} dataset out of their frame; use at most "
+                          f"{side - 1} pixels.")
+    if t.patience and not len(p.dataset.targets("val")):
+        n = len(p.dataset.targets("train"))
+        raise ConfigError(f"[train] patience = {t.patience}: early stopping watches the "
+                          f"validation loss, but the validation split is empty ([data] "
+                          f"val_fraction = {d.val_fraction:g} held out no row, {n} stayed for "
+                          "training); raise val_fraction, or set patience = 0.")
 
 
 def plan(config: Config, data_progress: Callable | None = None) -> Plan:
     """Resolves device, data and model as `fit` would, without creating a run."""
     p = prepare(config, data_progress)
+    load_start_weights(p)  # a file that cannot start this network fails the dry run too
+    check_new_run(p)
     samples = {name: int(len(p.dataset.targets(name))) for name in SPLITS}
     return Plan(p.model.describe(), p.model.parameter_count, samples, p.model.ops.device,
                 config.train.dtype, p.step.steps_per_epoch, p.step.epochs,
                 p.step.checkpoint_every, p.dataset.name, p.dataset.source, p.path,
                 p.step.aids(), p.dataset.task, class_names(p.dataset), p.dataset.notes,
-                p.dataset.scaler is not None)
+                p.dataset.scaler is not None, ignored_keys(config))

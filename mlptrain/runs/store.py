@@ -33,6 +33,7 @@ import platform
 import re
 import secrets
 import shutil
+import stat
 import time
 import zipfile
 from collections import Counter
@@ -56,7 +57,7 @@ FIGURE_SUFFIXES = (".png", ".svg")
 
 
 def default_runs_dir() -> Path:
-    return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
+    return Path(os.environ.get(RUNS_DIR_ENV) or "runs").expanduser()  # `~/runs`, unexpanded
 
 
 def atomic_write_bytes(path: Path, data: bytes,
@@ -70,6 +71,7 @@ def atomic_write_bytes(path: Path, data: bytes,
     later, smaller write (the summary that marks the run failed) needs."""
     tmp = None
     try:
+        _check_replaceable(path)
         fd, tmp = _new_temporary(path)
         with open(fd, "wb") as f:
             f.write(data)
@@ -85,6 +87,20 @@ def atomic_write_bytes(path: Path, data: bytes,
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def _check_replaceable(path: Path) -> None:
+    """An OSError unless `path` is absent, a file or a link, what a write may replace: the
+    rename would put a file in place of a device (`config init --out /dev/null --force`, run
+    as root, replaced /dev/null) or fail on a folder with a less telling error."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a device, a pipe or a socket"
+        raise OSError(errno.EEXIST, f"it is {kind}, not a file; give the path of a file",
+                      str(path))
 
 
 def _append(path: Path, text: str) -> None:
@@ -159,6 +175,22 @@ def run_holding(path: Path) -> Path | None:
     folder = path.parent.resolve()
     own = path.name in RUN_FILES or path.suffix in FIGURE_SUFFIXES
     return folder if own and is_run_dir(folder) else None
+
+
+def check_runs_root(root: Path) -> None:
+    """A RunStoreError unless `root` can hold runs: a folder (or none yet), neither a run's
+    directory nor inside one. `--runs-dir RUN` wrote new runs inside that run, where no
+    command lists them and `runs rm` of it deletes them along."""
+    if root.exists() and not root.is_dir():
+        raise RunStoreError(f"the runs directory {root} is a file, not a folder; give "
+                            "--runs-dir a folder (it is created if missing).")
+    resolved = root.resolve()
+    for folder in (resolved, *resolved.parents):
+        if is_run_dir(folder):
+            raise RunStoreError(f"the runs directory {root} is "
+                                + ("" if folder == resolved else "inside ")
+                                + f"run {folder.name}'s directory; give --runs-dir the folder "
+                                f"that holds the runs ({folder.parent}), or another folder.")
 
 
 def check_not_run_file(path: Path) -> None:
@@ -384,6 +416,7 @@ class RunStore:
 
     def create(self, name: str) -> Run:
         """A new, empty run directory; the id is unique even for runs started at once."""
+        check_runs_root(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -414,6 +447,10 @@ class RunStore:
         `xor/`) never stands for the run `xor`; a path must hold a run (is_run_dir). When `ref`
         named the run other than by id, path or `latest`, the returned Run's `found_as` says
         how (for the CLI)."""
+        if not ref.strip():  # an unset shell variable: "" is a prefix of every run id
+            raise RunStoreError("the run reference is empty; give a run id, a unique prefix of "
+                                "one, the hash that ends one, a run name, a run directory, or "
+                                "`latest`.")
         as_path = Path(ref)
         if _is_path(ref):
             if is_run_dir(as_path):
