@@ -33,6 +33,7 @@ import platform
 import re
 import secrets
 import shutil
+import stat
 import time
 import zipfile
 from collections import Counter
@@ -43,7 +44,7 @@ import numpy as np
 
 from mlptrain.arrayfiles import Expect, read_npz
 from mlptrain.errors import RunStoreError
-from mlptrain.runs.schema import CHECKPOINT, check_metrics_record, check_summary
+from mlptrain.runs.schema import CHECKPOINT, check_metrics_record, check_network, check_summary
 
 RUNS_DIR_ENV = "MLPTRAIN_RUNS_DIR"
 TMP_SUFFIX = ".tmp"
@@ -149,8 +150,13 @@ def process_alive(pid: int) -> bool:
 
 def is_run_dir(path: Path) -> bool:
     """Whether `path` is a run's directory: it holds the config.toml and summary.json a run
-    writes first (a project folder with only a config.toml is not one)."""
-    return (path / "config.toml").is_file() and (path / "summary.json").is_file()
+    writes first (a project folder with only a config.toml is not one), or it is named as a
+    run id (stamp-name-hash: only `RunStore.create` makes such a folder) and holds a
+    config.toml, as the store lists its runs: a run whose summary is lost or damaged is still
+    a run, read (its readers name the file at fault), protected and removed as one."""
+    if (path / "config.toml").is_file() and (path / "summary.json").is_file():
+        return True
+    return RUN_ID.match(path.name) is not None and os.path.lexists(path / "config.toml")
 
 
 def run_holding(path: Path) -> Path | None:
@@ -184,6 +190,15 @@ def writer_status(summary: dict[str, Any]) -> str | None:
     if pid == os.getpid():  # an earlier sitting of this process, which writes one run at once
         return None
     return "alive" if process_alive(pid) else "gone"
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of the regular file `path`; OSError for anything else. Looked at first:
+    opening a pipe put in a file's place would wait for a writer forever."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file but a folder, a pipe or a device",
+                      str(path))
+    return Path(path).read_bytes()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -315,10 +330,13 @@ class Run:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def read_summary(self) -> dict[str, Any]:
-        """summary.json, checked to have the shape this tool writes (schema.py)."""
+    def read_summary(self, network: bool = False) -> dict[str, Any]:
+        """summary.json, checked to have the shape this tool writes (schema.py); with
+        `network`, also to describe a network this version can rebuild (check_network)."""
         summary = self._read_json_lines("summary.json", whole=True)
         self._checked("summary.json", check_summary, summary)
+        if network:
+            self._checked("summary.json", check_network, summary)
         return summary
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -337,10 +355,11 @@ class Run:
 
     def _read_json_lines(self, name: str, whole: bool):
         try:
-            text = self._read(name).decode("utf-8")
+            text = self.read_file(name).decode("utf-8")
             if whole:
                 return json.loads(text)
-            return [json.loads(line) for line in text.split("\n") if line.strip()]
+            *lines, tail = text.split("\n")  # every write ends its lines: tail is ""
+            return [json.loads(line) for line in lines if line.strip()] + _torn(tail)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise RunStoreError(f"{self.path / name} is not valid JSON ({exc}); the run's "
                                 "files were changed or damaged after it wrote them.") from None
@@ -360,19 +379,36 @@ class Run:
     def read_checkpoint(self) -> dict[str, np.ndarray]:
         return self._read_npz("checkpoint.npz", CHECKPOINT)
 
-    def _read(self, name: str) -> bytes:
+    def has(self, name: str) -> bool:
+        """Whether the run has a file of this name, whatever it is (a link that leads nowhere
+        counts: reading it says what is wrong, rather than the run seeming not to have it)."""
+        return os.path.lexists(self.path / name)
+
+    def read_config_text(self) -> str:
+        """config.toml's text (the run's resolved config; experiment.setup.run_config parses
+        and checks it)."""
         try:
-            return (self.path / name).read_bytes()
+            return self.read_file("config.toml").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RunStoreError(f"{self.path / 'config.toml'} is not UTF-8 text ({exc}); the "
+                                "run's files were changed or damaged after it wrote them."
+                                ) from None
+
+    def read_file(self, name: str) -> bytes:
+        """The bytes of the run's file `name`; RunStoreError when it is missing, not a regular
+        file, or cannot be read."""
+        path = self.path / name
+        try:
+            return read_regular_file(path)
         except FileNotFoundError:
             raise RunStoreError(f"run {self.run_id} has no {name} (looked in {self.path}); "
                                 "the run may have failed before writing it.") from None
         except OSError as exc:  # a directory in its place, no permission, an I/O error
-            raise RunStoreError(f"{self.path / name} cannot be read ({exc.strerror or exc})."
-                                ) from None
+            raise RunStoreError(f"{path} cannot be read ({exc.strerror or exc}).") from None
 
     def _read_npz(self, name: str, expect: Expect) -> dict[str, np.ndarray]:
-        if not (self.path / name).exists():
-            self._read(name)  # the error that says why a run has no such file
+        if not (self.path / name).is_file():
+            self.read_file(name)  # the error that says why a run has no such file
         return read_npz(self.path / name, str(self.path / name), RunStoreError, expect)
 
 
@@ -401,11 +437,20 @@ class RunStore:
         raise RunStoreError(f"could not find a free run id under {self.root}.")
 
     def runs(self) -> list[Run]:
-        """Every run under the root, oldest first (ids start with their creation time)."""
-        if not self.root.is_dir():
+        """Every run under the root, oldest first (ids start with their creation time): each
+        folder that holds a config.toml, whatever it is (a damaged one is listed as damaged);
+        one without (yet) is not listed. No root yet: none; a root that is no folder: an
+        error."""
+        if not os.path.lexists(self.root):
             return []
-        return [Run(p) for p in sorted(self.root.iterdir())
-                if p.is_dir() and not p.name.startswith(".") and (p / "config.toml").exists()]
+        try:
+            entries = sorted(self.root.iterdir())
+        except OSError as exc:  # a file, a link loop, no permission
+            raise RunStoreError(f"the runs directory {self.root} cannot be listed "
+                                f"({exc.strerror or exc}); give a folder with --runs-dir or "
+                                f"{RUNS_DIR_ENV}.") from None
+        return [Run(p) for p in entries if p.is_dir() and not p.name.startswith(".")
+                and os.path.lexists(p / "config.toml")]
 
     def find(self, ref: str) -> Run:
         """A run by `latest`, id, unique id prefix, the hash that ends its id (77d460), its
@@ -414,6 +459,10 @@ class RunStore:
         `xor/`) never stands for the run `xor`; a path must hold a run (is_run_dir). When `ref`
         named the run other than by id, path or `latest`, the returned Run's `found_as` says
         how (for the CLI)."""
+        if not ref.strip():  # a prefix of every id: it would pick a run no one named
+            raise RunStoreError(f"an empty run reference ({ref!r}) names no run. Give a run "
+                                "id, a unique prefix of one, a run name, a run directory, "
+                                "or `latest`.")
         as_path = Path(ref)
         if _is_path(ref):
             if is_run_dir(as_path):
@@ -434,6 +483,12 @@ class RunStore:
                 raise RunStoreError(f"{ref!r} matches {len(matches)} runs in {self.root} "
                                     f"({listed}{', ...' if len(matches) > 5 else ''}); give "
                                     "more of the id.")
+        own = self.root / ref
+        if RUN_ID.match(ref) and own.is_dir():  # its folder, not listed: say why
+            raise RunStoreError(f"run {ref} has no config.toml (looked in {own}), so it is "
+                                "not a run yet: its process was stopped before writing it, "
+                                "or the file was deleted since. There is nothing to read; "
+                                "delete the folder by hand.")
         if ref != "latest" and is_run_dir(as_path):  # a run's folder outside the runs root
             return Run(as_path)
         if not runs:
@@ -482,6 +537,15 @@ class RunStore:
         returns its target."""
         self.check_removable(run)
         return run.remove()
+
+
+def _torn(tail: str) -> list:
+    """The record of a JSON-lines file's unterminated last line: none where it is not whole
+    JSON, the line a process killed mid-append left torn (the records before it stand)."""
+    try:
+        return [json.loads(tail)] if tail.strip() else []
+    except (json.JSONDecodeError, RecursionError):
+        return []
 
 
 def _is_path(ref: str) -> bool:
