@@ -19,10 +19,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mlptrain import nn
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RUNS_DIR_ENV, Run, RunStore
 from mlptrain.runs.query import require_weights
+from mlptrain.runs.schema import run_metric
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -51,11 +51,6 @@ def r2(x) -> str:
 # each metric a loss declares (nn's Loss.metric) as people read it: (short header, name,
 # format); the epoch rows, the progress bars and the closing panel all show it from here
 METRICS_SHOWN = {"accuracy": ("acc", "accuracy", pct), "rmse": ("rmse", "RMSE", real)}
-
-
-def run_metric(summary: dict) -> str:
-    """The metric a saved run's loss declares (its summary names the loss)."""
-    return nn.LOSSES[summary["model"]["loss"]].metric
 
 
 def blas_threads(record: dict) -> str:

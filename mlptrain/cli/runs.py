@@ -23,7 +23,6 @@ from mlptrain.cli.common import (
     pct,
     r2,
     real,
-    run_metric,
     secs,
     wide,
 )
@@ -37,7 +36,9 @@ from mlptrain.runs.query import (
     list_runs,
     read_config,
     run_record,
+    sweep_of,
 )
+from mlptrain.runs.schema import run_metric
 from mlptrain.text import plural
 
 
@@ -123,7 +124,7 @@ def show(
     try:
         found = find_run(RunStore(runs_dir), run)
         summary, record = found.read_summary(), run_record(found)
-        metrics = found.read_metrics() if (found.path / "metrics.jsonl").exists() else []
+        metrics = found.read_metrics() if found.has("metrics.jsonl") else []
         config = read_config(found) if as_json else config_changes(found)
     except MlptrainError as exc:
         fail(exc)
@@ -137,7 +138,7 @@ def show(
     out.print(f"  {found.path}", highlight=False, soft_wrap=True)
     if summary.get("error"):
         out.print(f"  error: {escape(summary['error'])}", highlight=False, soft_wrap=True)
-    metric = run_metric(summary) if summary.get("model") else "accuracy"
+    metric = run_metric(summary)
     if summary.get("final"):
         out.print(final_table(summary["final"], (summary.get("dataset") or {}).get("samples"),
                               metric))
@@ -233,7 +234,10 @@ def rm(
     for r in found.values():
         link = f" -> {r.path.resolve()} (a link: only the link is deleted)" \
             if r.path.is_symlink() else ""
-        err.print(f"  {r.path}{link}", highlight=False, soft_wrap=True)
+        sweep = sweep_of(r)  # its sweep's summary goes on naming it until the sweep runs again
+        trial = f" (a trial of sweep {sweep}: running that sweep again trains it anew)" \
+            if sweep else ""
+        err.print(escape(f"  {r.path}{link}{trial}"), highlight=False, soft_wrap=True)
     try:
         agreed = yes or typer.confirm(f"delete {'these' if len(found) > 1 else 'this'} "
                                       f"{plural(len(found), 'run')}?",

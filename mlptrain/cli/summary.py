@@ -13,11 +13,12 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from mlptrain.cli.common import blas_threads, run_metric, test_scores
+from mlptrain.cli.common import blas_threads, test_scores
 from mlptrain.cli.parts import final_table, sparkline
 from mlptrain.config import Config
 from mlptrain.experiment import RunFinished
 from mlptrain.runs import Run
+from mlptrain.runs.schema import run_metric
 from mlptrain.text import plural
 
 

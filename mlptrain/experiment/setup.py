@@ -9,21 +9,23 @@ which path the step will take on the device.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from mlptrain import memory
 from mlptrain.arrayfiles import Expect
 from mlptrain.backend import describe_path, epoch_path, get_backend
-from mlptrain.config import Config, config_folder, load_config
+from mlptrain.config import Config, config_folder, name_from_stem, parse_config
 from mlptrain.data import FILE_SOURCES, Dataset, check_dataset_range, load_dataset
 from mlptrain.data.dataset import SPLITS, class_names
 from mlptrain import nn
 from mlptrain.data.standardize import FILE as PREPROCESS_FILE, Standardizer, TargetScale
-from mlptrain.errors import DataError, ModelError, RunStoreError
+from mlptrain.errors import ConfigError, DataError, ModelError, RunStoreError
 from mlptrain.model import MLP, build_model
 from mlptrain.runs import Run
+from mlptrain.runs.query import check_config
+from mlptrain.runs.schema import written_by
 from mlptrain.seeding import streams
 from mlptrain.step import Step, build_step
 
@@ -125,12 +127,36 @@ def _with_data_file(config: Config, dataset: Dataset) -> Config:
     return replace(config, data=replace(config.data, path=dataset.source))
 
 
+DAMAGED = (" (the run wrote this file itself, so it was changed after: move the run away or "
+           "delete it with `mlptrain runs rm`)")
+
+
+def run_config(run: Run, overrides: Sequence[str] = ()) -> Config:
+    """A saved run's resolved config (its config.toml), checked against what its summary
+    records of the run's network and data: every reader rebuilds the run from both, and a
+    config.toml emptied or edited since (an empty one reads as every default: MNIST's
+    784-128-10 network) would blame the run's weights or data for the difference, or export
+    a network the run never trained. Readers call this first: it also checks that the summary
+    describes a network (Run.read_summary(network=True))."""
+    summary = run.read_summary(network=True)
+    path = run.path / "config.toml"
+    try:
+        config = parse_config(run.read_config_text(), source=str(path), overrides=overrides,
+                              default_name=name_from_stem(path.stem))
+    except ConfigError as exc:  # the run wrote it whole: another version, or damage since
+        raise ConfigError(f"{exc}{written_by(summary) or DAMAGED}") from None
+    check_config(run, {"data.dataset": config.data.dataset, "model.hidden": config.model.hidden,
+                       "model.activation": config.model.activation}, summary)
+    return config
+
+
 def prepare_run(run: Run, device: str | None = None) -> Prepared:
     """A saved run rebuilt from its resolved config, with its saved weights loaded: the data and
     network that `eval`, `plot` and `ensemble` score; on `device` instead of the config's when
     given (figures drawn in helper processes use the CPU, never a GPU context each)."""
     overrides = [f"train.device={device}"] if device else []
-    p = prepare_saved(run, run.read_summary(), load_config(run.path / "config.toml", overrides))
+    config = run_config(run, overrides)
+    p = prepare_saved(run, run.read_summary(), config)
     p.model.load_state_dict(run.read_weights(network_expect(p.model)),
                             source=str(run.path / "weights.npz"))
     return p
