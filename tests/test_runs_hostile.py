@@ -63,7 +63,8 @@ def test_a_runs_directory_that_is_a_file_is_named_not_called_empty(tmp_path):
     root = tmp_path / "runs"
     root.write_text("not a folder")
     for args in (("runs",), ("eval",), ("runs", "show", "x")):
-        assert_refused(run(*args, "--runs-dir", root), f"the runs directory {root} cannot be listed")
+        assert_refused(run(*args, "--runs-dir", root),
+                       f"the runs directory {root} cannot be listed")
 
 
 def test_an_id_whose_folder_lost_its_config_says_so(xor_run, runs_dir):
@@ -234,9 +235,10 @@ def stopped_mid_epoch(runs: Path, *overrides: str):
     return fit_experiment(config, RunStore(runs), on_event, stop=stop)
 
 
-@pytest.mark.parametrize("donor, culprit", [(("data.samples=1600",), "not a shuffle of the run's 640"),
-                                            (("train.batch_size=16",), "in steps of 64"),
-                                            (("train.epochs=9",), "the run plans 4")])
+@pytest.mark.parametrize("donor, culprit", [
+    (("data.samples=1600",), "not a shuffle of the run's 640"),
+    (("train.batch_size=16",), "in steps of 64"),
+    (("train.epochs=9",), "the run plans 4")])
 def test_a_checkpoint_of_another_config_is_refused(runs_dir, donor, culprit):
     """Of the same network and optimizer, it resumed without a word: an order of 1,280 indices
     gathered the 640 samples' batches with indices clipped to the last sample."""
@@ -246,7 +248,8 @@ def test_a_checkpoint_of_another_config_is_refused(runs_dir, donor, culprit):
     if donor == ("train.epochs=9",):  # ends an epoch the run never reaches
         history = json.loads(str(arrays["history"]))
         history += [dict(history[-1], epoch=n) for n in range(len(history) + 1, 6)]
-        arrays.update(epoch=np.array(5), position=np.array(0), history=np.array(json.dumps(history)))
+        arrays.update(epoch=np.array(5), position=np.array(0),
+                      history=np.array(json.dumps(history)))
     (stopped.path / "checkpoint.npz").write_bytes(npz_bytes(arrays))
     assert_refused(run("fit", "--resume", stopped.run_id, "--runs-dir", runs_dir),
                    "checkpoint.npz is not a checkpoint this version can resume from", culprit)
@@ -313,6 +316,19 @@ def test_a_sweep_folder_s_odd_files_are_named_without_waiting(swept, runs_dir, d
                        "trials.json cannot be read")
 
 
+def test_no_export_or_config_replaces_a_sweep_s_own_files(swept, runs_dir, tmp_path):
+    """`export --force --out` replaced trials.json (the sweep then forgot its trials' runs)
+    and golden's .json beside it replaced the sweep's summary.json."""
+    trials, _ = swept
+    before = {p.name: p.read_bytes() for p in trials.parent.iterdir()}
+    for args in (("export", "latest", "--format", "onnx", "--out", trials, "--runs-dir", runs_dir),
+                 ("export", "latest", "--format", "golden", "--out",
+                  trials.with_name("summary.npz"), "--runs-dir", runs_dir),
+                 ("config", "init", "--out", trials.with_name("spec.json"))):
+        assert_refused(run(*args, "--force"), "sweep", "own files")
+    assert {p.name: p.read_bytes() for p in trials.parent.iterdir()} == before
+
+
 def test_runs_rm_of_a_sweep_trial_is_trained_again_by_the_sweep(swept, runs_dir):
     trials, command = swept
     first = json.loads(trials.read_text())["trials"][0]["run_id"]
@@ -335,7 +351,9 @@ def test_regression_and_table_runs_read_back_everywhere(runs_dir, tmp_path):
                      ("predict", a.run_id, table), ("plot", a.run_id),
                      ("runs", "show", a.run_id), ("runs", "compare", a.run_id, b.run_id),
                      ("ensemble", a.run_id, b.run_id),
-                     ("export", a.run_id, "--format", "onnx", "--out", tmp_path / f"{config}.onnx"),
-                     ("export", a.run_id, "--format", "golden", "--out", tmp_path / f"{config}.npz")):
+                     ("export", a.run_id, "--format", "onnx", "--out", tmp_path / "m.onnx",
+                      "--force"),
+                     ("export", a.run_id, "--format", "golden", "--out", tmp_path / "g.npz",
+                      "--force")):
             result = run(*args, "--runs-dir", runs_dir)
             assert result.exit_code == 0, (args, result.output)

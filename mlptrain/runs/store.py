@@ -54,6 +54,9 @@ ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
 RUN_FILES = ("config.toml", "metrics.jsonl", "metrics.csv", "weights.npz", "checkpoint.npz",
              "summary.json", "sweep.json", "preprocess.npz")  # what a run writes, besides figures
 FIGURE_SUFFIXES = (".png", ".svg")
+SWEEPS_DIR = "sweeps"  # under the runs root: one folder per sweep (sweep/store.py)
+SWEEP_FILES = ("spec.json", "trials.json", "summary.json", "summary.csv", ".lock")  # besides
+# its figures
 
 
 def default_runs_dir() -> Path:
@@ -167,14 +170,27 @@ def run_holding(path: Path) -> Path | None:
     return folder if own and is_run_dir(folder) else None
 
 
+def sweep_holding(path: Path) -> Path | None:
+    """The sweep directory (runs/sweeps/<id>/, sweep/store.py's) of which `path` names one of
+    the sweep's own files (SWEEP_FILES, a figure), links followed; else None."""
+    folder = path.parent.resolve()
+    own = path.name in SWEEP_FILES or path.suffix in FIGURE_SUFFIXES
+    is_sweep = folder.parent.name == SWEEPS_DIR and any(
+        os.path.lexists(folder / name) for name in ("trials.json", "spec.json"))
+    return folder if own and is_sweep else None
+
+
 def check_not_run_file(path: Path) -> None:
     """A RunStoreError when `path` names one of a run's own files (run_holding), which only
-    that run's training writes: an export, a config or a figure written there would replace
-    the run's weights, summary or figures."""
-    run = run_holding(path)
-    if run is not None:
-        raise RunStoreError(f"{path} is one of run {run.name}'s own files, which only its "
-                            "training writes; choose another file.")
+    that run's training writes, or one of a sweep's (sweep_holding), which only that sweep
+    writes: an export, a config or a figure written there would replace the run's weights,
+    summary or figures, or the sweep's record of its trials (whose runs it then forgets)."""
+    for owner, holding, writer in (("run", run_holding, "its training"),
+                                   ("sweep", sweep_holding, "that sweep")):
+        folder = holding(path)
+        if folder is not None:
+            raise RunStoreError(f"{path} is one of {owner} {folder.name}'s own files, which "
+                                f"only {writer} writes; choose another file.")
 
 
 def writer_status(summary: dict[str, Any]) -> str | None:

@@ -23,14 +23,14 @@ from typing import Any
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import Run, atomic_write_text
 from mlptrain.runs.schema import check_trial_record, run_seconds
-from mlptrain.runs.store import (process_alive, read_regular_file, remove_stale_temporaries,
-                                 writer_status)
+from mlptrain.runs.store import (SWEEPS_DIR, process_alive, read_regular_file,
+                                 remove_stale_temporaries, writer_status)
 from mlptrain.sweep.executors import SweepError
 from mlptrain.sweep.grid import SweepSpec
 
 TRIALS_SECONDS = 1.0  # write_trials(soon=True) writes trials.json at most this often
 
-SWEEPS_DIR = "sweeps"  # under the runs root; holds no config.toml, so it is not a run
+# SWEEPS_DIR (runs/store.py): under the runs root; holds no config.toml, so it is not a run
 DONE = "completed"
 AFRESH = "; move the sweep directory away to start the sweep afresh"  # a damaged record's fix
 
