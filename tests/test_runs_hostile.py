@@ -210,6 +210,16 @@ def test_a_torn_last_metrics_line_leaves_the_epochs_before_it(runs_dir):
     assert_refused(run("runs", "show", done.run_id, "--runs-dir", runs_dir), "not valid JSON")
 
 
+def test_export_of_a_stale_run_says_its_process_is_gone_and_how_to_resume(xor_run, runs_dir):
+    """It said `is running, not completed` of a run whose process was killed."""
+    summary = json.loads((xor_run.path / "summary.json").read_text())
+    summary.update(status="running", pid=2 ** 22 + 1, host=None)  # no such process
+    (xor_run.path / "summary.json").write_text(json.dumps(summary))
+    (xor_run.path / "weights.npz").unlink()
+    assert_refused(run("export", xor_run.run_id, "--format", "onnx", "--runs-dir", runs_dir),
+                   "its process is gone", "fit --resume")
+
+
 def test_plot_draws_a_run_whose_summary_lacks_a_test_score(xor_run, runs_dir, tmp_path):
     """curves() raised KeyError for a final table without test_accuracy, TypeError for null."""
     summary = json.loads((xor_run.path / "summary.json").read_text())

@@ -40,6 +40,7 @@ from mlptrain.experiment.setup import (as_saved, run_config, saved_loss, saved_s
 from mlptrain.model import MLP
 from mlptrain.nn import GELU
 from mlptrain.runs import Run, RunStore, atomic_write_bytes, npz_bytes
+from mlptrain.runs.query import require_weights
 from mlptrain.runs.store import check_not_run_file
 from mlptrain.seeding import streams
 
@@ -162,6 +163,7 @@ class RunSource:
     @classmethod
     def open(cls, store: RunStore, ref: str) -> RunSource:
         run = store.find(ref)
+        require_weights(run)  # as eval says: why a run has none (stale, ...), how to resume
         summary = run.read_summary()
         if summary.get("status") != "completed":
             raise ExportError(f"run {run.run_id} is {summary.get('status', 'unknown')}, not "
