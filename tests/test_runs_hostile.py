@@ -57,6 +57,7 @@ def test_an_empty_reference_names_no_run_and_removes_nothing(xor_run, runs_dir):
     for args in (("eval", ""), ("runs", "show", " "), ("runs", "rm", "", "--yes")):
         assert_refused(run(*args, "--runs-dir", runs_dir), "empty run reference")
     assert xor_run.path.is_dir()
+    assert_refused(run("ensemble", "--sweep", "", "--runs-dir", runs_dir), "empty sweep reference")
 
 
 def test_a_runs_directory_that_is_a_file_is_named_not_called_empty(tmp_path):

@@ -183,6 +183,9 @@ def find_sweep(runs_root: Path, ref: str) -> Path:
     """A sweep's directory under runs_root/sweeps: by its id, a unique prefix of one, or
     `latest` (the sweep whose trials.json was written last); SweepError naming the choices."""
     root = runs_root / SWEEPS_DIR
+    if not ref.strip():  # a prefix of every id: it would pick a sweep no one named
+        raise SweepError(f"an empty sweep reference ({ref!r}) names no sweep; give a sweep id, "
+                         "a unique prefix of one, or latest.")
     try:  # a damaged trials.json is still a sweep's: reading it says what is wrong
         sweeps = sorted(p for p in root.iterdir() if os.path.lexists(p / "trials.json"))
     except OSError:
