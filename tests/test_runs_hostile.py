@@ -68,6 +68,20 @@ def test_a_runs_directory_that_is_a_file_is_named_not_called_empty(tmp_path):
                        f"the runs directory {root} cannot be listed")
 
 
+@pytest.mark.parametrize("folder", ["[/x]", "[bold]b"])
+def test_a_runs_folder_named_like_markup_is_printed_as_it_is(tmp_path, folder):
+    """rich read the folder's name as markup: `[/x]` raised MarkupError in fit's closing line,
+    `runs show` and `export`; `[bold]b` was shown as `b`."""
+    runs = tmp_path / folder
+    for args in (("fit", CONFIGS / "xor.toml", "--set", "train.epochs=2", "--set",
+                  "report.plots=false"), ("runs", "show", "latest"),
+                 ("export", "latest", "--format", "safetensors"), ("runs", "rm", "latest")):
+        result = run(*args, "--runs-dir", runs)
+        assert not isinstance(result.exception, Exception) or isinstance(
+            result.exception, SystemExit), result.exception
+        assert str(runs) in result.output.replace("\n", "")
+
+
 def test_an_id_whose_folder_lost_its_config_says_so(xor_run, runs_dir):
     (xor_run.path / "config.toml").unlink()
     assert_refused(run("eval", xor_run.run_id, "--runs-dir", runs_dir),

@@ -101,6 +101,13 @@ def find_run(store: RunStore, ref: str, weights: bool = False) -> Run:
     return run
 
 
+def plain(console: Console, text: str, wrap: bool = False) -> None:
+    """`text` printed as it is, never read as markup: a path or name of the user's may hold
+    brackets (a runs folder named `[/x]` raised rich's MarkupError, one named `[bold]b` was
+    shown as `b`). `wrap`: folded at the console's width, else one line whatever its length."""
+    console.print(text, markup=False, highlight=False, soft_wrap=not wrap)
+
+
 def json_text(value: Any) -> str:
     """`value` as strict JSON, the one way a command writes JSON: JSON has no NaN or Infinity
     (Python's json writes them, and strict parsers, jq among them, reject the line), so a

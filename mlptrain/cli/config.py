@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from mlptrain.cli.common import err, fail, out
+from mlptrain.cli.common import err, fail, out, plain
 from mlptrain.config import commented_defaults, load_config
 from mlptrain.data import DATASETS
 from mlptrain.errors import ConfigError, MlptrainError
@@ -30,9 +30,8 @@ def config_check(
         cfg = load_config(file, set_ or [])
     except MlptrainError as exc:
         fail(exc)
-    out.print(f"{file}: valid config for run {cfg.name!r} ({cfg.data.dataset}, hidden "
-              f"{cfg.model.hidden}, {cfg.optimizer.name}, {plural(cfg.train.epochs, 'epoch')})",
-              highlight=False, soft_wrap=True)
+    plain(out, f"{file}: valid config for run {cfg.name!r} ({cfg.data.dataset}, hidden "
+               f"{cfg.model.hidden}, {cfg.optimizer.name}, {plural(cfg.train.epochs, 'epoch')})")
 
 
 def config_init(
@@ -58,5 +57,4 @@ def config_init(
         fail(ConfigError(f"cannot write {out_file}: {exc}."))
     except MlptrainError as exc:
         fail(exc)
-    err.print(f"wrote {out_file}; train with `mlptrain fit {out_file}`", highlight=False,
-              soft_wrap=True)
+    plain(err, f"wrote {out_file}; train with `mlptrain fit {out_file}`")

@@ -17,6 +17,7 @@ from mlptrain.cli.common import (
     interrupted,
     json_text,
     out,
+    plain,
     usage,
 )
 from mlptrain.errors import MlptrainError
@@ -60,7 +61,7 @@ def eval_(
     except KeyboardInterrupt:
         interrupted()
     for note in result["notes"]:
-        err.print(note, highlight=False, soft_wrap=True)
+        plain(err, note)
     if as_json:
         print(json_text(result))
     else:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from mlptrain.cli.common import RUN_HELP, RunsDir, err, fail, find_run, interrupted
 from mlptrain.config import PLOT_FORMATS
@@ -41,4 +42,4 @@ def plot(
     for path in drawn.files:
         print(path)  # one file a line on stdout, for scripts
     for note in drawn.omitted + drawn.skipped:
-        err.print(f"[dim]not drawn: {note}[/dim]", highlight=False, soft_wrap=True)
+        err.print(f"[dim]not drawn: {escape(note)}[/dim]", highlight=False, soft_wrap=True)

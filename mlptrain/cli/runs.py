@@ -21,6 +21,7 @@ from mlptrain.cli.common import (
     num,
     out,
     pct,
+    plain,
     r2,
     real,
     secs,
@@ -67,8 +68,8 @@ def runs(
         print(json_text(records))
         return
     if not records:
-        err.print(f"no runs in {RunStore(runs_dir).root}" + (" match" if status or name
-                                                             or dataset else ""))
+        plain(err, f"no runs in {RunStore(runs_dir).root}" + (" match" if status or name
+                                                               or dataset else ""), wrap=True)
         return
     console = wide()
     console.print(runs_table(records, RunStore(runs_dir).short_refs(), console))
@@ -135,7 +136,7 @@ def show(
     out.print(f"[bold]run {found.run_id}[/bold]: {_styled_status(record['status'])}, "
               f"{record['epochs']} of {plural(planned, 'epoch') if planned else '?'}, "
               f"{secs(record['seconds'])}", highlight=False)
-    out.print(f"  {found.path}", highlight=False, soft_wrap=True)
+    plain(out, f"  {found.path}")
     if summary.get("error"):
         out.print(f"  error: {escape(summary['error'])}", highlight=False, soft_wrap=True)
     metric = run_metric(summary)
@@ -237,7 +238,7 @@ def rm(
         sweep = sweep_of(r)  # its sweep's summary goes on naming it until the sweep runs again
         trial = f" (a trial of sweep {sweep}: running that sweep again trains it anew)" \
             if sweep else ""
-        err.print(escape(f"  {r.path}{link}{trial}"), highlight=False, soft_wrap=True)
+        plain(err, f"  {r.path}{link}{trial}")
     try:
         agreed = yes or typer.confirm(f"delete {'these' if len(found) > 1 else 'this'} "
                                       f"{plural(len(found), 'run')}?",
@@ -250,7 +251,7 @@ def rm(
     try:
         for r in found.values():
             target = store.remove(r)
-            out.print(f"deleted the link {r.run_id} (its target {target} is left as it was)"
-                      if target else f"deleted {r.run_id}", highlight=False, soft_wrap=True)
+            plain(out, f"deleted the link {r.run_id} (its target {target} is left as it was)"
+                  if target else f"deleted {r.run_id}")
     except MlptrainError as exc:
         fail(exc)

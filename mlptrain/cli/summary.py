@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from mlptrain.cli.common import blas_threads, test_scores
+from mlptrain.cli.common import blas_threads, plain, test_scores
 from mlptrain.cli.parts import final_table, sparkline
 from mlptrain.config import Config
 from mlptrain.experiment import RunFinished
@@ -96,8 +96,7 @@ def finish_fit(console: Console, config: Config, finished: RunFinished,
         return
     metrics = Run(finished.path).read_metrics()
     console.print(fit_panel(finished, metrics, plots, note, seconds))
-    console.print(f"{test_scores(finished.summary)}; run saved in {finished.path}",
-                  highlight=False, soft_wrap=True)
+    plain(console, f"{test_scores(finished.summary)}; run saved in {finished.path}")
 
 
 def _per_epoch(seconds: float) -> str:
