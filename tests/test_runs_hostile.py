@@ -155,6 +155,19 @@ def test_a_config_toml_that_no_longer_matches_the_run_is_refused(xor_run, runs_d
     assert not out.exists()
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.float16, np.bool_])
+def test_weights_of_a_dtype_no_run_writes_are_refused(xor_run, runs_dir, tmp_path, dtype):
+    """They were cast without a word (ints truncated), and exported as they were."""
+    with np.load(xor_run.path / "weights.npz") as z:
+        weights = {k: z[k] for k in z.files}
+    weights["layers.0.weight"] = weights["layers.0.weight"].astype(dtype)
+    (xor_run.path / "weights.npz").write_bytes(npz_bytes(weights))
+    for args in (("eval", xor_run.run_id),
+                 ("export", xor_run.run_id, "--format", "safetensors", "--out", tmp_path / "m")):
+        assert_refused(run(*args, "--runs-dir", runs_dir), "weights.npz",
+                       f"is {np.dtype(dtype)}; expected float32 or float64")
+
+
 @pytest.mark.parametrize("arrays", ["missing", "renamed", "wider"])
 def test_every_export_checks_the_weights_against_the_run_s_network(xor_run, runs_dir, tmp_path,
                                                                    arrays):

@@ -25,7 +25,7 @@ from mlptrain.data import outside_inputs
 from mlptrain.data.csv import table_inputs
 from mlptrain.errors import DataError
 from mlptrain.experiment.digits import clean_digit
-from mlptrain.experiment.setup import network_expect, run_config, saved_loss, saved_scaler
+from mlptrain.experiment.setup import run_config, run_weights_expect, saved_loss, saved_scaler
 from mlptrain.model import MLP
 from mlptrain.runs import Run, RunStore
 from mlptrain.text import plural
@@ -139,7 +139,7 @@ def checked_weights(run: Run, config, sizes: list[int]) -> tuple[MLP, dict[str, 
     """(open_network's network, the arrays of weights.npz as the file holds them): names and
     shapes checked against the network the run's summary describes, as every reader's are."""
     model = _network(config, sizes, loss=saved_loss(run, config))
-    weights = run.read_weights(network_expect(model))
+    weights = run.read_weights(run_weights_expect(model))
     model.load_state_dict(weights, source=str(run.path / "weights.npz"))
     return model, weights
 

@@ -16,7 +16,7 @@ import numpy as np
 from mlptrain import memory
 from mlptrain.arrayfiles import Expect
 from mlptrain.backend import describe_path, epoch_path, get_backend
-from mlptrain.config import Config, config_folder, name_from_stem, parse_config
+from mlptrain.config import DTYPES, Config, config_folder, name_from_stem, parse_config
 from mlptrain.data import FILE_SOURCES, Dataset, check_dataset_range, load_dataset
 from mlptrain.data.dataset import SPLITS, class_names
 from mlptrain import nn
@@ -157,7 +157,7 @@ def prepare_run(run: Run, device: str | None = None) -> Prepared:
     overrides = [f"train.device={device}"] if device else []
     config = run_config(run, overrides)
     p = prepare_saved(run, run.read_summary(), config)
-    p.model.load_state_dict(run.read_weights(network_expect(p.model)),
+    p.model.load_state_dict(run.read_weights(run_weights_expect(p.model)),
                             source=str(run.path / "weights.npz"))
     return p
 
@@ -221,6 +221,13 @@ def as_saved(config: Config, scaler: Standardizer | None) -> Config:
     statistics (`scaler`), off where it did not, whatever the key's default says today.
     (data.standardize_target needs no such care: no regression run predates it.)"""
     return replace(config, data=replace(config.data, standardize=scaler is not None))
+
+
+def run_weights_expect(model: MLP) -> Expect:
+    """What a run's own weights.npz for `model` must hold: network_expect's arrays, of a dtype
+    a run trains in (train.dtype's choices): an int or float16 array there was cast without a
+    word (ints truncated) and exported as it was."""
+    return replace(network_expect(model), dtypes=DTYPES)
 
 
 def network_expect(model: MLP) -> Expect:

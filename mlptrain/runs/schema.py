@@ -20,6 +20,7 @@ from typing import Any, Callable
 import mlptrain
 from mlptrain import nn
 from mlptrain.arrayfiles import Expect
+from mlptrain.data.labels import TASKS as LABEL_TASKS
 
 # what runs/checkpoint.py writes: JSON texts (every RNG's state, the metrics history, the GPU's
 # product plans); a best validation loss that starts infinite, an epoch's running loss sum;
@@ -31,7 +32,7 @@ CHECKPOINT = Expect(
     shapes_of="a checkpoint's counter (one number)")
 
 RUN_STATUSES = ("running", "completed", "interrupted", "failed")  # what fit writes
-TASKS = ("classification", "regression")  # a dataset's, as load_dataset decides it
+TASKS = tuple(t for t in LABEL_TASKS if t != "auto")  # a dataset's, as loading decides it
 
 
 def _is_int(v) -> bool:
