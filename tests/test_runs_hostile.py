@@ -212,6 +212,25 @@ def test_summary_values_a_reader_relies_on_are_checked(xor_run, runs_dir, tmp_pa
         assert_refused(run(*args, "--runs-dir", runs_dir), "summary.json", phrase)
 
 
+@pytest.mark.parametrize("digits", [5000, 400])
+def test_an_integer_too_long_for_python_or_a_float_is_damage_not_a_traceback(xor_run, runs_dir,
+                                                                           digits):
+    """Over 4,300 digits json.loads raises ValueError (not a JSONDecodeError); 400 digits
+    parse, then overflowed float() in plot's curves."""
+    huge = "1" + "0" * digits
+    metrics = xor_run.path / "metrics.jsonl"
+    text = metrics.read_text()
+    metrics.write_text(text + f'{{"epoch": 3, "train_loss": {huge}}}\n')
+    for args in (("runs", "show", xor_run.run_id), ("plot", xor_run.run_id)):
+        assert_refused(run(*args, "--runs-dir", runs_dir), "metrics.jsonl")
+    metrics.write_text(text)
+    summary = xor_run.path / "summary.json"
+    summary.write_text(summary.read_text().replace('"final": {', f'"final": {{"x": {huge}, '))
+    assert_refused(run("eval", xor_run.run_id, "--runs-dir", runs_dir), "summary.json")
+    listed = run("runs", "--json", "--runs-dir", runs_dir)
+    assert listed.exit_code == 0 and json.loads(listed.stdout)[0]["status"] == "damaged"
+
+
 def test_a_summary_from_a_newer_version_says_which_wrote_it(xor_run, runs_dir):
     summary = json.loads((xor_run.path / "summary.json").read_text())
     summary["versions"]["mlptrain"] = "9.0.0"

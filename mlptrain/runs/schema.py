@@ -15,6 +15,7 @@ JSON text and which floats may be infinite; every other array holds finite real 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Callable
 
 import mlptrain
@@ -40,7 +41,8 @@ def _is_int(v) -> bool:
 
 
 def _is_number(v) -> bool:
-    return _is_int(v) or isinstance(v, float)
+    """An int or float that a reader can take as a float (an int of 400 digits overflows)."""
+    return isinstance(v, float) or (_is_int(v) and abs(v) <= sys.float_info.max)
 
 
 def _is_str(v) -> bool:

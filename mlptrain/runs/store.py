@@ -376,7 +376,7 @@ class Run:
                 return json.loads(text)
             *lines, tail = text.split("\n")  # every write ends its lines: tail is ""
             return [json.loads(line) for line in lines if line.strip()] + _torn(tail)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # also an integer of over 4300 digits
             raise RunStoreError(f"{self.path / name} is not valid JSON ({exc}); the run's "
                                 "files were changed or damaged after it wrote them.") from None
 
@@ -560,7 +560,7 @@ def _torn(tail: str) -> list:
     JSON, the line a process killed mid-append left torn (the records before it stand)."""
     try:
         return [json.loads(tail)] if tail.strip() else []
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         return []
 
 
