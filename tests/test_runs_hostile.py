@@ -24,6 +24,7 @@ from mlptrain.runs import RunStore, npz_bytes
 
 runner = CliRunner()
 FAST = ["train.epochs=2", "report.plots=false"]
+FAST_SET = [x for o in FAST for x in ("--set", o)]  # the same, as command-line options
 
 
 def run(*args):
@@ -80,6 +81,17 @@ def test_a_runs_folder_named_like_markup_is_printed_as_it_is(tmp_path, folder):
         assert not isinstance(result.exception, Exception) or isinstance(
             result.exception, SystemExit), result.exception
         assert str(runs) in result.output.replace("\n", "")
+
+
+def test_no_run_or_sweep_is_written_inside_a_run_s_folder(xor_run):
+    """--runs-dir naming a run's folder made new runs (and a sweep's folder) inside it, which
+    `runs rm` of that run would then delete with it."""
+    before = sorted(p.name for p in xor_run.path.iterdir())
+    for args in (("fit", CONFIGS / "xor.toml", *FAST_SET),
+                 ("sweep", CONFIGS / "xor.toml", *FAST_SET, "--grid", "train.seed=0,1",
+                  "--workers", "0")):
+        assert_refused(run(*args, "--runs-dir", xor_run.path), "is the folder of run")
+    assert sorted(p.name for p in xor_run.path.iterdir()) == before
 
 
 def test_an_id_whose_folder_lost_its_config_says_so(xor_run, runs_dir):
@@ -321,7 +333,7 @@ def test_a_checkpoint_of_another_config_is_refused(runs_dir, donor, culprit):
 def swept(runs_dir):
     """A two-seed XOR sweep's trials.json, and the command that runs it again."""
     command = ["sweep", CONFIGS / "xor.toml", "--grid", "train.seed=0,1", "--workers", "0",
-               *(x for o in FAST for x in ("--set", o)), "--runs-dir", runs_dir]
+               *FAST_SET, "--runs-dir", runs_dir]
     assert run(*command).exit_code == 0
     (trials,) = (runs_dir / "sweeps").glob("*/trials.json")
     return trials, command

@@ -193,6 +193,15 @@ def check_not_run_file(path: Path) -> None:
                                 f"only {writer} writes; choose another file.")
 
 
+def check_runs_root(root: Path) -> None:
+    """A RunStoreError where `root`, about to receive new runs or sweeps, is a run's own
+    folder: what is written there would be that run's (`runs rm` would delete it with it)."""
+    if is_run_dir(Path(root)):
+        raise RunStoreError(f"the runs directory {root} is the folder of run "
+                            f"{Path(root).resolve().name}; give --runs-dir the folder that "
+                            "holds the runs.")
+
+
 def writer_status(summary: dict[str, Any]) -> str | None:
     """Whether the process a `running` run's summary records (pid, host) still writes it:
     "alive" (on this machine), "gone" (a stale run: killed, or its machine restarted; it may be
@@ -436,6 +445,7 @@ class RunStore:
 
     def create(self, name: str) -> Run:
         """A new, empty run directory; the id is unique even for runs started at once."""
+        check_runs_root(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -23,8 +23,8 @@ from typing import Any
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import Run, atomic_write_text
 from mlptrain.runs.schema import check_trial_record, run_seconds
-from mlptrain.runs.store import (SWEEPS_DIR, process_alive, read_regular_file,
-                                 remove_stale_temporaries, writer_status)
+from mlptrain.runs.store import (SWEEPS_DIR, check_runs_root, process_alive,
+                                 read_regular_file, remove_stale_temporaries, writer_status)
 from mlptrain.sweep.executors import SweepError
 from mlptrain.sweep.grid import SweepSpec
 
@@ -50,6 +50,7 @@ class SweepDir:
 
     def open(self) -> None:
         """Creates the directory (or finds it), takes the lock and writes spec and trials."""
+        check_runs_root(self.runs_root)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
