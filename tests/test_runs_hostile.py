@@ -61,6 +61,20 @@ def test_an_empty_reference_names_no_run_and_removes_nothing(xor_run, runs_dir):
     assert_refused(run("ensemble", "--sweep", "", "--runs-dir", runs_dir), "empty sweep reference")
 
 
+def test_a_name_that_also_begins_another_run_s_hash_or_id_is_ambiguous(runs_dir):
+    """`eval fed` picked the run whose hash begins fed over the run named fed, silently."""
+    other = fit(runs_dir)
+    prefix = other.run_id[-6:-3]
+    named = fit(runs_dir, "xor.toml", f'name="{prefix}"')  # quoted: 123 would be a number
+    assert_refused(run("eval", prefix, "--runs-dir", runs_dir), f"is the name of run "
+                   f"{named.run_id} and also begins the hash that ends run {other.run_id}")
+    for ref in (other.run_id, named.run_id, other.run_id[-6:]):
+        assert run("eval", ref, "--runs-dir", runs_dir).exit_code == 0
+    hash_named = fit(runs_dir, "xor.toml", f'name="{other.run_id[-6:]}"')  # its hash, a name
+    assert RunStore(runs_dir).short_refs()[other.run_id] == other.run_id
+    assert hash_named.run_id != other.run_id
+
+
 def test_a_runs_directory_that_is_a_file_is_named_not_called_empty(tmp_path):
     root = tmp_path / "runs"
     root.write_text("not a folder")

@@ -500,6 +500,8 @@ class RunStore:
         if ref == "latest" and runs:
             return runs[-1]
         for how, matches in _candidates(runs, ref):
+            if how in ("prefix", "hash") and matches:
+                _check_not_also_a_name(runs, ref, how, matches)
             if len(matches) == 1 or (matches and how == "name"):
                 run = matches[-1]  # a name: the newest of its runs
                 run.found_as = _found_note(how, ref, run, len(matches))
@@ -527,14 +529,15 @@ class RunStore:
 
     def short_refs(self) -> dict[str, str]:
         """Run id -> a short reference that find() takes for that run: the hash that ends its
-        id (548dbe) where no other run's id ends or starts with it, else the whole id."""
+        id (548dbe) where no other run's id ends or starts with it and no run is named so,
+        else the whole id."""
         runs = self.runs()
         hashes = Counter(_id_parts(r)[1] for r in runs)
-        starts = {r.run_id[:6] for r in runs}
+        taken = {r.run_id[:6] for r in runs} | {_id_parts(r)[0] for r in runs}
         refs = {}
         for run in runs:
             h = _id_parts(run)[1]
-            refs[run.run_id] = h if h and hashes[h] == 1 and h not in starts else run.run_id
+            refs[run.run_id] = h if h and hashes[h] == 1 and h not in taken else run.run_id
         return refs
 
     def check_removable(self, run: Run) -> None:
@@ -604,6 +607,18 @@ def _candidates(runs: list[Run], ref: str):
     is_hash = re.fullmatch(r"[0-9a-f]{3,6}", ref) is not None
     yield "hash", [r for r in runs if is_hash and (_id_parts(r)[1] or "").startswith(ref)]
     yield "name", [r for r in runs if _id_parts(r)[0] == ref]
+
+
+def _check_not_also_a_name(runs: list[Run], ref: str, how: str, matches: list[Run]) -> None:
+    """A RunStoreError where `ref`, a prefix of ids or the start of an id's hash, is also
+    another run's name: a run named `fed` and one whose hash is fed3a1 (or one named 2026
+    and every id of the year) would otherwise be picked apart without a word."""
+    named = [r for r in runs if _id_parts(r)[0] == ref and r not in matches]
+    if named:
+        what = "begins the hash that ends" if how == "hash" else "begins the id of"
+        ids = ", ".join(r.run_id for r in matches[:3]) + (", ..." if len(matches) > 3 else "")
+        raise RunStoreError(f"{ref!r} is the name of run {named[-1].run_id} and also {what} "
+                            f"run {ids}; give the whole id of the run you mean.")
 
 
 def _found_note(how: str, ref: str, run: Run, count: int) -> str | None:
