@@ -21,10 +21,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mlptrain import nn
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RUNS_DIR_ENV, Run, RunStore
 from mlptrain.runs.query import require_weights
+from mlptrain.runs.schema import run_metric
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -53,11 +53,6 @@ def r2(x) -> str:
 # each metric a loss declares (nn's Loss.metric) as people read it: (short header, name,
 # format); the epoch rows, the progress bars and the closing panel all show it from here
 METRICS_SHOWN = {"accuracy": ("acc", "accuracy", pct), "rmse": ("rmse", "RMSE", real)}
-
-
-def run_metric(summary: dict) -> str:
-    """The metric a saved run's loss declares (its summary names the loss)."""
-    return nn.LOSSES[summary["model"]["loss"]].metric
 
 
 def blas_threads(record: dict) -> str:
@@ -118,6 +113,13 @@ def find_run(store: RunStore, ref: str, weights: bool = False) -> Run:
     if weights:
         require_weights(run)
     return run
+
+
+def plain(console: Console, text: str, wrap: bool = False) -> None:
+    """`text` printed as it is, never read as markup: a path or name of the user's may hold
+    brackets (a runs folder named `[/x]` raised rich's MarkupError, one named `[bold]b` was
+    shown as `b`). `wrap`: folded at the console's width, else one line whatever its length."""
+    console.print(text, markup=False, highlight=False, soft_wrap=not wrap)
 
 
 def json_text(value: Any) -> str:

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from mlptrain.cli.common import a_path, err, fail, out
+from mlptrain.cli.common import a_path, err, fail, out, plain
 from mlptrain.config import commented_defaults, ignored_keys, load_config, read_config_text
 from mlptrain.data import DATASETS
 from mlptrain.errors import ConfigError, MlptrainError
@@ -35,17 +35,15 @@ def config_check(
         spec = declared_sweep(file, set_ or [], text)
     except MlptrainError as exc:
         fail(exc)
-    out.print(f"{file}: valid config for run {cfg.name!r} ({cfg.data.dataset}, hidden "
-              f"{cfg.model.hidden}, {cfg.optimizer.name}, {plural(cfg.train.epochs, 'epoch')})",
-              highlight=False, soft_wrap=True, markup=False)
+    plain(out, f"{file}: valid config for run {cfg.name!r} ({cfg.data.dataset}, hidden "
+               f"{cfg.model.hidden}, {cfg.optimizer.name}, {plural(cfg.train.epochs, 'epoch')})")
     for note in ignored_keys(cfg):
-        out.print(f"note: {note}", highlight=False, soft_wrap=True, markup=False)
+        plain(out, f"note: {note}")
     if spec is not None:
         axes = " x ".join(f"{len(a.values)} ({a.key})" for a in spec.axes)
         more = f"; more than {MAX_TRIALS:,}: run it with --samples N" \
             if spec.size > MAX_TRIALS else ""
-        out.print(f"[sweep]: {plural(spec.size, 'trial')}: {axes}{more}", highlight=False,
-                  soft_wrap=True, markup=False)
+        plain(out, f"[sweep]: {plural(spec.size, 'trial')}: {axes}{more}")
 
 
 def config_init(
@@ -71,5 +69,4 @@ def config_init(
         fail(ConfigError(f"cannot write {out_file}: {exc.strerror or exc}."))
     except MlptrainError as exc:
         fail(exc)
-    err.print(f"wrote {out_file}; train with `mlptrain fit {out_file}`", highlight=False,
-              soft_wrap=True, markup=False)
+    plain(err, f"wrote {out_file}; train with `mlptrain fit {out_file}`")

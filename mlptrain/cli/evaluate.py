@@ -18,6 +18,7 @@ from mlptrain.cli.common import (
     interrupted,
     json_text,
     out,
+    plain,
     usage,
 )
 from mlptrain.errors import MlptrainError
@@ -61,7 +62,7 @@ def eval_(
     except KeyboardInterrupt:
         interrupted()
     for note in result["notes"]:
-        err.print(note, highlight=False, soft_wrap=True, markup=False)
+        plain(err, note)
     if as_json:
         print(json_text(result))
     else:

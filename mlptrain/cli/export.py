@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from mlptrain.cli.common import RunsDir, a_path, fail, interrupted, json_text, out, usage
+from mlptrain.cli.common import (RunsDir, a_path, fail, interrupted, json_text, out, plain,
+                                 usage)
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment.export import (DEFAULT_FILES, DEFAULT_OPSET, FORMATS, GOLDEN_BATCH,
                                         MIN_OPSET, Exported, classes_agree, export_run)
@@ -61,7 +62,7 @@ def export(
         print(json_text({"run_id": exported.run_id, "format": exported.format,
                          "files": [str(f) for f in exported.files], **exported.check}))
     else:
-        out.print(describe(exported), highlight=False, soft_wrap=True, markup=False)
+        plain(out, describe(exported))
 
 
 def describe(e: Exported) -> str:

@@ -20,6 +20,7 @@ from mlptrain.cli.common import (
     interrupted,
     json_text,
     out,
+    plain,
     usage,
 )
 from mlptrain.config import load_config
@@ -90,8 +91,7 @@ def fit(
             sys.stdout.write(cfg.to_toml())
             return
         if dry_run:
-            out.print(plan_text(cfg, plan(cfg), store.root), highlight=False, soft_wrap=True,
-                      markup=False)  # plain lines: a note's [data] or a class named [/x] stays
+            plain(out, plan_text(cfg, plan(cfg), store.root))
             return
         stop = StopFlag()
         renderer = FitRenderer.for_options(progress.value, quiet, as_json)
@@ -112,8 +112,8 @@ def fit(
     if as_json:
         print(json_text(finished.summary))
     if finished.summary["status"] == "interrupted":
-        err.print(f"interrupted: checkpoint saved. Resume with\n  mlptrain fit --resume "
-                  f"{finished.path}", highlight=False, soft_wrap=True, markup=False)
+        plain(err, f"interrupted: checkpoint saved. Resume with\n  mlptrain fit --resume "
+                   f"{finished.path}")
         raise typer.Exit(EXIT_INTERRUPTED)
 
 

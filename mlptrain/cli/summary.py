@@ -13,11 +13,12 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from mlptrain.cli.common import blas_threads, run_metric, test_scores
+from mlptrain.cli.common import blas_threads, plain, test_scores
 from mlptrain.cli.parts import final_table, sparkline
 from mlptrain.config import Config
 from mlptrain.experiment import RunFinished
 from mlptrain.runs import Run
+from mlptrain.runs.schema import run_metric
 from mlptrain.text import plural
 
 
@@ -97,8 +98,7 @@ def finish_fit(console: Console, config: Config, finished: RunFinished,
         return
     metrics = Run(finished.path).read_metrics()
     console.print(fit_panel(finished, metrics, plots, note, seconds))
-    console.print(f"{test_scores(finished.summary)}; run saved in {finished.path}",
-                  highlight=False, soft_wrap=True, markup=False)
+    plain(console, f"{test_scores(finished.summary)}; run saved in {finished.path}")
 
 
 def _per_epoch(seconds: float) -> str:

@@ -17,10 +17,11 @@ import numpy as np
 
 import mlptrain
 from mlptrain import loop
-from mlptrain.config import Config, ignored_keys, load_config
+from mlptrain.config import Config, ignored_keys
 from mlptrain.errors import DataError, RunStoreError, TrainingError
 from mlptrain.experiment.setup import (SPLITS, Prepared, changed_files, check_new_run,
-                                       load_start_weights, prepare, prepare_saved)
+                                       load_start_weights, prepare, prepare_saved,
+                                       run_config)
 from mlptrain.experiment.training import (RunFinished, TrainingRun, finish_run,
                                           os_errors_fail, train_runs)
 from mlptrain.optim import build_optimizer
@@ -89,7 +90,7 @@ def resume_experiment(store: RunStore, ref: str,
                             "command again: it trains the interrupted trials afresh.")
     checkpoint = run.read_checkpoint()  # before any work: a run without one cannot resume
     # the run's own statistics, as its epochs so far saw them
-    p = prepare_saved(run, summary, load_config(run.path / "config.toml"), data_progress)
+    p = prepare_saved(run, summary, run_config(run), data_progress)
     splits = _splits(p)
     m, optimizer = reopen_training(run, summary, p, checkpoint, allow_data_change)
     summary["path"] = p.path
@@ -132,7 +133,7 @@ def reopen_training(run: Run, summary: dict, p: Prepared, checkpoint: dict,
     _check_same_data(run, summary, p.dataset.checksums, allow_data_change)
     optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
     state = restore(checkpoint, p.model, optimizer, p.rngs, str(run.path / "checkpoint.npz"),
-                    p.step)
+                    p.step, len(p.dataset.targets("train")))
     with os_errors_fail(run, summary):
         run.open_for_writing()  # one writer per run; removes what a killed writer left
         run.write_metrics(state.history)  # drops any record written after the checkpoint

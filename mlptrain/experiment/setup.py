@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from mlptrain import memory
 from mlptrain.arrayfiles import Expect, read_npz
 from mlptrain.backend import describe_path, epoch_path, get_backend
-from mlptrain.config import Config, config_folder, ignored_keys, load_config
+from mlptrain.config import (DTYPES, Config, config_folder, ignored_keys, name_from_stem,
+                             parse_config)
 from mlptrain.data import (FILE_SOURCES, Dataset, check_dataset_range, check_saved_width,
                            load_dataset)
 from mlptrain.data.dataset import SPLITS, class_names
@@ -27,6 +28,8 @@ from mlptrain.errors import ConfigError, DataError, ModelError, RunStoreError
 from mlptrain.experiment.diagnose import unscaled_data
 from mlptrain.model import MLP, build_model
 from mlptrain.runs import Run
+from mlptrain.runs.query import check_config
+from mlptrain.runs.schema import written_by
 from mlptrain.seeding import streams
 from mlptrain.step import Step, build_step
 
@@ -131,13 +134,37 @@ def _with_data_file(config: Config, dataset: Dataset) -> Config:
     return replace(config, data=replace(config.data, path=dataset.source))
 
 
+DAMAGED = (" (the run wrote this file itself, so it was changed after: move the run away or "
+           "delete it with `mlptrain runs rm`)")
+
+
+def run_config(run: Run, overrides: Sequence[str] = ()) -> Config:
+    """A saved run's resolved config (its config.toml), checked against what its summary
+    records of the run's network and data: every reader rebuilds the run from both, and a
+    config.toml emptied or edited since (an empty one reads as every default: MNIST's
+    784-128-10 network) would blame the run's weights or data for the difference, or export
+    a network the run never trained. Readers call this first: it also checks that the summary
+    describes a network (Run.read_summary(network=True))."""
+    summary = run.read_summary(network=True)
+    path = run.path / "config.toml"
+    try:
+        config = parse_config(run.read_config_text(), source=str(path), overrides=overrides,
+                              default_name=name_from_stem(path.stem))
+    except ConfigError as exc:  # the run wrote it whole: another version, or damage since
+        raise ConfigError(f"{exc}{written_by(summary) or DAMAGED}") from None
+    check_config(run, {"data.dataset": config.data.dataset, "model.hidden": config.model.hidden,
+                       "model.activation": config.model.activation}, summary)
+    return config
+
+
 def prepare_run(run: Run, device: str | None = None) -> Prepared:
     """A saved run rebuilt from its resolved config, with its saved weights loaded: the data and
     network that `eval`, `plot` and `ensemble` score; on `device` instead of the config's when
     given (figures drawn in helper processes use the CPU, never a GPU context each)."""
     overrides = [f"train.device={device}"] if device else []
-    p = prepare_saved(run, run.read_summary(), load_config(run.path / "config.toml", overrides))
-    p.model.load_state_dict(run.read_weights(network_expect(p.model)),
+    config = run_config(run, overrides)
+    p = prepare_saved(run, run.read_summary(), config)
+    p.model.load_state_dict(run.read_weights(run_weights_expect(p.model)),
                             source=str(run.path / "weights.npz"))
     return p
 
@@ -211,6 +238,13 @@ def as_saved(config: Config, scaler: Standardizer | None) -> Config:
     statistics (`scaler`), off where it did not, whatever the key's default says today.
     (data.standardize_target needs no such care: no regression run predates it.)"""
     return replace(config, data=replace(config.data, standardize=scaler is not None))
+
+
+def run_weights_expect(model: MLP) -> Expect:
+    """What a run's own weights.npz for `model` must hold: network_expect's arrays, of a dtype
+    a run trains in (train.dtype's choices): an int or float16 array there was cast without a
+    word (ints truncated) and exported as it was."""
+    return replace(network_expect(model), dtypes=DTYPES)
 
 
 def network_expect(model: MLP) -> Expect:
