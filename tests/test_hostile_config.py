@@ -253,14 +253,6 @@ def test_a_runs_dir_that_is_a_file_says_so(tmp_path):
     assert "is a file, not a folder" in message
 
 
-@pytest.mark.parametrize("command", [("runs", "rm", "", "--yes"), ("eval", ""),
-                                     ("runs", "show", " ")])
-def test_an_empty_run_reference_names_no_run(xor_run, command):
-    """"" is a prefix of every run id: `runs rm "$UNSET" --yes` deleted the only run."""
-    message = _error(*command, "--runs-dir", xor_run.parent)
-    assert "the run reference is empty" in message and xor_run.is_dir()
-
-
 @pytest.mark.parametrize("command", [("config", "init", "--force", "--out"),
                                      ("export", "latest", "--format", "safetensors", "--force",
                                       "--out")])

@@ -508,9 +508,9 @@ class RunStore:
         named the run other than by id, path or `latest`, the returned Run's `found_as` says
         how (for the CLI)."""
         if not ref.strip():  # an unset shell variable: "" is a prefix of every run id
-            raise RunStoreError("the run reference is empty; give a run id, a unique prefix of "
-                                "one, the hash that ends one, a run name, a run directory, or "
-                                "`latest`.")
+            raise RunStoreError(f"an empty run reference ({ref!r}) names no run; give a run "
+                                "id, a unique prefix of one, the hash that ends one, a run "
+                                "name, a run directory, or `latest`.")
         as_path = Path(ref)
         if _is_path(ref):
             if is_run_dir(as_path):
