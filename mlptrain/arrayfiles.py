@@ -64,6 +64,7 @@ class Expect:
     shapes_of: str = "this file"  # whose shapes those are, for a message: "the 784-128-10 ..."
     shape_error: type[MlptrainError] | None = None  # raised for another shape (None: the
     # reader's error); weights that do not fit a network are a ModelError wherever they are
+    dtypes: tuple[str, ...] = ()  # the only dtypes its arrays may have (): any real number
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,8 @@ def _check_dtype(header: Header, where: str, error, expect: Expect) -> None:
     if found:
         raise error(f"{where} is {found}; expected numbers (real ones: bool, integer or "
                     "float).")
+    if expect.dtypes and dtype.name not in expect.dtypes:
+        raise error(f"{where} is {dtype}; expected {' or '.join(expect.dtypes)}.")
 
 
 def _array(f, header: Header, name: str, error, expect: Expect) -> np.ndarray:

@@ -23,6 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+import numpy as np
 import tomli_w
 
 from mlptrain import nn
@@ -39,6 +40,7 @@ from mlptrain.schedules import SCHEDULES
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]*")  # a run name becomes part of a directory name
 MAX_NAME = 100  # characters: a run id adds 23, and a file name may hold 255 bytes
 MAX_STRING = 4096  # characters in any string value: the longest path Linux accepts
+MAX_CONFIG_BYTES = 16 * 2**20  # a config file's size: a 10,000-point grid fits many times over
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no newline, tab or NUL in a name, path or URL
 
 # Every number has a finite range (the option's low and high): a value that passes here must
@@ -49,13 +51,27 @@ MAX_PIXELS = 100.0  # an elastic displacement or its smoothness: a digit is 20 p
 
 DTYPES = ("float32", "float64")
 PRECISIONS = ("fp32", "tf32")  # train.precision (backend/cupy_backend.py reads it)
+
+# the settings that alone read a key (option's read_by): an optimizer's, a schedule's own
+_SGD = ("optimizer.name", ("sgd",))
+_ADAM = ("optimizer.name", ("adam", "adamw"))
+_ADAPTIVE = ("optimizer.name", ("adam", "adamw", "rmsprop"))
+_RMSPROP = ("optimizer.name", ("rmsprop",))
+_STEP = ("schedule.name", ("step",))
+_DECAYING = ("schedule.name", ("cosine", "onecycle"))
+_ONECYCLE = ("schedule.name", ("onecycle",))
+_LEAKY = ("model.activation", ("leaky_relu",))
+_HUBER = ("model.loss", ("huber",))
 PLOT_FORMATS = ("png", "svg")
 
 
-def option(default, *, choices=None, low=None, high=None, low_open=False, high_open=False):
-    """A config field with its constraints declared as data (checked by `_check_value`)."""
+def option(default, *, choices=None, low=None, high=None, low_open=False, high_open=False,
+           read_by=None):
+    """A config field with its constraints declared as data (checked by `_check_value`).
+    `read_by`: (dotted key, its values) under which alone the field is read, such as
+    ("optimizer.name", ("sgd",)); set otherwise, it is named by `ignored_keys`."""
     meta = {"choices": choices, "low": low, "high": high,
-            "low_open": low_open, "high_open": high_open}
+            "low_open": low_open, "high_open": high_open, "read_by": read_by}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -85,7 +101,7 @@ class DataConfig:
     samples: int = option(800, low=2)  # xor: training samples drawn, before the val split
     test_samples: int = option(1000, low=1)  # xor: size of the fixed test set
     normalize_width: int = option(0, low=0, high=28)  # images: digits stretched to this width (0 = off)
-    augment_shift: int = option(0, low=0)  # images: random shift of up to this many pixels
+    augment_shift: int = option(0, low=0, high=int(MAX_PIXELS))  # images: random shift of up to this many pixels
     augment_rotate: float = option(0.0, low=0.0, high=90.0)  # images: rotate up to +-degrees
     augment_scale: float = option(0.0, low=0.0, high=1.0, high_open=True)  # images: zoom +-frac
     augment_shear: float = option(0.0, low=0.0, high=60.0)  # images: shear up to +-degrees
@@ -101,9 +117,9 @@ class DataConfig:
 class ModelConfig:
     hidden: list[int] = option([128], low=1)  # hidden layer widths: an int or a list ([] = linear)
     activation: str = option("relu", choices=tuple(nn.ACTIVATIONS))  # between Linear layers
-    leaky_slope: float = option(0.01, low=0, high=1, low_open=True, high_open=True)  # z<0 slope
+    leaky_slope: float = option(0.01, low=0, high=1, low_open=True, high_open=True, read_by=_LEAKY)  # z<0 slope
     loss: str = option("auto", choices=("auto", *nn.LOSSES))  # auto: sigmoid_bce for 2 classes, softmax_cross_entropy for more, mse for a real-valued target
-    huber_delta: float = option(1.0, low=0.0, low_open=True, high=1e6)  # huber: where squared error turns absolute (in standardized target units)
+    huber_delta: float = option(1.0, low=0.0, low_open=True, high=1e6, read_by=_HUBER)  # huber: where squared error turns absolute (in standardized target units)
     init: str = option("xavier_uniform", choices=tuple(nn.INITIALIZERS))  # weight init
     weights: str = option("")  # a weights.npz to start from instead of the init
     dropout_input: float = option(0.0, low=0.0, high=1.0, high_open=True)  # drop input pixels
@@ -116,12 +132,12 @@ class ModelConfig:
 class OptimizerConfig:
     name: str = option("sgd", choices=OPTIMIZERS)  # the update (adamw: Adam with decoupled weight decay)
     lr: float = option(0.1, low=0.0, low_open=True, high=MAX_RATE)  # base learning rate
-    momentum: float = option(0.0, low=0.0, high=1.0, high_open=True)  # sgd only
+    momentum: float = option(0.0, low=0.0, high=1.0, high_open=True, read_by=_SGD)  # sgd only
     nesterov: bool = option(False)  # sgd only, needs momentum > 0
-    beta1: float = option(0.9, low=0.0, high=1.0, high_open=True)  # adam: gradient average
-    beta2: float = option(0.999, low=0.0, high=1.0, high_open=True)  # adam: square average
-    eps: float = option(1e-8, low=0.0, low_open=True, high=1.0)  # adam, rmsprop: keeps the step finite
-    rho: float = option(0.99, low=0.0, high=1.0, high_open=True)  # rmsprop: square average
+    beta1: float = option(0.9, low=0.0, high=1.0, high_open=True, read_by=_ADAM)  # adam: gradient average
+    beta2: float = option(0.999, low=0.0, high=1.0, high_open=True, read_by=_ADAM)  # adam: square average
+    eps: float = option(1e-8, low=0.0, low_open=True, high=1.0, read_by=_ADAPTIVE)  # adam, rmsprop: keeps the step finite
+    rho: float = option(0.99, low=0.0, high=1.0, high_open=True, read_by=_RMSPROP)  # rmsprop: square average
     weight_decay: float = option(0.0, low=0.0, high=10.0)  # sgd/adam/rmsprop: L2 on the gradient; adamw: decoupled
 
 
@@ -129,11 +145,11 @@ class OptimizerConfig:
 class ScheduleConfig:
     name: str = option("constant", choices=SCHEDULES)  # constant | step | cosine | onecycle
     warmup_epochs: float = option(0.0, low=0.0, high=1e6)  # ramp from ~0 to lr, in epochs (onecycle: rise)
-    step_epochs: int = option(10, low=1)  # step: multiply by gamma every this many epochs
-    gamma: float = option(0.1, low=0.0, high=1.0, low_open=True)  # step: the decay factor
-    min_lr: float = option(0.0, low=0.0, high=MAX_RATE)  # cosine, onecycle: the rate at the last step
-    start_factor: float = option(0.04, low=0.0, high=1.0, low_open=True)  # onecycle: lr*this first
-    momentum_low: float = option(0.0, low=0.0, high=1.0, high_open=True)  # onecycle: 0 = fixed
+    step_epochs: int = option(10, low=1, read_by=_STEP)  # step: multiply by gamma every this many epochs
+    gamma: float = option(0.1, low=0.0, high=1.0, low_open=True, read_by=_STEP)  # step: the decay factor
+    min_lr: float = option(0.0, low=0.0, high=MAX_RATE, read_by=_DECAYING)  # cosine, onecycle: the rate at the last step
+    start_factor: float = option(0.04, low=0.0, high=1.0, low_open=True, read_by=_ONECYCLE)  # onecycle: lr*this first
+    momentum_low: float = option(0.0, low=0.0, high=1.0, high_open=True, read_by=_ONECYCLE)  # onecycle: 0 = fixed
 
 
 @dataclass
@@ -198,7 +214,7 @@ def name_from_stem(stem: str) -> str:
     """A valid run name from a config file's stem: `my experiment` -> `my-experiment` (runs of
     other characters become one '-'), clipped to MAX_NAME; `run` if nothing is left."""
     name = re.sub(r"[^A-Za-z0-9_.\-]+", "-", stem).strip("-")[:MAX_NAME].rstrip("-")
-    return name or "run"
+    return "latest-run" if name == "latest" else name or "run"  # (check_name: `latest`)
 
 
 def check_name(value: Any, where: str) -> str:
@@ -207,7 +223,40 @@ def check_name(value: Any, where: str) -> str:
             or len(value) > MAX_NAME:
         raise ConfigError(f"{where} = {_show(value)}: expected a run name of at most {MAX_NAME} "
                           "letters, digits, '.', '_' or '-'.")
+    if value == "latest":  # every command reads `latest` as the newest run, never this name
+        raise ConfigError(f"{where} = 'latest': every command reads `latest` as the newest "
+                          "run, so none could find a run by this name; choose another.")
     return value
+
+
+def ignored_keys(config: Config) -> list[str]:
+    """The keys set away from their defaults that nothing in this config reads, each in a
+    sentence: an optimizer's or schedule's own key under another one (momentum = 0.9 with
+    adam), a key of another dataset (samples with mnist). No error, as a sweep may vary the
+    setting that reads them; `config check`, `fit --dry-run` and the run's summary say so."""
+    found = []
+    for section, cls in SECTIONS.items():
+        part, defaults = getattr(config, section), defaults_of(section)
+        for f in fields(cls):
+            value = getattr(part, f.name)
+            if value == defaults[f.name]:
+                continue
+            why = _unread(config, section, f)
+            if why:
+                found.append(f"[{section}] {f.name} = {_show(value)} does nothing: {why}")
+    return found
+
+
+def _unread(config: Config, section: str, f) -> str:
+    """Why `config` reads no [section] f ("": it does)."""
+    if section == "data" and not applies_to(section, f.name, config.data.dataset):
+        return f"the {config.data.dataset} dataset does not read it"
+    if f.metadata["read_by"]:
+        key, values = f.metadata["read_by"]
+        given = getattr(getattr(config, key.split(".")[0]), key.split(".")[1])
+        if given not in values:
+            return f"only {key} = {' or '.join(values)} reads it, and it is {given!r} here"
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,18 +264,41 @@ def check_name(value: Any, where: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
-    """Reads a TOML config, applies `section.key=value` overrides, validates, fills defaults."""
+def load_config(path: str | Path, overrides: Sequence[str] = (), text: str | None = None
+                ) -> Config:
+    """Reads a TOML config, applies `section.key=value` overrides, validates, fills defaults.
+    `text`: the file's, read already (read_config_text), so a pipe is read once."""
     path = Path(path)
+    text = read_config_text(path) if text is None else text
+    return parse_config(text, source=str(path), overrides=overrides,
+                        default_name=name_from_stem(path.stem))
+
+
+def read_config_text(path: Path) -> str:
+    """A config file's text, read once and at most MAX_CONFIG_BYTES of it: a config may come
+    from a pipe (`fit <(...)`), which a second read would find empty, and a path given by
+    mistake (a dataset, /dev/zero) must not be read into memory whole."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; pass the path of a TOML "
+                          "experiment config inside it, for example configs/mnist.toml.")
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist. Pass the path of a TOML "
                           "experiment config, for example configs/mnist.toml.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} cannot be read as UTF-8 text: {exc}.") from None
-    return parse_config(text, source=str(path), overrides=overrides,
-                        default_name=name_from_stem(path.stem))
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}.") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} holds more than {MAX_CONFIG_BYTES // 2**20} MiB, "
+                          "which no experiment config does; is it a data file? Pass the path "
+                          "of a TOML experiment config, for example configs/mnist.toml.")
+    try:
+        return data.decode("utf-8-sig")  # the BOM an editor on Windows may write is no syntax
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start} is "
+                          f"{data[exc.start]:#04x}): a config is TOML, which is UTF-8 text; "
+                          "save it as UTF-8 (a binary or data file is no config).") from None
 
 
 def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] = (),
@@ -245,12 +317,16 @@ def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] =
     return config
 
 
-def with_values(config: Config, values: dict[str, Any], text: str = "") -> Config:
+def with_values(config: Config, values: dict[str, Any], text: str = "",
+                places: dict[str, str] | None = None) -> Config:
     """A copy of `config` with dotted keys (`model.hidden`, or `name`; known keys, as a
     sweep's checked axes are) set as `--set key=value` sets them: each value checked like its
     key, then the rules across keys. A sweep builds its trials' configs this way from one
     parsed base instead of parsing the file again for each. `text`: the file's, to name the
-    line of a key a rule blames."""
+    line of a key a rule blames; `places`: where each key's value was given, as errors name it
+    (a sweep's axis: `file, line 9: [sweep] "key"`; default `--set key`)."""
+    places = {key: places.get(key, f"--set {key}") if places else f"--set {key}"
+              for key in values}
     # a new object for every section, not a deep copy: 10,000 trials are built in a blink,
     # and no one changes a value in place (a list such as model.hidden is replaced whole)
     out = copy.copy(config)
@@ -259,13 +335,16 @@ def with_values(config: Config, values: dict[str, Any], text: str = "") -> Confi
     out.overrides = list(config.overrides)
     for dotted, value in values.items():
         section, _, key = dotted.rpartition(".")
-        where = f"--set {dotted}"
+        where = places[dotted]
         if not section:
             out.name = check_name(value, where)
             continue
         checked = _check_value(_FIELDS[section][key], value, lambda: where)
         setattr(getattr(out, section), key, checked)
-    overridden = {(s or None, k) for s, _, k in (d.rpartition(".") for d in values)}
+    given = {o.partition("=")[0].strip(): "" for o in config.overrides}  # the base's --set
+    given.update(places)
+    overridden = {(s or None, k): place or f"--set {d}" for d, place in given.items()
+                  for s, _, k in [d.rpartition(".")]}
     _check_across(out, _Where(config.source, text, overridden))
     return out
 
@@ -336,7 +415,33 @@ def _cross_field_rules(c: Config) -> list[tuple[str, str, bool, str]]:
          0 < o.momentum <= s.momentum_low,
          "onecycle cycles SGD's momentum down to momentum_low, which must be below "
          f"[optimizer] momentum = {o.momentum:g}"),
+        *_underflow_rules(c),
     ]
+
+
+def _underflow_rules(c: Config) -> list[tuple[str, str, bool, str]]:
+    """A positive number below the smallest normal number of the run's dtype is a typo, not a
+    setting: the arithmetic rounds it to 0 or keeps a few bits of it (optimizer.lr = 1e-300
+    trained nothing in float32; eps = 1e-50 became 0 and the Adam step 0/0). Only the keys
+    that break it are listed: a sweep checks 10,000 trials."""
+    tiny = _TINY[c.train.dtype]
+    wider = " (or train.dtype = \"float64\")" if c.train.dtype != "float64" else ""
+    return [(section, f.name, True,
+             f"positive, but below {tiny:.3g}, the smallest normal number of the run's "
+             f"{c.train.dtype} arithmetic, which rounds it to 0 or keeps a few bits of it; give "
+             "a larger value" + ("" if f.metadata["low_open"] else " or 0") + wider)
+            for section, f in _FLOAT_FIELDS
+            if any(0 < abs(v) < tiny for v in _numbers(getattr(getattr(c, section), f.name)))]
+
+
+_TINY = {dtype: float(np.finfo(dtype).tiny) for dtype in DTYPES}
+_FLOAT_FIELDS = [(section, f) for section, named in _FIELDS.items() for f in named.values()
+                 if str(f.type).startswith("float")]
+
+
+def _numbers(value) -> list:
+    """A float field's numbers: one, or a range's two."""
+    return value if isinstance(value, list) else [value]
 
 
 def _repeated(names) -> str:
@@ -370,11 +475,14 @@ class _Where:
 
     source: str
     text: str
-    overridden: set = field(default_factory=set)  # (section, key) pairs given with --set
+    # (section, key) pairs given with --set; or, as a dict, each with where it was given
+    overridden: set | dict = field(default_factory=set)
 
     def __call__(self, section: str | None, key: str) -> str:
         if len(key) > 60:  # an unknown key can be any length: keep the message short
             return f"{self.source}: " + (f"[{section}] " if section else "") + _show(key)
+        if isinstance(self.overridden, dict) and (section, key) in self.overridden:
+            return self.overridden[(section, key)]
         if (section, key) in self.overridden:
             return f"--set {section}.{key}" if section else f"--set {key}"
         line = _line_of(self.text, section, key)
@@ -410,10 +518,10 @@ def _apply_override(raw: dict, item: str) -> tuple[str | None, str]:
     elif len(parts) != 2 or not all(parts):
         raise ConfigError(f"--set {_show(item)}: {_show(dotted)} must be section.key, one of the sections "
                           f"{', '.join(SECTIONS)} (for example train.epochs).")
-    try:
-        value = tomllib.loads(f"v = {value_text}")["v"]
-    except ValueError:  # TOMLDecodeError (or an integer too long to read)
-        value = value_text  # a bare word such as relu: take it as a string
+    elif parts[0] not in SECTIONS:  # named here: the file holds no such section to blame
+        raise ConfigError(f"--set {_show(item)}: {_show(parts[0])} is not a section; expected "
+                          f"one of {', '.join(SECTIONS)}." + _not_a_section(parts[0]))
+    value = value_of(dotted, value_text)
     if len(parts) == 1:
         raw["name"] = value
         return None, "name"
@@ -423,6 +531,36 @@ def _apply_override(raw: dict, item: str) -> tuple[str | None, str]:
                           "not a table.")
     section[parts[1]] = value
     return parts[0], parts[1]
+
+
+def _not_a_section(word: str) -> str:
+    """The hint after `--set WORD.key`: a sweep's axes come with --grid, a typo gets the
+    closest section."""
+    if word == "sweep":
+        return (" A sweep's axes are given with `mlptrain sweep CONFIG --grid "
+                "section.key=v1,v2,...`; --set changes one key of every trial.")
+    return _did_you_mean(word, list(SECTIONS))
+
+
+def value_of(dotted: str, text: str) -> Any:
+    """A value given on the command line for the key `dotted` (--set, one of --grid's): TOML
+    (`[256,128]`, `"a b"`, `1e-3`), else the text as a string (a bare word such as relu). A
+    key that takes text alone takes the text as written where TOML reads a number, a boolean
+    or a date: `name=5`, `data.target=2019` or `data.path=2024-01-01` name the run, the
+    column or the file `5`, `2019`, `2024-01-01`."""
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except ValueError:  # TOMLDecodeError (or an integer too long to read)
+        return text
+    return text if _takes_text(dotted) and not isinstance(value, (str, list, dict)) else value
+
+
+def _takes_text(dotted: str) -> bool:
+    """Whether a scalar given for the key `dotted` can only be text: `name`, or a field whose
+    type starts with str (`str`, `str | list[str]`, `str | dict[str, float]`)."""
+    section, _, key = dotted.rpartition(".")
+    f = _FIELDS.get(section, {}).get(key)
+    return dotted == "name" or (f is not None and str(f.type).startswith("str"))
 
 
 def _build(raw: dict, where: _Where) -> Config:
@@ -456,8 +594,10 @@ def _build_section(section: str, values: dict, where: _Where):
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f" Did you mean `{close[0]}`?" if close else ""
+    """' Did you mean `x`?' for the candidate closest to `word`, case aside (SGD: sgd), or ''."""
+    folded = {c.lower(): c for c in candidates}
+    close = difflib.get_close_matches(word.lower(), list(folded), n=1, cutoff=0.6)
+    return f" Did you mean `{folded[close[0]]}`?" if close else ""
 
 
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false",

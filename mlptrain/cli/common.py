@@ -12,17 +12,19 @@ import json
 import math
 import os
 import signal
+import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mlptrain import nn
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RUNS_DIR_ENV, Run, RunStore
 from mlptrain.runs.query import require_weights
+from mlptrain.runs.schema import run_metric
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -51,11 +53,6 @@ def r2(x) -> str:
 # each metric a loss declares (nn's Loss.metric) as people read it: (short header, name,
 # format); the epoch rows, the progress bars and the closing panel all show it from here
 METRICS_SHOWN = {"accuracy": ("acc", "accuracy", pct), "rmse": ("rmse", "RMSE", real)}
-
-
-def run_metric(summary: dict) -> str:
-    """The metric a saved run's loss declares (its summary names the loss)."""
-    return nn.LOSSES[summary["model"]["loss"]].metric
 
 
 def blas_threads(record: dict) -> str:
@@ -87,7 +84,19 @@ def wide() -> Console:
     COLUMNS names a width."""
     return out if out.is_terminal or "COLUMNS" in os.environ else Console(width=200)
 
+def a_path(text: str) -> Path:
+    """A path option's value: `--runs-dir ""` (an unset shell variable) is a usage error, not
+    the working directory that Path("") names, and a leading `~` is the home folder (as in
+    data.path), where the shell leaves it (MLPTRAIN_RUNS_DIR=~/runs, --out=~/x.toml); every
+    path option is read by this one parser."""
+    text = str(text)  # (a Path, where a test's CliRunner passes one)
+    if not text.strip():
+        raise typer.BadParameter("is empty; give a path (an unset shell variable?).")
+    return Path(text).expanduser()
+
+
 RunsDir = typer.Option(None, "--runs-dir", metavar="DIR", envvar=RUNS_DIR_ENV, show_envvar=True,
+                       parser=a_path,
                        help="Root folder of the run directories (default: ./runs).")
 
 
@@ -106,6 +115,13 @@ def find_run(store: RunStore, ref: str, weights: bool = False) -> Run:
     return run
 
 
+def plain(console: Console, text: str, wrap: bool = False) -> None:
+    """`text` printed as it is, never read as markup: a path or name of the user's may hold
+    brackets (a runs folder named `[/x]` raised rich's MarkupError, one named `[bold]b` was
+    shown as `b`). `wrap`: folded at the console's width, else one line whatever its length."""
+    console.print(text, markup=False, highlight=False, soft_wrap=not wrap)
+
+
 def json_text(value: Any) -> str:
     """`value` as strict JSON, the one way a command writes JSON: JSON has no NaN or Infinity
     (Python's json writes them, and strict parsers, jq among them, reject the line), so a
@@ -121,6 +137,14 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def hush_numeric_warnings() -> None:
+    """A diverging run overflows before the loop sees a non-finite loss and explains it in an
+    error: numpy's warnings of it on stderr are noise (training itself runs under np.errstate;
+    this covers the rest of the command, its evaluation and figures)."""
+    warnings.filterwarnings("ignore", message="(overflow|invalid value|divide by zero)",
+                            category=RuntimeWarning)
 
 
 def fail(exc: MlptrainError) -> None:

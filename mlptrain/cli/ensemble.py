@@ -8,9 +8,11 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from mlptrain.cli.common import RunsDir, fail, interrupted, json_text, out, pct, r2, real, secs
+from mlptrain.cli.common import (RunsDir, a_path, fail, interrupted, json_text, out, pct,
+                                 plain, r2, real, secs)
 from mlptrain.cli.parts import first_that_fits
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RunStore
@@ -35,7 +37,7 @@ def ensemble(
                                               "one train.seed or one data.split_seed)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     figure: Optional[Path] = typer.Option(
-        None, "--figure", metavar="FILE", help="Also draw the committee's misclassified images "
+        None, "--figure", metavar="FILE", parser=a_path, help="Also draw the committee's misclassified images "
         "with each member's vote into FILE (.png or .svg)."),
     runs_dir: Optional[Path] = RunsDir,
 ):
@@ -74,9 +76,9 @@ def ensemble(
         return
     out.print(members_table(result, out, refs))
     out.print(per_class_table(result, out))
-    out.print(verdict(result, refs), highlight=False)
+    plain(out, verdict(result, refs), wrap=True)
     if drawn is not None:
-        out.print(f"figure of its mistakes: {drawn}", highlight=False, soft_wrap=True)
+        plain(out, f"figure of its mistakes: {drawn}")
 
 
 def members_table(r: dict, console: Console, refs: dict[str, str]) -> Table:
@@ -92,7 +94,7 @@ def members_table(r: dict, console: Console, refs: dict[str, str]) -> Table:
             differs = " ".join(f"{key.rpartition('.')[2]}={value}"
                                for key, value in m["settings"].items())
             table.add_row(refs.get(m["run_id"], m["run_id"]) if short else m["run_id"],
-                          f"{m['name']} {differs}".strip(), pct(m["accuracy"]),
+                          escape(f"{m['name']} {differs}".strip()), pct(m["accuracy"]),
                           f"{m['errors']:,}", secs(m["seconds"]))
         table.add_section()
         table.add_row("[bold]committee[/bold]", "mean of probabilities",

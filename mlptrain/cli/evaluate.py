@@ -11,12 +11,14 @@ import typer
 from mlptrain.cli.common import (
     RUN_HELP,
     RunsDir,
+    a_path,
     err,
     fail,
     find_run,
     interrupted,
     json_text,
     out,
+    plain,
     usage,
 )
 from mlptrain.errors import MlptrainError
@@ -35,7 +37,7 @@ def eval_(
     split: Optional[EvalSplit] = typer.Option(None, "--split", case_sensitive=False,
                                               help="Which split of the run's data to score "
                                                    "(default: test)."),
-    data: Optional[Path] = typer.Option(None, "--data", metavar="FILE",
+    data: Optional[Path] = typer.Option(None, "--data", metavar="FILE", parser=a_path,
                                         help="Score the arrays X and y of this .npz file "
                                              "instead of the run's own data."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -60,7 +62,7 @@ def eval_(
     except KeyboardInterrupt:
         interrupted()
     for note in result["notes"]:
-        err.print(note, highlight=False, soft_wrap=True)
+        plain(err, note)
     if as_json:
         print(json_text(result))
     else:

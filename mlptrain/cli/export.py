@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from mlptrain.cli.common import RunsDir, fail, interrupted, json_text, out, usage
+from mlptrain.cli.common import (RunsDir, a_path, fail, interrupted, json_text, out, plain,
+                                 usage)
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment.export import (DEFAULT_FILES, DEFAULT_OPSET, FORMATS, GOLDEN_BATCH,
                                         MIN_OPSET, Exported, classes_agree, export_run)
@@ -25,7 +26,7 @@ def export(
                                           "test set); safetensors: the weights; golden: "
                                           "reference arrays for a port."),
     out_path: Optional[Path] = typer.Option(
-        None, "--out", "-o", metavar="PATH", help="The file to write (default: "
+        None, "--out", "-o", metavar="PATH", parser=a_path, help="The file to write (default: "
         + ", ".join(f"{name} for {fmt}" for fmt, name in DEFAULT_FILES.items())
         + " in the run directory; golden also writes a .json beside it)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the file(s) if they exist "
@@ -61,7 +62,7 @@ def export(
         print(json_text({"run_id": exported.run_id, "format": exported.format,
                          "files": [str(f) for f in exported.files], **exported.check}))
     else:
-        out.print(describe(exported), highlight=False, soft_wrap=True)
+        plain(out, describe(exported))
 
 
 def describe(e: Exported) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import warnings
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -17,9 +16,11 @@ from mlptrain.cli.common import (
     RunsDir,
     err,
     fail,
+    hush_numeric_warnings,
     interrupted,
     json_text,
     out,
+    plain,
     usage,
 )
 from mlptrain.config import load_config
@@ -76,22 +77,21 @@ def fit(
 
     if (config is None) == (resume is None):
         usage("give a CONFIG to start a run, or --resume RUN to continue one (not both)")
-    if resume is not None and (set_ or device or dry_run or print_config):
+    if resume is not None and (set_ or device is not None or dry_run or print_config):
         usage("--resume continues a run with its saved config; --set, --device, --dry-run "
               "and --print-config apply to a CONFIG")
     if allow_data_change and resume is None:
         usage("--allow-data-change applies to --resume RUN")
-    # a diverging run overflows before the loop sees a NaN loss and explains it: no numpy noise
-    warnings.filterwarnings("ignore", message="(overflow|invalid value)", category=RuntimeWarning)
+    hush_numeric_warnings()
     store = RunStore(runs_dir)
     try:
-        device_set = [f"train.device={device}"] if device else []  # --device is a --set
+        device_set = [] if device is None else [f"train.device={device}"]  # a --set
         cfg = load_config(config, [*(set_ or []), *device_set]) if config is not None else None
         if print_config:
             sys.stdout.write(cfg.to_toml())
             return
         if dry_run:
-            out.print(plan_text(cfg, plan(cfg), store.root), highlight=False, soft_wrap=True)
+            plain(out, plan_text(cfg, plan(cfg), store.root))
             return
         stop = StopFlag()
         renderer = FitRenderer.for_options(progress.value, quiet, as_json)
@@ -112,8 +112,8 @@ def fit(
     if as_json:
         print(json_text(finished.summary))
     if finished.summary["status"] == "interrupted":
-        err.print(f"interrupted: checkpoint saved. Resume with\n  mlptrain fit --resume "
-                  f"{finished.path}", highlight=False, soft_wrap=True)
+        plain(err, f"interrupted: checkpoint saved. Resume with\n  mlptrain fit --resume "
+                   f"{finished.path}")
         raise typer.Exit(EXIT_INTERRUPTED)
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
-from mlptrain.cli.common import RUN_HELP, RunsDir, err, fail, find_run, interrupted
+from mlptrain.cli.common import RUN_HELP, RunsDir, a_path, err, fail, find_run, interrupted
 from mlptrain.config import PLOT_FORMATS
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import RunStore
@@ -15,7 +16,7 @@ from mlptrain.runs import RunStore
 
 def plot(
     run: str = typer.Argument("latest", metavar="RUN", help=RUN_HELP),
-    out_dir: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Folder for the figures "
+    out_dir: Optional[Path] = typer.Option(None, "--out", metavar="DIR", parser=a_path, help="Folder for the figures "
                                                                "(default: the run directory)."),
     fmt: str = typer.Option("png", "--format", metavar="png|svg", help="Image format: png or svg."),
     runs_dir: Optional[Path] = RunsDir,
@@ -41,4 +42,4 @@ def plot(
     for path in drawn.files:
         print(path)  # one file a line on stdout, for scripts
     for note in drawn.omitted + drawn.skipped:
-        err.print(f"[dim]not drawn: {note}[/dim]", highlight=False, soft_wrap=True)
+        err.print(f"[dim]not drawn: {escape(note)}[/dim]", highlight=False, soft_wrap=True)

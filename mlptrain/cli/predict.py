@@ -9,7 +9,7 @@ import numpy as np
 import typer
 from rich.markup import escape
 
-from mlptrain.cli.common import RUN_HELP, RunsDir, err, fail, find_run, json_text, out
+from mlptrain.cli.common import RUN_HELP, RunsDir, err, fail, find_run, json_text, out, plain
 from mlptrain.errors import MlptrainError
 from mlptrain.experiment.predict import predict as predict_inputs
 from mlptrain.runs import RunStore
@@ -54,7 +54,7 @@ def predict(
     single = len(result.inputs) == 1
     if single:
         for note in result.inputs[0].notes:
-            err.print(note, highlight=False, soft_wrap=True)
+            plain(err, note)
         if result.inputs[0].kind == "image" and result.inputs[0].image is not None:
             out.print(preview(result.inputs[0].image), highlight=False)
     shown = 0
@@ -91,7 +91,7 @@ def _print_values(result, as_json: bool) -> None:
         return
     single = len(result.inputs) == 1
     for note in result.inputs[0].notes if single else ():
-        err.print(note, highlight=False, soft_wrap=True)
+        plain(err, note)
     for (inputs, index), value, warnings in zip(result.sources(), values, result.warnings):
         label = f"{index}" if single else f"{escape(inputs.path.name)}[{index}]"
         out.print(f"{label}: [bold]{value:.6g}[/bold]", highlight=False)

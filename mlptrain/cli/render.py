@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.text import Text
 
-from mlptrain.cli.common import METRICS_SHOWN, blas_threads, num, pct, r2, real, test_scores
+from mlptrain.cli.common import METRICS_SHOWN, blas_threads, num, pct, plain, r2, real, test_scores
 from mlptrain.cli.epochs import HISTORY, EpochRows, PlainLog
 from mlptrain.data.mnist import DownloadProgress
 from mlptrain.experiment import RunFinished, RunStarted
@@ -146,7 +146,7 @@ class FitRenderer:
     def download(self, p: DownloadProgress) -> None:
         if p.done_bytes == 0:  # the file's name: at 80 columns its bar has no room for it
             size = f" ({p.total_bytes:,} bytes)" if p.total_bytes else ""
-            self.console.print(f"downloading {p.file}{size}", highlight=False)
+            plain(self.console, f"downloading {p.file}{size}", wrap=True)
         if not self.live:
             return
         task = self.download_tasks.get(p.file)
@@ -233,14 +233,13 @@ class FitRenderer:
         if s["status"] != "completed":
             return  # the CLI says how to resume
         if self.quiet:
-            self.console.print(f"run {e.run_id}: completed, {test_scores(s)}; saved in {e.path}",
-                               highlight=False, soft_wrap=True)
+            plain(self.console, f"run {e.run_id}: completed, {test_scores(s)}; saved in {e.path}")
             return
         # otherwise the closing summary panel follows (cli/summary.py, finish_fit)
 
     def _print(self, lines: list[str]) -> None:
         for line in lines:
-            self.console.print(line, highlight=False, soft_wrap=True)
+            plain(self.console, line)
 
 
 MAX_CLASS_ROWS = 50  # eval's per-class rows: beyond, the classes with most samples (--json: all)
@@ -284,6 +283,7 @@ def plan_text(config, plan, runs_root) -> str:
     t, o = config.train, config.optimizer
     lines = [f"dry run of {config.source} (name {config.name!r}): nothing is trained or "
              "written",
+             *(f"note: {note}" for note in plan.ignored),
              f"device {plan.device}, dtype {plan.dtype}",
              f"path: {plan.path}",
              f"data: {plan.dataset} from {plan.source or 'generated'}; samples "

@@ -21,9 +21,9 @@ from mlptrain.cli.common import (
     num,
     out,
     pct,
+    plain,
     r2,
     real,
-    run_metric,
     secs,
     wide,
 )
@@ -37,7 +37,9 @@ from mlptrain.runs.query import (
     list_runs,
     read_config,
     run_record,
+    sweep_of,
 )
+from mlptrain.runs.schema import run_metric
 from mlptrain.text import plural
 
 
@@ -66,8 +68,8 @@ def runs(
         print(json_text(records))
         return
     if not records:
-        err.print(f"no runs in {RunStore(runs_dir).root}" + (" match" if status or name
-                                                             or dataset else ""))
+        plain(err, f"no runs in {RunStore(runs_dir).root}" + (" match" if status or name
+                                                               or dataset else ""), wrap=True)
         return
     console = wide()
     console.print(runs_table(records, RunStore(runs_dir).short_refs(), console))
@@ -123,7 +125,7 @@ def show(
     try:
         found = find_run(RunStore(runs_dir), run)
         summary, record = found.read_summary(), run_record(found)
-        metrics = found.read_metrics() if (found.path / "metrics.jsonl").exists() else []
+        metrics = found.read_metrics() if found.has("metrics.jsonl") else []
         config = read_config(found) if as_json else config_changes(found)
     except MlptrainError as exc:
         fail(exc)
@@ -134,10 +136,10 @@ def show(
     out.print(f"[bold]run {found.run_id}[/bold]: {_styled_status(record['status'])}, "
               f"{record['epochs']} of {plural(planned, 'epoch') if planned else '?'}, "
               f"{secs(record['seconds'])}", highlight=False)
-    out.print(f"  {found.path}", highlight=False, soft_wrap=True)
+    plain(out, f"  {found.path}")
     if summary.get("error"):
         out.print(f"  error: {escape(summary['error'])}", highlight=False, soft_wrap=True)
-    metric = run_metric(summary) if summary.get("model") else "accuracy"
+    metric = run_metric(summary)
     if summary.get("final"):
         out.print(final_table(summary["final"], (summary.get("dataset") or {}).get("samples"),
                               metric))
@@ -233,7 +235,10 @@ def rm(
     for r in found.values():
         link = f" -> {r.path.resolve()} (a link: only the link is deleted)" \
             if r.path.is_symlink() else ""
-        err.print(f"  {r.path}{link}", highlight=False, soft_wrap=True)
+        sweep = sweep_of(r)  # its sweep's summary goes on naming it until the sweep runs again
+        trial = f" (a trial of sweep {sweep}: running that sweep again trains it anew)" \
+            if sweep else ""
+        plain(err, f"  {r.path}{link}{trial}")
     try:
         agreed = yes or typer.confirm(f"delete {'these' if len(found) > 1 else 'this'} "
                                       f"{plural(len(found), 'run')}?",
@@ -246,7 +251,7 @@ def rm(
     try:
         for r in found.values():
             target = store.remove(r)
-            out.print(f"deleted the link {r.run_id} (its target {target} is left as it was)"
-                      if target else f"deleted {r.run_id}", highlight=False, soft_wrap=True)
+            plain(out, f"deleted the link {r.run_id} (its target {target} is left as it was)"
+                  if target else f"deleted {r.run_id}")
     except MlptrainError as exc:
         fail(exc)

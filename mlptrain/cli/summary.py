@@ -13,11 +13,12 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from mlptrain.cli.common import blas_threads, run_metric, test_scores
+from mlptrain.cli.common import blas_threads, plain, test_scores
 from mlptrain.cli.parts import final_table, sparkline
 from mlptrain.config import Config
 from mlptrain.experiment import RunFinished
 from mlptrain.runs import Run
+from mlptrain.runs.schema import run_metric
 from mlptrain.text import plural
 
 
@@ -64,6 +65,8 @@ def fit_panel(finished: RunFinished, metrics: list[dict], plots: list[Path],
     facts.add_row("run", escape(str(finished.path)))
     for i, note in enumerate(s["dataset"].get("notes") or []):  # what loading the data did
         facts.add_row("data" if i == 0 else "", escape(note))
+    for i, note in enumerate(s.get("ignored_keys") or []):  # keys set that nothing read
+        facts.add_row("config" if i == 0 else "", escape(note))
     if plots or plot_note:
         names = escape(", ".join(p.name for p in plots))
         facts.add_row("plots", f"{names}  {plot_note}" if names and plot_note else names or plot_note)
@@ -95,8 +98,7 @@ def finish_fit(console: Console, config: Config, finished: RunFinished,
         return
     metrics = Run(finished.path).read_metrics()
     console.print(fit_panel(finished, metrics, plots, note, seconds))
-    console.print(f"{test_scores(finished.summary)}; run saved in {finished.path}",
-                  highlight=False, soft_wrap=True)
+    plain(console, f"{test_scores(finished.summary)}; run saved in {finished.path}")
 
 
 def _per_epoch(seconds: float) -> str:

@@ -3,14 +3,15 @@ mlptrain.sweep.run_sweep; this module parses options and renders the sweep's eve
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
-from mlptrain.cli.common import RunsDir, err, fail, interrupted, out, sigterm_as_ctrl_c
+from mlptrain.cli.common import (RunsDir, err, fail, hush_numeric_warnings, interrupted, out,
+                                 plain, sigterm_as_ctrl_c)
 from mlptrain.errors import MlptrainError
 from mlptrain.text import plural
 
@@ -67,7 +68,7 @@ def sweep(
     from mlptrain.runs import RunStore
     from mlptrain.sweep import load_sweep, run_sweep
 
-    warnings.filterwarnings("ignore", message="(overflow|invalid value)", category=RuntimeWarning)
+    hush_numeric_warnings()
     try:
         spec = load_sweep(config, set_ or [], grid or [], samples, sample_seed, trial_figures)
         figure_formats = _formats(formats or ["png"])
@@ -88,8 +89,9 @@ def sweep(
         interrupted()
     failed = result.summary["counts"].get("failed", 0)
     if failed:
+        where = escape(str(result.path / "trials.json"))  # a runs folder's name may hold [ ]
         err.print(f"[bold red]error:[/bold red] {failed} of {plural(len(spec.trials), 'trial')} failed "
-                  f"(their errors are in {result.path / 'trials.json'}); run the same command "
+                  f"(their errors are in {where}); run the same command "
                   "again to retry them.", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
@@ -122,8 +124,7 @@ def _dry_run(spec, runs_root, group: str) -> None:
 
     out.print(trials_table(spec, out, DRY_RUN_ROWS))
     if spec.size > MAX_TRIALS:
-        out.print(f"running it would be refused: {too_many(spec)}", highlight=False,
-                  soft_wrap=True)
+        plain(out, f"running it would be refused: {too_many(spec)}")
         return
     _print_plan(spec, runs_root, _wants_groups(group, [t.config for t in spec.trials]))
 
@@ -145,8 +146,7 @@ def _print_plan(spec, runs_root, grouped: bool) -> None:
                   + ", ".join(f"#{t.index} ({t.resume})" for t in resumed), highlight=False)
     for t in tasks:
         if t.afresh:
-            out.print(f"trial #{t.index}: {t.afresh}: will start afresh", highlight=False,
-                      soft_wrap=True)
+            plain(out, f"trial #{t.index}: {t.afresh}: will start afresh")
     if grouped:
         out.print(grouping_text(*plan_groups(tasks, device_limit)), highlight=False)
 

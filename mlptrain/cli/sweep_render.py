@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mlptrain.cli.common import METRICS_SHOWN, pct, r2, secs
+from mlptrain.cli.common import METRICS_SHOWN, pct, plain, r2, secs
 from mlptrain.cli.parts import first_that_fits
 from mlptrain.cli.render import LiveProgress
 from mlptrain.text import plural
@@ -70,7 +70,7 @@ class SweepRenderer:
             resumed += f"; {len(e.continued)} continue from their checkpoints"
         self.console.print(f"[bold]sweep[/bold] {e.sweep_id}: {plural(len(e.trials), 'trial')}"
                            f"{resumed}; {e.executor}", highlight=False)
-        self.console.print(f"  {e.path}", highlight=False, soft_wrap=True)
+        plain(self.console, f"  {e.path}")
         self.total = len(e.to_run)
         self.overall = self.progress.add_task("[bold]trials[/bold]", total=self.total or 1,
                                               count=f"0/{self.total}", info=())
@@ -125,13 +125,12 @@ class SweepRenderer:
             took += f" in this sitting; its trials took {secs(whole)} in all"
         self.console.print(f"sweep {e.sweep_id}: {counts}; {took}", highlight=False)
         for path in e.files:
-            self.console.print(f"  {path}", highlight=False, soft_wrap=True)
+            plain(self.console, f"  {path}")
         done = [t["run_id"] for t in e.summary["trials"] if t["status"] == "completed"]
         if done and not e.trial_figures:
             where = f" --runs-dir {shlex.quote(str(self.runs_dir))}" if self.runs_dir else ""
-            self.console.print(f"each trial is a run (its id in summary.csv); its figures are "
-                               f"drawn on demand: mlptrain plot {done[-1]}{where}",
-                               highlight=False, soft_wrap=True)
+            plain(self.console, f"each trial is a run (its id in summary.csv); its figures are "
+                                f"drawn on demand: mlptrain plot {done[-1]}{where}")
 
 
 def summary_table(summary: dict[str, Any], console: Console) -> Table:

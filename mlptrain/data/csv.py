@@ -23,7 +23,7 @@ from mlptrain.data.dataset import Dataset, Loading
 from mlptrain.data.labels import (check_class_count, check_two_classes, classes_of,
                                    decide_task, label_name)
 from mlptrain.data.paths import data_file, file_sha256
-from mlptrain.data.split import split_indices
+from mlptrain.data.split import hold_out_test
 from mlptrain.data.table import (Table, column_count, missing_cell, number_like,
                                   read_table)
 from mlptrain.data.weights import check_sample_weights, rows_of
@@ -51,7 +51,7 @@ def csv_dataset(cfg, at: Loading) -> Dataset:
         check_two_classes(y, names, where)
         check_class_count(n_classes, len(y), where)
     w = _sample_weights(table, rows, cfg.sample_weight)
-    keep, test = split_indices(len(y), cfg.test_fraction, at.split_rng)
+    keep, test = hold_out_test(len(y), cfg.test_fraction, at.split_rng, notes)
     X, y, X_test, y_test = X[keep], y[keep], X[test], y[test]
     _fill_means(table, encoding, X, X_test)
     return Dataset("csv", X, y, None, None, X_test, y_test, n_classes, (X.shape[1],), str(path),

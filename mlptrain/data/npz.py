@@ -22,7 +22,7 @@ from mlptrain.arrayfiles import Expect, npz_headers, npz_names, read_npz
 from mlptrain.data.dataset import Dataset, Loading
 from mlptrain.data.labels import check_class_count, check_two_classes, classes_of, decide_task
 from mlptrain.data.paths import data_file, file_sha256
-from mlptrain.data.split import split_indices
+from mlptrain.data.split import hold_out_test
 from mlptrain.data.weights import check_sample_weights, rows_of
 from mlptrain.errors import DataError
 
@@ -111,7 +111,7 @@ def npz_dataset(cfg, at: Loading) -> Dataset:
     a = load_npz(path, cfg.task)
     X, y, X_test, y_test, w, w_test = a.X, a.y, a.X_test, a.y_test, a.w, a.w_test
     if X_test is None:
-        keep, test = split_indices(len(y), cfg.test_fraction, at.split_rng)
+        keep, test = hold_out_test(len(y), cfg.test_fraction, at.split_rng, a.notes)
         X, y, X_test, y_test = X[keep], y[keep], X[test], y[test]
         w, w_test = rows_of(a.w, keep), rows_of(a.w, test)
     if a.task == "classification":

@@ -202,7 +202,8 @@ def committee(store: RunStore, refs: Sequence[str], split: str = "test") -> Comm
 def _one_task(runs: list[Run]) -> str:
     """The members' task (their losses'): classifiers average class probabilities, regression
     runs their predictions; a committee of both has nothing to average."""
-    tasks = {run.run_id: nn.LOSSES[run.read_summary()["model"]["loss"]].task for run in runs}
+    tasks = {run.run_id: nn.LOSSES[run.read_summary(network=True)["model"]["loss"]].task
+             for run in runs}
     if len(set(tasks.values())) > 1:
         regresses = next(r for r, t in tasks.items() if t == "regression")
         classifies = next(r for r, t in tasks.items() if t == "classification")

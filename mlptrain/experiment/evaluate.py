@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 
 from mlptrain import loop
-from mlptrain.config import Config, load_config
+from mlptrain.config import Config
 from mlptrain.data import check_range, outside_inputs
 from mlptrain.data.csv import table_inputs
 from mlptrain.data.npz import load_npz
 from mlptrain.errors import ConfigError, DataError
 from mlptrain.experiment.predict import check_outputs, open_network
-from mlptrain.experiment.setup import SPLITS, changed_files, prepare_run, saved_scaler
+from mlptrain.experiment.setup import (SPLITS, changed_files, prepare_run, run_config,
+                                       saved_scaler)
 from mlptrain.model import MLP
 from mlptrain.reports.arrays import run_model
 from mlptrain.runs import Run, RunStore
@@ -39,7 +40,7 @@ def evaluate_run(store: RunStore, ref: str, split: str = "test",
     if split not in SPLITS:
         raise ConfigError(f"split {split!r} is not one of {', '.join(SPLITS)}.")
     run = store.find(ref)
-    config = load_config(run.path / "config.toml")
+    config = run_config(run)
     notes: list[str] = []
     sample_weights = None  # a split of the run's own is weighed as its training was
     if data is None:

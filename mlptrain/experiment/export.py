@@ -30,15 +30,17 @@ import numpy as np
 
 import mlptrain
 from mlptrain import nn
-from mlptrain.config import Config, load_config
+from mlptrain.config import Config
 from mlptrain.data import load_dataset
 from mlptrain.data.standardize import Standardizer, TargetScale
 from mlptrain.errors import ConfigError, ExportError
-from mlptrain.experiment.predict import load_network
-from mlptrain.experiment.setup import as_saved, saved_loss, saved_scaler, saved_target_scale
+from mlptrain.experiment.predict import checked_weights, load_network
+from mlptrain.experiment.setup import (as_saved, run_config, saved_loss, saved_scaler,
+                                       saved_target_scale)
 from mlptrain.model import MLP
 from mlptrain.nn import GELU
 from mlptrain.runs import Run, RunStore, atomic_write_bytes, npz_bytes
+from mlptrain.runs.query import require_weights
 from mlptrain.runs.store import check_not_run_file
 from mlptrain.seeding import streams
 
@@ -161,14 +163,15 @@ class RunSource:
     @classmethod
     def open(cls, store: RunStore, ref: str) -> RunSource:
         run = store.find(ref)
+        require_weights(run)  # as eval says: why a run has none (stale, ...), how to resume
         summary = run.read_summary()
         if summary.get("status") != "completed":
             raise ExportError(f"run {run.run_id} is {summary.get('status', 'unknown')}, not "
                               "completed: only a finished run has final weights to export.")
-        config_path = run.path / "config.toml"
-        return cls(run, load_config(config_path), config_path.read_text(encoding="utf-8"),
-                   summary, run.read_weights(), saved_scaler(run, summary),
-                   saved_target_scale(run, summary))
+        config = run_config(run)
+        _, weights = checked_weights(run, config, summary["model"]["sizes"])
+        return cls(run, config, run.read_config_text(), summary, weights,
+                   saved_scaler(run, summary), saved_target_scale(run, summary))
 
     @property
     def sizes(self) -> list[int]:
@@ -260,7 +263,7 @@ def _write(path: Path, data: bytes, check=None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, data, check)
     except OSError as exc:
-        raise ExportError(f"cannot write {path}: {exc}.") from None
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}.") from None
 
 
 # -- onnx -----------------------------------------------------------------------------------------

@@ -17,14 +17,13 @@ import numpy as np
 
 import mlptrain
 from mlptrain import loop
-from mlptrain.arrayfiles import read_npz
-from mlptrain.config import Config, load_config
+from mlptrain.config import Config, ignored_keys
 from mlptrain.errors import DataError, RunStoreError, TrainingError
-from mlptrain.experiment.setup import (SPLITS, Prepared, changed_files, network_expect,
-                                       prepare, prepare_saved)
+from mlptrain.experiment.setup import (SPLITS, Prepared, changed_files, check_new_run,
+                                       load_start_weights, prepare, prepare_saved,
+                                       run_config)
 from mlptrain.experiment.training import (RunFinished, TrainingRun, finish_run,
                                           os_errors_fail, train_runs)
-from mlptrain.model import MLP
 from mlptrain.optim import build_optimizer
 from mlptrain.runs import Run, RunStore
 from mlptrain.runs.checkpoint import restore
@@ -62,9 +61,7 @@ def fit_experiment(config: Config, store: RunStore,
     status is then `interrupted` and `resume_experiment` continues the run.
     """
     p = prepare(config, data_progress)
-    if config.model.weights:  # start from a saved network instead of the initialisation
-        p.model.load_state_dict(_read_weights_file(Path(config.model.weights), p.model),
-                                source=config.model.weights)
+    load_start_weights(p)
     optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
     splits = _splits(p)
     m = start_run(p, store)
@@ -93,7 +90,7 @@ def resume_experiment(store: RunStore, ref: str,
                             "command again: it trains the interrupted trials afresh.")
     checkpoint = run.read_checkpoint()  # before any work: a run without one cannot resume
     # the run's own statistics, as its epochs so far saw them
-    p = prepare_saved(run, summary, load_config(run.path / "config.toml"), data_progress)
+    p = prepare_saved(run, summary, run_config(run), data_progress)
     splits = _splits(p)
     m, optimizer = reopen_training(run, summary, p, checkpoint, allow_data_change)
     summary["path"] = p.path
@@ -113,6 +110,7 @@ def run_started(m: TrainingRun, member: int = 0) -> RunStarted:
 
 def start_run(p: Prepared, store: RunStore, path: str | None = None) -> TrainingRun:
     """A new run for p, its config and first summary written (`path`: how its steps run)."""
+    check_new_run(p)  # before its directory exists
     run = store.create(p.config.name)
     m = TrainingRun(p, run, start_summary(run, p))
     if path:
@@ -135,7 +133,7 @@ def reopen_training(run: Run, summary: dict, p: Prepared, checkpoint: dict,
     _check_same_data(run, summary, p.dataset.checksums, allow_data_change)
     optimizer = build_optimizer(p.step.optimizer, p.model.ops, p.model.params)
     state = restore(checkpoint, p.model, optimizer, p.rngs, str(run.path / "checkpoint.npz"),
-                    p.step)
+                    p.step, len(p.dataset.targets("train")))
     with os_errors_fail(run, summary):
         run.open_for_writing()  # one writer per run; removes what a killed writer left
         run.write_metrics(state.history)  # drops any record written after the checkpoint
@@ -217,13 +215,6 @@ def _check_same_data(run: Run, summary: dict, checksums: dict[str, str], allow: 
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def _read_weights_file(path: Path, model: MLP) -> dict[str, np.ndarray]:
-    """The starting weights: finite, each array the shape of the model's parameter of its name
-    (checked from the headers, before any data is read); blamed on the file, not on training."""
-    return read_npz(path, f"[model] weights = {str(path)!r}", DataError,
-                    network_expect(model))
-
-
 def start_summary(run: Run, p: Prepared) -> dict[str, Any]:
     config, dataset, model = p.config, p.dataset, p.model
     return {
@@ -234,6 +225,7 @@ def start_summary(run: Run, p: Prepared) -> dict[str, Any]:
         "pid": os.getpid(), "host": platform.node(),  # tells `mlptrain runs` a killed run
         "config_source": config.source,
         "overrides": config.overrides,
+        "ignored_keys": ignored_keys(config),  # set, but read by nothing in this config
         "epochs_planned": config.train.epochs,
         "epochs_completed": 0,
         "final": None,

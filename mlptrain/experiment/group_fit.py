@@ -17,18 +17,27 @@ from typing import Any, Callable
 
 from mlptrain.config import Config
 from mlptrain.data.standardize import Standardizer, TargetScale
-from mlptrain.errors import RunStoreError
+from mlptrain.errors import ConfigError, RunStoreError
 from mlptrain.experiment.drawers import FigureDrawers
 from mlptrain.experiment.fit import reopen_training, run_started, start_run
 from mlptrain.experiment.training import (RunFinished, TrainingRun, finish_run, os_errors_fail,
                                           train_runs)
 from mlptrain.experiment.group_data import GroupData
-from mlptrain.experiment.setup import (SPLITS, Prepared, as_saved, prepare, saved_scaler,
-                                       saved_target_scale)
+from mlptrain.experiment.setup import (SPLITS, Prepared, as_saved, check_new_run, prepare,
+                                       saved_scaler, saved_target_scale)
 from mlptrain.loop import StopFlag
 from mlptrain.model import stack_members
 from mlptrain.optim import build_optimizer
 from mlptrain.runs import RunStore
+
+
+class MemberRefused(ConfigError):
+    """Member `member`'s config asks what its data cannot give (check_new_run); no run of the
+    group was made, and the others may train without it."""
+
+    def __init__(self, member: int, message: str):
+        super().__init__(message)
+        self.member = member
 
 
 def fit_group(configs: list[Config], store: RunStore,
@@ -45,8 +54,20 @@ def fit_group(configs: list[Config], store: RunStore,
     stop = stop or StopFlag()
     datasets: dict[tuple, Any] = {}  # _data_key -> its dataset (the split follows the seed)
     states: dict[int, dict] = {}  # a resumed member's optimizer state (its state_dict)
-    members = [_start_member(config, store, datasets, run_id, states, g)
-               for g, (config, run_id) in enumerate(zip(configs, resume or [None] * len(configs)))]
+    resume = resume or [None] * len(configs)
+    # every new member set up and checked before any run is made: a member the data refuses
+    # (check_new_run) must not leave the runs of those before it `running`
+    fresh = [None if run_id else _prepared(config, datasets)
+             for config, run_id in zip(configs, resume)]
+    for g, p in enumerate(fresh):
+        try:
+            if p is not None:
+                check_new_run(p)
+        except ConfigError as exc:
+            raise MemberRefused(g, str(exc)) from None
+    members = [start_run(p, store, path="grouped") if p is not None else
+               _reopen_member(config, store, datasets, run_id, states, g)
+               for g, (config, run_id, p) in enumerate(zip(configs, resume, fresh))]
     start_epoch = members[0].epochs_before
     if any(m.epochs_before != start_epoch for m in members):  # sweep/grouping.py plans this
         for m in members:
@@ -91,13 +112,10 @@ def _train(members: list[TrainingRun], states: dict[int, dict], on_event, stop: 
     return finished
 
 
-def _start_member(config: Config, store: RunStore, datasets: dict, resume: str | None,
-                  states: dict, g: int) -> TrainingRun:
-    """Member g's run: a new one, or the interrupted run `resume` reopened at its checkpoint,
-    which must end an epoch (its optimizer's state goes to states[g])."""
-    if resume is None:
-        p = _prepared(config, datasets)
-        return start_run(p, store, path="grouped")
+def _reopen_member(config: Config, store: RunStore, datasets: dict, resume: str,
+                   states: dict, g: int) -> TrainingRun:
+    """Member g's interrupted run `resume` reopened at its checkpoint, which must end an epoch
+    (its optimizer's state goes to states[g])."""
     run = store.find(resume)
     summary = run.read_summary()
     scaler = saved_scaler(run, summary)  # the run's own statistics, read back, never refitted

@@ -134,7 +134,7 @@ def plot_run(run: Run, out_dir: Path | None = None, fmt: str = "png",
 
     title = f"{summary.get('name', run.run_id)}: {run.run_id}"
     save("curves", figures.draw_curves(arrays.curves(run.read_metrics(), summary), title))
-    if not (run.path / "weights.npz").exists():
+    if not run.has("weights.npz"):
         status = summary.get("status", "unknown")
         result.skipped.append(f"the model's figures: the run has no weights.npz (status {status})")
         return result

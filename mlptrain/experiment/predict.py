@@ -21,12 +21,11 @@ import numpy as np
 from mlptrain import nn
 from mlptrain.arrayfiles import read_npy, read_npz
 from mlptrain.backend import get_backend
-from mlptrain.config import load_config
 from mlptrain.data import outside_inputs
 from mlptrain.data.csv import table_inputs
 from mlptrain.errors import DataError
 from mlptrain.experiment.digits import clean_digit
-from mlptrain.experiment.setup import network_expect, saved_loss, saved_scaler
+from mlptrain.experiment.setup import run_config, run_weights_expect, saved_loss, saved_scaler
 from mlptrain.model import MLP
 from mlptrain.runs import Run, RunStore
 from mlptrain.text import plural
@@ -79,8 +78,8 @@ def predict(store: RunStore, ref: str, input_paths: Path | list[Path],
     or folders (their image and array files). invert: None decides each image's polarity from
     its border; True/False forces dark ink on paper / light ink on dark."""
     run = store.find(ref)
+    config = run_config(run)
     summary = run.read_summary()
-    config = load_config(run.path / "config.toml")
     sizes = summary["model"]["sizes"]
     dataset = summary.get("dataset") or {}
     input_shape = tuple(dataset.get("input_shape") or _square_or_flat(sizes[0]))
@@ -133,10 +132,16 @@ def load_network(config, sizes: list[int], weights: dict, source: str, dtype=Non
 def open_network(run: Run, config, sizes: list[int]) -> MLP:
     """load_network of the run's weights.npz, whose headers are checked against the network
     before any of its data is read."""
+    return checked_weights(run, config, sizes)[0]
+
+
+def checked_weights(run: Run, config, sizes: list[int]) -> tuple[MLP, dict[str, np.ndarray]]:
+    """(open_network's network, the arrays of weights.npz as the file holds them): names and
+    shapes checked against the network the run's summary describes, as every reader's are."""
     model = _network(config, sizes, loss=saved_loss(run, config))
-    model.load_state_dict(run.read_weights(network_expect(model)),
-                          source=str(run.path / "weights.npz"))
-    return model
+    weights = run.read_weights(run_weights_expect(model))
+    model.load_state_dict(weights, source=str(run.path / "weights.npz"))
+    return model, weights
 
 
 def _network(config, sizes: list[int], dtype=None, loss: nn.Loss | None = None) -> MLP:

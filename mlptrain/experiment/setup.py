@@ -9,23 +9,27 @@ which path the step will take on the device.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
 from mlptrain import memory
-from mlptrain.arrayfiles import Expect
+from mlptrain.arrayfiles import Expect, read_npz
 from mlptrain.backend import describe_path, epoch_path, get_backend
-from mlptrain.config import Config, config_folder, load_config
+from mlptrain.config import (DTYPES, Config, config_folder, ignored_keys, name_from_stem,
+                             parse_config)
 from mlptrain.data import (FILE_SOURCES, Dataset, check_dataset_range, check_saved_width,
                            load_dataset)
 from mlptrain.data.dataset import SPLITS, class_names
 from mlptrain import nn
 from mlptrain.data.standardize import FILE as PREPROCESS_FILE, Standardizer, TargetScale
-from mlptrain.errors import DataError, ModelError, RunStoreError
+from mlptrain.errors import ConfigError, DataError, ModelError, RunStoreError
 from mlptrain.experiment.diagnose import unscaled_data
 from mlptrain.model import MLP, build_model
 from mlptrain.runs import Run
+from mlptrain.runs.query import check_config
+from mlptrain.runs.schema import written_by
 from mlptrain.seeding import streams
 from mlptrain.step import Step, build_step
 
@@ -130,13 +134,37 @@ def _with_data_file(config: Config, dataset: Dataset) -> Config:
     return replace(config, data=replace(config.data, path=dataset.source))
 
 
+DAMAGED = (" (the run wrote this file itself, so it was changed after: move the run away or "
+           "delete it with `mlptrain runs rm`)")
+
+
+def run_config(run: Run, overrides: Sequence[str] = ()) -> Config:
+    """A saved run's resolved config (its config.toml), checked against what its summary
+    records of the run's network and data: every reader rebuilds the run from both, and a
+    config.toml emptied or edited since (an empty one reads as every default: MNIST's
+    784-128-10 network) would blame the run's weights or data for the difference, or export
+    a network the run never trained. Readers call this first: it also checks that the summary
+    describes a network (Run.read_summary(network=True))."""
+    summary = run.read_summary(network=True)
+    path = run.path / "config.toml"
+    try:
+        config = parse_config(run.read_config_text(), source=str(path), overrides=overrides,
+                              default_name=name_from_stem(path.stem))
+    except ConfigError as exc:  # the run wrote it whole: another version, or damage since
+        raise ConfigError(f"{exc}{written_by(summary) or DAMAGED}") from None
+    check_config(run, {"data.dataset": config.data.dataset, "model.hidden": config.model.hidden,
+                       "model.activation": config.model.activation}, summary)
+    return config
+
+
 def prepare_run(run: Run, device: str | None = None) -> Prepared:
     """A saved run rebuilt from its resolved config, with its saved weights loaded: the data and
     network that `eval`, `plot` and `ensemble` score; on `device` instead of the config's when
     given (figures drawn in helper processes use the CPU, never a GPU context each)."""
     overrides = [f"train.device={device}"] if device else []
-    p = prepare_saved(run, run.read_summary(), load_config(run.path / "config.toml", overrides))
-    p.model.load_state_dict(run.read_weights(network_expect(p.model)),
+    config = run_config(run, overrides)
+    p = prepare_saved(run, run.read_summary(), config)
+    p.model.load_state_dict(run.read_weights(run_weights_expect(p.model)),
                             source=str(run.path / "weights.npz"))
     return p
 
@@ -212,6 +240,13 @@ def as_saved(config: Config, scaler: Standardizer | None) -> Config:
     return replace(config, data=replace(config.data, standardize=scaler is not None))
 
 
+def run_weights_expect(model: MLP) -> Expect:
+    """What a run's own weights.npz for `model` must hold: network_expect's arrays, of a dtype
+    a run trains in (train.dtype's choices): an int or float16 array there was cast without a
+    word (ints truncated) and exported as it was."""
+    return replace(network_expect(model), dtypes=DTYPES)
+
+
 def network_expect(model: MLP) -> Expect:
     """What a weights file for `model` must hold: each parameter's shape, checked from the
     file's headers before any of its data is read (and, as for every array, finite values)."""
@@ -240,14 +275,51 @@ class Plan:
     classes: list[str] = field(default_factory=list)  # each class's name (or index)
     notes: list[str] = field(default_factory=list)  # what loading did (Dataset.notes)
     standardized: bool = False  # features scaled by the training split's mean and std
+    ignored: list[str] = field(default_factory=list)  # keys set that nothing reads (ignored_keys)
+
+
+def load_start_weights(p: Prepared) -> None:
+    """The network [model] weights names, in place of p's initialisation (none: nothing to do):
+    finite, each array the shape of the model's parameter of its name (checked from the
+    headers, before any data is read), blamed on the file, not on training. A new run and its
+    dry run read them alike; `~` is the home folder, as in data.path."""
+    if not p.config.model.weights:
+        return
+    path = Path(p.config.model.weights).expanduser()
+    p.model.load_state_dict(read_npz(path, f"[model] weights = {str(path)!r}", DataError,
+                                     network_expect(p.model)), source=str(path))
+
+
+def check_new_run(p: Prepared) -> None:
+    """ConfigError for what a new run's config asks of data that cannot give it: checked
+    before a run (or a dry run) starts, never for a saved run, which trained already. Early
+    stopping watches the validation loss, and a validation split that rounds to no rows
+    (val_fraction = 0.01 of 20 samples) would turn it off without a word; a shift as wide as
+    the images moves every one out of its frame (and pads each batch by it: 10**6 pixels
+    asked for petabytes)."""
+    t, d = p.config.train, p.config.data
+    side = min(p.dataset.input_shape)
+    if p.step.augment is not None and d.augment_shift >= side:
+        shape = "x".join(map(str, p.dataset.input_shape))
+        raise ConfigError(f"[data] augment_shift = {d.augment_shift} moves the {shape} images "
+                          f"of the {d.dataset} dataset out of their frame; use at most "
+                          f"{side - 1} pixels.")
+    if t.patience and not len(p.dataset.targets("val")):
+        n = len(p.dataset.targets("train"))
+        raise ConfigError(f"[train] patience = {t.patience}: early stopping watches the "
+                          f"validation loss, but the validation split is empty ([data] "
+                          f"val_fraction = {d.val_fraction:g} held out no row, {n} stayed for "
+                          "training); raise val_fraction, or set patience = 0.")
 
 
 def plan(config: Config, data_progress: Callable | None = None) -> Plan:
     """Resolves device, data and model as `fit` would, without creating a run."""
     p = prepare(config, data_progress)
+    load_start_weights(p)  # a file that cannot start this network fails the dry run too
+    check_new_run(p)
     samples = {name: int(len(p.dataset.targets(name))) for name in SPLITS}
     return Plan(p.model.describe(), p.model.parameter_count, samples, p.model.ops.device,
                 config.train.dtype, p.step.steps_per_epoch, p.step.epochs,
                 p.step.checkpoint_every, p.dataset.name, p.dataset.source, p.path,
                 p.step.aids(), p.dataset.task, class_names(p.dataset), p.dataset.notes,
-                p.dataset.scaler is not None)
+                p.dataset.scaler is not None, ignored_keys(config))

@@ -84,6 +84,16 @@ def train_runs(members: list[TrainingRun], model: MLP, optimizer, splits: dict[s
     interrupted, each training one checkpointed where it stood. Returns each member's
     RunFinished, not yet reported; a KeyboardInterrupt marks and reports every member
     interrupted, then goes on up."""
+    # a diverging run overflows before the loop sees a non-finite loss and says why in its
+    # error: numpy's warnings on the way are noise, here as in a sweep's worker processes
+    # (whose stderr no `fit` filter reaches)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _train_runs(members, model, optimizer, splits, on_event, stop, written)
+
+
+def _train_runs(members: list[TrainingRun], model: MLP, optimizer,
+                splits: dict[str, loop.Split], on_event, stop,
+                written: Callable[[TrainingRun], None]) -> list[RunFinished]:
     settings = loop.LoopSettings.from_config(members[0].p.config.train)
     batch = settings.eval_batch_size if not model.lead else \
         max(64, EVAL_ELEMENTS // (model.members * sum(model.sizes)))

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from mlptrain import nn
 from mlptrain.model import MLP
+from mlptrain.runs.schema import run_metric
 
 # -- curves -------------------------------------------------------------------------------------
 
@@ -33,23 +33,27 @@ class Curves:
 
 def curves(metrics: list[dict[str, Any]], summary: dict[str, Any]) -> Curves:
     """The loss and the loss's declared metric per epoch of each split that recorded them."""
-    loss = (summary.get("model") or {}).get("loss")
-    metric = nn.LOSSES[loss].metric if loss in nn.LOSSES else "accuracy"
+    metric = run_metric(summary)
     c = Curves([int(r["epoch"]) for r in metrics], {}, {}, metric=metric)
     for split in ("train", "val"):
-        if metrics and all(r.get(f"{split}_loss") is not None for r in metrics):
-            c.loss[split] = [float(r[f"{split}_loss"]) for r in metrics]
-            c.score[split] = [float(r[f"{split}_{metric}"]) for r in metrics]
-        if metrics and all(r.get(f"{split}_r2") is not None for r in metrics):
-            c.r2[split] = [float(r[f"{split}_r2"]) for r in metrics]
+        for series, key in ((c.loss, "loss"), (c.score, metric), (c.r2, "r2")):
+            values = _series(metrics, f"{split}_{key}")
+            if values is not None:
+                series[split] = values
     final = summary.get("final") or {}
-    if final.get("test_loss") is not None and c.epochs:
+    test = {key: final.get(f"test_{key}") for key in ("loss", metric, "r2")}
+    if test["loss"] is not None and test[metric] is not None and c.epochs:
         # early stopping keeps the best epoch's weights: that is what the test set scored
         c.test_epoch = summary.get("best_epoch") or c.epochs[-1]
-        c.test = {"loss": final["test_loss"], metric: final[f"test_{metric}"]}
-        if final.get("test_r2") is not None:  # a regression's
-            c.test["r2"] = final["test_r2"]
+        c.test = {key: value for key, value in test.items() if value is not None}
     return c
+
+
+def _series(metrics: list[dict[str, Any]], key: str) -> list[float] | None:
+    """Every epoch's value of `key`; None where an epoch has none (a split not recorded, or
+    a record that lacks it: the curve is left out rather than drawn with a hole)."""
+    values = [r.get(key) for r in metrics]
+    return [float(v) for v in values] if values and None not in values else None
 
 
 # -- the model on data --------------------------------------------------------------------------

@@ -102,9 +102,12 @@ def checkpoint_arrays(model, optimizer, rngs: dict[str, np.random.Generator],
 
 
 def restore(arrays: dict[str, np.ndarray], model, optimizer,
-            rngs: dict[str, np.random.Generator], source: str, step=None) -> TrainState:
+            rngs: dict[str, np.random.Generator], source: str, step=None,
+            train_size: int | None = None) -> TrainState:
     """Loads a checkpoint into the model, optimizer and RNGs; returns the state to go on from.
-    `step`, the run's declared Step, tells whether an older format can still resume exactly."""
+    `step`, the run's declared Step, tells whether an older format can still resume exactly;
+    with `train_size`, the run's training samples, a checkpoint that stopped inside an epoch
+    must hold a shuffle order of exactly those (the batches are gathered by its indices)."""
     version = int(arrays["format"]) if "format" in arrays else 1
     if version > FORMAT:
         raise RunStoreError(f"{source} has checkpoint format {version}, newer than this "
@@ -117,6 +120,8 @@ def restore(arrays: dict[str, np.ndarray], model, optimizer,
             "draws them by (seed, step), so resuming would not continue the same run. Start "
             "a new run from its config with `mlptrain fit`, or resume it with the older "
             "version.")
+    # (`step` names the step count below)
+    planned, batch = (None, None) if step is None else (step.epochs, step.batch_size)
     try:
         _check_shadow_shapes(arrays, model.params)
         model.load_state_dict(_prefixed(arrays, "model."), source=source)
@@ -130,6 +135,18 @@ def restore(arrays: dict[str, np.ndarray], model, optimizer,
                                   or position > len(order)):
             raise ValueError(f"'order' is {order.dtype} {order.shape}, expected integer "
                              f"indices with at least position = {position} of them")
+        if order is not None and train_size is not None and not _is_shuffle(order, train_size):
+            raise ValueError(f"'order' holds {len(order)} indices that are not a shuffle of "
+                             f"the run's {train_size} training samples (a checkpoint of "
+                             "another run or config?)")
+        seen = int(np.asarray(arrays["running.seen"]))
+        if order is not None and batch is not None and seen != position * batch:
+            raise ValueError(f"it saw {seen} samples in {position} steps of the epoch, not "
+                             f"{position * batch} in steps of {batch} (a checkpoint of "
+                             "another run or config?)")
+        if planned is not None and epoch > planned:
+            raise ValueError(f"it ends epoch {epoch}, but the run plans {planned} (a "
+                             "checkpoint of another run or config?)")
         history = json.loads(str(arrays["history"]))
         plans = (json.loads(str(arrays["product_plans"])) if "product_plans" in arrays
                  else None)
@@ -174,6 +191,12 @@ def _check_shadow_shapes(arrays: dict[str, np.ndarray], params: dict) -> None:
                     and np.shape(value) != tuple(p.shape):
                 raise ValueError(f"{key!r} has shape {np.shape(value)}, expected "
                                  f"{tuple(p.shape)} (that of {name})")
+
+
+def _is_shuffle(order: np.ndarray, size: int) -> bool:
+    """Whether `order` is a permutation of range(size): what the batches gather by (an index
+    beyond the samples would be clipped to the last, silently)."""
+    return len(order) == size and np.array_equal(np.sort(order), np.arange(size))
 
 
 def _count(arrays: dict[str, np.ndarray], key: str) -> int:

@@ -7,6 +7,7 @@ whose files are damaged is still listed, with status `damaged`, rather than hidi
 from __future__ import annotations
 
 import fnmatch
+import json
 from typing import Any
 
 from mlptrain.config import Config, applies_to, tomllib
@@ -45,7 +46,7 @@ def run_record(run: Run) -> dict[str, Any]:
 
 def _metrics_or_none(run: Run):
     """The run's metrics; None before its first epoch ended (a damaged file still raises)."""
-    if not (run.path / "metrics.jsonl").exists():
+    if not run.has("metrics.jsonl"):
         return None
     return run.read_metrics()
 
@@ -59,16 +60,16 @@ def _status(summary: dict) -> str:
 def require_weights(run: Run) -> None:
     """Raises, for a run that has no weights.npz yet, an error that says why (interrupted: how
     to resume it; failed: its error) instead of naming a missing file."""
-    if not (run.path / "weights.npz").exists():
+    if not run.has("weights.npz"):
         raise RunStoreError(_why_no_weights(run))
 
 
 def _why_no_weights(run: Run) -> str:
-    if not (run.path / "summary.json").exists():
+    if not run.has("summary.json"):
         summary = {}
     else:  # a damaged summary or metrics file is the first thing to say (RunStoreError)
         summary = run.read_summary()
-        if (run.path / "metrics.jsonl").exists():
+        if run.has("metrics.jsonl"):
             run.read_metrics()
     status, position = _status(summary), summary.get("position") or {}
     epoch, step = position.get("epoch", summary.get("epochs_completed") or 0), position.get("step")
@@ -89,6 +90,17 @@ def _why_no_weights(run: Run) -> str:
     return f"run {run.run_id} has no weights.npz (looked in {run.path})."
 
 
+def sweep_of(run: Run) -> str | None:
+    """The sweep whose trial the run is, from its sweep.json; None for a run of `fit` (or a
+    sweep.json that cannot be read: the run is then a sweep's no longer)."""
+    try:
+        mark = json.loads(run.read_file("sweep.json").decode("utf-8"))
+    except (MlptrainError, ValueError, RecursionError):
+        return None
+    sweep = mark.get("sweep_id") if isinstance(mark, dict) else None
+    return sweep if isinstance(sweep, str) else None
+
+
 def list_runs(store: RunStore, status: str | None = None, name: str | None = None,
               dataset: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Records of the store's runs, newest first, filtered; `name` may be a glob (mnist*)."""
@@ -104,11 +116,44 @@ def list_runs(store: RunStore, status: str | None = None, name: str | None = Non
 
 
 def read_config(run: Run) -> dict[str, Any]:
-    """The run's resolved config, as the tables of its config.toml."""
+    """The run's resolved config, as the tables of its config.toml (a key this version does not
+    know is shown as written), checked against its summary (check_config) where that is
+    readable (a damaged summary is the run record's to report)."""
+    text = run.read_config_text()
     try:
-        return tomllib.loads((run.path / "config.toml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        tables = tomllib.loads(text)
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
         raise RunStoreError(f"{run.path / 'config.toml'} cannot be read ({exc}).") from None
+    try:
+        summary = run.read_summary()
+    except RunStoreError:
+        return tables
+    written = {**_DEFAULTS, **_flatten(tables)}  # a key left out reads as its default
+    check_config(run, {key: written.get(key) for key in CHECKED}, summary)
+    return tables
+
+
+CHECKED = ("data.dataset", "model.hidden", "model.activation")  # what a summary records too
+
+
+def check_config(run: Run, values: dict[str, Any], summary: dict) -> None:
+    """RunStoreError where the config's `values` of CHECKED disagree with what the run's
+    summary recorded of its data and network: every reader rebuilds a run from both, and a
+    config.toml emptied or edited since (an empty one reads as every default: MNIST's
+    784-128-10 network) would blame the run's weights or data for the difference, or export
+    a network the run never trained."""
+    model, dataset = summary.get("model") or {}, summary.get("dataset") or {}
+    hidden, sizes = values["model.hidden"], model.get("sizes")
+    recorded = {"data.dataset": (values["data.dataset"], dataset.get("name")),
+                "model.hidden": ([hidden] if isinstance(hidden, int) else hidden,
+                                 sizes[1:-1] if sizes else None),
+                "model.activation": (values["model.activation"], model.get("activation"))}
+    for key, (value, saved) in recorded.items():
+        if saved is not None and value != saved:
+            raise RunStoreError(
+                f"{run.path / 'config.toml'} does not match the run's summary.json: {key} is "
+                f"{value!r} there, {saved!r} in the summary. The run's files were changed "
+                "after it wrote them; move the run away or delete it with `mlptrain runs rm`.")
 
 
 def flat_config(run: Run) -> dict[str, Any]:
@@ -127,11 +172,13 @@ def _flatten(config: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+_DEFAULTS = _flatten(Config(name="").to_dict())  # every key's default, flat ("name" aside)
+
+
 def config_changes(run: Run) -> dict[str, Any]:
     """The run's config keys whose value differs from the default, leaving out the keys its
     dataset does not read; data.dataset always comes first."""
-    flat = flat_config(run)
-    defaults = _flatten(Config(name=flat.get("name", "")).to_dict())
+    flat, defaults = flat_config(run), _DEFAULTS
     dataset = flat.get("data.dataset", defaults["data.dataset"])
     changed = {"data.dataset": dataset}
     for key, value in flat.items():

@@ -33,6 +33,7 @@ import platform
 import re
 import secrets
 import shutil
+import stat
 import time
 import zipfile
 from collections import Counter
@@ -43,7 +44,7 @@ import numpy as np
 
 from mlptrain.arrayfiles import Expect, read_npz
 from mlptrain.errors import RunStoreError
-from mlptrain.runs.schema import CHECKPOINT, check_metrics_record, check_summary
+from mlptrain.runs.schema import CHECKPOINT, check_metrics_record, check_network, check_summary
 
 RUNS_DIR_ENV = "MLPTRAIN_RUNS_DIR"
 TMP_SUFFIX = ".tmp"
@@ -53,10 +54,13 @@ ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
 RUN_FILES = ("config.toml", "metrics.jsonl", "metrics.csv", "weights.npz", "checkpoint.npz",
              "summary.json", "sweep.json", "preprocess.npz")  # what a run writes, besides figures
 FIGURE_SUFFIXES = (".png", ".svg")
+SWEEPS_DIR = "sweeps"  # under the runs root: one folder per sweep (sweep/store.py)
+SWEEP_FILES = ("spec.json", "trials.json", "summary.json", "summary.csv", ".lock")  # besides
+# its figures
 
 
 def default_runs_dir() -> Path:
-    return Path(os.environ.get(RUNS_DIR_ENV) or "runs")
+    return Path(os.environ.get(RUNS_DIR_ENV) or "runs").expanduser()  # `~/runs`, unexpanded
 
 
 def atomic_write_bytes(path: Path, data: bytes,
@@ -70,6 +74,7 @@ def atomic_write_bytes(path: Path, data: bytes,
     later, smaller write (the summary that marks the run failed) needs."""
     tmp = None
     try:
+        _check_replaceable(path)
         fd, tmp = _new_temporary(path)
         with open(fd, "wb") as f:
             f.write(data)
@@ -85,6 +90,20 @@ def atomic_write_bytes(path: Path, data: bytes,
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def _check_replaceable(path: Path) -> None:
+    """An OSError unless `path` is absent, a file or a link, what a write may replace: the
+    rename would put a file in place of a device (`config init --out /dev/null --force`, run
+    as root, replaced /dev/null) or fail on a folder with a less telling error."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a device, a pipe or a socket"
+        raise OSError(errno.EEXIST, f"it is {kind}, not a file; give the path of a file",
+                      str(path))
 
 
 def _append(path: Path, text: str) -> None:
@@ -149,8 +168,13 @@ def process_alive(pid: int) -> bool:
 
 def is_run_dir(path: Path) -> bool:
     """Whether `path` is a run's directory: it holds the config.toml and summary.json a run
-    writes first (a project folder with only a config.toml is not one)."""
-    return (path / "config.toml").is_file() and (path / "summary.json").is_file()
+    writes first (a project folder with only a config.toml is not one), or it is named as a
+    run id (stamp-name-hash: only `RunStore.create` makes such a folder) and holds a
+    config.toml, as the store lists its runs: a run whose summary is lost or damaged is still
+    a run, read (its readers name the file at fault), protected and removed as one."""
+    if (path / "config.toml").is_file() and (path / "summary.json").is_file():
+        return True
+    return RUN_ID.match(path.name) is not None and os.path.lexists(path / "config.toml")
 
 
 def run_holding(path: Path) -> Path | None:
@@ -161,14 +185,43 @@ def run_holding(path: Path) -> Path | None:
     return folder if own and is_run_dir(folder) else None
 
 
+def check_runs_root(root: Path) -> None:
+    """A RunStoreError unless `root` can hold runs: a folder (or none yet), neither a run's
+    directory nor inside one. `--runs-dir RUN` wrote new runs inside that run, where no
+    command lists them and `runs rm` of it deletes them along."""
+    if root.exists() and not root.is_dir():
+        raise RunStoreError(f"the runs directory {root} is a file, not a folder; give "
+                            "--runs-dir a folder (it is created if missing).")
+    resolved = root.resolve()
+    for folder in (resolved, *resolved.parents):
+        if is_run_dir(folder):
+            raise RunStoreError(f"the runs directory {root} is "
+                                + ("" if folder == resolved else "inside ")
+                                + f"run {folder.name}'s directory; give --runs-dir the folder "
+                                f"that holds the runs ({folder.parent}), or another folder.")
+
+
+def sweep_holding(path: Path) -> Path | None:
+    """The sweep directory (runs/sweeps/<id>/, sweep/store.py's) of which `path` names one of
+    the sweep's own files (SWEEP_FILES, a figure), links followed; else None."""
+    folder = path.parent.resolve()
+    own = path.name in SWEEP_FILES or path.suffix in FIGURE_SUFFIXES
+    is_sweep = folder.parent.name == SWEEPS_DIR and any(
+        os.path.lexists(folder / name) for name in ("trials.json", "spec.json"))
+    return folder if own and is_sweep else None
+
+
 def check_not_run_file(path: Path) -> None:
     """A RunStoreError when `path` names one of a run's own files (run_holding), which only
-    that run's training writes: an export, a config or a figure written there would replace
-    the run's weights, summary or figures."""
-    run = run_holding(path)
-    if run is not None:
-        raise RunStoreError(f"{path} is one of run {run.name}'s own files, which only its "
-                            "training writes; choose another file.")
+    that run's training writes, or one of a sweep's (sweep_holding), which only that sweep
+    writes: an export, a config or a figure written there would replace the run's weights,
+    summary or figures, or the sweep's record of its trials (whose runs it then forgets)."""
+    for owner, holding, writer in (("run", run_holding, "its training"),
+                                   ("sweep", sweep_holding, "that sweep")):
+        folder = holding(path)
+        if folder is not None:
+            raise RunStoreError(f"{path} is one of {owner} {folder.name}'s own files, which "
+                                f"only {writer} writes; choose another file.")
 
 
 def writer_status(summary: dict[str, Any]) -> str | None:
@@ -184,6 +237,15 @@ def writer_status(summary: dict[str, Any]) -> str | None:
     if pid == os.getpid():  # an earlier sitting of this process, which writes one run at once
         return None
     return "alive" if process_alive(pid) else "gone"
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of the regular file `path`; OSError for anything else. Looked at first:
+    opening a pipe put in a file's place would wait for a writer forever."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file but a folder, a pipe or a device",
+                      str(path))
+    return Path(path).read_bytes()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -315,10 +377,13 @@ class Run:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def read_summary(self) -> dict[str, Any]:
-        """summary.json, checked to have the shape this tool writes (schema.py)."""
+    def read_summary(self, network: bool = False) -> dict[str, Any]:
+        """summary.json, checked to have the shape this tool writes (schema.py); with
+        `network`, also to describe a network this version can rebuild (check_network)."""
         summary = self._read_json_lines("summary.json", whole=True)
         self._checked("summary.json", check_summary, summary)
+        if network:
+            self._checked("summary.json", check_network, summary)
         return summary
 
     def read_metrics(self) -> list[dict[str, Any]]:
@@ -337,11 +402,12 @@ class Run:
 
     def _read_json_lines(self, name: str, whole: bool):
         try:
-            text = self._read(name).decode("utf-8")
+            text = self.read_file(name).decode("utf-8")
             if whole:
                 return json.loads(text)
-            return [json.loads(line) for line in text.split("\n") if line.strip()]
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            *lines, tail = text.split("\n")  # every write ends its lines: tail is ""
+            return [json.loads(line) for line in lines if line.strip()] + _torn(tail)
+        except (ValueError, RecursionError) as exc:  # also an integer of over 4300 digits
             raise RunStoreError(f"{self.path / name} is not valid JSON ({exc}); the run's "
                                 "files were changed or damaged after it wrote them.") from None
 
@@ -360,19 +426,36 @@ class Run:
     def read_checkpoint(self) -> dict[str, np.ndarray]:
         return self._read_npz("checkpoint.npz", CHECKPOINT)
 
-    def _read(self, name: str) -> bytes:
+    def has(self, name: str) -> bool:
+        """Whether the run has a file of this name, whatever it is (a link that leads nowhere
+        counts: reading it says what is wrong, rather than the run seeming not to have it)."""
+        return os.path.lexists(self.path / name)
+
+    def read_config_text(self) -> str:
+        """config.toml's text (the run's resolved config; experiment.setup.run_config parses
+        and checks it)."""
         try:
-            return (self.path / name).read_bytes()
+            return self.read_file("config.toml").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RunStoreError(f"{self.path / 'config.toml'} is not UTF-8 text ({exc}); the "
+                                "run's files were changed or damaged after it wrote them."
+                                ) from None
+
+    def read_file(self, name: str) -> bytes:
+        """The bytes of the run's file `name`; RunStoreError when it is missing, not a regular
+        file, or cannot be read."""
+        path = self.path / name
+        try:
+            return read_regular_file(path)
         except FileNotFoundError:
             raise RunStoreError(f"run {self.run_id} has no {name} (looked in {self.path}); "
                                 "the run may have failed before writing it.") from None
         except OSError as exc:  # a directory in its place, no permission, an I/O error
-            raise RunStoreError(f"{self.path / name} cannot be read ({exc.strerror or exc})."
-                                ) from None
+            raise RunStoreError(f"{path} cannot be read ({exc.strerror or exc}).") from None
 
     def _read_npz(self, name: str, expect: Expect) -> dict[str, np.ndarray]:
-        if not (self.path / name).exists():
-            self._read(name)  # the error that says why a run has no such file
+        if not (self.path / name).is_file():
+            self.read_file(name)  # the error that says why a run has no such file
         return read_npz(self.path / name, str(self.path / name), RunStoreError, expect)
 
 
@@ -384,6 +467,7 @@ class RunStore:
 
     def create(self, name: str) -> Run:
         """A new, empty run directory; the id is unique even for runs started at once."""
+        check_runs_root(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -401,11 +485,20 @@ class RunStore:
         raise RunStoreError(f"could not find a free run id under {self.root}.")
 
     def runs(self) -> list[Run]:
-        """Every run under the root, oldest first (ids start with their creation time)."""
-        if not self.root.is_dir():
+        """Every run under the root, oldest first (ids start with their creation time): each
+        folder that holds a config.toml, whatever it is (a damaged one is listed as damaged);
+        one without (yet) is not listed. No root yet: none; a root that is no folder: an
+        error."""
+        if not os.path.lexists(self.root):
             return []
-        return [Run(p) for p in sorted(self.root.iterdir())
-                if p.is_dir() and not p.name.startswith(".") and (p / "config.toml").exists()]
+        try:
+            entries = sorted(self.root.iterdir())
+        except OSError as exc:  # a file, a link loop, no permission
+            raise RunStoreError(f"the runs directory {self.root} cannot be listed "
+                                f"({exc.strerror or exc}); give a folder with --runs-dir or "
+                                f"{RUNS_DIR_ENV}.") from None
+        return [Run(p) for p in entries if p.is_dir() and not p.name.startswith(".")
+                and os.path.lexists(p / "config.toml")]
 
     def find(self, ref: str) -> Run:
         """A run by `latest`, id, unique id prefix, the hash that ends its id (77d460), its
@@ -414,6 +507,10 @@ class RunStore:
         `xor/`) never stands for the run `xor`; a path must hold a run (is_run_dir). When `ref`
         named the run other than by id, path or `latest`, the returned Run's `found_as` says
         how (for the CLI)."""
+        if not ref.strip():  # an unset shell variable: "" is a prefix of every run id
+            raise RunStoreError(f"an empty run reference ({ref!r}) names no run; give a run "
+                                "id, a unique prefix of one, the hash that ends one, a run "
+                                "name, a run directory, or `latest`.")
         as_path = Path(ref)
         if _is_path(ref):
             if is_run_dir(as_path):
@@ -425,6 +522,8 @@ class RunStore:
         if ref == "latest" and runs:
             return runs[-1]
         for how, matches in _candidates(runs, ref):
+            if how in ("prefix", "hash") and matches:
+                _check_not_also_a_name(runs, ref, how, matches)
             if len(matches) == 1 or (matches and how == "name"):
                 run = matches[-1]  # a name: the newest of its runs
                 run.found_as = _found_note(how, ref, run, len(matches))
@@ -434,6 +533,12 @@ class RunStore:
                 raise RunStoreError(f"{ref!r} matches {len(matches)} runs in {self.root} "
                                     f"({listed}{', ...' if len(matches) > 5 else ''}); give "
                                     "more of the id.")
+        own = self.root / ref
+        if RUN_ID.match(ref) and own.is_dir():  # its folder, not listed: say why
+            raise RunStoreError(f"run {ref} has no config.toml (looked in {own}), so it is "
+                                "not a run yet: its process was stopped before writing it, "
+                                "or the file was deleted since. There is nothing to read; "
+                                "delete the folder by hand.")
         if ref != "latest" and is_run_dir(as_path):  # a run's folder outside the runs root
             return Run(as_path)
         if not runs:
@@ -446,14 +551,15 @@ class RunStore:
 
     def short_refs(self) -> dict[str, str]:
         """Run id -> a short reference that find() takes for that run: the hash that ends its
-        id (548dbe) where no other run's id ends or starts with it, else the whole id."""
+        id (548dbe) where no other run's id ends or starts with it and no run is named so,
+        else the whole id."""
         runs = self.runs()
         hashes = Counter(_id_parts(r)[1] for r in runs)
-        starts = {r.run_id[:6] for r in runs}
+        taken = {r.run_id[:6] for r in runs} | {_id_parts(r)[0] for r in runs}
         refs = {}
         for run in runs:
             h = _id_parts(run)[1]
-            refs[run.run_id] = h if h and hashes[h] == 1 and h not in starts else run.run_id
+            refs[run.run_id] = h if h and hashes[h] == 1 and h not in taken else run.run_id
         return refs
 
     def check_removable(self, run: Run) -> None:
@@ -482,6 +588,15 @@ class RunStore:
         returns its target."""
         self.check_removable(run)
         return run.remove()
+
+
+def _torn(tail: str) -> list:
+    """The record of a JSON-lines file's unterminated last line: none where it is not whole
+    JSON, the line a process killed mid-append left torn (the records before it stand)."""
+    try:
+        return [json.loads(tail)] if tail.strip() else []
+    except (ValueError, RecursionError):
+        return []
 
 
 def _is_path(ref: str) -> bool:
@@ -514,6 +629,18 @@ def _candidates(runs: list[Run], ref: str):
     is_hash = re.fullmatch(r"[0-9a-f]{3,6}", ref) is not None
     yield "hash", [r for r in runs if is_hash and (_id_parts(r)[1] or "").startswith(ref)]
     yield "name", [r for r in runs if _id_parts(r)[0] == ref]
+
+
+def _check_not_also_a_name(runs: list[Run], ref: str, how: str, matches: list[Run]) -> None:
+    """A RunStoreError where `ref`, a prefix of ids or the start of an id's hash, is also
+    another run's name: a run named `fed` and one whose hash is fed3a1 (or one named 2026
+    and every id of the year) would otherwise be picked apart without a word."""
+    named = [r for r in runs if _id_parts(r)[0] == ref and r not in matches]
+    if named:
+        what = "begins the hash that ends" if how == "hash" else "begins the id of"
+        ids = ", ".join(r.run_id for r in matches[:3]) + (", ..." if len(matches) > 3 else "")
+        raise RunStoreError(f"{ref!r} is the name of run {named[-1].run_id} and also {what} "
+                            f"run {ids}; give the whole id of the run you mean.")
 
 
 def _found_note(how: str, ref: str, run: Run, count: int) -> str | None:

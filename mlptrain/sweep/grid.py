@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from mlptrain.config import (MAX_NAME, SECTIONS, Config, _check_value, _did_you_mean,
-                             load_config, tomllib, with_values)
+from mlptrain.config import (_FIELDS, MAX_NAME, SECTIONS, Config, _check_value, _did_you_mean,
+                             check_name, load_config, read_config_text, tomllib, value_of,
+                             with_values)
 from mlptrain.errors import ConfigError
 
 SWEEP_TABLE = "sweep"
@@ -37,6 +38,7 @@ MAX_TRIALS = 10_000  # trials one sweep runs: each is a run directory, a config 
 class Axis:
     key: str  # dotted config key, e.g. model.hidden
     values: list[Any]
+    place: str = ""  # where it was given, for errors: `file, line 9: [sweep] "key"`, `--grid key`
 
 
 @dataclass
@@ -98,7 +100,12 @@ class SweepSpec:
     def trial(self, index: int) -> Trial:
         """The trial at grid index `index`: the base with the point's values as --set."""
         point = point_at(self.axes, index)
-        config = with_values(self.base, point, self.text)
+        try:
+            config = with_values(self.base, point, self.text,
+                                 {a.key: a.place for a in self.axes if a.place})
+        except ConfigError as exc:  # a rule across keys that this point's values break
+            shown = ", ".join(f"{k}={toml_value(v)}" for k, v in point.items())
+            raise ConfigError(f"trial #{index} ({shown}): {exc}") from None
         config.overrides = [*self.base.overrides,
                             *(f"{key}={toml_value(value)}" for key, value in point.items())]
         config.name = trial_name(point.get("name", self.name), point)
@@ -133,13 +140,14 @@ def too_many(spec: SweepSpec) -> str:
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[str] = (),
                samples: int = 0, sample_seed: int = 0,
-               trial_figures: bool = False) -> SweepSpec:
+               trial_figures: bool = False, text: str | None = None) -> SweepSpec:
     """Reads a sweep config: its [sweep] table, then --grid axes, then (unless there are too
     many to run: see SweepSpec.trials) the trials, which draw their runs' figures only with
-    `trial_figures` (SweepSpec.trial_figures)."""
+    `trial_figures` (SweepSpec.trial_figures). `text`: the file's, when read already."""
     path = Path(path)
-    base = load_config(path, overrides)  # reports unreadable files and bad base keys first
-    text = path.read_text(encoding="utf-8")
+    if text is None:
+        text = read_config_text(path)  # once: a config from a pipe has no second reading
+    base = load_config(path, overrides, text)  # reports bad base keys first
     table = tomllib.loads(text).get(SWEEP_TABLE, {})
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: {SWEEP_TABLE} = {table!r}: expected a table [sweep] of axes "
@@ -147,10 +155,11 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
     axes = {}
     for key, values in _flatten(table).items():
         where = _file_place(path, text, key)
-        axes[key] = Axis(key, _check_axis(key, values, where))
+        axes[key] = Axis(key, _check_axis(key, values, where), where())
     for item in grid:
         key, values = parse_grid_option(item)
-        axes[key] = Axis(key, _check_axis(key, values, lambda k=key: f"--grid {k}"))
+        axes[key] = Axis(key, _check_axis(key, values, lambda k=key: f"--grid {k}"),
+                         f"--grid {key}")
     if not axes:
         raise ConfigError(f"{path} has no [sweep] axes and no --grid was given; add for example "
                           '[sweep] "model.hidden" = [2, 4, 8] or --grid model.hidden=2,4,8.')
@@ -166,6 +175,15 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), grid: Sequence[s
     return spec
 
 
+def declared_sweep(path: str | Path, overrides: Sequence[str], text: str) -> SweepSpec | None:
+    """The sweep a config's own [sweep] table declares, every axis and trial checked as
+    `mlptrain sweep` would (`config check`: a bad axis must not wait for the sweep to be run);
+    None for a config without one."""
+    if SWEEP_TABLE not in tomllib.loads(text):
+        return None
+    return load_sweep(path, overrides, text=text)
+
+
 # -- axes ----------------------------------------------------------------------------------------
 
 
@@ -177,13 +195,20 @@ def parse_grid_option(item: str) -> tuple[str, list[Any]]:
         raise ConfigError(f"--grid {item!r} is not of the form section.key=v1,v2,... (for "
                           "example --grid model.hidden=2,4,8).")
     key, text = (part.strip() for part in item.split("=", 1))
+    if not key:
+        raise ConfigError(f"--grid {item!r} names no key before the =; write section.key=v1,"
+                          "v2,... (for example --grid model.hidden=2,4,8).")
     if not text:
         raise ConfigError(f"--grid {item!r} gives no values; list them after the =, separated "
                           "by commas.")
+    parts = [part.strip() for part in _top_level_parts(text)]
     try:
         values = tomllib.loads(f"v = [{text}]")["v"]
     except tomllib.TOMLDecodeError:
-        values = [_toml_or_word(part.strip()) for part in _top_level_parts(text)]
+        return key, [value_of(key, part) for part in parts]
+    if len(values) == len(parts):  # a key of text takes `2019` as written (config.value_of)
+        values = [value_of(key, part) if not isinstance(v, (str, list, dict)) else v
+                  for v, part in zip(values, parts)]
     return key, values
 
 
@@ -203,13 +228,6 @@ def _top_level_parts(text: str) -> list[str]:
             parts.append(text[start:i])
             start = i + 1
     return parts + [text[start:]]
-
-
-def _toml_or_word(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text  # a bare word such as relu
 
 
 def _flatten(table: dict, prefix: str = "") -> dict[str, Any]:
@@ -243,6 +261,9 @@ def _config_field(key: str, where: Callable[[], str]):
     if key == "name":
         return None
     section, _, name = key.partition(".")
+    if section in SECTIONS and not name:  # `--grid model=...`: a section, not one of its keys
+        raise ConfigError(f"{where()}: [{section}] is a section; an axis names one of its keys "
+                          f"as {section}.key, one of {', '.join(_FIELDS[section])}.")
     if section not in SECTIONS or not name:
         keys = ["name", *SECTIONS]
         raise ConfigError(f"{where()}: an axis must name a config key as section.key, with a "
@@ -256,10 +277,11 @@ def _config_field(key: str, where: Callable[[], str]):
 
 
 def _check_name(value: Any, where: Callable[[], str]) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", value):
-        raise ConfigError(f"{where()} = {value!r}: expected a run name of letters, digits, '.', "
-                          "'_' or '-'.")
-    return value
+    """A `name` axis's value: a run name as config.check_name has it, and not empty (the trials
+    are named after it)."""
+    if value == "":
+        raise ConfigError(f"{where()} = '': a trial's name cannot be empty.")
+    return check_name(value, where())
 
 
 def _file_place(path: Path, text: str, key: str) -> Callable[[], str]:

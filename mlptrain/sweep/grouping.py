@@ -226,7 +226,7 @@ def run_group(tasks: list[TrialTask], report: Callable[[Any], None],
     epoch ends first and the checkpoints end an epoch (a group can resume from those)."""
     from mlptrain.errors import MlptrainError
     from mlptrain.experiment import RunFinished, RunStarted
-    from mlptrain.experiment.group_fit import fit_group
+    from mlptrain.experiment.group_fit import MemberRefused, fit_group
     from mlptrain.loop import StepsDone, StopFlag
     from mlptrain.runs import RunStore
 
@@ -262,6 +262,13 @@ def run_group(tasks: list[TrialTask], report: Callable[[Any], None],
     try:
         fit_group([t.config for t in tasks], RunStore(tasks[0].runs_root), on_event, stop,
                   [t.resume for t in tasks])
+    except MemberRefused as exc:  # one member's config, before any run: it fails, not the rest
+        refused = tasks[exc.member]
+        report(TrialFinished(refused.index, refused.name, "failed", None, error=str(exc),
+                             seconds=time.perf_counter() - start, worker=worker_info()))
+        rest = [t for t in tasks if t is not refused]
+        if rest:
+            run_group(rest, report, should_stop)
     except MlptrainError as exc:  # set-up failed (data, memory, disk): every member fails
         for g, task in enumerate(tasks):
             if g not in finished:

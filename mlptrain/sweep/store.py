@@ -22,15 +22,17 @@ from typing import Any
 
 from mlptrain.errors import MlptrainError
 from mlptrain.runs import Run, atomic_write_text
-from mlptrain.runs.schema import run_seconds
-from mlptrain.runs.store import process_alive, remove_stale_temporaries, writer_status
+from mlptrain.runs.schema import check_trial_record, run_seconds
+from mlptrain.runs.store import (SWEEPS_DIR, check_runs_root, process_alive,
+                                 read_regular_file, remove_stale_temporaries, writer_status)
 from mlptrain.sweep.executors import SweepError
 from mlptrain.sweep.grid import SweepSpec
 
 TRIALS_SECONDS = 1.0  # write_trials(soon=True) writes trials.json at most this often
 
-SWEEPS_DIR = "sweeps"  # under the runs root; holds no config.toml, so it is not a run
+# SWEEPS_DIR (runs/store.py): under the runs root; holds no config.toml, so it is not a run
 DONE = "completed"
+AFRESH = "; move the sweep directory away to start the sweep afresh"  # a damaged record's fix
 
 
 class SweepDir:
@@ -48,6 +50,7 @@ class SweepDir:
 
     def open(self) -> None:
         """Creates the directory (or finds it), takes the lock and writes spec and trials."""
+        check_runs_root(self.runs_root)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -74,7 +77,11 @@ class SweepDir:
                     raise SweepError(f"sweep {self.spec.sweep_id} is already running in process "
                                      f"{holder} (lock {self.lock_path}); wait for it or stop "
                                      "it first.") from None
-                self.lock_path.unlink(missing_ok=True)  # left by a process that died
+                try:  # left by a process that died
+                    self.lock_path.unlink(missing_ok=True)
+                except OSError as exc:  # a folder in its place, say
+                    raise SweepError(f"cannot take the lock {self.lock_path}: "
+                                     f"{exc.strerror or exc}; remove it.") from None
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
@@ -83,18 +90,17 @@ class SweepDir:
 
     def _records(self) -> dict[int, dict[str, Any]]:
         """The trial records: those saved by an earlier run of this sweep, else fresh ones."""
-        saved = {}
-        try:
-            data = json.loads((self.path / "trials.json").read_text(encoding="utf-8"))
-            saved = {r["index"]: r for r in data["trials"]}
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SweepError(f"{self.path / 'trials.json'} cannot be read ({exc}); move the "
-                             "sweep directory away to start the sweep afresh.") from None
+        path = self.path / "trials.json"
+        saved = {r["index"]: r for r in _saved_trials(path, AFRESH)} if path.exists() else {}
         records = {}
         for trial in self.spec.trials:
-            records[trial.index] = saved.get(trial.index) or {
+            kept = saved.get(trial.index)
+            # the folder is named by the spec: its record of a trial is that trial's
+            if kept is not None and kept["point"] != json.loads(json.dumps(trial.point)):
+                raise SweepError(f"{path} is damaged: its trial {trial.index} has the point "
+                                 f"{json.dumps(kept['point'])}, but the sweep's trial "
+                                 f"{trial.index} is {json.dumps(trial.point)}{AFRESH}.")
+            records[trial.index] = kept or {
                 "index": trial.index, "name": trial.name, "point": trial.point,
                 "status": "pending", "run_id": None, "previous_runs": [], "final": None,
                 "parameters": None, "epochs": 0, "seconds": None, "error": ""}
@@ -178,15 +184,18 @@ def find_sweep(runs_root: Path, ref: str) -> Path:
     """A sweep's directory under runs_root/sweeps: by its id, a unique prefix of one, or
     `latest` (the sweep whose trials.json was written last); SweepError naming the choices."""
     root = runs_root / SWEEPS_DIR
-    try:
-        sweeps = sorted(p for p in root.iterdir() if (p / "trials.json").is_file())
+    if not ref.strip():  # a prefix of every id: it would pick a sweep no one named
+        raise SweepError(f"an empty sweep reference ({ref!r}) names no sweep; give a sweep id, "
+                         "a unique prefix of one, or latest.")
+    try:  # a damaged trials.json is still a sweep's: reading it says what is wrong
+        sweeps = sorted(p for p in root.iterdir() if os.path.lexists(p / "trials.json"))
     except OSError:
         sweeps = []
     if not sweeps:
         raise SweepError(f"there are no sweeps in {root}; `mlptrain sweep CONFIG` writes one "
                          "there (or name another runs folder with --runs-dir).")
     if ref == "latest":
-        return max(sweeps, key=lambda p: (p / "trials.json").stat().st_mtime)
+        return max(sweeps, key=lambda p: os.lstat(p / "trials.json").st_mtime)
     matches = [p for p in sweeps if p.name == ref] or [p for p in sweeps
                                                        if p.name.startswith(ref)]
     if len(matches) == 1:
@@ -200,11 +209,8 @@ def find_sweep(runs_root: Path, ref: str) -> Path:
 def completed_trial_runs(runs_root: Path, sweep: Path) -> list[Path]:
     """The run directories of every trial of a sweep, in trial order; SweepError naming the
     trials whose runs have not completed (running the same sweep again finishes them)."""
-    try:
-        records = json.loads((sweep / "trials.json").read_text(encoding="utf-8"))["trials"]
-        names = [r["name"] for r in records]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SweepError(f"{sweep / 'trials.json'} cannot be read ({exc}).") from None
+    records = _saved_trials(sweep / "trials.json")
+    names = [r["name"] for r in records]
     completed = [_trial_completed(runs_root, r) for r in records]
     unfinished = [name for name, c in zip(names, completed) if not c]
     if unfinished:
@@ -213,6 +219,23 @@ def completed_trial_runs(runs_root: Path, sweep: Path) -> list[Path]:
                          f"{', ...' if len(unfinished) > 5 else ''}); run the same `mlptrain "
                          "sweep` command again to finish them, or name the runs you want.")
     return [runs_root / r["run_id"] for r in records]
+
+
+def _saved_trials(path: Path, advice: str = "") -> list[dict[str, Any]]:
+    """trials.json's records, each of the shape its readers rely on
+    (schema.check_trial_record); SweepError naming the first fault."""
+    try:
+        trials = json.loads(read_regular_file(path).decode("utf-8"))["trials"]
+        if not isinstance(trials, list):
+            raise TypeError(f"'trials' is {type(trials).__name__}, not a list")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        why = getattr(exc, "strerror", None) or exc  # an OSError's without its path again
+        raise SweepError(f"{path} cannot be read ({why}){advice}.") from None
+    for number, record in enumerate(trials, start=1):
+        problem = check_trial_record(record)
+        if problem:
+            raise SweepError(f"{path} is damaged: its trial {number}: {problem}{advice}.")
+    return trials
 
 
 def _trial_completed(runs_root: Path, record: dict[str, Any]) -> bool:
@@ -248,9 +271,9 @@ def _runs_with_marks(runs_root: Path, sweep_id: str):
     except OSError:
         return
     for path in entries:
-        try:
-            mark = json.loads((path / "sweep.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        try:  # (a run's reader: never waits on a pipe in the file's place)
+            mark = json.loads(Run(path).read_file("sweep.json").decode("utf-8"))
+        except (MlptrainError, ValueError, RecursionError):
             continue
         if isinstance(mark, dict) and mark.get("sweep_id") == sweep_id \
                 and isinstance(mark.get("index"), int):
@@ -274,8 +297,8 @@ def _summary_or_none(run: Run) -> dict[str, Any] | None:
 
 
 def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
+    try:  # (never waits on a pipe in the lock's place)
+        return int(read_regular_file(path).decode("ascii").strip())
     except (OSError, ValueError):
         return None
 
