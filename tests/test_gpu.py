@@ -456,3 +456,24 @@ def test_training_aids_match_numpy_to_1e_9_in_float64(runs_dir):
             assert mine[key] == pytest.approx(ref[key], rel=1e-9), (mine["epoch"], key)
     for name, w in cpu_w.items():
         assert rel(gpu_w[name], w) < 1e-9, name
+
+
+def test_kernels_compile_for_a_script_read_from_stdin(tmp_path):
+    """Spawned compile workers cannot start for `python -` (spawn runs the parent's main file
+    again, and stdin has none): the kernels then compile in the process itself."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script = ("from mlptrain.backend.cuda.kernels import Kernels\n"
+              "k = Kernels()\n"
+              "k.prepare(['sum_parts', 'splitk_reduce<float>'])\n"
+              "print('loaded', len(k._functions))\n")
+    env = {**os.environ, "CUPY_CACHE_DIR": str(tmp_path),  # nothing cached yet
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "loaded 2" in done.stdout

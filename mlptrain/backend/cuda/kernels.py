@@ -18,6 +18,7 @@ import os
 import time
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import cupy as cp
@@ -76,8 +77,12 @@ class Kernels:
         start = time.perf_counter()
         if len(fresh) > 1:  # compile in fresh processes, one per kernel, side by side
             workers = min(len(fresh), os.cpu_count() or 1)
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                list(pool.map(_compile, fresh))  # each lands in CuPy's disk cache
+            try:
+                with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                    list(pool.map(_compile, fresh))  # each lands in CuPy's disk cache
+            except (BrokenProcessPool, OSError):
+                pass  # workers could not start (a script read from stdin, which spawn cannot
+                # run again; no semaphores): _load compiles them here, one after another
         for name in missing:
             self._functions[name] = _load(name)  # from the cache when compiled above
         if fresh:
