@@ -97,17 +97,6 @@ def test_a_runs_folder_named_like_markup_is_printed_as_it_is(tmp_path, folder):
         assert str(runs) in result.output.replace("\n", "")
 
 
-def test_no_run_or_sweep_is_written_inside_a_run_s_folder(xor_run):
-    """--runs-dir naming a run's folder made new runs (and a sweep's folder) inside it, which
-    `runs rm` of that run would then delete with it."""
-    before = sorted(p.name for p in xor_run.path.iterdir())
-    for args in (("fit", CONFIGS / "xor.toml", *FAST_SET),
-                 ("sweep", CONFIGS / "xor.toml", *FAST_SET, "--grid", "train.seed=0,1",
-                  "--workers", "0")):
-        assert_refused(run(*args, "--runs-dir", xor_run.path), "is the folder of run")
-    assert sorted(p.name for p in xor_run.path.iterdir()) == before
-
-
 def test_an_id_whose_folder_lost_its_config_says_so(xor_run, runs_dir):
     (xor_run.path / "config.toml").unlink()
     assert_refused(run("eval", xor_run.run_id, "--runs-dir", runs_dir),

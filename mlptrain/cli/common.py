@@ -84,6 +84,7 @@ def wide() -> Console:
     COLUMNS names a width."""
     return out if out.is_terminal or "COLUMNS" in os.environ else Console(width=200)
 
+
 def a_path(text: str) -> Path:
     """A path option's value: `--runs-dir ""` (an unset shell variable) is a usage error, not
     the working directory that Path("") names, and a leading `~` is the home folder (as in
