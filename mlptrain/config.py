@@ -27,7 +27,7 @@ import numpy as np
 import tomli_w
 
 from mlptrain import nn
-from mlptrain.backend import DEVICES
+from mlptrain.backend import DEVICES, PRECISIONS
 from mlptrain.data import DATASETS, FILE_SOURCES, IMAGE_SOURCES, SOURCES
 from mlptrain.data.csv import MISSING_POLICIES
 from mlptrain.data.labels import TASKS
@@ -50,7 +50,6 @@ MAX_RATE = 1e6  # a learning rate (or its floor): SGD's step lr * grad stays far
 MAX_PIXELS = 100.0  # an elastic displacement or its smoothness: a digit is 20 pixels wide
 
 DTYPES = ("float32", "float64")
-PRECISIONS = ("fp32", "tf32")  # train.precision (backend/cupy_backend.py reads it)
 
 # the settings that alone read a key (option's read_by): an optimizer's, a schedule's own
 _SGD = ("optimizer.name", ("sgd",))

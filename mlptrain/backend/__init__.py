@@ -55,6 +55,8 @@ from mlptrain.backend.protocol import Backend
 from mlptrain.errors import BackendError
 
 DEVICES = ("cpu", "cuda", "auto")  # devices a config may name; auto = cuda when usable, else cpu
+# train.precision: a GPU's float32 products at fp32's accuracy, or one TF32 product each
+PRECISIONS = ("fp32", "tf32")
 CUDA_EXTRA = "pip install 'mlptrain[cuda12]' (or 'mlptrain[cuda13]' for a CUDA 13 driver)"
 
 

@@ -18,6 +18,7 @@ import cupy as cp
 import numpy as np
 
 from mlptrain import nn
+from mlptrain.backend import PRECISIONS
 from mlptrain.backend.cuda.dispatch import LOSS_KERNELS
 from mlptrain.backend.cuda.gemm import MMAS, NULL, Gemm, mmas_for
 from mlptrain.backend.cuda.kernels import ACT_IDS, THREADS, XENT_ROWS, Kernels
@@ -30,7 +31,6 @@ from mlptrain.seeding import dropout_threshold
 # copies straight from pageable memory ran at 0.7-1 GB/s on an H200 host (MNIST's 188 MB in
 # 0.2-0.3 s), staged at about 7 GB/s, the staging copy included.
 STAGED_BYTES = 8 << 20
-PRECISIONS = ("fp32", "tf32")  # train.precision: float32 products at fp32's accuracy, or TF32
 GRID_Y = 65535  # a launch grid's largest y dimension: the softmax kernel's members per launch
 
 
