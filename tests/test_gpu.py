@@ -16,12 +16,8 @@ from mlptrain.config import parse_config
 from mlptrain.experiment import fit_experiment
 from mlptrain.runs import RunStore
 
-cp = pytest.importorskip("cupy")
-try:
-    HAVE_GPU = cp.cuda.runtime.getDeviceCount() > 0
-except Exception:  # noqa: BLE001 - no driver, no device
-    HAVE_GPU = False
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="no CUDA GPU")]
+from gpu_common import GPU_MARKS, cp, poisoned, rel  # skips this module without CuPy
+pytestmark = GPU_MARKS
 
 from mlptrain.backend.cuda import gemm as G
 from mlptrain.backend.cupy_backend import CupyBackend
@@ -32,15 +28,6 @@ TOL = {np.float64: 1e-12, np.float32: 2e-5}
 @pytest.fixture(scope="module")
 def gpu():
     return CupyBackend(graph=False, gemm="own")
-
-
-def rel(got, want) -> float:
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-300))
-
-
-def poisoned(shape, dtype):
-    return cp.full(shape, np.nan, dtype=dtype)  # every element must be written
 
 
 # -- uploads --------------------------------------------------------------------------------------

@@ -12,12 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-cp = pytest.importorskip("cupy")
-try:
-    HAVE_GPU = cp.cuda.runtime.getDeviceCount() > 0
-except Exception:  # noqa: BLE001 - no driver, no device
-    HAVE_GPU = False
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="no CUDA GPU")]
+from gpu_common import GPU_MARKS, cp, poisoned, rel  # skips this module without CuPy
+pytestmark = GPU_MARKS
 
 from mlptrain.backend.cuda import gemm as G  # noqa: E402
 from mlptrain.backend.cupy_backend import CupyBackend  # noqa: E402
@@ -37,15 +33,6 @@ def gpu():
     # every tensor-core instantiation compiled side by side now, not one by one on first use
     backend.prepare_kernels(G.kernel_names(np.float32, G.TILES, tuple(TENSOR.values())))
     return backend
-
-
-def rel(got, want) -> float:
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-300))
-
-
-def poisoned(shape):
-    return cp.full(shape, np.nan, dtype=np.float32)  # every element must be written
 
 
 SHAPES = [(1, 1, 1), (37, 53, 71), (64, 128, 784), (128, 785, 64), (1024, 10, 128),
