@@ -70,7 +70,8 @@ def timed_epochs(run_epoch, sync, epochs: int) -> list[float]:
 # -- mlptrain -----------------------------------------------------------------------------------
 
 
-def bench_mlptrain(X, y, hidden, batch, epochs, graph: bool):
+def bench_mlptrain(X, y, hidden, batch, epochs, graph: bool, gemm: str = "cublas",
+                   precision: str = "fp32"):
     import cupy as cp
 
     from mlptrain import nn
@@ -83,7 +84,7 @@ def bench_mlptrain(X, y, hidden, batch, epochs, graph: bool):
     from mlptrain.config import parse_config
     from mlptrain.step import build_step
 
-    ops = CupyBackend(graph=graph)
+    ops = CupyBackend(graph=graph, gemm=gemm, precision=precision)
     model = MLP(ops, [FEATURES, hidden, CLASSES], nn.ReLU(), nn.SoftmaxCrossEntropy(), np.float32)
     w = initial_weights(hidden)
     model.load_state_dict({"layers.0.weight": w["w0"], "layers.0.bias": w["b0"],
@@ -94,7 +95,8 @@ def bench_mlptrain(X, y, hidden, batch, epochs, graph: bool):
     train = Split(cp.asarray(X[:full]), cp.asarray(y[:full]))
     if graph:
         config = parse_config(f'[model]\nhidden = {hidden}\n[optimizer]\nname = "sgd"\n'
-                              f'lr = {LR}\n[train]\nbatch_size = {batch}\nepochs = {epochs}')
+                              f'lr = {LR}\n[train]\nbatch_size = {batch}\nepochs = {epochs}\n'
+                              f'precision = "{precision}"')
         step = build_step(config, (28, 28), CLASSES, full)
         runner = EpochGraph(ops, step, model, opt, train)
         done = [0]
@@ -119,8 +121,8 @@ def bench_mlptrain(X, y, hidden, batch, epochs, graph: bool):
     ws = model.workspace(full)
     ws.x[...] = train.X
     acc = accuracy(model.forward(ws).get(), y[:full])
-    if graph:  # where a step's time goes (this trains the model on garbage: measure last)
-        PROFILES[hidden, batch] = runner.profile()
+    if graph and gemm == "cublas" and precision == "fp32":  # where a step's time goes (this
+        PROFILES[hidden, batch] = runner.profile()  # trains the model on garbage: measure last)
     return times, acc
 
 
@@ -140,11 +142,11 @@ def torch_model(hidden):
     return net
 
 
-def bench_torch(X, y, hidden, batch, epochs, graph: bool):
+def bench_torch(X, y, hidden, batch, epochs, graph: bool, tf32: bool = False):
     import torch
 
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
     net = torch_model(hidden)
     opt = torch.optim.SGD(net.parameters(), lr=LR)
     Xd, yd = torch.from_numpy(X).cuda(), torch.from_numpy(y).cuda()
@@ -206,11 +208,12 @@ def gemm_rate() -> float:
 # -- JAX ----------------------------------------------------------------------------------------
 
 
-def bench_jax(X, y, hidden, batch, epochs, scan: bool):
+def bench_jax(X, y, hidden, batch, epochs, scan: bool, tf32: bool = False):
     import jax
     import jax.numpy as jnp
 
-    jax.config.update("jax_default_matmul_precision", "highest")  # fp32, not TF32
+    # fp32 ("highest"), or one TF32 product on the tensor cores
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
     w = {k: jnp.asarray(v) for k, v in initial_weights(hidden).items()}
     Xd, yd = jnp.asarray(X), jnp.asarray(y)
     steps = len(X) // batch
@@ -256,12 +259,19 @@ def bench_jax(X, y, hidden, batch, epochs, scan: bool):
 # -- the table ----------------------------------------------------------------------------------
 
 CONTENDERS = {
-    "mlptrain cupy, epoch graph": lambda *a: bench_mlptrain(*a, graph=True),
+    "mlptrain cupy, epoch graph": lambda *a: bench_mlptrain(*a, graph=True),  # SIMT, fp32
+    # the tensor cores: 3xTF32 (fp32-level error, gemm kind tc3), TF32 (train.precision)
+    "mlptrain cupy, epoch graph, 3xTF32": lambda *a: bench_mlptrain(*a, graph=True,
+                                                                    gemm="tc3"),
+    "mlptrain cupy, epoch graph, TF32": lambda *a: bench_mlptrain(*a, graph=True,
+                                                                  precision="tf32"),
     "mlptrain cupy, eager (cuBLAS)": lambda *a: bench_mlptrain(*a, graph=False),
     "PyTorch eager": lambda *a: bench_torch(*a, graph=False),
     "PyTorch, whole step as a CUDA graph": lambda *a: bench_torch(*a, graph=True),
     "JAX jit per step": lambda *a: bench_jax(*a, scan=False),
     "JAX jit + lax.scan over the epoch": lambda *a: bench_jax(*a, scan=True),
+    "PyTorch, CUDA graph, TF32": lambda *a: bench_torch(*a, graph=True, tf32=True),
+    "JAX jit + lax.scan, TF32": lambda *a: bench_jax(*a, scan=True, tf32=True),
 }
 
 

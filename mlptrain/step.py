@@ -84,6 +84,10 @@ class Step:
     # the training rows carry weights (data.class_weight, data.sample_weight, an npz's `w`):
     # each batch's loss is sum_b w_b l_b / sum_b w_b (nn.batch_weights)
     weighted: bool = False
+    # train.precision: float32 products at fp32's accuracy ("fp32") or one TF32 product each
+    # ("tf32"); the backend computes it (get_backend), the step declares it so that only
+    # trials of one precision share a group
+    precision: str = "fp32"
 
     # -- what the step's parts are, as the model's objects --------------------------------------
 
@@ -152,7 +156,7 @@ def build_step(config, input_shape: tuple[int, ...], n_classes: int, train_size:
         schedule=build_schedule(config.schedule, o.lr, momentum, steps, t.epochs),
         batch_size=batch, steps_per_epoch=steps, epochs=t.epochs,
         checkpoint_every=t.checkpoint_every, seed=t.seed, dtype=str(np.dtype(t.dtype)),
-        huber_delta=m.huber_delta, target=target, weighted=weighted)
+        huber_delta=m.huber_delta, target=target, weighted=weighted, precision=t.precision)
 
 
 def _check_task(asked: str, loss: str, task: str) -> None:

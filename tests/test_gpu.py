@@ -16,12 +16,8 @@ from mlptrain.config import parse_config
 from mlptrain.experiment import fit_experiment
 from mlptrain.runs import RunStore
 
-cp = pytest.importorskip("cupy")
-try:
-    HAVE_GPU = cp.cuda.runtime.getDeviceCount() > 0
-except Exception:  # noqa: BLE001 - no driver, no device
-    HAVE_GPU = False
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="no CUDA GPU")]
+from gpu_common import GPU_MARKS, cp, poisoned, rel  # skips this module without CuPy
+pytestmark = GPU_MARKS
 
 from mlptrain.backend.cuda import gemm as G
 from mlptrain.backend.cupy_backend import CupyBackend
@@ -32,15 +28,6 @@ TOL = {np.float64: 1e-12, np.float32: 2e-5}
 @pytest.fixture(scope="module")
 def gpu():
     return CupyBackend(graph=False, gemm="own")
-
-
-def rel(got, want) -> float:
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-300))
-
-
-def poisoned(shape, dtype):
-    return cp.full(shape, np.nan, dtype=dtype)  # every element must be written
 
 
 # -- uploads --------------------------------------------------------------------------------------
@@ -456,3 +443,24 @@ def test_training_aids_match_numpy_to_1e_9_in_float64(runs_dir):
             assert mine[key] == pytest.approx(ref[key], rel=1e-9), (mine["epoch"], key)
     for name, w in cpu_w.items():
         assert rel(gpu_w[name], w) < 1e-9, name
+
+
+def test_kernels_compile_for_a_script_read_from_stdin(tmp_path):
+    """Spawned compile workers cannot start for `python -` (spawn runs the parent's main file
+    again, and stdin has none): the kernels then compile in the process itself."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script = ("from mlptrain.backend.cuda.kernels import Kernels\n"
+              "k = Kernels()\n"
+              "k.prepare(['sum_parts', 'splitk_reduce<float>'])\n"
+              "print('loaded', len(k._functions))\n")
+    env = {**os.environ, "CUPY_CACHE_DIR": str(tmp_path),  # nothing cached yet
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "loaded 2" in done.stdout

@@ -22,12 +22,8 @@ from mlptrain.loop import EpochStarted, StopFlag
 from mlptrain.runs import RunStore
 from mlptrain.seeding import philox
 
-cp = pytest.importorskip("cupy")
-try:
-    HAVE_GPU = cp.cuda.runtime.getDeviceCount() > 0
-except Exception:  # noqa: BLE001 - no driver, no device
-    HAVE_GPU = False
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="no CUDA GPU")]
+from gpu_common import GPU_MARKS, cp, rel  # skips this module without CuPy
+pytestmark = GPU_MARKS
 
 from mlptrain.backend.cuda.epoch import EpochGraph  # noqa: E402
 from mlptrain.backend.cuda.gemm import NULL, candidates  # noqa: E402
@@ -38,11 +34,6 @@ from mlptrain.backend.numpy_backend import NumpyBackend  # noqa: E402
 @pytest.fixture(scope="module")
 def gpu():
     return CupyBackend(graph=False, gemm="own")
-
-
-def rel(got, want) -> float:
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-300))
 
 
 def test_philox_kernel_gives_the_numpy_bits(gpu):

@@ -47,6 +47,12 @@ def _gemm_constant(name: str):
     raise AssertionError(f"gemm.py defines no {name}")
 
 
+def _tensor_core_modes(source: str) -> list[int]:
+    """The MMA_* multiplies of kernels.cu but SIMT: float32's tensor-core kernels."""
+    found = dict(re.findall(r"^#define\s+(MMA_\w+)\s+(\d+)", source, flags=re.M))
+    return [int(v) for k, v in found.items() if k != "MMA_SIMT"]
+
+
 def _instantiations(source: str) -> list[str]:
     names = [f"{k}<{t}>" for k in _template_kernels(source) for t in ("float", "double")]
     flag = {False: "false", True: "true"}
@@ -54,6 +60,18 @@ def _instantiations(source: str) -> list[str]:
         for ta, tb in _gemm_constant("TRANSPOSES"):
             names += [f"gemm<{t},{flag[ta]},{flag[tb]},{','.join(map(str, tile))}>"
                       for tile in _gemm_constant("TILES").values()]
+            if t == "float":  # every tile on the tensor cores too (gemm.gemm_name's names)
+                names += [f"gemm<{t},{flag[ta]},{flag[tb]},{','.join(map(str, tile))},{mma}>"
+                          for tile in _gemm_constant("TILES").values()
+                          for mma in _tensor_core_modes(source)]
+                # and the tensor cores' fast kernel, every tile and multiply
+                kf = _gemm_constant("TC_KF")
+                names += [f"gemm_tc<{flag[ta]},{flag[tb]},{','.join(map(str, tile))},{kf},{mma}>"
+                          for tile in _gemm_constant("TC_TILES").values()
+                          for mma in _tensor_core_modes(source)]
+                # and 3xTF32 adding every two K-steps (KF = 2, compared in the benchmark)
+                names += [f"gemm_tc<{flag[ta]},{flag[tb]},{','.join(map(str, tile))},2,4>"
+                          for tile in _gemm_constant("TC_TILES").values()]
     return names
 
 
@@ -81,7 +99,12 @@ def test_the_instantiation_list_covers_the_kernels_the_backend_names():
     for kernel in ("augment", "elastic_field", "dropout", "softmax_xent", "sgd_update",
                    "adam_update", "max_norm", "splitk_reduce"):
         assert f"{kernel}<float>" in names and f"{kernel}<double>" in names
-    assert sum(n.startswith("gemm<") for n in names) == 2 * 3 * len(_gemm_constant("TILES"))
+    modes = _tensor_core_modes((CUDA / "kernels.cu").read_text())
+    assert len(modes) >= 2  # 3xTF32 and TF32 at least
+    assert sum(n.startswith("gemm<") for n in names) == (2 + len(modes)) * 3 * len(
+        _gemm_constant("TILES"))
+    assert sum(n.startswith("gemm_tc<") for n in names) == (len(modes) + 1) * 3 * len(
+        _gemm_constant("TC_TILES"))
 
 
 @pytest.mark.slow

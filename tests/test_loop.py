@@ -60,7 +60,7 @@ class GraphBackend(NumpyBackend):
 @pytest.fixture
 def graph_backend(monkeypatch):
     GraphBackend.calls, GraphBackend.plans_given = [], []
-    monkeypatch.setattr(setup, "get_backend", lambda device: GraphBackend())
+    monkeypatch.setattr(setup, "get_backend", lambda device, precision="fp32": GraphBackend())
     return GraphBackend
 
 
@@ -76,7 +76,7 @@ def test_graph_segments_end_at_checkpoints_and_match_the_eager_loop(runs_dir, gr
     assert graph_backend.calls == [(0, 0, 3), (0, 3, 6), (0, 6, 9), (0, 9, 10),
                                    (10, 0, 2), (10, 2, 5), (10, 5, 8), (10, 8, 10)]
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(setup, "get_backend", lambda device: NumpyBackend())
+        m.setattr(setup, "get_backend", lambda device, precision="fp32": NumpyBackend())
         eager = fit_experiment(config, RunStore(runs_dir / "eager"))
     assert eager.summary["path"] == "eager: cpu"
     assert (replayed.path / "weights.npz").read_bytes() == (eager.path / "weights.npz").read_bytes()

@@ -55,18 +55,21 @@ from mlptrain.backend.protocol import Backend
 from mlptrain.errors import BackendError
 
 DEVICES = ("cpu", "cuda", "auto")  # devices a config may name; auto = cuda when usable, else cpu
+# train.precision: a GPU's float32 products at fp32's accuracy, or one TF32 product each
+PRECISIONS = ("fp32", "tf32")
 CUDA_EXTRA = "pip install 'mlptrain[cuda12]' (or 'mlptrain[cuda13]' for a CUDA 13 driver)"
 
 
-def get_backend(device: str):
-    """The backend for a config's `train.device`."""
+def get_backend(device: str, precision: str = "fp32"):
+    """The backend for a config's `train.device` and `train.precision` (the GPU's float32
+    products: fp32-accurate, or TF32; the CPU computes in the dtype whatever it says)."""
     if device == "cpu":
         return NumpyBackend()
     if device == "cuda":
-        return cuda_backend()
+        return cuda_backend(precision)
     if device == "auto":
         try:
-            return cuda_backend()
+            return cuda_backend(precision)
         except BackendError:
             return NumpyBackend()
     raise BackendError(
@@ -84,7 +87,7 @@ def gpu_count() -> int:
         return 0
 
 
-def cuda_backend():
+def cuda_backend(precision: str = "fp32"):
     """The CuPy backend, or a BackendError saying what is missing (CuPy, or a usable GPU)."""
     try:
         import cupy
@@ -104,7 +107,7 @@ def cuda_backend():
     from mlptrain.backend.cupy_backend import CupyBackend
 
     try:
-        return CupyBackend()
+        return CupyBackend(precision=precision)
     except Exception as exc:  # noqa: BLE001 - a kernel that fails to compile or load here
         raise BackendError(f"the CUDA backend could not start on this GPU: {exc}") from None
 

@@ -18,8 +18,9 @@ import cupy as cp
 import numpy as np
 
 from mlptrain import nn
+from mlptrain.backend import PRECISIONS
 from mlptrain.backend.cuda.dispatch import LOSS_KERNELS
-from mlptrain.backend.cuda.gemm import NULL, Gemm
+from mlptrain.backend.cuda.gemm import MMAS, NULL, Gemm, mmas_for
 from mlptrain.backend.cuda.kernels import ACT_IDS, THREADS, XENT_ROWS, Kernels
 from mlptrain.backend.protocol import Backend, each_member
 from mlptrain.errors import BackendError
@@ -99,16 +100,36 @@ class CupyBackend(Backend):
     device = "cuda"
     xp = cp
 
-    def __init__(self, graph: bool | None = None, gemm: str = "cublas"):
+    def __init__(self, graph: bool | None = None, gemm: str | None = None,
+                 precision: str = "fp32"):
+        """`gemm`: the eager path's float32 products through cuBLAS ("cublas", the default,
+        whose graph and groups run our kernels: SIMT or 3xTF32 on the tensor cores, whichever
+        the graph's tuner times faster, see gemm.MMAS) or our kernels only: SIMT ("own"),
+        3xTF32 ("tc3": fp32-level error) or plain TF32 ("tf32"); float64 runs SIMT whatever
+        the kind. precision = "tf32"
+        (train.precision) is gemm "tf32": every float32 product, eager ones too, a single
+        TF32 product (~1e-3 relative error)."""
         if graph is None:
             graph = os.environ.get("MLPTRAIN_CUDA_GRAPH", "1") != "0"
-        self.graph, self.gemm_kind = graph, gemm
+        if gemm is None:  # MLPTRAIN_CUDA_GEMM=cublas-simt: no tensor cores (gemm.MMAS)
+            gemm = os.environ.get("MLPTRAIN_CUDA_GEMM", "cublas")
+        if precision not in PRECISIONS or gemm not in MMAS:
+            raise ValueError(f"precision {precision!r} / gemm {gemm!r}: expected one of "
+                             f"{PRECISIONS} / {tuple(MMAS)}")
+        if precision == "tf32":
+            gemm = "tf32"
+        self.graph, self.gemm_kind, self.precision = graph, gemm, precision
         self.kernels = Kernels(lambda event: self.on_event(event))  # compiled on first use
         self.on_event = lambda event: None  # the loop sets it: hears first-use compiles
-        self.gemm = Gemm(self.kernels)
+        self.gemm = Gemm(self.kernels, gemm)
         self._epochs = {}  # (step, model, optimizer, data) -> captured epoch
         self._parts = {}  # (members, blocks) -> _softmax_xent's per-block sums
         self._faults, self._gathered = None, False  # take_rows's out-of-range flag (to_host)
+
+    def mmas(self, dtype) -> tuple[int, ...]:
+        """The multiplies (gemm.MMA_*) this backend's own products of `dtype` may use; the
+        epoch graph times them all, or takes the first untuned."""
+        return mmas_for(dtype, self.gemm_kind)
 
     def function(self, name: str):
         return self.kernels(name)
@@ -174,12 +195,12 @@ class CupyBackend(Backend):
         return out
 
     def matmul(self, a, b, out, trans_a: bool = False, trans_b: bool = False):
-        """out = op(a) @ op(b): cuBLAS by default, our kernel with gemm="own". Operands may be
+        """out = op(a) @ op(b): cuBLAS by default, our kernel with another gemm kind. Operands may be
         C- or F-ordered (a column-major weight is the C-ordered transpose, read transposed).
         A group's stacks (G, ...) go to _stacked_matmul."""
         if out.ndim == 3:
             return self._stacked_matmul(a, b, out, trans_a, trans_b)
-        if self.gemm_kind == "cublas":
+        if self.gemm_kind.startswith("cublas"):
             return cp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
         if not out.flags.c_contiguous:  # out^T = op(b)^T op(a)^T, into the C-ordered out.T
             self.matmul(b, a, out.T, not trans_b, not trans_a)

@@ -60,7 +60,7 @@ def prepare(config: Config, data_progress: Callable | None = None,
     `target`: a saved run's standardization of its features and target (saved_scaler,
     saved_target_scale), used instead of fitting the training split's."""
     rngs = streams(config.train.seed)
-    ops = get_backend(config.train.device)
+    ops = get_backend(config.train.device, config.train.precision)
     memory.check_data_fits(config, ops)  # before anything is allocated: refuse what cannot fit
     if dataset is None:
         dataset = load_dataset(config.data, rngs, data_progress, config_folder(config), scaler)

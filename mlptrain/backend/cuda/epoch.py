@@ -35,14 +35,17 @@ from dataclasses import asdict
 import cupy as cp
 import numpy as np
 
-from mlptrain.backend.cuda.gemm import (MAX_PARTIALS, NULL, TILES, GemmPlan, candidates,
-                                        gemm_name, plan, ptr, tiles_for)
+from mlptrain.backend.cuda.gemm import (MAX_PARTIALS, MMA_3XTF32, MMA_3XTF32_RN, MMA_SIMT,
+                                        MMA_TF32, NULL, TC_TILES, TILES, GemmPlan, candidates,
+                                        gemm_name, plan, ptr, tiles_for, untuned_mma)
 from mlptrain.backend.cuda.dispatch import (LOSS_KERNELS, REAL_TARGET_IDS, UPDATE_KERNELS,
                                            kernel_names)
 from mlptrain.backend.cuda.kernels import ACT_IDS, EPI_ACT_GRAD, EPI_BIAS_ACT, THREADS, XENT_ROWS
 from mlptrain.optim import OptimizerKind
 from mlptrain.seeding import dropout_threshold
 
+MMA_NAMES = {MMA_SIMT: "", MMA_3XTF32: " 3xtf32 (tc sums)", MMA_3XTF32_RN: " 3xtf32",
+             MMA_TF32: " tf32"}  # profile()'s labels
 TUNE_REPS = 20  # launches per timed candidate
 MAX_SEGMENTS = 8  # captured segment graphs kept per epoch shape
 
@@ -60,8 +63,10 @@ def _recorded_plans(records: list[dict] | None) -> dict:
     plans = {}
     for r in records or ():
         try:
-            fields = {f: r[f] for f in GemmPlan.__dataclass_fields__}
-            if fields["tile"] in TILES:
+            # a record from before the tensor-core kernels has no mma: it ran SIMT
+            fields = {f: r.get(f, MMA_SIMT) if f == "mma" else r[f]
+                      for f in GemmPlan.__dataclass_fields__}
+            if fields["tile"] in TILES or fields["tile"] in TC_TILES:
                 plans[str(r["product"]), int(r["m"]), int(r["n"]), int(r["k"])] = GemmPlan(
                     **{**fields, "grid": tuple(int(g) for g in fields["grid"])})
         except (KeyError, TypeError, ValueError):
@@ -103,6 +108,7 @@ class EpochGraph:
         sizes = {self.batch} | ({self.n % self.batch} if self.n % self.batch else set())
         self.buffers = {rows: self._buffers(rows) for rows in sizes}
         self.tune = os.environ.get("MLPTRAIN_CUDA_TUNE", "1") != "0" if tune is None else tune
+        self.mmas = backend.mmas(dtype)  # the multiplies the products may use (SIMT, TF32...)
         self.plans = _recorded_plans(plans)  # (product, m, n, k) -> GemmPlan
         backend.prepare_kernels(kernel_names(step, dtype) + self._gemm_names(sizes))
         self.update = _Update(backend, step, model, optimizer)
@@ -146,9 +152,13 @@ class EpochGraph:
                 if i > 0:
                     products.append((rows, fan_in, fan_out, False, False))  # dz W
                 for m, n, k, ta, tb in products:
-                    tiles = tiles_for(m, n) if self.tune else [plan(m, n, k).tile]
-                    names.update(gemm_name(self.dtype, ta, tb, t) for t in tiles)
-                    names.update(gemm_name(self.dtype, ta, tb, p.tile)  # a resumed run's
+                    if self.tune:
+                        names.update(gemm_name(self.dtype, ta, tb, t, mma) for mma in self.mmas
+                                     for t in tiles_for(m, n, mma, self.mmas))
+                    else:
+                        first = plan(m, n, k, mma=untuned_mma(self.mmas, m, n))
+                        names.add(gemm_name(self.dtype, ta, tb, first.tile, first.mma))
+                    names.update(gemm_name(self.dtype, ta, tb, p.tile, p.mma)  # a resumed run's
                                  for (_, *shape), p in self.plans.items() if shape == [m, n, k])
         return sorted(names)
 
@@ -178,7 +188,7 @@ class EpochGraph:
     def _fastest(self, m: int, n: int, k: int, launch) -> GemmPlan:
         """The candidate plan whose launch, repeated in a small graph, takes least time; two
         passes, the best of each candidate's: the first also brings the clocks up."""
-        plans, start, stop = candidates(m, n, k), cp.cuda.Event(), cp.cuda.Event()
+        plans, start, stop = candidates(m, n, k, self.mmas), cp.cuda.Event(), cp.cuda.Event()
         graphs = []
         with self.stream:
             for p in plans:
@@ -253,9 +263,10 @@ class EpochGraph:
             key = (label, m_out, n, k)
             if key not in self.plans:
                 self.plans[key] = (self._fastest(m_out, n, k, launch) if self.tune
-                                   else plan(m_out, n, k))
+                                   else plan(m_out, n, k, mma=untuned_mma(self.mmas, m_out, n)))
             p = self.plans[key]
-            name = f"{label} {m}x{n}x{k} {p.tile}/{p.splits}{'i' * p.inline_reduce}"
+            name = (f"{label} {m}x{n}x{k} {p.tile}/{p.splits}{'i' * p.inline_reduce}"
+                    f"{MMA_NAMES[p.mma]}")
             emit(name, lambda scratch: launch(p, scratch), side=side)
 
         def drop(i, src, gather):  # dropped[i] = src[gather] * mask_i (Philox, this step)

@@ -26,6 +26,12 @@ __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(
 __device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
 __device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
 
+// tanh, called rather than inlined: float's tanh is a long inline expansion, and a GEMM tile
+// inlines its epilogue once per output of a thread's register tile (TM x TN copies, each
+// with every activation's case), so NVRTC took 3-6 s per gemm instantiation instead of
+// 0.4-1.5 s: most of a cold start. A call returns the same value; ReLU's cases never make one.
+template <typename T> __device__ __noinline__ T tanh_of(T z) { return tanh(z); }
+
 // GELU's u = C z (1 + A z^2), C = sqrt(2/pi), A = 0.044715 (nn.GELU)
 template <typename T> __device__ __forceinline__ T gelu_u(T z) {
     return T(0.7978845608028654) * z * (T(1) + T(0.044715) * z * z);
@@ -35,9 +41,9 @@ template <typename T> __device__ __forceinline__ T act_forward(T z, int act, T s
     switch (act) {
     case ACT_RELU: return z > T(0) ? z : T(0);                   // max(z, 0)
     case ACT_LEAKY: { T s = slope * z; return z > s ? z : s; }   // max(z, slope z)
-    case ACT_TANH: return tanh(z);
-    case ACT_SIGMOID: return (tanh(z * T(0.5)) + T(1)) * T(0.5);  // stable: (1 + tanh(z/2)) / 2
-    case ACT_GELU: return T(0.5) * z * (T(1) + tanh(gelu_u(z)));  // nn.GELU's tanh form
+    case ACT_TANH: return tanh_of<T>(z);
+    case ACT_SIGMOID: return (tanh_of<T>(z * T(0.5)) + T(1)) * T(0.5);  // stable: (1 + tanh(z/2)) / 2
+    case ACT_GELU: return T(0.5) * z * (T(1) + tanh_of<T>(gelu_u(z)));  // nn.GELU's tanh form
     default: return z;
     }
 }
@@ -51,7 +57,7 @@ template <typename T> __device__ __forceinline__ T act_backward(T y, T dy, int a
     case ACT_TANH: return dy * (T(1) - y * y);
     case ACT_SIGMOID: return dy * (y * (T(1) - y));
     case ACT_GELU: {  // 0.5 (1 + t) + 0.5 z (1 - t^2) C (1 + 3 A z^2), t = tanh(u), y = z here
-        const T t = tanh(gelu_u(y));
+        const T t = tanh_of<T>(gelu_u(y));
         const T du = T(0.7978845608028654) * (T(1) + T(3 * 0.044715) * y * y);
         return dy * (T(0.5) * (T(1) + t) + T(0.5) * y * (T(1) - t * t) * du);
     }
@@ -90,8 +96,38 @@ template <typename T> __device__ __forceinline__ T epilogue(
 // A stack of products (batches > 1, a group's models; no split-K, gathers or ones): blockIdx.z is
 // the product, whose A, B and C start stride_a, stride_b and stride_c elements further on (a
 // stride of 0: one operand that every product reads).
+// MMA (float only) picks the multiply: MMA_SIMT, one fused multiply-add per product on the fp32
+// (fp64) units; or the tensor cores' m16n8k8 TF32 mma.sync, with a warp computing a (8 TM) x
+// (4 TN) tile, each of its threads holding TM x TN of the outputs in the mma's fragment layout
+// (row_of, col_of below). The thread count, the tile loads and every epilogue stay the same.
 // ---------------------------------------------------------------------------------------------
-template <typename T, bool TA, bool TB, int BM, int BN, int BK, int TM, int TN>
+#define MMA_SIMT 0    // FMA on the fp32/fp64 units (float64's only kernel)
+#define MMA_TF32 1    // one TF32 product: 10-bit mantissas, relative error ~1e-3 (opt-in)
+#define MMA_3XTF32 3  // a = hi + lo, hi = tf32(a), lo = tf32(a - hi): hi*hi + hi*lo + lo*hi,
+                      //   fp32-level error (lo*lo, ~2^-22 relative, is left out)
+#define MMA_3XTF32_RN 4  // 3xTF32 whose tensor cores sum each K-tile from zero, the tiles then
+                         //   added in fp32 rounded to nearest: the tensor cores' own running
+                         //   fp32 sums are not (they truncate): MMA_3XTF32's worst error on
+                         //   the products we train was up to 10x the SIMT kernel's, this one's
+                         //   at most 2.5x (H200, benchmarks/results/tf32-2026-12-07.md)
+
+// x rounded to TF32 (nearest, ties away: cvt.rna), as the 32-bit register the mma reads
+__device__ __forceinline__ unsigned to_tf32(float x) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+
+// d += a (16 x 8, row-major fragment) @ b (8 x 8, column fragment), TF32 in, fp32 accumulate
+__device__ __forceinline__ void mma_tf32(float& d0, float& d1, float& d2, float& d3,
+                                         const unsigned* a, const unsigned* b) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d0), "+f"(d1), "+f"(d2), "+f"(d3)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+template <typename T, bool TA, bool TB, int BM, int BN, int BK, int TM, int TN, int MMA = MMA_SIMT>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN))
 gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
      const long long* __restrict__ gather_a, const long long* __restrict__ gather_b,
@@ -102,10 +138,26 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
      long long stride_b, long long stride_c) {
     constexpr int DM = BM / TM, DN = BN / TN, THREADS = DM * DN;
     constexpr int LA = (BM * BK + THREADS - 1) / THREADS, LB = (BN * BK + THREADS - 1) / THREADS;
-    constexpr int PAD = 16 / sizeof(T);  // keeps rows 16-byte aligned for vector reads
+    // SIMT: keeps rows 16-byte aligned for vector reads. MMA: a row of BM + 8 words (BM a
+    // multiple of 32) puts a fragment read's 32 lanes, 4 k-rows by 8 columns, in 32 banks.
+    constexpr int PAD = MMA != MMA_SIMT ? 8 : 16 / sizeof(T);
+    static_assert(MMA == MMA_SIMT || (sizeof(T) == 4 && TM % 2 == 0 && TN % 2 == 0 &&
+                                      BK % 8 == 0 && BM % 32 == 0),
+                  "a tensor-core tile: float, even TM and TN, BK a multiple of 8");
     __shared__ __align__(16) T As[BK][BM + PAD];
     __shared__ __align__(16) T Bs[BK][BN + PAD];
     const int tid = threadIdx.x, tx = tid % DN, ty = tid / DN;
+    // MMA: warp (wr, wc) of the block's (BM / WM) x (BN / WN), lane = 4 g + q; its rows
+    // 16 a + {g, g + 8} and columns 8 b + 2 q + {0, 1} of each 16 x 8 mma tile (a, b)
+    constexpr int WM = 8 * TM, WN = 4 * TN;
+    const int lane = tid % 32, g = lane / 4, q = lane % 4;
+    const int wr = (tid / 32) / (BN / WN), wc = (tid / 32) % (BN / WN);
+    auto row_of = [&](int i) {  // the block row of this thread's output i (of TM)
+        return MMA == MMA_SIMT ? ty * TM + i : wr * WM + 16 * (i / 2) + 8 * (i % 2) + g;
+    };
+    auto col_of = [&](int j) {  // the block column of its output j (of TN)
+        return MMA == MMA_SIMT ? tx * TN + j : wc * WN + 8 * (j / 2) + 2 * q + (j % 2);
+    };
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     const int Mp = M + (ones_out != nullptr && ones_row);
     const int Np = N + (ones_out != nullptr && !ones_row);
@@ -195,17 +247,79 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
     for (int k0 = k_begin; k0 < k_end; k0 += BK) {
         const bool more = k0 + BK < k_end;
         if (more) fetch(k0 + BK);
+        if constexpr (MMA == MMA_SIMT) {
 #pragma unroll
-        for (int kk = 0; kk < BK; ++kk) {
-            T a[TM], b[TN];  // contiguous register tiles: vector reads from shared memory
+            for (int kk = 0; kk < BK; ++kk) {
+                T a[TM], b[TN];  // contiguous register tiles: vector reads from shared memory
 #pragma unroll
-            for (int i = 0; i < TM; ++i) a[i] = As[kk][ty * TM + i];
+                for (int i = 0; i < TM; ++i) a[i] = As[kk][ty * TM + i];
 #pragma unroll
-            for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tx * TN + j];
+                for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tx * TN + j];
 #pragma unroll
-            for (int i = 0; i < TM; ++i)
+                for (int i = 0; i < TM; ++i)
 #pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+                    for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+            }
+        } else {
+            // Operands are split as they leave shared memory (a cvt and a subtraction per
+            // value, cheaper than staging hi and lo, which would double the shared reads).
+            // An infinite operand gives lo = inf - inf = NaN: such a product is NaN, not inf.
+            constexpr bool SPLIT = MMA == MMA_3XTF32 || MMA == MMA_3XTF32_RN;
+            float tile_acc[TM][TN];  // MMA_3XTF32_RN's sums of this K-tile (else unused)
+            if constexpr (MMA == MMA_3XTF32_RN) {
+#pragma unroll
+                for (int i = 0; i < TM; ++i)
+#pragma unroll
+                    for (int j = 0; j < TN; ++j) tile_acc[i][j] = 0.0f;
+            }
+#pragma unroll
+            for (int kk = 0; kk < BK; kk += 8) {
+                unsigned ah[TM / 2][4], al[TM / 2][4], bh[TN / 2][2], bl[TN / 2][2];
+#pragma unroll
+                for (int a = 0; a < TM / 2; ++a) {
+                    // A's fragment: rows g, g + 8 by columns (k) q, q + 4
+                    const int r = wr * WM + 16 * a + g;
+                    const float x[4] = {As[kk + q][r], As[kk + q][r + 8], As[kk + q + 4][r],
+                                        As[kk + q + 4][r + 8]};
+#pragma unroll
+                    for (int v = 0; v < 4; ++v) {
+                        ah[a][v] = to_tf32(x[v]);
+                        if (SPLIT) al[a][v] = to_tf32(x[v] - __uint_as_float(ah[a][v]));
+                    }
+                }
+#pragma unroll
+                for (int b = 0; b < TN / 2; ++b) {
+                    const int c = wc * WN + 8 * b + g;  // fragment: (k q, n g) (k q+4, n g)
+                    const float y[2] = {Bs[kk + q][c], Bs[kk + q + 4][c]};
+#pragma unroll
+                    for (int v = 0; v < 2; ++v) {
+                        bh[b][v] = to_tf32(y[v]);
+                        if (SPLIT) bl[b][v] = to_tf32(y[v] - __uint_as_float(bh[b][v]));
+                    }
+                }
+#pragma unroll
+                for (int a = 0; a < TM / 2; ++a)
+#pragma unroll
+                    for (int b = 0; b < TN / 2; ++b) {
+                        // the sums this mma adds to (a compile-time pick: registers either way)
+                        float (&sum)[TM][TN] = *(MMA == MMA_3XTF32_RN ? &tile_acc : &acc);
+                        float& d0 = sum[2 * a][2 * b];
+                        float& d1 = sum[2 * a][2 * b + 1];
+                        float& d2 = sum[2 * a + 1][2 * b];
+                        float& d3 = sum[2 * a + 1][2 * b + 1];
+                        if (SPLIT) {  // the small cross terms first
+                            mma_tf32(d0, d1, d2, d3, al[a], bh[b]);
+                            mma_tf32(d0, d1, d2, d3, ah[a], bl[b]);
+                        }
+                        mma_tf32(d0, d1, d2, d3, ah[a], bh[b]);
+                    }
+            }
+            if constexpr (MMA == MMA_3XTF32_RN) {
+#pragma unroll
+                for (int i = 0; i < TM; ++i)
+#pragma unroll
+                    for (int j = 0; j < TN; ++j) acc[i][j] += tile_acc[i][j];
+            }
         }
         __syncthreads();
         if (more) {
@@ -216,10 +330,10 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
     if (partial) {
 #pragma unroll
         for (int i = 0; i < TM; ++i) {
-            const int m = m0 + ty * TM + i;
+            const int m = m0 + row_of(i);
 #pragma unroll
             for (int j = 0; j < TN; ++j) {
-                const int n = n0 + tx * TN + j;
+                const int n = n0 + col_of(j);
                 if (m < Mp && n < Np) partial[((long long)blockIdx.z * Mp + m) * Np + n] = acc[i][j];
             }
         }
@@ -232,29 +346,35 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
         __syncthreads();
         if (!is_last) return;
         __threadfence();
+        // every output sums its slices in the order z = 0, 1, ...; the loop over slices is the
+        // outer one, so the tile's loads of one slice go out together and the code holds one
+        // load per output, not eight (unrolled inside each of the TM x TN outputs, it made the
+        // large tile's compile twice as long)
 #pragma unroll
-        for (int i = 0; i < TM; ++i) {
-            const int m = m0 + ty * TM + i;
+        for (int i = 0; i < TM; ++i)
 #pragma unroll
-            for (int j = 0; j < TN; ++j) {
-                const int n = n0 + tx * TN + j;
-                if (m >= Mp || n >= Np) continue;
-                T s = T(0);
-#pragma unroll 8
-                for (int z = 0; z < (int)gridDim.z; ++z)
-                    s += __ldcg(&partial[((long long)z * Mp + m) * Np + n]);  // from L2
-                acc[i][j] = s;
+            for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+        for (int z = 0; z < (int)gridDim.z; ++z) {
+#pragma unroll
+            for (int i = 0; i < TM; ++i) {
+                const int m = m0 + row_of(i);
+#pragma unroll
+                for (int j = 0; j < TN; ++j) {
+                    const int n = n0 + col_of(j);
+                    if (m < Mp && n < Np)
+                        acc[i][j] += __ldcg(&partial[((long long)z * Mp + m) * Np + n]);  // L2
+                }
             }
         }
         if (tid == 0) counters[tile] = 0;  // ready for the next launch
     }
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
-        const int m = m0 + ty * TM + i;
+        const int m = m0 + row_of(i);
         if (m >= Mp) continue;
 #pragma unroll
         for (int j = 0; j < TN; ++j) {
-            const int n = n0 + tx * TN + j;
+            const int n = n0 + col_of(j);
             if (n >= Np) continue;
             if (m == M) {
                 ones_out[n] = acc[i][j];
@@ -265,6 +385,404 @@ gemm(const T* __restrict__ A, const T* __restrict__ B, T* __restrict__ C,
                                                       dmask, act, slope);
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tensor cores' fast product (float only): the same C = op(A) @ op(B) as gemm, with every
+// one of its features (transposes, gathers, the ones row or column, split-K with either
+// reduction, the fused epilogues, stacks) and the same arguments, built for speed instead of
+// sharing the SIMT kernel's structure:
+// - operands go from global to shared memory by cp.async, 16 bytes at a time, STAGES K-tiles of
+//   32 deep in flight, one barrier per K-tile; an edge chunk (past M, N or the K-range, a ones
+//   row or column, an operand whose rows are not 16-byte aligned) is copied or written element
+//   by element instead, so no feature costs the interior anything;
+// - each warp computes WM x WN outputs: (WM / 16) x (WN / 8) m16n8k8 tiles per 8-deep K-step;
+// - fragments are read with 64- and 128-bit shared loads, free of bank conflicts. An mma's 8
+//   K-slots may be any 8 of the K-tile's k (A and B agreeing), and a warp's rows and columns
+//   any of the block's (the outputs following): so thread q's slots q and q + 4 of K-step s are
+//   k = 8 s + 2 q and 8 s + 2 q + 1 (adjacent: one 64-bit load where k is the stored-contiguous
+//   axis, rows 40 words apart); where m (n) is contiguous, thread g's rows (columns) are
+//   WM / 8 (WN / 8) adjacent ones (128-bit loads), the tile's 16-byte chunks XOR-swizzled by
+//   k so that a warp's loads hit 32 distinct banks.
+// MMA_3XTF32_RN sums KF K-steps at a time on the tensor cores from zero and adds each such sum
+// to the running fp32 sums rounded to nearest (the tensor cores' own running sums truncate).
+// ---------------------------------------------------------------------------------------------
+#define TC_BK 32        // K-tile depth of gemm_tc
+#define TC_KPAD 40      // words per stored row where k is contiguous (32 + 8: conflict-free)
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* global) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(global));
+}
+__device__ __forceinline__ void cp_async4(void* smem, const void* global) {
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(s), "l"(global));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+}
+
+// x = hi + lo for 3xTF32, in three instructions (cvt.rna.tf32 alone takes four on sm_90): hi is
+// x rounded to TF32 (nearest, ties away: the same bits as cvt.rna for finite x), lo = x - hi
+// exactly, passed whole: the tensor cores read a TF32 operand's leading 19 bits, so lo enters
+// truncated (an error of at most 2^-10 |lo| <= 2^-21 |x|, beside the 2^-22 |a||b| of the lo*lo
+// product left out). A NaN x keeps its NaN in lo (hi may lose it); an infinite x gives hi = x,
+// lo = NaN, so the product is NaN (the SIMT kernel's would be infinite).
+__device__ __forceinline__ void split_tf32(float x, unsigned& hi, unsigned& lo) {
+    hi = (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
+    lo = __float_as_uint(x - __uint_as_float(hi));
+}
+
+// d = a @ b (+ d unless ZERO): one m16n8k8 TF32 product with fp32 sums
+template <bool ZERO>
+__device__ __forceinline__ void mma_tf32x(float (&d)[4], const unsigned (&a)[4],
+                                          const unsigned (&b)[2]) {
+    if constexpr (ZERO)
+        asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+            "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+            : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(0.0f));
+    else
+        asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+            "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// The swizzle of a tile whose rows are k and whose threads read CH adjacent 16-byte chunks:
+// a chunk's low 3 bits XOR this, so that the 8 lanes of a 128-bit load phase (two g, four q)
+// land in 8 distinct 4-bank groups
+template <int CH> __device__ __forceinline__ int tc_swizzle(int k) {
+    const int q = (k >> 1) & 3;
+    return CH == 1 ? q << 1 : CH == 2 ? (q & 1) | ((q & 2) << 1) : q;
+}
+
+// One operand's K-tile (ROWS of the block's rows or columns by TC_BK of k) into shared memory.
+// KC: k is the stored-contiguous axis (A untransposed, B transposed): stored [row][TC_KPAD];
+// else [k][ROWS] with swizzled chunks. `ones`: the row index (== `limit`) that holds ones, or -1.
+template <bool KC, int ROWS, int CH, int THREADS>
+__device__ __forceinline__ void tc_load(float* tile, const float* __restrict__ X, long long ld,
+                                        const long long* __restrict__ gather,
+                                        const long long* krow, int r0, int limit, int ones,
+                                        int k0, int k_begin, int k_end, bool vec, int tid) {
+    constexpr int CHUNKS = ROWS * TC_BK / 4;
+    static_assert(CHUNKS % THREADS == 0, "whole chunks per thread");
+#pragma unroll
+    for (int i = 0; i < CHUNKS / THREADS; ++i) {
+        const int c = tid + i * THREADS;
+        int r, k;  // the chunk's first (row, k); it runs along k (KC) or along rows
+        float* dst;
+        if constexpr (KC) {
+            r = c / (TC_BK / 4);
+            k = (c % (TC_BK / 4)) * 4;
+            dst = tile + r * TC_KPAD + k;
+        } else {
+            k = c / (ROWS / 4);
+            const int cc = c % (ROWS / 4);
+            r = cc * 4;
+            dst = tile + k * ROWS + ((cc ^ tc_swizzle<CH>(k)) * 4);
+        }
+        const int gr = r0 + r, gk = k0 + k;
+        // the stored row of (row, k): rows are gathered when KC, ks otherwise
+        if constexpr (KC) {
+            const bool full = vec && gr < limit && gk + 3 < k_end;
+            const float* src = X + (gather && gr < limit ? gather[gr] : (long long)gr) * ld + gk;
+            if (full) {
+                cp_async16(dst, src);
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    if (gk + e < k_end && gr < limit) cp_async4(dst + e, src + e);
+                    else dst[e] = (gr == ones && gk + e < k_end) ? 1.0f : 0.0f;
+                }
+            }
+        } else {
+            const bool kin = gk < k_end;
+            const long long row = !kin ? 0
+                                  : krow ? krow[gk - k_begin]
+                                  : gather ? gather[gk] : (long long)gk;
+            const float* src = X + row * ld + gr;
+            if (kin && vec && gr + 3 < limit) {
+                cp_async16(dst, src);
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    if (kin && gr + e < limit) cp_async4(dst + e, src + e);
+                    else dst[e] = (kin && gr + e == ones) ? 1.0f : 0.0f;
+                }
+            }
+        }
+    }
+}
+
+template <bool TA, bool TB, int BM, int BN, int WM, int WN, int STAGES, int KF, int MMA>
+__global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)
+gemm_tc(const float* __restrict__ A, const float* __restrict__ B, float* __restrict__ C,
+        const long long* __restrict__ gather_a, const long long* __restrict__ gather_b,
+        int M, int N, int K, int lda, int ldb, int k_chunk,
+        float* __restrict__ partial, int* __restrict__ counters, float* __restrict__ ones_out,
+        int ones_row, int mode, const float* __restrict__ bias, const float* __restrict__ ymask,
+        const float* __restrict__ dmask, int act, float slope, int batches, long long stride_a,
+        long long stride_b, long long stride_c) {
+    constexpr int WARPS_N = BN / WN, THREADS = (BM / WM) * WARPS_N * 32;
+    constexpr int TI = WM / 16, TJ = WN / 8;  // m16 and n8 tiles per warp
+    constexpr int CHA = WM / 32, CHB = WN / 32;  // a thread's 16-byte chunks of a k (m, n rows)
+    constexpr bool KCA = !TA, KCB = TB;  // k is the stored-contiguous axis
+    constexpr int SA = KCA ? BM * TC_KPAD : TC_BK * BM, SB = KCB ? BN * TC_KPAD : TC_BK * BN;
+    constexpr bool SPLIT = MMA == MMA_3XTF32 || MMA == MMA_3XTF32_RN;
+    static_assert(MMA != MMA_SIMT && BM % WM == 0 && BN % WN == 0 && WM % 32 == 0 &&
+                  WN % 32 == 0 && (KF == 1 || KF == 2), "a gemm_tc tile");
+    extern __shared__ __align__(16) float tc_smem[];
+    float* As = tc_smem;                 // STAGES x SA
+    float* Bs = tc_smem + STAGES * SA;   // STAGES x SB
+    __shared__ long long krow[GATHER_MAX];  // gathered stored rows by k (TA's A, or B)
+
+    const int tid = threadIdx.x, lane = tid % 32, g = lane / 4, q = lane % 4;
+    const int warp = tid / 32, wr = warp / WARPS_N, wc = warp % WARPS_N;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int Mp = M + (ones_out != nullptr && ones_row);
+    const int Np = N + (ones_out != nullptr && !ones_row);
+    const int split = batches > 1 ? 0 : blockIdx.z;
+    if (batches > 1) {
+        A += blockIdx.z * stride_a;
+        B += blockIdx.z * stride_b;
+        C += blockIdx.z * stride_c;
+    }
+    const int k_begin = split * k_chunk, k_end = min(K, k_begin + k_chunk);
+    // 16-byte copies need 16-byte aligned rows
+    const bool vec_a = ((unsigned long long)A % 16 == 0) && lda % 4 == 0;
+    const bool vec_b = ((unsigned long long)B % 16 == 0) && ldb % 4 == 0;
+    const long long* gather_k = TA ? gather_a : (!TB ? gather_b : nullptr);
+    const bool staged = gather_k && k_end - k_begin <= GATHER_MAX;
+    if (staged) {
+        for (int kk = tid; kk < k_end - k_begin; kk += THREADS) krow[kk] = gather_k[k_begin + kk];
+        __syncthreads();
+    }
+    const long long* krow_a = TA && staged ? krow : nullptr;
+    const long long* krow_b = !TB && staged && !TA ? krow : nullptr;
+    // A's ones row is op(A)'s row M; B's ones column is op(B)'s column N
+    const int ones_a = ones_out != nullptr && ones_row ? M : -1;
+    const int ones_b = ones_out != nullptr && !ones_row ? N : -1;
+    const int tiles = k_end > k_begin ? (k_end - k_begin + TC_BK - 1) / TC_BK : 0;
+
+    auto load = [&](int t) {  // K-tile t of this block's range into stage t % STAGES
+        const int k0 = k_begin + t * TC_BK, stage = t % STAGES;
+        // a gather read through krow (staged) passes no index of its own
+        const long long* ga = TA && krow_a ? nullptr : gather_a;
+        const long long* gb = TB || krow_b ? nullptr : gather_b;
+        tc_load<KCA, BM, CHA, THREADS>(As + stage * SA, A, lda, ga, krow_a, m0, M, ones_a, k0,
+                                       k_begin, k_end, vec_a, tid);
+        tc_load<KCB, BN, CHB, THREADS>(Bs + stage * SB, B, ldb, gb, krow_b, n0, N, ones_b, k0,
+                                       k_begin, k_end, vec_b, tid);
+    };
+
+    float acc[TI][TJ][4];
+#pragma unroll
+    for (int i = 0; i < TI; ++i)
+#pragma unroll
+        for (int j = 0; j < TJ; ++j)
+#pragma unroll
+            for (int v = 0; v < 4; ++v) acc[i][j][v] = 0.0f;
+
+    // This thread's fragments of 8-deep K-step s of a stage: its slots q, q + 4 are k = 8 s + 2 q
+    // and 8 s + 2 q + 1. Its offsets into a stage are fixed (the swizzle of rows 8 s + 2 q + r
+    // depends on q alone), so a K-step adds 8 s rows or words and the rest are immediates.
+    int off_a[KCA ? 1 : CHA], off_b[KCB ? 1 : CHB];
+    if constexpr (KCA) {
+        off_a[0] = (wr * WM + g) * TC_KPAD + 2 * q;
+    } else {  // rows wr WM + (WM / 8) g + 2 i + h, in chunks (wr WM) / 4 + CHA g + e
+#pragma unroll
+        for (int e = 0; e < CHA; ++e)
+            off_a[e] = 2 * q * BM + (((wr * WM) / 4 + CHA * g + e) ^ tc_swizzle<CHA>(2 * q)) * 4;
+    }
+    if constexpr (KCB) {
+        off_b[0] = (wc * WN + g) * TC_KPAD + 2 * q;
+    } else {  // columns wc WN + (WN / 8) g + j, in chunks (wc WN) / 4 + CHB g + e
+#pragma unroll
+        for (int e = 0; e < CHB; ++e)
+            off_b[e] = 2 * q * BN + (((wc * WN) / 4 + CHB * g + e) ^ tc_swizzle<CHB>(2 * q)) * 4;
+    }
+    auto fragments = [&](const float* as, const float* bs, int s, float (&x)[TI][4],
+                         float (&y)[TJ][2]) {
+        if constexpr (KCA) {
+            const float* a = as + off_a[0] + 8 * s;
+#pragma unroll
+            for (int i = 0; i < TI; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const float2 v = *reinterpret_cast<const float2*>(
+                        a + (16 * i + 8 * h) * TC_KPAD);
+                    x[i][h] = v.x;
+                    x[i][2 + h] = v.y;
+                }
+        } else {
+#pragma unroll
+            for (int r = 0; r < 2; ++r)
+#pragma unroll
+                for (int e = 0; e < CHA; ++e) {
+                    const float4 v = *reinterpret_cast<const float4*>(
+                        as + off_a[e] + (8 * s + r) * BM);
+                    const float w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+                    for (int u = 0; u < 4; ++u) {
+                        const int j = 4 * e + u;  // = 2 i + h
+                        x[j / 2][2 * r + j % 2] = w[u];
+                    }
+                }
+        }
+        if constexpr (KCB) {
+            const float* b = bs + off_b[0] + 8 * s;
+#pragma unroll
+            for (int j = 0; j < TJ; ++j) {
+                const float2 v = *reinterpret_cast<const float2*>(b + 8 * j * TC_KPAD);
+                y[j][0] = v.x;
+                y[j][1] = v.y;
+            }
+        } else {
+#pragma unroll
+            for (int r = 0; r < 2; ++r)
+#pragma unroll
+                for (int e = 0; e < CHB; ++e) {
+                    const float4 v = *reinterpret_cast<const float4*>(
+                        bs + off_b[e] + (8 * s + r) * BN);
+                    y[4 * e][r] = v.x;
+                    y[4 * e + 1][r] = v.y;
+                    y[4 * e + 2][r] = v.z;
+                    y[4 * e + 3][r] = v.w;
+                }
+        }
+    };
+    float part[TI][TJ][4];  // MMA_3XTF32_RN: KF K-steps summed from zero
+    // MMA_3XTF32_RN: `first` starts part from zero, `flush` adds it to acc (KF steps apart)
+    auto multiply = [&](const float (&x)[TI][4], const float (&y)[TJ][2], bool first,
+                        bool flush) {
+        // split as they leave shared memory (split_tf32); TF32 alone rounds by cvt.rna
+        unsigned ah[TI][4], al[TI][4], bh[TJ][2], bl[TJ][2];
+#pragma unroll
+        for (int i = 0; i < TI; ++i)
+#pragma unroll
+            for (int v = 0; v < 4; ++v) {
+                if constexpr (SPLIT) split_tf32(x[i][v], ah[i][v], al[i][v]);
+                else ah[i][v] = to_tf32(x[i][v]);
+            }
+#pragma unroll
+        for (int j = 0; j < TJ; ++j)
+#pragma unroll
+            for (int v = 0; v < 2; ++v) {
+                if constexpr (SPLIT) split_tf32(y[j][v], bh[j][v], bl[j][v]);
+                else bh[j][v] = to_tf32(y[j][v]);
+            }
+        // the small cross terms first; each term over all tiles before the next, so that no
+        // mma waits on the one before it
+#pragma unroll
+        for (int term = SPLIT ? 0 : 2; term < 3; ++term)
+#pragma unroll
+            for (int i = 0; i < TI; ++i)
+#pragma unroll
+                for (int j = 0; j < TJ; ++j) {
+                    float (&d)[4] = MMA == MMA_3XTF32_RN ? part[i][j] : acc[i][j];
+                    const unsigned (&a)[4] = term == 0 ? al[i] : ah[i];
+                    const unsigned (&b)[2] = term == 1 ? bl[j] : bh[j];
+                    if (MMA == MMA_3XTF32_RN && first && term == 0) mma_tf32x<true>(d, a, b);
+                    else mma_tf32x<false>(d, a, b);
+                }
+        if constexpr (MMA == MMA_3XTF32_RN) {
+            if (flush) {
+#pragma unroll
+                for (int i = 0; i < TI; ++i)
+#pragma unroll
+                    for (int j = 0; j < TJ; ++j)
+#pragma unroll
+                        for (int v = 0; v < 4; ++v) acc[i][j][v] += part[i][j][v];
+            }
+        }
+    };
+
+#pragma unroll
+    for (int t = 0; t < STAGES - 1; ++t) {
+        if (t < tiles) load(t);
+        cp_async_commit();
+    }
+    for (int t = 0; t < tiles; ++t) {
+        cp_async_wait<STAGES - 2>();  // tile t has landed (this thread's copies) ...
+        __syncthreads();              // ... everyone's; and stage (t - 1) % STAGES is free
+        if (t + STAGES - 1 < tiles) load(t + STAGES - 1);
+        cp_async_commit();
+        const float* as = As + (t % STAGES) * SA;
+        const float* bs = Bs + (t % STAGES) * SB;
+        // Fragments of step s + 1 are read while step s multiplies (a non-unrolled loop of two
+        // steps: unrolled whole, the compiler hoists every step's reads and runs out of
+        // registers)
+        float xa[TI][4], ya[TJ][2], xb[TI][4], yb[TJ][2];
+        fragments(as, bs, 0, xa, ya);
+#pragma unroll 1
+        for (int s = 0; s < TC_BK / 8; s += 2) {
+            fragments(as, bs, s + 1, xb, yb);
+            multiply(xa, ya, true, KF == 1);
+            if (s + 2 < TC_BK / 8) fragments(as, bs, s + 2, xa, ya);
+            multiply(xb, yb, KF == 1, true);
+        }
+    }
+    cp_async_wait<0>();  // nothing left in flight (the last commits were empty)
+    __syncthreads();      // and nobody reads a stage any more
+
+    // The block's outputs go through shared memory (the stages' space), so that what leaves
+    // for C (or the split-K slices) is written a row at a time, coalesced, whatever the
+    // fragment order; output v of m16n8 tile (i, j) is block row row_of(i, v / 2), column
+    // col_of(j, v % 2)
+    constexpr int CS = BN + 4;  // words per row of the staged outputs
+    static_assert(BM * CS <= STAGES * (SA + SB), "the outputs fit the stages' space");
+    float* Cs = tc_smem;
+    auto row_of = [&](int i, int h) {
+        return wr * WM + (KCA ? 16 * i + 8 * h + g : (WM / 8) * g + 2 * i + h);
+    };
+    auto col_of = [&](int j, int u) {
+        return wc * WN + (KCB ? 8 * j + 2 * q + u : (WN / 8) * (2 * q + u) + j);
+    };
+#pragma unroll
+    for (int i = 0; i < TI; ++i)
+#pragma unroll
+        for (int j = 0; j < TJ; ++j)
+#pragma unroll
+            for (int v = 0; v < 4; ++v) Cs[row_of(i, v / 2) * CS + col_of(j, v % 2)] = acc[i][j][v];
+    __syncthreads();
+    const int rows = min(BM, Mp - m0), cols = min(BN, Np - n0);
+    if (partial) {
+        for (int e = tid; e < BM * BN; e += THREADS) {
+            const int r = e / BN, c = e % BN;
+            if (r < rows && c < cols)
+                partial[((long long)blockIdx.z * Mp + m0 + r) * Np + n0 + c] = Cs[r * CS + c];
+        }
+        if (!counters) return;  // splitk_reduce, launched next, sums the slices
+        __threadfence();  // this slice is visible before the count says so
+        __syncthreads();
+        __shared__ int is_last;
+        const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+        if (tid == 0) is_last = atomicAdd(&counters[tile], 1) == (int)gridDim.z - 1;
+        __syncthreads();
+        if (!is_last) return;
+        __threadfence();
+        for (int e = tid; e < BM * BN; e += THREADS) {  // the same elements as this thread wrote
+            const int r = e / BN, c = e % BN;
+            if (r >= rows || c >= cols) continue;
+            float s = 0.0f;
+            for (int z = 0; z < (int)gridDim.z; ++z)
+                s += __ldcg(&partial[((long long)z * Mp + m0 + r) * Np + n0 + c]);  // from L2
+            Cs[r * CS + c] = s;
+        }
+        if (tid == 0) counters[tile] = 0;  // ready for the next launch
+    }
+    for (int e = tid; e < BM * BN; e += THREADS) {
+        const int r = e / BN, c = e % BN;
+        if (r >= rows || c >= cols) continue;
+        const int m = m0 + r, n = n0 + c;
+        const float v = Cs[r * CS + c];
+        if (m == M) ones_out[n] = v;
+        else if (n == N) ones_out[m] = v;
+        else C[(long long)m * N + n] = epilogue<float>(v, m, n, N, mode, bias, ymask, dmask, act,
+                                                       slope);
     }
 }
 

@@ -18,6 +18,7 @@ import os
 import time
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import cupy as cp
@@ -76,8 +77,12 @@ class Kernels:
         start = time.perf_counter()
         if len(fresh) > 1:  # compile in fresh processes, one per kernel, side by side
             workers = min(len(fresh), os.cpu_count() or 1)
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                list(pool.map(_compile, fresh))  # each lands in CuPy's disk cache
+            try:
+                with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                    list(pool.map(_compile, fresh))  # each lands in CuPy's disk cache
+            except (BrokenProcessPool, OSError):
+                pass  # workers could not start (a script read from stdin, which spawn cannot
+                # run again; no semaphores): _load compiles them here, one after another
         for name in missing:
             self._functions[name] = _load(name)  # from the cache when compiled above
         if fresh:
@@ -96,4 +101,15 @@ def _load(name: str):
     module = cp.RawModule(code=_TEXT, options=OPTIONS, name_expressions=[name])
     f = module.get_function(name)
     f.max_threads_per_block  # noqa: B018 - reading an attribute forces the load
+    if name.startswith("gemm_tc<"):  # its stages take more than the default 48 KB of shared
+        f.max_dynamic_shared_size_bytes = _shared_optin() - f.shared_size_bytes
     return f
+
+
+def _shared_optin() -> int:
+    """The shared memory a block may take once its kernel opts in (227 KB on an H100)."""
+    device = cp.cuda.Device()
+    optin = device.attributes.get("MaxSharedMemoryPerBlockOptin")
+    if optin is None:  # cudaDevAttrMaxSharedMemoryPerBlockOptin
+        optin = cp.cuda.runtime.deviceGetAttribute(97, device.id)
+    return int(optin)
