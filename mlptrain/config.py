@@ -61,6 +61,7 @@ _DECAYING = ("schedule.name", ("cosine", "onecycle"))
 _ONECYCLE = ("schedule.name", ("onecycle",))
 _LEAKY = ("model.activation", ("leaky_relu",))
 _HUBER = ("model.loss", ("huber",))
+_GPU = ("train.device", ("cuda", "auto"))  # the CPU computes in the dtype, whatever precision says
 PLOT_FORMATS = ("png", "svg")
 
 
@@ -158,7 +159,7 @@ class TrainConfig:
     seed: int = option(0, low=0)  # seeds init, shuffling, splits and generated data
     dtype: str = option("float32", choices=DTYPES)  # float64 for checks, float32 for speed
     device: str = option("cpu", choices=DEVICES)  # where the arrays live
-    precision: str = option("fp32", choices=PRECISIONS)  # float32 products on a GPU: fp32's accuracy, or tf32 (one TF32 product on the tensor cores: faster, ~1e-3 relative error); the CPU and float64 ignore it
+    precision: str = option("fp32", choices=PRECISIONS, read_by=_GPU)  # float32 products on a GPU: fp32's accuracy, or tf32 (one TF32 product on the tensor cores: faster, ~1e-3 relative error); the CPU and float64 ignore it
     eval_batch_size: int = option(8192, low=1)  # evaluation needs no gradients: big batches
     patience: int = option(0, low=0)  # early stopping: epochs without val-loss gain (0 = off)
     min_delta: float = option(0.0, low=0.0, high=1e3)  # early stopping: the gain that counts

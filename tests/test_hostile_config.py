@@ -339,7 +339,10 @@ def test_paths_that_look_like_markup_are_printed_as_written(tmp_path):
      "[data] samples = 100 does nothing: the mnist dataset does not read it"),
     (["schedule.gamma=0.5"],
      "[schedule] gamma = 0.5 does nothing: only schedule.name = step reads it, and it is "
-     "'constant' here")])
+     "'constant' here"),
+    (["train.precision=tf32"],
+     "[train] precision = 'tf32' does nothing: only train.device = cuda or auto reads it, and "
+     "it is 'cpu' here")])
 def test_a_key_nothing_reads_is_named_by_config_check_dry_run_and_the_run(
         tmp_path, sets, note):
     """momentum = 0.9 under adam, or samples under mnist, trained as if never written. Not an
