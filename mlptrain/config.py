@@ -308,8 +308,9 @@ def parse_config(text: str, source: str = "<string>", overrides: Sequence[str] =
     except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
         raise ConfigError(f"{source} is not valid TOML: {exc}. Fix the syntax at that "
                           "line (strings need quotes, tables look like [section]).") from None
-    overridden = {_apply_override(raw, item) for item in overrides}
-    where = _Where(source, text, overridden)
+    given = [_apply_override(raw, item) for item in overrides]
+    where = _Where(source, text, {(s, k): f"--set {s}.{k}" if s else f"--set {k}"
+                                  for s, k in given})
     config = _build(raw, where)
     _check_across(config, where)
     config.source, config.overrides = source, list(overrides)
@@ -325,8 +326,7 @@ def with_values(config: Config, values: dict[str, Any], text: str = "",
     parsed base instead of parsing the file again for each. `text`: the file's, to name the
     line of a key a rule blames; `places`: where each key's value was given, as errors name it
     (a sweep's axis: `file, line 9: [sweep] "key"`; default `--set key`)."""
-    places = {key: places.get(key, f"--set {key}") if places else f"--set {key}"
-              for key in values}
+    places = {key: (places or {}).get(key, f"--set {key}") for key in values}
     # a new object for every section, not a deep copy: 10,000 trials are built in a blink,
     # and no one changes a value in place (a list such as model.hidden is replaced whole)
     out = copy.copy(config)
@@ -341,9 +341,9 @@ def with_values(config: Config, values: dict[str, Any], text: str = "",
             continue
         checked = _check_value(_FIELDS[section][key], value, lambda: where)
         setattr(getattr(out, section), key, checked)
-    given = {o.partition("=")[0].strip(): "" for o in config.overrides}  # the base's --set
-    given.update(places)
-    overridden = {(s or None, k): place or f"--set {d}" for d, place in given.items()
+    given = {d: f"--set {d}" for d in (o.partition("=")[0].strip() for o in config.overrides)}
+    given.update(places)  # the base's --set, then the new values
+    overridden = {(s or None, k): place for d, place in given.items()
                   for s, _, k in [d.rpartition(".")]}
     _check_across(out, _Where(config.source, text, overridden))
     return out
@@ -475,16 +475,14 @@ class _Where:
 
     source: str
     text: str
-    # (section, key) pairs given with --set; or, as a dict, each with where it was given
-    overridden: set | dict = field(default_factory=set)
+    # (section, key) -> where its value was given instead of the text (--set, a sweep's axis)
+    overridden: dict = field(default_factory=dict)
 
     def __call__(self, section: str | None, key: str) -> str:
         if len(key) > 60:  # an unknown key can be any length: keep the message short
             return f"{self.source}: " + (f"[{section}] " if section else "") + _show(key)
-        if isinstance(self.overridden, dict) and (section, key) in self.overridden:
-            return self.overridden[(section, key)]
         if (section, key) in self.overridden:
-            return f"--set {section}.{key}" if section else f"--set {key}"
+            return self.overridden[(section, key)]
         line = _line_of(self.text, section, key)
         where = f"{self.source}, line {line}" if line else self.source
         return f"{where}: " + (f"[{section}] {key}" if section else key)
