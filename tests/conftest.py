@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.register_assert_rewrite("gpu_common")  # its checks report as a test's own asserts
+
 # The tests keep the machine's BLAS threads: a timed choice (backend/threads.py) moves float32
 # rounding, and runs compared byte for byte must not choose apart; test_threads.py turns it on
 os.environ.setdefault("MLPTRAIN_CPU_TUNE", "0")

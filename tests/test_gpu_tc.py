@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_common import GPU_MARKS, cp, poisoned, rel  # skips this module without CuPy
+# skips this module without CuPy
+from gpu_common import GPU_MARKS, check_every_plan, cp, poisoned, rel
 pytestmark = GPU_MARKS
 
 from mlptrain.backend.cuda import gemm as G  # noqa: E402
@@ -42,19 +43,9 @@ SHAPES = [(1, 1, 1), (37, 53, 71), (130, 129, 257), (128, 256, 96), (200, 300, 7
 @pytest.mark.parametrize("m,n,k", SHAPES)
 def test_gemm_tc_for_every_transpose_tile_and_split(gpu, mode, trans_a, trans_b, m, n, k):
     mma = MMAS[mode]
-    rng = np.random.default_rng(m * 7 + n * 3 + k)
-    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
-    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
-    want = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
-    da, db = cp.asarray(a), cp.asarray(b)
     if (trans_a, trans_b) == (True, True):  # not a transpose the graph uses: compiled here
         gpu.prepare_kernels([G.gemm_name(np.float32, True, True, t, mma) for t in G.TC_TILES])
-    for tile in G.TC_TILES:
-        for splits, inline in ((1, False), (3, False), (3, True), (None, False), (None, True)):
-            out = poisoned((m, n))
-            p = G.plan(m, n, k, tile=tile, splits=splits, inline_reduce=inline, mma=mma)
-            gpu.gemm(da, db, out, m, n, k, a.shape[1], b.shape[1], trans_a, trans_b, gemm_plan=p)
-            assert rel(out.get(), want) < NORM_TOL[mma], p
+    check_every_plan(gpu, G.TC_TILES, mma, trans_a, trans_b, m, n, k, NORM_TOL[mma])
 
 
 @pytest.mark.parametrize("mode", MMAS)
