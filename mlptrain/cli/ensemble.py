@@ -37,8 +37,9 @@ def ensemble(
                                               "one train.seed or one data.split_seed)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     figure: Optional[Path] = typer.Option(
-        None, "--figure", metavar="FILE", parser=a_path, help="Also draw the committee's misclassified images "
-        "with each member's vote into FILE (.png or .svg)."),
+        None, "--figure", metavar="FILE", parser=a_path,
+        help="Also draw the committee's misclassified images with each member's vote into "
+        "FILE (.png or .svg)."),
     runs_dir: Optional[Path] = RunsDir,
 ):
     """Average several runs' class probabilities (regression runs: their predictions) and score

@@ -16,8 +16,9 @@ from mlptrain.runs import RunStore
 
 def plot(
     run: str = typer.Argument("latest", metavar="RUN", help=RUN_HELP),
-    out_dir: Optional[Path] = typer.Option(None, "--out", metavar="DIR", parser=a_path, help="Folder for the figures "
-                                                               "(default: the run directory)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", metavar="DIR", parser=a_path,
+                                           help="Folder for the figures (default: the run "
+                                                "directory)."),
     fmt: str = typer.Option("png", "--format", metavar="png|svg", help="Image format: png or svg."),
     runs_dir: Optional[Path] = RunsDir,
 ):

@@ -138,7 +138,7 @@ def show(
               f"{secs(record['seconds'])}", highlight=False)
     plain(out, f"  {found.path}")
     if summary.get("error"):
-        out.print(f"  error: {escape(summary['error'])}", highlight=False, soft_wrap=True)
+        plain(out, f"  error: {summary['error']}")
     metric = run_metric(summary)
     if summary.get("final"):
         out.print(final_table(summary["final"], (summary.get("dataset") or {}).get("samples"),
